@@ -1,0 +1,60 @@
+# One entry point for the local (Docker-free) path. `make run` and `make test` install
+# everything they need on first use into .local/ (git-ignored).
+SHELL := /bin/bash
+PYTHON ?= python3
+LOCAL ?= .local
+VENV := $(LOCAL)/venv
+BOOT := $(LOCAL)/bootstrap
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock 2>/dev/null | cksum | cut -d' ' -f1)
+
+ROWS ?= 20000
+DATA ?=
+TARGET ?=
+export PYTHONPATH := $(CURDIR)
+export ML_PIPELINE_HOME := $(abspath $(LOCAL))
+
+.PHONY: help install lock run test lint mlflow-ui api stop monitor bench clean
+
+help:
+	@echo "make run    - run the whole pipeline locally (DATA=file.csv TARGET=column for your own data)"
+	@echo "make test   - run the test suite"
+	@echo "make stop   - stop the local model API started by make run"
+	@echo "make mlflow-ui - open the MLflow UI on the local store"
+	@echo "make lint   - ruff"
+	@echo "make lock   - re-resolve requirements.lock (Airflow 2.11.0 + requirements*.txt)"
+
+$(BOOT)/bin/uv:
+	$(PYTHON) -m venv $(BOOT)
+	$(BOOT)/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(STAMP): requirements.lock | $(BOOT)/bin/uv
+	@test -x $(PY) || $(BOOT)/bin/uv venv --quiet --python $(PYTHON) $(VENV)
+	$(BOOT)/bin/uv pip sync --quiet --python $(PY) requirements.lock
+	@rm -f $(VENV)/.installed-*; touch $@
+
+install: $(STAMP)
+
+lock: | $(BOOT)/bin/uv
+	$(BOOT)/bin/uv pip compile --universal --python-version 3.11 --no-header \
+	    requirements-airflow.in requirements.txt requirements-dev.txt -o requirements.lock
+
+run: $(STAMP)
+	$(PY) -m include.ml_pipeline.local.run_pipeline \
+	    $(if $(DATA),--data "$(DATA)") $(if $(TARGET),--target "$(TARGET)") --rows $(ROWS)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+mlflow-ui: $(STAMP)
+	$(PY) -m include.ml_pipeline.local.mlflow_ui
+
+stop: $(STAMP)
+	$(PY) -m include.ml_pipeline.local.services stop
+
+clean:
+	rm -rf $(LOCAL)

@@ -1,0 +1,73 @@
+"""Where things live and which services the pipeline talks to.
+
+Every setting has an embedded default under one local folder (`ML_PIPELINE_HOME`,
+default `<project>/.local`), and an environment variable that points it elsewhere
+(`astro dev start` sets them in `.env` / `docker-compose.override.yml`). Nothing here
+imports Airflow, so the same settings serve the DAG, the model API and the tests.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL_NAME = "tabular_classifier"
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    storage_root: Path
+    duckdb_path: Path
+    mlflow_tracking_uri: str
+    mlflow_artifact_root: str
+    mlflow_experiment: str
+    model_name: str
+    api_url: str
+    inference_log_dir: Path
+    reports_dir: Path
+    notifications_log: Path
+
+    def ensure_dirs(self) -> Settings:
+        for path in (self.home, self.storage_root, self.inference_log_dir, self.reports_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        self.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+        self.notifications_log.parent.mkdir(parents=True, exist_ok=True)
+        if self.mlflow_tracking_uri.startswith("sqlite:///"):
+            Path(self.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+                parents=True, exist_ok=True
+            )
+        return self
+
+
+def _path(env: str, default: Path) -> Path:
+    value = os.environ.get(env)
+    return Path(value).expanduser().resolve() if value else default
+
+
+def get_settings() -> Settings:
+    """Read the settings from the environment (cheap; call it where you need it)."""
+    home = _path("ML_PIPELINE_HOME", PROJECT_ROOT / ".local")
+    mlflow_dir = home / "mlflow"
+    return Settings(
+        home=home,
+        storage_root=_path("ML_PIPELINE_STORAGE", home / "data"),
+        duckdb_path=_path("ML_PIPELINE_DUCKDB", home / "warehouse" / "pipeline.duckdb"),
+        mlflow_tracking_uri=os.environ.get(
+            "MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}"
+        ),
+        mlflow_artifact_root=os.environ.get(
+            "ML_PIPELINE_MLFLOW_ARTIFACTS", (mlflow_dir / "artifacts").as_uri()
+        ),
+        mlflow_experiment=os.environ.get("ML_PIPELINE_EXPERIMENT", "ml_model_deployment_advanced"),
+        model_name=os.environ.get("ML_PIPELINE_MODEL_NAME", DEFAULT_MODEL_NAME),
+        api_url=os.environ.get("MODEL_API_URL", DEFAULT_API_URL).rstrip("/"),
+        inference_log_dir=_path("ML_PIPELINE_INFERENCE_LOG", home / "inference_log"),
+        reports_dir=_path("ML_PIPELINE_REPORTS", home / "reports"),
+        notifications_log=_path(
+            "ML_PIPELINE_NOTIFICATIONS_LOG", home / "notifications" / "notifications.jsonl"
+        ),
+    )
