@@ -84,7 +84,10 @@ def coerce_features(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     for column in spec.categorical:
         values = frame[column]
         present = values.notna().to_numpy()
-        texts = [_category_text(v) if ok else None for v, ok in zip(values.tolist(), present)]
+        texts = [
+            _category_text(v) if ok else None
+            for v, ok in zip(values.tolist(), present, strict=True)
+        ]
         out[column] = pd.Series(texts, index=frame.index, dtype=object)
     return pd.DataFrame(out, index=frame.index)
 
