@@ -1,0 +1,103 @@
+"""Stratified, seeded train / validation / test split, computed in the warehouse.
+
+Within each class, rows are ordered by a hash of (row id, seed) and cut at the requested
+fractions, so every split keeps the class mix, and the same data with the same seed
+always gives the same rows, whatever the engine's thread count. Each split is written
+as a Parquet file that the training tasks (possibly in parallel processes) read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from include.ml_pipeline.data.ingest import ROW_ID
+from include.ml_pipeline.data.warehouse import quote_ident, quote_literal
+from include.ml_pipeline.features import FeatureSpec
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    table: str
+    paths: dict[str, str]
+    rows: dict[str, int]
+    class_counts: dict[str, dict[str, int]]
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_fractions(test_size: float, validation_size: float) -> None:
+    for name, value in (("test_size", test_size), ("validation_size", validation_size)):
+        if not 0 < value < 1:
+            raise ValueError(f"{name} must be between 0 and 1; got {value}")
+    if test_size + validation_size >= 0.9:
+        raise ValueError(
+            f"test_size + validation_size must leave at least 10% for training; "
+            f"got {test_size} + {validation_size}"
+        )
+
+
+def split_sql(
+    source: str, dest: str, target: str, test: float, validation: float, seed: int
+) -> str:
+    t = quote_ident(target)
+    return f"""
+CREATE OR REPLACE TABLE {quote_ident(dest)} AS
+WITH ranked AS (
+  SELECT *,
+         row_number() OVER (PARTITION BY {t} ORDER BY hash({ROW_ID}, {int(seed)}), {ROW_ID}) AS rk,
+         count(*) OVER (PARTITION BY {t}) AS n
+  FROM {quote_ident(source)}
+)
+SELECT * EXCLUDE (rk, n),
+       CASE WHEN rk <= round(n * {float(test)}) THEN 'test'
+            WHEN rk <= round(n * {float(test)}) + round(n * {float(validation)}) THEN 'validation'
+            ELSE 'train' END AS split
+FROM ranked ORDER BY {ROW_ID}
+"""
+
+
+def split_table(
+    con,
+    source: str,
+    dest: str,
+    spec: FeatureSpec,
+    out_dir: Path,
+    *,
+    test_size: float,
+    validation_size: float,
+    seed: int,
+) -> SplitResult:
+    """Split `source` into `dest` (with a `split` column) and one Parquet file per split."""
+    check_fractions(test_size, validation_size)
+    con.execute(split_sql(source, dest, spec.target, test_size, validation_size, seed))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = ", ".join(quote_ident(c) for c in [*spec.columns, spec.target])
+    paths, rows, classes = {}, {}, {}
+    for name in SPLITS:
+        path = out_dir / f"{name}.parquet"
+        tmp = out_dir / f"{name}.parquet.part"
+        con.execute(
+            f"COPY (SELECT {columns} FROM {quote_ident(dest)} WHERE split = {quote_literal(name)} "
+            f"ORDER BY {ROW_ID}) TO {quote_literal(str(tmp))} (FORMAT parquet)"
+        )
+        tmp.replace(path)
+        paths[name] = str(path)
+        counts = con.execute(
+            f"SELECT CAST({quote_ident(spec.target)} AS VARCHAR), count(*) "
+            f"FROM {quote_ident(dest)} WHERE split = {quote_literal(name)} GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        classes[name] = {str(k): int(v) for k, v in counts}
+        rows[name] = sum(classes[name].values())
+    empty = [name for name, n in rows.items() if n == 0]
+    if empty:
+        raise ValueError(
+            f"split of {source}: the {', '.join(empty)} split(s) are empty; "
+            "add rows or change test_size/validation_size"
+        )
+    return SplitResult(table=dest, paths=paths, rows=rows, class_counts=classes, seed=seed)

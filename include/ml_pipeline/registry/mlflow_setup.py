@@ -1,0 +1,100 @@
+"""Point MLflow at the configured store and make sure the experiment exists.
+
+The same calls work with the embedded store (`sqlite:///<file>` plus a local artifact
+folder) and with a tracking server (`http://host:port`):
+
+* a `sqlite:///` store gets its parent folder created on first use;
+* the experiment is created if absent, with `artifact_location` for a *local* store.
+  A tracking server owns its artifact storage (`--artifacts-destination`, proxied as
+  `mlflow-artifacts:/`), so a local `file:` artifact location is not sent to it — the
+  clients of a server do not share that folder. A non-`file:` location (e.g. `s3://…`)
+  is passed through in both cases;
+* creating the experiment tolerates a concurrent creator (two tasks starting at once).
+
+Tracking and registry URIs are set together, process-wide (MLflow keeps them in globals);
+each function that talks to MLflow in this package takes `tracking_uri` and calls
+`configure_mlflow` so a task never depends on what another task in the same process set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow import MlflowClient
+
+
+def is_remote_tracking_uri(uri: str) -> bool:
+    """True for a tracking server (`http://`, `https://`, `databricks`)."""
+    return uri.startswith(("http://", "https://", "databricks"))
+
+
+def configure_mlflow(tracking_uri: str) -> MlflowClient:
+    """Set the process-wide tracking and registry URI; return a client bound to it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    if not tracking_uri:
+        raise ValueError("tracking_uri is empty")
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _artifact_location_for(tracking_uri: str, artifact_location: str | None) -> str | None:
+    if not artifact_location:
+        return None
+    is_local = artifact_location.startswith("file:") or "://" not in artifact_location
+    if is_remote_tracking_uri(tracking_uri) and is_local:
+        return None
+    if is_local and artifact_location.startswith("file:"):
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
+        Path(url2pathname(urlparse(artifact_location).path)).mkdir(parents=True, exist_ok=True)
+    return artifact_location
+
+
+def ensure_experiment(
+    tracking_uri: str, experiment: str, artifact_location: str | None = None
+) -> str:
+    """Configure MLflow and return the id of `experiment`, creating it if absent.
+
+    A deleted experiment of that name is restored rather than failing.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = configure_mlflow(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            client.restore_experiment(found.experiment_id)
+        return found.experiment_id
+    try:
+        return client.create_experiment(
+            experiment, artifact_location=_artifact_location_for(tracking_uri, artifact_location)
+        )
+    except MlflowException:
+        # Lost a race with a concurrent creator: use theirs.
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def setup_from_settings(settings=None) -> tuple[str, str]:
+    """`ensure_experiment` with `include.ml_pipeline.config.get_settings()` values.
+
+    Returns `(tracking_uri, experiment_id)`.
+    """
+    if settings is None:
+        from include.ml_pipeline.config import get_settings
+
+        settings = get_settings()
+    experiment_id = ensure_experiment(
+        settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifact_root
+    )
+    return settings.mlflow_tracking_uri, experiment_id

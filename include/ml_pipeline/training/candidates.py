@@ -1,0 +1,225 @@
+"""Candidate model configurations: what `entrenar_modelo` maps over.
+
+A candidate is a JSON-able dict, so it can be an Airflow Param and an XCom value::
+
+    {"name": "logreg_c1", "estimator": "logistic_regression", "params": {"C": 1.0}}
+
+`name` identifies the candidate (unique within a list; it names the MLflow run),
+`estimator` is one of `ESTIMATORS`, and `params` are keyword arguments of that
+scikit-learn estimator. `random_state` comes from the training seed unless `params`
+sets it. `validate_candidates` checks a whole list up front and names the bad key;
+`make_estimator` builds the (unfitted) estimator that goes after the preprocessor in the
+model pipeline.
+
+`WEAK_CANDIDATE` is deliberately useless (scikit-learn's `DummyClassifier` predicting the
+class prior: ROC AUC exactly 0.5, accuracy equal to the majority-class share). Tests and
+the DAG's "weak configuration" Param use it to prove that the deploy gate rejects a bad
+model and that `champion` does not move.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from typing import Any
+
+# estimator kind -> (module, class name)
+ESTIMATORS: dict[str, tuple[str, str]] = {
+    "logistic_regression": ("sklearn.linear_model", "LogisticRegression"),
+    "hist_gradient_boosting": ("sklearn.ensemble", "HistGradientBoostingClassifier"),
+    "random_forest": ("sklearn.ensemble", "RandomForestClassifier"),
+    "dummy": ("sklearn.dummy", "DummyClassifier"),
+}
+
+# Settings applied before the candidate's own params (which win).
+_BASE_PARAMS: dict[str, dict[str, Any]] = {
+    "logistic_regression": {"max_iter": 2000},
+    "hist_gradient_boosting": {},
+    "random_forest": {"n_jobs": 1},
+    "dummy": {},
+}
+
+CANDIDATE_KEYS = frozenset({"name", "estimator", "params"})
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+DEFAULT_CANDIDATES: list[dict[str, Any]] = [
+    {"name": "logreg_c0.1", "estimator": "logistic_regression", "params": {"C": 0.1}},
+    {"name": "logreg_c1", "estimator": "logistic_regression", "params": {"C": 1.0}},
+    {
+        "name": "hgb_shallow",
+        "estimator": "hist_gradient_boosting",
+        "params": {"learning_rate": 0.1, "max_iter": 200, "max_depth": 3, "early_stopping": True},
+    },
+    {
+        "name": "hgb_deep",
+        "estimator": "hist_gradient_boosting",
+        "params": {
+            "learning_rate": 0.05,
+            "max_iter": 300,
+            "max_leaf_nodes": 31,
+            "l2_regularization": 1.0,
+            "early_stopping": True,
+        },
+    },
+]
+
+WEAK_CANDIDATE: dict[str, Any] = {
+    "name": "weak_prior",
+    "estimator": "dummy",
+    "params": {"strategy": "prior"},
+}
+
+
+class CandidateError(ValueError):
+    """A candidate configuration is invalid; the message names the candidate and the key."""
+
+
+def default_candidates() -> list[dict[str, Any]]:
+    """A fresh copy of `DEFAULT_CANDIDATES` (safe to mutate)."""
+    return copy.deepcopy(DEFAULT_CANDIDATES)
+
+
+def weak_candidates() -> list[dict[str, Any]]:
+    """A one-element list with a fresh copy of `WEAK_CANDIDATE`."""
+    return [copy.deepcopy(WEAK_CANDIDATE)]
+
+
+def _estimator_class(kind: str) -> type:
+    import importlib
+
+    module, name = ESTIMATORS[kind]
+    return getattr(importlib.import_module(module), name)
+
+
+def _check_json_value(value: Any, where: str) -> None:
+    if value is None or isinstance(value, str | bool | int):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise CandidateError(f"{where} must be a finite number; got {value!r}")
+        return
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_json_value(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise CandidateError(f"{where} keys must be strings; got {key!r}")
+            _check_json_value(item, f"{where}.{key}")
+        return
+    raise CandidateError(
+        f"{where} must be a JSON value (string, number, bool, null, list, object); "
+        f"got {type(value).__name__}"
+    )
+
+
+def validate_candidate(candidate: Any) -> dict[str, Any]:
+    """Check one candidate and return a normalised copy (`params` defaulted to `{}`).
+
+    Raises `CandidateError` naming the offending key: a missing or unknown top-level key,
+    an unknown estimator, a parameter the estimator does not accept, a non-JSON value, or
+    a value scikit-learn rejects (e.g. a negative `C`).
+    """
+    if not isinstance(candidate, dict):
+        raise CandidateError(f"a candidate must be a dict; got {type(candidate).__name__}")
+    label = repr(candidate.get("name", "<unnamed>"))
+    unknown = sorted(set(candidate) - CANDIDATE_KEYS)
+    if unknown:
+        raise CandidateError(
+            f"candidate {label}: unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"allowed keys are {', '.join(sorted(CANDIDATE_KEYS))}"
+        )
+    for key in ("name", "estimator"):
+        if key not in candidate:
+            raise CandidateError(f"candidate {label}: missing required key {key!r}")
+    name = candidate["name"]
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+        raise CandidateError(
+            f"candidate {label}: key 'name' must be 1-100 characters of letters, digits, "
+            f"'_', '.', '-' (starting with a letter or digit); got {name!r}"
+        )
+    kind = candidate["estimator"]
+    if kind not in ESTIMATORS:
+        raise CandidateError(
+            f"candidate {label}: key 'estimator' must be one of "
+            f"{', '.join(sorted(ESTIMATORS))}; got {kind!r}"
+        )
+    params = candidate.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise CandidateError(
+            f"candidate {label}: key 'params' must be a dict; got {type(params).__name__}"
+        )
+    _check_json_value(params, f"candidate {label}: params")
+    cls = _estimator_class(kind)
+    accepted = set(cls().get_params(deep=False))
+    bad = sorted(set(params) - accepted)
+    if bad:
+        raise CandidateError(
+            f"candidate {label}: params key(s) {', '.join(map(repr, bad))} not accepted by "
+            f"{cls.__name__}; accepted: {', '.join(sorted(accepted))}"
+        )
+    estimator = cls(**{**_BASE_PARAMS[kind], **params})
+    validate = getattr(estimator, "_validate_params", None)
+    if validate is not None:
+        try:
+            validate()
+        except ValueError as exc:  # sklearn's InvalidParameterError names the parameter
+            raise CandidateError(f"candidate {label}: params: {exc}") from exc
+    return {"name": name, "estimator": kind, "params": copy.deepcopy(params)}
+
+
+def validate_candidates(candidates: Any) -> list[dict[str, Any]]:
+    """Check a list of candidates (non-empty, unique names); return normalised copies.
+
+    Accepts a JSON string too (an Airflow Param may arrive as text).
+    """
+    if isinstance(candidates, str):
+        try:
+            candidates = json.loads(candidates)
+        except json.JSONDecodeError as exc:
+            raise CandidateError(f"candidates: not valid JSON ({exc})") from exc
+    if not isinstance(candidates, list | tuple) or not candidates:
+        raise CandidateError("candidates must be a non-empty list of candidate dicts")
+    out = []
+    seen: set[str] = set()
+    for index, candidate in enumerate(candidates):
+        try:
+            checked = validate_candidate(candidate)
+        except CandidateError as exc:
+            raise CandidateError(f"candidates[{index}]: {exc}") from exc
+        if checked["name"] in seen:
+            raise CandidateError(
+                f"candidates[{index}]: key 'name' {checked['name']!r} is used twice; "
+                "names must be unique"
+            )
+        seen.add(checked["name"])
+        out.append(checked)
+    return out
+
+
+def make_estimator(candidate: dict[str, Any], seed: int | None = 42) -> Any:
+    """The unfitted scikit-learn estimator for `candidate` (validated first).
+
+    `random_state` is set to `seed` when the estimator has one and the candidate's params
+    do not set it.
+    """
+    checked = validate_candidate(candidate)
+    kind = checked["estimator"]
+    cls = _estimator_class(kind)
+    params = {**_BASE_PARAMS[kind], **checked["params"]}
+    if "random_state" in cls().get_params(deep=False) and "random_state" not in params:
+        params["random_state"] = seed
+    return cls(**params)
+
+
+def estimator_params(estimator: Any) -> dict[str, Any]:
+    """The estimator's full, flat parameter dict with values MLflow can log as params."""
+    out = {}
+    for key, value in sorted(estimator.get_params(deep=False).items()):
+        out[key] = value if isinstance(value, str | int | float | bool) else repr(value)
+    return out

@@ -1,0 +1,118 @@
+"""Classification metrics from predicted probabilities, for binary and multiclass targets.
+
+`classes` is the model's `classes_` (the column order of `predict_proba`). Labels may be
+strings or integers. Binary: the positive class is `classes[1]` (scikit-learn's
+convention), ROC AUC is of that column, precision/recall/F1 are of that class.
+Multiclass: ROC AUC is the macro average one-vs-rest, precision/recall/F1 are macro
+averages. The predicted label is the class with the highest probability (ties go to the
+first class, like `predict`).
+
+A metric that is undefined on the given sample (ROC AUC when only one class is present)
+is NaN rather than an exception, so one odd split does not crash a run; the deploy gate
+treats NaN as failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+METRIC_NAMES = ("roc_auc", "accuracy", "f1", "precision", "recall", "log_loss")
+# Direction of each metric: True when a larger value is better.
+GREATER_IS_BETTER = {
+    "roc_auc": True,
+    "accuracy": True,
+    "f1": True,
+    "precision": True,
+    "recall": True,
+    "log_loss": False,
+}
+
+
+def _as_array(values: Any) -> np.ndarray:
+    if hasattr(values, "to_numpy"):
+        return values.to_numpy()
+    return np.asarray(values)
+
+
+def predicted_labels(proba: Any, classes: Sequence[Any]) -> np.ndarray:
+    """The label with the highest probability in each row."""
+    proba = np.asarray(proba, dtype=float)
+    return np.asarray(classes)[np.argmax(proba, axis=1)]
+
+
+def classification_metrics(
+    y_true: Any, proba: Any, classes: Sequence[Any]
+) -> dict[str, float]:
+    """roc_auc, accuracy, f1, precision, recall, log_loss as plain floats.
+
+    Raises `ValueError` if the shapes disagree or `y_true` holds a label that is not in
+    `classes` (the model never saw it, so no probability exists for it).
+    """
+    from sklearn.metrics import (
+        accuracy_score,
+        f1_score,
+        log_loss,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
+    y = _as_array(y_true)
+    classes_arr = np.asarray(classes)
+    proba = np.asarray(proba, dtype=float)
+    if proba.ndim != 2 or proba.shape != (len(y), len(classes_arr)):
+        raise ValueError(
+            f"proba must have shape (n_samples={len(y)}, n_classes={len(classes_arr)}); "
+            f"got {proba.shape}"
+        )
+    if len(classes_arr) < 2:
+        raise ValueError(f"need at least two classes; got {list(classes_arr)}")
+    if len(y) == 0:
+        raise ValueError("y_true is empty")
+    unknown = sorted({str(v) for v in set(y.tolist()) - set(classes_arr.tolist())})
+    if unknown:
+        raise ValueError(
+            f"y_true has label(s) the model does not know: {', '.join(unknown[:10])}; "
+            f"model classes: {', '.join(map(str, classes_arr.tolist()))}"
+        )
+    y_pred = classes_arr[np.argmax(proba, axis=1)]
+    binary = len(classes_arr) == 2
+    present = set(y.tolist())
+
+    if binary:
+        positive = classes_arr[1]
+        if len(present) < 2:
+            roc_auc = float("nan")
+        else:
+            roc_auc = float(roc_auc_score(y == positive, proba[:, 1]))
+        pr_kwargs: dict[str, Any] = {"pos_label": positive, "average": "binary"}
+    else:
+        scores = []
+        for index, cls in enumerate(classes_arr):
+            truth = y == cls
+            if truth.all() or not truth.any():
+                continue  # one-vs-rest undefined for a class absent (or alone) in y_true
+            scores.append(roc_auc_score(truth, proba[:, index]))
+        roc_auc = float(np.mean(scores)) if scores else float("nan")
+        pr_kwargs = {"labels": classes_arr, "average": "macro"}
+
+    # log_loss wants rows that sum to 1; clip to avoid log(0) on hard 0/1 probabilities.
+    eps = 1e-15
+    clipped = np.clip(proba, eps, 1.0)
+    clipped = clipped / clipped.sum(axis=1, keepdims=True)
+    return {
+        "roc_auc": roc_auc,
+        "accuracy": float(accuracy_score(y, y_pred)),
+        "f1": float(f1_score(y, y_pred, zero_division=0, **pr_kwargs)),
+        "precision": float(precision_score(y, y_pred, zero_division=0, **pr_kwargs)),
+        "recall": float(recall_score(y, y_pred, zero_division=0, **pr_kwargs)),
+        "log_loss": float(log_loss(y, clipped, labels=classes_arr)),
+    }
+
+
+def prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    """`{"roc_auc": x}` -> `{"<prefix>_roc_auc": x}` (the names logged to MLflow)."""
+    return {f"{prefix}_{key}": value for key, value in metrics.items()}
