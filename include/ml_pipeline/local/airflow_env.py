@@ -1,0 +1,68 @@
+"""The embedded Airflow used by `make run` and the tests: no Docker, no servers.
+
+`configure()` must run before `airflow` is imported: it points AIRFLOW_HOME, the metadata
+database (SQLite) and the logs into `ML_PIPELINE_HOME`, loads this project's `dags/`, and
+defines the connections that `airflow_settings.yaml` defines for `astro dev start`, with
+local values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from include.ml_pipeline.config import PROJECT_ROOT, get_settings
+
+
+def configure(home: Path | None = None) -> Path:
+    """Set the environment for an embedded Airflow under `home`; return AIRFLOW_HOME."""
+    if home is not None:
+        os.environ["ML_PIPELINE_HOME"] = str(home)
+    settings = get_settings().ensure_dirs()
+    airflow_home = settings.home / "airflow"
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    env = {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "SequentialExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_home / "logs"),
+        "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "30",
+        "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES": "airflow.* astro.*",
+        "AIRFLOW__WEBSERVER__BASE_URL": "http://localhost:8080",
+        "AIRFLOW__METRICS__TIMER_UNIT_CONSISTENCY": "True",
+        "PYTHONPATH": os.pathsep.join(
+            p for p in [str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")] if p
+        ),
+    }
+    for key, value in env.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault(
+        "AIRFLOW_CONN_DUCKDB_DEFAULT",
+        json.dumps({"conn_type": "duckdb", "host": str(settings.duckdb_path)}),
+    )
+    if str(PROJECT_ROOT) not in sys.path:
+        sys.path.insert(0, str(PROJECT_ROOT))
+    return airflow_home
+
+
+def ensure_metadata_db() -> None:
+    """Create or upgrade the SQLite metadata database (idempotent, ~15 s the first time)."""
+    db = Path(os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///"))
+    marker = db.with_suffix(".migrated")
+    if db.exists() and marker.exists():
+        return
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        raise RuntimeError(f"airflow db migrate failed:\n{done.stdout}\n{done.stderr}")
+    marker.touch()
