@@ -49,12 +49,16 @@ Measured false-alarm and detection rates
 seeds) and counts how often the dataset is flagged. With the defaults, 2,000 rows per
 sample (`python -m include.ml_pipeline.monitoring.drift --draws 200 --rows 2000`):
 
-* undrifted pairs: dataset drift in 0 of 200 draws (0.0%); a single feature was flagged in
-  0.9% of the draws (per-feature rate 0.09%, bound alpha / n = 0.45%). Documented bound,
-  asserted by the tests: **false-alarm rate <= 5%** over 40 draws;
-* `drift=True` batches: dataset drift in 200 of 200 draws (100%); the five shifted features
-  (tenure_months, monthly_charges, total_charges, support_tickets, contract_type) are
-  flagged, the six unshifted ones are not. Asserted: **detection rate >= 95%**.
+* undrifted pairs: dataset drift in 0 of 200 draws (0.0%), and not a single feature
+  flagged in any draw. For comparison, significance alone (effect-size thresholds 0)
+  flagged at least one feature in 3.5% of the draws (Bonferroni bound: 5%), and
+  uncorrected p < 0.05 in 37%. At 50,000 rows: 0 of 10 draws. Documented bound, asserted
+  by the tests: **false-alarm rate <= 5%** over 40 draws of 2,000 rows;
+* `drift=True` batches: dataset drift in 200 of 200 draws (100%). tenure_months,
+  monthly_charges, support_tickets and contract_type were flagged in every draw,
+  total_charges in 75% (shorter tenures and higher prices partly cancel in the product),
+  the six unshifted features never. Asserted: **detection rate >= 95%**. With only 200
+  rows per sample detection falls to 90% (10 draws), with still no false alarm in 50.
 """
 
 from __future__ import annotations
@@ -551,7 +555,8 @@ def _category_series(values: Any) -> pd.Series:
 
     series = pd.Series(values, dtype=object) if not isinstance(values, pd.Series) else values
     present = series.notna().to_numpy()
-    texts = [str(v) if ok else MISSING_CATEGORY for v, ok in zip(series.tolist(), present)]
+    pairs = zip(series.tolist(), present, strict=True)
+    texts = [str(v) if ok else MISSING_CATEGORY for v, ok in pairs]
     return pd.Series(texts, dtype=object)
 
 
