@@ -1,0 +1,339 @@
+"""Fit one candidate pipeline and track it in MLflow, nested under the DAG run's parent run.
+
+`start_parent_run` makes (or finds) the parent run of one Airflow DAG run.
+`train_candidate` fits `Pipeline([("preprocess", build_preprocessor(spec)),
+("model", estimator)])` on the train split, scores it on the validation split and logs one
+nested run: params, `validation_*` metrics, `fit_seconds`, the fitted pipeline (skops, with
+signature, input example and the feature spec as metadata), the train/validation datasets
+as inputs (source path + digest + schema; the data is not copied) and the Airflow tags.
+
+Both are idempotent per Airflow run, so a retried or cleared task does not duplicate
+anything: the parent is found by its `airflow_run_id` tag, a candidate's finished run is
+found by parent + candidate name and returned as is (no refit); an unfinished one left by
+a crashed attempt is deleted and trained again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from include.ml_pipeline.registry.mlflow_setup import configure_mlflow, ensure_experiment
+from include.ml_pipeline.training.candidates import (
+    estimator_params,
+    make_estimator,
+    validate_candidate,
+)
+from include.ml_pipeline.training.data import as_spec, file_fingerprint, read_split
+from include.ml_pipeline.training.metrics import classification_metrics, prefixed
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+
+    from include.ml_pipeline.features import FeatureSpec
+
+ROLE_TAG = "ml_pipeline.role"
+CANDIDATE_TAG = "ml_pipeline.candidate"
+MODEL_URI_TAG = "ml_pipeline.model_uri"
+DATA_FINGERPRINT_TAG = "ml_pipeline.train_fingerprint"
+AIRFLOW_RUN_TAG = "airflow_run_id"
+PARENT_TAG = "mlflow.parentRunId"
+MODEL_ARTIFACT_NAME = "model"
+SIGNATURE_SAMPLE_ROWS = 1000
+_MODEL_PACKAGES = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
+
+
+def _quote(value: str, what: str) -> str:
+    if "'" in value or "\\" in value:
+        raise ValueError(f"{what} must not contain quotes or backslashes: {value!r}")
+    return f"'{value}'"
+
+
+def start_parent_run(
+    *,
+    tracking_uri: str,
+    experiment: str,
+    airflow_run_id: str,
+    artifact_location: str | None = None,
+    run_name: str | None = None,
+    tags: dict[str, Any] | None = None,
+) -> str:
+    """Return the id of the parent MLflow run of this Airflow DAG run, creating it once.
+
+    Looks for an active run tagged `airflow_run_id=<airflow_run_id>` and role `parent` in
+    the experiment first; creates it (status RUNNING, ended by `finish_parent_run`) only
+    if there is none. `tags` (e.g. dag_id) are set on a newly created run.
+    """
+    from mlflow.entities import ViewType
+
+    experiment_id = ensure_experiment(tracking_uri, experiment, artifact_location)
+    client = configure_mlflow(tracking_uri)
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.{AIRFLOW_RUN_TAG} = {_quote(airflow_run_id, 'airflow_run_id')} "
+            f"and tags.`{ROLE_TAG}` = 'parent'"
+        ),
+        run_view_type=ViewType.ACTIVE_ONLY,
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    all_tags.update({AIRFLOW_RUN_TAG: airflow_run_id, ROLE_TAG: "parent"})
+    run = client.create_run(
+        experiment_id, tags=all_tags, run_name=run_name or f"airflow-{airflow_run_id}"
+    )
+    return run.info.run_id
+
+
+def finish_parent_run(*, tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
+    """Mark the parent run ended (`FINISHED`, `FAILED` or `KILLED`); repeating is harmless."""
+    client = configure_mlflow(tracking_uri)
+    client.set_terminated(run_id, status=status)
+
+
+def build_pipeline(spec: FeatureSpec, estimator: Any) -> Pipeline:
+    """The model's fixed shape: the feature preprocessor followed by the estimator."""
+    from sklearn.pipeline import Pipeline
+
+    from include.ml_pipeline.features import build_preprocessor
+
+    return Pipeline([("preprocess", build_preprocessor(spec)), ("model", estimator)])
+
+
+def skops_trusted_types(pipeline: Any) -> list[str]:
+    """The types skops must be told to trust to load this pipeline (e.g. HGB's
+    `TreePredictor`), computed from the pipeline's own serialisation."""
+    import skops.io
+
+    return sorted(skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)))
+
+
+def model_signature(pipeline: Any, X_sample: pd.DataFrame) -> Any:
+    """`infer_signature(X, pipeline.predict(X))` with every input column optional: the
+    fitted preprocessor imputes any feature, so a missing value is valid model input
+    even for a column whose sample happened to have none."""
+    from mlflow.models import infer_signature
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    signature = infer_signature(X_sample, pipeline.predict(X_sample))
+    inputs = Schema(
+        [ColSpec(col.type, col.name, required=False) for col in signature.inputs.inputs]
+    )
+    return ModelSignature(inputs=inputs, outputs=signature.outputs, params=signature.params)
+
+
+def model_pip_requirements() -> list[str]:
+    """Pinned requirements of a logged pipeline, from the installed versions.
+
+    Given explicitly because MLflow's inference (a subprocess that loads the model and
+    records its imports) costs ~9 s per model and picks up unrelated packages.
+    """
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in _MODEL_PACKAGES]
+
+
+def log_pipeline(pipeline: Any, X: pd.DataFrame, spec: FeatureSpec) -> Any:
+    """Log the fitted pipeline to the active run per the serving contract; return ModelInfo."""
+    import mlflow.sklearn
+
+    sample = X.head(SIGNATURE_SAMPLE_ROWS)
+    return mlflow.sklearn.log_model(
+        pipeline,
+        name=MODEL_ARTIFACT_NAME,
+        signature=model_signature(pipeline, sample),
+        input_example=X.head(5),
+        serialization_format="skops",
+        skops_trusted_types=skops_trusted_types(pipeline),
+        metadata={"feature_spec": spec.to_dict()},
+        pip_requirements=model_pip_requirements(),
+    )
+
+
+def _dataset(frame: pd.DataFrame, path: str, spec: FeatureSpec, name: str, digest: str) -> Any:
+    import mlflow.data
+
+    source = os.fspath(path)
+    if "://" not in source:
+        source = os.path.abspath(source)
+    with warnings.catch_warnings():
+        # MLflow registers the local source class twice and warns that it is ambiguous.
+        warnings.simplefilter("ignore", UserWarning)
+        return mlflow.data.from_pandas(
+            frame, source=source, targets=spec.target, name=name, digest=digest
+        )
+
+
+def _existing_child(client: Any, experiment_id: str, parent_run_id: str, name: str) -> Any:
+    from mlflow.entities import ViewType
+
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{PARENT_TAG}` = {_quote(parent_run_id, 'parent_run_id')} "
+            f"and tags.`{CANDIDATE_TAG}` = {_quote(name, 'candidate name')}"
+        ),
+        run_view_type=ViewType.ACTIVE_ONLY,
+        order_by=["attributes.start_time DESC"],
+    )
+    finished = None
+    for run in runs:
+        if finished is None and run.info.status == "FINISHED" and MODEL_URI_TAG in run.data.tags:
+            finished = run
+        else:
+            # Left by a crashed or superseded attempt (Airflow runs one attempt of a task
+            # at a time): delete it so it is never compared or registered.
+            client.delete_run(run.info.run_id)
+    return finished
+
+
+def _result_from_run(run: Any, candidate: dict[str, Any]) -> dict[str, Any]:
+    metrics = {
+        key.removeprefix("validation_"): value
+        for key, value in run.data.metrics.items()
+        if key.startswith("validation_")
+    }
+    tags = run.data.tags
+    return {
+        "candidate": candidate["name"],
+        "estimator": candidate["estimator"],
+        "params": candidate["params"],
+        "run_id": run.info.run_id,
+        "model_uri": tags[MODEL_URI_TAG],
+        "metrics": metrics,
+        "fit_seconds": run.data.metrics.get("fit_seconds"),
+        "train_fingerprint": tags.get(DATA_FINGERPRINT_TAG),
+        "reused": True,
+    }
+
+
+def train_candidate(
+    candidate: dict[str, Any],
+    train_path: str,
+    validation_path: str,
+    spec: FeatureSpec | dict[str, Any],
+    *,
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str,
+    tags: dict[str, Any] | None = None,
+    seed: int = 42,
+    artifact_location: str | None = None,
+    reuse_finished: bool = True,
+) -> dict[str, Any]:
+    """Fit, validate and log one candidate as a run nested under `parent_run_id`.
+
+    Returns JSON-able facts: `candidate`, `estimator`, `params`, `run_id`, `model_uri`
+    (`models:/<model id>`), `metrics` (validation, unprefixed), `fit_seconds`,
+    `train_fingerprint`, `reused` (True when a finished run for this candidate under this
+    parent already existed and was returned without refitting).
+    """
+    import mlflow
+
+    candidate = validate_candidate(candidate)
+    spec = as_spec(spec)
+    experiment_id = ensure_experiment(tracking_uri, experiment, artifact_location)
+    client = configure_mlflow(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    if parent.info.experiment_id != experiment_id:
+        raise ValueError(
+            f"parent run {parent_run_id} belongs to experiment {parent.info.experiment_id}, "
+            f"not {experiment!r} ({experiment_id})"
+        )
+    if reuse_finished:
+        existing = _existing_child(client, experiment_id, parent_run_id, candidate["name"])
+        if existing is not None:
+            return _result_from_run(existing, candidate)
+
+    train = read_split(train_path, spec)
+    validation = read_split(validation_path, spec)
+    train_fp = file_fingerprint(train_path, train)
+    validation_fp = file_fingerprint(validation_path, validation)
+
+    from include.ml_pipeline.features import coerce_features
+
+    X_train = coerce_features(train, spec)
+    y_train = train[spec.target]
+    X_val = coerce_features(validation, spec)
+    y_val = validation[spec.target]
+
+    estimator = make_estimator(candidate, seed)
+    pipeline = build_pipeline(spec, estimator)
+
+    run_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    run_tags.setdefault(AIRFLOW_RUN_TAG, parent.data.tags.get(AIRFLOW_RUN_TAG, ""))
+    run_tags.update(
+        {
+            PARENT_TAG: parent_run_id,
+            ROLE_TAG: "candidate",
+            CANDIDATE_TAG: candidate["name"],
+            "estimator": candidate["estimator"],
+            DATA_FINGERPRINT_TAG: train_fp,
+        }
+    )
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=candidate["name"], tags=run_tags
+    ) as run:
+        run_id = run.info.run_id
+        mlflow.log_params(
+            {
+                "candidate": candidate["name"],
+                "estimator": candidate["estimator"],
+                "seed": seed,
+                "train_rows": len(train),
+                "validation_rows": len(validation),
+                "numeric_features": len(spec.numeric),
+                "categorical_features": len(spec.categorical),
+                **estimator_params(estimator),
+            }
+        )
+        mlflow.log_input(
+            _dataset(train, train_path, spec, "train", train_fp), context="training"
+        )
+        mlflow.log_input(
+            _dataset(validation, validation_path, spec, "validation", validation_fp),
+            context="validation",
+        )
+
+        started = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # e.g. unknown categories in val
+            pipeline.fit(X_train, y_train)
+        fit_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
+        proba = pipeline.predict_proba(X_val)
+        predict_seconds = time.perf_counter() - started
+        classes = pipeline.classes_
+        metrics = classification_metrics(y_val, proba, classes)
+        mlflow.log_metrics(
+            {
+                **prefixed(metrics, "validation"),
+                "fit_seconds": fit_seconds,
+                "validation_predict_seconds": predict_seconds,
+            }
+        )
+        mlflow.set_tag("classes", ",".join(map(str, classes.tolist())))
+
+        info = log_pipeline(pipeline, X_train, spec)
+        # Set last: a run with this tag and status FINISHED is complete and reusable.
+        mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
+
+    return {
+        "candidate": candidate["name"],
+        "estimator": candidate["estimator"],
+        "params": candidate["params"],
+        "run_id": run_id,
+        "model_uri": info.model_uri,
+        "metrics": metrics,
+        "fit_seconds": fit_seconds,
+        "train_fingerprint": train_fp,
+        "reused": False,
+    }
