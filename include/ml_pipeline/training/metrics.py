@@ -43,9 +43,7 @@ def predicted_labels(proba: Any, classes: Sequence[Any]) -> np.ndarray:
     return np.asarray(classes)[np.argmax(proba, axis=1)]
 
 
-def classification_metrics(
-    y_true: Any, proba: Any, classes: Sequence[Any]
-) -> dict[str, float]:
+def classification_metrics(y_true: Any, proba: Any, classes: Sequence[Any]) -> dict[str, float]:
     """roc_auc, accuracy, f1, precision, recall, log_loss as plain floats.
 
     Raises `ValueError` if the shapes disagree or `y_true` holds a label that is not in

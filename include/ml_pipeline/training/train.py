@@ -294,9 +294,7 @@ def train_candidate(
                 **estimator_params(estimator),
             }
         )
-        mlflow.log_input(
-            _dataset(train, train_path, spec, "train", train_fp), context="training"
-        )
+        mlflow.log_input(_dataset(train, train_path, spec, "train", train_fp), context="training")
         mlflow.log_input(
             _dataset(validation, validation_path, spec, "validation", validation_fp),
             context="validation",

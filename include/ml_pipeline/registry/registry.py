@@ -1,0 +1,238 @@
+"""The model registry: one registered model, versions moved with aliases (never stages).
+
+Aliases: `challenger` (the version this DAG run registered), `champion` (what the model
+API serves, `models:/<name>@champion`) and `previous_champion` (where `champion` was
+before the last promotion: the rollback target).
+
+Every function takes `tracking_uri` (keyword, optional: default is whatever MLflow is
+already configured with) and is safe to repeat:
+
+* `register_challenger` creates at most one version per Airflow run — the version is
+  created with its `airflow_run_id` tag in the same call, and a repeat finds it;
+* `promote_to_champion` of the version that already is champion changes nothing;
+* `rollback_champion` twice leaves `champion` on the same previous version.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow import MlflowClient
+
+    from include.ml_pipeline.registry.decision import Decision
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+PREVIOUS_CHAMPION = "previous_champion"
+AIRFLOW_RUN_TAG = "airflow_run_id"
+FINGERPRINT_TAG = "data_fingerprint"
+DECISION_TAG = "deployment_decision"
+REASONS_TAG = "deployment_reasons"
+_TAG_VALUE_LIMIT = 5000
+
+
+def _client(tracking_uri: str | None) -> MlflowClient:
+    if tracking_uri:
+        return configure_mlflow(tracking_uri)
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def _tag_value(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else str(value)
+    text = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
+    return text if len(text) <= _TAG_VALUE_LIMIT else text[: _TAG_VALUE_LIMIT - 3] + "..."
+
+
+def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+        return
+    except MlflowException:
+        pass
+    try:
+        client.create_registered_model(
+            name, description="Tabular classifier trained by ml_model_deployment_advanced."
+        )
+    except MlflowException:
+        client.get_registered_model(name)  # created concurrently; anything else re-raises
+
+
+def find_version_for_run(
+    model_name: str, airflow_run_id: str, *, tracking_uri: str | None = None
+) -> str | None:
+    """The version registered by this Airflow run, or None."""
+    client = _client(tracking_uri)
+    found = []
+    page_token = None
+    while True:
+        page = client.search_model_versions(
+            f"name = '{model_name}'", max_results=200, page_token=page_token
+        )
+        found += [v for v in page if v.tags.get(AIRFLOW_RUN_TAG) == airflow_run_id]
+        page_token = page.token
+        if not page_token:
+            break
+    if not found:
+        return None
+    return str(min(int(v.version) for v in found))
+
+
+def register_challenger(
+    model_uri: str,
+    model_name: str,
+    *,
+    airflow_run_id: str,
+    metrics: dict[str, float] | None = None,
+    data_fingerprint: str | None = None,
+    tags: dict[str, Any] | None = None,
+    tracking_uri: str | None = None,
+    await_seconds: int = 300,
+) -> str:
+    """Register `model_uri` as a new version of `model_name`, alias it `challenger`, and
+    return the version (as a string).
+
+    If a version tagged with this `airflow_run_id` exists already, that version is
+    returned (and re-aliased / re-tagged) instead of creating a second one. The version
+    is tagged with `airflow_run_id`, `data_fingerprint`, each metric as `test_<name>`,
+    and any extra `tags`.
+    """
+    import mlflow
+
+    if "'" in model_name or "'" in airflow_run_id:
+        raise ValueError("model_name and airflow_run_id must not contain quotes")
+    client = _client(tracking_uri)
+    all_tags = {AIRFLOW_RUN_TAG: airflow_run_id}
+    if data_fingerprint:
+        all_tags[FINGERPRINT_TAG] = data_fingerprint
+    for key, value in (metrics or {}).items():
+        all_tags[f"test_{key}"] = _tag_value(float(value))
+    for key, value in (tags or {}).items():
+        all_tags[str(key)] = _tag_value(value)
+
+    version = find_version_for_run(model_name, airflow_run_id, tracking_uri=tracking_uri)
+    if version is None:
+        _ensure_registered_model(client, model_name)
+        created = mlflow.register_model(
+            model_uri, model_name, await_registration_for=await_seconds, tags=all_tags
+        )
+        version = str(created.version)
+    else:
+        for key, value in all_tags.items():
+            client.set_model_version_tag(model_name, version, key, value)
+    client.set_registered_model_alias(model_name, CHALLENGER, version)
+    return version
+
+
+def get_alias_version(
+    model_name: str, alias: str, *, tracking_uri: str | None = None
+) -> str | None:
+    """The version `alias` points to, or None (also when the model does not exist)."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        return str(client.get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        return None
+
+
+def describe_version(
+    model_name: str, version: str | int, *, tracking_uri: str | None = None
+) -> dict[str, Any]:
+    """JSON-able facts of a version: version, run_id, source, status, aliases, tags."""
+    client = _client(tracking_uri)
+    mv = client.get_model_version(model_name, str(version))
+    return {
+        "name": model_name,
+        "version": str(mv.version),
+        "run_id": mv.run_id,
+        "source": mv.source,
+        "status": mv.status,
+        "aliases": sorted(mv.aliases or []),
+        "tags": dict(mv.tags or {}),
+        "model_uri": f"models:/{model_name}/{mv.version}",
+    }
+
+
+def promote_to_champion(
+    model_name: str, version: str | int, *, tracking_uri: str | None = None
+) -> dict[str, str | None]:
+    """Point `champion` at `version`, keeping the former champion as `previous_champion`.
+
+    Returns `{"previous": <former champion or None>, "champion": version}`. Promoting the
+    current champion again changes nothing and reports the existing `previous_champion`.
+    """
+    client = _client(tracking_uri)
+    version = str(version)
+    client.get_model_version(model_name, version)  # fails clearly if it does not exist
+    current = get_alias_version(model_name, CHAMPION, tracking_uri=tracking_uri)
+    if current == version:
+        previous = get_alias_version(model_name, PREVIOUS_CHAMPION, tracking_uri=tracking_uri)
+        return {"previous": previous, "champion": version}
+    # previous_champion first: a crash in between leaves champion untouched.
+    if current is not None:
+        client.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, current)
+    client.set_registered_model_alias(model_name, CHAMPION, version)
+    client.set_model_version_tag(model_name, version, "promoted_at", _now())
+    return {"previous": current, "champion": version}
+
+
+def rollback_champion(
+    model_name: str, *, tracking_uri: str | None = None, reason: str | None = None
+) -> str:
+    """Point `champion` back at `previous_champion`; return the version now champion.
+
+    The demoted version gets a `rolled_back_at` tag (and `rollback_reason`). Raises
+    `LookupError` if there is no `previous_champion`. Repeating it is a no-op.
+    """
+    client = _client(tracking_uri)
+    previous = get_alias_version(model_name, PREVIOUS_CHAMPION, tracking_uri=tracking_uri)
+    if previous is None:
+        raise LookupError(f"model {model_name!r} has no {PREVIOUS_CHAMPION!r} to roll back to")
+    current = get_alias_version(model_name, CHAMPION, tracking_uri=tracking_uri)
+    if current == previous:
+        return previous
+    if current is not None:
+        client.set_model_version_tag(model_name, current, "rolled_back_at", _now())
+        if reason:
+            client.set_model_version_tag(model_name, current, "rollback_reason", _tag_value(reason))
+    client.set_registered_model_alias(model_name, CHAMPION, previous)
+    return previous
+
+
+def record_decision(
+    model_name: str,
+    version: str | int,
+    decision: Decision | dict[str, Any],
+    *,
+    tracking_uri: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Store a deploy decision on the version: tags `deployment_decision`
+    (`deploy`/`reject`), `deployment_reasons` (JSON list), `decided_at`, plus `extra`."""
+    client = _client(tracking_uri)
+    data = decision.to_dict() if hasattr(decision, "to_dict") else dict(decision)
+    tags = {
+        DECISION_TAG: "deploy" if data["deploy"] else "reject",
+        REASONS_TAG: _tag_value(list(data.get("reasons", []))),
+        "decided_at": _now(),
+    }
+    for key, value in (extra or {}).items():
+        tags[str(key)] = _tag_value(value)
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, str(version), key, value)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,327 @@
+"""Pick the best candidate and evaluate it, and the current champion, on the test split.
+
+`select_best` is pure: it ranks the results `train_candidate` returned by one validation
+metric. `evaluate_on_test` loads the chosen model from MLflow, scores it on the untouched
+test split and logs to the candidate's run: `test_*` metrics, a confusion matrix, ROC and
+precision-recall curves and feature importances as PNG images under `plots/`, the numbers
+as JSON under `evaluation/`, and the test dataset as an input. If the registered model
+has a `champion`, that version is scored on the same test rows (with its own feature
+spec, so a champion trained on other columns is still measured fairly) and its metrics
+are returned beside the challenger's — what the deploy gate compares.
+
+Feature importances are permutation importances of the raw input columns (the drop in
+test ROC AUC when a column is shuffled; up to `importance_rows` test rows, a few
+repeats), which works for every estimator and names the columns people know. Where the
+estimator has native importances (`feature_importances_`, or `|coef_|` of a linear model)
+they are plotted too, per preprocessed feature (names from the preprocessor's
+`get_feature_names_out`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
+from include.ml_pipeline.training.data import as_spec, file_fingerprint, read_split
+from include.ml_pipeline.training.metrics import (
+    GREATER_IS_BETTER,
+    classification_metrics,
+    predicted_labels,
+    prefixed,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from include.ml_pipeline.features import FeatureSpec
+
+CHAMPION_ALIAS = "champion"
+PLOTS_DIR = "plots"
+EVALUATION_DIR = "evaluation"
+
+
+def select_best(
+    results: Iterable[dict[str, Any] | None],
+    metric: str = "roc_auc",
+    greater_is_better: bool | None = None,
+) -> dict[str, Any]:
+    """The result with the best validation `metric` (first one wins a tie).
+
+    `greater_is_better=None` takes the metric's natural direction (`log_loss`: lower).
+    Results that are `None` or whose metric is missing or NaN are skipped. The returned
+    dict is a copy of the winner plus `selection`: metric, direction and the ranking
+    `[[candidate, value], ...]` best first. Raises `ValueError` if nothing qualifies.
+    """
+    if greater_is_better is None:
+        if metric not in GREATER_IS_BETTER:
+            raise ValueError(
+                f"unknown direction for metric {metric!r}; pass greater_is_better "
+                f"(known: {', '.join(sorted(GREATER_IS_BETTER))})"
+            )
+        greater_is_better = GREATER_IS_BETTER[metric]
+    scored: list[tuple[float, int, dict[str, Any]]] = []
+    seen_metrics: set[str] = set()
+    count = 0
+    for index, result in enumerate(results):
+        count += 1
+        if not result:
+            continue
+        metrics = result.get("metrics") or {}
+        seen_metrics.update(metrics)
+        value = metrics.get(metric)
+        if value is None or not math.isfinite(float(value)):
+            continue
+        scored.append((float(value), index, result))
+    if not scored:
+        raise ValueError(
+            f"no candidate result has a finite {metric!r} (results: {count}, "
+            f"metrics seen: {', '.join(sorted(seen_metrics)) or 'none'})"
+        )
+    sign = -1.0 if greater_is_better else 1.0
+    ranked = sorted(scored, key=lambda item: (sign * item[0], item[1]))
+    best = dict(ranked[0][2])
+    best["selection"] = {
+        "metric": metric,
+        "greater_is_better": greater_is_better,
+        "ranking": [[r.get("candidate", r.get("run_id")), v] for v, _, r in ranked],
+    }
+    return best
+
+
+def _model_spec(model_uri: str, fallback: FeatureSpec) -> FeatureSpec:
+    from mlflow.models import get_model_info
+
+    from include.ml_pipeline.features import FeatureSpec
+
+    metadata = get_model_info(model_uri).metadata or {}
+    if "feature_spec" in metadata:
+        return FeatureSpec.from_dict(metadata["feature_spec"])
+    return fallback
+
+
+def _score(model: Any, frame: pd.DataFrame, spec: FeatureSpec) -> tuple[Any, Any, dict]:
+    from include.ml_pipeline.features import coerce_features
+
+    X = coerce_features(frame, spec)
+    proba = model.predict_proba(X)
+    return X, proba, classification_metrics(frame[spec.target], proba, model.classes_)
+
+
+def permutation_importances(
+    model: Any,
+    X: pd.DataFrame,
+    y: Any,
+    *,
+    rows: int = 2000,
+    repeats: int = 5,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Mean drop in ROC AUC (accuracy if AUC is undefined on the sample) per input column
+    when that column is shuffled, on up to `rows` rows."""
+    import numpy as np
+    from sklearn.inspection import permutation_importance
+
+    if len(X) > rows:
+        picked = np.random.default_rng(seed).choice(len(X), size=rows, replace=False)
+        picked.sort()
+        X, y = X.iloc[picked], (y.iloc[picked] if hasattr(y, "iloc") else np.asarray(y)[picked])
+    baseline = classification_metrics(y, model.predict_proba(X), model.classes_)
+    key = "roc_auc" if math.isfinite(baseline["roc_auc"]) else "accuracy"
+
+    def scorer(estimator: Any, X_: Any, y_: Any) -> float:
+        return classification_metrics(y_, estimator.predict_proba(X_), estimator.classes_)[key]
+
+    result = permutation_importance(
+        model, X, y, scoring=scorer, n_repeats=repeats, random_state=seed, n_jobs=1
+    )
+    return {col: float(v) for col, v in zip(X.columns, result.importances_mean, strict=True)}
+
+
+def native_importances(pipeline: Any) -> dict[str, float] | None:
+    """`feature_importances_` or mean `|coef_|` per preprocessed feature, if the model has
+    them (None otherwise, e.g. HistGradientBoosting or a dummy)."""
+    import numpy as np
+
+    model = pipeline.named_steps.get("model") if hasattr(pipeline, "named_steps") else None
+    preprocess = pipeline.named_steps.get("preprocess") if model is not None else None
+    if model is None or preprocess is None:
+        return None
+    if hasattr(model, "feature_importances_"):
+        values = np.asarray(model.feature_importances_, dtype=float)
+    elif hasattr(model, "coef_"):
+        values = np.abs(np.atleast_2d(np.asarray(model.coef_, dtype=float))).mean(axis=0)
+    else:
+        return None
+    try:
+        names = [str(n) for n in preprocess.get_feature_names_out()]
+    except Exception:  # a transformer without feature names
+        names = [f"feature_{i}" for i in range(len(values))]
+    if len(names) != len(values):
+        return None
+    return dict(zip(names, values.tolist(), strict=True))
+
+
+def _log_figure(client: Any, run_id: str, fig: Any, path: str) -> str:
+    import os
+    import tempfile
+
+    from include.ml_pipeline.monitoring.plots import figure_to_png_bytes
+
+    directory, name = os.path.split(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, name)
+        with open(local, "wb") as handle:
+            handle.write(figure_to_png_bytes(fig))
+        client.log_artifact(run_id, local, artifact_path=directory or None)
+    return path
+
+
+def _champion(
+    client: Any, model_name: str, alias: str, test_path: str, spec: FeatureSpec
+) -> dict[str, Any] | None:
+    """Score the aliased version on the test split; None if the alias does not exist."""
+    import mlflow.sklearn
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return None  # no such model or no such alias
+    uri = f"models:/{model_name}/{version.version}"
+    facts: dict[str, Any] = {
+        "version": str(version.version),
+        "model_uri": uri,
+        "run_id": version.run_id,
+        "metrics": None,
+        "error": None,
+    }
+    try:
+        champion_spec = _model_spec(uri, spec)
+        frame = read_split(test_path, champion_spec)
+        model = mlflow.sklearn.load_model(uri)
+        _, _, facts["metrics"] = _score(model, frame, champion_spec)
+    except Exception as exc:  # reported, and the gate sees "no comparable champion"
+        facts["error"] = f"{type(exc).__name__}: {exc}"
+    return facts
+
+
+def _logged_model_run_id(model_uri: str) -> str | None:
+    import mlflow
+
+    if model_uri.startswith("runs:/"):
+        return model_uri.removeprefix("runs:/").split("/", 1)[0]
+    if model_uri.startswith("models:/m-"):
+        return mlflow.get_logged_model(model_uri.removeprefix("models:/")).source_run_id
+    return None
+
+
+def evaluate_on_test(
+    model_uri: str,
+    test_path: str,
+    spec: FeatureSpec | dict[str, Any],
+    *,
+    tracking_uri: str,
+    run_id: str | None = None,
+    model_name: str | None = None,
+    champion_alias: str = CHAMPION_ALIAS,
+    importance_rows: int = 2000,
+    importance_repeats: int = 5,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Score `model_uri` on the test split, log metrics and plots to its run, and score the
+    `champion` of `model_name` (if given and aliased) on the same rows.
+
+    Returns JSON-able facts: `model_uri`, `run_id`, `metrics` (test, unprefixed),
+    `classes`, `test_rows`, `test_fingerprint`, `artifacts` (paths in the run),
+    `feature_importance` (`method`, `top`: `[[column, value], ...]`), and `champion`:
+    None, or `version`, `model_uri`, `run_id`, `metrics` (None when it could not be
+    scored) and `error`.
+    """
+    import mlflow
+    import mlflow.sklearn
+
+    from include.ml_pipeline.monitoring import plots
+
+    spec = as_spec(spec)
+    client = configure_mlflow(tracking_uri)
+    run_id = run_id or _logged_model_run_id(model_uri)
+    if not run_id:
+        raise ValueError(f"cannot tell which run {model_uri} belongs to; pass run_id")
+
+    frame = read_split(test_path, spec)
+    fingerprint = file_fingerprint(test_path, frame)
+    model = mlflow.sklearn.load_model(model_uri)
+    X, proba, metrics = _score(model, frame, spec)
+    y = frame[spec.target]
+    classes = list(model.classes_)
+
+    artifacts = []
+    figures = {
+        "confusion_matrix.png": plots.plot_confusion_matrix(
+            y.tolist(), predicted_labels(proba, classes).tolist(), classes
+        ),
+        "roc_curve.png": plots.plot_roc_curves(y.tolist(), proba, classes),
+        "precision_recall.png": plots.plot_precision_recall(y.tolist(), proba, classes),
+    }
+    permutation = permutation_importances(
+        model, X, y, rows=importance_rows, repeats=importance_repeats, seed=seed
+    )
+    figures["feature_importance_permutation.png"] = plots.plot_feature_importances(
+        list(permutation), list(permutation.values())
+    )
+    native = native_importances(model)
+    if native:
+        figures["feature_importance_native.png"] = plots.plot_feature_importances(
+            list(native), list(native.values())
+        )
+    for name, fig in figures.items():
+        artifacts.append(_log_figure(client, run_id, fig, f"{PLOTS_DIR}/{name}"))
+
+    champion = None
+    if model_name:
+        champion = _champion(client, model_name, champion_alias, test_path, spec)
+
+    top = sorted(permutation.items(), key=lambda kv: abs(kv[1]), reverse=True)
+    report = {
+        "model_uri": model_uri,
+        "test_rows": len(frame),
+        "test_fingerprint": fingerprint,
+        "metrics": metrics,
+        "classes": [str(c) for c in classes],
+        "feature_importance": {"permutation": permutation, "native": native},
+        "champion": champion,
+    }
+    client.log_dict(
+        run_id,
+        json.loads(json.dumps(report, default=str)),
+        f"{EVALUATION_DIR}/test_evaluation.json",
+    )
+    artifacts.append(f"{EVALUATION_DIR}/test_evaluation.json")
+
+    logged = prefixed(metrics, "test")
+    if champion and champion["metrics"]:
+        logged.update(prefixed(champion["metrics"], "champion_test"))
+    for key, value in logged.items():
+        if math.isfinite(value):
+            client.log_metric(run_id, key, value)
+    client.set_tag(run_id, "ml_pipeline.evaluated_on", fingerprint)
+    if champion:
+        client.set_tag(run_id, "ml_pipeline.champion_at_evaluation", champion["version"])
+
+    return {
+        "model_uri": model_uri,
+        "run_id": run_id,
+        "metrics": metrics,
+        "classes": [c.item() if hasattr(c, "item") else c for c in classes],
+        "test_rows": len(frame),
+        "test_fingerprint": fingerprint,
+        "artifacts": artifacts,
+        "feature_importance": {
+            "method": "permutation_roc_auc_drop",
+            "top": [[name, value] for name, value in top[:10]],
+        },
+        "champion": champion,
+    }
