@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -53,6 +54,11 @@ def run_dag(conf: dict, log_path: Path):
     if DAG_ID not in bag.dags:
         raise SystemExit(f"DAG {DAG_ID} failed to load: {bag.import_errors}")
     dag = bag.dags[DAG_ID]
+    # dag.test() adds one stdout handler to the task logger, bound to the stdout of the
+    # first run; drop it so that every run's task logs go to its own file.
+    task_logger = logging.getLogger("airflow.task")
+    for handler in [h for h in task_logger.handlers if type(h) is logging.StreamHandler]:
+        task_logger.removeHandler(handler)
     with log_path.open("w") as log, contextlib.redirect_stdout(log):
         return dag.test(run_conf=conf)
 

@@ -1,0 +1,43 @@
+"""Test session set-up: an isolated embedded Airflow + pipeline home for the whole run.
+
+The environment is set at import time, before any test module imports Airflow. Under
+`astro dev pytest` the container's own AIRFLOW_HOME and database are kept.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+_HOME = Path(tempfile.mkdtemp(prefix="ml-pipeline-tests-"))
+os.environ["ML_PIPELINE_HOME"] = str(_HOME)
+os.environ.setdefault("ML_PIPELINE_RETRY_DELAY_SECONDS", "1")
+for _var in ("MLFLOW_TRACKING_URI", "MODEL_API_URL"):
+    os.environ.pop(_var, None)
+if not os.environ.get("KEEP_TEST_HOME"):
+    atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
+
+from include.ml_pipeline.local import airflow_env  # noqa: E402
+
+airflow_env.configure()
+
+
+@pytest.fixture(scope="session")
+def pipeline_home() -> Path:
+    return _HOME
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """The embedded metadata database, created once per session."""
+    airflow_env.ensure_metadata_db()

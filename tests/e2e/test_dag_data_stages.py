@@ -1,0 +1,46 @@
+"""End to end: the DAG's sensor and data-preparation group on small data."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from include.ml_pipeline.data.generate import generate_churn_frame
+
+PREP = "preparacion_datos."
+
+
+def test_preparation_produces_tables_and_stratified_splits(run_dag, small_csv):
+    result = run_dag({"data_uri": str(small_csv)})
+    assert result.task_state("esperar_datos") == "success"
+    loaded = result.result(PREP + "descargar_datos")
+    assert loaded["rows"] == 1_500 and loaded["table"].startswith("raw__")
+    split = result.result(PREP + "dividir_datos")
+    assert split["rows"] == {"train": 900, "validation": 300, "test": 300}
+    train = pd.read_parquet(split["paths"]["train"])
+    assert list(train.columns) == [*split["feature_spec"]["numeric"],
+                                   *split["feature_spec"]["categorical"], "churn"]
+    assert train["age"].dtype == "float64"
+
+
+def test_sensor_times_out_with_a_clear_message(run_dag, pipeline_home):
+    missing = pipeline_home / "incoming" / "never_arrives.csv"
+    result = run_dag({"data_uri": str(missing), "sensor_poke_interval_seconds": 1,
+                      "sensor_timeout_seconds": 3})
+    assert result.state == "failed"
+    assert result.task_state("esperar_datos") == "failed"
+    assert f"no data at {missing} after waiting" in result.log
+    assert result.task_state(PREP + "descargar_datos") == "upstream_failed"
+
+
+def test_bad_data_fails_validation_and_nothing_downstream_runs(run_dag, pipeline_home):
+    frame = generate_churn_frame(800, seed=5)
+    frame["tenure_months"] = frame["tenure_months"].astype(object)
+    frame.loc[10, "tenure_months"] = "ten years"
+    path = pipeline_home / "incoming" / "garbage.csv"
+    frame.to_csv(path, index=False)
+    result = run_dag({"data_uri": str(path)})
+    assert result.state == "failed"
+    assert result.task_state(PREP + "validar_datos") == "failed"
+    assert "column 'tenure_months': rule 'numeric_parseable' broken" in result.log
+    assert "'ten years' on line 12" in result.log
+    assert result.task_state(PREP + "preprocesar_datos") == "upstream_failed"
