@@ -1,0 +1,351 @@
+"""One self-contained HTML dashboard per deployed model version.
+
+The file opens offline: charts are base64 PNGs drawn with matplotlib's Agg canvas, styles
+are inline, there is no script, font or stylesheet from anywhere else (the only external
+URLs are plain links to the MLflow run, the Airflow run and the API). Every value from the
+context is HTML-escaped by Jinja2's autoescape, and only http(s) links become `href`s.
+
+Sections, each shown only when its data is given (`DashboardContext`):
+
+* model name, version, alias, run links, the deployment decision's reasons;
+* test metrics, and the comparison with the previous champion (delta, better/worse);
+* evaluation curves: ROC, precision-recall, confusion matrix (rendered from arrays in
+  `evaluation`, or pre-rendered PNG files/bytes in `images`), feature importances;
+* traffic from the inference log (`read_inference_log` frame): prediction volume over time,
+  latency p50/p95/p99, predicted class distribution, versions served;
+* the drift table (`DriftReport` or its `to_dict()`).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from include.ml_pipeline.monitoring.plots import (
+    figure_to_png_bytes,
+    plot_class_distribution,
+    plot_confusion_matrix,
+    plot_feature_importances,
+    plot_latency_histogram,
+    plot_precision_recall,
+    plot_prediction_volume,
+    plot_roc_curves,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from include.ml_pipeline.monitoring.drift import DriftReport
+
+__all__ = [
+    "DashboardContext",
+    "EvaluationArrays",
+    "build_dashboard_html",
+    "dashboard_filename",
+    "figure_to_png_bytes",
+    "plot_confusion_matrix",
+    "plot_feature_importances",
+    "plot_precision_recall",
+    "plot_roc_curves",
+    "render_dashboard",
+    "summarize_traffic",
+]
+
+TEMPLATE_DIR = Path(__file__).with_name("templates")
+TEMPLATE_NAME = "dashboard.html.j2"
+LOWER_IS_BETTER = re.compile(r"(loss|error|mse|mae|rmse|latency|brier)", re.IGNORECASE)
+PERCENTILES = {"p50": 50, "p95": 95, "p99": 99}
+
+
+@dataclass
+class EvaluationArrays:
+    """Test-split truth and scores, to draw the curves from.
+
+    `proba` has one column per class in `classes` order; `y_pred` defaults to its argmax.
+    """
+
+    y_true: Sequence[Any]
+    proba: Any
+    classes: Sequence[Any]
+    y_pred: Sequence[Any] | None = None
+
+
+@dataclass
+class DashboardContext:
+    """Everything the dashboard can show; only `model_name` and `version` are required."""
+
+    model_name: str
+    version: str | int
+    alias: str | None = None
+    run_id: str | None = None
+    model_uri: str | None = None
+    mlflow_run_url: str | None = None
+    airflow_run_url: str | None = None
+    api_url: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    previous_version: str | int | None = None
+    previous_metrics: dict[str, float] | None = None
+    decision: str | None = None
+    reasons: list[str] = field(default_factory=list)
+    evaluation: EvaluationArrays | None = None
+    images: dict[str, str | Path | bytes] = field(default_factory=dict)
+    feature_importances: dict[str, float] | None = None
+    traffic: pd.DataFrame | None = None
+    drift: DriftReport | dict[str, Any] | None = None
+    generated_at: datetime | None = None
+    top_features: int = 20
+
+
+def dashboard_filename(model_name: str, version: str | int) -> str:
+    """`dashboard_<model>_v<version>.html`, with unsafe filename characters replaced."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", str(model_name)).strip("._") or "model"
+    safe_version = re.sub(r"[^A-Za-z0-9._-]+", "_", str(version))
+    return f"dashboard_{safe}_v{safe_version}.html"
+
+
+def render_dashboard(context: DashboardContext, out_dir: str | Path | None = None) -> Path:
+    """Write the dashboard to `out_dir` (default: settings' `reports_dir`); return its path.
+
+    The file is written to a temporary name and renamed, so a reader never sees half a page.
+    """
+    if out_dir is None:
+        from include.ml_pipeline.config import get_settings
+
+        out_dir = get_settings().reports_dir
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / dashboard_filename(context.model_name, context.version)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(build_dashboard_html(context), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def build_dashboard_html(context: DashboardContext) -> str:
+    """The dashboard as one HTML string (e.g. for `mlflow.log_text`)."""
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATE_DIR)),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = _format_number
+    env.filters["pct"] = _format_percent
+    env.filters["link"] = _safe_url
+    generated = context.generated_at or datetime.now(UTC)
+    return env.get_template(TEMPLATE_NAME).render(
+        ctx=context,
+        generated_at=generated.isoformat(timespec="seconds"),
+        links=_links(context),
+        metrics=_metric_rows(context.metrics, context.previous_metrics),
+        charts=_evaluation_charts(context),
+        traffic=summarize_traffic(context.traffic) if _has_rows(context.traffic) else None,
+        drift=_drift_view(context.drift),
+    )
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _links(context: DashboardContext) -> list[tuple[str, str]]:
+    pairs = [
+        ("MLflow run", context.mlflow_run_url),
+        ("Airflow run", context.airflow_run_url),
+        ("Model API", context.api_url),
+    ]
+    return [(name, url) for name, url in pairs if url]
+
+
+def _metric_rows(
+    metrics: dict[str, float], previous: dict[str, float] | None
+) -> list[dict[str, Any]]:
+    rows = []
+    names = list(metrics) + [k for k in (previous or {}) if k not in metrics]
+    for name in names:
+        value = _float(metrics.get(name))
+        before = _float((previous or {}).get(name))
+        delta = value - before if value is not None and before is not None else None
+        verdict = ""
+        if delta is not None and abs(delta) > 1e-12:
+            improved = delta < 0 if LOWER_IS_BETTER.search(name) else delta > 0
+            verdict = "better" if improved else "worse"
+        rows.append(
+            {"name": name, "value": value, "previous": before, "delta": delta, "verdict": verdict}
+        )
+    return rows
+
+
+def _evaluation_charts(context: DashboardContext) -> list[dict[str, str]]:
+    charts: list[dict[str, str]] = []
+    evaluation = context.evaluation
+    if evaluation is not None:
+        import numpy as np
+
+        classes = list(evaluation.classes)
+        proba = np.asarray(evaluation.proba, dtype=float)
+        y_pred = evaluation.y_pred
+        if y_pred is None:
+            if proba.ndim == 1:
+                y_pred = [classes[int(p >= 0.5)] for p in proba]
+            else:
+                y_pred = [classes[i] for i in proba.argmax(axis=1)]
+        charts.append(_chart("ROC curve", plot_roc_curves(evaluation.y_true, proba, classes)))
+        charts.append(
+            _chart("Precision-recall", plot_precision_recall(evaluation.y_true, proba, classes))
+        )
+        charts.append(
+            _chart("Confusion matrix", plot_confusion_matrix(evaluation.y_true, y_pred, classes))
+        )
+    for title, image in context.images.items():
+        data = image if isinstance(image, bytes) else Path(image).read_bytes()
+        charts.append({"title": str(title), "src": _png_src(data)})
+    if context.feature_importances:
+        names = list(context.feature_importances)
+        values = [float(v) for v in context.feature_importances.values()]
+        charts.append(
+            _chart(
+                "Feature importances",
+                plot_feature_importances(names, values, top=context.top_features),
+            )
+        )
+    return charts
+
+
+def summarize_traffic(frame: pd.DataFrame) -> dict[str, Any]:
+    """Volume over time, latency percentiles, class and version counts of an inference log.
+
+    Latency percentiles are per request when the log has a `request_id` column (a batch
+    request's records share one latency), per record otherwise.
+    """
+    import numpy as np
+    import pandas as pd
+
+    summary: dict[str, Any] = {"records": len(frame), "charts": []}
+    if "timestamp" in frame.columns:
+        times = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce").dropna()
+        if len(times):
+            first, last = times.min(), times.max()
+            freq, label = _bucket(last - first)
+            counts = times.dt.floor(freq).value_counts().sort_index()
+            full = pd.date_range(counts.index.min(), counts.index.max(), freq=freq)
+            counts = counts.reindex(full, fill_value=0)
+            summary.update(
+                first=first.isoformat(timespec="seconds"),
+                last=last.isoformat(timespec="seconds"),
+                bucket=label,
+            )
+            times_naive = [t.tz_convert(None).to_pydatetime() for t in counts.index]
+            summary["charts"].append(
+                _chart(
+                    "Prediction volume",
+                    plot_prediction_volume(times_naive, counts.tolist(), label),
+                )
+            )
+    if "latency_ms" in frame.columns:
+        latency = frame
+        if "request_id" in frame.columns:
+            latency = frame.drop_duplicates("request_id")
+        values = pd.to_numeric(latency["latency_ms"], errors="coerce").dropna().to_numpy()
+        if values.size:
+            percentiles = {k: float(np.percentile(values, q)) for k, q in PERCENTILES.items()}
+            summary["latency"] = percentiles
+            summary["latency_samples"] = int(values.size)
+            summary["charts"].append(_chart("Latency", plot_latency_histogram(values, percentiles)))
+    if "prediction" in frame.columns:
+        counts = frame["prediction"].astype(str).value_counts()
+        summary["classes"] = [
+            {"name": str(k), "count": int(v), "share": float(v) / len(frame)}
+            for k, v in counts.items()
+        ]
+        summary["charts"].append(
+            _chart(
+                "Predicted classes",
+                plot_class_distribution({str(k): int(v) for k, v in counts.items()}),
+            )
+        )
+    if "model_version" in frame.columns:
+        versions = frame["model_version"].astype(str).value_counts().sort_index()
+        summary["versions"] = [{"name": str(k), "count": int(v)} for k, v in versions.items()]
+    return summary
+
+
+def _drift_view(drift: Any) -> dict[str, Any] | None:
+    if drift is None:
+        return None
+    data = drift.to_dict() if hasattr(drift, "to_dict") else dict(drift)
+    return {
+        "summary": data.get("summary", {}),
+        "thresholds": data.get("thresholds", {}),
+        "features": data.get("features", []),
+        "prediction": data.get("prediction", []),
+    }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _chart(title: str, fig: Any) -> dict[str, str]:
+    return {"title": title, "src": _png_src(figure_to_png_bytes(fig))}
+
+
+def _png_src(data: bytes) -> str:
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise ValueError("dashboard images must be PNG files")
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _bucket(span: Any) -> tuple[str, str]:
+    seconds = span.total_seconds()
+    if seconds <= 2 * 3600:
+        return "min", "minute"
+    if seconds <= 12 * 3600:
+        return "5min", "5 minutes"
+    if seconds <= 4 * 86400:
+        return "h", "hour"
+    return "D", "day"
+
+
+def _has_rows(frame: Any) -> bool:
+    return frame is not None and len(frame) > 0
+
+
+def _float(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _format_number(value: Any, digits: int = 4) -> str:
+    if value is None or isinstance(value, bool):
+        return "—" if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    number = _float(value)
+    if number is None:
+        return "—"
+    if number != 0 and (abs(number) < 10 ** (-digits) or abs(number) >= 1e6):
+        return f"{number:.{digits - 1}e}"
+    return f"{number:.{digits}f}"
+
+
+def _format_percent(value: Any) -> str:
+    number = _float(value)
+    return "—" if number is None else f"{number:.1%}"
+
+
+def _safe_url(value: Any) -> str | None:
+    """Only http(s) URLs become links (no `javascript:` or `data:` hrefs)."""
+    text = str(value or "").strip()
+    return text if re.match(r"^https?://", text, re.IGNORECASE) else None

@@ -1,0 +1,195 @@
+"""Evaluation and monitoring charts as matplotlib Figures (no pyplot, no display).
+
+Every function returns a `matplotlib.figure.Figure` built without `pyplot`, so it needs no
+GUI backend, holds no global state and is safe in Airflow workers and threads. The
+training code logs them to MLflow (`mlflow.log_figure(fig, "roc.png")`) and the dashboard
+embeds them with `figure_to_png_bytes`.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+DEFAULT_SIZE = (6.0, 4.5)
+
+
+def _figure(size: tuple[float, float] = DEFAULT_SIZE) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=size, layout="constrained")
+
+
+def figure_to_png_bytes(fig: Figure, dpi: int = 100) -> bytes:
+    """Render a Figure to PNG bytes with the Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def _as_proba(proba: Any, classes: Sequence[Any]) -> Any:
+    import numpy as np
+
+    values = np.asarray(proba, dtype=float)
+    if values.ndim == 1:  # binary: the probability of classes[1]
+        values = np.column_stack([1.0 - values, values])
+    if values.shape[1] != len(classes):
+        raise ValueError(
+            f"proba has {values.shape[1]} columns but {len(classes)} classes were given"
+        )
+    return values
+
+
+def _curve_classes(classes: Sequence[Any]) -> list[int]:
+    """Binary problems get one curve (the positive class, `classes[1]`); others one each."""
+    return [1] if len(classes) == 2 else list(range(len(classes)))
+
+
+def plot_confusion_matrix(
+    y_true: Sequence[Any], y_pred: Sequence[Any], labels: Sequence[Any], normalize: bool = False
+) -> Figure:
+    """Confusion matrix with counts (and row shares when `normalize`) in each cell."""
+    import numpy as np
+    from sklearn.metrics import confusion_matrix
+
+    labels = list(labels)
+    matrix = confusion_matrix(list(y_true), list(y_pred), labels=labels)
+    shown = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1) if normalize else matrix
+    size = max(4.0, 1.0 + 0.8 * len(labels))
+    fig = _figure((size + 1.0, size))
+    ax = fig.add_subplot()
+    image = ax.imshow(shown, cmap="Blues")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    ax.set_xticks(range(len(labels)), [str(x) for x in labels], rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), [str(x) for x in labels])
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("True")
+    ax.set_title("Confusion matrix" + (" (row-normalised)" if normalize else ""))
+    threshold = shown.max() / 2.0 if shown.size else 0.0
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            text = f"{matrix[i, j]}" + (f"\n{shown[i, j]:.0%}" if normalize else "")
+            color = "white" if shown[i, j] > threshold else "black"
+            ax.text(j, i, text, ha="center", va="center", color=color, fontsize=9)
+    return fig
+
+
+def plot_roc_curves(y_true: Sequence[Any], proba: Any, classes: Sequence[Any]) -> Figure:
+    """ROC curve of the positive class (binary) or one-vs-rest per class (multiclass).
+
+    `proba` has one column per class in `classes` order (or, for binary problems, the
+    probability of `classes[1]` as a vector).
+    """
+    import numpy as np
+    from sklearn.metrics import auc, roc_curve
+
+    classes = list(classes)
+    values = _as_proba(proba, classes)
+    truth = np.asarray(list(y_true), dtype=object)
+    fig = _figure()
+    ax = fig.add_subplot()
+    for index in _curve_classes(classes):
+        positive = truth == classes[index]
+        if positive.all() or not positive.any():
+            continue  # a curve needs both outcomes
+        fpr, tpr, _ = roc_curve(positive, values[:, index])
+        ax.plot(fpr, tpr, label=f"{classes[index]} (AUC {auc(fpr, tpr):.3f})")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("False positive rate")
+    ax.set_ylabel("True positive rate")
+    ax.set_title("ROC curve" + ("" if len(classes) == 2 else "s (one-vs-rest)"))
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def plot_precision_recall(y_true: Sequence[Any], proba: Any, classes: Sequence[Any]) -> Figure:
+    """Precision-recall curve(s) with average precision and the prevalence baseline."""
+    import numpy as np
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    classes = list(classes)
+    values = _as_proba(proba, classes)
+    truth = np.asarray(list(y_true), dtype=object)
+    fig = _figure()
+    ax = fig.add_subplot()
+    for index in _curve_classes(classes):
+        positive = truth == classes[index]
+        if not positive.any():
+            continue
+        precision, recall, _ = precision_recall_curve(positive, values[:, index])
+        ap = average_precision_score(positive, values[:, index])
+        (line,) = ax.plot(recall, precision, label=f"{classes[index]} (AP {ap:.3f})")
+        ax.axhline(positive.mean(), linestyle=":", linewidth=1, color=line.get_color())
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("Recall")
+    ax.set_ylabel("Precision")
+    ax.set_title("Precision-recall (dotted: prevalence)")
+    ax.legend(loc="lower left", fontsize=8)
+    return fig
+
+
+def plot_feature_importances(
+    names: Sequence[str], values: Sequence[float], top: int = 20
+) -> Figure:
+    """Horizontal bars of the `top` features by absolute importance, largest on top."""
+    pairs = sorted(zip(names, values, strict=True), key=lambda p: abs(float(p[1])), reverse=True)
+    pairs = pairs[:top][::-1]
+    fig = _figure((7.0, max(2.5, 0.32 * len(pairs) + 1.2)))
+    ax = fig.add_subplot()
+    ax.barh([str(n) for n, _ in pairs], [float(v) for _, v in pairs], color="#4472c4")
+    ax.set_xlabel("Importance")
+    ax.set_title(f"Feature importances (top {len(pairs)})")
+    ax.tick_params(axis="y", labelsize=8)
+    return fig
+
+
+def plot_prediction_volume(times: Sequence[Any], counts: Sequence[int], label: str) -> Figure:
+    """Predicted records per time bucket."""
+    fig = _figure((7.0, 3.2))
+    ax = fig.add_subplot()
+    ax.plot(list(times), list(counts), marker="o", markersize=3)
+    ax.set_ylabel(f"records / {label}")
+    ax.set_title("Prediction volume")
+    ax.set_ylim(bottom=0)
+    fig.autofmt_xdate()
+    return fig
+
+
+def plot_latency_histogram(latencies_ms: Sequence[float], percentiles: dict[str, float]) -> Figure:
+    """Latency histogram with the percentile lines."""
+    import numpy as np
+
+    values = np.asarray(list(latencies_ms), dtype=float)
+    fig = _figure((7.0, 3.2))
+    ax = fig.add_subplot()
+    ax.hist(values[np.isfinite(values)], bins=40, color="#7f7f7f")
+    for (name, value), color in zip(
+        percentiles.items(), ["#2ca02c", "#ff7f0e", "#d62728"], strict=False
+    ):
+        ax.axvline(value, color=color, linestyle="--", label=f"{name} {value:.1f} ms")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("records")
+    ax.set_title("Latency")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_class_distribution(counts: dict[str, int]) -> Figure:
+    """Bar chart of predicted classes."""
+    fig = _figure((5.0, 3.2))
+    ax = fig.add_subplot()
+    labels = [str(k) for k in counts]
+    ax.bar(labels, list(counts.values()), color="#4472c4")
+    ax.set_ylabel("predictions")
+    ax.set_title("Predicted class distribution")
+    return fig
