@@ -6,8 +6,10 @@ the target. Only the columns the `FeatureSpec` names are read.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,3 +89,20 @@ def file_fingerprint(path: str | os.PathLike, frame: pd.DataFrame | None = None)
 
     digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def limit_threads(threads: int | None) -> Iterator[None]:
+    """Cap BLAS and OpenMP threads inside the block (None: leave the library defaults).
+
+    scikit-learn's OpenMP runtime is loaded first, so the cap also reaches a model that is
+    only loaded (e.g. unpickled) inside the block.
+    """
+    if threads is None:
+        yield
+        return
+    import sklearn.utils._openmp_helpers  # noqa: F401  (loads the OpenMP runtime)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(threads):
+        yield

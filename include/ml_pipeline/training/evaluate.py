@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
-from include.ml_pipeline.training.data import as_spec, file_fingerprint, read_split
+from include.ml_pipeline.training.data import as_spec, file_fingerprint, limit_threads, read_split
 from include.ml_pipeline.training.metrics import (
     GREATER_IS_BETTER,
     classification_metrics,
@@ -230,6 +230,7 @@ def evaluate_on_test(
     importance_rows: int = 2000,
     importance_repeats: int = 5,
     seed: int = 0,
+    threads: int | None = 1,
 ) -> dict[str, Any]:
     """Score `model_uri` on the test split, log metrics and plots to its run, and score the
     `champion` of `model_name` (if given and aliased) on the same rows.
@@ -238,8 +239,37 @@ def evaluate_on_test(
     `classes`, `test_rows`, `test_fingerprint`, `artifacts` (paths in the run),
     `feature_importance` (`method`, `top`: `[[column, value], ...]`), and `champion`:
     None, or `version`, `model_uri`, `run_id`, `metrics` (None when it could not be
-    scored) and `error`.
+    scored) and `error`. `threads` caps BLAS/OpenMP threads while scoring.
     """
+
+    with limit_threads(threads):
+        return _evaluate_on_test(
+            model_uri,
+            test_path,
+            spec,
+            tracking_uri=tracking_uri,
+            run_id=run_id,
+            model_name=model_name,
+            champion_alias=champion_alias,
+            importance_rows=importance_rows,
+            importance_repeats=importance_repeats,
+            seed=seed,
+        )
+
+
+def _evaluate_on_test(
+    model_uri: str,
+    test_path: str,
+    spec: FeatureSpec | dict[str, Any],
+    *,
+    tracking_uri: str,
+    run_id: str | None,
+    model_name: str | None,
+    champion_alias: str,
+    importance_rows: int,
+    importance_repeats: int,
+    seed: int,
+) -> dict[str, Any]:
     import mlflow
     import mlflow.sklearn
 
