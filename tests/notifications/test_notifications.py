@@ -1,0 +1,275 @@
+"""Notifications against real receivers: Slack webhook over HTTP, e-mail over SMTP."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from include.ml_pipeline.notifications import (
+    EVENT_DEPLOYED,
+    EVENT_REJECTED,
+    Notification,
+    airflow_run_url,
+    build_failure_callback,
+    describe_outcomes,
+    notification_from_context,
+    notify_failure_from_context,
+    read_log,
+    send_notification,
+)
+
+TOKEN_PATH = "/services/T000/B000/secret-token"
+
+
+def deployed() -> Notification:
+    return Notification(
+        event=EVENT_DEPLOYED,
+        title="tabular_classifier v7 is live",
+        model_name="tabular_classifier",
+        version=7,
+        metrics={"roc_auc": 0.86123, "accuracy": 0.8033, "log_loss": 0.41},
+        reasons=["roc_auc 0.8612 >= 0.75", "beats champion v6 by 0.011"],
+        mlflow_run_url="http://127.0.0.1:5000/#/experiments/1/runs/abc123",
+        airflow_run_url="http://localhost:8080/dags/ml_model_deployment_advanced/grid",
+        api_url="http://127.0.0.1:8000",
+        dag_id="ml_model_deployment_advanced",
+        run_id="manual__2026-11-27",
+    )
+
+
+def test_renderings_carry_model_metrics_reasons_and_links():
+    note = deployed()
+    text = note.to_text()
+    assert text.startswith("[DEPLOYED] tabular_classifier v7 is live")
+    assert "Model: tabular_classifier v7" in text
+    assert "roc_auc=0.8612" in text
+    assert "  - beats champion v6 by 0.011" in text
+    assert "MLflow run: http://127.0.0.1:5000/#/experiments/1/runs/abc123" in text
+    markdown = note.to_markdown()
+    assert "| roc_auc | 0.8612 |" in markdown
+    assert "[Model API](http://127.0.0.1:8000)" in markdown
+    assert note.subject == "[ml-pipeline] DEPLOYED: tabular_classifier v7 is live"
+    assert note.severity == "info"
+    assert json.loads(note.to_json())["version"] == "7"
+
+
+def test_slack_and_html_renderings_escape_user_text():
+    note = Notification(
+        event=EVENT_REJECTED,
+        title="v8 <rejected> & kept v7",
+        model_name="m",
+        version=8,
+        reasons=["accuracy <b>0.5</b> < 0.7"],
+        api_url="javascript:alert(1)",
+    )
+    slack = note.to_slack_text()
+    assert "v8 &lt;rejected&gt; &amp; kept v7" in slack
+    assert "<b>" not in slack
+    assert "<javascript" not in slack  # not turned into a Slack link
+    html = note.to_html()
+    assert "&lt;b&gt;0.5&lt;/b&gt;" in html
+    assert "<b>0.5</b>" not in html
+    assert 'href="javascript' not in html
+    assert note.severity == "warning"
+
+
+def test_slack_webhook_receives_payload_and_log_gets_a_line(
+    webhook_receiver, connections, tmp_path
+):
+    connections(slack_url=webhook_receiver.url)
+    log_path = tmp_path / "notifications.jsonl"
+    outcomes = send_notification(deployed(), slack_conn_id="slack_test", log_path=log_path)
+
+    assert outcomes["slack"]["status"] == "sent", outcomes
+    assert outcomes["email"] == {"status": "skipped", "detail": "not configured"}
+    assert outcomes["log"] == {"status": "sent", "detail": str(log_path)}
+    assert len(webhook_receiver.requests) == 1
+    request = webhook_receiver.requests[0]
+    assert request["path"] == TOKEN_PATH
+    assert request["content_type"].startswith("application/json")
+    text = request["json"]["text"]
+    assert "tabular_classifier v7" in text
+    assert "roc_auc=0.8612" in text
+    assert "accuracy=0.8033" in text
+    assert "beats champion v6" in text
+    assert "<http://127.0.0.1:8000|Model API>" in text
+    assert request["json"]["blocks"][0]["text"]["text"] == text
+
+    lines = read_log(log_path)
+    assert len(lines) == 1
+    assert lines[0]["event"] == "deployed"
+    assert lines[0]["version"] == "7"
+    assert lines[0]["metrics"]["roc_auc"] == pytest.approx(0.86123)
+    assert lines[0]["channels"]["slack"]["status"] == "sent"
+
+
+def test_email_is_received_by_smtp_server(smtp_receiver, connections, tmp_path):
+    connections(smtp_port=smtp_receiver.port)
+    outcomes = send_notification(
+        deployed(),
+        smtp_conn_id="smtp_test",
+        email_to="ops@example.org, ml@example.org",
+        log_path=tmp_path / "n.jsonl",
+    )
+    assert outcomes["email"]["status"] == "sent", outcomes
+    assert outcomes["slack"]["status"] == "skipped"
+    assert len(smtp_receiver.messages) == 1
+    mail_from, recipients, message = smtp_receiver.messages[0]
+    assert mail_from == "ml-pipeline@example.org"
+    assert recipients == ["ops@example.org", "ml@example.org"]
+    assert message["Subject"] == "[ml-pipeline] DEPLOYED: tabular_classifier v7 is live"
+    assert message["X-ML-Pipeline-Event"] == "deployed"
+    body = next(p for p in message.walk() if p.get_content_type() == "text/html")
+    html = body.get_payload(decode=True).decode("utf-8")
+    assert "tabular_classifier v7" in html
+    assert "<td>roc_auc</td><td>0.8612</td>" in html
+    assert 'href="http://127.0.0.1:5000/#/experiments/1/runs/abc123"' in html
+    assert read_log(tmp_path / "n.jsonl")[0]["channels"]["email"]["status"] == "sent"
+
+
+def test_both_channels_at_once(webhook_receiver, smtp_receiver, connections, tmp_path):
+    connections(slack_url=webhook_receiver.url, smtp_port=smtp_receiver.port)
+    outcomes = send_notification(
+        deployed(),
+        slack_conn_id="slack_test",
+        smtp_conn_id="smtp_test",
+        email_to=["ops@example.org"],
+        log_path=tmp_path / "n.jsonl",
+    )
+    assert {k: v["status"] for k, v in outcomes.items()} == {
+        "slack": "sent",
+        "email": "sent",
+        "log": "sent",
+    }
+    assert len(webhook_receiver.requests) == 1
+    assert len(smtp_receiver.messages) == 1
+
+
+def test_servers_down_are_recorded_as_failed_and_nothing_raises(connections, unused_port, tmp_path):
+    connections(slack_url=f"http://127.0.0.1:{unused_port()}", smtp_port=unused_port())
+    log_path = tmp_path / "n.jsonl"
+    outcomes = send_notification(
+        deployed(),
+        slack_conn_id="slack_test",
+        smtp_conn_id="smtp_test",
+        email_to=["ops@example.org"],
+        log_path=log_path,
+        timeout=3,
+    )
+    assert outcomes["slack"]["status"] == "failed", outcomes
+    assert outcomes["email"]["status"] == "failed", outcomes
+    assert (
+        "Connection refused" in outcomes["email"]["detail"]
+        or "Errno" in (outcomes["email"]["detail"])
+    )
+    assert outcomes["log"]["status"] == "sent"
+    (line,) = read_log(log_path)
+    assert line["channels"]["slack"]["status"] == "failed"
+    assert line["channels"]["email"]["status"] == "failed"
+    assert "failed" in describe_outcomes(outcomes)
+
+
+def test_webhook_error_status_is_failed_and_secret_is_masked(
+    webhook_receiver, connections, tmp_path
+):
+    webhook_receiver.status = 403
+    connections(slack_url=webhook_receiver.url)
+    outcomes = send_notification(deployed(), slack_conn_id="slack_test", log_path=tmp_path / "n")
+    assert outcomes["slack"]["status"] == "failed"
+    assert "403" in outcomes["slack"]["detail"]
+    assert "secret-token" not in json.dumps(outcomes)
+    assert "secret-token" not in (tmp_path / "n").read_text()
+
+
+def test_unconfigured_and_undefined_channels_are_skipped(monkeypatch, tmp_path):
+    monkeypatch.delenv("AIRFLOW_CONN_NO_SUCH_SLACK", raising=False)
+    outcomes = send_notification(deployed(), log_path=tmp_path / "n.jsonl")
+    assert outcomes["slack"] == {"status": "skipped", "detail": "not configured"}
+    assert outcomes["email"] == {"status": "skipped", "detail": "not configured"}
+    outcomes = send_notification(
+        deployed(),
+        slack_conn_id="no_such_slack",
+        smtp_conn_id="smtp_test",
+        email_to=None,
+        log_path=tmp_path / "n.jsonl",
+    )
+    assert outcomes["slack"]["status"] == "skipped"
+    assert "no_such_slack" in outcomes["slack"]["detail"]
+    assert outcomes["email"] == {"status": "skipped", "detail": "no recipients"}
+    assert len(read_log(tmp_path / "n.jsonl")) == 2
+
+
+def test_log_write_failure_raises(tmp_path):
+    with pytest.raises(IsADirectoryError):
+        send_notification(deployed(), log_path=tmp_path)  # a directory, not a file
+
+
+def test_default_log_path_comes_from_settings(monkeypatch, tmp_path):
+    target = tmp_path / "elsewhere" / "notifications.jsonl"
+    monkeypatch.setenv("ML_PIPELINE_NOTIFICATIONS_LOG", str(target))
+    outcomes = send_notification(deployed())
+    assert outcomes["log"]["detail"] == str(target)
+    assert read_log()[0]["title"] == "tabular_classifier v7 is live"
+
+
+def _task_context(exception: Exception | None = None, reason: str | None = None) -> dict:
+    ti = SimpleNamespace(
+        dag_id="ml_model_deployment_advanced",
+        task_id="despliegue_modelo.desplegar_api",
+        run_id="scheduled__2026-11-27T00:00:00+00:00",
+        log_url="http://localhost:8080/log?task_id=despliegue_modelo.desplegar_api",
+    )
+    context = {
+        "ti": ti,
+        "task_instance": ti,
+        "dag_run": SimpleNamespace(run_id=ti.run_id, dag_id=ti.dag_id),
+        "run_id": ti.run_id,
+    }
+    if exception is not None:
+        context["exception"] = exception
+    if reason is not None:
+        context["reason"] = reason
+    return context
+
+
+def test_notification_from_context_extracts_ids_error_and_links():
+    note = notification_from_context(_task_context(RuntimeError("API never became ready")))
+    assert note.event == "failed"
+    assert note.dag_id == "ml_model_deployment_advanced"
+    assert note.task_id == "despliegue_modelo.desplegar_api"
+    assert note.run_id == "scheduled__2026-11-27T00:00:00+00:00"
+    assert note.error == "RuntimeError: API never became ready"
+    assert note.log_url.startswith("http://localhost:8080/log")
+    assert (
+        note.title == "ml_model_deployment_advanced run failed at despliegue_modelo.desplegar_api"
+    )
+    assert note.airflow_run_url == airflow_run_url(note.dag_id, note.run_id)
+    assert "dag_run_id=scheduled__2026-11-27T00%3A00%3A00%2B00%3A00" in (
+        airflow_run_url(note.dag_id, note.run_id, "http://af:8080/") or ""
+    )
+
+
+def test_failure_callback_notifies_slack_and_log(webhook_receiver, connections, tmp_path):
+    connections(slack_url=webhook_receiver.url)
+    log_path = tmp_path / "n.jsonl"
+    callback = build_failure_callback(
+        slack_conn_id="slack_test", log_path=log_path, model_name="tabular_classifier"
+    )
+    assert callback(_task_context(reason="task_failure")) is None
+    (line,) = read_log(log_path)
+    assert line["event"] == "failed"
+    assert line["reasons"] == ["DAG run failed: task_failure"]
+    assert line["model_name"] == "tabular_classifier"
+    text = webhook_receiver.requests[0]["json"]["text"]
+    assert "despliegue_modelo.desplegar_api" in text
+    assert "task_failure" in text
+
+
+def test_failure_callback_never_raises(tmp_path):
+    outcomes = notify_failure_from_context(
+        _task_context(ValueError("boom")),
+        log_path=tmp_path,  # unwritable: a directory
+    )
+    assert outcomes["log"]["status"] == "failed"
