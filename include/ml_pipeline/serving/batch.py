@@ -1,0 +1,71 @@
+"""The in-memory form of a validated request: one float matrix for the numeric columns and
+one list per categorical column, in the feature spec's order.
+
+Parsing (`parsing.py`) produces a `Batch`, predictors (`predictor.py`) consume it, and the
+inference log turns it back into records in its background thread. A `Batch` is never
+mutated after it is built, so it can be handed to the log writer without copying.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Validated model input.
+
+    `numeric` has shape (rows, len(numeric_columns)), float64, NaN for missing values.
+    `categorical` has one list of `str | None` per categorical column, each `rows` long.
+    """
+
+    numeric_columns: tuple[str, ...]
+    categorical_columns: tuple[str, ...]
+    numeric: np.ndarray
+    categorical: tuple[list[Any], ...]
+
+    @property
+    def rows(self) -> int:
+        return int(self.numeric.shape[0]) if self.numeric_columns else len(self.categorical[0])
+
+    def to_frame(self):
+        """The batch as the pandas frame `coerce_features` would produce (slow path only)."""
+        import pandas as pd
+
+        data: dict[str, Any] = {}
+        for j, column in enumerate(self.numeric_columns):
+            data[column] = self.numeric[:, j]
+        for column, values in zip(self.categorical_columns, self.categorical, strict=False):
+            data[column] = pd.Series(values, dtype=object)
+        return pd.DataFrame(data)
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per row (NaN numeric values become None)."""
+        names = [*self.numeric_columns, *self.categorical_columns]
+        numeric_rows = (
+            np.where(np.isnan(self.numeric), None, self.numeric).tolist()
+            if self.numeric_columns
+            else [[] for _ in range(self.rows)]
+        )
+        out = []
+        for i, row in enumerate(numeric_rows):
+            values = [*row, *(column[i] for column in self.categorical)]
+            out.append(dict(zip(names, values, strict=False)))
+        return out
+
+
+def batch_from_frame(frame, numeric: list[str], categorical: list[str]) -> Batch:
+    """Build a `Batch` from a frame already passed through `coerce_features`."""
+    matrix = (
+        frame[numeric].to_numpy(dtype=np.float64, copy=True)
+        if numeric
+        else np.empty((len(frame), 0), dtype=np.float64)
+    )
+    cats = tuple(
+        [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in frame[c]]
+        for c in categorical
+    )
+    return Batch(tuple(numeric), tuple(categorical), matrix, cats)

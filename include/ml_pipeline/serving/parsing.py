@@ -1,0 +1,264 @@
+"""Request parsing and validation: bytes in, `Batch` out, or a `RequestError` whose
+message names the problem.
+
+Accepted bodies for `POST /invocations` (MLflow's scoring protocol):
+
+* `application/json` with exactly one of
+  `{"dataframe_split": {"columns": [...], "data": [[...], ...]}}` (`index` ignored),
+  `{"dataframe_records": [{...}, ...]}`,
+  `{"instances": [{...}, ...]}` (or a dict of column lists),
+  `{"inputs": {"col": [...], ...}}` (or a list of records);
+  an optional `params` key is accepted and ignored (sklearn models take no params).
+* `text/csv` with a header row.
+
+Rules (also used by `POST /predict`): every feature column must be present and no other
+column may be; numeric columns take JSON numbers or null (booleans and strings are
+rejected; in CSV an empty field is missing); categorical columns take strings or null.
+A record that lacks a column has a missing value there (pandas semantics), but a column
+absent from every record is a missing column. The batch must have 1..max_rows rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import numpy as np
+import orjson
+
+from include.ml_pipeline.serving.batch import Batch
+
+FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+_NUMBER_TYPES = {int, float, type(None)}
+_TEXT_TYPES = {str, type(None)}
+
+
+class RequestError(Exception):
+    """A client error: HTTP `status`, a short machine `kind` and a human message."""
+
+    def __init__(self, status: int, kind: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+
+
+def _bad(kind: str, message: str, status: int = 400) -> RequestError:
+    return RequestError(status, kind, message)
+
+
+class FeatureParser:
+    """Validates payloads against one model's feature columns."""
+
+    def __init__(self, numeric: list[str], categorical: list[str], max_rows: int):
+        self.numeric = tuple(numeric)
+        self.categorical = tuple(categorical)
+        self.columns = (*self.numeric, *self.categorical)
+        self.column_set = frozenset(self.columns)
+        self.max_rows = max_rows
+
+    # ----------------------------------------------------------------- entry points
+
+    def parse_json_body(self, body: bytes) -> Batch:
+        """Parse an MLflow scoring-protocol JSON body."""
+        payload = load_json(body)
+        if not isinstance(payload, dict):
+            raise _bad(
+                "bad_format",
+                "the JSON body must be an object with one of the keys "
+                f"{', '.join(FORMATS)}; got {type(payload).__name__}",
+            )
+        keys = [k for k in payload if k in FORMATS]
+        other = [k for k in payload if k not in FORMATS and k != "params"]
+        if len(keys) != 1 or other:
+            raise _bad(
+                "bad_format",
+                f"the JSON body must have exactly one of the keys {', '.join(FORMATS)}"
+                f" (plus optional 'params'); got keys {sorted(payload)}",
+            )
+        key = keys[0]
+        data = payload[key]
+        if key == "dataframe_split":
+            if not isinstance(data, dict) or "data" not in data:
+                raise _bad("bad_format", "'dataframe_split' must be an object with "
+                           "'columns' and 'data'")
+            columns = data.get("columns")
+            if columns is None:
+                raise _bad("missing_columns", "'dataframe_split' needs 'columns' naming "
+                           f"the features: {', '.join(self.columns)}")
+            return self.from_split(columns, data["data"])
+        if key == "dataframe_records":
+            return self.from_records(data, key)
+        if isinstance(data, dict):
+            return self.from_columns(data, key)
+        return self.from_records(data, key)
+
+    def parse_csv_body(self, body: bytes) -> Batch:
+        """Parse a CSV body with a header row."""
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _bad("bad_encoding", f"the CSV body is not valid UTF-8: {exc}") from exc
+        try:
+            rows = list(csv.reader(io.StringIO(text)))
+        except csv.Error as exc:
+            raise _bad("malformed_csv", f"the CSV body cannot be parsed: {exc}") from exc
+        rows = [r for r in rows if r]
+        if not rows:
+            raise _bad("empty_batch", "the CSV body is empty; expected a header and rows")
+        header, data = rows[0], rows[1:]
+        self._check_columns(header, "CSV header")
+        self._check_rows(len(data))
+        width = len(header)
+        for i, row in enumerate(data):
+            if len(row) != width:
+                raise _bad("malformed_csv", f"CSV row {i + 1} has {len(row)} fields; the "
+                           f"header has {width}")
+        position = {c: i for i, c in enumerate(header)}
+        numeric = np.empty((len(data), len(self.numeric)), dtype=np.float64)
+        for j, column in enumerate(self.numeric):
+            p = position[column]
+            for i, row in enumerate(data):
+                text_value = row[p].strip()
+                if text_value == "":
+                    numeric[i, j] = np.nan
+                    continue
+                try:
+                    numeric[i, j] = float(text_value)
+                except ValueError:
+                    raise _bad("wrong_type", f"column {column!r} must be numeric; row {i + 1} "
+                               f"has {row[p]!r}", 422) from None
+        categorical = tuple(
+            [row[position[c]] if row[position[c]] != "" else None for row in data]
+            for c in self.categorical
+        )
+        return Batch(self.numeric, self.categorical, numeric, categorical)
+
+    # ----------------------------------------------------------------- shapes
+
+    def from_split(self, columns: Any, data: Any) -> Batch:
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            raise _bad("bad_format", "'dataframe_split.columns' must be a list of strings")
+        if not isinstance(data, list):
+            raise _bad("bad_format", "'dataframe_split.data' must be a list of rows")
+        self._check_columns(columns, "'dataframe_split.columns'")
+        self._check_rows(len(data))
+        width = len(columns)
+        for i, row in enumerate(data):
+            if not isinstance(row, list) or len(row) != width:
+                raise _bad("bad_format", f"'dataframe_split.data' row {i} must be a list of "
+                           f"{width} values (one per column)")
+        position = {c: i for i, c in enumerate(columns)}
+        if len(data) == 1:
+            row = data[0]
+            values = {c: [row[position[c]]] for c in self.columns}
+        else:
+            values = {c: [row[position[c]] for row in data] for c in self.columns}
+        return self._build(values, len(data))
+
+    def from_records(self, records: Any, where: str) -> Batch:
+        if not isinstance(records, list):
+            raise _bad("bad_format", f"{where!r} must be a list of records (objects)")
+        self._check_rows(len(records))
+        keys: set[str] = set()
+        n_columns = len(self.columns)
+        uniform = True
+        for i, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise _bad("bad_format", f"{where!r} item {i} must be an object mapping "
+                           f"column to value; got {type(record).__name__}")
+            if len(record) != n_columns:
+                uniform = False
+            keys.update(record)
+        self._check_columns(keys, where)
+        n = len(records)
+        if n == 1:
+            record = records[0]
+            values = {c: [record.get(c)] for c in self.columns}
+        elif uniform:
+            values = {c: [r[c] for r in records] for c in self.columns}
+        else:
+            values = {c: [r.get(c) for r in records] for c in self.columns}
+        return self._build(values, n)
+
+    def from_columns(self, data: dict, where: str) -> Batch:
+        self._check_columns(list(data), where)
+        lengths = set()
+        values = {}
+        for column in self.columns:
+            column_values = data[column]
+            if not isinstance(column_values, list):
+                column_values = [column_values]  # a scalar per column means one row
+            lengths.add(len(column_values))
+            values[column] = column_values
+        if len(lengths) != 1:
+            raise _bad("bad_format", f"{where!r} columns have different lengths: "
+                       f"{sorted(lengths)}")
+        n = lengths.pop()
+        self._check_rows(n)
+        return self._build(values, n)
+
+    # ----------------------------------------------------------------- checks
+
+    def _check_rows(self, n: int) -> None:
+        if n == 0:
+            raise _bad("empty_batch", "the batch is empty; send at least one row")
+        if n > self.max_rows:
+            raise _bad("too_many_rows", f"the batch has {n} rows; the limit is "
+                       f"{self.max_rows} (MODEL_API_MAX_ROWS)", 413)
+
+    def _check_columns(self, columns: Any, where: str) -> None:
+        given = list(columns)
+        given_set = set(given)
+        if len(given_set) != len(given):
+            duplicated = sorted({c for c in given if given.count(c) > 1})
+            raise _bad("duplicate_columns", f"{where} repeats columns: {', '.join(duplicated)}")
+        if given_set == self.column_set:
+            return
+        missing = [c for c in self.columns if c not in given_set]
+        unknown = sorted(str(c) for c in given_set - self.column_set)
+        parts = []
+        if missing:
+            parts.append(f"missing columns: {', '.join(missing)}")
+        if unknown:
+            parts.append(f"unknown columns: {', '.join(unknown)}")
+        kind = "missing_columns" if missing else "unknown_columns"
+        raise _bad(kind, f"{where}: {'; '.join(parts)}. Expected exactly: "
+                   f"{', '.join(self.columns)}", 422)
+
+    def _build(self, values: dict[str, list], n: int) -> Batch:
+        numeric = np.empty((n, len(self.numeric)), dtype=np.float64)
+        for j, column in enumerate(self.numeric):
+            column_values = values[column]
+            types = set(map(type, column_values))
+            if not types <= _NUMBER_TYPES:
+                bad = next(v for v in column_values if type(v) not in _NUMBER_TYPES)
+                raise _bad("wrong_type", f"column {column!r} must be a number or null; "
+                           f"got {bad!r} ({type(bad).__name__})", 422)
+            try:
+                numeric[:, j] = column_values
+            except (OverflowError, ValueError, TypeError) as exc:
+                raise _bad("wrong_type", f"column {column!r}: {exc}", 422) from None
+            if not np.isfinite(numeric[:, j][~np.isnan(numeric[:, j])]).all():
+                raise _bad("wrong_type", f"column {column!r} has a non-finite number", 422)
+        categorical = []
+        for column in self.categorical:
+            column_values = values[column]
+            types = set(map(type, column_values))
+            if not types <= _TEXT_TYPES:
+                bad = next(v for v in column_values if type(v) not in _TEXT_TYPES)
+                raise _bad("wrong_type", f"column {column!r} must be a string or null; "
+                           f"got {bad!r} ({type(bad).__name__})", 422)
+            categorical.append(column_values)
+        return Batch(self.numeric, self.categorical, numeric, tuple(categorical))
+
+
+def load_json(body: bytes) -> Any:
+    """orjson.loads with a 400 naming the parse error."""
+    if not body:
+        raise _bad("malformed_json", "the request body is empty; expected JSON")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _bad("malformed_json", f"the request body is not valid JSON: {exc}") from None

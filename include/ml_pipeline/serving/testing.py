@@ -1,0 +1,136 @@
+"""Build and register models that follow the training contract, for tests and benchmarks.
+
+The training code logs `Pipeline([("preprocess", build_preprocessor(spec)),
+("model", estimator)])` fitted on `coerce_features(frame, spec)` with
+`mlflow.sklearn.log_model(..., serialization_format="skops", metadata={"feature_spec":
+...})` and registers it. `register_model_version` does the same on generated churn data
+so the serving code can be exercised without the training pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from include.ml_pipeline.features import FeatureSpec
+
+ESTIMATORS = ("hgb", "lr", "rf")
+
+
+def churn_spec() -> FeatureSpec:
+    from include.ml_pipeline.data.generate import CATEGORICAL_COLUMNS, NUMERIC_COLUMNS, TARGET
+
+    return FeatureSpec(TARGET, list(NUMERIC_COLUMNS), list(CATEGORICAL_COLUMNS))
+
+
+def make_estimator(kind: str, seed: int = 0):
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    if kind == "hgb":
+        return HistGradientBoostingClassifier(max_iter=100, random_state=seed)
+    if kind == "lr":
+        return LogisticRegression(max_iter=1000)
+    if kind == "rf":
+        return RandomForestClassifier(n_estimators=30, max_depth=8, random_state=seed)
+    raise ValueError(f"estimator must be one of {ESTIMATORS}; got {kind!r}")
+
+
+def training_frame(rows: int = 4000, seed: int = 0, labels: str = "str"):
+    """Generated churn data. `labels`: "str" (yes/no), "int" (0/1), "multi" (region
+    names, 4 classes; `region` is then dropped from the features) or "multi_int"."""
+    from include.ml_pipeline.data.generate import generate_churn_frame
+
+    frame = generate_churn_frame(rows, seed)
+    spec = churn_spec()
+    if labels == "int":
+        frame[spec.target] = (frame[spec.target] == "yes").astype(int)
+    elif labels in ("multi", "multi_int"):
+        target = frame["region"]
+        if labels == "multi_int":
+            target = target.map({"north": 1, "south": 2, "east": 3, "west": 4}).astype(int)
+        frame[spec.target] = target
+        spec = FeatureSpec(spec.target, spec.numeric,
+                           [c for c in spec.categorical if c != "region"])
+        frame = frame.drop(columns=["region"])
+    elif labels != "str":
+        raise ValueError(f"unknown labels kind {labels!r}")
+    return frame, spec
+
+
+def fit_pipeline(frame, spec: FeatureSpec, kind: str = "hgb", seed: int = 0):
+    from sklearn.pipeline import Pipeline
+
+    from include.ml_pipeline.features import build_preprocessor, coerce_features
+
+    pipeline = Pipeline([("preprocess", build_preprocessor(spec)),
+                         ("model", make_estimator(kind, seed))])
+    pipeline.fit(coerce_features(frame, spec), frame[spec.target])
+    return pipeline
+
+
+def register_model_version(
+    tracking_uri: str,
+    model_name: str,
+    *,
+    kind: str = "hgb",
+    labels: str = "str",
+    rows: int = 4000,
+    seed: int = 0,
+    aliases: tuple[str, ...] = ("champion",),
+    experiment: str = "serving-tests",
+    artifact_location: str | None = None,
+    pipeline: Any = None,
+    spec: FeatureSpec | None = None,
+) -> str:
+    """Fit (or take) a pipeline, log it like the training code does, register it under
+    `model_name`, set `aliases` on the new version and return the version string."""
+    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    import mlflow
+    import mlflow.sklearn
+    import skops.io
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    from include.ml_pipeline.features import coerce_features
+
+    frame, data_spec = training_frame(rows, seed, labels)
+    spec = spec or data_spec
+    if pipeline is None:
+        pipeline = fit_pipeline(frame, spec, kind, seed)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        if artifact_location and artifact_location.startswith("file:"):
+            from urllib.parse import urlparse
+
+            Path(urlparse(artifact_location).path).mkdir(parents=True, exist_ok=True)
+        experiment_id = client.create_experiment(experiment,
+                                                 artifact_location=artifact_location)
+    else:
+        experiment_id = found.experiment_id
+    features = coerce_features(frame, spec)
+    sample = features.head(500)
+    with mlflow.start_run(experiment_id=experiment_id):
+        mlflow.log_metric("validation_accuracy",
+                          float((pipeline.predict(sample) == frame[spec.target].head(500))
+                                .mean()))
+        dumped = skops.io.dumps(pipeline)
+        trusted = skops.io.get_untrusted_types(data=dumped)
+        info = mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            signature=infer_signature(sample, pipeline.predict(sample)),
+            input_example=features.head(5),
+            serialization_format="skops",
+            skops_trusted_types=trusted,
+            metadata={"feature_spec": spec.to_dict()},
+        )
+        model_uri = info.model_uri
+    registered = mlflow.register_model(model_uri, model_name)
+    for alias in aliases:
+        client.set_registered_model_alias(model_name, alias, registered.version)
+    return str(registered.version)
