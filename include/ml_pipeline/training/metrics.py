@@ -52,7 +52,6 @@ def classification_metrics(y_true: Any, proba: Any, classes: Sequence[Any]) -> d
     from sklearn.metrics import (
         accuracy_score,
         f1_score,
-        log_loss,
         precision_score,
         recall_score,
         roc_auc_score,
@@ -97,17 +96,21 @@ def classification_metrics(y_true: Any, proba: Any, classes: Sequence[Any]) -> d
         roc_auc = float(np.mean(scores)) if scores else float("nan")
         pr_kwargs = {"labels": classes_arr, "average": "macro"}
 
-    # log_loss wants rows that sum to 1; clip to avoid log(0) on hard 0/1 probabilities.
+    # Log loss by hand (sklearn's assumes lexicographically sorted classes): rows are
+    # renormalised and clipped so a hard 0 for the true class costs -log(1e-15), not inf.
     eps = 1e-15
     clipped = np.clip(proba, eps, 1.0)
     clipped = clipped / clipped.sum(axis=1, keepdims=True)
+    index = {label: i for i, label in enumerate(classes_arr.tolist())}
+    true_columns = np.array([index[label] for label in y.tolist()])
+    log_loss = float(-np.mean(np.log(clipped[np.arange(len(y)), true_columns])))
     return {
         "roc_auc": roc_auc,
         "accuracy": float(accuracy_score(y, y_pred)),
         "f1": float(f1_score(y, y_pred, zero_division=0, **pr_kwargs)),
         "precision": float(precision_score(y, y_pred, zero_division=0, **pr_kwargs)),
         "recall": float(recall_score(y, y_pred, zero_division=0, **pr_kwargs)),
-        "log_loss": float(log_loss(y, clipped, labels=classes_arr)),
+        "log_loss": log_loss,
     }
 
 
