@@ -214,6 +214,36 @@ def test_summarize_traffic_dedupes_batched_requests():
     assert summary["latency_samples"] == 3  # one per request, not per record
     assert summary["latency"]["p50"] == pytest.approx(1.0)
     assert summary["classes"] == [{"name": "yes", "count": 100, "share": 1.0}]
+    # Without request ids, records sharing a timestamp and latency are one request.
+    stamps = pd.Timestamp("2026-11-01", tz="UTC") + pd.to_timedelta([0] * 98 + [1, 2], unit="s")
+    no_ids = frame.drop(columns=["request_id"]).assign(timestamp=stamps)
+    assert summarize_traffic(no_ids)["latency_samples"] == 3
+
+
+def test_batched_log_frame_feeds_drift_and_dashboard():
+    """A `read_inference_log`-shaped frame of 4-record requests: the records share the
+    request's timestamp and latency; columns arrive as JSON gives them (object dtype)."""
+    batch = generate_churn_frame(400, seed=9, drift=True).drop(columns=["churn"])
+    frame = batch.astype(object).where(batch.notna(), None)
+    request = np.arange(400) // 4
+    frame["prediction"] = np.where(request % 3 == 0, "yes", "no")
+    frame["proba_no"] = np.where(request % 3 == 0, 0.4, 0.8)
+    frame["proba_yes"] = 1 - frame["proba_no"]
+    frame["model_version"] = "3"
+    frame["latency_ms"] = 1.0 + request % 7
+    frame["timestamp"] = pd.Timestamp("2026-11-01", tz="UTC") + pd.to_timedelta(request, "s")
+
+    report = compute_drift(generate_churn_frame(2_000, seed=1), frame, churn_spec())
+    assert report.dataset_drift
+    assert report.current_rows == 400
+
+    summary = summarize_traffic(frame)
+    assert summary["records"] == 400
+    assert summary["requests"] == 100
+    assert [c["name"] for c in summary["classes"]] == ["no", "yes"]
+    html = build_dashboard_html(DashboardContext("m", 3, traffic=frame, drift=report))
+    assert "400 predicted records" in html
+    assert "(100 requests)" in html
 
 
 def test_dashboard_renders_in_headless_chromium(rendered, chromium_loader, tmp_path_factory):

@@ -151,6 +151,12 @@ def test_report_on_generated_drift_is_json_and_frame():
     assert again.drifted_features == report.drifted_features
     assert [r.psi for r in again.features] == pytest.approx([r.psi for r in report.features])
 
+    metrics = report.mlflow_metrics()
+    assert metrics["drift_share"] == pytest.approx(report.share_drifted)
+    assert metrics["drift_dataset"] == 1.0
+    assert metrics["drift_psi_contract_type"] > 0.1
+    assert all(isinstance(v, float) for v in metrics.values())
+
     frame = report.to_frame()
     assert list(frame["feature"]) == spec.columns
     assert frame.set_index("feature").loc["contract_type", "drifted"]

@@ -224,8 +224,9 @@ def _evaluation_charts(context: DashboardContext) -> list[dict[str, str]]:
 def summarize_traffic(frame: pd.DataFrame) -> dict[str, Any]:
     """Volume over time, latency percentiles, class and version counts of an inference log.
 
-    Latency percentiles are per request when the log has a `request_id` column (a batch
-    request's records share one latency), per record otherwise.
+    Latency percentiles are per request, not per record: a batch request's records share
+    one latency, so records are deduplicated by `request_id` when the log has one, else by
+    (`timestamp`, `latency_ms`), which the inference log writes once per request.
     """
     import numpy as np
     import pandas as pd
@@ -255,11 +256,16 @@ def summarize_traffic(frame: pd.DataFrame) -> dict[str, Any]:
         latency = frame
         if "request_id" in frame.columns:
             latency = frame.drop_duplicates("request_id")
+        elif "timestamp" in frame.columns:
+            # The inference log stamps every record of a request with the request's time
+            # and latency, so one (timestamp, latency) pair is one request.
+            latency = frame.drop_duplicates(["timestamp", "latency_ms"])
         values = pd.to_numeric(latency["latency_ms"], errors="coerce").dropna().to_numpy()
         if values.size:
             percentiles = {k: float(np.percentile(values, q)) for k, q in PERCENTILES.items()}
             summary["latency"] = percentiles
             summary["latency_samples"] = int(values.size)
+            summary["requests"] = int(values.size)
             summary["charts"].append(_chart("Latency", plot_latency_histogram(values, percentiles)))
     if "prediction" in frame.columns:
         counts = frame["prediction"].astype(str).value_counts()

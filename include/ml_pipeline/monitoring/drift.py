@@ -179,6 +179,23 @@ class DriftReport:
             "computed_at": self.computed_at,
         }
 
+    def mlflow_metrics(self, prefix: str = "drift_") -> dict[str, float]:
+        """Flat numeric metrics for `mlflow.log_metrics` (NaN statistics are left out)."""
+        metrics = {
+            f"{prefix}share": float(self.share_drifted),
+            f"{prefix}n_drifted": float(self.n_drifted),
+            f"{prefix}dataset": float(self.dataset_drift),
+        }
+        if self.prediction_drift is not None:
+            metrics[f"{prefix}prediction"] = float(self.prediction_drift)
+        for scope, rows in (("", self.features), ("prediction_", self.prediction)):
+            for row in rows:
+                name = _metric_name(f"{scope}{row.feature}")
+                for stat, value in (("psi", row.psi), ("pvalue", row.p_value)):
+                    if value is not None and math.isfinite(value):
+                        metrics[f"{prefix}{stat}_{name}"] = float(value)
+        return metrics
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "summary": self.summary(),
@@ -570,6 +587,13 @@ def _split_predictions(data: pd.Series | pd.DataFrame) -> tuple[pd.Series, pd.Da
         return data[PREDICTION_COLUMN].reset_index(drop=True), proba.reset_index(drop=True)
     series = pd.Series(data).reset_index(drop=True)
     return series, pd.DataFrame(index=series.index)
+
+
+def _metric_name(name: str) -> str:
+    """MLflow metric names allow alphanumerics, `_ - . /` and spaces."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", name)
 
 
 def _json_value(value: Any) -> Any:
