@@ -27,7 +27,7 @@ from include.ml_pipeline.training.candidates import (
     validate_candidate,
 )
 from include.ml_pipeline.training.data import as_spec, file_fingerprint, limit_threads, read_split
-from include.ml_pipeline.training.metrics import classification_metrics, prefixed
+from include.ml_pipeline.training.metrics import METRIC_NAMES, classification_metrics, prefixed
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -196,9 +196,9 @@ def _existing_child(client: Any, experiment_id: str, parent_run_id: str, name: s
 
 def _result_from_run(run: Any, candidate: dict[str, Any]) -> dict[str, Any]:
     metrics = {
-        key.removeprefix("validation_"): value
-        for key, value in run.data.metrics.items()
-        if key.startswith("validation_")
+        name: run.data.metrics[f"validation_{name}"]
+        for name in METRIC_NAMES
+        if f"validation_{name}" in run.data.metrics
     }
     tags = run.data.tags
     return {
