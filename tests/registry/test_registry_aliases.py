@@ -1,0 +1,119 @@
+"""Registry on a tmp SQLite store: idempotent registration, promotion, rollback."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from include.ml_pipeline.registry import registry
+from include.ml_pipeline.registry.decision import Decision
+from include.ml_pipeline.registry.mlflow_setup import ensure_experiment
+
+MODEL = "alias_model"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, small_model_logger):
+    root = tmp_path_factory.mktemp("registry-sqlite")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    logged = small_model_logger(root / "data", uri, artifact_location=(root / "art").as_uri())
+    return {"uri": uri, "model_uri": logged["model_uri"], "run_id": logged["run_id"]}
+
+
+def _register(store, airflow_run_id, **extra):
+    return registry.register_challenger(
+        store["model_uri"],
+        MODEL,
+        airflow_run_id=airflow_run_id,
+        metrics={"roc_auc": 0.5, "accuracy": 0.7},
+        data_fingerprint="fp-" + airflow_run_id,
+        tracking_uri=store["uri"],
+        **extra,
+    )
+
+
+def test_ensure_experiment_is_idempotent(store):
+    first = ensure_experiment(store["uri"], "twice")
+    assert ensure_experiment(store["uri"], "twice") == first
+    client = MlflowClient(store["uri"])
+    client.delete_experiment(first)
+    assert ensure_experiment(store["uri"], "twice") == first  # restored, not recreated
+
+
+def test_register_is_idempotent_per_airflow_run(store):
+    v1 = _register(store, "a")
+    assert _register(store, "a") == v1
+    v2 = _register(store, "b", tags={"candidate": "weak_prior"})
+    assert int(v2) == int(v1) + 1
+    assert registry.find_version_for_run(MODEL, "a", tracking_uri=store["uri"]) == v1
+    assert registry.find_version_for_run(MODEL, "zzz", tracking_uri=store["uri"]) is None
+    assert registry.get_alias_version(MODEL, "challenger", tracking_uri=store["uri"]) == v2
+    # Re-registering an older run moves `challenger` back to its version, still no new one.
+    assert _register(store, "a") == v1
+    assert registry.get_alias_version(MODEL, "challenger", tracking_uri=store["uri"]) == v1
+    tags = registry.describe_version(MODEL, v2, tracking_uri=store["uri"])["tags"]
+    assert tags["data_fingerprint"] == "fp-b"
+    assert tags["test_roc_auc"] == "0.5"
+    assert tags["candidate"] == "weak_prior"
+    assert len(MlflowClient(store["uri"]).search_model_versions(f"name = '{MODEL}'")) == 2
+
+
+def test_promote_and_rollback(store):
+    uri = store["uri"]
+    versions = [_register(store, f"p{i}") for i in range(3)]
+    assert registry.get_alias_version("no_such_model", "champion", tracking_uri=uri) is None
+    first = registry.promote_to_champion(MODEL, versions[0], tracking_uri=uri)
+    assert first["previous"] is None
+    assert first["champion"] == versions[0]
+    assert registry.promote_to_champion(MODEL, versions[1], tracking_uri=uri) == {
+        "previous": versions[0],
+        "champion": versions[1],
+    }
+    # promoting the champion again changes nothing
+    assert registry.promote_to_champion(MODEL, versions[1], tracking_uri=uri) == {
+        "previous": versions[0],
+        "champion": versions[1],
+    }
+    assert registry.get_alias_version(MODEL, "previous_champion", tracking_uri=uri) == versions[0]
+
+    assert (
+        registry.rollback_champion(MODEL, tracking_uri=uri, reason="api tests failed")
+        == (versions[0])
+    )
+    assert registry.get_alias_version(MODEL, "champion", tracking_uri=uri) == versions[0]
+    demoted = registry.describe_version(MODEL, versions[1], tracking_uri=uri)["tags"]
+    assert demoted["rollback_reason"] == "api tests failed"
+    assert "rolled_back_at" in demoted
+    # a second rollback is a no-op
+    assert registry.rollback_champion(MODEL, tracking_uri=uri) == versions[0]
+    assert registry.get_alias_version(MODEL, "champion", tracking_uri=uri) == versions[0]
+    with pytest.raises(MlflowException):
+        registry.promote_to_champion(MODEL, "999", tracking_uri=uri)
+
+
+def test_rollback_without_previous_champion_raises(store):
+    uri = store["uri"]
+    name = "fresh_model"
+    version = registry.register_challenger(
+        store["model_uri"], name, airflow_run_id="x", tracking_uri=uri
+    )
+    registry.promote_to_champion(name, version, tracking_uri=uri)
+    with pytest.raises(LookupError, match="previous_champion"):
+        registry.rollback_champion(name, tracking_uri=uri)
+
+
+def test_record_decision_tags_the_version(store):
+    uri = store["uri"]
+    version = _register(store, "decided")
+    decision = Decision(False, ["Reject: the challenger failed at least one check.", "x" * 6000])
+    registry.record_decision(MODEL, version, decision, tracking_uri=uri, extra={"gate": "v1"})
+    tags = registry.describe_version(MODEL, version, tracking_uri=uri)["tags"]
+    assert tags["deployment_decision"] == "reject"
+    assert tags["deployment_reasons"].startswith('["Reject')
+    assert len(tags["deployment_reasons"]) <= 5000
+    assert tags["gate"] == "v1"
+    registry.record_decision(MODEL, version, {"deploy": True, "reasons": ["ok."]}, tracking_uri=uri)
+    tags = registry.describe_version(MODEL, version, tracking_uri=uri)["tags"]
+    assert tags["deployment_decision"] == "deploy"
+    assert tags["deployment_reasons"] == '["ok."]'
