@@ -10,12 +10,14 @@ so the serving code can be exercised without the training pipeline.
 from __future__ import annotations
 
 import os
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
 from include.ml_pipeline.features import FeatureSpec
 
 ESTIMATORS = ("hgb", "lr", "rf")
+_MODEL_PACKAGES = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
 
 
 def churn_spec() -> FeatureSpec:
@@ -128,6 +130,8 @@ def register_model_version(
             serialization_format="skops",
             skops_trusted_types=trusted,
             metadata={"feature_spec": spec.to_dict()},
+            # explicit: MLflow's inference loads the model in a subprocess (~9 s)
+            pip_requirements=[f"{p}=={package_version(p)}" for p in _MODEL_PACKAGES],
         )
         model_uri = info.model_uri
     registered = mlflow.register_model(model_uri, model_name)

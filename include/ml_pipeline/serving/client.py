@@ -1,0 +1,266 @@
+"""HTTP helpers for deploying and checking the model API (used by `desplegar_api`,
+`pruebas_api` and `revertir_despliegue`). Each raises `ModelApiError` with a message that
+says what failed; nothing here imports Airflow or MLflow at module level.
+
+* `served_version(url)`, `wait_for_version(url, version)`, `reload_model(url, token)`
+* `check_health(url)`, `check_predictions(url, frame, expected)`,
+  `check_bad_payload(url)`, `measure_latency(url, frame)`
+* `offline_predictions(tracking_uri, model_name, version, frame)` - labels of a
+  registered version computed in-process with MLflow (the reference)
+* `smoke_test(url, tracking_uri, model_name, version, ...)` - all of the above
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+
+class ModelApiError(RuntimeError):
+    """The model API is unreachable, unhealthy, or answered something unexpected."""
+
+
+def _client(timeout: float):
+    import httpx
+
+    return httpx.Client(timeout=timeout)
+
+
+def _get(url: str, path: str, timeout: float = 5.0):
+    import httpx
+
+    try:
+        with _client(timeout) as client:
+            return client.get(url.rstrip("/") + path)
+    except httpx.HTTPError as exc:
+        raise ModelApiError(f"GET {url}{path} failed: {exc!r}") from exc
+
+
+def served_version(url: str, timeout: float = 5.0) -> str | None:
+    """The model version the API serves now (`GET /version`), None if none is loaded."""
+    response = _get(url, "/version", timeout)
+    if response.status_code != 200:
+        raise ModelApiError(f"GET {url}/version answered {response.status_code}: "
+                            f"{response.text[:300]}")
+    return response.json().get("model_version")
+
+
+def wait_for_version(url: str, version: str | int, timeout: float = 120.0,
+                     interval: float = 0.5) -> dict[str, Any]:
+    """Poll `/version` until it reports `version`; return that document.
+    Raises `ModelApiError` after `timeout` seconds with the last answer."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            response = _get(url, "/version")
+            last = response.json() if response.status_code == 200 else response.text[:300]
+            if isinstance(last, dict) and str(last.get("model_version")) == str(version):
+                return last
+        except (ModelApiError, ValueError) as exc:
+            last = str(exc)
+        if time.monotonic() >= deadline:
+            raise ModelApiError(f"{url} does not serve version {version} after "
+                                f"{timeout:.0f}s; last /version answer: {last}")
+        time.sleep(interval)
+
+
+def reload_model(url: str, token: str | None = None, timeout: float = 300.0) -> dict[str, Any]:
+    """`POST /admin/reload` with the bearer token (default: the local service's saved
+    token, see `process.read_admin_token`). Returns `{"previous_version",
+    "model_version", "predict_path", "seconds"}`; raises `ModelApiError` otherwise."""
+    import httpx
+
+    if token is None:
+        from include.ml_pipeline.serving.process import read_admin_token
+
+        token = read_admin_token()
+    if not token:
+        raise ModelApiError("no admin token: pass token= or set MODEL_API_ADMIN_TOKEN")
+    try:
+        with _client(timeout) as client:
+            response = client.post(url.rstrip("/") + "/admin/reload",
+                                   headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError as exc:
+        raise ModelApiError(f"POST {url}/admin/reload failed: {exc!r}") from exc
+    if response.status_code != 200:
+        raise ModelApiError(f"reload refused by {url} ({response.status_code}): "
+                            f"{response.text[:500]}")
+    return response.json()
+
+
+def check_health(url: str) -> dict[str, Any]:
+    """`/ping` and `/ready` answer 200; returns `/model`."""
+    for path in ("/ping", "/ready"):
+        response = _get(url, path)
+        if response.status_code != 200:
+            raise ModelApiError(f"{url}{path} answered {response.status_code}: "
+                                f"{response.text[:300]}")
+    response = _get(url, "/model")
+    if response.status_code != 200:
+        raise ModelApiError(f"{url}/model answered {response.status_code}")
+    return response.json()
+
+
+def split_payload(frame: pd.DataFrame) -> bytes:
+    """A `dataframe_split` JSON body for `frame` (NaN/None as null)."""
+    import orjson
+
+    columns = list(frame.columns)
+    rows = [[None if (isinstance(v, float) and v != v) else v for v in row]
+            for row in frame.astype(object).itertuples(index=False, name=None)]
+    return orjson.dumps({"dataframe_split": {"columns": columns, "data": rows}},
+                        option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def predict_labels(url: str, frame: pd.DataFrame, timeout: float = 30.0) -> list[Any]:
+    """Labels for `frame` from `POST /invocations` (dataframe_split)."""
+    import httpx
+
+    try:
+        with _client(timeout) as client:
+            response = client.post(url.rstrip("/") + "/invocations",
+                                   content=split_payload(frame),
+                                   headers={"Content-Type": "application/json"})
+    except httpx.HTTPError as exc:
+        raise ModelApiError(f"POST {url}/invocations failed: {exc!r}") from exc
+    if response.status_code != 200:
+        raise ModelApiError(f"{url}/invocations answered {response.status_code}: "
+                            f"{response.text[:500]}")
+    return response.json()["predictions"]
+
+
+def offline_predictions(tracking_uri: str, model_name: str, version: str | int,
+                        frame: pd.DataFrame) -> list[Any]:
+    """Labels of `models:/<model_name>/<version>` for `frame`, computed in this process
+    with `mlflow.pyfunc` on the frame passed through `coerce_features` (the reference
+    the served predictions must equal)."""
+    import os
+
+    import mlflow
+    import mlflow.pyfunc
+    import numpy as np
+
+    from include.ml_pipeline.features import FeatureSpec, coerce_features
+
+    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
+    spec_dict = (model.metadata.metadata or {}).get("feature_spec")
+    if spec_dict:
+        frame = coerce_features(frame, FeatureSpec.from_dict(spec_dict))
+    return np.asarray(model.predict(frame)).tolist()
+
+
+def check_predictions(url: str, frame: pd.DataFrame, expected: list[Any]) -> None:
+    """The API's labels for `frame` equal `expected` exactly."""
+    got = predict_labels(url, frame)
+    if len(got) != len(expected):
+        raise ModelApiError(f"the API returned {len(got)} predictions for {len(expected)} rows")
+    mismatches = [i for i, (a, b) in enumerate(zip(got, expected, strict=True)) if a != b]
+    if mismatches:
+        i = mismatches[0]
+        raise ModelApiError(f"{len(mismatches)} of {len(expected)} served predictions differ "
+                            f"from the registered model's; first at row {i}: served "
+                            f"{got[i]!r}, offline {expected[i]!r}")
+
+
+def check_bad_payload(url: str) -> int:
+    """A payload with an unknown column must get a 4xx; returns the status code."""
+    import httpx
+
+    body = b'{"dataframe_records": [{"__not_a_feature__": 1}]}'
+    try:
+        with _client(10.0) as client:
+            response = client.post(url.rstrip("/") + "/invocations", content=body,
+                                   headers={"Content-Type": "application/json"})
+    except httpx.HTTPError as exc:
+        raise ModelApiError(f"POST {url}/invocations failed: {exc!r}") from exc
+    if not 400 <= response.status_code < 500:
+        raise ModelApiError(f"a bad payload got {response.status_code}, expected a 4xx: "
+                            f"{response.text[:300]}")
+    return response.status_code
+
+
+def measure_latency(url: str, frame: pd.DataFrame, requests: int = 200,
+                    warmup: int = 10) -> dict[str, float]:
+    """Send `requests` sequential 1-row requests (rows of `frame` in turn) over one
+    keep-alive connection; returns `{"p50_ms", "p95_ms", "p99_ms", "max_ms", "requests"}`.
+    """
+    import httpx
+    import numpy as np
+
+    bodies = [split_payload(frame.iloc[[i % len(frame)]]) for i in range(min(len(frame), 50))]
+    timings = []
+    headers = {"Content-Type": "application/json"}
+    target = url.rstrip("/") + "/invocations"
+    try:
+        with _client(10.0) as client:
+            for i in range(warmup + requests):
+                started = time.perf_counter()
+                response = client.post(target, content=bodies[i % len(bodies)],
+                                       headers=headers)
+                elapsed = (time.perf_counter() - started) * 1000.0
+                if response.status_code != 200:
+                    raise ModelApiError(f"latency probe got {response.status_code}: "
+                                        f"{response.text[:300]}")
+                if i >= warmup:
+                    timings.append(elapsed)
+    except httpx.HTTPError as exc:
+        raise ModelApiError(f"latency probe failed: {exc!r}") from exc
+    values = np.asarray(timings)
+    return {"requests": float(len(values)),
+            "p50_ms": float(np.percentile(values, 50)),
+            "p95_ms": float(np.percentile(values, 95)),
+            "p99_ms": float(np.percentile(values, 99)),
+            "max_ms": float(values.max())}
+
+
+def smoke_sample(rows: int = 32, seed: int = 20240501) -> pd.DataFrame:
+    """A fixed sample of generated churn rows (feature columns only)."""
+    from include.ml_pipeline.data.generate import TARGET, generate_churn_frame
+
+    return generate_churn_frame(rows, seed).drop(columns=[TARGET])
+
+
+@dataclass
+class SmokeReport:
+    url: str
+    version: str
+    rows_checked: int
+    bad_payload_status: int
+    latency: dict[str, float]
+    p95_budget_ms: float
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def smoke_test(url: str, tracking_uri: str, model_name: str, version: str | int, *,
+               frame: pd.DataFrame | None = None, p95_budget_ms: float = 50.0,
+               latency_requests: int = 200) -> SmokeReport:
+    """Smoke tests against a live API: it serves `version`; health; labels for a fixed
+    sample equal the registered version's offline labels; a bad payload gets a 4xx; p95
+    latency of 1-row requests is within `p95_budget_ms`. Raises `ModelApiError` naming
+    the first failed check."""
+    frame = smoke_sample() if frame is None else frame
+    current = served_version(url)
+    if str(current) != str(version):
+        raise ModelApiError(f"{url} serves version {current}, expected {version}")
+    model = check_health(url)
+    expected = offline_predictions(tracking_uri, model_name, version, frame)
+    check_predictions(url, frame, expected)
+    status = check_bad_payload(url)
+    latency = measure_latency(url, frame, latency_requests)
+    if latency["p95_ms"] > p95_budget_ms:
+        raise ModelApiError(f"p95 latency {latency['p95_ms']:.2f} ms exceeds the budget of "
+                            f"{p95_budget_ms:.2f} ms")
+    return SmokeReport(url=url, version=str(version), rows_checked=len(frame),
+                       bad_payload_status=status, latency=latency,
+                       p95_budget_ms=p95_budget_ms, model=model)
