@@ -178,6 +178,7 @@ class InferenceLogger:
                 self._queue.task_done()
 
     def _write(self, items: list[tuple]) -> None:
+        import numpy as np
         import orjson
 
         try:
@@ -185,7 +186,8 @@ class InferenceLogger:
             records = 0
             option = orjson.OPT_SERIALIZE_NUMPY
             for batch, labels, proba, classes, version, latency, stamp in items:
-                features = {name: batch.numeric[:, j]
+                by_column = np.ascontiguousarray(batch.numeric.T)
+                features = {name: by_column[j]
                             for j, name in enumerate(batch.numeric_columns)}
                 features.update(zip(batch.categorical_columns, batch.categorical, strict=False))
                 line = {
@@ -196,7 +198,7 @@ class InferenceLogger:
                     "features": features,
                     "predictions": labels,
                     "classes": [str(c) for c in classes],
-                    "probabilities": proba,
+                    "probabilities": None if proba is None else np.ascontiguousarray(proba),
                 }
                 chunks.append(orjson.dumps(line, option=option))
                 records += len(labels)

@@ -1,0 +1,86 @@
+"""Inference log: writes, reads with filters, rotation bound, sampling, never blocks."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from include.ml_pipeline.monitoring.inference_log import InferenceLogger, read_inference_log
+from include.ml_pipeline.serving.batch import Batch
+
+
+def _batch(n, offset=0.0):
+    numeric = np.arange(n * 2, dtype=float).reshape(n, 2) + offset
+    numeric[0, 1] = np.nan
+    return Batch(("a", "b"), ("c",), numeric, ([f"v{i}" if i else None for i in range(n)],))
+
+
+def test_write_and_read_with_filters(tmp_path):
+    logger = InferenceLogger(tmp_path).start()
+    proba = np.array([[0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])
+    old = time.time() - 3600
+    logger.submit(_batch(3), ["yes", "no", "no"], proba, ["no", "yes"], "1", 1.5, old)
+    logger.submit(_batch(2, 100), ["yes", "yes"], proba[:2], ["no", "yes"], "2", 2.5)
+    assert logger.flush()
+    logger.close()
+    frame = read_inference_log(tmp_path)
+    assert list(frame.columns) == ["a", "b", "c", "prediction", "proba_no", "proba_yes",
+                                   "model_version", "latency_ms", "timestamp"]
+    assert len(frame) == 5
+    assert frame["prediction"].tolist() == ["yes", "no", "no", "yes", "yes"]
+    assert np.isnan(frame.loc[0, "b"]) and frame.loc[0, "c"] is None
+    assert frame["proba_yes"].tolist()[:3] == [0.8, 0.4, 0.5]
+    assert str(frame["timestamp"].dt.tz) == "UTC"
+    assert read_inference_log(tmp_path, model_version="2")["a"].tolist() == [100.0, 102.0]
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    assert len(read_inference_log(tmp_path, since=since)) == 2
+    assert read_inference_log(tmp_path, limit=1)["model_version"].tolist() == ["2"]
+    empty = read_inference_log(tmp_path / "nothing")
+    assert len(empty) == 0 and "prediction" in empty.columns
+
+
+def test_rotation_keeps_total_size_bounded(tmp_path):
+    logger = InferenceLogger(tmp_path, max_file_bytes=4096, max_total_bytes=16384).start()
+    proba = np.full((50, 2), 0.5)
+    for _ in range(60):
+        logger.submit(_batch(50), ["no"] * 50, proba, ["no", "yes"], "1", 1.0)
+        logger.flush()
+    logger.close()
+    files = list(tmp_path.glob("inference-*.jsonl"))
+    total = sum(p.stat().st_size for p in files)
+    assert len(files) > 1
+    assert total <= 16384 + 4096 * 2  # cap plus the file being written
+    assert len(read_inference_log(tmp_path)) > 0
+
+
+def test_full_queue_drops_without_blocking(tmp_path):
+    logger = InferenceLogger(tmp_path, queue_size=2)  # writer not started: queue fills
+    started = time.perf_counter()
+    accepted = [logger.submit(_batch(1), ["no"], None, ["no", "yes"], "1", 1.0)
+                for _ in range(1000)]
+    assert time.perf_counter() - started < 0.5
+    assert sum(accepted) == 2 and logger.dropped == 998
+    logger.start()
+    assert logger.flush()
+    logger.close()
+    assert len(read_inference_log(tmp_path)) == 2
+
+
+def test_sample_rate(tmp_path):
+    never = InferenceLogger(tmp_path, sample_rate=0.0)
+    assert not never.submit(_batch(1), ["no"], None, ["no"], "1", 1.0)
+    half = InferenceLogger(tmp_path, sample_rate=0.5, queue_size=10_000)
+    kept = sum(half.submit(_batch(1), ["no"], None, ["no"], "1", 1.0) for _ in range(2000))
+    assert 800 < kept < 1200
+
+
+def test_write_errors_are_counted_not_raised(tmp_path):
+    target = tmp_path / "file-not-dir"
+    target.write_text("x")
+    logger = InferenceLogger(target).start()  # cannot create files inside a file
+    logger.submit(_batch(1), ["no"], None, ["no"], "1", 1.0)
+    logger.flush()
+    logger.close()
+    assert logger.write_errors == 1

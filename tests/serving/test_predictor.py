@@ -1,0 +1,91 @@
+"""The compiled numpy predictor equals the scikit-learn pipeline (labels exactly,
+probabilities within 1e-6), and unknown structures fall back to the pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from include.ml_pipeline.features import coerce_features
+from include.ml_pipeline.serving.batch import Batch, batch_from_frame
+from include.ml_pipeline.serving.loader import build_served_model
+from include.ml_pipeline.serving.predictor import (
+    PROBA_TOLERANCE,
+    CompiledPredictor,
+    SklearnPredictor,
+    compile_pipeline,
+    concat_batches,
+    verification_batch,
+    verify_predictor,
+)
+from include.ml_pipeline.serving.testing import fit_pipeline, training_frame
+
+
+@pytest.mark.parametrize("labels", ["str", "int", "multi", "multi_int"])
+@pytest.mark.parametrize("kind", ["lr", "hgb", "rf"])
+def test_compiled_equals_pipeline(kind, labels):
+    frame, spec = training_frame(1500, seed=5, labels=labels)
+    pipeline = fit_pipeline(frame, spec, kind)
+    compiled = compile_pipeline(pipeline, spec.numeric, spec.categorical)
+    X = coerce_features(frame.head(300), spec)
+    batch = concat_batches(batch_from_frame(X, spec.numeric, spec.categorical),
+                           verification_batch(pipeline, spec.numeric, spec.categorical))
+    assert verify_predictor(compiled, pipeline, batch) is None
+    got = compiled.predict(batch)
+    frame_in = batch.to_frame()
+    assert got.labels == np.asarray(pipeline.predict(frame_in)).tolist()
+    assert np.abs(got.proba - pipeline.predict_proba(frame_in)).max() <= PROBA_TOLERANCE
+    # label types survive: str labels stay str, int labels stay int (JSON-ready)
+    expected_type = str if labels in ("str", "multi") else int
+    assert all(type(label) is expected_type for label in got.labels)
+    # both tree code paths (small and large batches) and single rows agree
+    for i in (0, 5, 17):
+        one = Batch(batch.numeric_columns, batch.categorical_columns,
+                    batch.numeric[i:i + 1], tuple([c[i]] for c in batch.categorical))
+        assert compiled.predict(one).labels == [got.labels[i]]
+
+
+def test_served_model_uses_compiled_path():
+    frame, spec = training_frame(1500, seed=6)
+    pipeline = fit_pipeline(frame, spec, "hgb")
+    served = build_served_model(pipeline, spec, name="m", version="1", alias="champion",
+                                max_rows=100, example=coerce_features(frame.head(5), spec))
+    assert isinstance(served.predictor, CompiledPredictor)
+    assert served.predict_path == "compiled:numpy-hgb"
+    assert served.fallback_reason is None
+
+
+def test_unknown_structure_falls_back_to_pipeline():
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import MinMaxScaler, OrdinalEncoder
+
+    frame, spec = training_frame(800, seed=7)
+    pre = ColumnTransformer([
+        ("num", Pipeline([("i", SimpleImputer()), ("s", MinMaxScaler())]), spec.numeric),
+        ("cat", Pipeline([("i", SimpleImputer(missing_values=None, strategy="constant",
+                                              fill_value="__missing__")),
+                          ("o", OrdinalEncoder(handle_unknown="use_encoded_value",
+                                               unknown_value=-1))]), spec.categorical),
+    ])
+    pipeline = Pipeline([("preprocess", pre), ("model", LogisticRegression(max_iter=500))])
+    X = coerce_features(frame, spec)
+    pipeline.fit(X, frame[spec.target])
+    served = build_served_model(pipeline, spec, name="m", version="1", alias="champion",
+                                max_rows=100)
+    assert isinstance(served.predictor, SklearnPredictor)
+    assert served.predict_path == "sklearn"
+    assert "MinMaxScaler" in served.fallback_reason
+    batch = batch_from_frame(X.head(20), spec.numeric, spec.categorical)
+    assert served.predictor.predict(batch).labels == pipeline.predict(X.head(20)).tolist()
+
+
+def test_verification_rejects_a_wrong_predictor():
+    frame, spec = training_frame(800, seed=8)
+    pipeline = fit_pipeline(frame, spec, "lr")
+    compiled = compile_pipeline(pipeline, spec.numeric, spec.categorical)
+    compiled.proba_fn = lambda x: np.tile([0.9, 0.1], (x.shape[0], 1))  # a broken path
+    batch = verification_batch(pipeline, spec.numeric, spec.categorical)
+    assert verify_predictor(compiled, pipeline, batch) is not None
