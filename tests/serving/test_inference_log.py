@@ -30,7 +30,8 @@ def test_write_and_read_with_filters(tmp_path):
                                    "model_version", "latency_ms", "timestamp"]
     assert len(frame) == 5
     assert frame["prediction"].tolist() == ["yes", "no", "no", "yes", "yes"]
-    assert np.isnan(frame.loc[0, "b"]) and frame.loc[0, "c"] is None
+    assert np.isnan(frame.loc[0, "b"])
+    assert frame.loc[0, "c"] is None
     assert frame["proba_yes"].tolist()[:3] == [0.8, 0.4, 0.5]
     assert str(frame["timestamp"].dt.tz) == "UTC"
     assert read_inference_log(tmp_path, model_version="2")["a"].tolist() == [100.0, 102.0]
@@ -38,7 +39,8 @@ def test_write_and_read_with_filters(tmp_path):
     assert len(read_inference_log(tmp_path, since=since)) == 2
     assert read_inference_log(tmp_path, limit=1)["model_version"].tolist() == ["2"]
     empty = read_inference_log(tmp_path / "nothing")
-    assert len(empty) == 0 and "prediction" in empty.columns
+    assert len(empty) == 0
+    assert "prediction" in empty.columns
 
 
 def test_rotation_keeps_total_size_bounded(tmp_path):
@@ -61,7 +63,8 @@ def test_full_queue_drops_without_blocking(tmp_path):
     accepted = [logger.submit(_batch(1), ["no"], None, ["no", "yes"], "1", 1.0)
                 for _ in range(1000)]
     assert time.perf_counter() - started < 0.5
-    assert sum(accepted) == 2 and logger.dropped == 998
+    assert sum(accepted) == 2
+    assert logger.dropped == 998
     logger.start()
     assert logger.flush()
     logger.close()
