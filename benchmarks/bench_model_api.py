@@ -1,0 +1,245 @@
+"""Benchmark our model API against `mlflow models serve` on the same registered model.
+
+    PYTHONPATH=. .local/venv/bin/python benchmarks/bench_model_api.py [--duration 10]
+
+One run, same machine, same model, same load generator (`wrk` with `benchmarks/post.lua`,
+`apt-get install wrk`): registers a HistGradientBoosting churn pipeline (one-hot +
+scaling, the shape of the DESIGN.md anchor) in a temporary MLflow store unless
+`--tracking-uri/--model-name` point at an existing one, starts both servers on loopback
+(MLflow with one worker), and for 1-, 100- and 1,000-row `dataframe_split` requests at 1
+and 8 connections reports requests/s, p50 and p99, plus the in-process predict time of
+our fast path (the floor), time from process start to the first healthy `/ping`, resident
+memory (whole process tree) and the ratios ours/MLflow. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+LUA = Path(__file__).with_name("post.lua")
+ROWS = (1, 100, 1000)
+CONNECTIONS = (1, 8)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants, MiB."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+        return sum(p.memory_info().rss for p in procs) / 2**20
+    except psutil.NoSuchProcess:
+        return float("nan")
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300.0) -> float:
+    import httpx
+
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/ping", timeout=1.0).status_code == 200:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} not healthy after {timeout}s")
+
+
+def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    handle = open(log, "wb")  # noqa: SIM115 - lives as long as the server
+    return subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                            start_new_session=True, cwd=str(ROOT))
+
+
+def stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def run_wrk(url: str, body_file: Path, connections: int, duration: int) -> dict:
+    env = dict(os.environ, WRK_BODY_FILE=str(body_file))
+    threads = min(connections, 2)
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
+           "-s", str(LUA), url]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    match = re.search(r"WRKJSON (\{.*\})", out)
+    if not match:
+        raise RuntimeError(f"wrk output not understood:\n{out}")
+    data = json.loads(match.group(1))
+    data["rps"] = data["requests"] / (data["duration_us"] / 1e6)
+    data["errors"] = sum(data[k] for k in ("connect_errors", "read_errors", "write_errors",
+                                          "timeouts", "status_errors"))
+    return data
+
+
+def make_bodies(folder: Path, spec, seed: int = 11) -> dict[int, Path]:
+    from include.ml_pipeline.data.generate import generate_churn_frame
+    from include.ml_pipeline.serving.client import split_payload
+
+    frame = generate_churn_frame(max(ROWS), seed)[spec.columns]
+    bodies = {}
+    for rows in ROWS:
+        path = folder / f"body_{rows}.json"
+        path.write_bytes(split_payload(frame.head(rows)))
+        bodies[rows] = path
+    return bodies
+
+
+def in_process_floor(tracking_uri: str, name: str, bodies: dict) -> dict:
+    """Median in-process time of parse + predict (our fast path), per request size."""
+    from include.ml_pipeline.serving.loader import load_served_model
+
+    served = load_served_model(tracking_uri, name, "champion")
+    floor = {"predict_path": served.predict_path}
+    for rows, path in bodies.items():
+        body = path.read_bytes()
+        times = []
+        for _ in range(200 if rows < 1000 else 50):
+            started = time.perf_counter()
+            served.predictor.predict(served.parser.parse_json_body(body))
+            times.append(time.perf_counter() - started)
+        times.sort()
+        floor[rows] = times[len(times) // 2] * 1000
+    return floor
+
+
+def fmt(value: float, digits: int = 1) -> str:
+    return "n/a" if value != value else f"{value:,.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--tracking-uri", default=None)
+    parser.add_argument("--model-name", default=None)
+    parser.add_argument("--json", default=None, help="also write the raw results here")
+    args = parser.parse_args(argv)
+    if not shutil.which("wrk"):
+        print("wrk not found: apt-get update && apt-get install -y wrk", file=sys.stderr)
+        return 2
+    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    work = Path(tempfile.mkdtemp(prefix="bench-model-api-"))
+    tracking_uri = args.tracking_uri or f"sqlite:///{work / 'mlflow.db'}"
+    name = args.model_name or "bench_churn"
+    from include.ml_pipeline.serving.testing import churn_spec, register_model_version
+
+    if args.tracking_uri is None:
+        print("registering a HistGradientBoosting churn model ...", flush=True)
+        register_model_version(tracking_uri, name, kind="hgb", rows=20_000, seed=3,
+                               artifact_location=(work / "artifacts").as_uri())
+    from mlflow import MlflowClient
+
+    version = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)\
+        .get_model_version_by_alias(name, "champion").version
+    bodies = make_bodies(work, churn_spec())
+    bin_dir = Path(sys.executable).parent
+    base_env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri,
+                    PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+                    PYTHONPATH=str(ROOT))
+    servers = {
+        "ours": ([sys.executable, "-m", "include.ml_pipeline.serving"],
+                 {"ML_PIPELINE_MODEL_NAME": name, "ML_PIPELINE_INFERENCE_LOG":
+                  str(work / "inference_log"), "MODEL_API_ADMIN_TOKEN": "bench"}),
+        "mlflow": ([str(bin_dir / "mlflow"), "models", "serve", "-m",
+                    f"models:/{name}@champion", "--env-manager", "local", "-w", "1"], {}),
+    }
+    results: dict = {"model": f"models:/{name}/{version}", "runs": {}}
+    for label, (cmd, extra) in servers.items():
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = dict(base_env, **extra)
+        if label == "ours":
+            env.update(MODEL_API_HOST="127.0.0.1", MODEL_API_PORT=str(port))
+        else:
+            cmd = [*cmd, "-h", "127.0.0.1", "-p", str(port)]
+        print(f"starting {label} ...", flush=True)
+        proc = start(cmd, env, work / f"{label}.log")
+        try:
+            startup = wait_healthy(url, proc)
+            run = {"startup_s": startup}
+            for rows in ROWS:
+                for conns in CONNECTIONS:
+                    # a short warm-up, then the measured run
+                    run_wrk(url, bodies[rows], conns, 2)
+                    run[f"{rows}x{conns}"] = run_wrk(url, bodies[rows], conns, args.duration)
+                    r = run[f"{rows}x{conns}"]
+                    print(f"  {label} rows={rows} conns={conns}: {r['rps']:.1f} req/s "
+                          f"p50 {r['p50_us'] / 1000:.2f} ms p99 {r['p99_us'] / 1000:.2f} ms "
+                          f"errors {r['errors']}", flush=True)
+            run["rss_mib"] = tree_rss_mib(proc.pid)
+            results["runs"][label] = run
+        finally:
+            stop(proc)
+    results["floor_ms"] = in_process_floor(tracking_uri, name, bodies)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    print()
+    print(render(results))
+    return 0
+
+
+def render(results: dict) -> str:
+    ours, theirs = results["runs"]["ours"], results["runs"]["mlflow"]
+    floor = results["floor_ms"]
+    lines = [
+        f"Model `{results['model']}` (HistGradientBoosting, one-hot + scaling); our path: "
+        f"`{floor['predict_path']}`.",
+        "",
+        "| rows | conns | ours req/s | mlflow req/s | ratio | ours p50 ms | mlflow p50 ms "
+        "| ours p99 ms | mlflow p99 ms | p99 ratio (ours/mlflow) | errors ours/mlflow "
+        "| in-process parse+predict ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for rows in ROWS:
+        for conns in CONNECTIONS:
+            a, b = ours[f"{rows}x{conns}"], theirs[f"{rows}x{conns}"]
+            lines.append(
+                f"| {rows} | {conns} | {fmt(a['rps'])} | {fmt(b['rps'])} | "
+                f"{a['rps'] / b['rps']:.1f}x | {a['p50_us'] / 1000:.2f} | "
+                f"{b['p50_us'] / 1000:.2f} | {a['p99_us'] / 1000:.2f} | "
+                f"{b['p99_us'] / 1000:.2f} | {a['p99_us'] / b['p99_us']:.3f} | "
+                f"{a['errors']}/{b['errors']} | {floor[rows]:.3f} |")
+    lines += [
+        "",
+        "| | ours | mlflow | ratio (ours/mlflow) |",
+        "|---|---:|---:|---:|",
+        f"| startup to first healthy /ping (s) | {ours['startup_s']:.1f} | "
+        f"{theirs['startup_s']:.1f} | {ours['startup_s'] / theirs['startup_s']:.2f} |",
+        f"| resident memory, process tree (MiB) | {ours['rss_mib']:.0f} | "
+        f"{theirs['rss_mib']:.0f} | {ours['rss_mib'] / theirs['rss_mib']:.2f} |",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
