@@ -1,0 +1,168 @@
+"""Deployment steps of `despliegue_modelo`: release, roll out to the API, roll back.
+
+Plain functions (no Airflow imports). The order matters for safety:
+
+1. `prepare_release` builds the challenger exactly as the API will serve it (the compiled
+   fast path is verified against the scikit-learn pipeline at load), and only then moves
+   `champion` (the old one stays under `previous_champion`) and writes the manifest.
+2. `roll_out` makes the running API serve the new champion: in the embedded default it
+   starts the local process when none runs, otherwise it asks the API to reload, and it
+   waits (bounded) until `/version` reports the new version.
+3. `roll_back` points `champion` back to `previous_champion` (only if `champion` is still
+   the failed version), reloads the API and checks it serves the restored version.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from include.ml_pipeline.config import Settings
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def is_loopback(url: str) -> bool:
+    return (urlparse(url).hostname or "") in LOOPBACK
+
+
+def api_answers(url: str) -> bool:
+    """True when something answers `GET /version` at `url`."""
+    from include.ml_pipeline.serving.client import ModelApiError, served_version
+
+    try:
+        served_version(url)
+    except ModelApiError:
+        return False
+    return True
+
+
+def prepare_release(
+    settings: Settings, name: str, version: str, *, airflow: dict[str, Any]
+) -> dict[str, Any]:
+    """Verify the challenger as served, promote it to champion, write the manifest."""
+    from include.ml_pipeline.registry.registry import describe_version, promote_to_champion
+    from include.ml_pipeline.serving.loader import load_served_model
+
+    served = load_served_model(settings.mlflow_tracking_uri, name, "challenger")
+    if str(served.version) != str(version):
+        raise RuntimeError(
+            f"alias challenger of {name!r} points to version {served.version}, not {version}; "
+            "another run registered a newer challenger"
+        )
+    promotion = promote_to_champion(name, version, tracking_uri=settings.mlflow_tracking_uri)
+    info = describe_version(name, version, tracking_uri=settings.mlflow_tracking_uri)
+    manifest = {
+        "model_name": name,
+        "version": str(version),
+        "model_uri": f"models:/{name}/{version}",
+        "alias": "champion",
+        "previous_champion": promotion.get("previous"),
+        "run_id": served.run_id,
+        "source": served.source,
+        "signature": {
+            "numeric": served.spec.numeric,
+            "categorical": served.spec.categorical,
+            "target": served.spec.target,
+            "classes": [c.item() if hasattr(c, "item") else c for c in served.classes],
+        },
+        "serving": {
+            "predict_path": served.predict_path,
+            "fallback_reason": served.fallback_reason,
+            "verified_against_pipeline": True,
+        },
+        "metrics": served.metrics,
+        "tags": info.get("tags", {}),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "airflow": airflow,
+    }
+    out = settings.storage_root / "deployments"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}-v{version}.json"
+    tmp = path.with_suffix(".json.part")
+    tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    tmp.replace(path)
+    manifest["manifest_path"] = str(path)
+    return manifest
+
+
+def roll_out(
+    settings: Settings,
+    url: str,
+    version: str,
+    *,
+    token: str | None = None,
+    timeout: float = 180.0,
+) -> dict[str, Any]:
+    """Make the API at `url` serve `version` (the champion); return what happened."""
+    from include.ml_pipeline.serving import client, process
+
+    started = None
+    if is_loopback(url) and process.api_status() is None and not api_answers(url):
+        started = process.start_api(
+            url=url,
+            tracking_uri=settings.mlflow_tracking_uri,
+            admin_token=token,
+            timeout=timeout,
+        ).to_dict()
+    else:
+        client.reload_model(url, token=token, timeout=timeout)
+    document = client.wait_for_version(url, version, timeout=timeout)
+    return {"url": url, "version": str(version), "started": started, "version_info": document}
+
+
+def roll_back(
+    settings: Settings,
+    name: str,
+    failed_version: str,
+    url: str,
+    *,
+    reason: str,
+    token: str | None = None,
+    timeout: float = 180.0,
+) -> dict[str, Any]:
+    """Put `champion` back on the previous version and make the API serve it again."""
+    from include.ml_pipeline.registry.registry import get_alias_version, rollback_champion
+    from include.ml_pipeline.serving import client, process
+
+    uri = settings.mlflow_tracking_uri
+    champion = get_alias_version(name, "champion", tracking_uri=uri)
+    if champion != str(failed_version):
+        return {
+            "rolled_back": False,
+            "champion": champion,
+            "detail": f"champion is {champion}, not the failed version {failed_version}",
+        }
+    try:
+        restored = rollback_champion(name, tracking_uri=uri, reason=reason)
+    except LookupError:
+        # First deployment ever: there is nothing to go back to. Take the alias away so
+        # no one serves a version that failed, and stop the local API that serves it.
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=uri, registry_uri=uri).delete_registered_model_alias(
+            name, "champion"
+        )
+        stopped = process.stop_api() if is_loopback(url) else False
+        return {
+            "rolled_back": True,
+            "champion": None,
+            "api_stopped": stopped,
+            "detail": "no previous champion: alias removed",
+        }
+    if is_loopback(url) and process.api_status() is None and not api_answers(url):
+        process.start_api(url=url, tracking_uri=uri, admin_token=token, timeout=timeout)
+    else:
+        client.reload_model(url, token=token, timeout=timeout)
+    client.wait_for_version(url, restored, timeout=timeout)
+    client.check_health(url)
+    return {"rolled_back": True, "champion": restored, "detail": f"API serves v{restored}"}
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str))
+    return path
