@@ -1,0 +1,42 @@
+"""Airflow Datasets shared by the DAGs (producers declare them as outlets, consumers
+schedule on them).
+
+| Dataset | produced by | consumed by |
+|---|---|---|
+| `RAW_DATA_DATASET` | `ml_model_deployment_advanced` (raw data loaded) | `ml_model_monitoring` |
+| `INFERENCE_LOG_DATASET` | anything that sends traffic to the model API | `ml_model_monitoring` |
+| `REGISTERED_MODEL_DATASET` | `ml_model_deployment_advanced` (new version registered) | - |
+
+URIs are built from the settings (`include.ml_pipeline.config`), so producer and consumer
+agree within one environment. Airflow only compares URIs as strings; it never reads them.
+Light on purpose: DAG files import it at parse time (no pandas, mlflow, sklearn).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+from airflow.datasets import Dataset
+
+from include.ml_pipeline.config import get_settings
+from include.ml_pipeline.runs import default_data_uri
+
+_SETTINGS = get_settings()
+
+RAW_DATA_URI = Path(default_data_uri(_SETTINGS)).as_uri()
+INFERENCE_LOG_URI = _SETTINGS.inference_log_dir.as_uri()
+REGISTERED_MODEL_URI = f"mlflow://models/{quote(_SETTINGS.model_name, safe='')}"
+
+RAW_DATA_DATASET = Dataset(RAW_DATA_URI, extra={"kind": "raw_data"})
+INFERENCE_LOG_DATASET = Dataset(INFERENCE_LOG_URI, extra={"kind": "inference_log"})
+REGISTERED_MODEL_DATASET = Dataset(REGISTERED_MODEL_URI, extra={"kind": "registered_model"})
+
+__all__ = [
+    "INFERENCE_LOG_DATASET",
+    "INFERENCE_LOG_URI",
+    "RAW_DATA_DATASET",
+    "RAW_DATA_URI",
+    "REGISTERED_MODEL_DATASET",
+    "REGISTERED_MODEL_URI",
+]
