@@ -47,6 +47,8 @@ def drift_at_deployment(
     limits = DriftThresholds.from_dict(thresholds)
     reference = pd.read_parquet(split_paths["train"])
     traffic = recent_traffic(settings, window_hours)
+    if len(traffic):  # repeated rows (smoke tests, retries) are one observation each
+        traffic = traffic.drop_duplicates(subset=feature_spec.columns)
     if len(traffic) >= limits.min_rows:
         current, source = traffic, f"inference log, last {window_hours:g} h ({len(traffic)} rows)"
     else:

@@ -83,6 +83,20 @@ def summarise(dag_run, tasks: dict, conf: dict, log_path: Path, seconds: float, 
     validated = result("preparacion_datos.validar_datos")
     prepared = result("preparacion_datos.preprocesar_datos")
     split = result("preparacion_datos.dividir_datos")
+    registered = result("entrenamiento_evaluacion.registrar_mlflow")
+    manifest = result("despliegue_modelo.generar_artefactos")
+    rollout = result("despliegue_modelo.desplegar_api")
+    smoke = result("despliegue_modelo.pruebas_api")
+    drift = result("visualizacion_monitoreo.configurar_monitoreo")
+    dashboard = result("visualizacion_monitoreo.configurar_dashboards")
+    decision = _xcom(dag_run, "decidir_despliegue", "decision") or {}
+    rollback = _xcom(dag_run, "despliegue_modelo.revertir_despliegue", "rollback")
+    notifications = [
+        result(t)
+        for t in ("notificar_despliegue_exitoso", "notificar_modelo_rechazado", "notificar_fallo")
+        if result(t)
+    ]
+    champion_after = _champion(settings, registered.get("model_name"))
     failed = {
         k: v["state"] for k, v in tasks.items() if v["state"] in ("failed", "upstream_failed")
     }
@@ -107,10 +121,49 @@ def summarise(dag_run, tasks: dict, conf: dict, log_path: Path, seconds: float, 
             "warehouse": str(settings.duckdb_path),
             "files": split.get("paths"),
         },
+        "model": {
+            "name": registered.get("model_name"),
+            "version": registered.get("version"),
+            "run_id": registered.get("run_id"),
+            "candidate": registered.get("candidate"),
+            "test_metrics": registered.get("metrics"),
+            "champion_before": registered.get("champion_version"),
+            "champion_before_metrics": registered.get("champion_metrics"),
+            "champion_after": champion_after,
+            "mlflow_tracking_uri": settings.mlflow_tracking_uri,
+        },
+        "decision": {"deploy": decision.get("deploy"), "reasons": decision.get("reasons", [])},
+        "deployment": {
+            "manifest": manifest.get("manifest_path"),
+            "api_url": rollout.get("url"),
+            "served_version": (rollout.get("version_info") or {}).get("model_version"),
+            "predict_path": (manifest.get("serving") or {}).get("predict_path"),
+            "smoke_latency_ms": smoke.get("latency"),
+            "rollback": rollback,
+        },
+        "monitoring": {
+            "drift": {k: v for k, v in drift.items() if k != "report"} if drift else None,
+            "dashboard": dashboard.get("path"),
+        },
+        "notifications": notifications,
+        "notifications_log": str(settings.notifications_log),
         "failed_tasks": failed,
         "task_states": {k: v["state"] for k, v in tasks.items()},
         "log": str(log_path),
     }
+
+
+def _xcom(dag_run, task_id: str, key: str):
+    ti = dag_run.get_task_instance(task_id)
+    return ti.xcom_pull(task_ids=task_id, key=key) if ti else None
+
+
+def _champion(settings, name: str | None) -> str | None:
+    if not name:
+        return None
+    from include.ml_pipeline.registry.registry import get_alias_version
+
+    return get_alias_version(name, "champion", tracking_uri=settings.mlflow_tracking_uri)
 
 
 def print_summary(summary: dict) -> None:
@@ -126,6 +179,49 @@ def print_summary(summary: dict) -> None:
         print("  split     " + ", ".join(f"{k} {v:,}" for k, v in data["rows_split"].items()))
     if data["tables"]:
         print(f"  tables    {', '.join(data['tables'])} in {data['warehouse']}")
+    model, decision = summary["model"], summary["decision"]
+    if model["version"]:
+        metrics = model["test_metrics"] or {}
+        shown = ", ".join(
+            f"{k} {metrics[k]:.4f}"
+            for k in ("roc_auc", "accuracy", "f1", "log_loss")
+            if k in metrics
+        )
+        print(f"  model     {model['name']} v{model['version']} ({model['candidate']}): {shown}")
+        print(
+            f"  champion  before v{model['champion_before'] or '-'}, "
+            f"after v{model['champion_after'] or '-'}"
+        )
+        print(f"  mlflow    {model['mlflow_tracking_uri']}  (browse: make mlflow-ui)")
+    if decision["deploy"] is not None:
+        print(
+            f"  decision  {'DEPLOY' if decision['deploy'] else 'REJECT'}: "
+            f"{decision['reasons'][0] if decision['reasons'] else ''}"
+        )
+        for reason in decision["reasons"][1:]:
+            print(f"            {reason}")
+    deployment = summary["deployment"]
+    if deployment["api_url"]:
+        print(
+            f"  model API {deployment['api_url']} serves v{deployment['served_version']} "
+            f"({deployment['predict_path']} path); docs {deployment['api_url']}/docs; "
+            "stop it with: make stop"
+        )
+    if deployment["rollback"]:
+        print(f"  ROLLBACK  {deployment['rollback'].get('detail')}")
+    monitoring = summary["monitoring"]
+    if monitoring["drift"]:
+        drift = monitoring["drift"]
+        print(
+            f"  drift     {drift.get('status')}: {drift.get('n_drifted')} drifted features "
+            f"(share {drift.get('share_drifted')}) vs {drift.get('current_source')}"
+        )
+    if monitoring["dashboard"]:
+        print(f"  dashboard {monitoring['dashboard']}")
+    for note in summary["notifications"]:
+        channels = ", ".join(f"{k}: {v.get('status')}" for k, v in note["outcomes"].items())
+        print(f"  notified  {note['title']} ({channels})")
+    print(f"  notes log {summary['notifications_log']}")
     for task_id, state in summary["failed_tasks"].items():
         print(f"  FAILED    {task_id}: {state}")
     print(f"  task logs {summary['log']}")
