@@ -50,3 +50,9 @@ def mlflow_store(tmp_path_factory) -> dict[str, str]:
         "artifact_location": (root / "artifacts").as_uri(),
         "experiment": "tests",
     }
+
+
+@pytest.fixture(scope="session")
+def split_writer():
+    """`write_splits` as a fixture (test modules here are not a package)."""
+    return write_splits

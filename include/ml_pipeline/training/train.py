@@ -122,7 +122,11 @@ def model_signature(pipeline: Any, X_sample: pd.DataFrame) -> Any:
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
 
-    signature = infer_signature(X_sample, pipeline.predict(X_sample))
+    with warnings.catch_warnings():
+        # MLflow hints that integer columns cannot hold missing values; that applies to
+        # integer *labels* here (the output), never to the float64 inputs.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        signature = infer_signature(X_sample, pipeline.predict(X_sample))
     inputs = Schema(
         [ColSpec(col.type, col.name, required=False) for col in signature.inputs.inputs]
     )
