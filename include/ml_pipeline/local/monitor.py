@@ -95,6 +95,17 @@ def sync_dags_to_db(*dag_ids: str) -> None:
     bag.sync_to_db()
 
 
+def _dag_bag(dag_id: str):
+    """The DagBag of `dags/<dag_id>.py` when that file exists (faster), else of `dags/`."""
+    from airflow.models import DagBag
+
+    from include.ml_pipeline.config import PROJECT_ROOT
+
+    path = PROJECT_ROOT / "dags" / f"{dag_id}.py"
+    folder = str(path) if path.is_file() else None
+    return DagBag(dag_folder=folder, include_examples=False)
+
+
 def _quiet_task_stdout() -> None:
     # dag.test() adds one stdout handler to the task logger, bound to the stdout of the
     # first run; drop it so that every run's task logs go to its own file.
@@ -106,9 +117,7 @@ def _quiet_task_stdout() -> None:
 def run_dag_test(dag_id: str, conf: dict, log_path: Path, logical_date=None):
     """`dag.test(run_conf=conf, execution_date=logical_date)` with the task logs in
     `log_path`; returns the DagRun."""
-    from airflow.models import DagBag
-
-    bag = DagBag(include_examples=False)
+    bag = _dag_bag(dag_id)
     if dag_id not in bag.dags:
         raise SystemExit(f"DAG {dag_id} failed to load: {bag.import_errors}")
     _quiet_task_stdout()
@@ -195,7 +204,10 @@ def print_summary(summary: dict) -> None:
         )
         if drift["drifted_features"]:
             print(f"  features  {', '.join(drift['drifted_features'])}")
-        print(f"  rows      current {drift['current_rows']:,}, reference {drift['reference_rows']:,}")
+        print(
+            f"  rows      current {drift['current_rows']:,}, "
+            f"reference {drift['reference_rows']:,}"
+        )
     if summary["decision"]:
         print(f"  decision  {summary['decision']}")
     print(f"  retrain   {'TRIGGERED' if summary['retraining_triggered'] else 'not triggered'}")

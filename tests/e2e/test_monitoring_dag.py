@@ -1,0 +1,327 @@
+"""The monitoring DAG `ml_model_monitoring`, run with `dag.test()` against a throw-away
+MLflow store holding a champion trained here; plus the plain functions it calls.
+
+* a drifted batch: drift detected, `trigger_retraining` ran and created a DagRun of
+  `ml_model_deployment_advanced` whose conf carries the reason; report, MLflow run,
+  dashboard and notification written;
+* an undrifted batch: no drift, the trigger and the notification are skipped;
+* no champion: the run stops after `find_champion`, everything else skipped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from include.ml_pipeline.data.generate import (
+    CATEGORICAL_COLUMNS,
+    NUMERIC_COLUMNS,
+    TARGET,
+    generate_churn_frame,
+)
+from include.ml_pipeline.features import FeatureSpec
+from include.ml_pipeline.monitoring import monitor_job
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "monitoring_test_model"
+MONITORING_DAG_ID = "ml_model_monitoring"
+DEPLOYMENT_DAG_ID = "ml_model_deployment_advanced"
+SPEC = FeatureSpec(TARGET, list(NUMERIC_COLUMNS), list(CATEGORICAL_COLUMNS))
+_counter = itertools.count()
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A tmp MLflow store (env for the in-process tasks) with a champion version tagged
+    with `train_path`, trained on 2,000 generated rows."""
+    from include.ml_pipeline.registry import registry
+    from include.ml_pipeline.training.train import start_parent_run, train_candidate
+
+    root = tmp_path_factory.mktemp("monitoring")
+    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    artifacts = (root / "artifacts").as_uri()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+        mp.setenv("ML_PIPELINE_MLFLOW_ARTIFACTS", artifacts)
+        mp.setenv("ML_PIPELINE_REPORTS", str(root / "reports"))
+        mp.setenv("ML_PIPELINE_NOTIFICATIONS_LOG", str(root / "notifications.jsonl"))
+        frame = generate_churn_frame(2_000, seed=7)
+        splits = root / "splits"
+        splits.mkdir()
+        paths = {}
+        for name, part in (("train", frame[:1400]), ("validation", frame[1400:])):
+            paths[name] = str(splits / f"{name}.parquet")
+            part.to_parquet(paths[name], index=False)
+        parent = start_parent_run(
+            tracking_uri=tracking_uri,
+            experiment="monitoring-tests",
+            airflow_run_id="train-1",
+            artifact_location=artifacts,
+        )
+        result = train_candidate(
+            {"name": "logreg", "estimator": "logistic_regression", "params": {"C": 1.0}},
+            paths["train"],
+            paths["validation"],
+            SPEC,
+            tracking_uri=tracking_uri,
+            experiment="monitoring-tests",
+            parent_run_id=parent,
+            artifact_location=artifacts,
+        )
+        version = registry.register_challenger(
+            result["model_uri"],
+            MODEL,
+            airflow_run_id="train-1",
+            metrics={"roc_auc": 0.8},
+            data_fingerprint="test",
+            tags={"train_path": paths["train"], "mlflow_run_id": result["run_id"]},
+            tracking_uri=tracking_uri,
+        )
+        registry.promote_to_champion(MODEL, version, tracking_uri=tracking_uri)
+        batches = root / "batches"
+        batches.mkdir()
+        drifted = batches / "drifted.csv"
+        generate_churn_frame(1_500, seed=99, drift=True).to_csv(drifted, index=False)
+        undrifted = batches / "undrifted.csv"
+        generate_churn_frame(1_500, seed=98).to_csv(undrifted, index=False)
+        yield {
+            "root": root,
+            "tracking_uri": tracking_uri,
+            "version": version,
+            "train_path": paths["train"],
+            "run_id": result["run_id"],
+            "drifted": str(drifted),
+            "undrifted": str(undrifted),
+            "reports": root / "reports",
+            "notifications": root / "notifications.jsonl",
+        }
+
+
+@pytest.fixture(scope="module")
+def monitoring(store, airflow_db, pipeline_home):
+    """Run `ml_model_monitoring` once with a conf; returns (dag_run, tasks, log text)."""
+    from include.ml_pipeline.local.monitor import run_dag_test, sync_dags_to_db, task_results
+
+    sync_dags_to_db(MONITORING_DAG_ID, DEPLOYMENT_DAG_ID)
+
+    def _run(conf: dict):
+        log_path = pipeline_home / "logs" / f"test-monitoring-{next(_counter)}.log"
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MLFLOW_TRACKING_URI", store["tracking_uri"])
+            mp.setenv("ML_PIPELINE_REPORTS", str(store["reports"]))
+            mp.setenv("ML_PIPELINE_NOTIFICATIONS_LOG", str(store["notifications"]))
+            dag_run = run_dag_test(
+                MONITORING_DAG_ID, {"model_name": MODEL, **conf}, log_path
+            )
+        return dag_run, task_results(dag_run), log_path.read_text()
+
+    return _run
+
+
+def _states(tasks: dict) -> dict:
+    return {k: v["state"] for k, v in tasks.items()}
+
+
+# --------------------------------------------------------------------------- DAG runs
+
+
+def test_drifted_batch_triggers_retraining(store, monitoring):
+    from airflow.models import DagRun
+
+    dag_run, tasks, log = monitoring({"current_source": store["drifted"]})
+    states = _states(tasks)
+    assert str(dag_run.state) == "success", (states, log[-3000:])
+    drift = tasks["compute_drift"]["result"]
+    assert drift["summary"]["dataset_drift"] is True
+    assert drift["summary"]["status"] == "drift"
+    assert {"tenure_months", "monthly_charges", "contract_type"} <= set(
+        drift["summary"]["drifted_features"]
+    )
+    assert drift["summary"]["prediction_drift"] is not None  # the champion scored both sides
+    assert states["trigger_retraining"] == "success"
+    assert states["notify_drift"] == "success"
+    assert states["no_drift"] == "skipped"
+
+    # The retraining run exists, queued, with the reason in its conf.
+    trigger_run_id = tasks["trigger_retraining"]["result"]
+    expected_run_id = f"retrain__{dag_run.run_id}"
+    runs = [r for r in DagRun.find(dag_id=DEPLOYMENT_DAG_ID) if r.run_id == expected_run_id]
+    assert len(runs) == 1, [r.run_id for r in DagRun.find(dag_id=DEPLOYMENT_DAG_ID)]
+    reason = runs[0].conf["retrain_reason"]
+    assert reason.startswith(f"data drift on {MODEL} v{store['version']}")
+    assert "tenure_months" in reason
+    assert dag_run.run_id in reason
+    assert runs[0].external_trigger
+    assert trigger_run_id is None  # the operator returns nothing; the run id is a keyed XCom
+
+    # Report JSON under reports_dir, the MLflow run, the dashboard, the notification.
+    report_path = Path(drift["report_path"])
+    assert report_path.parent == store["reports"] / "monitoring"
+    report = json.loads(report_path.read_text())
+    assert report["summary"]["dataset_drift"] is True
+    assert report["version"] == store["version"]
+    assert len(report["features"]) == len(SPEC.columns)
+    logged = tasks["log_to_mlflow"]["result"]
+    assert logged["retrain"] is True
+    assert Path(logged["dashboard_path"]).is_file()
+    assert "drift" in Path(logged["dashboard_path"]).read_text().lower()
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store["tracking_uri"])
+    run = client.get_run(logged["mlflow_run_id"])
+    assert client.get_experiment(run.info.experiment_id).name == "ml_model_monitoring"
+    assert run.data.metrics["drift_dataset"] == 1.0
+    assert run.data.tags["retrain_requested"] == "true"
+    assert run.data.tags["model_version"] == store["version"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "drift")}
+    assert {"drift/drift_report.json", "drift/drift_table.html"} <= artifacts
+    assert client.list_artifacts(run.info.run_id, "dashboard")
+
+    notes = [json.loads(line) for line in store["notifications"].read_text().splitlines()]
+    assert notes[-1]["event"] == "drift"
+    assert notes[-1]["version"] == store["version"]
+    assert notes[-1]["channels"]["slack"]["status"] == "skipped"
+
+    # A second drifted check of the same version within the cool-down does not trigger.
+    again, tasks2, _ = monitoring({"current_source": store["drifted"]})
+    assert str(again.state) == "success"
+    assert tasks2["compute_drift"]["result"]["summary"]["dataset_drift"] is True
+    assert "cool-down" in tasks2["log_to_mlflow"]["result"]["decision"]
+    assert _states(tasks2)["trigger_retraining"] == "skipped"
+
+
+def test_undrifted_batch_does_not_trigger(store, monitoring):
+    from airflow.models import DagRun
+
+    before = {r.run_id for r in DagRun.find(dag_id=DEPLOYMENT_DAG_ID)}
+    dag_run, tasks, log = monitoring({"current_source": store["undrifted"]})
+    states = _states(tasks)
+    assert str(dag_run.state) == "success", (states, log[-3000:])
+    summary = tasks["compute_drift"]["result"]["summary"]
+    assert summary["dataset_drift"] is False
+    assert summary["status"] == "ok"
+    assert states["drift_detected"] == "success"
+    assert states["no_drift"] == "success"
+    assert states["prepare_retraining"] == "skipped"
+    assert states["trigger_retraining"] == "skipped"
+    assert states["notify_drift"] == "skipped"
+    assert {r.run_id for r in DagRun.find(dag_id=DEPLOYMENT_DAG_ID)} == before
+    assert Path(tasks["compute_drift"]["result"]["report_path"]).is_file()
+
+
+def test_no_champion_skips_cleanly(store, monitoring):
+    dag_run, tasks, log = monitoring({"model_name": "no_such_model"})
+    states = _states(tasks)
+    assert str(dag_run.state) == "success", states
+    assert states["find_champion"] == "success"
+    assert {v for k, v in states.items() if k != "find_champion"} == {"skipped"}
+    assert "No champion for model 'no_such_model'" in log
+
+
+# --------------------------------------------------------------------------- functions
+
+
+def test_find_champion_reads_spec_and_reference(store):
+    champion = monitor_job.find_champion(MODEL, tracking_uri=store["tracking_uri"])
+    assert champion["version"] == store["version"]
+    assert champion["train_path"] == store["train_path"]
+    assert FeatureSpec.from_dict(champion["feature_spec"]) == SPEC
+    assert champion["metrics"] == {"roc_auc": 0.8}
+    # Without the tag, the run's `training` dataset input names the same file.
+    source = monitor_job.training_input_source(store["run_id"], tracking_uri=store["tracking_uri"])
+    assert Path(source) == Path(store["train_path"])
+    assert monitor_job.find_champion("nope", tracking_uri=store["tracking_uri"]) is None
+    reference = monitor_job.load_reference(champion["train_path"], champion["feature_spec"])
+    assert len(reference) == 1400
+    assert set(SPEC.columns) <= set(reference.columns)
+    with pytest.raises(monitor_job.MonitoringError, match="train_path"):
+        monitor_job.load_reference(None, SPEC)
+
+
+def test_load_current_from_inference_log_and_files(tmp_path):
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    now = datetime.now(UTC)
+    frame = generate_churn_frame(6, seed=1)
+    head = frame.head(2).astype(object)
+    features = {c: [None if v != v else v for v in head[c]] for c in SPEC.columns}  # NaN: null
+    lines = []
+    for stamp, version in ((now - timedelta(hours=30), "1"), (now, "1"), (now, "2")):
+        lines.append(
+            json.dumps(
+                {
+                    "timestamp": stamp.isoformat(),
+                    "model_version": version,
+                    "latency_ms": 3.0,
+                    "rows": 2,
+                    "features": features,
+                    "predictions": ["no", "yes"],
+                    "classes": ["no", "yes"],
+                    "probabilities": [[0.7, 0.3], [0.2, 0.8]],
+                }
+            )
+        )
+    (log_dir / "inference-20260101T000000000000-1-000001.jsonl").write_text("\n".join(lines))
+    since = monitor_job.window_start(now + timedelta(minutes=1), 24)
+    current = monitor_job.load_current(
+        "inference_log", SPEC, model_version="1", inference_log_dir=log_dir, since=since
+    )
+    assert len(current) == 2  # the old record and the other version are left out
+    assert list(current["prediction"]) == ["no", "yes"]
+    snapshot = monitor_job.snapshot_current(current, tmp_path / "snap" / "current.parquet")
+    import pandas as pd
+
+    assert len(pd.read_parquet(snapshot)) == 2
+    empty = monitor_job.load_current("inference_log", SPEC, inference_log_dir=tmp_path / "none")
+    assert empty.empty
+
+    csv = tmp_path / "batch.csv"
+    frame.to_csv(csv, index=False)
+    assert len(monitor_job.load_current(csv.as_uri(), SPEC)) == 6
+    frame.drop(columns=["age"]).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(monitor_job.MonitoringError, match="age"):
+        monitor_job.load_current(str(tmp_path / "bad.parquet"), SPEC)
+    with pytest.raises(FileNotFoundError):
+        monitor_job.load_current(str(tmp_path / "missing.csv"), SPEC)
+
+
+def test_drift_check_reason_and_decision():
+    reference = generate_churn_frame(2_000, seed=3)
+    drifted = monitor_job.run_drift_check(
+        reference, generate_churn_frame(1_500, seed=4, drift=True), SPEC
+    )
+    summary = drifted.summary()
+    assert summary["dataset_drift"] is True
+    assert summary["prediction_drift"] is None
+    champion = {"model_name": "m", "version": "3"}
+    reason = monitor_job.drift_reason(summary, champion, "batch.csv")
+    assert reason.startswith("data drift on m v3: ")
+    assert "tenure_months" in reason
+    assert "batch.csv" in reason
+
+    assert monitor_job.retrain_decision(summary, None)[0] is True
+    earlier = {"start_time": "2026-01-01T00:00:00+00:00", "airflow_run_id": "r1"}
+    retrain, why = monitor_job.retrain_decision(summary, earlier)
+    assert retrain is False
+    assert "cool-down" in why
+    calm = monitor_job.run_drift_check(reference, generate_churn_frame(1_500, seed=5), SPEC)
+    assert monitor_job.retrain_decision(calm.summary(), None) == (
+        False,
+        "no dataset drift; no retraining",
+    )
+    few = monitor_job.run_drift_check(reference, generate_churn_frame(20, seed=6), SPEC)
+    retrain, why = monitor_job.retrain_decision(few.summary(), None)
+    assert retrain is False
+    assert "not enough" in why
+    assert monitor_job.window_start("2026-01-02T00:00:00+00:00", 24) == datetime(
+        2026, 1, 1, tzinfo=UTC
+    )
