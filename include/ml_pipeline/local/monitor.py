@@ -88,11 +88,15 @@ def sync_dags_to_db(*dag_ids: str) -> None:
     triggered DAG there."""
     from airflow.models import DagBag
 
-    bag = DagBag(include_examples=False)
-    missing = [d for d in dag_ids if d not in bag.dags]
-    if missing:
-        raise SystemExit(f"DAG(s) {missing} failed to load: {bag.import_errors}")
-    bag.sync_to_db()
+    logging.disable(logging.INFO)  # parsing and syncing log a line per DAG and permission
+    try:
+        bag = DagBag(include_examples=False)
+        missing = [d for d in dag_ids if d not in bag.dags]
+        if missing:
+            raise SystemExit(f"DAG(s) {missing} failed to load: {bag.import_errors}")
+        bag.sync_to_db()
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _dag_bag(dag_id: str):
