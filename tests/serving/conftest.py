@@ -4,11 +4,20 @@ one model, and the API running as a real uvicorn process on a free loopback port
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from threadpoolctl import threadpool_limits
+
+# One OpenMP/BLAS thread: on a busy 2-core machine HistGradientBoosting's thread barriers
+# otherwise spin against the API processes and a 3 s fit takes 40 s.
+threadpool_limits(limits=1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 MODEL_NAME = "churn_serving_test"
 ADMIN_TOKEN = "test-admin-token"
@@ -29,6 +38,9 @@ class Registry:
     v1: str  # HistGradientBoosting, labels "yes"/"no", alias champion
     v2: str  # LogisticRegression, labels "yes"/"no", alias challenger
     root: Path
+    mlflow_serve: subprocess.Popen | None = None  # `mlflow models serve` of v1
+    mlflow_serve_url: str = ""
+    mlflow_serve_log: Path | None = None
 
 
 @dataclass
@@ -50,7 +62,34 @@ def registry(tmp_path_factory) -> Registry:
                                 aliases=("champion",), artifact_location=artifacts)
     v2 = register_model_version(uri, MODEL_NAME, kind="lr", rows=3000, seed=2,
                                 aliases=("challenger",), artifact_location=artifacts)
-    return Registry(uri, MODEL_NAME, v1, v2, root)
+    found = Registry(uri, MODEL_NAME, v1, v2, root)
+    # `mlflow models serve` takes 15-45 s to start: launch it now, in parallel with our
+    # API and the other tests; test_differential waits for it.
+    _launch_mlflow_serve(found)
+    yield found
+    if found.mlflow_serve is not None and found.mlflow_serve.poll() is None:
+        os.killpg(found.mlflow_serve.pid, signal.SIGTERM)
+        try:
+            found.mlflow_serve.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(found.mlflow_serve.pid, signal.SIGKILL)
+
+
+def _launch_mlflow_serve(registry: Registry) -> None:
+    port = free_port()
+    log_path = registry.root / "mlflow-serve.log"
+    bin_dir = Path(sys.executable).parent  # mlflow runs `uvicorn` from PATH
+    env = dict(os.environ, MLFLOW_TRACKING_URI=registry.tracking_uri,
+               MLFLOW_ALLOW_PICKLE_DESERIALIZATION="true",
+               PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    with open(log_path, "wb") as log:
+        registry.mlflow_serve = subprocess.Popen(
+            [str(bin_dir / "mlflow"), "models", "serve", "-m",
+             f"models:/{registry.name}/{registry.v1}", "--env-manager", "local",
+             "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    registry.mlflow_serve_url = f"http://127.0.0.1:{port}"
+    registry.mlflow_serve_log = log_path
 
 
 @pytest.fixture(scope="session")

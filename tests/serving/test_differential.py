@@ -3,49 +3,29 @@ registered model and payload, in every scoring-protocol format."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import orjson
 import pytest
 
-from tests.serving.conftest import free_port
-
 
 @pytest.fixture(scope="module")
-def mlflow_server(registry, tmp_path_factory):
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("mlflow-serve") / "serve.log"
-    bin_dir = Path(sys.executable).parent  # mlflow runs `uvicorn` from PATH
-    env = dict(os.environ, MLFLOW_TRACKING_URI=registry.tracking_uri,
-               MLFLOW_ALLOW_PICKLE_DESERIALIZATION="true",
-               PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    mlflow_bin = str(bin_dir / "mlflow")
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [mlflow_bin, "models", "serve", "-m", f"models:/{registry.name}/{registry.v1}",
-             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
+def mlflow_server(registry):
+    """`mlflow models serve` of v1, launched by the `registry` fixture; wait for it."""
+    proc, url = registry.mlflow_serve, registry.mlflow_serve_url
+    deadline = time.monotonic() + 300
     while True:
         try:
             if httpx.get(url + "/ping", timeout=2).status_code == 200:
-                break
+                return url
         except httpx.HTTPError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"mlflow models serve did not start:\n{log_path.read_text()[-3000:]}")
+            log = registry.mlflow_serve_log.read_text()[-3000:]
+            pytest.fail(f"mlflow models serve did not start:\n{log}")
         time.sleep(0.5)
-    yield url
-    os.killpg(proc.pid, 15)
-    proc.wait(30)
 
 
 def _clean(value):

@@ -5,7 +5,8 @@ with the validated batch and its predictions. A request is kept with probability
 `sample_rate` (0..1, env `MODEL_API_LOG_SAMPLE_RATE`, default 1.0) and put on a bounded
 queue without blocking; when the queue is full the entry is dropped and counted
 (`dropped`). One daemon thread turns entries into lines and appends them to
-`inference-<UTC time>-<pid>-<seq>.jsonl` files in the log directory, rotating a file
+`inference-<UTC time>-<pid>-<seq>.jsonl` files in the log directory (waking at most every
+`batch_interval` seconds, 0.05 by default, to write what accumulated), rotating a file
 at `max_file_bytes` and deleting the oldest files while the directory's log files exceed
 `max_total_bytes`. Write errors are logged and counted, never raised into a request.
 
@@ -58,11 +59,13 @@ class InferenceLogger:
         max_file_bytes: int = 16 * 1024 * 1024,
         max_total_bytes: int = 512 * 1024 * 1024,
         queue_size: int = 10_000,
+        batch_interval: float = 0.05,
     ):
         if not 0.0 <= sample_rate <= 1.0:
             raise ValueError(f"sample_rate must be within 0..1; got {sample_rate}")
         self.directory = Path(directory)
         self.sample_rate = float(sample_rate)
+        self.batch_interval = max(0.0, float(batch_interval))
         self.max_file_bytes = max(1024, int(max_file_bytes))
         self.max_total_bytes = max(self.max_file_bytes, int(max_total_bytes))
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(queue_size)))
@@ -176,6 +179,10 @@ class InferenceLogger:
                     self._queue.task_done()
             finally:
                 self._queue.task_done()
+            if self.batch_interval and item is not self._stop:
+                # Let entries accumulate: one wake-up per interval instead of one per
+                # request keeps the writer from competing with requests for the GIL.
+                time.sleep(self.batch_interval)
 
     def _write(self, items: list[tuple]) -> None:
         import numpy as np

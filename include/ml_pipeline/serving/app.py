@@ -36,6 +36,7 @@ unsupported content type -> 415, no model loaded -> 503.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import logging
 import time
@@ -110,6 +111,10 @@ class ServiceState:
 
     def swap(self, served) -> None:
         self.model = served  # a single reference assignment: atomic for readers
+        # Move the long-lived objects (libraries, model) out of the collector's view so
+        # full collections during requests stay short (fewer latency spikes).
+        gc.collect()
+        gc.freeze()
         self.last_load_error = None
         self.metrics.model_loaded(served.name, served.version, served.alias,
                                   served.predict_path)

@@ -14,6 +14,7 @@ Plain functions, no Airflow imports, safe to call from tasks:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -240,7 +241,5 @@ def stop_api(*, home: Path | None = None, timeout: float = 15.0) -> bool:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

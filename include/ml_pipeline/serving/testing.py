@@ -63,12 +63,14 @@ def training_frame(rows: int = 4000, seed: int = 0, labels: str = "str"):
 
 def fit_pipeline(frame, spec: FeatureSpec, kind: str = "hgb", seed: int = 0):
     from sklearn.pipeline import Pipeline
+    from threadpoolctl import threadpool_limits
 
     from include.ml_pipeline.features import build_preprocessor, coerce_features
 
     pipeline = Pipeline([("preprocess", build_preprocessor(spec)),
                          ("model", make_estimator(kind, seed))])
-    pipeline.fit(coerce_features(frame, spec), frame[spec.target])
+    with threadpool_limits(limits=1):  # OpenMP barriers crawl on a busy 2-core box
+        pipeline.fit(coerce_features(frame, spec), frame[spec.target])
     return pipeline
 
 
