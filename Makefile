@@ -21,6 +21,7 @@ help:
 	@echo "make run    - run the whole pipeline locally (DATA=file.csv TARGET=column for your own data)"
 	@echo "make test   - run the test suite"
 	@echo "make stop   - stop the local model API started by make run"
+	@echo "make monitor SEND=1500 - send drifted traffic to the API, check drift, retrain on drift"
 	@echo "make mlflow-ui - open the MLflow UI on the local store"
 	@echo "make lint   - ruff"
 	@echo "make lock   - re-resolve requirements.lock (Airflow 2.11.0 + requirements*.txt)"
@@ -52,6 +53,9 @@ lint: $(STAMP)
 
 mlflow-ui: $(STAMP)
 	$(PY) -m include.ml_pipeline.local.mlflow_ui
+
+monitor: $(STAMP)
+	$(PY) -m include.ml_pipeline.local.monitor $(if $(SEND),--send-drifted-traffic $(SEND)) $(if $(SOURCE),--source "$(SOURCE)")
 
 stop: $(STAMP)
 	$(PY) -m include.ml_pipeline.local.services stop

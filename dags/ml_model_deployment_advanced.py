@@ -27,6 +27,7 @@ from airflow.operators.empty import EmptyOperator
 
 from include.ml_pipeline.config import get_settings
 from include.ml_pipeline.data import generate
+from include.ml_pipeline.datasets import RAW_DATA_DATASET, REGISTERED_MODEL_DATASET
 from include.ml_pipeline.runs import default_data_uri
 from include.ml_pipeline.training.candidates import DEFAULT_CANDIDATES
 
@@ -141,6 +142,11 @@ params.update(
         "slack_conn_id": Param("slack_notifications", type=["null", "string"]),
         "smtp_conn_id": Param("smtp_notifications", type=["null", "string"]),
         "email_to": Param([], type="array", description="E-mail recipients"),
+        "retrain_reason": Param(
+            None,
+            type=["null", "string"],
+            description="Set by ml_model_monitoring when drift triggers this run",
+        ),
     }
 )
 GATE_KEYS = ("min_roc_auc", "min_accuracy", "max_log_loss", "min_f1", "primary_metric", "tolerance")
@@ -260,7 +266,7 @@ def ml_model_deployment_advanced():
     def preparacion_datos(uri):
         """Load, validate, clean and split the raw data inside the warehouse."""
 
-        @task
+        @task(outlets=[RAW_DATA_DATASET])
         @_fail_on_bad_data
         def descargar_datos(uri: str, params=None, run_id=None) -> dict:
             """Load the raw file into a DuckDB table (text columns, rows numbered)."""
@@ -409,7 +415,7 @@ def ml_model_deployment_advanced():
                 "selection": best.get("selection"),
             }
 
-        @task
+        @task(outlets=[REGISTERED_MODEL_DATASET])
         def registrar_mlflow(
             evaluation: dict, jobs: list[dict], split: dict, params=None, run_id=None
         ) -> dict:
@@ -428,7 +434,11 @@ def ml_model_deployment_advanced():
                 airflow_run_id=run_id,
                 metrics=evaluation["metrics"],
                 data_fingerprint=split["data_fingerprint"],
-                tags={"candidate": evaluation["candidate"], "mlflow_run_id": evaluation["run_id"]},
+                tags={
+                    "candidate": evaluation["candidate"],
+                    "mlflow_run_id": evaluation["run_id"],
+                    "train_path": split["paths"]["train"],
+                },
                 tracking_uri=SETTINGS.mlflow_tracking_uri,
             )
             finish_parent_run(
@@ -564,8 +574,9 @@ def ml_model_deployment_advanced():
         manifest = generar_artefactos(registered)
         rollout = desplegar_api(manifest)
         smoke = pruebas_api(manifest, rollout)
-        [rollout, smoke] >> revertir_despliegue(manifest)
-        return {"manifest": manifest, "rollout": rollout, "smoke": smoke}
+        rollback = revertir_despliegue(manifest)
+        [rollout, smoke] >> rollback
+        return {"manifest": manifest, "rollout": rollout, "smoke": smoke, "rollback": rollback}
 
     @task_group(group_id="visualizacion_monitoreo")
     def visualizacion_monitoreo(registered: dict, split: dict, deployed: dict):
@@ -619,6 +630,7 @@ def ml_model_deployment_advanced():
             )
 
         drift = configurar_monitoreo(registered, split)
+        deployed["smoke"] >> drift  # monitor only what passed its smoke tests
         return configurar_dashboards(registered, deployed["manifest"], deployed["rollout"], drift)
 
     @task
@@ -667,7 +679,9 @@ def ml_model_deployment_advanced():
     success = notificar_despliegue_exitoso(registered, dashboard)
     failure = notificar_fallo()
     [uri, split, registered, branch, deployed["smoke"], dashboard, success, rejected] >> failure
-    [success, rejected, failure] >> fin
+    # fin fails when any of these failed (a rolled-back deploy included), else succeeds
+    # when one path (deployed or rejected) succeeded.
+    [success, rejected, failure, deployed["smoke"], deployed["rollback"]] >> fin
 
 
 ml_model_deployment_advanced()

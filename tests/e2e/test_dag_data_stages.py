@@ -13,7 +13,8 @@ def test_preparation_produces_tables_and_stratified_splits(run_dag, small_csv):
     result = run_dag({"data_uri": str(small_csv)})
     assert result.task_state("esperar_datos") == "success"
     loaded = result.result(PREP + "descargar_datos")
-    assert loaded["rows"] == 1_500 and loaded["table"].startswith("raw__")
+    assert loaded["rows"] == 1_500
+    assert loaded["table"].startswith("raw__")
     split = result.result(PREP + "dividir_datos")
     assert split["rows"] == {"train": 900, "validation": 300, "test": 300}
     train = pd.read_parquet(split["paths"]["train"])

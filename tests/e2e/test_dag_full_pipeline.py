@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from pathlib import Path
 
 import httpx
 import pytest
@@ -90,15 +91,16 @@ def test_01_good_model_is_trained_registered_deployed_and_served(run_dag, small_
 
     # The live API serves it, with the same labels as the registered model.
     manifest = result.result("despliegue_modelo.generar_artefactos")
-    assert json.loads(open(manifest["manifest_path"]).read())["version"] == version
+    assert json.loads(Path(manifest["manifest_path"]).read_text())["version"] == version
     info = httpx.get(f"{api_url}/version").json()
     assert str(info["model_version"]) == version
     smoke = result.result("despliegue_modelo.pruebas_api")
-    assert smoke["rows_checked"] > 0 and 400 <= smoke["bad_payload_status"] < 500
+    assert smoke["rows_checked"] > 0
+    assert 400 <= smoke["bad_payload_status"] < 500
 
     # Dashboard, drift and notification.
     dashboard = result.result("visualizacion_monitoreo.configurar_dashboards")
-    assert open(dashboard["path"]).read().count("<img") >= 2
+    assert Path(dashboard["path"]).read_text().count("<img") >= 2
     assert result.result("visualizacion_monitoreo.configurar_monitoreo")["status"]
     note = result.result("notificar_despliegue_exitoso")
     assert note["outcomes"]["log"]["status"] == "sent"
@@ -145,7 +147,8 @@ def test_04_failed_smoke_test_rolls_back_and_fails_the_run(run_dag, small_csv, a
     new = result.result("entrenamiento_evaluacion.registrar_mlflow")["version"]
     assert result.task_state("despliegue_modelo.pruebas_api") == "failed"
     assert result.task_state("despliegue_modelo.revertir_despliegue") == "failed"
-    assert "p95 latency" in result.log and "rollback: API serves v" + before in result.log
+    assert "p95 latency" in result.log
+    assert "rollback: API serves v" + before in result.log
     assert _champion() == before != new
     assert str(httpx.get(f"{api_url}/version").json()["model_version"]) == before
     assert result.task_state("notificar_fallo") == "success"

@@ -55,7 +55,8 @@ def test_load_keeps_every_row_as_text_in_file_order(con, sample_csv, tmp_path):
 def test_load_parquet(con, tmp_path):
     path = generate.write_dataset(tmp_path / "s.parquet", rows=300, seed=1)
     result = load(con, path, tmp_path)
-    assert result.file_format == "parquet" and result.rows == 300
+    assert result.file_format == "parquet"
+    assert result.rows == 300
 
 
 def test_missing_and_empty_files_are_named(con, tmp_path):
@@ -102,7 +103,8 @@ def test_single_class_is_rejected(con, tmp_path):
     path = tmp_path / "one_class.csv"
     frame.to_csv(path, index=False)
     load(con, path, tmp_path)
-    with pytest.raises(DataValidationError, match=r"'churn': rule 'min_classes' broken: 1 class \('no'\)"):
+    expected = r"'churn': rule 'min_classes' broken: 1 class \('no'\)"
+    with pytest.raises(DataValidationError, match=expected):
         validate.validate_table(con, "raw__t", rules(), str(path))
 
 
@@ -165,14 +167,16 @@ def test_preprocess_types_dedupes_and_excludes_identifiers(con, tmp_path):
     load(con, path, tmp_path)
     report = validate.validate_table(con, "raw__t", rules(max_duplicate_fraction=0.5), str(path))
     result = preprocess.preprocess_table(con, "raw__t", "clean__t", "churn", report.kinds)
-    assert "customer_id" in result.excluded_columns and "constant" in result.excluded_columns
+    assert "customer_id" in result.excluded_columns
+    assert "constant" in result.excluded_columns
     assert result.dropped_unlabelled == 1
     assert result.dropped_duplicates == 9
     assert result.rows_out == 500
     spec = FeatureSpec.from_dict(result.feature_spec)
     assert spec.numeric == generate.NUMERIC_COLUMNS
     types = dict(warehouse.table_columns(con, "clean__t"))
-    assert types["age"] == "DOUBLE" and types["region"] == "VARCHAR"
+    assert types["age"] == "DOUBLE"
+    assert types["region"] == "VARCHAR"
 
 
 def test_integer_labels_stay_integers(con, tmp_path):
