@@ -127,6 +127,11 @@ def register_challenger(
             model_uri, model_name, await_registration_for=await_seconds, tags=all_tags
         )
         version = str(created.version)
+        # A concurrent attempt for the same run may have registered too: keep the oldest.
+        oldest = find_version_for_run(model_name, airflow_run_id, tracking_uri=tracking_uri)
+        if oldest is not None and oldest != version:
+            client.delete_model_version(model_name, version)
+            version = oldest
     else:
         for key, value in all_tags.items():
             client.set_model_version_tag(model_name, version, key, value)

@@ -65,22 +65,12 @@ def start_parent_run(
 
     Looks for an active run tagged `airflow_run_id=<airflow_run_id>` and role `parent` in
     the experiment first; creates it (status RUNNING, ended by `finish_parent_run`) only
-    if there is none. `tags` (e.g. dag_id) are set on a newly created run.
+    if there is none. `tags` (e.g. dag_id) are set on a newly created run. Call it from
+    one task upstream of the mapped training tasks and pass the id down.
     """
-    from mlflow.entities import ViewType
-
     experiment_id = ensure_experiment(tracking_uri, experiment, artifact_location)
     client = configure_mlflow(tracking_uri)
-    found = client.search_runs(
-        [experiment_id],
-        filter_string=(
-            f"tags.{AIRFLOW_RUN_TAG} = {_quote(airflow_run_id, 'airflow_run_id')} "
-            f"and tags.`{ROLE_TAG}` = 'parent'"
-        ),
-        run_view_type=ViewType.ACTIVE_ONLY,
-        order_by=["attributes.start_time ASC"],
-        max_results=1,
-    )
+    found = _parent_runs(client, experiment_id, airflow_run_id)
     if found:
         return found[0].info.run_id
     all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
@@ -88,7 +78,27 @@ def start_parent_run(
     run = client.create_run(
         experiment_id, tags=all_tags, run_name=run_name or f"airflow-{airflow_run_id}"
     )
-    return run.info.run_id
+    # Two concurrent callers may both have created one: the oldest wins, the other goes.
+    oldest = _parent_runs(client, experiment_id, airflow_run_id)[0].info.run_id
+    if oldest != run.info.run_id:
+        client.delete_run(run.info.run_id)
+    return oldest
+
+
+def _parent_runs(client: Any, experiment_id: str, airflow_run_id: str) -> list[Any]:
+    from mlflow.entities import ViewType
+
+    return list(
+        client.search_runs(
+            [experiment_id],
+            filter_string=(
+                f"tags.{AIRFLOW_RUN_TAG} = {_quote(airflow_run_id, 'airflow_run_id')} "
+                f"and tags.`{ROLE_TAG}` = 'parent'"
+            ),
+            run_view_type=ViewType.ACTIVE_ONLY,
+            order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
+        )
+    )
 
 
 def finish_parent_run(*, tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
