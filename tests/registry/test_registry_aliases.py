@@ -117,3 +117,31 @@ def test_record_decision_tags_the_version(store):
     tags = registry.describe_version(MODEL, version, tracking_uri=uri)["tags"]
     assert tags["deployment_decision"] == "deploy"
     assert tags["deployment_reasons"] == '["ok."]'
+
+
+def test_concurrent_calls_for_one_airflow_run_agree(store, tmp_path):
+    """Task attempts racing each other end with one parent run and one version."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from include.ml_pipeline.training.train import start_parent_run
+
+    uri = store["uri"]
+    with ThreadPoolExecutor(4) as pool:
+        parents = list(
+            pool.map(
+                lambda _: start_parent_run(
+                    tracking_uri=uri, experiment="race", airflow_run_id="race-1"
+                ),
+                range(4),
+            )
+        )
+        versions = list(pool.map(lambda _: _register(store, "race-1"), range(4)))
+    assert len(set(parents)) == 1
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("race")
+    active = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.airflow_run_id = 'race-1'"
+    )
+    assert [r.info.run_id for r in active] == parents[:1]
+    assert len(set(versions)) == 1
+    assert registry.find_version_for_run(MODEL, "race-1", tracking_uri=uri) == versions[0]
