@@ -19,7 +19,11 @@ from include.ml_pipeline.registry import registry
 from include.ml_pipeline.registry.decision import decide_deployment
 from include.ml_pipeline.training.candidates import WEAK_CANDIDATE
 from include.ml_pipeline.training.evaluate import evaluate_on_test, select_best
-from include.ml_pipeline.training.train import start_parent_run, train_candidate
+from include.ml_pipeline.training.train import (
+    finish_parent_run,
+    start_parent_run,
+    train_candidate,
+)
 
 CANDIDATES = [
     {"name": "logreg", "estimator": "logistic_regression", "params": {"C": 1.0}},
@@ -103,6 +107,19 @@ def test_parent_run_is_idempotent_per_airflow_run(trained, mlflow_store, client)
     assert parent.data.tags["airflow_run_id"] == "run-1"
     experiment = client.get_experiment(parent.info.experiment_id)
     assert experiment.artifact_location == mlflow_store["artifact_location"]
+    assert parent.info.status == "RUNNING"
+    finish_parent_run(tracking_uri=mlflow_store["tracking_uri"], run_id=trained["parent"])
+    finish_parent_run(tracking_uri=mlflow_store["tracking_uri"], run_id=trained["parent"])
+    assert client.get_run(trained["parent"]).info.status == "FINISHED"
+    # A cleared-and-rerun task still finds the (finished) parent rather than a new one.
+    assert (
+        start_parent_run(
+            tracking_uri=mlflow_store["tracking_uri"],
+            experiment=mlflow_store["experiment"],
+            airflow_run_id="run-1",
+        )
+        == trained["parent"]
+    )
 
 
 def test_one_nested_run_per_candidate_with_everything_logged(trained, client, churn_splits):

@@ -61,3 +61,16 @@ def test_multiclass_int_labels_train_and_evaluate(wine, mlflow_store):
     listed = {a.path for a in MlflowClient(uri).list_artifacts(best["run_id"], "plots")}
     assert "plots/confusion_matrix.png" in listed
     assert "plots/roc_curve.png" in listed
+
+    # Promote it and evaluate again: the champion is scored on the same (multiclass) split.
+    from include.ml_pipeline.registry import registry
+
+    version = registry.register_challenger(
+        best["model_uri"], "wine_model", airflow_run_id="wine-1", tracking_uri=uri
+    )
+    registry.promote_to_champion("wine_model", version, tracking_uri=uri)
+    again = evaluate_on_test(
+        best["model_uri"], paths["test"], spec, tracking_uri=uri, model_name="wine_model"
+    )
+    assert again["champion"]["version"] == version
+    assert again["champion"]["metrics"] == pytest.approx(evaluation["metrics"])
