@@ -52,7 +52,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 mlflow-ui: $(STAMP)
-	$(PY) -m include.ml_pipeline.local.mlflow_ui
+	$(PY) -m include.ml_pipeline.registry.mlflow_server
 
 monitor: $(STAMP)
 	$(PY) -m include.ml_pipeline.local.monitor $(if $(SEND),--send-drifted-traffic $(SEND)) $(if $(SOURCE),--source "$(SOURCE)")
