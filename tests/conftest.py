@@ -24,12 +24,33 @@ os.environ["ML_PIPELINE_HOME"] = str(_HOME)
 os.environ.setdefault("ML_PIPELINE_RETRY_DELAY_SECONDS", "1")
 for _var in ("MLFLOW_TRACKING_URI", "MODEL_API_URL"):
     os.environ.pop(_var, None)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Never the user's port 8000: DAG runs in tests start their API on a free port.
+os.environ["MODEL_API_URL"] = f"http://127.0.0.1:{_free_port()}"
 if not os.environ.get("KEEP_TEST_HOME"):
     atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 
 from include.ml_pipeline.local import airflow_env  # noqa: E402
 
 airflow_env.configure()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_local_api():
+    """Stop any model API a DAG run of the tests started."""
+    yield
+    from include.ml_pipeline.serving.process import stop_api
+
+    stop_api()
 
 
 @pytest.fixture(scope="session")

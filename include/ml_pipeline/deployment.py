@@ -40,6 +40,17 @@ def api_answers(url: str) -> bool:
     return True
 
 
+def _local_api_serves(url: str) -> bool:
+    """True when an API answers at `url`; a local process recorded for another URL is
+    stopped first, so the one started next owns the pid file."""
+    from include.ml_pipeline.serving import process
+
+    running = process.api_status()
+    if running is not None and running.url.rstrip("/") != url.rstrip("/"):
+        process.stop_api()
+    return api_answers(url)
+
+
 def prepare_release(
     settings: Settings, name: str, version: str, *, airflow: dict[str, Any]
 ) -> dict[str, Any]:
@@ -101,7 +112,7 @@ def roll_out(
     from include.ml_pipeline.serving import client, process
 
     started = None
-    if is_loopback(url) and process.api_status() is None and not api_answers(url):
+    if is_loopback(url) and not _local_api_serves(url):
         started = process.start_api(
             url=url,
             tracking_uri=settings.mlflow_tracking_uri,
@@ -153,7 +164,7 @@ def roll_back(
             "api_stopped": stopped,
             "detail": "no previous champion: alias removed",
         }
-    if is_loopback(url) and process.api_status() is None and not api_answers(url):
+    if is_loopback(url) and not _local_api_serves(url):
         process.start_api(url=url, tracking_uri=uri, admin_token=token, timeout=timeout)
     else:
         client.reload_model(url, token=token, timeout=timeout)
