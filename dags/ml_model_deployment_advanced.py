@@ -17,7 +17,6 @@ Only references (table names, paths) and small summaries travel through XCom.
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 
 import pendulum
 from airflow.decorators import dag, task, task_group
@@ -26,7 +25,14 @@ from airflow.models.param import Param
 from airflow.operators.empty import EmptyOperator
 
 from include.ml_pipeline.config import get_settings
+from include.ml_pipeline.dag_defaults import (
+    SLACK_CONN_ID,
+    SMTP_CONN_ID,
+    default_args,
+    fail_without_retry,
+)
 from include.ml_pipeline.data import generate
+from include.ml_pipeline.data.errors import DataError
 from include.ml_pipeline.datasets import RAW_DATA_DATASET, REGISTERED_MODEL_DATASET
 from include.ml_pipeline.runs import default_data_uri
 from include.ml_pipeline.training.candidates import DEFAULT_CANDIDATES
@@ -42,12 +48,6 @@ def _notify_dag_failure(context):
 
     notify_failure_from_context(context, log_path=SETTINGS.notifications_log)
 
-
-default_args = {
-    "owner": "ml-platform",
-    "retries": 2,
-    "retry_delay": timedelta(seconds=int(os.environ.get("ML_PIPELINE_RETRY_DELAY_SECONDS", "120"))),
-}
 
 params = {
     "data_uri": Param(
@@ -139,8 +139,8 @@ params.update(
             description="Share of drifted features that means dataset drift",
         ),
         "drift_window_hours": Param(24, type="number", exclusiveMinimum=0),
-        "slack_conn_id": Param("slack_notifications", type=["null", "string"]),
-        "smtp_conn_id": Param("smtp_notifications", type=["null", "string"]),
+        "slack_conn_id": Param(SLACK_CONN_ID, type=["null", "string"]),
+        "smtp_conn_id": Param(SMTP_CONN_ID, type=["null", "string"]),
         "email_to": Param([], type="array", description="E-mail recipients"),
         "retrain_reason": Param(
             None,
@@ -210,20 +210,7 @@ def _notify(event, registered, params, ti, dag_id, run_id, dashboard_path=None) 
     return _send(note, params)
 
 
-def _fail_on_bad_data(func):
-    """Bad input is not transient: fail at once, without retries, with the message."""
-    import functools
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from include.ml_pipeline.data.errors import DataError
-
-        try:
-            return func(*args, **kwargs)
-        except (DataError, ValueError, KeyError) as exc:
-            raise AirflowFailException(str(exc)) from exc
-
-    return wrapper
+_fail_on_bad_data = fail_without_retry(DataError, ValueError, KeyError)
 
 
 @dag(
@@ -232,7 +219,7 @@ def _fail_on_bad_data(func):
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args=default_args,
+    default_args=default_args(),
     params=params,
     tags=["mlops", "mlflow", "astro-sdk", "classification"],
     doc_md=__doc__,

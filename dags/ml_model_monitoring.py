@@ -31,12 +31,8 @@ Run it locally with `make monitor` (optionally `SEND=1500` drifted requests to t
 
 from __future__ import annotations
 
-import os
-from datetime import timedelta
-
 import pendulum
 from airflow.decorators import dag, task
-from airflow.exceptions import AirflowFailException
 from airflow.models.param import Param
 from airflow.operators.empty import EmptyOperator
 from airflow.operators.trigger_dagrun import TriggerDagRunOperator
@@ -44,18 +40,18 @@ from airflow.timetables.datasets import DatasetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from include.ml_pipeline.config import get_settings
+from include.ml_pipeline.dag_defaults import (
+    SLACK_CONN_ID,
+    SMTP_CONN_ID,
+    default_args,
+    fail_without_retry,
+)
 from include.ml_pipeline.datasets import INFERENCE_LOG_DATASET, RAW_DATA_DATASET
+from include.ml_pipeline.monitoring.monitor_job import MonitoringError
 
 DEPLOYMENT_DAG_ID = "ml_model_deployment_advanced"
-SLACK_CONN_ID = "slack_notifications"
-SMTP_CONN_ID = "smtp_notifications"
 THRESHOLD_KEYS = ("alpha", "psi_threshold", "ks_threshold", "drift_share", "min_rows", "max_rows")
 
-default_args = {
-    "owner": "ml-platform",
-    "retries": 2,
-    "retry_delay": timedelta(seconds=int(os.environ.get("ML_PIPELINE_RETRY_DELAY_SECONDS", "120"))),
-}
 
 params = {
     "model_name": Param(
@@ -109,20 +105,7 @@ params = {
 }
 
 
-def _fail_on_bad_config(func):
-    """A check that cannot run as configured fails at once, without retries."""
-    import functools
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from include.ml_pipeline.monitoring.monitor_job import MonitoringError
-
-        try:
-            return func(*args, **kwargs)
-        except (MonitoringError, FileNotFoundError, KeyError, ValueError) as exc:
-            raise AirflowFailException(str(exc)) from exc
-
-    return wrapper
+_fail_on_bad_config = fail_without_retry(MonitoringError, FileNotFoundError, KeyError, ValueError)
 
 
 @dag(
@@ -134,7 +117,7 @@ def _fail_on_bad_config(func):
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args=default_args,
+    default_args=default_args(),
     params=params,
     tags=["mlops", "mlflow", "monitoring", "drift"],
     doc_md=__doc__,

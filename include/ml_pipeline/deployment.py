@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -109,6 +108,15 @@ def roll_out(
     timeout: float = 180.0,
 ) -> dict[str, Any]:
     """Make the API at `url` serve `version` (the champion); return what happened."""
+    started, document = _serve_champion(settings, url, version, token=token, timeout=timeout)
+    return {"url": url, "version": str(version), "started": started, "version_info": document}
+
+
+def _serve_champion(
+    settings: Settings, url: str, version: str, *, token: str | None, timeout: float
+) -> tuple[dict | None, dict[str, Any]]:
+    """Start the local API on loopback when none answers at `url`, else ask it to reload;
+    wait (bounded) until it serves `version`. Returns (started process or None, /version)."""
     from include.ml_pipeline.serving import client, process
 
     started = None
@@ -121,8 +129,7 @@ def roll_out(
         ).to_dict()
     else:
         client.reload_model(url, token=token, timeout=timeout)
-    document = client.wait_for_version(url, version, timeout=timeout)
-    return {"url": url, "version": str(version), "started": started, "version_info": document}
+    return started, client.wait_for_version(url, version, timeout=timeout)
 
 
 def roll_back(
@@ -164,16 +171,7 @@ def roll_back(
             "api_stopped": stopped,
             "detail": "no previous champion: alias removed",
         }
-    if is_loopback(url) and not _local_api_serves(url):
-        process.start_api(url=url, tracking_uri=uri, admin_token=token, timeout=timeout)
-    else:
-        client.reload_model(url, token=token, timeout=timeout)
-    client.wait_for_version(url, restored, timeout=timeout)
+    _serve_champion(settings, url, restored, token=token, timeout=timeout)
     client.check_health(url)
     return {"rolled_back": True, "champion": restored, "detail": f"API serves v{restored}"}
 
-
-def write_json(path: Path, data: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str))
-    return path

@@ -108,7 +108,8 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def monitoring(store, airflow_db, pipeline_home):
     """Run `ml_model_monitoring` once with a conf; returns (dag_run, tasks, log text)."""
-    from include.ml_pipeline.local.monitor import run_dag_test, sync_dags_to_db, task_results
+    from include.ml_pipeline.local.monitor import sync_dags_to_db
+    from include.ml_pipeline.local.run_pipeline import collect, run_dag
 
     sync_dags_to_db(MONITORING_DAG_ID, DEPLOYMENT_DAG_ID)
 
@@ -118,10 +119,8 @@ def monitoring(store, airflow_db, pipeline_home):
             mp.setenv("MLFLOW_TRACKING_URI", store["tracking_uri"])
             mp.setenv("ML_PIPELINE_REPORTS", str(store["reports"]))
             mp.setenv("ML_PIPELINE_NOTIFICATIONS_LOG", str(store["notifications"]))
-            dag_run = run_dag_test(
-                MONITORING_DAG_ID, {"model_name": MODEL, **conf}, log_path
-            )
-        return dag_run, task_results(dag_run), log_path.read_text()
+            dag_run = run_dag({"model_name": MODEL, **conf}, log_path, dag_id=MONITORING_DAG_ID)
+        return dag_run, collect(dag_run), log_path.read_text()
 
     return _run
 

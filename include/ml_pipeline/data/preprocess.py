@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from include.ml_pipeline.data.ingest import ROW_ID
-from include.ml_pipeline.data.warehouse import quote_ident, row_count
+from include.ml_pipeline.data.warehouse import quote_ident, row_count, text_value
 from include.ml_pipeline.features import FeatureSpec
 
 #: A text column with more distinct values than this share of the rows is an identifier.
@@ -60,13 +60,9 @@ def choose_features(
     return numeric, categorical, excluded
 
 
-def _text(column: str) -> str:
-    return f"NULLIF(TRIM(CAST({quote_ident(column)} AS VARCHAR)), '')"
-
-
 def target_type(con, table: str, target: str) -> str:
     """BIGINT when every label is an integer (labels stay integers), else VARCHAR."""
-    text = _text(target)
+    text = text_value(target)
     non_int = con.execute(
         f"SELECT count(*) FROM {quote_ident(table)} "
         f"WHERE {text} IS NOT NULL AND TRY_CAST({text} AS BIGINT) IS NULL"
@@ -76,12 +72,12 @@ def target_type(con, table: str, target: str) -> str:
 
 def clean_sql(source: str, dest: str, spec: FeatureSpec, label_type: str, dedupe: bool) -> str:
     cols = [f"{ROW_ID}"]
-    cols += [f"TRY_CAST({_text(c)} AS DOUBLE) AS {quote_ident(c)}" for c in spec.numeric]
-    cols += [f"{_text(c)} AS {quote_ident(c)}" for c in spec.categorical]
-    cols.append(f"CAST({_text(spec.target)} AS {label_type}) AS {quote_ident(spec.target)}")
+    cols += [f"TRY_CAST({text_value(c)} AS DOUBLE) AS {quote_ident(c)}" for c in spec.numeric]
+    cols += [f"{text_value(c)} AS {quote_ident(c)}" for c in spec.categorical]
+    cols.append(f"CAST({text_value(spec.target)} AS {label_type}) AS {quote_ident(spec.target)}")
     body = (
         f"SELECT {', '.join(cols)} FROM {quote_ident(source)} "
-        f"WHERE {_text(spec.target)} IS NOT NULL"
+        f"WHERE {text_value(spec.target)} IS NOT NULL"
     )
     if dedupe:
         data_cols = ", ".join(quote_ident(c) for c in [*spec.columns, spec.target])
@@ -107,7 +103,7 @@ def preprocess_table(
     distinct = {
         name: int(
             con.execute(
-                f"SELECT approx_count_distinct({_text(name)}) FROM {quote_ident(source)}"
+                f"SELECT approx_count_distinct({text_value(name)}) FROM {quote_ident(source)}"
             ).fetchone()[0]
         )
         for name in kinds
@@ -118,7 +114,7 @@ def preprocess_table(
     spec = FeatureSpec(target=target, numeric=numeric, categorical=categorical)
     label_type = target_type(con, source, target)
     labelled = con.execute(
-        f"SELECT count(*) FROM {quote_ident(source)} WHERE {_text(target)} IS NOT NULL"
+        f"SELECT count(*) FROM {quote_ident(source)} WHERE {text_value(target)} IS NOT NULL"
     ).fetchone()[0]
     con.execute(clean_sql(source, dest, spec, label_type, drop_duplicates))
     rows_out = row_count(con, dest)

@@ -14,7 +14,7 @@ from typing import Any
 
 from include.ml_pipeline.data.errors import DataValidationError, Violation
 from include.ml_pipeline.data.ingest import ROW_ID
-from include.ml_pipeline.data.warehouse import quote_ident, row_count, table_columns
+from include.ml_pipeline.data.warehouse import quote_ident, row_count, table_columns, text_value
 
 NUMERIC_TYPES = (
     "TINYINT",
@@ -61,15 +61,11 @@ def _is_numeric_type(duck_type: str) -> bool:
     return duck_type.upper().startswith(NUMERIC_TYPES)
 
 
-def _text(column: str) -> str:
-    return f"NULLIF(TRIM(CAST({quote_ident(column)} AS VARCHAR)), '')"
-
-
 def profile_sql(table: str, columns: list[tuple[str, str]]) -> tuple[str, list[str]]:
     """One aggregate query over all columns; returns (sql, output names)."""
     parts, names = [], []
     for i, (name, _duck_type) in enumerate(columns):
-        text = _text(name)
+        text = text_value(name)
         num = f"TRY_CAST({text} AS DOUBLE)"
         bad = f"{text} IS NOT NULL AND {num} IS NULL"
         parts += [
@@ -135,7 +131,7 @@ def infer_kinds(profile: dict[str, Any], rules: ValidationRules) -> dict[str, st
 
 
 def class_counts(con, table: str, target: str) -> dict[str, int]:
-    text = _text(target)
+    text = text_value(target)
     rows = con.execute(
         f"SELECT {text} AS label, count(*) FROM {quote_ident(table)} "
         f"WHERE {text} IS NOT NULL GROUP BY 1 ORDER BY 2 DESC LIMIT {MAX_CLASSES + 1}"

@@ -38,6 +38,11 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def text_value(column: str) -> str:
+    """SQL for a column's value as trimmed text, with empty strings as NULL."""
+    return f"NULLIF(TRIM(CAST({quote_ident(column)} AS VARCHAR)), '')"
+
+
 def quote_literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 

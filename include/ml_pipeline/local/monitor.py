@@ -21,7 +21,6 @@ The same facts go to `.local/monitor_summary.json`. Exit code 0 when the monitor
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import sys
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 from include.ml_pipeline.local import airflow_env
+from include.ml_pipeline.local.run_pipeline import collect, run_dag
 
 MONITORING_DAG_ID = "ml_model_monitoring"
 DEPLOYMENT_DAG_ID = "ml_model_deployment_advanced"
@@ -97,44 +97,6 @@ def sync_dags_to_db(*dag_ids: str) -> None:
         bag.sync_to_db()
     finally:
         logging.disable(logging.NOTSET)
-
-
-def _dag_bag(dag_id: str):
-    """The DagBag of `dags/<dag_id>.py` when that file exists (faster), else of `dags/`."""
-    from airflow.models import DagBag
-
-    from include.ml_pipeline.config import PROJECT_ROOT
-
-    path = PROJECT_ROOT / "dags" / f"{dag_id}.py"
-    folder = str(path) if path.is_file() else None
-    return DagBag(dag_folder=folder, include_examples=False)
-
-
-def _quiet_task_stdout() -> None:
-    # dag.test() adds one stdout handler to the task logger, bound to the stdout of the
-    # first run; drop it so that every run's task logs go to its own file.
-    task_logger = logging.getLogger("airflow.task")
-    for handler in [h for h in task_logger.handlers if type(h) is logging.StreamHandler]:
-        task_logger.removeHandler(handler)
-
-
-def run_dag_test(dag_id: str, conf: dict, log_path: Path, logical_date=None):
-    """`dag.test(run_conf=conf, execution_date=logical_date)` with the task logs in
-    `log_path`; returns the DagRun."""
-    bag = _dag_bag(dag_id)
-    if dag_id not in bag.dags:
-        raise SystemExit(f"DAG {dag_id} failed to load: {bag.import_errors}")
-    _quiet_task_stdout()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log, contextlib.redirect_stdout(log):
-        return bag.dags[dag_id].test(run_conf=conf, execution_date=logical_date)
-
-
-def task_results(dag_run) -> dict:
-    """`{task_id: {"state", "result"}}` of a finished run (XCom return values)."""
-    from include.ml_pipeline.local.run_pipeline import collect
-
-    return collect(dag_run)
 
 
 def triggered_run(dag_run) -> dict | None:
@@ -209,8 +171,7 @@ def print_summary(summary: dict) -> None:
         if drift["drifted_features"]:
             print(f"  features  {', '.join(drift['drifted_features'])}")
         print(
-            f"  rows      current {drift['current_rows']:,}, "
-            f"reference {drift['reference_rows']:,}"
+            f"  rows      current {drift['current_rows']:,}, reference {drift['reference_rows']:,}"
         )
     if summary["decision"]:
         print(f"  decision  {summary['decision']}")
@@ -299,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%dT%H%M%S")
     log_path = logs / f"monitor-{stamp}.log"
     print(f"Running {MONITORING_DAG_ID} (task logs: {log_path}) ...")
-    dag_run = run_dag_test(MONITORING_DAG_ID, conf, log_path)
-    summary = summarise(dag_run, task_results(dag_run), log_path)
+    dag_run = run_dag(conf, log_path, dag_id=MONITORING_DAG_ID)
+    summary = summarise(dag_run, collect(dag_run), log_path)
     print_summary(summary)
     ok = summary["state"] == "success"
 
@@ -323,18 +284,25 @@ def main(argv: list[str] | None = None) -> int:
             run_conf = {**defaults, **retrain["conf"]}
             print(f"Running {DEPLOYMENT_DAG_ID} for it (task logs: {retrain_log}) ...")
             started = time.monotonic()
-            retrain_run = run_dag_test(
-                DEPLOYMENT_DAG_ID, run_conf, retrain_log, logical_date=retrain["logical_date"]
+            retrain_run = run_dag(
+                run_conf,
+                retrain_log,
+                dag_id=DEPLOYMENT_DAG_ID,
+                logical_date=retrain["logical_date"],
             )
             seconds = round(time.monotonic() - started, 1)
-            states = {k: v["state"] for k, v in task_results(retrain_run).items()}
+            states = {k: v["state"] for k, v in collect(retrain_run).items()}
             failed = {k: v for k, v in states.items() if v in ("failed", "upstream_failed")}
             print(
                 f"  retraining run {retrain_run.run_id}: {str(retrain_run.state).upper()} "
                 f"in {seconds} s"
             )
-            for task_id in ("decidir_despliegue", "notificar_despliegue_exitoso",
-                            "notificar_modelo_rechazado", "fin"):
+            for task_id in (
+                "decidir_despliegue",
+                "notificar_despliegue_exitoso",
+                "notificar_modelo_rechazado",
+                "fin",
+            ):
                 if task_id in states:
                     print(f"    {task_id}: {states[task_id]}")
             for task_id, state in failed.items():

@@ -46,21 +46,26 @@ def build_conf(args: argparse.Namespace, settings) -> dict:
     return conf
 
 
-def run_dag(conf: dict, log_path: Path):
-    """Run the DAG once with `conf`; task logs go to `log_path`. Returns the DagRun."""
+def run_dag(conf: dict, log_path: Path, dag_id: str = DAG_ID, logical_date=None):
+    """Run `dag_id` once with `conf` (at `logical_date`, default now); task logs go to
+    `log_path`. Returns the DagRun."""
     from airflow.models import DagBag
 
-    bag = DagBag(include_examples=False)
-    if DAG_ID not in bag.dags:
-        raise SystemExit(f"DAG {DAG_ID} failed to load: {bag.import_errors}")
-    dag = bag.dags[DAG_ID]
+    from include.ml_pipeline.config import PROJECT_ROOT
+
+    dag_file = PROJECT_ROOT / "dags" / f"{dag_id}.py"  # one file parses faster than dags/
+    bag = DagBag(dag_folder=str(dag_file) if dag_file.is_file() else None, include_examples=False)
+    if dag_id not in bag.dags:
+        raise SystemExit(f"DAG {dag_id} failed to load: {bag.import_errors}")
+    dag = bag.dags[dag_id]
     # dag.test() adds one stdout handler to the task logger, bound to the stdout of the
     # first run; drop it so that every run's task logs go to its own file.
     task_logger = logging.getLogger("airflow.task")
     for handler in [h for h in task_logger.handlers if type(h) is logging.StreamHandler]:
         task_logger.removeHandler(handler)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log, contextlib.redirect_stdout(log):
-        return dag.test(run_conf=conf)
+        return dag.test(run_conf=conf, execution_date=logical_date)
 
 
 def collect(dag_run) -> dict:
