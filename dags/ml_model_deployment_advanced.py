@@ -477,7 +477,7 @@ def ml_model_deployment_advanced():
         return "notificar_modelo_rechazado"
 
     @task_group(group_id="despliegue_modelo")
-    def despliegue_modelo(registered: dict):
+    def despliegue_modelo(registered: dict, split: dict):
         """Promote, roll out to the model API, smoke-test it, and roll back on failure."""
 
         @task
@@ -502,6 +502,7 @@ def ml_model_deployment_advanced():
                 return roll_out(
                     SETTINGS,
                     url,
+                    manifest["model_name"],
                     manifest["version"],
                     token=token,
                     timeout=params["api_timeout_seconds"],
@@ -511,8 +512,10 @@ def ml_model_deployment_advanced():
                 raise
 
         @task
-        def pruebas_api(manifest: dict, rollout: dict, params=None, ti=None) -> dict:
-            """Smoke tests on the live URL: health, offline-equal predictions, a 4xx, p95."""
+        def pruebas_api(manifest: dict, rollout: dict, split: dict, params=None, ti=None) -> dict:
+            """Smoke tests on the live URL with rows of this run's test split: health,
+            predictions equal to the registered version's, a 4xx, p95 latency."""
+            from include.ml_pipeline.deployment import smoke_frame
             from include.ml_pipeline.serving.client import ModelApiError, smoke_test
 
             try:
@@ -521,6 +524,7 @@ def ml_model_deployment_advanced():
                     SETTINGS.mlflow_tracking_uri,
                     manifest["model_name"],
                     manifest["version"],
+                    frame=smoke_frame(split["paths"]["test"], split["feature_spec"]),
                     p95_budget_ms=params["latency_p95_budget_ms"],
                 )
             except ModelApiError as exc:  # deterministic: roll back now, no retries
@@ -560,7 +564,7 @@ def ml_model_deployment_advanced():
 
         manifest = generar_artefactos(registered)
         rollout = desplegar_api(manifest)
-        smoke = pruebas_api(manifest, rollout)
+        smoke = pruebas_api(manifest, rollout, split)
         rollback = revertir_despliegue(manifest)
         [rollout, smoke] >> rollback
         return {"manifest": manifest, "rollout": rollout, "smoke": smoke, "rollback": rollback}
@@ -660,7 +664,7 @@ def ml_model_deployment_advanced():
     split = preparacion_datos(uri)
     registered = entrenamiento_evaluacion(split)
     branch = decidir_despliegue(registered)
-    deployed = despliegue_modelo(registered)
+    deployed = despliegue_modelo(registered, split)
     branch >> [deployed["manifest"], rejected := notificar_modelo_rechazado(registered)]
     dashboard = visualizacion_monitoreo(registered, split, deployed)
     success = notificar_despliegue_exitoso(registered, dashboard)

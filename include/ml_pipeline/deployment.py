@@ -28,26 +28,43 @@ def is_loopback(url: str) -> bool:
     return (urlparse(url).hostname or "") in LOOPBACK
 
 
-def api_answers(url: str) -> bool:
-    """True when something answers `GET /version` at `url`."""
-    from include.ml_pipeline.serving.client import ModelApiError, served_version
+def served_model(url: str) -> dict[str, Any] | None:
+    """The API's `GET /version` document (model name and version), None if unreachable."""
+    import httpx
 
     try:
-        served_version(url)
-    except ModelApiError:
-        return False
-    return True
+        response = httpx.get(url.rstrip("/") + "/version", timeout=5.0)
+    except httpx.HTTPError:
+        return None
+    return response.json() if response.status_code == 200 else {}
 
 
-def _local_api_serves(url: str) -> bool:
-    """True when an API answers at `url`; a local process recorded for another URL is
-    stopped first, so the one started next owns the pid file."""
+def _api_ready_for(url: str, model_name: str) -> bool:
+    """True when an API for `model_name` answers at `url` (it will be asked to reload).
+
+    False when none answers: the caller starts the local one. A local process recorded
+    for another URL, or serving another model, is stopped first (a later start replaces
+    it); a remote API serving another model is an error, not something to reload.
+    """
     from include.ml_pipeline.serving import process
 
     running = process.api_status()
     if running is not None and running.url.rstrip("/") != url.rstrip("/"):
         process.stop_api()
-    return api_answers(url)
+        running = None
+    info = served_model(url)
+    if info is None:
+        return False
+    serving = info.get("model_name")
+    if serving and serving != model_name:
+        if running is None:
+            raise RuntimeError(
+                f"the model API at {url} serves model {serving!r}, not "
+                f"{model_name!r}; point the model_api connection at its API"
+            )
+        process.stop_api()
+        return False
+    return True
 
 
 def prepare_release(
@@ -102,27 +119,37 @@ def prepare_release(
 def roll_out(
     settings: Settings,
     url: str,
+    model_name: str,
     version: str,
     *,
     token: str | None = None,
     timeout: float = 180.0,
 ) -> dict[str, Any]:
     """Make the API at `url` serve `version` (the champion); return what happened."""
-    started, document = _serve_champion(settings, url, version, token=token, timeout=timeout)
+    started, document = _serve_champion(
+        settings, url, model_name, version, token=token, timeout=timeout
+    )
     return {"url": url, "version": str(version), "started": started, "version_info": document}
 
 
 def _serve_champion(
-    settings: Settings, url: str, version: str, *, token: str | None, timeout: float
+    settings: Settings,
+    url: str,
+    model_name: str,
+    version: str,
+    *,
+    token: str | None,
+    timeout: float,
 ) -> tuple[dict | None, dict[str, Any]]:
     """Start the local API on loopback when none answers at `url`, else ask it to reload;
     wait (bounded) until it serves `version`. Returns (started process or None, /version)."""
     from include.ml_pipeline.serving import client, process
 
     started = None
-    if is_loopback(url) and not _local_api_serves(url):
+    if is_loopback(url) and not _api_ready_for(url, model_name):
         started = process.start_api(
             url=url,
+            model_name=model_name,
             tracking_uri=settings.mlflow_tracking_uri,
             admin_token=token,
             timeout=timeout,
@@ -171,7 +198,15 @@ def roll_back(
             "api_stopped": stopped,
             "detail": "no previous champion: alias removed",
         }
-    _serve_champion(settings, url, restored, token=token, timeout=timeout)
+    _serve_champion(settings, url, name, restored, token=token, timeout=timeout)
     client.check_health(url)
     return {"rolled_back": True, "champion": restored, "detail": f"API serves v{restored}"}
 
+
+def smoke_frame(test_path: str, spec: dict[str, Any], rows: int = 32):
+    """The first `rows` rows of the run's test split, feature columns only: the fixed
+    sample `pruebas_api` sends, whatever the dataset."""
+    import pandas as pd
+
+    columns = [*spec["numeric"], *spec["categorical"]]
+    return pd.read_parquet(test_path, columns=columns).head(rows)
