@@ -35,7 +35,7 @@ def test_health_version_model_metrics_docs(live_api, registry):
     assert model["alias"] == "champion"
     assert model["run_id"]
     assert "validation_accuracy" in model["metrics"]
-    assert model["predict_path"] == "compiled:numpy-hgb"
+    assert model["predict_path"] == "compiled:onnx-hgb"
     schema = httpx.get(url + "/openapi.json").json()
     record = schema["components"]["schemas"]["FeatureRecord"]
     assert "tenure_months" in record["properties"]

@@ -3,6 +3,8 @@ probabilities within 1e-6), and unknown structures fall back to the pipeline."""
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -38,7 +40,11 @@ def test_compiled_equals_pipeline(kind, labels):
     # label types survive: str labels stay str, int labels stay int (JSON-ready)
     expected_type = str if labels in ("str", "multi") else int
     assert all(type(label) is expected_type for label in got.labels)
-    # both tree code paths (small and large batches) and single rows agree
+    # the predictor survives pickling (how the compile worker hands it to the server)
+    restored = pickle.loads(pickle.dumps(compiled))
+    assert restored.predict(batch).labels == got.labels
+    assert np.abs(restored.predict(batch).proba - got.proba).max() == 0.0
+    # single rows agree with the batch
     for i in (0, 5, 17):
         one = Batch(batch.numeric_columns, batch.categorical_columns,
                     batch.numeric[i:i + 1], tuple([c[i]] for c in batch.categorical))
@@ -51,7 +57,7 @@ def test_served_model_uses_compiled_path():
     served = build_served_model(pipeline, spec, name="m", version="1", alias="champion",
                                 max_rows=100, example=coerce_features(frame.head(5), spec))
     assert isinstance(served.predictor, CompiledPredictor)
-    assert served.predict_path == "compiled:numpy-hgb"
+    assert served.predict_path == "compiled:onnx-hgb"
     assert served.fallback_reason is None
 
 

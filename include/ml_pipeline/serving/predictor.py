@@ -8,8 +8,9 @@ categories with infrequent grouping) and of the estimator, and evaluates them wi
 only:
 
 * LogisticRegression: `X @ coef_.T + intercept_`, then the logistic / softmax link.
-* HistGradientBoostingClassifier: small batches walk all trees at once with vectorised
-  numpy; larger batches call the fitted tree predictors single-threaded.
+* HistGradientBoostingClassifier: the trees become one onnxruntime `TreeEnsemble` node
+  (float64, exact up to summation order); without onnxruntime, small batches walk all
+  trees at once with vectorised numpy and larger ones call the fitted tree predictors.
 * any other estimator with `predict_proba` (e.g. RandomForest): called on the numpy matrix.
 
 `verify_predictor` compares a compiled predictor with `pipeline.predict` /
@@ -265,23 +266,33 @@ def _expit(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
+class _Logistic:
+    """LogisticRegression's `predict_proba` in numpy (binary: logistic, else softmax)."""
+
+    def __init__(self, est: Any):
+        self.coef = np.ascontiguousarray(np.asarray(est.coef_, dtype=np.float64).T)
+        self.intercept = np.asarray(est.intercept_, dtype=np.float64)
+        self.binary = len(est.classes_) == 2
+        if not self.binary and getattr(est, "multi_class", "auto") == "ovr":
+            raise UnsupportedPipeline("one-vs-rest LogisticRegression")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        z = x @ self.coef + self.intercept
+        return _binary(_expit(z[:, 0])) if self.binary else _softmax(z)
+
+
 def _compile_logistic(est: Any) -> Callable[[np.ndarray], np.ndarray]:
-    coef = np.ascontiguousarray(np.asarray(est.coef_, dtype=np.float64).T)
-    intercept = np.asarray(est.intercept_, dtype=np.float64)
-    n_classes = len(est.classes_)
-    if n_classes == 2:
+    return _Logistic(est)
 
-        def proba(x: np.ndarray) -> np.ndarray:
-            return _binary(_expit((x @ coef + intercept)[:, 0]))
 
-        return proba
-    if getattr(est, "multi_class", "auto") == "ovr":
-        raise UnsupportedPipeline("one-vs-rest LogisticRegression")
+class _EstimatorProba:
+    """Any other fitted estimator's `predict_proba` on the numpy matrix."""
 
-    def proba_multi(x: np.ndarray) -> np.ndarray:
-        return _softmax(x @ coef + intercept)
+    def __init__(self, est: Any):
+        self.est = est
 
-    return proba_multi
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.est.predict_proba(x)
 
 
 class _HGBTrees:
@@ -351,6 +362,157 @@ class _HGBTrees:
         return _softmax(raw)
 
 
+class _OnnxTrees:
+    """The same trees as `_HGBTrees`, evaluated by onnxruntime's `TreeEnsemble` operator
+    (ai.onnx.ml opset 5) in float64: splits `x <= threshold` with NaN following
+    `missing_go_to_left`, leaf values summed per class, so the raw scores equal
+    scikit-learn's up to summation order (~1e-15). About 2x faster than scikit-learn's
+    predictor on 1,000 rows and 20x faster on one row. Holds only the serialised graph
+    (no scikit-learn objects), so a pickled predictor loads with numpy + onnxruntime."""
+
+    def __init__(self, trees: _HGBTrees, n_features: int):
+        self.k = trees.k
+        self.baseline = trees.baseline
+        self.model_bytes = _tree_ensemble_onnx(trees, n_features)
+        self._session = _onnx_session(self.model_bytes)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"k": self.k, "baseline": self.baseline, "model_bytes": self.model_bytes}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._session = _onnx_session(self.model_bytes)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        raw = self._session.run(None, {"X": x})[0]
+        raw += self.baseline
+        if self.k == 1:
+            return _binary(_expit(raw[:, 0]))
+        return _softmax(raw)
+
+
+def _onnx_session(model_bytes: bytes):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # One thread, no spinning: a request never competes with the event loop for a core.
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+# A minimal protobuf writer for the one ONNX graph built here (field numbers from
+# onnx/onnx.proto), so serving needs onnxruntime only, not the `onnx` package.
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _pb_int(field: int, value: int) -> bytes:
+    return _varint(field << 3) + _varint(value)
+
+
+def _pb_bytes(field: int, value: bytes | str) -> bytes:
+    data = value.encode() if isinstance(value, str) else value
+    return _varint(field << 3 | 2) + _varint(len(data)) + data
+
+
+def _attr_int(name: str, value: int) -> bytes:  # AttributeProto type INT = 2
+    return _pb_bytes(5, _pb_bytes(1, name) + _pb_int(3, value) + _pb_int(20, 2))
+
+
+def _attr_ints(name: str, values: list[int]) -> bytes:  # INTS = 7
+    body = _pb_bytes(1, name) + b"".join(_pb_int(8, v) for v in values) + _pb_int(20, 7)
+    return _pb_bytes(5, body)
+
+
+def _attr_tensor(name: str, array: np.ndarray, data_type: int) -> bytes:  # TENSOR = 4
+    tensor = (_pb_int(1, len(array)) + _pb_int(2, data_type)
+              + _pb_bytes(9, np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"))
+                          .tobytes()))
+    return _pb_bytes(5, _pb_bytes(1, name) + _pb_bytes(5, tensor) + _pb_int(20, 4))
+
+
+def _value_info(name: str, width: int) -> bytes:
+    dims = _pb_bytes(1, _pb_bytes(2, "rows")) + _pb_bytes(1, _pb_int(1, width))
+    tensor_type = _pb_int(1, 11) + _pb_bytes(2, dims)  # elem_type DOUBLE = 11
+    return _pb_bytes(1, name) + _pb_bytes(2, _pb_bytes(1, tensor_type))
+
+
+def _tree_ensemble_onnx(trees: _HGBTrees, n_features: int) -> bytes:
+    """An ONNX model X (float64, rows x n_features) -> raw scores without the baseline,
+    one `ai.onnx.ml.TreeEnsemble` (opset 5) node."""
+    roots, feature, split, missing_true = [], [], [], []
+    true_id, true_leaf, false_id, false_leaf = [], [], [], []
+    leaf_weight, leaf_target = [], []
+    for k, predictor in trees.predictors:
+        nodes = predictor.nodes
+        is_leaf = nodes["is_leaf"].astype(bool)
+        leaf_id: dict[int, int] = {}
+        for i in np.nonzero(is_leaf)[0].tolist():
+            leaf_id[i] = len(leaf_weight)
+            leaf_weight.append(float(nodes["value"][i]))
+            leaf_target.append(k)
+        base = len(feature)
+        roots.append(base)
+        if is_leaf[0]:  # a tree without splits: one node whose branches both reach the leaf
+            feature.append(0)
+            split.append(0.0)
+            missing_true.append(0)
+            true_id.append(leaf_id[0])
+            true_leaf.append(1)
+            false_id.append(leaf_id[0])
+            false_leaf.append(1)
+            continue
+        inner = np.nonzero(~is_leaf)[0].tolist()
+        inner_id = {i: base + j for j, i in enumerate(inner)}
+        for i in inner:
+            left, right = int(nodes["left"][i]), int(nodes["right"][i])
+            feature.append(int(nodes["feature_idx"][i]))
+            split.append(float(nodes["num_threshold"][i]))
+            missing_true.append(int(bool(nodes["missing_go_to_left"][i])))
+            true_id.append(leaf_id[left] if is_leaf[left] else inner_id[left])
+            true_leaf.append(int(is_leaf[left]))
+            false_id.append(leaf_id[right] if is_leaf[right] else inner_id[right])
+            false_leaf.append(int(is_leaf[right]))
+    attributes = b"".join([
+        _attr_int("aggregate_function", 1),  # SUM
+        _attr_int("post_transform", 0),  # NONE: the link is applied in numpy
+        _attr_int("n_targets", trees.k),
+        _attr_ints("tree_roots", roots),
+        _attr_ints("nodes_featureids", feature),
+        _attr_tensor("nodes_splits", np.asarray(split, dtype=np.float64), 11),
+        _attr_tensor("nodes_modes", np.zeros(len(feature), dtype=np.uint8), 2),  # LEQ
+        _attr_ints("nodes_missing_value_tracks_true", missing_true),
+        _attr_ints("nodes_truenodeids", true_id),
+        _attr_ints("nodes_trueleafs", true_leaf),
+        _attr_ints("nodes_falsenodeids", false_id),
+        _attr_ints("nodes_falseleafs", false_leaf),
+        _attr_ints("leaf_targetids", leaf_target),
+        _attr_tensor("leaf_weights", np.asarray(leaf_weight, dtype=np.float64), 11),
+    ])
+    node = (_pb_bytes(1, "X") + _pb_bytes(2, "Y") + _pb_bytes(3, "trees")
+            + _pb_bytes(4, "TreeEnsemble") + attributes + _pb_bytes(7, "ai.onnx.ml"))
+    graph = (_pb_bytes(1, node) + _pb_bytes(2, "hist_gradient_boosting")
+             + _pb_bytes(11, _value_info("X", n_features))
+             + _pb_bytes(12, _value_info("Y", trees.k)))
+    opsets = (_pb_bytes(8, _pb_bytes(1, "") + _pb_int(2, 21))
+              + _pb_bytes(8, _pb_bytes(1, "ai.onnx.ml") + _pb_int(2, 5)))
+    return _pb_int(1, 10) + _pb_bytes(2, "ml_pipeline") + _pb_bytes(7, graph) + opsets
+
+
 def _compile_estimator(est: Any) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
@@ -359,19 +521,23 @@ def _compile_estimator(est: Any) -> tuple[str, Callable[[np.ndarray], np.ndarray
         return "numpy-logistic", _compile_logistic(est)
     if isinstance(est, HistGradientBoostingClassifier):
         try:
-            return "numpy-hgb", _HGBTrees(est)
+            trees = _HGBTrees(est)
         except UnsupportedPipeline:
             raise
         except Exception as exc:  # private attributes moved in another scikit-learn
             raise UnsupportedPipeline(f"HistGradientBoosting internals: {exc!r}") from exc
+        try:
+            return "onnx-hgb", _OnnxTrees(trees, int(est.n_features_in_))
+        except ImportError:
+            return "numpy-hgb", trees
+        except Exception as exc:
+            warnings.warn(f"onnxruntime tree path unavailable ({exc!r}); using numpy",
+                          stacklevel=2)
+            return "numpy-hgb", trees
     if hasattr(est, "predict_proba"):
         if getattr(est, "feature_names_in_", None) is not None:
             raise UnsupportedPipeline("estimator was fitted on named columns")
-
-        def proba(x: np.ndarray) -> np.ndarray:
-            return est.predict_proba(x)
-
-        return f"numpy-{type(est).__name__}", proba
+        return f"numpy-{type(est).__name__}", _EstimatorProba(est)
     raise UnsupportedPipeline(f"estimator {type(est).__name__} has no predict_proba")
 
 
