@@ -32,9 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from dataclasses import replace
 
-    import uvicorn
-
-    from include.ml_pipeline.serving.app import create_app
+    from include.ml_pipeline.serving.isolated import start_load
     from include.ml_pipeline.serving.settings import get_serving_settings
 
     parser = argparse.ArgumentParser(description="Serve the champion model over HTTP.")
@@ -44,11 +42,19 @@ def main(argv: list[str] | None = None) -> None:
     settings = get_serving_settings()
     settings = replace(settings, host=args.host or settings.host,
                        port=args.port if args.port is not None else settings.port)
+    # Start resolving + compiling the model (two child processes) before importing the
+    # web stack, so the imports overlap.
+    pending = start_load(settings.tracking_uri, settings.model_name, settings.alias,
+                         max_rows=settings.max_rows)
+
+    import uvicorn
+
+    from include.ml_pipeline.serving.app import create_app
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sock = bind_socket(settings.host, settings.port)
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, pending=pending),
         loop="uvloop" if importlib.util.find_spec("uvloop") else "auto",
         http="httptools" if importlib.util.find_spec("httptools") else "auto",
         log_level=settings.log_level,

@@ -81,8 +81,8 @@ def error_response(status: int, kind: str, message: str) -> Response:
 class ServiceState:
     """The one mutable thing in the service: which `ServedModel` answers requests."""
 
-    def __init__(self, settings: ServingSettings, loader=None):
-        from include.ml_pipeline.serving.loader import load_served_model
+    def __init__(self, settings: ServingSettings, loader=None, pending=None):
+        from include.ml_pipeline.serving.isolated import load_served_model_isolated
 
         self.settings = settings
         self.model = None  # ServedModel | None, replaced atomically by reloads
@@ -99,14 +99,19 @@ class ServiceState:
         self.reload_lock = asyncio.Lock()
         self.last_load_error: str | None = None
         self.loading = False
+        # MLflow and scikit-learn run in short-lived child processes (see isolated.py).
         self._loader = loader or (
-            lambda: load_served_model(settings.tracking_uri, settings.model_name,
-                                      settings.alias, max_rows=settings.max_rows)
+            lambda: load_served_model_isolated(settings.tracking_uri, settings.model_name,
+                                               settings.alias, max_rows=settings.max_rows)
         )
+        self._pending = pending  # a load started before the app was built (__main__)
         self.mlflow_version = _pkg_version("mlflow")
 
     def load_now(self):
         """Build a new ServedModel (blocking; call from a worker thread)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            return pending.result()
         return self._loader()
 
     def swap(self, served) -> None:
@@ -148,12 +153,13 @@ def _record_model(served):
 
 
 def create_app(settings: ServingSettings | None = None, *, loader=None,
-               load_on_startup: bool = True) -> FastAPI:
+               load_on_startup: bool = True, pending=None) -> FastAPI:
     """Build the app. `loader` (tests) replaces the MLflow loader: a callable returning a
     `ServedModel`. With `load_on_startup` the first load runs in the background, so the
-    port answers immediately (`/ping` is 503 until the model is in)."""
+    port answers immediately (`/ping` is 503 until the model is in). `pending` is an
+    `isolated.PendingLoad` already running; the first load waits for it."""
     settings = settings or get_serving_settings()
-    state = ServiceState(settings, loader)
+    state = ServiceState(settings, loader, pending)
     max_body = settings.max_body_bytes
 
     @asynccontextmanager

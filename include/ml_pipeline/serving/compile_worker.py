@@ -1,0 +1,99 @@
+"""Deserialise, compile and verify a downloaded model in a short-lived process.
+
+    python -m include.ml_pipeline.serving.compile_worker OUT_PATH MAX_ROWS FORCE_SKLEARN
+
+Imports scikit-learn, skops and pandas as soon as it starts (while `fetch` resolves the
+alias in parallel), then reads `fetch`'s JSON from stdin, loads the model file the way
+`mlflow.sklearn` does (skops with the trusted types MLflow recorded, or pickle /
+cloudpickle), and runs `loader.build_served_model` (compile + verify against the pipeline
+on the input example and a synthetic sample). It pickles the predictor (compiled: numpy +
+onnxruntime only; or the sklearn pipeline when it had to fall back), the verification
+record and a small warm-up batch to OUT_PATH. On failure it prints
+`COMPILE_RESULT {"error": ...}` and exits 1.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pickle
+import sys
+from typing import Any
+
+import numpy as np  # noqa: F401  (imported early on purpose: overlaps with fetch)
+import pandas as pd
+import sklearn.compose
+import sklearn.ensemble
+import sklearn.pipeline  # noqa: F401
+
+MARKER = "COMPILE_RESULT "
+
+
+def load_pipeline(info: dict[str, Any]) -> Any:
+    """The fitted pipeline from the downloaded model file (as `mlflow.sklearn.load_model`)."""
+    allowed = os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true").lower()
+    if allowed not in ("true", "1"):
+        raise RuntimeError("MLFLOW_ALLOW_PICKLE_DESERIALIZATION is not true: the model "
+                           "file is not deserialised")
+    if info.get("code"):
+        sys.path.insert(0, os.path.join(info["local_dir"], info["code"]))
+    path, fmt = info["model_file"], info["serialization_format"]
+    if fmt == "skops":
+        import skops.io
+
+        return skops.io.load(path, trusted=info.get("skops_trusted_types"))
+    with open(path, "rb") as handle:
+        if fmt == "cloudpickle":
+            import cloudpickle
+
+            return cloudpickle.load(handle)
+        if fmt == "pickle":
+            return pickle.load(handle)
+    raise RuntimeError(f"unknown serialization format {fmt!r}")
+
+
+def compile_model(info: dict[str, Any], max_rows: int, force_sklearn: bool) -> dict[str, Any]:
+    from include.ml_pipeline.features import FeatureSpec
+    from include.ml_pipeline.serving.loader import build_served_model
+    from include.ml_pipeline.serving.predictor import verification_batch
+
+    pipeline = load_pipeline(info)
+    spec = FeatureSpec.from_dict(info["spec"])
+    example = info.get("example")
+    frame = pd.DataFrame(example["data"], columns=example["columns"]) if example else None
+    served = build_served_model(
+        pipeline, spec, name=info["name"], version=info["version"], alias=info["alias"],
+        max_rows=max_rows, run_id=info["run_id"], source=info["source"],
+        metrics=info["metrics"], example=frame, force_sklearn=force_sklearn)
+    return {
+        "predictor": served.predictor,
+        "classes": served.classes,
+        "predict_path": served.predict_path,
+        "fallback_reason": served.fallback_reason,
+        "verification": served.verification,
+        "compile_seconds": served.load_seconds,
+        "warmup": verification_batch(pipeline, list(spec.numeric), list(spec.categorical),
+                                     rows=32, seed=11),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    import orjson
+
+    out_path, max_rows, force = (argv if argv is not None else sys.argv[1:])[:3]
+    raw = sys.stdin.buffer.read()
+    try:
+        payload = compile_model(orjson.loads(raw), int(max_rows), force == "1")
+        with open(out_path, "wb") as handle:
+            pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        sys.stdout.write(MARKER + orjson.dumps({"error": repr(exc)}).decode() + "\n")
+        sys.stdout.flush()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

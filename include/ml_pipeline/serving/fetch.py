@@ -1,0 +1,99 @@
+"""Resolve and download a registered model in a short-lived process (the only place the
+served process's loading path imports MLflow).
+
+    python -m include.ml_pipeline.serving.fetch TRACKING_URI NAME ALIAS
+
+prints one line `FETCH_RESULT <json>`: the concrete version, run id, source, the local
+directory MLflow downloaded, the sklearn flavor's model file, serialization format and
+skops trusted types, the feature spec (metadata `feature_spec`, else the signature), the
+logged input example (`{"columns", "data"}`) and the run's metrics; or
+`FETCH_RESULT {"error": ...}` with exit code 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+MARKER = "FETCH_RESULT "
+log = logging.getLogger("ml_pipeline.serving")
+
+
+def fetch(tracking_uri: str, name: str, alias: str) -> dict[str, Any]:
+    """Resolve `models:/<name>@<alias>` now and download it; no model is deserialised."""
+    from include.ml_pipeline.serving.loader import ModelLoadError, _spec_from_signature
+
+    try:
+        import mlflow
+        from mlflow import MlflowClient
+        from mlflow.models import Model
+
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        try:
+            version = client.get_model_version_by_alias(name, alias)
+        except Exception as exc:
+            raise ModelLoadError(f"models:/{name}@{alias} does not resolve: {exc}") from exc
+        uri = f"models:/{name}/{version.version}"
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri)
+        meta = Model.load(os.path.join(local, "MLmodel"))
+        flavor = (meta.flavors or {}).get("sklearn")
+        if flavor is None:
+            raise ModelLoadError(f"{uri} has no sklearn flavor; flavors: {sorted(meta.flavors)}")
+        spec_dict = (meta.metadata or {}).get("feature_spec")
+        if not spec_dict:
+            spec_dict = _spec_from_signature(meta).to_dict()
+        example = None
+        try:
+            frame = meta.load_input_example(local)
+            if frame is not None:
+                split = frame.to_dict(orient="split")
+                example = {"columns": [str(c) for c in split["columns"]], "data": split["data"]}
+        except Exception as exc:
+            log.warning("input example not readable: %s", exc)
+        metrics: dict[str, float] = {}
+        if version.run_id:
+            try:
+                metrics = dict(client.get_run(version.run_id).data.metrics)
+            except Exception as exc:
+                log.warning("cannot read metrics of run %s: %s", version.run_id, exc)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load models:/{name}@{alias}: {exc!r}") from exc
+    return {
+        "name": name,
+        "alias": alias,
+        "version": str(version.version),
+        "run_id": version.run_id,
+        "source": version.source,
+        "local_dir": local,
+        "model_file": os.path.join(local, flavor["pickled_model"]),
+        "serialization_format": flavor.get("serialization_format", "pickle"),
+        "skops_trusted_types": flavor.get("skops_trusted_types"),
+        "code": flavor.get("code"),
+        "spec": spec_dict,
+        "example": example,
+        "metrics": metrics,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    import orjson
+
+    tracking_uri, name, alias = (argv if argv is not None else sys.argv[1:])[:3]
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    try:
+        result: dict[str, Any] = fetch(tracking_uri, name, alias)
+        code = 0
+    except Exception as exc:  # ModelLoadError or anything unexpected: report, exit 1
+        result, code = {"error": str(exc)}, 1
+    line = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY, default=str)
+    sys.stdout.write(MARKER + line.decode() + "\n")
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""Load the served model without importing MLflow or scikit-learn in the server process.
+
+`start_load` launches two short-lived processes at once: `fetch` (MLflow: resolve the
+alias, download the artifacts, read spec / example / metrics) and `compile_worker`
+(imports scikit-learn + skops while `fetch` runs, then deserialises, compiles and verifies
+the pipeline and pickles the predictor). `PendingLoad.result()` waits for both and builds
+the `ServedModel`. The server keeps only numpy + onnxruntime objects (plus the pipeline
+when the compiled path had to fall back), which halves its startup time and memory. The
+sklearn reference used when the fast path ever raises is loaded on first use.
+
+The pickle is written by our own child from the registry the service already trusts
+(`MLFLOW_ALLOW_PICKLE_DESERIALIZATION`, see `loader.py`) into a private temporary
+directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[3]
+TIMEOUT_S = 900.0
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + path if path else "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    return env
+
+
+def _marked(output: bytes, marker: str) -> dict[str, Any] | None:
+    for line in reversed(output.decode("utf-8", "replace").splitlines()):
+        if line.startswith(marker):
+            return json.loads(line[len(marker):])
+    return None
+
+
+class LazySklearnPredictor:
+    """The registered pipeline, deserialised on first use (only if the fast path raises)."""
+
+    path = "sklearn"
+
+    def __init__(self, info: dict[str, Any]):
+        self.info = info
+        self._predictor = None
+        self._lock = threading.Lock()
+
+    def predict(self, batch):
+        if self._predictor is None:
+            with self._lock:
+                if self._predictor is None:
+                    from include.ml_pipeline.serving.compile_worker import load_pipeline
+                    from include.ml_pipeline.serving.predictor import SklearnPredictor
+
+                    self._predictor = SklearnPredictor(load_pipeline(self.info))
+        return self._predictor.predict(batch)
+
+
+class PendingLoad:
+    """Both helper processes of one load, started in the constructor."""
+
+    def __init__(self, tracking_uri: str, name: str, alias: str, *, max_rows: int = 10_000,
+                 force_sklearn: bool = False):
+        self.name, self.alias, self.max_rows = name, alias, max_rows
+        self.started = time.perf_counter()
+        self.folder = Path(tempfile.mkdtemp(prefix="model-api-load-"))
+        self.out = self.folder / "predictor.pkl"
+        env = _child_env()
+        self.compile = subprocess.Popen(
+            [sys.executable, "-m", "include.ml_pipeline.serving.compile_worker",
+             str(self.out), str(max_rows), "1" if force_sklearn else "0"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=str(ROOT))
+        self.fetch = subprocess.Popen(
+            [sys.executable, "-m", "include.ml_pipeline.serving.fetch", tracking_uri, name,
+             alias], stdout=subprocess.PIPE, env=env, cwd=str(ROOT))
+
+    def cancel(self) -> None:
+        for proc in (self.fetch, self.compile):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def result(self):
+        """Wait for both processes; the `ServedModel`, or `ModelLoadError` naming the cause."""
+        from include.ml_pipeline.features import FeatureSpec
+        from include.ml_pipeline.serving.loader import ModelLoadError, ServedModel
+        from include.ml_pipeline.serving.parsing import FeatureParser
+
+        try:
+            out, _ = self.fetch.communicate(timeout=TIMEOUT_S)
+            info = _marked(out, "FETCH_RESULT ")
+            if self.fetch.returncode != 0 or info is None or "error" in info:
+                reason = (info or {}).get("error") or f"fetch exited with {self.fetch.returncode}"
+                raise ModelLoadError(reason)
+            out, _ = self.compile.communicate(json.dumps(info).encode(), timeout=TIMEOUT_S)
+            if self.compile.returncode != 0 or not self.out.exists():
+                error = (_marked(out, "COMPILE_RESULT ") or {}).get("error")
+                raise ModelLoadError(f"cannot load models:/{self.name}@{self.alias}: "
+                                     f"{error or f'compile exited with {self.compile.returncode}'}")
+            import pickle
+
+            with open(self.out, "rb") as handle:
+                compiled = pickle.load(handle)  # written by our own child, just now
+        except subprocess.TimeoutExpired as exc:
+            raise ModelLoadError(f"loading models:/{self.name}@{self.alias} took over "
+                                 f"{TIMEOUT_S:.0f}s") from exc
+        finally:
+            self.cancel()
+        predictor = compiled["predictor"]
+        fallback = compiled["fallback_reason"] is not None or compiled["predict_path"] == "sklearn"
+        reference = predictor if fallback else LazySklearnPredictor(info)
+        warmup = compiled["warmup"]
+        for _ in range(3):
+            predictor.predict(warmup)
+            predictor.predict(type(warmup)(warmup.numeric_columns, warmup.categorical_columns,
+                                           warmup.numeric[:1],
+                                           tuple(c[:1] for c in warmup.categorical)))
+        spec = FeatureSpec.from_dict(info["spec"])
+        return ServedModel(
+            name=self.name,
+            version=info["version"],
+            alias=self.alias,
+            run_id=info["run_id"],
+            source=info["source"],
+            metrics=dict(info["metrics"] or {}),
+            spec=spec,
+            classes=compiled["classes"],
+            parser=FeatureParser(list(spec.numeric), list(spec.categorical), self.max_rows),
+            predictor=predictor,
+            predict_path=compiled["predict_path"],
+            fallback_reason=compiled["fallback_reason"],
+            loaded_at=datetime.now(UTC).isoformat(),
+            load_seconds=time.perf_counter() - self.started,
+            verification=compiled["verification"],
+            reference=reference,
+        )
+
+
+def start_load(tracking_uri: str, name: str, alias: str, *, max_rows: int = 10_000,
+               force_sklearn: bool = False) -> PendingLoad:
+    return PendingLoad(tracking_uri, name, alias, max_rows=max_rows,
+                       force_sklearn=force_sklearn)
+
+
+def load_served_model_isolated(tracking_uri: str, name: str, alias: str, *,
+                               max_rows: int = 10_000, force_sklearn: bool = False):
+    """Like `loader.load_served_model`, with MLflow and scikit-learn kept in child processes."""
+    return start_load(tracking_uri, name, alias, max_rows=max_rows,
+                      force_sklearn=force_sklearn).result()
