@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import orjson
@@ -218,3 +219,12 @@ def test_inference_log_records_requests(live_api, registry, churn_frame):
     assert {"prediction", "proba_yes", "proba_no", "model_version", "latency_ms",
             "timestamp", "tenure_months", "region"} <= set(frame.columns)
     assert str(frame["timestamp"].dt.tz) == "UTC"
+
+
+def test_server_process_keeps_sklearn_and_mlflow_in_children(live_api):
+    """The served model came from the compile worker: the server never loaded
+    scikit-learn's or scipy's extension modules (MLflow runs only in `fetch`)."""
+    maps = Path(f"/proc/{live_api.pid}/maps").read_text()
+    assert "/sklearn/" not in maps
+    assert "/scipy/" not in maps
+    assert "onnxruntime" in maps

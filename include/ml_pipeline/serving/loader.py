@@ -1,6 +1,8 @@
 """Load the model version an alias points to, fully, before it is served.
 
-`load_served_model` is the only place that imports MLflow; it runs at startup and on
+`load_served_model` loads in the calling process (deployment checks, benchmarks); the
+API server uses `isolated.py`, which runs the same steps in child processes (`fetch.py`
+imports MLflow, `compile_worker.py` scikit-learn). Either runs at startup and on
 `/admin/reload`, never per request. It resolves `models:/<name>@<alias>` to a concrete
 version, downloads and deserialises the scikit-learn pipeline, reads the feature spec
 (model metadata `feature_spec`, else the signature), the run's metrics and the input
