@@ -128,10 +128,10 @@ def test_reload_needs_the_token(live_api):
 
 def test_reload_under_load_has_no_failed_requests(live_api, registry, churn_frame):
     body = orjson.dumps({"records": _records(churn_frame, 3)})
-    results: list[tuple[int, str | None]] = []
+    per_thread: list[list[tuple[int, str | None]]] = [[] for _ in range(4)]
     stop = threading.Event()
 
-    def hammer():
+    def hammer(results: list[tuple[int, str | None]]):
         with httpx.Client(timeout=30) as client:
             while not stop.is_set():
                 try:
@@ -141,7 +141,7 @@ def test_reload_under_load_has_no_failed_requests(live_api, registry, churn_fram
                 except httpx.HTTPError as exc:
                     results.append((0, repr(exc)))
 
-    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    threads = [threading.Thread(target=hammer, args=(r,)) for r in per_thread]
     for t in threads:
         t.start()
     try:
@@ -158,13 +158,17 @@ def test_reload_under_load_has_no_failed_requests(live_api, registry, churn_fram
             t.join()
         set_alias(registry, "champion", registry.v1)
         api_client.reload_model(live_api.url, token=ADMIN_TOKEN)
+    results = [r for thread in per_thread for r in thread]
     statuses = {status for status, _ in results}
     assert statuses == {200}, [r for r in results if r[0] != 200][:5]
-    versions = [v for _, v in results]
-    assert versions[0] == registry.v1
-    assert versions[-1] == registry.v2
-    switch = versions.index(registry.v2)
-    assert all(v == registry.v2 for v in versions[switch:])  # no flapping back
+    # Each client sends one request after another, so its own answers are in server
+    # order (the threads' answers interleave arbitrarily in a shared list).
+    for thread in per_thread:
+        versions = [v for _, v in thread]
+        assert versions[0] == registry.v1
+        assert versions[-1] == registry.v2
+        switch = versions.index(registry.v2)
+        assert all(v == registry.v2 for v in versions[switch:])  # no flapping back
     assert api_client.served_version(live_api.url) == registry.v1
 
 
