@@ -73,8 +73,9 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300.0) -> fl
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     handle = open(log, "wb")  # noqa: SIM115 - lives as long as the server
-    return subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd=str(ROOT))
+    return subprocess.Popen(
+        cmd, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(ROOT)
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -89,16 +90,27 @@ def stop(proc: subprocess.Popen) -> None:
 def run_wrk(url: str, body_file: Path, connections: int, duration: int) -> dict:
     env = dict(os.environ, WRK_BODY_FILE=str(body_file))
     threads = min(connections, 2)
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
-           "-s", str(LUA), url]
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        url,
+    ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     match = re.search(r"WRKJSON (\{.*\})", out)
     if not match:
         raise RuntimeError(f"wrk output not understood:\n{out}")
     data = json.loads(match.group(1))
     data["rps"] = data["requests"] / (data["duration_us"] / 1e6)
-    data["errors"] = sum(data[k] for k in ("connect_errors", "read_errors", "write_errors",
-                                          "timeouts", "status_errors"))
+    data["errors"] = sum(
+        data[k]
+        for k in ("connect_errors", "read_errors", "write_errors", "timeouts", "status_errors")
+    )
     return data
 
 
@@ -143,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=None)
     parser.add_argument("--model-name", default=None)
     parser.add_argument("--json", default=None, help="also write the raw results here")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="whole comparisons to run; the last table has the medians",
+    )
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         print("wrk not found: apt-get update && apt-get install -y wrk", file=sys.stderr)
@@ -155,56 +173,97 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.tracking_uri is None:
         print("registering a HistGradientBoosting churn model ...", flush=True)
-        register_model_version(tracking_uri, name, kind="hgb", rows=20_000, seed=3,
-                               artifact_location=(work / "artifacts").as_uri())
+        register_model_version(
+            tracking_uri,
+            name,
+            kind="hgb",
+            rows=20_000,
+            seed=3,
+            artifact_location=(work / "artifacts").as_uri(),
+        )
     from mlflow import MlflowClient
 
-    version = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)\
-        .get_model_version_by_alias(name, "champion").version
+    version = (
+        MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        .get_model_version_by_alias(name, "champion")
+        .version
+    )
     bodies = make_bodies(work, churn_spec())
     bin_dir = Path(sys.executable).parent
-    base_env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri,
-                    PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-                    PYTHONPATH=str(ROOT))
+    base_env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=tracking_uri,
+        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        PYTHONPATH=str(ROOT),
+    )
     servers = {
-        "ours": ([sys.executable, "-m", "include.ml_pipeline.serving"],
-                 {"ML_PIPELINE_MODEL_NAME": name, "ML_PIPELINE_INFERENCE_LOG":
-                  str(work / "inference_log"), "MODEL_API_ADMIN_TOKEN": "bench"}),
-        "mlflow": ([str(bin_dir / "mlflow"), "models", "serve", "-m",
-                    f"models:/{name}@champion", "--env-manager", "local", "-w", "1"], {}),
+        "ours": (
+            [sys.executable, "-m", "include.ml_pipeline.serving"],
+            {
+                "ML_PIPELINE_MODEL_NAME": name,
+                "ML_PIPELINE_INFERENCE_LOG": str(work / "inference_log"),
+                "MODEL_API_ADMIN_TOKEN": "bench",
+            },
+        ),
+        "mlflow": (
+            [
+                str(bin_dir / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                f"models:/{name}@champion",
+                "--env-manager",
+                "local",
+                "-w",
+                "1",
+            ],
+            {},
+        ),
     }
-    results: dict = {"model": f"models:/{name}/{version}", "runs": {}}
-    for label, (cmd, extra) in servers.items():
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        env = dict(base_env, **extra)
-        if label == "ours":
-            env.update(MODEL_API_HOST="127.0.0.1", MODEL_API_PORT=str(port))
-        else:
-            cmd = [*cmd, "-h", "127.0.0.1", "-p", str(port)]
-        print(f"starting {label} ...", flush=True)
-        proc = start(cmd, env, work / f"{label}.log")
-        try:
-            startup = wait_healthy(url, proc)
-            run = {"startup_s": startup}
-            for rows in ROWS:
-                for conns in CONNECTIONS:
-                    # a short warm-up, then the measured run
-                    run_wrk(url, bodies[rows], conns, 2)
-                    run[f"{rows}x{conns}"] = run_wrk(url, bodies[rows], conns, args.duration)
-                    r = run[f"{rows}x{conns}"]
-                    print(f"  {label} rows={rows} conns={conns}: {r['rps']:.1f} req/s "
-                          f"p50 {r['p50_us'] / 1000:.2f} ms p99 {r['p99_us'] / 1000:.2f} ms "
-                          f"errors {r['errors']}", flush=True)
-            run["rss_mib"] = tree_rss_mib(proc.pid)
-            results["runs"][label] = run
-        finally:
-            stop(proc)
-    results["floor_ms"] = in_process_floor(tracking_uri, name, bodies)
+    repeats = []
+    for attempt in range(1, args.repeat + 1):
+        print(f"comparison {attempt} of {args.repeat}", flush=True)
+        results: dict = {"model": f"models:/{name}/{version}", "runs": {}}
+        for label, (cmd, extra) in servers.items():
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            env = dict(base_env, **extra)
+            if label == "ours":
+                env.update(MODEL_API_HOST="127.0.0.1", MODEL_API_PORT=str(port))
+            else:
+                cmd = [*cmd, "-h", "127.0.0.1", "-p", str(port)]
+            print(f"starting {label} ...", flush=True)
+            proc = start(cmd, env, work / f"{label}.log")
+            try:
+                startup = wait_healthy(url, proc)
+                run = {"startup_s": startup}
+                for rows in ROWS:
+                    for conns in CONNECTIONS:
+                        # a short warm-up, then the measured run
+                        run_wrk(url, bodies[rows], conns, 2)
+                        run[f"{rows}x{conns}"] = run_wrk(url, bodies[rows], conns, args.duration)
+                        r = run[f"{rows}x{conns}"]
+                        print(
+                            f"  {label} rows={rows} conns={conns}: {r['rps']:.1f} req/s "
+                            f"p50 {r['p50_us'] / 1000:.2f} ms p99 {r['p99_us'] / 1000:.2f} ms "
+                            f"errors {r['errors']}",
+                            flush=True,
+                        )
+                run["rss_mib"] = tree_rss_mib(proc.pid)
+                results["runs"][label] = run
+            finally:
+                stop(proc)
+        repeats.append(results)
+    floor = in_process_floor(tracking_uri, name, bodies)
+    for results in repeats:
+        results["floor_ms"] = floor
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    print()
-    print(render(results))
+        Path(args.json).write_text(json.dumps(repeats, indent=2))
+    for attempt, results in enumerate(repeats, 1):
+        print(f"\n### Comparison {attempt}\n")
+        print(render(results))
+    print(f"\n### Medians of {len(repeats)} comparisons (ratios taken within each run)\n")
+    print(render_medians(repeats))
     return 0
 
 
@@ -228,7 +287,8 @@ def render(results: dict) -> str:
                 f"{a['rps'] / b['rps']:.1f}x | {a['p50_us'] / 1000:.2f} | "
                 f"{b['p50_us'] / 1000:.2f} | {a['p99_us'] / 1000:.2f} | "
                 f"{b['p99_us'] / 1000:.2f} | {a['p99_us'] / b['p99_us']:.3f} | "
-                f"{a['errors']}/{b['errors']} | {floor[rows]:.3f} |")
+                f"{a['errors']}/{b['errors']} | {floor[rows]:.3f} |"
+            )
     lines += [
         "",
         "| | ours | mlflow | ratio (ours/mlflow) |",
@@ -237,6 +297,53 @@ def render(results: dict) -> str:
         f"{theirs['startup_s']:.1f} | {ours['startup_s'] / theirs['startup_s']:.2f} |",
         f"| resident memory, process tree (MiB) | {ours['rss_mib']:.0f} | "
         f"{theirs['rss_mib']:.0f} | {ours['rss_mib'] / theirs['rss_mib']:.2f} |",
+    ]
+    return "\n".join(lines)
+
+
+def render_medians(repeats: list[dict]) -> str:
+    """Per cell: the median over comparisons of each side and of the within-run ratio."""
+    from statistics import median
+
+    def med(side: str, key: str, field: str) -> float:
+        return median(r["runs"][side][key][field] for r in repeats)
+
+    def ratio(key: str, field: str) -> float:
+        return median(
+            r["runs"]["ours"][key][field] / r["runs"]["mlflow"][key][field] for r in repeats
+        )
+
+    lines = [
+        "| rows | conns | ours req/s | mlflow req/s | req/s ratio | ours p99 ms "
+        "| mlflow p99 ms | p99 ratio (ours/mlflow) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for rows in ROWS:
+        for conns in CONNECTIONS:
+            key = f"{rows}x{conns}"
+            lines.append(
+                f"| {rows} | {conns} | {fmt(med('ours', key, 'rps'))} | "
+                f"{fmt(med('mlflow', key, 'rps'))} | {ratio(key, 'rps'):.1f}x | "
+                f"{med('ours', key, 'p99_us') / 1000:.2f} | "
+                f"{med('mlflow', key, 'p99_us') / 1000:.2f} | {ratio(key, 'p99_us'):.3f} |"
+            )
+
+    def whole(field: str) -> tuple[float, float, float]:
+        values = [(r["runs"]["ours"][field], r["runs"]["mlflow"][field]) for r in repeats]
+        return (
+            median(a for a, _ in values),
+            median(b for _, b in values),
+            median(a / b for a, b in values),
+        )
+
+    startup, rss = whole("startup_s"), whole("rss_mib")
+    lines += [
+        "",
+        "| | ours | mlflow | ratio (ours/mlflow) |",
+        "|---|---:|---:|---:|",
+        f"| startup to first healthy /ping (s) | {startup[0]:.1f} | {startup[1]:.1f} | "
+        f"{startup[2]:.2f} |",
+        f"| resident memory, process tree (MiB) | {rss[0]:.0f} | {rss[1]:.0f} | {rss[2]:.2f} |",
     ]
     return "\n".join(lines)
 
