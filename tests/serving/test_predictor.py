@@ -95,3 +95,51 @@ def test_verification_rejects_a_wrong_predictor():
     compiled.proba_fn = lambda x: np.tile([0.9, 0.1], (x.shape[0], 1))  # a broken path
     batch = verification_batch(pipeline, spec.numeric, spec.categorical)
     assert verify_predictor(compiled, pipeline, batch) is not None
+
+
+class _CountingSession:
+    def __init__(self, session):
+        self.session, self.rows = session, []
+
+    def run(self, outputs, feeds):
+        self.rows.append(len(feeds["X"]))
+        return self.session.run(outputs, feeds)
+
+    def get_session_options(self):
+        return self.session.get_session_options()
+
+
+def test_large_batches_use_the_multi_threaded_tree_session(monkeypatch):
+    from include.ml_pipeline.serving.predictor import WIDE_BATCH_ROWS
+
+    monkeypatch.setenv("MODEL_API_PREDICT_THREADS", "2")
+    frame, spec = training_frame(1500, seed=8)
+    pipeline = fit_pipeline(frame, spec, "hgb")
+    compiled = compile_pipeline(pipeline, spec.numeric, spec.categorical)
+    trees = compiled.proba_fn
+    assert trees._wide.get_session_options().intra_op_num_threads == 2
+    assert trees._session.get_session_options().intra_op_num_threads == 1
+    trees._wide, trees._session = _CountingSession(trees._wide), _CountingSession(trees._session)
+    batch = batch_from_frame(coerce_features(frame.head(WIDE_BATCH_ROWS), spec),
+                             spec.numeric, spec.categorical)
+    # both sessions agree with the pipeline: the big batch goes wide, single rows narrow
+    assert verify_predictor(compiled, pipeline, batch) is None
+    assert trees._wide.rows == [WIDE_BATCH_ROWS]
+    assert trees._session.rows
+    assert set(trees._session.rows) == {1}
+    # a pickled predictor (the server's copy) reopens both sessions from the environment
+    monkeypatch.setenv("MODEL_API_PREDICT_THREADS", "1")
+    restored = pickle.loads(pickle.dumps(compiled)).proba_fn
+    assert restored._wide is restored._session
+
+
+def test_predict_threads_setting(monkeypatch):
+    from include.ml_pipeline.serving.predictor import predict_threads
+
+    monkeypatch.setenv("MODEL_API_PREDICT_THREADS", "3")
+    assert predict_threads() == 3
+    monkeypatch.delenv("MODEL_API_PREDICT_THREADS")
+    assert 1 <= predict_threads() <= 2
+    monkeypatch.setenv("MODEL_API_PREDICT_THREADS", "many")
+    with pytest.raises(ValueError, match="MODEL_API_PREDICT_THREADS must be an integer"):
+        predict_threads()

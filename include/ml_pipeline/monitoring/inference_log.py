@@ -2,13 +2,19 @@
 
 Writing (`InferenceLogger`, used by the API): `submit(...)` is called once per request
 with the validated batch and its predictions. A request is kept with probability
-`sample_rate` (0..1, env `MODEL_API_LOG_SAMPLE_RATE`, default 1.0) and put on a bounded
-queue without blocking; when the queue is full the entry is dropped and counted
-(`dropped`). One daemon thread turns entries into lines and appends them to
+`sample_rate` (0..1, env `MODEL_API_LOG_SAMPLE_RATE`, default 1.0), turned into its JSON
+line right there (orjson: a few µs for one row, ~0.25 ms for 1,000) and the bytes put on
+a bounded queue without blocking; when the queue is full the entry is dropped and counted
+(`dropped`). One daemon thread appends the lines to
 `inference-<UTC time>-<pid>-<seq>.jsonl` files in the log directory (waking at most every
 `batch_interval` seconds, 0.05 by default, to write what accumulated), rotating a file
 at `max_file_bytes` and deleting the oldest files while the directory's log files exceed
 `max_total_bytes`. Write errors are logged and counted, never raised into a request.
+
+Why serialise in the caller: a writer thread that serialised held the GIL for the whole
+`orjson.dumps` of a big batch, and the event loop then waited for it (up to the 5 ms
+switch interval each time): 1,000-row requests/s fell by ~30% with logging on. The
+writer now only joins bytes and calls `write`, which releases the GIL.
 
 One line per logged request, columnar (cheap to write for big batches)::
 
@@ -46,10 +52,6 @@ log = logging.getLogger("ml_pipeline.inference_log")
 FILE_PREFIX = "inference-"
 FILE_SUFFIX = ".jsonl"
 BASE_COLUMNS = ["prediction", "model_version", "latency_ms", "timestamp"]
-
-
-#: Records serialised between two voluntary releases of the GIL by the writer thread.
-YIELD_EVERY = 4
 
 
 class InferenceLogger:
@@ -111,17 +113,18 @@ class InferenceLogger:
         rate = self.sample_rate
         if rate < 1.0 and (rate == 0.0 or self._random() >= rate):
             return False
-        entry = (
-            batch,
-            labels,
-            proba,
-            classes,
-            model_version,
-            latency_ms,
-            timestamp if timestamp is not None else time.time(),
-        )
+        if self._queue.full():  # checked first: a dropped entry is not serialised
+            self.dropped += 1
+            return False
         try:
-            self._queue.put_nowait(entry)
+            line = _line(batch, labels, proba, classes, model_version, latency_ms,
+                         timestamp if timestamp is not None else time.time())
+        except Exception as exc:  # e.g. a label orjson cannot encode
+            self.write_errors += 1
+            log.warning("inference log entry not serialisable: %r", exc)
+            return False
+        try:
+            self._queue.put_nowait((line, len(labels)))
         except queue.Full:
             self.dropped += 1
             return False
@@ -188,41 +191,14 @@ class InferenceLogger:
                 # request keeps the writer from competing with requests for the GIL.
                 time.sleep(self.batch_interval)
 
-    def _write(self, items: list[tuple]) -> None:
-        import numpy as np
-        import orjson
-
+    def _write(self, items: list[tuple[bytes, int]]) -> None:
         try:
-            chunks = []
-            records = 0
-            option = orjson.OPT_SERIALIZE_NUMPY
-            for i, (batch, labels, proba, classes, version, latency, stamp) in enumerate(items):
-                if i % YIELD_EVERY == YIELD_EVERY - 1:
-                    # Hand the GIL back now and then: a request waiting for it would
-                    # otherwise wait out the interpreter's 5 ms switch interval (p99).
-                    time.sleep(0)
-                by_column = np.ascontiguousarray(batch.numeric.T)
-                features = {name: by_column[j]
-                            for j, name in enumerate(batch.numeric_columns)}
-                features.update(zip(batch.categorical_columns, batch.categorical, strict=False))
-                line = {
-                    "timestamp": datetime.fromtimestamp(stamp, UTC).isoformat(),
-                    "model_version": str(version),
-                    "latency_ms": round(float(latency), 4),
-                    "rows": len(labels),
-                    "features": features,
-                    "predictions": labels,
-                    "classes": [str(c) for c in classes],
-                    "probabilities": None if proba is None else np.ascontiguousarray(proba),
-                }
-                chunks.append(orjson.dumps(line, option=option))
-                records += len(labels)
-            data = b"\n".join(chunks) + b"\n"
+            data = b"".join([line for line, _ in items])
             handle = self._ensure_file()
             handle.write(data)
             handle.flush()
             self._file_bytes += len(data)
-            self.written_records += records
+            self.written_records += sum(records for _, records in items)
             if self._file_bytes >= self.max_file_bytes:
                 self._close_file()
                 self._enforce_total()
@@ -263,6 +239,28 @@ class InferenceLogger:
                 total -= sizes.get(path, 0)
             except OSError:
                 pass
+
+
+def _line(batch: Any, labels: list[Any], proba: Any, classes: list[Any], version: Any,
+          latency_ms: float, stamp: float) -> bytes:
+    """One request as one JSON line (columnar; see the module docstring), newline included."""
+    import numpy as np
+    import orjson
+
+    by_column = np.ascontiguousarray(batch.numeric.T)
+    features: dict[str, Any] = {name: by_column[j]
+                                for j, name in enumerate(batch.numeric_columns)}
+    features.update(zip(batch.categorical_columns, batch.categorical, strict=False))
+    return orjson.dumps({
+        "timestamp": datetime.fromtimestamp(stamp, UTC).isoformat(),
+        "model_version": str(version),
+        "latency_ms": round(float(latency_ms), 4),
+        "rows": len(labels),
+        "features": features,
+        "predictions": labels,
+        "classes": [str(c) for c in classes],
+        "probabilities": None if proba is None else np.ascontiguousarray(proba),
+    }, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE)
 
 
 def _log_files(directory: Path) -> list[Path]:

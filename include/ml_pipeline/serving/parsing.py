@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -129,6 +131,7 @@ class FeatureParser:
                 except ValueError:
                     raise _bad("wrong_type", f"column {column!r} must be numeric; row {i + 1} "
                                f"has {row[p]!r}", 422) from None
+        self._check_finite(numeric)
         categorical = tuple(
             [row[position[c]] if row[position[c]] != "" else None for row in data]
             for c in self.categorical
@@ -150,11 +153,8 @@ class FeatureParser:
                 raise _bad("bad_format", f"'dataframe_split.data' row {i} must be a list of "
                            f"{width} values (one per column)")
         position = {c: i for i, c in enumerate(columns)}
-        if len(data) == 1:
-            row = data[0]
-            values = {c: [row[position[c]]] for c in self.columns}
-        else:
-            values = {c: [row[position[c]] for row in data] for c in self.columns}
+        by_column = list(zip(*data, strict=True))  # one tuple per given column (C speed)
+        values = {c: by_column[position[c]] for c in self.columns}
         return self._build(values, len(data))
 
     def from_records(self, records: Any, where: str) -> Batch:
@@ -173,11 +173,10 @@ class FeatureParser:
             keys.update(record)
         self._check_columns(keys, where)
         n = len(records)
-        if n == 1:
-            record = records[0]
-            values = {c: [record.get(c)] for c in self.columns}
-        elif uniform:
-            values = {c: [r[c] for r in records] for c in self.columns}
+        if uniform and len(self.columns) > 1:
+            # every record has exactly the feature columns: pick and transpose in C
+            rows = map(itemgetter(*self.columns), records)
+            values = dict(zip(self.columns, zip(*rows, strict=True), strict=True))
         else:
             values = {c: [r.get(c) for r in records] for c in self.columns}
         return self._build(values, n)
@@ -227,30 +226,41 @@ class FeatureParser:
         raise _bad(kind, f"{where}: {'; '.join(parts)}. Expected exactly: "
                    f"{', '.join(self.columns)}", 422)
 
-    def _build(self, values: dict[str, list], n: int) -> Batch:
-        numeric = np.empty((n, len(self.numeric)), dtype=np.float64)
-        for j, column in enumerate(self.numeric):
+    def _check_finite(self, numeric: np.ndarray) -> None:
+        infinite = np.isinf(numeric)
+        if infinite.any():
+            column = self.numeric[int(np.nonzero(infinite.any(axis=0))[0][0])]
+            raise _bad("wrong_type", f"column {column!r} has a non-finite number", 422)
+
+    def _build(self, values: dict[str, Sequence], n: int) -> Batch:
+        for column in self.numeric:
             column_values = values[column]
-            types = set(map(type, column_values))
-            if not types <= _NUMBER_TYPES:
+            if not set(map(type, column_values)) <= _NUMBER_TYPES:
                 bad = next(v for v in column_values if type(v) not in _NUMBER_TYPES)
                 raise _bad("wrong_type", f"column {column!r} must be a number or null; "
                            f"got {bad!r} ({type(bad).__name__})", 422)
-            try:
-                numeric[:, j] = column_values
-            except (OverflowError, ValueError, TypeError) as exc:
-                raise _bad("wrong_type", f"column {column!r}: {exc}", 422) from None
-            if not np.isfinite(numeric[:, j][~np.isnan(numeric[:, j])]).all():
-                raise _bad("wrong_type", f"column {column!r} has a non-finite number", 422)
+        if self.numeric:
+            try:  # one conversion for all numeric columns; None becomes NaN
+                numeric = np.array([values[c] for c in self.numeric], dtype=np.float64).T
+            except (OverflowError, ValueError, TypeError):
+                numeric = np.empty((n, len(self.numeric)), dtype=np.float64)
+                for j, column in enumerate(self.numeric):
+                    try:
+                        numeric[:, j] = values[column]
+                    except (OverflowError, ValueError, TypeError) as exc:
+                        raise _bad("wrong_type", f"column {column!r}: {exc}", 422) from None
+            self._check_finite(numeric)
+        else:
+            numeric = np.empty((n, 0), dtype=np.float64)
         categorical = []
         for column in self.categorical:
             column_values = values[column]
-            types = set(map(type, column_values))
-            if not types <= _TEXT_TYPES:
+            if not set(map(type, column_values)) <= _TEXT_TYPES:
                 bad = next(v for v in column_values if type(v) not in _TEXT_TYPES)
                 raise _bad("wrong_type", f"column {column!r} must be a string or null; "
                            f"got {bad!r} ({type(bad).__name__})", 422)
-            categorical.append(column_values)
+            categorical.append(column_values if type(column_values) is list
+                               else list(column_values))
         return Batch(self.numeric, self.categorical, numeric, tuple(categorical))
 
 

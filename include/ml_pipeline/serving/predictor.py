@@ -22,9 +22,11 @@ does not know.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,7 @@ from include.ml_pipeline.serving.batch import Batch
 
 PROBA_TOLERANCE = 1e-6
 SMALL_BATCH_ROWS = 24  # below this, HGB trees are walked in numpy, above in Cython
+WIDE_BATCH_ROWS = 64  # from this size on, onnxruntime trees use predict_threads() threads
 
 
 class UnsupportedPipeline(Exception):
@@ -99,7 +102,8 @@ class _NumericBlock:
 class _CategoricalBlock:
     positions: list[int]  # indices into batch.categorical
     fill: list[Any]  # value that replaces None, per column (None: not imputed)
-    lookups: list[dict[str, int]]  # category -> output column within this feature
+    # category -> output column within this feature; None -> the fill's column
+    lookups: list[dict[str | None, int]]
     widths: list[int]
     unknown: list[int]  # output column for unseen categories, -1 for all zeros
 
@@ -109,24 +113,19 @@ class _CategoricalBlock:
 
     def apply(self, batch: Batch, out: np.ndarray, offset: int) -> None:
         rows = batch.rows
-        for pos, fill, lookup, width, unknown in zip(
-            self.positions, self.fill, self.lookups, self.widths, self.unknown, strict=False
+        for pos, lookup, width, unknown in zip(
+            self.positions, self.lookups, self.widths, self.unknown, strict=False
         ):
+            # `lookup` maps None (missing) to the imputed category's column, so one C-level
+            # `map(dict.get, ...)` encodes the whole column.
             values = batch.categorical[pos]
-            get = lookup.get
             if rows == 1:
-                value = values[0]
-                if value is None:
-                    value = fill
-                index = get(value, unknown)
+                index = lookup.get(values[0], unknown)
                 if index >= 0:
                     out[0, offset + index] = 1.0
             else:
-                index = np.fromiter(
-                    (get(fill if v is None else v, unknown) for v in values),
-                    dtype=np.intp,
-                    count=rows,
-                )
+                index = np.fromiter(map(lookup.get, values, repeat(unknown, rows)),
+                                    dtype=np.intp, count=rows)
                 hit = index >= 0
                 if hit.all():
                     out[np.arange(rows), offset + index] = 1.0
@@ -199,7 +198,8 @@ def _compile_categorical(steps: list[Any], positions: list[int]) -> _Categorical
         raise UnsupportedPipeline("OneHotEncoder with drop")
     infrequent_all = getattr(encoder, "infrequent_categories_", None) or [None] * len(positions)
     lookups, widths, unknown = [], [], []
-    for categories, infrequent in zip(encoder.categories_, infrequent_all, strict=False):
+    for categories, infrequent, imputed in zip(encoder.categories_, infrequent_all, fill,
+                                               strict=False):
         if categories.dtype.kind not in "OU":
             raise UnsupportedPipeline("OneHotEncoder with non-string categories")
         if any(not isinstance(c, str) for c in categories.tolist()):
@@ -213,9 +213,12 @@ def _compile_categorical(steps: list[Any], positions: list[int]) -> _Categorical
             rare_column = width
             lookup.update({c: rare_column for c in rare})
             width += 1
+        unseen = rare_column if encoder.handle_unknown == "infrequent_if_exist" else -1
+        # A missing value (None) is encoded as its imputed category, else as unseen.
+        lookup[None] = unseen if imputed is None else lookup.get(imputed, unseen)
         lookups.append(lookup)
         widths.append(width)
-        unknown.append(rare_column if encoder.handle_unknown == "infrequent_if_exist" else -1)
+        unknown.append(unseen)
     return _CategoricalBlock(list(positions), fill, lookups, widths, unknown)
 
 
@@ -368,35 +371,62 @@ class _OnnxTrees:
     `missing_go_to_left`, leaf values summed per class, so the raw scores equal
     scikit-learn's up to summation order (~1e-15). About 2x faster than scikit-learn's
     predictor on 1,000 rows and 20x faster on one row. Holds only the serialised graph
-    (no scikit-learn objects), so a pickled predictor loads with numpy + onnxruntime."""
+    (no scikit-learn objects), so a pickled predictor loads with numpy + onnxruntime.
+
+    Two sessions over the same graph: a single-threaded one for small batches (a thread
+    hand-off costs more than it saves there) and, for batches of `WIDE_BATCH_ROWS` or
+    more, one with `predict_threads()` threads (1,000 rows: 3.3 -> 1.9 ms on 2 cores)."""
 
     def __init__(self, trees: _HGBTrees, n_features: int):
         self.k = trees.k
         self.baseline = trees.baseline
         self.model_bytes = _tree_ensemble_onnx(trees, n_features)
-        self._session = _onnx_session(self.model_bytes)
+        self._open_sessions()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"k": self.k, "baseline": self.baseline, "model_bytes": self.model_bytes}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._session = _onnx_session(self.model_bytes)
+        self._open_sessions()
+
+    def _open_sessions(self) -> None:
+        self._session = _onnx_session(self.model_bytes, 1)
+        threads = predict_threads()
+        self._wide = _onnx_session(self.model_bytes, threads) if threads > 1 else self._session
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        raw = self._session.run(None, {"X": x})[0]
+        session = self._wide if x.shape[0] >= WIDE_BATCH_ROWS else self._session
+        raw = session.run(None, {"X": x})[0]
         raw += self.baseline
         if self.k == 1:
             return _binary(_expit(raw[:, 0]))
         return _softmax(raw)
 
 
-def _onnx_session(model_bytes: bytes):
+def predict_threads() -> int:
+    """Threads for one large batch: env `MODEL_API_PREDICT_THREADS`, else the usable cores
+    (at most 2: the gain flattens while the event loop and the log writer need a core)."""
+    value = os.environ.get("MODEL_API_PREDICT_THREADS", "").strip()
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            raise ValueError(f"MODEL_API_PREDICT_THREADS must be an integer; got {value!r}"
+                             ) from None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(2, cores))
+
+
+def _onnx_session(model_bytes: bytes, threads: int):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    # One thread, no spinning: a request never competes with the event loop for a core.
-    options.intra_op_num_threads = 1
+    # No spinning: an idle pool thread sleeps instead of competing with the event loop.
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")

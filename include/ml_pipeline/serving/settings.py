@@ -16,6 +16,8 @@
 | MODEL_API_LOG_QUEUE           | 10000                           | log queue (drop when full)    |
 | ML_PIPELINE_INFERENCE_LOG     | <home>/inference_log            | inference log directory       |
 | MODEL_API_LOG_LEVEL           | info                            | service log level             |
+| MODEL_API_PREDICT_THREADS     | usable cores, at most 2         | onnxruntime threads for a     |
+|                               |                                 | batch of 64+ rows (trees)     |
 """
 
 from __future__ import annotations

@@ -1,0 +1,123 @@
+"""Request parsing (no server): every scoring-protocol shape gives the same `Batch`,
+columns are matched by name whatever their order, and each rule broken gets its 4xx
+naming the column."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from include.ml_pipeline.serving.parsing import FeatureParser, RequestError
+
+NUMERIC = ["age", "income"]
+CATEGORICAL = ["plan", "region"]
+RECORDS = [
+    {"region": "north", "age": 41, "plan": "basic", "income": 1200.5},
+    {"region": None, "age": None, "plan": "pro", "income": 0.25},
+    {"region": "east", "age": 19.0, "plan": None, "income": -3},
+]
+
+
+@pytest.fixture
+def parser():
+    return FeatureParser(NUMERIC, CATEGORICAL, max_rows=10)
+
+
+def _split(records, columns):
+    return {"columns": columns, "data": [[r[c] for c in columns] for r in records]}
+
+
+def _assert_expected(batch):
+    assert batch.numeric_columns == ("age", "income")
+    assert batch.categorical_columns == ("plan", "region")
+    np.testing.assert_array_equal(
+        batch.numeric, np.array([[41.0, 1200.5], [np.nan, 0.25], [19.0, -3.0]]))
+    assert batch.categorical == (["basic", "pro", None], ["north", None, "east"])
+    assert all(type(column) is list for column in batch.categorical)
+
+
+@pytest.mark.parametrize("shape", ["split", "split_reordered", "records", "instances",
+                                   "inputs_columns", "inputs_records", "csv"])
+def test_every_shape_gives_the_same_batch(parser, shape):
+    columns = ["region", "income", "plan", "age"]  # not the spec's order
+    if shape == "csv":
+        lines = ["region,income,plan,age", "north,1200.5,basic,41", ",0.25,pro,",
+                 "east,-3,,19.0"]
+        _assert_expected(parser.parse_csv_body("\n".join(lines).encode()))
+        return
+    payload = {
+        "split": {"dataframe_split": _split(RECORDS, [*NUMERIC, *CATEGORICAL])},
+        "split_reordered": {"dataframe_split": _split(RECORDS, columns)},
+        "records": {"dataframe_records": RECORDS},
+        "instances": {"instances": RECORDS},
+        "inputs_columns": {"inputs": {c: [r[c] for r in RECORDS] for c in columns}},
+        "inputs_records": {"inputs": RECORDS, "params": {}},
+    }[shape]
+    _assert_expected(parser.parse_json_body(orjson.dumps(payload)))
+
+
+def test_a_record_without_a_key_has_a_missing_value(parser):
+    records = [dict(RECORDS[0]), {k: v for k, v in RECORDS[1].items() if k != "region"},
+               dict(RECORDS[2])]
+    batch = parser.parse_json_body(orjson.dumps({"dataframe_records": records}))
+    assert batch.categorical[1] == ["north", None, "east"]
+
+
+def test_single_row_split(parser):
+    body = orjson.dumps({"dataframe_split": _split(RECORDS[:1], ["plan", "age", "income",
+                                                                  "region"])})
+    batch = parser.parse_json_body(body)
+    np.testing.assert_array_equal(batch.numeric, [[41.0, 1200.5]])
+    assert batch.categorical == (["basic"], ["north"])
+
+
+def _error(call) -> RequestError:
+    with pytest.raises(RequestError) as info:
+        call()
+    return info.value
+
+
+@pytest.mark.parametrize(("bad_value", "message"), [
+    (True, "column 'income' must be a number or null; got True"),
+    ("12", "column 'income' must be a number or null; got '12'"),
+    ([1], "column 'income' must be a number or null; got [1]"),
+])
+def test_wrong_numeric_type_names_the_column(parser, bad_value, message):
+    records = [dict(RECORDS[0]), dict(RECORDS[1], income=bad_value)]
+    for body in (orjson.dumps({"dataframe_records": records}),
+                 orjson.dumps({"dataframe_split": _split(records, [*NUMERIC,
+                                                                   *CATEGORICAL])})):
+        error = _error(lambda body=body: parser.parse_json_body(body))
+        assert (error.status, error.kind) == (422, "wrong_type")
+        assert message in error.message
+
+
+def test_wrong_categorical_type_names_the_column(parser):
+    records = [dict(RECORDS[0], plan=3)]
+    error = _error(lambda: parser.parse_json_body(orjson.dumps({"instances": records})))
+    assert (error.status, error.kind) == (422, "wrong_type")
+    assert "column 'plan' must be a string or null; got 3" in error.message
+
+
+def test_infinite_csv_value_is_rejected(parser):
+    body = b"age,income,plan,region\n41,inf,basic,north\n"
+    error = _error(lambda: parser.parse_csv_body(body))
+    assert (error.status, error.kind) == (422, "wrong_type")
+    assert "column 'income' has a non-finite number" in error.message
+
+
+def test_huge_integer_is_rejected_not_crashing(parser):
+    body = ('{"dataframe_split": {"columns": ["age", "income", "plan", "region"], '
+            '"data": [[1, ' + "9" * 400 + ', "a", "b"]]}}').encode()
+    error = _error(lambda: parser.parse_json_body(body))
+    assert error.status in (400, 422)
+    assert "income" in error.message or "JSON" in error.message
+
+
+def test_ragged_split_rows_are_rejected(parser):
+    body = orjson.dumps({"dataframe_split": {"columns": ["age", "income", "plan", "region"],
+                                             "data": [[1, 2, "a", "b"], [1, 2, "a"]]}})
+    error = _error(lambda: parser.parse_json_body(body))
+    assert (error.status, error.kind) == (400, "bad_format")
+    assert "row 1" in error.message
