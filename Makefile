@@ -8,7 +8,11 @@ BOOT := $(LOCAL)/bootstrap
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 PARSE_HOME := $(abspath $(LOCAL))/airflow-parse
-STAMP := $(VENV)/.installed-$(shell cat requirements.lock 2>/dev/null | cksum | cut -d' ' -f1)
+# --compile-bytecode: write the .pyc files at install, as pip does (uv does not by default).
+# Without them every process compiles its imports from source each time when
+# PYTHONDONTWRITEBYTECODE is set: `import mlflow` 5.2 -> 2.0 s, scikit-learn 5.4 -> 1.8 s.
+SYNC_FLAGS := --compile-bytecode
+STAMP := $(VENV)/.installed-$(shell (cat requirements.lock; echo $(SYNC_FLAGS)) 2>/dev/null | cksum | cut -d' ' -f1)
 
 ROWS ?= 20000
 DATA ?=
@@ -33,7 +37,7 @@ $(BOOT)/bin/uv:
 
 $(STAMP): requirements.lock | $(BOOT)/bin/uv
 	@test -x $(PY) || $(BOOT)/bin/uv venv --quiet --python $(PYTHON) $(VENV)
-	$(BOOT)/bin/uv pip sync --quiet --python $(PY) requirements.lock
+	$(BOOT)/bin/uv pip sync --quiet $(SYNC_FLAGS) --python $(PY) requirements.lock
 	@rm -f $(VENV)/.installed-*; touch $@
 
 install: $(STAMP)

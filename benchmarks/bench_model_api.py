@@ -4,7 +4,8 @@
 
 One run, same machine, same model, same load generator (`wrk` with `benchmarks/post.lua`,
 `apt-get install wrk`): registers a HistGradientBoosting churn pipeline (one-hot +
-scaling, the shape of the DESIGN.md anchor) in a temporary MLflow store unless
+scaling, the shape of the DESIGN.md anchor) with its serving artifact, as the DAG's
+release step does (`serving/artifact.py`), in a temporary MLflow store unless
 `--tracking-uri/--model-name` point at an existing one, starts both servers on loopback
 (MLflow with one worker), and for 1-, 100- and 1,000-row `dataframe_split` requests at 1
 and 8 connections reports requests/s, p50 and p99, plus the in-process predict time of
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             rows=20_000,
             seed=3,
             artifact_location=(work / "artifacts").as_uri(),
+            serving_artifact=True,  # as the DAG's release step stores it
         )
     from mlflow import MlflowClient
 

@@ -3,8 +3,10 @@
 Plain functions (no Airflow imports). The order matters for safety:
 
 1. `prepare_release` builds the challenger exactly as the API will serve it (the compiled
-   fast path is verified against the scikit-learn pipeline at load), and only then moves
-   `champion` (the old one stays under `previous_champion`) and writes the manifest.
+   fast path is verified against the scikit-learn pipeline at load), stores that
+   predictor as the version's serving artifact (`serving/artifact.py`: the API then
+   starts without scikit-learn), and only then moves `champion` (the old one stays
+   under `previous_champion`) and writes the manifest.
 2. `roll_out` makes the running API serve the new champion: in the embedded default it
    starts the local process when none runs, otherwise it asks the API to reload, and it
    waits (bounded) until `/version` reports the new version.
@@ -72,6 +74,7 @@ def prepare_release(
 ) -> dict[str, Any]:
     """Verify the challenger as served, promote it to champion, write the manifest."""
     from include.ml_pipeline.registry.registry import describe_version, promote_to_champion
+    from include.ml_pipeline.serving.artifact import publish_served
     from include.ml_pipeline.serving.loader import load_served_model
 
     served = load_served_model(settings.mlflow_tracking_uri, name, "challenger")
@@ -80,6 +83,7 @@ def prepare_release(
             f"alias challenger of {name!r} points to version {served.version}, not {version}; "
             "another run registered a newer challenger"
         )
+    artifact = publish_served(settings.mlflow_tracking_uri, served)
     promotion = promote_to_champion(name, version, tracking_uri=settings.mlflow_tracking_uri)
     info = describe_version(name, version, tracking_uri=settings.mlflow_tracking_uri)
     manifest = {
@@ -100,6 +104,7 @@ def prepare_release(
             "predict_path": served.predict_path,
             "fallback_reason": served.fallback_reason,
             "verified_against_pipeline": True,
+            "serving_artifact": artifact,
         },
         "metrics": served.metrics,
         "tags": info.get("tags", {}),

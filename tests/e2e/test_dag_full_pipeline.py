@@ -94,6 +94,13 @@ def test_01_good_model_is_trained_registered_deployed_and_served(run_dag, small_
     assert json.loads(Path(manifest["manifest_path"]).read_text())["version"] == version
     info = httpx.get(f"{api_url}/version").json()
     assert str(info["model_version"]) == version
+    # The release stored the verified predictor as the version's serving artifact, and
+    # the API loaded it (scikit-learn only re-checks it, in the background).
+    artifact = manifest["serving"]["serving_artifact"]
+    assert artifact["published"] is True
+    assert json.loads(mv.tags["serving_artifact"])["uri"] == artifact["uri"]
+    served = httpx.get(f"{api_url}/model").json()
+    assert served["verification"]["source"] == "serving_artifact"
     smoke = result.result("despliegue_modelo.pruebas_api")
     assert smoke["rows_checked"] > 0
     assert 400 <= smoke["bad_payload_status"] < 500

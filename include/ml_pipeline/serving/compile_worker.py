@@ -6,7 +6,9 @@ Imports scikit-learn, skops and pandas as soon as it starts (while `fetch` resol
 alias in parallel), then reads `fetch`'s JSON from stdin, loads the model file the way
 `mlflow.sklearn` does (skops with the trusted types MLflow recorded, or pickle /
 cloudpickle), and runs `loader.build_served_model` (compile + verify against the pipeline
-on the input example and a synthetic sample). It pickles the predictor (compiled: numpy +
+on the input example and a synthetic sample). When `fetch` found a serving artifact
+(`artifact.py`), the artifact's predictor is checked against the pipeline the same way
+(`artifact_check`: None or the mismatch). It pickles the predictor (compiled: numpy +
 onnxruntime only; or the sklearn pipeline when it had to fall back), the verification
 record and a small warm-up batch to OUT_PATH. On failure it prints
 `COMPILE_RESULT {"error": ...}` and exits 1.
@@ -57,7 +59,7 @@ def load_pipeline(info: dict[str, Any]) -> Any:
 def compile_model(info: dict[str, Any], max_rows: int, force_sklearn: bool) -> dict[str, Any]:
     from include.ml_pipeline.features import FeatureSpec
     from include.ml_pipeline.serving.loader import build_served_model
-    from include.ml_pipeline.serving.predictor import verification_batch
+    from include.ml_pipeline.serving.predictor import WIDE_BATCH_ROWS, verification_batch
 
     pipeline = load_pipeline(info)
     spec = FeatureSpec.from_dict(info["spec"])
@@ -67,7 +69,9 @@ def compile_model(info: dict[str, Any], max_rows: int, force_sklearn: bool) -> d
         pipeline, spec, name=info["name"], version=info["version"], alias=info["alias"],
         max_rows=max_rows, run_id=info["run_id"], source=info["source"],
         metrics=info["metrics"], example=frame, force_sklearn=force_sklearn)
+    sample = verification_batch(pipeline, list(spec.numeric), list(spec.categorical))
     return {
+        "artifact_check": _check_artifact(info.get("serving_artifact"), pipeline, sample),
         "predictor": served.predictor,
         "classes": served.classes,
         "predict_path": served.predict_path,
@@ -75,8 +79,22 @@ def compile_model(info: dict[str, Any], max_rows: int, force_sklearn: bool) -> d
         "verification": served.verification,
         "compile_seconds": served.load_seconds,
         "warmup": verification_batch(pipeline, list(spec.numeric), list(spec.categorical),
-                                     rows=32, seed=11),
+                                     rows=WIDE_BATCH_ROWS, seed=11),
     }
+
+
+def _check_artifact(artifact: dict[str, Any] | None, pipeline: Any, sample: Any) -> str | None:
+    """None when there is no serving artifact or it reproduces the pipeline, else why not."""
+    if not artifact:
+        return None
+    from include.ml_pipeline.serving.artifact import read_predictor
+    from include.ml_pipeline.serving.predictor import verify_predictor
+
+    try:
+        return verify_predictor(read_predictor(artifact["dir"], artifact["sha256"]),
+                                pipeline, sample)
+    except Exception as exc:
+        return f"unreadable: {exc}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,12 +6,14 @@ served process's loading path imports MLflow).
 prints one line `FETCH_RESULT <json>`: the concrete version, run id, source, the local
 directory MLflow downloaded, the sklearn flavor's model file, serialization format and
 skops trusted types, the feature spec (metadata `feature_spec`, else the signature), the
-logged input example (`{"columns", "data"}`) and the run's metrics; or
+logged input example (`{"columns", "data"}`), the run's metrics and, when the version
+has one, its downloaded serving artifact (`artifact.py`); or
 `FETCH_RESULT {"error": ...}` with exit code 1.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -27,10 +29,13 @@ def fetch(tracking_uri: str, name: str, alias: str) -> dict[str, Any]:
 
     try:
         import mlflow
-        from mlflow import MlflowClient
         from mlflow.models import Model
 
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
+
+        # `models:/` downloads resolve through the global registry URI: set it, or a
+        # child started without MLFLOW_TRACKING_URI would read MLflow's default store.
+        client = configure_mlflow(tracking_uri)
         try:
             version = client.get_model_version_by_alias(name, alias)
         except Exception as exc:
@@ -52,6 +57,7 @@ def fetch(tracking_uri: str, name: str, alias: str) -> dict[str, Any]:
                 example = {"columns": [str(c) for c in split["columns"]], "data": split["data"]}
         except Exception as exc:
             log.warning("input example not readable: %s", exc)
+        artifact = _download_serving_artifact(version, tracking_uri)
         metrics: dict[str, float] = {}
         if version.run_id:
             try:
@@ -76,7 +82,33 @@ def fetch(tracking_uri: str, name: str, alias: str) -> dict[str, Any]:
         "spec": spec_dict,
         "example": example,
         "metrics": metrics,
+        "serving_artifact": artifact,
     }
+
+
+def _download_serving_artifact(version: Any, tracking_uri: str) -> dict[str, Any] | None:
+    """The version's serving artifact (see `artifact.py`) downloaded: `{"dir", "sha256"}`,
+    or None when the version has none or it cannot be fetched (the API then compiles)."""
+    import mlflow
+
+    from include.ml_pipeline.serving.artifact import FORMAT, TAG
+
+    raw = (version.tags or {}).get(TAG)
+    if not raw:
+        return None
+    try:
+        tag = json.loads(raw)
+        if tag.get("format") != FORMAT:
+            log.warning("serving artifact of v%s has format %r; compiling instead",
+                        version.version, tag.get("format"))
+            return None
+        local = mlflow.artifacts.download_artifacts(artifact_uri=tag["uri"],
+                                                    tracking_uri=tracking_uri)
+    except Exception as exc:
+        log.warning("serving artifact of v%s not usable (%r); compiling instead",
+                    version.version, exc)
+        return None
+    return {"dir": local, "sha256": tag["sha256"]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,12 @@ the `ServedModel`. The server keeps only numpy + onnxruntime objects (plus the p
 when the compiled path had to fall back), which halves its startup time and memory. The
 sklearn reference used when the fast path ever raises is loaded on first use.
 
+When the version has a serving artifact (`artifact.py`: the predictor verified at
+release, as plain data), `result()` waits for `fetch` only and serves the artifact's
+predictor at once; the compile child (started at low priority) still compiles and
+verifies, checks the artifact's predictor against the pipeline, and if they disagree the
+service switches to the predictor it just verified (`/model` shows `verification`).
+
 The pickle is written by our own child from the registry the service already trusts
 (`MLFLOW_ALLOW_PICKLE_DESERIALIZATION`, see `loader.py`) into a private temporary
 directory.
@@ -15,7 +21,9 @@ directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -29,6 +37,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[3]
 TIMEOUT_S = 900.0
+log = logging.getLogger("ml_pipeline.serving")
 
 
 def _child_env() -> dict[str, str]:
@@ -82,6 +91,9 @@ class PendingLoad:
             [sys.executable, "-m", "include.ml_pipeline.serving.compile_worker",
              str(self.out), str(max_rows), "1" if force_sklearn else "0"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=str(ROOT))
+        with contextlib.suppress(OSError, AttributeError):
+            # lower priority: with a serving artifact it only re-checks, off the critical path
+            os.setpriority(os.PRIO_PROCESS, self.compile.pid, 10)
         self.fetch = subprocess.Popen(
             [sys.executable, "-m", "include.ml_pipeline.serving.fetch", tracking_uri, name,
              alias], stdout=subprocess.PIPE, env=env, cwd=str(ROOT))
@@ -94,35 +106,120 @@ class PendingLoad:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def result(self):
-        """Wait for both processes; the `ServedModel`, or `ModelLoadError` naming the cause."""
-        from include.ml_pipeline.features import FeatureSpec
-        from include.ml_pipeline.serving.loader import ModelLoadError, ServedModel
-        from include.ml_pipeline.serving.parsing import FeatureParser
-
+        """Wait for what the load needs; the `ServedModel`, or `ModelLoadError` naming the
+        cause. With a serving artifact that only means `fetch`: the compile child then
+        checks the artifact in the background (`_check_in_background`)."""
         try:
-            out, _ = self.fetch.communicate(timeout=TIMEOUT_S)
-            info = _marked(out, "FETCH_RESULT ")
-            if self.fetch.returncode != 0 or info is None or "error" in info:
-                reason = (info or {}).get("error") or f"fetch exited with {self.fetch.returncode}"
-                raise ModelLoadError(reason)
-            out, _ = self.compile.communicate(json.dumps(info).encode(), timeout=TIMEOUT_S)
-            if self.compile.returncode != 0 or not self.out.exists():
-                error = (_marked(out, "COMPILE_RESULT ") or {}).get("error")
-                raise ModelLoadError(f"cannot load models:/{self.name}@{self.alias}: "
-                                     f"{error or f'compile exited with {self.compile.returncode}'}")
-            import pickle
-
-            with open(self.out, "rb") as handle:
-                compiled = pickle.load(handle)  # written by our own child, just now
-        except subprocess.TimeoutExpired as exc:
-            raise ModelLoadError(f"loading models:/{self.name}@{self.alias} took over "
-                                 f"{TIMEOUT_S:.0f}s") from exc
+            info = self._fetched()
+            served = self._from_artifact(info)
+        except BaseException:
+            self.cancel()
+            raise
+        if served is not None:
+            threading.Thread(target=self._check_in_background, args=(served, info),
+                             name="artifact-check", daemon=True).start()
+            return served
+        try:
+            compiled = self._compiled(info)
         finally:
             self.cancel()
         predictor = compiled["predictor"]
         fallback = compiled["fallback_reason"] is not None or compiled["predict_path"] == "sklearn"
-        reference = predictor if fallback else LazySklearnPredictor(info)
-        warmup = compiled["warmup"]
+        return self._served(info, predictor, compiled["classes"], compiled["predict_path"],
+                            compiled["fallback_reason"], compiled["verification"],
+                            predictor if fallback else LazySklearnPredictor(info),
+                            compiled["warmup"])
+
+    def _fetched(self) -> dict[str, Any]:
+        from include.ml_pipeline.serving.loader import ModelLoadError
+
+        try:
+            out, _ = self.fetch.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired as exc:
+            raise ModelLoadError(f"resolving models:/{self.name}@{self.alias} took over "
+                                 f"{TIMEOUT_S:.0f}s") from exc
+        info = _marked(out, "FETCH_RESULT ")
+        if self.fetch.returncode != 0 or info is None or "error" in info:
+            reason = (info or {}).get("error") or f"fetch exited with {self.fetch.returncode}"
+            raise ModelLoadError(reason)
+        return info
+
+    def _compiled(self, info: dict[str, Any]) -> dict[str, Any]:
+        """Hand `info` to the compile child and return what it pickled."""
+        from include.ml_pipeline.serving.loader import ModelLoadError
+
+        try:
+            out, _ = self.compile.communicate(json.dumps(info).encode(), timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired as exc:
+            raise ModelLoadError(f"loading models:/{self.name}@{self.alias} took over "
+                                 f"{TIMEOUT_S:.0f}s") from exc
+        if self.compile.returncode != 0 or not self.out.exists():
+            error = (_marked(out, "COMPILE_RESULT ") or {}).get("error")
+            raise ModelLoadError(f"cannot load models:/{self.name}@{self.alias}: "
+                                 f"{error or f'compile exited with {self.compile.returncode}'}")
+        import pickle
+
+        with open(self.out, "rb") as handle:
+            return pickle.load(handle)  # written by our own child, just now
+
+    def _from_artifact(self, info: dict[str, Any]):
+        """The `ServedModel` from the version's serving artifact, or None without one."""
+        import numpy as np
+
+        from include.ml_pipeline.serving.artifact import ArtifactError, read_predictor
+        from include.ml_pipeline.serving.batch import Batch
+        from include.ml_pipeline.serving.predictor import PROBA_TOLERANCE, WIDE_BATCH_ROWS
+
+        artifact = info.get("serving_artifact")
+        if not artifact:
+            return None
+        try:
+            predictor = read_predictor(artifact["dir"], artifact["sha256"])
+        except (ArtifactError, KeyError, ValueError) as exc:
+            log.warning("serving artifact of v%s not used: %s", info["version"], exc)
+            return None
+        spec = info["spec"]
+        numeric, categorical = tuple(spec["numeric"]), tuple(spec["categorical"])
+        warmup = Batch(numeric, categorical, np.zeros((WIDE_BATCH_ROWS, len(numeric))),
+                       tuple([None] * WIDE_BATCH_ROWS for _ in categorical))
+        verification = {"source": "serving_artifact", "verified_at_release": True,
+                        "load_check": "running", "proba_tolerance": PROBA_TOLERANCE,
+                        "passed": True}
+        return self._served(info, predictor, predictor.classes,
+                            f"compiled:{predictor.estimator_path}", None, verification,
+                            LazySklearnPredictor(info), warmup)
+
+    def _check_in_background(self, served, info: dict[str, Any]) -> None:
+        """Compile and verify as without an artifact, and check the artifact's predictor
+        against the pipeline; on a mismatch serve the freshly verified predictor."""
+        try:
+            compiled = self._compiled(info)
+        except Exception as exc:
+            served.verification["load_check"] = f"not run: {exc}"
+            log.warning("serving artifact of v%s not re-checked: %s", served.version, exc)
+            return
+        finally:
+            self.cancel()
+        problem = compiled["artifact_check"]
+        if problem is None:
+            served.verification["load_check"] = "passed"
+            log.info("serving artifact of v%s re-checked against the pipeline",
+                     served.version)
+            return
+        log.error("serving artifact of v%s disagrees with the pipeline (%s); serving the "
+                  "predictor compiled now", served.version, problem)
+        served.predictor = compiled["predictor"]  # one reference: atomic for requests
+        served.predict_path = compiled["predict_path"]
+        served.fallback_reason = f"serving artifact rejected at load: {problem}"
+        served.verification.update(load_check=f"failed: {problem}",
+                                   passed=compiled["fallback_reason"] is None)
+
+    def _served(self, info, predictor, classes, predict_path, fallback_reason,
+                verification, reference, warmup):
+        from include.ml_pipeline.features import FeatureSpec
+        from include.ml_pipeline.serving.loader import ServedModel
+        from include.ml_pipeline.serving.parsing import FeatureParser
+
         for _ in range(3):
             predictor.predict(warmup)
             predictor.predict(type(warmup)(warmup.numeric_columns, warmup.categorical_columns,
@@ -137,14 +234,14 @@ class PendingLoad:
             source=info["source"],
             metrics=dict(info["metrics"] or {}),
             spec=spec,
-            classes=compiled["classes"],
+            classes=classes,
             parser=FeatureParser(list(spec.numeric), list(spec.categorical), self.max_rows),
             predictor=predictor,
-            predict_path=compiled["predict_path"],
-            fallback_reason=compiled["fallback_reason"],
+            predict_path=predict_path,
+            fallback_reason=fallback_reason,
             loaded_at=datetime.now(UTC).isoformat(),
             load_seconds=time.perf_counter() - self.started,
-            verification=compiled["verification"],
+            verification=verification,
             reference=reference,
         )
 

@@ -279,6 +279,15 @@ class _Logistic:
         if not self.binary and getattr(est, "multi_class", "auto") == "ovr":
             raise UnsupportedPipeline("one-vs-rest LogisticRegression")
 
+    @classmethod
+    def from_parameters(cls, coef: np.ndarray, intercept: np.ndarray, binary: bool):
+        """Rebuild from stored parameters (`coef` already features x outputs)."""
+        link = cls.__new__(cls)
+        link.coef = np.ascontiguousarray(coef, dtype=np.float64)
+        link.intercept = np.asarray(intercept, dtype=np.float64)
+        link.binary = binary
+        return link
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         z = x @ self.coef + self.intercept
         return _binary(_expit(z[:, 0])) if self.binary else _softmax(z)
@@ -382,6 +391,13 @@ class _OnnxTrees:
         self.baseline = trees.baseline
         self.model_bytes = _tree_ensemble_onnx(trees, n_features)
         self._open_sessions()
+
+    @classmethod
+    def from_graph(cls, model_bytes: bytes, k: int, baseline: np.ndarray):
+        """Rebuild from a stored graph (see `artifact.py`)."""
+        trees = cls.__new__(cls)
+        trees.__setstate__({"k": k, "baseline": baseline, "model_bytes": model_bytes})
+        return trees
 
     def __getstate__(self) -> dict[str, Any]:
         return {"k": self.k, "baseline": self.baseline, "model_bytes": self.model_bytes}

@@ -87,9 +87,12 @@ def register_model_version(
     artifact_location: str | None = None,
     pipeline: Any = None,
     spec: FeatureSpec | None = None,
+    serving_artifact: bool = False,
 ) -> str:
     """Fit (or take) a pipeline, log it like the training code does, register it under
-    `model_name`, set `aliases` on the new version and return the version string."""
+    `model_name`, set `aliases` on the new version and return the version string. With
+    `serving_artifact`, also store the version's serving artifact as the release step
+    (`deployment.prepare_release`) does."""
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
     import mlflow
     import mlflow.sklearn
@@ -139,4 +142,12 @@ def register_model_version(
     registered = mlflow.register_model(model_uri, model_name)
     for alias in aliases:
         client.set_registered_model_alias(model_name, alias, registered.version)
+    if serving_artifact:
+        from include.ml_pipeline.serving.artifact import publish_served
+        from include.ml_pipeline.serving.loader import build_served_model
+
+        served = build_served_model(pipeline, spec, name=model_name,
+                                    version=str(registered.version), alias="",
+                                    max_rows=10_000, run_id=registered.run_id)
+        publish_served(tracking_uri, served)
     return str(registered.version)

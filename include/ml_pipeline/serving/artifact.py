@@ -1,0 +1,212 @@
+"""The serving artifact: a model version's compiled predictor, verified at release and
+stored next to the version, so the model API starts with numpy + onnxruntime alone.
+
+Without it, every API start imports scikit-learn, deserialises the pipeline and compiles
+it (`compile_worker.py`), ~1.5 s of CPU on the critical path of startup. With it the API
+reads two small files and is ready; the same compile + verification still runs, in a
+low-priority child process after the API is up, and if it ever disagrees with the
+artifact the API switches to the freshly verified predictor (see `isolated.py`).
+
+Files (plain data: nothing here is executed or unpickled):
+
+* `predictor.json` - format, classes, feature width, the preprocessing blocks (imputer
+  fills, scaler mean/scale, one-hot lookups) and the link (logistic coefficients, or the
+  tree ensemble's class count and baseline);
+* `trees.onnx` - for HistGradientBoosting, the ai.onnx.ml `TreeEnsemble` graph.
+
+`publish` (called by `deployment.prepare_release`, before promotion) writes them, reads
+them back and checks the *read-back* predictor against the scikit-learn pipeline, logs
+them to the version's run under `serving/v<version>` and tags the version
+`serving_artifact` = `{"format", "uri", "sha256": {file: digest}}`. `read_predictor`
+refuses files whose digest differs from the tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from include.ml_pipeline.serving.predictor import (
+    CompiledPredictor,
+    UnsupportedPipeline,
+    _CategoricalBlock,
+    _Logistic,
+    _NumericBlock,
+    _OnnxTrees,
+    verify_predictor,
+)
+
+FORMAT = "ml_pipeline.compiled_predictor/1"
+TAG = "serving_artifact"
+DOCUMENT = "predictor.json"
+TREES = "trees.onnx"
+log = logging.getLogger("ml_pipeline.serving")
+
+
+class ArtifactError(RuntimeError):
+    """The serving artifact is unreadable, altered or of an unknown format."""
+
+
+def _floats(values: np.ndarray | None) -> list[float] | None:
+    return None if values is None else np.asarray(values, dtype=np.float64).tolist()
+
+
+def _array(values: list | None) -> np.ndarray | None:
+    return None if values is None else np.asarray(values, dtype=np.float64)
+
+
+def _block_document(block: Any) -> dict[str, Any]:
+    if isinstance(block, _NumericBlock):
+        return {"kind": "numeric", "positions": block.positions.tolist(),
+                "fill": _floats(block.fill), "mean": _floats(block.mean),
+                "scale": _floats(block.scale)}
+    if isinstance(block, _CategoricalBlock):
+        return {"kind": "categorical", "positions": list(block.positions),
+                "fill": list(block.fill),
+                # JSON keys are strings: the None (missing) entry is kept apart
+                "lookups": [{k: v for k, v in lookup.items() if k is not None}
+                            for lookup in block.lookups],
+                "missing": [lookup[None] for lookup in block.lookups],
+                "widths": list(block.widths), "unknown": list(block.unknown)}
+    raise UnsupportedPipeline(f"no artifact form for block {type(block).__name__}")
+
+
+def _block_from(document: dict[str, Any]) -> Any:
+    if document["kind"] == "numeric":
+        return _NumericBlock(np.asarray(document["positions"], dtype=np.intp),
+                             _array(document["fill"]), _array(document["mean"]),
+                             _array(document["scale"]))
+    if document["kind"] == "categorical":
+        lookups = []
+        for lookup, missing in zip(document["lookups"], document["missing"], strict=True):
+            lookups.append({**lookup, None: missing})
+        return _CategoricalBlock(list(document["positions"]), list(document["fill"]),
+                                 lookups, list(document["widths"]), list(document["unknown"]))
+    raise ArtifactError(f"{DOCUMENT}: unknown block kind {document['kind']!r}")
+
+
+def write_predictor(predictor: Any, folder: str | Path) -> dict[str, str]:
+    """Write `predictor` into `folder`; returns the sha256 of each file written.
+
+    Raises `UnsupportedPipeline` for a predictor with no plain-data form (the sklearn
+    fallback, or an estimator called through scikit-learn such as a random forest)."""
+    if not isinstance(predictor, CompiledPredictor):
+        raise UnsupportedPipeline(f"{type(predictor).__name__} has no artifact form")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    link = predictor.proba_fn
+    files: dict[str, bytes] = {}
+    if isinstance(link, _Logistic):
+        estimator = {"kind": "logistic", "coef": _floats(link.coef),
+                     "intercept": _floats(link.intercept), "binary": link.binary}
+    elif isinstance(link, _OnnxTrees):
+        estimator = {"kind": "onnx_trees", "k": link.k, "baseline": _floats(link.baseline),
+                     "file": TREES}
+        files[TREES] = link.model_bytes
+    else:
+        raise UnsupportedPipeline(f"no artifact form for {type(link).__name__}")
+    document = {
+        "format": FORMAT,
+        "classes": predictor.classes,
+        "width": predictor.width,
+        "estimator_path": predictor.estimator_path,
+        "blocks": [_block_document(b) for b in predictor.blocks],
+        "estimator": estimator,
+    }
+    files[DOCUMENT] = json.dumps(document, allow_nan=False).encode()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+
+
+def read_predictor(folder: str | Path, sha256: dict[str, str] | None = None
+                   ) -> CompiledPredictor:
+    """The predictor in `folder`; with `sha256`, every listed file must match its digest."""
+    folder = Path(folder)
+
+    def read(name: str) -> bytes:
+        path = folder / name
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ArtifactError(f"serving artifact file {path} is not readable: {exc}") from exc
+        if sha256 is not None:
+            expected = sha256.get(name)
+            if expected is None or hashlib.sha256(data).hexdigest() != expected:
+                raise ArtifactError(f"serving artifact file {path} does not match the "
+                                    f"sha256 recorded in the version's {TAG!r} tag")
+        return data
+
+    try:
+        document = json.loads(read(DOCUMENT))
+    except ValueError as exc:
+        raise ArtifactError(f"{folder / DOCUMENT} is not JSON: {exc}") from exc
+    if document.get("format") != FORMAT:
+        raise ArtifactError(f"{folder / DOCUMENT} has format {document.get('format')!r}; "
+                            f"this API reads {FORMAT!r}")
+    estimator = document["estimator"]
+    if estimator["kind"] == "logistic":
+        link: Any = _Logistic.from_parameters(np.asarray(estimator["coef"]),
+                                              np.asarray(estimator["intercept"]),
+                                              bool(estimator["binary"]))
+    elif estimator["kind"] == "onnx_trees":
+        link = _OnnxTrees.from_graph(read(estimator["file"]), int(estimator["k"]),
+                                     np.asarray(estimator["baseline"], dtype=np.float64))
+    else:
+        raise ArtifactError(f"{folder / DOCUMENT}: unknown estimator {estimator['kind']!r}")
+    return CompiledPredictor([_block_from(b) for b in document["blocks"]],
+                             int(document["width"]), link, list(document["classes"]),
+                             estimator_path=document["estimator_path"])
+
+
+def publish(client: Any, name: str, version: str, run_id: str | None, predictor: Any,
+            pipeline: Any, sample: Any) -> dict[str, Any] | None:
+    """Write, read back, verify and log the serving artifact of `name` v`version`, and tag
+    the version with where it is. Returns the tag's content, or None (logged) when the
+    predictor has no artifact form or the version has no run to hold it. Raises
+    `ArtifactError` when the read-back predictor disagrees with the pipeline."""
+    if run_id is None:
+        log.warning("%s v%s has no run: no serving artifact", name, version)
+        return None
+    with tempfile.TemporaryDirectory(prefix="serving-artifact-") as tmp:
+        try:
+            digests = write_predictor(predictor, tmp)
+        except UnsupportedPipeline as exc:
+            log.warning("%s v%s: no serving artifact (%s)", name, version, exc)
+            return None
+        problem = verify_predictor(read_predictor(tmp, digests), pipeline, sample)
+        if problem is not None:
+            raise ArtifactError(f"the serving artifact of {name} v{version} does not "
+                                f"reproduce the pipeline: {problem}")
+        path = f"serving/v{version}"
+        client.log_artifacts(run_id, tmp, artifact_path=path)
+    tag = {"format": FORMAT, "uri": f"runs:/{run_id}/{path}", "sha256": digests}
+    client.set_model_version_tag(name, str(version), TAG, json.dumps(tag, sort_keys=True))
+    return tag
+
+
+def publish_served(tracking_uri: str, served: Any) -> dict[str, Any]:
+    """`publish` for a `ServedModel` built by `loader.load_served_model` (the release
+    step). Never blocks a release: without an artifact (no plain-data form, or a failed
+    read-back check, logged) the API compiles at load instead; the result says which."""
+    from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
+    from include.ml_pipeline.serving.predictor import verification_batch
+
+    pipeline = served.reference.pipeline
+    sample = verification_batch(pipeline, list(served.spec.numeric),
+                                list(served.spec.categorical), seed=13)
+    try:
+        tag = publish(configure_mlflow(tracking_uri), served.name, served.version,
+                      served.run_id, served.predictor, pipeline, sample)
+    except ArtifactError as exc:
+        log.error("%s", exc)
+        return {"published": False, "reason": str(exc)}
+    if tag is None:
+        return {"published": False, "reason": f"no plain-data form for {served.predict_path}"}
+    return {"published": True, **tag}
