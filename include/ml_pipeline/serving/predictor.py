@@ -36,6 +36,8 @@ from include.ml_pipeline.serving.batch import Batch
 PROBA_TOLERANCE = 1e-6
 SMALL_BATCH_ROWS = 24  # below this, HGB trees are walked in numpy, above in Cython
 WIDE_BATCH_ROWS = 64  # from this size on, onnxruntime trees use predict_threads() threads
+PATTERN_MIN_ROWS = 16  # from this size on, categorical rows are encoded as whole patterns
+MAX_PATTERNS = 4096  # distinct categorical rows remembered per predictor
 
 
 class UnsupportedPipeline(Exception):
@@ -107,18 +109,35 @@ class _CategoricalBlock:
     widths: list[int]
     unknown: list[int]  # output column for unseen categories, -1 for all zeros
 
+    # Rows seen before, as whole one-hot patterns: a batch is encoded with one dict lookup
+    # per row (a tuple of its categories) and one gather, instead of one lookup per value.
+    # Bounded: past MAX_PATTERNS distinct rows, new ones take the per-column path.
+    _pattern_ids: dict[tuple, int] = field(default_factory=dict, repr=False)
+    _patterns: np.ndarray | None = field(default=None, repr=False)
+
     @property
     def width(self) -> int:
         return sum(self.widths)
 
     def apply(self, batch: Batch, out: np.ndarray, offset: int) -> None:
-        rows = batch.rows
-        for pos, lookup, width, unknown in zip(
-            self.positions, self.lookups, self.widths, self.unknown, strict=False
+        columns = [batch.categorical[pos] for pos in self.positions]
+        if batch.rows >= PATTERN_MIN_ROWS and len(columns) > 1:
+            keys = list(zip(*columns, strict=True))
+            ids = list(map(self._pattern_ids.get, keys))
+            if None in ids and self._learn(keys):
+                ids = list(map(self._pattern_ids.__getitem__, keys))
+            if None not in ids:
+                out[:, offset:offset + self.width] = self._patterns[ids]
+                return
+        self._encode(columns, out, offset)
+
+    def _encode(self, columns: list[list[Any]], out: np.ndarray, offset: int) -> None:
+        rows = out.shape[0]
+        for values, lookup, width, unknown in zip(
+            columns, self.lookups, self.widths, self.unknown, strict=False
         ):
             # `lookup` maps None (missing) to the imputed category's column, so one C-level
             # `map(dict.get, ...)` encodes the whole column.
-            values = batch.categorical[pos]
             if rows == 1:
                 index = lookup.get(values[0], unknown)
                 if index >= 0:
@@ -132,6 +151,22 @@ class _CategoricalBlock:
                 else:
                     out[np.nonzero(hit)[0], offset + index[hit]] = 1.0
             offset += width
+
+    def _learn(self, keys: list[tuple]) -> bool:
+        """Add the unseen rows of `keys` to the pattern table; False when it is full."""
+        new = list(dict.fromkeys(k for k in keys if k not in self._pattern_ids))
+        known = len(self._pattern_ids)
+        if known + len(new) > MAX_PATTERNS:
+            return False
+        encoded = np.zeros((len(new), self.width), dtype=np.float64)
+        self._encode([list(column) for column in zip(*new, strict=True)], encoded, 0)
+        patterns = encoded if self._patterns is None else np.vstack([self._patterns, encoded])
+        ids = dict(self._pattern_ids)
+        ids.update(zip(new, range(known, known + len(new)), strict=True))
+        # patterns before ids: a reader that finds an id always finds its row
+        self._patterns = patterns
+        self._pattern_ids = ids
+        return True
 
 
 def _steps(transformer: Any) -> list[Any]:
