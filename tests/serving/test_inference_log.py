@@ -87,3 +87,51 @@ def test_write_errors_are_counted_not_raised(tmp_path):
     logger.flush()
     logger.close()
     assert logger.write_errors == 1
+
+
+def test_split_requests_are_logged_as_received_and_read_back(tmp_path):
+    import orjson
+
+    from include.ml_pipeline.serving.parsing import FeatureParser
+
+    body = orjson.dumps({"dataframe_split": {
+        "columns": ["c", "b", "a"], "data": [["x", 1.5, 2], [None, None, 3.25]]}})
+    batch = FeatureParser(["a", "b"], ["c"], 10).parse_json_body(body)
+    assert batch.raw_split == body
+    logger = InferenceLogger(tmp_path).start()
+    proba = np.array([[0.25, 0.75], [0.5, 0.5]])
+    logger.submit(batch, ["yes", "no"], proba, ["no", "yes"], "4", 1.0)
+    assert logger.flush()
+    logger.close()
+    line = orjson.loads(next(tmp_path.glob("inference-*.jsonl")).read_bytes())
+    assert line["request"] == orjson.loads(body)  # embedded, not re-encoded
+    assert "features" not in line
+    frame = read_inference_log(tmp_path)
+    assert frame["a"].tolist() == [2.0, 3.25]
+    assert frame.loc[0, "b"] == 1.5
+    assert np.isnan(frame.loc[1, "b"])
+    assert frame["c"].tolist() == ["x", None]
+    assert frame["proba_yes"].tolist() == [0.75, 0.5]
+    assert frame["prediction"].tolist() == ["yes", "no"]
+
+
+def test_multi_line_split_body_is_not_embedded(tmp_path):
+    from include.ml_pipeline.serving.parsing import FeatureParser
+
+    body = b'{"dataframe_split":\n {"columns": ["a", "c"], "data": [[1, "x"]]}}'
+    batch = FeatureParser(["a"], ["c"], 10).parse_json_body(body)
+    assert batch.raw_split is None  # a newline would break the one-line-per-request file
+
+
+def test_lines_of_the_earlier_form_are_read(tmp_path):
+    import orjson
+
+    line = {"timestamp": "2024-05-01T12:00:00+00:00", "model_version": "1",
+            "latency_ms": 0.5, "rows": 2, "features": {"a": [1.0, None], "c": ["x", "y"]},
+            "predictions": ["no", "yes"], "classes": ["no", "yes"],
+            "probabilities": [[0.9, 0.1], [0.2, 0.8]]}
+    (tmp_path / "inference-20240501T120000000000-1-000001.jsonl").write_bytes(
+        orjson.dumps(line) + b"\n")
+    frame = read_inference_log(tmp_path)
+    assert frame["proba_yes"].tolist() == [0.1, 0.8]
+    assert frame["c"].tolist() == ["x", "y"]

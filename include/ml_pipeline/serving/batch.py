@@ -26,6 +26,9 @@ class Batch:
     categorical_columns: tuple[str, ...]
     numeric: np.ndarray
     categorical: tuple[list[Any], ...]
+    # The request body when it was a one-line JSON `dataframe_split` payload: the inference
+    # log embeds it as received instead of encoding the features again.
+    raw_split: bytes | None = None
 
     @property
     def rows(self) -> int:

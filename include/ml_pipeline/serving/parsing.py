@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
+from dataclasses import replace
 from operator import itemgetter
 from typing import Any
 
@@ -89,7 +90,10 @@ class FeatureParser:
             if columns is None:
                 raise _bad("missing_columns", "'dataframe_split' needs 'columns' naming "
                            f"the features: {', '.join(self.columns)}")
-            return self.from_split(columns, data["data"])
+            batch = self.from_split(columns, data["data"])
+            if b"\n" in body or b"\r" in body:
+                return batch
+            return replace(batch, raw_split=body)  # one line: the log can embed it as is
         if key == "dataframe_records":
             return self.from_records(data, key)
         if isinstance(data, dict):
