@@ -11,6 +11,12 @@ release step does (`serving/artifact.py`), in a temporary MLflow store unless
 and 8 connections reports requests/s, p50 and p99, plus the in-process predict time of
 our fast path (the floor), time from process start to the first healthy `/ping`, resident
 memory (whole process tree) and the ratios ours/MLflow. Prints a markdown table.
+
+Load is measured in steady state: after the first healthy answer, our API re-checks its
+serving artifact in a low-priority child for a few seconds; the runs start once that is
+over (`settle_s` in the JSON). Each server starts after `os.sync()`, so the previous
+phase's inference log is not being written back meanwhile. The temporary directory is
+removed at the end (`--keep` keeps it).
 """
 
 from __future__ import annotations
@@ -70,6 +76,23 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300.0) -> fl
             pass
         time.sleep(0.05)
     raise RuntimeError(f"{url} not healthy after {timeout}s")
+
+
+def wait_settled(url: str, timeout: float = 120.0) -> float:
+    """Seconds until our API's background check of a serving artifact is over (it runs in
+    a low-priority child after the first healthy answer); 0 for a server without one.
+    Throughput and latency are measured from then on: steady state, not start-up."""
+    import httpx
+
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        answer = httpx.get(url + "/model", timeout=5.0)
+        if answer.status_code != 200:
+            return 0.0
+        if answer.json().get("verification", {}).get("load_check") != "running":
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise RuntimeError(f"{url}: background check still running after {timeout}s")
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -156,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=None)
     parser.add_argument("--model-name", default=None)
     parser.add_argument("--json", default=None, help="also write the raw results here")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary store, logs and inference log")
     parser.add_argument(
         "--repeat",
         type=int,
@@ -168,105 +193,115 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
     work = Path(tempfile.mkdtemp(prefix="bench-model-api-"))
-    tracking_uri = args.tracking_uri or f"sqlite:///{work / 'mlflow.db'}"
-    name = args.model_name or "bench_churn"
-    from include.ml_pipeline.serving.testing import churn_spec, register_model_version
+    try:
+        tracking_uri = args.tracking_uri or f"sqlite:///{work / 'mlflow.db'}"
+        name = args.model_name or "bench_churn"
+        from include.ml_pipeline.serving.testing import churn_spec, register_model_version
 
-    if args.tracking_uri is None:
-        print("registering a HistGradientBoosting churn model ...", flush=True)
-        register_model_version(
-            tracking_uri,
-            name,
-            kind="hgb",
-            rows=20_000,
-            seed=3,
-            artifact_location=(work / "artifacts").as_uri(),
-            serving_artifact=True,  # as the DAG's release step stores it
+        if args.tracking_uri is None:
+            print("registering a HistGradientBoosting churn model ...", flush=True)
+            register_model_version(
+                tracking_uri,
+                name,
+                kind="hgb",
+                rows=20_000,
+                seed=3,
+                artifact_location=(work / "artifacts").as_uri(),
+                serving_artifact=True,  # as the DAG's release step stores it
+            )
+        from mlflow import MlflowClient
+
+        version = (
+            MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            .get_model_version_by_alias(name, "champion")
+            .version
         )
-    from mlflow import MlflowClient
-
-    version = (
-        MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        .get_model_version_by_alias(name, "champion")
-        .version
-    )
-    bodies = make_bodies(work, churn_spec())
-    bin_dir = Path(sys.executable).parent
-    base_env = dict(
-        os.environ,
-        MLFLOW_TRACKING_URI=tracking_uri,
-        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        PYTHONPATH=str(ROOT),
-    )
-    servers = {
-        "ours": (
-            [sys.executable, "-m", "include.ml_pipeline.serving"],
-            {
-                "ML_PIPELINE_MODEL_NAME": name,
-                "ML_PIPELINE_INFERENCE_LOG": str(work / "inference_log"),
-                "MODEL_API_ADMIN_TOKEN": "bench",
-            },
-        ),
-        "mlflow": (
-            [
-                str(bin_dir / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                f"models:/{name}@champion",
-                "--env-manager",
-                "local",
-                "-w",
-                "1",
-            ],
-            {},
-        ),
-    }
-    repeats = []
-    for attempt in range(1, args.repeat + 1):
-        print(f"comparison {attempt} of {args.repeat}", flush=True)
-        results: dict = {"model": f"models:/{name}/{version}", "runs": {}}
-        for label, (cmd, extra) in servers.items():
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            env = dict(base_env, **extra)
-            if label == "ours":
-                env.update(MODEL_API_HOST="127.0.0.1", MODEL_API_PORT=str(port))
-            else:
-                cmd = [*cmd, "-h", "127.0.0.1", "-p", str(port)]
-            print(f"starting {label} ...", flush=True)
-            proc = start(cmd, env, work / f"{label}.log")
-            try:
-                startup = wait_healthy(url, proc)
-                run = {"startup_s": startup}
-                for rows in ROWS:
-                    for conns in CONNECTIONS:
-                        # a short warm-up, then the measured run
-                        run_wrk(url, bodies[rows], conns, 2)
-                        run[f"{rows}x{conns}"] = run_wrk(url, bodies[rows], conns, args.duration)
-                        r = run[f"{rows}x{conns}"]
-                        print(
-                            f"  {label} rows={rows} conns={conns}: {r['rps']:.1f} req/s "
-                            f"p50 {r['p50_us'] / 1000:.2f} ms p99 {r['p99_us'] / 1000:.2f} ms "
-                            f"errors {r['errors']}",
-                            flush=True,
-                        )
-                run["rss_mib"] = tree_rss_mib(proc.pid)
-                results["runs"][label] = run
-            finally:
-                stop(proc)
-        repeats.append(results)
-    floor = in_process_floor(tracking_uri, name, bodies)
-    for results in repeats:
-        results["floor_ms"] = floor
-    if args.json:
-        Path(args.json).write_text(json.dumps(repeats, indent=2))
-    for attempt, results in enumerate(repeats, 1):
-        print(f"\n### Comparison {attempt}\n")
-        print(render(results))
-    print(f"\n### Medians of {len(repeats)} comparisons (ratios taken within each run)\n")
-    print(render_medians(repeats))
-    return 0
+        bodies = make_bodies(work, churn_spec())
+        bin_dir = Path(sys.executable).parent
+        base_env = dict(
+            os.environ,
+            MLFLOW_TRACKING_URI=tracking_uri,
+            PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            PYTHONPATH=str(ROOT),
+        )
+        servers = {
+            "ours": (
+                [sys.executable, "-m", "include.ml_pipeline.serving"],
+                {
+                    "ML_PIPELINE_MODEL_NAME": name,
+                    "ML_PIPELINE_INFERENCE_LOG": str(work / "inference_log"),
+                    "MODEL_API_ADMIN_TOKEN": "bench",
+                },
+            ),
+            "mlflow": (
+                [
+                    str(bin_dir / "mlflow"),
+                    "models",
+                    "serve",
+                    "-m",
+                    f"models:/{name}@champion",
+                    "--env-manager",
+                    "local",
+                    "-w",
+                    "1",
+                ],
+                {},
+            ),
+        }
+        repeats = []
+        for attempt in range(1, args.repeat + 1):
+            print(f"comparison {attempt} of {args.repeat}", flush=True)
+            results: dict = {"model": f"models:/{name}/{version}", "runs": {}}
+            for label, (cmd, extra) in servers.items():
+                port = free_port()
+                url = f"http://127.0.0.1:{port}"
+                env = dict(base_env, **extra)
+                if label == "ours":
+                    env.update(MODEL_API_HOST="127.0.0.1", MODEL_API_PORT=str(port))
+                else:
+                    cmd = [*cmd, "-h", "127.0.0.1", "-p", str(port)]
+                # Start from a quiet disk: the previous phase's inference log (up to ~200 MB
+                # per 1,000-row cell) must not be written back while this server imports.
+                os.sync()
+                time.sleep(1.0)
+                print(f"starting {label} ...", flush=True)
+                proc = start(cmd, env, work / f"{label}.log")
+                try:
+                    startup = wait_healthy(url, proc)
+                    run = {"startup_s": startup, "settle_s": wait_settled(url)}
+                    for rows in ROWS:
+                        for conns in CONNECTIONS:
+                            # a short warm-up, then the measured run
+                            run_wrk(url, bodies[rows], conns, 2)
+                            r = run_wrk(url, bodies[rows], conns, args.duration)
+                            run[f"{rows}x{conns}"] = r
+                            print(
+                                f"  {label} rows={rows} conns={conns}: {r['rps']:.1f} req/s "
+                                f"p50 {r['p50_us'] / 1000:.2f} ms p99 {r['p99_us'] / 1000:.2f} ms "
+                                f"errors {r['errors']}",
+                                flush=True,
+                            )
+                    run["rss_mib"] = tree_rss_mib(proc.pid)
+                    results["runs"][label] = run
+                finally:
+                    stop(proc)
+            repeats.append(results)
+        floor = in_process_floor(tracking_uri, name, bodies)
+        for results in repeats:
+            results["floor_ms"] = floor
+        if args.json:
+            Path(args.json).write_text(json.dumps(repeats, indent=2))
+        for attempt, results in enumerate(repeats, 1):
+            print(f"\n### Comparison {attempt}\n")
+            print(render(results))
+        print(f"\n### Medians of {len(repeats)} comparisons (ratios taken within each run)\n")
+        print(render_medians(repeats))
+        return 0
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:  # the inference log alone reaches hundreds of MB
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def render(results: dict) -> str:

@@ -106,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         payload = compile_model(orjson.loads(raw), int(max_rows), force == "1")
         with open(out_path, "wb") as handle:
             pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        # the outcome of the artifact check, readable without unpickling anything
+        sys.stdout.write(MARKER + orjson.dumps({"artifact_check": payload["artifact_check"]})
+                         .decode() + "\n")
+        sys.stdout.flush()
     except Exception as exc:
         sys.stdout.write(MARKER + orjson.dumps({"error": repr(exc)}).decode() + "\n")
         sys.stdout.flush()

@@ -146,6 +146,11 @@ class PendingLoad:
 
     def _compiled(self, info: dict[str, Any]) -> dict[str, Any]:
         """Hand `info` to the compile child and return what it pickled."""
+        self._run_compile(info)
+        return self._load_compiled()
+
+    def _run_compile(self, info: dict[str, Any]) -> dict[str, Any]:
+        """Hand `info` to the compile child, wait; its result line (`artifact_check`)."""
         from include.ml_pipeline.serving.loader import ModelLoadError
 
         try:
@@ -157,6 +162,9 @@ class PendingLoad:
             error = (_marked(out, "COMPILE_RESULT ") or {}).get("error")
             raise ModelLoadError(f"cannot load models:/{self.name}@{self.alias}: "
                                  f"{error or f'compile exited with {self.compile.returncode}'}")
+        return _marked(out, "COMPILE_RESULT ") or {}
+
+    def _load_compiled(self) -> dict[str, Any]:
         import pickle
 
         with open(self.out, "rb") as handle:
@@ -193,19 +201,21 @@ class PendingLoad:
         """Compile and verify as without an artifact, and check the artifact's predictor
         against the pipeline; on a mismatch serve the freshly verified predictor."""
         try:
-            compiled = self._compiled(info)
+            # the server unpickles the compiled predictor only when it is needed, so the
+            # usual outcome costs it no GIL time while it serves
+            problem = self._run_compile(info).get("artifact_check", "no result line")
+            if problem is None:
+                served.verification["load_check"] = "passed"
+                log.info("serving artifact of v%s re-checked against the pipeline",
+                         served.version)
+                return
+            compiled = self._load_compiled()
         except Exception as exc:
             served.verification["load_check"] = f"not run: {exc}"
             log.warning("serving artifact of v%s not re-checked: %s", served.version, exc)
             return
         finally:
             self.cancel()
-        problem = compiled["artifact_check"]
-        if problem is None:
-            served.verification["load_check"] = "passed"
-            log.info("serving artifact of v%s re-checked against the pipeline",
-                     served.version)
-            return
         log.error("serving artifact of v%s disagrees with the pipeline (%s); serving the "
                   "predictor compiled now", served.version, problem)
         served.predictor = compiled["predictor"]  # one reference: atomic for requests
