@@ -93,7 +93,7 @@ class PendingLoad:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=str(ROOT))
         with contextlib.suppress(OSError, AttributeError):
             # lower priority: with a serving artifact it only re-checks, off the critical path
-            os.setpriority(os.PRIO_PROCESS, self.compile.pid, 10)
+            os.setpriority(os.PRIO_PROCESS, self.compile.pid, 19)
         self.fetch = subprocess.Popen(
             [sys.executable, "-m", "include.ml_pipeline.serving.fetch", tracking_uri, name,
              alias], stdout=subprocess.PIPE, env=env, cwd=str(ROOT))
