@@ -143,3 +143,38 @@ def test_predict_threads_setting(monkeypatch):
     monkeypatch.setenv("MODEL_API_PREDICT_THREADS", "many")
     with pytest.raises(ValueError, match="MODEL_API_PREDICT_THREADS must be an integer"):
         predict_threads()
+
+
+def test_categorical_pattern_table_is_bounded_and_exact(monkeypatch):
+    import include.ml_pipeline.serving.predictor as predictor_module
+    from include.ml_pipeline.serving.predictor import _CategoricalBlock
+
+    frame, spec = training_frame(1500, seed=12)
+    pipeline = fit_pipeline(frame, spec, "lr")
+    compiled = compile_pipeline(pipeline, spec.numeric, spec.categorical)
+    block = next(b for b in compiled.blocks if isinstance(b, _CategoricalBlock))
+    batch = concat_batches(
+        batch_from_frame(coerce_features(frame.head(200), spec), spec.numeric,
+                         spec.categorical),
+        verification_batch(pipeline, spec.numeric, spec.categorical))
+    reference = np.zeros((batch.rows, block.width))
+    block._encode([batch.categorical[p] for p in block.positions], reference, 0)
+    # first batch fills the table, the second is served from it: same one-hot rows
+    for _ in range(2):
+        out = np.zeros((batch.rows, block.width))
+        block.apply(batch, out, 0)
+        np.testing.assert_array_equal(out, reference)
+    distinct = len(set(zip(*[batch.categorical[p] for p in block.positions], strict=True)))
+    assert len(block._pattern_ids) == distinct
+    assert block._patterns.shape == (distinct, block.width)
+    # a full table is not grown: unseen rows take the per-column path, still exact
+    monkeypatch.setattr(predictor_module, "MAX_PATTERNS", distinct)
+    unseen = Batch(batch.numeric_columns, batch.categorical_columns, batch.numeric,
+                   tuple(["never_seen"] * batch.rows for _ in batch.categorical))
+    expected = np.zeros((batch.rows, block.width))
+    block._encode([unseen.categorical[p] for p in block.positions], expected, 0)
+    out = np.zeros((batch.rows, block.width))
+    block.apply(unseen, out, 0)
+    np.testing.assert_array_equal(out, expected)
+    assert len(block._pattern_ids) == distinct
+    assert verify_predictor(compiled, pipeline, batch) is None
