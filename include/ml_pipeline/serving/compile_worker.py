@@ -56,19 +56,25 @@ def load_pipeline(info: dict[str, Any]) -> Any:
     raise RuntimeError(f"unknown serialization format {fmt!r}")
 
 
-def compile_model(info: dict[str, Any], max_rows: int, force_sklearn: bool) -> dict[str, Any]:
+def served_from_fetched(info: dict[str, Any], max_rows: int, force_sklearn: bool = False):
+    """The `ServedModel` (compiled and verified) for what `fetch.fetch` returned."""
     from include.ml_pipeline.features import FeatureSpec
     from include.ml_pipeline.serving.loader import build_served_model
-    from include.ml_pipeline.serving.predictor import WIDE_BATCH_ROWS, verification_batch
 
-    pipeline = load_pipeline(info)
-    spec = FeatureSpec.from_dict(info["spec"])
     example = info.get("example")
     frame = pd.DataFrame(example["data"], columns=example["columns"]) if example else None
-    served = build_served_model(
-        pipeline, spec, name=info["name"], version=info["version"], alias=info["alias"],
-        max_rows=max_rows, run_id=info["run_id"], source=info["source"],
-        metrics=info["metrics"], example=frame, force_sklearn=force_sklearn)
+    return build_served_model(
+        load_pipeline(info), FeatureSpec.from_dict(info["spec"]), name=info["name"],
+        version=info["version"], alias=info["alias"], max_rows=max_rows,
+        run_id=info["run_id"], source=info["source"], metrics=info["metrics"],
+        example=frame, force_sklearn=force_sklearn)
+
+
+def compile_model(info: dict[str, Any], max_rows: int, force_sklearn: bool) -> dict[str, Any]:
+    from include.ml_pipeline.serving.predictor import WIDE_BATCH_ROWS, verification_batch
+
+    served = served_from_fetched(info, max_rows, force_sklearn)
+    pipeline, spec = served.reference.pipeline, served.spec
     sample = verification_batch(pipeline, list(spec.numeric), list(spec.categorical))
     return {
         "artifact_check": _check_artifact(info.get("serving_artifact"), pipeline, sample),

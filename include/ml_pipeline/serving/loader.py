@@ -1,8 +1,8 @@
 """Load the model version an alias points to, fully, before it is served.
 
-`load_served_model` loads in the calling process (deployment checks, benchmarks); the
-API server uses `isolated.py`, which runs the same steps in child processes (`fetch.py`
-imports MLflow, `compile_worker.py` scikit-learn). Either runs at startup and on
+`load_served_model` loads in the calling process (deployment checks, benchmarks) with
+the very functions the API server runs in child processes (`isolated.py`): `fetch.fetch`
+(MLflow) and `compile_worker.served_from_fetched` (scikit-learn). Either runs at startup and on
 `/admin/reload`, never per request. It resolves `models:/<name>@<alias>` to a concrete
 version, downloads and deserialises the scikit-learn pipeline, reads the feature spec
 (model metadata `feature_spec`, else the signature), the run's metrics and the input
@@ -188,54 +188,16 @@ def load_served_model(
     The service trusts its own registry: `MLFLOW_ALLOW_PICKLE_DESERIALIZATION` defaults
     to true in this process (MLflow 3 refuses to deserialise skops/pickle models without it).
     """
+    from include.ml_pipeline.serving.compile_worker import served_from_fetched
+    from include.ml_pipeline.serving.fetch import fetch
+
     started = time.perf_counter()
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    info = fetch(tracking_uri, name, alias)  # what the API's fetch child runs
     try:
-        import mlflow
-        import mlflow.sklearn
-        from mlflow import MlflowClient
-        from mlflow.models import Model
-
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        try:
-            version = client.get_model_version_by_alias(name, alias)
-        except Exception as exc:
-            raise ModelLoadError(f"models:/{name}@{alias} does not resolve: {exc}") from exc
-        uri = f"models:/{name}/{version.version}"
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri)
-        pipeline = mlflow.sklearn.load_model(local)
-        meta = Model.load(os.path.join(local, "MLmodel"))
-        spec_dict = (meta.metadata or {}).get("feature_spec")
-        spec = FeatureSpec.from_dict(spec_dict) if spec_dict else _spec_from_signature(meta)
-        try:
-            example = meta.load_input_example(local)
-        except Exception:
-            example = None
-        metrics: dict[str, float] = {}
-        if version.run_id:
-            try:
-                metrics = dict(client.get_run(version.run_id).data.metrics)
-            except Exception as exc:
-                log.warning("cannot read metrics of run %s: %s", version.run_id, exc)
-    except ModelLoadError:
-        raise
+        served = served_from_fetched(info, max_rows, force_sklearn)
     except Exception as exc:
         raise ModelLoadError(f"cannot load models:/{name}@{alias}: {exc!r}") from exc
-    served = build_served_model(
-        pipeline,
-        spec,
-        name=name,
-        version=str(version.version),
-        alias=alias,
-        max_rows=max_rows,
-        run_id=version.run_id,
-        source=version.source,
-        metrics=metrics,
-        example=example,
-        force_sklearn=force_sklearn,
-    )
     served.load_seconds = time.perf_counter() - started
     log.info("loaded %s v%s (%s) in %.2fs", name, served.version, served.predict_path,
              served.load_seconds)

@@ -238,11 +238,7 @@ class FeatureParser:
 
     def _build(self, values: dict[str, Sequence], n: int) -> Batch:
         for column in self.numeric:
-            column_values = values[column]
-            if not set(map(type, column_values)) <= _NUMBER_TYPES:
-                bad = next(v for v in column_values if type(v) not in _NUMBER_TYPES)
-                raise _bad("wrong_type", f"column {column!r} must be a number or null; "
-                           f"got {bad!r} ({type(bad).__name__})", 422)
+            _check_types(column, values[column], _NUMBER_TYPES, "a number")
         if self.numeric:
             try:  # one conversion for all numeric columns; None becomes NaN
                 numeric = np.array([values[c] for c in self.numeric], dtype=np.float64).T
@@ -259,13 +255,18 @@ class FeatureParser:
         categorical = []
         for column in self.categorical:
             column_values = values[column]
-            if not set(map(type, column_values)) <= _TEXT_TYPES:
-                bad = next(v for v in column_values if type(v) not in _TEXT_TYPES)
-                raise _bad("wrong_type", f"column {column!r} must be a string or null; "
-                           f"got {bad!r} ({type(bad).__name__})", 422)
+            _check_types(column, column_values, _TEXT_TYPES, "a string")
             categorical.append(column_values if type(column_values) is list
                                else list(column_values))
         return Batch(self.numeric, self.categorical, numeric, tuple(categorical))
+
+
+def _check_types(column: str, values: Sequence, allowed: set[type], what: str) -> None:
+    """422 naming the column and the first value whose type is not in `allowed`."""
+    if not set(map(type, values)) <= allowed:
+        bad = next(v for v in values if type(v) not in allowed)
+        raise _bad("wrong_type", f"column {column!r} must be {what} or null; "
+                   f"got {bad!r} ({type(bad).__name__})", 422)
 
 
 def load_json(body: bytes) -> Any:
