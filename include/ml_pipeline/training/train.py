@@ -43,6 +43,7 @@ AIRFLOW_RUN_TAG = "airflow_run_id"
 PARENT_TAG = "mlflow.parentRunId"
 MODEL_ARTIFACT_NAME = "model"
 SIGNATURE_SAMPLE_ROWS = 1000
+PARENT_SETTLE_S = 0.5  # longer than a run takes to commit after its start time is taken
 _MODEL_PACKAGES = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
 
 
@@ -78,7 +79,11 @@ def start_parent_run(
     run = client.create_run(
         experiment_id, tags=all_tags, run_name=run_name or f"airflow-{airflow_run_id}"
     )
-    # Two concurrent callers may both have created one: the oldest wins, the other goes.
+    # Concurrent callers may each have created one: the oldest (start time, then id) wins
+    # and the others delete theirs. A run started just before this one may not be
+    # committed yet when this one is: wait out that lag first, or two callers could each
+    # see themselves as the oldest.
+    time.sleep(PARENT_SETTLE_S)
     oldest = _parent_runs(client, experiment_id, airflow_run_id)[0].info.run_id
     if oldest != run.info.run_id:
         client.delete_run(run.info.run_id)
