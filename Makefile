@@ -47,7 +47,7 @@ lock: | $(BOOT)/bin/uv
 	    requirements-airflow.in requirements.txt requirements-dev.txt -o requirements.lock
 
 run: $(STAMP)
-	$(PY) -m include.ml_pipeline.local.run_pipeline \
+	$(PY) -m devtools.run_pipeline \
 	    $(if $(DATA),--data "$(DATA)") $(if $(TARGET),--target "$(TARGET)") --rows $(ROWS)
 
 # Two processes: Astronomer's parse test (.astro/) monkeypatches BaseHook.get_connection
@@ -64,13 +64,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 mlflow-ui: $(STAMP)
-	$(PY) -m include.ml_pipeline.registry.mlflow_server
+	$(PY) -m devtools.mlflow_server
 
 monitor: $(STAMP)
-	$(PY) -m include.ml_pipeline.local.monitor $(if $(SEND),--send-drifted-traffic $(SEND)) $(if $(SOURCE),--source "$(SOURCE)")
+	$(PY) -m devtools.monitor $(if $(SEND),--send-drifted-traffic $(SEND)) $(if $(SOURCE),--source "$(SOURCE)")
 
 stop: $(STAMP)
-	$(PY) -m include.ml_pipeline.local.services stop
+	$(PY) -m devtools.services stop
 
 clean:
 	rm -rf $(LOCAL)

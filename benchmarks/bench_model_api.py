@@ -139,7 +139,7 @@ def run_wrk(url: str, body_file: Path, connections: int, duration: int) -> dict:
 
 
 def make_bodies(folder: Path, spec, seed: int = 11) -> dict[int, Path]:
-    from include.ml_pipeline.data.generate import generate_churn_frame
+    from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
     from include.ml_pipeline.serving.client import split_payload
 
     frame = generate_churn_frame(max(ROWS), seed)[spec.columns]
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tracking_uri = args.tracking_uri or f"sqlite:///{work / 'mlflow.db'}"
         name = args.model_name or "bench_churn"
-        from include.ml_pipeline.serving.testing import churn_spec, register_model_version
+        from devtools.fixtures import churn_spec, register_model_version
 
         if args.tracking_uri is None:
             print("registering a HistGradientBoosting churn model ...", flush=True)

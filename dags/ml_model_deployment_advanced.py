@@ -25,16 +25,16 @@ from airflow.models.param import Param
 from airflow.operators.empty import EmptyOperator
 
 from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.dag_defaults import (
+from include.ml_pipeline.data_preparation import sample_data
+from include.ml_pipeline.data_preparation.errors import DataError
+from include.ml_pipeline.orchestration.assets import RAW_DATA_DATASET, REGISTERED_MODEL_DATASET
+from include.ml_pipeline.orchestration.defaults import (
     SLACK_CONN_ID,
     SMTP_CONN_ID,
     default_args,
     fail_without_retry,
 )
-from include.ml_pipeline.data import generate
-from include.ml_pipeline.data.errors import DataError
-from include.ml_pipeline.datasets import RAW_DATA_DATASET, REGISTERED_MODEL_DATASET
-from include.ml_pipeline.runs import default_data_uri
+from include.ml_pipeline.runs import default_data_uri, run_key
 from include.ml_pipeline.training.candidates import DEFAULT_CANDIDATES
 
 DUCKDB_CONN_ID = "duckdb_default"
@@ -60,14 +60,14 @@ params = {
         type=["null", "string"],
         description="Airflow connection for a remote data_uri (s3, gcs, ...)",
     ),
-    "target": Param(generate.TARGET, type="string", description="Label column"),
+    "target": Param(sample_data.TARGET, type="string", description="Label column"),
     "required_columns": Param(
-        [*generate.NUMERIC_COLUMNS, *generate.CATEGORICAL_COLUMNS],
+        [*sample_data.NUMERIC_COLUMNS, *sample_data.CATEGORICAL_COLUMNS],
         type="array",
         description="Columns the file must have",
     ),
     "numeric_columns": Param(
-        list(generate.NUMERIC_COLUMNS),
+        list(sample_data.NUMERIC_COLUMNS),
         type="array",
         description="Columns that must parse as numbers (others inferred)",
     ),
@@ -187,8 +187,8 @@ def _send(note, params) -> dict:
 
 
 def _notify(event, registered, params, ti, dag_id, run_id, dashboard_path=None) -> dict:
+    from include.ml_pipeline.monitoring.deployment_report import mlflow_run_url
     from include.ml_pipeline.notifications import Notification, airflow_run_url
-    from include.ml_pipeline.reporting import mlflow_run_url
 
     decision = ti.xcom_pull(task_ids="decidir_despliegue", key="decision") or {}
     name, version = registered["model_name"], registered["version"]
@@ -233,7 +233,7 @@ def ml_model_deployment_advanced():
         from airflow.exceptions import AirflowRescheduleException, AirflowSensorTimeout
         from airflow.sensors.base import PokeReturnValue
 
-        from include.ml_pipeline.data.ingest import source_exists
+        from include.ml_pipeline.data_preparation.ingest import source_exists
 
         uri = params["data_uri"]
         if source_exists(uri, params["data_conn_id"]):
@@ -257,10 +257,10 @@ def ml_model_deployment_advanced():
         @_fail_on_bad_data
         def descargar_datos(uri: str, params=None, run_id=None) -> dict:
             """Load the raw file into a DuckDB table (text columns, rows numbered)."""
-            from include.ml_pipeline.data import ingest, warehouse
+            from include.ml_pipeline.data_preparation import ingest, warehouse
             from include.ml_pipeline.runs import run_dir
 
-            key = warehouse.run_key(run_id)
+            key = run_key(run_id)
             with warehouse.connect(_duckdb_path()) as con:
                 warehouse.prune_run_tables(con, keep_keys={key})
                 result = ingest.load_into_table(
@@ -276,8 +276,11 @@ def ml_model_deployment_advanced():
         @_fail_on_bad_data
         def validar_datos(loaded: dict, params=None) -> dict:
             """Check schema and quality rules in SQL; a failure names column, rule and value."""
-            from include.ml_pipeline.data import warehouse
-            from include.ml_pipeline.data.validate import ValidationRules, validate_table
+            from include.ml_pipeline.data_preparation import warehouse
+            from include.ml_pipeline.data_preparation.validate import (
+                ValidationRules,
+                validate_table,
+            )
 
             rules = ValidationRules.from_params(dict(params))
             with warehouse.connect(_duckdb_path()) as con:
@@ -288,14 +291,14 @@ def ml_model_deployment_advanced():
         @_fail_on_bad_data
         def preprocesar_datos(validated: dict, params=None, run_id=None) -> dict:
             """Type and clean the columns, choose the features (fitted steps live in the model)."""
-            from include.ml_pipeline.data import warehouse
-            from include.ml_pipeline.data.preprocess import preprocess_table
+            from include.ml_pipeline.data_preparation import warehouse
+            from include.ml_pipeline.data_preparation.preprocess import preprocess_table
 
             with warehouse.connect(_duckdb_path()) as con:
                 result = preprocess_table(
                     con,
                     validated["table"],
-                    warehouse.table_name("clean", warehouse.run_key(run_id)),
+                    warehouse.table_name("clean", run_key(run_id)),
                     params["target"],
                     validated["kinds"],
                     exclude_columns=params["exclude_columns"],
@@ -307,8 +310,8 @@ def ml_model_deployment_advanced():
         @_fail_on_bad_data
         def dividir_datos(prepared: dict, loaded: dict, params=None, run_id=None) -> dict:
             """Stratified, seeded train/validation/test split written as Parquet files."""
-            from include.ml_pipeline.data import warehouse
-            from include.ml_pipeline.data.split import split_table
+            from include.ml_pipeline.data_preparation import warehouse
+            from include.ml_pipeline.data_preparation.split import split_table
             from include.ml_pipeline.features import FeatureSpec
             from include.ml_pipeline.runs import run_dir
 
@@ -316,7 +319,7 @@ def ml_model_deployment_advanced():
                 result = split_table(
                     con,
                     prepared["table"],
-                    warehouse.table_name("split", warehouse.run_key(run_id)),
+                    warehouse.table_name("split", run_key(run_id)),
                     FeatureSpec.from_dict(prepared["feature_spec"]),
                     run_dir(SETTINGS, run_id) / "splits",
                     test_size=params["test_size"],
@@ -483,7 +486,7 @@ def ml_model_deployment_advanced():
         @task
         def generar_artefactos(registered: dict, dag=None, run_id=None) -> dict:
             """Verify the challenger as served, promote it to champion, write the manifest."""
-            from include.ml_pipeline.deployment import prepare_release
+            from include.ml_pipeline.deployment.rollout import prepare_release
 
             return prepare_release(
                 SETTINGS,
@@ -495,7 +498,7 @@ def ml_model_deployment_advanced():
         @task(retries=1)
         def desplegar_api(manifest: dict, params=None, ti=None) -> dict:
             """Make the running model API serve the new champion; wait until it does."""
-            from include.ml_pipeline.deployment import roll_out
+            from include.ml_pipeline.deployment.rollout import roll_out
 
             url, token = _model_api()
             try:
@@ -515,7 +518,7 @@ def ml_model_deployment_advanced():
         def pruebas_api(manifest: dict, rollout: dict, split: dict, params=None, ti=None) -> dict:
             """Smoke tests on the live URL with rows of this run's test split: health,
             predictions equal to the registered version's, a 4xx, p95 latency."""
-            from include.ml_pipeline.deployment import smoke_frame
+            from include.ml_pipeline.deployment.rollout import smoke_frame
             from include.ml_pipeline.serving.client import ModelApiError, smoke_test
 
             try:
@@ -535,7 +538,7 @@ def ml_model_deployment_advanced():
         @task(trigger_rule="one_failed")
         def revertir_despliegue(manifest: dict, params=None, ti=None) -> None:
             """Point `champion` back to the previous version, reload, verify, then fail."""
-            from include.ml_pipeline.deployment import roll_back
+            from include.ml_pipeline.deployment.rollout import roll_back
 
             reasons = [
                 r
@@ -576,7 +579,7 @@ def ml_model_deployment_advanced():
         @task
         def configurar_monitoreo(registered: dict, split: dict, params=None) -> dict:
             """KS / chi-square / PSI drift against the training split; results to MLflow."""
-            from include.ml_pipeline.reporting import drift_at_deployment
+            from include.ml_pipeline.monitoring.deployment_report import drift_at_deployment
 
             return drift_at_deployment(
                 SETTINGS,
@@ -605,8 +608,8 @@ def ml_model_deployment_advanced():
             run_id=None,
         ) -> dict:
             """The deployed version's self-contained HTML dashboard, also logged to MLflow."""
+            from include.ml_pipeline.monitoring.deployment_report import deployment_dashboard
             from include.ml_pipeline.notifications import airflow_run_url
-            from include.ml_pipeline.reporting import deployment_dashboard
 
             decision = ti.xcom_pull(task_ids="decidir_despliegue", key="decision")
             return deployment_dashboard(

@@ -6,7 +6,7 @@ the data has moved, starts a retraining run of `ml_model_deployment_advanced`.
 
 **When it runs:** every hour (`0 * * * *` UTC) *and* whenever one of its Datasets is
 updated: new inference log data (`INFERENCE_LOG_DATASET`) or new raw data
-(`RAW_DATA_DATASET`), see `include/ml_pipeline/datasets.py`.
+(`RAW_DATA_DATASET`), see `include/ml_pipeline/orchestration/assets.py`.
 
 | task | what it does |
 |---|---|
@@ -40,14 +40,14 @@ from airflow.timetables.datasets import DatasetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.dag_defaults import (
+from include.ml_pipeline.monitoring.monitor_job import MonitoringError
+from include.ml_pipeline.orchestration.assets import INFERENCE_LOG_DATASET, RAW_DATA_DATASET
+from include.ml_pipeline.orchestration.defaults import (
     SLACK_CONN_ID,
     SMTP_CONN_ID,
     default_args,
     fail_without_retry,
 )
-from include.ml_pipeline.datasets import INFERENCE_LOG_DATASET, RAW_DATA_DATASET
-from include.ml_pipeline.monitoring.monitor_job import MonitoringError
 
 DEPLOYMENT_DAG_ID = "ml_model_deployment_advanced"
 THRESHOLD_KEYS = ("alpha", "psi_threshold", "ks_threshold", "drift_share", "min_rows", "max_rows")
@@ -155,8 +155,8 @@ def ml_model_monitoring():
     @_fail_on_bad_config
     def load_current(champion: dict, params=None, run_id=None, logical_date=None) -> dict:
         """The recent inference log of the champion (or a batch file), frozen to Parquet."""
-        from include.ml_pipeline.data.warehouse import run_key
         from include.ml_pipeline.monitoring import monitor_job
+        from include.ml_pipeline.runs import run_key
 
         settings = get_settings()
         source = params["current_source"]
@@ -182,8 +182,8 @@ def ml_model_monitoring():
         """Feature and prediction drift; the report JSON goes under `reports_dir`."""
         import pandas as pd
 
-        from include.ml_pipeline.data.warehouse import run_key
         from include.ml_pipeline.monitoring import monitor_job
+        from include.ml_pipeline.runs import run_key
 
         settings = get_settings()
         spec = champion["feature_spec"]

@@ -39,7 +39,7 @@ os.environ["MODEL_API_URL"] = f"http://127.0.0.1:{_free_port()}"
 if not os.environ.get("KEEP_TEST_HOME"):
     atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 
-from include.ml_pipeline.local import airflow_env  # noqa: E402
+from devtools import airflow_env  # noqa: E402
 
 airflow_env.configure()
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from include.ml_pipeline.data.generate import write_dataset
-from include.ml_pipeline.local import run_pipeline
+from devtools import run_pipeline
+from include.ml_pipeline.data_preparation.sample_data import write_dataset
 
 _counter = itertools.count()
 

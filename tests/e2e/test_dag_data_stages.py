@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from include.ml_pipeline.data.generate import generate_churn_frame
+from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
 
 PREP = "preparacion_datos."
 

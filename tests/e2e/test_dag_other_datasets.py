@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from devtools import run_pipeline
 from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.local import run_pipeline
 
 pytestmark = pytest.mark.e2e
 

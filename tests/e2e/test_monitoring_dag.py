@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from include.ml_pipeline.data.generate import (
+from include.ml_pipeline.data_preparation.sample_data import (
     CATEGORICAL_COLUMNS,
     NUMERIC_COLUMNS,
     TARGET,
@@ -108,8 +108,8 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def monitoring(store, airflow_db, pipeline_home):
     """Run `ml_model_monitoring` once with a conf; returns (dag_run, tasks, log text)."""
-    from include.ml_pipeline.local.monitor import sync_dags_to_db
-    from include.ml_pipeline.local.run_pipeline import collect, run_dag
+    from devtools.monitor import sync_dags_to_db
+    from devtools.run_pipeline import collect, run_dag
 
     sync_dags_to_db(MONITORING_DAG_ID, DEPLOYMENT_DAG_ID)
 

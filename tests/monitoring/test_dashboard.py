@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from include.ml_pipeline.data.generate import generate_churn_frame
+from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
 from include.ml_pipeline.monitoring.dashboard import (
     DashboardContext,
     EvaluationArrays,

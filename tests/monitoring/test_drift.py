@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.ml_pipeline.data.generate import generate_churn_frame
+from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
 from include.ml_pipeline.features import FeatureSpec
 from include.ml_pipeline.monitoring.drift import (
     STATUS_DRIFT,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from include.ml_pipeline.data.generate import (
+from include.ml_pipeline.data_preparation.sample_data import (
     CATEGORICAL_COLUMNS,
     NUMERIC_COLUMNS,
     TARGET,

@@ -8,7 +8,8 @@ import socket
 import pytest
 from mlflow import MlflowClient
 
-from include.ml_pipeline.data.generate import (
+from devtools.mlflow_server import start_server, stop_server, wait_until_healthy
+from include.ml_pipeline.data_preparation.sample_data import (
     CATEGORICAL_COLUMNS,
     NUMERIC_COLUMNS,
     TARGET,
@@ -17,7 +18,6 @@ from include.ml_pipeline.data.generate import (
 from include.ml_pipeline.features import FeatureSpec
 from include.ml_pipeline.registry import registry
 from include.ml_pipeline.registry.decision import decide_deployment
-from include.ml_pipeline.registry.mlflow_server import start_server, stop_server, wait_until_healthy
 from include.ml_pipeline.registry.mlflow_setup import ensure_experiment
 from include.ml_pipeline.training.evaluate import evaluate_on_test
 

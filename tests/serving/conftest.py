@@ -53,7 +53,7 @@ class LiveApi:
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory) -> Registry:
-    from include.ml_pipeline.serving.testing import register_model_version
+    from devtools.fixtures import register_model_version
 
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -121,7 +121,7 @@ def live_api(registry, tmp_path_factory):
 @pytest.fixture(scope="session")
 def churn_frame():
     """Feature rows (no target) with missing values, as clients would send them."""
-    from include.ml_pipeline.data.generate import TARGET, generate_churn_frame
+    from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
 
     return generate_churn_frame(400, seed=99).drop(columns=[TARGET])
 

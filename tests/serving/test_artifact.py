@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from devtools.fixtures import fit_pipeline, training_frame
 from include.ml_pipeline.features import coerce_features
 from include.ml_pipeline.serving.artifact import (
     TAG,
@@ -25,7 +26,6 @@ from include.ml_pipeline.serving.predictor import (
     verification_batch,
     verify_predictor,
 )
-from include.ml_pipeline.serving.testing import fit_pipeline, training_frame
 
 
 def _compiled(kind, labels="str", seed=5):

@@ -8,6 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
+from devtools.fixtures import fit_pipeline, training_frame
 from include.ml_pipeline.features import coerce_features
 from include.ml_pipeline.serving.batch import Batch, batch_from_frame
 from include.ml_pipeline.serving.loader import build_served_model
@@ -20,7 +21,6 @@ from include.ml_pipeline.serving.predictor import (
     verification_batch,
     verify_predictor,
 )
-from include.ml_pipeline.serving.testing import fit_pipeline, training_frame
 
 
 @pytest.mark.parametrize("labels", ["str", "int", "multi", "multi_int"])

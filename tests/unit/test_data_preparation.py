@@ -5,8 +5,15 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from include.ml_pipeline.data import generate, ingest, preprocess, split, validate, warehouse
-from include.ml_pipeline.data.errors import DataSourceError, DataValidationError
+from include.ml_pipeline.data_preparation import (
+    ingest,
+    preprocess,
+    sample_data,
+    split,
+    validate,
+    warehouse,
+)
+from include.ml_pipeline.data_preparation.errors import DataSourceError, DataValidationError
 from include.ml_pipeline.features import FeatureSpec
 
 
@@ -18,12 +25,12 @@ def con(tmp_path):
 
 @pytest.fixture
 def sample_csv(tmp_path):
-    return generate.write_dataset(tmp_path / "sample.csv", rows=1_000, seed=3)
+    return sample_data.write_dataset(tmp_path / "sample.csv", rows=1_000, seed=3)
 
 
 def rules(**overrides):
-    base = dict(target="churn", required_columns=generate.NUMERIC_COLUMNS,
-                numeric_columns=generate.NUMERIC_COLUMNS, min_rows=100)
+    base = dict(target="churn", required_columns=sample_data.NUMERIC_COLUMNS,
+                numeric_columns=sample_data.NUMERIC_COLUMNS, min_rows=100)
     base.update(overrides)
     return validate.ValidationRules(**base)
 
@@ -33,27 +40,28 @@ def load(con, path, tmp_path, table="raw__t"):
 
 
 def test_generator_is_seeded_and_learnable():
-    a = generate.generate_churn_frame(2_000, seed=1)
-    b = generate.generate_churn_frame(2_000, seed=1)
+    a = sample_data.generate_churn_frame(2_000, seed=1)
+    b = sample_data.generate_churn_frame(2_000, seed=1)
     pd.testing.assert_frame_equal(a, b)
     assert set(a["churn"]) == {"yes", "no"}
     assert a["tenure_months"].isna().mean() > 0
     assert a["payment_method"].isna().mean() > 0
-    drifted = generate.generate_churn_frame(2_000, seed=1, drift=True)
+    drifted = sample_data.generate_churn_frame(2_000, seed=1, drift=True)
     assert drifted["monthly_charges"].mean() > a["monthly_charges"].mean() + 10
 
 
 def test_load_keeps_every_row_as_text_in_file_order(con, sample_csv, tmp_path):
     result = load(con, sample_csv, tmp_path)
     assert result.rows == 1_000
-    assert result.columns == [*generate.NUMERIC_COLUMNS, *generate.CATEGORICAL_COLUMNS, "churn"]
+    features = [*sample_data.NUMERIC_COLUMNS, *sample_data.CATEGORICAL_COLUMNS]
+    assert result.columns == [*features, "churn"]
     assert len(result.fingerprint) == 64
     first = con.execute('SELECT "__row_id", "churn" FROM raw__t ORDER BY 1 LIMIT 1').fetchone()
     assert first == (1, pd.read_csv(sample_csv)["churn"][0])
 
 
 def test_load_parquet(con, tmp_path):
-    path = generate.write_dataset(tmp_path / "s.parquet", rows=300, seed=1)
+    path = sample_data.write_dataset(tmp_path / "s.parquet", rows=300, seed=1)
     result = load(con, path, tmp_path)
     assert result.file_format == "parquet"
     assert result.rows == 300
@@ -81,13 +89,13 @@ def test_valid_sample_passes_with_inferred_kinds(con, sample_csv, tmp_path):
     load(con, sample_csv, tmp_path)
     report = validate.validate_table(con, "raw__t", rules(), str(sample_csv))
     assert report.rows == 1_000
-    assert {report.kinds[c] for c in generate.NUMERIC_COLUMNS} == {"numeric"}
-    assert {report.kinds[c] for c in generate.CATEGORICAL_COLUMNS} == {"categorical"}
+    assert {report.kinds[c] for c in sample_data.NUMERIC_COLUMNS} == {"numeric"}
+    assert {report.kinds[c] for c in sample_data.CATEGORICAL_COLUMNS} == {"categorical"}
     assert set(report.classes) == {"yes", "no"}
 
 
 def test_missing_target_column_is_named(con, tmp_path):
-    frame = generate.generate_churn_frame(300).drop(columns=["churn"])
+    frame = sample_data.generate_churn_frame(300).drop(columns=["churn"])
     path = tmp_path / "no_target.csv"
     frame.to_csv(path, index=False)
     load(con, path, tmp_path)
@@ -98,7 +106,7 @@ def test_missing_target_column_is_named(con, tmp_path):
 
 
 def test_single_class_is_rejected(con, tmp_path):
-    frame = generate.generate_churn_frame(300)
+    frame = sample_data.generate_churn_frame(300)
     frame["churn"] = "no"
     path = tmp_path / "one_class.csv"
     frame.to_csv(path, index=False)
@@ -109,7 +117,7 @@ def test_single_class_is_rejected(con, tmp_path):
 
 
 def test_garbage_in_numeric_column_names_value_and_line(con, tmp_path):
-    frame = generate.generate_churn_frame(300)
+    frame = sample_data.generate_churn_frame(300)
     frame["age"] = frame["age"].astype(object)
     frame.loc[41, "age"] = "forty-two"
     path = tmp_path / "garbage.csv"
@@ -123,7 +131,7 @@ def test_garbage_in_numeric_column_names_value_and_line(con, tmp_path):
 
 
 def test_garbage_detected_without_declared_types(con, tmp_path):
-    frame = generate.generate_churn_frame(400)
+    frame = sample_data.generate_churn_frame(400)
     frame["monthly_charges"] = frame["monthly_charges"].astype(object)
     frame.loc[7, "monthly_charges"] = "n/a?"
     path = tmp_path / "g.csv"
@@ -135,7 +143,7 @@ def test_garbage_detected_without_declared_types(con, tmp_path):
 
 
 def test_null_range_duplicate_and_class_count_rules(con, tmp_path):
-    frame = generate.generate_churn_frame(400)
+    frame = sample_data.generate_churn_frame(400)
     frame.loc[:300, "region"] = None
     frame.loc[0, "age"] = 250
     frame = pd.concat([frame, frame.iloc[:100]])
@@ -157,7 +165,7 @@ def test_null_range_duplicate_and_class_count_rules(con, tmp_path):
 
 
 def test_preprocess_types_dedupes_and_excludes_identifiers(con, tmp_path):
-    frame = generate.generate_churn_frame(500)
+    frame = sample_data.generate_churn_frame(500)
     frame.insert(0, "customer_id", [f"C{i:05d}" for i in range(500)])
     frame["constant"] = "same"
     frame = pd.concat([frame, frame.iloc[:10]]).reset_index(drop=True)
@@ -173,14 +181,14 @@ def test_preprocess_types_dedupes_and_excludes_identifiers(con, tmp_path):
     assert result.dropped_duplicates == 9
     assert result.rows_out == 500
     spec = FeatureSpec.from_dict(result.feature_spec)
-    assert spec.numeric == generate.NUMERIC_COLUMNS
+    assert spec.numeric == sample_data.NUMERIC_COLUMNS
     types = dict(warehouse.table_columns(con, "clean__t"))
     assert types["age"] == "DOUBLE"
     assert types["region"] == "VARCHAR"
 
 
 def test_integer_labels_stay_integers(con, tmp_path):
-    frame = generate.generate_churn_frame(300)
+    frame = sample_data.generate_churn_frame(300)
     frame["churn"] = (frame["churn"] == "yes").astype(int)
     path = tmp_path / "int.csv"
     frame.to_csv(path, index=False)
@@ -191,7 +199,7 @@ def test_integer_labels_stay_integers(con, tmp_path):
 
 
 def _split(con, tmp_path, seed, out="s"):
-    spec = FeatureSpec("churn", generate.NUMERIC_COLUMNS, generate.CATEGORICAL_COLUMNS)
+    spec = FeatureSpec("churn", sample_data.NUMERIC_COLUMNS, sample_data.CATEGORICAL_COLUMNS)
     return split.split_table(con, "clean__t", "split__t", spec, tmp_path / out,
                              test_size=0.2, validation_size=0.25, seed=seed)
 

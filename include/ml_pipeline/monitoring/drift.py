@@ -497,7 +497,11 @@ def prediction_drift_rows(
 
 def churn_spec() -> FeatureSpec:
     """The FeatureSpec of `generate_churn_frame`'s table."""
-    from include.ml_pipeline.data.generate import CATEGORICAL_COLUMNS, NUMERIC_COLUMNS, TARGET
+    from include.ml_pipeline.data_preparation.sample_data import (
+        CATEGORICAL_COLUMNS,
+        NUMERIC_COLUMNS,
+        TARGET,
+    )
 
     return FeatureSpec(
         target=TARGET, numeric=list(NUMERIC_COLUMNS), categorical=list(CATEGORICAL_COLUMNS)
@@ -518,7 +522,7 @@ def measure_alarm_rate(
     sample (`seed + 100_000 + i`, shifted when `drift=True`). With `drift=False` the rate
     is the false-alarm rate; with `drift=True` it is the detection rate.
     """
-    from include.ml_pipeline.data.generate import generate_churn_frame
+    from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
 
     spec = churn_spec()
     flagged = 0

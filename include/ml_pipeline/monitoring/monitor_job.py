@@ -33,6 +33,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from include.ml_pipeline.contracts.names import (
+    CHAMPION,
+    FEATURE_SPEC_TAG,
+    INFERENCE_LOG_SOURCE,
+    MONITORING_EXPERIMENT,
+    MONITORING_ROLE,
+    RETRAIN_REQUESTED_TAG,
+    ROLE_TAG,
+    TRAIN_PATH_TAG,
+)
 from include.ml_pipeline.features import FeatureSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,14 +52,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-MONITORING_EXPERIMENT = "ml_model_monitoring"
-INFERENCE_LOG_SOURCE = "inference_log"
-CHAMPION_ALIAS = "champion"
-TRAIN_PATH_TAG = "train_path"
-FEATURE_SPEC_TAG = "feature_spec"
-RETRAIN_REQUESTED_TAG = "retrain_requested"
-ROLE_TAG = "ml_pipeline.role"
-MONITORING_ROLE = "monitoring"
 TRAINING_CONTEXT = "training"
 
 
@@ -61,7 +63,7 @@ class MonitoringError(Exception):
 
 
 def find_champion(
-    model_name: str, *, tracking_uri: str, alias: str = CHAMPION_ALIAS
+    model_name: str, *, tracking_uri: str, alias: str = CHAMPION
 ) -> dict[str, Any] | None:
     """JSON-able facts of `models:/<model_name>@<alias>`, or None when it does not exist.
 

@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from include.ml_pipeline.training.metrics import GREATER_IS_BETTER
+from include.ml_pipeline.contracts.names import GREATER_IS_BETTER
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,15 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
+from include.ml_pipeline.contracts.names import (
+    AIRFLOW_RUN_TAG,
+    CHALLENGER,
+    CHAMPION,
+    DECISION_TAG,
+    FINGERPRINT_TAG,
+    PREVIOUS_CHAMPION,
+    REASONS_TAG,
+)
 from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,13 +36,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from include.ml_pipeline.registry.decision import Decision
 
-CHALLENGER = "challenger"
-CHAMPION = "champion"
-PREVIOUS_CHAMPION = "previous_champion"
-AIRFLOW_RUN_TAG = "airflow_run_id"
-FINGERPRINT_TAG = "data_fingerprint"
-DECISION_TAG = "deployment_decision"
-REASONS_TAG = "deployment_reasons"
 _TAG_VALUE_LIMIT = 5000
 
 

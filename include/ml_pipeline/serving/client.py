@@ -223,7 +223,7 @@ def measure_latency(url: str, frame: pd.DataFrame, requests: int = 200,
 
 def smoke_sample(rows: int = 32, seed: int = 20240501) -> pd.DataFrame:
     """A fixed sample of generated churn rows (feature columns only)."""
-    from include.ml_pipeline.data.generate import TARGET, generate_churn_frame
+    from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
 
     return generate_churn_frame(rows, seed).drop(columns=[TARGET])
 

@@ -24,10 +24,10 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from include.ml_pipeline.contracts.names import CHAMPION, GREATER_IS_BETTER
 from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
 from include.ml_pipeline.training.data import as_spec, file_fingerprint, limit_threads, read_split
 from include.ml_pipeline.training.metrics import (
-    GREATER_IS_BETTER,
     classification_metrics,
     predicted_labels,
     prefixed,
@@ -38,7 +38,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from include.ml_pipeline.features import FeatureSpec
 
-CHAMPION_ALIAS = "champion"
 PLOTS_DIR = "plots"
 EVALUATION_DIR = "evaluation"
 
@@ -226,7 +225,7 @@ def evaluate_on_test(
     tracking_uri: str,
     run_id: str | None = None,
     model_name: str | None = None,
-    champion_alias: str = CHAMPION_ALIAS,
+    champion_alias: str = CHAMPION,
     importance_rows: int = 2000,
     importance_repeats: int = 5,
     seed: int = 0,

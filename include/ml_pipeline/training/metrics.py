@@ -19,17 +19,6 @@ from typing import Any
 
 import numpy as np
 
-METRIC_NAMES = ("roc_auc", "accuracy", "f1", "precision", "recall", "log_loss")
-# Direction of each metric: True when a larger value is better.
-GREATER_IS_BETTER = {
-    "roc_auc": True,
-    "accuracy": True,
-    "f1": True,
-    "precision": True,
-    "recall": True,
-    "log_loss": False,
-}
-
 
 def _as_array(values: Any) -> np.ndarray:
     if hasattr(values, "to_numpy"):

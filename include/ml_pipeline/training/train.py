@@ -20,6 +20,15 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from include.ml_pipeline.contracts.names import (
+    AIRFLOW_RUN_TAG,
+    CANDIDATE_TAG,
+    METRIC_NAMES,
+    MODEL_URI_TAG,
+    PARENT_RUN_TAG,
+    ROLE_TAG,
+    TRAIN_FINGERPRINT_TAG,
+)
 from include.ml_pipeline.registry.mlflow_setup import configure_mlflow, ensure_experiment
 from include.ml_pipeline.training.candidates import (
     estimator_params,
@@ -27,7 +36,7 @@ from include.ml_pipeline.training.candidates import (
     validate_candidate,
 )
 from include.ml_pipeline.training.data import as_spec, file_fingerprint, limit_threads, read_split
-from include.ml_pipeline.training.metrics import METRIC_NAMES, classification_metrics, prefixed
+from include.ml_pipeline.training.metrics import classification_metrics, prefixed
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -35,12 +44,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from include.ml_pipeline.features import FeatureSpec
 
-ROLE_TAG = "ml_pipeline.role"
-CANDIDATE_TAG = "ml_pipeline.candidate"
-MODEL_URI_TAG = "ml_pipeline.model_uri"
-DATA_FINGERPRINT_TAG = "ml_pipeline.train_fingerprint"
-AIRFLOW_RUN_TAG = "airflow_run_id"
-PARENT_TAG = "mlflow.parentRunId"
 MODEL_ARTIFACT_NAME = "model"
 SIGNATURE_SAMPLE_ROWS = 1000
 PARENT_SETTLE_S = 0.5  # longer than a run takes to commit after its start time is taken
@@ -196,7 +199,7 @@ def _existing_child(client: Any, experiment_id: str, parent_run_id: str, name: s
     runs = client.search_runs(
         [experiment_id],
         filter_string=(
-            f"tags.`{PARENT_TAG}` = {_quote(parent_run_id, 'parent_run_id')} "
+            f"tags.`{PARENT_RUN_TAG}` = {_quote(parent_run_id, 'parent_run_id')} "
             f"and tags.`{CANDIDATE_TAG}` = {_quote(name, 'candidate name')}"
         ),
         run_view_type=ViewType.ACTIVE_ONLY,
@@ -228,7 +231,7 @@ def _result_from_run(run: Any, candidate: dict[str, Any]) -> dict[str, Any]:
         "model_uri": tags[MODEL_URI_TAG],
         "metrics": metrics,
         "fit_seconds": run.data.metrics.get("fit_seconds"),
-        "train_fingerprint": tags.get(DATA_FINGERPRINT_TAG),
+        "train_fingerprint": tags.get(TRAIN_FINGERPRINT_TAG),
         "reused": True,
     }
 
@@ -295,11 +298,11 @@ def train_candidate(
     run_tags.setdefault(AIRFLOW_RUN_TAG, parent.data.tags.get(AIRFLOW_RUN_TAG, ""))
     run_tags.update(
         {
-            PARENT_TAG: parent_run_id,
+            PARENT_RUN_TAG: parent_run_id,
             ROLE_TAG: "candidate",
             CANDIDATE_TAG: candidate["name"],
             "estimator": candidate["estimator"],
-            DATA_FINGERPRINT_TAG: train_fp,
+            TRAIN_FINGERPRINT_TAG: train_fp,
         }
     )
     with mlflow.start_run(

@@ -16,13 +16,13 @@ import sys
 import time
 from pathlib import Path
 
-from include.ml_pipeline.local import airflow_env
+from devtools import airflow_env
 
 DAG_ID = "ml_model_deployment_advanced"
 
 
 def build_conf(args: argparse.Namespace, settings) -> dict:
-    from include.ml_pipeline.data.generate import write_dataset
+    from include.ml_pipeline.data_preparation.sample_data import write_dataset
     from include.ml_pipeline.runs import default_data_uri
 
     conf: dict = {}

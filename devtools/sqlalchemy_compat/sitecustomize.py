@@ -6,7 +6,7 @@ server dies at import with `AttributeError: module 'sqlalchemy' has no attribute
 'Engine'`. The tracking *client* and the in-process SQLite store do not need them.
 
 This file is put on `PYTHONPATH` only for the server process (and the uvicorn worker it
-spawns) by `include.ml_pipeline.registry.mlflow_server`; Python imports `sitecustomize`
+spawns) by `devtools.mlflow_server`; Python imports `sitecustomize`
 at start-up, which adds the aliases. It does nothing on SQLAlchemy 2.
 """
 

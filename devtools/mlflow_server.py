@@ -1,6 +1,6 @@
 """Run a local `mlflow server` (tracking + registry + proxied artifacts) from this venv.
 
-`python -m include.ml_pipeline.registry.mlflow_server` serves the embedded store from the
+`python -m devtools.mlflow_server` serves the embedded store from the
 settings (`sqlite:///…/mlflow.db`, artifacts in the local folder) on 127.0.0.1:5000 —
 a `make mlflow-ui` target can call it. Tests use `start_server` / `stop_server`.
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from include.ml_pipeline.data.ingest import ROW_ID
-from include.ml_pipeline.data.warehouse import quote_ident, row_count, text_value
+from include.ml_pipeline.data_preparation.ingest import ROW_ID
+from include.ml_pipeline.data_preparation.warehouse import quote_ident, row_count, text_value
 from include.ml_pipeline.features import FeatureSpec
 
 #: A text column with more distinct values than this share of the rows is an identifier.

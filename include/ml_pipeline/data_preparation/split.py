@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from include.ml_pipeline.data.ingest import ROW_ID
-from include.ml_pipeline.data.warehouse import quote_ident, quote_literal
+from include.ml_pipeline.data_preparation.ingest import ROW_ID
+from include.ml_pipeline.data_preparation.warehouse import quote_ident, quote_literal
 from include.ml_pipeline.features import FeatureSpec
 
 SPLITS = ("train", "validation", "test")

@@ -6,7 +6,6 @@ names, paths and small summaries travel through XCom.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,9 +13,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
-
-_RUN_KEY = re.compile(r"[^0-9A-Za-z]+")
-
 
 @contextmanager
 def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -46,14 +42,6 @@ def text_value(column: str) -> str:
 def quote_literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
-
-def run_key(run_id: str) -> str:
-    """A short, SQL-safe key for an Airflow run id (used in table and folder names)."""
-    import hashlib
-
-    slug = _RUN_KEY.sub("_", run_id).strip("_")[:40]
-    digest = hashlib.sha1(run_id.encode()).hexdigest()[:8]
-    return f"{slug}_{digest}".lower()
 
 
 def table_name(stage: str, key: str) -> str:

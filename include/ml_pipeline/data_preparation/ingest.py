@@ -15,8 +15,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from include.ml_pipeline.data.errors import DataSourceError
-from include.ml_pipeline.data.warehouse import quote_ident, quote_literal, row_count, table_columns
+from include.ml_pipeline.data_preparation.errors import DataSourceError
+from include.ml_pipeline.data_preparation.warehouse import (
+    quote_ident,
+    quote_literal,
+    row_count,
+    table_columns,
+)
 
 ROW_ID = "__row_id"
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq", ".tsv", ".txt", ".csv.gz")

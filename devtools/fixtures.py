@@ -21,7 +21,11 @@ _MODEL_PACKAGES = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy"
 
 
 def churn_spec() -> FeatureSpec:
-    from include.ml_pipeline.data.generate import CATEGORICAL_COLUMNS, NUMERIC_COLUMNS, TARGET
+    from include.ml_pipeline.data_preparation.sample_data import (
+        CATEGORICAL_COLUMNS,
+        NUMERIC_COLUMNS,
+        TARGET,
+    )
 
     return FeatureSpec(TARGET, list(NUMERIC_COLUMNS), list(CATEGORICAL_COLUMNS))
 
@@ -42,7 +46,7 @@ def make_estimator(kind: str, seed: int = 0):
 def training_frame(rows: int = 4000, seed: int = 0, labels: str = "str"):
     """Generated churn data. `labels`: "str" (yes/no), "int" (0/1), "multi" (region
     names, 4 classes; `region` is then dropped from the features) or "multi_int"."""
-    from include.ml_pipeline.data.generate import generate_churn_frame
+    from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
 
     frame = generate_churn_frame(rows, seed)
     spec = churn_spec()

@@ -12,9 +12,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from include.ml_pipeline.data.errors import DataValidationError, Violation
-from include.ml_pipeline.data.ingest import ROW_ID
-from include.ml_pipeline.data.warehouse import quote_ident, row_count, table_columns, text_value
+from include.ml_pipeline.data_preparation.errors import DataValidationError, Violation
+from include.ml_pipeline.data_preparation.ingest import ROW_ID
+from include.ml_pipeline.data_preparation.warehouse import (
+    quote_ident,
+    row_count,
+    table_columns,
+    text_value,
+)
 
 NUMERIC_TYPES = (
     "TINYINT",

@@ -1,6 +1,6 @@
 """`make monitor`: one drift check on the embedded Airflow, and the retraining it asks for.
 
-    python -m include.ml_pipeline.local.monitor [--send-drifted-traffic N] [--source FILE]
+    python -m devtools.monitor [--send-drifted-traffic N] [--source FILE]
 
 1. With `--send-drifted-traffic N`, sends N drifted rows (`generate_churn_frame(N,
    drift=True)`, labels dropped) to the running model API's `POST /invocations`
@@ -27,8 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from include.ml_pipeline.local import airflow_env
-from include.ml_pipeline.local.run_pipeline import collect, run_dag
+from devtools import airflow_env
+from devtools.run_pipeline import collect, run_dag
 
 MONITORING_DAG_ID = "ml_model_monitoring"
 DEPLOYMENT_DAG_ID = "ml_model_deployment_advanced"
@@ -46,7 +46,7 @@ def send_drifted_traffic(
     Returns `{"rows_sent", "requests", "seconds", "model_version"}`; raises
     `ModelApiError` naming the URL when the API is not reachable or refuses a request.
     """
-    from include.ml_pipeline.data.generate import TARGET, generate_churn_frame
+    from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
     from include.ml_pipeline.serving.client import predict_labels, served_version
 
     version = served_version(api_url)
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  queued DagRun {retrain['run_id']} left for a scheduler (--no-retrain)")
             summary["retraining_run"] = {**retrain, "executed": False}
         else:
-            from include.ml_pipeline.local.run_pipeline import build_conf
+            from devtools.run_pipeline import build_conf
 
             retrain_log = logs / f"retrain-{stamp}.log"
             # The main DAG's own local defaults (sample data path), then the trigger's conf.

@@ -1,0 +1,54 @@
+"""Names shared across stages and DAGs, defined once: registry aliases, MLflow tags and
+experiments, metric directions, monitoring sources, and connection ids."""
+
+from __future__ import annotations
+
+# -- registry aliases ---------------------------------------------------------------------
+CHALLENGER = "challenger"  # the version this DAG run registered
+CHAMPION = "champion"  # what the model API serves: models:/<name>@champion
+PREVIOUS_CHAMPION = "previous_champion"  # where champion was before: the rollback target
+
+# -- MLflow tags (runs and model versions) ------------------------------------------------
+AIRFLOW_RUN_TAG = "airflow_run_id"
+AIRFLOW_DAG_TAG = "airflow_dag_id"
+ROLE_TAG = "ml_pipeline.role"  # parent | candidate | monitoring
+CANDIDATE_TAG = "ml_pipeline.candidate"
+MODEL_URI_TAG = "ml_pipeline.model_uri"
+TRAIN_FINGERPRINT_TAG = "ml_pipeline.train_fingerprint"
+PARENT_RUN_TAG = "mlflow.parentRunId"
+# on model versions
+FINGERPRINT_TAG = "data_fingerprint"
+TRAIN_PATH_TAG = "train_path"  # where the version's training split lives (drift reference)
+FEATURE_SPEC_TAG = "feature_spec"
+VERSION_CANDIDATE_TAG = "candidate"
+VERSION_RUN_TAG = "mlflow_run_id"
+DECISION_TAG = "deployment_decision"
+REASONS_TAG = "deployment_reasons"
+RETRAIN_REQUESTED_TAG = "retrain_requested"
+
+# -- experiments and sources --------------------------------------------------------------
+MONITORING_EXPERIMENT = "ml_model_monitoring"
+MONITORING_ROLE = "monitoring"
+INFERENCE_LOG_SOURCE = "inference_log"
+
+# -- DAG ids ------------------------------------------------------------------------------
+DEPLOYMENT_DAG_ID = "ml_model_deployment_advanced"
+MONITORING_DAG_ID = "ml_model_monitoring"
+
+# -- metrics ------------------------------------------------------------------------------
+METRIC_NAMES = ("roc_auc", "accuracy", "f1", "precision", "recall", "log_loss")
+# Direction of each metric: True when a larger value is better.
+GREATER_IS_BETTER = {
+    "roc_auc": True,
+    "accuracy": True,
+    "f1": True,
+    "precision": True,
+    "recall": True,
+    "log_loss": False,
+}
+
+# -- Airflow connection ids (defined in airflow_settings.yaml for `astro dev start`) ------
+DUCKDB_CONN_ID = "duckdb_default"
+MODEL_API_CONN_ID = "model_api"
+SLACK_CONN_ID = "slack_notifications"
+SMTP_CONN_ID = "smtp_notifications"
