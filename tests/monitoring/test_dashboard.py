@@ -16,15 +16,17 @@ from include.ml_pipeline.monitoring.dashboard import (
     EvaluationArrays,
     build_dashboard_html,
     dashboard_filename,
+    render_dashboard,
+    summarize_traffic,
+)
+from include.ml_pipeline.monitoring.drift import churn_spec, compute_drift
+from include.ml_pipeline.plots import (
     figure_to_png_bytes,
     plot_confusion_matrix,
     plot_feature_importances,
     plot_precision_recall,
     plot_roc_curves,
-    render_dashboard,
-    summarize_traffic,
 )
-from include.ml_pipeline.monitoring.drift import churn_spec, compute_drift
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

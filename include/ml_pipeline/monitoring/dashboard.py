@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from include.ml_pipeline.monitoring.plots import (
+from include.ml_pipeline.plots import (
     figure_to_png_bytes,
     plot_class_distribution,
     plot_confusion_matrix,
@@ -49,11 +49,6 @@ __all__ = [
     "EvaluationArrays",
     "build_dashboard_html",
     "dashboard_filename",
-    "figure_to_png_bytes",
-    "plot_confusion_matrix",
-    "plot_feature_importances",
-    "plot_precision_recall",
-    "plot_roc_curves",
     "render_dashboard",
     "summarize_traffic",
 ]

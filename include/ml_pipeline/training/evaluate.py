@@ -167,7 +167,7 @@ def _log_figure(client: Any, run_id: str, fig: Any, path: str) -> str:
     import os
     import tempfile
 
-    from include.ml_pipeline.monitoring.plots import figure_to_png_bytes
+    from include.ml_pipeline.plots import figure_to_png_bytes
 
     directory, name = os.path.split(path)
     with tempfile.TemporaryDirectory() as tmp:
@@ -272,7 +272,7 @@ def _evaluate_on_test(
     import mlflow
     import mlflow.sklearn
 
-    from include.ml_pipeline.monitoring import plots
+    from include.ml_pipeline import plots
 
     spec = as_spec(spec)
     client = configure_mlflow(tracking_uri)

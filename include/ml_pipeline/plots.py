@@ -1,9 +1,9 @@
 """Evaluation and monitoring charts as matplotlib Figures (no pyplot, no display).
 
 Every function returns a `matplotlib.figure.Figure` built without `pyplot`, so it needs no
-GUI backend, holds no global state and is safe in Airflow workers and threads. The
-training code logs them to MLflow (`mlflow.log_figure(fig, "roc.png")`) and the dashboard
-embeds them with `figure_to_png_bytes`.
+GUI backend, holds no global state and is safe in Airflow workers and threads. Shared by
+training (its evaluation plots, logged to MLflow as PNG) and monitoring (the dashboard
+embeds them with `figure_to_png_bytes`).
 """
 
 from __future__ import annotations
