@@ -11,6 +11,8 @@ PREVIOUS_CHAMPION = "previous_champion"  # where champion was before: the rollba
 # -- MLflow tags (runs and model versions) ------------------------------------------------
 AIRFLOW_RUN_TAG = "airflow_run_id"
 AIRFLOW_DAG_TAG = "airflow_dag_id"
+AIRFLOW_TASK_TAG = "airflow_task_id"
+AIRFLOW_MAP_INDEX_TAG = "airflow_map_index"
 ROLE_TAG = "ml_pipeline.role"  # parent | candidate | monitoring
 CANDIDATE_TAG = "ml_pipeline.candidate"
 MODEL_URI_TAG = "ml_pipeline.model_uri"
@@ -52,3 +54,12 @@ DUCKDB_CONN_ID = "duckdb_default"
 MODEL_API_CONN_ID = "model_api"
 SLACK_CONN_ID = "slack_notifications"
 SMTP_CONN_ID = "smtp_notifications"
+
+# -- XCom keys besides return_value ---------------------------------------------------------
+DECISION_XCOM_KEY = "decision"  # decidir_despliegue: the Decision payload
+FAILURE_XCOM_KEY = "failure"  # any task that failed: its TaskFailure
+ROLLBACK_XCOM_KEY = "rollback"  # revertir_despliegue: the Rollback payload
+
+# -- task ids that other tasks read XComs from ------------------------------------------------
+DECISION_TASK_ID = "decidir_despliegue"
+ROLLBACK_TASK_ID = "despliegue_modelo.revertir_despliegue"

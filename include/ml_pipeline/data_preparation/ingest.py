@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from include.ml_pipeline.contracts.payloads import LoadResult
 from include.ml_pipeline.data_preparation.errors import DataSourceError
 from include.ml_pipeline.data_preparation.warehouse import (
     quote_ident,
@@ -99,19 +99,6 @@ def load_sql(path: Path, table: str, file_format: str) -> str:
     )
 
 
-@dataclass(frozen=True)
-class LoadResult:
-    table: str
-    source_uri: str
-    local_path: str
-    file_format: str
-    rows: int
-    columns: list[str]
-    bytes: int
-    fingerprint: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def load_into_table(con, uri: str, table: str, staging_dir: Path, conn_id: str | None = None):

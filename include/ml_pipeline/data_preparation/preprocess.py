@@ -10,9 +10,7 @@ so that serving applies exactly what training learnt.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
+from include.ml_pipeline.contracts.payloads import PreprocessResult
 from include.ml_pipeline.data_preparation.ingest import ROW_ID
 from include.ml_pipeline.data_preparation.warehouse import quote_ident, row_count, text_value
 from include.ml_pipeline.features import FeatureSpec
@@ -22,19 +20,6 @@ ID_LIKE_SHARE = 0.5
 ID_LIKE_MIN_DISTINCT = 50
 
 
-@dataclass(frozen=True)
-class PreprocessResult:
-    table: str
-    rows_in: int
-    rows_out: int
-    dropped_unlabelled: int
-    dropped_duplicates: int
-    feature_spec: dict[str, Any]
-    target_type: str
-    excluded_columns: dict[str, str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def choose_features(

@@ -8,10 +8,9 @@ as a Parquet file that the training tasks (possibly in parallel processes) read.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
+from include.ml_pipeline.contracts.payloads import SplitResult
 from include.ml_pipeline.data_preparation.ingest import ROW_ID
 from include.ml_pipeline.data_preparation.warehouse import quote_ident, quote_literal
 from include.ml_pipeline.features import FeatureSpec
@@ -19,16 +18,6 @@ from include.ml_pipeline.features import FeatureSpec
 SPLITS = ("train", "validation", "test")
 
 
-@dataclass(frozen=True)
-class SplitResult:
-    table: str
-    paths: dict[str, str]
-    rows: dict[str, int]
-    class_counts: dict[str, dict[str, int]]
-    seed: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def check_fractions(test_size: float, validation_size: float) -> None:
@@ -100,4 +89,11 @@ def split_table(
             f"split of {source}: the {', '.join(empty)} split(s) are empty; "
             "add rows or change test_size/validation_size"
         )
-    return SplitResult(table=dest, paths=paths, rows=rows, class_counts=classes, seed=seed)
+    return SplitResult(
+        table=dest,
+        paths=paths,
+        rows=rows,
+        class_counts=classes,
+        seed=seed,
+        feature_spec=spec.to_dict(),
+    )

@@ -9,9 +9,10 @@ in one `DataValidationError`, so the user fixes the file once.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
+from include.ml_pipeline.contracts.payloads import ValidationReport
 from include.ml_pipeline.data_preparation.errors import DataValidationError, Violation
 from include.ml_pipeline.data_preparation.ingest import ROW_ID
 from include.ml_pipeline.data_preparation.warehouse import (
@@ -268,17 +269,6 @@ def check_rules(
     return v
 
 
-@dataclass(frozen=True)
-class ValidationReport:
-    source: str
-    rows: int
-    kinds: dict[str, str]
-    classes: dict[str, int]
-    duplicates: int
-    null_fractions: dict[str, float]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def validate_table(con, table: str, rules: ValidationRules, source: str) -> ValidationReport:
@@ -297,4 +287,5 @@ def validate_table(con, table: str, rules: ValidationRules, source: str) -> Vali
         classes=classes,
         duplicates=duplicates,
         null_fractions={n: round(c["null_fraction"], 6) for n, c in profile["columns"].items()},
+        table=table,
     )

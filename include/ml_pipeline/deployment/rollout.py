@@ -1,27 +1,19 @@
-"""Deployment steps of `despliegue_modelo`: release, roll out to the API, roll back.
+"""Roll out and roll back: make the model API serve `champion`, or put it back.
 
-Plain functions (no Airflow imports). The order matters for safety:
-
-1. `prepare_release` builds the challenger exactly as the API will serve it (the compiled
-   fast path is verified against the scikit-learn pipeline at load), stores that
-   predictor as the version's serving artifact (`serving/artifact.py`: the API then
-   starts without scikit-learn), and only then moves `champion` (the old one stays
-   under `previous_champion`) and writes the manifest.
-2. `roll_out` makes the running API serve the new champion: in the embedded default it
-   starts the local process when none runs, otherwise it asks the API to reload, and it
-   waits (bounded) until `/version` reports the new version.
-3. `roll_back` points `champion` back to `previous_champion` (only if `champion` is still
-   the failed version), reloads the API and checks it serves the restored version.
+`roll_out` makes the running API serve the new champion: in the embedded default it
+starts the local process when none runs, otherwise it asks the API to reload, and it waits
+(bounded) until `/version` reports the new version. `roll_back` points `champion` back to
+`previous_champion` (only if `champion` is still the failed version), reloads the API and
+checks it serves the restored version.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from typing import Any
 from urllib.parse import urlparse
 
 from include.ml_pipeline.config import Settings
+from include.ml_pipeline.contracts.names import CHAMPION
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -67,58 +59,6 @@ def _api_ready_for(url: str, model_name: str) -> bool:
         process.stop_api()
         return False
     return True
-
-
-def prepare_release(
-    settings: Settings, name: str, version: str, *, airflow: dict[str, Any]
-) -> dict[str, Any]:
-    """Verify the challenger as served, promote it to champion, write the manifest."""
-    from include.ml_pipeline.registry.registry import describe_version, promote_to_champion
-    from include.ml_pipeline.serving.artifact import publish_served
-    from include.ml_pipeline.serving.loader import load_served_model
-
-    served = load_served_model(settings.mlflow_tracking_uri, name, "challenger")
-    if str(served.version) != str(version):
-        raise RuntimeError(
-            f"alias challenger of {name!r} points to version {served.version}, not {version}; "
-            "another run registered a newer challenger"
-        )
-    artifact = publish_served(settings.mlflow_tracking_uri, served)
-    promotion = promote_to_champion(name, version, tracking_uri=settings.mlflow_tracking_uri)
-    info = describe_version(name, version, tracking_uri=settings.mlflow_tracking_uri)
-    manifest = {
-        "model_name": name,
-        "version": str(version),
-        "model_uri": f"models:/{name}/{version}",
-        "alias": "champion",
-        "previous_champion": promotion.get("previous"),
-        "run_id": served.run_id,
-        "source": served.source,
-        "signature": {
-            "numeric": served.spec.numeric,
-            "categorical": served.spec.categorical,
-            "target": served.spec.target,
-            "classes": [c.item() if hasattr(c, "item") else c for c in served.classes],
-        },
-        "serving": {
-            "predict_path": served.predict_path,
-            "fallback_reason": served.fallback_reason,
-            "verified_against_pipeline": True,
-            "serving_artifact": artifact,
-        },
-        "metrics": served.metrics,
-        "tags": info.get("tags", {}),
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "airflow": airflow,
-    }
-    out = settings.storage_root / "deployments"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}-v{version}.json"
-    tmp = path.with_suffix(".json.part")
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    tmp.replace(path)
-    manifest["manifest_path"] = str(path)
-    return manifest
 
 
 def roll_out(
@@ -175,11 +115,15 @@ def roll_back(
     timeout: float = 180.0,
 ) -> dict[str, Any]:
     """Put `champion` back on the previous version and make the API serve it again."""
-    from include.ml_pipeline.registry.registry import get_alias_version, rollback_champion
+    from include.ml_pipeline.registry.registry import (
+        get_alias_version,
+        remove_champion,
+        rollback_champion,
+    )
     from include.ml_pipeline.serving import client, process
 
     uri = settings.mlflow_tracking_uri
-    champion = get_alias_version(name, "champion", tracking_uri=uri)
+    champion = get_alias_version(name, CHAMPION, tracking_uri=uri)
     if champion != str(failed_version):
         return {
             "rolled_back": False,
@@ -191,11 +135,7 @@ def roll_back(
     except LookupError:
         # First deployment ever: there is nothing to go back to. Take the alias away so
         # no one serves a version that failed, and stop the local API that serves it.
-        from mlflow import MlflowClient
-
-        MlflowClient(tracking_uri=uri, registry_uri=uri).delete_registered_model_alias(
-            name, "champion"
-        )
+        remove_champion(name, tracking_uri=uri)
         stopped = process.stop_api() if is_loopback(url) else False
         return {
             "rolled_back": True,
@@ -206,12 +146,3 @@ def roll_back(
     _serve_champion(settings, url, name, restored, token=token, timeout=timeout)
     client.check_health(url)
     return {"rolled_back": True, "champion": restored, "detail": f"API serves v{restored}"}
-
-
-def smoke_frame(test_path: str, spec: dict[str, Any], rows: int = 32):
-    """The first `rows` rows of the run's test split, feature columns only: the fixed
-    sample `pruebas_api` sends, whatever the dataset."""
-    import pandas as pd
-
-    columns = [*spec["numeric"], *spec["categorical"]]
-    return pd.read_parquet(test_path, columns=columns).head(rows)

@@ -1,5 +1,5 @@
-"""Airflow Datasets shared by the DAGs (producers declare them as outlets, consumers
-schedule on them).
+"""Airflow Datasets (Assets on Airflow 3) shared by the DAGs: producers declare them as
+outlets, consumers schedule on them.
 
 | Dataset | produced by | consumed by |
 |---|---|---|
@@ -17,9 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import quote
 
-from airflow.datasets import Dataset
-
 from include.ml_pipeline.config import get_settings
+from include.ml_pipeline.orchestration.compat import Asset
 from include.ml_pipeline.runs import default_data_uri
 
 _SETTINGS = get_settings()
@@ -28,9 +27,9 @@ RAW_DATA_URI = Path(default_data_uri(_SETTINGS)).as_uri()
 INFERENCE_LOG_URI = _SETTINGS.inference_log_dir.as_uri()
 REGISTERED_MODEL_URI = f"mlflow://models/{quote(_SETTINGS.model_name, safe='')}"
 
-RAW_DATA_DATASET = Dataset(RAW_DATA_URI, extra={"kind": "raw_data"})
-INFERENCE_LOG_DATASET = Dataset(INFERENCE_LOG_URI, extra={"kind": "inference_log"})
-REGISTERED_MODEL_DATASET = Dataset(REGISTERED_MODEL_URI, extra={"kind": "registered_model"})
+RAW_DATA_DATASET = Asset(RAW_DATA_URI, extra={"kind": "raw_data"})
+INFERENCE_LOG_DATASET = Asset(INFERENCE_LOG_URI, extra={"kind": "inference_log"})
+REGISTERED_MODEL_DATASET = Asset(REGISTERED_MODEL_URI, extra={"kind": "registered_model"})
 
 __all__ = [
     "INFERENCE_LOG_DATASET",

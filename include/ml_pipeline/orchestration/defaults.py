@@ -1,6 +1,5 @@
-"""What both DAGs share: default task arguments, notification connection ids, and the
-"fail at once" wrapper for errors that a retry cannot fix. Light: DAG files import it
-at parse time (no pandas, mlflow or scikit-learn)."""
+"""What both DAGs share: default task arguments and the "fail at once" wrapper for errors
+that a retry cannot fix. Light: DAG files import it at parse time."""
 
 from __future__ import annotations
 
@@ -8,14 +7,15 @@ import functools
 import os
 from datetime import timedelta
 
-SLACK_CONN_ID = "slack_notifications"
-SMTP_CONN_ID = "smtp_notifications"
-
 
 def default_args() -> dict:
-    """retries >= 2 with a retry delay (`ML_PIPELINE_RETRY_DELAY_SECONDS`, default 120 s)."""
+    """retries >= 2 with a retry delay (`ML_PIPELINE_RETRY_DELAY_SECONDS`, default 120 s);
+    a task that fails for good records why (`callbacks.record_failure`)."""
+    from include.ml_pipeline.orchestration.callbacks import record_failure
+
     return {
         "owner": "ml-platform",
+        "on_failure_callback": record_failure,
         "retries": 2,
         "retry_delay": timedelta(
             seconds=int(os.environ.get("ML_PIPELINE_RETRY_DELAY_SECONDS", "120"))
@@ -24,13 +24,13 @@ def default_args() -> dict:
 
 
 def fail_without_retry(*errors: type[BaseException]):
-    """Decorate a task function so that `errors` (bad input or configuration: not
-    transient) fail the task at once with their message, skipping the retries."""
+    """Decorate a function so that `errors` (bad input or configuration: not transient)
+    fail the task at once with their message, skipping the retries."""
 
     def decorate(func):
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
-            from airflow.exceptions import AirflowFailException
+            from include.ml_pipeline.orchestration.compat import AirflowFailException
 
             try:
                 return func(*args, **kwargs)

@@ -11,10 +11,11 @@ is missing or NaN fails its check.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from include.ml_pipeline.contracts.names import GREATER_IS_BETTER
+from include.ml_pipeline.contracts.payloads import Decision
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,6 @@ class Thresholds:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class Decision:
-    deploy: bool
-    reasons: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"deploy": self.deploy, "reasons": list(self.reasons)}
 
 
 def _number(metrics: dict[str, Any] | None, name: str) -> float | None:
@@ -93,9 +87,12 @@ def decide_deployment(
     challenger_metrics: dict[str, Any],
     champion_metrics: dict[str, Any] | None,
     thresholds: Thresholds | dict[str, Any] | None = None,
+    *,
+    champion_error: str | None = None,
 ) -> Decision:
     """Deploy iff every configured threshold passes and the challenger is not worse than
-    the champion's primary metric by more than the tolerance. See the module docstring."""
+    the champion's primary metric by more than the tolerance. See the module docstring.
+    `champion_error`: why a champion that exists could not be scored on this test split."""
     if not isinstance(thresholds, Thresholds):
         thresholds = Thresholds.from_dict(thresholds)
     reasons: list[str] = []
@@ -125,7 +122,12 @@ def decide_deployment(
     greater = GREATER_IS_BETTER[primary]
     challenger = _number(challenger_metrics, primary)
     champion = _number(champion_metrics, primary)
-    if champion_metrics is None:
+    if champion_metrics is None and champion_error:
+        reasons.append(
+            f"The champion could not be scored on this test split ({champion_error}): "
+            "the thresholds alone decide."
+        )
+    elif champion_metrics is None:
         reasons.append("No champion yet: the thresholds alone decide.")
     elif champion is None:
         reasons.append(

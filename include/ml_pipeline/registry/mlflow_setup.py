@@ -30,6 +30,16 @@ def is_remote_tracking_uri(uri: str) -> bool:
     return uri.startswith(("http://", "https://", "databricks"))
 
 
+def run_url(tracking_uri: str, run_id: str) -> str | None:
+    """A link to the run in the MLflow UI (for an http tracking server), else None."""
+    if not tracking_uri.startswith("http"):
+        return None
+    from mlflow import MlflowClient
+
+    experiment_id = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.experiment_id
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def configure_mlflow(tracking_uri: str) -> MlflowClient:
     """Set the process-wide tracking and registry URI; return a client bound to it."""
     import mlflow

@@ -34,7 +34,7 @@ from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
 
-    from include.ml_pipeline.registry.decision import Decision
+    from include.ml_pipeline.contracts.payloads import Decision
 
 _TAG_VALUE_LIMIT = 5000
 
@@ -216,6 +216,12 @@ def rollback_champion(
             client.set_model_version_tag(model_name, current, "rollback_reason", _tag_value(reason))
     client.set_registered_model_alias(model_name, CHAMPION, previous)
     return previous
+
+
+def remove_champion(model_name: str, *, tracking_uri: str | None = None) -> None:
+    """Take the `champion` alias away (a first deployment failed: nothing to go back to),
+    so no one serves a version that failed."""
+    _client(tracking_uri).delete_registered_model_alias(model_name, CHAMPION)
 
 
 def record_decision(

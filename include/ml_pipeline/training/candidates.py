@@ -25,6 +25,8 @@ import math
 import re
 from typing import Any
 
+from include.ml_pipeline.contracts.payloads import Candidate
+
 # estimator kind -> (module, class name)
 ESTIMATORS: dict[str, tuple[str, str]] = {
     "logistic_regression": ("sklearn.linear_model", "LogisticRegression"),
@@ -202,16 +204,23 @@ def validate_candidates(candidates: Any) -> list[dict[str, Any]]:
     return out
 
 
-def make_estimator(candidate: dict[str, Any], seed: int | None = 42) -> Any:
-    """The unfitted scikit-learn estimator for `candidate` (validated first).
+def as_candidate(candidate: Candidate | dict[str, Any]) -> Candidate:
+    """A `Candidate` as is (it was validated when it was made), a dict validated once."""
+    if isinstance(candidate, Candidate):
+        return candidate
+    return Candidate(**validate_candidate(candidate))
+
+
+def make_estimator(candidate: Candidate | dict[str, Any], seed: int | None = 42) -> Any:
+    """The unfitted scikit-learn estimator for `candidate`.
 
     `random_state` is set to `seed` when the estimator has one and the candidate's params
     do not set it.
     """
-    checked = validate_candidate(candidate)
-    kind = checked["estimator"]
+    checked = as_candidate(candidate)
+    kind = checked.estimator
     cls = _estimator_class(kind)
-    params = {**_BASE_PARAMS[kind], **checked["params"]}
+    params = {**_BASE_PARAMS[kind], **checked.params}
     if "random_state" in cls().get_params(deep=False) and "random_state" not in params:
         params["random_state"] = seed
     return cls(**params)

@@ -31,9 +31,9 @@ from include.ml_pipeline.contracts.names import (
 )
 from include.ml_pipeline.registry.mlflow_setup import configure_mlflow, ensure_experiment
 from include.ml_pipeline.training.candidates import (
+    as_candidate,
     estimator_params,
     make_estimator,
-    validate_candidate,
 )
 from include.ml_pipeline.training.data import as_spec, file_fingerprint, limit_threads, read_split
 from include.ml_pipeline.training.metrics import classification_metrics, prefixed
@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from sklearn.pipeline import Pipeline
 
+    from include.ml_pipeline.contracts.payloads import Candidate
     from include.ml_pipeline.features import FeatureSpec
 
 MODEL_ARTIFACT_NAME = "model"
@@ -216,7 +217,7 @@ def _existing_child(client: Any, experiment_id: str, parent_run_id: str, name: s
     return finished
 
 
-def _result_from_run(run: Any, candidate: dict[str, Any]) -> dict[str, Any]:
+def _result_from_run(run: Any, candidate: Candidate) -> dict[str, Any]:
     metrics = {
         name: run.data.metrics[f"validation_{name}"]
         for name in METRIC_NAMES
@@ -224,9 +225,9 @@ def _result_from_run(run: Any, candidate: dict[str, Any]) -> dict[str, Any]:
     }
     tags = run.data.tags
     return {
-        "candidate": candidate["name"],
-        "estimator": candidate["estimator"],
-        "params": candidate["params"],
+        "candidate": candidate.name,
+        "estimator": candidate.estimator,
+        "params": candidate.params,
         "run_id": run.info.run_id,
         "model_uri": tags[MODEL_URI_TAG],
         "metrics": metrics,
@@ -237,7 +238,7 @@ def _result_from_run(run: Any, candidate: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_candidate(
-    candidate: dict[str, Any],
+    candidate: Candidate | dict[str, Any],
     train_path: str,
     validation_path: str,
     spec: FeatureSpec | dict[str, Any],
@@ -264,7 +265,7 @@ def train_candidate(
     """
     import mlflow
 
-    candidate = validate_candidate(candidate)
+    candidate = as_candidate(candidate)
     spec = as_spec(spec)
     experiment_id = ensure_experiment(tracking_uri, experiment, artifact_location)
     client = configure_mlflow(tracking_uri)
@@ -275,7 +276,7 @@ def train_candidate(
             f"not {experiment!r} ({experiment_id})"
         )
     if reuse_finished:
-        existing = _existing_child(client, experiment_id, parent_run_id, candidate["name"])
+        existing = _existing_child(client, experiment_id, parent_run_id, candidate.name)
         if existing is not None:
             return _result_from_run(existing, candidate)
 
@@ -300,19 +301,19 @@ def train_candidate(
         {
             PARENT_RUN_TAG: parent_run_id,
             ROLE_TAG: "candidate",
-            CANDIDATE_TAG: candidate["name"],
-            "estimator": candidate["estimator"],
+            CANDIDATE_TAG: candidate.name,
+            "estimator": candidate.estimator,
             TRAIN_FINGERPRINT_TAG: train_fp,
         }
     )
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name=candidate["name"], tags=run_tags
+        experiment_id=experiment_id, run_name=candidate.name, tags=run_tags
     ) as run:
         run_id = run.info.run_id
         mlflow.log_params(
             {
-                "candidate": candidate["name"],
-                "estimator": candidate["estimator"],
+                "candidate": candidate.name,
+                "estimator": candidate.estimator,
                 "seed": seed,
                 "train_rows": len(train),
                 "validation_rows": len(validation),
@@ -352,9 +353,9 @@ def train_candidate(
         mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
 
     return {
-        "candidate": candidate["name"],
-        "estimator": candidate["estimator"],
-        "params": candidate["params"],
+        "candidate": candidate.name,
+        "estimator": candidate.estimator,
+        "params": candidate.params,
         "run_id": run_id,
         "model_uri": info.model_uri,
         "metrics": metrics,

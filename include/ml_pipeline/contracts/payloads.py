@@ -1,0 +1,300 @@
+"""The typed payloads that travel between tasks through XCom: small facts and references
+(table names, URIs, run ids, versions, metrics), never a dataset.
+
+Each is a dataclass with `to_dict()` (what the task returns: JSON-able) and `from_dict()`
+(what the next task reads: unknown keys are an error, so a renamed field fails loudly).
+Each group of the DAG hands the next one payload that carries what it needs further down,
+so no XCom edge has to cross a group: the split travels inside the registered model, the
+registered model inside the release, and so on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, TypeVar
+
+P = TypeVar("P", bound="Payload")
+
+
+class Payload:
+    """Base of the XCom payloads: dataclass <-> plain dict, nested payloads included."""
+
+    _nested: ClassVar[dict[str, type[Payload]]] = {}
+    _nested_lists: ClassVar[dict[str, type[Payload]]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[P], data: dict[str, Any] | P) -> P:
+        if isinstance(data, cls):
+            return data
+        if not isinstance(data, dict):
+            raise TypeError(f"{cls.__name__}: expected a dict, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}")
+        values = dict(data)
+        for name, kind in cls._nested.items():
+            if values.get(name) is not None:
+                values[name] = kind.from_dict(values[name])
+        for name, kind in cls._nested_lists.items():
+            if values.get(name) is not None:
+                values[name] = [kind.from_dict(item) for item in values[name]]
+        return cls(**values)
+
+    def replace(self: P, **changes: Any) -> P:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+# --------------------------------------------------------------------- data preparation
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadResult(Payload):
+    """`descargar_datos`: the raw file as a warehouse table."""
+
+    table: str
+    source_uri: str
+    local_path: str
+    file_format: str
+    rows: int
+    columns: list[str]
+    bytes: int
+    fingerprint: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationReport(Payload):
+    """`validar_datos`: the table met the rules; what each column is."""
+
+    source: str
+    rows: int
+    kinds: dict[str, str]
+    classes: dict[str, int]
+    duplicates: int
+    null_fractions: dict[str, float]
+    table: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessResult(Payload):
+    """`preprocesar_datos`: the typed, cleaned table and the features chosen."""
+
+    table: str
+    rows_in: int
+    rows_out: int
+    dropped_unlabelled: int
+    dropped_duplicates: int
+    feature_spec: dict[str, Any]
+    target_type: str
+    excluded_columns: dict[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitResult(Payload):
+    """`dividir_datos`: one Parquet file per split, and where the data came from."""
+
+    table: str
+    paths: dict[str, str]
+    rows: dict[str, int]
+    class_counts: dict[str, dict[str, int]]
+    seed: int
+    feature_spec: dict[str, Any] = dataclasses.field(default_factory=dict)
+    source_uri: str | None = None
+    data_fingerprint: str | None = None
+
+
+# --------------------------------------------------------------------- training
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate(Payload):
+    """One model configuration to try (validated once, by `training.candidates`)."""
+
+    name: str
+    estimator: str
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingJob(Payload):
+    """One mapped `entrenar_modelo`: a candidate under this run's MLflow parent run."""
+
+    candidate: Candidate
+    parent_run_id: str
+    _nested: ClassVar = {"candidate": Candidate}
+
+
+@dataclasses.dataclass(frozen=True)
+class CandidateResult(Payload):
+    """`entrenar_modelo`: one fitted candidate, scored on the validation split."""
+
+    candidate: str
+    estimator: str
+    params: dict[str, Any]
+    run_id: str
+    model_uri: str
+    metrics: dict[str, float]
+    fit_seconds: float | None
+    train_fingerprint: str | None
+    reused: bool
+    parent_run_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation(Payload):
+    """`evaluar_modelo`: the best candidate scored on the test split, beside the champion."""
+
+    model_uri: str
+    run_id: str
+    metrics: dict[str, float]
+    classes: list[Any]
+    test_rows: int
+    test_fingerprint: str
+    artifacts: list[str]
+    feature_importance: dict[str, Any]
+    champion: dict[str, Any] | None
+    candidate: str
+    selection: dict[str, Any] | None = None
+    parent_run_id: str | None = None
+
+
+# --------------------------------------------------------------------- registry and decision
+
+
+@dataclasses.dataclass(frozen=True)
+class RegisteredModel(Payload):
+    """`registrar_mlflow`: the new version (alias `challenger`), the champion it faces on
+    the same test split, and the split it was trained on."""
+
+    model_name: str
+    version: str
+    run_id: str
+    model_uri: str
+    metrics: dict[str, float]
+    champion_version: str | None
+    champion_metrics: dict[str, float] | None
+    champion_error: str | None
+    candidate: str
+    version_info: dict[str, Any]
+    split: SplitResult
+    _nested: ClassVar = {"split": SplitResult}
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision(Payload):
+    """`decidir_despliegue`: deploy or not, with one sentence per check."""
+
+    deploy: bool
+    reasons: list[str] = dataclasses.field(default_factory=list)
+
+
+# --------------------------------------------------------------------- deployment
+
+
+@dataclasses.dataclass(frozen=True)
+class Release(Payload):
+    """`generar_artefactos`: the challenger verified as served and promoted to champion;
+    `manifest` is what was written to `manifest_uri`."""
+
+    registered: RegisteredModel
+    decision: Decision | None
+    manifest: dict[str, Any]
+    manifest_uri: str
+    _nested: ClassVar = {"registered": RegisteredModel, "decision": Decision}
+
+    @property
+    def model_name(self) -> str:
+        return self.registered.model_name
+
+    @property
+    def version(self) -> str:
+        return self.registered.version
+
+
+@dataclasses.dataclass(frozen=True)
+class Rollout(Payload):
+    """`desplegar_api`: the model API at `url` serves the release."""
+
+    release: Release
+    url: str
+    version: str
+    started: dict[str, Any] | None
+    version_info: dict[str, Any]
+    _nested: ClassVar = {"release": Release}
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveDeployment(Payload):
+    """`pruebas_api`: the live API passed its smoke tests."""
+
+    rollout: Rollout
+    smoke: dict[str, Any]
+    _nested: ClassVar = {"rollout": Rollout}
+
+    @property
+    def release(self) -> Release:
+        return self.rollout.release
+
+
+@dataclasses.dataclass(frozen=True)
+class Rollback(Payload):
+    """`revertir_despliegue`: what the rollback did."""
+
+    rolled_back: bool
+    champion: str | None
+    detail: str
+    api_stopped: bool | None = None
+
+
+# --------------------------------------------------------------------- monitoring and reports
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftResult(Payload):
+    """`configurar_monitoreo`: drift of recent traffic (or the test split) vs training."""
+
+    summary: dict[str, Any]
+    report_uri: str
+    report: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Dashboard(Payload):
+    """`configurar_dashboards`: the deployed version's HTML dashboard."""
+
+    deployment: LiveDeployment
+    uri: str
+    plots: list[str]
+    traffic_rows: int
+    _nested: ClassVar = {"deployment": LiveDeployment}
+
+
+@dataclasses.dataclass(frozen=True)
+class Notified(Payload):
+    """A notification task: what was said and how each channel took it."""
+
+    event: str
+    title: str
+    outcomes: dict[str, dict[str, str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskFailure(Payload):
+    """What a failed task recorded about itself (its failure callback)."""
+
+    task_id: str
+    error: str
+    map_index: int = -1
+
+
+def payload_types() -> dict[str, type[Payload]]:
+    """Every payload class by name (for tests and docs)."""
+    return {
+        name: obj
+        for name, obj in globals().items()
+        if isinstance(obj, type) and issubclass(obj, Payload) and obj is not Payload
+    }
+

@@ -1,0 +1,70 @@
+"""Release: the challenger built exactly as the API will serve it, then promoted.
+
+The compiled fast path is verified against the scikit-learn pipeline at load and stored as
+the version's serving artifact (`serving/artifact.py`: the API then starts without
+scikit-learn); only then does `champion` move (the old one stays `previous_champion`) and
+the manifest is written. A failure before the promotion leaves `champion` where it was.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from include.ml_pipeline.config import Settings
+from include.ml_pipeline.contracts.names import CHALLENGER, CHAMPION
+
+
+def prepare_release(
+    settings: Settings, name: str, version: str, *, airflow: dict[str, Any]
+) -> dict[str, Any]:
+    """Verify the challenger as served, promote it to champion, write the manifest."""
+    from include.ml_pipeline.registry.registry import describe_version, promote_to_champion
+    from include.ml_pipeline.serving.artifact import publish_served
+    from include.ml_pipeline.serving.loader import load_served_model
+
+    served = load_served_model(settings.mlflow_tracking_uri, name, CHALLENGER)
+    if str(served.version) != str(version):
+        raise RuntimeError(
+            f"alias {CHALLENGER} of {name!r} points to version {served.version}, not {version}; "
+            "another run registered a newer challenger"
+        )
+    artifact = publish_served(settings.mlflow_tracking_uri, served)
+    promotion = promote_to_champion(name, version, tracking_uri=settings.mlflow_tracking_uri)
+    info = describe_version(name, version, tracking_uri=settings.mlflow_tracking_uri)
+    manifest = {
+        "model_name": name,
+        "version": str(version),
+        "model_uri": f"models:/{name}/{version}",
+        "alias": CHAMPION,
+        "previous_champion": promotion.get("previous"),
+        "run_id": served.run_id,
+        "source": served.source,
+        "signature": {
+            "numeric": served.spec.numeric,
+            "categorical": served.spec.categorical,
+            "target": served.spec.target,
+            "classes": [c.item() if hasattr(c, "item") else c for c in served.classes],
+        },
+        "serving": {
+            "predict_path": served.predict_path,
+            "fallback_reason": served.fallback_reason,
+            "verified_against_pipeline": True,
+            "serving_artifact": artifact,
+        },
+        "metrics": served.metrics,
+        "tags": info.get("tags", {}),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "airflow": airflow,
+    }
+    out = settings.storage_root / "deployments"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}-v{version}.json"
+    tmp = path.with_suffix(".json.part")
+    tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    tmp.replace(path)
+    manifest["manifest_path"] = str(path)
+    return manifest
+
+

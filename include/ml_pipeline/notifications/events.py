@@ -1,0 +1,101 @@
+"""What the deployment DAG tells people, worded once: a new champion is live, a challenger
+was rejected, a run failed (which task, and why)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from include.ml_pipeline.contracts.payloads import (
+    Decision,
+    RegisteredModel,
+    Rollback,
+    TaskFailure,
+)
+from include.ml_pipeline.notifications.message import (
+    EVENT_DEPLOYED,
+    EVENT_FAILED,
+    EVENT_REJECTED,
+    Notification,
+)
+
+
+def deployed(
+    registered: RegisteredModel,
+    decision: Decision | None,
+    *,
+    api_url: str | None,
+    dashboard: str | None,
+    mlflow_run_url: str | None,
+    airflow_run_url: str | None,
+    dag_id: str,
+    run_id: str,
+) -> Notification:
+    """`notificar_despliegue_exitoso`: version, metrics, why it won, links."""
+    return Notification(
+        event=EVENT_DEPLOYED,
+        title=f"{registered.model_name} v{registered.version} is live as champion",
+        model_name=registered.model_name,
+        version=registered.version,
+        metrics=registered.metrics,
+        reasons=list(decision.reasons) if decision else [],
+        mlflow_run_url=mlflow_run_url,
+        airflow_run_url=airflow_run_url,
+        api_url=api_url,
+        dashboard_path=dashboard,
+        dag_id=dag_id,
+        run_id=run_id,
+    )
+
+
+def rejected(
+    registered: RegisteredModel,
+    decision: Decision | None,
+    *,
+    mlflow_run_url: str | None,
+    airflow_run_url: str | None,
+    dag_id: str,
+    run_id: str,
+) -> Notification:
+    """`notificar_modelo_rechazado`: the gate's reasons."""
+    return Notification(
+        event=EVENT_REJECTED,
+        title=f"{registered.model_name} v{registered.version} was rejected",
+        model_name=registered.model_name,
+        version=registered.version,
+        metrics=registered.metrics,
+        reasons=list(decision.reasons) if decision else [],
+        mlflow_run_url=mlflow_run_url,
+        airflow_run_url=airflow_run_url,
+        dag_id=dag_id,
+        run_id=run_id,
+    )
+
+
+def failed(
+    failures: Iterable[TaskFailure],
+    rollback: Rollback | None,
+    *,
+    airflow_run_url: str | None,
+    dag_id: str,
+    run_id: str,
+) -> Notification:
+    """`notificar_fallo`: each failed task with the error it failed on, and the rollback."""
+    failures = list(failures)
+    reasons = [
+        f"failed task: {f.task_id}" + (f"[{f.map_index}]" if f.map_index >= 0 else "")
+        + (f": {f.error}" if f.error else "")
+        for f in failures
+    ]
+    if rollback is not None:
+        reasons.append(f"rollback: {rollback.detail}")
+    first = failures[0] if failures else None
+    return Notification(
+        event=EVENT_FAILED,
+        title=f"{dag_id}: run {run_id} failed" + (f" at {first.task_id}" if first else ""),
+        reasons=reasons,
+        airflow_run_url=airflow_run_url,
+        dag_id=dag_id,
+        run_id=run_id,
+        task_id=first.task_id if first else None,
+        error=first.error if first else None,
+    )

@@ -1,0 +1,92 @@
+"""Everything that moved between Airflow 2.11 and 3.x, in one place.
+
+DAG files and the rest of this layer import Airflow's version-specific names from here
+only: the TaskFlow decorators and `Param` (`airflow.decorators` / `airflow.models.param` on
+2.11, `airflow.sdk` on 3.x), Datasets ↔ Assets and their "or time" timetable,
+`EmptyOperator` and `TriggerDagRunOperator` (the standard provider on 3.x), the sensor's
+`PokeReturnValue`, `BaseHook`, and the logical date of a task's context
+(`execution_date` is gone on 3.x).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import airflow
+
+AIRFLOW_VERSION = airflow.__version__
+AIRFLOW_3 = int(AIRFLOW_VERSION.split(".", 1)[0]) >= 3
+
+if AIRFLOW_3:  # pragma: no cover - exercised by the Airflow 3 suite
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+    from airflow.sdk import (
+        Asset,
+        AssetOrTimeSchedule,
+        BaseHook,
+        CronTriggerTimetable,
+        Param,
+        PokeReturnValue,
+        dag,
+        task,
+        task_group,
+    )
+    from airflow.sdk.exceptions import (
+        AirflowFailException,
+        AirflowNotFoundException,
+        AirflowRescheduleException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+    )
+else:
+    from airflow.datasets import Dataset as Asset
+    from airflow.decorators import dag, task, task_group
+    from airflow.exceptions import (
+        AirflowFailException,
+        AirflowNotFoundException,
+        AirflowRescheduleException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+    )
+    from airflow.hooks.base import BaseHook
+    from airflow.models.param import Param
+    from airflow.operators.empty import EmptyOperator
+    from airflow.operators.trigger_dagrun import TriggerDagRunOperator
+    from airflow.sensors.base import PokeReturnValue
+    from airflow.timetables.datasets import DatasetOrTimeSchedule as AssetOrTimeSchedule
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+def asset_or_time_schedule(timetable: Any, assets: Any) -> Any:
+    """Run on a timetable *and* whenever `assets` are updated."""
+    if AIRFLOW_3:  # pragma: no cover
+        return AssetOrTimeSchedule(timetable=timetable, assets=assets)
+    return AssetOrTimeSchedule(timetable=timetable, datasets=assets)
+
+
+def logical_date(context: dict[str, Any]) -> Any:
+    """The run's logical date from a task context (None for a run that has none)."""
+    return context.get("logical_date") or context.get("data_interval_end")
+
+
+__all__ = [
+    "AIRFLOW_3",
+    "AIRFLOW_VERSION",
+    "AirflowFailException",
+    "AirflowNotFoundException",
+    "AirflowRescheduleException",
+    "AirflowSensorTimeout",
+    "AirflowSkipException",
+    "Asset",
+    "AssetOrTimeSchedule",
+    "BaseHook",
+    "CronTriggerTimetable",
+    "EmptyOperator",
+    "Param",
+    "PokeReturnValue",
+    "TriggerDagRunOperator",
+    "asset_or_time_schedule",
+    "dag",
+    "logical_date",
+    "task",
+    "task_group",
+]

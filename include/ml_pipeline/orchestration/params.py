@@ -1,0 +1,211 @@
+"""The Params of both DAGs, defined once, and the typed settings each stage builds from them.
+
+Both DAGs use the same names for the same knobs (the drift thresholds are `drift_*` in both);
+the stage code never sees an Airflow `Param`, only plain values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from include.ml_pipeline.config import get_settings
+from include.ml_pipeline.contracts.names import SLACK_CONN_ID, SMTP_CONN_ID
+from include.ml_pipeline.data_preparation import sample_data
+from include.ml_pipeline.orchestration.compat import Param
+from include.ml_pipeline.runs import default_data_uri
+from include.ml_pipeline.training.candidates import DEFAULT_CANDIDATES
+
+#: The sensor's hard ceiling; the wait a run allows is the `sensor_timeout_seconds` Param.
+SENSOR_MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+
+#: The deploy gate's Params (`registry.decision.Thresholds`).
+GATE_KEYS = ("min_roc_auc", "min_accuracy", "max_log_loss", "min_f1", "primary_metric", "tolerance")
+#: The drift check's Params (`monitoring.drift.DriftThresholds` without the prefix).
+DRIFT_PREFIX = "drift_"
+DRIFT_KEYS = (
+    "drift_alpha",
+    "drift_psi_threshold",
+    "drift_ks_threshold",
+    "drift_share",
+    "drift_min_rows",
+    "drift_max_rows",
+)
+
+
+def gate_thresholds(params: dict[str, Any]) -> dict[str, Any]:
+    """The deploy gate's settings from a run's Params."""
+    return {key: params[key] for key in GATE_KEYS}
+
+
+def drift_thresholds(params: dict[str, Any]) -> dict[str, Any]:
+    """The drift check's settings from a run's Params (names without `drift_`;
+    `drift_share` keeps its name)."""
+    out = {}
+    for key in DRIFT_KEYS:
+        if key in params:
+            name = key if key == "drift_share" else key.removeprefix(DRIFT_PREFIX)
+            out[name] = params[key]
+    return out
+
+
+def _drift_params(*, window_description: str) -> dict[str, Param]:
+    return {
+        "drift_alpha": Param(
+            0.05,
+            type="number",
+            exclusiveMinimum=0,
+            exclusiveMaximum=1,
+            description="Family-wise significance level (Bonferroni across features)",
+        ),
+        "drift_psi_threshold": Param(
+            0.1, type="number", minimum=0, description="PSI at or above which a shift is material"
+        ),
+        "drift_ks_threshold": Param(
+            0.1,
+            type="number",
+            minimum=0,
+            maximum=1,
+            description="KS statistic at or above which a numeric shift is material",
+        ),
+        "drift_share": Param(
+            0.3,
+            type="number",
+            exclusiveMinimum=0,
+            maximum=1,
+            description="Share of drifted features that makes the dataset drifted",
+        ),
+        "drift_min_rows": Param(
+            100, type="integer", minimum=1, description="Fewer current rows: insufficient data"
+        ),
+        "drift_max_rows": Param(
+            50_000, type="integer", minimum=1, description="Sub-sample above this"
+        ),
+        "drift_window_hours": Param(
+            24, type="number", exclusiveMinimum=0, description=window_description
+        ),
+    }
+
+
+def deployment_params() -> dict[str, Param]:
+    """Params of `ml_model_deployment_advanced`, in the order the Trigger form shows them."""
+    settings = get_settings()
+    return {
+        # -- data
+        "data_uri": Param(
+            default_data_uri(settings),
+            type="string",
+            description="Raw CSV or Parquet: a local path or any URI the Astro SDK reads",
+        ),
+        "data_conn_id": Param(
+            None,
+            type=["null", "string"],
+            description="Airflow connection for a remote data_uri (s3, gcs, ...)",
+        ),
+        "sensor_poke_interval_seconds": Param(30, type="integer", minimum=1),
+        "sensor_timeout_seconds": Param(
+            6 * 3600, type="integer", minimum=1, maximum=SENSOR_MAX_TIMEOUT_SECONDS
+        ),
+        # -- validation and preparation
+        "target": Param(sample_data.TARGET, type="string", description="Label column"),
+        "required_columns": Param(
+            [*sample_data.NUMERIC_COLUMNS, *sample_data.CATEGORICAL_COLUMNS],
+            type="array",
+            description="Columns the file must have",
+        ),
+        "numeric_columns": Param(
+            list(sample_data.NUMERIC_COLUMNS),
+            type="array",
+            description="Columns that must parse as numbers (others inferred)",
+        ),
+        "categorical_columns": Param(
+            [], type="array", description="Columns always treated as categories"
+        ),
+        "exclude_columns": Param([], type="array", description="Columns never used as features"),
+        "value_ranges": Param(
+            {"age": [0, 120], "tenure_months": [0, 1200]},
+            type="object",
+            description="{column: [min, max]} ranges that values must respect",
+        ),
+        "min_rows": Param(200, type="integer", minimum=1),
+        "max_null_fraction": Param(0.5, type="number", minimum=0, maximum=1),
+        "max_target_null_fraction": Param(0.01, type="number", minimum=0, maximum=1),
+        "max_duplicate_fraction": Param(0.1, type="number", minimum=0, maximum=1),
+        "min_class_count": Param(10, type="integer", minimum=1),
+        "drop_duplicates": Param(True, type="boolean"),
+        # -- split
+        "test_size": Param(0.2, type="number", exclusiveMinimum=0, exclusiveMaximum=1),
+        "validation_size": Param(0.2, type="number", exclusiveMinimum=0, exclusiveMaximum=1),
+        "seed": Param(42, type="integer"),
+        # -- training
+        "candidates": Param(
+            DEFAULT_CANDIDATES,
+            type="array",
+            description='Models to try: [{"name", "estimator", "params"}]; '
+            "estimators: logistic_regression, hist_gradient_boosting, random_forest, dummy",
+        ),
+        "selection_metric": Param(
+            "roc_auc", type="string", description="Validation metric that picks the best candidate"
+        ),
+        "model_name": Param(
+            settings.model_name, type="string", description="Registered model name in MLflow"
+        ),
+        # -- deploy gate
+        "min_roc_auc": Param(0.75, type=["null", "number"], description="Deploy gate"),
+        "min_accuracy": Param(0.70, type=["null", "number"], description="Deploy gate"),
+        "max_log_loss": Param(0.60, type=["null", "number"], description="Deploy gate"),
+        "min_f1": Param(None, type=["null", "number"], description="Deploy gate"),
+        "primary_metric": Param(
+            "roc_auc", type="string", description="Metric compared with the champion"
+        ),
+        "tolerance": Param(
+            0.01,
+            type="number",
+            minimum=0,
+            description="How much worse than the champion is still acceptable",
+        ),
+        # -- deployment
+        "latency_p95_budget_ms": Param(
+            50.0,
+            type="number",
+            exclusiveMinimum=0,
+            description="pruebas_api: p95 of 1-row requests",
+        ),
+        "api_timeout_seconds": Param(
+            180, type="integer", minimum=5, description="Bound on starting/reloading the model API"
+        ),
+        # -- monitoring at deployment
+        **_drift_params(window_description="Inference log window compared at deployment"),
+        # -- notifications
+        "slack_conn_id": Param(SLACK_CONN_ID, type=["null", "string"]),
+        "smtp_conn_id": Param(SMTP_CONN_ID, type=["null", "string"]),
+        "email_to": Param([], type="array", description="E-mail recipients"),
+        "retrain_reason": Param(
+            None,
+            type=["null", "string"],
+            description="Set by ml_model_monitoring when drift triggers this run",
+        ),
+    }
+
+
+def monitoring_params() -> dict[str, Param]:
+    """Params of `ml_model_monitoring`."""
+    return {
+        "model_name": Param(
+            get_settings().model_name, type="string", description="Registered model to watch"
+        ),
+        "current_source": Param(
+            "inference_log",
+            type="string",
+            description='"inference_log" (the model API\'s log) or a CSV/Parquet batch path or URI',
+        ),
+        **_drift_params(window_description="Inference log window, back from the logical date"),
+        "retrain_cooldown_hours": Param(
+            12,
+            type="number",
+            minimum=0,
+            description="Do not request another retraining of the same version within this time",
+        ),
+        "slack_conn_id": Param(SLACK_CONN_ID, type=["null", "string"]),
+        "smtp_conn_id": Param(SMTP_CONN_ID, type=["null", "string"]),
+        "email_to": Param([], type="array", description="Drift e-mail recipients"),
+    }

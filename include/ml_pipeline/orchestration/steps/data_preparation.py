@@ -1,0 +1,123 @@
+"""Steps of `esperar_datos` and the `preparacion_datos` group: wait for the raw file, load
+it into the warehouse, validate, clean and split it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from include.ml_pipeline.config import get_settings
+from include.ml_pipeline.contracts.payloads import (
+    LoadResult,
+    PreprocessResult,
+    SplitResult,
+    ValidationReport,
+)
+from include.ml_pipeline.data_preparation.errors import DataError
+from include.ml_pipeline.orchestration import connections
+from include.ml_pipeline.orchestration.defaults import fail_without_retry
+from include.ml_pipeline.runs import run_dir, run_key
+
+#: Bad data or a bad Param: a retry cannot help, fail at once with the message.
+fail_on_bad_data = fail_without_retry(DataError, ValueError, KeyError)
+
+
+def wait_for_data(params: Mapping[str, Any], started_at: Any) -> Any:
+    """`esperar_datos`: done when the file at `data_uri` exists; otherwise reschedule after
+    `sensor_poke_interval_seconds`, and time out after `sensor_timeout_seconds`."""
+    import pendulum
+
+    from include.ml_pipeline.data_preparation.ingest import source_exists
+    from include.ml_pipeline.orchestration.compat import (
+        AirflowRescheduleException,
+        AirflowSensorTimeout,
+        PokeReturnValue,
+    )
+
+    uri = params["data_uri"]
+    if source_exists(uri, params["data_conn_id"]):
+        return PokeReturnValue(is_done=True, xcom_value=uri)
+    waited = (pendulum.now("UTC") - started_at).total_seconds()
+    if waited >= params["sensor_timeout_seconds"]:
+        raise AirflowSensorTimeout(
+            f"no data at {uri} after waiting {waited:.0f} s "
+            f"(sensor_timeout_seconds={params['sensor_timeout_seconds']}); "
+            "put the file there or trigger the run with another data_uri"
+        )
+    raise AirflowRescheduleException(
+        pendulum.now("UTC").add(seconds=params["sensor_poke_interval_seconds"])
+    )
+
+
+@fail_on_bad_data
+def load_raw_data(uri: str, params: Mapping[str, Any], run_id: str) -> dict:
+    """`descargar_datos`: the raw file as a text table, rows numbered."""
+    from include.ml_pipeline.data_preparation import ingest, warehouse
+
+    key = run_key(run_id)
+    with warehouse.connect(connections.duckdb_path()) as con:
+        warehouse.prune_run_tables(con, keep_keys={key})
+        loaded = ingest.load_into_table(
+            con,
+            uri,
+            warehouse.table_name("raw", key),
+            run_dir(get_settings(), run_id) / "staging",
+            params["data_conn_id"],
+        )
+    return loaded.to_dict()
+
+
+@fail_on_bad_data
+def validate_raw_data(loaded: dict, params: Mapping[str, Any]) -> dict:
+    """`validar_datos`: schema and quality rules in SQL; a failure names column, rule, value."""
+    from include.ml_pipeline.data_preparation import warehouse
+    from include.ml_pipeline.data_preparation.validate import ValidationRules, validate_table
+
+    raw = LoadResult.from_dict(loaded)
+    rules = ValidationRules.from_params(dict(params))
+    with warehouse.connect(connections.duckdb_path()) as con:
+        report = validate_table(con, raw.table, rules, raw.source_uri)
+    return report.to_dict()
+
+
+@fail_on_bad_data
+def preprocess(validated: dict, params: Mapping[str, Any], run_id: str) -> dict:
+    """`preprocesar_datos`: typed, cleaned columns and the chosen features."""
+    from include.ml_pipeline.data_preparation import warehouse
+    from include.ml_pipeline.data_preparation.preprocess import preprocess_table
+
+    report = ValidationReport.from_dict(validated)
+    with warehouse.connect(connections.duckdb_path()) as con:
+        result = preprocess_table(
+            con,
+            report.table,
+            warehouse.table_name("clean", run_key(run_id)),
+            params["target"],
+            report.kinds,
+            exclude_columns=params["exclude_columns"],
+            drop_duplicates=params["drop_duplicates"],
+        )
+    return result.to_dict()
+
+
+@fail_on_bad_data
+def split(prepared: dict, loaded: dict, params: Mapping[str, Any], run_id: str) -> dict:
+    """`dividir_datos`: stratified, seeded train/validation/test Parquet files."""
+    from include.ml_pipeline.data_preparation import warehouse
+    from include.ml_pipeline.data_preparation.split import split_table
+    from include.ml_pipeline.features import FeatureSpec
+
+    clean = PreprocessResult.from_dict(prepared)
+    raw = LoadResult.from_dict(loaded)
+    with warehouse.connect(connections.duckdb_path()) as con:
+        result: SplitResult = split_table(
+            con,
+            clean.table,
+            warehouse.table_name("split", run_key(run_id)),
+            FeatureSpec.from_dict(clean.feature_spec),
+            run_dir(get_settings(), run_id) / "splits",
+            test_size=params["test_size"],
+            validation_size=params["validation_size"],
+            seed=params["seed"],
+        )
+    return result.replace(source_uri=raw.source_uri, data_fingerprint=raw.fingerprint).to_dict()

@@ -1,0 +1,112 @@
+"""Steps of the `despliegue_modelo` group: release (verify as served, promote), roll out to
+the model API, smoke-test the live API, and roll back when the deployment failed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from include.ml_pipeline.config import get_settings
+from include.ml_pipeline.contracts.names import ROLLBACK_XCOM_KEY
+from include.ml_pipeline.contracts.payloads import (
+    LiveDeployment,
+    RegisteredModel,
+    Release,
+    Rollback,
+    Rollout,
+)
+from include.ml_pipeline.orchestration import connections
+from include.ml_pipeline.orchestration.callbacks import recorded_failures
+from include.ml_pipeline.orchestration.steps.decision import recorded_decision
+
+
+def release(registered: dict, ti: Any, *, dag_id: str, run_id: str) -> dict:
+    """`generar_artefactos`: verify the challenger as the API will serve it, store its
+    serving artifact, promote it to champion, write the manifest."""
+    from include.ml_pipeline.deployment.release import prepare_release
+
+    model = RegisteredModel.from_dict(registered)
+    airflow = {"dag_id": dag_id, "run_id": run_id}
+    manifest = prepare_release(get_settings(), model.model_name, model.version, airflow=airflow)
+    return Release(
+        registered=model,
+        decision=recorded_decision(ti),
+        manifest=manifest,
+        manifest_uri=manifest["manifest_path"],
+    ).to_dict()
+
+
+def roll_out(release: dict, params: Mapping[str, Any]) -> dict:
+    """`desplegar_api`: the model API serves the new champion (bounded wait)."""
+    from include.ml_pipeline.deployment.rollout import roll_out as serve
+
+    released = Release.from_dict(release)
+    api = connections.model_api()
+    done = serve(
+        get_settings(),
+        api.url,
+        released.model_name,
+        released.version,
+        token=api.token,
+        timeout=params["api_timeout_seconds"],
+    )
+    return Rollout(release=released, **done).to_dict()
+
+
+def smoke_test(rollout: dict, params: Mapping[str, Any]) -> dict:
+    """`pruebas_api`: health, predictions equal to the registered version's on rows of this
+    run's test split, a 4xx for a bad payload, p95 latency. A failed check fails at once
+    (no retry) so the rollback starts."""
+    from include.ml_pipeline.deployment.smoke import smoke_frame
+    from include.ml_pipeline.orchestration.compat import AirflowFailException
+    from include.ml_pipeline.serving.client import ModelApiError
+    from include.ml_pipeline.serving.client import smoke_test as check_live_api
+
+    live = Rollout.from_dict(rollout)
+    split = live.release.registered.split
+    try:
+        report = check_live_api(
+            live.url,
+            get_settings().mlflow_tracking_uri,
+            live.release.model_name,
+            live.release.version,
+            frame=smoke_frame(split.paths["test"], split.feature_spec),
+            p95_budget_ms=params["latency_p95_budget_ms"],
+        )
+    except ModelApiError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    return LiveDeployment(rollout=live, smoke=report.to_dict()).to_dict()
+
+
+def roll_back(release: dict | None, params: Mapping[str, Any], ti: Any) -> None:
+    """`revertir_despliegue`: point `champion` back to the previous version, reload the
+    API, verify it, then fail the task so the run shows the failed deployment. Skipped
+    when no release was made (nothing was deployed, nothing to undo)."""
+    from include.ml_pipeline.deployment.rollout import roll_back as restore
+    from include.ml_pipeline.orchestration.compat import (
+        AirflowFailException,
+        AirflowSkipException,
+    )
+
+    if not release:
+        raise AirflowSkipException("no release was made in this run: nothing to roll back")
+    released = Release.from_dict(release)
+    failures = recorded_failures(ti, ti.task.upstream_task_ids)
+    reason = "; ".join(f"{f.task_id}: {f.error}" for f in failures) or "deployment failed"
+    api = connections.model_api()
+    outcome = Rollback.from_dict(
+        restore(
+            get_settings(),
+            released.model_name,
+            released.version,
+            api.url,
+            reason=reason,
+            token=api.token,
+            timeout=params["api_timeout_seconds"],
+        )
+    )
+    ti.xcom_push(key=ROLLBACK_XCOM_KEY, value=outcome.to_dict())
+    raise AirflowFailException(
+        f"deployment of {released.model_name} v{released.version} failed ({reason}); "
+        f"rollback: {outcome.detail}"
+    )

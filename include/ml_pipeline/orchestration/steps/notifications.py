@@ -1,0 +1,86 @@
+"""Steps that tell people: a new champion is live, a challenger was rejected, a run failed.
+The wording lives in `notifications.events`; delivery in `notifications.channels`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from include.ml_pipeline.config import get_settings
+from include.ml_pipeline.contracts.names import ROLLBACK_TASK_ID, ROLLBACK_XCOM_KEY
+from include.ml_pipeline.contracts.payloads import Dashboard, Notified, RegisteredModel, Rollback
+from include.ml_pipeline.orchestration.callbacks import recorded_failures
+from include.ml_pipeline.orchestration.steps.decision import recorded_decision
+
+
+def _send(note: Any, params: Mapping[str, Any]) -> dict:
+    from include.ml_pipeline.notifications import send_notification
+
+    outcomes = send_notification(
+        note,
+        slack_conn_id=params["slack_conn_id"],
+        smtp_conn_id=params["smtp_conn_id"],
+        email_to=params["email_to"] or None,
+        log_path=get_settings().notifications_log,
+    )
+    return Notified(event=note.event, title=note.title, outcomes=outcomes).to_dict()
+
+
+def _links(model: RegisteredModel, dag_id: str, run_id: str) -> dict[str, str | None]:
+    from include.ml_pipeline.notifications import airflow_run_url
+    from include.ml_pipeline.registry.mlflow_setup import run_url
+
+    return {
+        "mlflow_run_url": run_url(get_settings().mlflow_tracking_uri, model.run_id),
+        "airflow_run_url": airflow_run_url(dag_id, run_id),
+    }
+
+
+def notify_deployed(
+    dashboard: dict, params: Mapping[str, Any], ti: Any, *, dag_id: str, run_id: str
+) -> dict:
+    """`notificar_despliegue_exitoso`: version, metrics, the gate's reasons, links."""
+    from include.ml_pipeline.notifications import events
+
+    shown = Dashboard.from_dict(dashboard)
+    rollout = shown.deployment.rollout
+    model = rollout.release.registered
+    note = events.deployed(
+        model,
+        rollout.release.decision,
+        api_url=rollout.url,
+        dashboard=shown.uri,
+        dag_id=dag_id,
+        run_id=run_id,
+        **_links(model, dag_id, run_id),
+    )
+    return _send(note, params)
+
+
+def notify_rejected(
+    registered: dict, params: Mapping[str, Any], ti: Any, *, dag_id: str, run_id: str
+) -> dict:
+    """`notificar_modelo_rechazado`: the challenger and the gate's reasons."""
+    from include.ml_pipeline.notifications import events
+
+    model = RegisteredModel.from_dict(registered)
+    note = events.rejected(
+        model, recorded_decision(ti), dag_id=dag_id, run_id=run_id, **_links(model, dag_id, run_id)
+    )
+    return _send(note, params)
+
+
+def notify_failure(params: Mapping[str, Any], ti: Any, *, dag_id: str, run_id: str) -> dict:
+    """`notificar_fallo`: which tasks failed and the error each failed on, the rollback."""
+    from include.ml_pipeline.notifications import airflow_run_url, events
+
+    failures = recorded_failures(ti, ti.task.dag.task_ids)
+    rollback = ti.xcom_pull(task_ids=ROLLBACK_TASK_ID, key=ROLLBACK_XCOM_KEY)
+    note = events.failed(
+        failures,
+        Rollback.from_dict(rollback) if rollback else None,
+        airflow_run_url=airflow_run_url(dag_id, run_id),
+        dag_id=dag_id,
+        run_id=run_id,
+    )
+    return _send(note, params)

@@ -1,0 +1,154 @@
+"""Steps of the `entrenamiento_evaluacion` group: one MLflow parent run per Airflow run,
+one nested run per candidate (mapped), the best one scored on the test split beside the
+champion, and registered as a new version with alias `challenger`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from include.ml_pipeline.config import get_settings
+from include.ml_pipeline.contracts.names import (
+    AIRFLOW_DAG_TAG,
+    AIRFLOW_MAP_INDEX_TAG,
+    AIRFLOW_RUN_TAG,
+    AIRFLOW_TASK_TAG,
+    CHAMPION,
+    TRAIN_PATH_TAG,
+    VERSION_CANDIDATE_TAG,
+    VERSION_RUN_TAG,
+)
+from include.ml_pipeline.contracts.payloads import (
+    Candidate,
+    CandidateResult,
+    Evaluation,
+    RegisteredModel,
+    SplitResult,
+    TrainingJob,
+)
+from include.ml_pipeline.orchestration.defaults import fail_without_retry
+from include.ml_pipeline.training.candidates import CandidateError
+
+#: A bad candidate list is a bad Param: fail at once.
+fail_on_bad_candidates = fail_without_retry(CandidateError)
+
+
+@fail_on_bad_candidates
+def start_experiment(params: Mapping[str, Any], *, dag_id: str, run_id: str) -> list[dict]:
+    """`iniciar_experimento`: the MLflow parent run of this Airflow run (found again on a
+    retry) and one training job per candidate, each candidate validated here, once."""
+    from include.ml_pipeline.registry.mlflow_setup import setup_from_settings
+    from include.ml_pipeline.training.candidates import validate_candidates
+    from include.ml_pipeline.training.train import start_parent_run
+
+    settings = get_settings()
+    candidates = validate_candidates(params["candidates"])
+    tracking_uri, _ = setup_from_settings(settings)
+    parent = start_parent_run(
+        tracking_uri=tracking_uri,
+        experiment=settings.mlflow_experiment,
+        airflow_run_id=run_id,
+        artifact_location=settings.mlflow_artifact_root,
+        run_name=f"{dag_id} {run_id}",
+        tags={AIRFLOW_DAG_TAG: dag_id},
+    )
+    return [TrainingJob(Candidate(**c), parent).to_dict() for c in candidates]
+
+
+def train_candidate(job: dict, split: dict, params: Mapping[str, Any], ti: Any) -> dict:
+    """`entrenar_modelo` (mapped): fit one candidate, score it on validation, log it as a
+    nested run tagged with the Airflow ids of this task instance."""
+    from include.ml_pipeline.training.train import train_candidate as fit_and_log
+
+    settings = get_settings()
+    training = TrainingJob.from_dict(job)
+    data = SplitResult.from_dict(split)
+    result = fit_and_log(
+        training.candidate,
+        data.paths["train"],
+        data.paths["validation"],
+        data.feature_spec,
+        tracking_uri=settings.mlflow_tracking_uri,
+        experiment=settings.mlflow_experiment,
+        parent_run_id=training.parent_run_id,
+        tags={
+            AIRFLOW_DAG_TAG: ti.dag_id,
+            AIRFLOW_RUN_TAG: ti.run_id,
+            AIRFLOW_TASK_TAG: ti.task_id,
+            AIRFLOW_MAP_INDEX_TAG: ti.map_index,
+        },
+        seed=params["seed"],
+        artifact_location=settings.mlflow_artifact_root,
+    )
+    return CandidateResult.from_dict({**result, "parent_run_id": training.parent_run_id}).to_dict()
+
+
+def evaluate_best(results: list[dict], split: dict, params: Mapping[str, Any]) -> dict:
+    """`evaluar_modelo`: the best candidate on validation, scored on the test split; the
+    current champion scored on the same rows."""
+    from include.ml_pipeline.training.evaluate import evaluate_on_test, select_best
+
+    data = SplitResult.from_dict(split)
+    best = select_best(list(results), metric=params["selection_metric"])
+    evaluation = evaluate_on_test(
+        best["model_uri"],
+        data.paths["test"],
+        data.feature_spec,
+        tracking_uri=get_settings().mlflow_tracking_uri,
+        run_id=best["run_id"],
+        model_name=params["model_name"],
+        seed=params["seed"],
+    )
+    return Evaluation.from_dict(
+        {
+            **evaluation,
+            "candidate": best["candidate"],
+            "selection": best.get("selection"),
+            "parent_run_id": best.get("parent_run_id"),
+        }
+    ).to_dict()
+
+
+def register(evaluation: dict, split: dict, params: Mapping[str, Any], *, run_id: str) -> dict:
+    """`registrar_mlflow`: a new version with alias `challenger` (one per Airflow run, even
+    when retried), the parent run closed; returns what the decision and deployment need."""
+    from include.ml_pipeline.registry.registry import (
+        describe_version,
+        get_alias_version,
+        register_challenger,
+    )
+    from include.ml_pipeline.training.train import finish_parent_run
+
+    uri = get_settings().mlflow_tracking_uri
+    evaluated = Evaluation.from_dict(evaluation)
+    data = SplitResult.from_dict(split)
+    name = params["model_name"]
+    version = register_challenger(
+        evaluated.model_uri,
+        name,
+        airflow_run_id=run_id,
+        metrics=evaluated.metrics,
+        data_fingerprint=data.data_fingerprint,
+        tags={
+            VERSION_CANDIDATE_TAG: evaluated.candidate,
+            VERSION_RUN_TAG: evaluated.run_id,
+            TRAIN_PATH_TAG: data.paths["train"],
+        },
+        tracking_uri=uri,
+    )
+    if evaluated.parent_run_id:
+        finish_parent_run(tracking_uri=uri, run_id=evaluated.parent_run_id)
+    champion = evaluated.champion or {}
+    return RegisteredModel(
+        model_name=name,
+        version=version,
+        run_id=evaluated.run_id,
+        model_uri=f"models:/{name}/{version}",
+        metrics=evaluated.metrics,
+        champion_version=get_alias_version(name, CHAMPION, tracking_uri=uri),
+        champion_metrics=champion.get("metrics"),
+        champion_error=champion.get("error"),
+        candidate=evaluated.candidate,
+        version_info=describe_version(name, version, tracking_uri=uri),
+        split=data,
+    ).to_dict()
