@@ -203,7 +203,7 @@ def ml_model_deployment_advanced():
 
         return configurar_dashboards(deployed, configurar_monitoreo(deployed))
 
-    @task_group
+    @task_group(prefix_group_id=False)  # the seed's ids: notificar_despliegue_exitoso, ...
     def notificaciones(dashboard: dict, rejected):
         """Tell people once: the new champion, or which task failed and why."""
 

@@ -17,8 +17,16 @@ import time
 from pathlib import Path
 
 from devtools import airflow_env
+from include.ml_pipeline.contracts.names import (
+    CHAMPION,
+    DECISION_TASK_ID,
+    DECISION_XCOM_KEY,
+    DEPLOYMENT_DAG_ID,
+    ROLLBACK_TASK_ID,
+    ROLLBACK_XCOM_KEY,
+)
 
-DAG_ID = "ml_model_deployment_advanced"
+DAG_ID = DEPLOYMENT_DAG_ID
 
 
 def build_conf(args: argparse.Namespace, settings) -> dict:
@@ -89,13 +97,14 @@ def summarise(dag_run, tasks: dict, conf: dict, log_path: Path, seconds: float, 
     prepared = result("preparacion_datos.preprocesar_datos")
     split = result("preparacion_datos.dividir_datos")
     registered = result("entrenamiento_evaluacion.registrar_mlflow")
-    manifest = result("despliegue_modelo.generar_artefactos")
+    release = result("despliegue_modelo.generar_artefactos")
+    manifest = release.get("manifest") or {}
     rollout = result("despliegue_modelo.desplegar_api")
-    smoke = result("despliegue_modelo.pruebas_api")
-    drift = result("visualizacion_monitoreo.configurar_monitoreo")
+    smoke = result("despliegue_modelo.pruebas_api").get("smoke") or {}
+    drift = result("visualizacion_monitoreo.configurar_monitoreo").get("summary")
     dashboard = result("visualizacion_monitoreo.configurar_dashboards")
-    decision = _xcom(dag_run, "decidir_despliegue", "decision") or {}
-    rollback = _xcom(dag_run, "despliegue_modelo.revertir_despliegue", "rollback")
+    decision = _xcom(dag_run, DECISION_TASK_ID, DECISION_XCOM_KEY) or {}
+    rollback = _xcom(dag_run, ROLLBACK_TASK_ID, ROLLBACK_XCOM_KEY)
     notifications = [
         result(t)
         for t in ("notificar_despliegue_exitoso", "notificar_modelo_rechazado", "notificar_fallo")
@@ -139,7 +148,7 @@ def summarise(dag_run, tasks: dict, conf: dict, log_path: Path, seconds: float, 
         },
         "decision": {"deploy": decision.get("deploy"), "reasons": decision.get("reasons", [])},
         "deployment": {
-            "manifest": manifest.get("manifest_path"),
+            "manifest": release.get("manifest_uri"),
             "api_url": rollout.get("url"),
             "served_version": (rollout.get("version_info") or {}).get("model_version"),
             "predict_path": (manifest.get("serving") or {}).get("predict_path"),
@@ -147,8 +156,8 @@ def summarise(dag_run, tasks: dict, conf: dict, log_path: Path, seconds: float, 
             "rollback": rollback,
         },
         "monitoring": {
-            "drift": {k: v for k, v in drift.items() if k != "report"} if drift else None,
-            "dashboard": dashboard.get("path"),
+            "drift": drift,
+            "dashboard": dashboard.get("uri"),
         },
         "notifications": notifications,
         "notifications_log": str(settings.notifications_log),
@@ -168,7 +177,7 @@ def _champion(settings, name: str | None) -> str | None:
         return None
     from include.ml_pipeline.registry.registry import get_alias_version
 
-    return get_alias_version(name, "champion", tracking_uri=settings.mlflow_tracking_uri)
+    return get_alias_version(name, CHAMPION, tracking_uri=settings.mlflow_tracking_uri)
 
 
 def print_summary(summary: dict) -> None:

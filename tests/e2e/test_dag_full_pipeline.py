@@ -90,8 +90,9 @@ def test_01_good_model_is_trained_registered_deployed_and_served(run_dag, small_
     assert mv.tags["airflow_run_id"] == result.dag_run.run_id
 
     # The live API serves it, with the same labels as the registered model.
-    manifest = result.result("despliegue_modelo.generar_artefactos")
-    assert json.loads(Path(manifest["manifest_path"]).read_text())["version"] == version
+    release = result.result("despliegue_modelo.generar_artefactos")
+    manifest = release["manifest"]
+    assert json.loads(Path(release["manifest_uri"]).read_text())["version"] == version
     info = httpx.get(f"{api_url}/version").json()
     assert str(info["model_version"]) == version
     # The release stored the verified predictor as the version's serving artifact, and
@@ -101,14 +102,14 @@ def test_01_good_model_is_trained_registered_deployed_and_served(run_dag, small_
     assert json.loads(mv.tags["serving_artifact"])["uri"] == artifact["uri"]
     served = httpx.get(f"{api_url}/model").json()
     assert served["verification"]["source"] == "serving_artifact"
-    smoke = result.result("despliegue_modelo.pruebas_api")
+    smoke = result.result("despliegue_modelo.pruebas_api")["smoke"]
     assert smoke["rows_checked"] > 0
     assert 400 <= smoke["bad_payload_status"] < 500
 
     # Dashboard, drift and notification.
     dashboard = result.result("visualizacion_monitoreo.configurar_dashboards")
-    assert Path(dashboard["path"]).read_text().count("<img") >= 2
-    assert result.result("visualizacion_monitoreo.configurar_monitoreo")["status"]
+    assert Path(dashboard["uri"]).read_text().count("<img") >= 2
+    assert result.result("visualizacion_monitoreo.configurar_monitoreo")["summary"]["status"]
     note = result.result("notificar_despliegue_exitoso")
     assert note["outcomes"]["log"]["status"] == "sent"
     assert result.task_state("notificar_modelo_rechazado") == "skipped"
