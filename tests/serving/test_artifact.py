@@ -18,14 +18,10 @@ from include.ml_pipeline.serving.artifact import (
     read_predictor,
     write_predictor,
 )
-from include.ml_pipeline.serving.batch import batch_from_frame
-from include.ml_pipeline.serving.predictor import (
-    UnsupportedPipeline,
-    compile_pipeline,
-    concat_batches,
-    verification_batch,
-    verify_predictor,
-)
+from include.ml_pipeline.serving.batch import batch_from_frame, concat_batches
+from include.ml_pipeline.serving.compiler import compile_pipeline
+from include.ml_pipeline.serving.errors import UnsupportedPipeline
+from include.ml_pipeline.serving.verify import verification_batch, verify_predictor
 
 
 def _compiled(kind, labels="str", seed=5):

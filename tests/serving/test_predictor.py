@@ -10,14 +10,12 @@ import pytest
 
 from devtools.fixtures import fit_pipeline, training_frame
 from include.ml_pipeline.features import coerce_features
-from include.ml_pipeline.serving.batch import Batch, batch_from_frame
+from include.ml_pipeline.serving.batch import Batch, batch_from_frame, concat_batches
+from include.ml_pipeline.serving.compiler import compile_pipeline
 from include.ml_pipeline.serving.loader import build_served_model
-from include.ml_pipeline.serving.predictor import (
+from include.ml_pipeline.serving.predictor import CompiledPredictor, SklearnPredictor
+from include.ml_pipeline.serving.verify import (
     PROBA_TOLERANCE,
-    CompiledPredictor,
-    SklearnPredictor,
-    compile_pipeline,
-    concat_batches,
     verification_batch,
     verify_predictor,
 )
@@ -110,7 +108,7 @@ class _CountingSession:
 
 
 def test_large_batches_use_the_multi_threaded_tree_session(monkeypatch):
-    from include.ml_pipeline.serving.predictor import WIDE_BATCH_ROWS
+    from include.ml_pipeline.serving.trees import WIDE_BATCH_ROWS
 
     monkeypatch.setenv("MODEL_API_PREDICT_THREADS", "2")
     frame, spec = training_frame(1500, seed=8)
@@ -134,7 +132,7 @@ def test_large_batches_use_the_multi_threaded_tree_session(monkeypatch):
 
 
 def test_predict_threads_setting(monkeypatch):
-    from include.ml_pipeline.serving.predictor import predict_threads
+    from include.ml_pipeline.serving.trees import predict_threads
 
     monkeypatch.setenv("MODEL_API_PREDICT_THREADS", "3")
     assert predict_threads() == 3
@@ -147,12 +145,12 @@ def test_predict_threads_setting(monkeypatch):
 
 def test_categorical_pattern_table_is_bounded_and_exact(monkeypatch):
     import include.ml_pipeline.serving.predictor as predictor_module
-    from include.ml_pipeline.serving.predictor import _CategoricalBlock
+    from include.ml_pipeline.serving.predictor import CategoricalBlock
 
     frame, spec = training_frame(1500, seed=12)
     pipeline = fit_pipeline(frame, spec, "lr")
     compiled = compile_pipeline(pipeline, spec.numeric, spec.categorical)
-    block = next(b for b in compiled.blocks if isinstance(b, _CategoricalBlock))
+    block = next(b for b in compiled.blocks if isinstance(b, CategoricalBlock))
     batch = concat_batches(
         batch_from_frame(coerce_features(frame.head(200), spec), spec.numeric,
                          spec.categorical),

@@ -32,15 +32,15 @@ from typing import Any
 
 import numpy as np
 
+from include.ml_pipeline.serving.errors import UnsupportedPipeline
 from include.ml_pipeline.serving.predictor import (
+    CategoricalBlock,
     CompiledPredictor,
-    UnsupportedPipeline,
-    _CategoricalBlock,
-    _Logistic,
-    _NumericBlock,
-    _OnnxTrees,
-    verify_predictor,
+    LogisticLink,
+    NumericBlock,
 )
+from include.ml_pipeline.serving.trees import OnnxTrees
+from include.ml_pipeline.serving.verify import verification_batch, verify_predictor
 
 FORMAT = "ml_pipeline.compiled_predictor/1"
 TAG = "serving_artifact"
@@ -62,11 +62,11 @@ def _array(values: list | None) -> np.ndarray | None:
 
 
 def _block_document(block: Any) -> dict[str, Any]:
-    if isinstance(block, _NumericBlock):
+    if isinstance(block, NumericBlock):
         return {"kind": "numeric", "positions": block.positions.tolist(),
                 "fill": _floats(block.fill), "mean": _floats(block.mean),
                 "scale": _floats(block.scale)}
-    if isinstance(block, _CategoricalBlock):
+    if isinstance(block, CategoricalBlock):
         return {"kind": "categorical", "positions": list(block.positions),
                 "fill": list(block.fill),
                 # JSON keys are strings: the None (missing) entry is kept apart
@@ -79,15 +79,15 @@ def _block_document(block: Any) -> dict[str, Any]:
 
 def _block_from(document: dict[str, Any]) -> Any:
     if document["kind"] == "numeric":
-        return _NumericBlock(np.asarray(document["positions"], dtype=np.intp),
+        return NumericBlock(np.asarray(document["positions"], dtype=np.intp),
                              _array(document["fill"]), _array(document["mean"]),
                              _array(document["scale"]))
     if document["kind"] == "categorical":
         lookups = []
         for lookup, missing in zip(document["lookups"], document["missing"], strict=True):
             lookups.append({**lookup, None: missing})
-        return _CategoricalBlock(list(document["positions"]), list(document["fill"]),
-                                 lookups, list(document["widths"]), list(document["unknown"]))
+        return CategoricalBlock(list(document["positions"]), list(document["fill"]),
+                                lookups, list(document["widths"]), list(document["unknown"]))
     raise ArtifactError(f"{DOCUMENT}: unknown block kind {document['kind']!r}")
 
 
@@ -102,10 +102,10 @@ def write_predictor(predictor: Any, folder: str | Path) -> dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     link = predictor.proba_fn
     files: dict[str, bytes] = {}
-    if isinstance(link, _Logistic):
+    if isinstance(link, LogisticLink):
         estimator = {"kind": "logistic", "coef": _floats(link.coef),
                      "intercept": _floats(link.intercept), "binary": link.binary}
-    elif isinstance(link, _OnnxTrees):
+    elif isinstance(link, OnnxTrees):
         estimator = {"kind": "onnx_trees", "k": link.k, "baseline": _floats(link.baseline),
                      "file": TREES}
         files[TREES] = link.model_bytes
@@ -152,12 +152,11 @@ def read_predictor(folder: str | Path, sha256: dict[str, str] | None = None
                             f"this API reads {FORMAT!r}")
     estimator = document["estimator"]
     if estimator["kind"] == "logistic":
-        link: Any = _Logistic.from_parameters(np.asarray(estimator["coef"]),
-                                              np.asarray(estimator["intercept"]),
-                                              bool(estimator["binary"]))
+        link: Any = LogisticLink(np.asarray(estimator["coef"]),
+                                 np.asarray(estimator["intercept"]), bool(estimator["binary"]))
     elif estimator["kind"] == "onnx_trees":
-        link = _OnnxTrees.from_graph(read(estimator["file"]), int(estimator["k"]),
-                                     np.asarray(estimator["baseline"], dtype=np.float64))
+        link = OnnxTrees(read(estimator["file"]), int(estimator["k"]),
+                         np.asarray(estimator["baseline"], dtype=np.float64))
     else:
         raise ArtifactError(f"{folder / DOCUMENT}: unknown estimator {estimator['kind']!r}")
     return CompiledPredictor([_block_from(b) for b in document["blocks"]],
@@ -196,7 +195,6 @@ def publish_served(tracking_uri: str, served: Any) -> dict[str, Any]:
     step). Never blocks a release: without an artifact (no plain-data form, or a failed
     read-back check, logged) the API compiles at load instead; the result says which."""
     from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
-    from include.ml_pipeline.serving.predictor import verification_batch
 
     pipeline = served.reference.pipeline
     sample = verification_batch(pipeline, list(served.spec.numeric),

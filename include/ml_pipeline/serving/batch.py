@@ -59,6 +59,11 @@ class Batch:
             out.append(dict(zip(names, values, strict=False)))
         return out
 
+    def slice(self, start: int, stop: int) -> Batch:
+        """Rows `start` to `stop` (the numeric part is a view, not a copy)."""
+        return Batch(self.numeric_columns, self.categorical_columns, self.numeric[start:stop],
+                     tuple(column[start:stop] for column in self.categorical))
+
 
 def batch_from_frame(frame, numeric: list[str], categorical: list[str]) -> Batch:
     """Build a `Batch` from a frame already passed through `coerce_features`."""
@@ -72,3 +77,13 @@ def batch_from_frame(frame, numeric: list[str], categorical: list[str]) -> Batch
         for c in categorical
     )
     return Batch(tuple(numeric), tuple(categorical), matrix, cats)
+
+
+def concat_batches(a: Batch, b: Batch) -> Batch:
+    """The rows of `a`, then those of `b` (same columns)."""
+    return Batch(
+        a.numeric_columns,
+        a.categorical_columns,
+        np.vstack([a.numeric, b.numeric]),
+        tuple(x + y for x, y in zip(a.categorical, b.categorical, strict=False)),
+    )

@@ -71,7 +71,8 @@ def served_from_fetched(info: dict[str, Any], max_rows: int, force_sklearn: bool
 
 
 def compile_model(info: dict[str, Any], max_rows: int, force_sklearn: bool) -> dict[str, Any]:
-    from include.ml_pipeline.serving.predictor import WIDE_BATCH_ROWS, verification_batch
+    from include.ml_pipeline.serving.trees import WIDE_BATCH_ROWS
+    from include.ml_pipeline.serving.verify import verification_batch
 
     served = served_from_fetched(info, max_rows, force_sklearn)
     pipeline, spec = served.reference.pipeline, served.spec
@@ -94,7 +95,7 @@ def _check_artifact(artifact: dict[str, Any] | None, pipeline: Any, sample: Any)
     if not artifact:
         return None
     from include.ml_pipeline.serving.artifact import read_predictor
-    from include.ml_pipeline.serving.predictor import verify_predictor
+    from include.ml_pipeline.serving.verify import verify_predictor
 
     try:
         return verify_predictor(read_predictor(artifact["dir"], artifact["sha256"]),

@@ -176,7 +176,8 @@ class PendingLoad:
 
         from include.ml_pipeline.serving.artifact import ArtifactError, read_predictor
         from include.ml_pipeline.serving.batch import Batch
-        from include.ml_pipeline.serving.predictor import PROBA_TOLERANCE, WIDE_BATCH_ROWS
+        from include.ml_pipeline.serving.trees import WIDE_BATCH_ROWS
+        from include.ml_pipeline.serving.verify import PROBA_TOLERANCE
 
         artifact = info.get("serving_artifact")
         if not artifact:
@@ -232,9 +233,7 @@ class PendingLoad:
 
         for _ in range(3):
             predictor.predict(warmup)
-            predictor.predict(type(warmup)(warmup.numeric_columns, warmup.categorical_columns,
-                                           warmup.numeric[:1],
-                                           tuple(c[:1] for c in warmup.categorical)))
+            predictor.predict(warmup.slice(0, 1))
         spec = FeatureSpec.from_dict(info["spec"])
         return ServedModel(
             name=self.name,

@@ -23,14 +23,13 @@ from typing import Any
 import numpy as np
 
 from include.ml_pipeline.features import FeatureSpec
-from include.ml_pipeline.serving.batch import Batch, batch_from_frame
+from include.ml_pipeline.serving.batch import batch_from_frame, concat_batches
+from include.ml_pipeline.serving.compiler import compile_pipeline
+from include.ml_pipeline.serving.errors import UnsupportedPipeline
 from include.ml_pipeline.serving.parsing import FeatureParser
-from include.ml_pipeline.serving.predictor import (
+from include.ml_pipeline.serving.predictor import SklearnPredictor
+from include.ml_pipeline.serving.verify import (
     PROBA_TOLERANCE,
-    SklearnPredictor,
-    UnsupportedPipeline,
-    compile_pipeline,
-    concat_batches,
     verification_batch,
     verify_predictor,
 )
@@ -152,8 +151,7 @@ def build_served_model(
         log.warning("serving %s v%s with the sklearn pipeline: %s", name, version, reason)
     path = "sklearn" if predictor is fallback else f"compiled:{predictor.estimator_path}"
     # Warm up both the 1-row and the batch code paths.
-    one = Batch(sample.numeric_columns, sample.categorical_columns, sample.numeric[:1],
-                tuple(c[:1] for c in sample.categorical))
+    one = sample.slice(0, 1)
     for _ in range(3):
         predictor.predict(one)
         predictor.predict(sample)

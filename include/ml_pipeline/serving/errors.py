@@ -1,0 +1,7 @@
+"""Errors raised while a model version is loaded for serving (fetch, compile, verify)."""
+
+from __future__ import annotations
+
+
+class UnsupportedPipeline(Exception):
+    """The pipeline has a step or setting the compiler does not translate."""

@@ -1,0 +1,152 @@
+"""Tree ensembles (HistGradientBoosting) evaluated outside scikit-learn: onnxruntime's
+float64 `TreeEnsemble` operator, and a numpy walk used when onnxruntime is missing.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from include.ml_pipeline.serving.errors import UnsupportedPipeline
+from include.ml_pipeline.serving.predictor import binary_proba, expit, softmax
+
+SMALL_BATCH_ROWS = 24  # below this, HGB trees are walked in numpy, above in Cython
+WIDE_BATCH_ROWS = 64  # from this size on, onnxruntime trees use predict_threads() threads
+
+
+class HGBTrees:
+    """All trees of a fitted HistGradientBoostingClassifier, flattened for numpy."""
+
+    def __init__(self, est: Any):
+        if getattr(est, "_preprocessor", None) is not None:
+            raise UnsupportedPipeline("HistGradientBoosting with its own categorical encoder")
+        self.k = int(est.n_trees_per_iteration_)
+        self.baseline = np.asarray(est._baseline_prediction, dtype=np.float64).ravel()
+        self.predictors = [(k, p) for it in est._predictors for k, p in enumerate(it)]
+        self.bitsets, self.f_idx_map = est._bin_mapper.make_known_categories_bitsets()
+        feat, thr, mgl, left, right, val, roots = [], [], [], [], [], [], []
+        offset, depth = 0, 0
+        for _, predictor in self.predictors:
+            nodes = predictor.nodes
+            if nodes["is_categorical"].any():
+                raise UnsupportedPipeline("HistGradientBoosting categorical splits")
+            n = len(nodes)
+            leaf = nodes["is_leaf"].astype(bool)
+            here = np.arange(n)
+            roots.append(offset)
+            feat.append(nodes["feature_idx"].astype(np.intp))
+            thr.append(nodes["num_threshold"].astype(np.float64))
+            mgl.append(nodes["missing_go_to_left"].astype(bool))
+            left.append(np.where(leaf, here, nodes["left"]) + offset)
+            right.append(np.where(leaf, here, nodes["right"]) + offset)
+            val.append(nodes["value"].astype(np.float64))
+            depth = max(depth, int(nodes["depth"].max()))
+            offset += n
+        self.feature = np.concatenate(feat)
+        self.threshold = np.concatenate(thr)
+        self.missing_left = np.concatenate(mgl)
+        self.child = np.stack([np.concatenate(right), np.concatenate(left)])  # [go_left, node]
+        self.value = np.concatenate(val)
+        self.roots = np.asarray(roots, dtype=np.intp)
+        self.depth = depth
+        self.tree_class = np.asarray([k for k, _ in self.predictors], dtype=np.intp)
+
+    def raw_small(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        index = np.tile(self.roots, (n, 1))
+        rows = np.arange(n)[:, None]
+        for _ in range(self.depth):
+            values = x[rows, self.feature[index]]
+            go_left = values <= self.threshold[index]
+            nan = np.isnan(values)
+            if nan.any():
+                go_left = np.where(nan, self.missing_left[index], go_left)
+            index = self.child[go_left.view(np.int8), index]
+        leaf_values = self.value[index]
+        if self.k == 1:
+            return leaf_values.sum(axis=1, keepdims=True) + self.baseline
+        return leaf_values.reshape(n, -1, self.k).sum(axis=1) + self.baseline
+
+    def raw_large(self, x: np.ndarray) -> np.ndarray:
+        raw = np.empty((x.shape[0], self.k), dtype=np.float64, order="F")
+        raw[:] = self.baseline
+        for k, predictor in self.predictors:
+            raw[:, k] += predictor.predict(x, self.bitsets, self.f_idx_map, 1)
+        return raw
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        raw = self.raw_small(x) if x.shape[0] < SMALL_BATCH_ROWS else self.raw_large(x)
+        if self.k == 1:
+            return binary_proba(expit(raw[:, 0]))
+        return softmax(raw)
+
+
+class OnnxTrees:
+    """The same trees as `HGBTrees`, evaluated by onnxruntime's `TreeEnsemble` operator
+    (ai.onnx.ml opset 5) in float64: splits `x <= threshold` with NaN following
+    `missing_go_to_left`, leaf values summed per class, so the raw scores equal
+    scikit-learn's up to summation order (~1e-15). About 2x faster than scikit-learn's
+    predictor on 1,000 rows and 20x faster on one row. Holds only the serialised graph
+    (no scikit-learn objects), so a pickled predictor loads with numpy + onnxruntime.
+
+    Two sessions over the same graph: a single-threaded one for small batches (a thread
+    hand-off costs more than it saves there) and, for batches of `WIDE_BATCH_ROWS` or
+    more, one with `predict_threads()` threads (1,000 rows: 3.3 -> 1.9 ms on 2 cores)."""
+
+    def __init__(self, model_bytes: bytes, k: int, baseline: np.ndarray):
+        """`model_bytes`: the serialised graph (`onnx_graph.tree_ensemble_model`), X ->
+        raw scores of the `k` outputs without the `baseline`."""
+        self.k, self.baseline, self.model_bytes = k, baseline, model_bytes
+        self._open_sessions()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"k": self.k, "baseline": self.baseline, "model_bytes": self.model_bytes}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._open_sessions()
+
+    def _open_sessions(self) -> None:
+        self._session = _onnx_session(self.model_bytes, 1)
+        threads = predict_threads()
+        self._wide = _onnx_session(self.model_bytes, threads) if threads > 1 else self._session
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        session = self._wide if x.shape[0] >= WIDE_BATCH_ROWS else self._session
+        raw = session.run(None, {"X": x})[0]
+        raw += self.baseline
+        if self.k == 1:
+            return binary_proba(expit(raw[:, 0]))
+        return softmax(raw)
+
+
+def predict_threads() -> int:
+    """Threads for one large batch: env `MODEL_API_PREDICT_THREADS`, else the usable cores
+    (at most 2: the gain flattens while the event loop and the log writer need a core)."""
+    value = os.environ.get("MODEL_API_PREDICT_THREADS", "").strip()
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            raise ValueError(f"MODEL_API_PREDICT_THREADS must be an integer; got {value!r}"
+                             ) from None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(2, cores))
+
+
+def _onnx_session(model_bytes: bytes, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # No spinning: an idle pool thread sleeps instead of competing with the event loop.
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
