@@ -1,8 +1,8 @@
 """
 # ml_model_deployment_advanced
 
-Takes a tabular classification model from raw data to a live, monitored HTTP API, and puts
-it back the way it was when something goes wrong.
+An Airflow DAG that takes a tabular classification model from raw data to a live, monitored
+HTTP API, and puts it back the way it was when something goes wrong.
 
 Left to right, as the Graph view shows it:
 
@@ -48,9 +48,19 @@ from __future__ import annotations
 
 import pendulum
 
-from include.ml_pipeline.contracts.names import DECISION_TASK_ID, DEPLOYMENT_DAG_ID
+from include.ml_pipeline.contracts.names import (
+    DECISION_TASK_ID,
+    DECISION_XCOM_KEY,
+    DEPLOYMENT_DAG_ID,
+)
 from include.ml_pipeline.orchestration.assets import RAW_DATA_DATASET, REGISTERED_MODEL_DATASET
-from include.ml_pipeline.orchestration.compat import EmptyOperator, dag, task, task_group
+from include.ml_pipeline.orchestration.compat import (
+    EmptyOperator,
+    dag,
+    keyed_output,
+    task,
+    task_group,
+)
 from include.ml_pipeline.orchestration.defaults import default_args
 from include.ml_pipeline.orchestration.params import SENSOR_MAX_TIMEOUT_SECONDS, deployment_params
 from include.ml_pipeline.orchestration.steps import (
@@ -147,13 +157,13 @@ def ml_model_deployment_advanced():
         )
 
     @task_group
-    def despliegue_modelo(registered: dict):
+    def despliegue_modelo(decided: dict):
         """Promote, roll out to the model API, smoke-test it, and roll back on failure."""
 
         @task
-        def generar_artefactos(registered: dict, ti=None, dag=None, run_id=None) -> dict:
+        def generar_artefactos(decided: dict, dag=None, run_id=None) -> dict:
             """Verify the challenger as served, promote it to champion, write the manifest."""
-            return deployment.release(registered, ti, dag_id=dag.dag_id, run_id=run_id)
+            return deployment.release(decided, dag_id=dag.dag_id, run_id=run_id)
 
         @task(retries=1)
         def desplegar_api(release: dict, params=None) -> dict:
@@ -170,18 +180,16 @@ def ml_model_deployment_advanced():
             """Point `champion` back to the previous version, reload, verify, then fail."""
             deployment.roll_back(release, params, ti)
 
-        release = generar_artefactos(registered)
+        release = generar_artefactos(decided)
         rollout = desplegar_api(release)
         live = pruebas_api(rollout)
         [rollout, live] >> revertir_despliegue(release)
         return {"release": release, "live": live}
 
     @task
-    def notificar_modelo_rechazado(registered: dict, params=None, ti=None, dag=None, run_id=None):
+    def notificar_modelo_rechazado(decided: dict, params=None, dag=None, run_id=None) -> dict:
         """Tell the team the challenger was rejected, with the gate's reasons."""
-        return notifications.notify_rejected(
-            registered, params, ti, dag_id=dag.dag_id, run_id=run_id
-        )
+        return notifications.notify_rejected(decided, params, dag_id=dag.dag_id, run_id=run_id)
 
     @task_group
     def visualizacion_monitoreo(deployed: dict):
@@ -208,11 +216,10 @@ def ml_model_deployment_advanced():
         """Tell people once: the new champion, or which task failed and why."""
 
         @task
-        def notificar_despliegue_exitoso(dashboard: dict, params=None, ti=None, dag=None,
-                                         run_id=None) -> dict:
+        def notificar_despliegue_exitoso(dashboard: dict, params=None, dag=None, run_id=None):
             """Tell the team a new champion is live: version, metrics, links."""
             return notifications.notify_deployed(
-                dashboard, params, ti, dag_id=dag.dag_id, run_id=run_id
+                dashboard, params, dag_id=dag.dag_id, run_id=run_id
             )
 
         @task(trigger_rule="one_failed", retries=0)
@@ -232,9 +239,9 @@ def ml_model_deployment_advanced():
     split = preparacion_datos(uri)
     registered = entrenamiento_evaluacion(split)
     gate = decidir_despliegue(registered)
-    deployed = despliegue_modelo(registered)
-    rejected = notificar_modelo_rechazado(registered)
-    gate >> [deployed["release"], rejected]
+    decided = keyed_output(gate, DECISION_XCOM_KEY)  # the verdict with the model it judged
+    deployed = despliegue_modelo(decided)
+    rejected = notificar_modelo_rechazado(decided)
     dashboard = visualizacion_monitoreo(deployed["live"])
     notificaciones(dashboard, rejected) >> fin
     rejected >> fin

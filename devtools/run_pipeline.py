@@ -103,7 +103,7 @@ def summarise(dag_run, tasks: dict, conf: dict, log_path: Path, seconds: float, 
     smoke = result("despliegue_modelo.pruebas_api").get("smoke") or {}
     drift = result("visualizacion_monitoreo.configurar_monitoreo").get("summary")
     dashboard = result("visualizacion_monitoreo.configurar_dashboards")
-    decision = _xcom(dag_run, DECISION_TASK_ID, DECISION_XCOM_KEY) or {}
+    decision = (_xcom(dag_run, DECISION_TASK_ID, DECISION_XCOM_KEY) or {}).get("decision") or {}
     rollback = _xcom(dag_run, ROLLBACK_TASK_ID, ROLLBACK_XCOM_KEY)
     notifications = [
         result(t)

@@ -191,6 +191,16 @@ class Decision(Payload):
     reasons: list[str] = dataclasses.field(default_factory=list)
 
 
+@dataclasses.dataclass(frozen=True)
+class DecidedModel(Payload):
+    """`decidir_despliegue` (XCom key `decision`): the registered model and the verdict,
+    for whichever path the branch follows."""
+
+    registered: RegisteredModel
+    decision: Decision
+    _nested: ClassVar = {"registered": RegisteredModel, "decision": Decision}
+
+
 # --------------------------------------------------------------------- deployment
 
 
@@ -200,7 +210,7 @@ class Release(Payload):
     `manifest` is what was written to `manifest_uri`."""
 
     registered: RegisteredModel
-    decision: Decision | None
+    decision: Decision
     manifest: dict[str, Any]
     manifest_uri: str
     _nested: ClassVar = {"registered": RegisteredModel, "decision": Decision}

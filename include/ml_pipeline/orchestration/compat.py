@@ -63,6 +63,16 @@ def asset_or_time_schedule(timetable: Any, assets: Any) -> Any:
     return AssetOrTimeSchedule(timetable=timetable, datasets=assets)
 
 
+def keyed_output(task_output: Any, key: str) -> Any:
+    """The XCom `key` of the task behind `task_output` (a TaskFlow call's result), as an
+    argument for downstream tasks: the same edge as the return value, another value."""
+    if AIRFLOW_3:  # pragma: no cover
+        from airflow.sdk.definitions.xcom_arg import PlainXComArg
+    else:
+        from airflow.models.xcom_arg import PlainXComArg
+    return PlainXComArg(task_output.operator, key=key)
+
+
 def logical_date(context: dict[str, Any]) -> Any:
     """The run's logical date from a task context (None for a run that has none)."""
     return context.get("logical_date") or context.get("data_interval_end")
@@ -86,6 +96,7 @@ __all__ = [
     "TriggerDagRunOperator",
     "asset_or_time_schedule",
     "dag",
+    "keyed_output",
     "logical_date",
     "task",
     "task_group",

@@ -7,7 +7,7 @@ from typing import Any
 
 from include.ml_pipeline.config import get_settings
 from include.ml_pipeline.contracts.names import DECISION_XCOM_KEY
-from include.ml_pipeline.contracts.payloads import RegisteredModel
+from include.ml_pipeline.contracts.payloads import DecidedModel, RegisteredModel
 from include.ml_pipeline.orchestration.params import gate_thresholds
 
 
@@ -15,8 +15,9 @@ def decide(
     registered: dict, params: Mapping[str, Any], ti: Any, *, deploy_to: str, reject_to: str
 ) -> str:
     """Deploy only if the challenger clears the thresholds and does not lose to the
-    champion on the same test split; the decision goes to the version's tags and to XCom
-    (key `decision`). Returns the task id to follow."""
+    champion on the same test split. The decision goes to the version's tags, and with the
+    registered model to XCom key `decision` (what either path reads). Returns the task id
+    to follow."""
     from include.ml_pipeline.registry.decision import Thresholds, decide_deployment
     from include.ml_pipeline.registry.registry import record_decision
 
@@ -35,14 +36,6 @@ def decide(
     )
     for reason in decision.reasons:
         ti.log.info("decision reason: %s", reason)
-    ti.xcom_push(key=DECISION_XCOM_KEY, value=decision.to_dict())
+    ti.xcom_push(key=DECISION_XCOM_KEY, value=DecidedModel(model, decision).to_dict())
     return deploy_to if decision.deploy else reject_to
 
-
-def recorded_decision(ti: Any):
-    """The Decision that `decidir_despliegue` pushed in this run (None if none)."""
-    from include.ml_pipeline.contracts.names import DECISION_TASK_ID
-    from include.ml_pipeline.contracts.payloads import Decision
-
-    value = ti.xcom_pull(task_ids=DECISION_TASK_ID, key=DECISION_XCOM_KEY)
-    return Decision.from_dict(value) if value else None

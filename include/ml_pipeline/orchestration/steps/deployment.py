@@ -9,28 +9,28 @@ from typing import Any
 from include.ml_pipeline.config import get_settings
 from include.ml_pipeline.contracts.names import ROLLBACK_XCOM_KEY
 from include.ml_pipeline.contracts.payloads import (
+    DecidedModel,
     LiveDeployment,
-    RegisteredModel,
     Release,
     Rollback,
     Rollout,
 )
 from include.ml_pipeline.orchestration import connections
 from include.ml_pipeline.orchestration.callbacks import recorded_failures
-from include.ml_pipeline.orchestration.steps.decision import recorded_decision
 
 
-def release(registered: dict, ti: Any, *, dag_id: str, run_id: str) -> dict:
+def release(decided: dict, *, dag_id: str, run_id: str) -> dict:
     """`generar_artefactos`: verify the challenger as the API will serve it, store its
     serving artifact, promote it to champion, write the manifest."""
     from include.ml_pipeline.deployment.release import prepare_release
 
-    model = RegisteredModel.from_dict(registered)
+    verdict = DecidedModel.from_dict(decided)
+    model = verdict.registered
     airflow = {"dag_id": dag_id, "run_id": run_id}
     manifest = prepare_release(get_settings(), model.model_name, model.version, airflow=airflow)
     return Release(
         registered=model,
-        decision=recorded_decision(ti),
+        decision=verdict.decision,
         manifest=manifest,
         manifest_uri=manifest["manifest_path"],
     ).to_dict()

@@ -8,9 +8,14 @@ from typing import Any
 
 from include.ml_pipeline.config import get_settings
 from include.ml_pipeline.contracts.names import ROLLBACK_TASK_ID, ROLLBACK_XCOM_KEY
-from include.ml_pipeline.contracts.payloads import Dashboard, Notified, RegisteredModel, Rollback
+from include.ml_pipeline.contracts.payloads import (
+    Dashboard,
+    DecidedModel,
+    Notified,
+    RegisteredModel,
+    Rollback,
+)
 from include.ml_pipeline.orchestration.callbacks import recorded_failures
-from include.ml_pipeline.orchestration.steps.decision import recorded_decision
 
 
 def _send(note: Any, params: Mapping[str, Any]) -> dict:
@@ -37,7 +42,7 @@ def _links(model: RegisteredModel, dag_id: str, run_id: str) -> dict[str, str | 
 
 
 def notify_deployed(
-    dashboard: dict, params: Mapping[str, Any], ti: Any, *, dag_id: str, run_id: str
+    dashboard: dict, params: Mapping[str, Any], *, dag_id: str, run_id: str
 ) -> dict:
     """`notificar_despliegue_exitoso`: version, metrics, the gate's reasons, links."""
     from include.ml_pipeline.notifications import events
@@ -57,15 +62,14 @@ def notify_deployed(
     return _send(note, params)
 
 
-def notify_rejected(
-    registered: dict, params: Mapping[str, Any], ti: Any, *, dag_id: str, run_id: str
-) -> dict:
+def notify_rejected(decided: dict, params: Mapping[str, Any], *, dag_id: str, run_id: str) -> dict:
     """`notificar_modelo_rechazado`: the challenger and the gate's reasons."""
     from include.ml_pipeline.notifications import events
 
-    model = RegisteredModel.from_dict(registered)
+    verdict = DecidedModel.from_dict(decided)
+    model = verdict.registered
     note = events.rejected(
-        model, recorded_decision(ti), dag_id=dag_id, run_id=run_id, **_links(model, dag_id, run_id)
+        model, verdict.decision, dag_id=dag_id, run_id=run_id, **_links(model, dag_id, run_id)
     )
     return _send(note, params)
 
