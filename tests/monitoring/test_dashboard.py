@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
+from devtools.fixtures import churn_spec
 from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
 from include.ml_pipeline.monitoring.dashboard import (
     DashboardContext,
@@ -19,7 +20,7 @@ from include.ml_pipeline.monitoring.dashboard import (
     render_dashboard,
     summarize_traffic,
 )
-from include.ml_pipeline.monitoring.drift import churn_spec, compute_drift
+from include.ml_pipeline.monitoring.drift import compute_drift
 from include.ml_pipeline.plots import (
     figure_to_png_bytes,
     plot_confusion_matrix,
