@@ -148,7 +148,7 @@ def register_model_version(
         client.set_registered_model_alias(model_name, alias, registered.version)
     if serving_artifact:
         from include.ml_pipeline.serving.artifact import publish_served
-        from include.ml_pipeline.serving.loader import build_served_model
+        from include.ml_pipeline.serving.served import build_served_model
 
         served = build_served_model(pipeline, spec, name=model_name,
                                     version=str(registered.version), alias="",

@@ -12,8 +12,8 @@ from devtools.fixtures import fit_pipeline, training_frame
 from include.ml_pipeline.features import coerce_features
 from include.ml_pipeline.serving.batch import Batch, batch_from_frame, concat_batches
 from include.ml_pipeline.serving.compiler import compile_pipeline
-from include.ml_pipeline.serving.loader import build_served_model
 from include.ml_pipeline.serving.predictor import CompiledPredictor, SklearnPredictor
+from include.ml_pipeline.serving.served import build_served_model
 from include.ml_pipeline.serving.verify import (
     PROBA_TOLERANCE,
     verification_batch,

@@ -1,16 +1,13 @@
-"""Deserialise, compile and verify a downloaded model in a short-lived process.
+"""Deserialise, compile and verify a downloaded model version; the API runs it as a
+short-lived child process, so scikit-learn never enters the server process:
 
     python -m include.ml_pipeline.serving.compile_worker OUT_PATH MAX_ROWS FORCE_SKLEARN
 
-Imports scikit-learn, skops and pandas as soon as it starts (while `fetch` resolves the
-alias in parallel), then reads `fetch`'s JSON from stdin, loads the model file the way
-`mlflow.sklearn` does (skops with the trusted types MLflow recorded, or pickle /
-cloudpickle), and runs `loader.build_served_model` (compile + verify against the pipeline
-on the input example and a synthetic sample). When `fetch` found a serving artifact
-(`artifact.py`), the artifact's predictor is checked against the pipeline the same way
-(`artifact_check`: None or the mismatch). It pickles the predictor (compiled: numpy +
-onnxruntime only; or the sklearn pipeline when it had to fall back), the verification
-record and a small warm-up batch to OUT_PATH. On failure it prints
+It imports scikit-learn as soon as it starts (while `fetch` resolves the alias in
+parallel), reads `fetch`'s JSON from stdin, and pickles to OUT_PATH the predictor (numpy +
+onnxruntime objects only, or the sklearn pipeline when it had to fall back), its
+verification record, a warm-up batch and, when the version has a serving artifact, whether
+the artifact's predictor reproduces the pipeline (`artifact_check`). On failure it prints
 `COMPILE_RESULT {"error": ...}` and exits 1.
 """
 
@@ -29,6 +26,12 @@ import pandas as pd
 import sklearn.compose
 import sklearn.ensemble
 import sklearn.pipeline  # noqa: F401
+
+from include.ml_pipeline.features import FeatureSpec
+from include.ml_pipeline.serving.artifact import read_predictor
+from include.ml_pipeline.serving.served import ServedModel, build_served_model
+from include.ml_pipeline.serving.trees import WIDE_BATCH_ROWS
+from include.ml_pipeline.serving.verify import verification_batch, verify_predictor
 
 MARKER = "COMPILE_RESULT "
 
@@ -56,11 +59,9 @@ def load_pipeline(info: dict[str, Any]) -> Any:
     raise RuntimeError(f"unknown serialization format {fmt!r}")
 
 
-def served_from_fetched(info: dict[str, Any], max_rows: int, force_sklearn: bool = False):
+def served_from_fetched(info: dict[str, Any], max_rows: int,
+                        force_sklearn: bool = False) -> ServedModel:
     """The `ServedModel` (compiled and verified) for what `fetch.fetch` returned."""
-    from include.ml_pipeline.features import FeatureSpec
-    from include.ml_pipeline.serving.loader import build_served_model
-
     example = info.get("example")
     frame = pd.DataFrame(example["data"], columns=example["columns"]) if example else None
     return build_served_model(
@@ -71,9 +72,6 @@ def served_from_fetched(info: dict[str, Any], max_rows: int, force_sklearn: bool
 
 
 def compile_model(info: dict[str, Any], max_rows: int, force_sklearn: bool) -> dict[str, Any]:
-    from include.ml_pipeline.serving.trees import WIDE_BATCH_ROWS
-    from include.ml_pipeline.serving.verify import verification_batch
-
     served = served_from_fetched(info, max_rows, force_sklearn)
     pipeline, spec = served.reference.pipeline, served.spec
     sample = verification_batch(pipeline, list(spec.numeric), list(spec.categorical))
@@ -94,9 +92,6 @@ def _check_artifact(artifact: dict[str, Any] | None, pipeline: Any, sample: Any)
     """None when there is no serving artifact or it reproduces the pipeline, else why not."""
     if not artifact:
         return None
-    from include.ml_pipeline.serving.artifact import read_predictor
-    from include.ml_pipeline.serving.verify import verify_predictor
-
     try:
         return verify_predictor(read_predictor(artifact["dir"], artifact["sha256"]),
                                 pipeline, sample)

@@ -1,14 +1,12 @@
-"""Resolve and download a registered model in a short-lived process (the only place the
-served process's loading path imports MLflow).
+"""Resolve and download a registered model version, and read what serving needs from it
+(feature spec, input example, run metrics, serving artifact) without deserialising the
+model. The API runs it as a short-lived child process, the only one of the served
+process's loading path that imports MLflow:
 
     python -m include.ml_pipeline.serving.fetch TRACKING_URI NAME ALIAS
 
-prints one line `FETCH_RESULT <json>`: the concrete version, run id, source, the local
-directory MLflow downloaded, the sklearn flavor's model file, serialization format and
-skops trusted types, the feature spec (metadata `feature_spec`, else the signature), the
-logged input example (`{"columns", "data"}`), the run's metrics and, when the version
-has one, its downloaded serving artifact (`artifact.py`); or
-`FETCH_RESULT {"error": ...}` with exit code 1.
+prints one line `FETCH_RESULT <json>` (what `fetch` returns), or
+`FETCH_RESULT {"error": ...}` and exits 1.
 """
 
 from __future__ import annotations
@@ -19,14 +17,21 @@ import os
 import sys
 from typing import Any
 
+from include.ml_pipeline.features import FeatureSpec
+from include.ml_pipeline.serving.errors import ModelLoadError
+
 MARKER = "FETCH_RESULT "
 log = logging.getLogger("ml_pipeline.serving")
 
 
 def fetch(tracking_uri: str, name: str, alias: str) -> dict[str, Any]:
-    """Resolve `models:/<name>@<alias>` now and download it; no model is deserialised."""
-    from include.ml_pipeline.serving.loader import ModelLoadError, _spec_from_signature
+    """Resolve `models:/<name>@<alias>` now and download it; no model is deserialised.
 
+    Returns the concrete version, run id, source, the local directory MLflow downloaded,
+    the sklearn flavor's model file, serialization format and skops trusted types, the
+    feature spec (metadata `feature_spec`, else the signature), the logged input example
+    (`{"columns", "data"}`), the run's metrics and the downloaded serving artifact
+    (`artifact.py`) when the version has one. Raises `ModelLoadError`."""
     try:
         import mlflow
         from mlflow.models import Model
@@ -84,6 +89,20 @@ def fetch(tracking_uri: str, name: str, alias: str) -> dict[str, Any]:
         "metrics": metrics,
         "serving_artifact": artifact,
     }
+
+
+def _spec_from_signature(model_meta: Any) -> FeatureSpec:
+    schema = model_meta.get_input_schema() if model_meta is not None else None
+    if schema is None:
+        raise ModelLoadError("the model has neither a 'feature_spec' metadata nor a signature")
+    numeric, categorical = [], []
+    for spec in schema.inputs:
+        type_name = str(getattr(spec.type, "name", spec.type)).lower()
+        if type_name in ("double", "float", "long", "integer"):
+            numeric.append(spec.name)
+        else:
+            categorical.append(spec.name)
+    return FeatureSpec(target="", numeric=numeric, categorical=categorical)
 
 
 def _download_serving_artifact(version: Any, tracking_uri: str) -> dict[str, Any] | None:

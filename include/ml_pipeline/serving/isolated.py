@@ -35,6 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from include.ml_pipeline.serving.errors import ModelLoadError
+
 ROOT = Path(__file__).resolve().parents[3]
 TIMEOUT_S = 900.0
 log = logging.getLogger("ml_pipeline.serving")
@@ -131,8 +133,6 @@ class PendingLoad:
                             compiled["warmup"])
 
     def _fetched(self) -> dict[str, Any]:
-        from include.ml_pipeline.serving.loader import ModelLoadError
-
         try:
             out, _ = self.fetch.communicate(timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
@@ -151,8 +151,6 @@ class PendingLoad:
 
     def _run_compile(self, info: dict[str, Any]) -> dict[str, Any]:
         """Hand `info` to the compile child, wait; its result line (`artifact_check`)."""
-        from include.ml_pipeline.serving.loader import ModelLoadError
-
         try:
             out, _ = self.compile.communicate(json.dumps(info).encode(), timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
@@ -228,8 +226,8 @@ class PendingLoad:
     def _served(self, info, predictor, classes, predict_path, fallback_reason,
                 verification, reference, warmup):
         from include.ml_pipeline.features import FeatureSpec
-        from include.ml_pipeline.serving.loader import ServedModel
         from include.ml_pipeline.serving.parsing import FeatureParser
+        from include.ml_pipeline.serving.served import ServedModel
 
         for _ in range(3):
             predictor.predict(warmup)
