@@ -24,7 +24,9 @@ from include.ml_pipeline.data_preparation.sample_data import (
     generate_churn_frame,
 )
 from include.ml_pipeline.features import FeatureSpec
-from include.ml_pipeline.monitoring import monitor_job
+from include.ml_pipeline.monitoring import champion as champions
+from include.ml_pipeline.monitoring import drift_check, retrain_policy, windows
+from include.ml_pipeline.monitoring.errors import MonitoringError
 
 pytestmark = pytest.mark.e2e
 
@@ -230,20 +232,20 @@ def test_no_champion_skips_cleanly(store, monitoring):
 
 
 def test_find_champion_reads_spec_and_reference(store):
-    champion = monitor_job.find_champion(MODEL, tracking_uri=store["tracking_uri"])
+    champion = champions.find_champion(MODEL, tracking_uri=store["tracking_uri"])
     assert champion["version"] == store["version"]
     assert champion["train_path"] == store["train_path"]
     assert FeatureSpec.from_dict(champion["feature_spec"]) == SPEC
     assert champion["metrics"] == {"roc_auc": 0.8}
     # Without the tag, the run's `training` dataset input names the same file.
-    source = monitor_job.training_input_source(store["run_id"], tracking_uri=store["tracking_uri"])
+    source = champions.training_input_source(store["run_id"], tracking_uri=store["tracking_uri"])
     assert Path(source) == Path(store["train_path"])
-    assert monitor_job.find_champion("nope", tracking_uri=store["tracking_uri"]) is None
-    reference = monitor_job.load_reference(champion["train_path"], champion["feature_spec"])
+    assert champions.find_champion("nope", tracking_uri=store["tracking_uri"]) is None
+    reference = windows.load_reference(champion["train_path"], champion["feature_spec"])
     assert len(reference) == 1400
     assert set(SPEC.columns) <= set(reference.columns)
-    with pytest.raises(monitor_job.MonitoringError, match="train_path"):
-        monitor_job.load_reference(None, SPEC)
+    with pytest.raises(MonitoringError, match="train_path"):
+        windows.load_reference(None, SPEC)
 
 
 def test_load_current_from_inference_log_and_files(tmp_path):
@@ -270,57 +272,55 @@ def test_load_current_from_inference_log_and_files(tmp_path):
             )
         )
     (log_dir / "inference-20260101T000000000000-1-000001.jsonl").write_text("\n".join(lines))
-    since = monitor_job.window_start(now + timedelta(minutes=1), 24)
-    current = monitor_job.load_current(
+    since = windows.window_start(now + timedelta(minutes=1), 24)
+    current = windows.load_current(
         "inference_log", SPEC, model_version="1", inference_log_dir=log_dir, since=since
     )
     assert len(current) == 2  # the old record and the other version are left out
     assert list(current["prediction"]) == ["no", "yes"]
-    snapshot = monitor_job.snapshot_current(current, tmp_path / "snap" / "current.parquet")
+    snapshot = windows.snapshot_current(current, tmp_path / "snap" / "current.parquet")
     import pandas as pd
 
     assert len(pd.read_parquet(snapshot)) == 2
-    empty = monitor_job.load_current("inference_log", SPEC, inference_log_dir=tmp_path / "none")
+    empty = windows.load_current("inference_log", SPEC, inference_log_dir=tmp_path / "none")
     assert empty.empty
 
     csv = tmp_path / "batch.csv"
     frame.to_csv(csv, index=False)
-    assert len(monitor_job.load_current(csv.as_uri(), SPEC)) == 6
+    assert len(windows.load_current(csv.as_uri(), SPEC)) == 6
     frame.drop(columns=["age"]).to_parquet(tmp_path / "bad.parquet")
-    with pytest.raises(monitor_job.MonitoringError, match="age"):
-        monitor_job.load_current(str(tmp_path / "bad.parquet"), SPEC)
+    with pytest.raises(MonitoringError, match="age"):
+        windows.load_current(str(tmp_path / "bad.parquet"), SPEC)
     with pytest.raises(FileNotFoundError):
-        monitor_job.load_current(str(tmp_path / "missing.csv"), SPEC)
+        windows.load_current(str(tmp_path / "missing.csv"), SPEC)
 
 
 def test_drift_check_reason_and_decision():
     reference = generate_churn_frame(2_000, seed=3)
-    drifted = monitor_job.run_drift_check(
+    drifted = drift_check.run_drift_check(
         reference, generate_churn_frame(1_500, seed=4, drift=True), SPEC
     )
     summary = drifted.summary()
     assert summary["dataset_drift"] is True
     assert summary["prediction_drift"] is None
     champion = {"model_name": "m", "version": "3"}
-    reason = monitor_job.drift_reason(summary, champion, "batch.csv")
+    reason = drift_check.drift_reason(summary, champion, "batch.csv")
     assert reason.startswith("data drift on m v3: ")
     assert "tenure_months" in reason
     assert "batch.csv" in reason
 
-    assert monitor_job.retrain_decision(summary, None)[0] is True
+    assert retrain_policy.retrain_decision(summary, None)[0] is True
     earlier = {"start_time": "2026-01-01T00:00:00+00:00", "airflow_run_id": "r1"}
-    retrain, why = monitor_job.retrain_decision(summary, earlier)
+    retrain, why = retrain_policy.retrain_decision(summary, earlier)
     assert retrain is False
     assert "cool-down" in why
-    calm = monitor_job.run_drift_check(reference, generate_churn_frame(1_500, seed=5), SPEC)
-    assert monitor_job.retrain_decision(calm.summary(), None) == (
+    calm = drift_check.run_drift_check(reference, generate_churn_frame(1_500, seed=5), SPEC)
+    assert retrain_policy.retrain_decision(calm.summary(), None) == (
         False,
         "no dataset drift; no retraining",
     )
-    few = monitor_job.run_drift_check(reference, generate_churn_frame(20, seed=6), SPEC)
-    retrain, why = monitor_job.retrain_decision(few.summary(), None)
+    few = drift_check.run_drift_check(reference, generate_churn_frame(20, seed=6), SPEC)
+    retrain, why = retrain_policy.retrain_decision(few.summary(), None)
     assert retrain is False
     assert "not enough" in why
-    assert monitor_job.window_start("2026-01-02T00:00:00+00:00", 24) == datetime(
-        2026, 1, 1, tzinfo=UTC
-    )
+    assert windows.window_start("2026-01-02T00:00:00+00:00", 24) == datetime(2026, 1, 1, tzinfo=UTC)

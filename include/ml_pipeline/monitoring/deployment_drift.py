@@ -1,0 +1,74 @@
+"""Drift at deployment time: the training split (the reference) against the most recent
+inference-log traffic when there is enough of it, else against the untouched test split
+(a baseline that should show no drift); the report is written and logged to the
+deployed version's training run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from include.ml_pipeline.contracts.payloads import DriftResult, RegisteredModel
+from include.ml_pipeline.monitoring.windows import as_spec
+
+
+def drift_at_deployment(
+    model: RegisteredModel,
+    *,
+    thresholds: dict[str, Any],
+    window_hours: float,
+    tracking_uri: str,
+    reports_dir: str | Path,
+    inference_log_dir: str | Path | None = None,
+) -> DriftResult:
+    """Drift of recent traffic (any version, repeated rows counted once) or of the test
+    split against the training split the registered `model` was fitted on. `summary` is
+    `DriftReport.summary()` plus `current_source` (which data, how many rows) and
+    `reference` (the training split's path)."""
+    from include.ml_pipeline.monitoring.drift import DriftThresholds
+    from include.ml_pipeline.monitoring.drift_report import check_and_write, deployment_report_path
+    from include.ml_pipeline.monitoring.mlflow_logging import log_drift
+    from include.ml_pipeline.monitoring.windows import (
+        load_reference,
+        read_frame,
+        recent_traffic,
+        window_start,
+    )
+    from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
+
+    split_paths = model.split.paths
+    feature_spec = as_spec(model.split.feature_spec)
+    limits = DriftThresholds.from_dict(thresholds)
+    reference = load_reference(split_paths["train"], feature_spec)
+    traffic = recent_traffic(window_start(None, window_hours), inference_log_dir=inference_log_dir)
+    if len(traffic):  # repeated rows (smoke tests, retries) are one observation each
+        traffic = traffic.drop_duplicates(subset=feature_spec.columns)
+    if len(traffic) >= limits.min_rows:
+        current, source = traffic, f"inference log, last {window_hours:g} h ({len(traffic)} rows)"
+    else:
+        current = read_frame(split_paths["test"])
+        source = f"test split ({len(current)} rows; too little traffic yet: {len(traffic)} rows)"
+    context = {"current_source": source, "reference": split_paths["train"]}
+    report, path = check_and_write(
+        reference,
+        current,
+        feature_spec,
+        limits,
+        path=deployment_report_path(reports_dir, model.version),
+        facts={
+            "model_name": model.model_name,
+            "version": model.version,
+            "model_uri": model.model_uri,
+            **context,
+        },
+    )
+    log_drift(
+        configure_mlflow(tracking_uri),
+        model.run_id,
+        report,
+        artifact_dir="monitoring",
+        report_path=path,
+    )
+    return DriftResult(
+        summary={**report.summary(), **context}, report_uri=str(path), report=report.to_dict()
+    )

@@ -1,0 +1,181 @@
+"""The two sides of a drift check, as frames: the reference (the champion's training
+split) and the current window (recent inference-log rows of a version, or a batch file),
+plus the Parquet snapshot that freezes a window so a retried task sees the same rows."""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from include.ml_pipeline.contracts.names import INFERENCE_LOG_SOURCE, TRAIN_PATH_TAG
+from include.ml_pipeline.features import FeatureSpec
+from include.ml_pipeline.monitoring.errors import MonitoringError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+
+def as_spec(spec: FeatureSpec | dict[str, Any]) -> FeatureSpec:
+    """A `FeatureSpec` from itself or its `to_dict()` (what travels in payloads)."""
+    return spec if isinstance(spec, FeatureSpec) else FeatureSpec.from_dict(spec)
+
+
+def _local_path(uri: str) -> Path | None:
+    if uri.startswith("file://"):
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
+        return Path(url2pathname(urlparse(uri).path))
+    if "://" in uri:
+        return None
+    return Path(uri).expanduser()
+
+
+def read_frame(uri: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet file (or folder of Parquet files): a path or any URI pandas
+    reads. `columns` keeps those that exist (the caller checks what it needs)."""
+    import pandas as pd
+
+    local = _local_path(str(uri))
+    source = str(local) if local is not None else str(uri)
+    if local is not None and not local.exists():
+        raise FileNotFoundError(f"no such file: {source}")
+    name = source.lower()
+    if name.endswith((".csv", ".csv.gz", ".txt")):
+        frame = pd.read_csv(source)
+    elif name.endswith((".parquet", ".pq")) or (local is not None and local.is_dir()):
+        frame = pd.read_parquet(source)
+    else:
+        raise MonitoringError(f"unsupported file type (need .csv or .parquet): {source}")
+    if columns is not None:
+        frame = frame[[c for c in columns if c in frame.columns]]
+    return frame
+
+
+def _require_features(frame: pd.DataFrame, spec: FeatureSpec, what: str) -> None:
+    missing = [c for c in spec.columns if c not in frame.columns]
+    if missing:
+        raise MonitoringError(f"{what} lacks the model's feature column(s): {', '.join(missing)}")
+
+
+def load_reference(train_path: str | None, spec: FeatureSpec | dict[str, Any]) -> pd.DataFrame:
+    """The champion's training split (its feature columns and the target if present)."""
+    spec = as_spec(spec)
+    if not train_path:
+        raise MonitoringError(
+            f"the champion has no reference data: tag its version with `{TRAIN_PATH_TAG}` "
+            "(the train split Parquet) or log the split as its run's training input"
+        )
+    frame = read_frame(train_path, [*spec.columns, spec.target])
+    _require_features(frame, spec, f"reference {train_path}")
+    if frame.empty:
+        raise MonitoringError(f"reference {train_path} is empty")
+    return frame
+
+
+def window_start(logical_date: datetime | str | None, window_hours: float) -> datetime:
+    """`logical_date - window_hours` (now when there is no logical date), in UTC."""
+    if logical_date is None:
+        end = datetime.now(UTC)
+    elif isinstance(logical_date, str):
+        end = datetime.fromisoformat(logical_date)
+    else:
+        end = logical_date
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=UTC)
+    return (end - timedelta(hours=float(window_hours))).astimezone(UTC)
+
+
+def recent_traffic(
+    since: datetime | None,
+    *,
+    model_version: str | None = None,
+    inference_log_dir: str | Path | None = None,
+    max_rows: int | None = None,
+) -> pd.DataFrame:
+    """The inference-log rows since `since` (of one version when given; the most recent
+    `max_rows`), with their `prediction` / `proba_*` columns. The log directory defaults
+    to the settings' `inference_log_dir`."""
+    from include.ml_pipeline.monitoring.inference_log import read_inference_log
+
+    return read_inference_log(
+        _log_dir(inference_log_dir), since=since, model_version=model_version, limit=max_rows
+    )
+
+
+def _log_dir(inference_log_dir: str | Path | None) -> Path:
+    if inference_log_dir is not None:
+        return Path(inference_log_dir)
+    from include.ml_pipeline.config import get_settings
+
+    return get_settings().inference_log_dir
+
+
+def load_current(
+    source: str,
+    spec: FeatureSpec | dict[str, Any],
+    *,
+    model_version: str | None = None,
+    inference_log_dir: str | Path | None = None,
+    since: datetime | None = None,
+    max_rows: int | None = None,
+) -> pd.DataFrame:
+    """The data to compare with the reference.
+
+    `source="inference_log"`: `recent_traffic` of `model_version` since `since`. Anything
+    else is a batch file (CSV or Parquet path or URI), read whole. An empty frame is valid
+    (the drift check reports `insufficient_data`).
+    """
+    spec = as_spec(spec)
+    if source == INFERENCE_LOG_SOURCE:
+        frame = recent_traffic(
+            since,
+            model_version=model_version,
+            inference_log_dir=inference_log_dir,
+            max_rows=max_rows,
+        )
+        if frame.empty:
+            return frame
+        _require_features(frame, spec, f"inference log {_log_dir(inference_log_dir)}")
+        return frame
+    frame = read_frame(source)
+    _require_features(frame, spec, f"batch {source}")
+    return frame
+
+
+def snapshot_current(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Freeze the current rows to Parquet (atomically), so a retry sees the same data."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = frame.copy()
+    if "timestamp" in out.columns:
+        out["timestamp"] = out["timestamp"].astype(str)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        out.to_parquet(tmp, index=False)
+    except (TypeError, ValueError):  # mixed types in a text column: keep them as text
+        for column in out.columns:
+            if out[column].dtype == object:
+                out[column] = out[column].map(_text_or_none)
+        out.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def read_snapshot(path: str | Path) -> pd.DataFrame:
+    """A frozen window back as a frame, `timestamp` (if any) as UTC datetimes again."""
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    if "timestamp" in frame.columns:
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
+    return frame
+
+
+def _text_or_none(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value if isinstance(value, str) else str(value)

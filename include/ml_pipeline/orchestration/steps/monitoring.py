@@ -1,0 +1,59 @@
+"""Steps of the deployment DAG's `visualizacion_monitoreo` group: drift of recent traffic
+(or the test split) against the training split of the version that just went live, and
+that version's dashboard."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from include.ml_pipeline.config import get_settings
+from include.ml_pipeline.contracts.payloads import Dashboard, DriftResult, LiveDeployment
+from include.ml_pipeline.orchestration.params import drift_thresholds
+
+
+def check_drift_at_deployment(deployment: dict, params: Mapping[str, Any]) -> dict:
+    """`configurar_monitoreo`: KS / chi-square / PSI drift against the training split; the
+    report JSON goes under `reports_dir`, its metrics and artifacts to the version's
+    training run. Returns a `DriftResult`."""
+    from include.ml_pipeline.monitoring.deployment_drift import drift_at_deployment
+
+    model = LiveDeployment.from_dict(deployment).release.registered
+    settings = get_settings()
+    result = drift_at_deployment(
+        model,
+        thresholds=drift_thresholds(params),
+        window_hours=params["drift_window_hours"],
+        tracking_uri=settings.mlflow_tracking_uri,
+        reports_dir=settings.reports_dir,
+        inference_log_dir=settings.inference_log_dir,
+    )
+    return result.to_dict()
+
+
+def render_deployment_dashboard(
+    deployment: dict, drift: dict, params: Mapping[str, Any], *, dag_id: str, run_id: str
+) -> dict:
+    """`configurar_dashboards`: the live version's self-contained HTML dashboard, also
+    logged to its training run. Returns a `Dashboard`."""
+    from include.ml_pipeline.monitoring.version_dashboards import render_deployment_dashboard
+    from include.ml_pipeline.notifications import airflow_run_url
+
+    live = LiveDeployment.from_dict(deployment)
+    release = live.release
+    settings = get_settings()
+    path, plots, traffic_rows = render_deployment_dashboard(
+        release.registered,
+        decision=release.decision,
+        previous_champion=release.manifest.get("previous_champion"),
+        drift_report=DriftResult.from_dict(drift).report,
+        api_url=live.rollout.url,
+        airflow_run_url=airflow_run_url(dag_id, run_id),
+        tracking_uri=settings.mlflow_tracking_uri,
+        out_dir=settings.reports_dir,
+        window_hours=params["drift_window_hours"],
+        inference_log_dir=settings.inference_log_dir,
+    )
+    return Dashboard(
+        deployment=live, uri=str(path), plots=plots, traffic_rows=traffic_rows
+    ).to_dict()

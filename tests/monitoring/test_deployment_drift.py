@@ -1,0 +1,175 @@
+"""Drift and dashboard at deployment (the `visualizacion_monitoreo` steps) against a
+throw-away MLflow store: which data is compared, what is written, what reaches the run."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from devtools.fixtures import churn_spec
+from include.ml_pipeline.contracts.payloads import (
+    Dashboard,
+    Decision,
+    DriftResult,
+    LiveDeployment,
+    RegisteredModel,
+    Release,
+    Rollout,
+    SplitResult,
+)
+from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
+from include.ml_pipeline.orchestration.steps import monitoring
+
+PARAMS = {
+    "drift_alpha": 0.05,
+    "drift_psi_threshold": 0.1,
+    "drift_ks_threshold": 0.1,
+    "drift_share": 0.3,
+    "drift_min_rows": 100,
+    "drift_max_rows": 50_000,
+    "drift_window_hours": 24,
+}
+
+
+@pytest.fixture
+def deployed(tmp_path, monkeypatch):
+    """A LiveDeployment dict whose registered version's training run exists in a tmp store
+    and has one evaluation plot; settings point at tmp folders."""
+    from matplotlib.figure import Figure
+
+    from include.ml_pipeline.plots import figure_to_png_bytes
+    from include.ml_pipeline.registry.mlflow_setup import ensure_experiment
+
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    monkeypatch.setenv("ML_PIPELINE_REPORTS", str(tmp_path / "reports"))
+    monkeypatch.setenv("ML_PIPELINE_INFERENCE_LOG", str(tmp_path / "inference_log"))
+    experiment = ensure_experiment(tracking_uri, "t", (tmp_path / "artifacts").as_uri())
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    run_id = client.create_run(experiment).info.run_id
+    fig = Figure()
+    fig.add_subplot().plot([0, 1], [0, 1])
+    plot = tmp_path / "roc_curve.png"
+    plot.write_bytes(figure_to_png_bytes(fig))
+    client.log_artifact(run_id, str(plot), "plots")
+
+    frame = generate_churn_frame(1_600, seed=3)
+    paths = {}
+    for name, part in (("train", frame[:1000]), ("validation", frame[1000:1300])):
+        paths[name] = str(tmp_path / f"{name}.parquet")
+        part.to_parquet(paths[name], index=False)
+    paths["test"] = str(tmp_path / "test.parquet")
+    frame[1300:].to_parquet(paths["test"], index=False)
+    split = SplitResult(
+        table="t",
+        paths=paths,
+        rows={"train": 1000, "validation": 300, "test": 300},
+        class_counts={},
+        seed=0,
+        feature_spec=churn_spec().to_dict(),
+    )
+    registered = RegisteredModel(
+        model_name="m",
+        version="3",
+        run_id=run_id,
+        model_uri="models:/m/3",
+        metrics={"roc_auc": 0.81},
+        champion_version="2",
+        champion_metrics={"roc_auc": 0.79},
+        champion_error=None,
+        candidate="lr",
+        version_info={},
+        split=split,
+    )
+    release = Release(
+        registered=registered,
+        decision=Decision(deploy=True, reasons=["roc_auc 0.81 >= 0.75"]),
+        manifest={"previous_champion": "2"},
+        manifest_uri=str(tmp_path / "manifest.json"),
+    )
+    rollout = Rollout(
+        release=release, url="http://127.0.0.1:1", version="3", started=None, version_info={}
+    )
+    live = LiveDeployment(rollout=rollout, smoke={"ok": True})
+    return {"deployment": live.to_dict(), "client": client, "run_id": run_id, "tmp": tmp_path}
+
+
+def _write_traffic(directory: Path, rows: int) -> None:
+    frame = generate_churn_frame(rows, seed=9, drift=True).drop(columns=[TARGET]).astype(object)
+    features = {c: [None if v != v else v for v in frame[c]] for c in churn_spec().columns}
+    line = {
+        "timestamp": datetime.now(UTC).isoformat(),
+        "model_version": "3",
+        "latency_ms": 2.0,
+        "rows": rows,
+        "features": features,
+        "predictions": ["no"] * rows,
+        "classes": ["no", "yes"],
+        "probability_columns": [[0.6] * rows, [0.4] * rows],
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "inference-20260101T000000000000-1-000001.jsonl").write_text(json.dumps(line))
+
+
+def test_without_traffic_the_test_split_is_compared_and_logged_to_the_training_run(deployed):
+    result = DriftResult.from_dict(
+        monitoring.check_drift_at_deployment(deployed["deployment"], PARAMS)
+    )
+    summary = result.summary
+    assert summary["status"] == "ok"
+    assert summary["n_drifted"] == 0
+    assert summary["current_source"].startswith("test split (300 rows")
+    assert summary["reference"].endswith("train.parquet")
+    path = Path(result.report_uri)
+    assert path == deployed["tmp"] / "reports" / "drift_v3.json"
+    written = json.loads(path.read_text())
+    assert written["version"] == "3"
+    assert written["current_source"] == summary["current_source"]
+    assert len(written["features"]) == len(churn_spec().columns)
+    assert result.report["summary"]["current_rows"] == 300
+
+    client, run_id = deployed["client"], deployed["run_id"]
+    run = client.get_run(run_id)
+    assert run.data.metrics["drift_share"] == 0.0
+    assert run.data.metrics["current_rows"] == 300
+    logged = {a.path for a in client.list_artifacts(run_id, "monitoring")}
+    assert {
+        "monitoring/drift_v3.json",
+        "monitoring/drift_report.json",
+        "monitoring/drift_table.html",
+    } <= logged
+
+
+def test_enough_drifted_traffic_is_compared_instead(deployed):
+    _write_traffic(deployed["tmp"] / "inference_log", 400)
+    summary = monitoring.check_drift_at_deployment(deployed["deployment"], PARAMS)["summary"]
+    assert summary["current_source"].startswith("inference log, last 24 h")
+    assert summary["dataset_drift"] is True
+    assert summary["status"] == "drift"
+
+
+def test_dashboard_shows_plots_traffic_and_drift_and_is_logged(deployed):
+    _write_traffic(deployed["tmp"] / "inference_log", 150)
+    drift = monitoring.check_drift_at_deployment(deployed["deployment"], PARAMS)
+    shown = Dashboard.from_dict(
+        monitoring.render_deployment_dashboard(
+            deployed["deployment"], drift, PARAMS, dag_id="d", run_id="manual__1"
+        )
+    )
+    assert shown.plots == ["roc curve"]
+    assert shown.traffic_rows == 150
+    assert shown.deployment.rollout.version == "3"
+    page = Path(shown.uri)
+    assert page.parent == deployed["tmp"] / "reports"
+    html = page.read_text()
+    assert "roc_auc 0.81 &gt;= 0.75" in html
+    assert "tenure_months" in html
+    client, run_id = deployed["client"], deployed["run_id"]
+    assert [a.path for a in client.list_artifacts(run_id, "dashboard")] == [
+        f"dashboard/{page.name}"
+    ]
