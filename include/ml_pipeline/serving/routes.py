@@ -1,0 +1,260 @@
+"""The model API's request handlers: one `Routes` object per app, its methods the
+endpoints and error handlers, all sharing the app's `ServiceState` (`app.py` registers
+them; the endpoints are described there)."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from include.ml_pipeline.serving.parsing import RequestError, load_json
+from include.ml_pipeline.serving.state import ServiceState
+
+log = logging.getLogger("ml_pipeline.serving")
+API_VERSION = "1.0"
+JSON = "application/json"
+_ERROR_CODES = {400: "BAD_REQUEST", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                404: "NOT_FOUND", 405: "BAD_REQUEST", 413: "BAD_REQUEST",
+                415: "BAD_REQUEST", 422: "BAD_REQUEST", 502: "INTERNAL_ERROR",
+                503: "TEMPORARILY_UNAVAILABLE", 500: "INTERNAL_ERROR"}
+
+
+def error_response(status: int, kind: str, message: str) -> Response:
+    body = orjson.dumps({"error_code": _ERROR_CODES.get(status, "BAD_REQUEST"),
+                         "kind": kind, "message": message})
+    return Response(body, status_code=status, media_type=JSON)
+
+
+class Routes:
+    """The handlers of one app. Each request reads `state.model` once and uses that
+    model to the end, so a reload never changes the model under a running request."""
+
+    def __init__(self, state: ServiceState):
+        self.state = state
+        self.settings = state.settings
+        self.max_body = state.settings.max_body_bytes
+
+    # ------------------------------------------------------------------ error handlers
+
+    async def http_error(self, request: Request, exc: StarletteHTTPException):
+        self.state.metrics.error(f"http_{exc.status_code}")
+        return error_response(exc.status_code, f"http_{exc.status_code}", str(exc.detail))
+
+    async def validation_error(self, request: Request, exc: RequestValidationError):
+        self.state.metrics.error("validation")
+        return error_response(422, "validation", str(exc.errors()))
+
+    async def unexpected(self, request: Request, exc: Exception):
+        log.exception("unexpected error on %s", request.url.path)
+        self.state.metrics.error("internal")
+        return error_response(500, "internal", f"internal error: {exc!r}")
+
+    # ------------------------------------------------------------------ helpers
+
+    async def read_body(self, request: Request) -> bytes:
+        max_body = self.max_body
+        length = request.headers.get("content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                raise RequestError(400, "bad_header", "Content-Length is not a number") from None
+            if declared > max_body:
+                raise RequestError(413, "body_too_large", f"the body has {declared} bytes; "
+                                   f"the limit is {max_body} (MODEL_API_MAX_BODY_BYTES)")
+            return await request.body()
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body:
+                raise RequestError(413, "body_too_large", f"the body exceeds {max_body} bytes "
+                                   "(MODEL_API_MAX_BODY_BYTES)")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def fail(self, endpoint: str, started: float, exc: RequestError) -> Response:
+        self.state.metrics.error(exc.kind)
+        self.state.metrics.observe(endpoint, exc.status, time.perf_counter() - started)
+        return error_response(exc.status, exc.kind, exc.message)
+
+    def not_ready(self, endpoint: str, started: float) -> Response:
+        state = self.state
+        reason = state.last_load_error or ("loading" if state.loading else "no model loaded")
+        return self.fail(endpoint, started, RequestError(503, "not_ready",
+                                                         f"no model is being served: {reason}"))
+
+    def predict(self, served, batch):
+        """The fast path's prediction, else (it raised) the sklearn pipeline's."""
+        try:
+            return served.predictor.predict(batch)
+        except Exception as exc:
+            if served.predictor is served.reference:
+                raise RequestError(422, "model_rejected_input",
+                                   f"the model rejected the input: {exc}") from exc
+            log.warning("fast path failed (%r); using the sklearn pipeline", exc)
+            self.state.metrics.error("fast_path_fallback")
+            try:
+                return served.reference.predict(batch)
+            except Exception as exc2:
+                raise RequestError(422, "model_rejected_input",
+                                   f"the model rejected the input: {exc2}") from exc2
+
+    def after_predict(self, endpoint, started, served, batch, result) -> None:
+        state = self.state
+        elapsed = time.perf_counter() - started
+        state.metrics.observe(endpoint, 200, elapsed)
+        state.metrics.predicted(result.labels, result.label_index, served.classes)
+        state.logger.submit(batch, result.labels, result.proba, served.classes,
+                            served.version, elapsed * 1000.0)
+
+    # ------------------------------------------------------------------ scoring protocol
+
+    async def invocations(self, request: Request) -> Response:
+        started = time.perf_counter()
+        served = self.state.model  # this request uses this model to the end
+        if served is None:
+            return self.not_ready("invocations", started)
+        try:
+            content_type = request.headers.get("content-type", JSON)
+            mime, _, params = content_type.partition(";")
+            mime = mime.strip().lower()
+            if params and "utf-8" not in params.lower() and "charset" in params.lower():
+                raise RequestError(415, "unsupported_charset",
+                                   "the scoring server only supports UTF-8")
+            body = await self.read_body(request)
+            if mime == JSON or mime == "":
+                batch = served.parser.parse_json_body(body)
+            elif mime == "text/csv":
+                batch = served.parser.parse_csv_body(body)
+            else:
+                raise RequestError(415, "unsupported_media_type",
+                                   f"content type {mime!r} is not supported; use "
+                                   f"'{JSON}' or 'text/csv'")
+            result = self.predict(served, batch)
+        except RequestError as exc:
+            return self.fail("invocations", started, exc)
+        payload = orjson.dumps({"predictions": result.labels})
+        self.after_predict("invocations", started, served, batch, result)
+        return Response(payload, media_type=JSON)
+
+    async def ping(self) -> Response:
+        if self.state.model is None:
+            return error_response(503, "not_ready", "no model is being served")
+        return Response(b"\n", media_type=JSON)
+
+    async def version(self) -> Response:
+        served = self.state.model
+        return Response(orjson.dumps({
+            "model_name": served.name if served else self.settings.model_name,
+            "model_version": served.version if served else None,
+            "alias": self.settings.alias,
+            "mlflow_version": self.state.mlflow_version,
+            "api_version": API_VERSION,
+        }), media_type=JSON)
+
+    # ------------------------------------------------------------------ own API
+
+    async def predict_endpoint(self, request: Request) -> Response:
+        started = time.perf_counter()
+        served = self.state.model
+        if served is None:
+            return self.not_ready("predict", started)
+        try:
+            payload = load_json(await self.read_body(request))
+            if not isinstance(payload, dict) or set(payload) != {"records"}:
+                raise RequestError(400, "bad_format",
+                                   'the body must be {"records": [{feature: value, ...}]}')
+            batch = served.parser.from_records(payload["records"], "records")
+            result = self.predict(served, batch)
+        except RequestError as exc:
+            return self.fail("predict", started, exc)
+        names = [str(c) for c in served.classes]
+        if result.proba is not None:
+            rows = result.proba.tolist()
+            predictions = [{"label": label, "probabilities": dict(zip(names, row, strict=False))}
+                           for label, row in zip(result.labels, rows, strict=False)]
+        else:
+            predictions = [{"label": label, "probabilities": None} for label in result.labels]
+        body = orjson.dumps({"model_name": served.name, "model_version": served.version,
+                             "predictions": predictions})
+        self.after_predict("predict", started, served, batch, result)
+        return Response(body, media_type=JSON)
+
+    async def ready(self) -> Response:
+        state = self.state
+        served = state.model
+        if served is None:
+            reason = state.last_load_error or ("loading" if state.loading else "not loaded")
+            return error_response(503, "not_ready", f"no model is being served: {reason}")
+        return Response(orjson.dumps({"ready": True, "model_version": served.version}),
+                        media_type=JSON)
+
+    async def model_info(self) -> Response:
+        served = self.state.model
+        if served is None:
+            return error_response(503, "not_ready", "no model is being served")
+        info = served.info()
+        info["inference_log"] = self.state.logger.stats()
+        return Response(orjson.dumps(info, option=orjson.OPT_SERIALIZE_NUMPY),
+                        media_type=JSON)
+
+    async def metrics(self) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(self.state.metrics.registry),
+                        media_type=CONTENT_TYPE_LATEST)
+
+    async def admin_reload(self, request: Request) -> Response:
+        state = self.state
+        token = self.settings.admin_token
+        if not token:
+            state.metrics.reloads.labels("refused").inc()
+            return error_response(403, "reload_disabled", "reloads are disabled: "
+                                  "MODEL_API_ADMIN_TOKEN is not set on the server")
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
+                                                                 token.encode()):
+            state.metrics.reloads.labels("unauthorized").inc()
+            return error_response(401, "unauthorized", "a valid 'Authorization: Bearer "
+                                  "<MODEL_API_ADMIN_TOKEN>' header is required")
+        started = time.perf_counter()
+        try:
+            old, new = await state.reload()
+        except Exception as exc:
+            state.metrics.reloads.labels("failed").inc()
+            current = state.model.version if state.model else None
+            return error_response(502, "reload_failed", f"reload failed, still serving "
+                                  f"version {current}: {exc}")
+        state.metrics.reloads.labels("ok").inc()
+        return Response(orjson.dumps({
+            "previous_version": old.version if old else None,
+            "model_version": new.version,
+            "predict_path": new.predict_path,
+            "seconds": round(time.perf_counter() - started, 3),
+        }), media_type=JSON)
+
+    # ------------------------------------------------------------------ OpenAPI
+
+    def record_schema(self) -> dict[str, Any]:
+        """The JSON schema of one input record, from the served model's feature spec."""
+        served = self.state.model
+        if served is None:
+            return {"type": "object", "description": "model not loaded yet"}
+        from pydantic import ConfigDict, Field, create_model
+
+        fields: dict[str, Any] = {}
+        for column in served.spec.numeric:
+            fields[column] = (float | None, Field(default=..., description="numeric feature"))
+        for column in served.spec.categorical:
+            fields[column] = (str | None, Field(default=..., description="categorical feature"))
+        record = create_model("FeatureRecord", __config__=ConfigDict(extra="forbid"), **fields)
+        return record.model_json_schema()
