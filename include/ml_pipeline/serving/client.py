@@ -1,13 +1,7 @@
-"""HTTP helpers for deploying and checking the model API (used by `desplegar_api`,
-`pruebas_api` and `revertir_despliegue`). Each raises `ModelApiError` with a message that
-says what failed; nothing here imports Airflow or MLflow at module level.
-
-* `served_version(url)`, `wait_for_version(url, version)`, `reload_model(url, token)`
-* `check_health(url)`, `check_predictions(url, frame, expected)`,
-  `check_bad_payload(url)`, `measure_latency(url, frame)`
-* `offline_predictions(tracking_uri, model_name, version, frame)` - labels of a
-  registered version computed in-process with MLflow (the reference)
-* `smoke_test(url, tracking_uri, model_name, version, ...)` - all of the above
+"""HTTP helpers for deploying and checking a running model API (the deployment DAG's
+`desplegar_api`, `pruebas_api` and `revertir_despliegue`): which version it serves,
+reload, health, predictions against the registered model's, latency. Failures raise
+`ModelApiError` saying what failed; nothing here imports Airflow or MLflow at module level.
 """
 
 from __future__ import annotations
@@ -221,13 +215,6 @@ def measure_latency(url: str, frame: pd.DataFrame, requests: int = 200,
             "max_ms": float(values.max())}
 
 
-def smoke_sample(rows: int = 32, seed: int = 20240501) -> pd.DataFrame:
-    """A fixed sample of generated churn rows (feature columns only)."""
-    from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
-
-    return generate_churn_frame(rows, seed).drop(columns=[TARGET])
-
-
 @dataclass
 class SmokeReport:
     url: str
@@ -243,13 +230,12 @@ class SmokeReport:
 
 
 def smoke_test(url: str, tracking_uri: str, model_name: str, version: str | int, *,
-               frame: pd.DataFrame | None = None, p95_budget_ms: float = 50.0,
+               frame: pd.DataFrame, p95_budget_ms: float = 50.0,
                latency_requests: int = 200) -> SmokeReport:
-    """Smoke tests against a live API: it serves `version`; health; labels for a fixed
-    sample equal the registered version's offline labels; a bad payload gets a 4xx; p95
-    latency of 1-row requests is within `p95_budget_ms`. Raises `ModelApiError` naming
-    the first failed check."""
-    frame = smoke_sample() if frame is None else frame
+    """Smoke tests against a live API: it serves `version`; health; labels for `frame`
+    (feature columns) equal the registered version's offline labels; a bad payload gets a
+    4xx; p95 latency of 1-row requests is within `p95_budget_ms`. Raises `ModelApiError`
+    naming the first failed check."""
     current = served_version(url)
     if str(current) != str(version):
         raise ModelApiError(f"{url} serves version {current}, expected {version}")
