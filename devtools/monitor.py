@@ -29,9 +29,8 @@ from pathlib import Path
 
 from devtools import airflow_env
 from devtools.run_pipeline import collect, run_dag
+from include.ml_pipeline.contracts.names import DEPLOYMENT_DAG_ID, MONITORING_DAG_ID
 
-MONITORING_DAG_ID = "ml_model_monitoring"
-DEPLOYMENT_DAG_ID = "ml_model_deployment_advanced"
 TRIGGER_TASK_ID = "trigger_retraining"
 
 
@@ -148,7 +147,7 @@ def summarise(dag_run, tasks: dict, log_path: Path) -> dict:
         "mlflow_run_id": logged.get("mlflow_run_id"),
         "decision": logged.get("decision"),
         "retraining_triggered": (tasks.get(TRIGGER_TASK_ID) or {}).get("state") == "success",
-        "notification": result("notify_drift") or None,
+        "notification": result("notify_drift").get("outcomes"),
         "task_states": {k: v["state"] for k, v in tasks.items()},
         "log": str(log_path),
     }

@@ -63,3 +63,7 @@ ROLLBACK_XCOM_KEY = "rollback"  # revertir_despliegue: the Rollback payload
 # -- task ids that other tasks read XComs from ------------------------------------------------
 DECISION_TASK_ID = "decidir_despliegue"
 ROLLBACK_TASK_ID = "despliegue_modelo.revertir_despliegue"
+
+# -- monitoring runs: tags the retraining cool-down searches ---------------------------------
+MONITORED_MODEL_TAG = "model_name"
+MONITORED_VERSION_TAG = "model_version"

@@ -308,3 +308,79 @@ def payload_types() -> dict[str, type[Payload]]:
         if isinstance(obj, type) and issubclass(obj, Payload) and obj is not Payload
     }
 
+
+
+# --------------------------------------------------------------------- ml_model_monitoring
+
+
+@dataclasses.dataclass(frozen=True)
+class Champion(Payload):
+    """`find_champion`: the version behind `models:/<name>@champion` and what the drift
+    check needs from its MLflow metadata (feature spec, training split, test metrics)."""
+
+    model_name: str
+    version: str
+    alias: str
+    run_id: str | None
+    model_uri: str
+    feature_spec: dict[str, Any]
+    train_path: str | None
+    data_fingerprint: str | None = None
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    candidate: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceData(Payload):
+    """`load_reference`: the champion's training split, checked readable and complete."""
+
+    path: str
+    rows: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CurrentWindow(Payload):
+    """`load_current`: the current rows frozen to Parquet at `path`; `since` is the start
+    of the inference-log window (None for a batch file)."""
+
+    path: str
+    rows: int
+    source: str
+    since: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftCheck(Payload):
+    """`compute_drift`: the drift summary, the report JSON, and what drifted in a sentence."""
+
+    summary: dict[str, Any]
+    report_path: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainDecision(Payload):
+    """`decide_retraining`: retrain or not, why, and the earlier request that holds it back
+    (within the cool-down) if any."""
+
+    retrain: bool
+    decision: str
+    previous_request: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitoringRun(Payload):
+    """`log_to_mlflow`: the check's run in the monitoring experiment, its dashboard, and
+    the decision recorded on it (what `drift_detected` branches on)."""
+
+    mlflow_run_id: str
+    dashboard_path: str
+    retrain: bool
+    decision: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainRequest(Payload):
+    """`prepare_retraining`: the conf of the `ml_model_deployment_advanced` run it starts."""
+
+    retrain_reason: str

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline.contracts.names import (
     AIRFLOW_RUN_TAG,
+    MONITORED_MODEL_TAG,
+    MONITORED_VERSION_TAG,
     MONITORING_EXPERIMENT,
     MONITORING_ROLE,
     RETRAIN_REQUESTED_TAG,
@@ -107,8 +109,8 @@ def log_monitoring_run(
         {
             AIRFLOW_RUN_TAG: airflow_run_id,
             ROLE_TAG: MONITORING_ROLE,
-            "model_name": champion["model_name"],
-            "model_version": str(champion["version"]),
+            MONITORED_MODEL_TAG: champion["model_name"],
+            MONITORED_VERSION_TAG: str(champion["version"]),
             "model_uri": str(champion.get("model_uri")),
             "drift_status": str(summary["status"]),
             "dataset_drift": str(bool(summary["dataset_drift"])).lower(),

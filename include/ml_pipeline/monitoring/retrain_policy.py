@@ -10,6 +10,8 @@ from typing import Any
 
 from include.ml_pipeline.contracts.names import (
     AIRFLOW_RUN_TAG,
+    MONITORED_MODEL_TAG,
+    MONITORED_VERSION_TAG,
     MONITORING_EXPERIMENT,
     RETRAIN_REQUESTED_TAG,
 )
@@ -40,8 +42,9 @@ def recent_retrain_request(
     runs = client.search_runs(
         [found.experiment_id],
         filter_string=(
-            f"tags.{RETRAIN_REQUESTED_TAG} = 'true' and tags.model_name = {quoted(model_name)} "
-            f"and tags.model_version = {quoted(str(version))} "
+            f"tags.{RETRAIN_REQUESTED_TAG} = 'true' "
+            f"and tags.{MONITORED_MODEL_TAG} = {quoted(model_name)} "
+            f"and tags.{MONITORED_VERSION_TAG} = {quoted(str(version))} "
             f"and attributes.start_time >= {since_ms}"
         ),
         run_view_type=ViewType.ACTIVE_ONLY,

@@ -1,0 +1,282 @@
+"""Steps of `ml_model_monitoring`: find the champion, load its reference and the current
+window, check drift, decide on retraining, log the check to MLflow, and start the
+retraining and the drift notification when the decision says so."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from include.ml_pipeline.config import get_settings
+from include.ml_pipeline.contracts.names import AIRFLOW_DAG_TAG, INFERENCE_LOG_SOURCE
+from include.ml_pipeline.contracts.payloads import (
+    Champion,
+    CurrentWindow,
+    DriftCheck,
+    MonitoringRun,
+    Notified,
+    ReferenceData,
+    RetrainDecision,
+    RetrainRequest,
+)
+from include.ml_pipeline.monitoring.errors import MonitoringError
+from include.ml_pipeline.orchestration.defaults import fail_without_retry
+from include.ml_pipeline.orchestration.params import drift_thresholds
+from include.ml_pipeline.runs import run_key
+
+#: A check that cannot run as configured (no reference, a bad source, a bad Param): a
+#: retry cannot help, fail at once with the message.
+fail_on_bad_config = fail_without_retry(MonitoringError, FileNotFoundError, KeyError, ValueError)
+
+
+@fail_on_bad_config
+def find_champion(params: Mapping[str, Any], *, log: Any) -> dict | None:
+    """`find_champion`: the champion version and its metadata, or None (nothing deployed:
+    the run stops here)."""
+    from include.ml_pipeline.monitoring.champion import find_champion as lookup
+
+    settings = get_settings()
+    found = lookup(params["model_name"], tracking_uri=settings.mlflow_tracking_uri)
+    if found is None:
+        log.info(
+            "No champion for model %r in %s: nothing deployed, nothing to monitor; "
+            "skipping this run.",
+            params["model_name"],
+            settings.mlflow_tracking_uri,
+        )
+        return None
+    champion = Champion.from_dict(found)
+    log.info("Monitoring %s (run %s)", champion.model_uri, champion.run_id)
+    return champion.to_dict()
+
+
+@fail_on_bad_config
+def load_reference(champion: dict) -> dict:
+    """`load_reference`: check the champion's training split, the drift reference."""
+    from include.ml_pipeline.monitoring.windows import load_reference as load
+
+    model = Champion.from_dict(champion)
+    frame = load(model.train_path, model.feature_spec)
+    return ReferenceData(path=str(model.train_path), rows=len(frame)).to_dict()
+
+
+@fail_on_bad_config
+def load_current(
+    champion: dict, params: Mapping[str, Any], *, run_id: str, logical_date: Any
+) -> dict:
+    """`load_current`: the champion's inference-log rows of the last `drift_window_hours`
+    before the logical date (or the batch file `current_source`), frozen to Parquet."""
+    from include.ml_pipeline.monitoring import windows
+
+    model = Champion.from_dict(champion)
+    settings = get_settings()
+    source = params["current_source"]
+    since = windows.window_start(logical_date, params["drift_window_hours"])
+    frame = windows.load_current(
+        source,
+        model.feature_spec,
+        model_version=model.version,
+        inference_log_dir=settings.inference_log_dir,
+        since=since,
+        max_rows=params["drift_max_rows"],
+    )
+    path = settings.storage_root / "monitoring" / run_key(run_id) / "current.parquet"
+    windows.snapshot_current(frame, path)
+    return CurrentWindow(
+        path=str(path),
+        rows=len(frame),
+        source=source,
+        since=since.isoformat() if source == INFERENCE_LOG_SOURCE else None,
+    ).to_dict()
+
+
+@fail_on_bad_config
+def compute_drift(
+    champion: dict,
+    reference: dict,
+    current: dict,
+    params: Mapping[str, Any],
+    *,
+    run_id: str,
+    log: Any,
+) -> dict:
+    """`compute_drift`: feature drift and, with the champion loaded, prediction drift; the
+    report JSON goes under `reports_dir/monitoring/`."""
+    from include.ml_pipeline.monitoring.champion import load_model
+    from include.ml_pipeline.monitoring.drift_check import drift_reason
+    from include.ml_pipeline.monitoring.drift_report import check_and_write, monitoring_report_path
+    from include.ml_pipeline.monitoring.windows import load_reference as load
+    from include.ml_pipeline.monitoring.windows import read_snapshot
+
+    model = Champion.from_dict(champion)
+    window = CurrentWindow.from_dict(current)
+    settings = get_settings()
+    reference_frame = load(ReferenceData.from_dict(reference).path, model.feature_spec)
+    try:
+        fitted = load_model(model.model_uri, tracking_uri=settings.mlflow_tracking_uri)
+    except Exception as exc:  # prediction drift is a bonus, feature drift still runs
+        log.warning("champion model not loadable, no prediction drift: %r", exc)
+        fitted = None
+    report, path = check_and_write(
+        reference_frame,
+        read_snapshot(window.path),
+        model.feature_spec,
+        drift_thresholds(params),
+        model=fitted,
+        path=monitoring_report_path(
+            settings.reports_dir, model.model_name, model.version, run_key(run_id)
+        ),
+        facts={
+            "model_name": model.model_name,
+            "version": model.version,
+            "model_uri": model.model_uri,
+            "airflow_run_id": run_id,
+            "source": window.source,
+            "since": window.since,
+        },
+        latest=True,
+    )
+    summary = report.summary()
+    log.info("drift summary: %s", summary)
+    log.info("report: %s", path)
+    return DriftCheck(
+        summary=summary,
+        report_path=str(path),
+        reason=drift_reason(summary, champion, window.source),
+    ).to_dict()
+
+
+def decide_retraining(
+    champion: dict,
+    drift: dict,
+    params: Mapping[str, Any],
+    *,
+    run_id: str,
+    logical_date: Any,
+    log: Any,
+) -> dict:
+    """`decide_retraining`: retrain on dataset drift, unless this champion version's
+    retraining was already requested within `retrain_cooldown_hours`."""
+    from include.ml_pipeline.monitoring.retrain_policy import decide_retraining as decide
+
+    model = Champion.from_dict(champion)
+    retrain, why, previous = decide(
+        DriftCheck.from_dict(drift).summary,
+        model_name=model.model_name,
+        version=model.version,
+        cooldown_hours=params["retrain_cooldown_hours"],
+        tracking_uri=get_settings().mlflow_tracking_uri,
+        logical_date=logical_date,
+        airflow_run_id=run_id,
+    )
+    log.info("decision: %s", why)
+    return RetrainDecision(retrain=retrain, decision=why, previous_request=previous).to_dict()
+
+
+def log_to_mlflow(
+    champion: dict,
+    current: dict,
+    drift: dict,
+    decision: dict,
+    params: Mapping[str, Any],
+    *,
+    dag_id: str,
+    run_id: str,
+) -> dict:
+    """`log_to_mlflow`: the champion's monitoring dashboard, and a run in experiment
+    `ml_model_monitoring` with the drift metrics, report, dashboard and the decision."""
+    import json
+    from pathlib import Path
+
+    from include.ml_pipeline.monitoring.mlflow_logging import log_monitoring_run
+    from include.ml_pipeline.monitoring.version_dashboards import render_monitoring_dashboard
+    from include.ml_pipeline.monitoring.windows import read_snapshot
+    from include.ml_pipeline.notifications import airflow_run_url
+
+    model = Champion.from_dict(champion)
+    window = CurrentWindow.from_dict(current)
+    checked = DriftCheck.from_dict(drift)
+    decided = RetrainDecision.from_dict(decision)
+    settings = get_settings()
+    report = json.loads(Path(checked.report_path).read_text(encoding="utf-8"))
+    traffic = None
+    if window.source == INFERENCE_LOG_SOURCE and window.rows:
+        traffic = read_snapshot(window.path)
+    dashboard = render_monitoring_dashboard(
+        report,
+        champion,
+        out_dir=settings.reports_dir / "monitoring",
+        traffic=traffic,
+        airflow_run_url=airflow_run_url(dag_id, run_id),
+        api_url=settings.api_url,
+    )
+    mlflow_run_id = log_monitoring_run(
+        report,
+        champion,
+        tracking_uri=settings.mlflow_tracking_uri,
+        airflow_run_id=run_id,
+        artifact_location=settings.mlflow_artifact_root,
+        params={
+            "current_source": window.source,
+            "window_since": window.since,
+            "reference_path": model.train_path,
+            **drift_thresholds(params),
+        },
+        tags={AIRFLOW_DAG_TAG: dag_id},
+        retrain_requested=decided.retrain,
+        report_path=checked.report_path,
+        dashboard_path=dashboard,
+    )
+    return MonitoringRun(
+        mlflow_run_id=mlflow_run_id,
+        dashboard_path=str(dashboard),
+        retrain=decided.retrain,
+        decision=decided.decision,
+    ).to_dict()
+
+
+def drift_detected(logged: dict, *, retrain: list[str], otherwise: str) -> list[str] | str:
+    """`drift_detected`: the task ids to follow, `retrain` when the logged decision asks
+    for a retraining, else `otherwise`."""
+    return retrain if MonitoringRun.from_dict(logged).retrain else otherwise
+
+
+def prepare_retraining(drift: dict, *, dag_id: str, run_id: str) -> dict:
+    """`prepare_retraining`: the retraining run's conf, saying why it was started."""
+    reason = DriftCheck.from_dict(drift).reason
+    return RetrainRequest(retrain_reason=f"{reason} ({dag_id} run {run_id})").to_dict()
+
+
+def notify_drift(
+    champion: dict,
+    drift: dict,
+    logged: dict,
+    params: Mapping[str, Any],
+    *,
+    dag_id: str,
+    run_id: str,
+    log: Any,
+) -> dict:
+    """`notify_drift`: local notifications log always, Slack / e-mail when configured."""
+    from include.ml_pipeline.notifications import airflow_run_url, describe_outcomes
+    from include.ml_pipeline.notifications import send_notification as send
+    from include.ml_pipeline.notifications.drift import drift_detected as wording
+
+    settings = get_settings()
+    note = wording(
+        Champion.from_dict(champion),
+        DriftCheck.from_dict(drift),
+        MonitoringRun.from_dict(logged),
+        api_url=settings.api_url,
+        airflow_run_url=airflow_run_url(dag_id, run_id),
+        dag_id=dag_id,
+        run_id=run_id,
+    )
+    outcomes = send(
+        note,
+        slack_conn_id=params["slack_conn_id"],
+        smtp_conn_id=params["smtp_conn_id"],
+        email_to=params["email_to"] or None,
+    )
+    log.info("notification: %s", describe_outcomes(outcomes))
+    return Notified(event=note.event, title=note.title, outcomes=outcomes).to_dict()
