@@ -1,24 +1,12 @@
-"""The serving artifact: a model version's compiled predictor, verified at release and
-stored next to the version, so the model API starts with numpy + onnxruntime alone.
+"""The serving artifact: a model version's compiled predictor stored as plain data next to
+the version, so the model API can start on numpy + onnxruntime alone instead of first
+deserialising and compiling the pipeline (~1.5 s of CPU).
 
-Without it, every API start imports scikit-learn, deserialises the pipeline and compiles
-it (`compile_worker.py`), ~1.5 s of CPU on the critical path of startup. With it the API
-reads two small files and is ready; the same compile + verification still runs, in a
-low-priority child process after the API is up, and if it ever disagrees with the
-artifact the API switches to the freshly verified predictor (see `isolated.py`).
-
-Files (plain data: nothing here is executed or unpickled):
-
-* `predictor.json` - format, classes, feature width, the preprocessing blocks (imputer
-  fills, scaler mean/scale, one-hot lookups) and the link (logistic coefficients, or the
-  tree ensemble's class count and baseline);
-* `trees.onnx` - for HistGradientBoosting, the ai.onnx.ml `TreeEnsemble` graph.
-
-`publish` (called by `deployment.prepare_release`, before promotion) writes them, reads
-them back and checks the *read-back* predictor against the scikit-learn pipeline, logs
-them to the version's run under `serving/v<version>` and tags the version
-`serving_artifact` = `{"format", "uri", "sha256": {file: digest}}`. `read_predictor`
-refuses files whose digest differs from the tag.
+The release step (`publish`, before promotion) writes `predictor.json` (classes, width,
+preprocessing blocks, link parameters) and, for tree ensembles, `trees.onnx`; checks the
+read-back predictor against the pipeline; logs both to the version's run and records
+their sha256 in the version's `serving_artifact` tag. Nothing in them is executed or
+unpickled, and `read_predictor` refuses files whose digest differs from the tag.
 """
 
 from __future__ import annotations

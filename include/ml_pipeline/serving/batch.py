@@ -1,9 +1,9 @@
 """The in-memory form of a validated request: one float matrix for the numeric columns and
 one list per categorical column, in the feature spec's order.
 
-Parsing (`parsing.py`) produces a `Batch`, predictors (`predictor.py`) consume it, and the
-inference log turns it back into records in its background thread. A `Batch` is never
-mutated after it is built, so it can be handed to the log writer without copying.
+Parsing (`parsing.py`) produces a `Batch`, predictors consume it, and the inference log
+turns it back into records in its background thread. A `Batch` is never mutated after
+it is built, so it can be handed to the log writer without copying.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Resolve and download a registered model version, and read what serving needs from it
 (feature spec, input example, run metrics, serving artifact) without deserialising the
-model. The API runs it as a short-lived child process, the only one of the served
-process's loading path that imports MLflow:
+model. The API runs it as a short-lived child process, the only step of its loading path
+that imports MLflow:
 
     python -m include.ml_pipeline.serving.fetch TRACKING_URI NAME ALIAS
 

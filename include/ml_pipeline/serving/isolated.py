@@ -1,22 +1,12 @@
-"""Load the served model without importing MLflow or scikit-learn in the server process.
+"""Load the served model without importing MLflow or scikit-learn in the server process:
+`fetch` and `compile_worker` run as two short-lived child processes started at once, and
+the server keeps only numpy + onnxruntime objects (about half the startup time and memory).
 
-`start_load` launches two short-lived processes at once: `fetch` (MLflow: resolve the
-alias, download the artifacts, read spec / example / metrics) and `compile_worker`
-(imports scikit-learn + skops while `fetch` runs, then deserialises, compiles and verifies
-the pipeline and pickles the predictor). `PendingLoad.result()` waits for both and builds
-the `ServedModel`. The server keeps only numpy + onnxruntime objects (plus the pipeline
-when the compiled path had to fall back), which halves its startup time and memory. The
-sklearn reference used when the fast path ever raises is loaded on first use.
-
-When the version has a serving artifact (`artifact.py`: the predictor verified at
-release, as plain data), `result()` waits for `fetch` only and serves the artifact's
-predictor at once; the compile child (started at low priority) still compiles and
-verifies, checks the artifact's predictor against the pipeline, and if they disagree the
-service switches to the predictor it just verified (`/model` shows `verification`).
-
-The pickle is written by our own child from the registry the service already trusts
-(`MLFLOW_ALLOW_PICKLE_DESERIALIZATION`, see `loader.py`) into a private temporary
-directory.
+When the version has a serving artifact, the server serves it as soon as `fetch` is done;
+the compile child (low priority) still compiles and verifies, checks the artifact against
+the pipeline, and if they disagree the service switches to the predictor it just verified.
+The pickle the compile child writes comes from the registry the service already trusts
+(`MLFLOW_ALLOW_PICKLE_DESERIALIZATION`) and goes into a private temporary directory.
 """
 
 from __future__ import annotations

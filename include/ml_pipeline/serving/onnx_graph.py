@@ -1,16 +1,17 @@
 """The ONNX model of a HistGradientBoosting tree ensemble, written as protobuf bytes by a
 small hand-written encoder (field numbers from onnx/onnx.proto).
 
-Why not the `onnx` package (checked with onnx 1.23.2 and onnxruntime 1.32.0, the locked
-version): `onnx.helper` builds the same model (the same attributes and values; only their
-order in the bytes differs), onnxruntime runs both in float64 with identical outputs, and
+Why not the `onnx` package (checked with onnx 1.23.2, and onnxruntime 1.32.0 as locked):
+`onnx.helper` builds the same model (the same attributes and values; only their order in
+the bytes differs), onnxruntime runs both in float64 with identical outputs, and
 `onnx.checker.check_model(full_check=True)` accepts the bytes written here. Building is
-faster with it (7 ms against 17 ms for the 79-tree benchmark model) but importing it costs
-~40 ms after scikit-learn (~145 ms cold, ~55 ms of it onnx's own), paid by the compile
-child only. It is not used because it is not a dependency: it is in neither
-requirements*.txt nor requirements.lock, and adding it puts onnx (31 MB installed) and
-ml_dtypes (24 MB; ml_dtypes 0.7 needs NumPy 2, the lock has NumPy 1.26) into the model-API
-image for one graph. If the project takes it on, this module is the only thing to replace.
+faster with it (7 ms against 17 ms for the 79-tree benchmark model), but importing it
+costs ~40 ms after scikit-learn (~145 ms cold, ~55 ms of it onnx's own), paid where the
+pipeline is compiled (compile child, release step), never by the API process. It is not
+used because it is not a dependency: it is in neither requirements*.txt nor
+requirements.lock, and adding it puts onnx (31 MB installed) and ml_dtypes (24 MB; 0.7.0
+does not import with the locked NumPy 1.26, 0.5.4 does) into the model-API image for one
+graph. If the project takes it on, this module is the only thing to replace.
 """
 
 from __future__ import annotations

@@ -1,15 +1,10 @@
-"""Run the model API as a detached local process on loopback (the embedded deployment).
+"""Run the model API as a detached local process on loopback (the embedded deployment):
+start it (idempotent, waits until healthy), find it, stop it. No Airflow imports, so tasks
+can call it.
 
 State lives in `<settings.home>/api/`: `model-api.pid` (JSON: pid, url, started_at),
-`model-api.log` (stdout + stderr of the service) and `admin_token` (mode 0600, the
-reload token the process was started with, read back by `client.reload_model`).
-
-Plain functions, no Airflow imports, safe to call from tasks:
-
-* `start_api(...) -> ApiProcess` - start one if none is running (idempotent), wait until
-  healthy (bounded), raise `ApiStartError` with the log tail otherwise;
-* `api_status(...) -> ApiProcess | None` - the running process, if any;
-* `stop_api(...) -> bool` - SIGTERM, then SIGKILL after a grace period.
+`model-api.log` (the service's stdout + stderr) and `admin_token` (mode 0600, the reload
+token the process was started with, read back by `client.reload_model`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The model API's one mutable thing, which `ServedModel` answers requests, with what the
-handlers share around it: the metrics, the inference log and the (re)load."""
+"""What the model API's handlers share: which `ServedModel` answers requests (the one
+mutable thing, swapped by reloads), the metrics and the inference log."""
 
 from __future__ import annotations
 

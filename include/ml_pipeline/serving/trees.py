@@ -1,5 +1,6 @@
-"""Tree ensembles (HistGradientBoosting) evaluated outside scikit-learn: onnxruntime's
-float64 `TreeEnsemble` operator, and a numpy walk used when onnxruntime is missing.
+"""HistGradientBoosting trees evaluated without the pipeline: by onnxruntime's float64
+`TreeEnsemble` operator, or, when onnxruntime is missing, by a vectorised numpy walk
+(small batches) and scikit-learn's own tree predictors (large ones).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Check a compiled predictor against the scikit-learn pipeline it was compiled from, on
-a synthetic batch that covers the fitted ranges: labels must be equal and probabilities
-within `PROBA_TOLERANCE`. Only a predictor that passes is served.
+"""Check a compiled predictor against the scikit-learn pipeline it was compiled from:
+labels equal and probabilities within `PROBA_TOLERANCE`, on the input example plus a
+synthetic batch that covers the fitted ranges. Only a predictor that passes is served.
 """
 
 from __future__ import annotations
