@@ -9,7 +9,6 @@ preprocessing, which can then say exactly which column and value are wrong.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 from urllib.parse import urlparse
@@ -22,17 +21,11 @@ from include.ml_pipeline.data_preparation.warehouse import (
     row_count,
     table_columns,
 )
+from include.ml_pipeline.storage import fingerprint, local_path
 
 ROW_ID = "__row_id"
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq", ".tsv", ".txt", ".csv.gz")
 
-
-def local_path(uri: str) -> Path | None:
-    """The local path behind `uri`, or None when the URI is remote."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return Path(parsed.path if parsed.scheme else uri).expanduser().resolve()
-    return None
 
 
 def source_exists(uri: str, conn_id: str | None = None) -> bool:
@@ -67,14 +60,6 @@ def stage_source(uri: str, staging_dir: Path, conn_id: str | None = None) -> Pat
     tmp.replace(target)
     return target
 
-
-def file_fingerprint(path: Path) -> str:
-    """sha256 of the file's bytes: the data fingerprint stored with the model."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def detect_format(path: Path) -> str:
@@ -121,5 +106,5 @@ def load_into_table(con, uri: str, table: str, staging_dir: Path, conn_id: str |
         rows=row_count(con, table),
         columns=columns,
         bytes=size,
-        fingerprint=file_fingerprint(path),
+        fingerprint=fingerprint(path),
     )

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline.contracts.names import CHAMPION, GREATER_IS_BETTER
 from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
-from include.ml_pipeline.training.data import as_spec, file_fingerprint, limit_threads, read_split
+from include.ml_pipeline.storage import fingerprint
+from include.ml_pipeline.training.data import DIGEST_LENGTH, as_spec, limit_threads, read_split
 from include.ml_pipeline.training.metrics import (
     classification_metrics,
     predicted_labels,
@@ -281,7 +282,7 @@ def _evaluate_on_test(
         raise ValueError(f"cannot tell which run {model_uri} belongs to; pass run_id")
 
     frame = read_split(test_path, spec)
-    fingerprint = file_fingerprint(test_path, frame)
+    test_fingerprint = fingerprint(test_path, frame, length=DIGEST_LENGTH)
     model = mlflow.sklearn.load_model(model_uri)
     X, proba, metrics = _score(model, frame, spec)
     y = frame[spec.target]
@@ -317,7 +318,7 @@ def _evaluate_on_test(
     report = {
         "model_uri": model_uri,
         "test_rows": len(frame),
-        "test_fingerprint": fingerprint,
+        "test_fingerprint": test_fingerprint,
         "metrics": metrics,
         "classes": [str(c) for c in classes],
         "feature_importance": {"permutation": permutation, "native": native},
@@ -336,7 +337,7 @@ def _evaluate_on_test(
     for key, value in logged.items():
         if math.isfinite(value):
             client.log_metric(run_id, key, value)
-    client.set_tag(run_id, "ml_pipeline.evaluated_on", fingerprint)
+    client.set_tag(run_id, "ml_pipeline.evaluated_on", test_fingerprint)
     if champion:
         client.set_tag(run_id, "ml_pipeline.champion_at_evaluation", champion["version"])
 
@@ -346,7 +347,7 @@ def _evaluate_on_test(
         "metrics": metrics,
         "classes": [c.item() if hasattr(c, "item") else c for c in classes],
         "test_rows": len(frame),
-        "test_fingerprint": fingerprint,
+        "test_fingerprint": test_fingerprint,
         "artifacts": artifacts,
         "feature_importance": {
             "method": "permutation_roc_auc_drop",

@@ -30,12 +30,13 @@ from include.ml_pipeline.contracts.names import (
     TRAIN_FINGERPRINT_TAG,
 )
 from include.ml_pipeline.registry.mlflow_setup import configure_mlflow, ensure_experiment
+from include.ml_pipeline.storage import fingerprint
 from include.ml_pipeline.training.candidates import (
     as_candidate,
     estimator_params,
     make_estimator,
 )
-from include.ml_pipeline.training.data import as_spec, file_fingerprint, limit_threads, read_split
+from include.ml_pipeline.training.data import DIGEST_LENGTH, as_spec, limit_threads, read_split
 from include.ml_pipeline.training.metrics import classification_metrics, prefixed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -282,8 +283,8 @@ def train_candidate(
 
     train = read_split(train_path, spec)
     validation = read_split(validation_path, spec)
-    train_fp = file_fingerprint(train_path, train)
-    validation_fp = file_fingerprint(validation_path, validation)
+    train_fp = fingerprint(train_path, train, length=DIGEST_LENGTH)
+    validation_fp = fingerprint(validation_path, validation, length=DIGEST_LENGTH)
 
     from include.ml_pipeline.features import coerce_features
 
