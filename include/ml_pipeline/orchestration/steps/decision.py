@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,6 +10,8 @@ from include.ml_pipeline.config import get_settings
 from include.ml_pipeline.contracts.names import DECISION_XCOM_KEY
 from include.ml_pipeline.contracts.payloads import DecidedModel, RegisteredModel
 from include.ml_pipeline.orchestration.params import gate_thresholds
+
+log = logging.getLogger(__name__)
 
 
 def decide(
@@ -35,7 +38,7 @@ def decide(
         tracking_uri=get_settings().mlflow_tracking_uri,
     )
     for reason in decision.reasons:
-        ti.log.info("decision reason: %s", reason)
+        log.info("decision reason: %s", reason)
     ti.xcom_push(key=DECISION_XCOM_KEY, value=DecidedModel(model, decision).to_dict())
     return deploy_to if decision.deploy else reject_to
 
