@@ -85,9 +85,9 @@ from include.ml_pipeline.orchestration.steps import drift_watch
 )
 def ml_model_monitoring():
     @task.short_circuit
-    def find_champion(params=None, ti=None) -> dict | None:
+    def find_champion(params=None) -> dict | None:
         """The champion version and its metadata; skip the whole run when there is none."""
-        return drift_watch.find_champion(params, log=ti.log)
+        return drift_watch.find_champion(params)
 
     @task
     def load_reference(champion: dict) -> dict:
@@ -103,20 +103,16 @@ def ml_model_monitoring():
 
     @task
     def compute_drift(
-        champion: dict, reference: dict, current: dict, params=None, run_id=None, ti=None
+        champion: dict, reference: dict, current: dict, params=None, run_id=None
     ) -> dict:
         """Feature and prediction drift; the report JSON goes under `reports_dir`."""
-        return drift_watch.compute_drift(
-            champion, reference, current, params, run_id=run_id, log=ti.log
-        )
+        return drift_watch.compute_drift(champion, reference, current, params, run_id=run_id)
 
     @task
-    def decide_retraining(
-        champion: dict, drift: dict, params=None, run_id=None, ti=None, **context
-    ) -> dict:
+    def decide_retraining(champion: dict, drift: dict, params=None, run_id=None, **context) -> dict:
         """Retrain on dataset drift, at most once per version per cool-down."""
         return drift_watch.decide_retraining(
-            champion, drift, params, run_id=run_id, logical_date=logical_date(context), log=ti.log
+            champion, drift, params, run_id=run_id, logical_date=logical_date(context)
         )
 
     @task
@@ -149,11 +145,11 @@ def ml_model_monitoring():
 
     @task
     def notify_drift(
-        champion: dict, drift: dict, logged: dict, params=None, dag=None, run_id=None, ti=None
+        champion: dict, drift: dict, logged: dict, params=None, dag=None, run_id=None
     ) -> dict:
         """Tell people: local notifications log always, Slack / e-mail when configured."""
         return drift_watch.notify_drift(
-            champion, drift, logged, params, dag_id=dag.dag_id, run_id=run_id, log=ti.log
+            champion, drift, logged, params, dag_id=dag.dag_id, run_id=run_id
         )
 
     champion = find_champion()

@@ -4,6 +4,7 @@ retraining and the drift notification when the decision says so."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,13 +25,16 @@ from include.ml_pipeline.orchestration.defaults import fail_without_retry
 from include.ml_pipeline.orchestration.params import drift_thresholds
 from include.ml_pipeline.runs import run_key
 
+#: Where the steps log by default: the task log (Airflow 3's task instance has no `.log`).
+LOG = logging.getLogger(__name__)
+
 #: A check that cannot run as configured (no reference, a bad source, a bad Param): a
 #: retry cannot help, fail at once with the message.
 fail_on_bad_config = fail_without_retry(MonitoringError, FileNotFoundError, KeyError, ValueError)
 
 
 @fail_on_bad_config
-def find_champion(params: Mapping[str, Any], *, log: Any) -> dict | None:
+def find_champion(params: Mapping[str, Any], *, log: logging.Logger = LOG) -> dict | None:
     """`find_champion`: the champion version and its metadata, or None (nothing deployed:
     the run stops here)."""
     from include.ml_pipeline.monitoring.champion import find_champion as lookup
@@ -98,7 +102,7 @@ def compute_drift(
     params: Mapping[str, Any],
     *,
     run_id: str,
-    log: Any,
+    log: logging.Logger = LOG,
 ) -> dict:
     """`compute_drift`: feature drift and, with the champion loaded, prediction drift; the
     report JSON goes under `reports_dir/monitoring/`."""
@@ -153,7 +157,7 @@ def decide_retraining(
     *,
     run_id: str,
     logical_date: Any,
-    log: Any,
+    log: logging.Logger = LOG,
 ) -> dict:
     """`decide_retraining`: retrain on dataset drift, unless this champion version's
     retraining was already requested within `retrain_cooldown_hours`."""
@@ -255,7 +259,7 @@ def notify_drift(
     *,
     dag_id: str,
     run_id: str,
-    log: Any,
+    log: logging.Logger = LOG,
 ) -> dict:
     """`notify_drift`: local notifications log always, Slack / e-mail when configured."""
     from include.ml_pipeline.notifications import airflow_run_url, describe_outcomes
