@@ -57,12 +57,11 @@ def build_conf(args: argparse.Namespace, settings) -> dict:
 def run_dag(conf: dict, log_path: Path, dag_id: str = DAG_ID, logical_date=None):
     """Run `dag_id` once with `conf` (at `logical_date`, default now); task logs go to
     `log_path`. Returns the DagRun."""
-    from airflow.models import DagBag
-
     from include.ml_pipeline.config import PROJECT_ROOT
+    from include.ml_pipeline.orchestration.compat import dag_bag, run_dag_in_process
 
     dag_file = PROJECT_ROOT / "dags" / f"{dag_id}.py"  # one file parses faster than dags/
-    bag = DagBag(dag_folder=str(dag_file) if dag_file.is_file() else None, include_examples=False)
+    bag = dag_bag(str(dag_file if dag_file.is_file() else PROJECT_ROOT / "dags"))
     if dag_id not in bag.dags:
         raise SystemExit(f"DAG {dag_id} failed to load: {bag.import_errors}")
     dag = bag.dags[dag_id]
@@ -73,7 +72,7 @@ def run_dag(conf: dict, log_path: Path, dag_id: str = DAG_ID, logical_date=None)
         task_logger.removeHandler(handler)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log, contextlib.redirect_stdout(log):
-        return dag.test(run_conf=conf, execution_date=logical_date)
+        return run_dag_in_process(dag, run_conf=conf, logical_date=logical_date)
 
 
 def collect(dag_run) -> dict:

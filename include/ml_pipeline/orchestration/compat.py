@@ -85,6 +85,25 @@ def keyed_output(task_output: Any, key: str) -> Any:
     return PlainXComArg(task_output.operator, key=key)
 
 
+def dag_bag(dag_folder: str | None = None) -> Any:
+    """The DAGs of a file or folder (default: the DAGs folder), without Airflow's examples
+    (DagBag moved on 3.x)."""
+    if AIRFLOW_3:  # pragma: no cover
+        from airflow.dag_processing.dagbag import DagBag
+
+        return DagBag(dag_folder=dag_folder)
+    from airflow.models import DagBag
+
+    return DagBag(dag_folder=dag_folder, include_examples=False)
+
+
+def run_dag_in_process(dag: Any, *, run_conf: dict[str, Any], logical_date: Any = None) -> Any:
+    """`dag.test()`: one run in this process; returns the DagRun."""
+    if AIRFLOW_3:  # pragma: no cover
+        return dag.test(run_conf=run_conf, logical_date=logical_date)
+    return dag.test(run_conf=run_conf, execution_date=logical_date)
+
+
 def logical_date(context: dict[str, Any]) -> Any:
     """The run's logical date from a task context (None for a run that has none)."""
     return context.get("logical_date") or context.get("data_interval_end")
@@ -107,8 +126,10 @@ __all__ = [
     "PokeReturnValue",
     "asset_or_time_schedule",
     "dag",
+    "dag_bag",
     "keyed_output",
     "logical_date",
     "task",
     "task_group",
+    "run_dag_in_process",
 ]
