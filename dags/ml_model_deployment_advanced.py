@@ -46,8 +46,6 @@ run ids, versions) and small summaries travel through XCom.
 
 from __future__ import annotations
 
-import pendulum
-
 from include.ml_pipeline.contracts.names import (
     DECISION_TASK_ID,
     DECISION_XCOM_KEY,
@@ -61,7 +59,7 @@ from include.ml_pipeline.orchestration.compat import (
     task,
     task_group,
 )
-from include.ml_pipeline.orchestration.defaults import default_args
+from include.ml_pipeline.orchestration.defaults import dag_settings
 from include.ml_pipeline.orchestration.params import SENSOR_MAX_TIMEOUT_SECONDS, deployment_params
 from include.ml_pipeline.orchestration.steps import (
     data_preparation,
@@ -76,10 +74,7 @@ from include.ml_pipeline.orchestration.steps import (
 @dag(
     dag_id=DEPLOYMENT_DAG_ID,
     schedule="@daily",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args(),
+    **dag_settings(),
     params=deployment_params(),
     tags=["mlops", "mlflow", "astro-sdk", "classification"],
     doc_md=__doc__,

@@ -51,8 +51,6 @@ locally with `make monitor` (optionally `SEND=1500` drifted requests to the API 
 
 from __future__ import annotations
 
-import pendulum
-
 from include.ml_pipeline.contracts.names import DEPLOYMENT_DAG_ID, MONITORING_DAG_ID
 from include.ml_pipeline.orchestration.assets import INFERENCE_LOG_DATASET, RAW_DATA_DATASET
 from include.ml_pipeline.orchestration.compat import (
@@ -64,7 +62,7 @@ from include.ml_pipeline.orchestration.compat import (
     logical_date,
     task,
 )
-from include.ml_pipeline.orchestration.defaults import default_args
+from include.ml_pipeline.orchestration.defaults import dag_settings
 from include.ml_pipeline.orchestration.params import monitoring_params
 from include.ml_pipeline.orchestration.steps import drift_watch
 
@@ -75,10 +73,7 @@ from include.ml_pipeline.orchestration.steps import drift_watch
         CronTriggerTimetable("0 * * * *", timezone="UTC"),
         INFERENCE_LOG_DATASET | RAW_DATA_DATASET,
     ),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args(),
+    **dag_settings(),
     params=monitoring_params(),
     tags=["mlops", "mlflow", "monitoring", "drift"],
     doc_md=__doc__,

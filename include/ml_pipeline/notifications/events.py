@@ -25,49 +25,44 @@ def deployed(
     *,
     api_url: str | None,
     dashboard: str | None,
-    mlflow_run_url: str | None,
-    airflow_run_url: str | None,
-    dag_id: str,
-    run_id: str,
+    **links_and_ids: str | None,
 ) -> Notification:
     """`notificar_despliegue_exitoso`: version, metrics, why it won, links."""
-    return Notification(
-        event=EVENT_DEPLOYED,
-        title=f"{registered.model_name} v{registered.version} is live as champion",
-        model_name=registered.model_name,
-        version=registered.version,
-        metrics=registered.metrics,
-        reasons=list(decision.reasons) if decision else [],
-        mlflow_run_url=mlflow_run_url,
-        airflow_run_url=airflow_run_url,
+    return _verdict(
+        EVENT_DEPLOYED,
+        "is live as champion",
+        registered,
+        decision,
         api_url=api_url,
         dashboard_path=dashboard,
-        dag_id=dag_id,
-        run_id=run_id,
+        **links_and_ids,
     )
 
 
 def rejected(
-    registered: RegisteredModel,
-    decision: Decision | None,
-    *,
-    mlflow_run_url: str | None,
-    airflow_run_url: str | None,
-    dag_id: str,
-    run_id: str,
+    registered: RegisteredModel, decision: Decision | None, **links_and_ids: str | None
 ) -> Notification:
     """`notificar_modelo_rechazado`: the gate's reasons."""
+    return _verdict(EVENT_REJECTED, "was rejected", registered, decision, **links_and_ids)
+
+
+def _verdict(
+    event: str,
+    what: str,
+    registered: RegisteredModel,
+    decision: Decision | None,
+    **fields: str | None,
+) -> Notification:
+    """The gate's verdict on a version: title, metrics, reasons, plus `fields` (links,
+    Airflow ids)."""
     return Notification(
-        event=EVENT_REJECTED,
-        title=f"{registered.model_name} v{registered.version} was rejected",
+        event=event,
+        title=f"{registered.model_name} v{registered.version} {what}",
         model_name=registered.model_name,
         version=registered.version,
         metrics=registered.metrics,
         reasons=list(decision.reasons) if decision else [],
-        mlflow_run_url=mlflow_run_url,
-        airflow_run_url=airflow_run_url,
-        dag_id=dag_id,
-        run_id=run_id,
+        **fields,
     )
 
 

@@ -1,11 +1,24 @@
-"""What both DAGs share: default task arguments and the "fail at once" wrapper for errors
-that a retry cannot fix. Light: DAG files import it at parse time."""
+"""What both DAGs share: the DAG settings, default task arguments and the "fail at once"
+wrapper for errors that a retry cannot fix. Light: DAG files import it at parse time."""
 
 from __future__ import annotations
 
 import functools
 import os
 from datetime import timedelta
+
+
+def dag_settings() -> dict:
+    """`@dag(...)` arguments both DAGs use: start date, no catch-up, one run at a time,
+    the default task arguments."""
+    import pendulum
+
+    return {
+        "start_date": pendulum.datetime(2026, 1, 1, tz="UTC"),
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": default_args(),
+    }
 
 
 def default_args() -> dict:
