@@ -22,6 +22,7 @@ from include.ml_pipeline.contracts.names import (
     DECISION_TASK_ID,
     DECISION_XCOM_KEY,
     DEPLOYMENT_DAG_ID,
+    FAILURE_XCOM_KEY,
     ROLLBACK_TASK_ID,
     ROLLBACK_XCOM_KEY,
 )
@@ -35,7 +36,13 @@ def build_conf(args: argparse.Namespace, settings) -> dict:
 
     conf: dict = {}
     if args.data:
-        conf["data_uri"] = str(Path(args.data).expanduser().resolve())
+        data = Path(args.data).expanduser().resolve()
+        if "://" not in args.data and not data.is_file():
+            raise SystemExit(
+                f"DATA={args.data}: no such file ({data}); give the path of a CSV or Parquet "
+                "file, e.g. make run DATA=path/to/table.csv TARGET=label_column"
+            )
+        conf["data_uri"] = str(data)
         # The sample data's contract does not apply to the user's file.
         conf.update(required_columns=[], numeric_columns=[], value_ranges={})
         if args.target:
@@ -161,8 +168,38 @@ def summarise(dag_run, tasks: dict, conf: dict, log_path: Path, seconds: float, 
         "notifications": notifications,
         "notifications_log": str(settings.notifications_log),
         "failed_tasks": failed,
+        "failures": _failures(dag_run, failed),
+        "api": _api_status(settings, champion_after),
         "task_states": {k: v["state"] for k, v in tasks.items()},
         "log": str(log_path),
+    }
+
+
+def _failures(dag_run, failed: dict) -> list[dict]:
+    """What each failed task recorded about its failure (the rule, column and value for a
+    data error), as its failure callback pushed it."""
+    out = []
+    for key, state in failed.items():
+        if state != "failed":
+            continue
+        task_id = key.split("[", 1)[0]
+        record = _xcom(dag_run, task_id, FAILURE_XCOM_KEY)
+        records = record if isinstance(record, list) else [record]
+        out.extend(r for r in records if r)
+    return out
+
+
+def _api_status(settings, champion: str | None) -> dict:
+    """Whether the model API answers, and which version it serves."""
+    from include.ml_pipeline.deployment.rollout import served_model
+
+    info = served_model(settings.api_url)
+    served = (info or {}).get("model_version")
+    return {
+        "url": settings.api_url,
+        "up": info is not None,
+        "serves": str(served) if served is not None else None,
+        "champion": champion,
     }
 
 
@@ -235,8 +272,20 @@ def print_summary(summary: dict) -> None:
         channels = ", ".join(f"{k}: {v.get('status')}" for k, v in note["outcomes"].items())
         print(f"  notified  {note['title']} ({channels})")
     print(f"  notes log {summary['notifications_log']}")
+    errors = {f["task_id"]: f["error"] for f in summary["failures"]}
     for task_id, state in summary["failed_tasks"].items():
-        print(f"  FAILED    {task_id}: {state}")
+        print(f"  FAILED    {task_id}: {errors.get(task_id.split('[', 1)[0], state)}")
+    api = summary["api"]
+    if api["champion"] and not api["up"]:
+        print(
+            f"  model API DOWN at {api['url']}: champion v{api['champion']} is not served; "
+            "start it with: make api"
+        )
+    elif api["champion"] and api["serves"] != api["champion"]:
+        print(
+            f"  model API {api['url']} serves v{api['serves']}, not champion "
+            f"v{api['champion']}; restart it with: make stop && make api"
+        )
     print(f"  task logs {summary['log']}")
     print(f"  summary   {summary['summary_path']}")
 

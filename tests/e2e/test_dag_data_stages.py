@@ -25,12 +25,22 @@ def test_preparation_produces_tables_and_stratified_splits(run_dag, small_csv):
 
 def test_sensor_times_out_with_a_clear_message(run_dag, pipeline_home):
     missing = pipeline_home / "incoming" / "never_arrives.csv"
+    missing.parent.mkdir(parents=True, exist_ok=True)  # the folder exists: a real wait
     result = run_dag({"data_uri": str(missing), "sensor_poke_interval_seconds": 1,
                       "sensor_timeout_seconds": 3})
     assert result.state == "failed"
     assert result.task_state("esperar_datos") == "failed"
     assert f"no data at {missing} after waiting" in result.log
     assert result.task_state(PREP + "descargar_datos") == "upstream_failed"
+
+
+def test_a_data_uri_in_a_folder_that_does_not_exist_fails_at_once(run_dag, pipeline_home):
+    missing = pipeline_home / "no_such_folder" / "table.csv"
+    result = run_dag({"data_uri": str(missing), "sensor_timeout_seconds": 6 * 3600})
+    assert result.state == "failed"
+    assert result.task_state("esperar_datos") == "failed"
+    assert f"the folder {missing.parent} does not exist" in result.log
+    assert result.task_state("notificar_fallo") == "success"
 
 
 def test_bad_data_fails_validation_and_nothing_downstream_runs(run_dag, pipeline_home):
@@ -44,4 +54,11 @@ def test_bad_data_fails_validation_and_nothing_downstream_runs(run_dag, pipeline
     assert result.task_state(PREP + "validar_datos") == "failed"
     assert "column 'tenure_months': rule 'numeric_parseable' broken" in result.log
     assert "'ten years' on line 12" in result.log
+    # The one failure notification names the task and the broken rule, not just the task.
+    from include.ml_pipeline.config import get_settings
+    from include.ml_pipeline.notifications import read_log
+
+    note = read_log(get_settings().notifications_log)[-1]
+    assert note["event"] == "failed"
+    assert any("validar_datos" in r and "numeric_parseable" in r for r in note["reasons"])
     assert result.task_state(PREP + "preprocesar_datos") == "upstream_failed"

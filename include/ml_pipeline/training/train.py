@@ -117,6 +117,27 @@ def finish_parent_run(*, tracking_uri: str, run_id: str, status: str = "FINISHED
     client.set_terminated(run_id, status=status)
 
 
+def close_open_parent_run(
+    *, tracking_uri: str, experiment: str, airflow_run_id: str, status: str = "FAILED"
+) -> str | None:
+    """End this Airflow run's parent run if it is still RUNNING (the run failed before
+    `registrar_mlflow` finished it); return its id, or None when there was none open."""
+    from mlflow.exceptions import MlflowException
+
+    client = configure_mlflow(tracking_uri)
+    try:
+        experiment_id = client.get_experiment_by_name(experiment)
+    except MlflowException:
+        return None
+    if experiment_id is None:
+        return None
+    for run in _parent_runs(client, experiment_id.experiment_id, airflow_run_id):
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, status=status)
+            return run.info.run_id
+    return None
+
+
 def build_pipeline(spec: FeatureSpec, estimator: Any) -> Pipeline:
     """The model's fixed shape: the feature preprocessor followed by the estimator."""
     from sklearn.pipeline import Pipeline

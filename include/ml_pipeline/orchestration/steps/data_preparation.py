@@ -24,19 +24,28 @@ fail_on_bad_data = fail_without_retry(DataError, ValueError, KeyError)
 
 def wait_for_data(params: Mapping[str, Any], started_at: Any) -> Any:
     """`esperar_datos`: done when the file at `data_uri` exists; otherwise reschedule after
-    `sensor_poke_interval_seconds`, and time out after `sensor_timeout_seconds`."""
+    `sensor_poke_interval_seconds`, and time out after `sensor_timeout_seconds`. A local
+    path whose folder does not exist is a typo, not a wait: it fails at once."""
     import pendulum
 
     from include.ml_pipeline.data_preparation.ingest import source_exists
     from include.ml_pipeline.orchestration.compat import (
+        AirflowFailException,
         AirflowRescheduleException,
         AirflowSensorTimeout,
         PokeReturnValue,
     )
+    from include.ml_pipeline.storage import local_path
 
     uri = params["data_uri"]
     if source_exists(uri, params["data_conn_id"]):
         return PokeReturnValue(is_done=True, xcom_value=uri)
+    path = local_path(uri)
+    if path is not None and not path.parent.is_dir():
+        raise AirflowFailException(
+            f"data_uri {uri}: the folder {path.parent} does not exist, so the file can never "
+            "arrive; fix data_uri (a local path or an s3://, gs://, abfs:// URI)"
+        )
     waited = (pendulum.now("UTC") - started_at).total_seconds()
     if waited >= params["sensor_timeout_seconds"]:
         raise AirflowSensorTimeout(

@@ -75,8 +75,17 @@ def notify_rejected(decided: dict, params: Mapping[str, Any], *, dag_id: str, ru
 
 
 def notify_failure(params: Mapping[str, Any], ti: Any, *, dag_id: str, run_id: str) -> dict:
-    """`notificar_fallo`: which tasks failed and the error each failed on, the rollback."""
+    """`notificar_fallo`: which tasks failed and the error each failed on, the rollback;
+    an MLflow parent run the failure left open is ended as FAILED."""
     from include.ml_pipeline.notifications import airflow_run_url, events
+    from include.ml_pipeline.training.train import close_open_parent_run
+
+    settings = get_settings()
+    closed = close_open_parent_run(
+        tracking_uri=settings.mlflow_tracking_uri,
+        experiment=settings.mlflow_experiment,
+        airflow_run_id=run_id,
+    )
 
     failures = recorded_failures(ti, ti.task.dag.task_ids)
     rollback = ti.xcom_pull(task_ids=ROLLBACK_TASK_ID, key=ROLLBACK_XCOM_KEY)
@@ -87,4 +96,6 @@ def notify_failure(params: Mapping[str, Any], ti: Any, *, dag_id: str, run_id: s
         dag_id=dag_id,
         run_id=run_id,
     )
+    if closed:
+        note.details["mlflow_parent_run"] = f"{closed} ended as FAILED"
     return _send(note, params)
