@@ -85,15 +85,15 @@ def sync_dags_to_db(*dag_ids: str) -> None:
     """Parse `dags/` and write these DAGs to the metadata DB (DagModel + serialized DAG),
     which is what the scheduler would have done: `TriggerDagRunOperator` needs the
     triggered DAG there."""
-    from airflow.models import DagBag
+    from include.ml_pipeline.orchestration import compat
 
     logging.disable(logging.INFO)  # parsing and syncing log a line per DAG and permission
     try:
-        bag = DagBag(include_examples=False)
+        bag = compat.dag_bag()
         missing = [d for d in dag_ids if d not in bag.dags]
         if missing:
             raise SystemExit(f"DAG(s) {missing} failed to load: {bag.import_errors}")
-        bag.sync_to_db()
+        compat.sync_dags_to_db(bag)
     finally:
         logging.disable(logging.NOTSET)
 

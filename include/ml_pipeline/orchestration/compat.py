@@ -97,6 +97,17 @@ def dag_bag(dag_folder: str | None = None) -> Any:
     return DagBag(dag_folder=dag_folder, include_examples=False)
 
 
+def sync_dags_to_db(bag: Any) -> None:
+    """Write a DagBag's DAGs to the metadata database (DAG rows and serialized DAGs), as
+    the scheduler's DAG processor does."""
+    if AIRFLOW_3:  # pragma: no cover
+        from airflow.dag_processing.dagbag import sync_bag_to_db
+
+        sync_bag_to_db(bag, bundle_name="dags-folder", bundle_version=None)
+        return
+    bag.sync_to_db()
+
+
 def run_dag_in_process(dag: Any, *, run_conf: dict[str, Any], logical_date: Any = None) -> Any:
     """`dag.test()`: one run in this process; returns the DagRun."""
     if AIRFLOW_3:  # pragma: no cover
@@ -129,7 +140,8 @@ __all__ = [
     "dag_bag",
     "keyed_output",
     "logical_date",
+    "run_dag_in_process",
+    "sync_dags_to_db",
     "task",
     "task_group",
-    "run_dag_in_process",
 ]
