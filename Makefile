@@ -17,19 +17,34 @@ STAMP := $(VENV)/.installed-$(shell (cat requirements.lock; echo $(SYNC_FLAGS)) 
 ROWS ?= 20000
 DATA ?=
 TARGET ?=
+# Ports of the background services, all on 127.0.0.1 (make ui UI_PORT=8081, ...).
+UI_PORT ?= 8080
+MLFLOW_PORT ?= 5000
+API_PORT ?=
 export PYTHONPATH := $(CURDIR)
 export ML_PIPELINE_HOME := $(abspath $(LOCAL))
+# The model API's address for make run / api / monitor (default http://127.0.0.1:8000).
+ifneq ($(API_PORT),)
+export MODEL_API_URL := http://127.0.0.1:$(API_PORT)
+endif
 
-.PHONY: help install lock run test lint mlflow-ui api stop monitor bench clean
+.PHONY: help install lock run test lint ui api stop status mlflow-ui monitor bench clean
 
 help:
-	@echo "make run    - run the whole pipeline locally (DATA=file.csv TARGET=column for your own data)"
-	@echo "make test   - run the test suite"
-	@echo "make stop   - stop the local model API started by make run"
-	@echo "make monitor SEND=1500 - send drifted traffic to the API, check drift, retrain on drift"
-	@echo "make mlflow-ui - open the MLflow UI on the local store"
-	@echo "make lint   - ruff"
-	@echo "make lock   - re-resolve requirements.lock (Airflow 2.11.0 + requirements*.txt)"
+	@echo "make run        - run the whole pipeline locally (DATA=file.csv TARGET=column for your own data, ROWS=n)"
+	@echo "make ui         - Airflow UI (webserver + scheduler) on the runs of make run: http://127.0.0.1:$(UI_PORT)"
+	@echo "                  (UI_PORT=...; admin password: AIRFLOW_UI_PASSWORD, else generated once into $(LOCAL)/airflow/ui/)"
+	@echo "make mlflow-ui  - MLflow UI on the local store, in the foreground: http://127.0.0.1:$(MLFLOW_PORT) (MLFLOW_PORT=...)"
+	@echo "make api        - start the model API on the current champion (API_PORT=..., default 8000)"
+	@echo "make status     - what runs in the background (Airflow UI, model API)"
+	@echo "make stop       - stop the Airflow UI and the model API"
+	@echo "make monitor SEND=1500 - send drifted traffic to the API, check drift, retrain on drift (SOURCE=batch.csv)"
+	@echo "make test       - run the test suite (pytest, with the browser test of make ui, then Astronomer's parse test)"
+	@echo "make lint       - ruff"
+	@echo "make bench      - benchmark the model API against mlflow models serve (needs wrk)"
+	@echo "make install    - create $(VENV) from requirements.lock (make run and make test do it on first use)"
+	@echo "make lock       - re-resolve requirements.lock (Airflow 2.11.0 + requirements*.txt)"
+	@echo "make clean      - remove $(LOCAL)/ (stop the services first: make stop)"
 
 $(BOOT)/bin/uv:
 	$(PYTHON) -m venv $(BOOT)
@@ -63,14 +78,26 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+ui: $(STAMP)
+	$(PY) -m devtools.ui start --port $(UI_PORT)
+
 mlflow-ui: $(STAMP)
-	$(PY) -m devtools.mlflow_server
+	$(PY) -m devtools.mlflow_server --port $(MLFLOW_PORT)
+
+api: $(STAMP)
+	$(PY) -m devtools.services api
 
 monitor: $(STAMP)
 	$(PY) -m devtools.monitor $(if $(SEND),--send-drifted-traffic $(SEND)) $(if $(SOURCE),--source "$(SOURCE)")
 
+status: $(STAMP)
+	$(PY) -m devtools.services status
+
 stop: $(STAMP)
 	$(PY) -m devtools.services stop
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_model_api.py
 
 clean:
 	rm -rf $(LOCAL)

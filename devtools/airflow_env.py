@@ -66,3 +66,31 @@ def ensure_metadata_db() -> None:
     if done.returncode:
         raise RuntimeError(f"airflow db migrate failed:\n{done.stdout}\n{done.stderr}")
     marker.touch()
+
+
+def serialize_dags(bag=None) -> dict[str, str]:
+    """Write the DAGs (default: all of `dags/`) to the metadata database, as the
+    scheduler's DAG processor and `airflow dags reserialize` do; return import errors.
+
+    `dag.test()` (`make run`) writes runs and task instances but neither the DAG row nor
+    the serialized DAG, and the webserver shows only serialized DAGs: without this the UI
+    says the DAG "seems to be missing from DagBag" and lists none of the runs."""
+    from airflow.models import DagBag
+
+    if bag is None:
+        bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"], include_examples=False)
+    bag.sync_to_db()
+    return dict(bag.import_errors)
+
+
+def ui_env(url: str) -> dict[str, str]:
+    """Environment of `make ui`'s webserver and scheduler, on top of `configure()`'s."""
+    return {
+        "AIRFLOW__WEBSERVER__BASE_URL": url,
+        # The database and the scheduler's heartbeat on /health; no log server (the
+        # webserver reads the local task logs), no example DAGs, no unpausing by itself.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__WEBSERVER__WARN_DEPLOYMENT_EXPOSURE": "False",
+        "AIRFLOW__WEBSERVER__EXPOSE_CONFIG": "False",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "60",
+    }

@@ -1,22 +1,70 @@
-"""`make stop`: stop the local model API that `make run` left running."""
+"""The local background services: `make api`, `make stop`, `make status`.
+
+- `api`: start the model API on the current `champion` (`serving.process.start_api`, on
+  `MODEL_API_URL`, default http://127.0.0.1:8000), unless it already runs.
+- `stop`: stop the Airflow UI of `make ui` (webserver + scheduler) and the model API
+  (started by `make run` or `make api`).
+- `status`: what runs, and where.
+"""
 
 from __future__ import annotations
 
 import sys
 
-from include.ml_pipeline.serving.process import api_status, stop_api
+from include.ml_pipeline.serving.process import ApiStartError, api_status, start_api, stop_api
+
+
+def _champion() -> tuple[str, str | None]:
+    from include.ml_pipeline.config import get_settings
+    from include.ml_pipeline.contracts.names import CHAMPION
+    from include.ml_pipeline.registry.registry import get_alias_version
+
+    settings = get_settings()
+    version = get_alias_version(
+        settings.model_name, CHAMPION, tracking_uri=settings.mlflow_tracking_uri
+    )
+    return settings.model_name, version
+
+
+def start_model_api() -> int:
+    running = api_status()
+    if running is not None:
+        print(f"The model API is already running at {running.url} (pid {running.pid}).")
+        return 0
+    name, version = _champion()
+    if version is None:
+        print(f"No '{name}' version has the alias champion yet: run `make run` first.",
+              file=sys.stderr)
+        return 1
+    try:
+        process = start_api()
+    except (ApiStartError, ValueError) as exc:
+        print(f"The model API did not start: {exc}", file=sys.stderr)
+        return 1
+    print(f"Model API: {process.url} serves {name} v{version} (champion); "
+          f"docs {process.url}/docs; log {process.log_path}; stop it with: make stop")
+    return 0
 
 
 def main(argv: list[str]) -> int:
+    from devtools import ui
+
     command = argv[0] if argv else "status"
+    if command == "api":
+        return start_model_api()
     running = api_status()
     if command == "stop":
+        stopped_ui = ui.stop()
+        print(f"Stopped the Airflow UI at {stopped_ui.url}." if stopped_ui
+              else "The Airflow UI is not running.")
         if running is None:
             print("The model API is not running.")
             return 0
         stop_api()
         print(f"Stopped the model API at {running.url} (pid {running.pid}).")
         return 0
+    ui_state = ui.status()
+    print(f"Airflow UI: {ui_state.url}" if ui_state else "Airflow UI: not running")
     print(f"Model API: {running.url} (pid {running.pid})" if running else "Model API: not running")
     return 0
 
