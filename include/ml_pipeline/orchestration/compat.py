@@ -101,8 +101,10 @@ def sync_dags_to_db(bag: Any) -> None:
     """Write a DagBag's DAGs to the metadata database (DAG rows and serialized DAGs), as
     the scheduler's DAG processor does."""
     if AIRFLOW_3:  # pragma: no cover
+        from airflow.dag_processing.bundles.manager import DagBundlesManager
         from airflow.dag_processing.dagbag import sync_bag_to_db
 
+        DagBundlesManager().sync_bundles_to_db()  # the DAG rows refer to their bundle
         sync_bag_to_db(bag, bundle_name="dags-folder", bundle_version=None)
         return
     bag.sync_to_db()
