@@ -43,7 +43,7 @@ help:
 	@echo "make lint       - ruff"
 	@echo "make bench      - benchmark the model API against mlflow models serve (needs wrk)"
 	@echo "make install    - create $(VENV) from requirements.lock (make run and make test do it on first use)"
-	@echo "make lock       - re-resolve requirements.lock (Airflow 2.11.0 + requirements*.txt)"
+	@echo "make lock       - re-resolve requirements.lock (Airflow 2.11.0 + requirements*.txt; AIRFLOW=3: requirements-airflow3.lock)"
 	@echo "make clean      - remove $(LOCAL)/ (stop the services first: make stop)"
 
 $(BOOT)/bin/uv:
@@ -57,9 +57,16 @@ $(STAMP): requirements.lock | $(BOOT)/bin/uv
 
 install: $(STAMP)
 
+# make lock AIRFLOW=3: the Airflow 3 line's lock (requirements-airflow3.*, Dockerfile.airflow3).
 lock: | $(BOOT)/bin/uv
+ifeq ($(AIRFLOW),3)
+	$(BOOT)/bin/uv pip compile --universal --python-version 3.11 --no-header \
+	    requirements-airflow3.in requirements-airflow3.txt requirements-dev.txt \
+	    -o requirements-airflow3.lock
+else
 	$(BOOT)/bin/uv pip compile --universal --python-version 3.11 --no-header \
 	    requirements-airflow.in requirements.txt requirements-dev.txt -o requirements.lock
+endif
 
 run: $(STAMP)
 	$(PY) -m devtools.run_pipeline \

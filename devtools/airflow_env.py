@@ -75,11 +75,11 @@ def serialize_dags(bag=None) -> dict[str, str]:
     `dag.test()` (`make run`) writes runs and task instances but neither the DAG row nor
     the serialized DAG, and the webserver shows only serialized DAGs: without this the UI
     says the DAG "seems to be missing from DagBag" and lists none of the runs."""
-    from airflow.models import DagBag
+    from include.ml_pipeline.orchestration import compat
 
     if bag is None:
-        bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"], include_examples=False)
-    bag.sync_to_db()
+        bag = compat.dag_bag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    compat.sync_dags_to_db(bag)
     return dict(bag.import_errors)
 
 
