@@ -63,6 +63,7 @@ class LoadResult(Payload):
     columns: list[str]
     bytes: int
     fingerprint: str
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +77,7 @@ class ValidationReport(Payload):
     duplicates: int
     null_fractions: dict[str, float]
     table: str = ""
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +161,7 @@ class Evaluation(Payload):
     candidate: str
     selection: dict[str, Any] | None = None
     parent_run_id: str | None = None
+    baseline_metrics: dict[str, float] | None = None
 
 
 # --------------------------------------------------------------------- registry and decision
@@ -180,6 +183,8 @@ class RegisteredModel(Payload):
     candidate: str
     version_info: dict[str, Any]
     split: SplitResult
+    baseline_metrics: dict[str, float] | None = None
+    contract: dict[str, Any] | None = None
     _nested: ClassVar = {"split": SplitResult}
 
 
@@ -189,6 +194,7 @@ class Decision(Payload):
 
     deploy: bool
     reasons: list[str] = dataclasses.field(default_factory=list)
+    contract_changes: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
