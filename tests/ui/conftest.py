@@ -47,6 +47,9 @@ FAST_CANDIDATES = [
 
 
 def find_chromium() -> str | None:
+    """$CHROMIUM_PATH, else Debian's chromium on PATH or in /usr/bin."""
+    if os.environ.get("CHROMIUM_PATH"):
+        return os.environ["CHROMIUM_PATH"]
     for name in CHROMIUM_NAMES:
         found = shutil.which(name)
         if found:
