@@ -14,6 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = {"ml_model_deployment_advanced.py", "ml_model_monitoring.py"}
 
 
+def _need(*paths: str) -> None:
+    """Skip where the project's own files are absent: the Astro image (`astro dev pytest`)
+    has no .env, airflow_settings.yaml or .github (.dockerignore leaves them out)."""
+    missing = [p for p in paths if not (ROOT / p).exists()]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not here (not copied into the Astro image)")
+
+
 def _env_file() -> dict[str, str]:
     pairs = {}
     for line in (ROOT / ".env").read_text().splitlines():
@@ -41,6 +49,7 @@ def test_airflowignore_keeps_both_dags(airflow_db):
 
 
 def test_compose_publishes_on_loopback_only_and_mounts_no_home():
+    _need(".env", "airflow_settings.yaml", "docker-compose.override.yml")
     compose = _yaml("docker-compose.override.yml")
     home = _env_file()["ML_PIPELINE_HOME"]
     assert home == "/usr/local/airflow/pipeline"
@@ -62,6 +71,7 @@ def test_compose_publishes_on_loopback_only_and_mounts_no_home():
 
 
 def test_no_working_default_admin_token():
+    _need(".env", "airflow_settings.yaml", "docker-compose.override.yml")
     compose = (ROOT / "docker-compose.override.yml").read_text()
     assert "${MODEL_API_ADMIN_TOKEN:?" in compose  # required: compose stops without it
     for path in (".env", "docker-compose.override.yml", "airflow_settings.yaml"):
@@ -77,13 +87,13 @@ WORKFLOWS = sorted(p.name for p in (ROOT / ".github" / "workflows").glob("*.yml"
 
 @pytest.mark.parametrize("path", WORKFLOWS)
 def test_workflow_parses(path):
-    assert WORKFLOWS
     workflow = _yaml(f".github/workflows/{path}")
     assert workflow["jobs"], path
     assert True in workflow or "on" in workflow  # YAML 1.1 reads the key `on` as True
 
 
 def test_ci_runs_lint_and_make_test_and_deploy_needs_a_secret():
+    _need(".github/workflows/ci.yml", ".github/workflows/deploy.yml", ".ci/run")
     ci = _yaml(".github/workflows/ci.yml")
     steps = [s.get("run", "") for job in ci["jobs"].values() for s in job["steps"]]
     assert "make lint" in steps
