@@ -67,3 +67,8 @@ ROLLBACK_TASK_ID = "despliegue_modelo.revertir_despliegue"
 # -- monitoring runs: tags the retraining cool-down searches ---------------------------------
 MONITORED_MODEL_TAG = "model_name"
 MONITORED_VERSION_TAG = "model_version"
+
+# -- the input contract of a model version (registry.contract) ------------------------------
+INPUT_CONTRACT_TAG = "input_contract"  # on model versions: runs:/<run>/<artifact path>
+INPUT_CONTRACT_ARTIFACT = "contract/input_contract.json"  # in the version's run
+CONTRACT_CHANGES_TAG = "contract_changes"  # on model versions: the gate's named differences
