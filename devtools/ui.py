@@ -210,9 +210,10 @@ def ensure_admin(username: str, password: str) -> None:
 
     from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
 
-    # Creating the app logs one line per permission it adds (~100 on a new database).
+    # Creating the app logs one line per permission it adds (~100 on a new database) and
+    # warns that no user exists yet, just before this function creates it.
     for name in ("airflow.providers.fab", "flask_appbuilder"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.ERROR)
     # Flask-Limiter's note that its rate-limit store is in memory (the login form's limit).
     warnings.filterwarnings("ignore", message="Using the in-memory storage", category=UserWarning)
     with get_application_builder() as appbuilder:
