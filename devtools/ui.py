@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import secrets
 import signal
@@ -206,8 +207,6 @@ def admin_password(home: Path | None = None) -> tuple[str, Path | None, bool]:
 
 def ensure_admin(username: str, password: str) -> None:
     """Create the Admin user, or set its password if it exists (FAB auth manager)."""
-    import logging
-
     from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
 
     # Creating the app logs one line per permission it adds (~100 on a new database) and
@@ -313,7 +312,11 @@ def start(
     folder = ui_dir(home)
 
     airflow_env.ensure_metadata_db()
-    import_errors = airflow_env.serialize_dags()
+    logging.disable(logging.INFO)  # parsing and syncing log a line per DAG
+    try:
+        import_errors = airflow_env.serialize_dags()
+    finally:
+        logging.disable(logging.NOTSET)
     for fileloc, error in import_errors.items():
         out(f"DAG import error in {fileloc}:\n{error}")
     password, password_file, generated = admin_password(home)
