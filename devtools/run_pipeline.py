@@ -78,8 +78,27 @@ def run_dag(conf: dict, log_path: Path, dag_id: str = DAG_ID, logical_date=None)
     for handler in [h for h in task_logger.handlers if type(h) is logging.StreamHandler]:
         task_logger.removeHandler(handler)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log, contextlib.redirect_stdout(log):
+    with log_path.open("w") as log, contextlib.redirect_stdout(log), _task_logs_to(log):
         return run_dag_in_process(dag, run_conf=conf, logical_date=logical_date)
+
+
+@contextlib.contextmanager
+def _task_logs_to(stream):
+    """On Airflow 3 the task code's log records do not go to stdout under `dag.test()`
+    (they do on 2.11): send them to the run's log too."""
+    from include.ml_pipeline.orchestration.compat import AIRFLOW_3
+
+    if not AIRFLOW_3:
+        yield
+        return
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
 
 
 def collect(dag_run) -> dict:
