@@ -129,12 +129,21 @@ def test_decision_table(challenger, champion, thresholds, deploy, fragments):
     for fragment in fragments:
         assert fragment in text
     assert all(reason.endswith(".") for reason in decision.reasons)
-    assert decision.to_dict() == {"deploy": deploy, "reasons": decision.reasons}
+    assert decision.to_dict() == {
+        "deploy": deploy,
+        "reasons": decision.reasons,
+        "contract_changes": [],
+    }
+
+
+PRIOR = {"roc_auc": 0.50, "accuracy": 0.72, "f1": 0.0, "log_loss": 0.59}
 
 
 def test_defaults_apply_when_thresholds_omitted():
-    assert decide_deployment(GOOD, None).deploy is True
-    assert decide_deployment(WEAK, None).deploy is False
+    # The defaults changed (issue "a guarded model contract"): no absolute threshold is
+    # set; the class-prior baseline scored on the same split is what keeps WEAK out.
+    assert decide_deployment(GOOD, None, baseline_metrics=PRIOR).deploy is True
+    assert decide_deployment(WEAK, None, baseline_metrics=PRIOR).deploy is False
     assert decide_deployment(GOOD, None, Thresholds()).deploy is True
 
 
@@ -150,3 +159,117 @@ def test_defaults_apply_when_thresholds_omitted():
 def test_threshold_errors(bad, message):
     with pytest.raises(ValueError, match=message):
         Thresholds.from_dict(bad)
+
+
+# --------------------------------------------------------------------------- the baseline
+
+HARD = {"roc_auc": 0.69, "accuracy": 0.66, "f1": 0.41, "log_loss": 0.63}
+
+
+@pytest.mark.parametrize(
+    ("challenger", "thresholds", "deploy", "fragment"),
+    [
+        (GOOD, {}, True, "beats the class-prior baseline's 0.5000 by 0.3500"),
+        # A hard but real problem deploys with the defaults when it clearly beats the prior.
+        (HARD, {}, True, "by 0.1900, at least the required lift 0.0500"),
+        # A model that learnt nothing (the prior itself) is rejected, naming the lift.
+        (PRIOR, {}, False, "only 0.0000 better than the class-prior baseline's 0.5000"),
+        ({**PRIOR, "roc_auc": 0.53}, {}, False, "less than the required lift 0.0500"),
+        ({**PRIOR, "roc_auc": 0.53}, {"min_lift_over_baseline": 0.02}, True, "at least the"),
+        (PRIOR, {"min_lift_over_baseline": None}, True, "No champion yet"),
+        # An absolute threshold, when set, still applies on top of the baseline.
+        (HARD, {"min_roc_auc": 0.75}, False, "roc_auc 0.6900 is below the minimum 0.7500"),
+        (
+            {**GOOD, "log_loss": 0.40},
+            {"primary_metric": "log_loss"},
+            True,
+            "beats the class-prior baseline's 0.5900 by 0.1900",
+        ),
+        ({**GOOD, "log_loss": 0.58}, {"primary_metric": "log_loss"}, False, "only 0.0100"),
+        ({**GOOD, "roc_auc": float("nan")}, {}, False, "roc_auc is missing or not a number"),
+    ],
+)
+def test_baseline_gate(challenger, thresholds, deploy, fragment):
+    decision = decide_deployment(challenger, None, thresholds, baseline_metrics=PRIOR)
+    assert decision.deploy is deploy, decision.reasons
+    assert fragment in " ".join(decision.reasons)
+    assert decision.reasons[0].startswith("Deploy" if deploy else "Reject")
+
+
+def test_weak_prior_equals_the_baseline_and_is_rejected_even_without_champion():
+    decision = decide_deployment(WEAK, None, None, baseline_metrics={**WEAK})
+    assert decision.deploy is False
+    assert decision.reasons[0] == "Reject: the challenger failed 1 check (baseline)."
+    assert "roc_auc" in decision.reasons[1]
+
+
+def test_baseline_without_a_usable_metric_is_said_and_skipped():
+    decision = decide_deployment(GOOD, None, {}, baseline_metrics={"roc_auc": float("nan")})
+    assert decision.deploy is True
+    assert "baseline has no usable roc_auc" in " ".join(decision.reasons)
+
+
+def test_champion_that_cannot_be_scored_says_why():
+    decision = decide_deployment(
+        GOOD, None, {}, champion_error="KeyError: missing column(s): age",
+        baseline_metrics=PRIOR,
+    )
+    text = " ".join(decision.reasons)
+    assert "could not be scored on this test split (KeyError: missing column(s): age)" in text
+    assert "thresholds alone decide" not in text
+
+
+# --------------------------------------------------------------------------- the contract
+
+from include.ml_pipeline.registry.contract import (  # noqa: E402
+    ContractChange,
+    ContractComparison,
+)
+
+RENAMED = ContractChange("renamed", "age", "column 'age' is gone and 'age_1' (number "
+                         "(numeric)) is new: renamed?", "send 'age_1' instead of 'age'")
+ADDED = ContractChange("added", "noise", "new column 'noise' (number (numeric)) would be "
+                       "required", "send 'noise' as a number (or null)")
+
+
+def test_a_contract_change_is_rejected_by_default_naming_each_difference():
+    contract = ContractComparison("3", [RENAMED, ADDED])
+    decision = decide_deployment(GOOD, GOOD, {}, baseline_metrics=PRIOR, contract=contract)
+    assert decision.deploy is False
+    assert decision.reasons[0] == "Reject: the challenger failed 1 check (input contract)."
+    text = " ".join(decision.reasons)
+    assert "differs from champion v3's, so today's clients would break" in text
+    assert "column 'age' is gone and 'age_1'" in text
+    assert "new column 'noise' (number (numeric)) would be required" in text
+    assert "allow_contract_change" in text
+    assert decision.contract_changes == [str(RENAMED), str(ADDED)]
+
+
+def test_an_allowed_contract_change_deploys_and_says_what_clients_must_change():
+    contract = ContractComparison("3", [RENAMED, ADDED])
+    decision = decide_deployment(
+        GOOD, GOOD, {"allow_contract_change": True}, baseline_metrics=PRIOR, contract=contract
+    )
+    assert decision.deploy is True
+    text = " ".join(decision.reasons)
+    assert "allowed by allow_contract_change" in text
+    assert "Clients must change: send 'age_1' instead of 'age'; send 'noise'" in text
+    assert len(decision.contract_changes) == 2
+
+
+def test_same_contract_and_uncomparable_contract_are_said():
+    same = decide_deployment(GOOD, GOOD, {}, contract=ContractComparison("3", []))
+    assert same.deploy is True
+    assert "same as champion v3's" in " ".join(same.reasons)
+    unknown = decide_deployment(
+        GOOD, GOOD, {}, contract=ContractComparison("3", compared=False, note="it cannot be read")
+    )
+    assert unknown.deploy is True
+    assert "not compared with champion v3's: it cannot be read." in " ".join(unknown.reasons)
+
+
+def test_allow_contract_change_must_be_a_boolean():
+    with pytest.raises(ValueError, match="allow_contract_change must be true or false"):
+        Thresholds.from_dict({"allow_contract_change": "yes"})
+    with pytest.raises(ValueError, match="min_lift_over_baseline must be"):
+        Thresholds.from_dict({"min_lift_over_baseline": -0.1})

@@ -1,10 +1,26 @@
 """The deploy gate: does the challenger go live?
 
-A challenger is deployed only if it clears every absolute threshold *and*, when a
-champion exists, does not lose to it on the primary metric by more than `tolerance`
-(both measured on the same test split). With no champion the thresholds alone decide.
-Every check adds one human-readable sentence with the numbers to `reasons` — passes as
-well as failures — so the record on the model version explains itself. A metric that
+A challenger is deployed only if it passes every check that applies, all measured on
+the same test split:
+
+* **baseline**: it beats the class-prior baseline (a model that predicts the training
+  class shares for every row: ROC AUC 0.5, accuracy the majority share) on the primary
+  metric by at least `min_lift_over_baseline`. This is what lets a first model deploy
+  on a hard but real problem (ROC AUC 0.69) while a model that learnt nothing is kept
+  out;
+* **absolute thresholds** (`min_roc_auc`, `min_accuracy`, `min_f1`, `max_log_loss`),
+  each only when set (by default none is);
+* **champion**: when a champion exists, the challenger does not lose to it on the
+  primary metric by more than `tolerance`. When the champion exists but could not be
+  scored on this split (`champion_error`, e.g. its columns are not in the new data),
+  the decision says so and why, and the other checks decide;
+* **input contract**: the challenger takes the same columns with the same kinds and
+  returns the same label type and set as the champion (`registry.contract`). A change
+  is rejected, naming each difference, unless `allow_contract_change` is set; then it
+  is deployed and `Decision.contract_changes` says what clients must change.
+
+Every check adds one human-readable sentence with the numbers to `reasons` -- passes as
+well as failures -- so the record on the model version explains itself. A metric that
 is missing or NaN fails its check.
 """
 
@@ -12,22 +28,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline.contracts.names import GREATER_IS_BETTER
 from include.ml_pipeline.contracts.payloads import Decision
+
+if TYPE_CHECKING:  # pragma: no cover
+    from include.ml_pipeline.registry.contract import ContractComparison
 
 
 @dataclass(frozen=True)
 class Thresholds:
     """Gate settings. A threshold set to None is not checked."""
 
-    min_roc_auc: float | None = 0.75
-    min_accuracy: float | None = 0.70
-    max_log_loss: float | None = 0.60
+    min_roc_auc: float | None = None
+    min_accuracy: float | None = None
+    max_log_loss: float | None = None
     min_f1: float | None = None
     primary_metric: str = "roc_auc"
     tolerance: float = 0.01
+    min_lift_over_baseline: float | None = 0.05
+    allow_contract_change: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Thresholds:
@@ -47,17 +68,23 @@ class Thresholds:
             )
         if not (isinstance(out.tolerance, int | float) and out.tolerance >= 0):
             raise ValueError(f"tolerance must be a number >= 0; got {out.tolerance!r}")
+        if not isinstance(out.allow_contract_change, bool):
+            raise ValueError(
+                f"allow_contract_change must be true or false; got {out.allow_contract_change!r}"
+            )
         for f in fields(cls):
             value = getattr(out, f.name)
             is_limit = f.name.startswith(("min_", "max_")) and value is not None
             if is_limit and (not isinstance(value, int | float) or isinstance(value, bool)):
                 raise ValueError(f"{f.name} must be a number or null; got {value!r}")
+        if out.min_lift_over_baseline is not None and out.min_lift_over_baseline < 0:
+            raise ValueError(
+                f"min_lift_over_baseline must be >= 0 or null; got {out.min_lift_over_baseline}"
+            )
         return out
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
 
 
 def _number(metrics: dict[str, Any] | None, name: str) -> float | None:
@@ -83,87 +110,193 @@ _ABSOLUTE_CHECKS = (
 )
 
 
-def decide_deployment(
-    challenger_metrics: dict[str, Any],
-    champion_metrics: dict[str, Any] | None,
-    thresholds: Thresholds | dict[str, Any] | None = None,
-    *,
-    champion_error: str | None = None,
-) -> Decision:
-    """Deploy iff every configured threshold passes and the challenger is not worse than
-    the champion's primary metric by more than the tolerance. See the module docstring.
-    `champion_error`: why a champion that exists could not be scored on this test split."""
-    if not isinstance(thresholds, Thresholds):
-        thresholds = Thresholds.from_dict(thresholds)
-    reasons: list[str] = []
-    ok = True
-
+def _absolute(challenger_metrics, thresholds: Thresholds, reasons: list[str]) -> list[str]:
+    failed = []
     for key, metric, at_least in _ABSOLUTE_CHECKS:
         limit = getattr(thresholds, key)
         if limit is None:
             continue
         value = _number(challenger_metrics, metric)
         if value is None:
-            ok = False
+            failed.append(key)
             reasons.append(
                 f"Challenger {metric} is missing or not a number, so the "
                 f"{'minimum' if at_least else 'maximum'} of {_fmt(limit)} cannot be checked."
             )
             continue
         passed = value >= limit if at_least else value <= limit
-        ok = ok and passed
+        if not passed:
+            failed.append(key)
         if at_least:
             relation = "meets the minimum" if passed else "is below the minimum"
         else:
             relation = "is within the maximum" if passed else "exceeds the maximum"
         reasons.append(f"Challenger {metric} {_fmt(value)} {relation} {_fmt(limit)}.")
+    return failed
 
+
+def _baseline(
+    challenger_metrics, baseline_metrics, thresholds: Thresholds, reasons: list[str]
+) -> list[str]:
+    margin = thresholds.min_lift_over_baseline
+    if margin is None or baseline_metrics is None:
+        return []
+    primary = thresholds.primary_metric
+    greater = GREATER_IS_BETTER[primary]
+    challenger = _number(challenger_metrics, primary)
+    baseline = _number(baseline_metrics, primary)
+    if baseline is None:
+        reasons.append(
+            f"The class-prior baseline has no usable {primary} on this test split, so the "
+            "lift over it is not checked."
+        )
+        return []
+    if challenger is None:
+        reasons.append(
+            f"Challenger {primary} is missing or not a number, so it cannot be compared with "
+            f"the class-prior baseline's {_fmt(baseline)}."
+        )
+        return ["baseline"]
+    lift = (challenger - baseline) if greater else (baseline - challenger)
+    better = "higher" if greater else "lower"
+    if lift >= margin:
+        reasons.append(
+            f"Challenger {primary} {_fmt(challenger)} beats the class-prior baseline's "
+            f"{_fmt(baseline)} by {_fmt(lift)}, at least the required lift {_fmt(margin)} "
+            f"(min_lift_over_baseline; {better} is better)."
+        )
+        return []
+    reasons.append(
+        f"Challenger {primary} {_fmt(challenger)} is only {_fmt(lift)} better than the "
+        f"class-prior baseline's {_fmt(baseline)} (a model predicting the class shares), "
+        f"less than the required lift {_fmt(margin)} (min_lift_over_baseline; {better} "
+        "is better): it has learnt little or nothing from the features."
+    )
+    return ["baseline"]
+
+
+def _champion(
+    challenger_metrics,
+    champion_metrics,
+    champion_error: str | None,
+    thresholds: Thresholds,
+    reasons: list[str],
+) -> list[str]:
     primary = thresholds.primary_metric
     greater = GREATER_IS_BETTER[primary]
     challenger = _number(challenger_metrics, primary)
     champion = _number(champion_metrics, primary)
     if champion_metrics is None and champion_error:
         reasons.append(
-            f"The champion could not be scored on this test split ({champion_error}): "
-            "the thresholds alone decide."
+            f"The champion could not be scored on this test split ({champion_error}), so "
+            "the challenger is not compared with it; the other checks decide."
         )
-    elif champion_metrics is None:
-        reasons.append("No champion yet: the thresholds alone decide.")
-    elif champion is None:
+        return []
+    if champion_metrics is None:
+        reasons.append("No champion yet: no model to compare with; the other checks decide.")
+        return []
+    if champion is None:
         reasons.append(
-            f"The champion has no usable {primary} on this test split: the thresholds alone decide."
+            f"The champion has no usable {primary} on this test split, so the challenger is "
+            "not compared with it; the other checks decide."
         )
-    elif challenger is None:
-        ok = False
+        return []
+    if challenger is None:
         reasons.append(
             f"Challenger {primary} is missing or not a number, so it cannot be compared "
             f"with the champion's {_fmt(champion)}."
         )
-    else:
-        # How much worse the challenger is (positive = worse), in the metric's direction.
-        shortfall = (champion - challenger) if greater else (challenger - champion)
-        tolerance = float(thresholds.tolerance)
-        better_word = "higher" if greater else "lower"
-        if shortfall <= tolerance:
-            if shortfall <= 0:
-                detail = f"is at least as good as ({better_word} is better)"
-            else:
-                detail = f"is {_fmt(shortfall)} worse than, within the tolerance {_fmt(tolerance)},"
-            reasons.append(
-                f"Challenger {primary} {_fmt(challenger)} {detail} the champion's "
-                f"{_fmt(champion)} on the same test split."
-            )
+        return ["champion"]
+    # How much worse the challenger is (positive = worse), in the metric's direction.
+    shortfall = (champion - challenger) if greater else (challenger - champion)
+    tolerance = float(thresholds.tolerance)
+    better_word = "higher" if greater else "lower"
+    if shortfall <= tolerance:
+        if shortfall <= 0:
+            detail = f"is at least as good as ({better_word} is better)"
         else:
-            ok = False
-            reasons.append(
-                f"Challenger {primary} {_fmt(challenger)} is {_fmt(shortfall)} worse than the "
-                f"champion's {_fmt(champion)} on the same test split, more than the "
-                f"tolerance {_fmt(tolerance)} ({better_word} is better)."
-            )
-    reasons.insert(
-        0,
-        "Deploy: the challenger passed every check."
-        if ok
-        else "Reject: the challenger failed at least one check.",
+            detail = f"is {_fmt(shortfall)} worse than, within the tolerance {_fmt(tolerance)},"
+        reasons.append(
+            f"Challenger {primary} {_fmt(challenger)} {detail} the champion's "
+            f"{_fmt(champion)} on the same test split."
+        )
+        return []
+    reasons.append(
+        f"Challenger {primary} {_fmt(challenger)} is {_fmt(shortfall)} worse than the "
+        f"champion's {_fmt(champion)} on the same test split, more than the "
+        f"tolerance {_fmt(tolerance)} ({better_word} is better)."
     )
-    return Decision(deploy=ok, reasons=reasons)
+    return ["champion"]
+
+
+def _contract(
+    contract: ContractComparison | None, thresholds: Thresholds, reasons: list[str]
+) -> tuple[list[str], list[str]]:
+    """(failed checks, contract changes for `Decision.contract_changes`)."""
+    if contract is None:
+        return [], []
+    champion = f"champion v{contract.champion_version}" if contract.champion_version else (
+        "the champion"
+    )
+    if not contract.compared:
+        reasons.append(
+            f"The input contract is not compared with {champion}'s: {contract.note}."
+        )
+        return [], []
+    if not contract.changed:
+        reasons.append(
+            f"The input contract is the same as {champion}'s (same columns, kinds, label "
+            "type and labels)."
+        )
+        return [], []
+    changes = [str(change) for change in contract.changes]
+    listed = "; ".join(change.description for change in contract.changes)
+    if thresholds.allow_contract_change:
+        actions = "; ".join(change.client_action for change in contract.changes)
+        reasons.append(
+            f"The input contract differs from {champion}'s, allowed by "
+            f"allow_contract_change: {listed}. Clients must change: {actions}."
+        )
+        return [], changes
+    reasons.append(
+        f"The input contract differs from {champion}'s, so today's clients would break: "
+        f"{listed}. Set allow_contract_change to deploy it anyway (the deployed "
+        "notification then says what clients must change)."
+    )
+    return ["input contract"], changes
+
+
+def decide_deployment(
+    challenger_metrics: dict[str, Any],
+    champion_metrics: dict[str, Any] | None,
+    thresholds: Thresholds | dict[str, Any] | None = None,
+    *,
+    champion_error: str | None = None,
+    baseline_metrics: dict[str, Any] | None = None,
+    contract: ContractComparison | None = None,
+) -> Decision:
+    """Deploy iff every check that applies passes; see the module docstring.
+
+    `champion_error`: why a champion that exists could not be scored on this test
+    split. `baseline_metrics`: the class-prior baseline on the same split (None: the
+    lift is not checked). `contract`: the challenger's input contract compared with the
+    champion's (None: no champion, nothing to compare)."""
+    if not isinstance(thresholds, Thresholds):
+        thresholds = Thresholds.from_dict(thresholds)
+    reasons: list[str] = []
+    failed = _absolute(challenger_metrics, thresholds, reasons)
+    failed += _baseline(challenger_metrics, baseline_metrics, thresholds, reasons)
+    failed += _champion(challenger_metrics, champion_metrics, champion_error, thresholds, reasons)
+    contract_failed, changes = _contract(contract, thresholds, reasons)
+    failed += contract_failed
+    ok = not failed
+    if ok:
+        header = "Deploy: the challenger passed every check."
+    else:
+        names = ", ".join(dict.fromkeys(failed))
+        header = (
+            f"Reject: the challenger failed {len(failed)} check"
+            f"{'s' if len(failed) != 1 else ''} ({names})."
+        )
+    reasons.insert(0, header)
+    return Decision(deploy=ok, reasons=reasons, contract_changes=changes)
