@@ -1,4 +1,8 @@
-"""Errors raised on bad input data. Each names the file or table, the column and the rule."""
+"""Errors raised on bad input data. Each names the file or table, the column and the rule.
+
+Every one is a `DataError`: the same file fails the same way on every attempt, so the
+step layer fails the task at once (no retries) with the message.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,12 @@ class DataError(ValueError):
 
 
 class DataSourceError(DataError):
-    """The source file is missing, empty or unreadable."""
+    """The source file is missing, empty or unreadable (`rule` names what is wrong with
+    it, e.g. `ragged_row`, `duplicate_column`, `file_format`; None for a missing file)."""
+
+    def __init__(self, message: str, rule: str | None = None):
+        super().__init__(message)
+        self.rule = rule
 
 
 @dataclass(frozen=True)
@@ -37,3 +46,8 @@ class DataValidationError(DataError):
         super().__init__(
             f"data validation failed for {source} ({len(self.violations)} rule(s) broken):\n{lines}"
         )
+
+    @property
+    def rules(self) -> list[str]:
+        """The broken rules' names, in the order reported."""
+        return [v.rule for v in self.violations]

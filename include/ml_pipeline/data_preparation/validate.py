@@ -1,45 +1,67 @@
 """Schema and quality rules, checked by SQL inside the warehouse.
 
-One aggregate query profiles every column (non-null count, how many values parse as
-numbers, an example of a value that does not, min/max, distinct count); the rules then
+One aggregate query profiles every column (`profile.profile_table`); the rules then
 compare that profile with `ValidationRules`. Every broken rule becomes a `Violation`
-naming the column, the rule and the observed value, and all of them are raised together
-in one `DataValidationError`, so the user fixes the file once.
+naming the column, the rule and the observed value (with the line of the first bad
+value), and all of them are raised together in one `DataValidationError`, so the user
+fixes the file once. What is unusual but usable becomes a warning in the report instead
+(`ValidationReport.warnings`), printed by `make run`.
+
+The rules, by name:
+
+* table: `min_rows`, `header_looks_like_data` (every header name is a number, or most
+  are values of their own column: a file without a header line), `has_features`,
+  `max_duplicate_fraction` (only when set; by default repeated rows are a warning);
+* target: `required_column`, `target_nulls`, `target_type` (a list/struct label),
+  `min_classes`, `max_classes`, `min_class_count`, `label_spelling` (labels that differ
+  only by case or spacing, e.g. `Yes` and `yes`);
+* features: `required_column`, `numeric_parseable` (a column of numbers with text in
+  it), `finite_numbers` (`inf`, `1e400`, numbers beyond +-1e150), `max_null_fraction`,
+  `value_range`, `nested_column` (lists/structs, Parquet), `target_leakage` (one column
+  that alone predicts the target almost perfectly).
+
+Kinds: a column is numeric when declared so, typed so (Parquet), or when at least
+`MOSTLY_NUMERIC_SHARE` of its values parse as numbers (missing-number tokens such as `NA`
+and `NaN` do not count; they are missing values); its other values are then reported by
+`numeric_parseable` rather than turning the column into text. Anything else is
+categorical.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from include.ml_pipeline.contracts.payloads import ValidationReport
 from include.ml_pipeline.data_preparation.errors import DataValidationError, Violation
 from include.ml_pipeline.data_preparation.ingest import ROW_ID
+from include.ml_pipeline.data_preparation.profile import (
+    NUMERIC_TYPES,  # noqa: F401  (re-exported)
+    is_numeric_type,
+    profile_table,
+)
 from include.ml_pipeline.data_preparation.warehouse import (
+    finite_number,
     quote_ident,
-    row_count,
     table_columns,
     text_value,
 )
 
-NUMERIC_TYPES = (
-    "TINYINT",
-    "SMALLINT",
-    "INTEGER",
-    "BIGINT",
-    "HUGEINT",
-    "FLOAT",
-    "DOUBLE",
-    "DECIMAL",
-    "UTINYINT",
-    "USMALLINT",
-    "UINTEGER",
-    "UBIGINT",
-)
-#: A text column is taken as numeric when at least this share of its values parse as numbers;
-#: the rest are then reported as unparseable values rather than silently dropped.
-NUMERIC_SHARE = 0.95
+#: A text column is numeric when at least this share of its values parse as numbers; the
+#: rest are then reported as unparseable values rather than silently dropped.
+MOSTLY_NUMERIC_SHARE = 0.8
+#: Kept for callers of the former name.
+NUMERIC_SHARE = MOSTLY_NUMERIC_SHARE
 MAX_CLASSES = 50
+#: Fewer rows than this: a warning that test metrics are noisy.
+SMALL_TABLE_ROWS = 500
+#: Leakage is measured on at most this many rows.
+LEAKAGE_SAMPLE_ROWS = 200_000
+#: Categories with fewer rows than this count as one "rare" group when measuring leakage
+#: (so that an identifier, unique per row, does not look like a perfect predictor).
+LEAKAGE_MIN_CATEGORY_ROWS = 10
 
 
 @dataclass(frozen=True)
@@ -50,12 +72,17 @@ class ValidationRules:
     required_columns: list[str] = field(default_factory=list)
     numeric_columns: list[str] = field(default_factory=list)
     categorical_columns: list[str] = field(default_factory=list)
+    exclude_columns: list[str] = field(default_factory=list)
     value_ranges: dict[str, list[float]] = field(default_factory=dict)
     min_rows: int = 100
     max_null_fraction: float = 0.5
     max_target_null_fraction: float = 0.01
-    max_duplicate_fraction: float = 0.1
+    #: None: repeated rows are only a warning; a number: more than that share fails.
+    max_duplicate_fraction: float | None = None
     min_class_count: int = 10
+    #: Share of the target's uncertainty one column may explain (None: not checked).
+    leakage_threshold: float | None = 0.95
+    drop_duplicates: bool = True
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ValidationRules:
@@ -64,57 +91,7 @@ class ValidationRules:
 
 
 def _is_numeric_type(duck_type: str) -> bool:
-    return duck_type.upper().startswith(NUMERIC_TYPES)
-
-
-def profile_sql(table: str, columns: list[tuple[str, str]]) -> tuple[str, list[str]]:
-    """One aggregate query over all columns; returns (sql, output names)."""
-    parts, names = [], []
-    for i, (name, _duck_type) in enumerate(columns):
-        text = text_value(name)
-        num = f"TRY_CAST({text} AS DOUBLE)"
-        bad = f"{text} IS NOT NULL AND {num} IS NULL"
-        parts += [
-            f"count({text}) AS c{i}_nonnull",
-            f"count({num}) AS c{i}_numeric",
-            f"min({num}) AS c{i}_min",
-            f"max({num}) AS c{i}_max",
-            f"approx_count_distinct({text}) AS c{i}_distinct",
-            f"arg_min({text}, {ROW_ID}) FILTER (WHERE {bad}) AS c{i}_bad_example",
-            f"min({ROW_ID}) FILTER (WHERE {bad}) AS c{i}_bad_row",
-        ]
-        names.append(name)
-    return f"SELECT {', '.join(parts)} FROM {quote_ident(table)}", names
-
-
-def profile_table(con, table: str) -> dict[str, Any]:
-    """Per-column facts and class counts of `table`, computed in the database."""
-    columns = [(n, t) for n, t in table_columns(con, table) if n != ROW_ID]
-    rows = row_count(con, table)
-    profile: dict[str, Any] = {"table": table, "rows": rows, "columns": {}}
-    if not columns:
-        return profile
-    sql, _names = profile_sql(table, columns)
-    values = con.execute(sql).fetchone()
-    width = 7
-    for i, (name, duck_type) in enumerate(columns):
-        nonnull, numeric, lo, hi, distinct, bad_example, bad_row = values[
-            i * width : (i + 1) * width
-        ]
-        profile["columns"][name] = {
-            "source_type": duck_type,
-            "non_null": int(nonnull),
-            "null_fraction": (1 - nonnull / rows) if rows else 0.0,
-            "numeric_values": int(numeric),
-            "numeric_share": (numeric / nonnull) if nonnull else 0.0,
-            "min": lo,
-            "max": hi,
-            "distinct": int(distinct or 0),
-            "bad_example": bad_example,
-            # __row_id counts data rows from 1; the file line adds the header
-            "bad_line": int(bad_row) + 1 if bad_row is not None else None,
-        }
-    return profile
+    return is_numeric_type(duck_type)
 
 
 def infer_kinds(profile: dict[str, Any], rules: ValidationRules) -> dict[str, str]:
@@ -123,12 +100,12 @@ def infer_kinds(profile: dict[str, Any], rules: ValidationRules) -> dict[str, st
     for name, col in profile["columns"].items():
         if name == rules.target:
             continue
-        if name in rules.categorical_columns:
+        if name in rules.categorical_columns or col.get("nested"):
             kinds[name] = "categorical"
         elif (
             name in rules.numeric_columns
-            or _is_numeric_type(col["source_type"])
-            or (col["non_null"] and col["numeric_share"] >= NUMERIC_SHARE)
+            or is_numeric_type(col["source_type"])
+            or (col["non_null"] > col["tokens"] and col["numeric_share"] >= MOSTLY_NUMERIC_SHARE)
         ):
             kinds[name] = "numeric"
         else:
@@ -140,12 +117,13 @@ def class_counts(con, table: str, target: str) -> dict[str, int]:
     text = text_value(target)
     rows = con.execute(
         f"SELECT {text} AS label, count(*) FROM {quote_ident(table)} "
-        f"WHERE {text} IS NOT NULL GROUP BY 1 ORDER BY 2 DESC LIMIT {MAX_CLASSES + 1}"
+        f"WHERE {text} IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {MAX_CLASSES + 1}"
     ).fetchall()
     return {str(label): int(n) for label, n in rows}
 
 
 def duplicate_rows(con, table: str) -> int:
+    """Rows that repeat an earlier row on every column."""
     cols = ", ".join(quote_ident(n) for n, _ in table_columns(con, table) if n != ROW_ID)
     sql = (
         f"SELECT (SELECT count(*) FROM {quote_ident(table)}) - "
@@ -154,93 +132,235 @@ def duplicate_rows(con, table: str) -> int:
     return int(con.execute(sql).fetchone()[0])
 
 
+# --------------------------------------------------------------------------- leakage
+
+
+def _entropy(counts: list[int]) -> float:
+    total = sum(counts)
+    return -sum(c / total * math.log(c / total) for c in counts if c)
+
+
+def leakage_score(
+    con, table: str, column: str, kind: str, target: str, rows: int, distinct: int = 0
+) -> float:
+    """How much of the target's uncertainty `column` alone removes (Theil's U, 0..1):
+    1 - H(target | column) / H(target), with numbers cut into equal-count bins (at least
+    20 rows each, at most 50 bins) and categories under `LEAKAGE_MIN_CATEGORY_ROWS` rows
+    pooled; a numeric column with no more distinct values than bins is binned by value.
+    A copy of the target, or a 1:1 recoding of it, scores 1."""
+    y = text_value(target)
+    sample = ""
+    if rows > LEAKAGE_SAMPLE_ROWS:
+        sample = f" AND hash({ROW_ID}) % {math.ceil(rows / LEAKAGE_SAMPLE_ROWS)} = 0"
+    base = f"FROM {quote_ident(table)} WHERE {y} IS NOT NULL{sample}"
+    bins = max(2, min(50, rows // 20))
+    if kind == "numeric" and distinct > bins:
+        x = finite_number(column)
+        sql = (
+            f"WITH t AS (SELECT {x} AS x, {y} AS y {base}) "
+            f"SELECT CASE WHEN x IS NULL THEN 0 ELSE ntile({bins}) OVER "
+            f"(PARTITION BY x IS NULL ORDER BY x) END AS bin, y FROM t"
+        )
+    else:
+        x = f"coalesce({text_value(column)}, chr(0))"
+        sql = (
+            f"WITH t AS (SELECT {x} AS x, {y} AS y {base}), "
+            f"c AS (SELECT x, y, count(*) OVER (PARTITION BY x) AS nx FROM t) "
+            f"SELECT CASE WHEN nx >= {LEAKAGE_MIN_CATEGORY_ROWS} THEN x ELSE chr(1) END "
+            f"AS bin, y FROM c"
+        )
+    cells = con.execute(f"SELECT bin, y, count(*) FROM ({sql}) GROUP BY ALL").fetchall()
+    by_label: dict[Any, int] = {}
+    by_bin: dict[Any, list[int]] = {}
+    for bin_, label, n in cells:
+        by_label[label] = by_label.get(label, 0) + n
+        by_bin.setdefault(bin_, []).append(n)
+    h_y = _entropy(list(by_label.values()))
+    if h_y <= 0:
+        return 0.0
+    total = sum(by_label.values())
+    h_y_x = sum(sum(c) / total * _entropy(c) for c in by_bin.values())
+    return max(0.0, 1.0 - h_y_x / h_y)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _parses_as_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def header_looks_like_data(profile: dict[str, Any]) -> list[str]:
+    """The header names that look like values (numbers, or values of their own column)
+    when the header as a whole looks like a data row; else an empty list."""
+    columns = profile["columns"]
+    names = list(columns)
+    if not names:
+        return []
+    numbers = [n for n in names if _parses_as_number(n)]
+    if len(numbers) == len(names):
+        return numbers
+    values = [n for n in names if _parses_as_number(n) or columns[n]["name_hits"] > 0]
+    if len(values) >= 2 and len(values) >= 0.5 * len(names):
+        return values
+    return []
+
+
+def _spelling_key(label: str) -> str:
+    return re.sub(r"\s+", " ", label.strip()).casefold()
+
+
+def label_spellings(classes: dict[str, int]) -> list[list[str]]:
+    """Groups of labels that differ only by case or spacing (`Yes`, `yes`, `YES `)."""
+    groups: dict[str, list[str]] = {}
+    for label in classes:
+        groups.setdefault(_spelling_key(label), []).append(label)
+    return [labels for labels in groups.values() if len(labels) > 1]
+
+
+def _fmt_rows(n: int) -> str:
+    return f"{n:,} row{'s' if n != 1 else ''}"
+
+
+# --------------------------------------------------------------------------- the rules
+
+
 def check_rules(
-    profile: dict[str, Any], classes: dict[str, int], duplicates: int, rules: ValidationRules
+    profile: dict[str, Any],
+    classes: dict[str, int],
+    duplicates: int,
+    rules: ValidationRules,
+    *,
+    leakage: dict[str, float] | None = None,
+    file_format: str = "csv",
 ) -> list[Violation]:
     """Compare a profile with the rules; return every violation (empty list: valid)."""
+    from include.ml_pipeline.data_preparation.preprocess import choose_features
+
     v: list[Violation] = []
     rows, columns = profile["rows"], profile["columns"]
     if rows < rules.min_rows:
-        v.append(Violation(None, "min_rows", f"{rows} data rows", f"at least {rules.min_rows}"))
-    for name in [rules.target, *rules.required_columns]:
-        if name not in columns:
-            v.append(
-                Violation(
-                    name,
-                    "required_column",
-                    "column is absent",
-                    f"one of the file's columns ({', '.join(list(columns)[:20])})",
-                )
+        v.append(
+            Violation(
+                None,
+                "min_rows",
+                f"{rows} data rows",
+                f"at least {rules.min_rows} (the min_rows parameter)",
             )
-    if rules.target in columns and rows:
-        target = columns[rules.target]
-        if target["null_fraction"] > rules.max_target_null_fraction:
-            v.append(
-                Violation(
-                    rules.target,
-                    "target_nulls",
-                    f"{target['null_fraction']:.1%} of rows have no label",
-                    f"at most {rules.max_target_null_fraction:.1%}",
-                )
+        )
+    data_like = header_looks_like_data(profile) if file_format == "csv" else []
+    if data_like:
+        shown = ", ".join(repr(n) for n in data_like[:8])
+        v.append(
+            Violation(
+                None,
+                "header_looks_like_data",
+                f"the first line ({shown}{', ...' if len(data_like) > 8 else ''}) looks like "
+                "a data row, not column names",
+                "a first line naming the columns: add a header line to the file",
             )
-        if len(classes) < 2:
-            seen = ", ".join(repr(c) for c in classes) or "none"
-            v.append(
-                Violation(
-                    rules.target,
-                    "min_classes",
-                    f"{len(classes)} class ({seen})",
-                    "at least 2 classes",
-                )
-            )
-        elif len(classes) > MAX_CLASSES:
-            v.append(
-                Violation(
-                    rules.target,
-                    "max_classes",
-                    f"more than {MAX_CLASSES} classes",
-                    f"at most {MAX_CLASSES} (is this a regression target?)",
-                )
-            )
-        else:
-            for label, n in classes.items():
-                if n < rules.min_class_count:
-                    v.append(
-                        Violation(
-                            rules.target,
-                            "min_class_count",
-                            f"class {label!r} has {n} rows",
-                            f"at least {rules.min_class_count} per class",
-                        )
+        )
+    else:
+        for name in dict.fromkeys([rules.target, *rules.required_columns]):
+            if name not in columns:
+                v.append(
+                    Violation(
+                        name,
+                        "required_column",
+                        "column is absent",
+                        f"one of the file's columns ({', '.join(list(columns)[:20])})",
                     )
+                )
+    if rules.target in columns and rows:
+        v += _target_rules(columns[rules.target], classes, rules)
     kinds = infer_kinds(profile, rules)
-    features = [c for c in kinds]
-    if rules.target in columns and not features:
+    numeric, categorical, _excluded = choose_features(
+        kinds, columns, rows, rules.exclude_columns
+    )
+    features = set(numeric) | set(categorical)
+    if rules.target in columns and not kinds:
         v.append(
             Violation(
                 None, "has_features", "no column besides the target", "at least one feature column"
             )
         )
+    elif rules.target in columns and rows and not features and not data_like:
+        left_out = "; ".join(f"{n!r}: {why}" for n, why in list(_excluded.items())[:10])
+        v.append(
+            Violation(
+                None,
+                "has_features",
+                f"no usable feature column ({left_out})",
+                "at least one feature column that is not constant, an identifier or excluded",
+            )
+        )
     for name, kind in kinds.items():
         col = columns[name]
-        if kind == "numeric" and col["non_null"] > col["numeric_values"]:
-            bad = col["non_null"] - col["numeric_values"]
+        if name in rules.exclude_columns:
+            continue
+        if col["nested"]:
             v.append(
                 Violation(
                     name,
-                    "numeric_parseable",
-                    f"{bad} value(s) are not numbers, first {col['bad_example']!r} "
-                    f"on line {col['bad_line']}",
-                    "numbers only",
+                    "nested_column",
+                    f"values of type {col['source_type']} (lists or records, not one value)",
+                    "one number or text per cell: flatten it, or list it in exclude_columns",
                 )
             )
-        if rows and col["null_fraction"] > rules.max_null_fraction:
+            continue
+        if name not in features:
+            continue  # constant or identifier-like: not used, warned about
+        if kind == "numeric":
+            bad = col["non_null"] - col["tokens"] - col["numeric_values"]
+            if bad > 0:
+                v.append(
+                    Violation(
+                        name,
+                        "numeric_parseable",
+                        f"{bad} value(s) are not numbers, first {col['bad_example']!r} "
+                        f"on line {col['bad_line']}",
+                        "numbers only (fix those values or leave them empty; if the column "
+                        "is text, list it in categorical_columns)",
+                    )
+                )
+            if col["infinite"]:
+                v.append(
+                    Violation(
+                        name,
+                        "finite_numbers",
+                        f"{col['infinite']} value(s) are infinite or too large to compute "
+                        f"with, first {col['infinite_example']!r} on line "
+                        f"{col['infinite_line']}",
+                        "finite numbers within +-1e150 (leave unknown values empty)",
+                    )
+                )
+        missing = col["null_fraction"] + (col["tokens"] / rows if kind == "numeric" else 0)
+        if rows and missing > rules.max_null_fraction:
             v.append(
                 Violation(
                     name,
                     "max_null_fraction",
-                    f"{col['null_fraction']:.1%} missing",
-                    f"at most {rules.max_null_fraction:.1%}",
+                    f"{missing:.1%} missing",
+                    f"at most {rules.max_null_fraction:.1%} (raise max_null_fraction, or "
+                    "list the column in exclude_columns)",
+                )
+            )
+        score = (leakage or {}).get(name)
+        threshold = rules.leakage_threshold
+        if threshold is not None and score is not None and score >= threshold:
+            v.append(
+                Violation(
+                    name,
+                    "target_leakage",
+                    f"this column alone predicts {rules.target!r} almost perfectly (it "
+                    f"explains {score:.1%} of the label's uncertainty): a copy or recoding "
+                    "of the label, or something known only after it",
+                    f"less than {threshold:.0%} (leakage_threshold): list the column in "
+                    "exclude_columns; if it is truly known before the label, raise "
+                    "leakage_threshold or set it to null",
                 )
             )
     for name, bounds in rules.value_ranges.items():
@@ -257,29 +377,224 @@ def check_rules(
                     f"within [{lo}, {hi}]",
                 )
             )
-    if rows and duplicates / rows > rules.max_duplicate_fraction:
+    limit = rules.max_duplicate_fraction
+    if limit is not None and rows and duplicates / rows > limit:
         v.append(
             Violation(
                 None,
                 "max_duplicate_fraction",
                 f"{duplicates} duplicate rows ({duplicates / rows:.1%})",
-                f"at most {rules.max_duplicate_fraction:.1%}",
+                f"at most {limit:.1%}",
             )
         )
     return v
 
 
+def _target_rules(
+    target: dict[str, Any], classes: dict[str, int], rules: ValidationRules
+) -> list[Violation]:
+    v: list[Violation] = []
+    name = rules.target
+    if target["nested"]:
+        return [
+            Violation(
+                name,
+                "target_type",
+                f"labels of type {target['source_type']} (lists or records)",
+                "one label (text, integer or boolean) per row",
+            )
+        ]
+    if target["null_fraction"] > rules.max_target_null_fraction:
+        v.append(
+            Violation(
+                name,
+                "target_nulls",
+                f"{target['null_fraction']:.1%} of rows have no label",
+                f"at most {rules.max_target_null_fraction:.1%}",
+            )
+        )
+    if len(classes) < 2:
+        seen = ", ".join(repr(c) for c in classes) or "none"
+        v.append(
+            Violation(name, "min_classes", f"{len(classes)} class ({seen})", "at least 2 classes")
+        )
+        return v
+    if len(classes) > MAX_CLASSES:
+        v.append(
+            Violation(
+                name,
+                "max_classes",
+                f"more than {MAX_CLASSES} classes",
+                f"at most {MAX_CLASSES} (is this a regression target?)",
+            )
+        )
+        return v
+    for group in label_spellings(classes):
+        shown = " and ".join(f"{label!r} ({_fmt_rows(classes[label])})" for label in group)
+        v.append(
+            Violation(
+                name,
+                "label_spelling",
+                f"labels {shown} differ only by case or spacing",
+                "one spelling per class: write them the same way",
+            )
+        )
+    for label, n in classes.items():
+        if n < rules.min_class_count:
+            v.append(
+                Violation(
+                    name,
+                    "min_class_count",
+                    f"class {label!r} has {n} rows",
+                    f"at least {rules.min_class_count} per class",
+                )
+            )
+    return v
 
 
-def validate_table(con, table: str, rules: ValidationRules, source: str) -> ValidationReport:
-    """Profile `table`, check `rules`; raise `DataValidationError` naming every violation."""
+# --------------------------------------------------------------------------- warnings
+
+
+def collect_warnings(
+    profile: dict[str, Any],
+    classes: dict[str, int],
+    duplicates: int,
+    rules: ValidationRules,
+    label_type: str | None = None,
+) -> list[str]:
+    """What is unusual but usable: one sentence each, saying what happens to it."""
+    from include.ml_pipeline.data_preparation.preprocess import (
+        LABEL_TEXT,
+        choose_features,
+        identifier_columns,
+    )
+
+    out: list[str] = []
+    rows, columns = profile["rows"], profile["columns"]
+    kinds = infer_kinds(profile, rules)
+    _numeric, _categorical, excluded = choose_features(
+        kinds, columns, rows, rules.exclude_columns
+    )
+    for name, why in excluded.items():
+        if why.startswith("identifier-like"):
+            out.append(f"column {name!r} looks like an identifier ({why}): not used as a feature")
+        elif why.startswith("constant"):
+            col = columns[name]
+            what = "no value" if not col["non_null"] else "the same value in every row"
+            out.append(f"column {name!r} has {what}: not used as a feature")
+    for name, kind in kinds.items():
+        col = columns[name]
+        if name in excluded:
+            continue
+        if kind == "numeric" and col["tokens"]:
+            out.append(
+                f"column {name!r}: {_fmt_rows(col['tokens'])} hold {col['token_example']!r} "
+                "or a similar missing-value marker: read as missing numbers"
+            )
+        candidates = col["non_null"] - col["tokens"]
+        mixed = candidates and col["numeric_share"] >= 0.5 and col["bad_example"] is not None
+        if kind == "categorical" and mixed and name not in rules.categorical_columns:
+            out.append(
+                f"column {name!r} is mostly numbers ({col['numeric_share']:.0%}) but also "
+                f"text (first {col['bad_example']!r} on line {col['bad_line']}): it is used "
+                "as categorical text; fix the values or list it in numeric_columns"
+            )
+    if duplicates:
+        ids = identifier_columns(excluded)
+        share = f"{duplicates / rows:.1%}" if rows else "0%"
+        if ids and rules.drop_duplicates:
+            out.append(
+                f"{_fmt_rows(duplicates)} ({share}) repeat another row exactly, identifier "
+                f"{', '.join(map(repr, ids))} included (the same record twice): "
+                "preprocessing keeps the first of each"
+            )
+        else:
+            why = (
+                "drop_duplicates is off"
+                if ids
+                else "no identifier column says they are the same record"
+            )
+            out.append(
+                f"{_fmt_rows(duplicates)} ({share}) repeat another row exactly: "
+                f"they are kept ({why})"
+            )
+    if 0 < rows < SMALL_TABLE_ROWS:
+        out.append(
+            f"only {rows:,} rows: the test split holds a few dozen of them, so its "
+            "metrics (and the deploy gate) are noisy"
+        )
+    labels = list(classes)
+    if labels and label_type == LABEL_TEXT:
+        if all(re.fullmatch(r"\s*[\[{(].*[\]})]\s*", label) for label in labels):
+            out.append(
+                f"labels look like lists or records ({', '.join(map(repr, labels[:3]))}): "
+                "they are kept as text exactly as written, and the model API returns them so"
+            )
+        elif all(_parses_as_number(label) for label in labels):
+            out.append(
+                f"labels are decimal numbers ({', '.join(map(repr, labels[:3]))}): they are "
+                "kept as text labels exactly as written"
+            )
+    return out
+
+
+def measure_leakage(
+    con, table: str, profile: dict[str, Any], rules: ValidationRules
+) -> dict[str, float]:
+    """`leakage_score` of every feature column (none when the check is off)."""
+    from include.ml_pipeline.data_preparation.preprocess import choose_features
+
+    columns = profile["columns"]
+    if rules.leakage_threshold is None or rules.target not in columns:
+        return {}
+    kinds = infer_kinds(profile, rules)
+    numeric, categorical, _ = choose_features(
+        kinds, columns, profile["rows"], rules.exclude_columns
+    )
+    return {
+        name: leakage_score(
+            con,
+            table,
+            name,
+            kinds[name],
+            rules.target,
+            profile["rows"],
+            columns[name]["distinct"],
+        )
+        for name in [*numeric, *categorical]
+        if not columns[name]["nested"]
+    }
+
+
+def validate_table(
+    con,
+    table: str,
+    rules: ValidationRules,
+    source: str,
+    *,
+    load_warnings: list[str] | tuple[str, ...] = (),
+    file_format: str = "csv",
+) -> ValidationReport:
+    """Profile `table`, check `rules`; raise `DataValidationError` naming every violation,
+    or return the report (kinds, classes, warnings)."""
+    from include.ml_pipeline.data_preparation.preprocess import target_type
+
     profile = profile_table(con, table)
     has_target = rules.target in profile["columns"]
     classes = class_counts(con, table, rules.target) if has_target else {}
     duplicates = duplicate_rows(con, table) if profile["rows"] else 0
-    violations = check_rules(profile, classes, duplicates, rules)
+    usable_target = (
+        has_target
+        and not profile["columns"][rules.target]["nested"]
+        and 2 <= len(classes) <= MAX_CLASSES
+    )
+    leakage = measure_leakage(con, table, profile, rules) if usable_target else {}
+    violations = check_rules(
+        profile, classes, duplicates, rules, leakage=leakage, file_format=file_format
+    )
     if violations:
         raise DataValidationError(f"{source} (table {table})", violations)
+    label_type = target_type(con, table, rules.target)
     return ValidationReport(
         source=source,
         rows=profile["rows"],
@@ -288,4 +603,8 @@ def validate_table(con, table: str, rules: ValidationRules, source: str) -> Vali
         duplicates=duplicates,
         null_fractions={n: round(c["null_fraction"], 6) for n, c in profile["columns"].items()},
         table=table,
+        warnings=[
+            *load_warnings,
+            *collect_warnings(profile, classes, duplicates, rules, label_type),
+        ],
     )

@@ -43,6 +43,37 @@ def quote_literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+#: Texts that mean "no value" in a numeric column (compared ignoring case): what
+#: spreadsheets, R, pandas and SQL exports write for a missing number.
+MISSING_NUMBER_TOKENS = ("na", "n/a", "nan", "null", "none", "?", "-", "--", ".", "#n/a")
+#: Numbers beyond this magnitude break scaling and fitting (their squares overflow a
+#: float64), so they are refused like infinities.
+MAX_ABS_NUMBER = 1e150
+
+
+def missing_token(column: str) -> str:
+    """SQL: true when the column's text is one of `MISSING_NUMBER_TOKENS`."""
+    tokens = ", ".join(quote_literal(t) for t in MISSING_NUMBER_TOKENS)
+    return f"(lower({text_value(column)}) IN ({tokens}))"
+
+
+def number_value(column: str) -> str:
+    """SQL for a column's value as a DOUBLE: NULL for empty text, a missing-number token
+    or text that is not a number; infinities and huge numbers are kept (validation
+    refuses them, naming the line)."""
+    text = text_value(column)
+    return (
+        f"(CASE WHEN {missing_token(column)} THEN NULL "
+        f"ELSE TRY_CAST({text} AS DOUBLE) END)"
+    )
+
+
+def finite_number(column: str) -> str:
+    """SQL for a column's value as a finite DOUBLE within +-`MAX_ABS_NUMBER` (else NULL)."""
+    num = number_value(column)
+    return f"(CASE WHEN abs({num}) <= {MAX_ABS_NUMBER:g} THEN {num} END)"
+
+
 
 def table_name(stage: str, key: str) -> str:
     return f"{stage}__{key}"

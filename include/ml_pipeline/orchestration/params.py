@@ -19,7 +19,16 @@ from include.ml_pipeline.training.candidates import DEFAULT_CANDIDATES
 SENSOR_MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 
 #: The deploy gate's Params (`registry.decision.Thresholds`).
-GATE_KEYS = ("min_roc_auc", "min_accuracy", "max_log_loss", "min_f1", "primary_metric", "tolerance")
+GATE_KEYS = (
+    "min_roc_auc",
+    "min_accuracy",
+    "max_log_loss",
+    "min_f1",
+    "primary_metric",
+    "tolerance",
+    "min_lift_over_baseline",
+    "allow_contract_change",
+)
 #: The drift check's Params (`monitoring.drift.DriftThresholds` without the prefix).
 DRIFT_PREFIX = "drift_"
 DRIFT_KEYS = (
@@ -33,8 +42,9 @@ DRIFT_KEYS = (
 
 
 def gate_thresholds(params: dict[str, Any]) -> dict[str, Any]:
-    """The deploy gate's settings from a run's Params."""
-    return {key: params[key] for key in GATE_KEYS}
+    """The deploy gate's settings from a run's Params (a key absent from `params` keeps
+    the gate's default)."""
+    return {key: params[key] for key in GATE_KEYS if key in params}
 
 
 def drift_thresholds(params: dict[str, Any]) -> dict[str, Any]:
@@ -126,12 +136,32 @@ def deployment_params() -> dict[str, Param]:
             type="object",
             description="{column: [min, max]} ranges that values must respect",
         ),
-        "min_rows": Param(200, type="integer", minimum=1),
+        "min_rows": Param(100, type="integer", minimum=1),
         "max_null_fraction": Param(0.5, type="number", minimum=0, maximum=1),
         "max_target_null_fraction": Param(0.01, type="number", minimum=0, maximum=1),
-        "max_duplicate_fraction": Param(0.1, type="number", minimum=0, maximum=1),
+        "max_duplicate_fraction": Param(
+            None,
+            type=["null", "number"],
+            minimum=0,
+            maximum=1,
+            description="Fail when more than this share of rows repeat another row exactly; "
+            "null: repeated rows are only a warning",
+        ),
         "min_class_count": Param(10, type="integer", minimum=1),
-        "drop_duplicates": Param(True, type="boolean"),
+        "leakage_threshold": Param(
+            0.95,
+            type=["null", "number"],
+            minimum=0,
+            maximum=1,
+            description="Refuse a column that alone explains this share of the label's "
+            "uncertainty (a copy of the target); null: not checked",
+        ),
+        "drop_duplicates": Param(
+            True,
+            type="boolean",
+            description="Drop rows that repeat another row exactly, identifier column "
+            "included (only tables with an identifier column; others keep repeated rows)",
+        ),
         # -- split
         "test_size": Param(0.2, type="number", exclusiveMinimum=0, exclusiveMaximum=1),
         "validation_size": Param(0.2, type="number", exclusiveMinimum=0, exclusiveMaximum=1),
@@ -150,10 +180,17 @@ def deployment_params() -> dict[str, Param]:
             settings.model_name, type="string", description="Registered model name in MLflow"
         ),
         # -- deploy gate
-        "min_roc_auc": Param(0.75, type=["null", "number"], description="Deploy gate"),
-        "min_accuracy": Param(0.70, type=["null", "number"], description="Deploy gate"),
-        "max_log_loss": Param(0.60, type=["null", "number"], description="Deploy gate"),
-        "min_f1": Param(None, type=["null", "number"], description="Deploy gate"),
+        "min_lift_over_baseline": Param(
+            0.05,
+            type=["null", "number"],
+            minimum=0,
+            description="Deploy gate: how much the challenger must beat the class-prior "
+            "baseline on primary_metric, both scored on the same test split (null: off)",
+        ),
+        "min_roc_auc": Param(None, type=["null", "number"], description="Deploy gate (optional)"),
+        "min_accuracy": Param(None, type=["null", "number"], description="Deploy gate (optional)"),
+        "max_log_loss": Param(None, type=["null", "number"], description="Deploy gate (optional)"),
+        "min_f1": Param(None, type=["null", "number"], description="Deploy gate (optional)"),
         "primary_metric": Param(
             "roc_auc", type="string", description="Metric compared with the champion"
         ),
@@ -162,6 +199,13 @@ def deployment_params() -> dict[str, Param]:
             type="number",
             minimum=0,
             description="How much worse than the champion is still acceptable",
+        ),
+        "allow_contract_change": Param(
+            False,
+            type="boolean",
+            description="Deploy a challenger whose input contract (columns, types, labels) "
+            "differs from the champion's; the deployed notification says what clients must "
+            "change. false: such a challenger is rejected, naming the differences",
         ),
         # -- deployment
         "latency_p95_budget_ms": Param(

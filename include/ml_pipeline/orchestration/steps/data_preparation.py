@@ -3,6 +3,7 @@ it into the warehouse, validate, clean and split it."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,8 +19,38 @@ from include.ml_pipeline.orchestration import connections
 from include.ml_pipeline.orchestration.defaults import fail_without_retry
 from include.ml_pipeline.runs import run_dir, run_key
 
+log = logging.getLogger(__name__)
+
 #: Bad data or a bad Param: a retry cannot help, fail at once with the message.
-fail_on_bad_data = fail_without_retry(DataError, ValueError, KeyError)
+_fail_at_once = fail_without_retry(DataError, ValueError, KeyError)
+
+
+def fail_on_bad_data(func):
+    """Fail at once (no retries) on bad data or a bad Param. An error of the warehouse
+    engine on the data (a conversion, a query it cannot run on these columns) is
+    deterministic too, and becomes a `DataError` in our words; only its I/O errors (a
+    locked or unwritable database file) are left to the retries."""
+    import functools
+
+    @functools.wraps(func)
+    def engine_errors_as_data_errors(*args, **kwargs):
+        import duckdb
+
+        try:
+            return func(*args, **kwargs)
+        except duckdb.IOException:
+            raise
+        except duckdb.Error as exc:
+            import re
+
+            first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            first = re.sub(r"^[A-Za-z ]*Error:\s*", "", first.strip())
+            raise DataError(
+                f"{func.__name__}: the warehouse could not process this data ({first}); "
+                "check the file's columns and values, or report it with the file attached"
+            ) from exc
+
+    return _fail_at_once(engine_errors_as_data_errors)
 
 
 def wait_for_data(params: Mapping[str, Any], started_at: Any) -> Any:
@@ -85,7 +116,16 @@ def validate_raw_data(loaded: dict, params: Mapping[str, Any]) -> dict:
     raw = LoadResult.from_dict(loaded)
     rules = ValidationRules.from_params(dict(params))
     with warehouse.connect(connections.duckdb_path()) as con:
-        report = validate_table(con, raw.table, rules, raw.source_uri)
+        report = validate_table(
+            con,
+            raw.table,
+            rules,
+            raw.source_uri,
+            load_warnings=raw.warnings,
+            file_format=raw.file_format,
+        )
+    for warning in report.warnings:
+        log.warning("data warning: %s", warning)
     return report.to_dict()
 
 
