@@ -27,8 +27,9 @@ def deployed(
     dashboard: str | None,
     **links_and_ids: str | None,
 ) -> Notification:
-    """`notificar_despliegue_exitoso`: version, metrics, why it won, links."""
-    return _verdict(
+    """`notificar_despliegue_exitoso`: version, metrics, why it won, links; when the gate
+    allowed an input-contract change, what clients must change, first."""
+    note = _verdict(
         EVENT_DEPLOYED,
         "is live as champion",
         registered,
@@ -37,13 +38,27 @@ def deployed(
         dashboard_path=dashboard,
         **links_and_ids,
     )
+    changes = list(decision.contract_changes) if decision else []
+    if changes:
+        note.title += " with a CHANGED INPUT CONTRACT"
+        note.reasons[:0] = [
+            f"Clients must change ({len(changes)} contract change"
+            f"{'s' if len(changes) != 1 else ''} allowed by allow_contract_change):",
+            *(f"contract change: {change}" for change in changes),
+        ]
+        note.details["contract_changes"] = "; ".join(changes)
+    return note
 
 
 def rejected(
     registered: RegisteredModel, decision: Decision | None, **links_and_ids: str | None
 ) -> Notification:
-    """`notificar_modelo_rechazado`: the gate's reasons."""
-    return _verdict(EVENT_REJECTED, "was rejected", registered, decision, **links_and_ids)
+    """`notificar_modelo_rechazado`: the gate's reasons (and the named contract
+    differences, when the input contract is why)."""
+    note = _verdict(EVENT_REJECTED, "was rejected", registered, decision, **links_and_ids)
+    if decision and decision.contract_changes:
+        note.details["contract_changes"] = "; ".join(decision.contract_changes)
+    return note
 
 
 def _verdict(

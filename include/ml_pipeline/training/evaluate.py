@@ -7,7 +7,9 @@ precision-recall curves and feature importances as PNG images under `plots/`, th
 as JSON under `evaluation/`, and the test dataset as an input. If the registered model
 has a `champion`, that version is scored on the same test rows (with its own feature
 spec, so a champion trained on other columns is still measured fairly) and its metrics
-are returned beside the challenger's — what the deploy gate compares.
+are returned beside the challenger's — what the deploy gate compares. So is the
+class-prior baseline (`class_prior_baseline`: scikit-learn's `DummyClassifier(strategy=
+"prior")` fitted on the training labels), which a challenger must beat to be deployed.
 
 Feature importances are permutation importances of the raw input columns (the drop in
 test ROC AUC when a column is shuffled; up to `importance_rows` test rows, a few
@@ -208,6 +210,25 @@ def _champion(
     return facts
 
 
+def class_prior_baseline(train_labels: Any, test_labels: Any) -> dict[str, float] | None:
+    """Metrics on the test labels of the model that predicts the training class shares
+    for every row (ROC AUC 0.5, accuracy the majority share): what a model that learnt
+    nothing from the features scores. None when it cannot be scored (a test label the
+    training split does not have)."""
+    import numpy as np
+    from sklearn.dummy import DummyClassifier
+
+    train = np.asarray(train_labels)
+    test = np.asarray(test_labels)
+    prior = DummyClassifier(strategy="prior").fit(np.zeros((len(train), 1)), train)
+    try:
+        return classification_metrics(
+            test, prior.predict_proba(np.zeros((len(test), 1))), prior.classes_
+        )
+    except ValueError:
+        return None
+
+
 def _logged_model_run_id(model_uri: str) -> str | None:
     import mlflow
 
@@ -231,6 +252,7 @@ def evaluate_on_test(
     importance_repeats: int = 5,
     seed: int = 0,
     threads: int | None = 1,
+    train_path: str | None = None,
 ) -> dict[str, Any]:
     """Score `model_uri` on the test split, log metrics and plots to its run, and score the
     `champion` of `model_name` (if given and aliased) on the same rows.
@@ -239,7 +261,9 @@ def evaluate_on_test(
     `classes`, `test_rows`, `test_fingerprint`, `artifacts` (paths in the run),
     `feature_importance` (`method`, `top`: `[[column, value], ...]`), and `champion`:
     None, or `version`, `model_uri`, `run_id`, `metrics` (None when it could not be
-    scored) and `error`. `threads` caps BLAS/OpenMP threads while scoring.
+    scored) and `error`. `threads` caps BLAS/OpenMP threads while scoring. With
+    `train_path` (the training split), `baseline_metrics` are the class-prior baseline's
+    on the same test rows (else None).
     """
 
     with limit_threads(threads):
@@ -254,6 +278,7 @@ def evaluate_on_test(
             importance_rows=importance_rows,
             importance_repeats=importance_repeats,
             seed=seed,
+            train_path=train_path,
         )
 
 
@@ -269,6 +294,7 @@ def _evaluate_on_test(
     importance_rows: int,
     importance_repeats: int,
     seed: int,
+    train_path: str | None = None,
 ) -> dict[str, Any]:
     import mlflow
     import mlflow.sklearn
@@ -313,6 +339,12 @@ def _evaluate_on_test(
     champion = None
     if model_name:
         champion = _champion(client, model_name, champion_alias, test_path, spec)
+    baseline = None
+    if train_path:
+        import pandas as pd
+
+        train_labels = pd.read_parquet(train_path, columns=[spec.target])[spec.target]
+        baseline = class_prior_baseline(train_labels, y)
 
     top = sorted(permutation.items(), key=lambda kv: abs(kv[1]), reverse=True)
     report = {
@@ -323,6 +355,7 @@ def _evaluate_on_test(
         "classes": [str(c) for c in classes],
         "feature_importance": {"permutation": permutation, "native": native},
         "champion": champion,
+        "baseline": baseline,
     }
     client.log_dict(
         run_id,
@@ -334,6 +367,8 @@ def _evaluate_on_test(
     logged = prefixed(metrics, "test")
     if champion and champion["metrics"]:
         logged.update(prefixed(champion["metrics"], "champion_test"))
+    if baseline:
+        logged.update(prefixed(baseline, "baseline_test"))
     for key, value in logged.items():
         if math.isfinite(value):
             client.log_metric(run_id, key, value)
@@ -354,4 +389,5 @@ def _evaluate_on_test(
             "top": [[name, value] for name, value in top[:10]],
         },
         "champion": champion,
+        "baseline_metrics": baseline,
     }

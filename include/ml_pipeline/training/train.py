@@ -354,7 +354,14 @@ def train_candidate(
         with limit_threads(threads), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # e.g. unknown categories in val
             started = time.perf_counter()
-            pipeline.fit(X_train, y_train)
+            try:
+                pipeline.fit(X_train, y_train)
+            except ValueError as exc:
+                from include.ml_pipeline.training.errors import TrainingDataError
+
+                raise TrainingDataError(
+                    f"candidate {candidate.name!r} cannot be fitted on {train_path}: {exc}"
+                ) from exc
             fit_seconds = time.perf_counter() - started
             started = time.perf_counter()
             proba = pipeline.predict_proba(X_val)

@@ -14,6 +14,7 @@ from include.ml_pipeline.contracts.names import (
     AIRFLOW_RUN_TAG,
     AIRFLOW_TASK_TAG,
     CHAMPION,
+    INPUT_CONTRACT_TAG,
     TRAIN_PATH_TAG,
     VERSION_CANDIDATE_TAG,
     VERSION_RUN_TAG,
@@ -28,9 +29,12 @@ from include.ml_pipeline.contracts.payloads import (
 )
 from include.ml_pipeline.orchestration.defaults import fail_without_retry
 from include.ml_pipeline.training.candidates import CandidateError
+from include.ml_pipeline.training.errors import TrainingDataError
 
 #: A bad candidate list is a bad Param: fail at once.
 fail_on_bad_candidates = fail_without_retry(CandidateError)
+#: Data that scikit-learn refuses fails every attempt the same way: fail at once.
+fail_on_unfittable_data = fail_without_retry(TrainingDataError)
 
 
 @fail_on_bad_candidates
@@ -55,6 +59,7 @@ def start_experiment(params: Mapping[str, Any], *, dag_id: str, run_id: str) -> 
     return [TrainingJob(Candidate(**c), parent).to_dict() for c in candidates]
 
 
+@fail_on_unfittable_data
 def train_candidate(job: dict, split: dict, params: Mapping[str, Any], ti: Any) -> dict:
     """`entrenar_modelo` (mapped): fit one candidate, score it on validation, log it as a
     nested run tagged with the Airflow ids of this task instance."""
@@ -98,6 +103,7 @@ def evaluate_best(results: list[dict], split: dict, params: Mapping[str, Any]) -
         run_id=best["run_id"],
         model_name=params["model_name"],
         seed=params["seed"],
+        train_path=data.paths["train"],
     )
     return Evaluation.from_dict(
         {
@@ -111,18 +117,25 @@ def evaluate_best(results: list[dict], split: dict, params: Mapping[str, Any]) -
 
 def register(evaluation: dict, split: dict, params: Mapping[str, Any], *, run_id: str) -> dict:
     """`registrar_mlflow`: a new version with alias `challenger` (one per Airflow run, even
-    when retried), the parent run closed; returns what the decision and deployment need."""
+    when retried), its input contract (built from the training split) logged to its run
+    and tagged on the version, the parent run closed; returns what the decision and
+    deployment need."""
+    from include.ml_pipeline.registry.contract import build_contract, log_contract, summary
     from include.ml_pipeline.registry.registry import (
         describe_version,
         get_alias_version,
         register_challenger,
     )
+    from include.ml_pipeline.training.data import as_spec, read_split
     from include.ml_pipeline.training.train import finish_parent_run
 
     uri = get_settings().mlflow_tracking_uri
     evaluated = Evaluation.from_dict(evaluation)
     data = SplitResult.from_dict(split)
     name = params["model_name"]
+    spec = as_spec(data.feature_spec)
+    contract = build_contract(read_split(data.paths["train"], spec), spec)
+    contract_uri = log_contract(uri, evaluated.run_id, contract)
     version = register_challenger(
         evaluated.model_uri,
         name,
@@ -133,6 +146,7 @@ def register(evaluation: dict, split: dict, params: Mapping[str, Any], *, run_id
             VERSION_CANDIDATE_TAG: evaluated.candidate,
             VERSION_RUN_TAG: evaluated.run_id,
             TRAIN_PATH_TAG: data.paths["train"],
+            INPUT_CONTRACT_TAG: contract_uri,
         },
         tracking_uri=uri,
     )
@@ -151,4 +165,6 @@ def register(evaluation: dict, split: dict, params: Mapping[str, Any], *, run_id
         candidate=evaluated.candidate,
         version_info=describe_version(name, version, tracking_uri=uri),
         split=data,
+        baseline_metrics=evaluated.baseline_metrics,
+        contract={**summary(contract), "uri": contract_uri},
     ).to_dict()
