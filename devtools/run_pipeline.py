@@ -55,10 +55,98 @@ def build_conf(args: argparse.Namespace, settings) -> dict:
         conf["data_uri"] = str(sample)
         if args.target:
             conf["target"] = args.target
-    for item in args.conf or []:
-        key, _, value = item.partition("=")
-        conf[key] = json.loads(value)
+    conf.update(check_params(param_overrides(args)))
     return conf
+
+
+# ------------------------------------------------------------------ Params from the command line
+
+
+def parse_value(text: str):
+    """A Param value as typed on a command line: JSON when it parses (`100`, `0.25`,
+    `true`, `null`, `["a","b"]`, `{"age": [0, 120]}`, `"text"`), else the text itself
+    (`target=label`)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _pair(item: str, where: str) -> tuple[str, object]:
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SystemExit(
+            f"{where}: {item!r} is not KEY=VALUE; e.g. {where} 'min_rows=100 test_size=0.25'"
+        )
+    return key, parse_value(value)
+
+
+def parse_conf_string(text: str) -> dict:
+    """`'min_rows=100 test_size=0.25 exclude_columns=["id"]'` -> a dict of Params: words
+    split as a shell would (quote a value with spaces), each KEY=VALUE (see `parse_value`)."""
+    import shlex
+
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise SystemExit(f"--conf-string {text!r}: {exc} (unbalanced quotes?)") from None
+    return dict(_pair(word, "--conf-string") for word in words)
+
+
+def read_params_file(path: str) -> dict:
+    """A JSON object of Params, e.g. `{"min_rows": 100, "allow_contract_change": true}`."""
+    file = Path(path).expanduser()
+    try:
+        data = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"--params-file {path}: no such file ({file.resolve()})") from None
+    except ValueError as exc:
+        raise SystemExit(f"--params-file {path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise SystemExit(
+            f"--params-file {path}: expected a JSON object of Params "
+            f'({{"min_rows": 100, ...}}), got {type(data).__name__}'
+        )
+    return data
+
+
+def param_overrides(args: argparse.Namespace) -> dict:
+    """The Params given on the command line, later sources winning: --params-file, then
+    --conf-string, then each --conf in order."""
+    out: dict = {}
+    for path in getattr(args, "params_file", None) or []:
+        out.update(read_params_file(path))
+    for text in getattr(args, "conf_string", None) or []:
+        out.update(parse_conf_string(text))
+    for item in args.conf or []:
+        key, value = _pair(item, "--conf")
+        out[key] = value
+    return out
+
+
+def check_params(overrides: dict) -> dict:
+    """Refuse, before the run starts, a Param the DAG does not have (naming the closest
+    ones) or a value its Param rejects."""
+    import difflib
+
+    from include.ml_pipeline.orchestration.params import deployment_params
+
+    params = deployment_params()
+    for key, value in overrides.items():
+        if key not in params:
+            close = difflib.get_close_matches(key, list(params), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise SystemExit(
+                f"unknown Param {key!r}{hint} (the Params of {DAG_ID} are listed in "
+                "include/ml_pipeline/orchestration/params.py)"
+            )
+        try:
+            params[key].resolve(value=value)
+        except Exception as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise SystemExit(f"Param {key}={json.dumps(value)}: not accepted ({detail})") from None
+    return overrides
 
 
 def run_dag(conf: dict, log_path: Path, dag_id: str = DAG_ID, logical_date=None):
@@ -161,6 +249,7 @@ def summarise(dag_run, tasks: dict, conf: dict, log_path: Path, seconds: float, 
             "rows_split": split.get("rows"),
             "feature_spec": prepared.get("feature_spec"),
             "excluded_columns": prepared.get("excluded_columns"),
+            "warnings": validated.get("warnings") or [],
             "tables": [
                 t for t in (loaded.get("table"), prepared.get("table"), split.get("table")) if t
             ],
@@ -177,8 +266,14 @@ def summarise(dag_run, tasks: dict, conf: dict, log_path: Path, seconds: float, 
             "champion_before_metrics": registered.get("champion_metrics"),
             "champion_after": champion_after,
             "mlflow_tracking_uri": settings.mlflow_tracking_uri,
+            "baseline_metrics": registered.get("baseline_metrics"),
+            "contract": registered.get("contract"),
         },
-        "decision": {"deploy": decision.get("deploy"), "reasons": decision.get("reasons", [])},
+        "decision": {
+            "deploy": decision.get("deploy"),
+            "reasons": decision.get("reasons", []),
+            "contract_changes": decision.get("contract_changes") or [],
+        },
         "deployment": {
             "manifest": release.get("manifest_uri"),
             "api_url": rollout.get("url"),
@@ -255,6 +350,8 @@ def print_summary(summary: dict) -> None:
         print("  split     " + ", ".join(f"{k} {v:,}" for k, v in data["rows_split"].items()))
     if data["tables"]:
         print(f"  tables    {', '.join(data['tables'])} in {data['warehouse']}")
+    for warning in data.get("warnings") or []:
+        print(f"  WARNING   {warning}")
     model, decision = summary["model"], summary["decision"]
     if model["version"]:
         metrics = model["test_metrics"] or {}
@@ -269,6 +366,8 @@ def print_summary(summary: dict) -> None:
             f"after v{model['champion_after'] or '-'}"
         )
         print(f"  mlflow    {model['mlflow_tracking_uri']}  (browse: make mlflow-ui)")
+    if model.get("contract"):
+        print(f"  contract  {_contract_line(model['contract'])}")
     if decision["deploy"] is not None:
         print(
             f"  decision  {'DEPLOY' if decision['deploy'] else 'REJECT'}: "
@@ -276,6 +375,9 @@ def print_summary(summary: dict) -> None:
         )
         for reason in decision["reasons"][1:]:
             print(f"            {reason}")
+        verb = "CHANGED" if decision["deploy"] else "REFUSED"
+        for change in decision.get("contract_changes") or []:
+            print(f"  contract  {verb}: {change}")
     deployment = summary["deployment"]
     if deployment["api_url"]:
         print(
@@ -316,14 +418,61 @@ def print_summary(summary: dict) -> None:
     print(f"  summary   {summary['summary_path']}")
 
 
+def _contract_line(contract: dict) -> str:
+    """`12 inputs (5 number, 7 string); labels "no", "yes" (string); <artifact uri>`."""
+    columns = contract.get("columns") or []
+    kinds: dict[str, int] = {}
+    for column in columns:
+        kinds[column.get("type", "?")] = kinds.get(column.get("type", "?"), 0) + 1
+    target = contract.get("target") or {}
+    labels = ", ".join(json.dumps(v) for v in (target.get("labels") or [])[:6])
+    return (
+        f"{len(columns)} inputs ({', '.join(f'{n} {k}' for k, n in kinds.items())}); "
+        f"labels {labels} ({target.get('type')}); {contract.get('uri')}"
+    )
+
+
+EPILOG = """\
+Params (the DAG's Trigger-form settings; see include/ml_pipeline/orchestration/params.py)
+can be given three ways, later ones winning:
+  --params-file FILE.json    a JSON object, e.g. {"min_rows": 100, "allow_contract_change": true}
+  --conf-string 'K=V K=V'    words KEY=VALUE, e.g. 'min_rows=100 test_size=0.25'
+                             (make run CONF='min_rows=100 test_size=0.25')
+  --conf KEY=VALUE           one Param (repeatable)
+A VALUE is JSON when it parses (100, 0.25, true, null, ["id"], {"age": [0, 120]}), else text
+(target=label). An unknown Param, or a value its Param refuses, stops before the run starts.
+Handy ones: min_rows, test_size, exclude_columns, leakage_threshold,
+min_lift_over_baseline, min_roc_auc, allow_contract_change, candidates, model_name.
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run the ML pipeline locally, end to end.")
+    parser = argparse.ArgumentParser(
+        description="Run the ML pipeline locally, end to end.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--data", help="CSV or Parquet file (default: generated sample data)")
     parser.add_argument("--target", help="label column of --data")
     parser.add_argument("--rows", type=int, default=20_000, help="rows of sample data")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--conf", action="append", help="extra Param, KEY=JSON (repeatable)")
+    parser.add_argument(
+        "--conf", action="append", metavar="KEY=VALUE", help="one Param (repeatable)"
+    )
+    parser.add_argument(
+        "--conf-string",
+        action="append",
+        metavar="'KEY=VALUE ...'",
+        help="several Params in one string, e.g. 'min_rows=100 test_size=0.25' (make run CONF=)",
+    )
+    parser.add_argument(
+        "--params-file",
+        action="append",
+        metavar="FILE.json",
+        help="a JSON object of Params",
+    )
     args = parser.parse_args(argv)
+    param_overrides(args)  # a malformed file or string stops here, before Airflow starts
 
     airflow_env.configure()
     from include.ml_pipeline.config import get_settings
