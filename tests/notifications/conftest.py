@@ -139,7 +139,7 @@ def smtp_connection(host: str, port: int) -> str:
                 "disable_ssl": True,
                 "from_email": "ml-pipeline@example.org",
                 "timeout": 5,
-                "retry_limit": 0,
+                "retry_limit": 1,  # attempts: the SMTP provider 3.x makes none with 0
             },
         }
     )

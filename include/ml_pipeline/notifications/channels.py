@@ -173,8 +173,17 @@ def _recipients(email_to: str | Iterable[str] | None) -> list[str]:
 
 
 def _reason(exc: BaseException, connection: Any) -> str:
-    """`Type: message`, with the connection's secret (e.g. the webhook token) masked."""
-    text = f"{type(exc).__name__}: {exc}".strip()
+    """`Type: message` of what went wrong first, with the connection's secret (e.g. the
+    webhook token) masked. A network error that a hook's own clean-up then hid (the SMTP
+    provider 3.x closes a client it never opened) is the one reported."""
+    first = exc
+    while not isinstance(first, OSError) and first.__context__ is not None:
+        first = first.__context__
+    if not isinstance(first, OSError):
+        first = exc
+    text = f"{type(first).__name__}: {first}".strip()
+    if first is not exc:
+        text += f" (then {type(exc).__name__} while closing: {exc})"
     secret = getattr(connection, "password", None)
     if secret:
         text = text.replace(secret, "***")
