@@ -79,10 +79,10 @@ def test_removed_added_renamed_and_retyped_columns_are_named():
         ("removed", "contract_type"),
     }
     text = " | ".join(str(c) for c in changes)
-    assert "column 'age' is gone and 'age_1' (number (numeric)) is new: renamed?" in text
+    assert "column 'age' is gone and 'age_1' (numeric) is new: renamed?" in text
     assert "send 'age_1' instead of 'age'" in text
-    assert "new column 'noise' (number (numeric)) would be required" in text
-    assert "'tenure_months' changes from number (numeric) to string (categorical)" in text
+    assert "new column 'noise' (numeric) would be required" in text
+    assert "'tenure_months' changes from numeric to categorical" in text
     assert "stop sending 'contract_type'" in text
 
 

@@ -154,7 +154,7 @@ def _columns(contract: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _type_name(col: dict[str, Any]) -> str:
-    return f"{col.get('type', _TYPE_OF_KIND.get(col.get('kind'), '?'))} ({col.get('kind')})"
+    return str(col.get("kind", "?"))
 
 
 def _label_text(labels: list[Any]) -> str:
