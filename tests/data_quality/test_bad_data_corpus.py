@@ -273,6 +273,13 @@ def _parquet(tmp):
     return path
 
 
+def _truncated_parquet(tmp):
+    path = _parquet(tmp)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
 def _missing_tokens(tmp):
     f = frame()
     for column, token in (("age", "NA"), ("tenure_months", "NaN"), ("monthly_charges", "?")):
@@ -508,6 +515,8 @@ CASES = [
          _with_column("notes", lambda f: np.where(np.arange(len(f)) % 10 < 7, None,
                                                   np.where(np.arange(len(f)) % 2, "vip", "new")),
                       "sparse.csv"), "max_null_fraction"),
+    Case("truncated_parquet", "a Parquet file cut short", _truncated_parquet,
+         "unreadable_parquet"),
     Case("nested_label", "Parquet labels that are lists (['no'])", _nested_parquet(TARGET),
          "target_type"),
     Case("nested_feature", "a Parquet feature holding lists", _nested_parquet("region"),
@@ -539,6 +548,8 @@ CASES = [
     Case("pipes", "pipe-separated", _delimited("|", "pipes.txt"), numeric=SAMPLE_NUMERIC),
     Case("parquet", "Parquet", _parquet, numeric=SAMPLE_NUMERIC,
          categorical=SAMPLE_CATEGORICAL),
+    Case("csv_named_parquet", "a CSV saved as .parquet: read by its content",
+         lambda t: csv(t, "really_csv.parquet", frame()), numeric=SAMPLE_NUMERIC),
     Case("missing_tokens", "'NA', 'NaN' and '?' in numeric columns", _missing_tokens,
          numeric={"age", "tenure_months", "monthly_charges"},
          warns=("'NA'", "'NaN'", "'?'")),

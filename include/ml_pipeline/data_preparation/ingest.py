@@ -101,13 +101,11 @@ def stage_source(uri: str, staging_dir: Path, conn_id: str | None = None) -> Pat
 
 
 def detect_format(path: Path) -> str:
-    """`parquet` or `csv`: by the file's first bytes, else by its name."""
+    """`parquet` or `csv`, by the file's first bytes (Parquet files start with `PAR1`),
+    whatever its name says: a CSV saved as `.parquet` is read as the CSV it is."""
     with path.open("rb") as handle:
         if handle.read(4) == b"PAR1":
             return "parquet"
-    name = path.name.lower()
-    if name.endswith((".parquet", ".pq")):
-        return "parquet"
     return "csv"
 
 

@@ -501,7 +501,7 @@ def collect_warnings(
             )
     if duplicates:
         ids = identifier_columns(excluded)
-        share = f"{duplicates / rows:.1%}" if rows else "0%"
+        share = f"{duplicates / rows:.1%}" if rows and duplicates / rows >= 0.001 else "<0.1%"
         if ids and rules.drop_duplicates:
             out.append(
                 f"{_fmt_rows(duplicates)} ({share}) repeat another row exactly, identifier "
