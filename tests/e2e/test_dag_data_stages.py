@@ -62,3 +62,46 @@ def test_bad_data_fails_validation_and_nothing_downstream_runs(run_dag, pipeline
     assert note["event"] == "failed"
     assert any("validar_datos" in r and "numeric_parseable" in r for r in note["reasons"])
     assert result.task_state(PREP + "preprocesar_datos") == "upstream_failed"
+
+
+def _failure_note():
+    from include.ml_pipeline.config import get_settings
+    from include.ml_pipeline.notifications import read_log
+
+    return read_log(get_settings().notifications_log)[-1]
+
+
+def test_infinite_numbers_fail_validation_at_once_naming_column_and_line(run_dag, pipeline_home):
+    frame = generate_churn_frame(800, seed=6)
+    frame["monthly_charges"] = frame["monthly_charges"].astype(object)
+    frame.loc[20, "monthly_charges"] = "1e400"
+    path = pipeline_home / "incoming" / "overflow.csv"
+    frame.to_csv(path, index=False)
+    result = run_dag({"data_uri": str(path)})
+    assert result.state == "failed"
+    assert result.task_state(PREP + "validar_datos") == "failed"
+    assert "column 'monthly_charges': rule 'finite_numbers' broken" in result.log
+    assert "'1e400' on line 22" in result.log
+    # A deterministic failure: one attempt, no retries, and no candidate was trained.
+    ti = result.dag_run.get_task_instance(PREP + "validar_datos")
+    assert ti.try_number <= 1
+    assert result.task_state(PREP + "preprocesar_datos") == "upstream_failed"
+    note = _failure_note()
+    assert any("finite_numbers" in r for r in note["reasons"])
+
+
+def test_a_ragged_csv_fails_the_load_with_our_message(run_dag, pipeline_home):
+    lines = generate_churn_frame(400, seed=8).to_csv(index=False).splitlines()
+    lines[150] = lines[150] + ",surplus"
+    path = pipeline_home / "incoming" / "ragged.csv"
+    path.write_text("\n".join(lines) + "\n")
+    result = run_dag({"data_uri": str(path)})
+    assert result.state == "failed"
+    assert result.task_state(PREP + "descargar_datos") == "failed"
+    assert "line 151 (counting the header as line 1) has 13 fields but the header has 12" in (
+        result.log
+    )
+    assert "null_padding" not in result.log
+    assert "Invalid Input Error" not in result.log
+    note = _failure_note()
+    assert any("descargar_datos" in r and "line 151" in r for r in note["reasons"])

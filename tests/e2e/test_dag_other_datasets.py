@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from devtools import run_pipeline
 from include.ml_pipeline.config import get_settings
@@ -105,3 +106,127 @@ def test_string_labels_categoricals_missing_values_and_an_id_column(airflow_db, 
     answer = httpx.post(f"{url}/invocations", json={"dataframe_records": [record]})
     assert answer.status_code == 200
     assert answer.json()["predictions"][0] in {"low", "mid", "high"}
+
+
+def test_a_small_real_table_runs_to_a_decision_with_the_defaults(airflow_db, pipeline_home):
+    from sklearn.datasets import load_iris
+
+    frame = load_iris(as_frame=True).frame  # 150 rows, 4 numeric columns, target 0/1/2
+    path = pipeline_home / "incoming" / "iris.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+
+    code, summary = _run(path, "target", "iris_classifier")  # no min_rows override
+    assert code == 0, summary["failed_tasks"]
+    assert summary["data"]["rows_clean"] == 150
+    assert any("only 150 rows" in w for w in summary["data"]["warnings"])
+    assert summary["decision"]["deploy"] is True
+    assert any("class-prior baseline" in r for r in summary["decision"]["reasons"])
+
+
+def titanic_passengers() -> pd.DataFrame:
+    """The 1,316 Titanic passengers by class, sex and age group: three categorical
+    features and 20 distinct rows, so repeated rows are the data itself."""
+    counts = {
+        ("1st", "male", "child"): (0, 5), ("2nd", "male", "child"): (0, 11),
+        ("3rd", "male", "child"): (35, 13), ("1st", "female", "child"): (0, 1),
+        ("2nd", "female", "child"): (0, 13), ("3rd", "female", "child"): (17, 14),
+        ("1st", "male", "adult"): (118, 57), ("2nd", "male", "adult"): (154, 14),
+        ("3rd", "male", "adult"): (387, 75), ("1st", "female", "adult"): (4, 140),
+        ("2nd", "female", "adult"): (13, 80), ("3rd", "female", "adult"): (89, 76),
+    }
+    rows = []
+    for (cls, sex, age), (died, survived) in counts.items():
+        rows += [(cls, sex, age, "no")] * died + [(cls, sex, age, "yes")] * survived
+    out = pd.DataFrame(rows, columns=["class", "sex", "age", "survived"])
+    return out.sample(frac=1.0, random_state=0).reset_index(drop=True)
+
+
+def test_an_all_categorical_table_with_repeated_rows_runs_to_a_decision(
+    airflow_db, pipeline_home
+):
+    path = pipeline_home / "incoming" / "titanic.csv"
+    titanic_passengers().to_csv(path, index=False)
+
+    code, summary = _run(path, "survived", "titanic_classifier")
+    assert code == 0, summary["failed_tasks"]
+    assert summary["data"]["rows_clean"] == 1316  # repeated rows kept, not de-duplicated
+    assert summary["data"]["feature_spec"]["categorical"] == ["class", "sex", "age"]
+    assert any("they are kept" in w for w in summary["data"]["warnings"])
+    assert summary["decision"]["deploy"] is True
+    assert summary["model"]["test_metrics"]["roc_auc"] > 0.7
+
+
+# ------------------------------------------------------------------------ the input contract
+
+CONTRACT_MODEL = "contract_classifier"
+
+
+def _churn(path, seed, change=None):
+    from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
+
+    frame = generate_churn_frame(1500, seed=seed)
+    if change:
+        frame = change(frame)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _changed_schema(frame):
+    """`age` renamed, `region` dropped, `support_tickets` turned into text."""
+    frame = frame.rename(columns={"age": "age_years"}).drop(columns=["region"])
+    frame["support_tickets"] = np.where(frame["support_tickets"] > 1, "many", "few")
+    return frame
+
+
+def test_a_changed_input_contract_is_rejected_naming_each_difference(airflow_db, pipeline_home):
+    from include.ml_pipeline.contracts.names import CONTRACT_CHANGES_TAG, INPUT_CONTRACT_TAG
+    from include.ml_pipeline.registry.contract import load_contract
+
+    incoming = pipeline_home / "incoming"
+    code, first = _run(_churn(incoming / "contract_v1.csv", 21), "churn", CONTRACT_MODEL)
+    assert code == 0, first["failed_tasks"]
+    champion = first["model"]["version"]
+    assert first["model"]["champion_after"] == champion
+    uri = get_settings().mlflow_tracking_uri
+    contract = load_contract(uri, CONTRACT_MODEL, champion)
+    assert [c["name"] for c in contract["columns"]][:2] == ["tenure_months", "monthly_charges"]
+    assert contract["target"] == {"name": "churn", "type": "string", "labels": ["no", "yes"]}
+    assert first["model"]["contract"]["uri"] == contract["uri"]
+
+    changed = _churn(incoming / "contract_v2.csv", 22, _changed_schema)
+    code, second = _run(changed, "churn", CONTRACT_MODEL)
+    assert code == 0, second["failed_tasks"]  # a rejection is a successful run
+    decision = second["decision"]
+    assert decision["deploy"] is False
+    text = " ".join(decision["reasons"])
+    assert "input contract" in decision["reasons"][0]
+    assert "could not be scored on this test split" in text  # and says why
+    assert "column 'age' (numeric) is no longer an input" in text
+    assert "column 'region' (categorical) is no longer an input" in text
+    assert "new column 'age_years' (numeric) would be required" in text
+    assert "'support_tickets' changes from numeric to categorical" in text
+    assert second["model"]["champion_after"] == champion  # the champion did not move
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    rejected = client.get_model_version(CONTRACT_MODEL, second["model"]["version"])
+    assert rejected.tags["deployment_decision"] == "reject"
+    assert "age_years" in rejected.tags[CONTRACT_CHANGES_TAG]
+    assert rejected.tags[INPUT_CONTRACT_TAG].endswith("contract/input_contract.json")
+    served = httpx.get(f"{second['api']['url']}/version").json()
+    assert str(served["model_version"]) == champion
+
+    # Allowed explicitly, the same change deploys, and the notification tells clients.
+    code, third = _run(changed, "churn", CONTRACT_MODEL,
+                       "--conf-string", "allow_contract_change=true test_size=0.2")
+    assert code == 0, third["failed_tasks"]
+    assert third["decision"]["deploy"] is True
+    assert third["model"]["champion_after"] == third["model"]["version"]
+    deployed = next(n for n in third["notifications"] if n["event"] == "deployed")
+    assert "CHANGED INPUT CONTRACT" in deployed["title"]
+    from include.ml_pipeline.notifications import read_log
+
+    note = next(n for n in reversed(read_log(get_settings().notifications_log))
+                if n["event"] == "deployed")
+    assert note["reasons"][0].startswith("Clients must change")
+    assert any("send 'age_years'" in r for r in note["reasons"])
