@@ -82,16 +82,44 @@ def _pair(item: str, where: str) -> tuple[str, object]:
     return key, parse_value(value)
 
 
+def split_words(text: str) -> list[str]:
+    """Split at spaces outside quotes and brackets: `a=1 b=["x", "y"] c='two words'` ->
+    three words. Unlike a shell, double quotes are kept (JSON strings need them)."""
+    words, word, quote, depth = [], "", None, 0
+    for char in text:
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif char.isspace() and depth <= 0:
+            if word:
+                words.append(word)
+            word = ""
+            continue
+        word += char
+    if quote or depth > 0:
+        what = f"a {quote} quote" if quote else "a bracket"
+        raise SystemExit(f"--conf-string {text!r}: {what} is not closed (unbalanced quotes?)")
+    if word:
+        words.append(word)
+    return words
+
+
 def parse_conf_string(text: str) -> dict:
     """`'min_rows=100 test_size=0.25 exclude_columns=["id"]'` -> a dict of Params: words
-    split as a shell would (quote a value with spaces), each KEY=VALUE (see `parse_value`)."""
-    import shlex
-
-    try:
-        words = shlex.split(text)
-    except ValueError as exc:
-        raise SystemExit(f"--conf-string {text!r}: {exc} (unbalanced quotes?)") from None
-    return dict(_pair(word, "--conf-string") for word in words)
+    KEY=VALUE separated by spaces (a value with spaces in single quotes, JSON in brackets
+    or double quotes kept whole); each VALUE as `parse_value` reads it."""
+    out = {}
+    for word in split_words(text):
+        key, value = _pair(word, "--conf-string")
+        if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == "'":
+            value = parse_value(value[1:-1])
+        out[key] = value
+    return out
 
 
 def read_params_file(path: str) -> dict:

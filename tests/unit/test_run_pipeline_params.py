@@ -76,3 +76,11 @@ def test_unknown_params_and_refused_values_stop_before_the_run(overrides, messag
 def test_known_params_pass():
     ok = {"min_rows": 100, "allow_contract_change": True, "min_lift_over_baseline": None}
     assert rp.check_params(ok) == ok
+
+
+def test_json_with_double_quotes_survives_the_make_variable():
+    # make run CONF='exclude_columns=["id"] value_ranges={"age": [0, 120]} model_name="a b"'
+    assert rp.parse_conf_string(
+        'exclude_columns=["id", "order no"] value_ranges={"age": [0, 120]} model_name="a b"'
+    ) == {"exclude_columns": ["id", "order no"], "value_ranges": {"age": [0, 120]},
+          "model_name": "a b"}
