@@ -230,3 +230,20 @@ def test_a_changed_input_contract_is_rejected_naming_each_difference(airflow_db,
                 if n["event"] == "deployed")
     assert note["reasons"][0].startswith("Clients must change")
     assert any("send 'age_years'" in r for r in note["reasons"])
+
+
+def test_boolean_labels_are_served_as_booleans(airflow_db, pipeline_home):
+    incoming = pipeline_home / "incoming"
+    path = _churn(incoming / "bool_labels.csv", 31,
+                  lambda f: f.assign(churn=f["churn"] == "yes"))  # written True/False
+    code, summary = _run(path, "churn", "bool_classifier")
+    assert code == 0, summary["failed_tasks"]
+    assert summary["model"]["contract"]["target"] == {
+        "name": "churn", "type": "boolean", "labels": [False, True]
+    }
+    url = summary["deployment"]["api_url"]
+    row = pd.read_csv(path).drop(columns=["churn"]).iloc[:3]
+    record = json.loads(row.to_json(orient="records"))
+    answer = httpx.post(f"{url}/invocations", json={"dataframe_records": record})
+    assert answer.status_code == 200, answer.text
+    assert all(isinstance(p, bool) for p in answer.json()["predictions"])  # not "true"
