@@ -403,9 +403,9 @@ def print_summary(summary: dict) -> None:
         )
         for reason in decision["reasons"][1:]:
             print(f"            {reason}")
-        verb = "CHANGED" if decision["deploy"] else "REFUSED"
+        verb = "ALLOWED" if decision["deploy"] else "REFUSED"
         for change in decision.get("contract_changes") or []:
-            print(f"  contract  {verb}: {change}")
+            print(f"  contract  {verb} change: {change}")
     deployment = summary["deployment"]
     if deployment["api_url"]:
         print(
