@@ -188,12 +188,16 @@ def run_dag(conf: dict, log_path: Path, dag_id: str = DAG_ID, logical_date=None)
     )
 
     dag_file = PROJECT_ROOT / "dags" / f"{dag_id}.py"  # one file parses faster than dags/
-    bag = dag_bag(str(dag_file if dag_file.is_file() else PROJECT_ROOT / "dags"))
-    if dag_id not in bag.dags:
-        raise SystemExit(f"DAG {dag_id} failed to load: {bag.import_errors}")
-    # dag.test() writes runs and task instances but not the DAG itself; without it the
-    # Airflow UI (make ui) shows none of these runs.
-    sync_dags_to_db(bag)
+    logging.disable(logging.INFO)  # parsing and syncing print a line per DAG
+    try:
+        bag = dag_bag(str(dag_file if dag_file.is_file() else PROJECT_ROOT / "dags"))
+        if dag_id not in bag.dags:
+            raise SystemExit(f"DAG {dag_id} failed to load: {bag.import_errors}")
+        # dag.test() writes runs and task instances but not the DAG itself; without it
+        # the Airflow UI (make ui) shows none of these runs.
+        sync_dags_to_db(bag)
+    finally:
+        logging.disable(logging.NOTSET)
     dag = bag.dags[dag_id]
     # dag.test() adds one stdout handler to the task logger, bound to the stdout of the
     # first run; drop it so that every run's task logs go to its own file.
