@@ -346,6 +346,8 @@ def _api_status(settings, champion: str | None) -> dict:
     """Whether the model API answers, and which version it serves."""
     from include.ml_pipeline.deployment.rollout import served_model
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # no request line in the summary
+
     info = served_model(settings.api_url)
     served = (info or {}).get("model_version")
     return {
@@ -433,8 +435,12 @@ def print_summary(summary: dict) -> None:
         print(f"  notified  {note['title']} ({channels})")
     print(f"  notes log {summary['notifications_log']}")
     errors = {f["task_id"]: f["error"] for f in summary["failures"]}
+    blocked = [t for t, state in summary["failed_tasks"].items() if state == "upstream_failed"]
     for task_id, state in summary["failed_tasks"].items():
-        print(f"  FAILED    {task_id}: {errors.get(task_id.split('[', 1)[0], state)}")
+        if state != "upstream_failed":
+            print(f"  FAILED    {task_id}: {errors.get(task_id.split('[', 1)[0], state)}")
+    if blocked:
+        print(f"  not run   {len(blocked)} task(s) after the failure (upstream_failed)")
     api = summary["api"]
     if api["champion"] and not api["up"]:
         print(

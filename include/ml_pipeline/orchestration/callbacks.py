@@ -22,6 +22,11 @@ def record_failure(context: dict[str, Any]) -> None:
     try:
         ti = context["ti"]
         exception = context.get("exception")
+        # fail_without_retry wraps the real error (a DataValidationError, ...): name that
+        while exception is not None and type(exception).__name__ == "AirflowFailException":
+            if exception.__cause__ is None:
+                break
+            exception = exception.__cause__
         error = f"{type(exception).__name__}: {exception}" if exception else "failed"
         failure = TaskFailure(
             task_id=ti.task_id,
