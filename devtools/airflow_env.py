@@ -17,6 +17,12 @@ from pathlib import Path
 from include.ml_pipeline.config import PROJECT_ROOT, get_settings
 
 
+def _airflow_major() -> int:
+    from importlib.metadata import version
+
+    return int(version("apache-airflow").split(".", 1)[0])
+
+
 def configure(home: Path | None = None) -> Path:
     """Set the environment for an embedded Airflow under `home`; return AIRFLOW_HOME."""
     if home is not None:
@@ -29,7 +35,10 @@ def configure(home: Path | None = None) -> Path:
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "SequentialExecutor",
+        # Airflow 3 has no SequentialExecutor (read before `airflow` is imported: metadata)
+        "AIRFLOW__CORE__EXECUTOR": (
+            "LocalExecutor" if _airflow_major() >= 3 else "SequentialExecutor"
+        ),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_home / "logs"),
         "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "30",
