@@ -41,6 +41,7 @@ def drift_at_deployment(
     limits = DriftThresholds.from_dict(thresholds)
     reference = load_reference(split_paths["train"], feature_spec)
     traffic = recent_traffic(window_start(None, window_hours), inference_log_dir=inference_log_dir)
+    traffic = readable_traffic(traffic, feature_spec)
     if len(traffic):  # repeated rows (smoke tests, retries) are one observation each
         traffic = traffic.drop_duplicates(subset=feature_spec.columns)
     if len(traffic) >= limits.min_rows:
@@ -72,3 +73,21 @@ def drift_at_deployment(
     return DriftResult(
         summary={**report.summary(), **context}, report_uri=str(path), report=report.to_dict()
     )
+
+
+def readable_traffic(traffic: Any, spec: Any) -> Any:
+    """The logged requests this model could have been sent: every feature column present,
+    numeric columns numeric. The log holds whatever the API served before (another model,
+    an older contract); rows of another contract are not this model's traffic."""
+    import pandas as pd
+
+    if not len(traffic):
+        return traffic
+    if any(column not in traffic.columns for column in spec.columns):
+        return traffic.iloc[0:0]
+    keep = pd.Series(True, index=traffic.index)
+    for column in spec.numeric:
+        values = traffic[column]
+        parsed = pd.to_numeric(values, errors="coerce")
+        keep &= values.isna() | parsed.notna()
+    return traffic[keep]
