@@ -15,8 +15,9 @@ Left to right, as the Graph view shows it:
   `entrenar_modelo` fits each candidate (mapped) as a nested run; `evaluar_modelo` scores
   the best on the test split beside the current champion; `registrar_mlflow` registers it
   as a new version with alias `challenger`.
-- `decidir_despliegue`: the deploy gate (absolute thresholds, and not worse than the
-  champion on the same test split), recorded on the version; branches to
+- `decidir_despliegue`: the deploy gate (beat the class-prior baseline, optional absolute
+  thresholds, not worse than the champion on the same test split, the same input
+  contract), recorded on the version; branches to
   `despliegue_modelo` or `notificar_modelo_rechazado`.
 - `despliegue_modelo`: `generar_artefactos` verifies the challenger as served, stores its
   serving artifact and promotes it to `champion`; `desplegar_api` makes the model API
@@ -32,12 +33,13 @@ Left to right, as the Graph view shows it:
 **Params** (the Trigger form): data (`data_uri`, `data_conn_id`, sensor poke interval and
 timeout), validation rules (`target`, `required_columns`, `numeric_columns`,
 `categorical_columns`, `exclude_columns`, `value_ranges`, `min_rows`, null, duplicate and
-class-count limits, `drop_duplicates`), the split (`test_size`, `validation_size`, `seed`),
-training (`candidates`, `selection_metric`, `model_name`), the deploy gate (`min_roc_auc`,
-`min_accuracy`, `max_log_loss`, `min_f1`, `primary_metric`, `tolerance`), deployment
-(`latency_p95_budget_ms`, `api_timeout_seconds`), drift at deployment (`drift_*`), and
-notifications (`slack_conn_id`, `smtp_conn_id`, `email_to`); see
-`include/ml_pipeline/orchestration/params.py`.
+class-count limits, `leakage_threshold`, `drop_duplicates`), the split (`test_size`,
+`validation_size`, `seed`), training (`candidates`, `selection_metric`, `model_name`), the
+deploy gate (`min_lift_over_baseline` over the class-prior baseline, the optional
+`min_roc_auc`, `min_accuracy`, `max_log_loss`, `min_f1`, `primary_metric`, `tolerance`,
+`allow_contract_change`), deployment (`latency_p95_budget_ms`, `api_timeout_seconds`),
+drift at deployment (`drift_*`), and notifications (`slack_conn_id`, `smtp_conn_id`,
+`email_to`); see `include/ml_pipeline/orchestration/params.py`.
 
 Run it locally without Docker with `make run` (or `make run DATA=file.csv TARGET=column`),
 or with `astro dev start` and the Trigger button. Only references (table names, paths,
