@@ -16,7 +16,21 @@ from urllib.parse import quote
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+
+def _airflow_major() -> int:
+    from importlib.metadata import version
+
+    return int(version("apache-airflow").split(".", 1)[0])
+
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        _airflow_major() >= 3,
+        reason="make ui drives the Airflow 2.11 webserver (FAB login); Airflow 3's "
+        "api-server UI is not wired into make ui yet",
+    ),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 
