@@ -155,3 +155,25 @@ def register_model_version(
                                     max_rows=10_000, run_id=registered.run_id)
         publish_served(tracking_uri, served)
     return str(registered.version)
+
+
+def titanic_passengers(age_column: str = "age"):
+    """The 1,316 Titanic passengers by class, sex and age group (the classic contingency
+    table): three categorical features and 20 distinct rows, so repeated rows are the data
+    itself. `age_column` names the age-group column."""
+    import pandas as pd
+
+    counts = {
+        # (class, sex, age): (died, survived)
+        ("1st", "male", "child"): (0, 5), ("2nd", "male", "child"): (0, 11),
+        ("3rd", "male", "child"): (35, 13), ("1st", "female", "child"): (0, 1),
+        ("2nd", "female", "child"): (0, 13), ("3rd", "female", "child"): (17, 14),
+        ("1st", "male", "adult"): (118, 57), ("2nd", "male", "adult"): (154, 14),
+        ("3rd", "male", "adult"): (387, 75), ("1st", "female", "adult"): (4, 140),
+        ("2nd", "female", "adult"): (13, 80), ("3rd", "female", "adult"): (89, 76),
+    }
+    rows = []
+    for (cls, sex, age), (died, survived) in counts.items():
+        rows += [(cls, sex, age, "no")] * died + [(cls, sex, age, "yes")] * survived
+    out = pd.DataFrame(rows, columns=["class", "sex", age_column, "survived"])
+    return out.sample(frac=1.0, random_state=0).reset_index(drop=True)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from devtools.fixtures import titanic_passengers as _titanic
 from include.ml_pipeline.data_preparation import ingest, preprocess, split, validate, warehouse
 from include.ml_pipeline.data_preparation.errors import (
     DataError,
@@ -300,22 +301,7 @@ def _repeated_rows_with_id(tmp):
 
 
 def titanic_passengers() -> pd.DataFrame:
-    """The 1,316 Titanic passengers by class, sex and age group (the classic contingency
-    table): three categorical features, 20 distinct rows, repeats are the data."""
-    counts = {
-        # (class, sex, age): (died, survived)
-        ("1st", "male", "child"): (0, 5), ("2nd", "male", "child"): (0, 11),
-        ("3rd", "male", "child"): (35, 13), ("1st", "female", "child"): (0, 1),
-        ("2nd", "female", "child"): (0, 13), ("3rd", "female", "child"): (17, 14),
-        ("1st", "male", "adult"): (118, 57), ("2nd", "male", "adult"): (154, 14),
-        ("3rd", "male", "adult"): (387, 75), ("1st", "female", "adult"): (4, 140),
-        ("2nd", "female", "adult"): (13, 80), ("3rd", "female", "adult"): (89, 76),
-    }
-    rows = []
-    for (cls, sex, age), (died, survived) in counts.items():
-        rows += [(cls, sex, age, "no")] * died + [(cls, sex, age, "yes")] * survived
-    out = pd.DataFrame(rows, columns=["class", "sex", "age", "survived"])
-    return out.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    return _titanic("age")
 
 
 def _all_categorical(tmp):

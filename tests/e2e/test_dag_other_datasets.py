@@ -16,6 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from devtools import run_pipeline
+from devtools.fixtures import titanic_passengers as _titanic
 from include.ml_pipeline.config import get_settings
 
 pytestmark = pytest.mark.e2e
@@ -125,24 +126,9 @@ def test_a_small_real_table_runs_to_a_decision_with_the_defaults(airflow_db, pip
 
 
 def titanic_passengers() -> pd.DataFrame:
-    """The 1,316 Titanic passengers by class, sex and age group: three categorical
-    features and 20 distinct rows, so repeated rows are the data itself."""
-    counts = {
-        ("1st", "male", "child"): (0, 5), ("2nd", "male", "child"): (0, 11),
-        ("3rd", "male", "child"): (35, 13), ("1st", "female", "child"): (0, 1),
-        ("2nd", "female", "child"): (0, 13), ("3rd", "female", "child"): (17, 14),
-        ("1st", "male", "adult"): (118, 57), ("2nd", "male", "adult"): (154, 14),
-        ("3rd", "male", "adult"): (387, 75), ("1st", "female", "adult"): (4, 140),
-        ("2nd", "female", "adult"): (13, 80), ("3rd", "female", "adult"): (89, 76),
-    }
-    rows = []
-    for (cls, sex, age), (died, survived) in counts.items():
-        rows += [(cls, sex, age, "no")] * died + [(cls, sex, age, "yes")] * survived
     # "age_group", not "age": the model API's inference log is shared by every model the
-    # tests deploy, and the deployment drift check reads it whatever the model (a numeric
-    # "age" of the churn models next to this text one breaks that check).
-    out = pd.DataFrame(rows, columns=["class", "sex", "age_group", "survived"])
-    return out.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    # tests deploy, and a numeric "age" of the churn models sits next to this text one.
+    return _titanic("age_group")
 
 
 def test_an_all_categorical_table_with_repeated_rows_runs_to_a_decision(
