@@ -21,29 +21,17 @@ from typing import Any
 
 import pytest
 
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+from devtools.browser import CHROMIUM_ARGS, find_chromium
+
 CHROMIUM_FLAGS = (
     "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
+    *CHROMIUM_ARGS,
     "--disable-extensions",
     "--hide-scrollbars",
     "--window-size=1280,900",
     "--remote-debugging-port=0",
 )
 
-
-def find_chromium() -> str | None:
-    for name in CHROMIUM_NAMES:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
 
 
 @dataclass

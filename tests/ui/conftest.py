@@ -26,35 +26,15 @@ from pathlib import Path
 
 import pytest
 
+from devtools.browser import CHROMIUM_ARGS, find_chromium
+
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM_NAMES = ("chromium", "chromium-browser")
-# The probe's flags for this machine: no sandbox as root, and no background connections
-# (the network is closed; Chromium would retry them many at a time).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 FAST_CANDIDATES = [
     {"name": "logreg_c1", "estimator": "logistic_regression", "params": {"C": 1.0}},
     {"name": "hgb_small", "estimator": "hist_gradient_boosting",
      "params": {"max_iter": 60, "max_depth": 3}},
 ]
 
-
-def find_chromium() -> str | None:
-    """$CHROMIUM_PATH, else Debian's chromium on PATH or in /usr/bin."""
-    if os.environ.get("CHROMIUM_PATH"):
-        return os.environ["CHROMIUM_PATH"]
-    for name in CHROMIUM_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
 
 
 def free_port() -> int:
@@ -173,7 +153,7 @@ def browser(chromium_path):
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS
+            executable_path=chromium_path, headless=True, args=list(CHROMIUM_ARGS)
         )
         try:
             yield browser
