@@ -30,6 +30,13 @@ class Settings:
     inference_log_dir: Path
     reports_dir: Path
     notifications_log: Path
+    #: The storage root URI (`ML_PIPELINE_STORAGE`: a path, `file://`, `s3://bucket/prefix`,
+    #: ...): everything that outlives a task lives under it (include/ml_pipeline/storage.py).
+    storage_uri: str = ""
+    #: Reports and dashboards, and the model API's inference log: under the storage root
+    #: unless `ML_PIPELINE_REPORTS` / `ML_PIPELINE_INFERENCE_LOG` name another URI.
+    reports_uri: str = ""
+    inference_log_uri: str = ""
 
     def ensure_dirs(self) -> Settings:
         for path in (self.home, self.storage_root, self.inference_log_dir, self.reports_dir):
@@ -48,13 +55,23 @@ def _path(env: str, default: Path) -> Path:
     return Path(value).expanduser().resolve() if value else default
 
 
+def _uri(env: str, default: str) -> str:
+    from include.ml_pipeline.storage import as_uri
+
+    value = os.environ.get(env, "").strip()
+    return as_uri(value) if value else default
+
+
 def get_settings() -> Settings:
     """Read the settings from the environment (cheap; call it where you need it)."""
+    from include.ml_pipeline.storage import as_uri, join, local_path
+
     home = _path("ML_PIPELINE_HOME", PROJECT_ROOT / ".local")
     mlflow_dir = home / "mlflow"
+    storage_uri = _uri("ML_PIPELINE_STORAGE", as_uri(home / "data"))
     return Settings(
         home=home,
-        storage_root=_path("ML_PIPELINE_STORAGE", home / "data"),
+        storage_root=local_path(storage_uri) or home / "data",
         duckdb_path=_path("ML_PIPELINE_DUCKDB", home / "warehouse" / "pipeline.duckdb"),
         mlflow_tracking_uri=os.environ.get(
             "MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}"
@@ -70,4 +87,7 @@ def get_settings() -> Settings:
         notifications_log=_path(
             "ML_PIPELINE_NOTIFICATIONS_LOG", home / "notifications" / "notifications.jsonl"
         ),
+        storage_uri=storage_uri,
+        reports_uri=_uri("ML_PIPELINE_REPORTS", join(storage_uri, "reports")),
+        inference_log_uri=_uri("ML_PIPELINE_INFERENCE_LOG", join(storage_uri, "inference_log")),
     )
