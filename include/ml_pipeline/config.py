@@ -37,6 +37,9 @@ class Settings:
     #: unless `ML_PIPELINE_REPORTS` / `ML_PIPELINE_INFERENCE_LOG` name another URI.
     reports_uri: str = ""
     inference_log_uri: str = ""
+    #: One JSON object per notification (`ML_PIPELINE_NOTIFICATIONS`, default
+    #: `<storage_uri>/notifications`): S3 cannot append, so there is no shared log file.
+    notifications_uri: str = ""
 
     def ensure_dirs(self) -> Settings:
         for path in (self.home, self.storage_root, self.inference_log_dir, self.reports_dir):
@@ -90,4 +93,5 @@ def get_settings() -> Settings:
         storage_uri=storage_uri,
         reports_uri=_uri("ML_PIPELINE_REPORTS", join(storage_uri, "reports")),
         inference_log_uri=_uri("ML_PIPELINE_INFERENCE_LOG", join(storage_uri, "inference_log")),
+        notifications_uri=_uri("ML_PIPELINE_NOTIFICATIONS", join(storage_uri, "notifications")),
     )
