@@ -51,7 +51,9 @@ GREATER_IS_BETTER = {
 
 # -- Airflow connection ids (defined in airflow_settings.yaml for `astro dev start`) ------
 DUCKDB_CONN_ID = "duckdb_default"
-MODEL_API_CONN_ID = "model_api"
+MODEL_API_CONN_ID = "model_api"  # defined: the model API is a service (never started by a task)
+STORAGE_CONN_ID = "ml_pipeline_storage"  # credentials of the storage root (ML_PIPELINE_STORAGE)
+MLFLOW_CONN_ID = "mlflow_tracking"  # the MLflow tracking server (else MLFLOW_TRACKING_URI)
 SLACK_CONN_ID = "slack_notifications"
 SMTP_CONN_ID = "smtp_notifications"
 
