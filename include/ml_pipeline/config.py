@@ -72,6 +72,7 @@ def get_settings() -> Settings:
     home = _path("ML_PIPELINE_HOME", PROJECT_ROOT / ".local")
     mlflow_dir = home / "mlflow"
     storage_uri = _uri("ML_PIPELINE_STORAGE", as_uri(home / "data"))
+    inference_log_uri = _uri("ML_PIPELINE_INFERENCE_LOG", join(storage_uri, "inference_log"))
     return Settings(
         home=home,
         storage_root=local_path(storage_uri) or home / "data",
@@ -85,13 +86,15 @@ def get_settings() -> Settings:
         mlflow_experiment=os.environ.get("ML_PIPELINE_EXPERIMENT", "ml_model_deployment_advanced"),
         model_name=os.environ.get("ML_PIPELINE_MODEL_NAME", DEFAULT_MODEL_NAME),
         api_url=os.environ.get("MODEL_API_URL", DEFAULT_API_URL).rstrip("/"),
-        inference_log_dir=_path("ML_PIPELINE_INFERENCE_LOG", home / "inference_log"),
+        # the local folder behind inference_log_uri (the API writes there), until callers
+        # of this field read the URI
+        inference_log_dir=local_path(inference_log_uri) or home / "inference_log",
         reports_dir=_path("ML_PIPELINE_REPORTS", home / "reports"),
         notifications_log=_path(
             "ML_PIPELINE_NOTIFICATIONS_LOG", home / "notifications" / "notifications.jsonl"
         ),
         storage_uri=storage_uri,
         reports_uri=_uri("ML_PIPELINE_REPORTS", join(storage_uri, "reports")),
-        inference_log_uri=_uri("ML_PIPELINE_INFERENCE_LOG", join(storage_uri, "inference_log")),
+        inference_log_uri=inference_log_uri,
         notifications_uri=_uri("ML_PIPELINE_NOTIFICATIONS", join(storage_uri, "notifications")),
     )
