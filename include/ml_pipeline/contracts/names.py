@@ -74,3 +74,10 @@ MONITORED_VERSION_TAG = "model_version"
 INPUT_CONTRACT_TAG = "input_contract"  # on model versions: runs:/<run>/<artifact path>
 INPUT_CONTRACT_ARTIFACT = "contract/input_contract.json"  # in the version's run
 CONTRACT_CHANGES_TAG = "contract_changes"  # on model versions: the gate's named differences
+
+# -- model API traffic kinds: the request header and what the inference log records ----------
+TRAFFIC_HEADER = "X-Traffic-Kind"  # smoke tests and benchmarks set it; anything else is live
+LIVE_TRAFFIC = "live"  # the only kind monitoring reads by default
+SMOKE_TRAFFIC = "smoke"
+BENCHMARK_TRAFFIC = "benchmark"
+TRAFFIC_KINDS = (LIVE_TRAFFIC, SMOKE_TRAFFIC, BENCHMARK_TRAFFIC)
