@@ -107,8 +107,11 @@ def storage_options(uri: str | os.PathLike) -> dict[str, Any]:
     return {}
 
 
-def filesystem(uri: str | os.PathLike) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The fsspec filesystem for `uri` and the path inside it."""
+def filesystem(
+    uri: str | os.PathLike, options: dict[str, Any] | None = None
+) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem for `uri` and the path inside it; `options` (storage options,
+    e.g. from another connection than the storage root's) replace `storage_options(uri)`."""
     local = local_path(uri)
     if local is not None:
         from fsspec.implementations.local import LocalFileSystem
@@ -118,7 +121,7 @@ def filesystem(uri: str | os.PathLike) -> tuple[fsspec.AbstractFileSystem, str]:
 
     text = os.fspath(uri)
     try:
-        return url_to_fs(text, **storage_options(text))
+        return url_to_fs(text, **(storage_options(text) if options is None else options))
     except (ImportError, ValueError) as exc:
         raise StorageError(
             f"{text}: no filesystem for {protocol(text)}:// ({exc}); install its fsspec "
@@ -126,8 +129,8 @@ def filesystem(uri: str | os.PathLike) -> tuple[fsspec.AbstractFileSystem, str]:
         ) from exc
 
 
-def exists(uri: str | os.PathLike) -> bool:
-    fs, path = filesystem(uri)
+def exists(uri: str | os.PathLike, options: dict[str, Any] | None = None) -> bool:
+    fs, path = filesystem(uri, options)
     return bool(fs.exists(path))
 
 
@@ -256,16 +259,18 @@ def upload(local: str | os.PathLike, uri: str | os.PathLike) -> str:
 
 
 @contextlib.contextmanager
-def local_copy(uri: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+def local_copy(
+    uri: str | os.PathLike, suffix: str = "", options: dict[str, Any] | None = None
+) -> Iterator[Path]:
     """A local file (or folder) with the data at `uri`: the file itself when it is
-    local, else a temporary download removed afterwards."""
+    local, else a temporary download removed afterwards (`options`: as in `filesystem`)."""
     local = local_path(uri)
     if local is not None:
         if not local.exists():
             raise FileNotFoundError(f"{as_uri(uri)}: no such file")
         yield local
         return
-    fs, path = filesystem(uri)
+    fs, path = filesystem(uri, options)
     if not fs.exists(path):
         raise FileNotFoundError(f"{os.fspath(uri)}: no such object")
     with tempfile.TemporaryDirectory(prefix="ml_pipeline_") as tmp:
