@@ -239,6 +239,9 @@ class Rollout(Payload):
     version: str
     started: dict[str, Any] | None
     version_info: dict[str, Any]
+    #: `service` (the `model_api` connection: reloaded, never started by a task) or
+    #: `embedded` (a local process on loopback; `started` is it when this task started it).
+    mode: str = "embedded"
     _nested: ClassVar = {"release": Release}
 
 
