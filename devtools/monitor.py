@@ -7,7 +7,8 @@
    (`settings.api_url`; `make run` starts the API), in requests of `--batch-rows` rows,
    and waits until the API's inference log has them.
 2. Runs `ml_model_monitoring` once with `dag.test()` (task logs in `.local/logs/`).
-3. Prints the drift summary, the report and dashboard paths, whether retraining was
+3. Prints the drift summary, where the report, the dashboard and the notification are
+   (local paths when the storage root is local, else their URIs), whether retraining was
    triggered.
 4. Under `dag.test()` nothing runs a triggered DagRun (there is no scheduler): the
    `TriggerDagRunOperator` only creates a *queued* run of `ml_model_deployment_advanced`.
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 from devtools import airflow_env
-from devtools.run_pipeline import collect, run_dag
+from devtools.run_pipeline import collect, run_dag, where
 from include.ml_pipeline.contracts.names import DEPLOYMENT_DAG_ID, MONITORING_DAG_ID
 
 TRIGGER_TASK_ID = "trigger_retraining"
@@ -142,8 +143,9 @@ def summarise(dag_run, tasks: dict, log_path: Path) -> dict:
         ),
         "drift": drift.get("summary"),
         "reason": drift.get("reason"),
-        "report_path": drift.get("report_path"),
-        "dashboard_path": logged.get("dashboard_path"),
+        "current_uri": result("load_current").get("uri"),
+        "report_uri": drift.get("report_uri"),
+        "dashboard_uri": logged.get("dashboard_uri"),
         "mlflow_run_id": logged.get("mlflow_run_id"),
         "decision": logged.get("decision"),
         "retraining_triggered": (tasks.get(TRIGGER_TASK_ID) or {}).get("state") == "success",
@@ -176,15 +178,19 @@ def print_summary(summary: dict) -> None:
         print(f"  decision  {summary['decision']}")
     print(f"  retrain   {'TRIGGERED' if summary['retraining_triggered'] else 'not triggered'}")
     for key, label in (
-        ("report_path", "report"),
-        ("dashboard_path", "dashboard"),
+        ("current_uri", "window"),
+        ("report_uri", "report"),
+        ("dashboard_uri", "dashboard"),
         ("mlflow_run_id", "mlflow run"),
     ):
         if summary[key]:
-            print(f"  {label:<9} {summary[key]}")
+            print(f"  {label:<9} {where(summary[key])}")
     if summary["notification"]:
         channels = ", ".join(f"{k}: {v['status']}" for k, v in summary["notification"].items())
         print(f"  notified  {channels}")
+        record = summary["notification"].get("log", {}).get("detail")
+        if record:
+            print(f"  note      {where(record)}")
     failed = {k: v for k, v in summary["task_states"].items() if v in ("failed", "upstream_failed")}
     for task_id, state in failed.items():
         print(f"  FAILED    {task_id}: {state}")

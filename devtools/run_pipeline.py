@@ -240,6 +240,16 @@ def collect(dag_run) -> dict:
     return tasks
 
 
+def where(location: str | None) -> str | None:
+    """A stored object or folder as a person opens it: its local path when the storage
+    root is local, else its URI (`s3://...`); text that is not a URI as it is."""
+    if not location or "://" not in str(location):
+        return location
+    from include.ml_pipeline.storage import local_path
+
+    return str(local_path(location) or location)
+
+
 def summarise(dag_run, tasks: dict, conf: dict, log_path: Path, seconds: float, settings) -> dict:
     def result(task_id):
         return (tasks.get(task_id) or {}).get("result") or {}
@@ -316,10 +326,11 @@ def summarise(dag_run, tasks: dict, conf: dict, log_path: Path, seconds: float, 
         },
         "monitoring": {
             "drift": drift,
-            "dashboard": dashboard.get("uri"),
+            "dashboard": where(dashboard.get("uri")),
         },
         "notifications": notifications,
-        "notifications_log": str(settings.notifications_log),
+        # one JSON object per notification: the folder, or the bucket prefix, holding them
+        "notifications_log": where(settings.notifications_uri),
         "failed_tasks": failed,
         "failures": _failures(dag_run, failed),
         "api": _api_status(settings, champion_after),

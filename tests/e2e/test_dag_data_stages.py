@@ -55,20 +55,18 @@ def test_bad_data_fails_validation_and_nothing_downstream_runs(run_dag, pipeline
     assert "column 'tenure_months': rule 'numeric_parseable' broken" in result.log
     assert "'ten years' on line 12" in result.log
     # The one failure notification names the task and the broken rule, not just the task.
-    from include.ml_pipeline.config import get_settings
     from include.ml_pipeline.notifications import read_log
 
-    note = read_log(get_settings().notifications_log)[-1]
+    note = read_log()[-1]
     assert note["event"] == "failed"
     assert any("validar_datos" in r and "numeric_parseable" in r for r in note["reasons"])
     assert result.task_state(PREP + "preprocesar_datos") == "upstream_failed"
 
 
 def _failure_note():
-    from include.ml_pipeline.config import get_settings
     from include.ml_pipeline.notifications import read_log
 
-    return read_log(get_settings().notifications_log)[-1]
+    return read_log()[-1]
 
 
 def test_infinite_numbers_fail_validation_at_once_naming_column_and_line(run_dag, pipeline_home):

@@ -224,7 +224,7 @@ def test_a_changed_input_contract_is_rejected_naming_each_difference(airflow_db,
     assert "CHANGED INPUT CONTRACT" in deployed["title"]
     from include.ml_pipeline.notifications import read_log
 
-    note = next(n for n in reversed(read_log(get_settings().notifications_log))
+    note = next(n for n in reversed(read_log())
                 if n["event"] == "deployed")
     assert note["reasons"][0].startswith("Clients must change")
     assert any("send 'age_years'" in r for r in note["reasons"])

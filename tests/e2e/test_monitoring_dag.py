@@ -27,6 +27,8 @@ from include.ml_pipeline.features import FeatureSpec
 from include.ml_pipeline.monitoring import champion as champions
 from include.ml_pipeline.monitoring import drift_check, retrain_policy, windows
 from include.ml_pipeline.monitoring.errors import MonitoringError
+from include.ml_pipeline.notifications import read_log
+from include.ml_pipeline.storage import local_path
 
 pytestmark = pytest.mark.e2e
 
@@ -54,7 +56,7 @@ def store(tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", tracking_uri)
         mp.setenv("ML_PIPELINE_MLFLOW_ARTIFACTS", artifacts)
         mp.setenv("ML_PIPELINE_REPORTS", str(root / "reports"))
-        mp.setenv("ML_PIPELINE_NOTIFICATIONS_LOG", str(root / "notifications.jsonl"))
+        mp.setenv("ML_PIPELINE_NOTIFICATIONS", str(root / "notifications"))
         frame = generate_churn_frame(2_000, seed=7)
         splits = root / "splits"
         splits.mkdir()
@@ -103,7 +105,7 @@ def store(tmp_path_factory):
             "drifted": str(drifted),
             "undrifted": str(undrifted),
             "reports": root / "reports",
-            "notifications": root / "notifications.jsonl",
+            "notifications": root / "notifications",
         }
 
 
@@ -120,7 +122,7 @@ def monitoring(store, airflow_db, pipeline_home):
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("MLFLOW_TRACKING_URI", store["tracking_uri"])
             mp.setenv("ML_PIPELINE_REPORTS", str(store["reports"]))
-            mp.setenv("ML_PIPELINE_NOTIFICATIONS_LOG", str(store["notifications"]))
+            mp.setenv("ML_PIPELINE_NOTIFICATIONS", str(store["notifications"]))
             dag_run = run_dag({"model_name": MODEL, **conf}, log_path, dag_id=MONITORING_DAG_ID)
         return dag_run, collect(dag_run), log_path.read_text()
 
@@ -164,8 +166,8 @@ def test_drifted_batch_triggers_retraining(store, monitoring):
     assert getattr(runs[0].run_type, "value", runs[0].run_type) in {"manual", "operator_triggered"}
     assert trigger_run_id is None  # the operator returns nothing; the run id is a keyed XCom
 
-    # Report JSON under reports_dir, the MLflow run, the dashboard, the notification.
-    report_path = Path(drift["report_path"])
+    # Report JSON under reports_uri, the MLflow run, the dashboard, the notification.
+    report_path = local_path(drift["report_uri"])
     assert report_path.parent == store["reports"] / "monitoring"
     report = json.loads(report_path.read_text())
     assert report["summary"]["dataset_drift"] is True
@@ -173,8 +175,8 @@ def test_drifted_batch_triggers_retraining(store, monitoring):
     assert len(report["features"]) == len(SPEC.columns)
     logged = tasks["log_to_mlflow"]["result"]
     assert logged["retrain"] is True
-    assert Path(logged["dashboard_path"]).is_file()
-    assert "drift" in Path(logged["dashboard_path"]).read_text().lower()
+    assert local_path(logged["dashboard_uri"]).is_file()
+    assert "drift" in local_path(logged["dashboard_uri"]).read_text().lower()
 
     from mlflow import MlflowClient
 
@@ -188,7 +190,7 @@ def test_drifted_batch_triggers_retraining(store, monitoring):
     assert {"drift/drift_report.json", "drift/drift_table.html"} <= artifacts
     assert client.list_artifacts(run.info.run_id, "dashboard")
 
-    notes = [json.loads(line) for line in store["notifications"].read_text().splitlines()]
+    notes = read_log(store["notifications"])
     assert notes[-1]["event"] == "drift"
     assert notes[-1]["version"] == store["version"]
     assert notes[-1]["channels"]["slack"]["status"] == "skipped"
@@ -217,7 +219,7 @@ def test_undrifted_batch_does_not_trigger(store, monitoring):
     assert states["trigger_retraining"] == "skipped"
     assert states["notify_drift"] == "skipped"
     assert {r.run_id for r in DagRun.find(dag_id=DEPLOYMENT_DAG_ID)} == before
-    assert Path(tasks["compute_drift"]["result"]["report_path"]).is_file()
+    assert local_path(tasks["compute_drift"]["result"]["report_uri"]).is_file()
 
 
 def test_no_champion_skips_cleanly(store, monitoring):

@@ -28,6 +28,7 @@ from include.ml_pipeline.plots import (
     plot_precision_recall,
     plot_roc_curves,
 )
+from include.ml_pipeline.storage import local_path
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -123,8 +124,11 @@ def test_multiclass_curves_have_one_line_per_class():
 
 @pytest.fixture(scope="module")
 def rendered(full_context, tmp_path_factory) -> Path:
-    """The full dashboard, rendered once for the module (the charts take a second or two)."""
-    return render_dashboard(full_context, tmp_path_factory.mktemp("dashboard"))
+    """The full dashboard, rendered once for the module (the charts take a second or two),
+    as the local file behind the URI `render_dashboard` returns."""
+    uri = render_dashboard(full_context, tmp_path_factory.mktemp("dashboard"))
+    assert uri.startswith("file://")
+    return local_path(uri)
 
 
 def test_render_writes_named_file_with_all_sections(full_context, rendered):
@@ -176,7 +180,7 @@ def test_user_values_are_escaped_and_unsafe_links_not_linked(rendered):
 
 def test_minimal_context_renders_and_says_what_is_missing(tmp_path):
     context = DashboardContext(model_name="my model/with:odd*chars", version="3")
-    path = render_dashboard(context, tmp_path)
+    path = local_path(render_dashboard(context, tmp_path))
     assert path.name == "dashboard_my_model_with_odd_chars_v3.html"
     html = path.read_text()
     assert "No traffic in the inference log yet." in html
@@ -197,11 +201,12 @@ def test_prerendered_images_are_embedded(tmp_path):
         build_dashboard_html(DashboardContext("m", 1, images={"x": tmp_path / "not.png"}))
 
 
-def test_render_defaults_to_settings_reports_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv("ML_PIPELINE_REPORTS", str(tmp_path / "reports"))
-    path = render_dashboard(DashboardContext(model_name="m", version=2))
-    assert path == tmp_path / "reports" / dashboard_filename("m", 2)
-    assert path.exists()
+def test_render_defaults_to_settings_reports_uri(monkeypatch, tmp_path):
+    monkeypatch.setenv("ML_PIPELINE_STORAGE", str(tmp_path / "root"))
+    monkeypatch.delenv("ML_PIPELINE_REPORTS", raising=False)
+    uri = render_dashboard(DashboardContext(model_name="m", version=2))
+    assert uri == (tmp_path / "root" / "reports" / dashboard_filename("m", 2)).as_uri()
+    assert local_path(uri).exists()
 
 
 def test_summarize_traffic_dedupes_batched_requests():

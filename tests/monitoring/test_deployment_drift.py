@@ -22,6 +22,7 @@ from include.ml_pipeline.contracts.payloads import (
 )
 from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
 from include.ml_pipeline.orchestration.steps import monitoring
+from include.ml_pipeline.storage import local_path
 
 PARAMS = {
     "drift_alpha": 0.05,
@@ -125,8 +126,8 @@ def test_without_traffic_the_test_split_is_compared_and_logged_to_the_training_r
     assert summary["n_drifted"] == 0
     assert summary["current_source"].startswith("test split (300 rows")
     assert summary["reference"].endswith("train.parquet")
-    path = Path(result.report_uri)
-    assert path == deployed["tmp"] / "reports" / "drift_v3.json"
+    assert result.report_uri == (deployed["tmp"] / "reports" / "drift_v3.json").as_uri()
+    path = local_path(result.report_uri)
     written = json.loads(path.read_text())
     assert written["version"] == "3"
     assert written["current_source"] == summary["current_source"]
@@ -164,7 +165,8 @@ def test_dashboard_shows_plots_traffic_and_drift_and_is_logged(deployed):
     assert shown.plots == ["roc curve"]
     assert shown.traffic_rows == 150
     assert shown.deployment.rollout.version == "3"
-    page = Path(shown.uri)
+    assert shown.uri.startswith("file://")
+    page = local_path(shown.uri)
     assert page.parent == deployed["tmp"] / "reports"
     html = page.read_text()
     assert "roc_auc 0.81 &gt;= 0.75" in html

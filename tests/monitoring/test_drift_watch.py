@@ -18,7 +18,7 @@ CHAMPION = Champion(
 )
 DRIFT = DriftCheck(
     summary={"share_drifted": 0.5, "n_drifted": 2, "current_rows": 400},
-    report_path="/reports/monitoring/drift.json",
+    report_uri="s3://bucket/reports/monitoring/drift.json",
     reason="data drift on m v3: 2 of 4 features drifted (50%)",
 )
 
@@ -26,7 +26,7 @@ DRIFT = DriftCheck(
 def _logged(retrain: bool) -> MonitoringRun:
     return MonitoringRun(
         mlflow_run_id="abc",
-        dashboard_path="/reports/monitoring/dashboard_m_v3.html",
+        dashboard_uri="s3://bucket/reports/monitoring/dashboard_m_v3.html",
         retrain=retrain,
         decision="dataset drift above the threshold; retraining requested",
     )
@@ -57,5 +57,5 @@ def test_drift_notification_wording():
     assert note.title == "Data drift on m v3; retraining started"
     assert note.metrics == {"share_drifted": 0.5, "n_drifted": 2, "current_rows": 400}
     assert note.reasons == [DRIFT.reason, _logged(True).decision]
-    assert note.dashboard_path.endswith("dashboard_m_v3.html")
-    assert note.details == {"report": DRIFT.report_path, "mlflow_run_id": "abc"}
+    assert note.dashboard_uri == "s3://bucket/reports/monitoring/dashboard_m_v3.html"
+    assert note.details == {"report": DRIFT.report_uri, "mlflow_run_id": "abc"}

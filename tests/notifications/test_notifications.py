@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -19,6 +20,7 @@ from include.ml_pipeline.notifications import (
     read_log,
     send_notification,
 )
+from include.ml_pipeline.storage import list_files
 
 TOKEN_PATH = "/services/T000/B000/secret-token"
 
@@ -75,16 +77,19 @@ def test_slack_and_html_renderings_escape_user_text():
     assert note.severity == "warning"
 
 
-def test_slack_webhook_receives_payload_and_log_gets_a_line(
+def test_slack_webhook_receives_payload_and_the_record_is_an_object(
     webhook_receiver, connections, tmp_path
 ):
     connections(slack_url=webhook_receiver.url)
-    log_path = tmp_path / "notifications.jsonl"
-    outcomes = send_notification(deployed(), slack_conn_id="slack_test", log_path=log_path)
+    log_uri = tmp_path / "notifications"
+    outcomes = send_notification(deployed(), slack_conn_id="slack_test", log_uri=log_uri)
 
     assert outcomes["slack"]["status"] == "sent", outcomes
     assert outcomes["email"] == {"status": "skipped", "detail": "not configured"}
-    assert outcomes["log"] == {"status": "sent", "detail": str(log_path)}
+    assert outcomes["log"]["status"] == "sent"
+    (record,) = list_files(log_uri)
+    assert outcomes["log"]["detail"] == record
+    assert re.fullmatch(r"\d{8}T\d{12}Z-deployed-[0-9a-f]{8}\.json", record.rsplit("/", 1)[-1])
     assert len(webhook_receiver.requests) == 1
     request = webhook_receiver.requests[0]
     assert request["path"] == TOKEN_PATH
@@ -97,7 +102,7 @@ def test_slack_webhook_receives_payload_and_log_gets_a_line(
     assert "<http://127.0.0.1:8000|Model API>" in text
     assert request["json"]["blocks"][0]["text"]["text"] == text
 
-    lines = read_log(log_path)
+    lines = read_log(log_uri)
     assert len(lines) == 1
     assert lines[0]["event"] == "deployed"
     assert lines[0]["version"] == "7"
@@ -111,7 +116,7 @@ def test_email_is_received_by_smtp_server(smtp_receiver, connections, tmp_path):
         deployed(),
         smtp_conn_id="smtp_test",
         email_to="ops@example.org, ml@example.org",
-        log_path=tmp_path / "n.jsonl",
+        log_uri=tmp_path / "n",
     )
     assert outcomes["email"]["status"] == "sent", outcomes
     assert outcomes["slack"]["status"] == "skipped"
@@ -126,7 +131,7 @@ def test_email_is_received_by_smtp_server(smtp_receiver, connections, tmp_path):
     assert "tabular_classifier v7" in html
     assert "<td>roc_auc</td><td>0.8612</td>" in html
     assert 'href="http://127.0.0.1:5000/#/experiments/1/runs/abc123"' in html
-    assert read_log(tmp_path / "n.jsonl")[0]["channels"]["email"]["status"] == "sent"
+    assert read_log(tmp_path / "n")[0]["channels"]["email"]["status"] == "sent"
 
 
 def test_both_channels_at_once(webhook_receiver, smtp_receiver, connections, tmp_path):
@@ -136,7 +141,7 @@ def test_both_channels_at_once(webhook_receiver, smtp_receiver, connections, tmp
         slack_conn_id="slack_test",
         smtp_conn_id="smtp_test",
         email_to=["ops@example.org"],
-        log_path=tmp_path / "n.jsonl",
+        log_uri=tmp_path / "n",
     )
     assert {k: v["status"] for k, v in outcomes.items()} == {
         "slack": "sent",
@@ -149,13 +154,13 @@ def test_both_channels_at_once(webhook_receiver, smtp_receiver, connections, tmp
 
 def test_servers_down_are_recorded_as_failed_and_nothing_raises(connections, unused_port, tmp_path):
     connections(slack_url=f"http://127.0.0.1:{unused_port()}", smtp_port=unused_port())
-    log_path = tmp_path / "n.jsonl"
+    log_uri = tmp_path / "n"
     outcomes = send_notification(
         deployed(),
         slack_conn_id="slack_test",
         smtp_conn_id="smtp_test",
         email_to=["ops@example.org"],
-        log_path=log_path,
+        log_uri=log_uri,
         timeout=3,
     )
     assert outcomes["slack"]["status"] == "failed", outcomes
@@ -165,7 +170,7 @@ def test_servers_down_are_recorded_as_failed_and_nothing_raises(connections, unu
         or "Errno" in (outcomes["email"]["detail"])
     )
     assert outcomes["log"]["status"] == "sent"
-    (line,) = read_log(log_path)
+    (line,) = read_log(log_uri)
     assert line["channels"]["slack"]["status"] == "failed"
     assert line["channels"]["email"]["status"] == "failed"
     assert "failed" in describe_outcomes(outcomes)
@@ -176,16 +181,18 @@ def test_webhook_error_status_is_failed_and_secret_is_masked(
 ):
     webhook_receiver.status = 403
     connections(slack_url=webhook_receiver.url)
-    outcomes = send_notification(deployed(), slack_conn_id="slack_test", log_path=tmp_path / "n")
+    outcomes = send_notification(deployed(), slack_conn_id="slack_test", log_uri=tmp_path / "n")
     assert outcomes["slack"]["status"] == "failed"
     assert "403" in outcomes["slack"]["detail"]
     assert "secret-token" not in json.dumps(outcomes)
-    assert "secret-token" not in (tmp_path / "n").read_text()
+    (record,) = (tmp_path / "n").iterdir()
+    assert "403" in record.read_text()
+    assert "secret-token" not in record.read_text()
 
 
 def test_unconfigured_and_undefined_channels_are_skipped(monkeypatch, tmp_path):
     monkeypatch.delenv("AIRFLOW_CONN_NO_SUCH_SLACK", raising=False)
-    outcomes = send_notification(deployed(), log_path=tmp_path / "n.jsonl")
+    outcomes = send_notification(deployed(), log_uri=tmp_path / "n")
     assert outcomes["slack"] == {"status": "skipped", "detail": "not configured"}
     assert outcomes["email"] == {"status": "skipped", "detail": "not configured"}
     outcomes = send_notification(
@@ -193,25 +200,42 @@ def test_unconfigured_and_undefined_channels_are_skipped(monkeypatch, tmp_path):
         slack_conn_id="no_such_slack",
         smtp_conn_id="smtp_test",
         email_to=None,
-        log_path=tmp_path / "n.jsonl",
+        log_uri=tmp_path / "n",
     )
     assert outcomes["slack"]["status"] == "skipped"
     assert "no_such_slack" in outcomes["slack"]["detail"]
     assert outcomes["email"] == {"status": "skipped", "detail": "no recipients"}
-    assert len(read_log(tmp_path / "n.jsonl")) == 2
+    assert len(read_log(tmp_path / "n")) == 2
 
 
-def test_log_write_failure_raises(tmp_path):
-    with pytest.raises(IsADirectoryError):
-        send_notification(deployed(), log_path=tmp_path)  # a directory, not a file
+def test_records_are_read_back_in_the_order_they_were_written(tmp_path):
+    for version in range(1, 13):
+        note = deployed()
+        note.version = str(version)
+        send_notification(note, log_uri=tmp_path / "n")
+    assert [n["version"] for n in read_log(tmp_path / "n")] == [str(v) for v in range(1, 13)]
+    assert [n["version"] for n in read_log(tmp_path / "n", limit=2)] == ["11", "12"]
+    assert read_log(tmp_path / "n", limit=0) == []
+    assert read_log(tmp_path / "nothing here") == []
 
 
-def test_default_log_path_comes_from_settings(monkeypatch, tmp_path):
-    target = tmp_path / "elsewhere" / "notifications.jsonl"
-    monkeypatch.setenv("ML_PIPELINE_NOTIFICATIONS_LOG", str(target))
+def test_record_write_failure_raises(tmp_path):
+    (tmp_path / "a file").write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match="ML_PIPELINE_NOTIFICATIONS"):
+        send_notification(deployed(), log_uri=tmp_path / "a file")
+
+
+def test_default_location_is_under_the_storage_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("ML_PIPELINE_STORAGE", str(tmp_path / "root"))
+    monkeypatch.delenv("ML_PIPELINE_NOTIFICATIONS", raising=False)
     outcomes = send_notification(deployed())
-    assert outcomes["log"]["detail"] == str(target)
+    folder = (tmp_path / "root" / "notifications").as_uri()
+    assert outcomes["log"]["detail"].startswith(folder + "/")
     assert read_log()[0]["title"] == "tabular_classifier v7 is live"
+    monkeypatch.setenv("ML_PIPELINE_NOTIFICATIONS", str(tmp_path / "elsewhere"))
+    send_notification(deployed())
+    assert len(read_log()) == 1
+    assert len(list_files(tmp_path / "elsewhere")) == 1
 
 
 def _task_context(exception: Exception | None = None, reason: str | None = None) -> dict:
@@ -253,12 +277,12 @@ def test_notification_from_context_extracts_ids_error_and_links():
 
 def test_failure_callback_notifies_slack_and_log(webhook_receiver, connections, tmp_path):
     connections(slack_url=webhook_receiver.url)
-    log_path = tmp_path / "n.jsonl"
+    log_uri = tmp_path / "n"
     callback = build_failure_callback(
-        slack_conn_id="slack_test", log_path=log_path, model_name="tabular_classifier"
+        slack_conn_id="slack_test", log_uri=log_uri, model_name="tabular_classifier"
     )
     assert callback(_task_context(reason="task_failure")) is None
-    (line,) = read_log(log_path)
+    (line,) = read_log(log_uri)
     assert line["event"] == "failed"
     assert line["reasons"] == ["DAG run failed: task_failure"]
     assert line["model_name"] == "tabular_classifier"
@@ -268,8 +292,9 @@ def test_failure_callback_notifies_slack_and_log(webhook_receiver, connections, 
 
 
 def test_failure_callback_never_raises(tmp_path):
+    (tmp_path / "a file").write_text("not a folder")
     outcomes = notify_failure_from_context(
         _task_context(ValueError("boom")),
-        log_path=tmp_path,  # unwritable: a directory
+        log_uri=tmp_path / "a file",  # unwritable: not a folder
     )
     assert outcomes["log"]["status"] == "failed"

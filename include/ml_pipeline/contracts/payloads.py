@@ -53,11 +53,12 @@ class Payload:
 
 @dataclasses.dataclass(frozen=True)
 class LoadResult(Payload):
-    """`descargar_datos`: the raw file as a warehouse table."""
+    """`descargar_datos`: the raw file as a warehouse table, stored as the Parquet object
+    `table_uri` (`<run>/tables/raw.parquet` under the storage root)."""
 
     table: str
+    table_uri: str
     source_uri: str
-    local_path: str
     file_format: str
     rows: int
     columns: list[str]
@@ -77,14 +78,18 @@ class ValidationReport(Payload):
     duplicates: int
     null_fractions: dict[str, float]
     table: str = ""
+    #: The validated table's Parquet object (the raw table: validation only reads it).
+    table_uri: str = ""
     warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
 class PreprocessResult(Payload):
-    """`preprocesar_datos`: the typed, cleaned table and the features chosen."""
+    """`preprocesar_datos`: the typed, cleaned table (the Parquet object `table_uri`,
+    `<run>/tables/clean.parquet`) and the features chosen."""
 
     table: str
+    table_uri: str
     rows_in: int
     rows_out: int
     dropped_unlabelled: int
@@ -96,10 +101,10 @@ class PreprocessResult(Payload):
 
 @dataclasses.dataclass(frozen=True)
 class SplitResult(Payload):
-    """`dividir_datos`: one Parquet file per split, and where the data came from."""
+    """`dividir_datos`: one Parquet object per split (`uris`: train, validation, test ->
+    `<run>/splits/<split>.parquet` under the storage root), and where the data came from."""
 
-    table: str
-    paths: dict[str, str]
+    uris: dict[str, str]
     rows: dict[str, int]
     class_counts: dict[str, dict[str, int]]
     seed: int
@@ -273,7 +278,8 @@ class Rollback(Payload):
 
 @dataclasses.dataclass(frozen=True)
 class DriftResult(Payload):
-    """`configurar_monitoreo`: drift of recent traffic (or the test split) vs training."""
+    """`configurar_monitoreo`: drift of recent traffic (or the test split) vs training;
+    `report_uri` is the report's object under the reports URI."""
 
     summary: dict[str, Any]
     report_uri: str
@@ -282,7 +288,7 @@ class DriftResult(Payload):
 
 @dataclasses.dataclass(frozen=True)
 class Dashboard(Payload):
-    """`configurar_dashboards`: the deployed version's HTML dashboard."""
+    """`configurar_dashboards`: the deployed version's HTML dashboard (one object at `uri`)."""
 
     deployment: LiveDeployment
     uri: str
@@ -293,7 +299,8 @@ class Dashboard(Payload):
 
 @dataclasses.dataclass(frozen=True)
 class Notified(Payload):
-    """A notification task: what was said and how each channel took it."""
+    """A notification task: what was said and how each channel took it (the `log`
+    channel's detail is the notification object's URI)."""
 
     event: str
     title: str
@@ -341,18 +348,20 @@ class Champion(Payload):
 
 @dataclasses.dataclass(frozen=True)
 class ReferenceData(Payload):
-    """`load_reference`: the champion's training split, checked readable and complete."""
+    """`load_reference`: the champion's training split (its URI), checked readable and
+    complete."""
 
-    path: str
+    uri: str
     rows: int
 
 
 @dataclasses.dataclass(frozen=True)
 class CurrentWindow(Payload):
-    """`load_current`: the current rows frozen to Parquet at `path`; `since` is the start
-    of the inference-log window (None for a batch file)."""
+    """`load_current`: the current rows frozen to a Parquet object at `uri` (under the
+    storage root); `since` is the start of the inference-log window (None for a batch
+    file)."""
 
-    path: str
+    uri: str
     rows: int
     source: str
     since: str | None
@@ -360,10 +369,11 @@ class CurrentWindow(Payload):
 
 @dataclasses.dataclass(frozen=True)
 class DriftCheck(Payload):
-    """`compute_drift`: the drift summary, the report JSON, and what drifted in a sentence."""
+    """`compute_drift`: the drift summary, the report JSON's URI, and what drifted in a
+    sentence."""
 
     summary: dict[str, Any]
-    report_path: str
+    report_uri: str
     reason: str
 
 
@@ -379,11 +389,11 @@ class RetrainDecision(Payload):
 
 @dataclasses.dataclass(frozen=True)
 class MonitoringRun(Payload):
-    """`log_to_mlflow`: the check's run in the monitoring experiment, its dashboard, and
-    the decision recorded on it (what `drift_detected` branches on)."""
+    """`log_to_mlflow`: the check's run in the monitoring experiment, its dashboard's URI,
+    and the decision recorded on it (what `drift_detected` branches on)."""
 
     mlflow_run_id: str
-    dashboard_path: str
+    dashboard_uri: str
     retrain: bool
     decision: str
 

@@ -1,8 +1,10 @@
 """One self-contained HTML dashboard per deployed model version.
 
-The file opens offline: charts are base64 PNGs drawn with matplotlib's Agg canvas, styles
-are inline, there is no script, font or stylesheet from anywhere else (the only external
-URLs are plain links to the MLflow run, the Airflow run and the API). Every value from the
+The page is one object under the reports URI (a local file or an S3 object alike) and
+needs nothing beside it, so it opens offline from disk or from a download: charts are
+base64 PNGs drawn with matplotlib's Agg canvas, styles are inline, there is no script,
+font or stylesheet from anywhere else (the only external URLs are plain links to the
+MLflow run, the Airflow run and the API). Every value from the
 context is HTML-escaped by Jinja2's autoescape, and only http(s) links become `href`s.
 
 Sections, each shown only when its data is given (`DashboardContext`):
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from include.ml_pipeline import storage
 from include.ml_pipeline.plots import (
     figure_to_png_bytes,
     plot_class_distribution,
@@ -40,6 +42,8 @@ from include.ml_pipeline.plots import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    import os
+
     import pandas as pd
 
     from include.ml_pipeline.monitoring.drift import DriftReport
@@ -90,6 +94,7 @@ class DashboardContext:
     decision: str | None = None
     reasons: list[str] = field(default_factory=list)
     evaluation: EvaluationArrays | None = None
+    #: Pre-rendered PNGs: bytes, or the URI / path of a PNG object.
     images: dict[str, str | Path | bytes] = field(default_factory=dict)
     feature_importances: dict[str, float] | None = None
     traffic: pd.DataFrame | None = None
@@ -105,22 +110,19 @@ def dashboard_filename(model_name: str, version: str | int) -> str:
     return f"dashboard_{safe}_v{safe_version}.html"
 
 
-def render_dashboard(context: DashboardContext, out_dir: str | Path | None = None) -> Path:
-    """Write the dashboard to `out_dir` (default: settings' `reports_dir`); return its path.
+def render_dashboard(context: DashboardContext, out: str | os.PathLike | None = None) -> str:
+    """Write the dashboard under `out` (a folder URI or path; default: the settings'
+    `reports_uri`); return its URI.
 
-    The file is written to a temporary name and renamed, so a reader never sees half a page.
+    The object is written whole (locally through a temporary name), so a reader never
+    sees half a page.
     """
-    if out_dir is None:
+    if out is None:
         from include.ml_pipeline.config import get_settings
 
-        out_dir = get_settings().reports_dir
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / dashboard_filename(context.model_name, context.version)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(build_dashboard_html(context), encoding="utf-8")
-    tmp.replace(path)
-    return path
+        out = get_settings().reports_uri
+    uri = storage.join(out, dashboard_filename(context.model_name, context.version))
+    return storage.write_text(uri, build_dashboard_html(context))
 
 
 def build_dashboard_html(context: DashboardContext) -> str:
@@ -202,7 +204,7 @@ def _evaluation_charts(context: DashboardContext) -> list[dict[str, str]]:
             _chart("Confusion matrix", plot_confusion_matrix(evaluation.y_true, y_pred, classes))
         )
     for title, image in context.images.items():
-        data = image if isinstance(image, bytes) else Path(image).read_bytes()
+        data = image if isinstance(image, bytes) else storage.read_bytes(image)
         charts.append({"title": str(title), "src": _png_src(data)})
     if context.feature_importances:
         names = list(context.feature_importances)

@@ -1,10 +1,11 @@
 """Drift at deployment time: the training split (the reference) against the most recent
 inference-log traffic when there is enough of it, else against the untouched test split
-(a baseline that should show no drift); the report is written and logged to the
-deployed version's training run."""
+(a baseline that should show no drift); the report is written under the reports URI
+and logged to the deployed version's training run."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +19,15 @@ def drift_at_deployment(
     thresholds: dict[str, Any],
     window_hours: float,
     tracking_uri: str,
-    reports_dir: str | Path,
+    reports_uri: str | os.PathLike,
     inference_log_dir: str | Path | None = None,
 ) -> DriftResult:
     """Drift of recent traffic (any version, repeated rows counted once) or of the test
     split against the training split the registered `model` was fitted on. `summary` is
     `DriftReport.summary()` plus `current_source` (which data, how many rows) and
-    `reference` (the training split's path)."""
+    `reference` (the training split's URI); `report_uri` is the report's object."""
     from include.ml_pipeline.monitoring.drift import DriftThresholds
-    from include.ml_pipeline.monitoring.drift_report import check_and_write, deployment_report_path
+    from include.ml_pipeline.monitoring.drift_report import check_and_write, deployment_report_uri
     from include.ml_pipeline.monitoring.mlflow_logging import log_drift
     from include.ml_pipeline.monitoring.windows import (
         load_reference,
@@ -50,12 +51,12 @@ def drift_at_deployment(
         current = read_frame(split_paths["test"])
         source = f"test split ({len(current)} rows; too little traffic yet: {len(traffic)} rows)"
     context = {"current_source": source, "reference": split_paths["train"]}
-    report, path = check_and_write(
+    report, uri = check_and_write(
         reference,
         current,
         feature_spec,
         limits,
-        path=deployment_report_path(reports_dir, model.version),
+        uri=deployment_report_uri(reports_uri, model.version),
         facts={
             "model_name": model.model_name,
             "version": model.version,
@@ -68,10 +69,10 @@ def drift_at_deployment(
         model.run_id,
         report,
         artifact_dir="monitoring",
-        report_path=path,
+        report_uri=uri,
     )
     return DriftResult(
-        summary={**report.summary(), **context}, report_uri=str(path), report=report.to_dict()
+        summary={**report.summary(), **context}, report_uri=uri, report=report.to_dict()
     )
 
 

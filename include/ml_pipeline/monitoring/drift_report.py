@@ -1,60 +1,67 @@
-"""The drift report as files: one JSON document per check (the model it is about, where
-the data came from, then `DriftReport.to_dict()`), and the per-feature table as HTML.
-Both the deployment-time check and the monitoring DAG write their reports here."""
+"""The drift report as objects under the reports URI: one JSON document per check (the
+model it is about, where the data came from, then `DriftReport.to_dict()`), and the
+per-feature table as HTML. Both the deployment-time check and the monitoring DAG write
+their reports here, through `storage` (a local folder or a bucket alike)."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from include.ml_pipeline import storage
+
 if TYPE_CHECKING:  # pragma: no cover
+    import os
+
     import pandas as pd
 
     from include.ml_pipeline.features import FeatureSpec
     from include.ml_pipeline.monitoring.drift import DriftReport
 
 LATEST_NAME = "drift_latest.json"
+MONITORING_FOLDER = "monitoring"
 
 
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._") or "x"
 
 
-def monitoring_report_path(
-    reports_dir: str | Path, model_name: str, version: str, run_key: str
-) -> Path:
-    """`<reports_dir>/monitoring/drift_<model>_v<version>_<run>.json`."""
+def monitoring_report_uri(
+    reports_uri: str | os.PathLike, model_name: str, version: str, run_key: str
+) -> str:
+    """`<reports_uri>/monitoring/drift_<model>_v<version>_<run>.json`."""
     name = f"drift_{_safe(model_name)}_v{_safe(version)}_{_safe(run_key)}.json"
-    return Path(reports_dir) / "monitoring" / name
+    return storage.join(reports_uri, MONITORING_FOLDER, name)
 
 
-def deployment_report_path(reports_dir: str | Path, version: str) -> Path:
-    """`<reports_dir>/drift_v<version>.json`: the check made when that version went live."""
-    return Path(reports_dir) / f"drift_v{_safe(version)}.json"
+def deployment_report_uri(reports_uri: str | os.PathLike, version: str) -> str:
+    """`<reports_uri>/drift_v<version>.json`: the check made when that version went live."""
+    return storage.join(reports_uri, f"drift_v{_safe(version)}.json")
 
 
 def write_drift_report(
     report: DriftReport | dict[str, Any],
-    path: str | Path,
+    uri: str | os.PathLike,
     *,
     facts: Mapping[str, Any] | None = None,
     latest: bool = False,
-) -> Path:
-    """Write `{**facts, **report.to_dict()}` as JSON to `path` (atomically), and the same
-    to `drift_latest.json` beside it when `latest`; return `path`."""
+) -> str:
+    """Write `{**facts, **report.to_dict()}` as JSON to `uri` (whole: a reader never sees
+    half of it), and the same to `drift_latest.json` beside it when `latest`; return the
+    report's URI."""
     data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
     text = json.dumps({**(facts or {}), **data}, indent=2, allow_nan=False, default=str)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for target in (path, path.with_name(LATEST_NAME)) if latest else (path,):
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
-    return path
+    written = storage.write_text(uri, text)
+    if latest:
+        storage.write_text(written.rsplit("/", 1)[0] + "/" + LATEST_NAME, text)
+    return written
+
+
+def read_drift_report(uri: str | os.PathLike) -> dict[str, Any]:
+    """A report written by `write_drift_report`, as the dict it holds."""
+    return storage.read_json(uri)
 
 
 def check_and_write(
@@ -63,16 +70,17 @@ def check_and_write(
     spec: FeatureSpec | dict[str, Any],
     thresholds: Any,
     *,
-    path: str | Path,
+    uri: str | os.PathLike,
     facts: Mapping[str, Any] | None = None,
     model: Any = None,
     latest: bool = False,
-) -> tuple[DriftReport, Path]:
-    """Run the drift check (`drift_check.run_drift_check`) and write its report."""
+) -> tuple[DriftReport, str]:
+    """Run the drift check (`drift_check.run_drift_check`) and write its report to `uri`;
+    return the report and its URI."""
     from include.ml_pipeline.monitoring.drift_check import run_drift_check
 
     report = run_drift_check(reference, current, spec, thresholds, model=model)
-    return report, write_drift_report(report, path, facts=facts, latest=latest)
+    return report, write_drift_report(report, uri, facts=facts, latest=latest)
 
 
 def drift_table_html(report: DriftReport | dict[str, Any]) -> str:

@@ -1,13 +1,16 @@
 """Drift results into MLflow: the drift metrics and report artifacts of one check on a
 run (the deployed version's training run at deployment, or a run of the monitoring
-experiment for each scheduled check), and that monitoring run itself."""
+experiment for each scheduled check), and that monitoring run itself.
+
+Reports and dashboards are objects under the reports URI (maybe on S3): they are read
+into memory and logged with `log_text`, so no local file is handed from task to task."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from include.ml_pipeline import storage
 from include.ml_pipeline.contracts.names import (
     AIRFLOW_RUN_TAG,
     MONITORED_MODEL_TAG,
@@ -19,6 +22,8 @@ from include.ml_pipeline.contracts.names import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    import os
+
     from mlflow import MlflowClient
 
     from include.ml_pipeline.monitoring.drift import DriftReport
@@ -45,11 +50,11 @@ def log_drift(
     report: DriftReport | dict[str, Any],
     *,
     artifact_dir: str,
-    report_path: str | Path | None = None,
+    report_uri: str | os.PathLike | None = None,
 ) -> None:
     """Log one drift check on `run_id`: `DriftReport.mlflow_metrics()` plus the row counts,
     and under `artifact_dir` the report (`drift_report.json`), the drift table
-    (`drift_table.html`) and the report file written for it, if any."""
+    (`drift_table.html`) and the report object written for it (at `report_uri`), if any."""
     import time
 
     from mlflow.entities import Metric
@@ -66,13 +71,22 @@ def log_drift(
     client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
     client.log_dict(run_id, report.to_dict(), f"{artifact_dir}/drift_report.json")
     client.log_text(run_id, drift_table_html(report), f"{artifact_dir}/drift_table.html")
-    if report_path:
-        client.log_artifact(run_id, str(report_path), artifact_path=artifact_dir)
+    if report_uri:
+        log_object(client, run_id, report_uri, artifact_dir)
 
 
-def log_dashboard(client: MlflowClient, run_id: str, path: str | Path) -> None:
-    """The dashboard HTML as an artifact of `run_id` (under `dashboard/`)."""
-    client.log_artifact(run_id, str(path), artifact_path=DASHBOARD_ARTIFACT_DIR)
+def log_dashboard(client: MlflowClient, run_id: str, uri: str | os.PathLike) -> None:
+    """The dashboard HTML at `uri` as an artifact of `run_id` (under `dashboard/`)."""
+    log_object(client, run_id, uri, DASHBOARD_ARTIFACT_DIR)
+
+
+def log_object(
+    client: MlflowClient, run_id: str, uri: str | os.PathLike, artifact_dir: str
+) -> None:
+    """The text object at `uri` (local or remote) as `<artifact_dir>/<its name>` of
+    `run_id`, logged from memory."""
+    name = storage.as_uri(uri).rstrip("/").rsplit("/", 1)[-1]
+    client.log_text(run_id, storage.read_text(uri), f"{artifact_dir}/{name}")
 
 
 def log_monitoring_run(
@@ -86,8 +100,8 @@ def log_monitoring_run(
     params: dict[str, Any] | None = None,
     tags: dict[str, Any] | None = None,
     retrain_requested: bool = False,
-    report_path: str | Path | None = None,
-    dashboard_path: str | Path | None = None,
+    report_uri: str | os.PathLike | None = None,
+    dashboard_uri: str | os.PathLike | None = None,
 ) -> str:
     """Log one scheduled drift check as a run of `experiment`; return its run id.
 
@@ -135,9 +149,9 @@ def log_monitoring_run(
         if run_id:
             mlflow.set_tags(run_tags)
         mlflow.log_params({str(k): _param(v) for k, v in (params or {}).items()})
-        log_drift(client, run.info.run_id, report, artifact_dir="drift", report_path=report_path)
-        if dashboard_path:
-            log_dashboard(client, run.info.run_id, dashboard_path)
+        log_drift(client, run.info.run_id, report, artifact_dir="drift", report_uri=report_uri)
+        if dashboard_uri:
+            log_dashboard(client, run.info.run_id, dashboard_uri)
         return run.info.run_id
 
 

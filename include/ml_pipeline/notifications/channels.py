@@ -1,8 +1,12 @@
-"""Deliver a `Notification`: always to the local log, and to Slack / e-mail when configured.
+"""Deliver a `Notification`: always to the notification record, and to Slack / e-mail when
+configured.
 
-* Local log: one JSON line per notification appended to `notifications_log` (from the
-  settings unless given), including what happened on every other channel. This is the
-  record `make run` prints; a failure to write it raises.
+* Record (`log`): one JSON object per notification under `notifications_uri` (from the
+  settings unless given: `<storage_uri>/notifications/`, a local folder or a bucket
+  prefix), including what happened on every other channel. Objects cannot be appended to
+  on S3, so there is no shared log file: each notification is its own object, named
+  `<UTC time>-<event>-<random>.json` so that listing the prefix gives them in order
+  (`read_log`). This is the record `make run` prints; a failure to write it raises.
 * Slack: `SlackWebhookHook` on an *incoming-webhook* connection (conn_type
   `slackwebhook`; webhook token, or the full webhook URL, in the password; optional host
   such as `https://hooks.slack.com/services`).
@@ -17,15 +21,19 @@ outage cannot fail a deployment. Airflow is imported lazily, inside the function
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
+import re
+import secrets
 from collections.abc import Callable, Iterable
-from pathlib import Path
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from include.ml_pipeline import storage
 from include.ml_pipeline.notifications.message import EVENT_FAILED, Notification
+
+if TYPE_CHECKING:  # pragma: no cover
+    import os
 
 log = logging.getLogger(__name__)
 
@@ -46,23 +54,25 @@ def send_notification(
     slack_conn_id: str | None = None,
     smtp_conn_id: str | None = None,
     email_to: str | Iterable[str] | None = None,
-    log_path: str | Path | None = None,
+    log_uri: str | os.PathLike | None = None,
     from_email: str | None = None,
     timeout: int = DEFAULT_TIMEOUT_SECONDS,
 ) -> dict[str, dict[str, str]]:
     """Send `notification` on every configured channel; return each channel's outcome.
 
     The result maps `slack`, `email` and `log` to `{"status": "sent" | "skipped" |
-    "failed", "detail": ...}` (the detail of `log` is the log file's path). Slack and
-    e-mail never raise; the local log write may.
+    "failed", "detail": ...}` (the detail of `log` is the URI of the notification's
+    object under `log_uri`, default the settings' `notifications_uri`). Slack and e-mail
+    never raise; writing the record may.
     """
     outcomes = {
         "slack": _send_slack(notification, slack_conn_id, timeout),
         "email": _send_email(notification, smtp_conn_id, email_to, from_email),
     }
-    path = Path(log_path) if log_path else _default_log_path()
-    append_log_line(path, {**notification.to_dict(), "channels": outcomes})
-    outcomes["log"] = outcome(SENT, str(path))
+    written = write_record(
+        {**notification.to_dict(), "channels": outcomes}, log_uri or _default_log_uri()
+    )
+    outcomes["log"] = outcome(SENT, written)
     for channel, result in outcomes.items():
         log.info("notification %s via %s: %s %s", notification.event, channel, *result.values())
     return outcomes
@@ -77,28 +87,34 @@ def describe_outcomes(outcomes: dict[str, dict[str, str]]) -> str:
     return "; ".join(parts)
 
 
-def append_log_line(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line; concurrent writers are serialised with an advisory lock."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record, default=str, sort_keys=True) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        with contextlib.suppress(ImportError):
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, line)
-    finally:
-        os.close(fd)  # closing releases the lock
+def record_name(record: dict[str, Any], now: datetime | None = None) -> str:
+    """`<UTC time to the microsecond>-<event>-<8 random hex>.json`: names that sort in the
+    order they were written, and never collide between workers."""
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    event = re.sub(r"[^A-Za-z0-9_]+", "_", str(record.get("event") or "note"))[:40]
+    return f"{stamp}-{event}-{secrets.token_hex(4)}.json"
 
 
-def read_log(path: str | Path | None = None) -> list[dict[str, Any]]:
-    """All notifications in the local log, oldest first (empty when there is no log)."""
-    path = Path(path) if path else _default_log_path()
-    if not path.exists():
-        return []
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+def write_record(record: dict[str, Any], base_uri: str | os.PathLike) -> str:
+    """Write one notification record as its own JSON object under `base_uri`; return
+    the object's URI. A `base_uri` that is not a folder (an existing file) raises."""
+    if storage.is_file(base_uri):
+        raise NotADirectoryError(
+            f"{storage.as_uri(base_uri)} is a file; the notifications location must be a "
+            "folder or bucket prefix (set ML_PIPELINE_NOTIFICATIONS to one)"
+        )
+    return storage.write_json(storage.join(base_uri, record_name(record)), record)
+
+
+def read_log(
+    base_uri: str | os.PathLike | None = None, *, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The notifications under `base_uri` (default: the settings' `notifications_uri`),
+    oldest first; only the `limit` most recent when given. Empty when there are none."""
+    uris = storage.list_files(base_uri or _default_log_uri(), suffix=".json")
+    if limit is not None:
+        uris = uris[-limit:] if limit > 0 else []
+    return [storage.read_json(uri) for uri in uris]
 
 
 # --------------------------------------------------------------------------- channels
@@ -190,10 +206,10 @@ def _reason(exc: BaseException, connection: Any) -> str:
     return text[:500]
 
 
-def _default_log_path() -> Path:
+def _default_log_uri() -> str:
     from include.ml_pipeline.config import get_settings
 
-    return get_settings().notifications_log
+    return get_settings().notifications_uri
 
 
 # --------------------------------------------------------------------------- Airflow glue
@@ -273,7 +289,7 @@ def notify_failure_from_context(
     slack_conn_id: str | None = None,
     smtp_conn_id: str | None = None,
     email_to: str | Iterable[str] | None = None,
-    log_path: str | Path | None = None,
+    log_uri: str | os.PathLike | None = None,
     model_name: str | None = None,
     api_url: str | None = None,
     timeout: int = DEFAULT_TIMEOUT_SECONDS,
@@ -281,7 +297,7 @@ def notify_failure_from_context(
     """Failure callback body: notify about the failed task/DAG run in `context`.
 
     It never raises (a callback that raises only adds noise to the scheduler log): if
-    even the local log cannot be written, the outcome says so.
+    even the notification record cannot be written, the outcome says so.
     """
     try:
         notification = notification_from_context(context, model_name=model_name, api_url=api_url)
@@ -290,7 +306,7 @@ def notify_failure_from_context(
             slack_conn_id=slack_conn_id,
             smtp_conn_id=smtp_conn_id,
             email_to=email_to,
-            log_path=log_path,
+            log_uri=log_uri,
             timeout=timeout,
         )
     except Exception as exc:

@@ -33,8 +33,8 @@ def drift_detected(
         reasons=[drift.reason, logged.decision],
         airflow_run_url=airflow_run_url,
         api_url=api_url,
-        dashboard_path=logged.dashboard_path,
+        dashboard_uri=logged.dashboard_uri,
         dag_id=dag_id,
         run_id=run_id,
-        details={"report": drift.report_path, "mlflow_run_id": logged.mlflow_run_id},
+        details={"report": drift.report_uri, "mlflow_run_id": logged.mlflow_run_id},
     )

@@ -35,7 +35,7 @@ def deployed(
         registered,
         decision,
         api_url=api_url,
-        dashboard_path=dashboard,
+        dashboard_uri=dashboard,
         **links_and_ids,
     )
     changes = list(decision.contract_changes) if decision else []

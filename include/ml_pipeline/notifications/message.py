@@ -55,7 +55,8 @@ class Notification:
     mlflow_run_url: str | None = None
     airflow_run_url: str | None = None
     api_url: str | None = None
-    dashboard_path: str | None = None
+    #: The dashboard object's URI (`file://...` or `s3://...`).
+    dashboard_uri: str | None = None
     dag_id: str | None = None
     run_id: str | None = None
     task_id: str | None = None
@@ -92,7 +93,7 @@ class Notification:
             ("Airflow run", self.airflow_run_url),
             ("Task log", self.log_url),
             ("Model API", self.api_url),
-            ("Dashboard", self.dashboard_path),
+            ("Dashboard", self.dashboard_uri),
         ]
         return [(label, str(url)) for label, url in pairs if url]
 

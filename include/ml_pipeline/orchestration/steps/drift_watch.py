@@ -1,6 +1,8 @@
 """Steps of `ml_model_monitoring`: find the champion, load its reference and the current
 window, check drift, decide on retraining, log the check to MLflow, and start the
-retraining and the drift notification when the decision says so."""
+retraining and the drift notification when the decision says so. What one step hands the
+next is an object under the storage root (the frozen window, the report, the dashboard),
+named by its URI, so each step may run on another worker."""
 
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ def load_reference(champion: dict) -> dict:
 
     model = Champion.from_dict(champion)
     frame = load(model.train_path, model.feature_spec)
-    return ReferenceData(path=str(model.train_path), rows=len(frame)).to_dict()
+    return ReferenceData(uri=str(model.train_path), rows=len(frame)).to_dict()
 
 
 @fail_on_bad_config
@@ -69,8 +71,10 @@ def load_current(
     champion: dict, params: Mapping[str, Any], *, run_id: str, logical_date: Any
 ) -> dict:
     """`load_current`: the champion's inference-log rows of the last `drift_window_hours`
-    before the logical date (or the batch file `current_source`), frozen to Parquet."""
+    before the logical date (or the batch file `current_source`), frozen to a Parquet
+    object `<storage_uri>/monitoring/<run key>/current.parquet`."""
     from include.ml_pipeline.monitoring import windows
+    from include.ml_pipeline.monitoring.snapshots import freeze_window, snapshot_uri
 
     model = Champion.from_dict(champion)
     settings = get_settings()
@@ -84,10 +88,9 @@ def load_current(
         since=since,
         max_rows=params["drift_max_rows"],
     )
-    path = settings.storage_root / "monitoring" / run_key(run_id) / "current.parquet"
-    windows.snapshot_current(frame, path)
+    uri = freeze_window(frame, snapshot_uri(settings.storage_uri, run_key(run_id)))
     return CurrentWindow(
-        path=str(path),
+        uri=uri,
         rows=len(frame),
         source=source,
         since=since.isoformat() if source == INFERENCE_LOG_SOURCE else None,
@@ -105,30 +108,30 @@ def compute_drift(
     log: logging.Logger = LOG,
 ) -> dict:
     """`compute_drift`: feature drift and, with the champion loaded, prediction drift; the
-    report JSON goes under `reports_dir/monitoring/`."""
+    report JSON is an object under `<reports_uri>/monitoring/`."""
     from include.ml_pipeline.monitoring.champion import load_model
     from include.ml_pipeline.monitoring.drift_check import drift_reason
-    from include.ml_pipeline.monitoring.drift_report import check_and_write, monitoring_report_path
+    from include.ml_pipeline.monitoring.drift_report import check_and_write, monitoring_report_uri
+    from include.ml_pipeline.monitoring.snapshots import thaw_window
     from include.ml_pipeline.monitoring.windows import load_reference as load
-    from include.ml_pipeline.monitoring.windows import read_snapshot
 
     model = Champion.from_dict(champion)
     window = CurrentWindow.from_dict(current)
     settings = get_settings()
-    reference_frame = load(ReferenceData.from_dict(reference).path, model.feature_spec)
+    reference_frame = load(ReferenceData.from_dict(reference).uri, model.feature_spec)
     try:
         fitted = load_model(model.model_uri, tracking_uri=settings.mlflow_tracking_uri)
     except Exception as exc:  # prediction drift is a bonus, feature drift still runs
         log.warning("champion model not loadable, no prediction drift: %r", exc)
         fitted = None
-    report, path = check_and_write(
+    report, uri = check_and_write(
         reference_frame,
-        read_snapshot(window.path),
+        thaw_window(window.uri),
         model.feature_spec,
         drift_thresholds(params),
         model=fitted,
-        path=monitoring_report_path(
-            settings.reports_dir, model.model_name, model.version, run_key(run_id)
+        uri=monitoring_report_uri(
+            settings.reports_uri, model.model_name, model.version, run_key(run_id)
         ),
         facts={
             "model_name": model.model_name,
@@ -142,10 +145,10 @@ def compute_drift(
     )
     summary = report.summary()
     log.info("drift summary: %s", summary)
-    log.info("report: %s", path)
+    log.info("report: %s", uri)
     return DriftCheck(
         summary=summary,
-        report_path=str(path),
+        report_uri=uri,
         reason=drift_reason(summary, champion, window.source),
     ).to_dict()
 
@@ -187,29 +190,29 @@ def log_to_mlflow(
     dag_id: str,
     run_id: str,
 ) -> dict:
-    """`log_to_mlflow`: the champion's monitoring dashboard, and a run in experiment
-    `ml_model_monitoring` with the drift metrics, report, dashboard and the decision."""
-    import json
-    from pathlib import Path
-
+    """`log_to_mlflow`: the champion's monitoring dashboard (an object under
+    `<reports_uri>/monitoring/`), and a run in experiment `ml_model_monitoring` with the
+    drift metrics, report, dashboard and the decision."""
+    from include.ml_pipeline.monitoring.drift_report import MONITORING_FOLDER, read_drift_report
     from include.ml_pipeline.monitoring.mlflow_logging import log_monitoring_run
+    from include.ml_pipeline.monitoring.snapshots import thaw_window
     from include.ml_pipeline.monitoring.version_dashboards import render_monitoring_dashboard
-    from include.ml_pipeline.monitoring.windows import read_snapshot
     from include.ml_pipeline.notifications import airflow_run_url
+    from include.ml_pipeline.storage import join
 
     model = Champion.from_dict(champion)
     window = CurrentWindow.from_dict(current)
     checked = DriftCheck.from_dict(drift)
     decided = RetrainDecision.from_dict(decision)
     settings = get_settings()
-    report = json.loads(Path(checked.report_path).read_text(encoding="utf-8"))
+    report = read_drift_report(checked.report_uri)
     traffic = None
     if window.source == INFERENCE_LOG_SOURCE and window.rows:
-        traffic = read_snapshot(window.path)
+        traffic = thaw_window(window.uri)
     dashboard = render_monitoring_dashboard(
         report,
         champion,
-        out_dir=settings.reports_dir / "monitoring",
+        out=join(settings.reports_uri, MONITORING_FOLDER),
         traffic=traffic,
         airflow_run_url=airflow_run_url(dag_id, run_id),
         api_url=settings.api_url,
@@ -228,12 +231,12 @@ def log_to_mlflow(
         },
         tags={AIRFLOW_DAG_TAG: dag_id},
         retrain_requested=decided.retrain,
-        report_path=checked.report_path,
-        dashboard_path=dashboard,
+        report_uri=checked.report_uri,
+        dashboard_uri=dashboard,
     )
     return MonitoringRun(
         mlflow_run_id=mlflow_run_id,
-        dashboard_path=str(dashboard),
+        dashboard_uri=dashboard,
         retrain=decided.retrain,
         decision=decided.decision,
     ).to_dict()
@@ -261,7 +264,8 @@ def notify_drift(
     run_id: str,
     log: logging.Logger = LOG,
 ) -> dict:
-    """`notify_drift`: local notifications log always, Slack / e-mail when configured."""
+    """`notify_drift`: one notification object under `notifications_uri` always, Slack /
+    e-mail when configured."""
     from include.ml_pipeline.notifications import airflow_run_url, describe_outcomes
     from include.ml_pipeline.notifications import send_notification as send
     from include.ml_pipeline.notifications.drift import drift_detected as wording

@@ -14,8 +14,8 @@ from include.ml_pipeline.orchestration.params import drift_thresholds
 
 def check_drift_at_deployment(deployment: dict, params: Mapping[str, Any]) -> dict:
     """`configurar_monitoreo`: KS / chi-square / PSI drift against the training split; the
-    report JSON goes under `reports_dir`, its metrics and artifacts to the version's
-    training run. Returns a `DriftResult`."""
+    report JSON is an object under `reports_uri`, its metrics and artifacts go to the
+    version's training run. Returns a `DriftResult` (the report's URI)."""
     from include.ml_pipeline.monitoring.deployment_drift import drift_at_deployment
 
     model = LiveDeployment.from_dict(deployment).release.registered
@@ -25,7 +25,7 @@ def check_drift_at_deployment(deployment: dict, params: Mapping[str, Any]) -> di
         thresholds=drift_thresholds(params),
         window_hours=params["drift_window_hours"],
         tracking_uri=settings.mlflow_tracking_uri,
-        reports_dir=settings.reports_dir,
+        reports_uri=settings.reports_uri,
         inference_log_dir=settings.inference_log_dir,
     )
     return result.to_dict()
@@ -34,15 +34,16 @@ def check_drift_at_deployment(deployment: dict, params: Mapping[str, Any]) -> di
 def render_deployment_dashboard(
     deployment: dict, drift: dict, params: Mapping[str, Any], *, dag_id: str, run_id: str
 ) -> dict:
-    """`configurar_dashboards`: the live version's self-contained HTML dashboard, also
-    logged to its training run. Returns a `Dashboard`."""
+    """`configurar_dashboards`: the live version's self-contained HTML dashboard, an
+    object under `reports_uri`, also logged to its training run. Returns a `Dashboard`
+    (the page's URI)."""
     from include.ml_pipeline.monitoring.version_dashboards import render_deployment_dashboard
     from include.ml_pipeline.notifications import airflow_run_url
 
     live = LiveDeployment.from_dict(deployment)
     release = live.release
     settings = get_settings()
-    path, plots, traffic_rows = render_deployment_dashboard(
+    uri, plots, traffic_rows = render_deployment_dashboard(
         release.registered,
         decision=release.decision,
         previous_champion=release.manifest.get("previous_champion"),
@@ -50,10 +51,8 @@ def render_deployment_dashboard(
         api_url=live.rollout.url,
         airflow_run_url=airflow_run_url(dag_id, run_id),
         tracking_uri=settings.mlflow_tracking_uri,
-        out_dir=settings.reports_dir,
+        out=settings.reports_uri,
         window_hours=params["drift_window_hours"],
         inference_log_dir=settings.inference_log_dir,
     )
-    return Dashboard(
-        deployment=live, uri=str(path), plots=plots, traffic_rows=traffic_rows
-    ).to_dict()
+    return Dashboard(deployment=live, uri=uri, plots=plots, traffic_rows=traffic_rows).to_dict()

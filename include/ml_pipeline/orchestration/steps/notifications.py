@@ -1,5 +1,6 @@
 """Steps that tell people: a new champion is live, a challenger was rejected, a run failed.
-The wording lives in `notifications.events`; delivery in `notifications.channels`."""
+The wording lives in `notifications.events`; delivery in `notifications.channels` (each
+notification also becomes an object under the settings' `notifications_uri`)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ def _send(note: Any, params: Mapping[str, Any]) -> dict:
         slack_conn_id=params["slack_conn_id"],
         smtp_conn_id=params["smtp_conn_id"],
         email_to=params["email_to"] or None,
-        log_path=get_settings().notifications_log,
     )
     return Notified(event=note.event, title=note.title, outcomes=outcomes).to_dict()
 
