@@ -211,3 +211,57 @@ def chromium_loader():
             "the dashboard browser check needs it"
         )
     return load_in_chromium
+
+
+# --------------------------------------------------------------------------- S3 storage root
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on a free loopback port with the bucket `ml-pipeline`
+    (`devtools.s3_server.S3Server`), for the whole session."""
+    from devtools.s3_server import S3Server
+
+    with S3Server(bucket="ml-pipeline") as server:
+        yield server
+
+
+@pytest.fixture
+def storage_on_s3(s3_server, tmp_path, monkeypatch):
+    """The storage root on the S3 server (`ML_PIPELINE_STORAGE=s3://ml-pipeline/<test>`,
+    the standard AWS variables for it), an empty `ML_PIPELINE_HOME` and an empty TMPDIR
+    (both must stay empty), and an MLflow store of its own standing in for the tracking
+    server. Yields a namespace: `root` (the URI), `prefix`, `home`, `scratch`, `server`."""
+    import re
+    import types
+
+    import s3fs
+
+    prefix = re.sub(r"[^a-z0-9]+", "-", tmp_path.name.lower()).strip("-")
+    for name, value in s3_server.env(prefix).items():
+        monkeypatch.setenv(name, value)
+    for name in (
+        "ML_PIPELINE_REPORTS",
+        "ML_PIPELINE_NOTIFICATIONS",
+        "ML_PIPELINE_INFERENCE_LOG",
+        "ML_PIPELINE_STORAGE_OPTIONS",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    home, scratch, services = (tmp_path / name for name in ("home", "scratch", "services"))
+    for folder in (home, scratch, services):
+        folder.mkdir()
+    monkeypatch.setenv("ML_PIPELINE_HOME", str(home))
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{services / 'mlflow.db'}")
+    monkeypatch.setenv("ML_PIPELINE_MLFLOW_ARTIFACTS", (services / "artifacts").as_uri())
+    s3fs.S3FileSystem.clear_instance_cache()  # a client made for another endpoint
+    yield types.SimpleNamespace(
+        root=f"s3://{s3_server.bucket}/{prefix}",
+        prefix=prefix,
+        home=home,
+        scratch=scratch,
+        services=services,
+        server=s3_server,
+    )
+    s3fs.S3FileSystem.clear_instance_cache()

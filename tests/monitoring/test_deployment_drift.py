@@ -67,8 +67,7 @@ def deployed(tmp_path, monkeypatch):
     paths["test"] = str(tmp_path / "test.parquet")
     frame[1300:].to_parquet(paths["test"], index=False)
     split = SplitResult(
-        table="t",
-        paths=paths,
+        uris=paths,
         rows={"train": 1000, "validation": 300, "test": 300},
         class_counts={},
         seed=0,

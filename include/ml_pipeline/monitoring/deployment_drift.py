@@ -37,10 +37,10 @@ def drift_at_deployment(
     )
     from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
 
-    split_paths = model.split.paths
+    split_uris = model.split.uris
     feature_spec = as_spec(model.split.feature_spec)
     limits = DriftThresholds.from_dict(thresholds)
-    reference = load_reference(split_paths["train"], feature_spec)
+    reference = load_reference(split_uris["train"], feature_spec)
     traffic = recent_traffic(window_start(None, window_hours), inference_log_dir=inference_log_dir)
     traffic = readable_traffic(traffic, feature_spec)
     if len(traffic):  # repeated rows (smoke tests, retries) are one observation each
@@ -48,9 +48,9 @@ def drift_at_deployment(
     if len(traffic) >= limits.min_rows:
         current, source = traffic, f"inference log, last {window_hours:g} h ({len(traffic)} rows)"
     else:
-        current = read_frame(split_paths["test"])
+        current = read_frame(split_uris["test"])
         source = f"test split ({len(current)} rows; too little traffic yet: {len(traffic)} rows)"
-    context = {"current_source": source, "reference": split_paths["train"]}
+    context = {"current_source": source, "reference": split_uris["train"]}
     report, uri = check_and_write(
         reference,
         current,

@@ -84,7 +84,6 @@ def load_current(
         source,
         model.feature_spec,
         model_version=model.version,
-        inference_log_dir=settings.inference_log_dir,
         since=since,
         max_rows=params["drift_max_rows"],
     )

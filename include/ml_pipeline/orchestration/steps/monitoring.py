@@ -26,7 +26,6 @@ def check_drift_at_deployment(deployment: dict, params: Mapping[str, Any]) -> di
         window_hours=params["drift_window_hours"],
         tracking_uri=settings.mlflow_tracking_uri,
         reports_uri=settings.reports_uri,
-        inference_log_dir=settings.inference_log_dir,
     )
     return result.to_dict()
 
@@ -53,6 +52,5 @@ def render_deployment_dashboard(
         tracking_uri=settings.mlflow_tracking_uri,
         out=settings.reports_uri,
         window_hours=params["drift_window_hours"],
-        inference_log_dir=settings.inference_log_dir,
     )
     return Dashboard(deployment=live, uri=uri, plots=plots, traffic_rows=traffic_rows).to_dict()

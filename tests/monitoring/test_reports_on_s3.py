@@ -1,0 +1,253 @@
+"""The storage root on an S3 server (moto, on loopback): the deployment's drift report and
+dashboard, the monitoring run's frozen window, report and dashboard, and the
+notifications are objects in the bucket, named by `s3://` URIs in the payloads, read back
+from the bucket; nothing is left in the worker's home or temporary folder.
+
+Each step is called as its Airflow task calls it, one after another, with only the
+payload dicts between them, as if each ran on another worker."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from datetime import UTC, datetime
+
+import pytest
+
+from devtools.fixtures import churn_spec
+from include.ml_pipeline import storage
+from include.ml_pipeline.contracts.payloads import (
+    Champion,
+    CurrentWindow,
+    Dashboard,
+    Decision,
+    DriftCheck,
+    DriftResult,
+    LiveDeployment,
+    MonitoringRun,
+    Notified,
+    ReferenceData,
+    RegisteredModel,
+    Release,
+    Rollout,
+    SplitResult,
+)
+from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
+from include.ml_pipeline.notifications import read_log
+from include.ml_pipeline.orchestration.steps import drift_watch, monitoring, notifications
+from include.ml_pipeline.runs import run_key
+
+RUN_ID = "manual__2026-12-01T12:00:00+00:00"
+NAME = re.compile(r"\d{8}T\d{12}Z-(\w+)-[0-9a-f]{8}\.json")
+
+
+def _params() -> dict:
+    from include.ml_pipeline.orchestration.params import monitoring_params
+
+    values = {name: param.value for name, param in monitoring_params().items()}
+    return {
+        **values,
+        "model_name": "m",
+        "drift_min_rows": 100,
+        "slack_conn_id": None,
+        "smtp_conn_id": None,
+    }
+
+
+def _put_parquet(frame, uri: str) -> str:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return storage.write_bytes(uri, buffer.getvalue())
+
+
+@pytest.fixture
+def trained(storage_on_s3):
+    """Splits and a drifted batch in the bucket; a training run with one evaluation plot
+    in the MLflow store (the tracking server's side, not the worker's)."""
+    from matplotlib.figure import Figure
+    from mlflow import MlflowClient
+
+    from include.ml_pipeline.config import get_settings
+    from include.ml_pipeline.plots import figure_to_png_bytes
+    from include.ml_pipeline.registry.mlflow_setup import ensure_experiment
+
+    settings = get_settings()
+    assert settings.storage_uri == storage_on_s3.root
+    experiment = ensure_experiment(settings.mlflow_tracking_uri, "t", settings.mlflow_artifact_root)
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    run_id = client.create_run(experiment).info.run_id
+    fig = Figure()
+    fig.add_subplot().plot([0, 1], [0, 1])
+    plot = storage_on_s3.services / "roc_curve.png"
+    plot.write_bytes(figure_to_png_bytes(fig))
+    client.log_artifact(run_id, str(plot), "plots")
+
+    frame = generate_churn_frame(1_600, seed=3)
+    runs = storage.join(storage_on_s3.root, "runs", "r1")
+    paths = {
+        "train": _put_parquet(frame[:1000], storage.join(runs, "train.parquet")),
+        "validation": _put_parquet(frame[1000:1300], storage.join(runs, "validation.parquet")),
+        "test": _put_parquet(frame[1300:], storage.join(runs, "test.parquet")),
+    }
+    drifted = generate_churn_frame(600, seed=99, drift=True).drop(columns=[TARGET])
+    batch = storage.write_text(
+        storage.join(storage_on_s3.root, "incoming", "drifted.csv"), drifted.to_csv(index=False)
+    )
+    return {"client": client, "run_id": run_id, "paths": paths, "batch": batch}
+
+
+def _live(trained) -> dict:
+    split = SplitResult(
+        uris=trained["paths"],
+        rows={"train": 1000, "validation": 300, "test": 300},
+        class_counts={},
+        seed=0,
+        feature_spec=churn_spec().to_dict(),
+    )
+    registered = RegisteredModel(
+        model_name="m",
+        version="3",
+        run_id=trained["run_id"],
+        model_uri="models:/m/3",
+        metrics={"roc_auc": 0.81},
+        champion_version="2",
+        champion_metrics={"roc_auc": 0.79},
+        champion_error=None,
+        candidate="lr",
+        version_info={},
+        split=split,
+    )
+    release = Release(
+        registered=registered,
+        decision=Decision(deploy=True, reasons=["roc_auc 0.81 >= 0.75"]),
+        manifest={"previous_champion": "2"},
+        manifest_uri=storage.join(trained["paths"]["train"], "..", "manifest.json"),
+    )
+    rollout = Rollout(
+        release=release, url="http://127.0.0.1:1", version="3", started=None, version_info={}
+    )
+    return LiveDeployment(rollout=rollout, smoke={"ok": True}).to_dict()
+
+
+def _key(storage_on_s3, uri: str) -> str:
+    """The bucket key of an `s3://` URI of this test's root."""
+    head = f"s3://{storage_on_s3.server.bucket}/"
+    assert uri.startswith(storage_on_s3.root + "/"), uri
+    return uri[len(head) :]
+
+
+def _left_on_disk(*folders) -> list[str]:
+    return sorted(str(p) for folder in folders for p in folder.rglob("*"))
+
+
+def test_deployment_and_monitoring_outputs_are_objects_in_the_bucket(storage_on_s3, trained):
+    s3, root, params = storage_on_s3.server, storage_on_s3.root, _params()
+    before = set(s3.keys(storage_on_s3.prefix + "/"))
+
+    # configurar_monitoreo -> configurar_dashboards -> notificar_despliegue_exitoso
+    deployment = _live(trained)
+    drift = DriftResult.from_dict(monitoring.check_drift_at_deployment(deployment, params))
+    assert drift.report_uri == f"{root}/reports/drift_v3.json"
+    written = json.loads(s3.get(_key(storage_on_s3, drift.report_uri)))
+    assert written["version"] == "3"
+    assert written["reference"] == trained["paths"]["train"]
+    assert written["summary"]["current_rows"] == 300  # no traffic: the test split
+
+    shown = Dashboard.from_dict(
+        monitoring.render_deployment_dashboard(
+            deployment, drift.to_dict(), params, dag_id="d", run_id=RUN_ID
+        )
+    )
+    assert shown.uri == f"{root}/reports/dashboard_m_v3.html"
+    assert shown.plots == ["roc curve"]
+    page = s3.get(_key(storage_on_s3, shown.uri)).decode()
+    assert "roc_auc 0.81 &gt;= 0.75" in page
+    assert page.count('src="data:image/png;base64,') >= 1  # plots inside the one object
+    assert not re.search(r"""\bsrc\s*=\s*["'](?!data:)""", page)  # nothing beside it
+
+    deployed = Notified.from_dict(
+        notifications.notify_deployed(shown.to_dict(), params, dag_id="d", run_id=RUN_ID)
+    )
+    record = deployed.outcomes["log"]["detail"]
+    assert record.startswith(f"{root}/notifications/")
+    assert NAME.fullmatch(record.rsplit("/", 1)[-1]).group(1) == "deployed"
+    assert json.loads(s3.get(_key(storage_on_s3, record)))["version"] == "3"
+
+    # ml_model_monitoring: each step gets only the previous steps' payloads.
+    champion = Champion(
+        model_name="m",
+        version="3",
+        alias="champion",
+        run_id=trained["run_id"],
+        model_uri="models:/m/3",  # not registered: no prediction drift, feature drift runs
+        feature_spec=churn_spec().to_dict(),
+        train_path=trained["paths"]["train"],
+        metrics={"roc_auc": 0.81},
+    ).to_dict()
+    watch = {**params, "current_source": trained["batch"]}
+    now = datetime.now(UTC)
+    reference = drift_watch.load_reference(champion)
+    assert ReferenceData.from_dict(reference).uri == trained["paths"]["train"]
+    current = drift_watch.load_current(champion, watch, run_id=RUN_ID, logical_date=now)
+    window = CurrentWindow.from_dict(current)
+    assert window.uri == f"{root}/monitoring/{run_key(RUN_ID)}/current.parquet"
+    assert window.rows == 600
+    checked = DriftCheck.from_dict(
+        drift_watch.compute_drift(champion, reference, current, watch, run_id=RUN_ID)
+    )
+    assert checked.report_uri == (f"{root}/reports/monitoring/drift_m_v3_{run_key(RUN_ID)}.json")
+    assert checked.summary["dataset_drift"] is True
+    latest = json.loads(s3.get(_key(storage_on_s3, f"{root}/reports/monitoring/drift_latest.json")))
+    assert latest == json.loads(s3.get(_key(storage_on_s3, checked.report_uri)))
+    decided = drift_watch.decide_retraining(
+        champion, checked.to_dict(), watch, run_id=RUN_ID, logical_date=now
+    )
+    logged = MonitoringRun.from_dict(
+        drift_watch.log_to_mlflow(
+            champion, current, checked.to_dict(), decided, watch, dag_id="mon", run_id=RUN_ID
+        )
+    )
+    assert logged.dashboard_uri == f"{root}/reports/monitoring/dashboard_m_v3.html"
+    assert "drift" in s3.get(_key(storage_on_s3, logged.dashboard_uri)).decode().lower()
+    client = trained["client"]
+    artifacts = {a.path for a in client.list_artifacts(logged.mlflow_run_id, "drift")}
+    report_name = checked.report_uri.rsplit("/", 1)[-1]
+    assert {"drift/drift_report.json", f"drift/{report_name}"} <= artifacts
+    assert [a.path for a in client.list_artifacts(logged.mlflow_run_id, "dashboard")] == [
+        "dashboard/dashboard_m_v3.html"
+    ]
+    assert logged.retrain is True
+    drifted = Notified.from_dict(
+        drift_watch.notify_drift(
+            champion, checked.to_dict(), logged.to_dict(), watch, dag_id="mon", run_id=RUN_ID
+        )
+    )
+
+    # What the bucket holds now, besides the inputs put there by the fixture.
+    new = sorted(set(s3.keys(storage_on_s3.prefix + "/")) - before)
+    notes = [k for k in new if k.startswith(f"{storage_on_s3.prefix}/notifications/")]
+    assert [k for k in new if k not in notes] == sorted(
+        _key(storage_on_s3, uri)
+        for uri in (
+            drift.report_uri,
+            shown.uri,
+            window.uri,
+            checked.report_uri,
+            f"{root}/reports/monitoring/drift_latest.json",
+            logged.dashboard_uri,
+        )
+    )
+    assert [NAME.fullmatch(k.rsplit("/", 1)[-1]).group(1) for k in notes] == [
+        "deployed",
+        "drift",
+    ]
+    assert _key(storage_on_s3, drifted.outcomes["log"]["detail"]) == notes[-1]
+    records = read_log()
+    assert [(r["event"], r["version"]) for r in records] == [("deployed", "3"), ("drift", "3")]
+    assert records[-1]["dashboard_uri"] == logged.dashboard_uri
+    assert records[-1]["details"]["report"] == checked.report_uri
+    assert read_log(limit=1) == records[-1:]
+
+    # Nothing written to the worker's disk: its home and temporary folder are empty.
+    assert _left_on_disk(storage_on_s3.home, storage_on_s3.scratch) == []
