@@ -18,13 +18,13 @@ Left to right, as the Graph view shows it:
   has every feature.
 - `load_current`: the champion version's inference-log rows of the last
   `drift_window_hours` before the logical date (at most `drift_max_rows`), or the batch
-  file `current_source`, frozen to Parquet under `storage_root/monitoring/<run>/` so a
+  file `current_source`, frozen to Parquet at `<storage root>/monitoring/<run>/` so a
   retried task sees the same rows.
 - `compute_drift`: KS / chi-square + PSI per feature, and prediction drift with the
-  champion's own predictions on the reference; report JSON under `reports_dir/monitoring/`.
+  champion's own predictions on the reference; report JSON under `<reports>/monitoring/`.
 - `decide_retraining`: retrain on dataset drift, unless a retraining of the same version
   was requested within `retrain_cooldown_hours` (looked up in the monitoring experiment).
-- `log_to_mlflow`: the champion's monitoring dashboard, and a run in experiment
+- `log_to_mlflow`: the champion's monitoring dashboard (beside the report), and a run in experiment
   `ml_model_monitoring` with the drift metrics, report, drift table, dashboard and the
   decision (tag `retrain_requested`).
 - `drift_detected`: branch to `prepare_retraining` + `notify_drift` when the decision is
@@ -32,7 +32,7 @@ Left to right, as the Graph view shows it:
 - `prepare_retraining`: the conf of the retraining run, `{"retrain_reason": ...}`.
 - `trigger_retraining`: `TriggerDagRunOperator` for `ml_model_deployment_advanced` (run
   id `retrain__<this run id>`).
-- `notify_drift`: event `drift`, to the local notifications log always, and to Slack /
+- `notify_drift`: event `drift`, one object under `<storage root>/notifications/` always, Slack /
   e-mail when their connections exist.
 - `no_drift`: the quiet path.
 
@@ -100,7 +100,7 @@ def ml_model_monitoring():
     def compute_drift(
         champion: dict, reference: dict, current: dict, params=None, run_id=None
     ) -> dict:
-        """Feature and prediction drift; the report JSON goes under `reports_dir`."""
+        """Feature and prediction drift; the report JSON goes under the reports URI."""
         return drift_watch.compute_drift(champion, reference, current, params, run_id=run_id)
 
     @task
@@ -142,7 +142,7 @@ def ml_model_monitoring():
     def notify_drift(
         champion: dict, drift: dict, logged: dict, params=None, dag=None, run_id=None
     ) -> dict:
-        """Tell people: local notifications log always, Slack / e-mail when configured."""
+        """Tell people: a notification object always, Slack / e-mail when configured."""
         return drift_watch.notify_drift(
             champion, drift, logged, params, dag_id=dag.dag_id, run_id=run_id
         )
