@@ -40,7 +40,7 @@ ifneq ($(API_PORT),)
 export MODEL_API_URL := http://127.0.0.1:$(API_PORT)
 endif
 
-.PHONY: help install lock run test lint ui api stop status mlflow-ui monitor bench clean
+.PHONY: help install lock run test lint ui api stop status mlflow-ui monitor bench clean distributed
 
 help:
 	@echo "make run        - run the whole pipeline locally (DATA=file.csv TARGET=column for your own data, ROWS=n)"
@@ -54,6 +54,9 @@ help:
 	@echo "make monitor SEND=1500 - send drifted traffic to the API, check drift, retrain on drift (SOURCE=batch.csv)"
 	@echo "make test       - run the test suite (pytest, with the browser test of make ui, then Astronomer's parse test)"
 	@echo "                  AIRFLOW=3: the same suite on Airflow 3.3.2, in $(if $(filter 3,$(AIRFLOW)),$(LOCAL),.local/airflow3)/ (any target takes AIRFLOW=3)"
+	@echo "make distributed - the CeleryExecutor proof by hand: PostgreSQL, Redis, S3 (moto), MLflow and model API"
+	@echo "                  servers, a scheduler and two workers sharing no disk; prints each check and where the"
+	@echo "                  logs are (CLUSTER_ROWS=3000; needs Debian's postgresql + redis-server; Airflow 2.11 only)"
 	@echo "make lint       - ruff"
 	@echo "make bench      - benchmark the model API against mlflow models serve (needs wrk)"
 	@echo "make install    - create $(VENV) from requirements.lock (make run and make test do it on first use)"
@@ -100,6 +103,11 @@ ifneq ($(AIRFLOW),3)
 	AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$(PARSE_HOME)/airflow.db \
 	    $(PY) -m pytest -q -p no:cacheprovider .astro/test_dag_integrity_default.py
 endif
+
+# The distributed proof of tests/distributed by hand; the cluster's folder is kept (printed).
+CLUSTER_ROWS ?= 3000
+distributed: $(STAMP)
+	$(PY) -m devtools.cluster --rows $(CLUSTER_ROWS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
