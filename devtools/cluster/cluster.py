@@ -1,0 +1,380 @@
+"""The running cluster: the backends, the Airflow metadata database, a scheduler and two
+Celery workers that share no writable path, and the questions the proof asks of them
+(runs and task instances from PostgreSQL, XComs, objects in the bucket, files left in each
+worker's folders)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devtools.cluster import backends
+from devtools.cluster.processes import (
+    ClusterError,
+    Service,
+    kill_like_a_lost_machine,
+    start,
+    tail,
+    wait_for,
+)
+from include.ml_pipeline.config import DEFAULT_MODEL_NAME, PROJECT_ROOT
+
+WORKER_NAMES = ("worker-a", "worker-b")
+#: Seconds: how fast a lost worker is noticed (task heartbeat, zombie threshold) and
+#: how long a failed try waits before its retry (`ML_PIPELINE_RETRY_DELAY_SECONDS`).
+HEARTBEAT_SECONDS = 1
+ZOMBIE_THRESHOLD_SECONDS = 10
+RETRY_DELAY_SECONDS = 2
+
+
+@dataclass
+class Worker:
+    name: str
+    root: Path
+    service: Service | None = None
+
+    @property
+    def home(self) -> Path:  # HOME
+        return self.root / "home"
+
+    @property
+    def tmp(self) -> Path:  # TMPDIR
+        return self.root / "tmp"
+
+    @property
+    def work(self) -> Path:  # the working directory
+        return self.root / "work"
+
+    @property
+    def pipeline_home(self) -> Path:  # ML_PIPELINE_HOME
+        return self.root / "pipeline"
+
+    @property
+    def airflow_home(self) -> Path:  # AIRFLOW_HOME: its config, pid file and task logs
+        return self.root / "airflow"
+
+    def folders(self) -> dict[str, Path]:
+        return {"HOME": self.home, "TMPDIR": self.tmp, "cwd": self.work,
+                "ML_PIPELINE_HOME": self.pipeline_home, "AIRFLOW_HOME": self.airflow_home}
+
+
+@dataclass
+class Cluster:
+    root: Path
+    bucket: str = "ml-pipeline"
+    postgres: backends.Postgres | None = None
+    redis: backends.Redis | None = None
+    s3: backends.S3 | None = None
+    mlflow: backends.Mlflow | None = None
+    api: backends.ModelApi | None = None
+    scheduler: Service | None = None
+    workers: dict[str, Worker] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    # -- life cycle ---------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: Path | None = None) -> Cluster:
+        root = Path(root or tempfile.mkdtemp(prefix="ml-pipeline-cluster-"))
+        root.mkdir(parents=True, exist_ok=True)
+        root.chmod(0o755)  # PostgreSQL (another user) must reach its folder inside
+        return cls(root=root)
+
+    @property
+    def storage_uri(self) -> str:
+        return f"s3://{self.bucket}/pipeline"
+
+    @property
+    def model_name(self) -> str:
+        return DEFAULT_MODEL_NAME
+
+    def _timed(self, what: str, func, *args):
+        started = time.monotonic()
+        result = func(*args)
+        self.timings[what] = round(time.monotonic() - started, 1)
+        return result
+
+    def start(self) -> Cluster:
+        """Start everything, in dependency order; raise `ClusterError` naming the log of
+        the first service that fails."""
+        missing = backends.missing_binaries()
+        if missing:
+            raise ClusterError(f"missing {', '.join(missing)}: apt-get install -y postgresql "
+                               "redis-server")
+        from concurrent.futures import ThreadPoolExecutor
+
+        # What does not depend on each other starts side by side: the database, broker and
+        # bucket; then the MLflow server (slow to import) while the metadata DB migrates.
+        with ThreadPoolExecutor(4) as pool:
+            postgres = pool.submit(self._timed, "postgres", backends.start_postgres, self.root)
+            redis = pool.submit(self._timed, "redis", backends.start_redis, self.root)
+            self.s3 = self._timed("s3", backends.start_s3, self.root, self.bucket)
+            mlflow = pool.submit(self._timed, "mlflow", backends.start_mlflow, self.root,
+                                 self.s3)
+            self.postgres, self.redis = postgres.result(), redis.result()
+            self._timed("airflow db migrate", self.airflow, "db", "migrate")
+            self.mlflow = mlflow.result()
+        self.api = self._timed("model api", backends.start_model_api, self.root, self.s3,
+                               self.mlflow, self.storage_uri)
+        self.scheduler = self._timed("scheduler", self._start_scheduler)
+        for name in WORKER_NAMES:
+            self.workers[name] = self._timed(name, self._start_worker, name)
+        self._timed("workers ready", self._wait_workers)
+        return self
+
+    def stop(self) -> None:
+        """Stop every process the cluster started (workers first, the database last)."""
+        services = [w.service for w in self.workers.values()]
+        services += [self.scheduler, self.api and self.api.service,
+                     self.mlflow and self.mlflow.service, self.s3 and self.s3.service,
+                     self.redis and self.redis.service, self.postgres and self.postgres.service]
+        for service in services:
+            if service is not None and service.alive():
+                service.stop()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> Cluster:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- Airflow --------------------------------------------------------------------------
+    def airflow_env(self, name: str, root: Path) -> dict[str, str]:
+        """The environment of one Airflow process (`name` is its hostname): the same
+        settings for all, only its own folders under `root`."""
+        pg, redis, s3, mlflow, api = self.postgres, self.redis, self.s3, self.mlflow, self.api
+        s3_extra = {"endpoint_url": s3.endpoint, "region_name": backends.S3_KEYS[
+            "AWS_DEFAULT_REGION"]}
+        storage_conn = json.dumps({
+            "conn_type": "aws", "login": backends.S3_KEYS["AWS_ACCESS_KEY_ID"],
+            "password": backends.S3_KEYS["AWS_SECRET_ACCESS_KEY"], "extra": s3_extra})
+        env = {
+            **backends.clean_env(), **s3.env,
+            "HOME": str(root / "home"), "TMPDIR": str(root / "tmp"),
+            "ML_PIPELINE_HOME": str(root / "pipeline"),
+            "ML_PIPELINE_WORKER_NAME": name,
+            "AIRFLOW_HOME": str(root / "airflow"),
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devtools.cluster.hostname:worker_name",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES": "airflow.* astro.*",
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg.sqlalchemy_url,
+            "AIRFLOW__DATABASE__LOAD_DEFAULT_CONNECTIONS": "False",
+            "AIRFLOW__CELERY__BROKER_URL": redis.url,
+            "AIRFLOW__CELERY__RESULT_BACKEND": pg.celery_result_backend,
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
+            "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
+            "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(root / "airflow" / "logs"),
+            "AIRFLOW__LOGGING__DAG_PROCESSOR_MANAGER_LOG_LOCATION": str(
+                root / "airflow" / "logs" / "dag_processor_manager.log"),
+            # Only the runs we trigger: no scheduled or asset-triggered ones.
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": str(HEARTBEAT_SECONDS),
+            "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": str(HEARTBEAT_SECONDS),
+            "AIRFLOW__SCHEDULER__SCHEDULER_ZOMBIE_TASK_THRESHOLD": str(ZOMBIE_THRESHOLD_SECONDS),
+            "AIRFLOW__SCHEDULER__ZOMBIE_DETECTION_INTERVAL": "2",
+            "AIRFLOW__SCHEDULER__PARSING_PROCESSES": "1",
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "60",
+            "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "60",
+            "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "120",
+            "AIRFLOW__WEBSERVER__SECRET_KEY": "cluster-test-placeholder",
+            "ML_PIPELINE_RETRY_DELAY_SECONDS": str(RETRY_DELAY_SECONDS),
+            # The services: the storage root and its connection, MLflow, the model API.
+            "ML_PIPELINE_STORAGE": self.storage_uri,
+            "AIRFLOW_CONN_ML_PIPELINE_STORAGE": storage_conn,
+            "AIRFLOW_CONN_AWS_DEFAULT": storage_conn,
+            "MPLBACKEND": "Agg",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "1",
+        }
+        if mlflow is not None:
+            env["MLFLOW_TRACKING_URI"] = mlflow.url
+            env["AIRFLOW_CONN_MLFLOW_TRACKING"] = json.dumps(
+                {"conn_type": "http", "host": "127.0.0.1", "port": mlflow.port,
+                 "schema": "http"})
+        if api is not None:
+            env["MODEL_API_URL"] = api.url
+            env["AIRFLOW_CONN_MODEL_API"] = json.dumps(
+                {"conn_type": "http", "host": "127.0.0.1", "port": api.port,
+                 "schema": "http", "password": api.token})
+        for folder in ("home", "tmp", "work", "pipeline", "airflow"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        return env
+
+    def airflow(self, *args: str, timeout: float = 300) -> str:
+        """Run an `airflow` CLI command against the cluster's database; its output."""
+        root = self.root / "cli"
+        env = self.airflow_env("cli", root)
+        done = subprocess.run([sys.executable, "-m", "airflow", *args], env=env,
+                              cwd=root / "work", capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        if done.returncode:
+            raise ClusterError(f"airflow {' '.join(args)} failed ({done.returncode}):\n"
+                               f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        return done.stdout
+
+    def _start_scheduler(self) -> Service:
+        root = self.root / "scheduler"
+        env = self.airflow_env("scheduler", root)
+        service = start("airflow scheduler", [sys.executable, "-m", "airflow", "scheduler"],
+                        log_path=self.root / "logs" / "scheduler.log", env=env, cwd=root / "work")
+        return service
+
+    def _start_worker(self, name: str) -> Worker:
+        worker = Worker(name, self.root / name)
+        env = self.airflow_env(name, worker.root)
+        worker.service = start(
+            f"celery {name}",
+            [sys.executable, "-m", "airflow", "celery", "worker", "--concurrency", "1",
+             "-q", "default", "--celery-hostname", f"{name}@cluster", "--skip-serve-logs",
+             "--without-mingle", "--without-gossip"],
+            log_path=self.root / "logs" / f"{name}.log", env=env, cwd=worker.work)
+        return worker
+
+    def _wait_workers(self) -> None:
+        for worker in self.workers.values():
+            wait_for(lambda w=worker: "ready." in Path(w.service.log_path).read_text(
+                errors="replace"), timeout=120, what=f"{worker.name} ready",
+                service=worker.service)
+
+    def kill_worker(self, name: str) -> list[int]:
+        """SIGKILL worker `name` and every process below it, as a lost pod."""
+        return kill_like_a_lost_machine(self.workers[name].service)
+
+    # -- runs ------------------------------------------------------------------------------
+    def wait_dag_parsed(self, dag_id: str, timeout: float = 180) -> None:
+        """Wait until the scheduler has serialized `dag_id`; fail at once with the
+        traceback when a DAG file does not import."""
+
+        def parsed() -> bool:
+            if self.postgres.query("SELECT 1 FROM serialized_dag WHERE dag_id = %s",
+                                   (dag_id,)):
+                return True
+            errors = self.postgres.query("SELECT filename, stacktrace FROM import_error")
+            if errors:
+                raise ClusterError("the scheduler could not import the DAG files:\n" + "\n".join(
+                    f"--- {name}\n{trace[-2500:]}" for name, trace in errors))
+            return False
+
+        started = time.monotonic()
+        while not parsed():
+            if time.monotonic() - started > timeout:
+                raise ClusterError(self.scheduler.describe_failure(
+                    f"{dag_id} not parsed after {timeout:.0f} s"))
+            self.check_alive()
+            time.sleep(0.5)
+
+    def trigger(self, dag_id: str, run_id: str, conf: dict) -> str:
+        self.wait_dag_parsed(dag_id)
+        self.postgres.query("UPDATE dag SET is_paused = false WHERE dag_id = %s RETURNING 1",
+                            (dag_id,))
+        self.airflow("dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(conf))
+        return run_id
+
+    def run_state(self, dag_id: str, run_id: str) -> str | None:
+        rows = self.postgres.query(
+            "SELECT state FROM dag_run WHERE dag_id = %s AND run_id = %s", (dag_id, run_id))
+        return rows[0][0] if rows else None
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float = 600) -> str:
+        """Wait until the run is finished; its state (`success` or `failed`)."""
+        state = {}
+
+        def finished() -> bool:
+            state["now"] = self.run_state(dag_id, run_id)
+            return state["now"] in ("success", "failed")
+
+        self.check_alive()
+        wait_for(finished, timeout=timeout, what=f"{dag_id} run {run_id} finished",
+                 service=self.scheduler, interval=1)
+        return state["now"]
+
+    def check_alive(self) -> None:
+        for service in [self.scheduler, *(w.service for w in self.workers.values())]:
+            if service is not None and not service.alive() and not service.killed:
+                raise ClusterError(service.describe_failure("is not running"))
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        rows = self.postgres.query(
+            "SELECT task_id, map_index, state, hostname, try_number FROM task_instance "
+            "WHERE dag_id = %s AND run_id = %s ORDER BY start_date NULLS LAST, task_id",
+            (dag_id, run_id))
+        return [dict(zip(("task_id", "map_index", "state", "hostname", "try_number"), row,
+                         strict=True)) for row in rows]
+
+    def task_history(self, dag_id: str, run_id: str) -> list[dict]:
+        """Earlier tries of the run's task instances (Airflow 2.10+ keeps them)."""
+        rows = self.postgres.query(
+            "SELECT task_id, map_index, state, hostname, try_number FROM "
+            "task_instance_history WHERE dag_id = %s AND run_id = %s ORDER BY try_number",
+            (dag_id, run_id))
+        return [dict(zip(("task_id", "map_index", "state", "hostname", "try_number"), row,
+                         strict=True)) for row in rows]
+
+    def xcoms(self, dag_id: str, run_id: str) -> dict[str, object]:
+        """The run's XCom values, decoded (JSON), by `task_id[map_index]:key`."""
+        rows = self.postgres.query(
+            "SELECT task_id, map_index, key, value FROM xcom WHERE dag_id = %s AND run_id = %s",
+            (dag_id, run_id))
+        out = {}
+        for task_id, map_index, key, value in rows:
+            label = f"{task_id}[{map_index}]:{key}" if map_index >= 0 else f"{task_id}:{key}"
+            raw = bytes(value) if value is not None else b"null"
+            try:
+                out[label] = json.loads(raw)
+            except ValueError:
+                out[label] = raw.decode(errors="replace")
+        return out
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str) -> str:
+        """The last lines of a task's log, from whichever worker wrote it."""
+        texts = []
+        for worker in self.workers.values():
+            folder = worker.airflow_home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+            for path in sorted(folder.glob(f"task_id={task_id}*/**/*.log")):
+                texts.append(f"--- {path}\n{tail(path, 60)}")
+        return "\n".join(texts) or "(no log found)"
+
+    def worker_files(self, name: str) -> dict[str, list[str]]:
+        """Files left in worker `name`'s own folders (AIRFLOW_HOME aside: its logs)."""
+        worker = self.workers[name]
+        out = {}
+        for label, folder in worker.folders().items():
+            if label == "AIRFLOW_HOME":
+                continue
+            out[label] = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                                if p.is_file())
+        return out
+
+    def where_to_look(self) -> str:
+        lines = [f"cluster folder: {self.root}", f"logs: {self.root / 'logs'}"]
+        for worker in self.workers.values():
+            lines.append(f"{worker.name}: task logs {worker.airflow_home / 'logs'}; "
+                         f"folders {worker.root}/{{home,tmp,work,pipeline}}")
+        if self.s3:
+            lines.append(f"bucket: s3://{self.bucket} at {self.s3.endpoint} (moto)")
+        if self.mlflow:
+            lines.append(f"MLflow: {self.mlflow.url}")
+        if self.api:
+            lines.append(f"model API: {self.api.url}")
+        if self.postgres:
+            lines.append(f"metadata DB: {self.postgres.sqlalchemy_url}")
+        return "\n".join(lines)

@@ -1,0 +1,315 @@
+"""The proof, step by step, on a running `Cluster`; each step returns what it saw (facts)
+and what is wrong with it (problems, empty when the step passed). The test asserts on the
+problems; `python -m devtools.cluster` prints both.
+
+1. `deploy`: raw data generated and uploaded to the bucket; `ml_model_deployment_advanced`
+   triggered through the scheduler with `data_uri=s3://…`. It must succeed, its task
+   instances must have run on both workers, the model API must serve the new champion,
+   the split, the reports and the inference log must be objects in the bucket, every
+   location in the run's XComs must be a URI of the bucket (or a service), and the workers'
+   own folders must hold no data file (nothing a task read came from a worker's disk).
+2. `monitor`: live traffic sent to the model API, then `ml_model_monitoring` triggered: it
+   must succeed and read the inference log from the bucket.
+3. `kill`: a second deployment run; the worker that runs `entrenar_modelo` is SIGKILLed
+   (with its whole process tree) in the middle of the fit: the try must be noticed as lost,
+   retried on the other worker, and the run must end with exactly one new model version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from devtools.cluster.cluster import WORKER_NAMES, Cluster
+from devtools.cluster.processes import ClusterError, wait_for
+from include.ml_pipeline.contracts.names import DEPLOYMENT_DAG_ID, MONITORING_DAG_ID
+
+TRAIN_TASK = "entrenamiento_evaluacion.entrenar_modelo"
+RAW_KEY = "incoming/cluster/customer_churn.csv"
+#: Small and quick, two of them: the mapped fits run side by side on the two workers.
+FAST_CANDIDATES = [
+    {"name": "logreg_c1", "estimator": "logistic_regression", "params": {"C": 1.0}},
+    {"name": "hgb_small", "estimator": "hist_gradient_boosting",
+     "params": {"max_iter": 40, "max_depth": 3}},
+]
+#: One fit that lasts a few seconds: the worker running it is killed in the middle.
+SLOW_CANDIDATES = [
+    {"name": "forest_slow", "estimator": "random_forest",
+     "params": {"n_estimators": 400, "max_depth": 12}},
+]
+#: Files a task would leave on a worker's disk if it kept data there.
+DATA_SUFFIXES = (".parquet", ".duckdb", ".csv", ".html", ".jsonl", ".json", ".png",
+                 ".pkl", ".joblib", ".skops", ".onnx", ".db", ".wal")
+
+
+@dataclass
+class Step:
+    name: str
+    run_id: str | None = None
+    state: str | None = None
+    seconds: float = 0.0
+    facts: dict = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        verdict = "ok" if not self.problems else f"{len(self.problems)} problem(s)"
+        lines = [f"== {self.name}: run {self.run_id} -> {self.state} in {self.seconds:.0f} s: "
+                 f"{verdict}"]
+        lines += [f"   - {problem}" for problem in self.problems]
+        return "\n".join(lines)
+
+
+# -- data ----------------------------------------------------------------------------------
+def upload_raw_data(cluster: Cluster, rows: int, seed: int = 7, *,
+                    shared_file: bool = False) -> str:
+    """Generated churn data (the project's generator) as a CSV object in the bucket.
+
+    `shared_file` (a diagnosis, never the proof): a read-only file in the cluster folder
+    that every worker can read, to exercise the stages after the raw data's download when
+    the remote download itself is what fails."""
+    from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
+
+    body = generate_churn_frame(rows, seed=seed).to_csv(index=False).encode()
+    if shared_file:
+        path = cluster.root / "shared" / "customer_churn.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+        path.chmod(0o444)
+        return str(path)
+    return cluster.s3.put(f"pipeline/{RAW_KEY}", body)
+
+
+def deployment_conf(data_uri: str, candidates: list[dict]) -> dict:
+    return {
+        "data_uri": data_uri,
+        "data_conn_id": "ml_pipeline_storage" if data_uri.startswith("s3://") else None,
+        "sensor_poke_interval_seconds": 5,
+        "candidates": candidates,
+        "min_rows": 100,
+        # two cores shared by a scheduler, two workers and the services
+        "latency_p95_budget_ms": 1000.0,
+        "api_timeout_seconds": 120,
+    }
+
+
+# -- judging -------------------------------------------------------------------------------
+def _strings(value, path: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{path}[{index}]")
+    elif isinstance(value, str):
+        yield path, value
+
+
+def local_locations(xcoms: dict[str, object]) -> list[str]:
+    """XCom values that are local paths or file:// URIs (a task handing the next one its
+    own disk)."""
+    found = []
+    for label, value in xcoms.items():
+        for path, text in _strings(value):
+            local = text.startswith("file:") or (
+                text.startswith("/") and text.strip("/").count("/") >= 1 and " " not in text)
+            if local:
+                found.append(f"{label} {path}={text!r}")
+    return found
+
+
+def s3_locations(xcoms: dict[str, object]) -> list[str]:
+    return [text for value in xcoms.values() for _, text in _strings(value)
+            if text.startswith("s3://")]
+
+
+def data_files_on_workers(cluster: Cluster) -> dict[str, list[str]]:
+    """Per worker: data files left in its HOME, TMPDIR, working directory or
+    ML_PIPELINE_HOME."""
+    out = {}
+    for name in cluster.workers:
+        files = [f"{label}/{rel}" for label, rels in cluster.worker_files(name).items()
+                 for rel in rels if rel.lower().endswith(DATA_SUFFIXES)]
+        if files:
+            out[name] = files
+    return out
+
+
+def _bucket_facts(cluster: Cluster) -> dict[str, list[str]]:
+    keys = cluster.s3.keys("pipeline/")
+    reports = [k for k in keys if k.startswith("pipeline/reports/")]
+    log = [k for k in keys if k.startswith("pipeline/inference_log/")]
+    splits = [k for k in keys if k.endswith(".parquet") and k not in reports and k not in log]
+    return {"splits": splits, "reports": reports, "inference_log": log,
+            "mlflow_artifacts": cluster.s3.keys("mlflow/")[:5]}
+
+
+def _failed_tasks(cluster: Cluster, dag_id: str, run_id: str, tis: list[dict]) -> list[str]:
+    out = []
+    for ti in tis:
+        if ti["state"] in ("failed", "upstream_failed"):
+            out.append(f"task {ti['task_id']}[{ti['map_index']}] {ti['state']} on "
+                       f"{ti['hostname']}")
+            if ti["state"] == "failed":
+                log = cluster.task_log(dag_id, run_id, ti["task_id"])
+                out.append("log tail:\n" + "\n".join(log.splitlines()[-25:]))
+    return out
+
+
+def _run(cluster: Cluster, step: Step, dag_id: str, conf: dict, timeout: float) -> list[dict]:
+    started = time.monotonic()
+    cluster.trigger(dag_id, step.run_id, conf)
+    step.state = cluster.wait_run(dag_id, step.run_id, timeout=timeout)
+    step.seconds = time.monotonic() - started
+    tis = cluster.task_instances(dag_id, step.run_id)
+    step.facts["task_instances"] = tis
+    if step.state != "success":
+        step.problems.append(f"{dag_id} run {step.run_id} ended {step.state}")
+        step.problems += _failed_tasks(cluster, dag_id, step.run_id, tis)
+    return tis
+
+
+# -- steps ---------------------------------------------------------------------------------
+def deploy(cluster: Cluster, data_uri: str, timeout: float = 600) -> Step:
+    step = Step("deploy", run_id="cluster_deploy_1")
+    versions_before = len(cluster.mlflow.model_versions(cluster.model_name))
+    tis = _run(cluster, step, DEPLOYMENT_DAG_ID,
+               deployment_conf(data_uri, FAST_CANDIDATES), timeout)
+    hosts = sorted({ti["hostname"] for ti in tis if ti["hostname"]})
+    step.facts["hostnames"] = hosts
+    if not set(WORKER_NAMES) <= set(hosts):
+        step.problems.append(f"the run's task instances ran on {hosts}, not on both "
+                             f"{list(WORKER_NAMES)}")
+    champion = cluster.mlflow.alias_version(cluster.model_name, "champion")
+    step.facts["versions_registered"] = (
+        len(cluster.mlflow.model_versions(cluster.model_name)) - versions_before)
+    step.facts["champion"] = champion
+    try:
+        served = cluster.api.get("/version")
+    except OSError as exc:
+        served = {"error": repr(exc)}
+    step.facts["api_version"] = served
+    if champion is None:
+        step.problems.append("no version has the alias champion after the run")
+    elif str(served.get("model_version")) != str(champion):
+        step.problems.append(f"the model API serves {served}, not the champion v{champion}")
+    _judge_storage(cluster, step, DEPLOYMENT_DAG_ID, need=("splits", "reports"))
+    return step
+
+
+def _judge_storage(cluster: Cluster, step: Step, dag_id: str, need: tuple[str, ...]) -> None:
+    bucket = _bucket_facts(cluster)
+    step.facts["bucket"] = {k: v[:8] + ([f"... {len(v)} in all"] if len(v) > 8 else [])
+                            for k, v in bucket.items()}
+    for kind in need:
+        if not bucket[kind]:
+            step.problems.append(f"no {kind} objects in s3://{cluster.bucket}/pipeline/")
+    xcoms = cluster.xcoms(dag_id, step.run_id)
+    step.facts["xcom_s3_uris"] = sorted(set(s3_locations(xcoms)))[:12]
+    local = local_locations(xcoms)
+    if local:
+        step.problems.append("XComs carry local locations (a worker's disk):\n      "
+                             + "\n      ".join(local[:15]))
+    if dag_id == DEPLOYMENT_DAG_ID and not s3_locations(xcoms):
+        step.problems.append("no s3:// URI in the run's XComs (where did the split go?)")
+    left = data_files_on_workers(cluster)
+    step.facts["worker_files"] = {name: cluster.worker_files(name) for name in cluster.workers}
+    if left:
+        step.problems.append(f"data files on the workers' own disks: {left}")
+
+
+def send_live_traffic(cluster: Cluster, rows: int = 200, batch: int = 50) -> int:
+    """`rows` generated customers (no label) to the model API as live traffic; waits
+    until the inference log has an object in the bucket."""
+    from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
+
+    frame = generate_churn_frame(rows, seed=11).drop(columns=[TARGET])
+    for start in range(0, rows, batch):
+        chunk = json.loads(frame.iloc[start:start + batch].to_json(orient="split", index=False))
+        cluster.api.post("/invocations", {"dataframe_split": chunk})
+    with contextlib.suppress(ClusterError):  # judged by the monitoring step
+        wait_for(lambda: bool(cluster.s3.keys("pipeline/inference_log/")), timeout=60,
+                 what="the inference log in the bucket", interval=1)
+    return rows
+
+
+def monitor(cluster: Cluster, timeout: float = 300) -> Step:
+    step = Step("monitor", run_id="cluster_monitor_1")
+    step.facts["live_rows_sent"] = send_live_traffic(cluster)
+    _run(cluster, step, MONITORING_DAG_ID, {}, timeout)
+    _judge_storage(cluster, step, MONITORING_DAG_ID, need=("inference_log", "reports"))
+    return step
+
+
+def kill_during_training(cluster: Cluster, data_uri: str, timeout: float = 600) -> Step:
+    step = Step("kill", run_id="cluster_deploy_kill")
+    versions_before = {v["version"] for v in cluster.mlflow.model_versions(cluster.model_name)}
+    started = time.monotonic()
+    cluster.trigger(DEPLOYMENT_DAG_ID, step.run_id,
+                    deployment_conf(data_uri, SLOW_CANDIDATES))
+    seen: dict = {}
+
+    def training_running() -> bool:
+        rows = cluster.postgres.query(
+            "SELECT hostname, try_number FROM task_instance WHERE dag_id = %s AND run_id = %s "
+            "AND task_id = %s AND state = 'running'", (DEPLOYMENT_DAG_ID, step.run_id,
+                                                       TRAIN_TASK))
+        if rows and rows[0][0] in cluster.workers:
+            seen["victim"], seen["try"] = rows[0]
+            return True
+        state = cluster.run_state(DEPLOYMENT_DAG_ID, step.run_id)
+        if state in ("success", "failed"):
+            raise ClusterError(f"the run ended {state} before {TRAIN_TASK} was seen running")
+        return False
+
+    wait_for(training_running, timeout=timeout, what=f"{TRAIN_TASK} running", interval=0.2)
+    time.sleep(2.0)  # well inside the fit: the task process has parsed, imported, started
+    victim = seen["victim"]
+    survivor = next(name for name in cluster.workers if name != victim)
+    killed = cluster.kill_worker(victim)
+    step.facts.update(victim=victim, survivor=survivor, killed_pids=len(killed),
+                      killed_try=seen["try"], killed_after_s=round(time.monotonic() - started))
+    step.state = cluster.wait_run(DEPLOYMENT_DAG_ID, step.run_id, timeout=timeout)
+    step.seconds = time.monotonic() - started
+    tis = cluster.task_instances(DEPLOYMENT_DAG_ID, step.run_id)
+    step.facts["task_instances"] = tis
+    if step.state != "success":
+        step.problems.append(f"{DEPLOYMENT_DAG_ID} run {step.run_id} ended {step.state}")
+        step.problems += _failed_tasks(cluster, DEPLOYMENT_DAG_ID, step.run_id, tis)
+    train = [ti for ti in tis if ti["task_id"] == TRAIN_TASK]
+    history = [h for h in cluster.task_history(DEPLOYMENT_DAG_ID, step.run_id)
+               if h["task_id"] == TRAIN_TASK]
+    step.facts["training_tries"] = [*history, *train]
+    if not train or train[0]["state"] != "success" or train[0]["hostname"] != survivor:
+        step.problems.append(f"{TRAIN_TASK} did not succeed on {survivor} after {victim} was "
+                             f"killed: {train}")
+    if not any(h["hostname"] == victim for h in history):
+        step.problems.append(f"no earlier try of {TRAIN_TASK} on {victim} in "
+                             f"task_instance_history: {history}")
+    after = cluster.mlflow.model_versions(cluster.model_name)
+    new = [v for v in after if v["version"] not in versions_before]
+    step.facts["new_versions"] = [
+        {"version": v["version"], "tags": {t["key"]: t["value"] for t in v.get("tags", [])}}
+        for v in new]
+    if len(new) != 1:
+        step.problems.append(f"{len(new)} new model versions after the run, not exactly one: "
+                             f"{[v['version'] for v in new]}")
+    _judge_storage(cluster, step, DEPLOYMENT_DAG_ID, need=("splits",))
+    return step
+
+
+def run_all(cluster: Cluster, rows: int, *, stop_on_failure: bool = False,
+            shared_file: bool = False) -> list[Step]:
+    """The whole proof on a started cluster; later steps build on earlier ones (the kill
+    run needs a champion to compare with, monitoring needs the served model)."""
+    data_uri = upload_raw_data(cluster, rows, shared_file=shared_file)
+    steps = [deploy(cluster, data_uri)]
+    if stop_on_failure and steps[-1].problems:
+        return steps
+    steps.append(monitor(cluster))
+    if stop_on_failure and steps[-1].problems:
+        return steps
+    steps.append(kill_during_training(cluster, data_uri))
+    return steps

@@ -1,0 +1,79 @@
+"""The distributed proof: the real DAGs on the CeleryExecutor with two workers that share no
+writable path, PostgreSQL as the metadata database, Redis as the broker, an S3 server for
+the storage root and MLflow's artifacts, an MLflow tracking server and the model API as its
+own service (devtools/cluster). Runs through the scheduler, never `dag.test()`.
+
+By hand, with the cluster's logs kept: `make distributed`.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.metadata import version
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+_AIRFLOW = version("apache-airflow")
+if int(_AIRFLOW.split(".", 1)[0]) >= 3:
+    pytest.skip(f"the cluster harness drives Airflow 2.11's CeleryExecutor (`airflow celery "
+                f"worker`, task_instance_history); this venv has Airflow {_AIRFLOW}",
+                allow_module_level=True)
+
+from devtools.cluster import backends  # noqa: E402
+
+_MISSING = backends.missing_binaries()
+if _MISSING:
+    pytest.skip(f"needs Debian's PostgreSQL 15 and Redis: missing {', '.join(_MISSING)} "
+                "(apt-get install -y postgresql redis-server; .ci/run does)",
+                allow_module_level=True)
+
+from devtools.cluster import scenario  # noqa: E402
+from devtools.cluster.cluster import WORKER_NAMES, Cluster  # noqa: E402
+
+ROWS = 3000
+
+
+@pytest.fixture(scope="module")
+def cluster(request):
+    running = Cluster.create()
+    failed = []
+    request.node.stash_failed = failed
+    with running:
+        yield running
+    if not os.environ.get("KEEP_TEST_HOME") and not request.session.testsfailed:
+        running.remove()
+
+
+@pytest.fixture(scope="module")
+def data_uri(cluster) -> str:
+    return scenario.upload_raw_data(cluster, ROWS)
+
+
+def _explain(cluster: Cluster, step: scenario.Step) -> str:
+    return f"{step.summary()}\nfacts: {step.facts}\n{cluster.where_to_look()}"
+
+
+@pytest.fixture(scope="module")
+def deployed(cluster, data_uri) -> scenario.Step:
+    return scenario.deploy(cluster, data_uri)
+
+
+def test_deployment_runs_on_both_workers_from_the_bucket(cluster, deployed):
+    assert deployed.state == "success", _explain(cluster, deployed)
+    assert set(WORKER_NAMES) <= set(deployed.facts["hostnames"]), _explain(cluster, deployed)
+    assert deployed.facts["api_version"].get("model_version") == deployed.facts["champion"]
+    assert deployed.facts["xcom_s3_uris"], _explain(cluster, deployed)
+    assert not deployed.problems, _explain(cluster, deployed)
+
+
+def test_monitoring_reads_the_inference_log_in_the_bucket(cluster, deployed):
+    step = scenario.monitor(cluster)
+    assert not step.problems, _explain(cluster, step)
+
+
+def test_killed_worker_training_is_retried_on_the_other(cluster, data_uri, deployed):
+    step = scenario.kill_during_training(cluster, data_uri)
+    assert step.facts["survivor"] != step.facts["victim"]
+    assert not step.problems, _explain(cluster, step)
