@@ -7,7 +7,8 @@ One run, same machine, same model, same load generator (`wrk` with `benchmarks/p
 scaling, the shape of the DESIGN.md anchor) with its serving artifact, as the DAG's
 release step does (`serving/artifact.py`), in a temporary MLflow store unless
 `--tracking-uri/--model-name` point at an existing one, starts both servers on loopback
-(MLflow with one worker), and for 1-, 100- and 1,000-row `dataframe_split` requests at 1
+(MLflow with one worker), and for 1-, 100- and 1,000-row `dataframe_split` requests (marked
+`X-Traffic-Kind: benchmark`, so monitoring leaves them out) at 1
 and 8 connections reports requests/s, p50 and p99, plus the in-process predict time of
 our fast path (the floor), time from process start to the first healthy `/ping`, resident
 memory (whole process tree) and the ratios ours/MLflow. Prints a markdown table.
@@ -26,6 +27,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -230,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "ML_PIPELINE_MODEL_NAME": name,
                     "ML_PIPELINE_INFERENCE_LOG": str(work / "inference_log"),
-                    "MODEL_API_ADMIN_TOKEN": "bench",
+                    "MODEL_API_ADMIN_TOKEN": secrets.token_urlsafe(32),
                 },
             ),
             "mlflow": (

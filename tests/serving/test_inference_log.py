@@ -1,14 +1,30 @@
-"""Inference log: writes, reads with filters, rotation bound, sampling, never blocks."""
+"""Inference log: batched gzip objects on the storage root (local and S3), read back with
+filters (model, version, time, traffic kind); bounded queue, pending objects and total
+size; a slow or failing store never blocks a request and is retried."""
 
 from __future__ import annotations
 
+import gzip
+import os
+import re
+import socket
 import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import orjson
+import pytest
 
-from include.ml_pipeline.monitoring.inference_log import InferenceLogger, read_inference_log
+from include.ml_pipeline import storage
+from include.ml_pipeline.monitoring import inference_log
+from include.ml_pipeline.monitoring.inference_log import (
+    InferenceLogger,
+    log_objects,
+    read_inference_log,
+)
 from include.ml_pipeline.serving.batch import Batch
+
+NAME = re.compile(r"^\d{8}T\d{12}Z-[A-Za-z0-9._-]+-\d+-\d{6}\.jsonl\.gz$")
 
 
 def _batch(n, offset=0.0):
@@ -17,58 +33,133 @@ def _batch(n, offset=0.0):
     return Batch(("a", "b"), ("c",), numeric, ([f"v{i}" if i else None for i in range(n)],))
 
 
-def test_write_and_read_with_filters(tmp_path):
-    logger = InferenceLogger(tmp_path).start()
+def _objects(root):
+    return sorted(p for p in root.rglob("*.jsonl.gz"))
+
+
+def test_objects_per_model_version_and_day_read_back_with_filters(tmp_path):
+    logger = InferenceLogger(tmp_path, model_name="churn", flush_interval=60).start()
     proba = np.array([[0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])
-    old = time.time() - 3600
+    old = time.time() - 3 * 86400
     logger.submit(_batch(3), ["yes", "no", "no"], proba, ["no", "yes"], "1", 1.5, old)
     logger.submit(_batch(2, 100), ["yes", "yes"], proba[:2], ["no", "yes"], "2", 2.5)
+    logger.submit(_batch(1, 200), ["no"], proba[:1], ["no", "yes"], "2", 0.5,
+                  model_name="other")
     assert logger.flush()
     logger.close()
+    objects = _objects(tmp_path)
+    assert len(objects) == 3  # one per model and version: the flush wrote each buffer
+    for path in objects:
+        relative = path.relative_to(tmp_path).parts
+        assert relative[0] in ("churn", "other")
+        assert relative[1] in ("v1", "v2")
+        assert re.fullmatch(r"\d{8}", relative[2])
+        assert NAME.match(relative[3]), relative[3]
+        host = inference_log.safe_name(socket.gethostname())
+        assert f"-{host}-{os.getpid()}-" in relative[3]
+    day = datetime.fromtimestamp(old, UTC).strftime("%Y%m%d")
+    assert (tmp_path / "churn" / "v1" / day).is_dir()  # the record's day, not today's
+
     frame = read_inference_log(tmp_path)
     assert list(frame.columns) == ["a", "b", "c", "prediction", "proba_no", "proba_yes",
-                                   "model_version", "latency_ms", "timestamp"]
-    assert len(frame) == 5
-    assert frame["prediction"].tolist() == ["yes", "no", "no", "yes", "yes"]
+                                   "model_version", "traffic_kind", "latency_ms", "timestamp"]
+    assert len(frame) == 6
+    assert frame["prediction"].tolist()[:3] == ["yes", "no", "no"]  # oldest first
     assert np.isnan(frame.loc[0, "b"])
     assert frame.loc[0, "c"] is None
     assert frame["proba_yes"].tolist()[:3] == [0.8, 0.4, 0.5]
     assert str(frame["timestamp"].dt.tz) == "UTC"
-    assert read_inference_log(tmp_path, model_version="2")["a"].tolist() == [100.0, 102.0]
+    assert set(frame["traffic_kind"]) == {"live"}
+    assert read_inference_log(tmp_path, model_version="2")["a"].tolist() == [100.0, 102.0,
+                                                                              200.0]
+    churn_v2 = read_inference_log(tmp_path, model_version="2", model_name="churn")
+    assert churn_v2["a"].tolist() == [100.0, 102.0]
     since = datetime.now(UTC) - timedelta(minutes=5)
-    assert len(read_inference_log(tmp_path, since=since)) == 2
-    assert read_inference_log(tmp_path, limit=1)["model_version"].tolist() == ["2"]
+    assert len(read_inference_log(tmp_path, since=since)) == 3
+    # an object whose newest record is older than the window is not even fetched
+    assert len(log_objects(tmp_path, since=since)) == 2
+    assert read_inference_log(tmp_path, limit=1)["a"].tolist() == [200.0]
     empty = read_inference_log(tmp_path / "nothing")
     assert len(empty) == 0
     assert "prediction" in empty.columns
 
 
-def test_rotation_keeps_total_size_bounded(tmp_path):
-    logger = InferenceLogger(tmp_path, max_file_bytes=4096, max_total_bytes=16384).start()
-    proba = np.full((50, 2), 0.5)
-    for _ in range(60):
-        logger.submit(_batch(50), ["no"] * 50, proba, ["no", "yes"], "1", 1.0)
-        logger.flush()
+def test_traffic_kinds_are_recorded_and_only_live_is_read_by_default(tmp_path):
+    logger = InferenceLogger(tmp_path, flush_interval=60).start()
+    for kind, offset in (("live", 0), ("smoke", 100), ("benchmark", 200)):
+        logger.submit(_batch(2, offset), ["no", "no"], None, ["no", "yes"], "1", 1.0,
+                      traffic=kind)
+    assert logger.flush()
     logger.close()
-    files = list(tmp_path.glob("inference-*.jsonl"))
-    total = sum(p.stat().st_size for p in files)
-    assert len(files) > 1
-    assert total <= 16384 + 4096 * 2  # cap plus the file being written
+    assert read_inference_log(tmp_path)["a"].tolist() == [0.0, 2.0]
+    every = read_inference_log(tmp_path, kinds=None)
+    assert every["traffic_kind"].tolist() == ["live"] * 2 + ["smoke"] * 2 + ["benchmark"] * 2
+    smoke = read_inference_log(tmp_path, kinds=("smoke",))
+    assert smoke["a"].tolist() == [100.0, 102.0]
+
+
+def test_buffers_become_objects_by_age_and_by_size(tmp_path):
+    logger = InferenceLogger(tmp_path, flush_interval=0.2, max_object_bytes=4096).start()
+    logger.submit(_batch(1), ["no"], None, ["no"], "1", 1.0)
+    deadline = time.monotonic() + 5
+    while not _objects(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(_objects(tmp_path)) == 1  # written without a flush(), once 0.2 s old
+    big = InferenceLogger(tmp_path / "big", flush_interval=3600, max_object_bytes=4096).start()
+    for _ in range(40):
+        big.submit(_batch(20), ["no"] * 20, None, ["no"], "1", 1.0)
+    deadline = time.monotonic() + 5
+    while len(_objects(tmp_path / "big")) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sizes = [len(gzip.decompress(p.read_bytes())) for p in _objects(tmp_path / "big")]
+    assert len(sizes) >= 3  # sealed at ~4 KiB of lines each, long before the hour
+    assert max(sizes) < 4096 + 2000
+    big.close()
+    logger.close()
+    assert len(read_inference_log(tmp_path / "big")) == 40 * 20
+
+
+def test_total_size_is_bounded_on_the_store(tmp_path):
+    # another process's objects count too: they are on the same store
+    stranger = tmp_path / "m" / "v9" / "20200101" / "20200101T000000000000Z-h-1-000001.jsonl.gz"
+    stranger.parent.mkdir(parents=True)
+    stranger.write_bytes(gzip.compress(os.urandom(6000)))
+    logger = InferenceLogger(tmp_path, model_name="m", flush_interval=3600,
+                             max_object_bytes=4096, max_total_bytes=16384).start()
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        batch = Batch(("a", "b"), (), rng.random((50, 2)), ())
+        logger.submit(batch, ["no"] * 50, rng.random((50, 2)), ["no", "yes"], "1", 1.0)
+        assert logger.flush()
+    logger.close()
+    objects = _objects(tmp_path)
+    assert len(objects) > 2
+    assert not stranger.exists()  # the oldest went first
+    assert sum(p.stat().st_size for p in objects) <= 16384
     assert len(read_inference_log(tmp_path)) > 0
 
 
-def test_full_queue_drops_without_blocking(tmp_path):
+def test_full_queue_drops_the_oldest_without_blocking(tmp_path):
     logger = InferenceLogger(tmp_path, queue_size=2)  # writer not started: queue fills
     started = time.perf_counter()
-    accepted = [logger.submit(_batch(1), ["no"], None, ["no", "yes"], "1", 1.0)
-                for _ in range(1000)]
+    for i in range(1000):
+        logger.submit(_batch(1, float(i)), ["no"], None, ["no", "yes"], "1", 1.0)
     assert time.perf_counter() - started < 0.5
-    assert sum(accepted) == 2
     assert logger.dropped == 998
+    assert not logger.flush()  # nothing is writing yet
     logger.start()
     assert logger.flush()
     logger.close()
-    assert len(read_inference_log(tmp_path)) == 2
+    assert read_inference_log(tmp_path)["a"].tolist() == [998.0, 999.0]  # the newest kept
+
+
+def test_queue_is_bounded_in_bytes_too(tmp_path):
+    logger = InferenceLogger(tmp_path, max_queue_bytes=64 * 1024)
+    for _ in range(200):
+        logger.submit(_batch(100), ["no"] * 100, None, ["no"], "1", 1.0)
+    queued = sum(len(item[0]) for item in logger._queue)
+    assert queued <= 64 * 1024
+    assert logger.dropped == 200 - len(logger._queue)
 
 
 def test_sample_rate(tmp_path):
@@ -79,19 +170,49 @@ def test_sample_rate(tmp_path):
     assert 800 < kept < 1200
 
 
-def test_write_errors_are_counted_not_raised(tmp_path):
-    target = tmp_path / "file-not-dir"
-    target.write_text("x")
-    logger = InferenceLogger(target).start()  # cannot create files inside a file
-    logger.submit(_batch(1), ["no"], None, ["no"], "1", 1.0)
-    logger.flush()
+def test_a_store_that_fails_is_retried_and_bounded(tmp_path):
+    target = tmp_path / "log"
+    target.write_text("x")  # a file where the folder should be: every write fails
+    logger = InferenceLogger(target, flush_interval=0.0, max_object_bytes=1024,
+                             max_pending_bytes=4096).start()
+    for _ in range(30):
+        logger.submit(_batch(20), ["no"] * 20, None, ["no"], "1", 1.0)
+    assert not logger.flush(timeout=5)
+    assert logger.write_errors >= 1
+    assert logger.pending_objects > 0
+    assert sum(len(o.data) for o in logger._pending) <= 4096  # memory stays bounded
+    assert logger.dropped > 0  # ... by dropping the oldest objects, counted
+    kept = sum(o.records for o in logger._pending)
+    target.unlink()  # the store is back: the waiting objects go out
+    assert logger.flush(timeout=10)
     logger.close()
-    assert logger.write_errors == 1
+    assert len(read_inference_log(target)) == kept
+    assert logger.pending_objects == 0
+
+
+def test_a_slow_store_never_blocks_submit(tmp_path, monkeypatch):
+    real = storage.write_bytes
+
+    def slow(uri, data):
+        time.sleep(0.5)
+        return real(uri, data)
+
+    monkeypatch.setattr(storage, "write_bytes", slow)
+    logger = InferenceLogger(tmp_path, flush_interval=0.0, queue_size=50).start()
+    worst = 0.0
+    for _ in range(300):
+        started = time.perf_counter()
+        logger.submit(_batch(5), ["no"] * 5, None, ["no"], "1", 1.0)
+        worst = max(worst, time.perf_counter() - started)
+        time.sleep(0.002)
+    assert worst < 0.05, worst
+    assert logger.dropped > 0  # the queue overflowed while the writer waited
+    assert logger.flush(timeout=20)
+    logger.close()
+    assert logger.written_records + logger.dropped * 5 == 300 * 5
 
 
 def test_split_requests_are_logged_as_received_and_read_back(tmp_path):
-    import orjson
-
     from include.ml_pipeline.serving.parsing import FeatureParser
 
     body = orjson.dumps({"dataframe_split": {
@@ -103,9 +224,10 @@ def test_split_requests_are_logged_as_received_and_read_back(tmp_path):
     logger.submit(batch, ["yes", "no"], proba, ["no", "yes"], "4", 1.0)
     assert logger.flush()
     logger.close()
-    line = orjson.loads(next(tmp_path.glob("inference-*.jsonl")).read_bytes())
+    line = orjson.loads(gzip.decompress(_objects(tmp_path)[0].read_bytes()))
     assert line["request"] == orjson.loads(body)  # embedded, not re-encoded
     assert "features" not in line
+    assert line["traffic"] == "live"
     frame = read_inference_log(tmp_path)
     assert frame["a"].tolist() == [2.0, 3.25]
     assert frame.loc[0, "b"] == 1.5
@@ -123,9 +245,7 @@ def test_multi_line_split_body_is_not_embedded(tmp_path):
     assert batch.raw_split is None  # a newline would break the one-line-per-request file
 
 
-def test_lines_of_the_earlier_form_are_read(tmp_path):
-    import orjson
-
+def test_files_and_lines_of_the_earlier_form_are_read(tmp_path):
     line = {"timestamp": "2024-05-01T12:00:00+00:00", "model_version": "1",
             "latency_ms": 0.5, "rows": 2, "features": {"a": [1.0, None], "c": ["x", "y"]},
             "predictions": ["no", "yes"], "classes": ["no", "yes"],
@@ -135,3 +255,42 @@ def test_lines_of_the_earlier_form_are_read(tmp_path):
     frame = read_inference_log(tmp_path)
     assert frame["proba_yes"].tolist() == [0.1, 0.8]
     assert frame["c"].tolist() == ["x", "y"]
+    assert frame["traffic_kind"].tolist() == ["live", "live"]  # no kind: live
+    assert len(read_inference_log(tmp_path, model_version="1", model_name="any")) == 2
+    assert storage.as_uri(tmp_path / "inference-20240501T120000000000-1-000001.jsonl") in [
+        o.uri for o in log_objects(tmp_path, model_name="any", model_version="1")]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    from devtools.s3_server import S3Server
+
+    with S3Server(bucket="inference-log-test") as server:
+        yield server
+
+
+def test_objects_on_s3_are_written_read_and_bounded(s3, monkeypatch):
+    for key, value in s3.env().items():
+        monkeypatch.setenv(key, value)
+    root = "s3://inference-log-test/runs/inference_log"
+    logger = InferenceLogger(root, model_name="churn", max_object_bytes=4096,
+                             max_total_bytes=12 * 1024, flush_interval=3600).start()
+    assert logger.flush_interval == 3600
+    assert inference_log.default_flush_interval(root) == inference_log.REMOTE_FLUSH_SECONDS
+    rng = np.random.default_rng(1)
+    for i in range(40):
+        batch = Batch(("a", "b"), (), rng.random((40, 2)), ())
+        logger.submit(batch, ["no"] * 40, None, ["no"], "3", 1.0,
+                      traffic="smoke" if i == 0 else "live")
+        assert logger.flush()
+    logger.close()
+    keys = s3.keys("runs/inference_log/")
+    assert keys
+    assert all(k.startswith("runs/inference_log/churn/v3/") for k in keys)
+    assert all(NAME.match(k.rsplit("/", 1)[-1]) for k in keys)
+    total = sum(len(s3.get(k)) for k in keys)
+    assert total <= 12 * 1024  # the bound holds on the bucket
+    frame = read_inference_log(root, model_version="3", model_name="churn")
+    assert 0 < len(frame) < 40 * 40  # the oldest objects were pruned
+    assert set(frame["traffic_kind"]) == {"live"}
+    assert len(read_inference_log(root, model_version="4")) == 0

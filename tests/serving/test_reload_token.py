@@ -11,7 +11,7 @@ from include.ml_pipeline.serving.settings import get_serving_settings
 
 
 def test_reload_refused_without_configured_token(tmp_path):
-    settings = replace(get_serving_settings(), admin_token=None, log_dir=tmp_path)
+    settings = replace(get_serving_settings(), admin_token=None, log_uri=tmp_path.as_uri())
     calls = []
     app = create_app(settings, loader=lambda: calls.append(1), load_on_startup=False)
     with TestClient(app) as client:

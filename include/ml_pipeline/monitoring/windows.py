@@ -10,9 +10,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from include.ml_pipeline.contracts.names import INFERENCE_LOG_SOURCE, TRAIN_PATH_TAG
+from include.ml_pipeline import storage
+from include.ml_pipeline.contracts.names import (
+    INFERENCE_LOG_SOURCE,
+    LIVE_TRAFFIC,
+    TRAIN_PATH_TAG,
+)
 from include.ml_pipeline.features import FeatureSpec
 from include.ml_pipeline.monitoring.errors import MonitoringError
+from include.ml_pipeline.storage import as_uri
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -23,33 +29,21 @@ def as_spec(spec: FeatureSpec | dict[str, Any]) -> FeatureSpec:
     return spec if isinstance(spec, FeatureSpec) else FeatureSpec.from_dict(spec)
 
 
-def _local_path(uri: str) -> Path | None:
-    if uri.startswith("file://"):
-        from urllib.parse import urlparse
-        from urllib.request import url2pathname
-
-        return Path(url2pathname(urlparse(uri).path))
-    if "://" in uri:
-        return None
-    return Path(uri).expanduser()
-
-
-def read_frame(uri: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """Read a CSV or Parquet file (or folder of Parquet files): a path or any URI pandas
-    reads. `columns` keeps those that exist (the caller checks what it needs)."""
+def read_frame(uri: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet file (or folder of Parquet files) at a path or a storage URI
+    (`file://`, `s3://`, ...). `columns` keeps those that exist (the caller checks what
+    it needs)."""
     import pandas as pd
 
-    local = _local_path(str(uri))
-    source = str(local) if local is not None else str(uri)
-    if local is not None and not local.exists():
+    source = os.fspath(uri)
+    if not storage.exists(source):
         raise FileNotFoundError(f"no such file: {source}")
-    name = source.lower()
-    if name.endswith((".csv", ".csv.gz", ".txt")):
-        frame = pd.read_csv(source)
-    elif name.endswith((".parquet", ".pq")) or (local is not None and local.is_dir()):
-        frame = pd.read_parquet(source)
-    else:
+    name = source.lower().rstrip("/")
+    is_csv = name.endswith((".csv", ".csv.gz", ".txt"))
+    if not is_csv and not name.endswith((".parquet", ".pq")) and storage.is_file(source):
         raise MonitoringError(f"unsupported file type (need .csv or .parquet): {source}")
+    with storage.local_copy(source) as local:
+        frame = pd.read_csv(local) if is_csv else pd.read_parquet(local)
     if columns is not None:
         frame = frame[[c for c in columns if c in frame.columns]]
     return frame
@@ -93,25 +87,33 @@ def recent_traffic(
     since: datetime | None,
     *,
     model_version: str | None = None,
-    inference_log_dir: str | Path | None = None,
+    inference_log_dir: str | os.PathLike | None = None,
     max_rows: int | None = None,
+    model_name: str | None = None,
+    kinds: tuple[str, ...] | None = (LIVE_TRAFFIC,),
 ) -> pd.DataFrame:
-    """The inference-log rows since `since` (of one version when given; the most recent
-    `max_rows`), with their `prediction` / `proba_*` columns. The log directory defaults
-    to the settings' `inference_log_dir`."""
+    """The inference-log rows since `since` (of one version / model when given; the most
+    recent `max_rows`), with their `prediction` / `proba_*` columns: live traffic only
+    unless `kinds` says otherwise (smoke tests and benchmarks mark theirs). The log
+    (`inference_log_dir`: a path or URI) defaults to the settings' `inference_log_uri`."""
     from include.ml_pipeline.monitoring.inference_log import read_inference_log
 
     return read_inference_log(
-        _log_dir(inference_log_dir), since=since, model_version=model_version, limit=max_rows
+        _log_location(inference_log_dir),
+        since=since,
+        model_version=model_version,
+        limit=max_rows,
+        model_name=model_name,
+        kinds=kinds,
     )
 
 
-def _log_dir(inference_log_dir: str | Path | None) -> Path:
+def _log_location(inference_log_dir: str | os.PathLike | None) -> str:
     if inference_log_dir is not None:
-        return Path(inference_log_dir)
+        return as_uri(inference_log_dir)
     from include.ml_pipeline.config import get_settings
 
-    return get_settings().inference_log_dir
+    return get_settings().inference_log_uri
 
 
 def load_current(
@@ -119,13 +121,15 @@ def load_current(
     spec: FeatureSpec | dict[str, Any],
     *,
     model_version: str | None = None,
-    inference_log_dir: str | Path | None = None,
+    inference_log_dir: str | os.PathLike | None = None,
     since: datetime | None = None,
     max_rows: int | None = None,
+    model_name: str | None = None,
 ) -> pd.DataFrame:
     """The data to compare with the reference.
 
-    `source="inference_log"`: `recent_traffic` of `model_version` since `since`. Anything
+    `source="inference_log"`: `recent_traffic` (live traffic) of `model_version` (and
+    `model_name` when given) since `since`. Anything
     else is a batch file (CSV or Parquet path or URI), read whole. An empty frame is valid
     (the drift check reports `insufficient_data`).
     """
@@ -136,40 +140,40 @@ def load_current(
             model_version=model_version,
             inference_log_dir=inference_log_dir,
             max_rows=max_rows,
+            model_name=model_name,
         )
         if frame.empty:
             return frame
-        _require_features(frame, spec, f"inference log {_log_dir(inference_log_dir)}")
+        _require_features(frame, spec, f"inference log {_log_location(inference_log_dir)}")
         return frame
     frame = read_frame(source)
     _require_features(frame, spec, f"batch {source}")
     return frame
 
 
-def snapshot_current(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Freeze the current rows to Parquet (atomically), so a retry sees the same data."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def snapshot_current(frame: pd.DataFrame, path: str | os.PathLike) -> str | Path:
+    """Freeze the current rows to Parquet at `path` (a path or storage URI; written whole,
+    so a reader never sees half), so a retry sees the same data. Returns `path`."""
     out = frame.copy()
     if "timestamp" in out.columns:
         out["timestamp"] = out["timestamp"].astype(str)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        out.to_parquet(tmp, index=False)
-    except (TypeError, ValueError):  # mixed types in a text column: keep them as text
-        for column in out.columns:
-            if out[column].dtype == object:
-                out[column] = out[column].map(_text_or_none)
-        out.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    with storage.staged_output(path) as tmp:
+        try:
+            out.to_parquet(tmp, index=False)
+        except (TypeError, ValueError):  # mixed types in a text column: keep them as text
+            for column in out.columns:
+                if out[column].dtype == object:
+                    out[column] = out[column].map(_text_or_none)
+            out.to_parquet(tmp, index=False)
     return path
 
 
-def read_snapshot(path: str | Path) -> pd.DataFrame:
+def read_snapshot(path: str | os.PathLike) -> pd.DataFrame:
     """A frozen window back as a frame, `timestamp` (if any) as UTC datetimes again."""
     import pandas as pd
 
-    frame = pd.read_parquet(path)
+    with storage.local_copy(path) as local:
+        frame = pd.read_parquet(local)
     if "timestamp" in frame.columns:
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
     return frame

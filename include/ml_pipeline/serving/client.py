@@ -1,6 +1,7 @@
 """HTTP helpers for deploying and checking a running model API (the deployment DAG's
 `desplegar_api`, `pruebas_api` and `revertir_despliegue`): which version it serves,
-reload, health, predictions against the registered model's, latency. Failures raise
+reload, health, predictions against the registered model's, latency. The smoke tests'
+requests carry `X-Traffic-Kind: smoke`, so monitoring leaves them out. Failures raise
 `ModelApiError` saying what failed; nothing here imports Airflow or MLflow at module level.
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from include.ml_pipeline.contracts.names import SMOKE_TRAFFIC, TRAFFIC_HEADER
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -111,15 +114,25 @@ def split_payload(frame: pd.DataFrame) -> bytes:
                         option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def predict_labels(url: str, frame: pd.DataFrame, timeout: float = 30.0) -> list[Any]:
-    """Labels for `frame` from `POST /invocations` (dataframe_split)."""
+def _headers(traffic: str | None) -> dict[str, str]:
+    """JSON content type, and the traffic kind (`smoke`, `benchmark`) when it is not live
+    traffic, so monitoring leaves these requests out."""
+    headers = {"Content-Type": "application/json"}
+    if traffic:
+        headers[TRAFFIC_HEADER] = traffic
+    return headers
+
+
+def predict_labels(url: str, frame: pd.DataFrame, timeout: float = 30.0,
+                   traffic: str | None = None) -> list[Any]:
+    """Labels for `frame` from `POST /invocations` (dataframe_split); `traffic` marks the
+    requests (`smoke`, `benchmark`; None: live)."""
     import httpx
 
     try:
         with _client(timeout) as client:
             response = client.post(url.rstrip("/") + "/invocations",
-                                   content=split_payload(frame),
-                                   headers={"Content-Type": "application/json"})
+                                   content=split_payload(frame), headers=_headers(traffic))
     except httpx.HTTPError as exc:
         raise ModelApiError(f"POST {url}/invocations failed: {exc!r}") from exc
     if response.status_code != 200:
@@ -151,9 +164,10 @@ def offline_predictions(tracking_uri: str, model_name: str, version: str | int,
     return np.asarray(model.predict(frame)).tolist()
 
 
-def check_predictions(url: str, frame: pd.DataFrame, expected: list[Any]) -> None:
-    """The API's labels for `frame` equal `expected` exactly."""
-    got = predict_labels(url, frame)
+def check_predictions(url: str, frame: pd.DataFrame, expected: list[Any],
+                      traffic: str | None = SMOKE_TRAFFIC) -> None:
+    """The API's labels for `frame` equal `expected` exactly (requests marked `traffic`)."""
+    got = predict_labels(url, frame, traffic=traffic)
     if len(got) != len(expected):
         raise ModelApiError(f"the API returned {len(got)} predictions for {len(expected)} rows")
     mismatches = [i for i, (a, b) in enumerate(zip(got, expected, strict=True)) if a != b]
@@ -172,7 +186,7 @@ def check_bad_payload(url: str) -> int:
     try:
         with _client(10.0) as client:
             response = client.post(url.rstrip("/") + "/invocations", content=body,
-                                   headers={"Content-Type": "application/json"})
+                                   headers=_headers(SMOKE_TRAFFIC))
     except httpx.HTTPError as exc:
         raise ModelApiError(f"POST {url}/invocations failed: {exc!r}") from exc
     if not 400 <= response.status_code < 500:
@@ -182,16 +196,17 @@ def check_bad_payload(url: str) -> int:
 
 
 def measure_latency(url: str, frame: pd.DataFrame, requests: int = 200,
-                    warmup: int = 10) -> dict[str, float]:
-    """Send `requests` sequential 1-row requests (rows of `frame` in turn) over one
-    keep-alive connection; returns `{"p50_ms", "p95_ms", "p99_ms", "max_ms", "requests"}`.
+                    warmup: int = 10, traffic: str | None = SMOKE_TRAFFIC) -> dict[str, float]:
+    """Send `requests` sequential 1-row requests (rows of `frame` in turn, marked
+    `traffic`) over one keep-alive connection; returns `{"p50_ms", "p95_ms", "p99_ms",
+    "max_ms", "requests"}`.
     """
     import httpx
     import numpy as np
 
     bodies = [split_payload(frame.iloc[[i % len(frame)]]) for i in range(min(len(frame), 50))]
     timings = []
-    headers = {"Content-Type": "application/json"}
+    headers = _headers(traffic)
     target = url.rstrip("/") + "/invocations"
     try:
         with _client(10.0) as client:

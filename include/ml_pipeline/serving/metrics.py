@@ -8,7 +8,9 @@
 * `model_api_model_version` - served version number (NaN before the first load)
 * `model_api_model_info{name,version,alias,predict_path}` - 1 for the served model
 * `model_api_reloads_total{result}` - reloads by result (`ok`, `failed`, `unauthorized`)
-* `model_api_inference_log_dropped_total` / `..._written_total` - inference log counters
+* `model_api_inference_log_dropped_total` / `..._written_total` /
+  `..._write_errors_total` / `model_api_inference_log_pending_objects` - the inference log
+  (entries dropped when full, records written, failed writes, objects waiting)
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ class ApiMetrics:
                                  "Inference log entries dropped (queue full)", registry=r)
         self.log_written = Gauge("model_api_inference_log_written_total",
                                  "Inference log records written", registry=r)
+        self.log_errors = Gauge("model_api_inference_log_write_errors_total",
+                                "Inference log writes that failed (retried)", registry=r)
+        self.log_pending = Gauge("model_api_inference_log_pending_objects",
+                                 "Inference log objects waiting for the store", registry=r)
         self._request_children: dict[tuple[str, int], Any] = {}
         self._latency_children: dict[str, Any] = {}
         self._class_children: dict[str, Any] = {}

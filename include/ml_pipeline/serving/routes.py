@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from include.ml_pipeline.contracts.names import LIVE_TRAFFIC, TRAFFIC_HEADER, TRAFFIC_KINDS
 from include.ml_pipeline.serving.parsing import RequestError, load_json
 from include.ml_pipeline.serving.state import ServiceState
 
@@ -25,6 +26,17 @@ _ERROR_CODES = {400: "BAD_REQUEST", 401: "UNAUTHENTICATED", 403: "PERMISSION_DEN
                 404: "NOT_FOUND", 405: "BAD_REQUEST", 413: "BAD_REQUEST",
                 415: "BAD_REQUEST", 422: "BAD_REQUEST", 502: "INTERNAL_ERROR",
                 503: "TEMPORARILY_UNAVAILABLE", 500: "INTERNAL_ERROR"}
+_MARKED = frozenset(TRAFFIC_KINDS) - {LIVE_TRAFFIC}
+
+
+def traffic_kind(header: str | None) -> str:
+    """The kind of traffic a request is (header `X-Traffic-Kind`): `smoke` or
+    `benchmark` as sent, anything else (or nothing) `live`."""
+    if header:
+        kind = header.strip().lower()
+        if kind in _MARKED:
+            return kind
+    return LIVE_TRAFFIC
 
 
 def error_response(status: int, kind: str, message: str) -> Response:
@@ -107,13 +119,14 @@ class Routes:
                 raise RequestError(422, "model_rejected_input",
                                    f"the model rejected the input: {exc2}") from exc2
 
-    def after_predict(self, endpoint, started, served, batch, result) -> None:
+    def after_predict(self, endpoint, started, served, batch, result, request) -> None:
         state = self.state
         elapsed = time.perf_counter() - started
         state.metrics.observe(endpoint, 200, elapsed)
         state.metrics.predicted(result.labels, result.label_index, served.classes)
         state.logger.submit(batch, result.labels, result.proba, served.classes,
-                            served.version, elapsed * 1000.0)
+                            served.version, elapsed * 1000.0, model_name=served.name,
+                            traffic=traffic_kind(request.headers.get(TRAFFIC_HEADER)))
 
     # ------------------------------------------------------------------ scoring protocol
 
@@ -142,7 +155,7 @@ class Routes:
         except RequestError as exc:
             return self.fail("invocations", started, exc)
         payload = orjson.dumps({"predictions": result.labels})
-        self.after_predict("invocations", started, served, batch, result)
+        self.after_predict("invocations", started, served, batch, result, request)
         return Response(payload, media_type=JSON)
 
     async def ping(self) -> Response:
@@ -185,7 +198,7 @@ class Routes:
             predictions = [{"label": label, "probabilities": None} for label in result.labels]
         body = orjson.dumps({"model_name": served.name, "model_version": served.version,
                              "predictions": predictions})
-        self.after_predict("predict", started, served, batch, result)
+        self.after_predict("predict", started, served, batch, result, request)
         return Response(body, media_type=JSON)
 
     async def ready(self) -> Response:

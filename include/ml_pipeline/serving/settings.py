@@ -11,10 +11,12 @@
 | MODEL_API_MAX_BODY_BYTES      | 16777216 (16 MiB)               | body size (413 above)         |
 | MODEL_API_ADMIN_TOKEN         | unset: `/admin/reload` refused  | bearer token for reloads      |
 | MODEL_API_LOG_SAMPLE_RATE     | 1.0                             | share of requests logged      |
-| MODEL_API_LOG_MAX_FILE_BYTES  | 16 MiB                          | inference log file rotation   |
-| MODEL_API_LOG_MAX_TOTAL_BYTES | 512 MiB                         | inference log directory cap   |
-| MODEL_API_LOG_QUEUE           | 10000                           | log queue (drop when full)    |
-| ML_PIPELINE_INFERENCE_LOG     | <home>/inference_log            | inference log directory       |
+| MODEL_API_LOG_FLUSH_SECONDS   | 2 (local root), 30 (remote)     | at most this old: one object  |
+| MODEL_API_LOG_MAX_OBJECT_BYTES| 8 MiB                           | lines per log object, at most |
+| MODEL_API_LOG_MAX_TOTAL_BYTES | 512 MiB                         | the whole log on the store    |
+| MODEL_API_LOG_QUEUE           | 10000                           | queued requests (oldest drop) |
+| ML_PIPELINE_INFERENCE_LOG     | <storage root>/inference_log    | inference log URI (or path)   |
+| ML_PIPELINE_STORAGE           | file://<home>/data              | the storage root              |
 | MODEL_API_LOG_LEVEL           | info                            | service log level             |
 | MODEL_API_PREDICT_THREADS     | usable cores, at most 2         | onnxruntime threads for a     |
 |                               |                                 | batch of 64+ rows (trees)     |
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from include.ml_pipeline.config import get_settings
 
@@ -53,9 +54,10 @@ class ServingSettings:
     max_rows: int
     max_body_bytes: int
     admin_token: str | None
-    log_dir: Path
+    log_uri: str
     log_sample_rate: float
-    log_max_file_bytes: int
+    log_flush_seconds: float | None
+    log_max_object_bytes: int
     log_max_total_bytes: int
     log_queue_size: int
     log_level: str
@@ -80,9 +82,10 @@ def get_serving_settings() -> ServingSettings:
         max_rows=max(1, _int("MODEL_API_MAX_ROWS", 10_000)),
         max_body_bytes=max(1024, _int("MODEL_API_MAX_BODY_BYTES", 16 * 1024 * 1024)),
         admin_token=os.environ.get("MODEL_API_ADMIN_TOKEN") or None,
-        log_dir=base.inference_log_dir,
+        log_uri=base.inference_log_uri,
         log_sample_rate=rate,
-        log_max_file_bytes=_int("MODEL_API_LOG_MAX_FILE_BYTES", 16 * 1024 * 1024),
+        log_flush_seconds=(_float("MODEL_API_LOG_FLUSH_SECONDS", 0.0) or None),
+        log_max_object_bytes=_int("MODEL_API_LOG_MAX_OBJECT_BYTES", 8 * 1024 * 1024),
         log_max_total_bytes=_int("MODEL_API_LOG_MAX_TOTAL_BYTES", 512 * 1024 * 1024),
         log_queue_size=_int("MODEL_API_LOG_QUEUE", 10_000),
         log_level=os.environ.get("MODEL_API_LOG_LEVEL", "info"),

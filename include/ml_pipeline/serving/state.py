@@ -31,14 +31,18 @@ class ServiceState:
         self.model = None  # ServedModel | None, replaced atomically by reloads
         self.metrics = ApiMetrics()
         self.logger = InferenceLogger(
-            settings.log_dir,
+            settings.log_uri,
+            model_name=settings.model_name,
             sample_rate=settings.log_sample_rate,
-            max_file_bytes=settings.log_max_file_bytes,
+            flush_interval=settings.log_flush_seconds,
+            max_object_bytes=settings.log_max_object_bytes,
             max_total_bytes=settings.log_max_total_bytes,
             queue_size=settings.log_queue_size,
         )
         self.metrics.log_dropped.set_function(lambda: self.logger.dropped)
         self.metrics.log_written.set_function(lambda: self.logger.written_records)
+        self.metrics.log_errors.set_function(lambda: self.logger.write_errors)
+        self.metrics.log_pending.set_function(lambda: self.logger.pending_objects)
         self.reload_lock = asyncio.Lock()
         self.last_load_error: str | None = None
         self.loading = False
