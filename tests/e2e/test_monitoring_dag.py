@@ -242,7 +242,7 @@ def test_find_champion_reads_spec_and_reference(store):
     assert champion["metrics"] == {"roc_auc": 0.8}
     # Without the tag, the run's `training` dataset input names the same file.
     source = champions.training_input_source(store["run_id"], tracking_uri=store["tracking_uri"])
-    assert Path(source) == Path(store["train_path"])
+    assert local_path(source) == Path(store["train_path"])  # a path or a file:// URI
     assert champions.find_champion("nope", tracking_uri=store["tracking_uri"]) is None
     reference = windows.load_reference(champion["train_path"], champion["feature_spec"])
     assert len(reference) == 1400
