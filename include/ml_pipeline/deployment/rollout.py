@@ -1,21 +1,63 @@
 """Roll out and roll back: make the model API serve `champion`, or put it back.
 
-`roll_out` makes the running API serve the new champion: in the embedded default it
-starts the local process when none runs, otherwise it asks the API to reload, and it waits
-(bounded) until `/version` reports the new version. `roll_back` points `champion` back to
-`previous_champion` (only if `champion` is still the failed version), reloads the API and
-checks it serves the restored version.
+Two modes, chosen by the orchestration layer (`connections.model_api()`) and logged:
+
+* **service** (the `model_api` connection is defined): the API is its own service (a
+  container, a Deployment). A task never starts or stops a process: it checks the service
+  answers and serves this model (`check_service`), asks it to reload (`POST
+  /admin/reload` with the admin token) and waits (bounded) until `/version` reports the
+  new version.
+* **embedded** (no connection, `make run`): a local process on loopback (`MODEL_API_URL`),
+  started when none answers there (`serving/process.py`), else asked to reload.
+
+`roll_back` points `champion` back to `previous_champion` (only if `champion` is still the
+failed version), reloads the API the same way and checks it serves the restored version.
+
+Configuration errors (no token, a token the service refuses, a host that does not resolve,
+nothing answering within the wait, another model served) raise `ModelApiConfigError`
+naming the URL, where it came from and the fix: a retry cannot help. A reload that fails
+on the service side (502) or a dropped connection is `ModelApiError`: retried.
 """
 
 from __future__ import annotations
 
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
 from include.ml_pipeline.config import Settings
-from include.ml_pipeline.contracts.names import CHAMPION
+from include.ml_pipeline.contracts.names import CHAMPION, MODEL_API_CONN_ID
+
+log = logging.getLogger(__name__)
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+SERVICE = "service"
+EMBEDDED = "embedded"
+
+
+class ModelApiConfigError(RuntimeError):
+    """The model API cannot be used as configured: a retry cannot fix it."""
+
+
+@dataclass(frozen=True)
+class ModelApiEndpoint:
+    url: str
+    token: str | None = field(repr=False)
+    #: `service` (never start a process: only reload) or `embedded` (a local process).
+    mode: str = EMBEDDED
+    #: Where the endpoint came from, for messages: the connection id or the variable.
+    source: str = "MODEL_API_URL"
+
+    @property
+    def is_service(self) -> bool:
+        return self.mode == SERVICE
+
+    def describe(self) -> str:
+        how = "a service: reload only" if self.is_service else "embedded: local process"
+        return f"model API {self.url} ({how}; from {self.source})"
 
 
 def is_loopback(url: str) -> bool:
@@ -33,13 +75,80 @@ def served_model(url: str) -> dict[str, Any] | None:
     return response.json() if response.status_code == 200 else {}
 
 
-def _api_ready_for(url: str, model_name: str) -> bool:
-    """True when an API for `model_name` answers at `url` (it will be asked to reload).
+def check_service(endpoint: ModelApiEndpoint, model_name: str, *, wait_seconds: float = 30.0
+                  ) -> dict[str, Any]:
+    """Preflight of a model API service: an admin token is set, the host resolves, `/version`
+    answers within `wait_seconds` (refused connections and 5xx are polled with backoff) and
+    the service serves `model_name`. Returns its `/version`; raises `ModelApiConfigError`."""
+    import httpx
 
-    False when none answers: the caller starts the local one. A local process recorded
-    for another URL, or serving another model, is stopped first (a later start replaces
-    it); a remote API serving another model is an error, not something to reload.
-    """
+    where = endpoint.describe()
+    if not endpoint.token:
+        raise ModelApiConfigError(
+            f"{where}: no admin token; set the password of the Airflow connection "
+            f"{MODEL_API_CONN_ID!r} (or MODEL_API_ADMIN_TOKEN) to the service's "
+            "MODEL_API_ADMIN_TOKEN"
+        )
+    host = urlparse(endpoint.url).hostname or ""
+    try:
+        socket.getaddrinfo(host, None)
+    except OSError as exc:
+        raise ModelApiConfigError(
+            f"{where}: host {host!r} does not resolve ({exc}); fix host/port of the connection "
+            f"{MODEL_API_CONN_ID!r}"
+        ) from exc
+    started, delay, last = time.monotonic(), 0.5, ""
+    while True:
+        try:
+            response = httpx.get(endpoint.url.rstrip("/") + "/version", timeout=5.0)
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        else:
+            if response.status_code == 200:
+                info = response.json()
+                serving = info.get("model_name")
+                if serving and serving != model_name:
+                    raise ModelApiConfigError(
+                        f"{where} serves model {serving!r}, not {model_name!r}; point the "
+                        f"connection {MODEL_API_CONN_ID!r} at this model's API, or set the "
+                        f"service's ML_PIPELINE_MODEL_NAME={model_name}"
+                    )
+                return info
+            if response.status_code < 500:
+                raise ModelApiConfigError(
+                    f"{where}: GET /version answered {response.status_code}: not the model API "
+                    f"(wrong port or path?); fix the connection {MODEL_API_CONN_ID!r}"
+                )
+            last = f"{response.status_code} {response.text[:200]}"
+        if time.monotonic() - started + delay > wait_seconds:
+            raise ModelApiConfigError(
+                f"{where} did not answer in {wait_seconds:.0f} s (last: {last}); start the "
+                f"service or fix host/port of the connection {MODEL_API_CONN_ID!r}"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+def reload_service(endpoint: ModelApiEndpoint, *, timeout: float) -> dict[str, Any]:
+    """`POST /admin/reload` on the service; a refused token is a configuration error."""
+    from include.ml_pipeline.serving.client import ModelApiError, reload_model
+
+    try:
+        return reload_model(endpoint.url, token=endpoint.token, timeout=timeout)
+    except ModelApiError as exc:
+        if "(401)" in str(exc) or "(403)" in str(exc):
+            raise ModelApiConfigError(
+                f"{endpoint.describe()} refused the reload: {exc}; set the password of the "
+                f"connection {MODEL_API_CONN_ID!r} (or MODEL_API_ADMIN_TOKEN) to the service's "
+                "MODEL_API_ADMIN_TOKEN"
+            ) from exc
+        raise
+
+
+def _api_ready_for(url: str, model_name: str) -> bool:
+    """Embedded mode: True when an API for `model_name` answers at `url` (it will be
+    asked to reload). False when none answers: the caller starts the local one. A local
+    process recorded for another URL, or serving another model, is stopped first."""
     from include.ml_pipeline.serving import process
 
     running = process.api_status()
@@ -52,9 +161,9 @@ def _api_ready_for(url: str, model_name: str) -> bool:
     serving = info.get("model_name")
     if serving and serving != model_name:
         if running is None:
-            raise RuntimeError(
-                f"the model API at {url} serves model {serving!r}, not "
-                f"{model_name!r}; point the model_api connection at its API"
+            raise ModelApiConfigError(
+                f"the model API at {url} serves model {serving!r}, not {model_name!r}, and "
+                f"was not started here; stop it, or define the connection {MODEL_API_CONN_ID!r}"
             )
         process.stop_api()
         return False
@@ -63,44 +172,50 @@ def _api_ready_for(url: str, model_name: str) -> bool:
 
 def roll_out(
     settings: Settings,
-    url: str,
+    endpoint: ModelApiEndpoint,
     model_name: str,
     version: str,
     *,
-    token: str | None = None,
     timeout: float = 180.0,
 ) -> dict[str, Any]:
-    """Make the API at `url` serve `version` (the champion); return what happened."""
-    started, document = _serve_champion(
-        settings, url, model_name, version, token=token, timeout=timeout
-    )
-    return {"url": url, "version": str(version), "started": started, "version_info": document}
+    """Make the API at `endpoint` serve `version` (the champion); return what happened:
+    `{"url", "version", "mode", "started" (the local process, or None), "version_info"}`."""
+    log.info("rolling out %s v%s to the %s", model_name, version, endpoint.describe())
+    started, document = _serve_champion(settings, endpoint, model_name, version,
+                                        timeout=timeout)
+    return {"url": endpoint.url, "version": str(version), "mode": endpoint.mode,
+            "started": started, "version_info": document}
 
 
 def _serve_champion(
-    settings: Settings,
-    url: str,
-    model_name: str,
-    version: str,
-    *,
-    token: str | None,
+    settings: Settings, endpoint: ModelApiEndpoint, model_name: str, version: str, *,
     timeout: float,
 ) -> tuple[dict | None, dict[str, Any]]:
-    """Start the local API on loopback when none answers at `url`, else ask it to reload;
-    wait (bounded) until it serves `version`. Returns (started process or None, /version)."""
+    """Service: check, reload. Embedded: start the local API on loopback when none answers,
+    else reload. Then wait (bounded) until it serves `version`."""
     from include.ml_pipeline.serving import client, process
 
+    url = endpoint.url
     started = None
-    if is_loopback(url) and not _api_ready_for(url, model_name):
+    if endpoint.is_service:
+        check_service(endpoint, model_name)
+        reload_service(endpoint, timeout=timeout)
+    elif not is_loopback(url):
+        raise ModelApiConfigError(
+            f"MODEL_API_URL={url} is not a loopback address: the embedded mode starts the "
+            f"model API on this machine. For an API service, define the Airflow connection "
+            f"{MODEL_API_CONN_ID!r} (host, port, schema; password = admin token)"
+        )
+    elif not _api_ready_for(url, model_name):
         started = process.start_api(
             url=url,
             model_name=model_name,
             tracking_uri=settings.mlflow_tracking_uri,
-            admin_token=token,
+            admin_token=endpoint.token,
             timeout=timeout,
         ).to_dict()
     else:
-        client.reload_model(url, token=token, timeout=timeout)
+        client.reload_model(url, token=endpoint.token, timeout=timeout)
     return started, client.wait_for_version(url, version, timeout=timeout)
 
 
@@ -108,10 +223,9 @@ def roll_back(
     settings: Settings,
     name: str,
     failed_version: str,
-    url: str,
+    endpoint: ModelApiEndpoint,
     *,
     reason: str,
-    token: str | None = None,
     timeout: float = 180.0,
 ) -> dict[str, Any]:
     """Put `champion` back on the previous version and make the API serve it again."""
@@ -133,16 +247,23 @@ def roll_back(
     try:
         restored = rollback_champion(name, tracking_uri=uri, reason=reason)
     except LookupError:
-        # First deployment ever: there is nothing to go back to. Take the alias away so
-        # no one serves a version that failed, and stop the local API that serves it.
+        # First deployment ever: nothing to go back to. Take the alias away so no one
+        # serves a version that failed; the embedded API that serves it is stopped, a
+        # service keeps its process (it serves the failed version until the next reload).
         remove_champion(name, tracking_uri=uri)
-        stopped = process.stop_api() if is_loopback(url) else False
+        if endpoint.is_service:
+            return {"rolled_back": True, "champion": None, "api_stopped": False,
+                    "detail": f"no previous champion: alias removed; the service at "
+                              f"{endpoint.url} keeps serving v{failed_version} until a "
+                              "champion is deployed"}
+        stopped = process.stop_api() if is_loopback(endpoint.url) else False
         return {
             "rolled_back": True,
             "champion": None,
             "api_stopped": stopped,
             "detail": "no previous champion: alias removed",
         }
-    _serve_champion(settings, url, name, restored, token=token, timeout=timeout)
-    client.check_health(url)
+    log.info("rolling back %s to v%s on the %s", name, restored, endpoint.describe())
+    _serve_champion(settings, endpoint, name, restored, timeout=timeout)
+    client.check_health(endpoint.url)
     return {"rolled_back": True, "champion": restored, "detail": f"API serves v{restored}"}

@@ -22,17 +22,24 @@ def dag_settings() -> dict:
 
 
 def default_args() -> dict:
-    """retries >= 2 with a retry delay (`ML_PIPELINE_RETRY_DELAY_SECONDS`, default 120 s);
+    """retries >= 2, the delay doubling from `ML_PIPELINE_RETRY_DELAY_SECONDS` (default
+    120 s, at most 20 min): a service outage is ridden out, a configuration error is not
+    retried (`fail_without_retry`, the preflight). Every task starts with
+    `preflight.prepare_task` (the service connections; at a DAG's first task, the checks);
     a task that fails for good records why (`callbacks.record_failure`)."""
     from include.ml_pipeline.orchestration.callbacks import record_failure
+    from include.ml_pipeline.orchestration.preflight import prepare_task
 
     return {
         "owner": "ml-platform",
         "on_failure_callback": record_failure,
+        "pre_execute": prepare_task,
         "retries": 2,
         "retry_delay": timedelta(
             seconds=int(os.environ.get("ML_PIPELINE_RETRY_DELAY_SECONDS", "120"))
         ),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=20),
     }
 
 

@@ -14,15 +14,93 @@ folder) and with a tracking server (`http://host:port`):
 Tracking and registry URIs are set together, process-wide (MLflow keeps them in globals);
 each function that talks to MLflow in this package takes `tracking_uri` and calls
 `configure_mlflow` so a task never depends on what another task in the same process set.
+
+`check_tracking_server` is the preflight of a tracking server: it answers as MLflow, with
+these credentials, within a bounded wait, else `MlflowServerError` names the URI, where
+it came from and the fix.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
+
+
+class MlflowServerError(RuntimeError):
+    """The MLflow tracking server cannot be used as configured (unknown host, nothing
+    answering, not an MLflow server, credentials refused): a configuration error."""
+
+
+#: The cheapest authenticated read of the tracking API (any MLflow server answers it).
+_PROBE = "/api/2.0/mlflow/experiments/search?max_results=1"
+
+
+def _auth() -> dict:
+    """The credentials MLflow's own client sends (basic auth or a bearer token)."""
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        return {"headers": {"Authorization": f"Bearer {token}"}}
+    user, password = (os.environ.get(f"MLFLOW_TRACKING_{k}") for k in ("USERNAME", "PASSWORD"))
+    return {"auth": (user, password or "")} if user else {}
+
+
+def check_tracking_server(
+    uri: str, *, source: str = "MLFLOW_TRACKING_URI", wait_seconds: float = 30.0
+) -> float | None:
+    """Preflight of a tracking server (`http(s)://`): its host resolves, and the tracking
+    API answers 200 with the configured credentials. A server that refuses connections,
+    times out or answers 5xx is polled with backoff for up to `wait_seconds` (a restart
+    is ridden out). Returns the seconds it took, None for a local store (nothing to
+    check). Raises `MlflowServerError` naming `uri`, `source` and the fix."""
+    import httpx
+
+    if not uri.startswith(("http://", "https://")):
+        return None
+    where = f"MLflow tracking server {uri} (from {source})"
+    fix = (
+        "start the server or point the Airflow connection mlflow_tracking (host, port, "
+        "schema) or MLFLOW_TRACKING_URI at it"
+    )
+    host = urlparse(uri).hostname or ""
+    try:
+        socket.getaddrinfo(host, None)
+    except OSError as exc:
+        raise MlflowServerError(f"{where}: host {host!r} does not resolve ({exc}); {fix}") from exc
+    started = time.monotonic()
+    delay, last = 0.5, ""
+    while True:
+        try:
+            response = httpx.get(uri.rstrip("/") + _PROBE, timeout=5.0, **_auth())
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        else:
+            if response.status_code == 200:
+                return time.monotonic() - started
+            if response.status_code in (401, 403):
+                raise MlflowServerError(
+                    f"{where} refused the credentials ({response.status_code}); set login and "
+                    "password of the connection mlflow_tracking (or MLFLOW_TRACKING_USERNAME / "
+                    "MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_TOKEN)"
+                )
+            if response.status_code < 500 and response.status_code != 429:
+                raise MlflowServerError(
+                    f"{where} answered {response.status_code} to {_PROBE}: not an MLflow "
+                    f"tracking server at this address (wrong port or path?); {fix}"
+                )
+            last = f"{response.status_code} {response.text[:200]}"
+        if time.monotonic() - started + delay > wait_seconds:
+            raise MlflowServerError(
+                f"{where} did not answer in {wait_seconds:.0f} s (last: {last}); {fix}"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 def is_remote_tracking_uri(uri: str) -> bool:

@@ -3,6 +3,7 @@ the model API, smoke-test the live API, and roll back when the deployment failed
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,8 +16,14 @@ from include.ml_pipeline.contracts.payloads import (
     Rollback,
     Rollout,
 )
+from include.ml_pipeline.deployment.rollout import ModelApiConfigError
 from include.ml_pipeline.orchestration import connections
 from include.ml_pipeline.orchestration.callbacks import recorded_failures
+from include.ml_pipeline.orchestration.defaults import fail_without_retry
+
+log = logging.getLogger(__name__)
+#: No token, a refused token, an unknown host, another model served: fail at once.
+fail_on_model_api_config = fail_without_retry(ModelApiConfigError)
 
 
 def release(decided: dict, *, dag_id: str, run_id: str) -> dict:
@@ -32,22 +39,25 @@ def release(decided: dict, *, dag_id: str, run_id: str) -> dict:
         registered=model,
         decision=verdict.decision,
         manifest=manifest,
-        manifest_uri=manifest["manifest_path"],
+        manifest_uri=manifest["manifest_uri"],
     ).to_dict()
 
 
+@fail_on_model_api_config
 def roll_out(release: dict, params: Mapping[str, Any]) -> dict:
-    """`desplegar_api`: the model API serves the new champion (bounded wait)."""
+    """`desplegar_api`: the model API serves the new champion (bounded wait). With the
+    `model_api` connection the API is a service: only asked to reload, never started here;
+    without it, the embedded local process. A configuration error fails at once."""
     from include.ml_pipeline.deployment.rollout import roll_out as serve
 
     released = Release.from_dict(release)
     api = connections.model_api()
+    log.info("desplegar_api: %s", api.describe())
     done = serve(
         get_settings(),
-        api.url,
+        api,
         released.model_name,
         released.version,
-        token=api.token,
         timeout=params["api_timeout_seconds"],
     )
     return Rollout(release=released, **done).to_dict()
@@ -70,7 +80,7 @@ def smoke_test(rollout: dict, params: Mapping[str, Any]) -> dict:
             get_settings().mlflow_tracking_uri,
             live.release.model_name,
             live.release.version,
-            frame=smoke_frame(split.paths["test"], split.feature_spec),
+            frame=smoke_frame(split.uris["test"], split.feature_spec),
             p95_budget_ms=params["latency_p95_budget_ms"],
         )
     except ModelApiError as exc:
@@ -94,14 +104,14 @@ def roll_back(release: dict | None, params: Mapping[str, Any], ti: Any) -> None:
     failures = recorded_failures(ti, ti.task.upstream_task_ids)
     reason = "; ".join(f"{f.task_id}: {f.error}" for f in failures) or "deployment failed"
     api = connections.model_api()
+    log.info("revertir_despliegue: %s", api.describe())
     outcome = Rollback.from_dict(
         restore(
             get_settings(),
             released.model_name,
             released.version,
-            api.url,
+            api,
             reason=reason,
-            token=api.token,
             timeout=params["api_timeout_seconds"],
         )
     )
