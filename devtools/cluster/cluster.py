@@ -284,8 +284,11 @@ class Cluster:
 
     def trigger(self, dag_id: str, run_id: str, conf: dict) -> str:
         self.wait_dag_parsed(dag_id)
-        self.postgres.query("UPDATE dag SET is_paused = false WHERE dag_id = %s RETURNING 1",
-                            (dag_id,))
+        # The DAG processor writes the serialized DAG before the `dag` row: unpause once
+        # the row is there (what `airflow dags unpause` does, without its 5 s start-up).
+        wait_for(lambda: bool(self.postgres.query(
+            "UPDATE dag SET is_paused = false WHERE dag_id = %s RETURNING 1", (dag_id,))),
+            timeout=60, what=f"{dag_id} unpaused", service=self.scheduler)
         self.airflow("dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(conf))
         return run_id
 

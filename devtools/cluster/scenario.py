@@ -40,9 +40,11 @@ SLOW_CANDIDATES = [
     {"name": "forest_slow", "estimator": "random_forest",
      "params": {"n_estimators": 400, "max_depth": 12}},
 ]
-#: Files a task would leave on a worker's disk if it kept data there.
-DATA_SUFFIXES = (".parquet", ".duckdb", ".csv", ".html", ".jsonl", ".json", ".png",
-                 ".pkl", ".joblib", ".skops", ".onnx", ".db", ".wal")
+#: What a task would leave on a worker's disk if it kept the pipeline's data there: splits
+#: and tables (Parquet), a warehouse file, raw copies, reports and dashboards, the
+#: inference log, a local MLflow store. (MLflow's own model downloads in TMPDIR are
+#: copies of what the server holds, listed as facts, not judged.)
+DATA_SUFFIXES = (".parquet", ".duckdb", ".duckdb.wal", ".csv", ".html", ".jsonl", ".db")
 
 
 @dataclass
@@ -107,12 +109,15 @@ def _strings(value, path: str = "") -> Iterator[tuple[str, str]]:
         yield path, value
 
 
-def local_locations(xcoms: dict[str, object]) -> list[str]:
+def local_locations(xcoms: dict[str, object], allowed: frozenset[str] = frozenset()
+                    ) -> list[str]:
     """XCom values that are local paths or file:// URIs (a task handing the next one its
-    own disk)."""
+    own disk); `allowed`: locations the run was given (the diagnosis' shared raw file)."""
     found = []
     for label, value in xcoms.items():
         for path, text in _strings(value):
+            if text in allowed:
+                continue
             local = text.startswith("file:") or (
                 text.startswith("/") and text.strip("/").count("/") >= 1 and " " not in text)
             if local:
@@ -195,11 +200,13 @@ def deploy(cluster: Cluster, data_uri: str, timeout: float = 600) -> Step:
         step.problems.append("no version has the alias champion after the run")
     elif str(served.get("model_version")) != str(champion):
         step.problems.append(f"the model API serves {served}, not the champion v{champion}")
-    _judge_storage(cluster, step, DEPLOYMENT_DAG_ID, need=("splits", "reports"))
+    _judge_storage(cluster, step, DEPLOYMENT_DAG_ID, need=("splits", "reports"),
+                   data_uri=data_uri)
     return step
 
 
-def _judge_storage(cluster: Cluster, step: Step, dag_id: str, need: tuple[str, ...]) -> None:
+def _judge_storage(cluster: Cluster, step: Step, dag_id: str, need: tuple[str, ...],
+                   data_uri: str = "") -> None:
     bucket = _bucket_facts(cluster)
     step.facts["bucket"] = {k: v[:8] + ([f"... {len(v)} in all"] if len(v) > 8 else [])
                             for k, v in bucket.items()}
@@ -208,7 +215,7 @@ def _judge_storage(cluster: Cluster, step: Step, dag_id: str, need: tuple[str, .
             step.problems.append(f"no {kind} objects in s3://{cluster.bucket}/pipeline/")
     xcoms = cluster.xcoms(dag_id, step.run_id)
     step.facts["xcom_s3_uris"] = sorted(set(s3_locations(xcoms)))[:12]
-    local = local_locations(xcoms)
+    local = local_locations(xcoms, frozenset({data_uri}) - {""})
     if local:
         step.problems.append("XComs carry local locations (a worker's disk):\n      "
                              + "\n      ".join(local[:15]))
@@ -296,20 +303,19 @@ def kill_during_training(cluster: Cluster, data_uri: str, timeout: float = 600) 
     if len(new) != 1:
         step.problems.append(f"{len(new)} new model versions after the run, not exactly one: "
                              f"{[v['version'] for v in new]}")
-    _judge_storage(cluster, step, DEPLOYMENT_DAG_ID, need=("splits",))
+    _judge_storage(cluster, step, DEPLOYMENT_DAG_ID, need=("splits",), data_uri=data_uri)
     return step
 
 
 def run_all(cluster: Cluster, rows: int, *, stop_on_failure: bool = False,
             shared_file: bool = False) -> list[Step]:
-    """The whole proof on a started cluster; later steps build on earlier ones (the kill
-    run needs a champion to compare with, monitoring needs the served model)."""
+    """The whole proof on a started cluster; later steps build on earlier ones (monitoring
+    needs the served model, the kill run a champion to compare with): `stop_on_failure`
+    stops after a deployment run that did not succeed."""
     data_uri = upload_raw_data(cluster, rows, shared_file=shared_file)
     steps = [deploy(cluster, data_uri)]
-    if stop_on_failure and steps[-1].problems:
+    if stop_on_failure and steps[-1].state != "success":
         return steps
     steps.append(monitor(cluster))
-    if stop_on_failure and steps[-1].problems:
-        return steps
     steps.append(kill_during_training(cluster, data_uri))
     return steps
