@@ -2,7 +2,8 @@
 
 Generates the sample data when no file is given (and none is there yet), runs the DAG
 `ml_model_deployment_advanced` end to end with `dag.test()` on an embedded Airflow
-(SQLite metadata, DuckDB warehouse, local MLflow store), writes the task logs to
+(SQLite metadata, each task's in-memory DuckDB over Parquet tables under the storage
+root, local MLflow store), writes the task logs to
 `.local/logs/`, and prints where to look; the same facts go to `.local/run_summary.json`.
 """
 
@@ -30,10 +31,28 @@ from include.ml_pipeline.contracts.names import (
 DAG_ID = DEPLOYMENT_DAG_ID
 
 
-def build_conf(args: argparse.Namespace, settings) -> dict:
+def sample_data(settings, rows: int, seed: int) -> str:
+    """The generated sample data at `default_data_uri` (written the first time: locally,
+    or uploaded when the storage root is remote); its local path when it is local."""
+    import tempfile
+
+    from include.ml_pipeline import storage
     from include.ml_pipeline.data_preparation.sample_data import write_dataset
     from include.ml_pipeline.runs import default_data_uri
 
+    uri = default_data_uri(settings)
+    local = storage.local_path(uri)
+    if not storage.exists(uri):
+        print(f"Generating {rows:,} rows of sample data at {where(uri)}")
+        if local is not None:
+            write_dataset(local, rows=rows, seed=seed)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                storage.upload(write_dataset(Path(tmp) / "sample.csv", rows=rows, seed=seed), uri)
+    return str(local) if local is not None else uri
+
+
+def build_conf(args: argparse.Namespace, settings) -> dict:
     conf: dict = {}
     if args.data:
         data = Path(args.data).expanduser().resolve()
@@ -48,11 +67,7 @@ def build_conf(args: argparse.Namespace, settings) -> dict:
         if args.target:
             conf["target"] = args.target
     else:
-        sample = Path(default_data_uri(settings))
-        if not sample.exists():
-            print(f"Generating {args.rows:,} rows of sample data at {sample}")
-            write_dataset(sample, rows=args.rows, seed=args.seed)
-        conf["data_uri"] = str(sample)
+        conf["data_uri"] = sample_data(settings, args.rows, args.seed)
         if args.target:
             conf["target"] = args.target
     conf.update(check_params(param_overrides(args)))
@@ -292,11 +307,10 @@ def summarise(dag_run, tasks: dict, conf: dict, log_path: Path, seconds: float, 
             "feature_spec": prepared.get("feature_spec"),
             "excluded_columns": prepared.get("excluded_columns"),
             "warnings": validated.get("warnings") or [],
-            "tables": [
-                t for t in (loaded.get("table"), prepared.get("table"), split.get("table")) if t
-            ],
-            "warehouse": str(settings.duckdb_path),
-            "files": split.get("paths"),
+            "tables": {
+                t["table"]: where(t["table_uri"]) for t in (loaded, prepared) if t.get("table")
+            },
+            "splits": {name: where(uri) for name, uri in (split.get("uris") or {}).items()},
         },
         "model": {
             "name": registered.get("model_name"),
@@ -393,8 +407,11 @@ def print_summary(summary: dict) -> None:
         )
     if data["rows_split"]:
         print("  split     " + ", ".join(f"{k} {v:,}" for k, v in data["rows_split"].items()))
-    if data["tables"]:
-        print(f"  tables    {', '.join(data['tables'])} in {data['warehouse']}")
+    for table, location in (data.get("tables") or {}).items():
+        print(f"  table     {table}: {location}")
+    if data.get("splits"):
+        train = data["splits"].get("train") or ""
+        print(f"  splits    {train.rsplit('/', 1)[0]}/{{train,validation,test}}.parquet")
     for warning in data.get("warnings") or []:
         print(f"  WARNING   {warning}")
     model, decision = summary["model"], summary["decision"]

@@ -1,12 +1,18 @@
-"""Per-run names and locations: every Airflow run gets its own key, folder and tables."""
+"""Per-run names and locations: every Airflow run gets its own key and its own folder
+under the storage root, so runs (and the workers that run their tasks) never share a
+file.
+
+    <storage_uri>/runs/<run key>/tables/<stage>.parquet     raw, clean (the warehouse tables)
+    <storage_uri>/runs/<run key>/splits/<split>.parquet     train, validation, test
+"""
 
 from __future__ import annotations
 
 import hashlib
 import re
-from pathlib import Path
 
 from include.ml_pipeline.config import Settings
+from include.ml_pipeline.storage import join
 
 _RUN_KEY = re.compile(r"[^0-9A-Za-z]+")
 
@@ -18,13 +24,28 @@ def run_key(run_id: str) -> str:
     return f"{slug}_{digest}".lower()
 
 
-def run_dir(settings: Settings, run_id: str) -> Path:
-    """`<storage_root>/runs/<run key>`: splits, staging copies, manifests of one run."""
-    path = settings.storage_root / "runs" / run_key(run_id)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def runs_uri(settings: Settings) -> str:
+    """`<storage_uri>/runs`: one folder per run below it."""
+    return join(settings.storage_uri, "runs")
+
+
+def run_uri(settings: Settings, run_id: str) -> str:
+    """`<storage_uri>/runs/<run key>`: the tables and splits of one run (a URI; nothing is
+    created here: writing an object under it creates what a local root needs)."""
+    return join(runs_uri(settings), run_key(run_id))
+
+
+def table_uri(settings: Settings, run_id: str, stage: str) -> str:
+    """`<run>/tables/<stage>.parquet`: the warehouse table of one stage of one run."""
+    return join(run_uri(settings, run_id), "tables", f"{stage}.parquet")
+
+
+def splits_uri(settings: Settings, run_id: str) -> str:
+    """`<run>/splits`: the folder of the run's train/validation/test Parquet objects."""
+    return join(run_uri(settings, run_id), "splits")
 
 
 def default_data_uri(settings: Settings) -> str:
-    """Where the pipeline looks for raw data unless the `data_uri` Param says otherwise."""
-    return str(settings.storage_root / "incoming" / "customer_churn.csv")
+    """Where the pipeline looks for raw data unless the `data_uri` Param says otherwise:
+    `<storage_uri>/incoming/customer_churn.csv`."""
+    return join(settings.storage_uri, "incoming", "customer_churn.csv")

@@ -105,9 +105,9 @@ class Outcome:
 def run_door(path: Path, work: Path, **overrides: Any) -> Outcome:
     """load -> validate -> preprocess -> split, as the four preparation tasks do."""
     params = {**default_params(), **overrides}
-    with warehouse.connect(work / "w.duckdb") as con:
+    with warehouse.task_warehouse() as con:
         try:
-            loaded = ingest.load_into_table(con, str(path), "raw__t", work / "staging")
+            loaded = ingest.load_into_table(con, str(path), "raw__t")
             report = validate.validate_table(
                 con,
                 "raw__t",
@@ -421,7 +421,7 @@ def _rows_kept(n: int):
 
 def _train_labels(expected: set):
     def check(out: Outcome):
-        labels = set(pd.read_parquet(out.split.paths["train"])[TARGET].tolist())
+        labels = set(pd.read_parquet(out.split.uris["train"])[TARGET].tolist())
         assert labels == expected, labels
 
     return check
@@ -429,7 +429,7 @@ def _train_labels(expected: set):
 
 def _value_in(column: str, value: str):
     def check(out: Outcome):
-        values = set(pd.read_parquet(out.split.paths["train"])[column].dropna().tolist())
+        values = set(pd.read_parquet(out.split.uris["train"])[column].dropna().tolist())
         assert value in values, sorted(values)[:10]
 
     return check

@@ -17,7 +17,7 @@ def test_preparation_produces_tables_and_stratified_splits(run_dag, small_csv):
     assert loaded["table"].startswith("raw__")
     split = result.result(PREP + "dividir_datos")
     assert split["rows"] == {"train": 900, "validation": 300, "test": 300}
-    train = pd.read_parquet(split["paths"]["train"])
+    train = pd.read_parquet(split["uris"]["train"])
     assert list(train.columns) == [*split["feature_spec"]["numeric"],
                                    *split["feature_spec"]["categorical"], "churn"]
     assert train["age"].dtype == "float64"

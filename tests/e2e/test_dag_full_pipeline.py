@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import socket
-from pathlib import Path
 
 import httpx
 import pytest
 from mlflow import MlflowClient
 
+from include.ml_pipeline import storage
 from include.ml_pipeline.config import get_settings
 from include.ml_pipeline.serving import process
 from include.ml_pipeline.training.candidates import WEAK_CANDIDATE
@@ -92,7 +92,10 @@ def test_01_good_model_is_trained_registered_deployed_and_served(run_dag, small_
     # The live API serves it, with the same labels as the registered model.
     release = result.result("despliegue_modelo.generar_artefactos")
     manifest = release["manifest"]
-    assert json.loads(Path(release["manifest_uri"]).read_text())["version"] == version
+    assert release["manifest_uri"] == storage.join(
+        get_settings().storage_uri, "deployments", f"tabular_classifier-v{version}.json"
+    )
+    assert storage.read_json(release["manifest_uri"])["version"] == version
     info = httpx.get(f"{api_url}/version").json()
     assert str(info["model_version"]) == version
     # The release stored the verified predictor as the version's serving artifact, and
@@ -108,7 +111,7 @@ def test_01_good_model_is_trained_registered_deployed_and_served(run_dag, small_
 
     # Dashboard, drift and notification.
     dashboard = result.result("visualizacion_monitoreo.configurar_dashboards")
-    assert Path(dashboard["uri"]).read_text().count("<img") >= 2
+    assert storage.read_text(dashboard["uri"]).count("<img") >= 2
     assert result.result("visualizacion_monitoreo.configurar_monitoreo")["summary"]["status"]
     note = result.result("notificar_despliegue_exitoso")
     assert note["outcomes"]["log"]["status"] == "sent"

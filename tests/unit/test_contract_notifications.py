@@ -6,7 +6,7 @@ from __future__ import annotations
 from include.ml_pipeline.contracts.payloads import Decision, RegisteredModel, SplitResult
 from include.ml_pipeline.notifications import events
 
-SPLIT = SplitResult(table="t", paths={}, rows={}, class_counts={}, seed=1)
+SPLIT = SplitResult(uris={}, rows={}, class_counts={}, seed=1)
 
 
 def _model(**extra) -> RegisteredModel:

@@ -19,7 +19,7 @@ from include.ml_pipeline.features import FeatureSpec
 
 @pytest.fixture
 def con(tmp_path):
-    with warehouse.connect(tmp_path / "w.duckdb") as connection:
+    with warehouse.task_warehouse() as connection:
         yield connection
 
 
@@ -36,7 +36,7 @@ def rules(**overrides):
 
 
 def load(con, path, tmp_path, table="raw__t"):
-    return ingest.load_into_table(con, str(path), table, tmp_path / "staging")
+    return ingest.load_into_table(con, str(path), table)
 
 
 def test_generator_is_seeded_and_learnable():
@@ -213,14 +213,14 @@ def test_split_is_stratified_seeded_and_reproducible(con, sample_csv, tmp_path):
     other = _split(con, tmp_path, seed=8, out="c")
     assert first.rows == {"train": 550, "validation": 250, "test": 200}
     for name in split.SPLITS:
-        a = pd.read_parquet(first.paths[name])
-        pd.testing.assert_frame_equal(a, pd.read_parquet(again.paths[name]))
+        a = pd.read_parquet(first.uris[name])
+        pd.testing.assert_frame_equal(a, pd.read_parquet(again.uris[name]))
         share = (a["churn"] == "yes").mean()
         overall = report.classes["yes"] / report.rows
         assert abs(share - overall) < 0.01, name
-    assert not pd.read_parquet(first.paths["test"]).equals(pd.read_parquet(other.paths["test"]))
-    train = pd.read_parquet(first.paths["train"])
-    test = pd.read_parquet(first.paths["test"])
+    assert not pd.read_parquet(first.uris["test"]).equals(pd.read_parquet(other.uris["test"]))
+    train = pd.read_parquet(first.uris["train"])
+    test = pd.read_parquet(first.uris["test"])
     assert len(pd.merge(train, test, how="inner")) == 0  # disjoint rows
 
 

@@ -16,7 +16,7 @@ from include.ml_pipeline.data_preparation.sample_data import generate_churn_fram
 
 @pytest.fixture
 def con(tmp_path):
-    with warehouse.connect(tmp_path / "w.duckdb") as connection:
+    with warehouse.task_warehouse() as connection:
         yield connection
 
 

@@ -1,10 +1,14 @@
 """Find the raw data and load it into the warehouse.
 
-Local paths (and `file://` URIs) are read in place by DuckDB. Any other scheme that
-the Astro SDK's `File` understands (s3://, gs://, http(s)://, ...) is first copied, as a
-stream, to a staging folder, then read the same way. CSV columns are loaded as text so
-that one bad value cannot abort the load: typing is the job of validation and
-preprocessing, which can then say exactly which column and value are wrong.
+Local paths (and `file://` URIs) are read in place by DuckDB. A remote object (s3://,
+gs://, ...) is first copied, as a stream, into the task's temporary folder through a
+`RawSource` -- the Astro SDK's `File` (`AstroSdkSource`, the Airflow 2.11 path) or fsspec
+through `storage.py` (`StorageSource`, the Airflow 3 path; the orchestration layer picks
+one) -- then read the same way, and the copy is removed when the load ends: the raw table
+itself (a Parquet object under the storage root) is what outlives the task. CSV columns
+are loaded as text so that one bad value cannot abort the load: typing is the job of
+validation and preprocessing, which can then say exactly which column and value are
+wrong.
 
 A CSV file is read with a dialect decided here, not by the engine's sniffer (which, on a
 file with one ragged row, silently reads every line as a single column):
@@ -29,16 +33,21 @@ our words, and how to fix it; `rule` names the check (`file_format`, `duplicate_
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
 import math
 import re
 import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from include.ml_pipeline import storage
 from include.ml_pipeline.contracts.payloads import LoadResult
 from include.ml_pipeline.data_preparation.errors import DataSourceError
 from include.ml_pipeline.data_preparation.warehouse import (
@@ -67,37 +76,82 @@ _MAGIC = {
 }
 
 
-def source_exists(uri: str, conn_id: str | None = None) -> bool:
+class RawSource(Protocol):
+    """How a remote `data_uri` is reached: whether it is there, and a local copy of it."""
+
+    def exists(self, uri: str) -> bool: ...
+
+    def local_copy(self, uri: str) -> contextlib.AbstractContextManager[Path]: ...
+
+
+@dataclass(frozen=True)
+class StorageSource:
+    """Remote raw data through fsspec (`storage.py`), with `options` (storage options from
+    the data connection; None: the storage root's, `storage.storage_options`)."""
+
+    options: dict[str, Any] | None = None
+
+    def exists(self, uri: str) -> bool:
+        return storage.exists(uri, self.options)
+
+    def local_copy(self, uri: str) -> contextlib.AbstractContextManager[Path]:
+        return storage.local_copy(uri, options=self.options)
+
+
+@dataclass(frozen=True)
+class AstroSdkSource:
+    """Remote raw data through the Astro SDK's `File` (its hooks read the Airflow
+    connection `conn_id`: aws, google_cloud_platform, wasb, http, ...)."""
+
+    conn_id: str | None = None
+
+    def exists(self, uri: str) -> bool:
+        from astro.files import File
+
+        return bool(File(path=uri, conn_id=self.conn_id).exists())
+
+    @contextlib.contextmanager
+    def local_copy(self, uri: str) -> Iterator[Path]:
+        from astro.files import File
+        from smart_open import open as smart_open
+
+        location = File(path=uri, conn_id=self.conn_id).location
+        with tempfile.TemporaryDirectory(prefix="ml_pipeline_raw_") as tmp:
+            target = Path(tmp) / (Path(urlparse(uri).path).name or "source.csv")
+            with (
+                smart_open(
+                    location.smartopen_uri, "rb", transport_params=location.transport_params
+                ) as src,
+                target.open("wb") as dst,
+            ):
+                shutil.copyfileobj(src, dst, length=1 << 20)
+            yield target
+
+
+def source_exists(uri: str, source: RawSource) -> bool:
     """True when the data at `uri` is there (used by the `esperar_datos` sensor)."""
     path = local_path(uri)
     if path is not None:
         return path.is_file()
-    from astro.files import File  # the Astro SDK knows the remote schemes
-
-    return bool(File(path=uri, conn_id=conn_id).exists())
+    return bool(source.exists(uri))
 
 
-def stage_source(uri: str, staging_dir: Path, conn_id: str | None = None) -> Path:
-    """Return a local file with the data at `uri`, copying a remote object if needed."""
+@contextlib.contextmanager
+def staged_source(uri: str, source: RawSource) -> Iterator[Path]:
+    """A local file with the data at `uri`: the file itself, or a temporary copy of a
+    remote object removed when the block ends."""
     path = local_path(uri)
     if path is not None:
         if not path.is_file():
             raise DataSourceError(f"{uri}: no such file", rule="missing_file")
-        return path
-    from astro.files import File
-    from smart_open import open as smart_open
-
-    location = File(path=uri, conn_id=conn_id).location
-    staging_dir.mkdir(parents=True, exist_ok=True)
-    target = staging_dir / (Path(urlparse(uri).path).name or "source.csv")
-    tmp = target.with_name(target.name + ".part")
-    with (
-        smart_open(location.smartopen_uri, "rb", transport_params=location.transport_params) as src,
-        tmp.open("wb") as dst,
-    ):
-        shutil.copyfileobj(src, dst, length=1 << 20)
-    tmp.replace(target)
-    return target
+        yield path
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            staged = stack.enter_context(source.local_copy(uri))
+        except FileNotFoundError:
+            raise DataSourceError(f"{uri}: no such object", rule="missing_file") from None
+        yield staged
 
 
 def detect_format(path: Path) -> str:
@@ -385,27 +439,29 @@ def _load_parquet(con, path: Path, table: str, uri: str) -> None:
         ) from None
 
 
-def load_into_table(con, uri: str, table: str, staging_dir: Path, conn_id: str | None = None):
-    """Load the file at `uri` into `table`; return a `LoadResult` (small, XCom-safe)."""
-    path = stage_source(uri, staging_dir, conn_id)
-    size = path.stat().st_size
-    if size == 0:
-        raise DataSourceError(f"{uri}: the file is empty (0 bytes)", rule="empty_file")
-    file_format = detect_format(path)
-    warnings: list[str] = []
-    if file_format == "parquet":
-        _load_parquet(con, path, table, uri)
-    else:
-        warnings = _load_csv(con, path, table, uri).warnings
+def load_into_table(con, uri: str, table: str, source: RawSource | None = None) -> LoadResult:
+    """Load the file at `uri` into `table`; return a `LoadResult` (small, XCom-safe;
+    `table_uri` is left empty: the caller knows where it writes the table)."""
+    with staged_source(uri, source or StorageSource()) as path:
+        size = path.stat().st_size
+        if size == 0:
+            raise DataSourceError(f"{uri}: the file is empty (0 bytes)", rule="empty_file")
+        file_format = detect_format(path)
+        warnings: list[str] = []
+        if file_format == "parquet":
+            _load_parquet(con, path, table, uri)
+        else:
+            warnings = _load_csv(con, path, table, uri).warnings
+        digest = fingerprint(path)
     columns = [name for name, _ in table_columns(con, table) if name != ROW_ID]
     return LoadResult(
         table=table,
+        table_uri="",
         source_uri=uri,
-        local_path=str(path),
         file_format=file_format,
         rows=row_count(con, table),
         columns=columns,
         bytes=size,
-        fingerprint=fingerprint(path),
+        fingerprint=digest,
         warnings=warnings,
     )

@@ -186,6 +186,7 @@ def preprocess_table(
     rows_out = row_count(con, dest)
     return PreprocessResult(
         table=dest,
+        table_uri="",  # where the caller writes `dest`
         rows_in=rows_in,
         rows_out=rows_out,
         dropped_unlabelled=rows_in - labelled,

@@ -3,21 +3,23 @@
 Within each class, rows are ordered by a hash of (row id, seed) and cut at the requested
 fractions, so every split keeps the class mix, and the same data with the same seed
 always gives the same rows, whatever the engine's thread count. Each split is written
-as a Parquet file that the training tasks (possibly in parallel processes) read.
+as one Parquet object under the run's folder on the storage root, which the training
+tasks (possibly on other workers) read by its URI.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from include.ml_pipeline.contracts.payloads import SplitResult
 from include.ml_pipeline.data_preparation.ingest import ROW_ID
-from include.ml_pipeline.data_preparation.warehouse import quote_ident, quote_literal
+from include.ml_pipeline.data_preparation.warehouse import (
+    quote_ident,
+    quote_literal,
+    write_parquet,
+)
 from include.ml_pipeline.features import FeatureSpec
+from include.ml_pipeline.storage import join
 
 SPLITS = ("train", "validation", "test")
-
-
 
 
 def check_fractions(test_size: float, validation_size: float) -> None:
@@ -56,27 +58,19 @@ def split_table(
     source: str,
     dest: str,
     spec: FeatureSpec,
-    out_dir: Path,
+    out_uri: str,
     *,
     test_size: float,
     validation_size: float,
     seed: int,
 ) -> SplitResult:
-    """Split `source` into `dest` (with a `split` column) and one Parquet file per split."""
+    """Split `source` into `dest` (with a `split` column) and write one Parquet object per
+    split, `<out_uri>/<split>.parquet` (a folder URI or path)."""
     check_fractions(test_size, validation_size)
     con.execute(split_sql(source, dest, spec.target, test_size, validation_size, seed))
-    out_dir.mkdir(parents=True, exist_ok=True)
     columns = ", ".join(quote_ident(c) for c in [*spec.columns, spec.target])
-    paths, rows, classes = {}, {}, {}
+    rows, classes = {}, {}
     for name in SPLITS:
-        path = out_dir / f"{name}.parquet"
-        tmp = out_dir / f"{name}.parquet.part"
-        con.execute(
-            f"COPY (SELECT {columns} FROM {quote_ident(dest)} WHERE split = {quote_literal(name)} "
-            f"ORDER BY {ROW_ID}) TO {quote_literal(str(tmp))} (FORMAT parquet)"
-        )
-        tmp.replace(path)
-        paths[name] = str(path)
         counts = con.execute(
             f"SELECT CAST({quote_ident(spec.target)} AS VARCHAR), count(*) "
             f"FROM {quote_ident(dest)} WHERE split = {quote_literal(name)} GROUP BY 1 ORDER BY 1"
@@ -89,9 +83,17 @@ def split_table(
             f"split of {source}: the {', '.join(empty)} split(s) are empty; "
             "add rows or change test_size/validation_size"
         )
+    uris = {
+        name: write_parquet(
+            con,
+            f"(SELECT {columns} FROM {quote_ident(dest)} WHERE split = {quote_literal(name)} "
+            f"ORDER BY {ROW_ID})",
+            join(out_uri, f"{name}.parquet"),
+        )
+        for name in SPLITS
+    }
     return SplitResult(
-        table=dest,
-        paths=paths,
+        uris=uris,
         rows=rows,
         class_counts=classes,
         seed=seed,

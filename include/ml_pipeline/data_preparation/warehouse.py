@@ -1,32 +1,74 @@
-"""The embedded warehouse: a DuckDB database file holding the pipeline's tables.
+"""The warehouse of one task: an in-memory DuckDB whose tables live as Parquet objects.
 
-Data stays in the database (or in Parquet files) and moves through SQL; only table
-names, paths and small summaries travel through XCom.
+No task relies on a table another task created in a file on its own disk. Each task opens
+`task_warehouse(inputs=..., outputs=...)`: its input tables (Parquet objects under the
+storage root, `runs.table_uri`) become views of the same names, its SQL runs in memory
+(spilling to a temporary folder that is removed afterwards), and its output tables are
+written back as Parquet objects when the block ends without an error. Remote inputs are
+downloaded once into the task's temporary folder (`storage.local_copy`: every query then
+reads a local file) and outputs are uploaded whole (`storage.staged_output`: a reader
+never sees half an object); DuckDB itself only ever touches local files. The same code
+runs on the embedded `file://` root and on `s3://` alike.
+
+Only table names, URIs and small summaries travel through XCom.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+import contextlib
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
+
+from include.ml_pipeline import storage
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
 
-@contextmanager
-def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the DuckDB file at `path` (created if absent) and close it afterwards."""
+#: A run's warehouse tables (not its splits) are removed once every one of them is older
+#: than this: its data stages finished long ago (`prune_old_tables`).
+TABLES_MAX_AGE_SECONDS = 24 * 3600
+
+
+@contextlib.contextmanager
+def task_warehouse(
+    inputs: Mapping[str, str] | None = None, outputs: Mapping[str, str] | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB for one task: each `inputs` table name -> Parquet URI is a
+    view, and each `outputs` table (or view) name -> URI is written as Parquet when the
+    block ends without an error. Everything it writes locally is removed afterwards."""
     import duckdb
 
-    path = Path(path)
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
-    try:
+    with contextlib.ExitStack() as stack:
+        spill = stack.enter_context(tempfile.TemporaryDirectory(prefix="ml_pipeline_duckdb_"))
+        con = duckdb.connect(":memory:", config={"temp_directory": spill})
+        stack.callback(con.close)
+        for table, uri in (inputs or {}).items():
+            try:
+                local = stack.enter_context(storage.local_copy(uri))
+            except FileNotFoundError:
+                raise FileNotFoundError(
+                    f"table {table}: no Parquet object at {uri}; the task that writes it did "
+                    "not finish, or its run's tables were pruned (older than "
+                    f"{TABLES_MAX_AGE_SECONDS // 3600} h): clear and re-run the run's data "
+                    "tasks from descargar_datos"
+                ) from None
+            con.execute(
+                f"CREATE VIEW {quote_ident(table)} AS "
+                f"SELECT * FROM read_parquet({quote_literal(str(local))})"
+            )
         yield con
-    finally:
-        con.close()
+        for table, uri in (outputs or {}).items():
+            write_parquet(con, quote_ident(table), uri)
+
+
+def write_parquet(con: duckdb.DuckDBPyConnection, relation: str, uri: str) -> str:
+    """Write `relation` (a quoted table name or a parenthesised query) as one Parquet
+    object at `uri`, whole; return the URI."""
+    with storage.staged_output(uri) as local:
+        con.execute(f"COPY {relation} TO {quote_literal(str(local))} (FORMAT parquet)")
+    return storage.as_uri(uri)
 
 
 def quote_ident(name: str) -> str:
@@ -93,19 +135,34 @@ def row_count(con: duckdb.DuckDBPyConnection, table: str) -> int:
     return int(con.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchone()[0])
 
 
-def prune_run_tables(con: duckdb.DuckDBPyConnection, keep_keys: set[str]) -> list[str]:
-    """Drop the stage tables of runs other than `keep_keys`; return the dropped names."""
-    names = [
-        r[0]
-        for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_name LIKE '%\\_\\_%' "
-            "ESCAPE '\\'"
-        ).fetchall()
-    ]
-    dropped = []
-    for name in names:
-        key = name.split("__", 1)[1]
-        if key not in keep_keys:
-            con.execute(f"DROP TABLE IF EXISTS {quote_ident(name)}")
-            dropped.append(name)
-    return dropped
+def prune_old_tables(
+    runs_uri: str, keep: str, max_age_seconds: float = TABLES_MAX_AGE_SECONDS
+) -> list[str]:
+    """Remove the `tables/` folder of every run under `runs_uri` but `keep` whose tables
+    are all older than `max_age_seconds`; return the removed folders' URIs.
+
+    Each run has its own folder, so a run never touches another one's tables while it is
+    running; a run's data stages last minutes, so a day-old table belongs to a finished
+    run. Splits are never removed: a registered version's training split is the drift
+    reference of its monitoring."""
+    fs, root = storage.filesystem(runs_uri)
+    if not fs.exists(root):
+        return []
+    now = time.time()
+    removed = []
+    for entry in fs.ls(root, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        tables = entry.rstrip("/") + "/tables"
+        if name == keep or not fs.isdir(tables):
+            continue
+        stamps = [_modified(fs, path) for path in fs.find(tables)]
+        if stamps and now - max(stamps) > max_age_seconds:
+            fs.rm(tables, recursive=True)
+            removed.append(storage.join(runs_uri, name, "tables"))
+    return removed
+
+
+def _modified(fs, path: str) -> float:
+    """Seconds since the epoch of the object's last modification."""
+    stamp = fs.modified(path)
+    return stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp)

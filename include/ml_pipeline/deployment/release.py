@@ -3,15 +3,16 @@
 The compiled fast path is verified against the scikit-learn pipeline at load and stored as
 the version's serving artifact (`serving/artifact.py`: the API then starts without
 scikit-learn); only then does `champion` move (the old one stays `previous_champion`) and
-the manifest is written. A failure before the promotion leaves `champion` where it was.
+the manifest is written under the storage root (`manifest_uri`). A failure before the
+promotion leaves `champion` where it was.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
+from include.ml_pipeline import storage
 from include.ml_pipeline.config import Settings
 from include.ml_pipeline.contracts.names import CHALLENGER, CHAMPION
 
@@ -58,13 +59,14 @@ def prepare_release(
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "airflow": airflow,
     }
-    out = settings.storage_root / "deployments"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}-v{version}.json"
-    tmp = path.with_suffix(".json.part")
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    tmp.replace(path)
-    manifest["manifest_path"] = str(path)
+    uri = storage.write_json(manifest_uri(settings, name, version), manifest)
+    manifest["manifest_uri"] = uri
     return manifest
+
+
+def manifest_uri(settings: Settings, name: str, version: str) -> str:
+    """`<storage_uri>/deployments/<name>-v<version>.json`: one manifest per released
+    version (written whole, so a reader never sees half of it)."""
+    return storage.join(settings.storage_uri, "deployments", f"{name}-v{version}.json")
 
 

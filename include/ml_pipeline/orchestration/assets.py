@@ -14,7 +14,6 @@ Light on purpose: DAG files import it at parse time (no pandas, mlflow, sklearn)
 
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import quote
 
 from include.ml_pipeline.config import get_settings
@@ -23,8 +22,8 @@ from include.ml_pipeline.runs import default_data_uri
 
 _SETTINGS = get_settings()
 
-RAW_DATA_URI = Path(default_data_uri(_SETTINGS)).as_uri()
-INFERENCE_LOG_URI = _SETTINGS.inference_log_dir.as_uri()
+RAW_DATA_URI = default_data_uri(_SETTINGS)
+INFERENCE_LOG_URI = _SETTINGS.inference_log_uri
 REGISTERED_MODEL_URI = f"mlflow://models/{quote(_SETTINGS.model_name, safe='')}"
 
 RAW_DATA_DATASET = Asset(RAW_DATA_URI, extra={"kind": "raw_data"})

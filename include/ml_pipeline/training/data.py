@@ -1,7 +1,11 @@
 """Reading a prepared split, and the thread limit for fitting and scoring.
 
-Splits are Parquet files (or folders of Parquet files) holding the feature columns and
-the target. Only the columns the `FeatureSpec` names are read.
+Splits are Parquet objects (or folders of Parquet files) holding the feature columns and
+the target, named by URI: under the storage root (`file://`, `s3://`, ...) or a local
+path, so a split written on one worker is read on another. A remote object is
+downloaded once into a temporary file (`storage.local_copy`) and its fingerprint is the
+hash of those bytes, the same digest as of the object itself (`storage.fingerprint`).
+Only the columns the `FeatureSpec` names are read.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from include.ml_pipeline.storage import local_path
+from include.ml_pipeline import storage
 
 #: Split fingerprints are MLflow dataset digests, which hold at most 36 characters.
 DIGEST_LENGTH = 16
@@ -33,23 +37,38 @@ def as_spec(spec: Any) -> FeatureSpec:
     raise TypeError(f"spec must be a FeatureSpec or its dict; got {type(spec).__name__}")
 
 
-
-def read_split(path: str | os.PathLike, spec: FeatureSpec) -> pd.DataFrame:
-    """The split's spec columns and target (raises `KeyError` naming missing columns)."""
+def read_parquet(
+    uri: str | os.PathLike, columns: list[str], *, fingerprint: bool = False
+) -> tuple[pd.DataFrame, str | None]:
+    """`columns` of the Parquet object (or folder) at `uri`, and with `fingerprint` the
+    hash of its bytes (`DIGEST_LENGTH` hex digits); raises `FileNotFoundError` naming the
+    URI and `KeyError` naming missing columns."""
     import pandas as pd
     import pyarrow.parquet as pq
 
-    local = local_path(path)
-    source = str(local) if local is not None else os.fspath(path)
-    if local is not None and not local.exists():
-        raise FileNotFoundError(f"split not found: {source}")
-    wanted = [*spec.columns, spec.target]
-    available = pq.read_schema(source).names if local is None or local.is_file() else None
-    if available is not None:
-        missing = [c for c in wanted if c not in available]
-        if missing:
-            raise KeyError(f"{source}: missing column(s): {', '.join(missing)}")
-    frame = pd.read_parquet(source, columns=wanted)
+    with contextlib.ExitStack() as stack:
+        try:
+            local = stack.enter_context(storage.local_copy(uri))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"split not found: {os.fspath(uri)}") from None
+        if local.is_file():
+            available = pq.read_schema(local).names
+            missing = [c for c in columns if c not in available]
+            if missing:
+                raise KeyError(f"{os.fspath(uri)}: missing column(s): {', '.join(missing)}")
+        frame = pd.read_parquet(local, columns=columns)
+        digest = storage.fingerprint(local, length=DIGEST_LENGTH) if fingerprint else None
+    return frame, digest
+
+
+def read_split_with_fingerprint(
+    uri: str | os.PathLike, spec: FeatureSpec
+) -> tuple[pd.DataFrame, str]:
+    """The split's spec columns and target, and the fingerprint of its bytes (raises
+    `KeyError` naming missing columns, `ValueError` for an empty split or a missing
+    label)."""
+    source = os.fspath(uri)
+    frame, digest = read_parquet(uri, [*spec.columns, spec.target], fingerprint=True)
     if frame.empty:
         raise ValueError(f"split is empty: {source}")
     if frame[spec.target].isna().any():
@@ -57,8 +76,12 @@ def read_split(path: str | os.PathLike, spec: FeatureSpec) -> pd.DataFrame:
             f"{source}: target column {spec.target!r} has "
             f"{int(frame[spec.target].isna().sum())} missing value(s)"
         )
-    return frame
+    return frame, str(digest)
 
+
+def read_split(uri: str | os.PathLike, spec: FeatureSpec) -> pd.DataFrame:
+    """The split's spec columns and target (see `read_split_with_fingerprint`)."""
+    return read_split_with_fingerprint(uri, spec)[0]
 
 
 @contextlib.contextmanager

@@ -28,8 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline.contracts.names import CHAMPION, GREATER_IS_BETTER
 from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
-from include.ml_pipeline.storage import fingerprint
-from include.ml_pipeline.training.data import DIGEST_LENGTH, as_spec, limit_threads, read_split
+from include.ml_pipeline.training.data import (
+    as_spec,
+    limit_threads,
+    read_parquet,
+    read_split,
+    read_split_with_fingerprint,
+)
 from include.ml_pipeline.training.metrics import (
     classification_metrics,
     predicted_labels,
@@ -182,7 +187,7 @@ def _log_figure(client: Any, run_id: str, fig: Any, path: str) -> str:
 
 
 def _champion(
-    client: Any, model_name: str, alias: str, test_path: str, spec: FeatureSpec
+    client: Any, model_name: str, alias: str, test_uri: str, spec: FeatureSpec
 ) -> dict[str, Any] | None:
     """Score the aliased version on the test split; None if the alias does not exist."""
     import mlflow.sklearn
@@ -202,7 +207,7 @@ def _champion(
     }
     try:
         champion_spec = _model_spec(uri, spec)
-        frame = read_split(test_path, champion_spec)
+        frame = read_split(test_uri, champion_spec)
         model = mlflow.sklearn.load_model(uri)
         _, _, facts["metrics"] = _score(model, frame, champion_spec)
     except Exception as exc:  # reported, and the gate sees "no comparable champion"
@@ -241,7 +246,7 @@ def _logged_model_run_id(model_uri: str) -> str | None:
 
 def evaluate_on_test(
     model_uri: str,
-    test_path: str,
+    test_uri: str,
     spec: FeatureSpec | dict[str, Any],
     *,
     tracking_uri: str,
@@ -252,7 +257,7 @@ def evaluate_on_test(
     importance_repeats: int = 5,
     seed: int = 0,
     threads: int | None = 1,
-    train_path: str | None = None,
+    train_uri: str | None = None,
 ) -> dict[str, Any]:
     """Score `model_uri` on the test split, log metrics and plots to its run, and score the
     `champion` of `model_name` (if given and aliased) on the same rows.
@@ -262,14 +267,14 @@ def evaluate_on_test(
     `feature_importance` (`method`, `top`: `[[column, value], ...]`), and `champion`:
     None, or `version`, `model_uri`, `run_id`, `metrics` (None when it could not be
     scored) and `error`. `threads` caps BLAS/OpenMP threads while scoring. With
-    `train_path` (the training split), `baseline_metrics` are the class-prior baseline's
+    `train_uri` (the training split), `baseline_metrics` are the class-prior baseline's
     on the same test rows (else None).
     """
 
     with limit_threads(threads):
         return _evaluate_on_test(
             model_uri,
-            test_path,
+            test_uri,
             spec,
             tracking_uri=tracking_uri,
             run_id=run_id,
@@ -278,13 +283,13 @@ def evaluate_on_test(
             importance_rows=importance_rows,
             importance_repeats=importance_repeats,
             seed=seed,
-            train_path=train_path,
+            train_uri=train_uri,
         )
 
 
 def _evaluate_on_test(
     model_uri: str,
-    test_path: str,
+    test_uri: str,
     spec: FeatureSpec | dict[str, Any],
     *,
     tracking_uri: str,
@@ -294,7 +299,7 @@ def _evaluate_on_test(
     importance_rows: int,
     importance_repeats: int,
     seed: int,
-    train_path: str | None = None,
+    train_uri: str | None = None,
 ) -> dict[str, Any]:
     import mlflow
     import mlflow.sklearn
@@ -307,8 +312,7 @@ def _evaluate_on_test(
     if not run_id:
         raise ValueError(f"cannot tell which run {model_uri} belongs to; pass run_id")
 
-    frame = read_split(test_path, spec)
-    test_fingerprint = fingerprint(test_path, frame, length=DIGEST_LENGTH)
+    frame, test_fingerprint = read_split_with_fingerprint(test_uri, spec)
     model = mlflow.sklearn.load_model(model_uri)
     X, proba, metrics = _score(model, frame, spec)
     y = frame[spec.target]
@@ -338,12 +342,10 @@ def _evaluate_on_test(
 
     champion = None
     if model_name:
-        champion = _champion(client, model_name, champion_alias, test_path, spec)
+        champion = _champion(client, model_name, champion_alias, test_uri, spec)
     baseline = None
-    if train_path:
-        import pandas as pd
-
-        train_labels = pd.read_parquet(train_path, columns=[spec.target])[spec.target]
+    if train_uri:
+        train_labels = read_parquet(train_uri, [spec.target])[0][spec.target]
         baseline = class_prior_baseline(train_labels, y)
 
     top = sorted(permutation.items(), key=lambda kv: abs(kv[1]), reverse=True)

@@ -15,7 +15,6 @@ a crashed attempt is deleted and trained again.
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -30,13 +29,17 @@ from include.ml_pipeline.contracts.names import (
     TRAIN_FINGERPRINT_TAG,
 )
 from include.ml_pipeline.registry.mlflow_setup import configure_mlflow, ensure_experiment
-from include.ml_pipeline.storage import fingerprint
+from include.ml_pipeline.storage import as_uri
 from include.ml_pipeline.training.candidates import (
     as_candidate,
     estimator_params,
     make_estimator,
 )
-from include.ml_pipeline.training.data import DIGEST_LENGTH, as_spec, limit_threads, read_split
+from include.ml_pipeline.training.data import (
+    as_spec,
+    limit_threads,
+    read_split_with_fingerprint,
+)
 from include.ml_pipeline.training.metrics import classification_metrics, prefixed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -202,12 +205,12 @@ def log_pipeline(pipeline: Any, X: pd.DataFrame, spec: FeatureSpec) -> Any:
     )
 
 
-def _dataset(frame: pd.DataFrame, path: str, spec: FeatureSpec, name: str, digest: str) -> Any:
+def _dataset(frame: pd.DataFrame, uri: str, spec: FeatureSpec, name: str, digest: str) -> Any:
+    """The split as an MLflow dataset whose source is its URI (`file://` or the object
+    store's), so whoever reads the run can find the rows on any machine."""
     import mlflow.data
 
-    source = os.fspath(path)
-    if "://" not in source:
-        source = os.path.abspath(source)
+    source = as_uri(uri)
     with warnings.catch_warnings():
         # MLflow registers the local source class twice and warns that it is ambiguous.
         warnings.simplefilter("ignore", UserWarning)
@@ -261,8 +264,8 @@ def _result_from_run(run: Any, candidate: Candidate) -> dict[str, Any]:
 
 def train_candidate(
     candidate: Candidate | dict[str, Any],
-    train_path: str,
-    validation_path: str,
+    train_uri: str,
+    validation_uri: str,
     spec: FeatureSpec | dict[str, Any],
     *,
     tracking_uri: str,
@@ -302,10 +305,8 @@ def train_candidate(
         if existing is not None:
             return _result_from_run(existing, candidate)
 
-    train = read_split(train_path, spec)
-    validation = read_split(validation_path, spec)
-    train_fp = fingerprint(train_path, train, length=DIGEST_LENGTH)
-    validation_fp = fingerprint(validation_path, validation, length=DIGEST_LENGTH)
+    train, train_fp = read_split_with_fingerprint(train_uri, spec)
+    validation, validation_fp = read_split_with_fingerprint(validation_uri, spec)
 
     from include.ml_pipeline.features import coerce_features
 
@@ -345,9 +346,9 @@ def train_candidate(
                 **estimator_params(estimator),
             }
         )
-        mlflow.log_input(_dataset(train, train_path, spec, "train", train_fp), context="training")
+        mlflow.log_input(_dataset(train, train_uri, spec, "train", train_fp), context="training")
         mlflow.log_input(
-            _dataset(validation, validation_path, spec, "validation", validation_fp),
+            _dataset(validation, validation_uri, spec, "validation", validation_fp),
             context="validation",
         )
 
@@ -360,7 +361,7 @@ def train_candidate(
                 from include.ml_pipeline.training.errors import TrainingDataError
 
                 raise TrainingDataError(
-                    f"candidate {candidate.name!r} cannot be fitted on {train_path}: {exc}"
+                    f"candidate {candidate.name!r} cannot be fitted on {train_uri}: {exc}"
                 ) from exc
             fit_seconds = time.perf_counter() - started
             started = time.perf_counter()

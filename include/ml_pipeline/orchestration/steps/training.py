@@ -70,8 +70,8 @@ def train_candidate(job: dict, split: dict, params: Mapping[str, Any], ti: Any) 
     data = SplitResult.from_dict(split)
     result = fit_and_log(
         training.candidate,
-        data.paths["train"],
-        data.paths["validation"],
+        data.uris["train"],
+        data.uris["validation"],
         data.feature_spec,
         tracking_uri=settings.mlflow_tracking_uri,
         experiment=settings.mlflow_experiment,
@@ -97,13 +97,13 @@ def evaluate_best(results: list[dict], split: dict, params: Mapping[str, Any]) -
     best = select_best(list(results), metric=params["selection_metric"])
     evaluation = evaluate_on_test(
         best["model_uri"],
-        data.paths["test"],
+        data.uris["test"],
         data.feature_spec,
         tracking_uri=get_settings().mlflow_tracking_uri,
         run_id=best["run_id"],
         model_name=params["model_name"],
         seed=params["seed"],
-        train_path=data.paths["train"],
+        train_uri=data.uris["train"],
     )
     return Evaluation.from_dict(
         {
@@ -134,7 +134,7 @@ def register(evaluation: dict, split: dict, params: Mapping[str, Any], *, run_id
     data = SplitResult.from_dict(split)
     name = params["model_name"]
     spec = as_spec(data.feature_spec)
-    contract = build_contract(read_split(data.paths["train"], spec), spec)
+    contract = build_contract(read_split(data.uris["train"], spec), spec)
     contract_uri = log_contract(uri, evaluated.run_id, contract)
     version = register_challenger(
         evaluated.model_uri,
@@ -145,7 +145,7 @@ def register(evaluation: dict, split: dict, params: Mapping[str, Any], *, run_id
         tags={
             VERSION_CANDIDATE_TAG: evaluated.candidate,
             VERSION_RUN_TAG: evaluated.run_id,
-            TRAIN_PATH_TAG: data.paths["train"],
+            TRAIN_PATH_TAG: data.uris["train"],
             INPUT_CONTRACT_TAG: contract_uri,
         },
         tracking_uri=uri,
