@@ -7,8 +7,11 @@ before the last promotion: the rollback target).
 Every function takes `tracking_uri` (keyword, optional: default is whatever MLflow is
 already configured with) and is safe to repeat:
 
-* `register_challenger` creates at most one version per Airflow run — the version is
-  created with its `airflow_run_id` tag in the same call, and a repeat finds it;
+* `register_challenger` creates at most one version per Airflow run and MLflow run — the
+  version is created with its `airflow_run_id` tag in the same request, so a retried try
+  (the server went away after creating it, or the client resent the request) finds it,
+  waits for it if still pending, drops a failed registration, and keeps only the oldest of
+  duplicates; `challenger` moves last, once the version is READY and tagged;
 * `promote_to_champion` of the version that already is champion changes nothing;
 * `rollback_champion` twice leaves `champion` on the same previous version.
 """
@@ -70,24 +73,94 @@ def _ensure_registered_model(client: MlflowClient, name: str) -> None:
         client.get_registered_model(name)  # created concurrently; anything else re-raises
 
 
-def find_version_for_run(
-    model_name: str, airflow_run_id: str, *, tracking_uri: str | None = None
-) -> str | None:
-    """The version registered by this Airflow run, or None."""
-    client = _client(tracking_uri)
+def _versions_for_run(
+    client: MlflowClient, model_name: str, airflow_run_id: str, mlflow_run_id: str | None
+) -> list:
+    """Versions of `model_name` tagged with `airflow_run_id` (and made from `mlflow_run_id`
+    when given), oldest first."""
     found = []
     page_token = None
     while True:
         page = client.search_model_versions(
             f"name = '{model_name}'", max_results=200, page_token=page_token
         )
-        found += [v for v in page if v.tags.get(AIRFLOW_RUN_TAG) == airflow_run_id]
+        found += [
+            v
+            for v in page
+            if v.tags.get(AIRFLOW_RUN_TAG) == airflow_run_id
+            and (mlflow_run_id is None or v.run_id == mlflow_run_id)
+        ]
         page_token = page.token
         if not page_token:
             break
-    if not found:
+    return sorted(found, key=lambda v: int(v.version))
+
+
+def find_version_for_run(
+    model_name: str,
+    airflow_run_id: str,
+    *,
+    mlflow_run_id: str | None = None,
+    tracking_uri: str | None = None,
+) -> str | None:
+    """The (oldest) version registered by this Airflow run — from this MLflow run when
+    `mlflow_run_id` is given — that did not fail registration, or None."""
+    client = _client(tracking_uri)
+    usable = [
+        v
+        for v in _versions_for_run(client, model_name, airflow_run_id, mlflow_run_id)
+        if v.status != "FAILED_REGISTRATION"
+    ]
+    return str(usable[0].version) if usable else None
+
+
+def _delete_version(client: MlflowClient, model_name: str, version: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_model_version(model_name, version)
+    except MlflowException:
+        try:
+            client.get_model_version(model_name, version)
+        except MlflowException:
+            return  # a concurrent try deleted it already
+        raise
+
+
+def source_run_id(model_uri: str, *, tracking_uri: str | None = None) -> str | None:
+    """The MLflow run that logged `model_uri` (`runs:/<run>/...` or a logged model
+    `models:/m-...`), None when it cannot be told."""
+    if model_uri.startswith("runs:/"):
+        return model_uri.removeprefix("runs:/").split("/", 1)[0] or None
+    model_id = model_uri.removeprefix("models:/")
+    if not model_uri.startswith("models:/m-") or "/" in model_id or "@" in model_id:
         return None
-    return str(min(int(v.version) for v in found))
+    return _client(tracking_uri).get_logged_model(model_id).source_run_id
+
+
+def _settle(client: MlflowClient, model_name: str, airflow_run_id: str,
+            mlflow_run_id: str | None, await_seconds: int) -> str | None:
+    """The one version of this run: failed registrations and younger duplicates deleted,
+    a pending one waited for (bounded). None when there is none."""
+    deadline = time.monotonic() + await_seconds
+    while True:
+        versions = _versions_for_run(client, model_name, airflow_run_id, mlflow_run_id)
+        for failed in [v for v in versions if v.status == "FAILED_REGISTRATION"]:
+            _delete_version(client, model_name, failed.version)
+        versions = [v for v in versions if v.status != "FAILED_REGISTRATION"]
+        if not versions:
+            return None
+        keep, *extra = versions
+        for duplicate in extra:  # a resent create request, or a concurrent try
+            _delete_version(client, model_name, duplicate.version)
+        if keep.status == "READY":
+            return str(keep.version)
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"version {keep.version} of {model_name!r} is still {keep.status} after "
+                f"{await_seconds} s"
+            )
+        time.sleep(1.0)
 
 
 def register_challenger(
@@ -95,6 +168,7 @@ def register_challenger(
     model_name: str,
     *,
     airflow_run_id: str,
+    mlflow_run_id: str | None = None,
     metrics: dict[str, float] | None = None,
     data_fingerprint: str | None = None,
     tags: dict[str, Any] | None = None,
@@ -104,10 +178,11 @@ def register_challenger(
     """Register `model_uri` as a new version of `model_name`, alias it `challenger`, and
     return the version (as a string).
 
-    If a version tagged with this `airflow_run_id` exists already, that version is
-    returned (and re-aliased / re-tagged) instead of creating a second one. The version
-    is tagged with `airflow_run_id`, `data_fingerprint`, each metric as `test_<name>`,
-    and any extra `tags`.
+    If a version tagged with this `airflow_run_id` (made from `mlflow_run_id`, when given:
+    default: the run that logged `model_uri`) exists already, that version is used (re-tagged)
+    instead of creating a second one. The version is tagged with `airflow_run_id`,
+    `data_fingerprint`, each metric as `test_<name>`, and any extra `tags`; `challenger`
+    moves only after all of that succeeded.
     """
     import mlflow
 
@@ -122,18 +197,20 @@ def register_challenger(
     for key, value in (tags or {}).items():
         all_tags[str(key)] = _tag_value(value)
 
-    version = find_version_for_run(model_name, airflow_run_id, tracking_uri=tracking_uri)
+    if mlflow_run_id is None:
+        mlflow_run_id = source_run_id(model_uri, tracking_uri=tracking_uri)
+    version = _settle(client, model_name, airflow_run_id, mlflow_run_id, await_seconds)
     if version is None:
         _ensure_registered_model(client, model_name)
-        created = mlflow.register_model(
+        mlflow.register_model(
             model_uri, model_name, await_registration_for=await_seconds, tags=all_tags
         )
-        version = str(created.version)
-        # A concurrent attempt for the same run may have registered too: keep the oldest.
-        oldest = find_version_for_run(model_name, airflow_run_id, tracking_uri=tracking_uri)
-        if oldest is not None and oldest != version:
-            client.delete_model_version(model_name, version)
-            version = oldest
+        # The oldest of this run's versions: ours, or one a resent request or a
+        # concurrent try created too (the others are deleted).
+        version = _settle(client, model_name, airflow_run_id, mlflow_run_id, await_seconds)
+        if version is None:
+            raise RuntimeError(f"{model_uri} was registered but no version of {model_name!r} "
+                               f"is tagged {AIRFLOW_RUN_TAG}={airflow_run_id}")
     else:
         for key, value in all_tags.items():
             client.set_model_version_tag(model_name, version, key, value)
@@ -188,10 +265,10 @@ def promote_to_champion(
         previous = get_alias_version(model_name, PREVIOUS_CHAMPION, tracking_uri=tracking_uri)
         return {"previous": previous, "champion": version}
     # previous_champion first: a crash in between leaves champion untouched.
+    client.set_model_version_tag(model_name, version, "promoted_at", _now())
     if current is not None:
         client.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, current)
-    client.set_registered_model_alias(model_name, CHAMPION, version)
-    client.set_model_version_tag(model_name, version, "promoted_at", _now())
+    client.set_registered_model_alias(model_name, CHAMPION, version)  # the last write
     return {"previous": current, "champion": version}
 
 
