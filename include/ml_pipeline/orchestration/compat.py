@@ -54,16 +54,122 @@ else:
     from airflow.timetables.datasets import DatasetOrTimeSchedule as AssetOrTimeSchedule
     from airflow.timetables.trigger import CronTriggerTimetable
 
+# What the standard provider's `trigger_dagrun` module imports at its top but, on Airflow 3,
+# needs only in its Airflow 2 code paths (`trigger_dag`, `SerializedDagModel`, the
+# deferrable wait's `DagStateTrigger`) or when no run id is given (`DagRun.generate_run_id`):
+# the ORM models of the metadata database, 0.25 s of a 1.1 s parse, which a DAG processor or
+# a task process of the Task SDK does not use to build or run the operator.
+_TRIGGER_DAGRUN_MODULE = "airflow.providers.standard.operators.trigger_dagrun"
+_TRIGGER_DAGRUN_EXECUTE_TIME = (
+    "airflow.api.common.trigger_dag",
+    "airflow.models.dag",
+    "airflow.models.dagrun",
+    "airflow.models.serialized_dag",
+    "airflow.providers.standard.triggers.external_task",
+)
+_deferring = False
+
+
+class _TooEarly(Exception):
+    """A deferred name was used while its module was being imported: import it normally."""
+
+
+class _DeferredName:
+    """Stands for `module.name` until first used (called, an attribute read, an isinstance
+    check); then imports the module and puts the real object where this one was bound."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self._module, self._name = module, name
+        self._holders: list[tuple[Any, str]] = []
+        self._real: Any = None
+
+    def _resolve(self) -> Any:
+        if self._real is None:
+            if _deferring:
+                raise _TooEarly(f"{self._module}.{self._name}")
+            import importlib
+
+            self._real = getattr(importlib.import_module(self._module), self._name)
+            for holder, key in self._holders:
+                if vars(holder).get(key) is self:
+                    setattr(holder, key, self._real)
+        return self._real
+
+    def __getattr__(self, attribute: str) -> Any:
+        if attribute in {"_module", "_name", "_holders", "_real"}:  # not set yet
+            raise AttributeError(attribute)
+        return getattr(self._resolve(), attribute)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._resolve()(*args, **kwargs)
+
+    def __instancecheck__(self, instance: Any) -> bool:
+        return isinstance(instance, self._resolve())
+
+    def __subclasscheck__(self, subclass: type) -> bool:
+        return issubclass(subclass, self._resolve())
+
+    def __repr__(self) -> str:
+        return f"<{self._module}.{self._name}, imported on first use>"
+
+
+def _import_deferring(module_name: str, deferred: tuple[str, ...]) -> Any:
+    """Import `module_name` with its top-level imports of the `deferred` modules (those not
+    imported yet) bound to `_DeferredName`s, imported on first use. Anything unexpected
+    (a deferred name used at import time, an import error) falls back to a plain import."""
+    import importlib
+    import sys
+    import types
+
+    global _deferring
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    before = set(sys.modules)
+
+    class _Placeholder(types.ModuleType):
+        def __getattr__(self, name: str) -> Any:
+            if name.startswith("__"):  # the import system's questions: not a package
+                raise AttributeError(name)
+            return _DeferredName(self.__name__, name)
+
+    placeholders = {name: _Placeholder(name) for name in deferred if name not in sys.modules}
+    sys.modules.update(placeholders)
+    _deferring = True
+    try:
+        module = importlib.import_module(module_name)
+    except Exception:  # the plain import below raises the real error
+        module = None
+    finally:
+        _deferring = False
+        for name, placeholder in placeholders.items():
+            if sys.modules.get(name) is placeholder:
+                del sys.modules[name]
+    new = [sys.modules[name] for name in set(sys.modules) - before if name in sys.modules]
+    if module is None:
+        for imported in new:  # executed against the placeholders: forget them
+            sys.modules.pop(imported.__name__, None)
+        return importlib.import_module(module_name)
+    for holder in new:
+        for key, value in list(vars(holder).items()):
+            if isinstance(value, _DeferredName):
+                value._holders.append((holder, key))
+    for package in {name.rsplit(".", 1)[0] for name in deferred} & set(sys.modules):
+        for key, value in list(vars(sys.modules[package]).items()):
+            if isinstance(value, _DeferredName):  # a lazy attribute cached: let it look again
+                delattr(sys.modules[package], key)
+    return module
+
+
 def __getattr__(name: str) -> Any:
-    """`TriggerDagRunOperator`, imported on first use: on Airflow 3 it pulls in the trigger
-    API and the serialized-DAG models (0.3 s), which only the monitoring DAG needs."""
+    """`TriggerDagRunOperator`, imported on first use: only the monitoring DAG needs it. On
+    Airflow 3 it is the standard provider's operator, imported with the metadata database's
+    models deferred to first use (see `_TRIGGER_DAGRUN_EXECUTE_TIME`)."""
     if name == "TriggerDagRunOperator":
         if AIRFLOW_3:  # pragma: no cover
-            from airflow.providers.standard.operators.trigger_dagrun import (
-                TriggerDagRunOperator,
-            )
-        else:
-            from airflow.operators.trigger_dagrun import TriggerDagRunOperator
+            module = _import_deferring(_TRIGGER_DAGRUN_MODULE, _TRIGGER_DAGRUN_EXECUTE_TIME)
+            return module.TriggerDagRunOperator
+        from airflow.operators.trigger_dagrun import TriggerDagRunOperator
+
         return TriggerDagRunOperator  # noqa: AIR312 - the 2.11 image has no standard provider
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -110,6 +216,18 @@ def sync_dags_to_db(bag: Any) -> None:
     bag.sync_to_db()
 
 
+def serialize_dag(dag: Any) -> dict[str, Any]:
+    """The DAG as the DAG processor stores it for the scheduler and the UI (its task types,
+    extra links and the dependencies between DAGs that the Dependencies view draws)."""
+    if AIRFLOW_3:  # pragma: no cover
+        from airflow.serialization.serialized_objects import DagSerialization
+
+        return DagSerialization.to_dict(dag)
+    from airflow.serialization.serialized_objects import SerializedDAG
+
+    return SerializedDAG.to_dict(dag)
+
+
 def run_dag_in_process(dag: Any, *, run_conf: dict[str, Any], logical_date: Any = None) -> Any:
     """`dag.test()`: one run in this process; returns the DagRun."""
     if AIRFLOW_3:  # pragma: no cover
@@ -143,6 +261,7 @@ __all__ = [
     "keyed_output",
     "logical_date",
     "run_dag_in_process",
+    "serialize_dag",
     "sync_dags_to_db",
     "task",
     "task_group",
