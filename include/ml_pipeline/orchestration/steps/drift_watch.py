@@ -26,6 +26,11 @@ from include.ml_pipeline.monitoring.errors import MonitoringError
 from include.ml_pipeline.orchestration.defaults import fail_without_retry
 from include.ml_pipeline.orchestration.params import drift_thresholds
 from include.ml_pipeline.runs import run_key
+from include.ml_pipeline.storage import join
+
+#: The frozen current window of a run: `<storage_uri>/monitoring/<run key>/current.parquet`.
+SNAPSHOT_FOLDER = "monitoring"
+SNAPSHOT_NAME = "current.parquet"
 
 #: Where the steps log by default: the task log (Airflow 3's task instance has no `.log`).
 LOG = logging.getLogger(__name__)
@@ -74,7 +79,6 @@ def load_current(
     before the logical date (or the batch file `current_source`), frozen to a Parquet
     object `<storage_uri>/monitoring/<run key>/current.parquet`."""
     from include.ml_pipeline.monitoring import windows
-    from include.ml_pipeline.monitoring.snapshots import freeze_window, snapshot_uri
 
     model = Champion.from_dict(champion)
     settings = get_settings()
@@ -84,10 +88,12 @@ def load_current(
         source,
         model.feature_spec,
         model_version=model.version,
+        model_name=model.model_name,
         since=since,
         max_rows=params["drift_max_rows"],
     )
-    uri = freeze_window(frame, snapshot_uri(settings.storage_uri, run_key(run_id)))
+    uri = join(settings.storage_uri, SNAPSHOT_FOLDER, run_key(run_id), SNAPSHOT_NAME)
+    windows.snapshot_current(frame, uri)
     return CurrentWindow(
         uri=uri,
         rows=len(frame),
@@ -111,8 +117,8 @@ def compute_drift(
     from include.ml_pipeline.monitoring.champion import load_model
     from include.ml_pipeline.monitoring.drift_check import drift_reason
     from include.ml_pipeline.monitoring.drift_report import check_and_write, monitoring_report_uri
-    from include.ml_pipeline.monitoring.snapshots import thaw_window
     from include.ml_pipeline.monitoring.windows import load_reference as load
+    from include.ml_pipeline.monitoring.windows import read_snapshot
 
     model = Champion.from_dict(champion)
     window = CurrentWindow.from_dict(current)
@@ -125,7 +131,7 @@ def compute_drift(
         fitted = None
     report, uri = check_and_write(
         reference_frame,
-        thaw_window(window.uri),
+        read_snapshot(window.uri),
         model.feature_spec,
         drift_thresholds(params),
         model=fitted,
@@ -194,10 +200,9 @@ def log_to_mlflow(
     drift metrics, report, dashboard and the decision."""
     from include.ml_pipeline.monitoring.drift_report import MONITORING_FOLDER, read_drift_report
     from include.ml_pipeline.monitoring.mlflow_logging import log_monitoring_run
-    from include.ml_pipeline.monitoring.snapshots import thaw_window
     from include.ml_pipeline.monitoring.version_dashboards import render_monitoring_dashboard
+    from include.ml_pipeline.monitoring.windows import read_snapshot
     from include.ml_pipeline.notifications import airflow_run_url
-    from include.ml_pipeline.storage import join
 
     model = Champion.from_dict(champion)
     window = CurrentWindow.from_dict(current)
@@ -207,7 +212,7 @@ def log_to_mlflow(
     report = read_drift_report(checked.report_uri)
     traffic = None
     if window.source == INFERENCE_LOG_SOURCE and window.rows:
-        traffic = thaw_window(window.uri)
+        traffic = read_snapshot(window.uri)
     dashboard = render_monitoring_dashboard(
         report,
         champion,
