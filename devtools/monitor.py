@@ -65,7 +65,7 @@ def send_drifted_traffic(
 
 
 def wait_for_log_rows(
-    directory: Path, since, model_version: str | None, rows: int, timeout: float = 15.0
+    location: str, since, model_version: str | None, rows: int, timeout: float = 15.0
 ) -> int:
     """Wait until the inference log holds `rows` rows since `since` (it is written by a
     background thread of the API); return how many it holds."""
@@ -73,7 +73,7 @@ def wait_for_log_rows(
 
     deadline = time.monotonic() + timeout
     while True:
-        found = len(read_inference_log(directory, since=since, model_version=model_version))
+        found = len(read_inference_log(location, since=since, model_version=model_version))
         if found >= rows or time.monotonic() > deadline:
             return found
         time.sleep(0.5)
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             print("Start it with `make run` (it deploys the model and starts the API).")
             return 2
         logged = wait_for_log_rows(
-            settings.inference_log_dir, since, sent["model_version"], sent["rows_sent"]
+            settings.inference_log_uri, since, sent["model_version"], sent["rows_sent"]
         )
         print(
             f"  sent {sent['rows_sent']:,} rows in {sent['requests']} requests "
