@@ -265,3 +265,89 @@ def storage_on_s3(s3_server, tmp_path, monkeypatch):
         server=s3_server,
     )
     s3fs.S3FileSystem.clear_instance_cache()
+
+
+# --------------------------------------------------------------------------- a deployed version
+
+
+def write_splits(base: str | Path) -> dict[str, str]:
+    """Train / validation / test Parquet objects (1,000 / 300 / 300 generated churn rows)
+    under `base` (a folder path or URI); returns their URIs."""
+    import io
+
+    from include.ml_pipeline import storage
+    from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
+
+    frame = generate_churn_frame(1_600, seed=3)
+    uris = {}
+    for name, part in (("train", frame[:1000]), ("validation", frame[1000:1300]),
+                       ("test", frame[1300:])):
+        buffer = io.BytesIO()
+        part.to_parquet(buffer, index=False)
+        uris[name] = storage.write_bytes(storage.join(base, f"{name}.parquet"), buffer.getvalue())
+    return uris
+
+
+def training_run_with_plot(tracking_uri: str, artifact_root: str, scratch: Path):
+    """An MLflow run with one evaluation plot under `plots/` (what the deployment dashboard
+    embeds); returns (client, run id). `scratch` holds the PNG before it is logged."""
+    from matplotlib.figure import Figure
+    from mlflow import MlflowClient
+
+    from include.ml_pipeline.plots import figure_to_png_bytes
+    from include.ml_pipeline.registry.mlflow_setup import ensure_experiment
+
+    experiment = ensure_experiment(tracking_uri, "t", artifact_root)
+    client = MlflowClient(tracking_uri)
+    run_id = client.create_run(experiment).info.run_id
+    fig = Figure()
+    fig.add_subplot().plot([0, 1], [0, 1])
+    plot = scratch / "roc_curve.png"
+    plot.write_bytes(figure_to_png_bytes(fig))
+    client.log_artifact(run_id, str(plot), "plots")
+    return client, run_id
+
+
+def live_deployment(split_uris: dict[str, str], run_id: str, manifest_uri: str) -> dict:
+    """The `LiveDeployment` dict of model `m` v3 (champion v2 before it), trained in
+    `run_id` on `split_uris`, served at an address nothing listens on."""
+    from devtools.fixtures import churn_spec
+    from include.ml_pipeline.contracts.payloads import (
+        Decision,
+        LiveDeployment,
+        RegisteredModel,
+        Release,
+        Rollout,
+        SplitResult,
+    )
+
+    split = SplitResult(
+        uris=split_uris,
+        rows={"train": 1000, "validation": 300, "test": 300},
+        class_counts={},
+        seed=0,
+        feature_spec=churn_spec().to_dict(),
+    )
+    registered = RegisteredModel(
+        model_name="m",
+        version="3",
+        run_id=run_id,
+        model_uri="models:/m/3",
+        metrics={"roc_auc": 0.81},
+        champion_version="2",
+        champion_metrics={"roc_auc": 0.79},
+        champion_error=None,
+        candidate="lr",
+        version_info={},
+        split=split,
+    )
+    release = Release(
+        registered=registered,
+        decision=Decision(deploy=True, reasons=["roc_auc 0.81 >= 0.75"]),
+        manifest={"previous_champion": "2"},
+        manifest_uri=manifest_uri,
+    )
+    rollout = Rollout(
+        release=release, url="http://127.0.0.1:1", version="3", started=None, version_info={}
+    )
+    return LiveDeployment(rollout=rollout, smoke={"ok": True}).to_dict()

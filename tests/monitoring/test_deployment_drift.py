@@ -10,19 +10,11 @@ from pathlib import Path
 import pytest
 
 from devtools.fixtures import churn_spec
-from include.ml_pipeline.contracts.payloads import (
-    Dashboard,
-    Decision,
-    DriftResult,
-    LiveDeployment,
-    RegisteredModel,
-    Release,
-    Rollout,
-    SplitResult,
-)
+from include.ml_pipeline.contracts.payloads import Dashboard, DriftResult
 from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
 from include.ml_pipeline.orchestration.steps import monitoring
 from include.ml_pipeline.storage import local_path
+from tests.monitoring.conftest import live_deployment, training_run_with_plot, write_splits
 
 PARAMS = {
     "drift_alpha": 0.05,
@@ -39,64 +31,15 @@ PARAMS = {
 def deployed(tmp_path, monkeypatch):
     """A LiveDeployment dict whose registered version's training run exists in a tmp store
     and has one evaluation plot; settings point at tmp folders."""
-    from matplotlib.figure import Figure
-
-    from include.ml_pipeline.plots import figure_to_png_bytes
-    from include.ml_pipeline.registry.mlflow_setup import ensure_experiment
-
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     monkeypatch.setenv("ML_PIPELINE_REPORTS", str(tmp_path / "reports"))
     monkeypatch.setenv("ML_PIPELINE_INFERENCE_LOG", str(tmp_path / "inference_log"))
-    experiment = ensure_experiment(tracking_uri, "t", (tmp_path / "artifacts").as_uri())
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    run_id = client.create_run(experiment).info.run_id
-    fig = Figure()
-    fig.add_subplot().plot([0, 1], [0, 1])
-    plot = tmp_path / "roc_curve.png"
-    plot.write_bytes(figure_to_png_bytes(fig))
-    client.log_artifact(run_id, str(plot), "plots")
-
-    frame = generate_churn_frame(1_600, seed=3)
-    paths = {}
-    for name, part in (("train", frame[:1000]), ("validation", frame[1000:1300])):
-        paths[name] = str(tmp_path / f"{name}.parquet")
-        part.to_parquet(paths[name], index=False)
-    paths["test"] = str(tmp_path / "test.parquet")
-    frame[1300:].to_parquet(paths["test"], index=False)
-    split = SplitResult(
-        uris=paths,
-        rows={"train": 1000, "validation": 300, "test": 300},
-        class_counts={},
-        seed=0,
-        feature_spec=churn_spec().to_dict(),
+    client, run_id = training_run_with_plot(
+        tracking_uri, (tmp_path / "artifacts").as_uri(), tmp_path
     )
-    registered = RegisteredModel(
-        model_name="m",
-        version="3",
-        run_id=run_id,
-        model_uri="models:/m/3",
-        metrics={"roc_auc": 0.81},
-        champion_version="2",
-        champion_metrics={"roc_auc": 0.79},
-        champion_error=None,
-        candidate="lr",
-        version_info={},
-        split=split,
-    )
-    release = Release(
-        registered=registered,
-        decision=Decision(deploy=True, reasons=["roc_auc 0.81 >= 0.75"]),
-        manifest={"previous_champion": "2"},
-        manifest_uri=str(tmp_path / "manifest.json"),
-    )
-    rollout = Rollout(
-        release=release, url="http://127.0.0.1:1", version="3", started=None, version_info={}
-    )
-    live = LiveDeployment(rollout=rollout, smoke={"ok": True})
-    return {"deployment": live.to_dict(), "client": client, "run_id": run_id, "tmp": tmp_path}
+    live = live_deployment(write_splits(tmp_path), run_id, str(tmp_path / "manifest.json"))
+    return {"deployment": live, "client": client, "run_id": run_id, "tmp": tmp_path}
 
 
 def _write_traffic(directory: Path, rows: int) -> None:

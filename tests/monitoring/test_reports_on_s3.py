@@ -8,7 +8,6 @@ payload dicts between them, as if each ran on another worker."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from datetime import UTC, datetime
@@ -21,22 +20,17 @@ from include.ml_pipeline.contracts.payloads import (
     Champion,
     CurrentWindow,
     Dashboard,
-    Decision,
     DriftCheck,
     DriftResult,
-    LiveDeployment,
     MonitoringRun,
     Notified,
     ReferenceData,
-    RegisteredModel,
-    Release,
-    Rollout,
-    SplitResult,
 )
 from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
 from include.ml_pipeline.notifications import read_log
 from include.ml_pipeline.orchestration.steps import drift_watch, monitoring, notifications
 from include.ml_pipeline.runs import run_key
+from tests.monitoring.conftest import live_deployment, training_run_with_plot, write_splits
 
 RUN_ID = "manual__2026-12-01T12:00:00+00:00"
 NAME = re.compile(r"\d{8}T\d{12}Z-(\w+)-[0-9a-f]{8}\.json")
@@ -55,79 +49,31 @@ def _params() -> dict:
     }
 
 
-def _put_parquet(frame, uri: str) -> str:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    return storage.write_bytes(uri, buffer.getvalue())
-
-
 @pytest.fixture
 def trained(storage_on_s3):
     """Splits and a drifted batch in the bucket; a training run with one evaluation plot
     in the MLflow store (the tracking server's side, not the worker's)."""
-    from matplotlib.figure import Figure
-    from mlflow import MlflowClient
-
     from include.ml_pipeline.config import get_settings
-    from include.ml_pipeline.plots import figure_to_png_bytes
-    from include.ml_pipeline.registry.mlflow_setup import ensure_experiment
 
     settings = get_settings()
     assert settings.storage_uri == storage_on_s3.root
-    experiment = ensure_experiment(settings.mlflow_tracking_uri, "t", settings.mlflow_artifact_root)
-    client = MlflowClient(settings.mlflow_tracking_uri)
-    run_id = client.create_run(experiment).info.run_id
-    fig = Figure()
-    fig.add_subplot().plot([0, 1], [0, 1])
-    plot = storage_on_s3.services / "roc_curve.png"
-    plot.write_bytes(figure_to_png_bytes(fig))
-    client.log_artifact(run_id, str(plot), "plots")
-
-    frame = generate_churn_frame(1_600, seed=3)
+    client, run_id = training_run_with_plot(
+        settings.mlflow_tracking_uri, settings.mlflow_artifact_root, storage_on_s3.services
+    )
     runs = storage.join(storage_on_s3.root, "runs", "r1")
-    paths = {
-        "train": _put_parquet(frame[:1000], storage.join(runs, "train.parquet")),
-        "validation": _put_parquet(frame[1000:1300], storage.join(runs, "validation.parquet")),
-        "test": _put_parquet(frame[1300:], storage.join(runs, "test.parquet")),
-    }
     drifted = generate_churn_frame(600, seed=99, drift=True).drop(columns=[TARGET])
     batch = storage.write_text(
         storage.join(storage_on_s3.root, "incoming", "drifted.csv"), drifted.to_csv(index=False)
     )
-    return {"client": client, "run_id": run_id, "paths": paths, "batch": batch}
-
-
-def _live(trained) -> dict:
-    split = SplitResult(
-        uris=trained["paths"],
-        rows={"train": 1000, "validation": 300, "test": 300},
-        class_counts={},
-        seed=0,
-        feature_spec=churn_spec().to_dict(),
-    )
-    registered = RegisteredModel(
-        model_name="m",
-        version="3",
-        run_id=trained["run_id"],
-        model_uri="models:/m/3",
-        metrics={"roc_auc": 0.81},
-        champion_version="2",
-        champion_metrics={"roc_auc": 0.79},
-        champion_error=None,
-        candidate="lr",
-        version_info={},
-        split=split,
-    )
-    release = Release(
-        registered=registered,
-        decision=Decision(deploy=True, reasons=["roc_auc 0.81 >= 0.75"]),
-        manifest={"previous_champion": "2"},
-        manifest_uri=storage.join(trained["paths"]["train"], "..", "manifest.json"),
-    )
-    rollout = Rollout(
-        release=release, url="http://127.0.0.1:1", version="3", started=None, version_info={}
-    )
-    return LiveDeployment(rollout=rollout, smoke={"ok": True}).to_dict()
+    splits = write_splits(storage.join(runs, "splits"))
+    deployment = live_deployment(splits, run_id, storage.join(runs, "manifest.json"))
+    return {
+        "client": client,
+        "run_id": run_id,
+        "paths": splits,
+        "batch": batch,
+        "deployment": deployment,
+    }
 
 
 def _key(storage_on_s3, uri: str) -> str:
@@ -146,7 +92,7 @@ def test_deployment_and_monitoring_outputs_are_objects_in_the_bucket(storage_on_
     before = set(s3.keys(storage_on_s3.prefix + "/"))
 
     # configurar_monitoreo -> configurar_dashboards -> notificar_despliegue_exitoso
-    deployment = _live(trained)
+    deployment = trained["deployment"]
     drift = DriftResult.from_dict(monitoring.check_drift_at_deployment(deployment, params))
     assert drift.report_uri == f"{root}/reports/drift_v3.json"
     written = json.loads(s3.get(_key(storage_on_s3, drift.report_uri)))
