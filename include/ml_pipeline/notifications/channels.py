@@ -21,6 +21,7 @@ outage cannot fail a deployment. Airflow is imported lazily, inside the function
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 import secrets
@@ -97,8 +98,9 @@ def record_name(record: dict[str, Any], now: datetime | None = None) -> str:
 
 def write_record(record: dict[str, Any], base_uri: str | os.PathLike) -> str:
     """Write one notification record as its own JSON object under `base_uri`; return
-    the object's URI. A `base_uri` that is not a folder (an existing file) raises."""
-    if storage.is_file(base_uri):
+    the object's URI. A local `base_uri` that is a file, not a folder, raises."""
+    local = storage.local_path(base_uri)
+    if local is not None and local.is_file():
         raise NotADirectoryError(
             f"{storage.as_uri(base_uri)} is a file; the notifications location must be a "
             "folder or bucket prefix (set ML_PIPELINE_NOTIFICATIONS to one)"
@@ -110,11 +112,13 @@ def read_log(
     base_uri: str | os.PathLike | None = None, *, limit: int | None = None
 ) -> list[dict[str, Any]]:
     """The notifications under `base_uri` (default: the settings' `notifications_uri`),
-    oldest first; only the `limit` most recent when given. Empty when there are none."""
+    oldest first; only the `limit` most recent when given. Empty when there are none.
+    One listing, then the objects fetched in one batch (concurrent GETs on S3)."""
     uris = storage.list_files(base_uri or _default_log_uri(), suffix=".json")
     if limit is not None:
         uris = uris[-limit:] if limit > 0 else []
-    return [storage.read_json(uri) for uri in uris]
+    found = storage.read_many(uris)
+    return [json.loads(found[uri]) for uri in uris if uri in found]
 
 
 # --------------------------------------------------------------------------- channels
