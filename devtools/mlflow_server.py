@@ -1,5 +1,8 @@
 """Run a local `mlflow server` (tracking + registry + proxied artifacts) from this venv.
 
+Artifacts go to `--artifacts-destination` (a folder, or `s3://<bucket>/mlflow`) and are
+proxied (`--serve-artifacts`): clients need no bucket credentials.
+
 `python -m devtools.mlflow_server` serves the embedded store from the
 settings (`sqlite:///…/mlflow.db`, artifacts in the local folder) on 127.0.0.1:5000 —
 a `make mlflow-ui` target can call it. Tests use `start_server` / `stop_server`.
@@ -42,6 +45,7 @@ def server_command(
         backend_store_uri,
         "--artifacts-destination",
         artifacts_destination,
+        "--serve-artifacts",
         "--host",
         host,
         "--port",
@@ -67,8 +71,14 @@ def start_server(
     host: str = "127.0.0.1",
     port: int = 5000,
     log_path: str | os.PathLike | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
-    """Start the server in its own process group (so `stop_server` ends its workers too)."""
+    """Start the server in its own process group (so `stop_server` ends its workers too).
+
+    `extra_env` is added to the server's environment: for `s3://` artifacts, the bucket's
+    credentials and endpoint (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    `MLFLOW_S3_ENDPOINT_URL`): only the server needs them, its clients upload and download
+    through it (`mlflow-artifacts:/`)."""
     if backend_store_uri.startswith("sqlite:///"):
         Path(backend_store_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     output = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
@@ -77,7 +87,7 @@ def start_server(
             server_command(backend_store_uri, artifacts_destination, host=host, port=port),
             stdout=output,
             stderr=subprocess.STDOUT,
-            env=server_env(),
+            env={**server_env(), **(extra_env or {})},
             start_new_session=True,
         )
     finally:
