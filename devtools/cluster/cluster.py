@@ -189,7 +189,9 @@ class Cluster:
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": str(HEARTBEAT_SECONDS),
             "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": str(HEARTBEAT_SECONDS),
             "AIRFLOW__SCHEDULER__SCHEDULER_ZOMBIE_TASK_THRESHOLD": str(ZOMBIE_THRESHOLD_SECONDS),
-            "AIRFLOW__SCHEDULER__ZOMBIE_DETECTION_INTERVAL": "2",
+            # Not shorter: a zombie seen twice before the DAG processor handled the first
+            # report fails the retry that has started meanwhile (seen at 2 s here).
+            "AIRFLOW__SCHEDULER__ZOMBIE_DETECTION_INTERVAL": "10",
             "AIRFLOW__SCHEDULER__PARSING_PROCESSES": "1",
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "60",
             "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "60",
