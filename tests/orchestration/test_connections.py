@@ -80,7 +80,8 @@ def test_the_mlflow_connection_wins_over_the_variable_and_brings_its_credentials
 
 def test_without_connection_or_variable_mlflow_is_the_embedded_store(env):
     tracking = connections.mlflow_tracking()
-    assert tracking.source == "embedded" and tracking.uri.startswith("sqlite:///")
+    assert tracking.source == "embedded"
+    assert tracking.uri.startswith("sqlite:///")
 
 
 def test_the_model_api_mode_follows_the_connection(env):
