@@ -1,0 +1,687 @@
+"""`make test-containers`: the Astro path of this project, run for real on podman.
+
+  python -m containers.run [--keep] [--pytest all|quick|none] [--skip-start]
+
+1. podman set up (containers.engine), the stand-in images built or taken from the cache
+   (containers.images): quay.io/astronomer/astro-runtime:<tag>, python:<v>-slim,
+   ghcr.io/mlflow/mlflow:<v>, docker.io/postgres:12.6.
+2. The project image built from `Dockerfile` as `astro dev start` builds it, and checked:
+   installed versions against requirements.lock, the astro user, the pipeline folder.
+3. `astro dev parse`: .astro/test_dag_integrity_default.py in the image, as the CLI runs it.
+4. `astro dev start`: the CLI's compose file (rendered, containers.compose) + the override,
+   on podman; airflow_settings.yaml imported through the REST API as the CLI does; every
+   health check waited for; ml_model_deployment_advanced triggered and waited for; the
+   model API called from the host and checked against MLflow's champion; ml_model_monitoring
+   run; the model-api container restarted and checked to serve the champion again; no
+   permission error between uid 50000 and the API's user; ports on 127.0.0.1 only.
+5. `astro dev pytest`: tests/ in the image with the project's .env (CLI: podman create,
+   cp dags/tests/plugins/include/.astro, start -a).
+Everything is torn down at the end (containers, volumes, network), images stay cached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import io
+import json
+import os
+import re
+import secrets
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from containers import compose, engine, images
+from containers.engine import EngineError, log
+
+ROOT = images.ROOT
+WORK = images.WORK
+RUN_DIR = WORK / "run"
+DEPLOY_DAG = "ml_model_deployment_advanced"
+MONITOR_DAG = "ml_model_monitoring"
+ASTRO_CLI_GIT = Path(os.environ.get("ASTRO_CLI_GIT_DIR", "/work/.mirror/astronomer+astro-cli/repo"))
+TEMPLATE_CACHE = WORK / "astro-cli-composeyml.go.tmpl"
+# `astro dev pytest` in CI: the tests that exercise what the image changes (imports, DAG
+# structure, the Astro files, data stages, the model API); `--pytest all` runs tests/.
+QUICK_TESTS = [
+    "tests/dags",
+    "tests/ui/test_astro_files.py",
+    "tests/unit",
+    "tests/serving",
+    "tests/data_quality",
+    "tests/containers",
+]
+PERMISSION_PATTERNS = re.compile(
+    r"Permission denied|PermissionError|EACCES|Operation not permitted"
+)
+
+
+class Check:
+    """The run's assertions: each recorded, the run fails at the end if any failed."""
+
+    def __init__(self) -> None:
+        self.results: list[tuple[str, bool, str]] = []
+
+    def __call__(self, name: str, ok: bool, detail: str = "") -> bool:
+        self.results.append((name, ok, detail))
+        log(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}")
+        return ok
+
+    @property
+    def failed(self) -> list[tuple[str, bool, str]]:
+        return [r for r in self.results if not r[1]]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http(
+    method: str,
+    url: str,
+    body=None,
+    *,
+    auth: tuple[str, str] | None = None,
+    headers: dict | None = None,
+    timeout: float = 30,
+):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if auth:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    for key, value in (headers or {}).items():
+        request.add_header(key, value)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+            return response.status, (
+                json.loads(raw) if raw.strip()[:1] in (b"{", b"[") else raw.decode()
+            )
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:
+            return exc.code, raw.decode(errors="replace")
+
+
+def template_text() -> str:
+    """The CLI's Airflow 2 compose template: from ASTRO_CLI_TEMPLATE, a snapshot of
+    astronomer/astro-cli (ASTRO_CLI_GIT_DIR, a bare git directory), or the copy cached
+    under .local/ by an earlier run. It is not vendored into this repository."""
+    given = os.environ.get("ASTRO_CLI_TEMPLATE")
+    if given:
+        return Path(given).read_text()
+    if ASTRO_CLI_GIT.exists():
+        text = compose.fetch_template(ASTRO_CLI_GIT)
+        TEMPLATE_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        TEMPLATE_CACHE.write_text(text)
+        return text
+    if TEMPLATE_CACHE.exists():
+        return TEMPLATE_CACHE.read_text()
+    raise EngineError(
+        "the Astro CLI's compose template is not on this machine: set ASTRO_CLI_TEMPLATE to "
+        f"{compose.TEMPLATE_PATH} of astronomer/astro-cli, or ASTRO_CLI_GIT_DIR to a clone"
+    )
+
+
+# ---------------------------------------------------------------- image checks
+
+
+def freeze(image: str, user: str | None = None) -> dict[str, str]:
+    args = ["run", "--rm", "--entrypoint", "python"]
+    if user:
+        args += ["--user", user]
+    out = engine.output(
+        *args, image, "-m", "pip", "list", "--format", "json", "--disable-pip-version-check"
+    )
+    return {p["name"].lower().replace("_", "-"): p["version"] for p in json.loads(out)}
+
+
+def lock_versions() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==([^\s;]+)", line)
+        if match:
+            pins[match.group(1).lower().replace("_", "-").replace(".", "-")] = match.group(2)
+    return pins
+
+
+# What the images carry that the lock does not pin, and why that is expected: the
+# installers themselves, and the Runtime stand-in's own packages (their versions are the
+# lock's where the lock has them).
+NOT_IN_LOCK_EXPECTED = {
+    "pip": "the installer (the image's own)",
+    "setuptools": "the installer's (the image's own)",
+    "wheel": "the installer's (the image's own)",
+}
+
+
+def compare_versions(check: Check, label: str, installed: dict[str, str]) -> list[str]:
+    lock = lock_versions()
+    normal = {k.replace(".", "-"): v for k, v in installed.items()}
+    differ = [
+        f"{name} {version} (lock {lock[name]})"
+        for name, version in sorted(normal.items())
+        if name in lock and lock[name] != version
+    ]
+    extra = [
+        f"{name} {version}"
+        for name, version in sorted(normal.items())
+        if name not in lock and name not in NOT_IN_LOCK_EXPECTED
+    ]
+    check(
+        f"{label}: every installed package the lock pins is at the lock's version",
+        not differ,
+        "; ".join(differ) or f"{sum(n in lock for n in normal)} packages equal",
+    )
+    if extra:
+        log(f"{label}: installed but not in requirements.lock: {', '.join(extra)}")
+    return extra
+
+
+# ---------------------------------------------------------------- astro dev parse / pytest
+
+
+def astro_pytest(image: str, pytest_args: list[str], name: str = "astro-pytest") -> int:
+    """DockerImage.Pytest (airflow/docker_image.go): create with the project's .env, copy
+    the folders in, start attached, read the exit code, remove."""
+    engine.podman("rm", "-f", name, check=False, quiet=True)
+    args = ["create", "-i", "--name", name]
+    if (ROOT / ".env").exists():
+        args += ["--env-file", str(ROOT / ".env")]
+    engine.podman(*args, image, "pytest", *pytest_args, capture=True)
+    for folder in ("dags", "tests", "plugins", "include", ".astro"):
+        if (ROOT / folder).exists():
+            engine.podman("cp", str(ROOT / folder), f"{name}:/usr/local/airflow/", capture=True)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = RUN_DIR / f"{name}.log"
+    with log_path.open("wb") as handle:
+        import subprocess
+
+        subprocess.run(
+            ["podman", "--runtime", "runc", "start", "-a", name],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    code = int(engine.output("inspect", name, "--format", "{{.State.ExitCode}}"))
+    engine.podman("rm", "-f", name, check=False, quiet=True)
+    tail = log_path.read_text(errors="replace").strip().splitlines()[-25:]
+    print("\n".join("    " + line for line in tail), flush=True)
+    return code
+
+
+# ---------------------------------------------------------------- astro dev start
+
+
+def import_settings(api: str, check: Check) -> None:
+    """settings.AddConnections / AddPools / AddVariables: POST each, PATCH on 409."""
+    import yaml
+
+    settings = yaml.safe_load((ROOT / "airflow_settings.yaml").read_text())["airflow"]
+    for conn in settings.get("connections") or []:
+        body = {"connection_id": conn["conn_id"]}
+        for key, field in (
+            ("conn_type", "conn_type"),
+            ("conn_host", "host"),
+            ("conn_login", "login"),
+            ("conn_password", "password"),
+            ("conn_schema", "schema"),
+        ):
+            if conn.get(key):
+                body[field] = conn[key]
+        if conn.get("conn_port"):
+            body["port"] = int(conn["conn_port"])
+        if conn.get("conn_extra"):
+            extra = conn["conn_extra"]
+            body["extra"] = extra if isinstance(extra, str) else json.dumps(extra)
+        status, answer = http("POST", f"{api}/connections", body, auth=("admin", "admin"))
+        if status == 409:
+            status, answer = http(
+                "PATCH", f"{api}/connections/{conn['conn_id']}", body, auth=("admin", "admin")
+            )
+        check(
+            f"airflow_settings.yaml: connection {conn['conn_id']} imported",
+            status < 300,
+            "" if status < 300 else f"HTTP {status}: {answer}",
+        )
+    for pool in settings.get("pools") or []:
+        http(
+            "POST",
+            f"{api}/pools",
+            {
+                "name": pool["pool_name"],
+                "slots": pool["pool_slot"],
+                "description": pool.get("pool_description", ""),
+            },
+            auth=("admin", "admin"),
+        )
+    for var in settings.get("variables") or []:
+        http(
+            "POST",
+            f"{api}/variables",
+            {"key": var["variable_name"], "value": var["variable_value"]},
+            auth=("admin", "admin"),
+        )
+
+
+def wait_webserver(base: str, project: compose.Project, timeout: float = 900) -> None:
+    """The CLI's checkWebserverHealth: GET /health until the metadatabase and the
+    scheduler are healthy."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        for service in ("postgres", "scheduler", "webserver", "triggerer"):
+            state = engine.output(
+                "inspect",
+                "--format",
+                "{{.State.Status}} {{.State.ExitCode}}",
+                project.container(service),
+                check=False,
+            )
+            if state.startswith(("exited", "stopped")):
+                raise EngineError(f"{service} stopped ({state}):\n{project.logs(service, 60)}")
+        try:
+            status, body = http("GET", f"{base}/health", timeout=5)
+            if (
+                status == 200
+                and isinstance(body, dict)
+                and all(
+                    (body.get(k) or {}).get("status") == "healthy"
+                    for k in ("metadatabase", "scheduler")
+                )
+            ):
+                log(f"webserver: healthy after {time.monotonic() - started:.0f} s ({base})")
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(5)
+    raise EngineError(
+        f"the Airflow webserver was not healthy in {timeout:.0f} s:\n"
+        f"{project.logs('webserver', 60)}\n{project.logs('scheduler', 60)}"
+    )
+
+
+def run_dag(api: str, dag_id: str, conf: dict, timeout: float) -> tuple[str, float, dict]:
+    auth = ("admin", "admin")
+    deadline = time.monotonic() + 180
+    while True:  # the scheduler parses the DAG files first
+        status, body = http("PATCH", f"{api}/dags/{dag_id}", {"is_paused": False}, auth=auth)
+        if status == 200:
+            break
+        if time.monotonic() > deadline:
+            raise EngineError(f"{dag_id} not known to Airflow after 180 s: HTTP {status} {body}")
+        time.sleep(5)
+    status, run = http("POST", f"{api}/dags/{dag_id}/dagRuns", {"conf": conf}, auth=auth)
+    if status >= 300:
+        raise EngineError(f"triggering {dag_id}: HTTP {status} {run}")
+    run_id = run["dag_run_id"]
+    log(f"triggered {dag_id} ({run_id})")
+    started = time.monotonic()
+    state = run["state"]
+    while time.monotonic() - started < timeout:
+        status, run = http("GET", f"{api}/dags/{dag_id}/dagRuns/{run_id}", auth=auth)
+        state = run.get("state") if isinstance(run, dict) else state
+        if state in ("success", "failed"):
+            break
+        time.sleep(5)
+    _, tis = http("GET", f"{api}/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=200", auth=auth)
+    tasks = (
+        {
+            t["task_id"] + (f"[{t['map_index']}]" if t.get("map_index", -1) >= 0 else ""): t[
+                "state"
+            ]
+            for t in (tis.get("task_instances") or [])
+        }
+        if isinstance(tis, dict)
+        else {}
+    )
+    return state, time.monotonic() - started, tasks
+
+
+def failed_task_logs(api: str, dag_id: str, project: compose.Project) -> str:
+    auth = ("admin", "admin")
+    _, runs = http(
+        "GET", f"{api}/dags/{dag_id}/dagRuns?order_by=-execution_date&limit=1", auth=auth
+    )
+    out = []
+    for run in (runs or {}).get("dag_runs", []):
+        _, tis = http(
+            "GET", f"{api}/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances", auth=auth
+        )
+        for ti in tis.get("task_instances", []):
+            if ti["state"] in ("failed", "upstream_failed"):
+                _, text = http(
+                    "GET",
+                    f"{api}/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances/"
+                    f"{ti['task_id']}/logs/{max(ti['try_number'], 1)}?full_content=true",
+                    auth=auth,
+                    headers={"Accept": "text/plain"},
+                )
+                out.append(f"--- {ti['task_id']} ({ti['state']})\n{str(text)[-3000:]}")
+    return "\n".join(out)
+
+
+def sample_records(project: compose.Project, features: list[str], rows: int = 3) -> list[dict]:
+    path = "/usr/local/airflow/pipeline/data/incoming/customer_churn.csv"
+    text = project.exec("scheduler", "head", "-n", str(rows + 1), path).stdout.decode()
+    reader = csv.DictReader(io.StringIO(text))
+    records = []
+    for row in reader:
+        record = {}
+        for name in features:
+            value = row.get(name, "")
+            try:
+                record[name] = float(value) if value not in ("",) else None
+            except ValueError:
+                record[name] = value
+        records.append(record)
+    return records
+
+
+def champion_version(mlflow_url: str, model: str) -> str | None:
+    status, body = http(
+        "GET", f"{mlflow_url}/api/2.0/mlflow/registered-models/alias?name={model}&alias=champion"
+    )
+    return body["model_version"]["version"] if status == 200 else None
+
+
+def check_ports(project: compose.Project, check: Check) -> None:
+    bad = []
+    for service in project.config["services"]:
+        mapping = engine.output("port", project.container(service), check=False)
+        for line in filter(None, mapping.splitlines()):
+            host = line.split("->", 1)[1].strip()
+            if not host.startswith("127.0.0.1:"):
+                bad.append(f"{service}: {line}")
+    check("every published port is bound to 127.0.0.1", not bad, "; ".join(bad))
+
+
+def check_permissions(project: compose.Project, check: Check) -> None:
+    hits = []
+    for service in project.config["services"]:
+        for line in project.logs(service, 5000).splitlines():
+            if PERMISSION_PATTERNS.search(line):
+                hits.append(f"{service}: {line.strip()[:200]}")
+    check("no permission error in any container's log", not hits, "; ".join(hits[:8]))
+    owners = (
+        project.exec(
+            "model-api",
+            "find",
+            "/usr/local/airflow/pipeline",
+            "!",
+            "-uid",
+            "50000",
+            "-printf",
+            "%u:%g %p\n",
+            check=False,
+        )
+        .stdout.decode()
+        .strip()
+    )
+    check(
+        "every file of the pipeline volume is uid 50000's (Airflow's astro, the API's model-api)",
+        not owners,
+        owners[:500],
+    )
+    probe = "/usr/local/airflow/pipeline/.write-probe"
+    wrote_api = (
+        project.exec("model-api", "sh", "-c", f"echo api > {probe}.api", check=False).returncode
+        == 0
+    )
+    wrote_af = (
+        project.exec(
+            "scheduler",
+            "sh",
+            "-c",
+            f"echo af > {probe}.af && cat {probe}.api && rm {probe}.api",
+            check=False,
+        ).returncode
+        == 0
+    )
+    wrote_back = project.exec("model-api", "rm", f"{probe}.af", check=False).returncode == 0
+    check(
+        "the API (its user) and Airflow (astro) read, write and remove each other's files",
+        wrote_api and wrote_af and wrote_back,
+    )
+
+
+def prepare_project() -> tuple[compose.Project, dict]:
+    """The compose project `astro dev start` would run, with free host ports."""
+    template = template_text()
+    web_port, pg_port = str(free_port()), str(free_port())
+    env = compose.environment_for_interpolation()
+    env.setdefault("MODEL_API_ADMIN_TOKEN", secrets.token_urlsafe(24))
+    env["MLFLOW_HOST_PORT"] = str(free_port())
+    env["MODEL_API_HOST_PORT"] = str(free_port())
+    rendered, _image, name = compose.render(
+        template, ROOT, webserver_port=web_port, postgres_port=pg_port
+    )
+    config = compose.load(rendered, ROOT / "docker-compose.override.yml", env)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    (RUN_DIR / "compose.rendered.yaml").write_text(rendered)
+    import yaml
+
+    (RUN_DIR / "compose.merged.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    project = compose.Project(name, config, ROOT, RUN_DIR / "logs")
+    # The Airflow containers and the model API read the token from .env (env_file); the
+    # committed .env holds an empty placeholder, so this run's token reaches them the same
+    # way: a run-only env file after .env in their env_file lists.
+    token_env = RUN_DIR / "token.env"
+    token_env.write_text(f"MODEL_API_ADMIN_TOKEN={env['MODEL_API_ADMIN_TOKEN']}\n")
+    for service in ("scheduler", "webserver", "triggerer", "model-api"):
+        spec = config["services"][service]
+        files = spec.get("env_file") or []
+        files = [files] if isinstance(files, str) else list(files)
+        spec["env_file"] = [*files, str(token_env)]
+    env.update(WEB_PORT=web_port)
+    return project, env
+
+
+def build_compose_images(project: compose.Project) -> None:
+    for service, spec in project.config["services"].items():
+        if spec.get("build"):
+            project.build(service)
+
+
+def astro_dev_start(project: compose.Project, env: dict, check: Check, keep: bool) -> None:
+    project.down()  # a previous run's leftovers
+    web = f"http://127.0.0.1:{env['WEB_PORT']}"
+    api = f"{web}/api/v1"
+    mlflow_url = f"http://127.0.0.1:{env['MLFLOW_HOST_PORT']}"
+    model_api = f"http://127.0.0.1:{env['MODEL_API_HOST_PORT']}"
+    try:
+        started = time.monotonic()
+        project.up()
+        wait_webserver(web, project)
+        project.wait_healthy("mlflow")
+        log(f"astro dev start: up in {time.monotonic() - started:.0f} s")
+        import_settings(api, check)
+        check_ports(project, check)
+        # The sample data, written by the astro user into the pipeline volume.
+        project.exec(
+            "scheduler",
+            "python",
+            "-c",
+            "from include.ml_pipeline.config import Settings;"
+            "from devtools.run_pipeline import sample_data;"
+            "print(sample_data(Settings.from_env(), rows=5000, seed=7))",
+        )
+        state, seconds, tasks = run_dag(api, DEPLOY_DAG, {}, timeout=1500)
+        if not check(
+            f"{DEPLOY_DAG} succeeds",
+            state == "success",
+            f"{state} in {seconds:.0f} s; tasks: {tasks}",
+        ):
+            print(failed_task_logs(api, DEPLOY_DAG, project))
+            raise EngineError(f"{DEPLOY_DAG} did not succeed")
+        project.wait_healthy("model-api", timeout=180)
+        model = env.get("ML_PIPELINE_MODEL_NAME") or compose.read_env_file(ROOT / ".env").get(
+            "ML_PIPELINE_MODEL_NAME", "tabular_classifier"
+        )
+        champion = champion_version(mlflow_url, model)
+        _, version = http("GET", f"{model_api}/version")
+        check(
+            "the model API (from the host) serves MLflow's champion",
+            champion is not None and str(version.get("model_version")) == str(champion),
+            f"champion v{champion}, API {version}",
+        )
+        _, info = http("GET", f"{model_api}/model")
+        features = (
+            [
+                f["name"]
+                for f in (info.get("features") or info.get("feature_spec", {}).get("features", []))
+            ]
+            if isinstance(info, dict)
+            else []
+        )
+        records = sample_records(project, features) if features else []
+        status, answer = http("POST", f"{model_api}/predict", {"records": records})
+        check(
+            "POST /predict from the host answers with the champion's labels",
+            status == 200
+            and len(answer.get("predictions", [])) == len(records) > 0
+            and str(answer.get("model_version")) == str(champion),
+            f"HTTP {status}: {str(answer)[:300]}",
+        )
+        state, seconds, tasks = run_dag(api, MONITOR_DAG, {}, timeout=900)
+        if not check(
+            f"{MONITOR_DAG} succeeds",
+            state == "success",
+            f"{state} in {seconds:.0f} s; tasks: {tasks}",
+        ):
+            print(failed_task_logs(api, MONITOR_DAG, project))
+        engine.podman("restart", project.container("model-api"), quiet=True)
+        project.wait_healthy("model-api", timeout=240)
+        champion = champion_version(mlflow_url, model)
+        _, version = http("GET", f"{model_api}/version")
+        check(
+            "after a restart of model-api it serves the champion again",
+            str(version.get("model_version")) == str(champion),
+            f"champion v{champion}, API {version}",
+        )
+        check_permissions(project, check)
+    finally:
+        project.save_logs()
+        if keep:
+            log(
+                f"--keep: the project stays up; Airflow {web} (admin/admin), MLflow {mlflow_url}, "
+                f"model API {model_api}; stop it with python -m containers.run --down"
+            )
+        else:
+            project.down()
+
+
+# ---------------------------------------------------------------- main
+
+
+def build_project_image(image: str) -> None:
+    """DockerImage.Build: `podman build --format docker -t <project>/airflow:latest -f
+    Dockerfile .` in the project folder."""
+    engine.build(ROOT, image, ROOT / "Dockerfile", log_file=RUN_DIR / "build-airflow.log")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--pytest",
+        choices=["all", "quick", "none"],
+        default=os.environ.get("CONTAINERS_PYTEST", "quick"),
+    )
+    parser.add_argument("--keep", action="store_true", help="leave the project running")
+    parser.add_argument("--skip-start", action="store_true", help="no astro dev start")
+    parser.add_argument("--down", action="store_true", help="only tear a kept project down")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    check = Check()
+    engine.ensure_engine()
+    names = images.project_names()
+    image = f"{compose.project_name_unique(ROOT)}/airflow:latest"
+    if args.down:
+        rendered, _, name = compose.render(
+            template_text(), ROOT, webserver_port="8080", postgres_port="5432"
+        )
+        env = dict(os.environ, MODEL_API_ADMIN_TOKEN="x")
+        compose.Project(
+            name,
+            compose.load(rendered, ROOT / "docker-compose.override.yml", env),
+            ROOT,
+            RUN_DIR / "logs",
+        ).down()
+        return 0
+    try:
+        images.build_standins(names)
+        log(f"stand-ins ready after {time.monotonic() - started:.0f} s")
+        project = env = None
+        # The model API image builds while the Airflow image does (both mostly download).
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(build_project_image, image)]
+            if not args.skip_start:
+                project, env = prepare_project()
+                futures.append(pool.submit(build_compose_images, project))
+            for future in futures:
+                future.result()
+        installed = freeze(image)
+        compare_versions(check, "project image (astro user)", installed)
+        user = engine.output("run", "--rm", "--entrypoint", "id", image)
+        check(
+            "the project image runs as astro, uid 50000", user.startswith("uid=50000(astro)"), user
+        )
+        stat = engine.output(
+            "run",
+            "--rm",
+            "--entrypoint",
+            "stat",
+            image,
+            "-c",
+            "%u:%g %a",
+            "/usr/local/airflow/pipeline",
+        )
+        check(
+            "the pipeline folder is astro's (uid 50000, group 0, setgid, group-writable)",
+            stat == "50000:0 2775",
+            stat,
+        )
+        code = astro_pytest(image, [".astro/test_dag_integrity_default.py"], "astro-parse")
+        check("astro dev parse: every DAG imports in the image", code == 0, f"exit {code}")
+        if not args.skip_start:
+            assert project.config["services"]["scheduler"]["image"] == image
+            compare_versions(check, "model API image", freeze(project.image_of("model-api")))
+            astro_dev_start(project, env, check, args.keep)
+        if args.pytest != "none":
+            selection = (
+                ["tests/"]
+                if args.pytest == "all"
+                else [t for t in QUICK_TESTS if (ROOT / t).exists()]
+            )
+            code = astro_pytest(image, selection)
+            check(
+                f"astro dev pytest ({'tests/' if args.pytest == 'all' else ' '.join(selection)})",
+                code == 0,
+                f"exit {code}; log {RUN_DIR / 'astro-pytest.log'}",
+            )
+    except EngineError as exc:
+        check("the container run completes", False, str(exc)[-4000:])
+    total = time.monotonic() - started
+    print(
+        f"\ncontainer run: {len(check.results) - len(check.failed)} passed, "
+        f"{len(check.failed)} failed, {total / 60:.1f} min",
+        flush=True,
+    )
+    for name, _, detail in check.failed:
+        print(f"  FAILED {name}: {detail[:2000]}")
+    return 1 if check.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

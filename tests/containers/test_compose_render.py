@@ -1,0 +1,140 @@
+"""The `astro dev start` reproduction's own logic (containers/compose.py), without podman:
+the Go-template subset, compose interpolation as the Astro CLI loads it (process
+environment only), the override merge; and, where the CLI's template is on this machine,
+the project's merged compose file: loopback ports, the pipeline volume, the token's path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+compose = pytest.importorskip("containers.compose", reason="containers/ not in this image")
+
+
+def test_go_template_fields_conditions_and_trims():
+    text = (
+        "a: {{ .A }}\nports:\n  {{- if not .Expose }}\n  - 127.0.0.1:{{ .P }}:80\n"
+        "  {{- else }}\n  - {{ .P }}:80\n  {{- end }}\n{{if .On}}x: 1{{else}}x: 2{{end}}\n"
+    )
+    out = compose.render_go_template(text, {"A": "b", "Expose": False, "P": "81", "On": False})
+    assert out == "a: b\nports:\n  - 127.0.0.1:81:80\nx: 2\n"
+    out = compose.render_go_template(text, {"A": "b", "Expose": True, "P": "81", "On": True})
+    assert out == "a: b\nports:\n  - 81:80\nx: 1\n"
+
+
+def test_go_template_unknown_field_is_an_error_naming_it():
+    with pytest.raises(KeyError, match=r"\.Nope"):
+        compose.render_go_template("{{ .Nope }}", {})
+
+
+def test_interpolation_like_compose():
+    env = {"SET": "v", "EMPTY": ""}
+    assert compose.interpolate("$$HOME ${SET} $SET", env) == "$HOME v v"
+    assert compose.interpolate("${EMPTY:-d} ${EMPTY-d} ${UNSET:-d}", env) == "d  d"
+    assert compose.interpolate("${UNSET:-${SET}}", env) == "v"
+    with pytest.raises(compose.EngineError, match="EMPTY is missing a value: say why"):
+        compose.interpolate("${EMPTY:?say why}", env, "where")
+
+
+def test_override_merges_like_compose():
+    base = {
+        "services": {
+            "s": {
+                "image": "i",
+                "environment": {"A": "1"},
+                "volumes": ["logs:/logs", "/x:/data"],
+                "ports": ["1:1"],
+            }
+        },
+        "volumes": {"logs": {}},
+    }
+    import yaml
+
+    override = ROOT / ".local" / "test-override.yml"
+    override.parent.mkdir(exist_ok=True)
+    override.write_text(
+        yaml.safe_dump(
+            {
+                "services": {
+                    "s": {"environment": ["B=2"], "volumes": ["other:/data"], "ports": ["2:2"]}
+                },
+                "volumes": {"other": {}},
+            }
+        )
+    )
+    try:
+        merged = compose.load(yaml.safe_dump(base), override, {})
+    finally:
+        override.unlink()
+    service = merged["services"]["s"]
+    assert service["environment"] == {"A": "1", "B": "2"}
+    assert service["volumes"] == ["logs:/logs", "other:/data"]  # same target: replaced
+    assert service["ports"] == ["1:1", "2:2"]
+    assert set(merged["volumes"]) == {"logs", "other"}
+
+
+def _template() -> str:
+    given = os.environ.get("ASTRO_CLI_TEMPLATE")
+    if given and Path(given).exists():
+        return Path(given).read_text()
+    git_dir = Path(os.environ.get("ASTRO_CLI_GIT_DIR", "/work/.mirror/astronomer+astro-cli/repo"))
+    if git_dir.exists():
+        return compose.fetch_template(git_dir)
+    cached = ROOT / ".local" / "containers" / "astro-cli-composeyml.go.tmpl"
+    if cached.exists():
+        return cached.read_text()
+    pytest.skip(
+        "the Astro CLI's compose template is not on this machine (ASTRO_CLI_TEMPLATE / "
+        "ASTRO_CLI_GIT_DIR, or a run of make test-containers caches it)"
+    )
+
+
+@pytest.fixture(scope="module")
+def merged() -> dict:
+    if not (ROOT / "docker-compose.override.yml").exists():
+        pytest.skip("docker-compose.override.yml not here (not copied into the Astro image)")
+    rendered, _image, _ = compose.render(
+        _template(), ROOT, webserver_port="8080", postgres_port="5432"
+    )
+    env = {"MODEL_API_ADMIN_TOKEN": "t"}
+    return compose.load(rendered, ROOT / "docker-compose.override.yml", env)
+
+
+def test_every_published_port_is_loopback(merged):
+    for name, service in merged["services"].items():
+        for port in service.get("ports") or []:
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+
+
+def test_airflow_containers_and_api_share_the_pipeline_volume(merged):
+    home = "/usr/local/airflow/pipeline"
+    for name in ("scheduler", "webserver", "triggerer", "model-api"):
+        assert f"pipeline-local:{home}" in merged["services"][name]["volumes"], name
+        assert not any(
+            ":/usr/local/airflow/.local" in str(v) for v in merged["services"][name]["volumes"]
+        )
+
+
+def test_model_api_reads_the_token_from_where_airflow_reads_it(merged):
+    """The CLI gives the Airflow containers `.env` (env_file) and interpolates compose
+    files from the shell only: a token the API takes from `${MODEL_API_ADMIN_TOKEN}` and
+    Airflow from `.env` is set in two places or the reload is refused."""
+    api = merged["services"]["model-api"]
+    files = api.get("env_file") or []
+    files = [files] if isinstance(files, str) else files
+    assert ".env" in files, api
+    assert "MODEL_API_ADMIN_TOKEN" not in (api.get("environment") or {}), api["environment"]
+    for name in ("scheduler", "webserver", "triggerer"):
+        assert merged["services"][name].get("env_file") == ".env"
+
+
+def test_shell_alone_interpolates_the_compose_files():
+    """`astro dev start` loads the compose files with the process environment only."""
+    if not (ROOT / "docker-compose.override.yml").exists():
+        pytest.skip("docker-compose.override.yml not here (not copied into the Astro image)")
+    rendered, _, _ = compose.render(_template(), ROOT, webserver_port="8080", postgres_port="5432")
+    merged = compose.load(rendered, ROOT / "docker-compose.override.yml", {})
+    assert merged["services"]["mlflow"]["ports"] == ["127.0.0.1:5001:5000"]
