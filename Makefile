@@ -40,7 +40,7 @@ ifneq ($(API_PORT),)
 export MODEL_API_URL := http://127.0.0.1:$(API_PORT)
 endif
 
-.PHONY: help install lock run test lint ui api stop status mlflow-ui monitor bench clean distributed
+.PHONY: help install lock run test lint ui api stop status mlflow-ui monitor bench clean distributed test-containers
 
 help:
 	@echo "make run        - run the whole pipeline locally (DATA=file.csv TARGET=column for your own data, ROWS=n)"
@@ -57,6 +57,8 @@ help:
 	@echo "make distributed - the CeleryExecutor proof by hand: PostgreSQL, Redis, S3 (moto), MLflow and model API"
 	@echo "                  servers, a scheduler and two workers sharing no disk; prints each check and where the"
 	@echo "                  logs are (CLUSTER_ROWS=3000; needs Debian's postgresql + redis-server; Airflow 2.11 only)"
+	@echo "make test-containers - the Astro path on podman (root): astro dev parse, start (both DAGs, the model API"
+	@echo "                  from the host, a restart) and pytest reproduced with stand-in images (containers/README.md)"
 	@echo "make lint       - ruff"
 	@echo "make bench      - benchmark the model API against mlflow models serve (needs wrk)"
 	@echo "make install    - create $(VENV) from requirements.lock (make run and make test do it on first use)"
@@ -108,6 +110,11 @@ endif
 CLUSTER_ROWS ?= 3000
 distributed: $(STAMP)
 	$(PY) -m devtools.cluster --rows $(CLUSTER_ROWS)
+
+# The Astro path in containers (containers/README.md): podman, stand-in base images under
+# the names the project's files use (cached), astro dev parse / start / pytest reproduced.
+test-containers: $(STAMP)
+	$(PY) -m containers.run
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
