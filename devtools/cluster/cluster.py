@@ -319,11 +319,12 @@ class Cluster:
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         rows = self.postgres.query(
-            "SELECT task_id, map_index, state, hostname, try_number FROM task_instance "
-            "WHERE dag_id = %s AND run_id = %s ORDER BY start_date NULLS LAST, task_id",
-            (dag_id, run_id))
-        return [dict(zip(("task_id", "map_index", "state", "hostname", "try_number"), row,
-                         strict=True)) for row in rows]
+            "SELECT task_id, map_index, state, hostname, try_number, "
+            "round(extract(epoch FROM end_date - start_date)::numeric, 1)::float "
+            "FROM task_instance WHERE dag_id = %s AND run_id = %s "
+            "ORDER BY start_date NULLS LAST, task_id", (dag_id, run_id))
+        return [dict(zip(("task_id", "map_index", "state", "hostname", "try_number",
+                          "seconds"), row, strict=True)) for row in rows]
 
     def task_history(self, dag_id: str, run_id: str) -> list[dict]:
         """Earlier tries of the run's task instances (Airflow 2.10+ keeps them)."""

@@ -60,6 +60,18 @@ class Step:
         verdict = "ok" if not self.problems else f"{len(self.problems)} problem(s)"
         lines = [f"== {self.name}: run {self.run_id} -> {self.state} in {self.seconds:.0f} s: "
                  f"{verdict}"]
+        for key in ("hostnames", "champion", "api_version", "victim", "survivor",
+                    "killed_after_s", "training_tries", "new_versions", "live_rows_sent"):
+            if key in self.facts:
+                lines.append(f"   {key}: {self.facts[key]}")
+        if "bucket" in self.facts:
+            counts = {kind: len(keys) for kind, keys in self.facts["bucket"].items()}
+            lines.append(f"   objects in the bucket (first 8 of each): {counts}")
+        if "task_instances" in self.facts:
+            slow = sorted((ti for ti in self.facts["task_instances"] if ti.get("seconds")),
+                          key=lambda ti: -ti["seconds"])[:4]
+            lines.append("   slowest tasks: " + ", ".join(
+                f"{ti['task_id'].rsplit('.', 1)[-1]} {ti['seconds']:.0f} s" for ti in slow))
         lines += [f"   - {problem}" for problem in self.problems]
         return "\n".join(lines)
 
