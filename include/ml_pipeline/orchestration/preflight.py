@@ -101,7 +101,13 @@ def prepare_task(context: dict[str, Any]) -> None:
     task = context.get("task")
     try:
         applied = connections.apply_task_services()
-        log.info("services: %s", ", ".join(f"{k} {v}" for k, v in applied.items()))
+        log.info(
+            "storage root %s (credentials from %s); MLflow %s (from %s)",
+            applied["storage_root"],
+            applied["storage_credentials"],
+            applied["mlflow"],
+            applied["mlflow_source"],
+        )
         if task is not None and not task.upstream_task_ids:
             for name, seconds in check_services(applied).items():
                 if seconds is not None:

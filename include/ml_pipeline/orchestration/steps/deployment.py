@@ -51,8 +51,7 @@ def roll_out(release: dict, params: Mapping[str, Any]) -> dict:
     from include.ml_pipeline.deployment.rollout import roll_out as serve
 
     released = Release.from_dict(release)
-    api = connections.model_api()
-    log.info("desplegar_api: %s", api.describe())
+    api = connections.model_api()  # the rollout logs which mode it uses
     done = serve(
         get_settings(),
         api,
