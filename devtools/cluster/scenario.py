@@ -61,7 +61,8 @@ class Step:
         lines = [f"== {self.name}: run {self.run_id} -> {self.state} in {self.seconds:.0f} s: "
                  f"{verdict}"]
         for key in ("hostnames", "champion", "api_version", "victim", "survivor",
-                    "killed_after_s", "training_tries", "new_versions", "live_rows_sent"):
+                    "killed_after_s", "retry_started_after_kill_s", "training_tries",
+                    "new_versions", "live_rows_sent"):
             if key in self.facts:
                 lines.append(f"   {key}: {self.facts[key]}")
         if "bucket" in self.facts:
@@ -154,6 +155,22 @@ def data_files_on_workers(cluster: Cluster) -> dict[str, list[str]]:
     return out
 
 
+def cross_references(cluster: Cluster) -> dict[str, list[str]]:
+    """Per worker: its task log lines that name another worker's folder (a path that
+    travelled from one worker to the other)."""
+    out = {}
+    for name, worker in cluster.workers.items():
+        others = [str(w.root) + "/" for other, w in cluster.workers.items() if other != name]
+        hits = []
+        for log in (worker.airflow_home / "logs").rglob("*.log"):
+            for line in log.read_text(errors="replace").splitlines():
+                if any(other in line for other in others):
+                    hits.append(f"{log.name}: {line.strip()[:200]}")
+        if hits:
+            out[name] = hits[:5]
+    return out
+
+
 def _bucket_facts(cluster: Cluster) -> dict[str, list[str]]:
     keys = cluster.s3.keys("pipeline/")
     reports = [k for k in keys if k.startswith("pipeline/reports/")]
@@ -233,6 +250,9 @@ def _judge_storage(cluster: Cluster, step: Step, dag_id: str, need: tuple[str, .
                              + "\n      ".join(local[:15]))
     if dag_id == DEPLOYMENT_DAG_ID and not s3_locations(xcoms):
         step.problems.append("no s3:// URI in the run's XComs (where did the split go?)")
+    crossed = cross_references(cluster)
+    if crossed:
+        step.problems.append(f"task logs name another worker's folders: {crossed}")
     left = data_files_on_workers(cluster)
     step.facts["worker_files"] = {name: cluster.worker_files(name) for name in cluster.workers}
     if left:
@@ -288,6 +308,7 @@ def kill_during_training(cluster: Cluster, data_uri: str, timeout: float = 600) 
     victim = seen["victim"]
     survivor = next(name for name in cluster.workers if name != victim)
     killed = cluster.kill_worker(victim)
+    killed_at = time.time()
     step.facts.update(victim=victim, survivor=survivor, killed_pids=len(killed),
                       killed_try=seen["try"], killed_after_s=round(time.monotonic() - started))
     step.state = cluster.wait_run(DEPLOYMENT_DAG_ID, step.run_id, timeout=timeout)
@@ -301,6 +322,11 @@ def kill_during_training(cluster: Cluster, data_uri: str, timeout: float = 600) 
     history = [h for h in cluster.task_history(DEPLOYMENT_DAG_ID, step.run_id)
                if h["task_id"] == TRAIN_TASK]
     step.facts["training_tries"] = [*history, *train]
+    retry_start = cluster.postgres.query(
+        "SELECT extract(epoch FROM start_date)::float FROM task_instance WHERE dag_id = %s "
+        "AND run_id = %s AND task_id = %s", (DEPLOYMENT_DAG_ID, step.run_id, TRAIN_TASK))
+    if retry_start and retry_start[0][0]:
+        step.facts["retry_started_after_kill_s"] = round(retry_start[0][0] - killed_at, 1)
     if not train or train[0]["state"] != "success" or train[0]["hostname"] != survivor:
         step.problems.append(f"{TRAIN_TASK} did not succeed on {survivor} after {victim} was "
                              f"killed: {train}")

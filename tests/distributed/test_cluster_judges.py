@@ -1,0 +1,58 @@
+"""The distributed proof's judges (devtools/cluster/scenario.py) on planted evidence: each
+one must see a worker's disk when a task used it, or the cluster test proves nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from devtools.cluster.cluster import Cluster, Worker
+from devtools.cluster.scenario import cross_references, data_files_on_workers, local_locations
+
+
+def _cluster(root: Path) -> Cluster:
+    cluster = Cluster(root=root)
+    for name in ("worker-a", "worker-b"):
+        cluster.workers[name] = Worker(name, root / name)
+        for folder in cluster.workers[name].folders().values():
+            folder.mkdir(parents=True)
+        (cluster.workers[name].airflow_home / "logs").mkdir()
+    return cluster
+
+
+def test_local_paths_in_xcom_are_found_and_uris_of_services_are_not():
+    xcoms = {
+        "dividir_datos:return_value": {"train_uri": "s3://b/p/train.parquet",
+                                       "test_path": "/tmp/w/pipeline/test.parquet",
+                                       "nested": [{"report": "file:///tmp/r.html"}]},
+        "desplegar_api:return_value": {"url": "http://127.0.0.1:8000", "path": "/version",
+                                       "model_uri": "models:/m/3"},
+        "esperar_datos:return_value": "/shared/raw.csv",
+    }
+    found = local_locations(xcoms, allowed=frozenset({"/shared/raw.csv"}))
+    assert found == [
+        "dividir_datos:return_value test_path='/tmp/w/pipeline/test.parquet'",
+        "dividir_datos:return_value nested[0].report='file:///tmp/r.html'",
+    ]
+
+
+def test_pipeline_data_left_on_a_worker_is_found(tmp_path):
+    cluster = _cluster(tmp_path)
+    worker = cluster.workers["worker-b"]
+    (worker.pipeline_home / "warehouse").mkdir()
+    (worker.pipeline_home / "warehouse" / "pipeline.duckdb").write_bytes(b"x")
+    (worker.tmp / "split.parquet").write_bytes(b"x")
+    (worker.home / ".cache").mkdir()
+    (worker.home / ".cache" / "fontlist.json").write_text("{}")  # a library cache: fine
+    (worker.airflow_home / "logs" / "task.log").write_text("log")  # its own logs: fine
+    assert data_files_on_workers(cluster) == {
+        "worker-b": ["TMPDIR/split.parquet", "ML_PIPELINE_HOME/warehouse/pipeline.duckdb"]}
+
+
+def test_a_task_log_naming_the_other_workers_folder_is_found(tmp_path):
+    cluster = _cluster(tmp_path)
+    other = cluster.workers["worker-a"].pipeline_home / "runs" / "split.parquet"
+    log = cluster.workers["worker-b"].airflow_home / "logs" / "attempt=1.log"
+    log.write_text(f"ok\nreading {other}\n")
+    own = cluster.workers["worker-a"].airflow_home / "logs" / "attempt=1.log"
+    own.write_text(f"writing {other}\n")  # a worker naming its own folder: fine
+    assert cross_references(cluster) == {"worker-b": [f"attempt=1.log: reading {other}"]}
