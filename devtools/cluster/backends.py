@@ -22,7 +22,18 @@ from devtools.cluster.processes import (
 )
 from include.ml_pipeline.config import PROJECT_ROOT
 
-PG_BIN = Path(os.environ.get("ML_PIPELINE_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _pg_bin() -> Path:
+    """Debian's PostgreSQL binaries (`ML_PIPELINE_PG_BIN` overrides): 15 on Debian 12, or
+    the newest version installed."""
+    if os.environ.get("ML_PIPELINE_PG_BIN"):
+        return Path(os.environ["ML_PIPELINE_PG_BIN"])
+    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                       key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    return installed[-1].parent if installed else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 REDIS_SERVER = os.environ.get("ML_PIPELINE_REDIS_SERVER", "/usr/bin/redis-server")
 PG_USER = "airflow"  # the database superuser initdb creates (trust auth on loopback)
 PG_DATABASE = "airflow"
