@@ -27,7 +27,7 @@ from devtools.cluster import backends  # noqa: E402
 
 _MISSING = backends.missing_binaries()
 if _MISSING:
-    pytest.skip(f"needs Debian's PostgreSQL 15 and Redis: missing {', '.join(_MISSING)} "
+    pytest.skip(f"needs Debian's PostgreSQL and Redis: missing {', '.join(_MISSING)} "
                 "(apt-get install -y postgresql redis-server; .ci/run does)",
                 allow_module_level=True)
 
