@@ -4,6 +4,7 @@ one model, and the API running as a real uvicorn process on a free loopback port
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,7 +21,9 @@ threadpool_limits(limits=1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 MODEL_NAME = "churn_serving_test"
-ADMIN_TOKEN = "test-admin-token"
+# Random per test session (a placeholder-like token would be refused); kept in the
+# environment so every import of this module sees the same one.
+ADMIN_TOKEN = os.environ.setdefault("ML_PIPELINE_TEST_ADMIN_TOKEN", secrets.token_urlsafe(24))
 MAX_ROWS = 2000
 MAX_BODY = 1_000_000
 

@@ -121,3 +121,51 @@ def test_ragged_split_rows_are_rejected(parser):
     error = _error(lambda: parser.parse_json_body(body))
     assert (error.status, error.kind) == (400, "bad_format")
     assert "row 1" in error.message
+
+
+@pytest.mark.parametrize("shape", ["split", "records", "instances", "inputs_columns", "csv"])
+def test_extra_columns_are_ignored_and_named(parser, shape):
+    extra = [dict(r, zeta=1, **{"a b": "x"}) for r in RECORDS]
+    columns = ["zeta", *NUMERIC, "a b", *CATEGORICAL]
+    if shape == "csv":
+        lines = ["zeta,age,income,a b,plan,region", "1,41,1200.5,x,basic,north",
+                 "1,,0.25,x,pro,", "1,19.0,-3,x,,east"]
+        batch = parser.parse_csv_body("\n".join(lines).encode())
+    else:
+        payload = {
+            "split": {"dataframe_split": _split(extra, columns)},
+            "records": {"dataframe_records": extra},
+            "instances": {"instances": extra},
+            "inputs_columns": {"inputs": {c: [r[c] for r in extra] for c in columns}},
+        }[shape]
+        batch = parser.parse_json_body(orjson.dumps(payload))
+    _assert_expected(batch)
+    assert batch.ignored_columns == ("a b", "zeta")
+    assert batch.raw_split is None  # the log keeps the model's columns only
+
+
+def test_missing_and_extra_columns_are_both_named(parser):
+    records = [{"age": 1, "income": 2, "plan": "a", "surprise": 3}]
+    error = _error(lambda: parser.parse_json_body(orjson.dumps({"dataframe_records": records})))
+    assert (error.status, error.kind) == (422, "missing_columns")
+    assert "missing columns: region" in error.message
+    assert "unknown columns: surprise" in error.message
+
+
+def test_typed_records_must_each_have_every_column(parser):
+    records = [dict(RECORDS[0]), {k: v for k, v in RECORDS[1].items() if k != "region"}]
+    error = _error(lambda: parser.from_records(records, "records", complete=True))
+    assert (error.status, error.kind) == (422, "missing_columns")
+    assert "item 1 lacks the columns: region" in error.message
+    swapped = [dict(RECORDS[0]), {**{k: v for k, v in RECORDS[1].items() if k != "plan"},
+                                  "other": 1}]  # as many keys, one of them not a feature
+    error = _error(lambda: parser.from_records(swapped, "records", complete=True))
+    assert "item 1 lacks the columns: plan" in error.message
+    assert parser.from_records(swapped, "records").categorical[0] == ["basic", None]
+
+
+def test_params_must_be_an_object(parser):
+    body = orjson.dumps({"dataframe_records": RECORDS, "params": [1]})
+    error = _error(lambda: parser.parse_json_body(body))
+    assert (error.status, error.kind) == (400, "bad_format")
+    assert "'params'" in error.message

@@ -40,7 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=None)
     parser.add_argument("--port", type=int, default=None)
     args = parser.parse_args(argv)
-    settings = get_serving_settings()
+    try:
+        settings = get_serving_settings()
+    except ValueError as exc:  # a setting that cannot be used: say which and how to fix it
+        raise SystemExit(f"model API not started: {exc}") from None
     settings = replace(settings, host=args.host or settings.host,
                        port=args.port if args.port is not None else settings.port)
     # Start resolving + compiling the model (two child processes) before importing the

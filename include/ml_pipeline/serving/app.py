@@ -7,7 +7,8 @@ MLflow scoring protocol (any MLflow client works against it):
 * `POST /invocations` - JSON (`dataframe_split`, `dataframe_records`, `instances`,
   `inputs`) or `text/csv`; answers `{"predictions": [<label>, ...]}` exactly like
   `mlflow models serve` does for a scikit-learn model (pyfunc `predict` = labels).
-* `GET /ping`, `GET /health` - 200 with body `"\\n"` when a model is loaded, else 503.
+* `GET /ping`, `GET /health` - 200 with body `"\\n"` (text/plain) when a model is loaded,
+  else 503.
 * `GET /version` - differs from MLflow on purpose: MLflow answers its own package version
   as plain text; this service answers JSON
   `{"model_name", "model_version", "alias", "mlflow_version", "api_version"}` so a
@@ -28,8 +29,15 @@ Own endpoints:
   token gets 401. Concurrent reloads are serialised. A failed reload leaves the old model
   serving and answers 502 with the reason (the previous model is still healthy).
 
+Columns the model does not take are ignored, as `mlflow models serve` does, named in the
+response header `X-Ignored-Columns` and counted in `model_api_ignored_columns_requests_total`;
+with `MODEL_API_STRICT_COLUMNS=true` they get a 422 naming them. Requests marked
+`X-Traffic-Kind: smoke` or `benchmark` are logged with that kind (monitoring reads only
+live traffic). The OpenAPI document (`/openapi.json`, `serving/openapi.py`) lists every
+status and content type of each endpoint.
+
 Errors are JSON `{"error_code", "kind", "message"}`: malformed JSON / bad shape -> 400,
-missing / unknown / wrongly typed columns -> 422, too many rows or too big a body -> 413,
+missing / wrongly typed columns -> 422, too many rows or too big a body -> 413,
 unsupported content type -> 415, no model loaded -> 503.
 """
 
@@ -43,19 +51,13 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from include.ml_pipeline.serving.routes import API_VERSION, JSON, Routes
+from include.ml_pipeline.serving.routes import API_VERSION, Routes
 from include.ml_pipeline.serving.settings import ServingSettings, get_serving_settings
 from include.ml_pipeline.serving.state import ServiceState
 
 log = logging.getLogger("ml_pipeline.serving")
 
 SCORING, MODEL, OPERATIONS = ["mlflow scoring protocol"], ["model"], ["operations"]
-INVOCATIONS_BODY = {"requestBody": {"required": True, "content": {
-    JSON: {"schema": {"type": "object", "description":
-                      "one of dataframe_split, dataframe_records, instances, inputs"}},
-    "text/csv": {"schema": {"type": "string"}}}}}
-PREDICT_BODY = {"requestBody": {"required": True, "content": {JSON: {"schema": {
-    "$ref": "#/components/schemas/PredictRequest"}}}}}
 
 
 def create_app(settings: ServingSettings | None = None, *, loader=None,
@@ -78,14 +80,14 @@ def create_app(settings: ServingSettings | None = None, *, loader=None,
 
     route = app.add_api_route
     route("/invocations", routes.invocations, methods=["POST"], tags=SCORING,
-          summary="MLflow scoring protocol: labels for a batch", openapi_extra=INVOCATIONS_BODY)
+          summary="MLflow scoring protocol: labels for a batch")
     route("/health", routes.ping, methods=["GET"], tags=SCORING, summary="same as /ping")
     route("/ping", routes.ping, methods=["GET"], tags=SCORING,
           summary="200 when a model is loaded")
     route("/version", routes.version, methods=["GET"], tags=SCORING,
           summary="served model version (JSON, unlike MLflow's plain text)")
     route("/predict", routes.predict_endpoint, methods=["POST"], tags=MODEL,
-          summary="Typed prediction with probabilities", openapi_extra=PREDICT_BODY)
+          summary="Typed prediction with probabilities")
     route("/ready", routes.ready, methods=["GET"], tags=OPERATIONS,
           summary="200 once a model is loaded")
     route("/model", routes.model_info, methods=["GET"], tags=OPERATIONS,
@@ -96,21 +98,15 @@ def create_app(settings: ServingSettings | None = None, *, loader=None,
           summary="load the version the alias points to now and swap it in")
 
     def openapi() -> dict:
-        """The schema with the record type of the model served now (rebuilt on every call:
-        it follows reloads)."""
+        """The schema with every status and content type, and the request bodies of the
+        model served now (rebuilt on every call: it follows reloads)."""
         from fastapi.openapi.utils import get_openapi
+
+        from include.ml_pipeline.serving.openapi import document
 
         schema = get_openapi(title=app.title, version=app.version,
                              description=app.description, routes=app.routes)
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components["FeatureRecord"] = routes.record_schema()
-        components["PredictRequest"] = {
-            "type": "object", "required": ["records"], "additionalProperties": False,
-            "properties": {"records": {"type": "array", "minItems": 1,
-                                       "maxItems": settings.max_rows,
-                                       "items": {"$ref": "#/components/schemas/FeatureRecord"}}},
-        }
-        return schema
+        return document(schema, state.model, settings.max_rows, settings.strict_columns)
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -29,6 +29,9 @@ class Batch:
     # The request body when it was a one-line JSON `dataframe_split` payload: the inference
     # log embeds it as received instead of encoding the features again.
     raw_split: bytes | None = None
+    # Columns the request sent that the model does not take: ignored (as `mlflow models
+    # serve` does) and reported in the `X-Ignored-Columns` header, or refused in strict mode.
+    ignored_columns: tuple[str, ...] = ()
 
     @property
     def rows(self) -> int:

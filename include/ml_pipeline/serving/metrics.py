@@ -7,6 +7,8 @@
   rows, by predicted class
 * `model_api_model_version` - served version number (NaN before the first load)
 * `model_api_model_info{name,version,alias,predict_path}` - 1 for the served model
+* `model_api_ignored_columns_requests_total{endpoint}` - requests whose extra columns
+  were ignored (named in their `X-Ignored-Columns` response header)
 * `model_api_reloads_total{result}` - reloads by result (`ok`, `failed`, `unauthorized`)
 * `model_api_inference_log_dropped_total` / `..._written_total` /
   `..._write_errors_total` / `model_api_inference_log_pending_objects` - the inference log
@@ -38,6 +40,10 @@ class ApiMetrics:
         self.version.set(float("nan"))
         self.info = Gauge("model_api_model_info", "Served model (value 1)",
                           ["name", "version", "alias", "predict_path"], registry=r)
+        self.ignored_columns = Counter(
+            "model_api_ignored_columns_requests",
+            "Requests with columns the model does not take (ignored, named in the "
+            "X-Ignored-Columns header)", ["endpoint"], registry=r)
         self.reloads = Counter("model_api_reloads", "Reloads by result", ["result"],
                                registry=r)
         self.log_dropped = Gauge("model_api_inference_log_dropped_total",

@@ -11,11 +11,14 @@ Accepted bodies for `POST /invocations` (MLflow's scoring protocol):
   an optional `params` key is accepted and ignored (sklearn models take no params).
 * `text/csv` with a header row.
 
-Rules (also used by `POST /predict`): every feature column must be present and no other
-column may be; numeric columns take JSON numbers or null (booleans and strings are
-rejected; in CSV an empty field is missing); categorical columns take strings or null.
-A record that lacks a column has a missing value there (pandas semantics), but a column
-absent from every record is a missing column. The batch must have 1..max_rows rows.
+Rules (also used by `POST /predict`): every feature column must be present; a column the
+model does not take is ignored, as `mlflow models serve` does, and named in the batch's
+`ignored_columns` (the API reports them, or refuses them in strict mode); numeric columns
+take JSON numbers or null (booleans and strings are rejected; in CSV an empty field is
+missing); categorical columns take strings or null. A record that lacks a column has a
+missing value there (pandas semantics), but a column absent from every record is a
+missing column; `POST /predict`'s typed records must each have every column. The batch
+must have 1..max_rows rows.
 """
 
 from __future__ import annotations
@@ -80,18 +83,28 @@ class FeatureParser:
                 f"the JSON body must have exactly one of the keys {', '.join(FORMATS)}"
                 f" (plus optional 'params'); got keys {sorted(payload)}",
             )
+        if "params" in payload and not isinstance(payload["params"], dict):
+            raise _bad("bad_format", "'params' must be an object (the model takes none; "
+                       "they are ignored)")
         key = keys[0]
         data = payload[key]
         if key == "dataframe_split":
             if not isinstance(data, dict) or "data" not in data:
                 raise _bad("bad_format", "'dataframe_split' must be an object with "
                            "'columns' and 'data'")
+            unexpected = sorted(str(k) for k in data if k not in ("columns", "data", "index"))
+            if unexpected:
+                raise _bad("bad_format", "'dataframe_split' takes only 'columns', 'data' and "
+                           f"'index'; got also {', '.join(unexpected)}")
+            if not isinstance(data.get("index", []), list):
+                raise _bad("bad_format", "'dataframe_split.index' must be a list (it is "
+                           "ignored)")
             columns = data.get("columns")
             if columns is None:
                 raise _bad("missing_columns", "'dataframe_split' needs 'columns' naming "
                            f"the features: {', '.join(self.columns)}")
             batch = self.from_split(columns, data["data"])
-            if b"\n" in body or b"\r" in body:
+            if batch.ignored_columns or b"\n" in body or b"\r" in body:
                 return batch
             return replace(batch, raw_split=body)  # one line: the log can embed it as is
         if key == "dataframe_records":
@@ -114,7 +127,7 @@ class FeatureParser:
         if not rows:
             raise _bad("empty_batch", "the CSV body is empty; expected a header and rows")
         header, data = rows[0], rows[1:]
-        self._check_columns(header, "CSV header")
+        ignored = self._check_columns(header, "CSV header")
         self._check_rows(len(data))
         width = len(header)
         for i, row in enumerate(data):
@@ -140,7 +153,8 @@ class FeatureParser:
             [row[position[c]] if row[position[c]] != "" else None for row in data]
             for c in self.categorical
         )
-        return Batch(self.numeric, self.categorical, numeric, categorical)
+        return Batch(self.numeric, self.categorical, numeric, categorical,
+                     ignored_columns=ignored)
 
     # ----------------------------------------------------------------- shapes
 
@@ -149,7 +163,7 @@ class FeatureParser:
             raise _bad("bad_format", "'dataframe_split.columns' must be a list of strings")
         if not isinstance(data, list):
             raise _bad("bad_format", "'dataframe_split.data' must be a list of rows")
-        self._check_columns(columns, "'dataframe_split.columns'")
+        ignored = self._check_columns(columns, "'dataframe_split.columns'")
         self._check_rows(len(data))
         width = len(columns)
         for i, row in enumerate(data):
@@ -159,9 +173,11 @@ class FeatureParser:
         position = {c: i for i, c in enumerate(columns)}
         by_column = list(zip(*data, strict=True))  # one tuple per given column (C speed)
         values = {c: by_column[position[c]] for c in self.columns}
-        return self._build(values, len(data))
+        return self._build(values, len(data), ignored)
 
-    def from_records(self, records: Any, where: str) -> Batch:
+    def from_records(self, records: Any, where: str, complete: bool = False) -> Batch:
+        """`complete`: every record must have every feature column (the typed
+        `/predict`), instead of a missing value where a record lacks one."""
         if not isinstance(records, list):
             raise _bad("bad_format", f"{where!r} must be a list of records (objects)")
         self._check_rows(len(records))
@@ -175,18 +191,20 @@ class FeatureParser:
             if len(record) != n_columns:
                 uniform = False
             keys.update(record)
-        self._check_columns(keys, where)
+        ignored = self._check_columns(keys, where)
+        if complete and (not uniform or ignored):
+            self._check_complete(records, where)
         n = len(records)
-        if uniform and len(self.columns) > 1:
+        if uniform and not ignored and len(self.columns) > 1:
             # every record has exactly the feature columns: pick and transpose in C
             rows = map(itemgetter(*self.columns), records)
             values = dict(zip(self.columns, zip(*rows, strict=True), strict=True))
         else:
             values = {c: [r.get(c) for r in records] for c in self.columns}
-        return self._build(values, n)
+        return self._build(values, n, ignored)
 
     def from_columns(self, data: dict, where: str) -> Batch:
-        self._check_columns(list(data), where)
+        ignored = self._check_columns(list(data), where)
         lengths = set()
         values = {}
         for column in self.columns:
@@ -200,7 +218,7 @@ class FeatureParser:
                        f"{sorted(lengths)}")
         n = lengths.pop()
         self._check_rows(n)
-        return self._build(values, n)
+        return self._build(values, n, ignored)
 
     # ----------------------------------------------------------------- checks
 
@@ -211,24 +229,33 @@ class FeatureParser:
             raise _bad("too_many_rows", f"the batch has {n} rows; the limit is "
                        f"{self.max_rows} (MODEL_API_MAX_ROWS)", 413)
 
-    def _check_columns(self, columns: Any, where: str) -> None:
+    def _check_columns(self, columns: Any, where: str) -> tuple[str, ...]:
+        """The given columns the model does not take (sorted); 422 when a feature column
+        is missing, 400 when one is repeated."""
         given = list(columns)
         given_set = set(given)
         if len(given_set) != len(given):
-            duplicated = sorted({c for c in given if given.count(c) > 1})
+            duplicated = sorted({str(c) for c in given if given.count(c) > 1})
             raise _bad("duplicate_columns", f"{where} repeats columns: {', '.join(duplicated)}")
         if given_set == self.column_set:
-            return
+            return ()
         missing = [c for c in self.columns if c not in given_set]
-        unknown = sorted(str(c) for c in given_set - self.column_set)
-        parts = []
-        if missing:
-            parts.append(f"missing columns: {', '.join(missing)}")
+        unknown = tuple(sorted(str(c) for c in given_set - self.column_set))
+        if not missing:
+            return unknown
+        parts = [f"missing columns: {', '.join(missing)}"]
         if unknown:
             parts.append(f"unknown columns: {', '.join(unknown)}")
-        kind = "missing_columns" if missing else "unknown_columns"
-        raise _bad(kind, f"{where}: {'; '.join(parts)}. Expected exactly: "
+        raise _bad("missing_columns", f"{where}: {'; '.join(parts)}. Expected: "
                    f"{', '.join(self.columns)}", 422)
+
+    def _check_complete(self, records: list[dict], where: str) -> None:
+        """Every record has every feature column (422 naming the first that lacks one)."""
+        for i, record in enumerate(records):
+            if not self.column_set <= record.keys():
+                absent = [c for c in self.columns if c not in record]
+                raise _bad("missing_columns", f"{where} item {i} lacks the columns: "
+                           f"{', '.join(absent)} (use null for a missing value)", 422)
 
     def _check_finite(self, numeric: np.ndarray) -> None:
         infinite = np.isinf(numeric)
@@ -236,7 +263,8 @@ class FeatureParser:
             column = self.numeric[int(np.nonzero(infinite.any(axis=0))[0][0])]
             raise _bad("wrong_type", f"column {column!r} has a non-finite number", 422)
 
-    def _build(self, values: dict[str, Sequence], n: int) -> Batch:
+    def _build(self, values: dict[str, Sequence], n: int,
+               ignored: tuple[str, ...] = ()) -> Batch:
         for column in self.numeric:
             _check_types(column, values[column], _NUMBER_TYPES, "a number")
         if self.numeric:
@@ -258,7 +286,8 @@ class FeatureParser:
             _check_types(column, column_values, _TEXT_TYPES, "a string")
             categorical.append(column_values if type(column_values) is list
                                else list(column_values))
-        return Batch(self.numeric, self.categorical, numeric, tuple(categorical))
+        return Batch(self.numeric, self.categorical, numeric, tuple(categorical),
+                     ignored_columns=ignored)
 
 
 def _check_types(column: str, values: Sequence, allowed: set[type], what: str) -> None:

@@ -61,7 +61,10 @@ def read_admin_token(home: Path | None = None) -> str | None:
 
 
 def _ensure_token(home: Path | None, token: str | None) -> str:
+    from include.ml_pipeline.serving.settings import check_admin_token
+
     token = token or read_admin_token(home) or secrets.token_urlsafe(32)
+    check_admin_token(token)  # a placeholder fails here, before a process starts
     path = api_dir(home) / TOKEN_FILE
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -156,7 +159,8 @@ def start_api(
 
     `url` (default `get_settings().api_url`) gives host and port; it must be a loopback
     address. The admin token is `admin_token`, else `MODEL_API_ADMIN_TOKEN`, else the
-    saved one, else a new random token; it is saved to `<home>/api/admin_token` (0600).
+    saved one, else a new random token; it is saved to `<home>/api/admin_token` (0600). A
+    placeholder token raises `settings.InsecureSettingError` before anything starts.
     Waits until `/ready` answers 200 (or only `/version` if `require_model` is False).
     Returns the running `ApiProcess` (the existing one if already running).
     Raises `ApiStartError` (with the service log tail) on failure or timeout; the failed

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from typing import Any
+from urllib.parse import quote
 
 import orjson
 from fastapi import Request
@@ -22,6 +22,7 @@ from include.ml_pipeline.serving.state import ServiceState
 log = logging.getLogger("ml_pipeline.serving")
 API_VERSION = "1.0"
 JSON = "application/json"
+IGNORED_COLUMNS_HEADER = "X-Ignored-Columns"
 _ERROR_CODES = {400: "BAD_REQUEST", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
                 404: "NOT_FOUND", 405: "BAD_REQUEST", 413: "BAD_REQUEST",
                 415: "BAD_REQUEST", 422: "BAD_REQUEST", 502: "INTERNAL_ERROR",
@@ -37,6 +38,15 @@ def traffic_kind(header: str | None) -> str:
         if kind in _MARKED:
             return kind
     return LIVE_TRAFFIC
+
+
+def ignored_header(names: tuple[str, ...], limit: int = 2000) -> str:
+    """`X-Ignored-Columns`: the names, each percent-encoded (RFC 3986), comma-separated;
+    cut with `,...` past `limit` characters."""
+    text = ",".join(quote(name, safe="") for name in names)
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(",", 1)[0] + ",..."
 
 
 def error_response(status: int, kind: str, message: str) -> Response:
@@ -58,7 +68,9 @@ class Routes:
 
     async def http_error(self, request: Request, exc: StarletteHTTPException):
         self.state.metrics.error(f"http_{exc.status_code}")
-        return error_response(exc.status_code, f"http_{exc.status_code}", str(exc.detail))
+        response = error_response(exc.status_code, f"http_{exc.status_code}", str(exc.detail))
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        return response
 
     async def validation_error(self, request: Request, exc: RequestValidationError):
         self.state.metrics.error("validation")
@@ -102,6 +114,20 @@ class Routes:
         reason = state.last_load_error or ("loading" if state.loading else "no model loaded")
         return self.fail(endpoint, started, RequestError(503, "not_ready",
                                                          f"no model is being served: {reason}"))
+
+    def ignored(self, batch, served, endpoint: str) -> dict[str, str] | None:
+        """The response header naming the columns the model does not take (ignored, as
+        `mlflow models serve` does), counted; in strict mode a 422 naming them."""
+        names = batch.ignored_columns
+        if not names:
+            return None
+        if self.settings.strict_columns:
+            raise RequestError(422, "unknown_columns", f"unknown columns: {', '.join(names)}. "
+                               f"The model takes: {', '.join(served.parser.columns)} (this "
+                               "API runs with MODEL_API_STRICT_COLUMNS=true, which refuses "
+                               "columns it would otherwise ignore)")
+        self.state.metrics.ignored_columns.labels(endpoint).inc()
+        return {IGNORED_COLUMNS_HEADER: ignored_header(names)}
 
     def predict(self, served, batch):
         """The fast path's prediction, else (it raised) the sklearn pipeline's."""
@@ -151,17 +177,18 @@ class Routes:
                 raise RequestError(415, "unsupported_media_type",
                                    f"content type {mime!r} is not supported; use "
                                    f"'{JSON}' or 'text/csv'")
+            headers = self.ignored(batch, served, "invocations")
             result = self.predict(served, batch)
         except RequestError as exc:
             return self.fail("invocations", started, exc)
         payload = orjson.dumps({"predictions": result.labels})
         self.after_predict("invocations", started, served, batch, result, request)
-        return Response(payload, media_type=JSON)
+        return Response(payload, media_type=JSON, headers=headers)
 
     async def ping(self) -> Response:
         if self.state.model is None:
             return error_response(503, "not_ready", "no model is being served")
-        return Response(b"\n", media_type=JSON)
+        return Response(b"\n", media_type="text/plain")
 
     async def version(self) -> Response:
         served = self.state.model
@@ -185,7 +212,8 @@ class Routes:
             if not isinstance(payload, dict) or set(payload) != {"records"}:
                 raise RequestError(400, "bad_format",
                                    'the body must be {"records": [{feature: value, ...}]}')
-            batch = served.parser.from_records(payload["records"], "records")
+            batch = served.parser.from_records(payload["records"], "records", complete=True)
+            headers = self.ignored(batch, served, "predict")
             result = self.predict(served, batch)
         except RequestError as exc:
             return self.fail("predict", started, exc)
@@ -199,7 +227,7 @@ class Routes:
         body = orjson.dumps({"model_name": served.name, "model_version": served.version,
                              "predictions": predictions})
         self.after_predict("predict", started, served, batch, result, request)
-        return Response(body, media_type=JSON)
+        return Response(body, media_type=JSON, headers=headers)
 
     async def ready(self) -> Response:
         state = self.state
@@ -254,20 +282,3 @@ class Routes:
             "predict_path": new.predict_path,
             "seconds": round(time.perf_counter() - started, 3),
         }), media_type=JSON)
-
-    # ------------------------------------------------------------------ OpenAPI
-
-    def record_schema(self) -> dict[str, Any]:
-        """The JSON schema of one input record, from the served model's feature spec."""
-        served = self.state.model
-        if served is None:
-            return {"type": "object", "description": "model not loaded yet"}
-        from pydantic import ConfigDict, Field, create_model
-
-        fields: dict[str, Any] = {}
-        for column in served.spec.numeric:
-            fields[column] = (float | None, Field(default=..., description="numeric feature"))
-        for column in served.spec.categorical:
-            fields[column] = (str | None, Field(default=..., description="categorical feature"))
-        record = create_model("FeatureRecord", __config__=ConfigDict(extra="forbid"), **fields)
-        return record.model_json_schema()

@@ -9,7 +9,10 @@
 | MODEL_API_ALIAS               | champion                        | alias to serve                |
 | MODEL_API_MAX_ROWS            | 10000                           | rows per request (413 above)  |
 | MODEL_API_MAX_BODY_BYTES      | 16777216 (16 MiB)               | body size (413 above)         |
-| MODEL_API_ADMIN_TOKEN         | unset: `/admin/reload` refused  | bearer token for reloads      |
+| MODEL_API_ADMIN_TOKEN         | unset: `/admin/reload` refused  | bearer token for reloads; a   |
+|                               |                                 | placeholder or < 16 chars:    |
+|                               |                                 | the API refuses to start      |
+| MODEL_API_STRICT_COLUMNS      | false: extra columns ignored    | true: 422 naming them         |
 | MODEL_API_LOG_SAMPLE_RATE     | 1.0                             | share of requests logged      |
 | MODEL_API_LOG_FLUSH_SECONDS   | 2 (local root), 30 (remote)     | at most this old: one object  |
 | MODEL_API_LOG_MAX_OBJECT_BYTES| 8 MiB                           | lines per log object, at most |
@@ -25,6 +28,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from include.ml_pipeline.config import get_settings
@@ -44,6 +48,57 @@ def _int(name: str, default: int) -> int:
     return int(_float(name, default))
 
 
+def _bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false; got {value!r}")
+
+
+MIN_TOKEN_LENGTH = 16
+MAKE_TOKEN = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+# What placeholders and examples look like once lower-cased and stripped to [a-z0-9];
+# words of 5+ letters, so a random token holds one by chance about once in a million.
+_PLACEHOLDER_WORDS = ("changeme", "placeholder", "example", "replaceme", "dummy", "yourtoken",
+                      "yoursecret", "password", "secret", "sample", "default", "insecure",
+                      "notset", "admintoken")
+_TEMPLATE = re.compile(r"^\s*(<.*>|\$\{.*\}|\{\{.*\}\}|%\(.*\)s?)\s*$")
+
+
+class InsecureSettingError(ValueError):
+    """A setting holds a placeholder or a value too weak to protect what it guards."""
+
+
+def check_admin_token(token: str | None) -> str | None:
+    """`token` if it can guard `/admin/reload`, None when unset or empty (reloads are then
+    refused); raises `InsecureSettingError` for a placeholder, an example or a short
+    value, saying how to make a real one."""
+    if token is None or not token.strip():
+        return None
+    token = token.strip()
+    normalised = re.sub(r"[^a-z0-9]", "", token.lower())
+    reason = None
+    if _TEMPLATE.match(token):
+        reason = "it is a template placeholder"
+    elif any(word in normalised for word in _PLACEHOLDER_WORDS):
+        reason = "it looks like a placeholder or an example"
+    elif len(token) < MIN_TOKEN_LENGTH:
+        reason = f"it has {len(token)} characters; at least {MIN_TOKEN_LENGTH} are needed"
+    elif len(set(token)) < 6:
+        reason = "it repeats a few characters"
+    if reason is None:
+        return token
+    raise InsecureSettingError(
+        f"MODEL_API_ADMIN_TOKEN is not a usable secret ({reason}), so the model API does "
+        f"not start: anyone who guessed it could change the served model. Set it to a "
+        f"random value, e.g. `{MAKE_TOKEN}` (in .env or the environment of the service and "
+        "of the Airflow tasks), or leave it empty to disable /admin/reload.")
+
+
 @dataclass(frozen=True)
 class ServingSettings:
     host: str
@@ -54,6 +109,7 @@ class ServingSettings:
     max_rows: int
     max_body_bytes: int
     admin_token: str | None
+    strict_columns: bool
     log_uri: str
     log_sample_rate: float
     log_flush_seconds: float | None
@@ -81,7 +137,8 @@ def get_serving_settings() -> ServingSettings:
         alias=os.environ.get("MODEL_API_ALIAS", "champion"),
         max_rows=max(1, _int("MODEL_API_MAX_ROWS", 10_000)),
         max_body_bytes=max(1024, _int("MODEL_API_MAX_BODY_BYTES", 16 * 1024 * 1024)),
-        admin_token=os.environ.get("MODEL_API_ADMIN_TOKEN") or None,
+        admin_token=check_admin_token(os.environ.get("MODEL_API_ADMIN_TOKEN")),
+        strict_columns=_bool("MODEL_API_STRICT_COLUMNS", False),
         log_uri=base.inference_log_uri,
         log_sample_rate=rate,
         log_flush_seconds=(_float("MODEL_API_LOG_FLUSH_SECONDS", 0.0) or None),

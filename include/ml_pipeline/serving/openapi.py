@@ -1,0 +1,212 @@
+"""The model API's OpenAPI document: every status and content type each endpoint returns,
+and request schemas generated from the feature spec of the model served now (rebuilt on
+every `GET /openapi.json`, so it follows reloads).
+
+What the schemas say, and where they are narrower than what the service accepts:
+
+* a feature record has every feature column: numbers (double) or null for numeric
+  columns, strings or null for categorical ones. Other keys are ignored (reported in
+  `X-Ignored-Columns`) unless strict mode (`MODEL_API_STRICT_COLUMNS=true`) is on, when
+  the schema forbids them as the service refuses them;
+* `dataframe_split` is documented with its columns in the spec's order (any order and any
+  superset of the columns is accepted, and records lacking a key inside a batch that has
+  it elsewhere are read as missing values, as pandas does); a JSON schema cannot say
+  "these names in any order", so the documented form is the canonical one;
+* `text/csv` is documented by a pattern: the header in the spec's order, then rows.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+JSON = "application/json"
+TEXT = "text/plain"
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+
+ERROR_DESCRIPTIONS = {
+    400: "malformed body: not JSON, wrong shape, empty batch, repeated columns, bad header",
+    401: "missing or wrong bearer token",
+    403: "reloads are disabled: MODEL_API_ADMIN_TOKEN is not set on the server",
+    413: "too many rows (MODEL_API_MAX_ROWS) or too big a body (MODEL_API_MAX_BODY_BYTES)",
+    415: "unsupported content type or charset (JSON or text/csv, UTF-8)",
+    422: "missing columns, wrong value types, non-finite numbers, values the model refuses; "
+         "in strict mode also columns the model does not take",
+    502: "the reload failed; the previous model keeps serving",
+    503: "no model is being served yet (loading, or the last load failed)",
+}
+IGNORED_HEADER_DOC = {
+    "description": "columns the request sent that the model does not take, ignored (as "
+                   "`mlflow models serve` does): percent-encoded names, comma-separated",
+    "schema": {"type": "string"},
+}
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error_code", "kind", "message"],
+    "properties": {"error_code": {"type": "string"}, "kind": {"type": "string"},
+                   "message": {"type": "string"}},
+}
+
+
+def errors(*codes: int) -> dict[int, dict[str, Any]]:
+    """The `responses` entries of these error statuses (JSON `Error` bodies)."""
+    return {code: {"description": ERROR_DESCRIPTIONS[code],
+                   "content": {JSON: {"schema": ERROR_REF}}} for code in codes}
+
+
+def ok(schema: dict[str, Any], description: str, media_type: str = JSON,
+       headers: dict[str, Any] | None = None) -> dict[int, dict[str, Any]]:
+    response: dict[str, Any] = {"description": description,
+                                "content": {media_type: {"schema": schema}}}
+    if headers:
+        response["headers"] = headers
+    return {200: response}
+
+
+PREDICTIONS = {"type": "object", "required": ["predictions"],
+               "properties": {"predictions": {"type": "array"}}}
+PREDICT_RESPONSE = {
+    "type": "object", "required": ["model_name", "model_version", "predictions"],
+    "properties": {
+        "model_name": {"type": "string"}, "model_version": {"type": "string"},
+        "predictions": {"type": "array", "items": {
+            "type": "object", "required": ["label", "probabilities"],
+            "properties": {"label": {}, "probabilities": {
+                "anyOf": [{"type": "object", "additionalProperties": {"type": "number"}},
+                          {"type": "null"}]}}}}},
+}
+VERSION = {"type": "object",
+           "required": ["model_name", "model_version", "alias", "api_version"],
+           "properties": {"model_name": {"type": "string"},
+                          "model_version": {"type": ["string", "null"]},
+                          "alias": {"type": "string"},
+                          "mlflow_version": {"type": ["string", "null"]},
+                          "api_version": {"type": "string"}}}
+READY = {"type": "object", "required": ["ready", "model_version"],
+         "properties": {"ready": {"type": "boolean"}, "model_version": {"type": "string"}}}
+MODEL = {"type": "object", "required": ["name", "version", "alias", "feature_spec"],
+         "properties": {"name": {"type": "string"}, "version": {"type": "string"},
+                        "alias": {"type": "string"}, "feature_spec": {"type": "object"}}}
+RELOADED = {"type": "object", "required": ["model_version", "predict_path", "seconds"],
+            "properties": {"previous_version": {"type": ["string", "null"]},
+                           "model_version": {"type": "string"},
+                           "predict_path": {"type": "string"},
+                           "seconds": {"type": "number"}}}
+TEXT_BODY = {"type": "string"}
+
+# (path, responses) of every endpoint; the request bodies are added by `document`.
+RESPONSES: dict[str, dict[int, dict[str, Any]]] = {
+    "/invocations": {
+        **ok(PREDICTIONS, "one label per row, in order (MLflow's answer)",
+             headers={"X-Ignored-Columns": IGNORED_HEADER_DOC}),
+        **errors(400, 413, 415, 422, 503)},
+    "/predict": {
+        **ok(PREDICT_RESPONSE, "label and class probabilities per record",
+             headers={"X-Ignored-Columns": IGNORED_HEADER_DOC}),
+        **errors(400, 413, 422, 503)},
+    "/ping": {**ok(TEXT_BODY, "a model is loaded (body: a newline)", TEXT), **errors(503)},
+    "/health": {**ok(TEXT_BODY, "a model is loaded (body: a newline)", TEXT), **errors(503)},
+    "/version": ok(VERSION, "the served model version"),
+    "/ready": {**ok(READY, "a model is loaded"), **errors(503)},
+    "/model": {**ok(MODEL, "the served model: version, run, metrics, feature spec"),
+               **errors(503)},
+    "/metrics": ok(TEXT_BODY, "Prometheus text exposition format", TEXT),
+    "/admin/reload": {**ok(RELOADED, "the new version serves"), **errors(401, 403, 502)},
+}
+
+
+def _value(kind: str) -> dict[str, Any]:
+    if kind == "numeric":
+        return {"type": ["number", "null"], "format": "double"}
+    return {"type": ["string", "null"]}
+
+
+def _columns(spec: Any) -> list[tuple[str, str]]:
+    return [*((c, "numeric") for c in spec.numeric),
+            *((c, "categorical") for c in spec.categorical)]
+
+
+def feature_record(spec: Any, strict: bool) -> dict[str, Any]:
+    columns = _columns(spec)
+    return {"type": "object", "required": [c for c, _ in columns],
+            "properties": {c: _value(kind) for c, kind in columns},
+            "additionalProperties": not strict,
+            "description": "one row: every feature column" + (
+                "" if strict else "; other keys are ignored (X-Ignored-Columns)")}
+
+
+def _csv_pattern(spec: Any) -> str:
+    number = r"([-+]?([0-9]{1,15}(\.[0-9]{0,12})?|\.[0-9]{1,12})([eE][-+]?[0-9]{1,2})?)?"
+    text = r"[^,\"\r\n]*"  # no quoting: a quoted field may hold commas or newlines
+    columns = _columns(spec)
+    row = ",".join(number if kind == "numeric" else text for _, kind in columns)
+    header = ",".join(re.escape(c) for c, _ in columns)
+    return f"^{header}(\\r?\\n{row})+(\\r?\\n)?$"
+
+
+def request_bodies(spec: Any, max_rows: int, strict: bool) -> dict[str, dict[str, Any]]:
+    """The request bodies of `/invocations` and `/predict` for the served feature spec."""
+    record = {"$ref": "#/components/schemas/FeatureRecord"}
+    records = {"type": "array", "minItems": 1, "maxItems": max_rows, "items": record}
+    columns = _columns(spec)
+    split = {
+        "type": "object", "required": ["columns", "data"], "additionalProperties": False,
+        "properties": {
+            "columns": {"type": "array", "minItems": len(columns), "maxItems": len(columns),
+                        "prefixItems": [{"const": c} for c, _ in columns], "items": False},
+            "data": {"type": "array", "minItems": 1, "maxItems": max_rows, "items": {
+                "type": "array", "minItems": len(columns), "maxItems": len(columns),
+                "prefixItems": [_value(kind) for _, kind in columns], "items": False}},
+            "index": {"type": "array"}}}
+
+    def one(key: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "object", "required": [key], "additionalProperties": False,
+                "properties": {key: schema, "params": {"type": "object"}}}
+
+    invocations = {"oneOf": [one("dataframe_split", split), one("dataframe_records", records),
+                             one("instances", records), one("inputs", records)],
+                   "description": "MLflow's scoring protocol: exactly one of "
+                                  "dataframe_split, dataframe_records, instances, inputs"}
+    csv = {"type": "string", "pattern": _csv_pattern(spec),
+           "description": "a header row naming the feature columns, then one line per row"}
+    return {
+        "/invocations": {"required": True, "content": {JSON: {"schema": invocations},
+                                                       "text/csv": {"schema": csv}}},
+        "/predict": {"required": True, "content": {JSON: {"schema": {
+            "$ref": "#/components/schemas/PredictRequest"}}}},
+    }
+
+
+def document(schema: dict[str, Any], served: Any, max_rows: int, strict: bool) -> dict:
+    """Complete FastAPI's generated `schema` in place: responses, request bodies, the
+    error and record components, the bearer scheme of `/admin/reload`."""
+    components = schema.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    schemas["Error"] = ERROR_SCHEMA
+    components["securitySchemes"] = {"bearer": {
+        "type": "http", "scheme": "bearer",
+        "description": "MODEL_API_ADMIN_TOKEN of the server"}}
+    bodies: dict[str, Any] = {}
+    if served is not None:
+        schemas["FeatureRecord"] = feature_record(served.spec, strict)
+        schemas["PredictRequest"] = {
+            "type": "object", "required": ["records"], "additionalProperties": False,
+            "properties": {"records": {"type": "array", "minItems": 1, "maxItems": max_rows,
+                                       "items": {"$ref": "#/components/schemas/FeatureRecord"}}}}
+        bodies = request_bodies(served.spec, max_rows, strict)
+    else:  # no model yet: any body gets 503
+        schemas["FeatureRecord"] = {"type": "object", "description": "model not loaded yet"}
+        loose = {"required": True, "content": {JSON: {"schema": {"type": "object"}}}}
+        bodies = {"/invocations": loose, "/predict": loose}
+    for path, methods in schema.get("paths", {}).items():
+        for operation in methods.values():
+            if path in RESPONSES:
+                operation["responses"] = {str(code): dict(doc)
+                                          for code, doc in RESPONSES[path].items()}
+            if path in bodies:
+                operation["requestBody"] = bodies[path]
+            if path == "/admin/reload":
+                operation["security"] = [{"bearer": []}]
+    schema.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
+    schema.get("components", {}).get("schemas", {}).pop("ValidationError", None)
+    return schema
