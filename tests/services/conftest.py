@@ -5,10 +5,11 @@ run a DAG with `dag.test()` and read its task instances."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,18 +180,25 @@ def _proxy_handler(proxy: FlakyProxy):
     return Handler
 
 
-@pytest.fixture
-def flaky_mlflow(mlflow_on_s3):
-    proxy = FlakyProxy(mlflow_on_s3.url)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _proxy_handler(proxy))
-    proxy.port = server.server_address[1]
+@contextlib.contextmanager
+def serve_http(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[int]:
+    """An HTTP server with `handler` on a free loopback port, in a thread; yields the port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield proxy
+        yield server.server_address[1]
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def flaky_mlflow(mlflow_on_s3):
+    proxy = FlakyProxy(mlflow_on_s3.url)
+    with serve_http(_proxy_handler(proxy)) as port:
+        proxy.port = port
+        yield proxy
 
 
 # ------------------------------------------------------------------------- running a DAG

@@ -22,8 +22,6 @@ on the service side (502) or a dropped connection is `ModelApiError`: retried.
 from __future__ import annotations
 
 import logging
-import socket
-import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -80,53 +78,39 @@ def check_service(endpoint: ModelApiEndpoint, model_name: str, *, wait_seconds: 
     """Preflight of a model API service: an admin token is set, the host resolves, `/version`
     answers within `wait_seconds` (refused connections and 5xx are polled with backoff) and
     the service serves `model_name`. Returns its `/version`; raises `ModelApiConfigError`."""
-    import httpx
+    from include.ml_pipeline.service_probe import Unreachable, Unresolvable, answer
 
     where = endpoint.describe()
+    fix = f"fix host/port of the connection {MODEL_API_CONN_ID!r}"
     if not endpoint.token:
         raise ModelApiConfigError(
             f"{where}: no admin token; set the password of the Airflow connection "
             f"{MODEL_API_CONN_ID!r} (or MODEL_API_ADMIN_TOKEN) to the service's "
             "MODEL_API_ADMIN_TOKEN"
         )
-    host = urlparse(endpoint.url).hostname or ""
     try:
-        socket.getaddrinfo(host, None)
-    except OSError as exc:
+        response = answer(endpoint.url.rstrip("/") + "/version", wait_seconds=wait_seconds)
+    except Unresolvable as exc:
+        raise ModelApiConfigError(f"{where}: {exc}; {fix}") from exc
+    except Unreachable as exc:
         raise ModelApiConfigError(
-            f"{where}: host {host!r} does not resolve ({exc}); fix host/port of the connection "
-            f"{MODEL_API_CONN_ID!r}"
+            f"{where} did not answer in {wait_seconds:.0f} s (last: {exc.last}); start the "
+            f"service or {fix}"
         ) from exc
-    started, delay, last = time.monotonic(), 0.5, ""
-    while True:
-        try:
-            response = httpx.get(endpoint.url.rstrip("/") + "/version", timeout=5.0)
-        except httpx.HTTPError as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        else:
-            if response.status_code == 200:
-                info = response.json()
-                serving = info.get("model_name")
-                if serving and serving != model_name:
-                    raise ModelApiConfigError(
-                        f"{where} serves model {serving!r}, not {model_name!r}; point the "
-                        f"connection {MODEL_API_CONN_ID!r} at this model's API, or set the "
-                        f"service's ML_PIPELINE_MODEL_NAME={model_name}"
-                    )
-                return info
-            if response.status_code < 500:
-                raise ModelApiConfigError(
-                    f"{where}: GET /version answered {response.status_code}: not the model API "
-                    f"(wrong port or path?); fix the connection {MODEL_API_CONN_ID!r}"
-                )
-            last = f"{response.status_code} {response.text[:200]}"
-        if time.monotonic() - started + delay > wait_seconds:
-            raise ModelApiConfigError(
-                f"{where} did not answer in {wait_seconds:.0f} s (last: {last}); start the "
-                f"service or fix host/port of the connection {MODEL_API_CONN_ID!r}"
-            )
-        time.sleep(delay)
-        delay = min(delay * 2, 5.0)
+    if response.status_code != 200:
+        raise ModelApiConfigError(
+            f"{where}: GET /version answered {response.status_code}: not the model API "
+            f"(wrong port or path?); {fix}"
+        )
+    info = response.json()
+    serving = info.get("model_name")
+    if serving and serving != model_name:
+        raise ModelApiConfigError(
+            f"{where} serves model {serving!r}, not {model_name!r}; point the connection "
+            f"{MODEL_API_CONN_ID!r} at this model's API, or set the service's "
+            f"ML_PIPELINE_MODEL_NAME={model_name}"
+        )
+    return info
 
 
 def reload_service(endpoint: ModelApiEndpoint, *, timeout: float) -> dict[str, Any]:

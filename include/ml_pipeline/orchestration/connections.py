@@ -118,6 +118,18 @@ def configure_storage_root(uri: str | None = None) -> bool:
     return True
 
 
+def _http_url(conn, default_port: int | None, error: type[Exception], what: str) -> str:
+    """`<schema>://<host>[:<port>]` of an http connection (a host may carry its scheme and
+    port itself); `error` naming the connection when it has no host."""
+    host = (conn.host or "").strip().rstrip("/")
+    if not host:
+        raise error(f"Airflow connection {conn.conn_id!r} has no host; set host, port and "
+                    f"schema (http/https) to {what}")
+    base = host if "://" in host else f"{conn.schema or 'http'}://{host}"
+    port = conn.port or default_port
+    return f"{base}:{port}" if port and ":" not in base.split("://", 1)[1] else base
+
+
 def mlflow_tracking() -> MlflowTracking:
     """The MLflow tracking server: the `mlflow_tracking` connection when defined
     (`<schema>://<host>:<port>`, login/password for a server with authentication), else
@@ -126,14 +138,7 @@ def mlflow_tracking() -> MlflowTracking:
     if conn is not None:
         from include.ml_pipeline.registry.mlflow_setup import MlflowServerError
 
-        host = (conn.host or "").strip().rstrip("/")
-        if not host:
-            raise MlflowServerError(
-                f"Airflow connection {MLFLOW_CONN_ID!r} has no host; set host (and port, "
-                "schema http/https) to the MLflow tracking server"
-            )
-        base = host if "://" in host else f"{conn.schema or 'http'}://{host}"
-        uri = f"{base}:{conn.port}" if conn.port else base
+        uri = _http_url(conn, None, MlflowServerError, "the MLflow tracking server")
         return MlflowTracking(uri, MLFLOW_CONN_ID, conn.login or None, conn.password or None)
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return MlflowTracking(os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI")
@@ -186,12 +191,6 @@ def model_api() -> ModelApiEndpoint:
     conn = _connection(MODEL_API_CONN_ID)
     if conn is None:
         return ModelApiEndpoint(get_settings().api_url, token, EMBEDDED, "MODEL_API_URL")
-    host = (conn.host or "").strip().rstrip("/")
-    if not host:
-        raise ModelApiConfigError(
-            f"Airflow connection {MODEL_API_CONN_ID!r} has no host; set host, port and schema "
-            "to the model API service (or delete the connection for the embedded local API)"
-        )
-    base = host if "://" in host else f"{conn.schema or 'http'}://{host}"
-    url = f"{base}:{conn.port or 8000}" if ":" not in base.split("://", 1)[1] else base
+    url = _http_url(conn, 8000, ModelApiConfigError,
+                    "the model API service (or delete it for the embedded local API)")
     return ModelApiEndpoint(url, conn.password or token, SERVICE, MODEL_API_CONN_ID)

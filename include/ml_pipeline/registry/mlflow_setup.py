@@ -23,11 +23,9 @@ it came from and the fix.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
@@ -59,7 +57,7 @@ def check_tracking_server(
     times out or answers 5xx is polled with backoff for up to `wait_seconds` (a restart
     is ridden out). Returns the seconds it took, None for a local store (nothing to
     check). Raises `MlflowServerError` naming `uri`, `source` and the fix."""
-    import httpx
+    from include.ml_pipeline.service_probe import Unreachable, Unresolvable, answer
 
     if not uri.startswith(("http://", "https://")):
         return None
@@ -68,39 +66,27 @@ def check_tracking_server(
         "start the server or point the Airflow connection mlflow_tracking (host, port, "
         "schema) or MLFLOW_TRACKING_URI at it"
     )
-    host = urlparse(uri).hostname or ""
-    try:
-        socket.getaddrinfo(host, None)
-    except OSError as exc:
-        raise MlflowServerError(f"{where}: host {host!r} does not resolve ({exc}); {fix}") from exc
     started = time.monotonic()
-    delay, last = 0.5, ""
-    while True:
-        try:
-            response = httpx.get(uri.rstrip("/") + _PROBE, timeout=5.0, **_auth())
-        except httpx.HTTPError as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        else:
-            if response.status_code == 200:
-                return time.monotonic() - started
-            if response.status_code in (401, 403):
-                raise MlflowServerError(
-                    f"{where} refused the credentials ({response.status_code}); set login and "
-                    "password of the connection mlflow_tracking (or MLFLOW_TRACKING_USERNAME / "
-                    "MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_TOKEN)"
-                )
-            if response.status_code < 500 and response.status_code != 429:
-                raise MlflowServerError(
-                    f"{where} answered {response.status_code} to {_PROBE}: not an MLflow "
-                    f"tracking server at this address (wrong port or path?); {fix}"
-                )
-            last = f"{response.status_code} {response.text[:200]}"
-        if time.monotonic() - started + delay > wait_seconds:
-            raise MlflowServerError(
-                f"{where} did not answer in {wait_seconds:.0f} s (last: {last}); {fix}"
-            )
-        time.sleep(delay)
-        delay = min(delay * 2, 5.0)
+    try:
+        response = answer(uri.rstrip("/") + _PROBE, wait_seconds=wait_seconds, **_auth())
+    except Unresolvable as exc:
+        raise MlflowServerError(f"{where}: {exc}; {fix}") from exc
+    except Unreachable as exc:
+        raise MlflowServerError(
+            f"{where} did not answer in {wait_seconds:.0f} s (last: {exc.last}); {fix}"
+        ) from exc
+    if response.status_code in (401, 403):
+        raise MlflowServerError(
+            f"{where} refused the credentials ({response.status_code}); set login and "
+            "password of the connection mlflow_tracking (or MLFLOW_TRACKING_USERNAME / "
+            "MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_TOKEN)"
+        )
+    if response.status_code != 200:
+        raise MlflowServerError(
+            f"{where} answered {response.status_code} to {_PROBE}: not an MLflow "
+            f"tracking server at this address (wrong port or path?); {fix}"
+        )
+    return time.monotonic() - started
 
 
 def is_remote_tracking_uri(uri: str) -> bool:
