@@ -240,3 +240,18 @@ def test_a_task_warehouse_writes_its_outputs_only_when_it_succeeds(worker):
     opened = warehouse.task_warehouse(inputs={"raw__x": missing})
     with pytest.raises(FileNotFoundError, match=r"never\.parquet.*descargar_datos"):
         opened.__enter__()
+
+
+def test_pruning_on_s3_removes_old_runs_tables_and_keeps_their_splits(s3_root):
+    runs = storage.join(s3_root.uri, "runs")
+    for name in ("a/tables/raw.parquet", "a/splits/train.parquet", "b/tables/raw.parquet"):
+        storage.write_bytes(storage.join(runs, name), b"x")
+    # every object counts as old here (S3 keeps its own modification times)
+    assert warehouse.prune_old_tables(runs, keep="b", max_age_seconds=-1) == [
+        storage.join(runs, "a", "tables")
+    ]
+    assert s3_root.server.keys(s3_root.prefix + "/") == [
+        f"{s3_root.prefix}/runs/a/splits/train.parquet",
+        f"{s3_root.prefix}/runs/b/tables/raw.parquet",
+    ]
+    assert warehouse.prune_old_tables(runs, keep="other") == []  # b is minutes old
