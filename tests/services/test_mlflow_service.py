@@ -6,7 +6,6 @@ after the server created the version, retried by Airflow to exactly one version.
 from __future__ import annotations
 
 import http.server
-import threading
 import time
 
 import pytest
@@ -20,7 +19,14 @@ from include.ml_pipeline.registry.mlflow_setup import (
     ensure_experiment,
 )
 from tests.registry.conftest import log_small_model
-from tests.services.conftest import Rule, free_port, run_test_dag, task_instances, unique_id
+from tests.services.conftest import (
+    Rule,
+    free_port,
+    run_test_dag,
+    serve_http,
+    task_instances,
+    unique_id,
+)
 
 
 def test_a_model_logged_and_registered_through_the_server_is_served_from_the_bucket(
@@ -86,16 +92,41 @@ def test_a_server_that_is_not_mlflow_or_refuses_the_credentials_fails_at_once(st
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serve_http(Handler) as port:
         started = time.monotonic()
         with pytest.raises(MlflowServerError, match=expected):
-            check_tracking_server(f"http://127.0.0.1:{server.server_address[1]}")
+            check_tracking_server(f"http://127.0.0.1:{port}")
         assert time.monotonic() - started < 5
-    finally:
-        server.shutdown()
-        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def logged_model(mlflow_on_s3, tmp_path_factory):
+    """One candidate logged by the training code through the server (registered below
+    under other names and Airflow runs)."""
+    return log_small_model(tmp_path_factory.mktemp("cut-off"), mlflow_on_s3.url,
+                           experiment="cut-off")
+
+
+def test_a_create_request_the_client_resent_leaves_one_version(
+    mlflow_on_s3, flaky_mlflow, logged_model, clean_task_env
+):
+    """MLflow's client resends a POST whose answer was lost (its own retries): the server
+    then holds two versions of one Airflow run; the oldest is kept, the other deleted."""
+    name = unique_id("resent")
+    clean_task_env.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    clean_task_env.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    flaky_mlflow.rules.append(
+        Rule(lambda method, path: method == "POST" and "model-versions/create" in path, "drop")
+    )
+    version = registry.register_challenger(
+        logged_model["model_uri"], name, airflow_run_id="resent-run", tracking_uri=flaky_mlflow.url
+    )
+    creates = flaky_mlflow.paths("model-versions/create")
+    assert [outcome for *_, outcome in creates] == ["dropped", "200"]  # two on the server
+    client = MlflowClient(mlflow_on_s3.url)
+    assert [v.version for v in client.search_model_versions(f"name = '{name}'")] == [version]
+    assert version == "1"  # the oldest kept
+    assert registry.get_alias_version(name, CHALLENGER, tracking_uri=mlflow_on_s3.url) == version
 
 
 def _registration_dag(dag_id: str, model_uri: str, name: str, tracking_uri: str):
@@ -116,19 +147,20 @@ def _registration_dag(dag_id: str, model_uri: str, name: str, tracking_uri: str)
 
 
 def test_a_registration_cut_off_after_the_server_created_the_version_is_retried_to_one_version(
-    mlflow_on_s3, flaky_mlflow, tmp_path, clean_task_env, airflow_db
+    mlflow_on_s3, flaky_mlflow, logged_model, clean_task_env, airflow_db
 ):
     """The connection drops after the server created the version (the client never hears
     back): the task fails, Airflow retries it (exponential backoff), and the retry finds
     that version instead of creating a second one; `challenger` moves only then."""
     uri, name = flaky_mlflow.url, unique_id("cut_off")
-    logged = log_small_model(tmp_path / "data", mlflow_on_s3.url, experiment="cut-off")
     clean_task_env.setenv("MLFLOW_TRACKING_URI", uri)  # the preflight checks it too
     clean_task_env.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the task sees the cut
     flaky_mlflow.rules.append(
         Rule(lambda method, path: method == "POST" and "model-versions/create" in path, "drop")
     )
-    dag = _registration_dag(unique_id("services_registration"), logged["model_uri"], name, uri)
+    dag = _registration_dag(
+        unique_id("services_registration"), logged_model["model_uri"], name, uri
+    )
 
     run = run_test_dag(dag)
 
