@@ -314,6 +314,8 @@ def start_model_api(root: Path, s3: S3, mlflow: Mlflow, storage_uri: str) -> Mod
         "MODEL_API_ADMIN_TOKEN": token,
         "MODEL_API_HOST": "127.0.0.1",
         "MODEL_API_PORT": str(port),
+        # the inference log's objects at most this old (30 s by default on an object store)
+        "MODEL_API_LOG_FLUSH_SECONDS": "3",
     }
     service = start("model API", [sys.executable, "-m", "include.ml_pipeline.serving",
                                   "--host", "127.0.0.1", "--port", str(port)],

@@ -261,16 +261,19 @@ def _judge_storage(cluster: Cluster, step: Step, dag_id: str, need: tuple[str, .
 
 def send_live_traffic(cluster: Cluster, rows: int = 200, batch: int = 50) -> int:
     """`rows` generated customers (no label) to the model API as live traffic; waits
-    until the inference log has an object in the bucket."""
+    until the inference log has a new object in the bucket (the API writes a batch at
+    most `MODEL_API_LOG_FLUSH_SECONDS` old)."""
     from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
 
+    prefix = "pipeline/inference_log/"
+    before = set(cluster.s3.keys(prefix))
     frame = generate_churn_frame(rows, seed=11).drop(columns=[TARGET])
     for start in range(0, rows, batch):
         chunk = json.loads(frame.iloc[start:start + batch].to_json(orient="split", index=False))
         cluster.api.post("/invocations", {"dataframe_split": chunk})
     with contextlib.suppress(ClusterError):  # judged by the monitoring step
-        wait_for(lambda: bool(cluster.s3.keys("pipeline/inference_log/")), timeout=60,
-                 what="the inference log in the bucket", interval=1)
+        wait_for(lambda: bool(set(cluster.s3.keys(prefix)) - before), timeout=90,
+                 what="the live traffic's inference log object in the bucket", interval=1)
     return rows
 
 
