@@ -211,13 +211,26 @@ def stop_api(env: dict) -> None:
 
 
 def task_durations_sqlite(db: Path) -> list[dict]:
+    """Per-task seconds of the embedded run. `dag.test()` on 2.11 records each task's end
+    but no start: it runs one task at a time, so a task took from the previous task's end
+    (the first: from the DAG run's start) to its own."""
     if not db.is_file():
         return []
     with sqlite3.connect(db) as con:
-        rows = con.execute("SELECT task_id, map_index, state, duration FROM task_instance "
-                           "ORDER BY start_date").fetchall()
-    return [{"task_id": t, "map_index": m, "state": s, "seconds": round(d or 0, 2)}
-            for t, m, s, d in rows]
+        run_start = con.execute("SELECT julianday(start_date) FROM dag_run "
+                                "ORDER BY start_date DESC LIMIT 1").fetchone()
+        rows = con.execute(
+            "SELECT task_id, map_index, state, julianday(start_date), julianday(end_date) "
+            "FROM task_instance WHERE end_date IS NOT NULL ORDER BY end_date").fetchall()
+    previous = run_start[0] if run_start else None
+    out = []
+    for task_id, map_index, state, start, end in rows:
+        begin = start if start is not None else previous
+        seconds = (end - begin) * 86400 if begin is not None else None
+        out.append({"task_id": task_id, "map_index": map_index, "state": state,
+                    "seconds": round(seconds, 2) if seconds is not None else None})
+        previous = end
+    return out
 
 
 def run_embedded(rows: int, data: Path, work: Path, conf: list[str]) -> dict:
@@ -307,7 +320,7 @@ def cluster_child(data: str, root: str, out: str, conf: list[str]) -> int:
         began = time.perf_counter()
         cluster.trigger(DEPLOYMENT_DAG_ID, run_id, run_conf)
         facts["trigger_seconds"] = round(time.perf_counter() - began, 1)
-        facts["state"] = cluster.wait_run(DEPLOYMENT_DAG_ID, run_id, timeout=7200)
+        facts["state"] = cluster.wait_run(DEPLOYMENT_DAG_ID, run_id, timeout=3600)
         facts["run_seconds"] = round(time.perf_counter() - began, 1)
         rows = cluster.postgres.query(
             "SELECT round(extract(epoch FROM end_date - start_date)::numeric, 1)::float, "
@@ -338,23 +351,56 @@ def median(values: list[float | None]) -> float | None:
     return round(statistics.median(values), 2) if values else None
 
 
-def where_time_goes(result: dict) -> str:
-    """The slowest tasks (or steps) of a run, and the sums that matter."""
+#: Stages of the pipeline: the DAG's task ids (last part) and the plain script's steps.
+STAGES = {
+    "data": ("esperar_datos", "descargar_datos", "validar_datos", "preprocesar_datos",
+             "dividir_datos", "wait", "load", "validate", "preprocess", "split"),
+    "experiment": ("iniciar_experimento", "start_experiment"),
+    "fits": ("entrenar_modelo", "train"),
+    "evaluate+register": ("evaluar_modelo", "registrar_mlflow", "evaluate", "register"),
+    "decide+deploy+smoke": ("decidir_despliegue", "generar_artefactos", "desplegar_api",
+                            "pruebas_api", "decide", "release", "deploy_api", "smoke_test"),
+    "monitor+notify": ("configurar_monitoreo", "configurar_dashboards",
+                       "notificar_despliegue_exitoso", "notificar_modelo_rechazado",
+                       "notificar_fallo", "revertir_despliegue", "fin", "drift", "dashboard",
+                       "notify"),
+}
+
+
+def stage_seconds(result: dict) -> tuple[dict[str, float], dict[str, float]]:
+    """(seconds per stage, seconds per task or step) of one run."""
+    steps: dict[str, float] = {}
     if result["variant"] == "plain":
         steps = {k: v for k, v in result.get("steps", {}).items() if not k.startswith("train[")}
+        fits = {k: v for k, v in result.get("steps", {}).items() if k.startswith("train[")}
     else:
-        steps = {}
+        fits = {}
         for task in result.get("tasks", []):
             name = task["task_id"].rsplit(".", 1)[-1]
+            seconds = task.get("seconds") or 0
             if task.get("map_index", -1) not in (-1, None):
-                name = f"{name}[{task['map_index']}]"
-            steps[name] = steps.get(name, 0) + (task.get("seconds") or 0)
-    if not steps:
+                fits[f"{name}[{task['map_index']}]"] = seconds
+            steps[name] = steps.get(name, 0) + seconds
+    stages = {stage: 0.0 for stage in STAGES}
+    stages["other"] = 0.0
+    for name, seconds in steps.items():
+        stage = next((s for s, names in STAGES.items() if name in names), "other")
+        stages[stage] += seconds
+    return {k: round(v, 1) for k, v in stages.items() if v}, {**steps, **fits}
+
+
+def where_time_goes(result: dict) -> str:
+    """Seconds per stage, the fits one by one, and the rest of the wall time."""
+    stages, steps = stage_seconds(result)
+    if not stages:
         return "(no per-task durations)"
-    total = sum(steps.values())
-    top = sorted(steps.items(), key=lambda kv: -kv[1])[:6]
-    shown = ", ".join(f"{k} {v:.1f}" for k, v in top)
-    return f"sum of tasks {total:.1f} s: {shown}"
+    total = sum(stages.values())
+    fits = ", ".join(f"{v:.1f}" for k, v in steps.items() if "[" in k)
+    run = result.get("dag_seconds") or 0
+    shown = ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
+    return (f"tasks {total:.1f} s ({shown}; fits one by one {fits}); "
+            f"run {run:.1f} s - tasks = {run - total:+.1f} s; process wall - run = "
+            f"{result['wall'] - run:+.1f} s (start-up, imports, summary)")
 
 
 def report(rows: int, rounds: list[dict[str, dict]]) -> dict:
@@ -393,6 +439,7 @@ def report(rows: int, rounds: list[dict[str, dict]]) -> dict:
                   + ", ".join(f"{k} {v}" for k, v in startup.items()
                               if k not in ("seconds", "dag parsed")))
         print(f"{'':<12} where the time goes (last round): {where_time_goes(results[-1])}")
+        med["stages"] = stage_seconds(results[-1])[0]
 
     def ratios(num: str, den: str, key: str) -> list[float]:
         return [r[num][key] / r[den][key] for r in rounds
@@ -454,6 +501,16 @@ def plot(summaries: list[dict], path: Path) -> None:
 # --------------------------------------------------------------------------- main
 
 
+def strip(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k != "output"}
+
+
+def save(summaries: dict, raw: dict) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"summaries": summaries, "runs": raw}, indent=1,
+                                  default=str))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_cluster"]:
@@ -463,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default="embedded,plain,distributed",
                         help="which to run, in this order each round")
     parser.add_argument("--skip-distributed", action="store_true")
+    parser.add_argument("--distributed-rows", default=None,
+                        help="sizes at which the distributed run is made (default: all)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds per size (medians)")
     parser.add_argument("--conf", action="append", default=None, metavar="KEY=VALUE",
                         help=f"Param override for every variant (default {DEFAULT_CONF})")
@@ -478,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if args.skip_distributed and "distributed" in variants:
         variants.remove("distributed")
+    dist_sizes = ({int(float(x)) for x in args.distributed_rows.split(",") if x.strip()}
+                  if args.distributed_rows else set(sizes))
     conf = list(DEFAULT_CONF if args.conf is None else args.conf)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-pipeline-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -494,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
         for index in range(args.repeat):
             round_results = {}
             for variant in variants:
+                if variant == "distributed" and rows not in dist_sizes:
+                    continue
                 load = os.getloadavg()[0]
                 print(f"[{rows:,} rows, round {index + 1}] {variant} (load {load:.1f}) ...",
                       flush=True)
@@ -505,14 +568,14 @@ def main(argv: list[str] | None = None) -> int:
                 if result["state"] != "success":
                     print("\n".join(result["output"].splitlines()[-25:]))
                 round_results[variant] = result
+                raw[str(rows)] = [*[{v: strip(r) for v, r in rnd.items()} for rnd in rounds],
+                                  {v: strip(r) for v, r in round_results.items()}]
+                save(summaries, raw)
             rounds.append(round_results)
         summaries[rows] = report(rows, rounds)
-        raw[str(rows)] = [{v: {k: x for k, x in r.items() if k != "output"}
-                           for v, r in rnd.items()} for rnd in rounds]
-        RESULTS.write_text(json.dumps({"summaries": summaries, "runs": raw}, indent=1,
-                                      default=str))
-    if not args.no_plot:
-        plot(list(summaries.values()), PLOT)
+        save(summaries, raw)
+        if not args.no_plot:
+            plot(list(summaries.values()), PLOT)
     if not args.keep:
         for child in work.iterdir():
             if child.name != "data":
