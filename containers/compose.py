@@ -492,8 +492,8 @@ class Project:
             return False
         if done.returncode == 0:
             log(
-                f"{service}: its health check passed in {time.monotonic() - started:.1f} s, "
-                "beyond its own timeout (a busy host)"
+                f"{service}: podman's run of its health check exceeded the check's timeout; "
+                f"run again it passed in {time.monotonic() - started:.1f} s (a busy host)"
             )
         return done.returncode == 0
 

@@ -511,9 +511,9 @@ def astro_dev_start(project: compose.Project, env: dict, check: Check, keep: boo
             "scheduler",
             "python",
             "-c",
-            "from include.ml_pipeline.config import Settings;"
+            "from include.ml_pipeline.config import get_settings;"
             "from devtools.run_pipeline import sample_data;"
-            "print(sample_data(Settings.from_env(), rows=5000, seed=7))",
+            "print(sample_data(get_settings(), rows=5000, seed=7))",
         )
         state, seconds, tasks = run_dag(api, DEPLOY_DAG, {}, timeout=1500)
         if not check(
