@@ -188,7 +188,9 @@ def _failed_tasks(cluster: Cluster, dag_id: str, run_id: str, tis: list[dict]) -
                        f"{ti['hostname']}")
             if ti["state"] == "failed":
                 log = cluster.task_log(dag_id, run_id, ti["task_id"])
-                out.append("log tail:\n" + "\n".join(log.splitlines()[-25:]))
+                # the error lines, not the stack frames (every log keeps those)
+                lines = [line for line in log.splitlines() if line and not line[0].isspace()]
+                out.append("log (error lines):\n" + "\n".join(lines[-12:]))
     return out
 
 
