@@ -41,7 +41,10 @@ def test_openapi_documents_every_status_and_content_type(live_api):
 def test_schemathesis_checks_all_pass_against_the_live_api(live_api, tmp_path):
     """Property-based requests from the OpenAPI document (bounded: ~30 examples per
     operation, one worker), every check schemathesis has."""
-    command = [str(Path(sys.executable).parent / "schemathesis"), "--config-file",
+    binary = Path(sys.executable).parent / "schemathesis"
+    if not binary.exists():  # a dev requirement: not in the Astro image
+        pytest.skip("schemathesis (a dev requirement) is not installed")
+    command = [str(binary), "--config-file",
                str(CONFIG), "--no-color", "run", live_api.url + "/openapi.json",
                "--checks", "all", "--max-examples", "30", "--workers", "1",
                "--seed", "20261201", "--request-timeout", "20"]
