@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from include.ml_pipeline import storage
 
-def smoke_frame(test_path: str, spec: dict[str, Any], rows: int = 32):
-    """The first `rows` rows of the run's test split, feature columns only: the fixed
-    sample `pruebas_api` sends, whatever the dataset."""
+
+def smoke_frame(test_uri: str, spec: dict[str, Any], rows: int = 32):
+    """The first `rows` rows of the run's test split (a `file://` or remote URI, read with
+    the storage root's options), feature columns only: the fixed sample `pruebas_api`
+    sends, whatever the dataset."""
     import pandas as pd
 
     columns = [*spec["numeric"], *spec["categorical"]]
-    return pd.read_parquet(test_path, columns=columns).head(rows)
+    with storage.local_copy(test_uri) as local:
+        return pd.read_parquet(local, columns=columns).head(rows)
