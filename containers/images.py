@@ -331,7 +331,7 @@ def uv_version() -> str:
 
 
 def build_standins(names: Names) -> None:
-    """Debian, then the Python bases, then the Runtime in parallel with PostgreSQL and
+    """Debian, then the Python bases, then the Runtime and PostgreSQL in parallel with
     MLflow (their installs are mostly downloads)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -359,8 +359,6 @@ def build_standins(names: Names) -> None:
             },
             constraints=constraints,
         )
-
-    def services() -> None:
         _build_standin(
             "postgres",
             qualified(names.postgres),
@@ -368,6 +366,8 @@ def build_standins(names: Names) -> None:
             [STANDINS / "postgres" / "docker-entrypoint.sh"],
             {},
         )
+
+    def services() -> None:
         _build_standin(
             "mlflow",
             qualified(names.mlflow),
