@@ -1,14 +1,13 @@
 """The embedded Airflow used by `make run` and the tests: no Docker, no servers.
 
 `configure()` must run before `airflow` is imported: it points AIRFLOW_HOME, the metadata
-database (SQLite) and the logs into `ML_PIPELINE_HOME`, loads this project's `dags/`, and
-defines the connections that `airflow_settings.yaml` defines for `astro dev start`, with
-local values.
+database (SQLite) and the logs into `ML_PIPELINE_HOME` and loads this project's `dags/`.
+It defines no service connection: without them the tasks use the embedded defaults (local
+storage root, SQLite MLflow store, a local model API process).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -51,10 +50,6 @@ def configure(home: Path | None = None) -> Path:
     }
     for key, value in env.items():
         os.environ.setdefault(key, value)
-    os.environ.setdefault(
-        "AIRFLOW_CONN_DUCKDB_DEFAULT",
-        json.dumps({"conn_type": "duckdb", "host": str(settings.duckdb_path)}),
-    )
     if str(PROJECT_ROOT) not in sys.path:
         sys.path.insert(0, str(PROJECT_ROOT))
     return airflow_home

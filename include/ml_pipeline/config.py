@@ -20,32 +20,31 @@ DEFAULT_API_URL = "http://127.0.0.1:8000"
 @dataclass(frozen=True)
 class Settings:
     home: Path
-    storage_root: Path
-    duckdb_path: Path
     mlflow_tracking_uri: str
     mlflow_artifact_root: str
     mlflow_experiment: str
     model_name: str
     api_url: str
-    inference_log_dir: Path
-    reports_dir: Path
-    notifications_log: Path
     #: The storage root URI (`ML_PIPELINE_STORAGE`: a path, `file://`, `s3://bucket/prefix`,
     #: ...): everything that outlives a task lives under it (include/ml_pipeline/storage.py).
-    storage_uri: str = ""
+    storage_uri: str
     #: Reports and dashboards, and the model API's inference log: under the storage root
     #: unless `ML_PIPELINE_REPORTS` / `ML_PIPELINE_INFERENCE_LOG` name another URI.
-    reports_uri: str = ""
-    inference_log_uri: str = ""
+    reports_uri: str
+    inference_log_uri: str
     #: One JSON object per notification (`ML_PIPELINE_NOTIFICATIONS`, default
     #: `<storage_uri>/notifications`): S3 cannot append, so there is no shared log file.
-    notifications_uri: str = ""
+    notifications_uri: str
 
     def ensure_dirs(self) -> Settings:
-        for path in (self.home, self.storage_root, self.inference_log_dir, self.reports_dir):
-            path.mkdir(parents=True, exist_ok=True)
-        self.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-        self.notifications_log.parent.mkdir(parents=True, exist_ok=True)
+        """Create the local folders: the home and, when the storage root is local, the
+        root itself (a bucket is never created here)."""
+        from include.ml_pipeline.storage import local_path
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        root = local_path(self.storage_uri)
+        if root is not None:
+            root.mkdir(parents=True, exist_ok=True)
         if self.mlflow_tracking_uri.startswith("sqlite:///"):
             Path(self.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
                 parents=True, exist_ok=True
@@ -67,7 +66,7 @@ def _uri(env: str, default: str) -> str:
 
 def get_settings() -> Settings:
     """Read the settings from the environment (cheap; call it where you need it)."""
-    from include.ml_pipeline.storage import as_uri, join, local_path
+    from include.ml_pipeline.storage import as_uri, join
 
     home = _path("ML_PIPELINE_HOME", PROJECT_ROOT / ".local")
     mlflow_dir = home / "mlflow"
@@ -75,8 +74,6 @@ def get_settings() -> Settings:
     inference_log_uri = _uri("ML_PIPELINE_INFERENCE_LOG", join(storage_uri, "inference_log"))
     return Settings(
         home=home,
-        storage_root=local_path(storage_uri) or home / "data",
-        duckdb_path=_path("ML_PIPELINE_DUCKDB", home / "warehouse" / "pipeline.duckdb"),
         mlflow_tracking_uri=os.environ.get(
             "MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}"
         ),
@@ -86,13 +83,6 @@ def get_settings() -> Settings:
         mlflow_experiment=os.environ.get("ML_PIPELINE_EXPERIMENT", "ml_model_deployment_advanced"),
         model_name=os.environ.get("ML_PIPELINE_MODEL_NAME", DEFAULT_MODEL_NAME),
         api_url=os.environ.get("MODEL_API_URL", DEFAULT_API_URL).rstrip("/"),
-        # the local folder behind inference_log_uri (the API writes there), until callers
-        # of this field read the URI
-        inference_log_dir=local_path(inference_log_uri) or home / "inference_log",
-        reports_dir=_path("ML_PIPELINE_REPORTS", home / "reports"),
-        notifications_log=_path(
-            "ML_PIPELINE_NOTIFICATIONS_LOG", home / "notifications" / "notifications.jsonl"
-        ),
         storage_uri=storage_uri,
         reports_uri=_uri("ML_PIPELINE_REPORTS", join(storage_uri, "reports")),
         inference_log_uri=inference_log_uri,

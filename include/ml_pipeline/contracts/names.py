@@ -50,7 +50,6 @@ GREATER_IS_BETTER = {
 }
 
 # -- Airflow connection ids (defined in airflow_settings.yaml for `astro dev start`) ------
-DUCKDB_CONN_ID = "duckdb_default"
 MODEL_API_CONN_ID = "model_api"  # defined: the model API is a service (never started by a task)
 STORAGE_CONN_ID = "ml_pipeline_storage"  # credentials of the storage root (ML_PIPELINE_STORAGE)
 MLFLOW_CONN_ID = "mlflow_tracking"  # the MLflow tracking server (else MLFLOW_TRACKING_URI)

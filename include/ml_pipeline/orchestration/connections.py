@@ -6,8 +6,10 @@ fallback. One function per service:
 - `mlflow_tracking()`: the `mlflow_tracking` connection (type http: schema, host, port;
   login/password), else `MLFLOW_TRACKING_URI`, else the embedded SQLite store;
 - `model_api()`: the `model_api` connection (type http: schema, host, port; password =
-  admin token) means a service; without it, the embedded local process (`MODEL_API_URL`);
-- `duckdb_path()`: the `duckdb_default` connection (host = file path), else the embedded file.
+  admin token) means a service; without it, the embedded local process (`MODEL_API_URL`).
+
+There is no warehouse connection: each data task runs its SQL in its own in-memory DuckDB
+over Parquet objects on the storage root (data_preparation/warehouse.py).
 
 `apply_task_services()` runs at the start of every task (`preflight.prepare_task`, the
 `pre_execute` of `defaults.default_args`): it hands the storage root's connection to
@@ -23,7 +25,6 @@ from typing import Any
 
 from include.ml_pipeline.config import get_settings
 from include.ml_pipeline.contracts.names import (
-    DUCKDB_CONN_ID,
     MLFLOW_CONN_ID,
     MODEL_API_CONN_ID,
     STORAGE_CONN_ID,
@@ -175,12 +176,6 @@ def apply_task_services() -> dict[str, str]:
     applied["mlflow"] = tracking.uri
     applied["mlflow_source"] = tracking.source
     return applied
-
-
-def duckdb_path() -> str:
-    """The warehouse file named by the `duckdb_default` connection (host = file path)."""
-    conn = _connection(DUCKDB_CONN_ID)
-    return (conn.host if conn is not None else None) or str(get_settings().duckdb_path)
 
 
 def model_api() -> ModelApiEndpoint:
