@@ -474,16 +474,20 @@ def plot(summaries: list[dict], path: Path) -> None:
 
     summaries = sorted(summaries, key=lambda s: s["rows"])
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for variant, marker in (("embedded", "o"), ("plain", "s"), ("distributed", "^")):
+    for variant, marker, color in (("embedded", "o", "tab:blue"), ("plain", "s", "tab:orange"),
+                                   ("distributed", "^", "tab:green")):
         points = [(s["rows"], s[variant]) for s in summaries if variant in s]
         if not points:
             continue
         xs = [p[0] for p in points]
-        left.plot(xs, [p[1]["wall"] for p in points], marker=marker, label=f"{variant} wall")
+        left.plot(xs, [p[1]["wall"] for p in points], marker=marker, color=color,
+                  label=f"{variant} process wall")
+        left.plot(xs, [p[1]["dag_seconds"] for p in points], marker=marker, color=color,
+                  linestyle=":", label=f"{variant} DAG run / steps")
         right.plot(xs, [p[1]["largest_process"] / GB for p in points], marker=marker,
-                   label=f"{variant} largest process")
-        right.plot(xs, [p[1]["tree_peak"] / GB for p in points], marker=marker, linestyle=":",
-                   label=f"{variant} tree sum")
+                   color=color, label=f"{variant} largest process")
+        right.plot(xs, [p[1]["tree_peak"] / GB for p in points], marker=marker, color=color,
+                   linestyle=":", label=f"{variant} whole tree (sum)")
     for axis, ylabel in ((left, "wall time (s)"), (right, "peak RSS (GB)")):
         axis.set_xscale("log")
         axis.set_xlabel("rows of generated data")
@@ -528,11 +532,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs")
     parser.add_argument("--keep", action="store_true", help="keep the runs' folders")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--replot", action="store_true",
+                        help=f"only redraw the plot from {RESULTS.name}")
     parser.add_argument("--merge", action="store_true",
                         help=f"add to the sizes already in {RESULTS.name} before plotting")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
+    if args.replot:
+        plot(list(json.loads(RESULTS.read_text())["summaries"].values()), PLOT)
+        return 0
     sizes = [int(float(x)) for x in args.rows.split(",") if x.strip()]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if args.skip_distributed and "distributed" in variants:
