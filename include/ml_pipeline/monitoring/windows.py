@@ -143,7 +143,10 @@ def load_current(
             model_name=model_name,
         )
         if frame.empty:
-            return frame
+            # no traffic in the window (a quiet hour): zero rows with the model's columns,
+            # so the snapshot and the drift check see the schema and report
+            # `insufficient_data` instead of missing columns
+            return frame.reindex(columns=list(spec.columns))
         _require_features(frame, spec, f"inference log {_log_location(inference_log_dir)}")
         return frame
     frame = read_frame(source)
