@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from typing import Any
 
 from include.ml_pipeline.contracts.names import (
@@ -122,10 +121,7 @@ def training_input_source(run_id: str | None, *, tracking_uri: str) -> str | Non
 
 def load_model(model_uri: str, *, tracking_uri: str) -> Any:
     """The champion's fitted scikit-learn pipeline (the registry is trusted, as in serving)."""
-    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
-    import mlflow.sklearn
-
-    from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
+    from include.ml_pipeline.registry.mlflow_setup import configure_mlflow, load_sklearn_model
 
     configure_mlflow(tracking_uri)
-    return mlflow.sklearn.load_model(model_uri)
+    return load_sklearn_model(model_uri)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
@@ -172,3 +172,17 @@ def setup_from_settings(settings=None) -> tuple[str, str]:
         settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_artifact_root
     )
     return settings.mlflow_tracking_uri, experiment_id
+
+
+def load_sklearn_model(model_uri: str) -> Any:
+    """The fitted scikit-learn model at `model_uri` (`models:/...`, `runs:/...`), its
+    artifacts downloaded into a temporary folder that is removed once it is in memory:
+    MLflow's own download folder would stay in the worker's TMPDIR after every task."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    import mlflow.sklearn
+
+    with tempfile.TemporaryDirectory(prefix="mlflow_model_") as tmp:
+        return mlflow.sklearn.load_model(model_uri, dst_path=tmp)

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline.contracts.names import CHAMPION, GREATER_IS_BETTER
-from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
+from include.ml_pipeline.registry.mlflow_setup import configure_mlflow, load_sklearn_model
 from include.ml_pipeline.training.data import (
     as_spec,
     limit_threads,
@@ -190,7 +190,6 @@ def _champion(
     client: Any, model_name: str, alias: str, test_uri: str, spec: FeatureSpec
 ) -> dict[str, Any] | None:
     """Score the aliased version on the test split; None if the alias does not exist."""
-    import mlflow.sklearn
     from mlflow.exceptions import MlflowException
 
     try:
@@ -208,7 +207,7 @@ def _champion(
     try:
         champion_spec = _model_spec(uri, spec)
         frame = read_split(test_uri, champion_spec)
-        model = mlflow.sklearn.load_model(uri)
+        model = load_sklearn_model(uri)
         _, _, facts["metrics"] = _score(model, frame, champion_spec)
     except Exception as exc:  # reported, and the gate sees "no comparable champion"
         facts["error"] = f"{type(exc).__name__}: {exc}"
@@ -301,8 +300,6 @@ def _evaluate_on_test(
     seed: int,
     train_uri: str | None = None,
 ) -> dict[str, Any]:
-    import mlflow
-    import mlflow.sklearn
 
     from include.ml_pipeline import plots
 
@@ -313,7 +310,7 @@ def _evaluate_on_test(
         raise ValueError(f"cannot tell which run {model_uri} belongs to; pass run_id")
 
     frame, test_fingerprint = read_split_with_fingerprint(test_uri, spec)
-    model = mlflow.sklearn.load_model(model_uri)
+    model = load_sklearn_model(model_uri)
     X, proba, metrics = _score(model, frame, spec)
     y = frame[spec.target]
     classes = list(model.classes_)
