@@ -218,7 +218,9 @@ def start_s3(root: Path, bucket: str = "ml-pipeline") -> S3:
 
 
 @dataclass
-class Mlflow:
+class LoopbackService:
+    """A started service answering JSON over HTTP on 127.0.0.1:`port`."""
+
     service: Service
     port: int
 
@@ -230,6 +232,9 @@ class Mlflow:
         with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:
             return json.load(response)
 
+
+@dataclass
+class Mlflow(LoopbackService):
     def model_versions(self, name: str) -> list[dict]:
         from urllib.parse import quote
 
@@ -272,19 +277,9 @@ def start_mlflow(root: Path, s3: S3) -> Mlflow:
 
 
 @dataclass
-class ModelApi:
-    service: Service
-    port: int
+class ModelApi(LoopbackService):
     token: str
     home: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def get(self, path: str) -> dict:
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:
-            return json.load(response)
 
     def post(self, path: str, body: dict, headers: dict | None = None) -> dict:
         request = urllib.request.Request(
