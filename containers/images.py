@@ -330,9 +330,10 @@ def uv_version() -> str:
     return re.search(r"^UV_VERSION\s*:?=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
 
 
-def build_standins(names: Names) -> None:
-    """Debian, then the Python bases, then the Runtime and PostgreSQL in parallel with
-    MLflow (their installs are mostly downloads)."""
+def build_standins(names: Names, after_runtime=None, after_python=None) -> None:
+    """Debian and the Python bases first; then, side by side (mostly downloads): the Runtime
+    stand-in followed by `after_runtime` (the project image), `after_python` (the model API
+    image, which needs only python:3.12-slim), and PostgreSQL followed by MLflow."""
     from concurrent.futures import ThreadPoolExecutor
 
     debian_key = debian_base()
@@ -359,6 +360,10 @@ def build_standins(names: Names) -> None:
             },
             constraints=constraints,
         )
+        if after_runtime:
+            after_runtime()
+
+    def services() -> None:
         _build_standin(
             "postgres",
             qualified(names.postgres),
@@ -366,8 +371,6 @@ def build_standins(names: Names) -> None:
             [STANDINS / "postgres" / "docker-entrypoint.sh"],
             {},
         )
-
-    def services() -> None:
         _build_standin(
             "mlflow",
             qualified(names.mlflow),
@@ -376,6 +379,9 @@ def build_standins(names: Names) -> None:
             {"MLFLOW_VERSION": names.mlflow_version, "UV_VERSION": uv},
         )
 
-    with ThreadPoolExecutor(2) as pool:
-        for future in [pool.submit(runtime), pool.submit(services)]:
+    with ThreadPoolExecutor(3) as pool:
+        jobs = [pool.submit(runtime), pool.submit(services)]
+        if after_python:
+            jobs.append(pool.submit(after_python))
+        for future in jobs:
             future.result()

@@ -370,7 +370,9 @@ def failed_task_logs(api: str, dag_id: str, project: compose.Project) -> str:
     return "\n".join(out)
 
 
-def sample_records(project: compose.Project, features: list[str], rows: int = 3) -> list[dict]:
+def sample_records(
+    project: compose.Project, features: list[str], numeric: list[str], rows: int = 3
+) -> list[dict]:
     path = "/usr/local/airflow/pipeline/data/incoming/customer_churn.csv"
     text = project.exec("scheduler", "head", "-n", str(rows + 1), path).stdout.decode()
     reader = csv.DictReader(io.StringIO(text))
@@ -379,9 +381,11 @@ def sample_records(project: compose.Project, features: list[str], rows: int = 3)
         record = {}
         for name in features:
             value = row.get(name, "")
-            try:
-                record[name] = float(value) if value not in ("",) else None
-            except ValueError:
+            if value == "":
+                record[name] = None
+            elif name in numeric:
+                record[name] = float(value)
+            else:
                 record[name] = value
         records.append(record)
     return records
@@ -535,15 +539,9 @@ def astro_dev_start(project: compose.Project, env: dict, check: Check, keep: boo
             f"champion v{champion}, API {version}",
         )
         _, info = http("GET", f"{model_api}/model")
-        features = (
-            [
-                f["name"]
-                for f in (info.get("features") or info.get("feature_spec", {}).get("features", []))
-            ]
-            if isinstance(info, dict)
-            else []
-        )
-        records = sample_records(project, features) if features else []
+        spec = (info.get("feature_spec") or {}) if isinstance(info, dict) else {}
+        features = [*(spec.get("numeric") or []), *(spec.get("categorical") or [])]
+        records = sample_records(project, features, spec.get("numeric") or []) if features else []
         status, answer = http("POST", f"{model_api}/predict", {"records": records})
         check(
             "POST /predict from the host answers with the champion's labels",
@@ -618,19 +616,17 @@ def main(argv: list[str] | None = None) -> int:
         ).down()
         return 0
     try:
-        images.build_standins(names)
-        log(f"stand-ins ready after {time.monotonic() - started:.0f} s")
         project = env = None
-        # The model API image builds while the Airflow image does (both mostly download).
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(2) as pool:
-            futures = [pool.submit(build_project_image, image)]
-            if not args.skip_start:
-                project, env = prepare_project()
-                futures.append(pool.submit(build_compose_images, project))
-            for future in futures:
-                future.result()
+        if not args.skip_start:
+            project, env = prepare_project()
+        # The project image right after the Runtime stand-in, the model API image right after
+        # the Python one, alongside the MLflow and PostgreSQL stand-ins.
+        images.build_standins(
+            names,
+            after_runtime=lambda: build_project_image(image),
+            after_python=(lambda: build_compose_images(project)) if project else None,
+        )
+        log(f"images ready after {time.monotonic() - started:.0f} s")
         installed = freeze(image)
         compare_versions(check, "project image (astro user)", installed)
         user = engine.output("run", "--rm", "--entrypoint", "id", image)
