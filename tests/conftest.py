@@ -62,3 +62,24 @@ def pipeline_home() -> Path:
 def airflow_db():
     """The embedded metadata database, created once per session."""
     airflow_env.ensure_metadata_db()
+
+
+def need_moto() -> None:
+    """Skip, saying why, where moto's S3 server is not installed (inside the Astro image,
+    whose `astro dev pytest` has no dev requirements); `make test` always has it."""
+    pytest.importorskip(
+        "moto", reason="moto[server] (a dev requirement) is not installed: no S3 server "
+        "for the storage-root tests here; make test installs it"
+    )
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on a free loopback port with the bucket `ml-pipeline`
+    (`devtools.s3_server.S3Server`), for the whole session."""
+    need_moto()
+    from devtools.s3_server import S3Server
+
+    with S3Server(bucket="ml-pipeline") as server:
+        yield server
+

@@ -216,16 +216,6 @@ def chromium_loader():
 # --------------------------------------------------------------------------- S3 storage root
 
 
-@pytest.fixture(scope="session")
-def s3_server():
-    """moto's S3 server on a free loopback port with the bucket `ml-pipeline`
-    (`devtools.s3_server.S3Server`), for the whole session."""
-    from devtools.s3_server import S3Server
-
-    with S3Server(bucket="ml-pipeline") as server:
-        yield server
-
-
 @pytest.fixture
 def storage_on_s3(s3_server, tmp_path, monkeypatch):
     """The storage root on the S3 server (`ML_PIPELINE_STORAGE=s3://ml-pipeline/<test>`,

@@ -32,6 +32,7 @@ _runs = itertools.count()
 
 @pytest.fixture(scope="session")
 def s3():
+    pytest.importorskip("moto", reason="moto[server] (a dev requirement) is not installed")
     with S3Server(bucket=BUCKET) as server:
         yield server
 

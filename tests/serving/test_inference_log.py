@@ -263,6 +263,7 @@ def test_files_and_lines_of_the_earlier_form_are_read(tmp_path):
 
 @pytest.fixture(scope="module")
 def s3():
+    pytest.importorskip("moto", reason="moto[server] (a dev requirement) is not installed")
     from devtools.s3_server import S3Server
 
     with S3Server(bucket="inference-log-test") as server:

@@ -10,15 +10,6 @@ import types
 import pytest
 
 
-@pytest.fixture(scope="session")
-def s3_server():
-    """moto's S3 server on a free loopback port with the bucket `ml-pipeline`."""
-    from devtools.s3_server import S3Server
-
-    with S3Server(bucket="ml-pipeline") as server:
-        yield server
-
-
 @pytest.fixture
 def worker(tmp_path, monkeypatch):
     """A worker's own folders, all empty: `home` (ML_PIPELINE_HOME), `scratch` (TMPDIR,
