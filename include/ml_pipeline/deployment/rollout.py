@@ -199,8 +199,27 @@ def _serve_champion(
             timeout=timeout,
         ).to_dict()
     else:
-        client.reload_model(url, token=endpoint.token, timeout=timeout)
+        _reload_embedded(settings, url, endpoint.token, timeout=timeout)
     return started, client.wait_for_version(url, version, timeout=timeout)
+
+
+def _reload_embedded(settings: Settings, url: str, token: str | None, *, timeout: float) -> None:
+    """Reload the API answering at `url` in the embedded mode. One that refuses this
+    home's token was started elsewhere (another `ML_PIPELINE_HOME`, e.g. the other
+    AIRFLOW= line's `make run`, holds the port): a configuration error that says so."""
+    from include.ml_pipeline.serving import client, process
+
+    try:
+        client.reload_model(url, token=token, timeout=timeout)
+    except client.ModelApiError as exc:
+        if process.api_status() is None and ("(401)" in str(exc) or "(403)" in str(exc)):
+            raise ModelApiConfigError(
+                f"the model API at {url} was not started from this ML_PIPELINE_HOME "
+                f"({settings.home}) and refused its token: stop it where it was started "
+                "(`make stop`, with the AIRFLOW= of that setup), or run on another port "
+                "(make run API_PORT=8001)"
+            ) from exc
+        raise
 
 
 def roll_back(
