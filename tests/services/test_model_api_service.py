@@ -73,8 +73,10 @@ def model_api_connection(monkeypatch, api_service):
 
 
 def test_with_the_connection_the_rollout_and_rollback_only_reload_the_service(
-    api_service, model_api_connection
+    api_service, model_api_connection, monkeypatch, tmp_path
 ):
+    # this 'worker' has a home of its own: the session's may hold an embedded API's files
+    monkeypatch.setenv("ML_PIPELINE_HOME", str(tmp_path / "worker_home"))
     endpoint = model_api_connection()
     assert endpoint.is_service
     assert endpoint.source == MODEL_API_CONN_ID
