@@ -233,15 +233,19 @@ def task_durations_sqlite(db: Path) -> list[dict]:
     return out
 
 
+def run_with_api(cmd: list[str], conf: list[str], env: dict, home: Path) -> dict:
+    """`cmd` with the `--conf` items, measured; the model API it started is stopped after."""
+    cmd = [*cmd, *(arg for item in conf for arg in ("--conf", item))]
+    try:
+        return measured(cmd, env, home / "bench.log", marker=str(home))
+    finally:
+        stop_api(env)
+
+
 def run_embedded(rows: int, data: Path, work: Path, conf: list[str]) -> dict:
     home, env, _ = fresh_home(work, "embedded", data)
     cmd = [str(PYTHON), "-m", "devtools.run_pipeline", "--rows", str(rows)]
-    for item in conf:
-        cmd += ["--conf", item]
-    try:
-        result = measured(cmd, env, home / "bench.log", marker=str(home))
-    finally:
-        stop_api(env)
+    result = run_with_api(cmd, conf, env, home)
     summary_path = home / "run_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     match = re.search(r"Run \S+: (\w+) in ([\d.]+) s", result["output"])
@@ -259,12 +263,7 @@ def run_plain(rows: int, data: Path, work: Path, conf: list[str]) -> dict:
     out = home / "plain_summary.json"
     cmd = [str(PYTHON), str(ROOT / "benchmarks" / "plain_pipeline.py"), "--data-uri",
            str(target), "--out", str(out)]
-    for item in conf:
-        cmd += ["--conf", item]
-    try:
-        result = measured(cmd, env, home / "bench.log", marker=str(home))
-    finally:
-        stop_api(env)
+    result = run_with_api(cmd, conf, env, home)
     summary = json.loads(out.read_text()) if out.is_file() else {}
     result.update(variant="plain", home=str(home), state=summary.get("state", "failed"),
                   dag_seconds=summary.get("seconds"), steps=summary.get("steps", {}),
