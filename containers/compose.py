@@ -1,7 +1,7 @@
 """`astro dev start`'s compose project, rendered and run as the Astro CLI does, on podman.
 
 1. render(): the CLI's Airflow 2 compose template (astronomer/astro-cli,
-   airflow/include/airflow2/composeyml.go.tmpl, fetched at run time, not vendored) filled
+   airflow/include/airflow2/composeyml.go.tmpl, vendored in third_party/astro-cli/) filled
    with the values `generateConfig` passes (airflow/container.go), with a small renderer of
    the Go text/template subset the template uses ({{ .Field }}, if / if not / else / end,
    and the `-` whitespace trims).
@@ -33,6 +33,11 @@ from containers.engine import EngineError, log
 
 ASTRO_CLI_REPO = "astronomer/astro-cli"
 TEMPLATE_PATH = "airflow/include/airflow2/composeyml.go.tmpl"
+# The copy in this repository (containers/third_party/astro-cli/README.md: commit, refresh).
+VENDORED_TEMPLATE = (
+    Path(__file__).resolve().parent / "third_party" / "astro-cli" / "composeyml.go.tmpl"
+)
+DEFAULT_ASTRO_CLI_GIT_DIR = "/work/.mirror/astronomer+astro-cli/repo"
 
 # The values generateConfig (airflow/container.go) passes, from config/config.go's defaults.
 CLI_DEFAULTS = {
@@ -112,17 +117,17 @@ def render_go_template(text: str, values: dict) -> str:
     return "".join(out)
 
 
-def fetch_template(cli_git_dir: Path) -> str:
-    """The template from a snapshot of astronomer/astro-cli (a bare git directory)."""
-    for path in (TEMPLATE_PATH, "airflow/include/composeyml.yml"):
-        done = subprocess.run(
-            ["git", "--git-dir", str(cli_git_dir), "show", f"HEAD:{path}"],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode == 0:
-            return done.stdout
-    raise EngineError(f"{TEMPLATE_PATH} not found in {cli_git_dir}")
+def fetch_template(cli_git_dir: Path, rev: str = "HEAD") -> str:
+    """The template at `rev` of a snapshot of astronomer/astro-cli (a bare git directory or
+    a clone): how the vendored copy is refreshed and checked."""
+    done = subprocess.run(
+        ["git", "-C", str(cli_git_dir), "show", f"{rev}:{TEMPLATE_PATH}"],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise EngineError(f"{TEMPLATE_PATH} at {rev} not in {cli_git_dir}: {done.stderr.strip()}")
+    return done.stdout
 
 
 def project_name_unique(project_dir: Path) -> str:

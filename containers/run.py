@@ -44,8 +44,6 @@ WORK = images.WORK
 RUN_DIR = WORK / "run"
 DEPLOY_DAG = "ml_model_deployment_advanced"
 MONITOR_DAG = "ml_model_monitoring"
-ASTRO_CLI_GIT = Path(os.environ.get("ASTRO_CLI_GIT_DIR", "/work/.mirror/astronomer+astro-cli/repo"))
-TEMPLATE_CACHE = WORK / "astro-cli-composeyml.go.tmpl"
 # `astro dev pytest` in CI: the tests that exercise what the image changes (imports, DAG
 # structure, the Astro files, data stages, the model API); `--pytest all` runs tests/.
 QUICK_TESTS = [
@@ -115,23 +113,18 @@ def http(
 
 
 def template_text() -> str:
-    """The CLI's Airflow 2 compose template: from ASTRO_CLI_TEMPLATE, a snapshot of
-    astronomer/astro-cli (ASTRO_CLI_GIT_DIR, a bare git directory), or the copy cached
-    under .local/ by an earlier run. It is not vendored into this repository."""
+    """The CLI's Airflow 2 compose template: ASTRO_CLI_TEMPLATE (a file) if set, else the
+    copy vendored in containers/third_party/astro-cli/ (its README names the commit)."""
     given = os.environ.get("ASTRO_CLI_TEMPLATE")
-    if given:
-        return Path(given).read_text()
-    if ASTRO_CLI_GIT.exists():
-        text = compose.fetch_template(ASTRO_CLI_GIT)
-        TEMPLATE_CACHE.parent.mkdir(parents=True, exist_ok=True)
-        TEMPLATE_CACHE.write_text(text)
-        return text
-    if TEMPLATE_CACHE.exists():
-        return TEMPLATE_CACHE.read_text()
-    raise EngineError(
-        "the Astro CLI's compose template is not on this machine: set ASTRO_CLI_TEMPLATE to "
-        f"{compose.TEMPLATE_PATH} of astronomer/astro-cli, or ASTRO_CLI_GIT_DIR to a clone"
-    )
+    path = Path(given) if given else compose.VENDORED_TEMPLATE
+    if not path.is_file():
+        where = "ASTRO_CLI_TEMPLATE" if given else "the vendored copy"
+        raise EngineError(
+            f"the Astro CLI's compose template is missing: {path} ({where}); it is "
+            f"{compose.TEMPLATE_PATH} of {compose.ASTRO_CLI_REPO}, see "
+            f"{compose.VENDORED_TEMPLATE.parent / 'README.md'}"
+        )
+    return path.read_text()
 
 
 # ---------------------------------------------------------------- image checks

@@ -1,7 +1,8 @@
 """The `astro dev start` reproduction's own logic (containers/compose.py), without podman:
 the Go-template subset, compose interpolation as the Astro CLI loads it (process
-environment only), the override merge; and, where the CLI's template is on this machine,
-the project's merged compose file: loopback ports, the pipeline volume, the token's path."""
+environment only), the override merge; and, on the CLI's template (vendored in
+containers/third_party/astro-cli/), the project's merged compose file: loopback ports, the
+pipeline volume, the token's path."""
 
 from __future__ import annotations
 
@@ -77,19 +78,9 @@ def test_override_merges_like_compose():
 
 
 def _template() -> str:
+    """The template run.py renders: ASTRO_CLI_TEMPLATE, else the vendored copy."""
     given = os.environ.get("ASTRO_CLI_TEMPLATE")
-    if given and Path(given).exists():
-        return Path(given).read_text()
-    git_dir = Path(os.environ.get("ASTRO_CLI_GIT_DIR", "/work/.mirror/astronomer+astro-cli/repo"))
-    if git_dir.exists():
-        return compose.fetch_template(git_dir)
-    cached = ROOT / ".local" / "containers" / "astro-cli-composeyml.go.tmpl"
-    if cached.exists():
-        return cached.read_text()
-    pytest.skip(
-        "the Astro CLI's compose template is not on this machine (ASTRO_CLI_TEMPLATE / "
-        "ASTRO_CLI_GIT_DIR, or a run of make test-containers caches it)"
-    )
+    return Path(given).read_text() if given else compose.VENDORED_TEMPLATE.read_text()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,63 @@
+"""The Astro CLI's compose template vendored in containers/third_party/astro-cli/ is the
+file of astronomer/astro-cli it names: equal to the file in a snapshot of the repository
+(ASTRO_CLI_GIT_DIR, or the default path) when one is on this machine."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+compose = pytest.importorskip("containers.compose", reason="containers/ not in this image")
+
+README = compose.VENDORED_TEMPLATE.parent / "README.md"
+
+
+def _recorded_commit() -> str:
+    match = re.search(r"^- commit: `([0-9a-f]{40})`", README.read_text(), re.M)
+    assert match, f"{README} names no commit (a line '- commit: `<sha>`')"
+    return match.group(1)
+
+
+def test_the_vendored_copy_and_its_notice_are_here():
+    assert compose.VENDORED_TEMPLATE.is_file()
+    license_text = (compose.VENDORED_TEMPLATE.parent / "LICENSE").read_text()
+    assert "Commons Clause" in license_text
+    assert "Apache License, Version 2.0" in license_text
+    text = README.read_text()
+    assert compose.ASTRO_CLI_REPO in text
+    assert compose.TEMPLATE_PATH in text
+    _recorded_commit()
+
+
+def test_the_vendored_copy_equals_the_snapshots_file():
+    git_dir = Path(os.environ.get("ASTRO_CLI_GIT_DIR", compose.DEFAULT_ASTRO_CLI_GIT_DIR))
+    if not git_dir.exists():
+        pytest.skip(
+            f"no snapshot of {compose.ASTRO_CLI_REPO} at {git_dir} (set ASTRO_CLI_GIT_DIR to a "
+            "clone to compare the vendored template with it)"
+        )
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    vendored = compose.VENDORED_TEMPLATE.read_text()
+    head = compose.fetch_template(git_dir)
+    if vendored == head:
+        return
+    commit = _recorded_commit()
+    try:
+        at_commit = compose.fetch_template(git_dir, commit)
+    except compose.EngineError:
+        at_commit = None
+    if at_commit == vendored:
+        pytest.fail(
+            f"{compose.TEMPLATE_PATH} changed upstream since {commit[:12]} (the snapshot at "
+            f"{git_dir} has a newer one): refresh the vendored copy as "
+            f"{README.relative_to(README.parents[3])} says"
+        )
+    pytest.fail(
+        f"{compose.VENDORED_TEMPLATE} differs from {compose.TEMPLATE_PATH} in {git_dir} "
+        f"(HEAD and the recorded commit {commit[:12]}): it was edited; copy it again"
+    )
