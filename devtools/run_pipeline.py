@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from devtools import airflow_env
@@ -29,6 +32,103 @@ from include.ml_pipeline.contracts.names import (
 )
 
 DAG_ID = DEPLOYMENT_DAG_ID
+#: In ML_PIPELINE_HOME: held (flock) by the `make run` using that home; names its holder.
+LOCK_FILE = "run.lock"
+#: Exit status of a `make run` refused because another one holds the home (EX_TEMPFAIL).
+BUSY_EXIT = 75
+
+
+class HomeBusy(RuntimeError):
+    """Another `make run` holds this ML_PIPELINE_HOME; the message says who and what to do
+    (`main` prints it and exits with BUSY_EXIT)."""
+
+
+def _holder(lock_path: Path) -> dict:
+    """What the holder of `lock_path` wrote about itself (pid, command, start), or {}."""
+    try:
+        return json.loads(lock_path.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def _busy_message(home: Path, lock_path: Path, holder: dict, waited: float) -> str:
+    pid = holder.get("pid")
+    facts = [f"`{holder['command']}`"] if holder.get("command") else []
+    facts += [f"started {holder['started_at']}"] if holder.get("started_at") else []
+    facts += [f"task log {holder['log']}"] if holder.get("log") else []
+    who = f"process {pid}" if pid else "another process"
+    stop = f" or stop it (kill {pid})" if pid else ""
+    return (
+        f"ML_PIPELINE_HOME={home} is in use by {who}"
+        + (f" ({', '.join(facts)})" if facts else "")
+        + (f"; waited {waited:.0f} s" if waited >= 1 else "")
+        + ".\nTwo runs on one home would share its Airflow database, MLflow store, model API "
+        f"and run summary (lock file {lock_path}).\n"
+        f"Wait until it finishes{stop}; queue behind it with --wait SECONDS; or give this "
+        "run a home and a port of its own: make run LOCAL=/other/folder API_PORT=8001"
+    )
+
+
+@contextlib.contextmanager
+def home_lock(home: Path, *, wait: float = 0.0, poll: float = 0.5, note=print,
+              command: str | None = None):
+    """Hold `<home>/run.lock` (an exclusive `flock`) while the block runs, so one `make
+    run` at a time uses a home. Another holder: wait up to `wait` seconds (telling `note`
+    once who it waits for), then raise `HomeBusy` naming the holder, the folder and what
+    to do. The kernel drops the lock when its holder exits, even when killed, so a crashed
+    run never leaves a home locked. Yields the lock file's path; while held it names the
+    holder (JSON: pid, `command` (default: this process's), started_at, and `log` once
+    set with `note_lock`)."""
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    lock_path = home / LOCK_FILE
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        started = time.monotonic()
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waited = time.monotonic() - started
+                if waited >= wait:
+                    raise HomeBusy(
+                        _busy_message(home, lock_path, _holder(lock_path), waited)
+                    ) from None
+                if not told:
+                    holder = _holder(lock_path)
+                    note(f"Waiting up to {wait:.0f} s for process {holder.get('pid', '?')}, "
+                         f"which is using ML_PIPELINE_HOME={home} ...")
+                    told = True
+                time.sleep(min(poll, max(wait - waited, 0.01)))
+        _write_holder(fd, {
+            "pid": os.getpid(),
+            "command": command or " ".join(["python", "-m", "devtools.run_pipeline",
+                                            *sys.argv[1:]]),
+            "started_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        })
+        try:
+            yield lock_path
+        finally:
+            os.ftruncate(fd, 0)  # released: nobody to name
+    finally:
+        os.close(fd)  # drops the lock
+
+
+def _write_holder(fd: int, holder: dict) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(holder).encode(), 0)
+
+
+def note_lock(lock_path: Path, **facts) -> None:
+    """Add `facts` (e.g. the task log) to what the held lock file says about its holder."""
+    holder = {**_holder(lock_path), **facts}
+    fd = os.open(lock_path, os.O_RDWR)
+    try:
+        _write_holder(fd, holder)
+    finally:
+        os.close(fd)
 
 
 def sample_data(settings, rows: int, seed: int) -> str:
@@ -537,6 +637,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE.json",
         help="a JSON object of Params",
     )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="when another run holds this ML_PIPELINE_HOME, wait up to SECONDS for it "
+        f"(default: refuse at once, exit status {BUSY_EXIT})",
+    )
     args = parser.parse_args(argv)
     param_overrides(args)  # a malformed file or string stops here, before Airflow starts
 
@@ -544,12 +652,24 @@ def main(argv: list[str] | None = None) -> int:
     from include.ml_pipeline.config import get_settings
 
     settings = get_settings().ensure_dirs()
+    try:
+        command = None if argv is None else " ".join(["run_pipeline.main", *argv])
+        with home_lock(settings.home, wait=args.wait, command=command) as lock:
+            return _run(args, settings, lock)
+    except HomeBusy as busy:
+        print(busy, file=sys.stderr)
+        return BUSY_EXIT
+
+
+def _run(args: argparse.Namespace, settings, lock: Path) -> int:
+    """One run on a home this process holds: conf, metadata database, DAG, summary."""
+    conf = build_conf(args, settings)  # a bad DATA= stops here, before Airflow's database
     print("Preparing the embedded Airflow (first time: ~20 s) ...")
     airflow_env.ensure_metadata_db()
-    conf = build_conf(args, settings)
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"run-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    note_lock(lock, log=str(log_path))
     print(f"Running {DAG_ID} (task logs: {log_path}) ...")
     started = time.monotonic()
     dag_run = run_dag(conf, log_path)
