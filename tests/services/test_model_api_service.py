@@ -146,3 +146,55 @@ def test_without_the_connection_the_mode_is_embedded_on_loopback(monkeypatch):
     remote = connections.model_api()
     with pytest.raises(rollout.ModelApiConfigError, match="define the Airflow connection"):
         rollout.roll_out(get_settings(), remote, "m", "1", timeout=5)
+
+
+def test_a_failed_first_deployment_unloads_the_service_until_a_champion_is_deployed(
+    mlflow_on_s3, tmp_path_factory, monkeypatch
+):
+    """No previous champion to go back to: the alias goes and the service stops serving
+    the version that failed (503, nothing in /version or the metrics) instead of keeping
+    it; the next champion is served again after a plain reload."""
+    monkeypatch.setenv("ML_PIPELINE_HOME", str(tmp_path_factory.mktemp("worker_home")))
+    name, uri = unique_id("first_deploy"), mlflow_on_s3.url
+    v1 = register_model_version(uri, name, kind="lr", rows=1500, aliases=(CHAMPION,),
+                                serving_artifact=True)
+    home = tmp_path_factory.mktemp("first-deploy-service")
+    url = f"http://127.0.0.1:{free_port()}"
+    process.start_api(url=url, model_name=name, tracking_uri=uri, admin_token=TOKEN,
+                      home=home, timeout=240)
+    try:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{MODEL_API_CONN_ID.upper()}", json.dumps(
+            {"conn_type": "http", "host": "127.0.0.1", "port": int(url.rsplit(":", 1)[1]),
+             "schema": "http", "password": TOKEN}))
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        endpoint = connections.model_api()
+        settings = get_settings()
+        assert httpx.get(url + "/version").json()["model_version"] == v1
+
+        back = rollout.roll_back(settings, name, v1, endpoint, reason="smoke test failed",
+                                 timeout=60)
+
+        assert back["rolled_back"] is True
+        assert back["champion"] is None
+        assert back["unloaded"] == v1
+        assert "answers 503" in back["detail"]
+        assert registry.get_alias_version(name, CHAMPION, tracking_uri=uri) is None
+        assert httpx.get(url + "/version").json()["model_version"] is None
+        for path in ("/ready", "/ping", "/model"):
+            assert httpx.get(url + path).status_code == 503, path
+        refused = httpx.post(url + "/predict", json={"records": [{"tenure_months": 1}]})
+        assert refused.status_code == 503
+        assert "unloaded by POST /admin/unload" in httpx.get(url + "/ready").json()["message"]
+        metrics = httpx.get(url + "/metrics").text
+        assert "model_api_model_info{" not in metrics
+        assert 'model_api_reloads_total{result="unloaded"} 1.0' in metrics
+        assert process.api_status(home) is not None  # the service process stays up
+
+        v2 = register_model_version(uri, name, kind="lr", rows=1500, seed=3, aliases=(),
+                                    serving_artifact=True)
+        registry.promote_to_champion(name, v2, tracking_uri=uri)
+        done = rollout.roll_out(settings, endpoint, name, v2, timeout=120)
+        assert done["version_info"]["model_version"] == v2
+        assert httpx.get(url + "/ready").status_code == 200
+    finally:
+        process.stop_api(home=home)

@@ -159,6 +159,25 @@ def test_failed_reload_keeps_serving(live_api, registry):
         set_alias(registry, "champion", registry.v1)
 
 
+def test_unload_stops_serving_until_the_next_reload(live_api, registry):
+    url, auth = live_api.url, {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    assert httpx.post(url + "/admin/unload").status_code == 401
+    assert httpx.post(url + "/admin/unload", headers=auth, content=b"[1]").status_code == 400
+    other = httpx.post(url + "/admin/unload", headers=auth, json={"if_version": "999"})
+    assert other.status_code == 409
+    assert f"version {registry.v1} is served, not 999" in other.json()["message"]
+    assert api_client.served_version(url) == registry.v1  # the guard kept it
+    try:
+        done = api_client.unload_model(url, token=ADMIN_TOKEN, if_version=registry.v1)
+        assert done == {"previous_version": registry.v1, "model_version": None}
+        assert httpx.get(url + "/ping").status_code == 503
+        assert httpx.post(url + "/predict", json={"records": [{}]}).status_code == 503
+        assert api_client.served_version(url) is None
+    finally:
+        assert api_client.reload_model(url, token=ADMIN_TOKEN)["model_version"] == registry.v1
+    assert httpx.get(url + "/ping").status_code == 200
+
+
 def test_process_status_and_idempotent_start(live_api):
     running = process.api_status(home=live_api.home)
     assert running is not None

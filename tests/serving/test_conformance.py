@@ -27,12 +27,14 @@ def test_openapi_documents_every_status_and_content_type(live_api):
     assert statuses["/invocations"] == {"200", "400", "413", "415", "422", "503"}
     assert statuses["/predict"] == {"200", "400", "413", "422", "503"}
     assert statuses["/admin/reload"] == {"200", "401", "403", "502"}
+    assert statuses["/admin/unload"] == {"200", "400", "401", "403", "409"}
     for path in ("/ping", "/health", "/metrics"):
         assert set(paths[path]["get"]["responses"]["200"]["content"]) == {"text/plain"}
     assert set(paths["/invocations"]["post"]["requestBody"]["content"]) == {
         "application/json", "text/csv"}
     assert "X-Ignored-Columns" in paths["/invocations"]["post"]["responses"]["200"]["headers"]
     assert paths["/admin/reload"]["post"]["security"] == [{"bearer": []}]
+    assert paths["/admin/unload"]["post"]["security"] == [{"bearer": []}]
     record = schema["components"]["schemas"]["FeatureRecord"]
     assert record["additionalProperties"] is True  # extra columns are ignored by default
     assert "tenure_months" in record["required"]

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 PATHS = ["/invocations", "/predict", "/ping", "/health", "/version", "/ready", "/model",
-         "/metrics", "/admin/reload", "/openapi.json", "/docs", "/nothing-here"]
+         "/metrics", "/admin/reload", "/admin/unload", "/openapi.json", "/docs", "/nothing-here"]
 FORMATS = ["dataframe_split", "dataframe_records", "instances", "inputs", "params", "other"]
 CONTENT_TYPES = ["application/json", "text/csv", "application/json; charset=utf-8",
                  "application/json; charset=latin-1", "text/plain", "", "multipart/form-data",
@@ -115,7 +115,8 @@ def test_fuzz_arbitrary_bodies_content_types_and_headers(api):
     client, _, _ = api
 
     @FUZZ
-    @given(path=st.sampled_from(["/invocations", "/predict", "/admin/reload"]),
+    @given(path=st.sampled_from(["/invocations", "/predict", "/admin/reload",
+                                 "/admin/unload"]),
            body=st.binary(max_size=3000) | json_values.map(orjson.dumps)
            | st.text(max_size=500).map(str.encode),
            content_type=st.sampled_from(CONTENT_TYPES) | HEADER_TEXT,

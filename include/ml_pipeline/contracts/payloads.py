@@ -271,6 +271,7 @@ class Rollback(Payload):
     champion: str | None
     detail: str
     api_stopped: bool | None = None
+    unloaded: str | None = None  # a service that stopped serving this failed version
 
 
 # --------------------------------------------------------------------- monitoring and reports

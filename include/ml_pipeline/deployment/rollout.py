@@ -252,13 +252,16 @@ def roll_back(
     except LookupError:
         # First deployment ever: nothing to go back to. Take the alias away so no one
         # serves a version that failed; the embedded API that serves it is stopped, a
-        # service keeps its process (it serves the failed version until the next reload).
+        # service keeps its process and unloads the model (503 until a champion).
         remove_champion(name, tracking_uri=uri)
         if endpoint.is_service:
+            unloaded = client.unload_model(endpoint.url, token=endpoint.token,
+                                           if_version=str(failed_version), timeout=timeout)
             return {"rolled_back": True, "champion": None, "api_stopped": False,
+                    "unloaded": unloaded["previous_version"],
                     "detail": f"no previous champion: alias removed; the service at "
-                              f"{endpoint.url} keeps serving v{failed_version} until a "
-                              "champion is deployed"}
+                              f"{endpoint.url} unloaded v{failed_version} and answers 503 "
+                              "until a champion is deployed"}
         stopped = process.stop_api() if is_loopback(endpoint.url) else False
         return {
             "rolled_back": True,

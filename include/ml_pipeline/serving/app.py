@@ -28,6 +28,9 @@ Own endpoints:
   refused with 403 (safe default: nobody can change what is served); a wrong or missing
   token gets 401. Concurrent reloads are serialised. A failed reload leaves the old model
   serving and answers 502 with the reason (the previous model is still healthy).
+* `POST /admin/unload` - same token. Stops serving (model endpoints answer 503 until the
+  next reload): the rollback of a failed *first* deployment, when there is no previous
+  champion to go back to. `{"if_version": "3"}` unloads only while version 3 serves (409).
 
 Columns the model does not take are ignored, as `mlflow models serve` does, named in the
 response header `X-Ignored-Columns` and counted in `model_api_ignored_columns_requests_total`;
@@ -96,6 +99,8 @@ def create_app(settings: ServingSettings | None = None, *, loader=None,
           summary="Prometheus metrics")
     route("/admin/reload", routes.admin_reload, methods=["POST"], tags=OPERATIONS,
           summary="load the version the alias points to now and swap it in")
+    route("/admin/unload", routes.admin_unload, methods=["POST"], tags=OPERATIONS,
+          summary="stop serving (until the next reload)")
 
     def openapi() -> dict:
         """The schema with every status and content type, and the request bodies of the

@@ -70,6 +70,20 @@ def reload_model(url: str, token: str | None = None, timeout: float = 300.0) -> 
     """`POST /admin/reload` with the bearer token (default: the local service's saved
     token, see `process.read_admin_token`). Returns `{"previous_version",
     "model_version", "predict_path", "seconds"}`; raises `ModelApiError` otherwise."""
+    return _admin_post(url, "/admin/reload", token, timeout)
+
+
+def unload_model(url: str, token: str | None = None, *, if_version: str | None = None,
+                 timeout: float = 30.0) -> dict[str, Any]:
+    """`POST /admin/unload`: the API stops serving (503) until its next reload; with
+    `if_version` only while that version serves. Returns `{"previous_version",
+    "model_version": None}`; raises `ModelApiError` otherwise (409: another version)."""
+    body = {} if if_version is None else {"if_version": str(if_version)}
+    return _admin_post(url, "/admin/unload", token, timeout, body)
+
+
+def _admin_post(url: str, path: str, token: str | None, timeout: float,
+                body: dict[str, Any] | None = None) -> dict[str, Any]:
     import httpx
 
     if token is None:
@@ -80,12 +94,12 @@ def reload_model(url: str, token: str | None = None, timeout: float = 300.0) -> 
         raise ModelApiError("no admin token: pass token= or set MODEL_API_ADMIN_TOKEN")
     try:
         with _client(timeout) as client:
-            response = client.post(url.rstrip("/") + "/admin/reload",
+            response = client.post(url.rstrip("/") + path, json=body,
                                    headers={"Authorization": f"Bearer {token}"})
     except httpx.HTTPError as exc:
-        raise ModelApiError(f"POST {url}/admin/reload failed: {exc!r}") from exc
+        raise ModelApiError(f"POST {url}{path} failed: {exc!r}") from exc
     if response.status_code != 200:
-        raise ModelApiError(f"reload refused by {url} ({response.status_code}): "
+        raise ModelApiError(f"{path} refused by {url} ({response.status_code}): "
                             f"{response.text[:500]}")
     return response.json()
 

@@ -9,7 +9,8 @@
 * `model_api_model_info{name,version,alias,predict_path}` - 1 for the served model
 * `model_api_ignored_columns_requests_total{endpoint}` - requests whose extra columns
   were ignored (named in their `X-Ignored-Columns` response header)
-* `model_api_reloads_total{result}` - reloads by result (`ok`, `failed`, `unauthorized`)
+* `model_api_reloads_total{result}` - reloads and unloads by result (`ok`, `failed`,
+  `unauthorized`, `refused`, `unloaded`)
 * `model_api_inference_log_dropped_total` / `..._written_total` /
   `..._write_errors_total` / `model_api_inference_log_pending_objects` - the inference log
   (entries dropped when full, records written, failed writes, objects waiting)
@@ -105,3 +106,8 @@ class ApiMetrics:
             self.version.set(float("nan"))
         self.info.clear()
         self.info.labels(name, version, alias, path).set(1)
+
+    def model_unloaded(self) -> None:
+        self.version.set(float("nan"))
+        self.info.clear()
+        self.reloads.labels("unloaded").inc()

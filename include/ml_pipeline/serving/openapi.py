@@ -32,6 +32,7 @@ ERROR_DESCRIPTIONS = {
     415: "unsupported content type or charset (JSON or text/csv, UTF-8)",
     422: "missing columns, wrong value types, non-finite numbers, values the model refuses; "
          "in strict mode also columns the model does not take",
+    409: "another version is served than the one named: nothing was unloaded",
     502: "the reload failed; the previous model keeps serving",
     503: "no model is being served yet (loading, or the last load failed)",
 }
@@ -92,6 +93,12 @@ RELOADED = {"type": "object", "required": ["model_version", "predict_path", "sec
                            "model_version": {"type": "string"},
                            "predict_path": {"type": "string"},
                            "seconds": {"type": "number"}}}
+UNLOADED = {"type": "object", "required": ["previous_version", "model_version"],
+            "properties": {"previous_version": {"type": ["string", "null"]},
+                           "model_version": {"type": "null"}}}
+UNLOAD_BODY = {"required": False, "content": {JSON: {"schema": {
+    "type": "object", "properties": {"if_version": {"type": "string"}},
+    "description": "unload only while this version serves"}}}}
 TEXT_BODY = {"type": "string"}
 
 # (path, responses) of every endpoint; the request bodies are added by `document`.
@@ -112,7 +119,10 @@ RESPONSES: dict[str, dict[int, dict[str, Any]]] = {
                **errors(503)},
     "/metrics": ok(TEXT_BODY, "Prometheus text exposition format", TEXT),
     "/admin/reload": {**ok(RELOADED, "the new version serves"), **errors(401, 403, 502)},
+    "/admin/unload": {**ok(UNLOADED, "nothing is served until the next reload"),
+                      **errors(400, 401, 403, 409)},
 }
+ADMIN_PATHS = ("/admin/reload", "/admin/unload")
 
 
 def _value(kind: str) -> dict[str, Any]:
@@ -205,7 +215,9 @@ def document(schema: dict[str, Any], served: Any, max_rows: int, strict: bool) -
                                           for code, doc in RESPONSES[path].items()}
             if path in bodies:
                 operation["requestBody"] = bodies[path]
-            if path == "/admin/reload":
+            if path == "/admin/unload":
+                operation["requestBody"] = UNLOAD_BODY
+            if path in ADMIN_PATHS:
                 operation["security"] = [{"bearer": []}]
     schema.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
     schema.get("components", {}).get("schemas", {}).pop("ValidationError", None)

@@ -253,7 +253,9 @@ class Routes:
         return Response(generate_latest(self.state.metrics.registry),
                         media_type=CONTENT_TYPE_LATEST)
 
-    async def admin_reload(self, request: Request) -> Response:
+    def refuse_admin(self, request: Request) -> Response | None:
+        """The answer to an admin request without the server's bearer token (403 when
+        the server has none: admin calls are disabled), else None."""
         state = self.state
         token = self.settings.admin_token
         if not token:
@@ -267,6 +269,13 @@ class Routes:
             state.metrics.reloads.labels("unauthorized").inc()
             return error_response(401, "unauthorized", "a valid 'Authorization: Bearer "
                                   "<MODEL_API_ADMIN_TOKEN>' header is required")
+        return None
+
+    async def admin_reload(self, request: Request) -> Response:
+        state = self.state
+        refused = self.refuse_admin(request)
+        if refused is not None:
+            return refused
         started = time.perf_counter()
         try:
             old, new = await state.reload()
@@ -282,3 +291,26 @@ class Routes:
             "predict_path": new.predict_path,
             "seconds": round(time.perf_counter() - started, 3),
         }), media_type=JSON)
+
+    async def admin_unload(self, request: Request) -> Response:
+        """Stop serving: after a failed first deployment there is no champion to go back
+        to, and a service must not keep answering with the version that failed.
+        `{"if_version": "3"}` unloads only while version 3 serves (409 otherwise)."""
+        refused = self.refuse_admin(request)
+        if refused is not None:
+            return refused
+        body = await request.body()
+        try:
+            wanted = orjson.loads(body).get("if_version") if body.strip() else None
+        except (orjson.JSONDecodeError, AttributeError):
+            return error_response(400, "bad_request", 'the body must be a JSON object: '
+                                  '{"if_version": "<version>"} or empty')
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        reason = f"unloaded by POST /admin/unload at {stamp}"
+        old = await self.state.unload(None if wanted is None else str(wanted), reason)
+        if old is False:
+            current = self.state.model.version if self.state.model else None
+            return error_response(409, "version_mismatch", f"version {current} is served, "
+                                  f"not {wanted}: nothing was unloaded")
+        return Response(orjson.dumps({"previous_version": old.version if old else None,
+                                      "model_version": None}), media_type=JSON)

@@ -85,3 +85,16 @@ class ServiceState:
             old = self.model
             self.swap(served)
             return old, served
+
+    async def unload(self, if_version: str | None, reason: str):
+        """Serve nothing from now on (every model endpoint answers 503 with `reason`)
+        unless `if_version` is given and another version serves: then False. Returns the
+        model that served (or None). Serialised with reloads."""
+        async with self.reload_lock:
+            old = self.model
+            if if_version is not None and (old is None or str(old.version) != if_version):
+                return False
+            self.model = None
+            self.last_load_error = reason
+            self.metrics.model_unloaded()
+            return old
