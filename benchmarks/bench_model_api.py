@@ -17,7 +17,8 @@ Load is measured in steady state: after the first healthy answer, our API re-che
 serving artifact in a low-priority child for a few seconds; the runs start once that is
 over (`settle_s` in the JSON). Each server starts after `os.sync()`, so the previous
 phase's inference log is not being written back meanwhile. The temporary directory is
-removed at the end (`--keep` keeps it).
+removed at the end (`--keep` keeps it). `--log-ab` adds our API with the inference log off
+(`MODEL_API_LOG_SAMPLE_RATE=0`) to each comparison and prints what logging costs.
 """
 
 from __future__ import annotations
@@ -189,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         default=3,
         help="whole comparisons to run; the last table has the medians",
     )
+    parser.add_argument(
+        "--log-ab",
+        action="store_true",
+        help="also run our API with the inference log off (MODEL_API_LOG_SAMPLE_RATE=0) "
+        "and print what logging every request costs (ours / ours without the log)",
+    )
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         print("wrk not found: apt-get update && apt-get install -y wrk", file=sys.stderr)
@@ -235,6 +242,15 @@ def main(argv: list[str] | None = None) -> int:
                     "MODEL_API_ADMIN_TOKEN": secrets.token_urlsafe(32),
                 },
             ),
+            **({"ours-nolog": (
+                [sys.executable, "-m", "include.ml_pipeline.serving"],
+                {
+                    "ML_PIPELINE_MODEL_NAME": name,
+                    "ML_PIPELINE_INFERENCE_LOG": str(work / "inference_log_off"),
+                    "MODEL_API_ADMIN_TOKEN": secrets.token_urlsafe(32),
+                    "MODEL_API_LOG_SAMPLE_RATE": "0",
+                },
+            )} if args.log_ab else {}),
             "mlflow": (
                 [
                     str(bin_dir / "mlflow"),
@@ -258,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 port = free_port()
                 url = f"http://127.0.0.1:{port}"
                 env = dict(base_env, **extra)
-                if label == "ours":
+                if label.startswith("ours"):
                     env.update(MODEL_API_HOST="127.0.0.1", MODEL_API_PORT=str(port))
                 else:
                     cmd = [*cmd, "-h", "127.0.0.1", "-p", str(port)]
@@ -298,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
             print(render(results))
         print(f"\n### Medians of {len(repeats)} comparisons (ratios taken within each run)\n")
         print(render_medians(repeats))
+        if args.log_ab:
+            print(f"\n### What logging every request costs (medians of {len(repeats)})\n")
+            print(render_log_cost(repeats))
         return 0
     finally:
         if args.keep:
@@ -384,6 +403,27 @@ def render_medians(repeats: list[dict]) -> str:
         f"{startup[2]:.2f} |",
         f"| resident memory, process tree (MiB) | {rss[0]:.0f} | {rss[1]:.0f} | {rss[2]:.2f} |",
     ]
+    return "\n".join(lines)
+
+
+def render_log_cost(repeats: list[dict]) -> str:
+    """Per cell: our API with the inference log on against the same API with it off
+    (`MODEL_API_LOG_SAMPLE_RATE=0`), ratios taken within each comparison."""
+    from statistics import median
+
+    lines = ["| rows | conns | log on req/s | log off req/s | on/off req/s | on/off p99 |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for rows in ROWS:
+        for conns in CONNECTIONS:
+            key = f"{rows}x{conns}"
+            on = [r["runs"]["ours"][key] for r in repeats]
+            off = [r["runs"]["ours-nolog"][key] for r in repeats]
+            lines.append(
+                f"| {rows} | {conns} | {fmt(median(a['rps'] for a in on))} | "
+                f"{fmt(median(b['rps'] for b in off))} | "
+                f"{median(a['rps'] / b['rps'] for a, b in zip(on, off, strict=True)):.2f} | "
+                f"{median(a['p99_us'] / b['p99_us'] for a, b in zip(on, off, strict=True)):.2f} |"
+            )
     return "\n".join(lines)
 
 
