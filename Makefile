@@ -29,6 +29,8 @@ TARGET ?=
 # Params of the run: CONF='min_rows=100 test_size=0.25' and/or PARAMS=params.json
 CONF ?=
 PARAMS ?=
+# make run WAIT=600: wait up to 600 s for a run that holds this home (default: refuse at once)
+WAIT ?=
 # Ports of the background services, all on 127.0.0.1 (make ui UI_PORT=8081, ...).
 UI_PORT ?= 8080
 MLFLOW_PORT ?= 5000
@@ -45,6 +47,7 @@ endif
 help:
 	@echo "make run        - run the whole pipeline locally (DATA=file.csv TARGET=column for your own data, ROWS=n)"
 	@echo "                  Params: CONF='min_rows=100 allow_contract_change=true' and/or PARAMS=params.json"
+	@echo "                  one run per home at a time: WAIT=600 queues behind a running one (else refused)"
 	@echo "make ui         - Airflow UI (webserver + scheduler) on the runs of make run: http://127.0.0.1:$(UI_PORT)"
 	@echo "                  (UI_PORT=...; admin password: AIRFLOW_UI_PASSWORD, else generated once into $(LOCAL)/airflow/ui/)"
 	@echo "make mlflow-ui  - MLflow UI on the local store, in the foreground: http://127.0.0.1:$(MLFLOW_PORT) (MLFLOW_PORT=...)"
@@ -90,7 +93,8 @@ endif
 run: $(STAMP)
 	$(PY) -m devtools.run_pipeline \
 	    $(if $(DATA),--data "$(DATA)") $(if $(TARGET),--target "$(TARGET)") --rows $(ROWS) \
-	    $(if $(CONF),--conf-string '$(CONF)') $(if $(PARAMS),--params-file "$(PARAMS)")
+	    $(if $(CONF),--conf-string '$(CONF)') $(if $(PARAMS),--params-file "$(PARAMS)") \
+	    $(if $(WAIT),--wait $(WAIT))
 
 # Two processes: Astronomer's parse test (.astro/) monkeypatches BaseHook.get_connection
 # and os.getenv for the whole interpreter, which must not leak into the other tests.

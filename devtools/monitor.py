@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from devtools import airflow_env
-from devtools.run_pipeline import collect, run_dag, where
+from devtools.run_pipeline import BUSY_EXIT, HomeBusy, collect, home_lock, run_dag, where
 from include.ml_pipeline.contracts.names import DEPLOYMENT_DAG_ID, MONITORING_DAG_ID
 
 TRIGGER_TASK_ID = "trigger_retraining"
@@ -215,12 +215,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-retrain", action="store_true", help="do not run the triggered retraining here"
     )
+    parser.add_argument(
+        "--wait", type=float, default=0.0, metavar="SECONDS",
+        help="when a `make run` (or another monitor) holds this ML_PIPELINE_HOME, wait up to "
+        "SECONDS for it (default: refuse at once)",
+    )
     args = parser.parse_args(argv)
 
     airflow_env.configure()
     from include.ml_pipeline.config import get_settings
 
     settings = get_settings().ensure_dirs()
+    command = " ".join(["python", "-m", "devtools.monitor",
+                        *(sys.argv[1:] if argv is None else argv)])
+    try:
+        # Both DAGs run here, on the home's database, MLflow store and API: one at a time
+        # with `make run` (run_pipeline.home_lock).
+        with home_lock(settings.home, wait=args.wait, command=command,
+                       queue_hint="python -m devtools.monitor --wait 600"):
+            return _monitor(args, settings)
+    except HomeBusy as busy:
+        print(busy, file=sys.stderr)
+        return BUSY_EXIT
+
+
+def _monitor(args: argparse.Namespace, settings) -> int:
+    """Drifted traffic (optional), one monitoring run and the retraining it triggers, on a
+    home this process holds."""
     conf: dict = {}
     if args.source:
         source = args.source

@@ -51,7 +51,12 @@ def _holder(lock_path: Path) -> dict:
         return {}
 
 
-def _busy_message(home: Path, lock_path: Path, holder: dict, waited: float) -> str:
+#: How a refused run queues instead (the `make run` form).
+QUEUE_HINT = "make run WAIT=600 (--wait 600)"
+
+
+def _busy_message(home: Path, lock_path: Path, holder: dict, waited: float,
+                  queue_hint: str = QUEUE_HINT) -> str:
     pid = holder.get("pid")
     facts = [f"`{holder['command']}`"] if holder.get("command") else []
     facts += [f"started {holder['started_at']}"] if holder.get("started_at") else []
@@ -64,21 +69,21 @@ def _busy_message(home: Path, lock_path: Path, holder: dict, waited: float) -> s
         + (f"; waited {waited:.0f} s" if waited >= 1 else "")
         + ".\nTwo runs on one home would share its Airflow database, MLflow store, model API "
         f"and run summary (lock file {lock_path}).\n"
-        f"Wait until it finishes{stop}; queue behind it with --wait SECONDS; or give this "
-        "run a home and a port of its own: make run LOCAL=/other/folder API_PORT=8001"
+        f"Wait until it finishes{stop}; queue behind it: {queue_hint}; or give this run a "
+        "home and a port of its own: make run LOCAL=/other/folder API_PORT=8001"
     )
 
 
 @contextlib.contextmanager
 def home_lock(home: Path, *, wait: float = 0.0, poll: float = 0.5, note=print,
-              command: str | None = None):
+              command: str | None = None, queue_hint: str = QUEUE_HINT):
     """Hold `<home>/run.lock` (an exclusive `flock`) while the block runs, so one `make
     run` at a time uses a home. Another holder: wait up to `wait` seconds (telling `note`
     once who it waits for), then raise `HomeBusy` naming the holder, the folder and what
     to do. The kernel drops the lock when its holder exits, even when killed, so a crashed
     run never leaves a home locked. Yields the lock file's path; while held it names the
     holder (JSON: pid, `command` (default: this process's), started_at, and `log` once
-    set with `note_lock`)."""
+    set with `note_lock`). `queue_hint` tells a refused caller how to wait instead."""
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
     lock_path = home / LOCK_FILE
@@ -93,9 +98,8 @@ def home_lock(home: Path, *, wait: float = 0.0, poll: float = 0.5, note=print,
             except BlockingIOError:
                 waited = time.monotonic() - started
                 if waited >= wait:
-                    raise HomeBusy(
-                        _busy_message(home, lock_path, _holder(lock_path), waited)
-                    ) from None
+                    raise HomeBusy(_busy_message(home, lock_path, _holder(lock_path),
+                                                 waited, queue_hint)) from None
                 if not told:
                     holder = _holder(lock_path)
                     note(f"Waiting up to {wait:.0f} s for process {holder.get('pid', '?')}, "
@@ -643,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         metavar="SECONDS",
         help="when another run holds this ML_PIPELINE_HOME, wait up to SECONDS for it "
-        f"(default: refuse at once, exit status {BUSY_EXIT})",
+        f"(make run WAIT=SECONDS; default: refuse at once, exit status {BUSY_EXIT})",
     )
     args = parser.parse_args(argv)
     param_overrides(args)  # a malformed file or string stops here, before Airflow starts

@@ -73,13 +73,29 @@ def test_a_second_make_run_on_a_held_home_is_refused_at_once_saying_by_whom(tmp_
     assert f"ML_PIPELINE_HOME={home} is in use by process {holder.pid}" in message
     assert "`make run (the first one)`, started 20" in message
     assert f"kill {holder.pid}" in message
-    assert "--wait SECONDS" in message
+    assert "make run WAIT=600" in message
     assert "make run LOCAL=/other/folder API_PORT=8001" in message
     assert seconds < 30, seconds  # before Airflow's database is touched
     # It did nothing in the home: no sample data, no metadata database, no run summary.
     assert not list(home.rglob("*.csv")), list(home.rglob("*.csv"))
     assert not (home / "airflow" / "airflow.db").exists()
     assert not (home / "run_summary.json").exists()
+
+
+def test_make_monitor_on_a_held_home_is_refused_too(tmp_path):
+    """`make monitor` runs both DAGs on the same home: it takes the same lock."""
+    home = tmp_path / "home"
+    holder = _hold(home)
+    try:
+        monitor = subprocess.run([sys.executable, "-m", "devtools.monitor", "--no-retrain"],
+                                 capture_output=True, text=True, env=make_run_env(home),
+                                 cwd=ROOT, timeout=120)
+    finally:
+        _stop(holder)
+    assert monitor.returncode == rp.BUSY_EXIT, (monitor.stdout, monitor.stderr)
+    assert f"is in use by process {holder.pid}" in monitor.stderr
+    assert "python -m devtools.monitor --wait 600" in monitor.stderr
+    assert not (home / "airflow" / "airflow.db").exists()
 
 
 def test_a_killed_holder_leaves_the_home_free(tmp_path):
