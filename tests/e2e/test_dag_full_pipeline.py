@@ -8,8 +8,6 @@ not move; a version that fails the smoke tests is rolled back and the run fails.
 from __future__ import annotations
 
 import json
-import os
-import socket
 
 import httpx
 import pytest
@@ -17,32 +15,10 @@ from mlflow import MlflowClient
 
 from include.ml_pipeline import storage
 from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.serving import process
 from include.ml_pipeline.training.candidates import WEAK_CANDIDATE
+from tests.e2e.conftest import FAST_CANDIDATES
 
 pytestmark = pytest.mark.e2e
-
-FAST_CANDIDATES = [
-    {"name": "logreg_c1", "estimator": "logistic_regression", "params": {"C": 1.0}},
-    {"name": "hgb_small", "estimator": "hist_gradient_boosting",
-     "params": {"max_iter": 60, "max_depth": 3}},
-]
-
-
-@pytest.fixture(scope="module")
-def api_url():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    old = os.environ.get("MODEL_API_URL")
-    os.environ["MODEL_API_URL"] = url
-    yield url
-    process.stop_api()
-    if old is None:
-        os.environ.pop("MODEL_API_URL", None)
-    else:
-        os.environ["MODEL_API_URL"] = old
 
 
 def _client():
