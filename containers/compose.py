@@ -455,7 +455,7 @@ class Project:
         """Run the service's health check as the engine's scheduler would (start period,
         interval, retries) until it passes; fail when the container exits or gives up."""
         spec = self.config["services"][service].get("healthcheck") or {}
-        interval = min(_duration(spec.get("interval"), 10), 5)
+        interval = min(_duration(spec.get("interval"), 10), 2)  # a check at most every 2 s
         started = time.monotonic()
         while True:
             state = engine.output(

@@ -187,10 +187,17 @@ def _host_python(minor: str) -> Path:
         )
         if prefix != Path("/usr"):
             return prefix
-    raise engine.EngineError(
+    raise engine.EngineUnavailable(
         f"no CPython {minor} build on this machine to put into the python:{minor}-slim stand-in "
-        f"(looked in ~/.pyenv/versions/{minor}.* and PATH)"
+        f"(looked in ~/.pyenv/versions/{minor}.* and PATH, outside /usr; no registry here "
+        "to pull the real image from)"
     )
+
+
+def preflight(names: Names) -> None:
+    """What the stand-ins need from this machine, checked before anything is built."""
+    for minor in dict.fromkeys((names.python_version, MLFLOW_PYTHON)):
+        _host_python(minor)
 
 
 def _stage_python(prefix: Path, minor: str, dest: Path) -> None:
@@ -270,16 +277,22 @@ def _build_standin(
     name: str,
     tag: str,
     parent: tuple[str, str],
-    files: list[Path],
+    files: list[Path | tuple[Path, str]],
     args: dict[str, str],
     constraints: Path | None = None,
+    containerfile: Path | None = None,
 ) -> str:
-    """Build unless the label matches. With `constraints` (the lock), the cache key covers
-    only the lock lines of the packages the image holds (recorded after the first build in
-    .local/containers/<name>.packages.json), so an unrelated change of the lock (a new
-    dev tool) does not rebuild the stand-in."""
-    containerfile = STANDINS / name / "Containerfile"
-    base = [parent[1], containerfile, *files, *sorted(f"{k}={v}" for k, v in args.items())]
+    """Build unless the label matches. `files` go into the build context (a file, or a
+    file and its name there); `constraints` (a lock) goes in as `constraints.txt`, and the
+    cache key then covers only the lock lines of the packages the image holds (recorded
+    after the first build in .local/containers/<name>.packages.json), so an unrelated change
+    of the lock (a new dev tool) does not rebuild the stand-in."""
+    containerfile = containerfile or STANDINS / name / "Containerfile"
+    placed = [f if isinstance(f, tuple) else (f, f.name) for f in files]
+    if constraints:
+        placed.append((constraints, "constraints.txt"))
+    base = [parent[1], containerfile, *(f for f, _ in placed if f != constraints)]
+    base += [*sorted(f"{k}={v}" for k, v in args.items())]
     key = digest(*base, *([constraints] if constraints else []))
     if _cached(tag, key):
         log(f"{tag}: cached")
@@ -295,8 +308,8 @@ def _build_standin(
     context = WORK / f"ctx-{name}"
     shutil.rmtree(context, ignore_errors=True)
     context.mkdir(parents=True)
-    for path in [*files, *([constraints] if constraints else [])]:
-        shutil.copy2(path, context / path.name)
+    for path, target in placed:
+        shutil.copy2(path, context / target)
     log(f"building the {tag} stand-in")
     engine.build(
         context,
@@ -325,40 +338,69 @@ def _build_standin(
     return key
 
 
+RUNTIME_DIR = STANDINS / "astro-runtime"
+
+
+def _runtime_base(
+    name: str,
+    tag: str,
+    python: tuple[str, str],
+    requirements: str,
+    lock: Path,
+    runtime_version: str,
+    airflow_version: str,
+) -> str:
+    """The Runtime stand-in without ONBUILD steps (astro-runtime/Containerfile), its
+    packages constrained by `lock`."""
+    return _build_standin(
+        name,
+        tag,
+        python,
+        [(RUNTIME_DIR / requirements, "base-requirements.txt"), RUNTIME_DIR / "entrypoint"],
+        {
+            "RUNTIME_VERSION": runtime_version,
+            "AIRFLOW_VERSION": airflow_version,
+            "UV_VERSION": uv_version(),
+        },
+        constraints=lock,
+        containerfile=RUNTIME_DIR / "Containerfile",
+    )
+
+
 def uv_version() -> str:
     """The uv the Makefile uses (UV_VERSION), for the stand-ins' own installs."""
     return re.search(r"^UV_VERSION\s*:?=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
 
 
 def build_standins(names: Names, after_runtime=None, after_python=None) -> None:
-    """Debian and the Python bases first; then, side by side (mostly downloads): the Runtime
+    """Debian and the model API's Python base first; then, side by side: the Runtime
     stand-in followed by `after_runtime` (the project image), `after_python` (the model API
-    image, which needs only python:3.12-slim), and PostgreSQL followed by MLflow."""
+    image, which needs only python:3.12-slim), and PostgreSQL followed by MLflow's Python
+    base and MLflow (off the critical path, which runs through the project image)."""
     from concurrent.futures import ThreadPoolExecutor
 
     debian_key = debian_base()
     python = python_base(names.python_version, debian_key)
-    mlflow_python = (
-        python_base(MLFLOW_PYTHON, debian_key) if names.python_version != MLFLOW_PYTHON else python
-    )
-    runtime_dir = STANDINS / "astro-runtime"
-    constraints = WORK / "constraints.txt"
-    constraints.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(ROOT / "requirements.lock", constraints)
     uv = uv_version()
 
     def runtime() -> None:
+        base_tag = f"localhost/standin/astro-runtime-base:{names.runtime_version}"
+        base_key = _runtime_base(
+            "astro-runtime-base",
+            base_tag,
+            python,
+            "base-requirements.txt",
+            ROOT / "requirements.lock",
+            names.runtime_version,
+            names.airflow_version,
+        )
         _build_standin(
             "astro-runtime",
             qualified(names.runtime),
-            python,
-            [runtime_dir / "base-requirements.txt", runtime_dir / "entrypoint"],
-            {
-                "RUNTIME_VERSION": names.runtime_version,
-                "AIRFLOW_VERSION": names.airflow_version,
-                "UV_VERSION": uv,
-            },
-            constraints=constraints,
+            (base_tag, base_key),
+            [],
+            {},
+            containerfile=RUNTIME_DIR / "Containerfile.onbuild",
         )
         if after_runtime:
             after_runtime()
@@ -370,6 +412,11 @@ def build_standins(names: Names, after_runtime=None, after_python=None) -> None:
             (DEBIAN_IMAGE, debian_key),
             [STANDINS / "postgres" / "docker-entrypoint.sh"],
             {},
+        )
+        mlflow_python = (
+            python_base(MLFLOW_PYTHON, debian_key)
+            if names.python_version != MLFLOW_PYTHON
+            else python
         )
         _build_standin(
             "mlflow",
