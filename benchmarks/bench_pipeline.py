@@ -575,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"(log {result['log']})", flush=True)
                 if result["state"] != "success":
                     print("\n".join(result["output"].splitlines()[-25:]))
+                    if result.get("facts", {}).get("error"):  # the cluster child's own words
+                        print(f"  error: {result['facts']['error']}")
                 round_results[variant] = result
                 raw[str(rows)] = [*[{v: strip(r) for v, r in rnd.items()} for rnd in rounds],
                                   {v: strip(r) for v, r in round_results.items()}]
