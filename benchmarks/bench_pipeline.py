@@ -534,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replot", action="store_true",
                         help=f"only redraw the plot from {RESULTS.name}")
     parser.add_argument("--merge", action="store_true",
-                        help=f"add to the sizes already in {RESULTS.name} before plotting")
+                        help=f"add to the sizes and variants already in {RESULTS.name}")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
@@ -560,8 +560,11 @@ def main(argv: list[str] | None = None) -> int:
     for rows in sizes:
         data = dataset(rows, cache)
         rounds = []
+        # --merge: a size measured before keeps its rounds; the variants run now replace
+        # theirs round by round (e.g. --variants distributed adds to embedded + plain).
+        earlier = raw.get(str(rows), []) if args.merge else []
         for index in range(args.repeat):
-            round_results = {}
+            round_results = dict(earlier[index]) if index < len(earlier) else {}
             for variant in variants:
                 if variant == "distributed" and rows not in dist_sizes:
                     continue
@@ -579,7 +582,8 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  error: {result['facts']['error']}")
                 round_results[variant] = result
                 raw[str(rows)] = [*[{v: strip(r) for v, r in rnd.items()} for rnd in rounds],
-                                  {v: strip(r) for v, r in round_results.items()}]
+                                  {v: strip(r) for v, r in round_results.items()},
+                                  *earlier[index + 1:]]
                 save(summaries, raw)
             rounds.append(round_results)
         summaries[rows] = report(rows, rounds)
