@@ -316,7 +316,12 @@ def load_contract(tracking_uri: str, name: str, version: str | int) -> dict[str,
     from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
 
     client = configure_mlflow(tracking_uri)
-    mv = client.get_model_version(name, str(version))
+    return contract_of_version(client, name, client.get_model_version(name, str(version)))
+
+
+def contract_of_version(client: Any, name: str, mv: Any) -> dict[str, Any] | None:
+    """`load_contract` for a `ModelVersion` `mv` of `name` already read with `client`
+    (the model API's fetch step has both)."""
     uri = (mv.tags or {}).get(INPUT_CONTRACT_TAG)
     contract = _read_artifact(client, uri) if uri else _derived_contract(client, name, mv)
     if contract is None:

@@ -1,7 +1,7 @@
 """Resolve and download a registered model version, and read what serving needs from it
-(feature spec, input example, run metrics, serving artifact) without deserialising the
-model. The API runs it as a short-lived child process, the only step of its loading path
-that imports MLflow:
+(feature spec, input example, run metrics, serving artifact, input contract) without
+deserialising the model. The API runs it as a short-lived child process, the only step of
+its loading path that imports MLflow:
 
     python -m include.ml_pipeline.serving.fetch TRACKING_URI NAME ALIAS
 
@@ -30,8 +30,9 @@ def fetch(tracking_uri: str, name: str, alias: str) -> dict[str, Any]:
     Returns the concrete version, run id, source, the local directory MLflow downloaded,
     the sklearn flavor's model file, serialization format and skops trusted types, the
     feature spec (metadata `feature_spec`, else the signature), the logged input example
-    (`{"columns", "data"}`), the run's metrics and the downloaded serving artifact
-    (`artifact.py`) when the version has one. Raises `ModelLoadError`."""
+    (`{"columns", "data"}`), the run's metrics, the downloaded serving artifact
+    (`artifact.py`) when the version has one and the version's input contract
+    (`registry.contract`). Raises `ModelLoadError`."""
     try:
         import mlflow
         from mlflow.models import Model
@@ -63,6 +64,7 @@ def fetch(tracking_uri: str, name: str, alias: str) -> dict[str, Any]:
         except Exception as exc:
             log.warning("input example not readable: %s", exc)
         artifact = _download_serving_artifact(version, tracking_uri)
+        contract = _contract(client, name, version)
         metrics: dict[str, float] = {}
         if version.run_id:
             try:
@@ -88,6 +90,7 @@ def fetch(tracking_uri: str, name: str, alias: str) -> dict[str, Any]:
         "example": example,
         "metrics": metrics,
         "serving_artifact": artifact,
+        "contract": contract,
     }
 
 
@@ -103,6 +106,18 @@ def _spec_from_signature(model_meta: Any) -> FeatureSpec:
         else:
             categorical.append(spec.name)
     return FeatureSpec(target="", numeric=numeric, categorical=categorical)
+
+
+def _contract(client: Any, name: str, version: Any) -> dict[str, Any] | None:
+    """The version's input contract (`registry.contract`), shown by `GET /model`; None,
+    with a warning, when it cannot be read (it informs clients: serving goes on)."""
+    from include.ml_pipeline.registry.contract import contract_of_version
+
+    try:
+        return contract_of_version(client, name, version)
+    except Exception as exc:
+        log.warning("input contract of v%s not readable: %r", version.version, exc)
+        return None
 
 
 def _download_serving_artifact(version: Any, tracking_uri: str) -> dict[str, Any] | None:

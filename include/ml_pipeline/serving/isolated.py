@@ -240,6 +240,7 @@ class PendingLoad:
             load_seconds=time.perf_counter() - self.started,
             verification=verification,
             reference=reference,
+            contract=info.get("contract"),
         )
 
 

@@ -36,6 +36,7 @@ def load_served_model(
         served = served_from_fetched(info, max_rows, force_sklearn)
     except Exception as exc:
         raise ModelLoadError(f"cannot load models:/{name}@{alias}: {exc!r}") from exc
+    served.contract = info.get("contract")
     served.load_seconds = time.perf_counter() - started
     log.info("loaded %s v%s (%s) in %.2fs", name, served.version, served.predict_path,
              served.load_seconds)

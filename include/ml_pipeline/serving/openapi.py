@@ -85,9 +85,15 @@ VERSION = {"type": "object",
                           "api_version": {"type": "string"}}}
 READY = {"type": "object", "required": ["ready", "model_version"],
          "properties": {"ready": {"type": "boolean"}, "model_version": {"type": "string"}}}
-MODEL = {"type": "object", "required": ["name", "version", "alias", "feature_spec"],
+MODEL = {"type": "object", "required": ["name", "version", "alias", "feature_spec", "contract"],
          "properties": {"name": {"type": "string"}, "version": {"type": "string"},
-                        "alias": {"type": "string"}, "feature_spec": {"type": "object"}}}
+                        "alias": {"type": "string"}, "feature_spec": {"type": "object"},
+                        "contract": {
+                            "type": ["object", "null"],
+                            "description": "the version's input contract: its columns in "
+                                           "order with kind and the categories seen, the "
+                                           "target's label type and set (null when the "
+                                           "registry holds none)"}}}
 RELOADED = {"type": "object", "required": ["model_version", "predict_path", "seconds"],
             "properties": {"previous_version": {"type": ["string", "null"]},
                            "model_version": {"type": "string"},
@@ -115,7 +121,8 @@ RESPONSES: dict[str, dict[int, dict[str, Any]]] = {
     "/health": {**ok(TEXT_BODY, "a model is loaded (body: a newline)", TEXT), **errors(503)},
     "/version": ok(VERSION, "the served model version"),
     "/ready": {**ok(READY, "a model is loaded"), **errors(503)},
-    "/model": {**ok(MODEL, "the served model: version, run, metrics, feature spec"),
+    "/model": {**ok(MODEL, "the served model: version, run, metrics, feature spec, input "
+                           "contract"),
                **errors(503)},
     "/metrics": ok(TEXT_BODY, "Prometheus text exposition format", TEXT),
     "/admin/reload": {**ok(RELOADED, "the new version serves"), **errors(401, 403, 502)},

@@ -48,6 +48,9 @@ class ServedModel:
     load_seconds: float
     verification: dict[str, Any] = field(default_factory=dict)
     reference: Any = None  # the SklearnPredictor, used if the fast path ever raises
+    #: The version's input contract (`registry.contract`: columns, kinds, categories seen,
+    #: label type and set), None when the registry holds none for it.
+    contract: dict[str, Any] | None = None
 
     def info(self) -> dict[str, Any]:
         """The `GET /model` document."""
@@ -61,6 +64,7 @@ class ServedModel:
             "metrics": self.metrics,
             "classes": self.classes,
             "feature_spec": self.spec.to_dict(),
+            "contract": self.contract,
             "predict_path": self.predict_path,
             "fallback_reason": self.fallback_reason,
             "verification": self.verification,
