@@ -550,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     conf = list(DEFAULT_CONF if args.conf is None else args.conf)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-pipeline-"))
     work.mkdir(parents=True, exist_ok=True)
+    work.chmod(0o755)  # the cluster's PostgreSQL runs as another user and must reach it
     cache = work / "data"
     cache.mkdir(exist_ok=True)
     print(f"work folder {work}; conf {conf}; load {os.getloadavg()}", flush=True)

@@ -6,6 +6,7 @@ worker's folders)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -83,6 +84,14 @@ class Cluster:
         root = Path(root or tempfile.mkdtemp(prefix="ml-pipeline-cluster-"))
         root.mkdir(parents=True, exist_ok=True)
         root.chmod(0o755)  # PostgreSQL (another user) must reach its folder inside
+        if os.geteuid() == 0:  # ...and so every folder above it (mkdtemp makes 0700 ones)
+            closed = [p for p in root.resolve().parents if not p.stat().st_mode & 0o001]
+            if closed:
+                raise ClusterError(
+                    f"PostgreSQL runs as the user 'postgres' and cannot reach {root}: "
+                    f"{closed[0]} is not searchable by other users (mode "
+                    f"{closed[0].stat().st_mode & 0o777:o}); chmod o+x it or put the "
+                    "cluster's folder elsewhere")
         return cls(root=root)
 
     @property
