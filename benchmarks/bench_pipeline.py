@@ -465,7 +465,9 @@ def report(rows: int, rounds: list[dict[str, dict]]) -> dict:
     return summary
 
 
-def plot(summaries: list[dict], path: Path) -> None:
+def plot(summaries: list[dict], path: Path, raw: dict | None = None) -> None:
+    """Wall time and peak memory against rows; each wall point is labelled with the load
+    average before its run(s) (from `raw`), since sizes may be measured at other times."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -483,6 +485,13 @@ def plot(summaries: list[dict], path: Path) -> None:
                   label=f"{variant} process wall")
         left.plot(xs, [p[1]["dag_seconds"] for p in points], marker=marker, color=color,
                   linestyle=":", label=f"{variant} DAG run / steps")
+        for rows, summary in points:
+            loads = [r[variant]["load_before"] for r in (raw or {}).get(str(rows), [])
+                     if r.get(variant, {}).get("load_before") is not None]
+            if loads:
+                left.annotate(f"load {median(loads):.0f}", (rows, summary["wall"]),
+                              textcoords="offset points", xytext=(4, 4), fontsize=7,
+                              color=color)
         right.plot(xs, [p[1]["largest_process"] / GB for p in points], marker=marker,
                    color=color, label=f"{variant} largest process")
         right.plot(xs, [p[1]["tree_peak"] / GB for p in points], marker=marker, color=color,
@@ -494,8 +503,8 @@ def plot(summaries: list[dict], path: Path) -> None:
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=8)
     right.axhline(MEMORY_GOAL / GB, color="red", linewidth=0.8, linestyle="--")
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    fig.suptitle(f"ml_model_deployment_advanced: growth with rows (2 cores, load {load})")
+    fig.suptitle("ml_model_deployment_advanced: growth with rows (2 cores; the load average "
+                 "before each run next to its point)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"plot: {path}")
@@ -539,7 +548,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(ROOT))
     if args.replot:
-        plot(list(json.loads(RESULTS.read_text())["summaries"].values()), PLOT)
+        saved = json.loads(RESULTS.read_text())
+        plot(list(saved["summaries"].values()), PLOT, saved.get("runs"))
         return 0
     sizes = [int(float(x)) for x in args.rows.split(",") if x.strip()]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -590,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
         summaries[rows] = report(rows, rounds)
         save(summaries, raw)
         if not args.no_plot:
-            plot(list(summaries.values()), PLOT)
+            plot(list(summaries.values()), PLOT, raw)
     if not args.keep:
         for child in work.iterdir():
             if child.name != "data":
