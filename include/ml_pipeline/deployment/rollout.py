@@ -175,12 +175,19 @@ def _serve_champion(
     settings: Settings, endpoint: ModelApiEndpoint, model_name: str, version: str, *,
     timeout: float,
 ) -> tuple[dict | None, dict[str, Any]]:
-    """Service: check, reload. Embedded: start the local API on loopback when none answers,
-    else reload. Then wait (bounded) until it serves `version`."""
+    """Service: check, reload. Embedded: start the local API on loopback when none answers
+    (or when it goes away between that check and the reload), else reload. Then wait
+    (bounded) until it serves `version`."""
     from include.ml_pipeline.serving import client, process
 
     url = endpoint.url
     started = None
+
+    def start() -> dict:
+        return process.start_api(url=url, model_name=model_name,
+                                 tracking_uri=settings.mlflow_tracking_uri,
+                                 admin_token=endpoint.token, timeout=timeout).to_dict()
+
     if endpoint.is_service:
         check_service(endpoint, model_name)
         reload_service(endpoint, timeout=timeout)
@@ -191,15 +198,17 @@ def _serve_champion(
             f"{MODEL_API_CONN_ID!r} (host, port, schema; password = admin token)"
         )
     elif not _api_ready_for(url, model_name):
-        started = process.start_api(
-            url=url,
-            model_name=model_name,
-            tracking_uri=settings.mlflow_tracking_uri,
-            admin_token=endpoint.token,
-            timeout=timeout,
-        ).to_dict()
+        started = start()
     else:
-        _reload_embedded(settings, url, endpoint.token, timeout=timeout)
+        try:
+            _reload_embedded(settings, url, endpoint.token, timeout=timeout)
+        except client.ModelApiError:
+            # The local API went away between the check and the reload (killed, crashed):
+            # start it, as when none answered. One still up (a failed reload) re-raises.
+            if process.api_status() is not None or served_model(url) is not None:
+                raise
+            log.warning("the model API at %s went away before the reload; starting it", url)
+            started = start()
     return started, client.wait_for_version(url, version, timeout=timeout)
 
 
