@@ -107,7 +107,10 @@ def get_import_errors():
     Generate a tuple for import errors in the dag bag, and include DAGs without errors.
     """
     with suppress_logging("airflow"):
-        dag_bag = DagBag(include_examples=False)
+        try:
+            dag_bag = DagBag(include_examples=False)
+        except TypeError:  # Airflow 3.3+: no include_examples (examples are a DAG bundle)
+            dag_bag = DagBag()
 
         def strip_path_prefix(path):
             return os.path.relpath(path, os.environ.get("AIRFLOW_HOME"))
