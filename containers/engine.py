@@ -137,11 +137,13 @@ def build(
     labels: dict[str, str] | None = None,
     build_args: dict[str, str] | None = None,
     log_file: Path,
+    background: bool = False,
 ) -> None:
     """`podman build` with the host CA bundle mounted over the image's for RUN steps (pip
     reaches PyPI through this machine's TLS-terminating proxy); nothing of it stays in the
     image. `--format docker`, as the Astro CLI passes for podman (ONBUILD and HEALTHCHECK
-    are Docker-format features)."""
+    are Docker-format features). `background`: at the lowest CPU priority (nice 19, which
+    its RUN steps inherit), so it takes only what the foreground leaves idle."""
     # --network host: the build's downloads take the host's network path (a private build
     # network adds NAT and DNS hops that made PyPI downloads flaky here).
     args = ["build", "--format", "docker", "--network", "host", "-t", tag, "-f", str(containerfile)]
@@ -157,7 +159,7 @@ def build(
     # Each line with the seconds since the build started: where a build spends its time.
     with log_file.open("wb") as handle:
         proc = subprocess.Popen(
-            ["podman", "--runtime", "runc", *args],
+            [*(["nice", "-n", "19"] if background else []), "podman", "--runtime", "runc", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )

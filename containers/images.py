@@ -79,6 +79,9 @@ class Names:
     mlflow: str
     mlflow_version: str
     postgres: str
+    runtime3: str  # Dockerfile.airflow3's base (a Runtime 3.x `-base` image)
+    runtime3_version: str
+    airflow3_version: str
 
 
 def project_names() -> Names:
@@ -97,6 +100,9 @@ def project_names() -> Names:
 
     cli = compose_mod.CLI_DEFAULTS
     postgres = f"{cli['PostgresRepository']}:{cli['PostgresTag']}"
+    runtime3 = re.search(r"^FROM\s+(\S+)", (ROOT / "Dockerfile.airflow3").read_text(), re.M)
+    runtime3 = runtime3.group(1)
+    lock3 = (ROOT / "requirements-airflow3.lock").read_text()
     return Names(
         runtime,
         runtime_version,
@@ -106,6 +112,9 @@ def project_names() -> Names:
         mlflow,
         mlflow_version,
         postgres,
+        runtime3,
+        runtime3.rsplit(":", 1)[1].removesuffix("-base"),
+        re.search(r"^apache-airflow==(\S+)", lock3, re.M).group(1),
     )
 
 
@@ -281,6 +290,7 @@ def _build_standin(
     args: dict[str, str],
     constraints: Path | None = None,
     containerfile: Path | None = None,
+    background: bool = False,
 ) -> str:
     """Build unless the label matches. `files` go into the build context (a file, or a
     file and its name there); `constraints` (a lock) goes in as `constraints.txt`, and the
@@ -318,6 +328,7 @@ def _build_standin(
         labels={LABEL: key},
         build_args={"BASE": parent[0], **args},
         log_file=WORK / "logs" / f"{name}.log",
+        background=background,
     )
     shutil.rmtree(context, ignore_errors=True)
     if constraints:
@@ -349,6 +360,7 @@ def _runtime_base(
     lock: Path,
     runtime_version: str,
     airflow_version: str,
+    background: bool = False,
 ) -> str:
     """The Runtime stand-in without ONBUILD steps (astro-runtime/Containerfile), its
     packages constrained by `lock`."""
@@ -364,7 +376,26 @@ def _runtime_base(
         },
         constraints=lock,
         containerfile=RUNTIME_DIR / "Containerfile",
+        background=background,
     )
+
+
+def build_runtime3(names: Names, background: bool = False) -> str:
+    """The stand-in for Dockerfile.airflow3's base (Runtime 3.x `-base`, no ONBUILD), on the
+    same Python base (built by then); returns its name."""
+    python = python_base(names.python_version, debian_base())
+    tag = qualified(names.runtime3)
+    _runtime_base(
+        "astro-runtime3",
+        tag,
+        python,
+        "base-requirements-airflow3.txt",
+        ROOT / "requirements-airflow3.lock",
+        names.runtime3_version,
+        names.airflow3_version,
+        background=background,
+    )
+    return tag
 
 
 def uv_version() -> str:

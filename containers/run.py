@@ -1,7 +1,7 @@
 """`make test-containers`: the Astro path of this project, run for real on podman.
 
-  python -m containers.run [--keep] [--pytest all|quick|none] [--skip-start]
-                           [--skip-unavailable]
+  python -m containers.run [--keep] [--pytest all|quick|none] [--airflow3 parse|none]
+                           [--skip-start] [--skip-unavailable]
 
 1. podman set up (containers.engine), the stand-in images built or taken from the cache
    (containers.images): quay.io/astronomer/astro-runtime:<tag>, python:<v>-slim,
@@ -17,6 +17,9 @@
    permission error between uid 50000 and the API's user; ports on 127.0.0.1 only.
 5. `astro dev pytest`: tests/dags (or tests/) in the image with the project's .env (CLI:
    podman create, cp dags/tests/plugins/include/.astro, start -a).
+6. The Airflow 3 line: Dockerfile.airflow3 built on a stand-in for its Runtime 3.x `-base`
+   image (in the background from step 2 on, at the lowest CPU priority), checked against
+   requirements-airflow3.lock, and `astro dev parse` in it.
 Everything is torn down at the end (containers, volumes, network), images stay cached.
 Where the machine cannot run containers at all (not root, no apt-get for podman, podman
 not working, no CPython build for a stand-in) it stops saying so: exit 2, or with
@@ -38,6 +41,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from containers import compose, engine, images
@@ -247,6 +251,31 @@ def check_airflow_image(check: Check, image: str, label: str, lock_file: Path) -
         stat == "50000:0 2775",
         stat,
     )
+
+
+def airflow3_image(names: images.Names) -> str:
+    """Dockerfile.airflow3 (Runtime 3.x) built on its Runtime stand-in, in the background
+    (nice 19: it takes the CPU the project's own run leaves idle). Tagged <project>/airflow3
+    so both lines' images stay cached; the CLI tags whichever Dockerfile it builds
+    <project>/airflow."""
+    images.build_runtime3(names, background=True)
+    image = f"{compose.project_name_unique(ROOT)}/airflow3:latest"
+    engine.build(
+        ROOT,
+        image,
+        ROOT / "Dockerfile.airflow3",
+        log_file=RUN_DIR / "build-airflow3.log",
+        background=True,
+    )
+    return image
+
+
+def airflow3_parse(image: str, check: Check) -> None:
+    """`astro dev parse --dockerfile Dockerfile.airflow3`: the image checked against
+    requirements-airflow3.lock, the integrity test run in it."""
+    check_airflow_image(check, image, "Airflow 3 image", ROOT / "requirements-airflow3.lock")
+    code = astro_pytest(image, [".astro/test_dag_integrity_default.py"], "astro-parse-airflow3")
+    check("astro dev parse (Dockerfile.airflow3): every DAG imports", code == 0, f"exit {code}")
 
 
 # ---------------------------------------------------------------- astro dev parse / pytest
@@ -669,6 +698,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["all", "quick", "none"],
         default=os.environ.get("CONTAINERS_PYTEST", "quick"),
     )
+    parser.add_argument(
+        "--airflow3",
+        choices=["parse", "none"],
+        default=os.environ.get("CONTAINERS_AIRFLOW3", "parse"),
+        help="Dockerfile.airflow3 built on its Runtime stand-in and `astro dev parse` in it",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the project running")
     parser.add_argument("--skip-start", action="store_true", help="no astro dev start")
     parser.add_argument("--down", action="store_true", help="only tear a kept project down")
@@ -705,6 +740,8 @@ def main(argv: list[str] | None = None) -> int:
             RUN_DIR / "logs",
         ).down()
         return 0
+    background = ThreadPoolExecutor(1)
+    airflow3 = None
     try:
         project = env = None
         if not args.skip_start:
@@ -717,6 +754,8 @@ def main(argv: list[str] | None = None) -> int:
             after_python=(lambda: build_compose_images(project)) if project else None,
         )
         phases.mark("images: stand-ins, project, model API")
+        if args.airflow3 == "parse":
+            airflow3 = background.submit(airflow3_image, names)
         check_airflow_image(check, image, "project image", ROOT / "requirements.lock")
         if not args.skip_start:
             compare_versions(check, "model API image", freeze(project.image_of("model-api")))
@@ -740,8 +779,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"exit {code}; log {RUN_DIR / 'astro-pytest.log'}",
             )
             phases.mark(f"astro dev pytest {' '.join(selection)}")
+        if airflow3:
+            image3 = airflow3.result()
+            phases.mark("Airflow 3 image: the rest of its background build")
+            airflow3_parse(image3, check)
+            phases.mark("Airflow 3 image: checks, astro dev parse")
     except EngineError as exc:
         check("the container run completes", False, str(exc)[-4000:])
+    finally:
+        background.shutdown(wait=True)  # a build is not cut off halfway
     print(
         f"\ncontainer run: {len(check.results) - len(check.failed)} passed, "
         f"{len(check.failed)} failed, {(time.monotonic() - phases.started) / 60:.1f} min\n"
