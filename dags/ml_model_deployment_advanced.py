@@ -11,7 +11,8 @@ Left to right, as the Graph view shows it:
   rows numbered); `validar_datos` checks schema and quality rules in SQL;
   `preprocesar_datos` types and cleans the columns and chooses the features;
   `dividir_datos` writes a stratified, seeded train/validation/test split as Parquet.
-- `entrenamiento_evaluacion`: `iniciar_experimento` opens this run's MLflow parent run;
+- `entrenamiento_evaluacion`: `iniciar_experimento` opens this run's MLflow parent run
+  once the split exists (data that fails at the door never opens one);
   `entrenar_modelo` fits each candidate (mapped) as a nested run; `evaluar_modelo` scores
   the best on the test split beside the current champion; `registrar_mlflow` registers it
   as a new version with alias `challenger`.
@@ -139,7 +140,9 @@ def ml_model_deployment_advanced():
             """Register the chosen model as a new version with alias `challenger` (idempotent)."""
             return training.register(evaluation, split, params, run_id=run_id)
 
-        results = entrenar_modelo.partial(split=split).expand(job=iniciar_experimento())
+        jobs = iniciar_experimento()
+        split >> jobs  # no MLflow run for data that never reaches training
+        results = entrenar_modelo.partial(split=split).expand(job=jobs)
         return registrar_mlflow(evaluar_modelo(results, split), split)
 
     @task.branch(task_id=DECISION_TASK_ID)

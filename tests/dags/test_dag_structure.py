@@ -96,6 +96,13 @@ def test_trigger_rules(dag):
     assert dag.get_task("despliegue_modelo.revertir_despliegue").retries == 0
 
 
+def test_the_mlflow_experiment_starts_only_once_the_split_exists(dag):
+    # Data that fails at the door never opens an MLflow parent run (nor pays for it).
+    assert dag.get_task("entrenamiento_evaluacion.iniciar_experimento").upstream_task_ids == {
+        "preparacion_datos.dividir_datos"
+    }
+
+
 def test_groups_follow_the_diagram_left_to_right(dag):
     position = {name: i for i, name in enumerate(ORDER)}
     rejected = "notificar_modelo_rechazado"

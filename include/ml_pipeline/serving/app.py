@@ -20,7 +20,8 @@ Own endpoints:
   `{"model_name", "model_version", "predictions": [{"label", "probabilities"}]}`.
   The record schema is generated from the served model's feature spec (see `/docs`).
 * `GET /ready` (200 once a model is loaded), `GET /model` (name, version, alias, run id,
-  run metrics, feature spec, which predictor path serves it), `GET /metrics` (Prometheus).
+  run metrics, feature spec, input contract, which predictor path serves it), `GET
+  /metrics` (Prometheus).
 * `POST /admin/reload` - `Authorization: Bearer <MODEL_API_ADMIN_TOKEN>`. Resolves the
   alias *now*, loads, compiles and verifies the new model in a worker thread while the
   old one keeps serving, then swaps a single reference. Requests already running finish
