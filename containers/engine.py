@@ -9,9 +9,11 @@ sandbox refuses podman's default ulimits). Every call goes through `podman()`, w
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,6 +72,32 @@ def ensure_engine() -> None:
     )
     if done.returncode != 0:
         raise EngineUnavailable(f"podman does not work on this machine: {done.stderr.strip()}")
+    _probe_container()
+
+
+def _probe_container() -> None:
+    """Run one container, this machine's `true` with its libraries as the root filesystem
+    (no image needed): where the sandbox forbids what runc needs (namespaces, mounts; e.g.
+    an unprivileged CI container), podman cannot run containers here."""
+    true = Path(shutil.which("true") or "/bin/true").resolve()
+    ldd = subprocess.run(["ldd", str(true)], capture_output=True, text=True).stdout
+    with tempfile.TemporaryDirectory(prefix="containers-probe-") as root:
+        for path in [true, *map(Path, re.findall(r"(/\S+\.so[.\d]*)", ldd))]:
+            dest = Path(root) / path.relative_to("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+        run = ["podman", "--runtime", "runc", "run", "--rm", "--network", "none"]
+        done = subprocess.run(
+            [*run, "--rootfs", root, str(true)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    if done.returncode != 0:
+        raise EngineUnavailable(
+            f"podman cannot run a container here (exit {done.returncode}): "
+            f"{(done.stderr or done.stdout).strip()[-1500:]}"
+        )
 
 
 def _configure_ulimits() -> None:
