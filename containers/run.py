@@ -55,7 +55,7 @@ MONITOR_DAG = "ml_model_monitoring"
 # `astro dev pytest` by default: the DAGs' tests (imports, structure, Params, callbacks) on
 # the image's packages; `astro dev parse` runs the integrity test before it. The host runs
 # the whole suite twice (make test, make test AIRFLOW=3); `--pytest all` runs tests/ here
-# too (about 13 min more on 2 cores).
+# too (the earlier six-folder default alone took 12.4 min on 2 cores).
 QUICK_TESTS = ["tests/dags"]
 # The deployment run in the containers proves the wiring (services, volumes, users, the
 # REST API, the rollout to the model API), not the training: small generated data and two
