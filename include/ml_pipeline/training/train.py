@@ -51,7 +51,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MODEL_ARTIFACT_NAME = "model"
 SIGNATURE_SAMPLE_ROWS = 1000
-PARENT_SETTLE_S = 0.5  # longer than a run takes to commit after its start time is taken
+PARENT_SETTLE_S = 1.5  # longer than a run takes to commit after its start time is taken
+# (0.5 s was not, once, on a 2-core machine at load 10: two callers each kept their own)
 _MODEL_PACKAGES = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
 
 
