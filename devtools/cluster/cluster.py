@@ -125,9 +125,15 @@ class Cluster:
             self.s3 = self._timed("s3", backends.start_s3, self.root, self.bucket)
             mlflow = pool.submit(self._timed, "mlflow", backends.start_mlflow, self.root,
                                  self.s3)
-            self.postgres, self.redis = postgres.result(), redis.result()
-            self._timed("airflow db migrate", self.airflow, "db", "migrate")
-            self.mlflow = mlflow.result()
+            try:
+                self.postgres, self.redis = postgres.result(), redis.result()
+                self._timed("airflow db migrate", self.airflow, "db", "migrate")
+                self.mlflow = mlflow.result()
+            finally:  # a failure must not orphan what did start: stop() stops what is set
+                for name, future in (("postgres", postgres), ("redis", redis),
+                                     ("mlflow", mlflow)):
+                    if getattr(self, name) is None and future.exception() is None:
+                        setattr(self, name, future.result())
         self.api = self._timed("model api", backends.start_model_api, self.root, self.s3,
                                self.mlflow, self.storage_uri)
         self.scheduler = self._timed("scheduler", self._start_scheduler)

@@ -72,3 +72,27 @@ def test_a_task_log_naming_the_other_workers_folder_is_found(tmp_path):
     own = cluster.workers["worker-a"].airflow_home / "logs" / "attempt=1.log"
     own.write_text(f"writing {other}\n")  # a worker naming its own folder: fine
     assert cross_references(cluster) == {"worker-b": [f"attempt=1.log: reading {other}"]}
+
+
+def test_a_service_that_fails_to_start_leaves_the_started_ones_to_stop(tmp_path, monkeypatch):
+    """PostgreSQL fails: the broker and MLflow, started beside it, are still handed to
+    the cluster so that stop() ends them (they were left running)."""
+    import pytest
+
+    from devtools.cluster import backends
+    from devtools.cluster.cluster import ClusterError
+
+    def refuse(root):
+        raise ClusterError("initdb failed")
+
+    monkeypatch.setattr(backends, "missing_binaries", lambda: [])
+    monkeypatch.setattr(backends, "start_postgres", refuse)
+    monkeypatch.setattr(backends, "start_redis", lambda root: "redis-service")
+    monkeypatch.setattr(backends, "start_s3", lambda root, bucket: "s3-service")
+    monkeypatch.setattr(backends, "start_mlflow", lambda root, s3: "mlflow-service")
+    cluster = Cluster(root=tmp_path)
+    with pytest.raises(ClusterError, match="initdb failed"):
+        cluster.start()
+    assert (cluster.redis, cluster.s3, cluster.mlflow) == (
+        "redis-service", "s3-service", "mlflow-service")
+    assert cluster.postgres is None
