@@ -155,16 +155,6 @@ def data_files_on_workers(cluster: Cluster) -> dict[str, list[str]]:
     return out
 
 
-def split_killed_scratch(left: dict[str, list[str]], killed: str | None
-                         ) -> tuple[dict[str, list[str]], list[str]]:
-    """(`left` without the SIGKILLed worker's TMPDIR files, those files): a killed task
-    cannot remove its scratch copies; anything else it left still counts."""
-    scratch = [f for f in left.get(killed or "", []) if f.startswith("TMPDIR/")]
-    rest = {name: [f for f in files if not (name == killed and f in scratch)]
-            for name, files in left.items()}
-    return {name: files for name, files in rest.items() if files}, scratch
-
-
 def cross_references(cluster: Cluster) -> dict[str, list[str]]:
     """Per worker: its task log lines that name another worker's folder (a path that
     travelled from one worker to the other)."""
@@ -247,11 +237,7 @@ def deploy(cluster: Cluster, data_uri: str, timeout: float = 600) -> Step:
 
 
 def _judge_storage(cluster: Cluster, step: Step, dag_id: str, need: tuple[str, ...],
-                   data_uri: str = "", killed: str | None = None) -> None:
-    """The run's objects are in the bucket, its XComs carry no local location, no task log
-    names another worker's folder, and no data file is left on a worker's disk - except,
-    on the worker `killed` (SIGKILL cannot let a task clean up), the scratch copies in its
-    TMPDIR (reported in the facts; the retry on the other worker read the bucket)."""
+                   data_uri: str = "") -> None:
     bucket = _bucket_facts(cluster)
     step.facts["bucket"] = {k: v[:8] + ([f"... {len(v)} in all"] if len(v) > 8 else [])
                             for k, v in bucket.items()}
@@ -269,9 +255,7 @@ def _judge_storage(cluster: Cluster, step: Step, dag_id: str, need: tuple[str, .
     crossed = cross_references(cluster)
     if crossed:
         step.problems.append(f"task logs name another worker's folders: {crossed}")
-    left, scratch = split_killed_scratch(data_files_on_workers(cluster), killed)
-    if scratch:
-        step.facts["killed_try_scratch"] = scratch
+    left = data_files_on_workers(cluster)
     step.facts["worker_files"] = {name: cluster.worker_files(name) for name in cluster.workers}
     if left:
         step.problems.append(f"data files on the workers' own disks: {left}")
@@ -362,8 +346,7 @@ def kill_during_training(cluster: Cluster, data_uri: str, timeout: float = 600) 
     if len(new) != 1:
         step.problems.append(f"{len(new)} new model versions after the run, not exactly one: "
                              f"{[v['version'] for v in new]}")
-    _judge_storage(cluster, step, DEPLOYMENT_DAG_ID, need=("splits",), data_uri=data_uri,
-                   killed=victim)
+    _judge_storage(cluster, step, DEPLOYMENT_DAG_ID, need=("splits",), data_uri=data_uri)
     return step
 
 

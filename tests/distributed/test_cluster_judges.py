@@ -6,12 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from devtools.cluster.cluster import Cluster, Worker
-from devtools.cluster.scenario import (
-    cross_references,
-    data_files_on_workers,
-    local_locations,
-    split_killed_scratch,
-)
+from devtools.cluster.scenario import cross_references, data_files_on_workers, local_locations
 
 
 def _cluster(root: Path) -> Cluster:
@@ -51,17 +46,6 @@ def test_pipeline_data_left_on_a_worker_is_found(tmp_path):
     (worker.airflow_home / "logs" / "task.log").write_text("log")  # its own logs: fine
     assert data_files_on_workers(cluster) == {
         "worker-b": ["TMPDIR/split.parquet", "ML_PIPELINE_HOME/warehouse/pipeline.duckdb"]}
-
-
-def test_only_the_killed_workers_scratch_files_are_excused():
-    left = {"worker-b": ["TMPDIR/ml_pipeline_x/train.parquet", "ML_PIPELINE_HOME/t.parquet"],
-            "worker-a": ["TMPDIR/split.parquet"]}
-    assert split_killed_scratch(left, "worker-b") == (
-        {"worker-b": ["ML_PIPELINE_HOME/t.parquet"], "worker-a": ["TMPDIR/split.parquet"]},
-        ["TMPDIR/ml_pipeline_x/train.parquet"])
-    assert split_killed_scratch(left, None) == (left, [])
-    assert split_killed_scratch({"worker-b": ["TMPDIR/a.parquet"]}, "worker-b") == (
-        {}, ["TMPDIR/a.parquet"])
 
 
 def test_a_task_log_naming_the_other_workers_folder_is_found(tmp_path):

@@ -255,3 +255,30 @@ def test_pruning_on_s3_removes_old_runs_tables_and_keeps_their_splits(s3_root):
         f"{s3_root.prefix}/runs/b/tables/raw.parquet",
     ]
     assert warehouse.prune_old_tables(runs, keep="other") == []  # b is minutes old
+
+
+def test_a_split_on_s3_is_read_in_memory_with_the_objects_own_fingerprint(s3_root,
+                                                                          monkeypatch):
+    """Training reads a remote split without a copy on the worker's disk (a task killed
+    mid-read leaves nothing behind), and fingerprints the object's bytes."""
+    import io
+
+    import pandas as pd
+
+    from include.ml_pipeline.training import data
+
+    buffer = io.BytesIO()
+    pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"], "y": ["no", "yes"]}).to_parquet(buffer)
+    uri = storage.join(s3_root.uri, "runs", "r", "splits", "train.parquet")
+    storage.write_bytes(uri, buffer.getvalue())
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("a single remote object must not be copied to disk")
+
+    monkeypatch.setattr(storage, "local_copy", no_copy)
+    frame, digest = data.read_parquet(uri, ["a", "y"], fingerprint=True)
+    assert list(frame.columns) == ["a", "y"]
+    assert digest == storage.fingerprint(uri, length=data.DIGEST_LENGTH)
+    assert list(s3_root.worker.scratch.iterdir()) == []
+    with pytest.raises(KeyError, match="missing column"):
+        data.read_parquet(uri, ["a", "nope"])

@@ -2,15 +2,17 @@
 
 Splits are Parquet objects (or folders of Parquet files) holding the feature columns and
 the target, named by URI: under the storage root (`file://`, `s3://`, ...) or a local
-path, so a split written on one worker is read on another. A remote object is
-downloaded once into a temporary file (`storage.local_copy`) and its fingerprint is the
-hash of those bytes, the same digest as of the object itself (`storage.fingerprint`).
+path, so a split written on one worker is read on another. A remote object is read once
+into memory (nothing on the worker's disk, even when the task is killed) and its
+fingerprint is the hash of those bytes, the same digest as `storage.fingerprint`'s; a
+remote folder is downloaded into a temporary folder (`storage.local_copy`).
 Only the columns the `FeatureSpec` names are read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -43,9 +45,23 @@ def read_parquet(
     """`columns` of the Parquet object (or folder) at `uri`, and with `fingerprint` the
     hash of its bytes (`DIGEST_LENGTH` hex digits); raises `FileNotFoundError` naming the
     URI and `KeyError` naming missing columns."""
+    import io
+
     import pandas as pd
     import pyarrow.parquet as pq
 
+    if storage.local_path(uri) is None and storage.exists(uri) and (
+            storage.list_files(uri) == [storage.as_uri(uri)]):
+        # One remote object: read in memory, so no copy is left on the worker's disk even
+        # when the task is killed mid-read (SIGKILL removes no temporary file).
+        data = storage.read_bytes(uri)
+        available = pq.read_schema(io.BytesIO(data)).names
+        missing = [c for c in columns if c not in available]
+        if missing:
+            raise KeyError(f"{os.fspath(uri)}: missing column(s): {', '.join(missing)}")
+        frame = pd.read_parquet(io.BytesIO(data), columns=columns)
+        digest = hashlib.sha256(data).hexdigest()[:DIGEST_LENGTH] if fingerprint else None
+        return frame, digest
     with contextlib.ExitStack() as stack:
         try:
             local = stack.enter_context(storage.local_copy(uri))
