@@ -120,6 +120,7 @@ test-containers: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 ui: $(STAMP)
 	$(PY) -m devtools.ui start --port $(UI_PORT)

@@ -182,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=None)
     parser.add_argument("--model-name", default=None)
     parser.add_argument("--json", default=None, help="also write the raw results here")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the temporary store, logs and inference log")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary store, logs and inference log"
+    )
     parser.add_argument(
         "--repeat",
         type=int,
@@ -242,15 +243,21 @@ def main(argv: list[str] | None = None) -> int:
                     "MODEL_API_ADMIN_TOKEN": secrets.token_urlsafe(32),
                 },
             ),
-            **({"ours-nolog": (
-                [sys.executable, "-m", "include.ml_pipeline.serving"],
+            **(
                 {
-                    "ML_PIPELINE_MODEL_NAME": name,
-                    "ML_PIPELINE_INFERENCE_LOG": str(work / "inference_log_off"),
-                    "MODEL_API_ADMIN_TOKEN": secrets.token_urlsafe(32),
-                    "MODEL_API_LOG_SAMPLE_RATE": "0",
-                },
-            )} if args.log_ab else {}),
+                    "ours-nolog": (
+                        [sys.executable, "-m", "include.ml_pipeline.serving"],
+                        {
+                            "ML_PIPELINE_MODEL_NAME": name,
+                            "ML_PIPELINE_INFERENCE_LOG": str(work / "inference_log_off"),
+                            "MODEL_API_ADMIN_TOKEN": secrets.token_urlsafe(32),
+                            "MODEL_API_LOG_SAMPLE_RATE": "0",
+                        },
+                    )
+                }
+                if args.log_ab
+                else {}
+            ),
             "mlflow": (
                 [
                     str(bin_dir / "mlflow"),
@@ -411,8 +418,10 @@ def render_log_cost(repeats: list[dict]) -> str:
     (`MODEL_API_LOG_SAMPLE_RATE=0`), ratios taken within each comparison."""
     from statistics import median
 
-    lines = ["| rows | conns | log on req/s | log off req/s | on/off req/s | on/off p99 |",
-             "|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| rows | conns | log on req/s | log off req/s | on/off req/s | on/off p99 |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
     for rows in ROWS:
         for conns in CONNECTIONS:
             key = f"{rows}x{conns}"

@@ -122,11 +122,17 @@ class TreeSampler(threading.Thread):
 def label(cmd: str) -> str:
     """A short name for a process from its command line."""
     known = [
-        ("celery", r"celery .*worker|airflow celery worker"), ("scheduler", r"airflow scheduler"),
-        ("model-api", r"ml_pipeline\.serving|uvicorn"), ("mlflow", r"mlflow"),
-        ("moto-s3", r"moto"), ("postgres", r"postgres"), ("redis", r"redis-server"),
-        ("task", r"airflow tasks run"), ("run_pipeline", r"devtools\.run_pipeline"),
-        ("plain_pipeline", r"plain_pipeline\.py"), ("cluster", r"bench_pipeline\.py _cluster"),
+        ("celery", r"celery .*worker|airflow celery worker"),
+        ("scheduler", r"airflow scheduler"),
+        ("model-api", r"ml_pipeline\.serving|uvicorn"),
+        ("mlflow", r"mlflow"),
+        ("moto-s3", r"moto"),
+        ("postgres", r"postgres"),
+        ("redis", r"redis-server"),
+        ("task", r"airflow tasks run"),
+        ("run_pipeline", r"devtools\.run_pipeline"),
+        ("plain_pipeline", r"plain_pipeline\.py"),
+        ("cluster", r"bench_pipeline\.py _cluster"),
         ("time", r"^/usr/bin/time"),
     ]
     for name, pattern in known:
@@ -135,14 +141,16 @@ def label(cmd: str) -> str:
     return (cmd.split() or ["?"])[0].rsplit("/", 1)[-1][:30]
 
 
-def measured(cmd: list[str], env: dict, log: Path, marker: str | None = None,
-             timeout: float = 7200) -> dict:
+def measured(
+    cmd: list[str], env: dict, log: Path, marker: str | None = None, timeout: float = 7200
+) -> dict:
     """Run `cmd` under /usr/bin/time -v with the tree sampler; wall seconds, exit code,
     the max RSS /usr/bin/time saw, each process's sampled peak, the tree's summed peak."""
     started = time.perf_counter()
     with open(log, "wb") as out:
-        proc = subprocess.Popen(["/usr/bin/time", "-v", *cmd], env=env, cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            ["/usr/bin/time", "-v", *cmd], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
         sampler = TreeSampler(proc.pid, marker)
         sampler.start()
         try:
@@ -191,10 +199,20 @@ def dataset(rows: int, cache: Path) -> Path:
 def fresh_home(parent: Path, name: str, data: Path) -> tuple[Path, dict, Path]:
     """A new ML_PIPELINE_HOME with the data where the DAG looks by default; its env."""
     home = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ML_PIPELINE_HOME": str(home),
-           "MODEL_API_URL": f"http://127.0.0.1:{free_port()}", "PYTHONUNBUFFERED": "1"}
-    for key in ("ML_PIPELINE_STORAGE", "MLFLOW_TRACKING_URI", "AIRFLOW_HOME",
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__EXECUTOR"):
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "ML_PIPELINE_HOME": str(home),
+        "MODEL_API_URL": f"http://127.0.0.1:{free_port()}",
+        "PYTHONUNBUFFERED": "1",
+    }
+    for key in (
+        "ML_PIPELINE_STORAGE",
+        "MLFLOW_TRACKING_URI",
+        "AIRFLOW_HOME",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__CORE__EXECUTOR",
+    ):
         env.pop(key, None)
     target = home / "data" / "incoming" / "customer_churn.csv"  # runs.default_data_uri
     target.parent.mkdir(parents=True)
@@ -206,8 +224,13 @@ def fresh_home(parent: Path, name: str, data: Path) -> tuple[Path, dict, Path]:
 
 
 def stop_api(env: dict) -> None:
-    subprocess.run([str(PYTHON), "-m", "devtools.services", "stop"], env=env, cwd=ROOT,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [str(PYTHON), "-m", "devtools.services", "stop"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 def task_durations_sqlite(db: Path) -> list[dict]:
@@ -217,18 +240,26 @@ def task_durations_sqlite(db: Path) -> list[dict]:
     if not db.is_file():
         return []
     with sqlite3.connect(db) as con:
-        run_start = con.execute("SELECT julianday(start_date) FROM dag_run "
-                                "ORDER BY start_date DESC LIMIT 1").fetchone()
+        run_start = con.execute(
+            "SELECT julianday(start_date) FROM dag_run ORDER BY start_date DESC LIMIT 1"
+        ).fetchone()
         rows = con.execute(
             "SELECT task_id, map_index, state, julianday(start_date), julianday(end_date) "
-            "FROM task_instance WHERE end_date IS NOT NULL ORDER BY end_date").fetchall()
+            "FROM task_instance WHERE end_date IS NOT NULL ORDER BY end_date"
+        ).fetchall()
     previous = run_start[0] if run_start else None
     out = []
     for task_id, map_index, state, start, end in rows:
         begin = start if start is not None else previous
         seconds = (end - begin) * 86400 if begin is not None else None
-        out.append({"task_id": task_id, "map_index": map_index, "state": state,
-                    "seconds": round(seconds, 2) if seconds is not None else None})
+        out.append(
+            {
+                "task_id": task_id,
+                "map_index": map_index,
+                "state": state,
+                "seconds": round(seconds, 2) if seconds is not None else None,
+            }
+        )
         previous = end
     return out
 
@@ -250,7 +281,8 @@ def run_embedded(rows: int, data: Path, work: Path, conf: list[str]) -> dict:
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     match = re.search(r"Run \S+: (\w+) in ([\d.]+) s", result["output"])
     result.update(
-        variant="embedded", home=str(home),
+        variant="embedded",
+        home=str(home),
         state=(summary.get("state") or (match and match.group(1).lower()) or "failed"),
         dag_seconds=summary.get("seconds") or (float(match.group(2)) if match else None),
         tasks=task_durations_sqlite(home / "airflow" / "airflow.db"),
@@ -261,13 +293,24 @@ def run_embedded(rows: int, data: Path, work: Path, conf: list[str]) -> dict:
 def run_plain(rows: int, data: Path, work: Path, conf: list[str]) -> dict:
     home, env, target = fresh_home(work, "plain", data)
     out = home / "plain_summary.json"
-    cmd = [str(PYTHON), str(ROOT / "benchmarks" / "plain_pipeline.py"), "--data-uri",
-           str(target), "--out", str(out)]
+    cmd = [
+        str(PYTHON),
+        str(ROOT / "benchmarks" / "plain_pipeline.py"),
+        "--data-uri",
+        str(target),
+        "--out",
+        str(out),
+    ]
     result = run_with_api(cmd, conf, env, home)
     summary = json.loads(out.read_text()) if out.is_file() else {}
-    result.update(variant="plain", home=str(home), state=summary.get("state", "failed"),
-                  dag_seconds=summary.get("seconds"), steps=summary.get("steps", {}),
-                  error=summary.get("error"))
+    result.update(
+        variant="plain",
+        home=str(home),
+        state=summary.get("state", "failed"),
+        dag_seconds=summary.get("seconds"),
+        steps=summary.get("steps", {}),
+        error=summary.get("error"),
+    )
     return result
 
 
@@ -275,13 +318,26 @@ def run_distributed(rows: int, data: Path, work: Path, conf: list[str]) -> dict:
     root = Path(tempfile.mkdtemp(prefix="cluster-", dir=work))
     out = root / "bench_cluster.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    cmd = [str(PYTHON), str(Path(__file__).resolve()), "_cluster", str(data), str(root),
-           str(out), *conf]
+    cmd = [
+        str(PYTHON),
+        str(Path(__file__).resolve()),
+        "_cluster",
+        str(data),
+        str(root),
+        str(out),
+        *conf,
+    ]
     result = measured(cmd, env, work / f"cluster-{rows}.log", marker=str(root))
     facts = json.loads(out.read_text()) if out.is_file() else {}
-    result.update(variant="distributed", home=str(root), state=facts.get("state", "failed"),
-                  dag_seconds=facts.get("run_seconds"), startup=facts.get("startup"),
-                  tasks=facts.get("tasks", []), facts=facts)
+    result.update(
+        variant="distributed",
+        home=str(root),
+        state=facts.get("state", "failed"),
+        dag_seconds=facts.get("run_seconds"),
+        startup=facts.get("startup"),
+        tasks=facts.get("tasks", []),
+        facts=facts,
+    )
     return result
 
 
@@ -298,8 +354,7 @@ def cluster_child(data: str, root: str, out: str, conf: list[str]) -> int:
     cluster = Cluster.create(Path(root))
     try:
         cluster.start()
-        facts["startup"] = {"seconds": round(time.perf_counter() - started, 1),
-                            **cluster.timings}
+        facts["startup"] = {"seconds": round(time.perf_counter() - started, 1), **cluster.timings}
         began = time.perf_counter()
         cluster.wait_dag_parsed(DEPLOYMENT_DAG_ID)
         facts["startup"]["dag parsed"] = round(time.perf_counter() - began, 1)
@@ -324,7 +379,9 @@ def cluster_child(data: str, root: str, out: str, conf: list[str]) -> int:
         rows = cluster.postgres.query(
             "SELECT round(extract(epoch FROM end_date - start_date)::numeric, 1)::float, "
             "round(extract(epoch FROM start_date - queued_at)::numeric, 1)::float "
-            "FROM dag_run WHERE dag_id = %s AND run_id = %s", (DEPLOYMENT_DAG_ID, run_id))
+            "FROM dag_run WHERE dag_id = %s AND run_id = %s",
+            (DEPLOYMENT_DAG_ID, run_id),
+        )
         if rows:
             facts["dag_run_seconds"], facts["queued_seconds"] = rows[0]
         facts["tasks"] = cluster.task_instances(DEPLOYMENT_DAG_ID, run_id)
@@ -352,17 +409,43 @@ def median(values: list[float | None]) -> float | None:
 
 #: Stages of the pipeline: the DAG's task ids (last part) and the plain script's steps.
 STAGES = {
-    "data": ("esperar_datos", "descargar_datos", "validar_datos", "preprocesar_datos",
-             "dividir_datos", "wait", "load", "validate", "preprocess", "split"),
+    "data": (
+        "esperar_datos",
+        "descargar_datos",
+        "validar_datos",
+        "preprocesar_datos",
+        "dividir_datos",
+        "wait",
+        "load",
+        "validate",
+        "preprocess",
+        "split",
+    ),
     "experiment": ("iniciar_experimento", "start_experiment"),
     "fits": ("entrenar_modelo", "train"),
     "evaluate+register": ("evaluar_modelo", "registrar_mlflow", "evaluate", "register"),
-    "decide+deploy+smoke": ("decidir_despliegue", "generar_artefactos", "desplegar_api",
-                            "pruebas_api", "decide", "release", "deploy_api", "smoke_test"),
-    "monitor+notify": ("configurar_monitoreo", "configurar_dashboards",
-                       "notificar_despliegue_exitoso", "notificar_modelo_rechazado",
-                       "notificar_fallo", "revertir_despliegue", "fin", "drift", "dashboard",
-                       "notify"),
+    "decide+deploy+smoke": (
+        "decidir_despliegue",
+        "generar_artefactos",
+        "desplegar_api",
+        "pruebas_api",
+        "decide",
+        "release",
+        "deploy_api",
+        "smoke_test",
+    ),
+    "monitor+notify": (
+        "configurar_monitoreo",
+        "configurar_dashboards",
+        "notificar_despliegue_exitoso",
+        "notificar_modelo_rechazado",
+        "notificar_fallo",
+        "revertir_despliegue",
+        "fin",
+        "drift",
+        "dashboard",
+        "notify",
+    ),
 }
 
 
@@ -397,18 +480,24 @@ def where_time_goes(result: dict) -> str:
     fits = ", ".join(f"{v:.1f}" for k, v in steps.items() if "[" in k)
     run = result.get("dag_seconds") or 0
     shown = ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
-    return (f"tasks {total:.1f} s ({shown}; fits one by one {fits}); "
-            f"run {run:.1f} s - tasks = {run - total:+.1f} s; process wall - run = "
-            f"{result['wall'] - run:+.1f} s (start-up, imports, summary)")
+    return (
+        f"tasks {total:.1f} s ({shown}; fits one by one {fits}); "
+        f"run {run:.1f} s - tasks = {run - total:+.1f} s; process wall - run = "
+        f"{result['wall'] - run:+.1f} s (start-up, imports, summary)"
+    )
 
 
 def report(rows: int, rounds: list[dict[str, dict]]) -> dict:
     """Print one size's table; return its medians and ratios."""
     variants = [v for v in ("embedded", "plain", "distributed") if v in rounds[0]]
-    print(f"\n=== {rows:,} rows ({len(rounds)} round(s); load average now "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}) ===")
-    print(f"{'variant':<12} {'state':<8} {'wall s':>8} {'DAG s':>8} {'max RSS GB':>10} "
-          f"{'tree sum GB':>11}  largest processes (sampled peak GB)")
+    print(
+        f"\n=== {rows:,} rows ({len(rounds)} round(s); load average now "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}) ==="
+    )
+    print(
+        f"{'variant':<12} {'state':<8} {'wall s':>8} {'DAG s':>8} {'max RSS GB':>10} "
+        f"{'tree sum GB':>11}  largest processes (sampled peak GB)"
+    )
     summary: dict = {"rows": rows, "rounds": len(rounds)}
     for variant in variants:
         results = [r[variant] for r in rounds]
@@ -426,28 +515,41 @@ def report(rows: int, rounds: list[dict[str, dict]]) -> dict:
         med["process_peaks"] = peaks
         med["largest_process"] = max([med["max_rss"], *peaks.values()])
         summary[variant] = med
-        shown = ", ".join(f"{k} {gb(v)}" for k, v in sorted(peaks.items(), key=lambda kv: -kv[1])
-                          [:5])
-        print(f"{variant:<12} {'/'.join(sorted(set(med['states']))):<8} {med['wall'] or 0:>8.1f} "
-              f"{med['dag_seconds'] or 0:>8.1f} {gb(med['max_rss']):>10} "
-              f"{gb(med['tree_peak']):>11}  {shown}")
+        shown = ", ".join(
+            f"{k} {gb(v)}" for k, v in sorted(peaks.items(), key=lambda kv: -kv[1])[:5]
+        )
+        print(
+            f"{variant:<12} {'/'.join(sorted(set(med['states']))):<8} {med['wall'] or 0:>8.1f} "
+            f"{med['dag_seconds'] or 0:>8.1f} {gb(med['max_rss']):>10} "
+            f"{gb(med['tree_peak']):>11}  {shown}"
+        )
         if variant == "distributed":
             startup = results[-1].get("startup") or {}
-            print(f"{'':<12} harness start-up {startup.get('seconds', '-')} s "
-                  f"(+ DAG parsed {startup.get('dag parsed', '-')} s): "
-                  + ", ".join(f"{k} {v}" for k, v in startup.items()
-                              if k not in ("seconds", "dag parsed")))
+            print(
+                f"{'':<12} harness start-up {startup.get('seconds', '-')} s "
+                f"(+ DAG parsed {startup.get('dag parsed', '-')} s): "
+                + ", ".join(
+                    f"{k} {v}" for k, v in startup.items() if k not in ("seconds", "dag parsed")
+                )
+            )
         print(f"{'':<12} where the time goes (last round): {where_time_goes(results[-1])}")
         med["stages"] = stage_seconds(results[-1])[0]
 
     def ratios(num: str, den: str, key: str) -> list[float]:
-        return [r[num][key] / r[den][key] for r in rounds
-                if r[num].get(key) and r[den].get(key) and r[num]["state"] == "success"
-                and r[den]["state"] == "success"]
+        return [
+            r[num][key] / r[den][key]
+            for r in rounds
+            if r[num].get(key)
+            and r[den].get(key)
+            and r[num]["state"] == "success"
+            and r[den]["state"] == "success"
+        ]
 
     print("ratios (per round, same round's numbers; median):")
-    for num, den, goal in (("distributed", "embedded", DIST_GOAL), ("embedded", "plain",
-                                                                      PLAIN_GOAL)):
+    for num, den, goal in (
+        ("distributed", "embedded", DIST_GOAL),
+        ("embedded", "plain", PLAIN_GOAL),
+    ):
         if num not in rounds[0] or den not in rounds[0]:
             continue
         for key, what in (("wall", "wall"), ("dag_seconds", "DAG/run")):
@@ -455,13 +557,17 @@ def report(rows: int, rounds: list[dict[str, dict]]) -> dict:
             med = median(values)
             summary[f"{num}/{den} {what}"] = med
             verdict = "-" if med is None else ("meets" if med <= goal else "MISSES")
-            print(f"  {num} / {den} {what:<8} "
-                  f"{', '.join(f'{v:.2f}' for v in values) or '-':<20} median "
-                  f"{med if med is not None else '-'}  goal <= {goal}: {verdict}")
+            print(
+                f"  {num} / {den} {what:<8} "
+                f"{', '.join(f'{v:.2f}' for v in values) or '-':<20} median "
+                f"{med if med is not None else '-'}  goal <= {goal}: {verdict}"
+            )
     worst = max(summary[v]["largest_process"] for v in variants)
     summary["largest_process"] = worst
-    print(f"  largest single process {gb(worst)} GB: "
-          f"{'under' if worst < MEMORY_GOAL else 'OVER'} the 4 GB goal")
+    print(
+        f"  largest single process {gb(worst)} GB: "
+        f"{'under' if worst < MEMORY_GOAL else 'OVER'} the 4 GB goal"
+    )
     return summary
 
 
@@ -475,27 +581,60 @@ def plot(summaries: list[dict], path: Path, raw: dict | None = None) -> None:
 
     summaries = sorted(summaries, key=lambda s: s["rows"])
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for variant, marker, color in (("embedded", "o", "tab:blue"), ("plain", "s", "tab:orange"),
-                                   ("distributed", "^", "tab:green")):
+    for variant, marker, color in (
+        ("embedded", "o", "tab:blue"),
+        ("plain", "s", "tab:orange"),
+        ("distributed", "^", "tab:green"),
+    ):
         points = [(s["rows"], s[variant]) for s in summaries if variant in s]
         if not points:
             continue
         xs = [p[0] for p in points]
-        left.plot(xs, [p[1]["wall"] for p in points], marker=marker, color=color,
-                  label=f"{variant} process wall")
-        left.plot(xs, [p[1]["dag_seconds"] for p in points], marker=marker, color=color,
-                  linestyle=":", label=f"{variant} DAG run / steps")
+        left.plot(
+            xs,
+            [p[1]["wall"] for p in points],
+            marker=marker,
+            color=color,
+            label=f"{variant} process wall",
+        )
+        left.plot(
+            xs,
+            [p[1]["dag_seconds"] for p in points],
+            marker=marker,
+            color=color,
+            linestyle=":",
+            label=f"{variant} DAG run / steps",
+        )
         for rows, summary in points:
-            loads = [r[variant]["load_before"] for r in (raw or {}).get(str(rows), [])
-                     if r.get(variant, {}).get("load_before") is not None]
+            loads = [
+                r[variant]["load_before"]
+                for r in (raw or {}).get(str(rows), [])
+                if r.get(variant, {}).get("load_before") is not None
+            ]
             if loads:
-                left.annotate(f"load {median(loads):.0f}", (rows, summary["wall"]),
-                              textcoords="offset points", xytext=(4, 4), fontsize=7,
-                              color=color)
-        right.plot(xs, [p[1]["largest_process"] / GB for p in points], marker=marker,
-                   color=color, label=f"{variant} largest process")
-        right.plot(xs, [p[1]["tree_peak"] / GB for p in points], marker=marker, color=color,
-                   linestyle=":", label=f"{variant} whole tree (sum)")
+                left.annotate(
+                    f"load {median(loads):.0f}",
+                    (rows, summary["wall"]),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    fontsize=7,
+                    color=color,
+                )
+        right.plot(
+            xs,
+            [p[1]["largest_process"] / GB for p in points],
+            marker=marker,
+            color=color,
+            label=f"{variant} largest process",
+        )
+        right.plot(
+            xs,
+            [p[1]["tree_peak"] / GB for p in points],
+            marker=marker,
+            color=color,
+            linestyle=":",
+            label=f"{variant} whole tree (sum)",
+        )
     for axis, ylabel in ((left, "wall time (s)"), (right, "peak RSS (GB)")):
         axis.set_xscale("log")
         axis.set_xlabel("rows of generated data")
@@ -503,8 +642,10 @@ def plot(summaries: list[dict], path: Path, raw: dict | None = None) -> None:
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=8)
     right.axhline(MEMORY_GOAL / GB, color="red", linewidth=0.8, linestyle="--")
-    fig.suptitle("ml_model_deployment_advanced: growth with rows (2 cores; the load average "
-                 "before each run next to its point)")
+    fig.suptitle(
+        "ml_model_deployment_advanced: growth with rows (2 cores; the load average "
+        "before each run next to its point)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"plot: {path}")
@@ -519,8 +660,7 @@ def strip(result: dict) -> dict:
 
 def save(summaries: dict, raw: dict) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"summaries": summaries, "runs": raw}, indent=1,
-                                  default=str))
+    RESULTS.write_text(json.dumps({"summaries": summaries, "runs": raw}, indent=1, default=str))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -529,21 +669,36 @@ def main(argv: list[str] | None = None) -> int:
         return cluster_child(argv[1], argv[2], argv[3], argv[4:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="100000,1000000", help="comma-separated sizes")
-    parser.add_argument("--variants", default="embedded,plain,distributed",
-                        help="which to run, in this order each round")
+    parser.add_argument(
+        "--variants",
+        default="embedded,plain,distributed",
+        help="which to run, in this order each round",
+    )
     parser.add_argument("--skip-distributed", action="store_true")
-    parser.add_argument("--distributed-rows", default=None,
-                        help="sizes at which the distributed run is made (default: all)")
+    parser.add_argument(
+        "--distributed-rows",
+        default=None,
+        help="sizes at which the distributed run is made (default: all)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="rounds per size (medians)")
-    parser.add_argument("--conf", action="append", default=None, metavar="KEY=VALUE",
-                        help=f"Param override for every variant (default {DEFAULT_CONF})")
+    parser.add_argument(
+        "--conf",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help=f"Param override for every variant (default {DEFAULT_CONF})",
+    )
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs")
     parser.add_argument("--keep", action="store_true", help="keep the runs' folders")
     parser.add_argument("--no-plot", action="store_true")
-    parser.add_argument("--replot", action="store_true",
-                        help=f"only redraw the plot from {RESULTS.name}")
-    parser.add_argument("--merge", action="store_true",
-                        help=f"add to the sizes and variants already in {RESULTS.name}")
+    parser.add_argument(
+        "--replot", action="store_true", help=f"only redraw the plot from {RESULTS.name}"
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help=f"add to the sizes and variants already in {RESULTS.name}",
+    )
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
@@ -555,8 +710,11 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if args.skip_distributed and "distributed" in variants:
         variants.remove("distributed")
-    dist_sizes = ({int(float(x)) for x in args.distributed_rows.split(",") if x.strip()}
-                  if args.distributed_rows else set(sizes))
+    dist_sizes = (
+        {int(float(x)) for x in args.distributed_rows.split(",") if x.strip()}
+        if args.distributed_rows
+        else set(sizes)
+    )
     conf = list(DEFAULT_CONF if args.conf is None else args.conf)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-pipeline-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -580,21 +738,28 @@ def main(argv: list[str] | None = None) -> int:
                 if variant == "distributed" and rows not in dist_sizes:
                     continue
                 load = os.getloadavg()[0]
-                print(f"[{rows:,} rows, round {index + 1}] {variant} (load {load:.1f}) ...",
-                      flush=True)
+                print(
+                    f"[{rows:,} rows, round {index + 1}] {variant} (load {load:.1f}) ...",
+                    flush=True,
+                )
                 result = runners[variant](rows, data, work, conf)
                 result["load_before"] = load
-                print(f"  {result['state']} wall {result['wall']:.1f} s, DAG "
-                      f"{result.get('dag_seconds')} s, max RSS {gb(result['max_rss'])} GB "
-                      f"(log {result['log']})", flush=True)
+                print(
+                    f"  {result['state']} wall {result['wall']:.1f} s, DAG "
+                    f"{result.get('dag_seconds')} s, max RSS {gb(result['max_rss'])} GB "
+                    f"(log {result['log']})",
+                    flush=True,
+                )
                 if result["state"] != "success":
                     print("\n".join(result["output"].splitlines()[-25:]))
                     if result.get("facts", {}).get("error"):  # the cluster child's own words
                         print(f"  error: {result['facts']['error']}")
                 round_results[variant] = result
-                raw[str(rows)] = [*[{v: strip(r) for v, r in rnd.items()} for rnd in rounds],
-                                  {v: strip(r) for v, r in round_results.items()},
-                                  *earlier[index + 1:]]
+                raw[str(rows)] = [
+                    *[{v: strip(r) for v, r in rnd.items()} for rnd in rounds],
+                    {v: strip(r) for v, r in round_results.items()},
+                    *earlier[index + 1 :],
+                ]
                 save(summaries, raw)
             rounds.append(round_results)
         summaries[rows] = report(rows, rounds)

@@ -78,8 +78,9 @@ def default_params(overrides: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(overrides) - set(params))
     if unknown:
         raise SystemExit(f"unknown Param(s) {unknown} (see orchestration/params.py)")
-    return {key: param.resolve(value=overrides.get(key, param.value)) for key, param in
-            params.items()}
+    return {
+        key: param.resolve(value=overrides.get(key, param.value)) for key, param in params.items()
+    }
 
 
 def run(params: dict[str, Any], run_id: str, timings: dict[str, float]) -> dict[str, Any]:
@@ -118,14 +119,14 @@ def run(params: dict[str, Any], run_id: str, timings: dict[str, float]) -> dict[
     validated = step("validate", data_preparation.validate_raw_data, loaded, params)
     prepared = step("preprocess", data_preparation.preprocess, validated, params, run_id)
     split = step("split", data_preparation.split, prepared, loaded, params, run_id)
-    jobs = step("start_experiment", training.start_experiment, params, dag_id=dag_id,
-                run_id=run_id)
+    jobs = step("start_experiment", training.start_experiment, params, dag_id=dag_id, run_id=run_id)
 
     def train_all() -> list[dict]:
         results = []
         for index, job in enumerate(jobs):  # one after another, as in `make run`
-            ti = SimpleNamespace(dag_id=dag_id, run_id=run_id, task_id=DAG_TASKS["train"],
-                                 map_index=index)
+            ti = SimpleNamespace(
+                dag_id=dag_id, run_id=run_id, task_id=DAG_TASKS["train"], map_index=index
+            )
             started = time.perf_counter()
             results.append(training.train_candidate(job, split, params, ti))
             name = f"train[{index}]"
@@ -137,12 +138,18 @@ def run(params: dict[str, Any], run_id: str, timings: dict[str, float]) -> dict[
     evaluation = step("evaluate", training.evaluate_best, results, split, params)
     registered = step("register", training.register, evaluation, split, params, run_id=run_id)
     pushed = Pushed()
-    branch = step("decide", decision.decide, registered, params, pushed, deploy_to="deploy",
-                  reject_to="reject")
+    branch = step(
+        "decide",
+        decision.decide,
+        registered,
+        params,
+        pushed,
+        deploy_to="deploy",
+        reject_to="reject",
+    )
     decided = pushed.values[DECISION_XCOM_KEY]
     if branch == "reject":
-        step("notify", notifications.notify_rejected, decided, params, dag_id=dag_id,
-             run_id=run_id)
+        step("notify", notifications.notify_rejected, decided, params, dag_id=dag_id, run_id=run_id)
         return {"deployed": False, "version": registered["version"]}
     released = step("release", deployment.release, decided, dag_id=dag_id, run_id=run_id)
 
@@ -151,27 +158,47 @@ def run(params: dict[str, Any], run_id: str, timings: dict[str, float]) -> dict[
         # builds when there is no `model_api` connection.
         settings = get_settings()
         release = Release.from_dict(released)
-        api = ModelApiEndpoint(settings.api_url, os.environ.get("MODEL_API_ADMIN_TOKEN") or None,
-                               EMBEDDED, "MODEL_API_URL")
-        done = serve(settings, api, release.model_name, release.version,
-                     timeout=params["api_timeout_seconds"])
+        api = ModelApiEndpoint(
+            settings.api_url,
+            os.environ.get("MODEL_API_ADMIN_TOKEN") or None,
+            EMBEDDED,
+            "MODEL_API_URL",
+        )
+        done = serve(
+            settings,
+            api,
+            release.model_name,
+            release.version,
+            timeout=params["api_timeout_seconds"],
+        )
         return Rollout(release=release, **done).to_dict()
 
     rollout = step("deploy_api", roll_out)
     live = step("smoke_test", deployment.smoke_test, rollout, params)
     drift = step("drift", monitoring.check_drift_at_deployment, live, params)
-    dashboard = step("dashboard", monitoring.render_deployment_dashboard, live, drift, params,
-                     dag_id=dag_id, run_id=run_id)
-    step("notify", notifications.notify_deployed, dashboard, params, dag_id=dag_id,
-         run_id=run_id)
+    dashboard = step(
+        "dashboard",
+        monitoring.render_deployment_dashboard,
+        live,
+        drift,
+        params,
+        dag_id=dag_id,
+        run_id=run_id,
+    )
+    step("notify", notifications.notify_deployed, dashboard, params, dag_id=dag_id, run_id=run_id)
     return {"deployed": True, "version": registered["version"], "api_url": rollout["url"]}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-uri", required=True, help="raw CSV / Parquet (path or URI)")
-    parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
-                        help="a Param override, VALUE as JSON when it parses (repeatable)")
+    parser.add_argument(
+        "--conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Param override, VALUE as JSON when it parses (repeatable)",
+    )
     parser.add_argument("--run-id", default=None, help="default: plain__<UTC time>")
     parser.add_argument("--out", type=Path, default=None, help="write the timings here (JSON)")
     args = parser.parse_args(argv)
@@ -202,10 +229,16 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         seconds = round(time.perf_counter() - started, 3)
-        summary = {"run_id": run_id, "state": "failed" if error else "success",
-                   "seconds": seconds, "steps": timings, "tasks": DAG_TASKS,
-                   "outcome": outcome, "error": error,
-                   "airflow_imported_by_steps": "airflow" in sys.modules}
+        summary = {
+            "run_id": run_id,
+            "state": "failed" if error else "success",
+            "seconds": seconds,
+            "steps": timings,
+            "tasks": DAG_TASKS,
+            "outcome": outcome,
+            "error": error,
+            "airflow_imported_by_steps": "airflow" in sys.modules,
+        }
         print(f"plain pipeline {summary['state']} in {seconds:.1f} s", flush=True)
         if args.out:
             args.out.write_text(json.dumps(summary, indent=2, default=str))

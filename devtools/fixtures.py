@@ -57,8 +57,9 @@ def training_frame(rows: int = 4000, seed: int = 0, labels: str = "str"):
         if labels == "multi_int":
             target = target.map({"north": 1, "south": 2, "east": 3, "west": 4}).astype(int)
         frame[spec.target] = target
-        spec = FeatureSpec(spec.target, spec.numeric,
-                           [c for c in spec.categorical if c != "region"])
+        spec = FeatureSpec(
+            spec.target, spec.numeric, [c for c in spec.categorical if c != "region"]
+        )
         frame = frame.drop(columns=["region"])
     elif labels != "str":
         raise ValueError(f"unknown labels kind {labels!r}")
@@ -71,8 +72,9 @@ def fit_pipeline(frame, spec: FeatureSpec, kind: str = "hgb", seed: int = 0):
 
     from include.ml_pipeline.features import build_preprocessor, coerce_features
 
-    pipeline = Pipeline([("preprocess", build_preprocessor(spec)),
-                         ("model", make_estimator(kind, seed))])
+    pipeline = Pipeline(
+        [("preprocess", build_preprocessor(spec)), ("model", make_estimator(kind, seed))]
+    )
     with threadpool_limits(limits=1):  # OpenMP barriers crawl on a busy 2-core box
         pipeline.fit(coerce_features(frame, spec), frame[spec.target])
     return pipeline
@@ -119,16 +121,16 @@ def register_model_version(
             from urllib.parse import urlparse
 
             Path(urlparse(artifact_location).path).mkdir(parents=True, exist_ok=True)
-        experiment_id = client.create_experiment(experiment,
-                                                 artifact_location=artifact_location)
+        experiment_id = client.create_experiment(experiment, artifact_location=artifact_location)
     else:
         experiment_id = found.experiment_id
     features = coerce_features(frame, spec)
     sample = features.head(500)
     with mlflow.start_run(experiment_id=experiment_id):
-        mlflow.log_metric("validation_accuracy",
-                          float((pipeline.predict(sample) == frame[spec.target].head(500))
-                                .mean()))
+        mlflow.log_metric(
+            "validation_accuracy",
+            float((pipeline.predict(sample) == frame[spec.target].head(500)).mean()),
+        )
         dumped = skops.io.dumps(pipeline)
         trusted = skops.io.get_untrusted_types(data=dumped)
         info = mlflow.sklearn.log_model(
@@ -150,9 +152,15 @@ def register_model_version(
         from include.ml_pipeline.serving.artifact import publish_served
         from include.ml_pipeline.serving.served import build_served_model
 
-        served = build_served_model(pipeline, spec, name=model_name,
-                                    version=str(registered.version), alias="",
-                                    max_rows=10_000, run_id=registered.run_id)
+        served = build_served_model(
+            pipeline,
+            spec,
+            name=model_name,
+            version=str(registered.version),
+            alias="",
+            max_rows=10_000,
+            run_id=registered.run_id,
+        )
         publish_served(tracking_uri, served)
     return str(registered.version)
 
@@ -165,12 +173,18 @@ def titanic_passengers(age_column: str = "age"):
 
     counts = {
         # (class, sex, age): (died, survived)
-        ("1st", "male", "child"): (0, 5), ("2nd", "male", "child"): (0, 11),
-        ("3rd", "male", "child"): (35, 13), ("1st", "female", "child"): (0, 1),
-        ("2nd", "female", "child"): (0, 13), ("3rd", "female", "child"): (17, 14),
-        ("1st", "male", "adult"): (118, 57), ("2nd", "male", "adult"): (154, 14),
-        ("3rd", "male", "adult"): (387, 75), ("1st", "female", "adult"): (4, 140),
-        ("2nd", "female", "adult"): (13, 80), ("3rd", "female", "adult"): (89, 76),
+        ("1st", "male", "child"): (0, 5),
+        ("2nd", "male", "child"): (0, 11),
+        ("3rd", "male", "child"): (35, 13),
+        ("1st", "female", "child"): (0, 1),
+        ("2nd", "female", "child"): (0, 13),
+        ("3rd", "female", "child"): (17, 14),
+        ("1st", "male", "adult"): (118, 57),
+        ("2nd", "male", "adult"): (154, 14),
+        ("3rd", "male", "adult"): (387, 75),
+        ("1st", "female", "adult"): (4, 140),
+        ("2nd", "female", "adult"): (13, 80),
+        ("3rd", "female", "adult"): (89, 76),
     }
     rows = []
     for (cls, sex, age), (died, survived) in counts.items():

@@ -216,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         "--no-retrain", action="store_true", help="do not run the triggered retraining here"
     )
     parser.add_argument(
-        "--wait", type=float, default=0.0, metavar="SECONDS",
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
         help="when a `make run` (or another monitor) holds this ML_PIPELINE_HOME, wait up to "
         "SECONDS for it (default: refuse at once)",
     )
@@ -226,13 +229,18 @@ def main(argv: list[str] | None = None) -> int:
     from include.ml_pipeline.config import get_settings
 
     settings = get_settings().ensure_dirs()
-    command = " ".join(["python", "-m", "devtools.monitor",
-                        *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join(
+        ["python", "-m", "devtools.monitor", *(sys.argv[1:] if argv is None else argv)]
+    )
     try:
         # Both DAGs run here, on the home's database, MLflow store and API: one at a time
         # with `make run` (run_pipeline.home_lock).
-        with home_lock(settings.home, wait=args.wait, command=command,
-                       queue_hint="python -m devtools.monitor --wait 600"):
+        with home_lock(
+            settings.home,
+            wait=args.wait,
+            command=command,
+            queue_hint="python -m devtools.monitor --wait 600",
+        ):
             return _monitor(args, settings)
     except HomeBusy as busy:
         print(busy, file=sys.stderr)

@@ -55,8 +55,9 @@ def _holder(lock_path: Path) -> dict:
 QUEUE_HINT = "make run WAIT=600 (--wait 600)"
 
 
-def _busy_message(home: Path, lock_path: Path, holder: dict, waited: float,
-                  queue_hint: str = QUEUE_HINT) -> str:
+def _busy_message(
+    home: Path, lock_path: Path, holder: dict, waited: float, queue_hint: str = QUEUE_HINT
+) -> str:
     pid = holder.get("pid")
     facts = [f"`{holder['command']}`"] if holder.get("command") else []
     facts += [f"started {holder['started_at']}"] if holder.get("started_at") else []
@@ -75,8 +76,15 @@ def _busy_message(home: Path, lock_path: Path, holder: dict, waited: float,
 
 
 @contextlib.contextmanager
-def home_lock(home: Path, *, wait: float = 0.0, poll: float = 0.5, note=print,
-              command: str | None = None, queue_hint: str = QUEUE_HINT):
+def home_lock(
+    home: Path,
+    *,
+    wait: float = 0.0,
+    poll: float = 0.5,
+    note=print,
+    command: str | None = None,
+    queue_hint: str = QUEUE_HINT,
+):
     """Hold `<home>/run.lock` (an exclusive `flock`) while the block runs, so one `make
     run` at a time uses a home. Another holder: wait up to `wait` seconds (telling `note`
     once who it waits for), then raise `HomeBusy` naming the holder, the folder and what
@@ -98,20 +106,26 @@ def home_lock(home: Path, *, wait: float = 0.0, poll: float = 0.5, note=print,
             except BlockingIOError:
                 waited = time.monotonic() - started
                 if waited >= wait:
-                    raise HomeBusy(_busy_message(home, lock_path, _holder(lock_path),
-                                                 waited, queue_hint)) from None
+                    raise HomeBusy(
+                        _busy_message(home, lock_path, _holder(lock_path), waited, queue_hint)
+                    ) from None
                 if not told:
                     holder = _holder(lock_path)
-                    note(f"Waiting up to {wait:.0f} s for process {holder.get('pid', '?')}, "
-                         f"which is using ML_PIPELINE_HOME={home} ...")
+                    note(
+                        f"Waiting up to {wait:.0f} s for process {holder.get('pid', '?')}, "
+                        f"which is using ML_PIPELINE_HOME={home} ..."
+                    )
                     told = True
                 time.sleep(min(poll, max(wait - waited, 0.01)))
-        _write_holder(fd, {
-            "pid": os.getpid(),
-            "command": command or " ".join(["python", "-m", "devtools.run_pipeline",
-                                            *sys.argv[1:]]),
-            "started_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        })
+        _write_holder(
+            fd,
+            {
+                "pid": os.getpid(),
+                "command": command
+                or " ".join(["python", "-m", "devtools.run_pipeline", *sys.argv[1:]]),
+                "started_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            },
+        )
         try:
             yield lock_path
         finally:

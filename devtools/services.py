@@ -33,16 +33,20 @@ def start_model_api() -> int:
         return 0
     name, version = _champion()
     if version is None:
-        print(f"No '{name}' version has the alias champion yet: run `make run` first.",
-              file=sys.stderr)
+        print(
+            f"No '{name}' version has the alias champion yet: run `make run` first.",
+            file=sys.stderr,
+        )
         return 1
     try:
         process = start_api()
     except (ApiStartError, ValueError) as exc:
         print(f"The model API did not start: {exc}", file=sys.stderr)
         return 1
-    print(f"Model API: {process.url} serves {name} v{version} (champion); "
-          f"docs {process.url}/docs; log {process.log_path}; stop it with: make stop")
+    print(
+        f"Model API: {process.url} serves {name} v{version} (champion); "
+        f"docs {process.url}/docs; log {process.log_path}; stop it with: make stop"
+    )
     return 0
 
 
@@ -55,8 +59,11 @@ def main(argv: list[str]) -> int:
     running = api_status()
     if command == "stop":
         stopped_ui = ui.stop()
-        print(f"Stopped the Airflow UI at {stopped_ui.url}." if stopped_ui
-              else "The Airflow UI is not running.")
+        print(
+            f"Stopped the Airflow UI at {stopped_ui.url}."
+            if stopped_ui
+            else "The Airflow UI is not running."
+        )
         if running is None:
             print("The model API is not running.")
             return 0

@@ -324,16 +324,29 @@ def start(
 
     env = dict(os.environ)
     env.update(airflow_env.ui_env(url))
-    commands = {"webserver": [
-        sys.executable, "-m", "airflow", "webserver",
-        "--hostname", host, "--port", str(port), "--workers", str(workers),
-    ]}
+    commands = {
+        "webserver": [
+            sys.executable,
+            "-m",
+            "airflow",
+            "webserver",
+            "--hostname",
+            host,
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ]
+    }
     if scheduler:
         commands["scheduler"] = [sys.executable, "-m", "airflow", "scheduler", "--skip-serve-logs"]
     processes = [_spawn(name, command, env, folder) for name, command in commands.items()]
-    state = UiState(url=url, username=username,
-                    password_file=str(password_file) if password_file else None,
-                    processes=processes)
+    state = UiState(
+        url=url,
+        username=username,
+        password_file=str(password_file) if password_file else None,
+        processes=processes,
+    )
     (folder / STATE_FILE).write_text(json.dumps(state.to_dict(), indent=2))
     try:
         if scheduler:
@@ -373,33 +386,46 @@ def _wait_for_webserver(url: str, processes: list[UiProcess], timeout: float) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The Airflow UI on the embedded database.")
-    parser.add_argument("command", choices=["start", "stop", "status"], nargs="?",
-                        default="start")
+    parser.add_argument("command", choices=["start", "stop", "status"], nargs="?", default="start")
     parser.add_argument("--host", default=os.environ.get("AIRFLOW_UI_HOST", DEFAULT_HOST))
-    parser.add_argument("--port", type=int,
-                        default=int(os.environ.get("AIRFLOW_UI_PORT", DEFAULT_PORT)))
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("AIRFLOW_UI_PORT", DEFAULT_PORT))
+    )
     parser.add_argument("--user", default=os.environ.get("AIRFLOW_UI_USER", "admin"))
-    parser.add_argument("--workers", type=int,
-                        default=int(os.environ.get("AIRFLOW_UI_WORKERS", 2)))
-    parser.add_argument("--no-scheduler", action="store_true",
-                        help="only the webserver (runs show, nothing is scheduled)")
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("AIRFLOW_UI_WORKERS", 2)))
+    parser.add_argument(
+        "--no-scheduler",
+        action="store_true",
+        help="only the webserver (runs show, nothing is scheduled)",
+    )
     args = parser.parse_args(argv)
     if args.command == "stop":
         stopped = stop()
-        print(f"Stopped the Airflow UI at {stopped.url}." if stopped
-              else "The Airflow UI is not running.")
+        print(
+            f"Stopped the Airflow UI at {stopped.url}."
+            if stopped
+            else "The Airflow UI is not running."
+        )
         return 0
     if args.command == "status":
         state = status()
         print(f"Airflow UI: {state.url}" if state else "Airflow UI: not running")
         return 0
     if airflow_env._airflow_major() >= 3:
-        print("make ui runs the Airflow 2.11 webserver (FAB login); on the Airflow 3 line "
-              "it is not wired yet: use make ui without AIRFLOW=3", file=sys.stderr)
+        print(
+            "make ui runs the Airflow 2.11 webserver (FAB login); on the Airflow 3 line "
+            "it is not wired yet: use make ui without AIRFLOW=3",
+            file=sys.stderr,
+        )
         return 2
     try:
-        start(host=args.host, port=args.port, username=args.user, workers=args.workers,
-              scheduler=not args.no_scheduler)
+        start(
+            host=args.host,
+            port=args.port,
+            username=args.user,
+            workers=args.workers,
+            scheduler=not args.no_scheduler,
+        )
     except (UiStartError, ValueError) as exc:
         print(f"make ui failed: {exc}", file=sys.stderr)
         return 1

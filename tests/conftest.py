@@ -68,8 +68,9 @@ def need_moto() -> None:
     """Skip, saying why, where moto's S3 server is not installed (inside the Astro image,
     whose `astro dev pytest` has no dev requirements); `make test` always has it."""
     pytest.importorskip(
-        "moto", reason="moto[server] (a dev requirement) is not installed: no S3 server "
-        "for the storage-root tests here; make test installs it"
+        "moto",
+        reason="moto[server] (a dev requirement) is not installed: no S3 server "
+        "for the storage-root tests here; make test installs it",
     )
 
 
@@ -82,4 +83,3 @@ def s3_server():
 
     with S3Server(bucket="ml-pipeline") as server:
         yield server
-

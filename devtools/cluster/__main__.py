@@ -14,17 +14,26 @@ import time
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devtools.cluster", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.cluster",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--rows", type=int, default=3000, help="generated raw rows")
     parser.add_argument("--root", default=None, help="cluster folder (default: a new temp dir)")
     parser.add_argument("--remove", action="store_true", help="delete the folder afterwards")
     parser.add_argument("--facts", action="store_true", help="print every step's facts (JSON)")
-    parser.add_argument("--shared-raw-file", action="store_true",
-                        help="diagnosis only: raw data from a read-only file every worker "
-                             "reads instead of the bucket (to get past a failing download)")
-    parser.add_argument("--keep-running", action="store_true",
-                        help="after the proof, keep the cluster up until Ctrl-C")
+    parser.add_argument(
+        "--shared-raw-file",
+        action="store_true",
+        help="diagnosis only: raw data from a read-only file every worker "
+        "reads instead of the bucket (to get past a failing download)",
+    )
+    parser.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="after the proof, keep the cluster up until Ctrl-C",
+    )
     args = parser.parse_args(argv)
 
     from devtools.cluster.cluster import Cluster
@@ -39,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster.start()
         print(f"started in {time.monotonic() - started:.0f} s: {cluster.timings}", flush=True)
         print(cluster.where_to_look(), flush=True)
-        steps = run_all(cluster, args.rows, stop_on_failure=True,
-                        shared_file=args.shared_raw_file)
+        steps = run_all(cluster, args.rows, stop_on_failure=True, shared_file=args.shared_raw_file)
         for step in steps:
             print(step.summary())
             if args.facts:

@@ -28,8 +28,10 @@ def _pg_bin() -> Path:
     the newest version installed."""
     if os.environ.get("ML_PIPELINE_PG_BIN"):
         return Path(os.environ["ML_PIPELINE_PG_BIN"])
-    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-                       key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    installed = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+    )
     return installed[-1].parent if installed else Path("/usr/lib/postgresql/15/bin")
 
 
@@ -38,8 +40,11 @@ REDIS_SERVER = os.environ.get("ML_PIPELINE_REDIS_SERVER", "/usr/bin/redis-server
 PG_USER = "airflow"  # the database superuser initdb creates (trust auth on loopback)
 PG_DATABASE = "airflow"
 #: moto accepts any keys; these are placeholders, not secrets.
-S3_KEYS = {"AWS_ACCESS_KEY_ID": "cluster-test", "AWS_SECRET_ACCESS_KEY": "cluster-test",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+S3_KEYS = {
+    "AWS_ACCESS_KEY_ID": "cluster-test",
+    "AWS_SECRET_ACCESS_KEY": "cluster-test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def missing_binaries() -> list[str]:
@@ -57,8 +62,10 @@ def _as_db_user() -> list[str]:
     try:
         pwd.getpwnam("postgres")
     except KeyError:
-        raise ClusterError("running as root and there is no 'postgres' user to run "
-                           "PostgreSQL as (apt-get install postgresql creates it)") from None
+        raise ClusterError(
+            "running as root and there is no 'postgres' user to run "
+            "PostgreSQL as (apt-get install postgresql creates it)"
+        ) from None
     return ["runuser", "-u", "postgres", "--"]
 
 
@@ -78,8 +85,9 @@ class Postgres:
     def connect(self):
         import psycopg2
 
-        con = psycopg2.connect(host="127.0.0.1", port=self.port, user=PG_USER,
-                               dbname=PG_DATABASE, connect_timeout=5)
+        con = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user=PG_USER, dbname=PG_DATABASE, connect_timeout=5
+        )
         con.autocommit = True
         return con
 
@@ -106,30 +114,60 @@ def start_postgres(root: Path) -> Postgres:
     folder.chmod(0o700)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
     done = subprocess.run(
-        [*runner, str(PG_BIN / "initdb"), "-D", str(data), "-U", PG_USER, "--auth=trust",
-         "-E", "UTF8", "--no-sync", "--no-instructions"],
-        env=env, capture_output=True, text=True, check=False,
+        [
+            *runner,
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            PG_USER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode:
         raise ClusterError(f"initdb failed in {data}:\n{done.stdout}\n{done.stderr}")
     port = free_port()
     options = [
-        "-p", str(port), "-k", str(folder), "-c", "listen_addresses=127.0.0.1",
-        "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-        "-c", "max_connections=200",
+        "-p",
+        str(port),
+        "-k",
+        str(folder),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        "fsync=off",
+        "-c",
+        "synchronous_commit=off",
+        "-c",
+        "full_page_writes=off",
+        "-c",
+        "max_connections=200",
     ]
     # The server in the foreground (so we hold its pid); `pg_ctl stop` ends it cleanly.
-    service = start("postgres", [*runner, str(PG_BIN / "postgres"), "-D", str(data), *options],
-                    log_path=root / "logs" / "postgres.log", env=env, cwd=folder,
-                    stop_command=[*runner, str(PG_BIN / "pg_ctl"), "-D", str(data),
-                                  "-m", "fast", "-w", "stop"])
+    service = start(
+        "postgres",
+        [*runner, str(PG_BIN / "postgres"), "-D", str(data), *options],
+        log_path=root / "logs" / "postgres.log",
+        env=env,
+        cwd=folder,
+        stop_command=[*runner, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+    )
     pg = Postgres(service, port)
 
     def ready() -> bool:
         import psycopg2
 
-        con = psycopg2.connect(host="127.0.0.1", port=port, user=PG_USER, dbname="postgres",
-                               connect_timeout=2)
+        con = psycopg2.connect(
+            host="127.0.0.1", port=port, user=PG_USER, dbname="postgres", connect_timeout=2
+        )
         con.autocommit = True
         with con.cursor() as cur:
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,))
@@ -156,13 +194,30 @@ def start_redis(root: Path) -> Redis:
     folder = root / "redis"
     folder.mkdir(parents=True)
     port = free_port()
-    service = start("redis", [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no", "--dir", str(folder),
-                              "--protected-mode", "yes"],
-                    log_path=root / "logs" / "redis.log",
-                    env={"PATH": os.environ.get("PATH", "")}, cwd=folder)
-    wait_for(lambda: port_open(port), timeout=30, what=f"Redis on 127.0.0.1:{port}",
-             service=service)
+    service = start(
+        "redis",
+        [
+            REDIS_SERVER,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+            "--protected-mode",
+            "yes",
+        ],
+        log_path=root / "logs" / "redis.log",
+        env={"PATH": os.environ.get("PATH", "")},
+        cwd=folder,
+    )
+    wait_for(
+        lambda: port_open(port), timeout=30, what=f"Redis on 127.0.0.1:{port}", service=service
+    )
     return Redis(service, port)
 
 
@@ -179,21 +234,29 @@ class S3:
     @property
     def env(self) -> dict[str, str]:
         """What a client (boto3, s3fs, MLflow) needs to reach the bucket."""
-        return {**S3_KEYS, "AWS_ENDPOINT_URL": self.endpoint,
-                "AWS_ENDPOINT_URL_S3": self.endpoint, "MLFLOW_S3_ENDPOINT_URL": self.endpoint}
+        return {
+            **S3_KEYS,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ENDPOINT_URL_S3": self.endpoint,
+            "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
+        }
 
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint,
-                            aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
-                            region_name=S3_KEYS["AWS_DEFAULT_REGION"])
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+            region_name=S3_KEYS["AWS_DEFAULT_REGION"],
+        )
 
     def keys(self, prefix: str = "") -> list[str]:
         client, found = self.client(), []
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
-                                                                     Prefix=prefix):
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        ):
             found.extend(item["Key"] for item in page.get("Contents", []))
         return found
 
@@ -208,11 +271,15 @@ def start_s3(root: Path, bucket: str = "ml-pipeline") -> S3:
     port = free_port()
     moto = Path(sys.executable).parent / "moto_server"
     command = [str(moto)] if moto.exists() else [sys.executable, "-m", "moto.server"]
-    service = start("s3 (moto)", [*command, "-H", "127.0.0.1", "-p", str(port)],
-                    log_path=root / "logs" / "s3.log", env=dict(os.environ), cwd=root)
+    service = start(
+        "s3 (moto)",
+        [*command, "-H", "127.0.0.1", "-p", str(port)],
+        log_path=root / "logs" / "s3.log",
+        env=dict(os.environ),
+        cwd=root,
+    )
     s3 = S3(service, port, bucket)
-    wait_for(lambda: port_open(port), timeout=60, what=f"moto S3 on {s3.endpoint}",
-             service=service)
+    wait_for(lambda: port_open(port), timeout=60, what=f"moto S3 on {s3.endpoint}", service=service)
     s3.client().create_bucket(Bucket=bucket)
     return s3
 
@@ -239,8 +306,7 @@ class Mlflow(LoopbackService):
         from urllib.parse import quote
 
         query = quote(f"name='{name}'")
-        found = self.get(
-            f"/api/2.0/mlflow/model-versions/search?max_results=1000&filter={query}")
+        found = self.get(f"/api/2.0/mlflow/model-versions/search?max_results=1000&filter={query}")
         return found.get("model_versions", [])
 
     def alias_version(self, name: str, alias: str) -> str | None:
@@ -248,8 +314,9 @@ class Mlflow(LoopbackService):
         from urllib.parse import quote
 
         try:
-            found = self.get(f"/api/2.0/mlflow/registered-models/alias?name={quote(name)}"
-                             f"&alias={quote(alias)}")
+            found = self.get(
+                f"/api/2.0/mlflow/registered-models/alias?name={quote(name)}&alias={quote(alias)}"
+            )
         except HTTPError as exc:
             if exc.code == 404:
                 return None
@@ -266,13 +333,20 @@ def start_mlflow(root: Path, s3: S3) -> Mlflow:
     folder.mkdir(parents=True)
     port = free_port()
     env = server_env({**clean_env(), **s3.env, "HOME": str(folder), "TMPDIR": str(folder)})
-    service = start("mlflow server",
-                    server_command(f"sqlite:///{folder / 'mlflow.db'}",
-                                   f"s3://{s3.bucket}/mlflow", port=port),
-                    log_path=root / "logs" / "mlflow.log", env=env, cwd=folder)
+    service = start(
+        "mlflow server",
+        server_command(f"sqlite:///{folder / 'mlflow.db'}", f"s3://{s3.bucket}/mlflow", port=port),
+        log_path=root / "logs" / "mlflow.log",
+        env=env,
+        cwd=folder,
+    )
     mlflow = Mlflow(service, port)
-    wait_for(lambda: urllib.request.urlopen(f"{mlflow.url}/health", timeout=2).status == 200,
-             timeout=180, what=f"MLflow server on {mlflow.url}", service=service)
+    wait_for(
+        lambda: urllib.request.urlopen(f"{mlflow.url}/health", timeout=2).status == 200,
+        timeout=180,
+        what=f"MLflow server on {mlflow.url}",
+        service=service,
+    )
     return mlflow
 
 
@@ -283,8 +357,11 @@ class ModelApi(LoopbackService):
 
     def post(self, path: str, body: dict, headers: dict | None = None) -> dict:
         request = urllib.request.Request(
-            f"{self.url}{path}", data=json.dumps(body).encode(), method="POST",
-            headers={"Content-Type": "application/json", **(headers or {})})
+            f"{self.url}{path}",
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)
 
@@ -301,8 +378,10 @@ def start_model_api(root: Path, s3: S3, mlflow: Mlflow, storage_uri: str) -> Mod
     port = free_port()
     token = secrets.token_urlsafe(24)
     env = {
-        **clean_env(), **s3.env,
-        "HOME": str(folder), "TMPDIR": str(folder),
+        **clean_env(),
+        **s3.env,
+        "HOME": str(folder),
+        "TMPDIR": str(folder),
         "ML_PIPELINE_HOME": str(home),
         "ML_PIPELINE_STORAGE": storage_uri,
         "MLFLOW_TRACKING_URI": mlflow.url,
@@ -312,28 +391,44 @@ def start_model_api(root: Path, s3: S3, mlflow: Mlflow, storage_uri: str) -> Mod
         # the inference log's objects at most this old (30 s by default on an object store)
         "MODEL_API_LOG_FLUSH_SECONDS": "3",
     }
-    service = start("model API", [sys.executable, "-m", "include.ml_pipeline.serving",
-                                  "--host", "127.0.0.1", "--port", str(port)],
-                    log_path=root / "logs" / "model-api.log", env=env, cwd=folder)
+    service = start(
+        "model API",
+        [
+            sys.executable,
+            "-m",
+            "include.ml_pipeline.serving",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        log_path=root / "logs" / "model-api.log",
+        env=env,
+        cwd=folder,
+    )
     api = ModelApi(service, port, token, home)
-    wait_for(lambda: port_open(port), timeout=120, what=f"model API on {api.url}",
-             service=service)
+    wait_for(lambda: port_open(port), timeout=120, what=f"model API on {api.url}", service=service)
     return api
 
 
 #: Variables of the calling process that must not leak into the cluster's processes (the
 #: test session's own embedded Airflow and pipeline home, for one).
-_PRIVATE_PREFIXES = ("AIRFLOW", "ML_PIPELINE_", "MLFLOW_", "MODEL_API_", "AWS_", "PYTEST",
-                     "KEEP_TEST_HOME")
+_PRIVATE_PREFIXES = (
+    "AIRFLOW",
+    "ML_PIPELINE_",
+    "MLFLOW_",
+    "MODEL_API_",
+    "AWS_",
+    "PYTEST",
+    "KEEP_TEST_HOME",
+)
 
 
 def clean_env() -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(_PRIVATE_PREFIXES)}
+    env = {key: value for key, value in os.environ.items() if not key.startswith(_PRIVATE_PREFIXES)}
     env["PYTHONPATH"] = str(PROJECT_ROOT)
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # nothing written into the shared project tree
     env["PYTHONUNBUFFERED"] = "1"
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"  # no telemetry file in each HOME, no calls out
     env["DO_NOT_TRACK"] = "1"
     return env
-

@@ -61,8 +61,13 @@ class Worker:
         return self.root / "airflow"
 
     def folders(self) -> dict[str, Path]:
-        return {"HOME": self.home, "TMPDIR": self.tmp, "cwd": self.work,
-                "ML_PIPELINE_HOME": self.pipeline_home, "AIRFLOW_HOME": self.airflow_home}
+        return {
+            "HOME": self.home,
+            "TMPDIR": self.tmp,
+            "cwd": self.work,
+            "ML_PIPELINE_HOME": self.pipeline_home,
+            "AIRFLOW_HOME": self.airflow_home,
+        }
 
 
 @dataclass
@@ -91,7 +96,8 @@ class Cluster:
                     f"PostgreSQL runs as the user 'postgres' and cannot reach {root}: "
                     f"{closed[0]} is not searchable by other users (mode "
                     f"{closed[0].stat().st_mode & 0o777:o}); chmod o+x it or put the "
-                    "cluster's folder elsewhere")
+                    "cluster's folder elsewhere"
+                )
         return cls(root=root)
 
     @property
@@ -113,8 +119,9 @@ class Cluster:
         the first service that fails."""
         missing = backends.missing_binaries()
         if missing:
-            raise ClusterError(f"missing {', '.join(missing)}: apt-get install -y postgresql "
-                               "redis-server")
+            raise ClusterError(
+                f"missing {', '.join(missing)}: apt-get install -y postgresql redis-server"
+            )
         from concurrent.futures import ThreadPoolExecutor
 
         # What does not depend on each other starts side by side: the database, broker and
@@ -123,19 +130,18 @@ class Cluster:
             postgres = pool.submit(self._timed, "postgres", backends.start_postgres, self.root)
             redis = pool.submit(self._timed, "redis", backends.start_redis, self.root)
             self.s3 = self._timed("s3", backends.start_s3, self.root, self.bucket)
-            mlflow = pool.submit(self._timed, "mlflow", backends.start_mlflow, self.root,
-                                 self.s3)
+            mlflow = pool.submit(self._timed, "mlflow", backends.start_mlflow, self.root, self.s3)
             try:
                 self.postgres, self.redis = postgres.result(), redis.result()
                 self._timed("airflow db migrate", self.airflow, "db", "migrate")
                 self.mlflow = mlflow.result()
             finally:  # a failure must not orphan what did start: stop() stops what is set
-                for name, future in (("postgres", postgres), ("redis", redis),
-                                     ("mlflow", mlflow)):
+                for name, future in (("postgres", postgres), ("redis", redis), ("mlflow", mlflow)):
                     if getattr(self, name) is None and future.exception() is None:
                         setattr(self, name, future.result())
-        self.api = self._timed("model api", backends.start_model_api, self.root, self.s3,
-                               self.mlflow, self.storage_uri)
+        self.api = self._timed(
+            "model api", backends.start_model_api, self.root, self.s3, self.mlflow, self.storage_uri
+        )
         self.scheduler = self._timed("scheduler", self._start_scheduler)
         for name in WORKER_NAMES:
             self.workers[name] = self._timed(name, self._start_worker, name)
@@ -145,9 +151,14 @@ class Cluster:
     def stop(self) -> None:
         """Stop every process the cluster started (workers first, the database last)."""
         services = [w.service for w in self.workers.values()]
-        services += [self.scheduler, self.api and self.api.service,
-                     self.mlflow and self.mlflow.service, self.s3 and self.s3.service,
-                     self.redis and self.redis.service, self.postgres and self.postgres.service]
+        services += [
+            self.scheduler,
+            self.api and self.api.service,
+            self.mlflow and self.mlflow.service,
+            self.s3 and self.s3.service,
+            self.redis and self.redis.service,
+            self.postgres and self.postgres.service,
+        ]
         for service in services:
             if service is not None and service.alive():
                 service.stop()
@@ -170,14 +181,23 @@ class Cluster:
         """The environment of one Airflow process (`name` is its hostname): the same
         settings for all, only its own folders under `root`."""
         pg, redis, s3, mlflow, api = self.postgres, self.redis, self.s3, self.mlflow, self.api
-        s3_extra = {"endpoint_url": s3.endpoint, "region_name": backends.S3_KEYS[
-            "AWS_DEFAULT_REGION"]}
-        storage_conn = json.dumps({
-            "conn_type": "aws", "login": backends.S3_KEYS["AWS_ACCESS_KEY_ID"],
-            "password": backends.S3_KEYS["AWS_SECRET_ACCESS_KEY"], "extra": s3_extra})
+        s3_extra = {
+            "endpoint_url": s3.endpoint,
+            "region_name": backends.S3_KEYS["AWS_DEFAULT_REGION"],
+        }
+        storage_conn = json.dumps(
+            {
+                "conn_type": "aws",
+                "login": backends.S3_KEYS["AWS_ACCESS_KEY_ID"],
+                "password": backends.S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+                "extra": s3_extra,
+            }
+        )
         env = {
-            **backends.clean_env(), **s3.env,
-            "HOME": str(root / "home"), "TMPDIR": str(root / "tmp"),
+            **backends.clean_env(),
+            **s3.env,
+            "HOME": str(root / "home"),
+            "TMPDIR": str(root / "tmp"),
             "ML_PIPELINE_HOME": str(root / "pipeline"),
             "ML_PIPELINE_WORKER_NAME": name,
             "AIRFLOW_HOME": str(root / "airflow"),
@@ -198,7 +218,8 @@ class Cluster:
             "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(root / "airflow" / "logs"),
             "AIRFLOW__LOGGING__DAG_PROCESSOR_MANAGER_LOG_LOCATION": str(
-                root / "airflow" / "logs" / "dag_processor_manager.log"),
+                root / "airflow" / "logs" / "dag_processor_manager.log"
+            ),
             # Only the runs we trigger: no scheduled or asset-triggered ones.
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": str(HEARTBEAT_SECONDS),
@@ -225,13 +246,19 @@ class Cluster:
         if mlflow is not None:
             env["MLFLOW_TRACKING_URI"] = mlflow.url
             env["AIRFLOW_CONN_MLFLOW_TRACKING"] = json.dumps(
-                {"conn_type": "http", "host": "127.0.0.1", "port": mlflow.port,
-                 "schema": "http"})
+                {"conn_type": "http", "host": "127.0.0.1", "port": mlflow.port, "schema": "http"}
+            )
         if api is not None:
             env["MODEL_API_URL"] = api.url
             env["AIRFLOW_CONN_MODEL_API"] = json.dumps(
-                {"conn_type": "http", "host": "127.0.0.1", "port": api.port,
-                 "schema": "http", "password": api.token})
+                {
+                    "conn_type": "http",
+                    "host": "127.0.0.1",
+                    "port": api.port,
+                    "schema": "http",
+                    "password": api.token,
+                }
+            )
         for folder in ("home", "tmp", "work", "pipeline", "airflow"):
             (root / folder).mkdir(parents=True, exist_ok=True)
         return env
@@ -240,19 +267,32 @@ class Cluster:
         """Run an `airflow` CLI command against the cluster's database; its output."""
         root = self.root / "cli"
         env = self.airflow_env("cli", root)
-        done = subprocess.run([sys.executable, "-m", "airflow", *args], env=env,
-                              cwd=root / "work", capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "airflow", *args],
+            env=env,
+            cwd=root / "work",
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if done.returncode:
-            raise ClusterError(f"airflow {' '.join(args)} failed ({done.returncode}):\n"
-                               f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            raise ClusterError(
+                f"airflow {' '.join(args)} failed ({done.returncode}):\n"
+                f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            )
         return done.stdout
 
     def _start_scheduler(self) -> Service:
         root = self.root / "scheduler"
         env = self.airflow_env("scheduler", root)
-        service = start("airflow scheduler", [sys.executable, "-m", "airflow", "scheduler"],
-                        log_path=self.root / "logs" / "scheduler.log", env=env, cwd=root / "work")
+        service = start(
+            "airflow scheduler",
+            [sys.executable, "-m", "airflow", "scheduler"],
+            log_path=self.root / "logs" / "scheduler.log",
+            env=env,
+            cwd=root / "work",
+        )
         return service
 
     def _start_worker(self, name: str) -> Worker:
@@ -260,17 +300,36 @@ class Cluster:
         env = self.airflow_env(name, worker.root)
         worker.service = start(
             f"celery {name}",
-            [sys.executable, "-m", "airflow", "celery", "worker", "--concurrency", "1",
-             "-q", "default", "--celery-hostname", f"{name}@cluster", "--skip-serve-logs",
-             "--without-mingle", "--without-gossip"],
-            log_path=self.root / "logs" / f"{name}.log", env=env, cwd=worker.work)
+            [
+                sys.executable,
+                "-m",
+                "airflow",
+                "celery",
+                "worker",
+                "--concurrency",
+                "1",
+                "-q",
+                "default",
+                "--celery-hostname",
+                f"{name}@cluster",
+                "--skip-serve-logs",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            log_path=self.root / "logs" / f"{name}.log",
+            env=env,
+            cwd=worker.work,
+        )
         return worker
 
     def _wait_workers(self) -> None:
         for worker in self.workers.values():
-            wait_for(lambda w=worker: "ready." in Path(w.service.log_path).read_text(
-                errors="replace"), timeout=120, what=f"{worker.name} ready",
-                service=worker.service)
+            wait_for(
+                lambda w=worker: "ready." in Path(w.service.log_path).read_text(errors="replace"),
+                timeout=120,
+                what=f"{worker.name} ready",
+                service=worker.service,
+            )
 
     def kill_worker(self, name: str) -> list[int]:
         """SIGKILL worker `name` and every process below it, as a lost pod."""
@@ -282,20 +341,22 @@ class Cluster:
         traceback when a DAG file does not import."""
 
         def parsed() -> bool:
-            if self.postgres.query("SELECT 1 FROM serialized_dag WHERE dag_id = %s",
-                                   (dag_id,)):
+            if self.postgres.query("SELECT 1 FROM serialized_dag WHERE dag_id = %s", (dag_id,)):
                 return True
             errors = self.postgres.query("SELECT filename, stacktrace FROM import_error")
             if errors:
-                raise ClusterError("the scheduler could not import the DAG files:\n" + "\n".join(
-                    f"--- {name}\n{trace[-2500:]}" for name, trace in errors))
+                raise ClusterError(
+                    "the scheduler could not import the DAG files:\n"
+                    + "\n".join(f"--- {name}\n{trace[-2500:]}" for name, trace in errors)
+                )
             return False
 
         started = time.monotonic()
         while not parsed():
             if time.monotonic() - started > timeout:
-                raise ClusterError(self.scheduler.describe_failure(
-                    f"{dag_id} not parsed after {timeout:.0f} s"))
+                raise ClusterError(
+                    self.scheduler.describe_failure(f"{dag_id} not parsed after {timeout:.0f} s")
+                )
             self.check_alive()
             time.sleep(0.5)
 
@@ -303,15 +364,23 @@ class Cluster:
         self.wait_dag_parsed(dag_id)
         # The DAG processor writes the serialized DAG before the `dag` row: unpause once
         # the row is there (what `airflow dags unpause` does, without its 5 s start-up).
-        wait_for(lambda: bool(self.postgres.query(
-            "UPDATE dag SET is_paused = false WHERE dag_id = %s RETURNING 1", (dag_id,))),
-            timeout=60, what=f"{dag_id} unpaused", service=self.scheduler)
+        wait_for(
+            lambda: bool(
+                self.postgres.query(
+                    "UPDATE dag SET is_paused = false WHERE dag_id = %s RETURNING 1", (dag_id,)
+                )
+            ),
+            timeout=60,
+            what=f"{dag_id} unpaused",
+            service=self.scheduler,
+        )
         self.airflow("dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(conf))
         return run_id
 
     def run_state(self, dag_id: str, run_id: str) -> str | None:
         rows = self.postgres.query(
-            "SELECT state FROM dag_run WHERE dag_id = %s AND run_id = %s", (dag_id, run_id))
+            "SELECT state FROM dag_run WHERE dag_id = %s AND run_id = %s", (dag_id, run_id)
+        )
         return rows[0][0] if rows else None
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float = 600) -> str:
@@ -323,8 +392,13 @@ class Cluster:
             return state["now"] in ("success", "failed")
 
         self.check_alive()
-        wait_for(finished, timeout=timeout, what=f"{dag_id} run {run_id} finished",
-                 service=self.scheduler, interval=1)
+        wait_for(
+            finished,
+            timeout=timeout,
+            what=f"{dag_id} run {run_id} finished",
+            service=self.scheduler,
+            interval=1,
+        )
         return state["now"]
 
     def check_alive(self) -> None:
@@ -337,24 +411,38 @@ class Cluster:
             "SELECT task_id, map_index, state, hostname, try_number, "
             "round(extract(epoch FROM end_date - start_date)::numeric, 1)::float "
             "FROM task_instance WHERE dag_id = %s AND run_id = %s "
-            "ORDER BY start_date NULLS LAST, task_id", (dag_id, run_id))
-        return [dict(zip(("task_id", "map_index", "state", "hostname", "try_number",
-                          "seconds"), row, strict=True)) for row in rows]
+            "ORDER BY start_date NULLS LAST, task_id",
+            (dag_id, run_id),
+        )
+        return [
+            dict(
+                zip(
+                    ("task_id", "map_index", "state", "hostname", "try_number", "seconds"),
+                    row,
+                    strict=True,
+                )
+            )
+            for row in rows
+        ]
 
     def task_history(self, dag_id: str, run_id: str) -> list[dict]:
         """Earlier tries of the run's task instances (Airflow 2.10+ keeps them)."""
         rows = self.postgres.query(
             "SELECT task_id, map_index, state, hostname, try_number FROM "
             "task_instance_history WHERE dag_id = %s AND run_id = %s ORDER BY try_number",
-            (dag_id, run_id))
-        return [dict(zip(("task_id", "map_index", "state", "hostname", "try_number"), row,
-                         strict=True)) for row in rows]
+            (dag_id, run_id),
+        )
+        return [
+            dict(zip(("task_id", "map_index", "state", "hostname", "try_number"), row, strict=True))
+            for row in rows
+        ]
 
     def xcoms(self, dag_id: str, run_id: str) -> dict[str, object]:
         """The run's XCom values, decoded (JSON), by `task_id[map_index]:key`."""
         rows = self.postgres.query(
             "SELECT task_id, map_index, key, value FROM xcom WHERE dag_id = %s AND run_id = %s",
-            (dag_id, run_id))
+            (dag_id, run_id),
+        )
         out = {}
         for task_id, map_index, key, value in rows:
             label = f"{task_id}[{map_index}]:{key}" if map_index >= 0 else f"{task_id}:{key}"
@@ -381,15 +469,18 @@ class Cluster:
         for label, folder in worker.folders().items():
             if label == "AIRFLOW_HOME":
                 continue
-            out[label] = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
-                                if p.is_file())
+            out[label] = sorted(
+                str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
+            )
         return out
 
     def where_to_look(self) -> str:
         lines = [f"cluster folder: {self.root}", f"logs: {self.root / 'logs'}"]
         for worker in self.workers.values():
-            lines.append(f"{worker.name}: task logs {worker.airflow_home / 'logs'}; "
-                         f"folders {worker.root}/{{home,tmp,work,pipeline}}")
+            lines.append(
+                f"{worker.name}: task logs {worker.airflow_home / 'logs'}; "
+                f"folders {worker.root}/{{home,tmp,work,pipeline}}"
+            )
         if self.s3:
             lines.append(f"bucket: s3://{self.bucket} at {self.s3.endpoint} (moto)")
         if self.mlflow:

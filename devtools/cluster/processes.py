@@ -54,8 +54,13 @@ class Service:
 
     def stop(self, timeout: float = 20.0) -> None:
         if self.stop_command is not None:
-            subprocess.run(list(self.stop_command), env=dict(self.env) or None,
-                           capture_output=True, timeout=timeout + 10, check=False)
+            subprocess.run(
+                list(self.stop_command),
+                env=dict(self.env) or None,
+                capture_output=True,
+                timeout=timeout + 10,
+                check=False,
+            )
         tree = descendants(self.pid)
         signal_tree([self.pid, *tree], signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -65,21 +70,38 @@ class Service:
             self.process.wait(timeout=5)
 
 
-def start(name: str, command: Sequence[str], *, log_path: Path, env: Mapping[str, str],
-          cwd: Path | None = None, stop_command: Sequence[str] | None = None) -> Service:
+def start(
+    name: str,
+    command: Sequence[str],
+    *,
+    log_path: Path,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    stop_command: Sequence[str] | None = None,
+) -> Service:
     """Start `command` in its own session, stdout and stderr to `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            list(command), env=dict(env), cwd=str(cwd) if cwd else None,
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            list(command),
+            env=dict(env),
+            cwd=str(cwd) if cwd else None,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     return Service(name, process, log_path, stop_command, env)
 
 
-def wait_for(check: Callable[[], bool], *, timeout: float, what: str,
-             service: Service | None = None, interval: float = 0.25) -> float:
+def wait_for(
+    check: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    service: Service | None = None,
+    interval: float = 0.25,
+) -> float:
     """Poll `check` until it is true; return the seconds waited. Fails naming `what`
     (and the service's log tail) on timeout or when `service` exits first."""
     started = time.monotonic()
@@ -90,8 +112,11 @@ def wait_for(check: Callable[[], bool], *, timeout: float, what: str,
         except Exception:
             pass
         if service is not None and not service.alive():
-            raise ClusterError(service.describe_failure(
-                f"exited with code {service.process.returncode} before {what}"))
+            raise ClusterError(
+                service.describe_failure(
+                    f"exited with code {service.process.returncode} before {what}"
+                )
+            )
         if time.monotonic() - started > timeout:
             message = f"{what}: not after {timeout:.0f} s"
             raise ClusterError(service.describe_failure(message) if service else message)

@@ -32,13 +32,19 @@ RAW_KEY = "incoming/cluster/customer_churn.csv"
 #: Small and quick, two of them: the mapped fits run side by side on the two workers.
 FAST_CANDIDATES = [
     {"name": "logreg_c1", "estimator": "logistic_regression", "params": {"C": 1.0}},
-    {"name": "hgb_small", "estimator": "hist_gradient_boosting",
-     "params": {"max_iter": 40, "max_depth": 3}},
+    {
+        "name": "hgb_small",
+        "estimator": "hist_gradient_boosting",
+        "params": {"max_iter": 40, "max_depth": 3},
+    },
 ]
 #: One fit that lasts a few seconds: the worker running it is killed in the middle.
 SLOW_CANDIDATES = [
-    {"name": "forest_slow", "estimator": "random_forest",
-     "params": {"n_estimators": 400, "max_depth": 12}},
+    {
+        "name": "forest_slow",
+        "estimator": "random_forest",
+        "params": {"n_estimators": 400, "max_depth": 12},
+    },
 ]
 #: What a task would leave on a worker's disk if it kept the pipeline's data there: splits
 #: and tables (Parquet), a warehouse file, raw copies, reports and dashboards, the
@@ -58,28 +64,45 @@ class Step:
 
     def summary(self) -> str:
         verdict = "ok" if not self.problems else f"{len(self.problems)} problem(s)"
-        lines = [f"== {self.name}: run {self.run_id} -> {self.state} in {self.seconds:.0f} s: "
-                 f"{verdict}"]
-        for key in ("hostnames", "champion", "api_version", "victim", "survivor",
-                    "killed_after_s", "retry_started_after_kill_s", "training_tries",
-                    "new_versions", "live_rows_sent"):
+        lines = [
+            f"== {self.name}: run {self.run_id} -> {self.state} in {self.seconds:.0f} s: {verdict}"
+        ]
+        for key in (
+            "hostnames",
+            "champion",
+            "api_version",
+            "victim",
+            "survivor",
+            "killed_after_s",
+            "retry_started_after_kill_s",
+            "training_tries",
+            "new_versions",
+            "live_rows_sent",
+        ):
             if key in self.facts:
                 lines.append(f"   {key}: {self.facts[key]}")
         if "bucket" in self.facts:
             counts = {kind: len(keys) for kind, keys in self.facts["bucket"].items()}
             lines.append(f"   objects in the bucket (first 8 of each): {counts}")
         if "task_instances" in self.facts:
-            slow = sorted((ti for ti in self.facts["task_instances"] if ti.get("seconds")),
-                          key=lambda ti: -ti["seconds"])[:4]
-            lines.append("   slowest tasks: " + ", ".join(
-                f"{ti['task_id'].rsplit('.', 1)[-1]} {ti['seconds']:.0f} s" for ti in slow))
+            slow = sorted(
+                (ti for ti in self.facts["task_instances"] if ti.get("seconds")),
+                key=lambda ti: -ti["seconds"],
+            )[:4]
+            lines.append(
+                "   slowest tasks: "
+                + ", ".join(
+                    f"{ti['task_id'].rsplit('.', 1)[-1]} {ti['seconds']:.0f} s" for ti in slow
+                )
+            )
         lines += [f"   - {problem}" for problem in self.problems]
         return "\n".join(lines)
 
 
 # -- data ----------------------------------------------------------------------------------
-def upload_raw_data(cluster: Cluster, rows: int, seed: int = 7, *,
-                    shared_file: bool = False) -> str:
+def upload_raw_data(
+    cluster: Cluster, rows: int, seed: int = 7, *, shared_file: bool = False
+) -> str:
     """Generated churn data (the project's generator) as a CSV object in the bucket.
 
     `shared_file` (a diagnosis, never the proof): a read-only file in the cluster folder
@@ -122,8 +145,7 @@ def _strings(value, path: str = "") -> Iterator[tuple[str, str]]:
         yield path, value
 
 
-def local_locations(xcoms: dict[str, object], allowed: frozenset[str] = frozenset()
-                    ) -> list[str]:
+def local_locations(xcoms: dict[str, object], allowed: frozenset[str] = frozenset()) -> list[str]:
     """XCom values that are local paths or file:// URIs (a task handing the next one its
     own disk); `allowed`: locations the run was given (the diagnosis' shared raw file)."""
     found = []
@@ -132,15 +154,17 @@ def local_locations(xcoms: dict[str, object], allowed: frozenset[str] = frozense
             if text in allowed:
                 continue
             local = text.startswith("file:") or (
-                text.startswith("/") and text.strip("/").count("/") >= 1 and " " not in text)
+                text.startswith("/") and text.strip("/").count("/") >= 1 and " " not in text
+            )
             if local:
                 found.append(f"{label} {path}={text!r}")
     return found
 
 
 def s3_locations(xcoms: dict[str, object]) -> list[str]:
-    return [text for value in xcoms.values() for _, text in _strings(value)
-            if text.startswith("s3://")]
+    return [
+        text for value in xcoms.values() for _, text in _strings(value) if text.startswith("s3://")
+    ]
 
 
 def data_files_on_workers(cluster: Cluster) -> dict[str, list[str]]:
@@ -148,8 +172,12 @@ def data_files_on_workers(cluster: Cluster) -> dict[str, list[str]]:
     ML_PIPELINE_HOME."""
     out = {}
     for name in cluster.workers:
-        files = [f"{label}/{rel}" for label, rels in cluster.worker_files(name).items()
-                 for rel in rels if rel.lower().endswith(DATA_SUFFIXES)]
+        files = [
+            f"{label}/{rel}"
+            for label, rels in cluster.worker_files(name).items()
+            for rel in rels
+            if rel.lower().endswith(DATA_SUFFIXES)
+        ]
         if files:
             out[name] = files
     return out
@@ -176,16 +204,19 @@ def _bucket_facts(cluster: Cluster) -> dict[str, list[str]]:
     reports = [k for k in keys if k.startswith("pipeline/reports/")]
     log = [k for k in keys if k.startswith("pipeline/inference_log/")]
     splits = [k for k in keys if k.endswith(".parquet") and k not in reports and k not in log]
-    return {"splits": splits, "reports": reports, "inference_log": log,
-            "mlflow_artifacts": cluster.s3.keys("mlflow/")[:5]}
+    return {
+        "splits": splits,
+        "reports": reports,
+        "inference_log": log,
+        "mlflow_artifacts": cluster.s3.keys("mlflow/")[:5],
+    }
 
 
 def _failed_tasks(cluster: Cluster, dag_id: str, run_id: str, tis: list[dict]) -> list[str]:
     out = []
     for ti in tis:
         if ti["state"] in ("failed", "upstream_failed"):
-            out.append(f"task {ti['task_id']}[{ti['map_index']}] {ti['state']} on "
-                       f"{ti['hostname']}")
+            out.append(f"task {ti['task_id']}[{ti['map_index']}] {ti['state']} on {ti['hostname']}")
             if ti["state"] == "failed":
                 log = cluster.task_log(dag_id, run_id, ti["task_id"])
                 # the error lines, not the stack frames (every log keeps those)
@@ -211,16 +242,19 @@ def _run(cluster: Cluster, step: Step, dag_id: str, conf: dict, timeout: float) 
 def deploy(cluster: Cluster, data_uri: str, timeout: float = 600) -> Step:
     step = Step("deploy", run_id="cluster_deploy_1")
     versions_before = len(cluster.mlflow.model_versions(cluster.model_name))
-    tis = _run(cluster, step, DEPLOYMENT_DAG_ID,
-               deployment_conf(data_uri, FAST_CANDIDATES), timeout)
+    tis = _run(
+        cluster, step, DEPLOYMENT_DAG_ID, deployment_conf(data_uri, FAST_CANDIDATES), timeout
+    )
     hosts = sorted({ti["hostname"] for ti in tis if ti["hostname"]})
     step.facts["hostnames"] = hosts
     if not set(WORKER_NAMES) <= set(hosts):
-        step.problems.append(f"the run's task instances ran on {hosts}, not on both "
-                             f"{list(WORKER_NAMES)}")
+        step.problems.append(
+            f"the run's task instances ran on {hosts}, not on both {list(WORKER_NAMES)}"
+        )
     champion = cluster.mlflow.alias_version(cluster.model_name, "champion")
     step.facts["versions_registered"] = (
-        len(cluster.mlflow.model_versions(cluster.model_name)) - versions_before)
+        len(cluster.mlflow.model_versions(cluster.model_name)) - versions_before
+    )
     step.facts["champion"] = champion
     try:
         served = cluster.api.get("/version")
@@ -231,16 +265,17 @@ def deploy(cluster: Cluster, data_uri: str, timeout: float = 600) -> Step:
         step.problems.append("no version has the alias champion after the run")
     elif str(served.get("model_version")) != str(champion):
         step.problems.append(f"the model API serves {served}, not the champion v{champion}")
-    _judge_storage(cluster, step, DEPLOYMENT_DAG_ID, need=("splits", "reports"),
-                   data_uri=data_uri)
+    _judge_storage(cluster, step, DEPLOYMENT_DAG_ID, need=("splits", "reports"), data_uri=data_uri)
     return step
 
 
-def _judge_storage(cluster: Cluster, step: Step, dag_id: str, need: tuple[str, ...],
-                   data_uri: str = "") -> None:
+def _judge_storage(
+    cluster: Cluster, step: Step, dag_id: str, need: tuple[str, ...], data_uri: str = ""
+) -> None:
     bucket = _bucket_facts(cluster)
-    step.facts["bucket"] = {k: v[:8] + ([f"... {len(v)} in all"] if len(v) > 8 else [])
-                            for k, v in bucket.items()}
+    step.facts["bucket"] = {
+        k: v[:8] + ([f"... {len(v)} in all"] if len(v) > 8 else []) for k, v in bucket.items()
+    }
     for kind in need:
         if not bucket[kind]:
             step.problems.append(f"no {kind} objects in s3://{cluster.bucket}/pipeline/")
@@ -248,8 +283,9 @@ def _judge_storage(cluster: Cluster, step: Step, dag_id: str, need: tuple[str, .
     step.facts["xcom_s3_uris"] = sorted(set(s3_locations(xcoms)))[:12]
     local = local_locations(xcoms, frozenset({data_uri}) - {""})
     if local:
-        step.problems.append("XComs carry local locations (a worker's disk):\n      "
-                             + "\n      ".join(local[:15]))
+        step.problems.append(
+            "XComs carry local locations (a worker's disk):\n      " + "\n      ".join(local[:15])
+        )
     if dag_id == DEPLOYMENT_DAG_ID and not s3_locations(xcoms):
         step.problems.append("no s3:// URI in the run's XComs (where did the split go?)")
     crossed = cross_references(cluster)
@@ -271,11 +307,15 @@ def send_live_traffic(cluster: Cluster, rows: int = 200, batch: int = 50) -> int
     before = set(cluster.s3.keys(prefix))
     frame = generate_churn_frame(rows, seed=11).drop(columns=[TARGET])
     for start in range(0, rows, batch):
-        chunk = json.loads(frame.iloc[start:start + batch].to_json(orient="split", index=False))
+        chunk = json.loads(frame.iloc[start : start + batch].to_json(orient="split", index=False))
         cluster.api.post("/invocations", {"dataframe_split": chunk})
     with contextlib.suppress(ClusterError):  # judged by the monitoring step
-        wait_for(lambda: bool(set(cluster.s3.keys(prefix)) - before), timeout=90,
-                 what="the live traffic's inference log object in the bucket", interval=1)
+        wait_for(
+            lambda: bool(set(cluster.s3.keys(prefix)) - before),
+            timeout=90,
+            what="the live traffic's inference log object in the bucket",
+            interval=1,
+        )
     return rows
 
 
@@ -291,15 +331,15 @@ def kill_during_training(cluster: Cluster, data_uri: str, timeout: float = 600) 
     step = Step("kill", run_id="cluster_deploy_kill")
     versions_before = {v["version"] for v in cluster.mlflow.model_versions(cluster.model_name)}
     started = time.monotonic()
-    cluster.trigger(DEPLOYMENT_DAG_ID, step.run_id,
-                    deployment_conf(data_uri, SLOW_CANDIDATES))
+    cluster.trigger(DEPLOYMENT_DAG_ID, step.run_id, deployment_conf(data_uri, SLOW_CANDIDATES))
     seen: dict = {}
 
     def training_running() -> bool:
         rows = cluster.postgres.query(
             "SELECT hostname, try_number FROM task_instance WHERE dag_id = %s AND run_id = %s "
-            "AND task_id = %s AND state = 'running'", (DEPLOYMENT_DAG_ID, step.run_id,
-                                                       TRAIN_TASK))
+            "AND task_id = %s AND state = 'running'",
+            (DEPLOYMENT_DAG_ID, step.run_id, TRAIN_TASK),
+        )
         if rows and rows[0][0] in cluster.workers:
             seen["victim"], seen["try"] = rows[0]
             return True
@@ -314,8 +354,13 @@ def kill_during_training(cluster: Cluster, data_uri: str, timeout: float = 600) 
     survivor = next(name for name in cluster.workers if name != victim)
     killed = cluster.kill_worker(victim)
     killed_at = time.time()
-    step.facts.update(victim=victim, survivor=survivor, killed_pids=len(killed),
-                      killed_try=seen["try"], killed_after_s=round(time.monotonic() - started))
+    step.facts.update(
+        victim=victim,
+        survivor=survivor,
+        killed_pids=len(killed),
+        killed_try=seen["try"],
+        killed_after_s=round(time.monotonic() - started),
+    )
     step.state = cluster.wait_run(DEPLOYMENT_DAG_ID, step.run_id, timeout=timeout)
     step.seconds = time.monotonic() - started
     tis = cluster.task_instances(DEPLOYMENT_DAG_ID, step.run_id)
@@ -324,34 +369,45 @@ def kill_during_training(cluster: Cluster, data_uri: str, timeout: float = 600) 
         step.problems.append(f"{DEPLOYMENT_DAG_ID} run {step.run_id} ended {step.state}")
         step.problems += _failed_tasks(cluster, DEPLOYMENT_DAG_ID, step.run_id, tis)
     train = [ti for ti in tis if ti["task_id"] == TRAIN_TASK]
-    history = [h for h in cluster.task_history(DEPLOYMENT_DAG_ID, step.run_id)
-               if h["task_id"] == TRAIN_TASK]
+    history = [
+        h
+        for h in cluster.task_history(DEPLOYMENT_DAG_ID, step.run_id)
+        if h["task_id"] == TRAIN_TASK
+    ]
     step.facts["training_tries"] = [*history, *train]
     retry_start = cluster.postgres.query(
         "SELECT extract(epoch FROM start_date)::float FROM task_instance WHERE dag_id = %s "
-        "AND run_id = %s AND task_id = %s", (DEPLOYMENT_DAG_ID, step.run_id, TRAIN_TASK))
+        "AND run_id = %s AND task_id = %s",
+        (DEPLOYMENT_DAG_ID, step.run_id, TRAIN_TASK),
+    )
     if retry_start and retry_start[0][0]:
         step.facts["retry_started_after_kill_s"] = round(retry_start[0][0] - killed_at, 1)
     if not train or train[0]["state"] != "success" or train[0]["hostname"] != survivor:
-        step.problems.append(f"{TRAIN_TASK} did not succeed on {survivor} after {victim} was "
-                             f"killed: {train}")
+        step.problems.append(
+            f"{TRAIN_TASK} did not succeed on {survivor} after {victim} was killed: {train}"
+        )
     if not any(h["hostname"] == victim for h in history):
-        step.problems.append(f"no earlier try of {TRAIN_TASK} on {victim} in "
-                             f"task_instance_history: {history}")
+        step.problems.append(
+            f"no earlier try of {TRAIN_TASK} on {victim} in task_instance_history: {history}"
+        )
     after = cluster.mlflow.model_versions(cluster.model_name)
     new = [v for v in after if v["version"] not in versions_before]
     step.facts["new_versions"] = [
         {"version": v["version"], "tags": {t["key"]: t["value"] for t in v.get("tags", [])}}
-        for v in new]
+        for v in new
+    ]
     if len(new) != 1:
-        step.problems.append(f"{len(new)} new model versions after the run, not exactly one: "
-                             f"{[v['version'] for v in new]}")
+        step.problems.append(
+            f"{len(new)} new model versions after the run, not exactly one: "
+            f"{[v['version'] for v in new]}"
+        )
     _judge_storage(cluster, step, DEPLOYMENT_DAG_ID, need=("splits",), data_uri=data_uri)
     return step
 
 
-def run_all(cluster: Cluster, rows: int, *, stop_on_failure: bool = False,
-            shared_file: bool = False) -> list[Step]:
+def run_all(
+    cluster: Cluster, rows: int, *, stop_on_failure: bool = False, shared_file: bool = False
+) -> list[Step]:
     """The whole proof on a started cluster; later steps build on earlier ones (monitoring
     needs the served model, the kill run a champion to compare with): `stop_on_failure`
     stops after a deployment run that did not succeed."""

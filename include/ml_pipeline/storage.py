@@ -202,8 +202,11 @@ def list_sizes(prefix: str | os.PathLike, suffix: str = "") -> dict[str, int]:
     if fs.isfile(path):
         found = {path: fs.info(path)}
     else:
-        found = {p: info for p, info in fs.find(path, detail=True).items()
-                 if not p.rsplit("/", 1)[-1].startswith(".")}
+        found = {
+            p: info
+            for p, info in fs.find(path, detail=True).items()
+            if not p.rsplit("/", 1)[-1].startswith(".")
+        }
     base = as_uri(prefix).rstrip("/")
     root = path.rstrip("/")
     sizes: dict[str, int] = {}

@@ -41,8 +41,16 @@ from include.ml_pipeline.features import FeatureSpec
 ROWS = 600
 TARGET = "churn"
 #: Fragments of DuckDB's own messages that must never reach a user.
-ENGINE_WORDING = ("Invalid Input Error", "Possible fixes", "Possible Solution", "sniffing",
-                  "null_padding", "Binder Error", "Conversion Error", "Parser Error")
+ENGINE_WORDING = (
+    "Invalid Input Error",
+    "Possible fixes",
+    "Possible Solution",
+    "sniffing",
+    "null_padding",
+    "Binder Error",
+    "Conversion Error",
+    "Parser Error",
+)
 
 
 def default_params() -> dict[str, Any]:
@@ -127,8 +135,13 @@ def run_door(path: Path, work: Path, **overrides: Any) -> Outcome:
             )
             spec = FeatureSpec.from_dict(prepared.feature_spec)
             result = split.split_table(
-                con, "clean__t", "split__t", spec, work / "splits",
-                test_size=params["test_size"], validation_size=params["validation_size"],
+                con,
+                "clean__t",
+                "split__t",
+                spec,
+                work / "splits",
+                test_size=params["test_size"],
+                validation_size=params["validation_size"],
                 seed=params["seed"],
             )
         except DataValidationError as exc:
@@ -137,8 +150,7 @@ def run_door(path: Path, work: Path, **overrides: Any) -> Outcome:
             return Outcome(True, [exc.rule or "source"], str(exc), exc)
         except Exception as exc:  # anything else is a bug of the door: reported as such
             return Outcome(True, [f"UNEXPECTED {type(exc).__name__}"], str(exc), exc)
-    return Outcome(False, report=report, prepared=prepared, spec=spec, loaded=loaded,
-                   split=result)
+    return Outcome(False, report=report, prepared=prepared, spec=spec, loaded=loaded, split=result)
 
 
 # --------------------------------------------------------------------------- builders
@@ -214,15 +226,15 @@ def _unterminated_quote(tmp):
 
 def _quoted_newlines(tmp):
     f = frame()
-    f["comment"] = np.where(np.arange(len(f)) % 3 == 0, "line one\nline two, with a comma",
-                            "short")
+    f["comment"] = np.where(np.arange(len(f)) % 3 == 0, "line one\nline two, with a comma", "short")
     return csv(tmp, "quoted_newlines.csv", f)
 
 
 def _latin1(tmp):
     f = frame()
-    f["region"] = f["region"].map({"north": "Norté", "south": "São Sul", "east": "Köln",
-                                   "west": "Oeste"})
+    f["region"] = f["region"].map(
+        {"north": "Norté", "south": "São Sul", "east": "Köln", "west": "Oeste"}
+    )
     path = tmp / "latin1.csv"
     path.write_bytes(f.to_csv(index=False).encode("latin-1"))
     return path
@@ -360,8 +372,9 @@ def _leading_blank_lines(tmp):
 
 
 def _odd_names(tmp):
-    f = frame().rename(columns={"monthly_charges": "monthly charges ($)",
-                                "region": 'region "zone"', "age": "âge"})
+    f = frame().rename(
+        columns={"monthly_charges": "monthly charges ($)", "region": 'region "zone"', "age": "âge"}
+    )
     return csv(tmp, "odd_names.csv", f)
 
 
@@ -441,172 +454,410 @@ SAMPLE_CATEGORICAL = set(CATEGORICAL_COLUMNS)
 CASES = [
     # ---- refused at the door
     Case("empty_file", "a 0-byte file", lambda t: text(t, "empty.csv", ""), "empty_file"),
-    Case("blank_lines_only", "only blank lines",
-         lambda t: text(t, "blank.csv", "\n\n  \n"), "empty_file"),
-    Case("header_only", "a header and no rows",
-         lambda t: text(t, "header.csv", sample_text().splitlines()[0] + "\n"), "min_rows"),
+    Case(
+        "blank_lines_only",
+        "only blank lines",
+        lambda t: text(t, "blank.csv", "\n\n  \n"),
+        "empty_file",
+    ),
+    Case(
+        "header_only",
+        "a header and no rows",
+        lambda t: text(t, "header.csv", sample_text().splitlines()[0] + "\n"),
+        "min_rows",
+    ),
     Case("too_few_rows", "60 rows (min_rows 100)", _small(60, "tiny.csv"), "min_rows"),
-    Case("no_target_column", "the target column is missing",
-         lambda t: csv(t, "no_target.csv", frame().drop(columns=[TARGET])), "required_column"),
-    Case("header_less", "no header line: the first data row taken as names", _header_less,
-         "header_looks_like_data"),
+    Case(
+        "no_target_column",
+        "the target column is missing",
+        lambda t: csv(t, "no_target.csv", frame().drop(columns=[TARGET])),
+        "required_column",
+    ),
+    Case(
+        "header_less",
+        "no header line: the first data row taken as names",
+        _header_less,
+        "header_looks_like_data",
+    ),
     Case("duplicate_header", "two columns named 'age'", _duplicate_header, "duplicate_column"),
-    Case("duplicate_header_case", "'age' and 'AGE'", _duplicate_header_case,
-         "duplicate_column"),
+    Case("duplicate_header_case", "'age' and 'AGE'", _duplicate_header_case, "duplicate_column"),
     Case("ragged_short_row", "one row with two fields too few", _ragged(True), "ragged_row"),
     Case("ragged_long_row", "one row with an extra field", _ragged(False), "ragged_row"),
-    Case("unterminated_quote", "a quote that never closes", _unterminated_quote,
-         "unterminated_quote"),
-    Case("excel_workbook", "an .xlsx (zip) saved as .csv",
-         lambda t: text(t, "book.csv", b"PK\x03\x04" + b"\x00" * 200), "file_format"),
-    Case("binary_garbage", "random bytes",
-         lambda t: text(t, "garbage.csv", bytes(range(256)) * 40), "file_format"),
+    Case(
+        "unterminated_quote", "a quote that never closes", _unterminated_quote, "unterminated_quote"
+    ),
+    Case(
+        "excel_workbook",
+        "an .xlsx (zip) saved as .csv",
+        lambda t: text(t, "book.csv", b"PK\x03\x04" + b"\x00" * 200),
+        "file_format",
+    ),
+    Case(
+        "binary_garbage",
+        "random bytes",
+        lambda t: text(t, "garbage.csv", bytes(range(256)) * 40),
+        "file_format",
+    ),
     Case("corrupt_gzip", "a gzip file cut in half", _corrupt_gzip, "file_format"),
-    Case("single_class", "every label is 'no'",
-         _label_variant("one_class.csv", lambda s: "no"), "min_classes"),
-    Case("labels_differ_by_case", "'Yes'/'yes' and 'No'/'no' as four labels",
-         _labels_by_case, "label_spelling"),
-    Case("labels_differ_by_spacing", "'will churn' and 'will  churn'", _labels_spacing,
-         "label_spelling"),
-    Case("target_copy", "a copy of the target as a feature",
-         _with_column("churn_copy", lambda f: f[TARGET], "leak_copy.csv"), "target_leakage"),
-    Case("target_recoded", "the target recoded as 0/1 in a numeric column",
-         _with_column("churned_flag", lambda f: (f[TARGET] == "yes").astype(int),
-                      "leak_flag.csv"), "target_leakage"),
-    Case("target_threshold", "a number that is the label's threshold (after-the-fact score)",
-         _with_column("cancel_score", lambda f: np.where(f[TARGET] == "yes", 0.6, 0.1)
-                      + np.random.default_rng(5).random(len(f)) * 0.3, "leak_score.csv"),
-         "target_leakage"),
-    Case("inf_strings", "'inf' in a numeric column", _set("monthly_charges", 40, "inf",
-                                                          "inf.csv"), "finite_numbers"),
-    Case("minus_infinity", "'-Infinity' in a numeric column",
-         _set("total_charges", 41, "-Infinity", "minus_inf.csv"), "finite_numbers"),
-    Case("overflow_1e400", "'1e400' (overflows a float64)",
-         _set("age", 42, "1e400", "overflow.csv"), "finite_numbers"),
-    Case("huge_1e200", "1e200 (its square overflows in scaling)",
-         _set("age", 43, "1e200", "huge.csv"), "finite_numbers"),
-    Case("text_in_numeric_10pct", "10% text in 'age'", _text_in_numeric(0.10, "age_text.csv"),
-         "numeric_parseable"),
-    Case("one_bad_number", "one 'forty-two' in 'age'", _set("age", 41, "forty-two",
-                                                            "bad_number.csv"),
-         "numeric_parseable"),
-    Case("missing_labels", "5% of rows without a label",
-         _label_variant("no_labels.csv", lambda s: s.where(np.arange(len(s)) % 20 != 0)),
-         "target_nulls"),
-    Case("rare_class", "a third class with 3 rows",
-         _label_variant("rare.csv", lambda s: s.where(np.arange(len(s)) >= 3, "maybe")),
-         "min_class_count"),
+    Case(
+        "single_class",
+        "every label is 'no'",
+        _label_variant("one_class.csv", lambda s: "no"),
+        "min_classes",
+    ),
+    Case(
+        "labels_differ_by_case",
+        "'Yes'/'yes' and 'No'/'no' as four labels",
+        _labels_by_case,
+        "label_spelling",
+    ),
+    Case(
+        "labels_differ_by_spacing",
+        "'will churn' and 'will  churn'",
+        _labels_spacing,
+        "label_spelling",
+    ),
+    Case(
+        "target_copy",
+        "a copy of the target as a feature",
+        _with_column("churn_copy", lambda f: f[TARGET], "leak_copy.csv"),
+        "target_leakage",
+    ),
+    Case(
+        "target_recoded",
+        "the target recoded as 0/1 in a numeric column",
+        _with_column("churned_flag", lambda f: (f[TARGET] == "yes").astype(int), "leak_flag.csv"),
+        "target_leakage",
+    ),
+    Case(
+        "target_threshold",
+        "a number that is the label's threshold (after-the-fact score)",
+        _with_column(
+            "cancel_score",
+            lambda f: (
+                np.where(f[TARGET] == "yes", 0.6, 0.1)
+                + np.random.default_rng(5).random(len(f)) * 0.3
+            ),
+            "leak_score.csv",
+        ),
+        "target_leakage",
+    ),
+    Case(
+        "inf_strings",
+        "'inf' in a numeric column",
+        _set("monthly_charges", 40, "inf", "inf.csv"),
+        "finite_numbers",
+    ),
+    Case(
+        "minus_infinity",
+        "'-Infinity' in a numeric column",
+        _set("total_charges", 41, "-Infinity", "minus_inf.csv"),
+        "finite_numbers",
+    ),
+    Case(
+        "overflow_1e400",
+        "'1e400' (overflows a float64)",
+        _set("age", 42, "1e400", "overflow.csv"),
+        "finite_numbers",
+    ),
+    Case(
+        "huge_1e200",
+        "1e200 (its square overflows in scaling)",
+        _set("age", 43, "1e200", "huge.csv"),
+        "finite_numbers",
+    ),
+    Case(
+        "text_in_numeric_10pct",
+        "10% text in 'age'",
+        _text_in_numeric(0.10, "age_text.csv"),
+        "numeric_parseable",
+    ),
+    Case(
+        "one_bad_number",
+        "one 'forty-two' in 'age'",
+        _set("age", 41, "forty-two", "bad_number.csv"),
+        "numeric_parseable",
+    ),
+    Case(
+        "missing_labels",
+        "5% of rows without a label",
+        _label_variant("no_labels.csv", lambda s: s.where(np.arange(len(s)) % 20 != 0)),
+        "target_nulls",
+    ),
+    Case(
+        "rare_class",
+        "a third class with 3 rows",
+        _label_variant("rare.csv", lambda s: s.where(np.arange(len(s)) >= 3, "maybe")),
+        "min_class_count",
+    ),
     Case("regression_target", "a continuous target", _regression_target, "max_classes"),
-    Case("mostly_empty_column", "a feature 70% empty",
-         _with_column("notes", lambda f: np.where(np.arange(len(f)) % 10 < 7, None,
-                                                  np.where(np.arange(len(f)) % 2, "vip", "new")),
-                      "sparse.csv"), "max_null_fraction"),
-    Case("truncated_parquet", "a Parquet file cut short", _truncated_parquet,
-         "unreadable_parquet"),
-    Case("nested_label", "Parquet labels that are lists (['no'])", _nested_parquet(TARGET),
-         "target_type"),
-    Case("nested_feature", "a Parquet feature holding lists", _nested_parquet("region"),
-         "nested_column"),
-    Case("only_an_identifier", "the only feature is an order id", _only_id_and_target,
-         "has_features"),
-    Case("duplicates_over_explicit_limit",
-         "150 repeated rows in 750 (20%) with max_duplicate_fraction 0.05",
-         _repeated_rows_no_id, "max_duplicate_fraction",
-         params={"max_duplicate_fraction": 0.05}),
+    Case(
+        "mostly_empty_column",
+        "a feature 70% empty",
+        _with_column(
+            "notes",
+            lambda f: np.where(
+                np.arange(len(f)) % 10 < 7, None, np.where(np.arange(len(f)) % 2, "vip", "new")
+            ),
+            "sparse.csv",
+        ),
+        "max_null_fraction",
+    ),
+    Case("truncated_parquet", "a Parquet file cut short", _truncated_parquet, "unreadable_parquet"),
+    Case(
+        "nested_label",
+        "Parquet labels that are lists (['no'])",
+        _nested_parquet(TARGET),
+        "target_type",
+    ),
+    Case(
+        "nested_feature",
+        "a Parquet feature holding lists",
+        _nested_parquet("region"),
+        "nested_column",
+    ),
+    Case(
+        "only_an_identifier", "the only feature is an order id", _only_id_and_target, "has_features"
+    ),
+    Case(
+        "duplicates_over_explicit_limit",
+        "150 repeated rows in 750 (20%) with max_duplicate_fraction 0.05",
+        _repeated_rows_no_id,
+        "max_duplicate_fraction",
+        params={"max_duplicate_fraction": 0.05},
+    ),
     # ---- handled
-    Case("clean_sample", "the sample data as generated",
-         lambda t: csv(t, "sample.csv", frame()), numeric=SAMPLE_NUMERIC,
-         categorical=SAMPLE_CATEGORICAL, label_type="VARCHAR"),
-    Case("quoted_newlines", "a text column with quoted newlines and commas", _quoted_newlines,
-         categorical={"comment"}, check=_rows_kept(ROWS)),
-    Case("latin1", "Latin-1 encoded text", _latin1, categorical={"region"},
-         warns=("read as Latin-1",), check=_value_in("region", "São Sul")),
+    Case(
+        "clean_sample",
+        "the sample data as generated",
+        lambda t: csv(t, "sample.csv", frame()),
+        numeric=SAMPLE_NUMERIC,
+        categorical=SAMPLE_CATEGORICAL,
+        label_type="VARCHAR",
+    ),
+    Case(
+        "quoted_newlines",
+        "a text column with quoted newlines and commas",
+        _quoted_newlines,
+        categorical={"comment"},
+        check=_rows_kept(ROWS),
+    ),
+    Case(
+        "latin1",
+        "Latin-1 encoded text",
+        _latin1,
+        categorical={"region"},
+        warns=("read as Latin-1",),
+        check=_value_in("region", "São Sul"),
+    ),
     Case("utf16", "UTF-16 with a byte-order mark", _utf16, numeric=SAMPLE_NUMERIC),
     Case("utf8_bom", "a UTF-8 byte-order mark", _bom, numeric={"tenure_months"}),
-    Case("crlf", "Windows line endings", _crlf, numeric=SAMPLE_NUMERIC,
-         check=_rows_kept(ROWS)),
+    Case("crlf", "Windows line endings", _crlf, numeric=SAMPLE_NUMERIC, check=_rows_kept(ROWS)),
     Case("gzip", "gzip-compressed .csv.gz", _gzip("sample.csv.gz"), numeric=SAMPLE_NUMERIC),
-    Case("gzip_unnamed", "gzip-compressed, named .csv", _gzip("compressed.csv"),
-         numeric=SAMPLE_NUMERIC),
-    Case("semicolons", "semicolon-separated", _delimited(";", "semicolon.csv"),
-         numeric=SAMPLE_NUMERIC),
+    Case(
+        "gzip_unnamed",
+        "gzip-compressed, named .csv",
+        _gzip("compressed.csv"),
+        numeric=SAMPLE_NUMERIC,
+    ),
+    Case(
+        "semicolons",
+        "semicolon-separated",
+        _delimited(";", "semicolon.csv"),
+        numeric=SAMPLE_NUMERIC,
+    ),
     Case("tabs", "tab-separated .tsv", _delimited("\t", "tabs.tsv"), numeric=SAMPLE_NUMERIC),
     Case("pipes", "pipe-separated", _delimited("|", "pipes.txt"), numeric=SAMPLE_NUMERIC),
-    Case("parquet", "Parquet", _parquet, numeric=SAMPLE_NUMERIC,
-         categorical=SAMPLE_CATEGORICAL),
-    Case("csv_named_parquet", "a CSV saved as .parquet: read by its content",
-         lambda t: csv(t, "really_csv.parquet", frame()), numeric=SAMPLE_NUMERIC),
-    Case("missing_tokens", "'NA', 'NaN' and '?' in numeric columns", _missing_tokens,
-         numeric={"age", "tenure_months", "monthly_charges"},
-         warns=("'NA'", "'NaN'", "'?'")),
-    Case("repeated_rows", "150 exact repeats, no identifier: kept", _repeated_rows_no_id,
-         warns=("repeat another row exactly: they are kept",), check=_rows_kept(ROWS + 150)),
-    Case("repeated_records_with_id", "50 records exported twice (same customer_id): dropped",
-         _repeated_rows_with_id, excluded={"customer_id"},
-         warns=("identifier 'customer_id' included",), check=_rows_kept(ROWS)),
-    Case("small_table", "120 rows", _small(120, "small.csv"), numeric=SAMPLE_NUMERIC,
-         warns=("only 120 rows",)),
-    Case("all_categorical_repeats", "Titanic passengers: 3 categorical features, 20 distinct "
-         "rows in 1,316", _all_categorical, categorical={"class", "sex", "age"},
-         warns=("they are kept",), check=_rows_kept(1316)),
-    Case("boolean_labels", "True/False labels",
-         _label_variant("bool.csv", lambda s: s == "yes"), label_type="BOOLEAN",
-         check=_train_labels({True, False})),
-    Case("boolean_labels_lowercase", "true/false labels",
-         _label_variant("bool_lower.csv", lambda s: np.where(s == "yes", "true", "false")),
-         label_type="BOOLEAN", check=_train_labels({True, False})),
-    Case("boolean_labels_parquet", "a Parquet boolean target",
-         _label_variant("bool.parquet", lambda s: s == "yes", parquet=True),
-         label_type="BOOLEAN", check=_train_labels({True, False})),
-    Case("integer_labels", "0/1 labels",
-         _label_variant("int.csv", lambda s: (s == "yes").astype(int)), label_type="BIGINT",
-         check=_train_labels({0, 1})),
-    Case("float_integer_labels", "0.0/1.0 labels",
-         _label_variant("float.csv", lambda s: (s == "yes").astype(float)),
-         label_type="BIGINT", check=_train_labels({0, 1})),
-    Case("decimal_labels", "0.5/1.5 labels: kept as text, not rounded",
-         _label_variant("decimal.csv", lambda s: np.where(s == "yes", "1.5", "0.5")),
-         label_type="VARCHAR", warns=("decimal numbers",), check=_train_labels({"0.5", "1.5"})),
-    Case("list_like_text_labels", "'[no]'/'[yes]' text labels: kept as text",
-         _label_variant("listy.csv", lambda s: "[" + s + "]"), label_type="VARCHAR",
-         warns=("look like lists",), check=_train_labels({"[no]", "[yes]"})),
-    Case("padded_labels", "' yes' and 'yes ': trimmed to two labels",
-         _label_variant("padded.csv", lambda s: np.where(np.arange(len(s)) % 2, " " + s,
-                                                         s + " ")),
-         check=_train_labels({"no", "yes"})),
-    Case("constant_column", "a column with one value", _with_column(
-        "country", lambda f: "ES", "constant.csv"), excluded={"country"},
-         warns=("'country' has the same value in every row",)),
-    Case("extra_random_column", "an extra random numeric column (the contract gate names it)",
-         _with_column("noise", lambda f: np.random.default_rng(9).normal(size=len(f)),
-                      "noise.csv"), numeric={"noise"}),
-    Case("text_identifier", "an order id column", _with_column(
-        "order_id", lambda f: [f"ORD-{i:06d}" for i in range(len(f))], "order_id.csv"),
-         excluded={"order_id"}, warns=("'order_id' looks like an identifier",)),
-    Case("pandas_index", "a pandas index written with an empty header cell", _pandas_index,
-         excluded={"column0"}, warns=("no name in the header", "'column0' looks like an id")),
-    Case("unnamed_index", "an 'Unnamed: 0' row-number column", _r_style_index,
-         excluded={"Unnamed: 0"}, warns=("'Unnamed: 0' looks like an identifier",)),
-    Case("trailing_delimiter", "a comma at the end of every line", _trailing_delimiter,
-         excluded={f"column{len(NUMERIC_COLUMNS) + len(CATEGORICAL_COLUMNS) + 1}"},
-         warns=("has no value",)),
-    Case("leading_blank_lines", "blank lines before the header", _leading_blank_lines,
-         numeric=SAMPLE_NUMERIC, check=_rows_kept(ROWS)),
-    Case("odd_column_names", "names with spaces, quotes and accents", _odd_names,
-         numeric={"monthly charges ($)", "âge"}, categorical={'region "zone"'}),
-    Case("padded_header_names", "' age ' style header names: trimmed", _padded_names,
-         numeric=SAMPLE_NUMERIC),
-    Case("mostly_text_column", "a column that is 40% numbers, 60% text: categorical",
-         _with_column("plan", lambda f: np.where(np.arange(len(f)) % 5 < 2, "12",
-                                                 np.where(np.arange(len(f)) % 5 < 4, "gold",
-                                                          "basic")), "plan.csv"),
-         categorical={"plan"}),
-    Case("leaky_column_allowed", "a copy of the target with leakage_threshold null",
-         _with_column("churn_copy", lambda f: f[TARGET], "leak_allowed.csv"),
-         categorical={"churn_copy"}, params={"leakage_threshold": None}),
-    Case("declared_categorical_codes", "integer codes declared in categorical_columns",
-         _with_column("plan_code", lambda f: np.arange(len(f)) % 4, "codes.csv"),
-         categorical={"plan_code"}, params={"categorical_columns": ["plan_code"]}),
+    Case("parquet", "Parquet", _parquet, numeric=SAMPLE_NUMERIC, categorical=SAMPLE_CATEGORICAL),
+    Case(
+        "csv_named_parquet",
+        "a CSV saved as .parquet: read by its content",
+        lambda t: csv(t, "really_csv.parquet", frame()),
+        numeric=SAMPLE_NUMERIC,
+    ),
+    Case(
+        "missing_tokens",
+        "'NA', 'NaN' and '?' in numeric columns",
+        _missing_tokens,
+        numeric={"age", "tenure_months", "monthly_charges"},
+        warns=("'NA'", "'NaN'", "'?'"),
+    ),
+    Case(
+        "repeated_rows",
+        "150 exact repeats, no identifier: kept",
+        _repeated_rows_no_id,
+        warns=("repeat another row exactly: they are kept",),
+        check=_rows_kept(ROWS + 150),
+    ),
+    Case(
+        "repeated_records_with_id",
+        "50 records exported twice (same customer_id): dropped",
+        _repeated_rows_with_id,
+        excluded={"customer_id"},
+        warns=("identifier 'customer_id' included",),
+        check=_rows_kept(ROWS),
+    ),
+    Case(
+        "small_table",
+        "120 rows",
+        _small(120, "small.csv"),
+        numeric=SAMPLE_NUMERIC,
+        warns=("only 120 rows",),
+    ),
+    Case(
+        "all_categorical_repeats",
+        "Titanic passengers: 3 categorical features, 20 distinct rows in 1,316",
+        _all_categorical,
+        categorical={"class", "sex", "age"},
+        warns=("they are kept",),
+        check=_rows_kept(1316),
+    ),
+    Case(
+        "boolean_labels",
+        "True/False labels",
+        _label_variant("bool.csv", lambda s: s == "yes"),
+        label_type="BOOLEAN",
+        check=_train_labels({True, False}),
+    ),
+    Case(
+        "boolean_labels_lowercase",
+        "true/false labels",
+        _label_variant("bool_lower.csv", lambda s: np.where(s == "yes", "true", "false")),
+        label_type="BOOLEAN",
+        check=_train_labels({True, False}),
+    ),
+    Case(
+        "boolean_labels_parquet",
+        "a Parquet boolean target",
+        _label_variant("bool.parquet", lambda s: s == "yes", parquet=True),
+        label_type="BOOLEAN",
+        check=_train_labels({True, False}),
+    ),
+    Case(
+        "integer_labels",
+        "0/1 labels",
+        _label_variant("int.csv", lambda s: (s == "yes").astype(int)),
+        label_type="BIGINT",
+        check=_train_labels({0, 1}),
+    ),
+    Case(
+        "float_integer_labels",
+        "0.0/1.0 labels",
+        _label_variant("float.csv", lambda s: (s == "yes").astype(float)),
+        label_type="BIGINT",
+        check=_train_labels({0, 1}),
+    ),
+    Case(
+        "decimal_labels",
+        "0.5/1.5 labels: kept as text, not rounded",
+        _label_variant("decimal.csv", lambda s: np.where(s == "yes", "1.5", "0.5")),
+        label_type="VARCHAR",
+        warns=("decimal numbers",),
+        check=_train_labels({"0.5", "1.5"}),
+    ),
+    Case(
+        "list_like_text_labels",
+        "'[no]'/'[yes]' text labels: kept as text",
+        _label_variant("listy.csv", lambda s: "[" + s + "]"),
+        label_type="VARCHAR",
+        warns=("look like lists",),
+        check=_train_labels({"[no]", "[yes]"}),
+    ),
+    Case(
+        "padded_labels",
+        "' yes' and 'yes ': trimmed to two labels",
+        _label_variant("padded.csv", lambda s: np.where(np.arange(len(s)) % 2, " " + s, s + " ")),
+        check=_train_labels({"no", "yes"}),
+    ),
+    Case(
+        "constant_column",
+        "a column with one value",
+        _with_column("country", lambda f: "ES", "constant.csv"),
+        excluded={"country"},
+        warns=("'country' has the same value in every row",),
+    ),
+    Case(
+        "extra_random_column",
+        "an extra random numeric column (the contract gate names it)",
+        _with_column("noise", lambda f: np.random.default_rng(9).normal(size=len(f)), "noise.csv"),
+        numeric={"noise"},
+    ),
+    Case(
+        "text_identifier",
+        "an order id column",
+        _with_column("order_id", lambda f: [f"ORD-{i:06d}" for i in range(len(f))], "order_id.csv"),
+        excluded={"order_id"},
+        warns=("'order_id' looks like an identifier",),
+    ),
+    Case(
+        "pandas_index",
+        "a pandas index written with an empty header cell",
+        _pandas_index,
+        excluded={"column0"},
+        warns=("no name in the header", "'column0' looks like an id"),
+    ),
+    Case(
+        "unnamed_index",
+        "an 'Unnamed: 0' row-number column",
+        _r_style_index,
+        excluded={"Unnamed: 0"},
+        warns=("'Unnamed: 0' looks like an identifier",),
+    ),
+    Case(
+        "trailing_delimiter",
+        "a comma at the end of every line",
+        _trailing_delimiter,
+        excluded={f"column{len(NUMERIC_COLUMNS) + len(CATEGORICAL_COLUMNS) + 1}"},
+        warns=("has no value",),
+    ),
+    Case(
+        "leading_blank_lines",
+        "blank lines before the header",
+        _leading_blank_lines,
+        numeric=SAMPLE_NUMERIC,
+        check=_rows_kept(ROWS),
+    ),
+    Case(
+        "odd_column_names",
+        "names with spaces, quotes and accents",
+        _odd_names,
+        numeric={"monthly charges ($)", "âge"},
+        categorical={'region "zone"'},
+    ),
+    Case(
+        "padded_header_names",
+        "' age ' style header names: trimmed",
+        _padded_names,
+        numeric=SAMPLE_NUMERIC,
+    ),
+    Case(
+        "mostly_text_column",
+        "a column that is 40% numbers, 60% text: categorical",
+        _with_column(
+            "plan",
+            lambda f: np.where(
+                np.arange(len(f)) % 5 < 2,
+                "12",
+                np.where(np.arange(len(f)) % 5 < 4, "gold", "basic"),
+            ),
+            "plan.csv",
+        ),
+        categorical={"plan"},
+    ),
+    Case(
+        "leaky_column_allowed",
+        "a copy of the target with leakage_threshold null",
+        _with_column("churn_copy", lambda f: f[TARGET], "leak_allowed.csv"),
+        categorical={"churn_copy"},
+        params={"leakage_threshold": None},
+    ),
+    Case(
+        "declared_categorical_codes",
+        "integer codes declared in categorical_columns",
+        _with_column("plan_code", lambda f: np.arange(len(f)) % 4, "codes.csv"),
+        categorical={"plan_code"},
+        params={"categorical_columns": ["plan_code"]},
+    ),
 ]
 
 
@@ -652,8 +903,11 @@ def corpus_table() -> list[tuple[str, str, str, str]]:
         try:
             out = run_door(case.build(tmp), tmp, **case.params)
             expected = f"refused: {case.refused_by}" if case.refused_by else "handled"
-            first = out.message.splitlines()[-1].strip() if out.refused else "; ".join(
-                out.report.warnings)
+            first = (
+                out.message.splitlines()[-1].strip()
+                if out.refused
+                else "; ".join(out.report.warnings)
+            )
             rows.append((case.name, case.what, expected, f"{out.summary} -- {first}"))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

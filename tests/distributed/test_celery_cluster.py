@@ -19,17 +19,21 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 _AIRFLOW = version("apache-airflow")
 if int(_AIRFLOW.split(".", 1)[0]) >= 3:
-    pytest.skip(f"the cluster harness drives Airflow 2.11's CeleryExecutor (`airflow celery "
-                f"worker`, task_instance_history); this venv has Airflow {_AIRFLOW}",
-                allow_module_level=True)
+    pytest.skip(
+        f"the cluster harness drives Airflow 2.11's CeleryExecutor (`airflow celery "
+        f"worker`, task_instance_history); this venv has Airflow {_AIRFLOW}",
+        allow_module_level=True,
+    )
 
 from devtools.cluster import backends  # noqa: E402
 
 _MISSING = backends.missing_binaries()
 if _MISSING:
-    pytest.skip(f"needs Debian's PostgreSQL and Redis: missing {', '.join(_MISSING)} "
-                "(apt-get install -y postgresql redis-server; .ci/run does)",
-                allow_module_level=True)
+    pytest.skip(
+        f"needs Debian's PostgreSQL and Redis: missing {', '.join(_MISSING)} "
+        "(apt-get install -y postgresql redis-server; .ci/run does)",
+        allow_module_level=True,
+    )
 
 from devtools.cluster import scenario  # noqa: E402
 from devtools.cluster.cluster import WORKER_NAMES, Cluster  # noqa: E402

@@ -21,11 +21,16 @@ def _cluster(root: Path) -> Cluster:
 
 def test_local_paths_in_xcom_are_found_and_uris_of_services_are_not():
     xcoms = {
-        "dividir_datos:return_value": {"train_uri": "s3://b/p/train.parquet",
-                                       "test_path": "/tmp/w/pipeline/test.parquet",
-                                       "nested": [{"report": "file:///tmp/r.html"}]},
-        "desplegar_api:return_value": {"url": "http://127.0.0.1:8000", "path": "/version",
-                                       "model_uri": "models:/m/3"},
+        "dividir_datos:return_value": {
+            "train_uri": "s3://b/p/train.parquet",
+            "test_path": "/tmp/w/pipeline/test.parquet",
+            "nested": [{"report": "file:///tmp/r.html"}],
+        },
+        "desplegar_api:return_value": {
+            "url": "http://127.0.0.1:8000",
+            "path": "/version",
+            "model_uri": "models:/m/3",
+        },
         "esperar_datos:return_value": "/shared/raw.csv",
     }
     found = local_locations(xcoms, allowed=frozenset({"/shared/raw.csv"}))
@@ -45,7 +50,8 @@ def test_pipeline_data_left_on_a_worker_is_found(tmp_path):
     (worker.home / ".cache" / "fontlist.json").write_text("{}")  # a library cache: fine
     (worker.airflow_home / "logs" / "task.log").write_text("log")  # its own logs: fine
     assert data_files_on_workers(cluster) == {
-        "worker-b": ["TMPDIR/split.parquet", "ML_PIPELINE_HOME/warehouse/pipeline.duckdb"]}
+        "worker-b": ["TMPDIR/split.parquet", "ML_PIPELINE_HOME/warehouse/pipeline.duckdb"]
+    }
 
 
 def test_a_task_log_naming_the_other_workers_folder_is_found(tmp_path):
@@ -78,5 +84,8 @@ def test_a_service_that_fails_to_start_leaves_the_started_ones_to_stop(tmp_path,
     with pytest.raises(ClusterError, match="initdb failed"):
         cluster.start()
     assert (cluster.redis, cluster.s3, cluster.mlflow) == (
-        "redis-service", "s3-service", "mlflow-service")
+        "redis-service",
+        "s3-service",
+        "mlflow-service",
+    )
     assert cluster.postgres is None

@@ -17,8 +17,11 @@ _counter = itertools.count()
 #: Two quick candidates (a few seconds each on small data).
 FAST_CANDIDATES = [
     {"name": "logreg_c1", "estimator": "logistic_regression", "params": {"C": 1.0}},
-    {"name": "hgb_small", "estimator": "hist_gradient_boosting",
-     "params": {"max_iter": 60, "max_depth": 3}},
+    {
+        "name": "hgb_small",
+        "estimator": "hist_gradient_boosting",
+        "params": {"max_iter": 60, "max_depth": 3},
+    },
 ]
 
 

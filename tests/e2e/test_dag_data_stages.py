@@ -18,16 +18,20 @@ def test_preparation_produces_tables_and_stratified_splits(run_dag, small_csv):
     split = result.result(PREP + "dividir_datos")
     assert split["rows"] == {"train": 900, "validation": 300, "test": 300}
     train = pd.read_parquet(split["uris"]["train"])
-    assert list(train.columns) == [*split["feature_spec"]["numeric"],
-                                   *split["feature_spec"]["categorical"], "churn"]
+    assert list(train.columns) == [
+        *split["feature_spec"]["numeric"],
+        *split["feature_spec"]["categorical"],
+        "churn",
+    ]
     assert train["age"].dtype == "float64"
 
 
 def test_sensor_times_out_with_a_clear_message(run_dag, pipeline_home):
     missing = pipeline_home / "incoming" / "never_arrives.csv"
     missing.parent.mkdir(parents=True, exist_ok=True)  # the folder exists: a real wait
-    result = run_dag({"data_uri": str(missing), "sensor_poke_interval_seconds": 1,
-                      "sensor_timeout_seconds": 3})
+    result = run_dag(
+        {"data_uri": str(missing), "sensor_poke_interval_seconds": 1, "sensor_timeout_seconds": 3}
+    )
     assert result.state == "failed"
     assert result.task_state("esperar_datos") == "failed"
     assert f"no data at {missing} after waiting" in result.log

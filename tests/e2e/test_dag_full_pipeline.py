@@ -34,8 +34,12 @@ def _champion(name="tabular_classifier"):
 
 
 def _conf(data, **extra):
-    return {"data_uri": str(data), "candidates": FAST_CANDIDATES, "latency_p95_budget_ms": 500.0,
-            **extra}
+    return {
+        "data_uri": str(data),
+        "candidates": FAST_CANDIDATES,
+        "latency_p95_budget_ms": 500.0,
+        **extra,
+    }
 
 
 def test_01_good_model_is_trained_registered_deployed_and_served(run_dag, small_csv, api_url):
@@ -100,12 +104,15 @@ def test_02_rerunning_registration_for_the_same_run_keeps_one_version(small_csv)
     from include.ml_pipeline.registry.registry import register_challenger
 
     client = _client()
-    latest = max(client.search_model_versions("name='tabular_classifier'"),
-                 key=lambda v: int(v.version))
+    latest = max(
+        client.search_model_versions("name='tabular_classifier'"), key=lambda v: int(v.version)
+    )
     again = register_challenger(
-        f"models:/{latest.source.split('/')[-1]}" if latest.source.startswith("models:/")
+        f"models:/{latest.source.split('/')[-1]}"
+        if latest.source.startswith("models:/")
         else latest.source,
-        "tabular_classifier", airflow_run_id=latest.tags["airflow_run_id"],
+        "tabular_classifier",
+        airflow_run_id=latest.tags["airflow_run_id"],
         tracking_uri=get_settings().mlflow_tracking_uri,
     )
     assert str(again) == str(latest.version)

@@ -131,9 +131,7 @@ def titanic_passengers() -> pd.DataFrame:
     return _titanic("age_group")
 
 
-def test_an_all_categorical_table_with_repeated_rows_runs_to_a_decision(
-    airflow_db, pipeline_home
-):
+def test_an_all_categorical_table_with_repeated_rows_runs_to_a_decision(airflow_db, pipeline_home):
     path = pipeline_home / "incoming" / "titanic.csv"
     titanic_passengers().to_csv(path, index=False)
 
@@ -215,8 +213,13 @@ def test_a_changed_input_contract_is_rejected_naming_each_difference(airflow_db,
     # deploy, and text in "support_tickets" would break the drift check of later churn
     # models, which reads that log whatever the model.)
     changed = _churn(incoming / "contract_v3.csv", 23, _renamed_and_dropped)
-    code, third = _run(changed, "churn", CONTRACT_MODEL,
-                       "--conf-string", "allow_contract_change=true test_size=0.2")
+    code, third = _run(
+        changed,
+        "churn",
+        CONTRACT_MODEL,
+        "--conf-string",
+        "allow_contract_change=true test_size=0.2",
+    )
     assert code == 0, third["failed_tasks"]
     assert third["decision"]["deploy"] is True
     assert third["model"]["champion_after"] == third["model"]["version"]
@@ -224,20 +227,22 @@ def test_a_changed_input_contract_is_rejected_naming_each_difference(airflow_db,
     assert "CHANGED INPUT CONTRACT" in deployed["title"]
     from include.ml_pipeline.notifications import read_log
 
-    note = next(n for n in reversed(read_log())
-                if n["event"] == "deployed")
+    note = next(n for n in reversed(read_log()) if n["event"] == "deployed")
     assert note["reasons"][0].startswith("Clients must change")
     assert any("send 'age_years'" in r for r in note["reasons"])
 
 
 def test_boolean_labels_are_served_as_booleans(airflow_db, pipeline_home):
     incoming = pipeline_home / "incoming"
-    path = _churn(incoming / "bool_labels.csv", 31,
-                  lambda f: f.assign(churn=f["churn"] == "yes"))  # written True/False
+    path = _churn(
+        incoming / "bool_labels.csv", 31, lambda f: f.assign(churn=f["churn"] == "yes")
+    )  # written True/False
     code, summary = _run(path, "churn", "bool_classifier")
     assert code == 0, summary["failed_tasks"]
     assert summary["model"]["contract"]["target"] == {
-        "name": "churn", "type": "boolean", "labels": [False, True]
+        "name": "churn",
+        "type": "boolean",
+        "labels": [False, True],
     }
     url = summary["deployment"]["api_url"]
     row = pd.read_csv(path).drop(columns=["churn"]).iloc[:3]

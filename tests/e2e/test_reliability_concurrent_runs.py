@@ -25,9 +25,11 @@ from tests.unit.test_run_pipeline_lock import ROOT, make_run_command, make_run_e
 pytestmark = pytest.mark.e2e
 
 MODEL = "concurrent_runs_classifier"
-FAST = json.dumps([
-    {"name": "logreg_c1", "estimator": "logistic_regression", "params": {"C": 1.0}},
-])
+FAST = json.dumps(
+    [
+        {"name": "logreg_c1", "estimator": "logistic_regression", "params": {"C": 1.0}},
+    ]
+)
 
 
 def _free_port() -> int:
@@ -45,16 +47,32 @@ def test_two_make_runs_at_once_on_one_home(tmp_path):
     data = write_dataset(tmp_path / "churn.csv", rows=1_500, seed=5)
     url = f"http://127.0.0.1:{_free_port()}"
     env = make_run_env(home, MODEL_API_URL=url)
-    args = ["--data", str(data), "--target", "churn", "--conf", f"candidates={FAST}",
-            "--conf", f'model_name="{MODEL}"', "--conf-string",
-            "latency_p95_budget_ms=500 tolerance=0.5"]
+    args = [
+        "--data",
+        str(data),
+        "--target",
+        "churn",
+        "--conf",
+        f"candidates={FAST}",
+        "--conf",
+        f'model_name="{MODEL}"',
+        "--conf-string",
+        "latency_p95_budget_ms=500 tolerance=0.5",
+    ]
 
     procs: list[subprocess.Popen] = []
 
     def start(*extra: str) -> subprocess.Popen:
-        procs.append(subprocess.Popen(make_run_command(*args, *extra), cwd=ROOT, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
+        procs.append(
+            subprocess.Popen(
+                make_run_command(*args, *extra),
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
         return procs[-1]
 
     try:
@@ -95,7 +113,8 @@ def test_two_make_runs_at_once_on_one_home(tmp_path):
     assert summary["api"]["serves"] == "2"
     uri = summary["model"]["mlflow_tracking_uri"]
     versions = MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions(
-        f"name='{MODEL}'")
+        f"name='{MODEL}'"
+    )
     assert sorted(str(v.version) for v in versions) == ["1", "2"]
     assert api_stopped  # the runs' API was this home's
     assert (home / rp.LOCK_FILE).read_text() == ""  # released by the last run

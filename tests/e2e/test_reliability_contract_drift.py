@@ -40,9 +40,17 @@ INTERVAL_S = 0.02
 
 def _conf(path, **extra) -> dict:
     """What `make run DATA=path TARGET=churn` passes (the sample's column rules off)."""
-    return {"data_uri": str(path), "target": TARGET, "model_name": MODEL,
-            "candidates": FAST_CANDIDATES, "latency_p95_budget_ms": 500.0,
-            "required_columns": [], "numeric_columns": [], "value_ranges": {}, **extra}
+    return {
+        "data_uri": str(path),
+        "target": TARGET,
+        "model_name": MODEL,
+        "candidates": FAST_CANDIDATES,
+        "latency_p95_budget_ms": 500.0,
+        "required_columns": [],
+        "numeric_columns": [],
+        "value_ranges": {},
+        **extra,
+    }
 
 
 def _write(path, frame: pd.DataFrame):
@@ -109,15 +117,23 @@ def _decision(result) -> dict:
 
 
 CHANGES = [
-    ("columns", _columns_changed, [
-        "column 'tenure_months' is gone and 'tenure_in_months' (numeric) is new: renamed?",
-        "column 'region' (categorical) is no longer an input",
-        "column 'support_tickets' changes from numeric to categorical",
-    ]),
-    ("labels", _labels_changed, [
-        'the label set changes: new label(s) "leaves", "stays"; label(s) "no", "yes" no '
-        "longer predicted",
-    ]),
+    (
+        "columns",
+        _columns_changed,
+        [
+            "column 'tenure_months' is gone and 'tenure_in_months' (numeric) is new: renamed?",
+            "column 'region' (categorical) is no longer an input",
+            "column 'support_tickets' changes from numeric to categorical",
+        ],
+    ),
+    (
+        "labels",
+        _labels_changed,
+        [
+            'the label set changes: new label(s) "leaves", "stays"; label(s) "no", "yes" no '
+            "longer predicted",
+        ],
+    ),
 ]
 
 
@@ -132,9 +148,13 @@ def test_a_client_of_the_old_contract_sees_no_error_while_changed_files_are_trai
     assert str(httpx.get(f"{api_url}/version").json()["model_version"]) == champion
 
     records = original.drop(columns=[TARGET]).head(200)
-    client = ContractClient(api_url, [
-        {k: (None if pd.isna(v) else v) for k, v in row.items()}
-        for row in records.to_dict("records")])
+    client = ContractClient(
+        api_url,
+        [
+            {k: (None if pd.isna(v) else v) for k, v in row.items()}
+            for row in records.to_dict("records")
+        ],
+    )
     client.start()
     started = time.monotonic()
     rejected = []
@@ -171,4 +191,3 @@ def test_a_client_of_the_old_contract_sees_no_error_while_changed_files_are_trai
     # plus the answer's time on a busy machine), and got the old contract's answers
     assert len(outcomes) >= 10 * seconds, (len(outcomes), seconds)
     assert {label for _, label in outcomes} <= {"no", "yes"}
-

@@ -29,8 +29,10 @@ def test_bad_data_fails_at_once_without_opening_an_mlflow_run(run_dag, pipeline_
     assert result.state == "failed"
     validation = result.dag_run.get_task_instance("preparacion_datos.validar_datos")
     assert (validation.state, validation.try_number) == ("failed", 1)  # no retry
-    for task_id in ("entrenamiento_evaluacion.iniciar_experimento",
-                    "entrenamiento_evaluacion.registrar_mlflow"):
+    for task_id in (
+        "entrenamiento_evaluacion.iniciar_experimento",
+        "entrenamiento_evaluacion.registrar_mlflow",
+    ):
         assert result.task_state(task_id) == "upstream_failed", task_id
     uri = get_settings().mlflow_tracking_uri
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -42,8 +44,10 @@ def test_bad_data_fails_at_once_without_opening_an_mlflow_run(run_dag, pipeline_
 
     note = read_log()[-1]
     assert note["event"] == "failed"
-    assert any("column 'age': rule 'finite_numbers' broken" in r and "'1e400' on line 2" in r
-               for r in note["reasons"]), note["reasons"]
+    assert any(
+        "column 'age': rule 'finite_numbers' broken" in r and "'1e400' on line 2" in r
+        for r in note["reasons"]
+    ), note["reasons"]
     # generous: the data stage takes seconds; a retry would add its delay, a training
     # task its fit (on a busy 2-core machine a whole failed run took 27-36 s)
     assert seconds < 60, seconds

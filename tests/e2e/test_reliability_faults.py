@@ -35,8 +35,14 @@ MODEL = "fault_classifier"
 def _conf(data, **extra) -> dict:
     # tolerance 0.5: a challenger as good as the champion is deployed (the faults are at
     # deploy time; the gate is not under test here)
-    return {"data_uri": str(data), "model_name": MODEL, "candidates": FAST_CANDIDATES,
-            "latency_p95_budget_ms": 500.0, "tolerance": 0.5, **extra}
+    return {
+        "data_uri": str(data),
+        "model_name": MODEL,
+        "candidates": FAST_CANDIDATES,
+        "latency_p95_budget_ms": 500.0,
+        "tolerance": 0.5,
+        **extra,
+    }
 
 
 def _registry():
@@ -158,14 +164,24 @@ def test_after_a_rejected_run_a_down_api_is_reported_with_how_to_start_it(
     before = _alias("champion")
     _kill_api()
     candidates = json.dumps([WEAK_CANDIDATE])
-    code = run_pipeline.main(["--data", str(small_csv), "--target", "churn",
-                              "--conf", f"candidates={candidates}",
-                              "--conf", f'model_name="{MODEL}"'])
+    code = run_pipeline.main(
+        [
+            "--data",
+            str(small_csv),
+            "--target",
+            "churn",
+            "--conf",
+            f"candidates={candidates}",
+            "--conf",
+            f'model_name="{MODEL}"',
+        ]
+    )
     printed = capsys.readouterr().out
     summary = json.loads((get_settings().home / "run_summary.json").read_text())
     assert code == 0, summary["failed_tasks"]  # a rejection is a successful run
     assert summary["decision"]["deploy"] is False
     assert _alias("champion") == before
     assert summary["api"] == {"url": api_url, "up": False, "serves": None, "champion": before}
-    assert (f"model API DOWN at {api_url}: champion v{before} is not served; "
-            "start it with: make api") in printed
+    assert (
+        f"model API DOWN at {api_url}: champion v{before} is not served; start it with: make api"
+    ) in printed

@@ -33,7 +33,6 @@ CHROMIUM_FLAGS = (
 )
 
 
-
 @dataclass
 class PageReport:
     console_errors: list[str] = field(default_factory=list)
@@ -270,8 +269,11 @@ def write_splits(base: str | Path) -> dict[str, str]:
 
     frame = generate_churn_frame(1_600, seed=3)
     uris = {}
-    for name, part in (("train", frame[:1000]), ("validation", frame[1000:1300]),
-                       ("test", frame[1300:])):
+    for name, part in (
+        ("train", frame[:1000]),
+        ("validation", frame[1000:1300]),
+        ("test", frame[1300:]),
+    ):
         buffer = io.BytesIO()
         part.to_parquet(buffer, index=False)
         uris[name] = storage.write_bytes(storage.join(base, f"{name}.parquet"), buffer.getvalue())

@@ -28,16 +28,24 @@ class _TaskInstance:
 def test_a_failed_task_records_its_error_and_the_notification_names_it():
     store: dict = {}
     record_failure(
-        {"ti": _TaskInstance("preparacion_datos.validar_datos", store),
-         "exception": ValueError("column 'age': 12 values above 120 (value_ranges)")}
+        {
+            "ti": _TaskInstance("preparacion_datos.validar_datos", store),
+            "exception": ValueError("column 'age': 12 values above 120 (value_ranges)"),
+        }
     )
-    failures = recorded_failures(_TaskInstance("notificar_fallo", store),
-                                 ["esperar_datos", "preparacion_datos.validar_datos"])
-    assert failures == [TaskFailure("preparacion_datos.validar_datos",
-                                    "ValueError: column 'age': 12 values above 120 "
-                                    "(value_ranges)")]
-    note = events.failed(failures, Rollback(True, "3", "API serves v3"),
-                         airflow_run_url=None, dag_id="d", run_id="r")
+    failures = recorded_failures(
+        _TaskInstance("notificar_fallo", store),
+        ["esperar_datos", "preparacion_datos.validar_datos"],
+    )
+    assert failures == [
+        TaskFailure(
+            "preparacion_datos.validar_datos",
+            "ValueError: column 'age': 12 values above 120 (value_ranges)",
+        )
+    ]
+    note = events.failed(
+        failures, Rollback(True, "3", "API serves v3"), airflow_run_url=None, dag_id="d", run_id="r"
+    )
     assert note.title == "d: run r failed at preparacion_datos.validar_datos"
     assert note.reasons == [
         "failed task: preparacion_datos.validar_datos: ValueError: column 'age': 12 values "

@@ -20,8 +20,9 @@ def test_load_sklearn_model_removes_its_download(tmp_path, monkeypatch):
     X = np.random.default_rng(0).normal(size=(40, 3))
     y = (X[:, 0] > 0).astype(int)
     with mlflow.start_run(experiment_id=experiment) as run:
-        mlflow.sklearn.log_model(LogisticRegression().fit(X, y), name="model",
-                                 serialization_format="cloudpickle")
+        mlflow.sklearn.log_model(
+            LogisticRegression().fit(X, y), name="model", serialization_format="cloudpickle"
+        )
     worker_tmp = tmp_path / "worker_tmp"
     worker_tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(worker_tmp))

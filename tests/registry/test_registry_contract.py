@@ -111,23 +111,31 @@ def test_logged_contract_is_found_from_the_registry(store):
     uri = log_contract(store["uri"], store["run_id"], c)
     assert uri == f"runs:/{store['run_id']}/{INPUT_CONTRACT_ARTIFACT}"
     version = registry.register_challenger(
-        store["model_uri"], "contract_model", airflow_run_id="with-contract",
-        tags={INPUT_CONTRACT_TAG: uri}, tracking_uri=store["uri"],
+        store["model_uri"],
+        "contract_model",
+        airflow_run_id="with-contract",
+        tags={INPUT_CONTRACT_TAG: uri},
+        tracking_uri=store["uri"],
     )
     loaded = load_contract(store["uri"], "contract_model", version)
     assert loaded["columns"] == c["columns"]
     assert loaded["target"] == c["target"]
     assert (loaded["model_name"], loaded["version"], loaded["uri"]) == (
-        "contract_model", version, uri
+        "contract_model",
+        version,
+        uri,
     )
-    artifacts = [a.path for a in MlflowClient(store["uri"]).list_artifacts(store["run_id"],
-                                                                           "contract")]
+    artifacts = [
+        a.path for a in MlflowClient(store["uri"]).list_artifacts(store["run_id"], "contract")
+    ]
     assert artifacts == [INPUT_CONTRACT_ARTIFACT]
 
 
 def test_a_version_without_a_contract_gets_one_from_its_feature_spec(store):
     version = registry.register_challenger(
-        store["model_uri"], "contract_model", airflow_run_id="no-contract",
+        store["model_uri"],
+        "contract_model",
+        airflow_run_id="no-contract",
         tracking_uri=store["uri"],
     )
     derived = load_contract(store["uri"], "contract_model", version)

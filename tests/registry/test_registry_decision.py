@@ -211,7 +211,10 @@ def test_baseline_without_a_usable_metric_is_said_and_skipped():
 
 def test_champion_that_cannot_be_scored_says_why():
     decision = decide_deployment(
-        GOOD, None, {}, champion_error="KeyError: missing column(s): age",
+        GOOD,
+        None,
+        {},
+        champion_error="KeyError: missing column(s): age",
         baseline_metrics=PRIOR,
     )
     text = " ".join(decision.reasons)
@@ -226,10 +229,18 @@ from include.ml_pipeline.registry.contract import (  # noqa: E402
     ContractComparison,
 )
 
-RENAMED = ContractChange("renamed", "age", "column 'age' is gone and 'age_1' (numeric) "
-                         "is new: renamed?", "send 'age_1' instead of 'age'")
-ADDED = ContractChange("added", "noise", "new column 'noise' (numeric) would be "
-                       "required", "send 'noise' as a number (or null)")
+RENAMED = ContractChange(
+    "renamed",
+    "age",
+    "column 'age' is gone and 'age_1' (numeric) is new: renamed?",
+    "send 'age_1' instead of 'age'",
+)
+ADDED = ContractChange(
+    "added",
+    "noise",
+    "new column 'noise' (numeric) would be required",
+    "send 'noise' as a number (or null)",
+)
 
 
 def test_a_contract_change_is_rejected_by_default_naming_each_difference():

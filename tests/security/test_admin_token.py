@@ -17,11 +17,26 @@ from include.ml_pipeline.serving.settings import (
     get_serving_settings,
 )
 
-PLACEHOLDERS = ["change-me", "changeme", "CHANGE_ME_0123456789", "placeholder",
-                "<your admin token>", "<MODEL_API_ADMIN_TOKEN>", "${MODEL_API_ADMIN_TOKEN}",
-                "{{ admin_token }}", "example-token-0123456789", "replace-me-with-a-token",
-                "dummy", "password", "my-secret-value-123", "admin-token", "short-token",
-                "0123456789abcde", "aaaaaaaaaaaaaaaaaaaaaaaa", "abababababababababab"]
+PLACEHOLDERS = [
+    "change-me",
+    "changeme",
+    "CHANGE_ME_0123456789",
+    "placeholder",
+    "<your admin token>",
+    "<MODEL_API_ADMIN_TOKEN>",
+    "${MODEL_API_ADMIN_TOKEN}",
+    "{{ admin_token }}",
+    "example-token-0123456789",
+    "replace-me-with-a-token",
+    "dummy",
+    "password",
+    "my-secret-value-123",
+    "admin-token",
+    "short-token",
+    "0123456789abcde",
+    "aaaaaaaaaaaaaaaaaaaaaaaa",
+    "abababababababababab",
+]
 
 
 @pytest.mark.parametrize("token", PLACEHOLDERS)
@@ -49,11 +64,21 @@ def test_random_tokens_pass_and_empty_disables_reloads(monkeypatch):
 
 
 def test_the_service_process_refuses_to_start(tmp_path):
-    env = dict(os.environ, MODEL_API_ADMIN_TOKEN="change-me", ML_PIPELINE_HOME=str(tmp_path),
-               PYTHONPATH=str(PROJECT_ROOT), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/m.db")
-    done = subprocess.run([sys.executable, "-m", "include.ml_pipeline.serving", "--port", "0"],
-                          env=env, cwd=str(PROJECT_ROOT), capture_output=True, text=True,
-                          timeout=120)
+    env = dict(
+        os.environ,
+        MODEL_API_ADMIN_TOKEN="change-me",
+        ML_PIPELINE_HOME=str(tmp_path),
+        PYTHONPATH=str(PROJECT_ROOT),
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/m.db",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "include.ml_pipeline.serving", "--port", "0"],
+        env=env,
+        cwd=str(PROJECT_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0
     assert "model API not started: MODEL_API_ADMIN_TOKEN is not a usable secret" in done.stderr
     assert "Traceback" not in done.stderr
@@ -63,6 +88,7 @@ def test_start_api_refuses_before_starting_a_process(tmp_path):
     from include.ml_pipeline.serving import process
 
     with pytest.raises(InsecureSettingError):
-        process.start_api(url="http://127.0.0.1:1", admin_token="placeholder", home=tmp_path,
-                          timeout=5)
+        process.start_api(
+            url="http://127.0.0.1:1", admin_token="placeholder", home=tmp_path, timeout=5
+        )
     assert process.api_status(home=tmp_path) is None

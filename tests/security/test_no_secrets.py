@@ -35,13 +35,15 @@ def scan(files: list[str], root: Path) -> list[tuple[str, int, str, str]]:
         found = SecretsCollection(root=str(root))
         for name in files:
             found.scan_file(name)
-    return sorted((name, secret.line_number, secret.type, secret.secret_hash)
-                  for name, secret in found)
+    return sorted(
+        (name, secret.line_number, secret.type, secret.secret_hash) for name, secret in found
+    )
 
 
 def test_no_secret_in_the_tracked_files():
-    files = subprocess.run(["git", "ls-files"], cwd=PROJECT_ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert len(files) > 50
     findings = scan(files, PROJECT_ROOT)
     allowed = _allowed()
@@ -49,8 +51,10 @@ def test_no_secret_in_the_tracked_files():
     assert not new, (
         "possible secrets in tracked files (remove them; if one is a placeholder, add its "
         f"line to {ALLOWLIST.name} saying why):\n"
-        + "\n".join(f"  {path}:{line} {kind}\n    {path} {hashed} <why>"
-                    for path, line, kind, hashed in new))
+        + "\n".join(
+            f"  {path}:{line} {kind}\n    {path} {hashed} <why>" for path, line, kind, hashed in new
+        )
+    )
 
 
 def test_the_scanner_finds_a_planted_secret(tmp_path):

@@ -156,10 +156,14 @@ def _proxy_handler(proxy: FlakyProxy):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            headers = {k: v for k, v in self.headers.items()
-                       if k.lower() not in ("host", "content-length", "connection")}
-            answer = httpx.request(method, proxy.upstream + path, content=body,
-                                   headers=headers, timeout=60)
+            headers = {
+                k: v
+                for k, v in self.headers.items()
+                if k.lower() not in ("host", "content-length", "connection")
+            }
+            answer = httpx.request(
+                method, proxy.upstream + path, content=body, headers=headers, timeout=60
+            )
             if rule is not None and rule.action == "drop":
                 rule.used += 1
                 proxy.seen.append((method, path, "dropped"))
@@ -169,8 +173,12 @@ def _proxy_handler(proxy: FlakyProxy):
             proxy.seen.append((method, path, str(answer.status_code)))
             self.send_response(answer.status_code)
             for key, value in answer.headers.items():
-                if key.lower() not in ("content-length", "transfer-encoding", "connection",
-                                       "content-encoding"):
+                if key.lower() not in (
+                    "content-length",
+                    "transfer-encoding",
+                    "connection",
+                    "content-encoding",
+                ):
                     self.send_header(key, value)
             self.send_header("Content-Length", str(len(answer.content)))
             self.end_headers()
@@ -219,9 +227,15 @@ def run_test_dag(dag, conf: dict | None = None):
     )
 
     if AIRFLOW_3:
-        sync_dags_to_db(types.SimpleNamespace(
-            dags={dag.dag_id: dag}, import_errors={}, bundle_path=None, dag_warnings=set(),
-            file_last_changed={}))
+        sync_dags_to_db(
+            types.SimpleNamespace(
+                dags={dag.dag_id: dag},
+                import_errors={},
+                bundle_path=None,
+                dag_warnings=set(),
+                file_last_changed={},
+            )
+        )
     return run_dag_in_process(dag, run_conf=conf or {})
 
 

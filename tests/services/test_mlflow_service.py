@@ -37,8 +37,10 @@ def test_a_model_logged_and_registered_through_the_server_is_served_from_the_buc
     uri, name = mlflow_on_s3.url, unique_id("served_from_s3")
     # A local artifact location is not sent to a server: the server owns artifact storage.
     experiment_id = ensure_experiment(uri, "s3-artifacts", (tmp_path / "not-used").as_uri())
-    assert MlflowClient(uri).get_experiment(experiment_id).artifact_location.startswith(
-        "mlflow-artifacts:"
+    assert (
+        MlflowClient(uri)
+        .get_experiment(experiment_id)
+        .artifact_location.startswith("mlflow-artifacts:")
     )
     logged = log_small_model(tmp_path / "data", uri, experiment="s3-artifacts")
     version = registry.register_challenger(
@@ -52,9 +54,9 @@ def test_a_model_logged_and_registered_through_the_server_is_served_from_the_buc
     keys = s3.keys("mlflow/")
     assert any(k.endswith("/MLmodel") for k in keys), keys[:20]
     assert not (tmp_path / "not-used").exists()
-    assert not any(
-        (tmp_path / "data").rglob("MLmodel")
-    ), "artifacts must go through the server to the bucket"
+    assert not any((tmp_path / "data").rglob("MLmodel")), (
+        "artifacts must go through the server to the bucket"
+    )
 
 
 def test_the_preflight_names_what_is_wrong_with_the_tracking_server(mlflow_on_s3):
@@ -103,8 +105,9 @@ def test_a_server_that_is_not_mlflow_or_refuses_the_credentials_fails_at_once(st
 def logged_model(mlflow_on_s3, tmp_path_factory):
     """One candidate logged by the training code through the server (registered below
     under other names and Airflow runs)."""
-    return log_small_model(tmp_path_factory.mktemp("cut-off"), mlflow_on_s3.url,
-                           experiment="cut-off")
+    return log_small_model(
+        tmp_path_factory.mktemp("cut-off"), mlflow_on_s3.url, experiment="cut-off"
+    )
 
 
 def test_a_create_request_the_client_resent_leaves_one_version(

@@ -47,12 +47,14 @@ def api_service(mlflow_on_s3, tmp_path_factory):
     service's container), serving v1 of a fresh model from the MLflow server."""
     name = unique_id("service_model")
     uri = mlflow_on_s3.url
-    v1 = register_model_version(uri, name, kind="lr", rows=1500, aliases=(CHAMPION,),
-                                serving_artifact=True)
+    v1 = register_model_version(
+        uri, name, kind="lr", rows=1500, aliases=(CHAMPION,), serving_artifact=True
+    )
     home = tmp_path_factory.mktemp("model-api-service")
     url = f"http://127.0.0.1:{free_port()}"
-    running = process.start_api(url=url, model_name=name, tracking_uri=uri,
-                                admin_token=TOKEN, home=home, timeout=240)
+    running = process.start_api(
+        url=url, model_name=name, tracking_uri=uri, admin_token=TOKEN, home=home, timeout=240
+    )
     try:
         yield {"url": url, "name": name, "uri": uri, "v1": v1, "home": home, "pid": running.pid}
     finally:
@@ -63,9 +65,18 @@ def api_service(mlflow_on_s3, tmp_path_factory):
 def model_api_connection(monkeypatch, api_service):
     def define(token: str = TOKEN, port: int | None = None):
         port = port or int(api_service["url"].rsplit(":", 1)[1])
-        monkeypatch.setenv(f"AIRFLOW_CONN_{MODEL_API_CONN_ID.upper()}", json.dumps(
-            {"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "http",
-             "password": token}))
+        monkeypatch.setenv(
+            f"AIRFLOW_CONN_{MODEL_API_CONN_ID.upper()}",
+            json.dumps(
+                {
+                    "conn_type": "http",
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "schema": "http",
+                    "password": token,
+                }
+            ),
+        )
         monkeypatch.setenv("MLFLOW_TRACKING_URI", api_service["uri"])
         return connections.model_api()
 
@@ -82,8 +93,9 @@ def test_with_the_connection_the_rollout_and_rollback_only_reload_the_service(
     assert endpoint.source == MODEL_API_CONN_ID
     assert endpoint.url == api_service["url"]
     name, uri = api_service["name"], api_service["uri"]
-    v2 = register_model_version(uri, name, kind="lr", rows=1500, seed=1, aliases=(),
-                                serving_artifact=True)
+    v2 = register_model_version(
+        uri, name, kind="lr", rows=1500, seed=1, aliases=(), serving_artifact=True
+    )
     registry.promote_to_champion(name, v2, tracking_uri=uri)
     settings = get_settings()
     local_pid_file = settings.home / "api" / process.PID_FILE
@@ -99,11 +111,13 @@ def test_with_the_connection_the_rollout_and_rollback_only_reload_the_service(
     assert _children() <= children
     assert process.api_status(api_service["home"]).pid == api_service["pid"]  # same process
 
-    back = rollout.roll_back(settings, name, v2, endpoint, reason="smoke test failed",
-                             timeout=120)
+    back = rollout.roll_back(settings, name, v2, endpoint, reason="smoke test failed", timeout=120)
 
-    assert back == {"rolled_back": True, "champion": api_service["v1"],
-                    "detail": f"API serves v{api_service['v1']}"}
+    assert back == {
+        "rolled_back": True,
+        "champion": api_service["v1"],
+        "detail": f"API serves v{api_service['v1']}",
+    }
     assert httpx.get(api_service["url"] + "/version").json()["model_version"] == api_service["v1"]
     assert not local_pid_file.exists()
     assert _children() <= children
@@ -116,15 +130,15 @@ def test_a_wrong_token_is_a_configuration_error_naming_the_connection(
     endpoint = model_api_connection(token="not-the-token")
     started = time.monotonic()
     with pytest.raises(rollout.ModelApiConfigError) as refused:
-        rollout.roll_out(get_settings(), endpoint, api_service["name"], api_service["v1"],
-                         timeout=30)
+        rollout.roll_out(
+            get_settings(), endpoint, api_service["name"], api_service["v1"], timeout=30
+        )
     assert time.monotonic() - started < 20
     assert "refused the reload" in str(refused.value)
     assert f"connection {MODEL_API_CONN_ID!r}" in str(refused.value)
 
 
-def test_a_service_that_never_answers_is_a_configuration_error(api_service,
-                                                                model_api_connection):
+def test_a_service_that_never_answers_is_a_configuration_error(api_service, model_api_connection):
     endpoint = model_api_connection(port=free_port())
     with pytest.raises(rollout.ModelApiConfigError) as unreachable:
         rollout.check_service(endpoint, api_service["name"], wait_seconds=2)
@@ -156,23 +170,35 @@ def test_a_failed_first_deployment_unloads_the_service_until_a_champion_is_deplo
     it; the next champion is served again after a plain reload."""
     monkeypatch.setenv("ML_PIPELINE_HOME", str(tmp_path_factory.mktemp("worker_home")))
     name, uri = unique_id("first_deploy"), mlflow_on_s3.url
-    v1 = register_model_version(uri, name, kind="lr", rows=1500, aliases=(CHAMPION,),
-                                serving_artifact=True)
+    v1 = register_model_version(
+        uri, name, kind="lr", rows=1500, aliases=(CHAMPION,), serving_artifact=True
+    )
     home = tmp_path_factory.mktemp("first-deploy-service")
     url = f"http://127.0.0.1:{free_port()}"
-    process.start_api(url=url, model_name=name, tracking_uri=uri, admin_token=TOKEN,
-                      home=home, timeout=240)
+    process.start_api(
+        url=url, model_name=name, tracking_uri=uri, admin_token=TOKEN, home=home, timeout=240
+    )
     try:
-        monkeypatch.setenv(f"AIRFLOW_CONN_{MODEL_API_CONN_ID.upper()}", json.dumps(
-            {"conn_type": "http", "host": "127.0.0.1", "port": int(url.rsplit(":", 1)[1]),
-             "schema": "http", "password": TOKEN}))
+        monkeypatch.setenv(
+            f"AIRFLOW_CONN_{MODEL_API_CONN_ID.upper()}",
+            json.dumps(
+                {
+                    "conn_type": "http",
+                    "host": "127.0.0.1",
+                    "port": int(url.rsplit(":", 1)[1]),
+                    "schema": "http",
+                    "password": TOKEN,
+                }
+            ),
+        )
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         endpoint = connections.model_api()
         settings = get_settings()
         assert httpx.get(url + "/version").json()["model_version"] == v1
 
-        back = rollout.roll_back(settings, name, v1, endpoint, reason="smoke test failed",
-                                 timeout=60)
+        back = rollout.roll_back(
+            settings, name, v1, endpoint, reason="smoke test failed", timeout=60
+        )
 
         assert back["rolled_back"] is True
         assert back["champion"] is None
@@ -190,8 +216,9 @@ def test_a_failed_first_deployment_unloads_the_service_until_a_champion_is_deplo
         assert 'model_api_reloads_total{result="unloaded"} 1.0' in metrics
         assert process.api_status(home) is not None  # the service process stays up
 
-        v2 = register_model_version(uri, name, kind="lr", rows=1500, seed=3, aliases=(),
-                                    serving_artifact=True)
+        v2 = register_model_version(
+            uri, name, kind="lr", rows=1500, seed=3, aliases=(), serving_artifact=True
+        )
         registry.promote_to_champion(name, v2, tracking_uri=uri)
         done = rollout.roll_out(settings, endpoint, name, v2, timeout=120)
         assert done["version_info"]["model_version"] == v2

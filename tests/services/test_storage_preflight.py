@@ -22,8 +22,14 @@ CONN_ENV = f"AIRFLOW_CONN_{STORAGE_CONN_ID.upper()}"
 
 
 def _storage_connection(endpoint: str, key: str = DUMMY_KEY_ID, secret: str = DUMMY_SECRET):
-    return json.dumps({"conn_type": "aws", "login": key, "password": secret,
-                       "extra": {"endpoint_url": endpoint, "region_name": REGION}})
+    return json.dumps(
+        {
+            "conn_type": "aws",
+            "login": key,
+            "password": secret,
+            "extra": {"endpoint_url": endpoint, "region_name": REGION},
+        }
+    )
 
 
 def _storage_dag(dag_id: str):
@@ -49,8 +55,9 @@ def _storage_dag(dag_id: str):
     return storage_root()
 
 
-def test_the_connection_gives_the_task_its_credentials(s3, clean_task_env, airflow_db,
-                                                        client_without_bucket_credentials):
+def test_the_connection_gives_the_task_its_credentials(
+    s3, clean_task_env, airflow_db, client_without_bucket_credentials
+):
     clean_task_env.setenv("ML_PIPELINE_STORAGE", f"s3://{BUCKET}/pipeline")
     clean_task_env.setenv(CONN_ENV, _storage_connection(s3.endpoint_url))
     storage.configure("s3", None)
@@ -62,8 +69,7 @@ def test_the_connection_gives_the_task_its_credentials(s3, clean_task_env, airfl
     assert f"pipeline/runs/{run.run_id}/first.txt" in s3.keys("pipeline/")
 
 
-def test_a_bucket_that_does_not_exist_fails_the_first_task_at_once(s3, clean_task_env,
-                                                                   airflow_db):
+def test_a_bucket_that_does_not_exist_fails_the_first_task_at_once(s3, clean_task_env, airflow_db):
     root = "s3://no-such-bucket-here/pipeline"
     clean_task_env.setenv("ML_PIPELINE_STORAGE", root)
     clean_task_env.setenv(CONN_ENV, _storage_connection(s3.endpoint_url))
@@ -88,15 +94,24 @@ def _moto_with_authentication():
     bucket): only its own IAM users' keys are accepted."""
     port = free_port()
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "1"}
-    server = subprocess.Popen([str(moto_server_command()), "-H", "127.0.0.1", "-p", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    server = subprocess.Popen(
+        [str(moto_server_command()), "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         import boto3
 
-        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=DUMMY_KEY_ID,
-                              aws_secret_access_key=DUMMY_SECRET, region_name=REGION)
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=DUMMY_KEY_ID,
+            aws_secret_access_key=DUMMY_SECRET,
+            region_name=REGION,
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -112,24 +127,35 @@ def _moto_with_authentication():
         server.wait(timeout=10)
 
 
-def test_refused_credentials_and_an_unreachable_store_name_the_uri_and_the_fix(
-    s3, clean_task_env
-):
+def test_refused_credentials_and_an_unreachable_store_name_the_uri_and_the_fix(s3, clean_task_env):
     assert check_storage_root("file:///tmp/anything") is None
-    storage.configure("s3", {"key": DUMMY_KEY_ID, "secret": DUMMY_SECRET,
-                             "client_kwargs": {"endpoint_url": s3.endpoint_url}})
+    storage.configure(
+        "s3",
+        {
+            "key": DUMMY_KEY_ID,
+            "secret": DUMMY_SECRET,
+            "client_kwargs": {"endpoint_url": s3.endpoint_url},
+        },
+    )
     assert check_storage_root(f"s3://{BUCKET}/pipeline") >= 0
 
     with _moto_with_authentication() as endpoint:
-        storage.configure("s3", {"key": "wrong", "secret": "wrong",
-                                 "client_kwargs": {"endpoint_url": endpoint}})
+        storage.configure(
+            "s3", {"key": "wrong", "secret": "wrong", "client_kwargs": {"endpoint_url": endpoint}}
+        )
         with pytest.raises(storage.StorageError) as denied:
             check_storage_root("s3://guarded/pipeline", credentials="connection x")
     assert "s3://guarded/pipeline: access denied" in str(denied.value)
     assert "credentials from connection x" in str(denied.value)
 
-    storage.configure("s3", {"key": DUMMY_KEY_ID, "secret": DUMMY_SECRET,
-                             "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{free_port()}"},
-                             "config_kwargs": {"retries": {"max_attempts": 1}}})
+    storage.configure(
+        "s3",
+        {
+            "key": DUMMY_KEY_ID,
+            "secret": DUMMY_SECRET,
+            "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{free_port()}"},
+            "config_kwargs": {"retries": {"max_attempts": 1}},
+        },
+    )
     with pytest.raises(storage.StorageError, match="cannot reach the object store"):
         check_storage_root(f"s3://{BUCKET}/pipeline")

@@ -61,10 +61,24 @@ def registry(tmp_path_factory) -> Registry:
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     artifacts = (root / "artifacts").as_uri()
-    v1 = register_model_version(uri, MODEL_NAME, kind="hgb", rows=3000, seed=1,
-                                aliases=("champion",), artifact_location=artifacts)
-    v2 = register_model_version(uri, MODEL_NAME, kind="lr", rows=3000, seed=2,
-                                aliases=("challenger",), artifact_location=artifacts)
+    v1 = register_model_version(
+        uri,
+        MODEL_NAME,
+        kind="hgb",
+        rows=3000,
+        seed=1,
+        aliases=("champion",),
+        artifact_location=artifacts,
+    )
+    v2 = register_model_version(
+        uri,
+        MODEL_NAME,
+        kind="lr",
+        rows=3000,
+        seed=2,
+        aliases=("challenger",),
+        artifact_location=artifacts,
+    )
     found = Registry(uri, MODEL_NAME, v1, v2, root)
     # `mlflow models serve` takes 15-45 s to start: launch it now, in parallel with our
     # API and the other tests; test_differential waits for it.
@@ -82,15 +96,34 @@ def _launch_mlflow_serve(registry: Registry) -> None:
     port = free_port()
     log_path = registry.root / "mlflow-serve.log"
     bin_dir = Path(sys.executable).parent  # mlflow runs `uvicorn` from PATH
-    env = dict(os.environ, MLFLOW_TRACKING_URI=registry.tracking_uri,
-               MLFLOW_ALLOW_PICKLE_DESERIALIZATION="true",
-               PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=registry.tracking_uri,
+        MLFLOW_ALLOW_PICKLE_DESERIALIZATION="true",
+        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
     with open(log_path, "wb") as log:
         registry.mlflow_serve = subprocess.Popen(
-            [str(bin_dir / "mlflow"), "models", "serve", "-m",
-             f"models:/{registry.name}/{registry.v1}", "--env-manager", "local",
-             "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(bin_dir / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                f"models:/{registry.name}/{registry.v1}",
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-w",
+                "1",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     registry.mlflow_serve_url = f"http://127.0.0.1:{port}"
     registry.mlflow_serve_log = log_path
 
@@ -133,6 +166,5 @@ def set_alias(registry: Registry, alias: str, version: str) -> None:
     from mlflow import MlflowClient
 
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
-    client = MlflowClient(tracking_uri=registry.tracking_uri,
-                          registry_uri=registry.tracking_uri)
+    client = MlflowClient(tracking_uri=registry.tracking_uri, registry_uri=registry.tracking_uri)
     client.set_registered_model_alias(registry.name, alias, version)

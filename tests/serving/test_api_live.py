@@ -19,8 +19,10 @@ JSON = {"Content-Type": "application/json"}
 
 
 def _records(frame, n=3):
-    return [{c: (None if isinstance(v, float) and v != v else v) for c, v in row.items()}
-            for row in frame.head(n).to_dict("records")]
+    return [
+        {c: (None if isinstance(v, float) and v != v else v) for c, v in row.items()}
+        for row in frame.head(n).to_dict("records")
+    ]
 
 
 def test_health_version_model_metrics_docs(live_api, registry):
@@ -66,26 +68,45 @@ def _bad_cases(frame):
     return [
         ("malformed_json", 400, b'{"dataframe_records": [', JSON),
         ("bad_format", 400, b"[1, 2]", JSON),
-        ("bad_format", 400, b"{\"data\": []}", JSON),
-        ("bad_format", 400,
-         orjson.dumps({"dataframe_records": good, "instances": good}), JSON),
+        ("bad_format", 400, b'{"data": []}', JSON),
+        ("bad_format", 400, orjson.dumps({"dataframe_records": good, "instances": good}), JSON),
         ("missing_columns", 422, orjson.dumps({"dataframe_records": missing}), JSON),
         ("wrong_type", 422, orjson.dumps({"dataframe_records": wrong_number}), JSON),
         ("wrong_type", 422, orjson.dumps({"dataframe_records": wrong_text}), JSON),
         ("wrong_type", 422, orjson.dumps({"dataframe_records": boolean}), JSON),
         ("empty_batch", 400, orjson.dumps({"dataframe_records": []}), JSON),
-        ("empty_batch", 400,
-         orjson.dumps({"dataframe_split": {"columns": columns, "data": []}}), JSON),
-        ("bad_format", 400,
-         orjson.dumps({"dataframe_split": {"columns": columns, "data": [[1, 2]]}}), JSON),
-        ("too_many_rows", 413,
-         orjson.dumps({"dataframe_records": good[:1] * (MAX_ROWS + 1)}), JSON),
-        ("body_too_large", 413,
-         orjson.dumps({"dataframe_records": [big_row] * (MAX_BODY // 1000)}), JSON),
+        (
+            "empty_batch",
+            400,
+            orjson.dumps({"dataframe_split": {"columns": columns, "data": []}}),
+            JSON,
+        ),
+        (
+            "bad_format",
+            400,
+            orjson.dumps({"dataframe_split": {"columns": columns, "data": [[1, 2]]}}),
+            JSON,
+        ),
+        (
+            "too_many_rows",
+            413,
+            orjson.dumps({"dataframe_records": good[:1] * (MAX_ROWS + 1)}),
+            JSON,
+        ),
+        (
+            "body_too_large",
+            413,
+            orjson.dumps({"dataframe_records": [big_row] * (MAX_BODY // 1000)}),
+            JSON,
+        ),
         ("unsupported_media_type", 415, b"x", {"Content-Type": "application/xml"}),
         ("malformed_json", 400, b"", JSON),
-        ("wrong_type", 422, frame.head(1).assign(age="old").to_csv(index=False).encode(),
-         {"Content-Type": "text/csv"}),
+        (
+            "wrong_type",
+            422,
+            frame.head(1).assign(age="old").to_csv(index=False).encode(),
+            {"Content-Type": "text/csv"},
+        ),
         ("missing_columns", 422, b"age\n1\n", {"Content-Type": "text/csv"}),
     ]
 
@@ -93,18 +114,20 @@ def _bad_cases(frame):
 def test_every_bad_request_gets_a_4xx_naming_the_problem(live_api, churn_frame):
     with httpx.Client(timeout=30) as client:
         for kind, status, body, headers in _bad_cases(churn_frame):
-            response = client.post(live_api.url + "/invocations", content=body,
-                                   headers=headers)
+            response = client.post(live_api.url + "/invocations", content=body, headers=headers)
             assert response.status_code == status, (kind, response.text[:300])
             error = response.json()
             assert error["kind"] == kind, error
             assert error["message"]
         # column names appear in the messages
-        missing = client.post(live_api.url + "/invocations", json={
-            "dataframe_records": [{"age": 1}]}).json()["message"]
+        missing = client.post(
+            live_api.url + "/invocations", json={"dataframe_records": [{"age": 1}]}
+        ).json()["message"]
         assert "tenure_months" in missing
-        wrong = client.post(live_api.url + "/predict", json={"records": [
-            dict(_records(churn_frame, 1)[0], age="old")]}).json()
+        wrong = client.post(
+            live_api.url + "/predict",
+            json={"records": [dict(_records(churn_frame, 1)[0], age="old")]},
+        ).json()
         assert "'age'" in wrong["message"]
         # chunked upload without Content-Length is limited too
         chunks = (b"x" * 65536 for _ in range(MAX_BODY // 65536 + 2))
@@ -118,17 +141,24 @@ def test_every_bad_request_gets_a_4xx_naming_the_problem(live_api, churn_frame):
 
 def test_extra_columns_are_ignored_and_reported(live_api, churn_frame):
     records = [dict(r, surprise=1, **{"note, free text": "x"}) for r in _records(churn_frame, 3)]
-    plain = httpx.post(live_api.url + "/invocations",
-                       json={"dataframe_records": _records(churn_frame, 3)})
+    plain = httpx.post(
+        live_api.url + "/invocations", json={"dataframe_records": _records(churn_frame, 3)}
+    )
     assert plain.status_code == 200
     assert "x-ignored-columns" not in plain.headers
-    for path, body in (("/invocations", {"dataframe_records": records}),
-                       ("/predict", {"records": records})):
+    for path, body in (
+        ("/invocations", {"dataframe_records": records}),
+        ("/predict", {"records": records}),
+    ):
         answer = httpx.post(live_api.url + path, json=body)
         assert answer.status_code == 200, answer.text
         assert answer.headers["x-ignored-columns"] == "note%2C%20free%20text,surprise"
-    assert httpx.post(live_api.url + "/invocations", json={"dataframe_records": records}).json()[
-        "predictions"] == plain.json()["predictions"]  # the extra columns change nothing
+    assert (
+        httpx.post(live_api.url + "/invocations", json={"dataframe_records": records}).json()[
+            "predictions"
+        ]
+        == plain.json()["predictions"]
+    )  # the extra columns change nothing
     metrics = httpx.get(live_api.url + "/metrics").text
     assert 'model_api_ignored_columns_requests_total{endpoint="invocations"}' in metrics
     assert 'model_api_ignored_columns_requests_total{endpoint="predict"}' in metrics
@@ -147,8 +177,7 @@ def test_reload_needs_the_token(live_api):
 def test_failed_reload_keeps_serving(live_api, registry):
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=registry.tracking_uri,
-                          registry_uri=registry.tracking_uri)
+    client = MlflowClient(tracking_uri=registry.tracking_uri, registry_uri=registry.tracking_uri)
     client.delete_registered_model_alias(registry.name, "champion")
     try:
         with pytest.raises(api_client.ModelApiError, match="still serving"):
@@ -187,14 +216,25 @@ def test_process_status_and_idempotent_start(live_api):
 
 
 def test_smoke_test_helper(live_api, registry, churn_frame):
-    report = api_client.smoke_test(live_api.url, registry.tracking_uri, registry.name,
-                                   registry.v1, frame=churn_frame.head(40),
-                                   p95_budget_ms=200, latency_requests=50)
+    report = api_client.smoke_test(
+        live_api.url,
+        registry.tracking_uri,
+        registry.name,
+        registry.v1,
+        frame=churn_frame.head(40),
+        p95_budget_ms=200,
+        latency_requests=50,
+    )
     assert report.bad_payload_status == 422
     assert report.latency["p95_ms"] < 200
     with pytest.raises(api_client.ModelApiError, match="serves version"):
-        api_client.smoke_test(live_api.url, registry.tracking_uri, registry.name,
-                              registry.v2, frame=churn_frame.head(5))
+        api_client.smoke_test(
+            live_api.url,
+            registry.tracking_uri,
+            registry.name,
+            registry.v2,
+            frame=churn_frame.head(5),
+        )
 
 
 def test_inference_log_records_requests(live_api, registry, churn_frame):
@@ -211,8 +251,16 @@ def test_inference_log_records_requests(live_api, registry, churn_frame):
         time.sleep(0.2)
     assert frame is not None
     assert len(frame) >= 5
-    assert {"prediction", "proba_yes", "proba_no", "model_version", "latency_ms",
-            "timestamp", "tenure_months", "region"} <= set(frame.columns)
+    assert {
+        "prediction",
+        "proba_yes",
+        "proba_no",
+        "model_version",
+        "latency_ms",
+        "timestamp",
+        "tenure_months",
+        "region",
+    } <= set(frame.columns)
     assert str(frame["timestamp"].dt.tz) == "UTC"
 
 

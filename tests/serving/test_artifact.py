@@ -29,19 +29,21 @@ def _compiled(kind, labels="str", seed=5):
     pipeline = fit_pipeline(frame, spec, kind)
     compiled = compile_pipeline(pipeline, spec.numeric, spec.categorical)
     sample = concat_batches(
-        batch_from_frame(coerce_features(frame.head(200), spec), spec.numeric,
-                         spec.categorical),
-        verification_batch(pipeline, spec.numeric, spec.categorical))
+        batch_from_frame(coerce_features(frame.head(200), spec), spec.numeric, spec.categorical),
+        verification_batch(pipeline, spec.numeric, spec.categorical),
+    )
     return pipeline, compiled, sample
 
 
-@pytest.mark.parametrize(("kind", "labels"), [("hgb", "str"), ("hgb", "multi_int"),
-                                              ("lr", "str"), ("lr", "multi")])
+@pytest.mark.parametrize(
+    ("kind", "labels"), [("hgb", "str"), ("hgb", "multi_int"), ("lr", "str"), ("lr", "multi")]
+)
 def test_round_trip_reproduces_the_pipeline(tmp_path, kind, labels):
     pipeline, compiled, sample = _compiled(kind, labels)
     digests = write_predictor(compiled, tmp_path)
-    assert set(digests) == ({"predictor.json", "trees.onnx"} if kind == "hgb"
-                            else {"predictor.json"})
+    assert set(digests) == (
+        {"predictor.json", "trees.onnx"} if kind == "hgb" else {"predictor.json"}
+    )
     restored = read_predictor(tmp_path, digests)
     assert verify_predictor(restored, pipeline, sample) is None
     got, expected = restored.predict(sample), compiled.predict(sample)
@@ -78,7 +80,8 @@ class _RecordingClient:
         from pathlib import Path
 
         self.artifacts[(run_id, artifact_path)] = {
-            p.name: p.read_bytes() for p in Path(local_dir).iterdir()}
+            p.name: p.read_bytes() for p in Path(local_dir).iterdir()
+        }
 
     def set_model_version_tag(self, name, version, key, value):
         self.tags[(name, version, key)] = value

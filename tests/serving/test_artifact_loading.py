@@ -30,9 +30,15 @@ NAME = "artifact_loading"
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("artifact-store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    version = register_model_version(uri, NAME, kind="hgb", rows=2000, seed=4,
-                                     artifact_location=(root / "artifacts").as_uri(),
-                                     serving_artifact=True)
+    version = register_model_version(
+        uri,
+        NAME,
+        kind="hgb",
+        rows=2000,
+        seed=4,
+        artifact_location=(root / "artifacts").as_uri(),
+        serving_artifact=True,
+    )
     return uri, version
 
 
@@ -94,21 +100,26 @@ def test_artifact_that_disagrees_with_the_pipeline_is_replaced(store, tmp_path):
     good = mv.tags[TAG]
     # another model's predictor, stored with correct digests: only the re-check can tell
     frame, spec = training_frame(1500, seed=77)
-    wrong = compile_pipeline(fit_pipeline(frame, spec, "hgb", 77), spec.numeric,
-                             spec.categorical)
+    wrong = compile_pipeline(fit_pipeline(frame, spec, "hgb", 77), spec.numeric, spec.categorical)
     digests = write_predictor(wrong, tmp_path)
     client.log_artifacts(mv.run_id, str(tmp_path), artifact_path="serving/wrong")
     try:
-        _set_tag(uri, version, {"format": json.loads(good)["format"],
-                                "uri": f"runs:/{mv.run_id}/serving/wrong", "sha256": digests})
+        _set_tag(
+            uri,
+            version,
+            {
+                "format": json.loads(good)["format"],
+                "uri": f"runs:/{mv.run_id}/serving/wrong",
+                "sha256": digests,
+            },
+        )
         served = load_served_model_isolated(uri, NAME, "champion")
         assert served.verification["source"] == "serving_artifact"
         assert _wait_for_check(served).startswith("failed")
         assert served.fallback_reason.startswith("serving artifact rejected at load")
         reference = load_served_model(uri, NAME, "champion")
         batch = _batch(reference.spec)
-        assert served.predictor.predict(batch).labels == reference.predictor.predict(
-            batch).labels
+        assert served.predictor.predict(batch).labels == reference.predictor.predict(batch).labels
         assert served.verification["passed"] is True
     finally:
         client.set_model_version_tag(NAME, version, TAG, good)

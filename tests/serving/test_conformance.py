@@ -31,7 +31,9 @@ def test_openapi_documents_every_status_and_content_type(live_api):
     for path in ("/ping", "/health", "/metrics"):
         assert set(paths[path]["get"]["responses"]["200"]["content"]) == {"text/plain"}
     assert set(paths["/invocations"]["post"]["requestBody"]["content"]) == {
-        "application/json", "text/csv"}
+        "application/json",
+        "text/csv",
+    }
     assert "X-Ignored-Columns" in paths["/invocations"]["post"]["responses"]["200"]["headers"]
     assert paths["/admin/reload"]["post"]["security"] == [{"bearer": []}]
     assert paths["/admin/unload"]["post"]["security"] == [{"bearer": []}]
@@ -46,16 +48,32 @@ def test_schemathesis_checks_all_pass_against_the_live_api(live_api, tmp_path):
     binary = Path(sys.executable).parent / "schemathesis"
     if not binary.exists():  # a dev requirement: not in the Astro image
         pytest.skip("schemathesis (a dev requirement) is not installed")
-    command = [str(binary), "--config-file",
-               str(CONFIG), "--no-color", "run", live_api.url + "/openapi.json",
-               "--checks", "all", "--max-examples", "30", "--workers", "1",
-               "--seed", "20261201", "--request-timeout", "20"]
+    command = [
+        str(binary),
+        "--config-file",
+        str(CONFIG),
+        "--no-color",
+        "run",
+        live_api.url + "/openapi.json",
+        "--checks",
+        "all",
+        "--max-examples",
+        "30",
+        "--workers",
+        "1",
+        "--seed",
+        "20261201",
+        "--request-timeout",
+        "20",
+    ]
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     output = done.stdout + done.stderr
     generated = re.search(r"(\d+) generated", output)
-    print(f"schemathesis: {generated.group(0) if generated else '?'} in "
-          f"{time.monotonic() - started:.0f} s")
+    print(
+        f"schemathesis: {generated.group(0) if generated else '?'} in "
+        f"{time.monotonic() - started:.0f} s"
+    )
     assert done.returncode == 0, output[-6000:]
     assert generated is not None
     assert int(generated.group(1)) >= 200
@@ -79,13 +97,18 @@ def strict_client(registry):
 
 
 def test_strict_mode_refuses_extra_columns_naming_them(strict_client, churn_frame):
-    records = [{c: (None if isinstance(v, float) and v != v else v) for c, v in r.items()}
-               for r in churn_frame.head(2).to_dict("records")]
-    assert strict_client.post("/invocations", json={"dataframe_records": records}
-                              ).status_code == 200
+    records = [
+        {c: (None if isinstance(v, float) and v != v else v) for c, v in r.items()}
+        for r in churn_frame.head(2).to_dict("records")
+    ]
+    assert (
+        strict_client.post("/invocations", json={"dataframe_records": records}).status_code == 200
+    )
     extra = [dict(r, surprise=1, other="x") for r in records]
-    for path, body in (("/invocations", {"dataframe_records": extra}),
-                       ("/predict", {"records": extra})):
+    for path, body in (
+        ("/invocations", {"dataframe_records": extra}),
+        ("/predict", {"records": extra}),
+    ):
         answer = strict_client.post(path, json=body)
         assert answer.status_code == 422
         error = answer.json()

@@ -40,14 +40,26 @@ def _payloads(frame, rng):
     """(content type, body) pairs for a random slice of `frame` in every format."""
     n = int(rng.integers(1, 40))
     start = int(rng.integers(0, len(frame) - n))
-    part = frame.iloc[start:start + n]
+    part = frame.iloc[start : start + n]
     columns = list(part.columns)
-    records = [{c: _clean(v) for c, v in zip(columns, row, strict=True)}
-               for row in part.itertuples(index=False, name=None)]
+    records = [
+        {c: _clean(v) for c, v in zip(columns, row, strict=True)}
+        for row in part.itertuples(index=False, name=None)
+    ]
     by_column = {c: [r[c] for r in records] for c in columns}
     shuffled = list(rng.permutation(columns))
-    yield "split", "application/json", orjson.dumps({"dataframe_split": {
-        "columns": shuffled, "data": [[r[c] for c in shuffled] for r in records]}})
+    yield (
+        "split",
+        "application/json",
+        orjson.dumps(
+            {
+                "dataframe_split": {
+                    "columns": shuffled,
+                    "data": [[r[c] for c in shuffled] for r in records],
+                }
+            }
+        ),
+    )
     yield "records", "application/json", orjson.dumps({"dataframe_records": records})
     yield "instances", "application/json", orjson.dumps({"instances": records})
     yield "inputs", "application/json", orjson.dumps({"inputs": by_column})
@@ -72,10 +84,8 @@ def test_same_labels_as_mlflow_models_serve(live_api, mlflow_server, registry, c
         for _ in range(8):
             for fmt, content_type, body in _payloads(frame, rng):
                 headers = {"Content-Type": content_type}
-                ours = client.post(live_api.url + "/invocations", content=body,
-                                   headers=headers)
-                theirs = client.post(mlflow_server + "/invocations", content=body,
-                                     headers=headers)
+                ours = client.post(live_api.url + "/invocations", content=body, headers=headers)
+                theirs = client.post(mlflow_server + "/invocations", content=body, headers=headers)
                 assert theirs.status_code == 200, (fmt, theirs.text[:500])
                 assert ours.status_code == 200, (fmt, ours.text[:500])
                 assert ours.json() == theirs.json(), fmt

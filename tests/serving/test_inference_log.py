@@ -43,8 +43,7 @@ def test_objects_per_model_version_and_day_read_back_with_filters(tmp_path):
     old = time.time() - 3 * 86400
     logger.submit(_batch(3), ["yes", "no", "no"], proba, ["no", "yes"], "1", 1.5, old)
     logger.submit(_batch(2, 100), ["yes", "yes"], proba[:2], ["no", "yes"], "2", 2.5)
-    logger.submit(_batch(1, 200), ["no"], proba[:1], ["no", "yes"], "2", 0.5,
-                  model_name="other")
+    logger.submit(_batch(1, 200), ["no"], proba[:1], ["no", "yes"], "2", 0.5, model_name="other")
     assert logger.flush()
     logger.close()
     objects = _objects(tmp_path)
@@ -61,8 +60,18 @@ def test_objects_per_model_version_and_day_read_back_with_filters(tmp_path):
     assert (tmp_path / "churn" / "v1" / day).is_dir()  # the record's day, not today's
 
     frame = read_inference_log(tmp_path)
-    assert list(frame.columns) == ["a", "b", "c", "prediction", "proba_no", "proba_yes",
-                                   "model_version", "traffic_kind", "latency_ms", "timestamp"]
+    assert list(frame.columns) == [
+        "a",
+        "b",
+        "c",
+        "prediction",
+        "proba_no",
+        "proba_yes",
+        "model_version",
+        "traffic_kind",
+        "latency_ms",
+        "timestamp",
+    ]
     assert len(frame) == 6
     assert frame["prediction"].tolist()[:3] == ["yes", "no", "no"]  # oldest first
     assert np.isnan(frame.loc[0, "b"])
@@ -70,8 +79,7 @@ def test_objects_per_model_version_and_day_read_back_with_filters(tmp_path):
     assert frame["proba_yes"].tolist()[:3] == [0.8, 0.4, 0.5]
     assert str(frame["timestamp"].dt.tz) == "UTC"
     assert set(frame["traffic_kind"]) == {"live"}
-    assert read_inference_log(tmp_path, model_version="2")["a"].tolist() == [100.0, 102.0,
-                                                                              200.0]
+    assert read_inference_log(tmp_path, model_version="2")["a"].tolist() == [100.0, 102.0, 200.0]
     churn_v2 = read_inference_log(tmp_path, model_version="2", model_name="churn")
     assert churn_v2["a"].tolist() == [100.0, 102.0]
     since = datetime.now(UTC) - timedelta(minutes=5)
@@ -87,8 +95,7 @@ def test_objects_per_model_version_and_day_read_back_with_filters(tmp_path):
 def test_traffic_kinds_are_recorded_and_only_live_is_read_by_default(tmp_path):
     logger = InferenceLogger(tmp_path, flush_interval=60).start()
     for kind, offset in (("live", 0), ("smoke", 100), ("benchmark", 200)):
-        logger.submit(_batch(2, offset), ["no", "no"], None, ["no", "yes"], "1", 1.0,
-                      traffic=kind)
+        logger.submit(_batch(2, offset), ["no", "no"], None, ["no", "yes"], "1", 1.0, traffic=kind)
     assert logger.flush()
     logger.close()
     assert read_inference_log(tmp_path)["a"].tolist() == [0.0, 2.0]
@@ -124,8 +131,9 @@ def test_total_size_is_bounded_on_the_store(tmp_path):
     stranger = tmp_path / "m" / "v9" / "20200101" / "20200101T000000000000Z-h-1-000001.jsonl.gz"
     stranger.parent.mkdir(parents=True)
     stranger.write_bytes(gzip.compress(os.urandom(6000)))
-    logger = InferenceLogger(tmp_path, model_name="m", flush_interval=3600,
-                             max_object_bytes=4096, max_total_bytes=16384).start()
+    logger = InferenceLogger(
+        tmp_path, model_name="m", flush_interval=3600, max_object_bytes=4096, max_total_bytes=16384
+    ).start()
     rng = np.random.default_rng(0)
     for _ in range(60):
         batch = Batch(("a", "b"), (), rng.random((50, 2)), ())
@@ -173,8 +181,9 @@ def test_sample_rate(tmp_path):
 def test_a_store_that_fails_is_retried_and_bounded(tmp_path):
     target = tmp_path / "log"
     target.write_text("x")  # a file where the folder should be: every write fails
-    logger = InferenceLogger(target, flush_interval=0.0, max_object_bytes=1024,
-                             max_pending_bytes=4096).start()
+    logger = InferenceLogger(
+        target, flush_interval=0.0, max_object_bytes=1024, max_pending_bytes=4096
+    ).start()
     for _ in range(30):
         logger.submit(_batch(20), ["no"] * 20, None, ["no"], "1", 1.0)
     assert not logger.flush(timeout=5)
@@ -215,8 +224,14 @@ def test_a_slow_store_never_blocks_submit(tmp_path, monkeypatch):
 def test_split_requests_are_logged_as_received_and_read_back(tmp_path):
     from include.ml_pipeline.serving.parsing import FeatureParser
 
-    body = orjson.dumps({"dataframe_split": {
-        "columns": ["c", "b", "a"], "data": [["x", 1.5, 2], [None, None, 3.25]]}})
+    body = orjson.dumps(
+        {
+            "dataframe_split": {
+                "columns": ["c", "b", "a"],
+                "data": [["x", 1.5, 2], [None, None, 3.25]],
+            }
+        }
+    )
     batch = FeatureParser(["a", "b"], ["c"], 10).parse_json_body(body)
     assert batch.raw_split == body
     logger = InferenceLogger(tmp_path).start()
@@ -246,19 +261,27 @@ def test_multi_line_split_body_is_not_embedded(tmp_path):
 
 
 def test_files_and_lines_of_the_earlier_form_are_read(tmp_path):
-    line = {"timestamp": "2024-05-01T12:00:00+00:00", "model_version": "1",
-            "latency_ms": 0.5, "rows": 2, "features": {"a": [1.0, None], "c": ["x", "y"]},
-            "predictions": ["no", "yes"], "classes": ["no", "yes"],
-            "probabilities": [[0.9, 0.1], [0.2, 0.8]]}
+    line = {
+        "timestamp": "2024-05-01T12:00:00+00:00",
+        "model_version": "1",
+        "latency_ms": 0.5,
+        "rows": 2,
+        "features": {"a": [1.0, None], "c": ["x", "y"]},
+        "predictions": ["no", "yes"],
+        "classes": ["no", "yes"],
+        "probabilities": [[0.9, 0.1], [0.2, 0.8]],
+    }
     (tmp_path / "inference-20240501T120000000000-1-000001.jsonl").write_bytes(
-        orjson.dumps(line) + b"\n")
+        orjson.dumps(line) + b"\n"
+    )
     frame = read_inference_log(tmp_path)
     assert frame["proba_yes"].tolist() == [0.1, 0.8]
     assert frame["c"].tolist() == ["x", "y"]
     assert frame["traffic_kind"].tolist() == ["live", "live"]  # no kind: live
     assert len(read_inference_log(tmp_path, model_version="1", model_name="any")) == 2
     assert storage.as_uri(tmp_path / "inference-20240501T120000000000-1-000001.jsonl") in [
-        o.uri for o in log_objects(tmp_path, model_name="any", model_version="1")]
+        o.uri for o in log_objects(tmp_path, model_name="any", model_version="1")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -274,15 +297,21 @@ def test_objects_on_s3_are_written_read_and_bounded(s3, monkeypatch):
     for key, value in s3.env().items():
         monkeypatch.setenv(key, value)
     root = "s3://inference-log-test/runs/inference_log"
-    logger = InferenceLogger(root, model_name="churn", max_object_bytes=4096,
-                             max_total_bytes=12 * 1024, flush_interval=3600).start()
+    logger = InferenceLogger(
+        root,
+        model_name="churn",
+        max_object_bytes=4096,
+        max_total_bytes=12 * 1024,
+        flush_interval=3600,
+    ).start()
     assert logger.flush_interval == 3600
     assert inference_log.default_flush_interval(root) == inference_log.REMOTE_FLUSH_SECONDS
     rng = np.random.default_rng(1)
     for i in range(40):
         batch = Batch(("a", "b"), (), rng.random((40, 2)), ())
-        logger.submit(batch, ["no"] * 40, None, ["no"], "3", 1.0,
-                      traffic="smoke" if i == 0 else "live")
+        logger.submit(
+            batch, ["no"] * 40, None, ["no"], "3", 1.0, traffic="smoke" if i == 0 else "live"
+        )
         assert logger.flush()
     logger.close()
     keys = s3.keys("runs/inference_log/")

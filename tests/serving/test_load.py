@@ -22,8 +22,10 @@ MAX_SECONDS = 240  # a hard bound on the whole test, reloads included
 def test_load_with_reloads_has_no_failed_requests(live_api, registry, churn_frame):
     from include.ml_pipeline.contracts.names import TRAFFIC_HEADER
 
-    records = [{c: (None if isinstance(v, float) and v != v else v) for c, v in r.items()}
-               for r in churn_frame.head(100).to_dict("records")]
+    records = [
+        {c: (None if isinstance(v, float) and v != v else v) for c, v in r.items()}
+        for r in churn_frame.head(100).to_dict("records")
+    ]
     bodies = []
     for rows in (1, 10, 100):
         bodies.append(("/invocations", api_client.split_payload(churn_frame.head(rows))))
@@ -45,8 +47,11 @@ def test_load_with_reloads_has_no_failed_requests(live_api, registry, churn_fram
                 except httpx.HTTPError as exc:
                     out.append((0, repr(exc)))
                     continue
-                version = (answer.json().get("model_version") if path == "/predict"
-                           and answer.status_code == 200 else None)
+                version = (
+                    answer.json().get("model_version")
+                    if path == "/predict" and answer.status_code == 200
+                    else None
+                )
                 out.append((answer.status_code, version))
 
     threads = [threading.Thread(target=hammer, args=(i,)) for i in range(CLIENTS)]
@@ -71,9 +76,11 @@ def test_load_with_reloads_has_no_failed_requests(live_api, registry, churn_fram
     everything = [r for out in results for r in out]
     failed = [r for r in everything if r[0] != 200]
     served = {v for _, v in everything if v}
-    print(f"load: {len(everything)} requests in {elapsed:.1f} s "
-          f"({len(everything) / elapsed:.0f}/s, {CLIENTS} clients), {len(failed)} failed, "
-          f"{len(reloads)} reloads ({', '.join(f'{s:.1f}' for s in reloads)} s)")
+    print(
+        f"load: {len(everything)} requests in {elapsed:.1f} s "
+        f"({len(everything) / elapsed:.0f}/s, {CLIENTS} clients), {len(failed)} failed, "
+        f"{len(reloads)} reloads ({', '.join(f'{s:.1f}' for s in reloads)} s)"
+    )
     assert not failed, failed[:5]
     # Each client sends one request after another, so its own answers are in server
     # order: the old version, the new one from the first swap on, the old one again;

@@ -26,17 +26,20 @@ def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("contract-mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     artifacts = (root / "artifacts").as_uri()
-    old = register_model_version(uri, NAME, kind="lr", rows=1200, seed=3, aliases=(),
-                                 artifact_location=artifacts)
-    new = register_model_version(uri, NAME, kind="lr", rows=1200, seed=4,
-                                 aliases=("champion",), artifact_location=artifacts)
+    old = register_model_version(
+        uri, NAME, kind="lr", rows=1200, seed=3, aliases=(), artifact_location=artifacts
+    )
+    new = register_model_version(
+        uri, NAME, kind="lr", rows=1200, seed=4, aliases=("champion",), artifact_location=artifacts
+    )
     frame, spec = training_frame(1200, 4)
     contract = build_contract(frame, spec)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     run_id = client.get_model_version(NAME, new).run_id
     client.set_model_version_tag(NAME, new, INPUT_CONTRACT_TAG, log_contract(uri, run_id, contract))
-    return types.SimpleNamespace(uri=uri, old=old, new=new, contract=contract, spec=spec,
-                                 client=client)
+    return types.SimpleNamespace(
+        uri=uri, old=old, new=new, contract=contract, spec=spec, client=client
+    )
 
 
 def _assert_is_the_recorded_contract(shown: dict, store) -> None:
@@ -45,8 +48,11 @@ def _assert_is_the_recorded_contract(shown: dict, store) -> None:
     assert shown["model_name"] == NAME
     assert shown["uri"].endswith("contract/input_contract.json")
     assert shown["columns"] == recorded["columns"]
-    assert shown["target"] == recorded["target"] == {
-        "name": "churn", "type": "string", "labels": ["no", "yes"]}
+    assert (
+        shown["target"]
+        == recorded["target"]
+        == {"name": "churn", "type": "string", "labels": ["no", "yes"]}
+    )
     region = next(c for c in shown["columns"] if c["name"] == "region")
     assert region["kind"] == "categorical"
     assert region["categories"] == ["east", "north", "south", "west"]
@@ -64,10 +70,15 @@ def test_get_model_shows_the_contract_of_the_version_it_serves(store, tmp_path):
     from include.ml_pipeline.serving import process
 
     home = tmp_path / "api-home"
-    api = process.start_api(url=f"http://127.0.0.1:{free_port()}", model_name=NAME,
-                            tracking_uri=store.uri, admin_token=ADMIN_TOKEN, home=home,
-                            timeout=240,
-                            extra_env={"ML_PIPELINE_INFERENCE_LOG": str(tmp_path / "log")})
+    api = process.start_api(
+        url=f"http://127.0.0.1:{free_port()}",
+        model_name=NAME,
+        tracking_uri=store.uri,
+        admin_token=ADMIN_TOKEN,
+        home=home,
+        timeout=240,
+        extra_env={"ML_PIPELINE_INFERENCE_LOG": str(tmp_path / "log")},
+    )
     try:
         shown = httpx.get(f"{api.url}/model", timeout=10).json()
         _assert_is_the_recorded_contract(shown["contract"], store)
@@ -76,8 +87,11 @@ def test_get_model_shows_the_contract_of_the_version_it_serves(store, tmp_path):
         # A version registered before contracts were recorded: its contract is derived
         # from the model's feature spec, and says so.
         store.client.set_registered_model_alias(NAME, "champion", store.old)
-        reloaded = httpx.post(f"{api.url}/admin/reload", timeout=240,
-                              headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        reloaded = httpx.post(
+            f"{api.url}/admin/reload",
+            timeout=240,
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
         assert reloaded.status_code == 200, reloaded.text
         shown = httpx.get(f"{api.url}/model", timeout=10).json()
         assert shown["version"] == store.old

@@ -32,18 +32,20 @@ def _assert_expected(batch):
     assert batch.numeric_columns == ("age", "income")
     assert batch.categorical_columns == ("plan", "region")
     np.testing.assert_array_equal(
-        batch.numeric, np.array([[41.0, 1200.5], [np.nan, 0.25], [19.0, -3.0]]))
+        batch.numeric, np.array([[41.0, 1200.5], [np.nan, 0.25], [19.0, -3.0]])
+    )
     assert batch.categorical == (["basic", "pro", None], ["north", None, "east"])
     assert all(type(column) is list for column in batch.categorical)
 
 
-@pytest.mark.parametrize("shape", ["split", "split_reordered", "records", "instances",
-                                   "inputs_columns", "inputs_records", "csv"])
+@pytest.mark.parametrize(
+    "shape",
+    ["split", "split_reordered", "records", "instances", "inputs_columns", "inputs_records", "csv"],
+)
 def test_every_shape_gives_the_same_batch(parser, shape):
     columns = ["region", "income", "plan", "age"]  # not the spec's order
     if shape == "csv":
-        lines = ["region,income,plan,age", "north,1200.5,basic,41", ",0.25,pro,",
-                 "east,-3,,19.0"]
+        lines = ["region,income,plan,age", "north,1200.5,basic,41", ",0.25,pro,", "east,-3,,19.0"]
         _assert_expected(parser.parse_csv_body("\n".join(lines).encode()))
         return
     payload = {
@@ -58,15 +60,19 @@ def test_every_shape_gives_the_same_batch(parser, shape):
 
 
 def test_a_record_without_a_key_has_a_missing_value(parser):
-    records = [dict(RECORDS[0]), {k: v for k, v in RECORDS[1].items() if k != "region"},
-               dict(RECORDS[2])]
+    records = [
+        dict(RECORDS[0]),
+        {k: v for k, v in RECORDS[1].items() if k != "region"},
+        dict(RECORDS[2]),
+    ]
     batch = parser.parse_json_body(orjson.dumps({"dataframe_records": records}))
     assert batch.categorical[1] == ["north", None, "east"]
 
 
 def test_single_row_split(parser):
-    body = orjson.dumps({"dataframe_split": _split(RECORDS[:1], ["plan", "age", "income",
-                                                                  "region"])})
+    body = orjson.dumps(
+        {"dataframe_split": _split(RECORDS[:1], ["plan", "age", "income", "region"])}
+    )
     batch = parser.parse_json_body(body)
     np.testing.assert_array_equal(batch.numeric, [[41.0, 1200.5]])
     assert batch.categorical == (["basic"], ["north"])
@@ -78,16 +84,20 @@ def _error(call) -> RequestError:
     return info.value
 
 
-@pytest.mark.parametrize(("bad_value", "message"), [
-    (True, "column 'income' must be a number or null; got True"),
-    ("12", "column 'income' must be a number or null; got '12'"),
-    ([1], "column 'income' must be a number or null; got [1]"),
-])
+@pytest.mark.parametrize(
+    ("bad_value", "message"),
+    [
+        (True, "column 'income' must be a number or null; got True"),
+        ("12", "column 'income' must be a number or null; got '12'"),
+        ([1], "column 'income' must be a number or null; got [1]"),
+    ],
+)
 def test_wrong_numeric_type_names_the_column(parser, bad_value, message):
     records = [dict(RECORDS[0]), dict(RECORDS[1], income=bad_value)]
-    for body in (orjson.dumps({"dataframe_records": records}),
-                 orjson.dumps({"dataframe_split": _split(records, [*NUMERIC,
-                                                                   *CATEGORICAL])})):
+    for body in (
+        orjson.dumps({"dataframe_records": records}),
+        orjson.dumps({"dataframe_split": _split(records, [*NUMERIC, *CATEGORICAL])}),
+    ):
         error = _error(lambda body=body: parser.parse_json_body(body))
         assert (error.status, error.kind) == (422, "wrong_type")
         assert message in error.message
@@ -108,16 +118,24 @@ def test_infinite_csv_value_is_rejected(parser):
 
 
 def test_huge_integer_is_rejected_not_crashing(parser):
-    body = ('{"dataframe_split": {"columns": ["age", "income", "plan", "region"], '
-            '"data": [[1, ' + "9" * 400 + ', "a", "b"]]}}').encode()
+    body = (
+        '{"dataframe_split": {"columns": ["age", "income", "plan", "region"], '
+        '"data": [[1, ' + "9" * 400 + ', "a", "b"]]}}'
+    ).encode()
     error = _error(lambda: parser.parse_json_body(body))
     assert error.status in (400, 422)
     assert "income" in error.message or "JSON" in error.message
 
 
 def test_ragged_split_rows_are_rejected(parser):
-    body = orjson.dumps({"dataframe_split": {"columns": ["age", "income", "plan", "region"],
-                                             "data": [[1, 2, "a", "b"], [1, 2, "a"]]}})
+    body = orjson.dumps(
+        {
+            "dataframe_split": {
+                "columns": ["age", "income", "plan", "region"],
+                "data": [[1, 2, "a", "b"], [1, 2, "a"]],
+            }
+        }
+    )
     error = _error(lambda: parser.parse_json_body(body))
     assert (error.status, error.kind) == (400, "bad_format")
     assert "row 1" in error.message
@@ -128,8 +146,12 @@ def test_extra_columns_are_ignored_and_named(parser, shape):
     extra = [dict(r, zeta=1, **{"a b": "x"}) for r in RECORDS]
     columns = ["zeta", *NUMERIC, "a b", *CATEGORICAL]
     if shape == "csv":
-        lines = ["zeta,age,income,a b,plan,region", "1,41,1200.5,x,basic,north",
-                 "1,,0.25,x,pro,", "1,19.0,-3,x,,east"]
+        lines = [
+            "zeta,age,income,a b,plan,region",
+            "1,41,1200.5,x,basic,north",
+            "1,,0.25,x,pro,",
+            "1,19.0,-3,x,,east",
+        ]
         batch = parser.parse_csv_body("\n".join(lines).encode())
     else:
         payload = {
@@ -157,8 +179,10 @@ def test_typed_records_must_each_have_every_column(parser):
     error = _error(lambda: parser.from_records(records, "records", complete=True))
     assert (error.status, error.kind) == (422, "missing_columns")
     assert "item 1 lacks the columns: region" in error.message
-    swapped = [dict(RECORDS[0]), {**{k: v for k, v in RECORDS[1].items() if k != "plan"},
-                                  "other": 1}]  # as many keys, one of them not a feature
+    swapped = [
+        dict(RECORDS[0]),
+        {**{k: v for k, v in RECORDS[1].items() if k != "plan"}, "other": 1},
+    ]  # as many keys, one of them not a feature
     error = _error(lambda: parser.from_records(swapped, "records", complete=True))
     assert "item 1 lacks the columns: plan" in error.message
     assert parser.from_records(swapped, "records").categorical[0] == ["basic", None]

@@ -28,8 +28,10 @@ def test_compiled_equals_pipeline(kind, labels):
     pipeline = fit_pipeline(frame, spec, kind)
     compiled = compile_pipeline(pipeline, spec.numeric, spec.categorical)
     X = coerce_features(frame.head(300), spec)
-    batch = concat_batches(batch_from_frame(X, spec.numeric, spec.categorical),
-                           verification_batch(pipeline, spec.numeric, spec.categorical))
+    batch = concat_batches(
+        batch_from_frame(X, spec.numeric, spec.categorical),
+        verification_batch(pipeline, spec.numeric, spec.categorical),
+    )
     assert verify_predictor(compiled, pipeline, batch) is None
     got = compiled.predict(batch)
     frame_in = batch.to_frame()
@@ -44,16 +46,27 @@ def test_compiled_equals_pipeline(kind, labels):
     assert np.abs(restored.predict(batch).proba - got.proba).max() == 0.0
     # single rows agree with the batch
     for i in (0, 5, 17):
-        one = Batch(batch.numeric_columns, batch.categorical_columns,
-                    batch.numeric[i:i + 1], tuple([c[i]] for c in batch.categorical))
+        one = Batch(
+            batch.numeric_columns,
+            batch.categorical_columns,
+            batch.numeric[i : i + 1],
+            tuple([c[i]] for c in batch.categorical),
+        )
         assert compiled.predict(one).labels == [got.labels[i]]
 
 
 def test_served_model_uses_compiled_path():
     frame, spec = training_frame(1500, seed=6)
     pipeline = fit_pipeline(frame, spec, "hgb")
-    served = build_served_model(pipeline, spec, name="m", version="1", alias="champion",
-                                max_rows=100, example=coerce_features(frame.head(5), spec))
+    served = build_served_model(
+        pipeline,
+        spec,
+        name="m",
+        version="1",
+        alias="champion",
+        max_rows=100,
+        example=coerce_features(frame.head(5), spec),
+    )
     assert isinstance(served.predictor, CompiledPredictor)
     assert served.predict_path == "compiled:onnx-hgb"
     assert served.fallback_reason is None
@@ -67,18 +80,32 @@ def test_unknown_structure_falls_back_to_pipeline():
     from sklearn.preprocessing import MinMaxScaler, OrdinalEncoder
 
     frame, spec = training_frame(800, seed=7)
-    pre = ColumnTransformer([
-        ("num", Pipeline([("i", SimpleImputer()), ("s", MinMaxScaler())]), spec.numeric),
-        ("cat", Pipeline([("i", SimpleImputer(missing_values=None, strategy="constant",
-                                              fill_value="__missing__")),
-                          ("o", OrdinalEncoder(handle_unknown="use_encoded_value",
-                                               unknown_value=-1))]), spec.categorical),
-    ])
+    pre = ColumnTransformer(
+        [
+            ("num", Pipeline([("i", SimpleImputer()), ("s", MinMaxScaler())]), spec.numeric),
+            (
+                "cat",
+                Pipeline(
+                    [
+                        (
+                            "i",
+                            SimpleImputer(
+                                missing_values=None, strategy="constant", fill_value="__missing__"
+                            ),
+                        ),
+                        ("o", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)),
+                    ]
+                ),
+                spec.categorical,
+            ),
+        ]
+    )
     pipeline = Pipeline([("preprocess", pre), ("model", LogisticRegression(max_iter=500))])
     X = coerce_features(frame, spec)
     pipeline.fit(X, frame[spec.target])
-    served = build_served_model(pipeline, spec, name="m", version="1", alias="champion",
-                                max_rows=100)
+    served = build_served_model(
+        pipeline, spec, name="m", version="1", alias="champion", max_rows=100
+    )
     assert isinstance(served.predictor, SklearnPredictor)
     assert served.predict_path == "sklearn"
     assert "MinMaxScaler" in served.fallback_reason
@@ -118,8 +145,9 @@ def test_large_batches_use_the_multi_threaded_tree_session(monkeypatch):
     assert trees._wide.get_session_options().intra_op_num_threads == 2
     assert trees._session.get_session_options().intra_op_num_threads == 1
     trees._wide, trees._session = _CountingSession(trees._wide), _CountingSession(trees._session)
-    batch = batch_from_frame(coerce_features(frame.head(WIDE_BATCH_ROWS), spec),
-                             spec.numeric, spec.categorical)
+    batch = batch_from_frame(
+        coerce_features(frame.head(WIDE_BATCH_ROWS), spec), spec.numeric, spec.categorical
+    )
     # both sessions agree with the pipeline: the big batch goes wide, single rows narrow
     assert verify_predictor(compiled, pipeline, batch) is None
     assert trees._wide.rows == [WIDE_BATCH_ROWS]
@@ -152,9 +180,9 @@ def test_categorical_pattern_table_is_bounded_and_exact(monkeypatch):
     compiled = compile_pipeline(pipeline, spec.numeric, spec.categorical)
     block = next(b for b in compiled.blocks if isinstance(b, CategoricalBlock))
     batch = concat_batches(
-        batch_from_frame(coerce_features(frame.head(200), spec), spec.numeric,
-                         spec.categorical),
-        verification_batch(pipeline, spec.numeric, spec.categorical))
+        batch_from_frame(coerce_features(frame.head(200), spec), spec.numeric, spec.categorical),
+        verification_batch(pipeline, spec.numeric, spec.categorical),
+    )
     reference = np.zeros((batch.rows, block.width))
     block._encode([batch.categorical[p] for p in block.positions], reference, 0)
     # first batch fills the table, the second is served from it: same one-hot rows
@@ -167,8 +195,12 @@ def test_categorical_pattern_table_is_bounded_and_exact(monkeypatch):
     assert block._patterns.shape == (distinct, block.width)
     # a full table is not grown: unseen rows take the per-column path, still exact
     monkeypatch.setattr(predictor_module, "MAX_PATTERNS", distinct)
-    unseen = Batch(batch.numeric_columns, batch.categorical_columns, batch.numeric,
-                   tuple(["never_seen"] * batch.rows for _ in batch.categorical))
+    unseen = Batch(
+        batch.numeric_columns,
+        batch.categorical_columns,
+        batch.numeric,
+        tuple(["never_seen"] * batch.rows for _ in batch.categorical),
+    )
     expected = np.zeros((batch.rows, block.width))
     block._encode([unseen.categorical[p] for p in block.positions], expected, 0)
     out = np.zeros((batch.rows, block.width))

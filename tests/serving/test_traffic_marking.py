@@ -33,35 +33,52 @@ def _wait_rows(log_dir, since, version, rows, kinds):
 
 
 def test_drift_window_holds_only_live_rows_after_smoke_and_live_traffic(
-        live_api, registry, churn_frame):
+    live_api, registry, churn_frame
+):
     from devtools.fixtures import churn_spec
     from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
 
     since = datetime.now(UTC)
     smoke_rows = churn_frame.head(20)
-    report = api_client.smoke_test(live_api.url, registry.tracking_uri, registry.name,
-                                   registry.v1, frame=smoke_rows, p95_budget_ms=500,
-                                   latency_requests=30)
+    report = api_client.smoke_test(
+        live_api.url,
+        registry.tracking_uri,
+        registry.name,
+        registry.v1,
+        frame=smoke_rows,
+        p95_budget_ms=500,
+        latency_requests=30,
+    )
     assert report.rows_checked == 20
     drifted = generate_churn_frame(300, seed=7, drift=True).drop(columns=[TARGET])
     for start in range(0, len(drifted), 50):
-        api_client.predict_labels(live_api.url, drifted.iloc[start:start + 50])
+        api_client.predict_labels(live_api.url, drifted.iloc[start : start + 50])
     with httpx.Client(timeout=10) as client:
         body = api_client.split_payload(drifted.head(5))
-        answer = client.post(live_api.url + "/invocations", content=body,
-                             headers={"Content-Type": "application/json",
-                                      TRAFFIC_HEADER: "benchmark"})
+        answer = client.post(
+            live_api.url + "/invocations",
+            content=body,
+            headers={"Content-Type": "application/json", TRAFFIC_HEADER: "benchmark"},
+        )
         assert answer.status_code == 200
     smoke_sent = 20 + 30 + 10  # the prediction check, the latency probe and its warm-up
     every = _wait_rows(live_api.log_dir, since, registry.v1, smoke_sent + 300 + 5, None)
     counts = every["traffic_kind"].value_counts().to_dict()
     assert counts == {"live": 300, "smoke": smoke_sent, "benchmark": 5}
 
-    window = windows.load_current("inference_log", churn_spec(), model_version=registry.v1,
-                                  inference_log_dir=live_api.log_dir, since=since)
+    window = windows.load_current(
+        "inference_log",
+        churn_spec(),
+        model_version=registry.v1,
+        inference_log_dir=live_api.log_dir,
+        since=since,
+    )
     assert len(window) == 300
     assert set(window["traffic_kind"]) == {"live"}
-    np.testing.assert_array_equal(np.sort(window["tenure_months"].to_numpy(float)),
-                                  np.sort(drifted["tenure_months"].to_numpy(float)))
-    assert windows.recent_traffic(since, model_version=registry.v2,
-                                  inference_log_dir=live_api.log_dir).empty
+    np.testing.assert_array_equal(
+        np.sort(window["tenure_months"].to_numpy(float)),
+        np.sort(drifted["tenure_months"].to_numpy(float)),
+    )
+    assert windows.recent_traffic(
+        since, model_version=registry.v2, inference_log_dir=live_api.log_dir
+    ).empty

@@ -27,15 +27,18 @@ def test_an_open_parent_run_is_ended_failed_once(mlflow_store):
     assert closed == parent
     assert client.get_run(parent).info.status == "FAILED"
     # Nothing left open: a second call, or one for a run that finished, changes nothing.
-    assert close_open_parent_run(
-        tracking_uri=uri, experiment=experiment, airflow_run_id="failed-run"
-    ) is None
+    assert (
+        close_open_parent_run(tracking_uri=uri, experiment=experiment, airflow_run_id="failed-run")
+        is None
+    )
     done = start_parent_run(tracking_uri=uri, experiment=experiment, airflow_run_id="ok-run")
     finish_parent_run(tracking_uri=uri, run_id=done)
-    assert close_open_parent_run(
-        tracking_uri=uri, experiment=experiment, airflow_run_id="ok-run"
-    ) is None
+    assert (
+        close_open_parent_run(tracking_uri=uri, experiment=experiment, airflow_run_id="ok-run")
+        is None
+    )
     assert client.get_run(done).info.status == "FINISHED"
-    assert close_open_parent_run(
-        tracking_uri=uri, experiment="no-such-experiment", airflow_run_id="x"
-    ) is None
+    assert (
+        close_open_parent_run(tracking_uri=uri, experiment="no-such-experiment", airflow_run_id="x")
+        is None
+    )

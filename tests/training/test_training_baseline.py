@@ -31,20 +31,29 @@ def test_a_test_label_unknown_to_training_gives_none():
     assert class_prior_baseline(["a", "b"], ["a", "c"]) is None
 
 
-def test_infinite_training_values_fail_as_training_data_errors(mlflow_store, tmp_path,
-                                                                churn_spec, split_writer):
+def test_infinite_training_values_fail_as_training_data_errors(
+    mlflow_store, tmp_path, churn_spec, split_writer
+):
     frame = generate_churn_frame(400, seed=2)
     frame.loc[:10, "age"] = np.inf
     paths = split_writer(frame, tmp_path)
     parent = start_parent_run(
-        tracking_uri=mlflow_store["tracking_uri"], experiment=mlflow_store["experiment"],
-        artifact_location=mlflow_store["artifact_location"], airflow_run_id="inf-run",
+        tracking_uri=mlflow_store["tracking_uri"],
+        experiment=mlflow_store["experiment"],
+        artifact_location=mlflow_store["artifact_location"],
+        airflow_run_id="inf-run",
     )
-    with pytest.raises(TrainingDataError, match=r"candidate 'logreg' cannot be fitted on .*"
-                                                r"train\.parquet: .*infinity"):
+    with pytest.raises(
+        TrainingDataError,
+        match=r"candidate 'logreg' cannot be fitted on .*"
+        r"train\.parquet: .*infinity",
+    ):
         train_candidate(
             {"name": "logreg", "estimator": "logistic_regression"},
-            paths["train"], paths["validation"], churn_spec,
-            tracking_uri=mlflow_store["tracking_uri"], experiment=mlflow_store["experiment"],
+            paths["train"],
+            paths["validation"],
+            churn_spec,
+            tracking_uri=mlflow_store["tracking_uri"],
+            experiment=mlflow_store["experiment"],
             parent_run_id=parent,
         )

@@ -31,10 +31,12 @@ from devtools.browser import CHROMIUM_ARGS, find_chromium
 ROOT = Path(__file__).resolve().parents[2]
 FAST_CANDIDATES = [
     {"name": "logreg_c1", "estimator": "logistic_regression", "params": {"C": 1.0}},
-    {"name": "hgb_small", "estimator": "hist_gradient_boosting",
-     "params": {"max_iter": 60, "max_depth": 3}},
+    {
+        "name": "hgb_small",
+        "estimator": "hist_gradient_boosting",
+        "params": {"max_iter": 60, "max_depth": 3},
+    },
 ]
-
 
 
 def free_port() -> int:
@@ -52,7 +54,8 @@ def port_open(port: int) -> bool:
 def _clean_env(home: Path, api_url: str) -> dict[str, str]:
     """This environment without the test session's Airflow/pipeline settings."""
     env = {
-        k: v for k, v in os.environ.items()
+        k: v
+        for k, v in os.environ.items()
         if not k.startswith(("AIRFLOW_", "AIRFLOW__", "ML_PIPELINE_", "MLFLOW_", "MODEL_API_"))
     }
     env.update(
@@ -66,8 +69,15 @@ def _clean_env(home: Path, api_url: str) -> dict[str, str]:
 
 def _run(command: list[str], env: dict[str, str], log: Path, timeout: float) -> str:
     with log.open("w") as out:
-        done = subprocess.run(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, timeout=timeout)
+        done = subprocess.run(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+        )
     text = log.read_text(errors="replace")
     assert done.returncode == 0, f"{command[2]} exited {done.returncode}:\n{text[-4000:]}"
     return text
@@ -96,8 +106,9 @@ def chromium_path() -> str:
     )
     path = find_chromium()
     if path is None:
-        pytest.skip("Chromium is not installed (Debian: apt-get install -y chromium; "
-                    ".ci/run installs it)")
+        pytest.skip(
+            "Chromium is not installed (Debian: apt-get install -y chromium; .ci/run installs it)"
+        )
     return path
 
 
@@ -113,19 +124,47 @@ def stack(chromium_path, tmp_path_factory):
     mlflow = None
     try:
         t0 = time.monotonic()
-        _run([sys.executable, "-m", "devtools.run_pipeline", "--rows", "1500",
-              "--conf", f"candidates={json.dumps(FAST_CANDIDATES)}",
-              "--conf", "latency_p95_budget_ms=500.0"],
-             env, home / "make-run.log", timeout=900)
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "devtools.run_pipeline",
+                "--rows",
+                "1500",
+                "--conf",
+                f"candidates={json.dumps(FAST_CANDIDATES)}",
+                "--conf",
+                "latency_p95_budget_ms=500.0",
+            ],
+            env,
+            home / "make-run.log",
+            timeout=900,
+        )
         started["make run"] = time.monotonic() - t0
         summary = json.loads((home / "run_summary.json").read_text())
 
         t0 = time.monotonic()
-        mlflow = start_server(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
-                              (home / "mlflow" / "artifacts").as_uri(),
-                              port=mlflow_port, log_path=home / "mlflow-server.log")
-        output = _run([sys.executable, "-m", "devtools.ui", "start", "--port", str(ui_port),
-                       "--workers", "1"], env, home / "make-ui.log", timeout=400)
+        mlflow = start_server(
+            f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+            (home / "mlflow" / "artifacts").as_uri(),
+            port=mlflow_port,
+            log_path=home / "mlflow-server.log",
+        )
+        output = _run(
+            [
+                sys.executable,
+                "-m",
+                "devtools.ui",
+                "start",
+                "--port",
+                str(ui_port),
+                "--workers",
+                "1",
+            ],
+            env,
+            home / "make-ui.log",
+            timeout=400,
+        )
         started["make ui"] = time.monotonic() - t0
         mlflow_url = f"http://127.0.0.1:{mlflow_port}"
         wait_until_healthy(mlflow_url, process=mlflow, timeout=180)
@@ -136,13 +175,26 @@ def stack(chromium_path, tmp_path_factory):
         password = password_file.read_text().strip()
         assert password in output  # printed once, when generated
         assert oct(password_file.stat().st_mode & 0o777) == "0o600"
-        yield Stack(home=home, env=env, summary=summary,
-                    ui_url=f"http://127.0.0.1:{ui_port}", ui_port=ui_port, username="admin",
-                    password=password, mlflow_url=mlflow_url, api_port=api_port,
-                    started=started)
+        yield Stack(
+            home=home,
+            env=env,
+            summary=summary,
+            ui_url=f"http://127.0.0.1:{ui_port}",
+            ui_port=ui_port,
+            username="admin",
+            password=password,
+            mlflow_url=mlflow_url,
+            api_port=api_port,
+            started=started,
+        )
     finally:
-        subprocess.run([sys.executable, "-m", "devtools.services", "stop"], cwd=ROOT, env=env,
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            [sys.executable, "-m", "devtools.services", "stop"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
         if mlflow is not None:
             stop_server(mlflow)
 
@@ -164,8 +216,7 @@ def browser(chromium_path):
 @pytest.fixture(scope="module")
 def page(browser, stack):
     """A page logged in to the Airflow UI."""
-    context = browser.new_context(viewport={"width": 2600, "height": 1200},
-                                  device_scale_factor=2)
+    context = browser.new_context(viewport={"width": 2600, "height": 1200}, device_scale_factor=2)
     context.set_default_timeout(60_000)
     page = context.new_page()
     page.goto(f"{stack.ui_url}/home")

@@ -38,10 +38,16 @@ DAG_ID = "ml_model_deployment_advanced"
 GROUPS = {
     "preparacion_datos": ["descargar_datos", "validar_datos", "preprocesar_datos", "dividir_datos"],
     "entrenamiento_evaluacion": [
-        "iniciar_experimento", "entrenar_modelo", "evaluar_modelo", "registrar_mlflow",
+        "iniciar_experimento",
+        "entrenar_modelo",
+        "evaluar_modelo",
+        "registrar_mlflow",
     ],
     "despliegue_modelo": [
-        "generar_artefactos", "desplegar_api", "pruebas_api", "revertir_despliegue",
+        "generar_artefactos",
+        "desplegar_api",
+        "pruebas_api",
+        "revertir_despliegue",
     ],
     "visualizacion_monitoreo": ["configurar_monitoreo", "configurar_dashboards"],
     # prefix_group_id=False: the seed's task ids, without the group's name.
@@ -95,8 +101,12 @@ def _graph_clip(page) -> dict:
     top = min(b["y"] for b in boxes) - 24
     right = max(b["x"] + b["width"] for b in boxes) + 24
     bottom = max(b["y"] + b["height"] for b in boxes) + 24
-    return {"x": max(left, 0), "y": max(top, 0), "width": right - max(left, 0),
-            "height": bottom - max(top, 0)}
+    return {
+        "x": max(left, 0),
+        "y": max(top, 0),
+        "width": right - max(left, 0),
+        "height": bottom - max(top, 0),
+    }
 
 
 def test_the_run_of_make_run_finished(stack):
@@ -163,9 +173,7 @@ def test_the_finished_run_shows_its_task_states(page, stack, screenshot):
     assert rows["Run type"] == "manual"
 
 
-def test_mlflow_ui_shows_the_registered_model_with_its_champion_alias(
-    browser, stack, screenshot
-):
+def test_mlflow_ui_shows_the_registered_model_with_its_champion_alias(browser, stack, screenshot):
     name = stack.summary["model"]["name"]
     version = stack.summary["model"]["champion_after"]
     context = browser.new_context(viewport={"width": 1600, "height": 1000})
@@ -182,8 +190,14 @@ def test_mlflow_ui_shows_the_registered_model_with_its_champion_alias(
 
 def test_make_stop_ends_the_ui_and_frees_its_ports(stack, is_listening):
     assert is_listening(stack.ui_port)
-    done = subprocess.run([sys.executable, "-m", "devtools.services", "stop"], cwd=ROOT,
-                          env=stack.env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "devtools.services", "stop"],
+        cwd=ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "Stopped the Airflow UI" in done.stdout, done.stdout
     assert "Stopped the model API" in done.stdout, done.stdout

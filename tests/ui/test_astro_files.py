@@ -80,8 +80,11 @@ def test_no_working_default_admin_token():
     for path in (".env", "docker-compose.override.yml", "airflow_settings.yaml"):
         assert "change-me-local-admin-token" not in (ROOT / path).read_text(), path
     assert _env_file()["MODEL_API_ADMIN_TOKEN"] == ""
-    model_api = next(c for c in _yaml("airflow_settings.yaml")["airflow"]["connections"]
-                     if c["conn_id"] == "model_api")
+    model_api = next(
+        c
+        for c in _yaml("airflow_settings.yaml")["airflow"]["connections"]
+        if c["conn_id"] == "model_api"
+    )
     assert not model_api["conn_password"]
 
 
@@ -108,6 +111,7 @@ def test_ci_runs_lint_and_make_test_and_deploy_needs_a_secret():
     job = deploy["jobs"]["deploy"]
     assert job["needs"] == "ci"
     assert job["env"]["ASTRO_API_TOKEN"] == "${{ secrets.ASTRO_API_TOKEN }}"
-    action = next(s for s in job["steps"] if str(s.get("uses", "")).startswith(
-        "astronomer/deploy-action@"))
+    action = next(
+        s for s in job["steps"] if str(s.get("uses", "")).startswith("astronomer/deploy-action@")
+    )
     assert action["with"]["deployment-id"] == "${{ env.DEPLOYMENT_ID }}"

@@ -12,19 +12,30 @@ SPLIT = SplitResult(uris={}, rows={}, class_counts={}, seed=1)
 def _model(**extra) -> RegisteredModel:
     fields = {"champion_version": "3", **extra}
     return RegisteredModel(
-        model_name="m", version="4", run_id="r", model_uri="models:/m/4",
-        metrics={"roc_auc": 0.8}, champion_metrics=None,
-        champion_error=None, candidate="c", version_info={}, split=SPLIT, **fields,
+        model_name="m",
+        version="4",
+        run_id="r",
+        model_uri="models:/m/4",
+        metrics={"roc_auc": 0.8},
+        champion_metrics=None,
+        champion_error=None,
+        candidate="c",
+        version_info={},
+        split=SPLIT,
+        **fields,
     )
 
 
-CHANGES = ["column 'age' is no longer an input (clients: stop sending 'age')",
-           "new column 'noise' would be required (clients: send 'noise' as a number (or null))"]
+CHANGES = [
+    "column 'age' is no longer an input (clients: stop sending 'age')",
+    "new column 'noise' would be required (clients: send 'noise' as a number (or null))",
+]
 
 
 def test_deployed_with_an_allowed_change_says_what_clients_must_change_first():
-    note = events.deployed(_model(), Decision(True, ["Deploy: ..."], CHANGES),
-                           api_url="http://api", dashboard=None)
+    note = events.deployed(
+        _model(), Decision(True, ["Deploy: ..."], CHANGES), api_url="http://api", dashboard=None
+    )
     assert note.title == "m v4 is live as champion with a CHANGED INPUT CONTRACT"
     assert note.reasons[0].startswith("Clients must change (2 contract changes allowed")
     assert note.reasons[1] == f"contract change: {CHANGES[0]}"
@@ -33,8 +44,7 @@ def test_deployed_with_an_allowed_change_says_what_clients_must_change_first():
 
 
 def test_deployed_without_a_change_is_as_before():
-    note = events.deployed(_model(), Decision(True, ["Deploy: ok."]), api_url=None,
-                           dashboard=None)
+    note = events.deployed(_model(), Decision(True, ["Deploy: ok."]), api_url=None, dashboard=None)
     assert note.title == "m v4 is live as champion"
     assert note.reasons == ["Deploy: ok."]
     assert "contract_changes" not in note.details

@@ -257,8 +257,7 @@ def test_pruning_on_s3_removes_old_runs_tables_and_keeps_their_splits(s3_root):
     assert warehouse.prune_old_tables(runs, keep="other") == []  # b is minutes old
 
 
-def test_a_split_on_s3_is_read_in_memory_with_the_objects_own_fingerprint(s3_root,
-                                                                          monkeypatch):
+def test_a_split_on_s3_is_read_in_memory_with_the_objects_own_fingerprint(s3_root, monkeypatch):
     """Training reads a remote split without a copy on the worker's disk (a task killed
     mid-read leaves nothing behind), and fingerprints the object's bytes."""
     import io

@@ -29,8 +29,12 @@ def sample_csv(tmp_path):
 
 
 def rules(**overrides):
-    base = dict(target="churn", required_columns=sample_data.NUMERIC_COLUMNS,
-                numeric_columns=sample_data.NUMERIC_COLUMNS, min_rows=100)
+    base = dict(
+        target="churn",
+        required_columns=sample_data.NUMERIC_COLUMNS,
+        numeric_columns=sample_data.NUMERIC_COLUMNS,
+        min_rows=100,
+    )
     base.update(overrides)
     return validate.ValidationRules(**base)
 
@@ -81,8 +85,9 @@ def test_header_only_file_fails_min_rows(con, tmp_path):
     path.write_text("a,b,churn\n")
     load(con, path, tmp_path)
     with pytest.raises(DataValidationError, match=r"min_rows.*0 data rows"):
-        validate.validate_table(con, "raw__t", rules(required_columns=[], numeric_columns=[]),
-                                str(path))
+        validate.validate_table(
+            con, "raw__t", rules(required_columns=[], numeric_columns=[]), str(path)
+        )
 
 
 def test_valid_sample_passes_with_inferred_kinds(con, sample_csv, tmp_path):
@@ -138,8 +143,9 @@ def test_garbage_detected_without_declared_types(con, tmp_path):
     frame.to_csv(path, index=False)
     load(con, path, tmp_path)
     with pytest.raises(DataValidationError, match=r"'monthly_charges'.*numeric_parseable.*'n/a\?'"):
-        validate.validate_table(con, "raw__t", rules(required_columns=[], numeric_columns=[]),
-                                str(path))
+        validate.validate_table(
+            con, "raw__t", rules(required_columns=[], numeric_columns=[]), str(path)
+        )
 
 
 def test_null_range_duplicate_and_class_count_rules(con, tmp_path):
@@ -153,7 +159,8 @@ def test_null_range_duplicate_and_class_count_rules(con, tmp_path):
     load(con, path, tmp_path)
     with pytest.raises(DataValidationError) as err:
         validate.validate_table(
-            con, "raw__t",
+            con,
+            "raw__t",
             rules(value_ranges={"age": [0, 120]}, max_duplicate_fraction=0.05),
             str(path),
         )
@@ -200,8 +207,16 @@ def test_integer_labels_stay_integers(con, tmp_path):
 
 def _split(con, tmp_path, seed, out="s"):
     spec = FeatureSpec("churn", sample_data.NUMERIC_COLUMNS, sample_data.CATEGORICAL_COLUMNS)
-    return split.split_table(con, "clean__t", "split__t", spec, tmp_path / out,
-                             test_size=0.2, validation_size=0.25, seed=seed)
+    return split.split_table(
+        con,
+        "clean__t",
+        "split__t",
+        spec,
+        tmp_path / out,
+        test_size=0.2,
+        validation_size=0.25,
+        seed=seed,
+    )
 
 
 def test_split_is_stratified_seeded_and_reproducible(con, sample_csv, tmp_path):

@@ -49,8 +49,14 @@ def test_label_types(con, labels, expected):
 
 def test_identifier_heuristics():
     rows = 1000
-    ids = {"distinct": 1000, "non_null": 1000, "tokens": 0, "integers": 1000,
-           "min": 1.0, "max": 1000.0}
+    ids = {
+        "distinct": 1000,
+        "non_null": 1000,
+        "tokens": 0,
+        "integers": 1000,
+        "min": 1.0,
+        "max": 1000.0,
+    }
     assert preprocess.identifier_reason("anything", "numeric", ids, rows)  # row numbers
     scattered = {**ids, "min": 10_000.0, "max": 9_999_999.0}
     assert preprocess.identifier_reason("customer_id", "numeric", scattered, rows)

@@ -108,10 +108,16 @@ def _lock_for(python: str) -> dict[str, str]:
     """The lock's pins that apply on CPython `python` on Linux (markers evaluated)."""
     from packaging.markers import Marker
 
-    env = {"python_version": python, "python_full_version": f"{python}.0",
-           "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
-           "platform_python_implementation": "CPython", "implementation_name": "cpython",
-           "platform_machine": "x86_64"}
+    env = {
+        "python_version": python,
+        "python_full_version": f"{python}.0",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "os_name": "posix",
+        "platform_python_implementation": "CPython",
+        "implementation_name": "cpython",
+        "platform_machine": "x86_64",
+    }
     pins = {}
     for line in (ROOT / "requirements.lock").read_text().splitlines():
         if "==" not in line or line.lstrip().startswith("#"):
@@ -126,9 +132,22 @@ def _lock_for(python: str) -> dict[str, str]:
 
 def _compile(python: str, *inputs: str) -> dict[str, str]:
     done = subprocess.run(
-        [_uv(), "pip", "compile", "--quiet", "--no-header", "--python-version", python,
-         *inputs, "-c", "requirements.lock"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            _uv(),
+            "pip",
+            "compile",
+            "--quiet",
+            "--no-header",
+            "--python-version",
+            python,
+            *inputs,
+            "-c",
+            "requirements.lock",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return _pins(done.stdout)

@@ -37,8 +37,13 @@ def make_run_env(home: Path, **extra: str) -> dict[str, str]:
 
 def _hold(home: Path, seconds: float = 120.0) -> subprocess.Popen:
     """A process holding `home` (as a running `make run` does) until killed or `seconds`."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(home), str(seconds)],
-                              stdout=subprocess.PIPE, text=True, env=make_run_env(home), cwd=ROOT)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(home), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=make_run_env(home),
+        cwd=ROOT,
+    )
     assert holder.stdout.readline().strip() == "held"
     return holder
 
@@ -49,8 +54,14 @@ def make_run_command(*args: str) -> list[str]:
 
 
 def _make_run(home: Path, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
-    return subprocess.run(make_run_command(*args), capture_output=True, text=True,
-                          env=make_run_env(home), cwd=ROOT, timeout=timeout)
+    return subprocess.run(
+        make_run_command(*args),
+        capture_output=True,
+        text=True,
+        env=make_run_env(home),
+        cwd=ROOT,
+        timeout=timeout,
+    )
 
 
 def _stop(holder: subprocess.Popen) -> None:
@@ -87,9 +98,14 @@ def test_make_monitor_on_a_held_home_is_refused_too(tmp_path):
     home = tmp_path / "home"
     holder = _hold(home)
     try:
-        monitor = subprocess.run([sys.executable, "-m", "devtools.monitor", "--no-retrain"],
-                                 capture_output=True, text=True, env=make_run_env(home),
-                                 cwd=ROOT, timeout=120)
+        monitor = subprocess.run(
+            [sys.executable, "-m", "devtools.monitor", "--no-retrain"],
+            capture_output=True,
+            text=True,
+            env=make_run_env(home),
+            cwd=ROOT,
+            timeout=120,
+        )
     finally:
         _stop(holder)
     assert monitor.returncode == rp.BUSY_EXIT, (monitor.stdout, monitor.stderr)
@@ -109,7 +125,10 @@ def test_a_killed_holder_leaves_the_home_free(tmp_path):
         rp.note_lock(lock, log="/some/run.log")
         holder = rp._holder(lock)
         assert (holder["pid"], holder["command"], holder["log"]) == (
-            os.getpid(), "after the kill", "/some/run.log")
+            os.getpid(),
+            "after the kill",
+            "/some/run.log",
+        )
     assert lock.read_text() == ""  # released: it names no one
 
 
@@ -119,8 +138,11 @@ def test_a_process_the_run_leaves_running_does_not_keep_the_home(tmp_path):
     would be refused for as long as the API lives."""
     home = tmp_path / "home"
     with rp.home_lock(home):
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
-                                 start_new_session=True, close_fds=False)
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(60)"],
+            start_new_session=True,
+            close_fds=False,
+        )
     try:
         with rp.home_lock(home):
             assert child.poll() is None  # still running, and the home is free

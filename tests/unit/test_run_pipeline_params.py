@@ -64,7 +64,7 @@ def test_params_file_must_be_a_json_object(tmp_path):
     ("overrides", "message"),
     [
         ({"min_row": 100}, "unknown Param 'min_row'; did you mean min_rows"),
-        ({"min_rows": "many"}, "Param min_rows=\"many\": not accepted"),
+        ({"min_rows": "many"}, 'Param min_rows="many": not accepted'),
         ({"allow_contract_change": "yes"}, "not accepted"),
     ],
 )
@@ -82,5 +82,8 @@ def test_json_with_double_quotes_survives_the_make_variable():
     # make run CONF='exclude_columns=["id"] value_ranges={"age": [0, 120]} model_name="a b"'
     assert rp.parse_conf_string(
         'exclude_columns=["id", "order no"] value_ranges={"age": [0, 120]} model_name="a b"'
-    ) == {"exclude_columns": ["id", "order no"], "value_ranges": {"age": [0, 120]},
-          "model_name": "a b"}
+    ) == {
+        "exclude_columns": ["id", "order no"],
+        "value_ranges": {"age": [0, 120]},
+        "model_name": "a b",
+    }

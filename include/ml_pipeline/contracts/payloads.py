@@ -326,7 +326,6 @@ def payload_types() -> dict[str, type[Payload]]:
     }
 
 
-
 # --------------------------------------------------------------------- ml_model_monitoring
 
 

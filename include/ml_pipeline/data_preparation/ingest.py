@@ -315,9 +315,7 @@ def sniff_csv(path: Path, uri: str) -> CsvDialect:
         name = raw.strip()
         if not name:
             name = f"column{index}"
-            warnings.append(
-                f"column {index + 1} has no name in the header: it is called {name!r}"
-            )
+            warnings.append(f"column {index + 1} has no name in the header: it is called {name!r}")
         key = name.lower()
         if key in seen:
             first = seen[key]
@@ -336,9 +334,7 @@ def sniff_csv(path: Path, uri: str) -> CsvDialect:
 
 
 def _csv_reader(path: Path, dialect: CsvDialect) -> str:
-    columns = "{" + ", ".join(
-        f"{quote_literal(name)}: 'VARCHAR'" for name in dialect.columns
-    ) + "}"
+    columns = "{" + ", ".join(f"{quote_literal(name)}: 'VARCHAR'" for name in dialect.columns) + "}"
     return (
         f"read_csv({quote_literal(str(path))}, header = true, auto_detect = false, "
         f"columns = {columns}, delim = {quote_literal(dialect.delimiter)}, quote = '\"', "

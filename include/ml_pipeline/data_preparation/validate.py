@@ -277,9 +277,7 @@ def check_rules(
     if rules.target in columns and rows:
         v += _target_rules(columns[rules.target], classes, rules)
     kinds = infer_kinds(profile, rules)
-    numeric, categorical, _excluded = choose_features(
-        kinds, columns, rows, rules.exclude_columns
-    )
+    numeric, categorical, _excluded = choose_features(kinds, columns, rows, rules.exclude_columns)
     features = set(numeric) | set(categorical)
     if rules.target in columns and not kinds:
         v.append(
@@ -472,9 +470,7 @@ def collect_warnings(
     out: list[str] = []
     rows, columns = profile["rows"], profile["columns"]
     kinds = infer_kinds(profile, rules)
-    _numeric, _categorical, excluded = choose_features(
-        kinds, columns, rows, rules.exclude_columns
-    )
+    _numeric, _categorical, excluded = choose_features(kinds, columns, rows, rules.exclude_columns)
     for name, why in excluded.items():
         if why.startswith("identifier-like"):
             out.append(f"column {name!r} looks like an identifier ({why}): not used as a feature")

@@ -104,17 +104,13 @@ def number_value(column: str) -> str:
     or text that is not a number; infinities and huge numbers are kept (validation
     refuses them, naming the line)."""
     text = text_value(column)
-    return (
-        f"(CASE WHEN {missing_token(column)} THEN NULL "
-        f"ELSE TRY_CAST({text} AS DOUBLE) END)"
-    )
+    return f"(CASE WHEN {missing_token(column)} THEN NULL ELSE TRY_CAST({text} AS DOUBLE) END)"
 
 
 def finite_number(column: str) -> str:
     """SQL for a column's value as a finite DOUBLE within +-`MAX_ABS_NUMBER` (else NULL)."""
     num = number_value(column)
     return f"(CASE WHEN abs({num}) <= {MAX_ABS_NUMBER:g} THEN {num} END)"
-
 
 
 def table_name(stage: str, key: str) -> str:

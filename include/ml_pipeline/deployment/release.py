@@ -68,5 +68,3 @@ def manifest_uri(settings: Settings, name: str, version: str) -> str:
     """`<storage_uri>/deployments/<name>-v<version>.json`: one manifest per released
     version (written whole, so a reader never sees half of it)."""
     return storage.join(settings.storage_uri, "deployments", f"{name}-v{version}.json")
-
-

@@ -73,8 +73,9 @@ def served_model(url: str) -> dict[str, Any] | None:
     return response.json() if response.status_code == 200 else {}
 
 
-def check_service(endpoint: ModelApiEndpoint, model_name: str, *, wait_seconds: float = 30.0
-                  ) -> dict[str, Any]:
+def check_service(
+    endpoint: ModelApiEndpoint, model_name: str, *, wait_seconds: float = 30.0
+) -> dict[str, Any]:
     """Preflight of a model API service: an admin token is set, the host resolves, `/version`
     answers within `wait_seconds` (refused connections and 5xx are polled with backoff) and
     the service serves `model_name`. Returns its `/version`; raises `ModelApiConfigError`."""
@@ -165,14 +166,22 @@ def roll_out(
     """Make the API at `endpoint` serve `version` (the champion); return what happened:
     `{"url", "version", "mode", "started" (the local process, or None), "version_info"}`."""
     log.info("rolling out %s v%s to the %s", model_name, version, endpoint.describe())
-    started, document = _serve_champion(settings, endpoint, model_name, version,
-                                        timeout=timeout)
-    return {"url": endpoint.url, "version": str(version), "mode": endpoint.mode,
-            "started": started, "version_info": document}
+    started, document = _serve_champion(settings, endpoint, model_name, version, timeout=timeout)
+    return {
+        "url": endpoint.url,
+        "version": str(version),
+        "mode": endpoint.mode,
+        "started": started,
+        "version_info": document,
+    }
 
 
 def _serve_champion(
-    settings: Settings, endpoint: ModelApiEndpoint, model_name: str, version: str, *,
+    settings: Settings,
+    endpoint: ModelApiEndpoint,
+    model_name: str,
+    version: str,
+    *,
     timeout: float,
 ) -> tuple[dict | None, dict[str, Any]]:
     """Service: check, reload. Embedded: start the local API on loopback when none answers
@@ -184,9 +193,13 @@ def _serve_champion(
     started = None
 
     def start() -> dict:
-        return process.start_api(url=url, model_name=model_name,
-                                 tracking_uri=settings.mlflow_tracking_uri,
-                                 admin_token=endpoint.token, timeout=timeout).to_dict()
+        return process.start_api(
+            url=url,
+            model_name=model_name,
+            tracking_uri=settings.mlflow_tracking_uri,
+            admin_token=endpoint.token,
+            timeout=timeout,
+        ).to_dict()
 
     if endpoint.is_service:
         check_service(endpoint, model_name)
@@ -264,13 +277,18 @@ def roll_back(
         # service keeps its process and unloads the model (503 until a champion).
         remove_champion(name, tracking_uri=uri)
         if endpoint.is_service:
-            unloaded = client.unload_model(endpoint.url, token=endpoint.token,
-                                           if_version=str(failed_version), timeout=timeout)
-            return {"rolled_back": True, "champion": None, "api_stopped": False,
-                    "unloaded": unloaded["previous_version"],
-                    "detail": f"no previous champion: alias removed; the service at "
-                              f"{endpoint.url} unloaded v{failed_version} and answers 503 "
-                              "until a champion is deployed"}
+            unloaded = client.unload_model(
+                endpoint.url, token=endpoint.token, if_version=str(failed_version), timeout=timeout
+            )
+            return {
+                "rolled_back": True,
+                "champion": None,
+                "api_stopped": False,
+                "unloaded": unloaded["previous_version"],
+                "detail": f"no previous champion: alias removed; the service at "
+                f"{endpoint.url} unloaded v{failed_version} and answers 503 "
+                "until a champion is deployed",
+            }
         stopped = process.stop_api() if is_loopback(endpoint.url) else False
         return {
             "rolled_back": True,

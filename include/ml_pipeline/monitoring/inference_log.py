@@ -152,8 +152,10 @@ class InferenceLogger:
         self.model_name = model_name
         self.sample_rate = float(sample_rate)
         self.batch_interval = max(0.001, float(batch_interval))
-        self.flush_interval = max(0.0, float(
-            default_flush_interval(self.uri) if flush_interval is None else flush_interval))
+        self.flush_interval = max(
+            0.0,
+            float(default_flush_interval(self.uri) if flush_interval is None else flush_interval),
+        )
         self.max_object_bytes = max(1024, int(max_object_bytes))
         self.max_total_bytes = max(self.max_object_bytes, int(max_total_bytes))
         self.max_queue_entries = max(1, int(queue_size))
@@ -221,17 +223,20 @@ class InferenceLogger:
         stamp = timestamp if timestamp is not None else time.time()
         name = model_name or self.model_name
         try:
-            line = _line(batch, labels, proba, classes, name, model_version, traffic,
-                         latency_ms, stamp)
+            line = _line(
+                batch, labels, proba, classes, name, model_version, traffic, latency_ms, stamp
+            )
         except Exception as exc:  # e.g. a label orjson cannot encode
             self.write_errors += 1
             log.warning("inference log entry not serialisable: %r", exc)
             return False
         size = len(line)
         queue = self._queue
-        while queue and (len(queue) >= self.max_queue_entries
-                         or self._queued_in - self._queued_out - self._queue_dropped_bytes
-                         + size > self.max_queue_bytes):
+        while queue and (
+            len(queue) >= self.max_queue_entries
+            or self._queued_in - self._queued_out - self._queue_dropped_bytes + size
+            > self.max_queue_bytes
+        ):
             try:
                 oldest = queue.popleft()
             except IndexError:  # the writer took it meanwhile
@@ -341,22 +346,33 @@ class InferenceLogger:
         self._seq += 1
         when = datetime.fromtimestamp(newest, UTC)
         name = f"{when.strftime(STAMP_FORMAT)}-{self.host}-{os.getpid()}-{self._seq:06d}"
-        return storage.join(self.uri, safe_name(model_name), f"v{safe_name(version)}",
-                            when.strftime("%Y%m%d"), name + OBJECT_SUFFIX)
+        return storage.join(
+            self.uri,
+            safe_name(model_name),
+            f"v{safe_name(version)}",
+            when.strftime("%Y%m%d"),
+            name + OBJECT_SUFFIX,
+        )
 
     def _seal(self, key: tuple[str, str]) -> None:
         buffer = self._buffers.pop(key)
         data = gzip.compress(b"".join(buffer.lines), compresslevel=1, mtime=0)
-        self._pending.append(_Object(self.object_uri(key[0], key[1], buffer.newest), data,
-                                     buffer.entries, buffer.records))
+        self._pending.append(
+            _Object(
+                self.object_uri(key[0], key[1], buffer.newest), data, buffer.entries, buffer.records
+            )
+        )
         self._pending_bytes += len(data)
         while self._pending_bytes > self.max_pending_bytes and len(self._pending) > 1:
             oldest = self._pending.popleft()
             self._pending_bytes -= len(oldest.data)
             self._dropped_pending += oldest.entries
-            log.warning("inference log: dropped %s (%d requests): the store has not taken "
-                        "the last writes and the pending bound is reached", oldest.uri,
-                        oldest.entries)
+            log.warning(
+                "inference log: dropped %s (%d requests): the store has not taken "
+                "the last writes and the pending bound is reached",
+                oldest.uri,
+                oldest.entries,
+            )
 
     def _write_pending(self, force: bool, now: float) -> None:
         while self._pending:
@@ -369,8 +385,13 @@ class InferenceLogger:
                 self.write_errors += 1
                 item.attempts += 1
                 item.next_try = time.monotonic() + min(60.0, 2.0 ** (item.attempts - 1))
-                log.warning("inference log write to %s failed (attempt %d, %d objects "
-                            "waiting): %r", item.uri, item.attempts, len(self._pending), exc)
+                log.warning(
+                    "inference log write to %s failed (attempt %d, %d objects waiting): %r",
+                    item.uri,
+                    item.attempts,
+                    len(self._pending),
+                    exc,
+                )
                 return  # the store is away: the rest waits for the next try
             self._pending.popleft()
             self._pending_bytes -= len(item.data)
@@ -391,8 +412,11 @@ class InferenceLogger:
             return
         if due:
             try:
-                self._store = {uri: size for uri, size in storage.list_sizes(self.uri).items()
-                               if _is_log_object(uri)}
+                self._store = {
+                    uri: size
+                    for uri, size in storage.list_sizes(self.uri).items()
+                    if _is_log_object(uri)
+                }
             except Exception as exc:
                 self.write_errors += 1
                 self._listed_at = now  # try again at the next interval
@@ -412,8 +436,17 @@ class InferenceLogger:
             self._store_total -= store.pop(uri)
 
 
-def _line(batch: Any, labels: list[Any], proba: Any, classes: list[Any], model_name: str,
-          version: Any, traffic: str, latency_ms: float, stamp: float) -> bytes:
+def _line(
+    batch: Any,
+    labels: list[Any],
+    proba: Any,
+    classes: list[Any],
+    model_name: str,
+    version: Any,
+    traffic: str,
+    latency_ms: float,
+    stamp: float,
+) -> bytes:
     """One request as one JSON line (see the module docstring), newline included."""
     import numpy as np
     import orjson
@@ -430,8 +463,9 @@ def _line(batch: Any, labels: list[Any], proba: Any, classes: list[Any], model_n
         line["request"] = orjson.Fragment(batch.raw_split)
     else:
         by_column = np.ascontiguousarray(batch.numeric.T)
-        features: dict[str, Any] = {name: by_column[j]
-                                    for j, name in enumerate(batch.numeric_columns)}
+        features: dict[str, Any] = {
+            name: by_column[j] for j, name in enumerate(batch.numeric_columns)
+        }
         features.update(zip(batch.categorical_columns, batch.categorical, strict=False))
         line["features"] = features
     line["predictions"] = labels
@@ -447,8 +481,10 @@ def _features(line: dict[str, Any]) -> dict[str, list[Any]]:
     if isinstance(request, dict) and isinstance(request.get("dataframe_split"), dict):
         split = request["dataframe_split"]
         by_column = list(zip(*split.get("data") or [], strict=True))
-        return {str(c): list(by_column[i]) if by_column else []
-                for i, c in enumerate(split.get("columns") or [])}
+        return {
+            str(c): list(by_column[i]) if by_column else []
+            for i, c in enumerate(split.get("columns") or [])
+        }
     return line.get("features") or {}
 
 
@@ -474,11 +510,12 @@ def _sort_key(uri: str) -> str:
 def _is_log_object(uri: str) -> bool:
     name = uri.rsplit("/", 1)[-1]
     return name.endswith(OBJECT_SUFFIX) or (
-        name.startswith(LEGACY_PREFIX) and name.endswith(LEGACY_SUFFIX))
+        name.startswith(LEGACY_PREFIX) and name.endswith(LEGACY_SUFFIX)
+    )
 
 
 def _parse(base: str, uri: str) -> LogObject | None:
-    parts = uri[len(base):].strip("/").split("/")
+    parts = uri[len(base) :].strip("/").split("/")
     name = parts[-1]
     if len(parts) == 1 and name.startswith(LEGACY_PREFIX) and name.endswith(LEGACY_SUFFIX):
         return LogObject(uri, None, None, None)
@@ -576,8 +613,7 @@ def read_inference_log(
         since = since.replace(tzinfo=UTC)
     since_ts = pd.Timestamp(since) if since is not None else None
     wanted_kinds = None if kinds is None else {str(k) for k in kinds}
-    objects = log_objects(location, model_name=model_name, model_version=model_version,
-                          since=since)
+    objects = log_objects(location, model_name=model_name, model_version=model_version, since=since)
     rows: list[dict[str, Any]] = []
     feature_order: dict[str, None] = {}
     class_order: dict[str, None] = {}

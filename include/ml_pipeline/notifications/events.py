@@ -92,7 +92,8 @@ def failed(
     """`notificar_fallo`: each failed task with the error it failed on, and the rollback."""
     failures = list(failures)
     reasons = [
-        f"failed task: {f.task_id}" + (f"[{f.map_index}]" if f.map_index >= 0 else "")
+        f"failed task: {f.task_id}"
+        + (f"[{f.map_index}]" if f.map_index >= 0 else "")
         + (f": {f.error}" if f.error else "")
         for f in failures
     ]

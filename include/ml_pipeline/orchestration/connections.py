@@ -124,8 +124,10 @@ def _http_url(conn, default_port: int | None, error: type[Exception], what: str)
     port itself); `error` naming the connection when it has no host."""
     host = (conn.host or "").strip().rstrip("/")
     if not host:
-        raise error(f"Airflow connection {conn.conn_id!r} has no host; set host, port and "
-                    f"schema (http/https) to {what}")
+        raise error(
+            f"Airflow connection {conn.conn_id!r} has no host; set host, port and "
+            f"schema (http/https) to {what}"
+        )
     base = host if "://" in host else f"{conn.schema or 'http'}://{host}"
     port = conn.port or default_port
     return f"{base}:{port}" if port and ":" not in base.split("://", 1)[1] else base
@@ -186,6 +188,10 @@ def model_api() -> ModelApiEndpoint:
     conn = _connection(MODEL_API_CONN_ID)
     if conn is None:
         return ModelApiEndpoint(get_settings().api_url, token, EMBEDDED, "MODEL_API_URL")
-    url = _http_url(conn, 8000, ModelApiConfigError,
-                    "the model API service (or delete it for the embedded local API)")
+    url = _http_url(
+        conn,
+        8000,
+        ModelApiConfigError,
+        "the model API service (or delete it for the embedded local API)",
+    )
     return ModelApiEndpoint(url, conn.password or token, SERVICE, MODEL_API_CONN_ID)

@@ -161,9 +161,7 @@ def _label_text(labels: list[Any]) -> str:
     return ", ".join(json.dumps(v) for v in labels[:10]) + (", ..." if len(labels) > 10 else "")
 
 
-def compare_contracts(
-    champion: dict[str, Any], challenger: dict[str, Any]
-) -> list[ContractChange]:
+def compare_contracts(champion: dict[str, Any], challenger: dict[str, Any]) -> list[ContractChange]:
     """What changes for a client of `champion` if `challenger` replaces it."""
     old, new = _columns(champion), _columns(challenger)
     removed = [n for n in old if n not in new]
@@ -287,8 +285,10 @@ def _derived_contract(client: Any, name: str, version: Any) -> dict[str, Any] | 
         return None
     columns = [
         {"name": c, "kind": kind, "type": _TYPE_OF_KIND[kind], "required": True, "nullable": True}
-        for kind, names in (("numeric", spec.get("numeric", [])),
-                            ("categorical", spec.get("categorical", [])))
+        for kind, names in (
+            ("numeric", spec.get("numeric", [])),
+            ("categorical", spec.get("categorical", [])),
+        )
         for c in names
     ]
     target: dict[str, Any] = {"name": spec.get("target")}

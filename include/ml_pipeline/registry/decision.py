@@ -235,13 +235,11 @@ def _contract(
     """(failed checks, contract changes for `Decision.contract_changes`)."""
     if contract is None:
         return [], []
-    champion = f"champion v{contract.champion_version}" if contract.champion_version else (
-        "the champion"
+    champion = (
+        f"champion v{contract.champion_version}" if contract.champion_version else ("the champion")
     )
     if not contract.compared:
-        reasons.append(
-            f"The input contract is not compared with {champion}'s: {contract.note}."
-        )
+        reasons.append(f"The input contract is not compared with {champion}'s: {contract.note}.")
         return [], []
     if not contract.changed:
         reasons.append(

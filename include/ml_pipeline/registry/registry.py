@@ -138,8 +138,13 @@ def source_run_id(model_uri: str, *, tracking_uri: str | None = None) -> str | N
     return _client(tracking_uri).get_logged_model(model_id).source_run_id
 
 
-def _settle(client: MlflowClient, model_name: str, airflow_run_id: str,
-            mlflow_run_id: str | None, await_seconds: int) -> str | None:
+def _settle(
+    client: MlflowClient,
+    model_name: str,
+    airflow_run_id: str,
+    mlflow_run_id: str | None,
+    await_seconds: int,
+) -> str | None:
     """The one version of this run: failed registrations and younger duplicates deleted,
     a pending one waited for (bounded). None when there is none."""
     deadline = time.monotonic() + await_seconds
@@ -209,8 +214,10 @@ def register_challenger(
         # concurrent try created too (the others are deleted).
         version = _settle(client, model_name, airflow_run_id, mlflow_run_id, await_seconds)
         if version is None:
-            raise RuntimeError(f"{model_uri} was registered but no version of {model_name!r} "
-                               f"is tagged {AIRFLOW_RUN_TAG}={airflow_run_id}")
+            raise RuntimeError(
+                f"{model_uri} was registered but no version of {model_name!r} "
+                f"is tagged {AIRFLOW_RUN_TAG}={airflow_run_id}"
+            )
     else:
         for key, value in all_tags.items():
             client.set_model_version_tag(model_name, version, key, value)

@@ -44,18 +44,24 @@ def main(argv: list[str] | None = None) -> None:
         settings = get_serving_settings()
     except ValueError as exc:  # a setting that cannot be used: say which and how to fix it
         raise SystemExit(f"model API not started: {exc}") from None
-    settings = replace(settings, host=args.host or settings.host,
-                       port=args.port if args.port is not None else settings.port)
+    settings = replace(
+        settings,
+        host=args.host or settings.host,
+        port=args.port if args.port is not None else settings.port,
+    )
     # Start resolving + compiling the model (two child processes) before importing the
     # web stack, so the imports overlap.
-    pending = start_load(settings.tracking_uri, settings.model_name, settings.alias,
-                         max_rows=settings.max_rows)
+    pending = start_load(
+        settings.tracking_uri, settings.model_name, settings.alias, max_rows=settings.max_rows
+    )
 
     import uvicorn
 
     from include.ml_pipeline.serving.app import create_app
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     sock = bind_socket(settings.host, settings.port)
     config = uvicorn.Config(
         create_app(settings, pending=pending),
@@ -68,8 +74,8 @@ def main(argv: list[str] | None = None) -> None:
         server_header=False,
     )
     logging.getLogger("ml_pipeline.serving").info(
-        "model API on http://%s:%d serving %s", settings.host, settings.port,
-        settings.model_uri)
+        "model API on http://%s:%d serving %s", settings.host, settings.port, settings.model_uri
+    )
     # A 1,000-row JSON request allocates ~11,000 objects, nearly all freed by reference
     # counting; the default gen-0 threshold (700) would still run ~15 collections per
     # request. The long-lived objects are frozen after each model load (app.py).

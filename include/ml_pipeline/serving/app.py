@@ -64,8 +64,13 @@ log = logging.getLogger("ml_pipeline.serving")
 SCORING, MODEL, OPERATIONS = ["mlflow scoring protocol"], ["model"], ["operations"]
 
 
-def create_app(settings: ServingSettings | None = None, *, loader=None,
-               load_on_startup: bool = True, pending=None) -> FastAPI:
+def create_app(
+    settings: ServingSettings | None = None,
+    *,
+    loader=None,
+    load_on_startup: bool = True,
+    pending=None,
+) -> FastAPI:
     """Build the app. `loader` (tests) replaces the MLflow loader: a callable returning a
     `ServedModel`. With `load_on_startup` the first load runs in the background, so the
     port answers immediately (`/ping` is 503 until the model is in). `pending` is an
@@ -73,9 +78,12 @@ def create_app(settings: ServingSettings | None = None, *, loader=None,
     settings = settings or get_serving_settings()
     state = ServiceState(settings, loader, pending)
     routes = Routes(state)
-    app = FastAPI(title="Model API", version=API_VERSION,
-                  lifespan=_lifespan(state, load_on_startup),
-                  description=__doc__.split("Errors are JSON")[0])
+    app = FastAPI(
+        title="Model API",
+        version=API_VERSION,
+        lifespan=_lifespan(state, load_on_startup),
+        description=__doc__.split("Errors are JSON")[0],
+    )
     app.state.service = state
 
     app.add_exception_handler(StarletteHTTPException, routes.http_error)
@@ -83,25 +91,54 @@ def create_app(settings: ServingSettings | None = None, *, loader=None,
     app.add_exception_handler(Exception, routes.unexpected)
 
     route = app.add_api_route
-    route("/invocations", routes.invocations, methods=["POST"], tags=SCORING,
-          summary="MLflow scoring protocol: labels for a batch")
+    route(
+        "/invocations",
+        routes.invocations,
+        methods=["POST"],
+        tags=SCORING,
+        summary="MLflow scoring protocol: labels for a batch",
+    )
     route("/health", routes.ping, methods=["GET"], tags=SCORING, summary="same as /ping")
-    route("/ping", routes.ping, methods=["GET"], tags=SCORING,
-          summary="200 when a model is loaded")
-    route("/version", routes.version, methods=["GET"], tags=SCORING,
-          summary="served model version (JSON, unlike MLflow's plain text)")
-    route("/predict", routes.predict_endpoint, methods=["POST"], tags=MODEL,
-          summary="Typed prediction with probabilities")
-    route("/ready", routes.ready, methods=["GET"], tags=OPERATIONS,
-          summary="200 once a model is loaded")
-    route("/model", routes.model_info, methods=["GET"], tags=OPERATIONS,
-          summary="the served model")
-    route("/metrics", routes.metrics, methods=["GET"], tags=OPERATIONS,
-          summary="Prometheus metrics")
-    route("/admin/reload", routes.admin_reload, methods=["POST"], tags=OPERATIONS,
-          summary="load the version the alias points to now and swap it in")
-    route("/admin/unload", routes.admin_unload, methods=["POST"], tags=OPERATIONS,
-          summary="stop serving (until the next reload)")
+    route("/ping", routes.ping, methods=["GET"], tags=SCORING, summary="200 when a model is loaded")
+    route(
+        "/version",
+        routes.version,
+        methods=["GET"],
+        tags=SCORING,
+        summary="served model version (JSON, unlike MLflow's plain text)",
+    )
+    route(
+        "/predict",
+        routes.predict_endpoint,
+        methods=["POST"],
+        tags=MODEL,
+        summary="Typed prediction with probabilities",
+    )
+    route(
+        "/ready",
+        routes.ready,
+        methods=["GET"],
+        tags=OPERATIONS,
+        summary="200 once a model is loaded",
+    )
+    route("/model", routes.model_info, methods=["GET"], tags=OPERATIONS, summary="the served model")
+    route(
+        "/metrics", routes.metrics, methods=["GET"], tags=OPERATIONS, summary="Prometheus metrics"
+    )
+    route(
+        "/admin/reload",
+        routes.admin_reload,
+        methods=["POST"],
+        tags=OPERATIONS,
+        summary="load the version the alias points to now and swap it in",
+    )
+    route(
+        "/admin/unload",
+        routes.admin_unload,
+        methods=["POST"],
+        tags=OPERATIONS,
+        summary="stop serving (until the next reload)",
+    )
 
     def openapi() -> dict:
         """The schema with every status and content type, and the request bodies of the
@@ -110,8 +147,9 @@ def create_app(settings: ServingSettings | None = None, *, loader=None,
 
         from include.ml_pipeline.serving.openapi import document
 
-        schema = get_openapi(title=app.title, version=app.version,
-                             description=app.description, routes=app.routes)
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         return document(schema, state.model, settings.max_rows, settings.strict_columns)
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -127,6 +165,7 @@ def _lifespan(state: ServiceState, load_on_startup: bool):
         state.logger.start()
         task = None
         if load_on_startup:
+
             async def first_load():
                 try:
                     await state.reload()

@@ -51,31 +51,48 @@ def _array(values: list | None) -> np.ndarray | None:
 
 def _block_document(block: Any) -> dict[str, Any]:
     if isinstance(block, NumericBlock):
-        return {"kind": "numeric", "positions": block.positions.tolist(),
-                "fill": _floats(block.fill), "mean": _floats(block.mean),
-                "scale": _floats(block.scale)}
+        return {
+            "kind": "numeric",
+            "positions": block.positions.tolist(),
+            "fill": _floats(block.fill),
+            "mean": _floats(block.mean),
+            "scale": _floats(block.scale),
+        }
     if isinstance(block, CategoricalBlock):
-        return {"kind": "categorical", "positions": list(block.positions),
-                "fill": list(block.fill),
-                # JSON keys are strings: the None (missing) entry is kept apart
-                "lookups": [{k: v for k, v in lookup.items() if k is not None}
-                            for lookup in block.lookups],
-                "missing": [lookup[None] for lookup in block.lookups],
-                "widths": list(block.widths), "unknown": list(block.unknown)}
+        return {
+            "kind": "categorical",
+            "positions": list(block.positions),
+            "fill": list(block.fill),
+            # JSON keys are strings: the None (missing) entry is kept apart
+            "lookups": [
+                {k: v for k, v in lookup.items() if k is not None} for lookup in block.lookups
+            ],
+            "missing": [lookup[None] for lookup in block.lookups],
+            "widths": list(block.widths),
+            "unknown": list(block.unknown),
+        }
     raise UnsupportedPipeline(f"no artifact form for block {type(block).__name__}")
 
 
 def _block_from(document: dict[str, Any]) -> Any:
     if document["kind"] == "numeric":
-        return NumericBlock(np.asarray(document["positions"], dtype=np.intp),
-                             _array(document["fill"]), _array(document["mean"]),
-                             _array(document["scale"]))
+        return NumericBlock(
+            np.asarray(document["positions"], dtype=np.intp),
+            _array(document["fill"]),
+            _array(document["mean"]),
+            _array(document["scale"]),
+        )
     if document["kind"] == "categorical":
         lookups = []
         for lookup, missing in zip(document["lookups"], document["missing"], strict=True):
             lookups.append({**lookup, None: missing})
-        return CategoricalBlock(list(document["positions"]), list(document["fill"]),
-                                lookups, list(document["widths"]), list(document["unknown"]))
+        return CategoricalBlock(
+            list(document["positions"]),
+            list(document["fill"]),
+            lookups,
+            list(document["widths"]),
+            list(document["unknown"]),
+        )
     raise ArtifactError(f"{DOCUMENT}: unknown block kind {document['kind']!r}")
 
 
@@ -91,11 +108,19 @@ def write_predictor(predictor: Any, folder: str | Path) -> dict[str, str]:
     link = predictor.proba_fn
     files: dict[str, bytes] = {}
     if isinstance(link, LogisticLink):
-        estimator = {"kind": "logistic", "coef": _floats(link.coef),
-                     "intercept": _floats(link.intercept), "binary": link.binary}
+        estimator = {
+            "kind": "logistic",
+            "coef": _floats(link.coef),
+            "intercept": _floats(link.intercept),
+            "binary": link.binary,
+        }
     elif isinstance(link, OnnxTrees):
-        estimator = {"kind": "onnx_trees", "k": link.k, "baseline": _floats(link.baseline),
-                     "file": TREES}
+        estimator = {
+            "kind": "onnx_trees",
+            "k": link.k,
+            "baseline": _floats(link.baseline),
+            "file": TREES,
+        }
         files[TREES] = link.model_bytes
     else:
         raise UnsupportedPipeline(f"no artifact form for {type(link).__name__}")
@@ -113,8 +138,7 @@ def write_predictor(predictor: Any, folder: str | Path) -> dict[str, str]:
     return {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
 
 
-def read_predictor(folder: str | Path, sha256: dict[str, str] | None = None
-                   ) -> CompiledPredictor:
+def read_predictor(folder: str | Path, sha256: dict[str, str] | None = None) -> CompiledPredictor:
     """The predictor in `folder`; with `sha256`, every listed file must match its digest."""
     folder = Path(folder)
 
@@ -127,8 +151,10 @@ def read_predictor(folder: str | Path, sha256: dict[str, str] | None = None
         if sha256 is not None:
             expected = sha256.get(name)
             if expected is None or hashlib.sha256(data).hexdigest() != expected:
-                raise ArtifactError(f"serving artifact file {path} does not match the "
-                                    f"sha256 recorded in the version's {TAG!r} tag")
+                raise ArtifactError(
+                    f"serving artifact file {path} does not match the "
+                    f"sha256 recorded in the version's {TAG!r} tag"
+                )
         return data
 
     try:
@@ -136,24 +162,42 @@ def read_predictor(folder: str | Path, sha256: dict[str, str] | None = None
     except ValueError as exc:
         raise ArtifactError(f"{folder / DOCUMENT} is not JSON: {exc}") from exc
     if document.get("format") != FORMAT:
-        raise ArtifactError(f"{folder / DOCUMENT} has format {document.get('format')!r}; "
-                            f"this API reads {FORMAT!r}")
+        raise ArtifactError(
+            f"{folder / DOCUMENT} has format {document.get('format')!r}; this API reads {FORMAT!r}"
+        )
     estimator = document["estimator"]
     if estimator["kind"] == "logistic":
-        link: Any = LogisticLink(np.asarray(estimator["coef"]),
-                                 np.asarray(estimator["intercept"]), bool(estimator["binary"]))
+        link: Any = LogisticLink(
+            np.asarray(estimator["coef"]),
+            np.asarray(estimator["intercept"]),
+            bool(estimator["binary"]),
+        )
     elif estimator["kind"] == "onnx_trees":
-        link = OnnxTrees(read(estimator["file"]), int(estimator["k"]),
-                         np.asarray(estimator["baseline"], dtype=np.float64))
+        link = OnnxTrees(
+            read(estimator["file"]),
+            int(estimator["k"]),
+            np.asarray(estimator["baseline"], dtype=np.float64),
+        )
     else:
         raise ArtifactError(f"{folder / DOCUMENT}: unknown estimator {estimator['kind']!r}")
-    return CompiledPredictor([_block_from(b) for b in document["blocks"]],
-                             int(document["width"]), link, list(document["classes"]),
-                             estimator_path=document["estimator_path"])
+    return CompiledPredictor(
+        [_block_from(b) for b in document["blocks"]],
+        int(document["width"]),
+        link,
+        list(document["classes"]),
+        estimator_path=document["estimator_path"],
+    )
 
 
-def publish(client: Any, name: str, version: str, run_id: str | None, predictor: Any,
-            pipeline: Any, sample: Any) -> dict[str, Any] | None:
+def publish(
+    client: Any,
+    name: str,
+    version: str,
+    run_id: str | None,
+    predictor: Any,
+    pipeline: Any,
+    sample: Any,
+) -> dict[str, Any] | None:
     """Write, read back, verify and log the serving artifact of `name` v`version`, and tag
     the version with where it is. Returns the tag's content, or None (logged) when the
     predictor has no artifact form or the version has no run to hold it. Raises
@@ -169,8 +213,10 @@ def publish(client: Any, name: str, version: str, run_id: str | None, predictor:
             return None
         problem = verify_predictor(read_predictor(tmp, digests), pipeline, sample)
         if problem is not None:
-            raise ArtifactError(f"the serving artifact of {name} v{version} does not "
-                                f"reproduce the pipeline: {problem}")
+            raise ArtifactError(
+                f"the serving artifact of {name} v{version} does not "
+                f"reproduce the pipeline: {problem}"
+            )
         path = f"serving/v{version}"
         client.log_artifacts(run_id, tmp, artifact_path=path)
     tag = {"format": FORMAT, "uri": f"runs:/{run_id}/{path}", "sha256": digests}
@@ -185,11 +231,19 @@ def publish_served(tracking_uri: str, served: Any) -> dict[str, Any]:
     from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
 
     pipeline = served.reference.pipeline
-    sample = verification_batch(pipeline, list(served.spec.numeric),
-                                list(served.spec.categorical), seed=13)
+    sample = verification_batch(
+        pipeline, list(served.spec.numeric), list(served.spec.categorical), seed=13
+    )
     try:
-        tag = publish(configure_mlflow(tracking_uri), served.name, served.version,
-                      served.run_id, served.predictor, pipeline, sample)
+        tag = publish(
+            configure_mlflow(tracking_uri),
+            served.name,
+            served.version,
+            served.run_id,
+            served.predictor,
+            pipeline,
+            sample,
+        )
     except ArtifactError as exc:
         log.error("%s", exc)
         return {"published": False, "reason": str(exc)}

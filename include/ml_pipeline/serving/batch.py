@@ -64,8 +64,12 @@ class Batch:
 
     def slice(self, start: int, stop: int) -> Batch:
         """Rows `start` to `stop` (the numeric part is a view, not a copy)."""
-        return Batch(self.numeric_columns, self.categorical_columns, self.numeric[start:stop],
-                     tuple(column[start:stop] for column in self.categorical))
+        return Batch(
+            self.numeric_columns,
+            self.categorical_columns,
+            self.numeric[start:stop],
+            tuple(column[start:stop] for column in self.categorical),
+        )
 
 
 def batch_from_frame(frame, numeric: list[str], categorical: list[str]) -> Batch:

@@ -41,13 +41,15 @@ def served_version(url: str, timeout: float = 5.0) -> str | None:
     """The model version the API serves now (`GET /version`), None if none is loaded."""
     response = _get(url, "/version", timeout)
     if response.status_code != 200:
-        raise ModelApiError(f"GET {url}/version answered {response.status_code}: "
-                            f"{response.text[:300]}")
+        raise ModelApiError(
+            f"GET {url}/version answered {response.status_code}: {response.text[:300]}"
+        )
     return response.json().get("model_version")
 
 
-def wait_for_version(url: str, version: str | int, timeout: float = 120.0,
-                     interval: float = 0.5) -> dict[str, Any]:
+def wait_for_version(
+    url: str, version: str | int, timeout: float = 120.0, interval: float = 0.5
+) -> dict[str, Any]:
     """Poll `/version` until it reports `version`; return that document.
     Raises `ModelApiError` after `timeout` seconds with the last answer."""
     deadline = time.monotonic() + timeout
@@ -61,8 +63,10 @@ def wait_for_version(url: str, version: str | int, timeout: float = 120.0,
         except (ModelApiError, ValueError) as exc:
             last = str(exc)
         if time.monotonic() >= deadline:
-            raise ModelApiError(f"{url} does not serve version {version} after "
-                                f"{timeout:.0f}s; last /version answer: {last}")
+            raise ModelApiError(
+                f"{url} does not serve version {version} after "
+                f"{timeout:.0f}s; last /version answer: {last}"
+            )
         time.sleep(interval)
 
 
@@ -73,8 +77,9 @@ def reload_model(url: str, token: str | None = None, timeout: float = 300.0) -> 
     return _admin_post(url, "/admin/reload", token, timeout)
 
 
-def unload_model(url: str, token: str | None = None, *, if_version: str | None = None,
-                 timeout: float = 30.0) -> dict[str, Any]:
+def unload_model(
+    url: str, token: str | None = None, *, if_version: str | None = None, timeout: float = 30.0
+) -> dict[str, Any]:
     """`POST /admin/unload`: the API stops serving (503) until its next reload; with
     `if_version` only while that version serves. Returns `{"previous_version",
     "model_version": None}`; raises `ModelApiError` otherwise (409: another version)."""
@@ -82,8 +87,9 @@ def unload_model(url: str, token: str | None = None, *, if_version: str | None =
     return _admin_post(url, "/admin/unload", token, timeout, body)
 
 
-def _admin_post(url: str, path: str, token: str | None, timeout: float,
-                body: dict[str, Any] | None = None) -> dict[str, Any]:
+def _admin_post(
+    url: str, path: str, token: str | None, timeout: float, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
     import httpx
 
     if token is None:
@@ -94,13 +100,15 @@ def _admin_post(url: str, path: str, token: str | None, timeout: float,
         raise ModelApiError("no admin token: pass token= or set MODEL_API_ADMIN_TOKEN")
     try:
         with _client(timeout) as client:
-            response = client.post(url.rstrip("/") + path, json=body,
-                                   headers={"Authorization": f"Bearer {token}"})
+            response = client.post(
+                url.rstrip("/") + path, json=body, headers={"Authorization": f"Bearer {token}"}
+            )
     except httpx.HTTPError as exc:
         raise ModelApiError(f"POST {url}{path} failed: {exc!r}") from exc
     if response.status_code != 200:
-        raise ModelApiError(f"{path} refused by {url} ({response.status_code}): "
-                            f"{response.text[:500]}")
+        raise ModelApiError(
+            f"{path} refused by {url} ({response.status_code}): {response.text[:500]}"
+        )
     return response.json()
 
 
@@ -109,8 +117,9 @@ def check_health(url: str) -> dict[str, Any]:
     for path in ("/ping", "/ready"):
         response = _get(url, path)
         if response.status_code != 200:
-            raise ModelApiError(f"{url}{path} answered {response.status_code}: "
-                                f"{response.text[:300]}")
+            raise ModelApiError(
+                f"{url}{path} answered {response.status_code}: {response.text[:300]}"
+            )
     response = _get(url, "/model")
     if response.status_code != 200:
         raise ModelApiError(f"{url}/model answered {response.status_code}")
@@ -122,10 +131,13 @@ def split_payload(frame: pd.DataFrame) -> bytes:
     import orjson
 
     columns = list(frame.columns)
-    rows = [[None if (isinstance(v, float) and v != v) else v for v in row]
-            for row in frame.astype(object).itertuples(index=False, name=None)]
-    return orjson.dumps({"dataframe_split": {"columns": columns, "data": rows}},
-                        option=orjson.OPT_SERIALIZE_NUMPY)
+    rows = [
+        [None if (isinstance(v, float) and v != v) else v for v in row]
+        for row in frame.astype(object).itertuples(index=False, name=None)
+    ]
+    return orjson.dumps(
+        {"dataframe_split": {"columns": columns, "data": rows}}, option=orjson.OPT_SERIALIZE_NUMPY
+    )
 
 
 def _headers(traffic: str | None) -> dict[str, str]:
@@ -137,26 +149,32 @@ def _headers(traffic: str | None) -> dict[str, str]:
     return headers
 
 
-def predict_labels(url: str, frame: pd.DataFrame, timeout: float = 30.0,
-                   traffic: str | None = None) -> list[Any]:
+def predict_labels(
+    url: str, frame: pd.DataFrame, timeout: float = 30.0, traffic: str | None = None
+) -> list[Any]:
     """Labels for `frame` from `POST /invocations` (dataframe_split); `traffic` marks the
     requests (`smoke`, `benchmark`; None: live)."""
     import httpx
 
     try:
         with _client(timeout) as client:
-            response = client.post(url.rstrip("/") + "/invocations",
-                                   content=split_payload(frame), headers=_headers(traffic))
+            response = client.post(
+                url.rstrip("/") + "/invocations",
+                content=split_payload(frame),
+                headers=_headers(traffic),
+            )
     except httpx.HTTPError as exc:
         raise ModelApiError(f"POST {url}/invocations failed: {exc!r}") from exc
     if response.status_code != 200:
-        raise ModelApiError(f"{url}/invocations answered {response.status_code}: "
-                            f"{response.text[:500]}")
+        raise ModelApiError(
+            f"{url}/invocations answered {response.status_code}: {response.text[:500]}"
+        )
     return response.json()["predictions"]
 
 
-def offline_predictions(tracking_uri: str, model_name: str, version: str | int,
-                        frame: pd.DataFrame) -> list[Any]:
+def offline_predictions(
+    tracking_uri: str, model_name: str, version: str | int, frame: pd.DataFrame
+) -> list[Any]:
     """Labels of `models:/<model_name>/<version>` for `frame`, computed in this process
     with `mlflow.pyfunc` on the frame passed through `coerce_features` (the reference
     the served predictions must equal)."""
@@ -178,8 +196,9 @@ def offline_predictions(tracking_uri: str, model_name: str, version: str | int,
     return np.asarray(model.predict(frame)).tolist()
 
 
-def check_predictions(url: str, frame: pd.DataFrame, expected: list[Any],
-                      traffic: str | None = SMOKE_TRAFFIC) -> None:
+def check_predictions(
+    url: str, frame: pd.DataFrame, expected: list[Any], traffic: str | None = SMOKE_TRAFFIC
+) -> None:
     """The API's labels for `frame` equal `expected` exactly (requests marked `traffic`)."""
     got = predict_labels(url, frame, traffic=traffic)
     if len(got) != len(expected):
@@ -187,9 +206,11 @@ def check_predictions(url: str, frame: pd.DataFrame, expected: list[Any],
     mismatches = [i for i, (a, b) in enumerate(zip(got, expected, strict=True)) if a != b]
     if mismatches:
         i = mismatches[0]
-        raise ModelApiError(f"{len(mismatches)} of {len(expected)} served predictions differ "
-                            f"from the registered model's; first at row {i}: served "
-                            f"{got[i]!r}, offline {expected[i]!r}")
+        raise ModelApiError(
+            f"{len(mismatches)} of {len(expected)} served predictions differ "
+            f"from the registered model's; first at row {i}: served "
+            f"{got[i]!r}, offline {expected[i]!r}"
+        )
 
 
 def check_bad_payload(url: str) -> int:
@@ -199,18 +220,25 @@ def check_bad_payload(url: str) -> int:
     body = b'{"dataframe_records": [{"__not_a_feature__": 1}]}'
     try:
         with _client(10.0) as client:
-            response = client.post(url.rstrip("/") + "/invocations", content=body,
-                                   headers=_headers(SMOKE_TRAFFIC))
+            response = client.post(
+                url.rstrip("/") + "/invocations", content=body, headers=_headers(SMOKE_TRAFFIC)
+            )
     except httpx.HTTPError as exc:
         raise ModelApiError(f"POST {url}/invocations failed: {exc!r}") from exc
     if not 400 <= response.status_code < 500:
-        raise ModelApiError(f"a bad payload got {response.status_code}, expected a 4xx: "
-                            f"{response.text[:300]}")
+        raise ModelApiError(
+            f"a bad payload got {response.status_code}, expected a 4xx: {response.text[:300]}"
+        )
     return response.status_code
 
 
-def measure_latency(url: str, frame: pd.DataFrame, requests: int = 200,
-                    warmup: int = 10, traffic: str | None = SMOKE_TRAFFIC) -> dict[str, float]:
+def measure_latency(
+    url: str,
+    frame: pd.DataFrame,
+    requests: int = 200,
+    warmup: int = 10,
+    traffic: str | None = SMOKE_TRAFFIC,
+) -> dict[str, float]:
     """Send `requests` sequential 1-row requests (rows of `frame` in turn, marked
     `traffic`) over one keep-alive connection; returns `{"p50_ms", "p95_ms", "p99_ms",
     "max_ms", "requests"}`.
@@ -226,22 +254,24 @@ def measure_latency(url: str, frame: pd.DataFrame, requests: int = 200,
         with _client(10.0) as client:
             for i in range(warmup + requests):
                 started = time.perf_counter()
-                response = client.post(target, content=bodies[i % len(bodies)],
-                                       headers=headers)
+                response = client.post(target, content=bodies[i % len(bodies)], headers=headers)
                 elapsed = (time.perf_counter() - started) * 1000.0
                 if response.status_code != 200:
-                    raise ModelApiError(f"latency probe got {response.status_code}: "
-                                        f"{response.text[:300]}")
+                    raise ModelApiError(
+                        f"latency probe got {response.status_code}: {response.text[:300]}"
+                    )
                 if i >= warmup:
                     timings.append(elapsed)
     except httpx.HTTPError as exc:
         raise ModelApiError(f"latency probe failed: {exc!r}") from exc
     values = np.asarray(timings)
-    return {"requests": float(len(values)),
-            "p50_ms": float(np.percentile(values, 50)),
-            "p95_ms": float(np.percentile(values, 95)),
-            "p99_ms": float(np.percentile(values, 99)),
-            "max_ms": float(values.max())}
+    return {
+        "requests": float(len(values)),
+        "p50_ms": float(np.percentile(values, 50)),
+        "p95_ms": float(np.percentile(values, 95)),
+        "p99_ms": float(np.percentile(values, 99)),
+        "max_ms": float(values.max()),
+    }
 
 
 @dataclass
@@ -258,9 +288,16 @@ class SmokeReport:
         return asdict(self)
 
 
-def smoke_test(url: str, tracking_uri: str, model_name: str, version: str | int, *,
-               frame: pd.DataFrame, p95_budget_ms: float = 50.0,
-               latency_requests: int = 200) -> SmokeReport:
+def smoke_test(
+    url: str,
+    tracking_uri: str,
+    model_name: str,
+    version: str | int,
+    *,
+    frame: pd.DataFrame,
+    p95_budget_ms: float = 50.0,
+    latency_requests: int = 200,
+) -> SmokeReport:
     """Smoke tests against a live API: it serves `version`; health; labels for `frame`
     (feature columns) equal the registered version's offline labels; a bad payload gets a
     4xx; p95 latency of 1-row requests is within `p95_budget_ms`. Raises `ModelApiError`
@@ -274,8 +311,15 @@ def smoke_test(url: str, tracking_uri: str, model_name: str, version: str | int,
     status = check_bad_payload(url)
     latency = measure_latency(url, frame, latency_requests)
     if latency["p95_ms"] > p95_budget_ms:
-        raise ModelApiError(f"p95 latency {latency['p95_ms']:.2f} ms exceeds the budget of "
-                            f"{p95_budget_ms:.2f} ms")
-    return SmokeReport(url=url, version=str(version), rows_checked=len(frame),
-                       bad_payload_status=status, latency=latency,
-                       p95_budget_ms=p95_budget_ms, model=model)
+        raise ModelApiError(
+            f"p95 latency {latency['p95_ms']:.2f} ms exceeds the budget of {p95_budget_ms:.2f} ms"
+        )
+    return SmokeReport(
+        url=url,
+        version=str(version),
+        rows_checked=len(frame),
+        bad_payload_status=status,
+        latency=latency,
+        p95_budget_ms=p95_budget_ms,
+        model=model,
+    )

@@ -40,8 +40,9 @@ def load_pipeline(info: dict[str, Any]) -> Any:
     """The fitted pipeline from the downloaded model file (as `mlflow.sklearn.load_model`)."""
     allowed = os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true").lower()
     if allowed not in ("true", "1"):
-        raise RuntimeError("MLFLOW_ALLOW_PICKLE_DESERIALIZATION is not true: the model "
-                           "file is not deserialised")
+        raise RuntimeError(
+            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION is not true: the model file is not deserialised"
+        )
     if info.get("code"):
         sys.path.insert(0, os.path.join(info["local_dir"], info["code"]))
     path, fmt = info["model_file"], info["serialization_format"]
@@ -59,16 +60,25 @@ def load_pipeline(info: dict[str, Any]) -> Any:
     raise RuntimeError(f"unknown serialization format {fmt!r}")
 
 
-def served_from_fetched(info: dict[str, Any], max_rows: int,
-                        force_sklearn: bool = False) -> ServedModel:
+def served_from_fetched(
+    info: dict[str, Any], max_rows: int, force_sklearn: bool = False
+) -> ServedModel:
     """The `ServedModel` (compiled and verified) for what `fetch.fetch` returned."""
     example = info.get("example")
     frame = pd.DataFrame(example["data"], columns=example["columns"]) if example else None
     return build_served_model(
-        load_pipeline(info), FeatureSpec.from_dict(info["spec"]), name=info["name"],
-        version=info["version"], alias=info["alias"], max_rows=max_rows,
-        run_id=info["run_id"], source=info["source"], metrics=info["metrics"],
-        example=frame, force_sklearn=force_sklearn)
+        load_pipeline(info),
+        FeatureSpec.from_dict(info["spec"]),
+        name=info["name"],
+        version=info["version"],
+        alias=info["alias"],
+        max_rows=max_rows,
+        run_id=info["run_id"],
+        source=info["source"],
+        metrics=info["metrics"],
+        example=frame,
+        force_sklearn=force_sklearn,
+    )
 
 
 def compile_model(info: dict[str, Any], max_rows: int, force_sklearn: bool) -> dict[str, Any]:
@@ -83,8 +93,9 @@ def compile_model(info: dict[str, Any], max_rows: int, force_sklearn: bool) -> d
         "fallback_reason": served.fallback_reason,
         "verification": served.verification,
         "compile_seconds": served.load_seconds,
-        "warmup": verification_batch(pipeline, list(spec.numeric), list(spec.categorical),
-                                     rows=WIDE_BATCH_ROWS, seed=11),
+        "warmup": verification_batch(
+            pipeline, list(spec.numeric), list(spec.categorical), rows=WIDE_BATCH_ROWS, seed=11
+        ),
     }
 
 
@@ -93,8 +104,9 @@ def _check_artifact(artifact: dict[str, Any] | None, pipeline: Any, sample: Any)
     if not artifact:
         return None
     try:
-        return verify_predictor(read_predictor(artifact["dir"], artifact["sha256"]),
-                                pipeline, sample)
+        return verify_predictor(
+            read_predictor(artifact["dir"], artifact["sha256"]), pipeline, sample
+        )
     except Exception as exc:
         return f"unreadable: {exc}"
 
@@ -109,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         with open(out_path, "wb") as handle:
             pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
         # the outcome of the artifact check, readable without unpickling anything
-        sys.stdout.write(MARKER + orjson.dumps({"artifact_check": payload["artifact_check"]})
-                         .decode() + "\n")
+        sys.stdout.write(
+            MARKER + orjson.dumps({"artifact_check": payload["artifact_check"]}).decode() + "\n"
+        )
         sys.stdout.flush()
     except Exception as exc:
         sys.stdout.write(MARKER + orjson.dumps({"error": repr(exc)}).decode() + "\n")

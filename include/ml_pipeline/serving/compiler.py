@@ -113,8 +113,9 @@ def _compile_categorical(steps: list[Any], positions: list[int]) -> CategoricalB
         raise UnsupportedPipeline("OneHotEncoder with drop")
     infrequent_all = getattr(encoder, "infrequent_categories_", None) or [None] * len(positions)
     lookups, widths, unknown = [], [], []
-    for categories, infrequent, imputed in zip(encoder.categories_, infrequent_all, fill,
-                                               strict=False):
+    for categories, infrequent, imputed in zip(
+        encoder.categories_, infrequent_all, fill, strict=False
+    ):
         if categories.dtype.kind not in "OU":
             raise UnsupportedPipeline("OneHotEncoder with non-string categories")
         if any(not isinstance(c, str) for c in categories.tolist()):
@@ -169,8 +170,9 @@ def _compile_transformer(preprocess: Any, numeric: list[str], categorical: list[
 def _compile_logistic(est: Any) -> LogisticLink:
     if len(est.classes_) != 2 and getattr(est, "multi_class", "auto") == "ovr":
         raise UnsupportedPipeline("one-vs-rest LogisticRegression")
-    return LogisticLink(np.asarray(est.coef_, dtype=np.float64).T, est.intercept_,
-                        binary=len(est.classes_) == 2)
+    return LogisticLink(
+        np.asarray(est.coef_, dtype=np.float64).T, est.intercept_, binary=len(est.classes_) == 2
+    )
 
 
 def _compile_estimator(est: Any) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
@@ -192,8 +194,7 @@ def _compile_estimator(est: Any) -> tuple[str, Callable[[np.ndarray], np.ndarray
         except ImportError:
             return "numpy-hgb", trees
         except Exception as exc:
-            warnings.warn(f"onnxruntime tree path unavailable ({exc!r}); using numpy",
-                          stacklevel=2)
+            warnings.warn(f"onnxruntime tree path unavailable ({exc!r}); using numpy", stacklevel=2)
             return "numpy-hgb", trees
     if hasattr(est, "predict_proba"):
         if getattr(est, "feature_names_in_", None) is not None:

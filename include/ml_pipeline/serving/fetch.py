@@ -133,14 +133,19 @@ def _download_serving_artifact(version: Any, tracking_uri: str) -> dict[str, Any
     try:
         tag = json.loads(raw)
         if tag.get("format") != FORMAT:
-            log.warning("serving artifact of v%s has format %r; compiling instead",
-                        version.version, tag.get("format"))
+            log.warning(
+                "serving artifact of v%s has format %r; compiling instead",
+                version.version,
+                tag.get("format"),
+            )
             return None
-        local = mlflow.artifacts.download_artifacts(artifact_uri=tag["uri"],
-                                                    tracking_uri=tracking_uri)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=tag["uri"], tracking_uri=tracking_uri
+        )
     except Exception as exc:
-        log.warning("serving artifact of v%s not usable (%r); compiling instead",
-                    version.version, exc)
+        log.warning(
+            "serving artifact of v%s not usable (%r); compiling instead", version.version, exc
+        )
         return None
     return {"dir": local, "sha256": tag["sha256"]}
 

@@ -44,7 +44,7 @@ def _child_env() -> dict[str, str]:
 def _marked(output: bytes, marker: str) -> dict[str, Any] | None:
     for line in reversed(output.decode("utf-8", "replace").splitlines()):
         if line.startswith(marker):
-            return json.loads(line[len(marker):])
+            return json.loads(line[len(marker) :])
     return None
 
 
@@ -72,23 +72,43 @@ class LazySklearnPredictor:
 class PendingLoad:
     """Both helper processes of one load, started in the constructor."""
 
-    def __init__(self, tracking_uri: str, name: str, alias: str, *, max_rows: int = 10_000,
-                 force_sklearn: bool = False):
+    def __init__(
+        self,
+        tracking_uri: str,
+        name: str,
+        alias: str,
+        *,
+        max_rows: int = 10_000,
+        force_sklearn: bool = False,
+    ):
         self.name, self.alias, self.max_rows = name, alias, max_rows
         self.started = time.perf_counter()
         self.folder = Path(tempfile.mkdtemp(prefix="model-api-load-"))
         self.out = self.folder / "predictor.pkl"
         env = _child_env()
         self.compile = subprocess.Popen(
-            [sys.executable, "-m", "include.ml_pipeline.serving.compile_worker",
-             str(self.out), str(max_rows), "1" if force_sklearn else "0"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=str(ROOT))
+            [
+                sys.executable,
+                "-m",
+                "include.ml_pipeline.serving.compile_worker",
+                str(self.out),
+                str(max_rows),
+                "1" if force_sklearn else "0",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            cwd=str(ROOT),
+        )
         with contextlib.suppress(OSError, AttributeError):
             # lower priority: with a serving artifact it only re-checks, off the critical path
             os.setpriority(os.PRIO_PROCESS, self.compile.pid, 19)
         self.fetch = subprocess.Popen(
-            [sys.executable, "-m", "include.ml_pipeline.serving.fetch", tracking_uri, name,
-             alias], stdout=subprocess.PIPE, env=env, cwd=str(ROOT))
+            [sys.executable, "-m", "include.ml_pipeline.serving.fetch", tracking_uri, name, alias],
+            stdout=subprocess.PIPE,
+            env=env,
+            cwd=str(ROOT),
+        )
 
     def cancel(self) -> None:
         for proc in (self.fetch, self.compile):
@@ -108,8 +128,12 @@ class PendingLoad:
             self.cancel()
             raise
         if served is not None:
-            threading.Thread(target=self._check_in_background, args=(served, info),
-                             name="artifact-check", daemon=True).start()
+            threading.Thread(
+                target=self._check_in_background,
+                args=(served, info),
+                name="artifact-check",
+                daemon=True,
+            ).start()
             return served
         try:
             compiled = self._compiled(info)
@@ -117,17 +141,24 @@ class PendingLoad:
             self.cancel()
         predictor = compiled["predictor"]
         fallback = compiled["fallback_reason"] is not None or compiled["predict_path"] == "sklearn"
-        return self._served(info, predictor, compiled["classes"], compiled["predict_path"],
-                            compiled["fallback_reason"], compiled["verification"],
-                            predictor if fallback else LazySklearnPredictor(info),
-                            compiled["warmup"])
+        return self._served(
+            info,
+            predictor,
+            compiled["classes"],
+            compiled["predict_path"],
+            compiled["fallback_reason"],
+            compiled["verification"],
+            predictor if fallback else LazySklearnPredictor(info),
+            compiled["warmup"],
+        )
 
     def _fetched(self) -> dict[str, Any]:
         try:
             out, _ = self.fetch.communicate(timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
-            raise ModelLoadError(f"resolving models:/{self.name}@{self.alias} took over "
-                                 f"{TIMEOUT_S:.0f}s") from exc
+            raise ModelLoadError(
+                f"resolving models:/{self.name}@{self.alias} took over {TIMEOUT_S:.0f}s"
+            ) from exc
         info = _marked(out, "FETCH_RESULT ")
         if self.fetch.returncode != 0 or info is None or "error" in info:
             reason = (info or {}).get("error") or f"fetch exited with {self.fetch.returncode}"
@@ -144,12 +175,15 @@ class PendingLoad:
         try:
             out, _ = self.compile.communicate(json.dumps(info).encode(), timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
-            raise ModelLoadError(f"loading models:/{self.name}@{self.alias} took over "
-                                 f"{TIMEOUT_S:.0f}s") from exc
+            raise ModelLoadError(
+                f"loading models:/{self.name}@{self.alias} took over {TIMEOUT_S:.0f}s"
+            ) from exc
         if self.compile.returncode != 0 or not self.out.exists():
             error = (_marked(out, "COMPILE_RESULT ") or {}).get("error")
-            raise ModelLoadError(f"cannot load models:/{self.name}@{self.alias}: "
-                                 f"{error or f'compile exited with {self.compile.returncode}'}")
+            raise ModelLoadError(
+                f"cannot load models:/{self.name}@{self.alias}: "
+                f"{error or f'compile exited with {self.compile.returncode}'}"
+            )
         return _marked(out, "COMPILE_RESULT ") or {}
 
     def _load_compiled(self) -> dict[str, Any]:
@@ -177,14 +211,29 @@ class PendingLoad:
             return None
         spec = info["spec"]
         numeric, categorical = tuple(spec["numeric"]), tuple(spec["categorical"])
-        warmup = Batch(numeric, categorical, np.zeros((WIDE_BATCH_ROWS, len(numeric))),
-                       tuple([None] * WIDE_BATCH_ROWS for _ in categorical))
-        verification = {"source": "serving_artifact", "verified_at_release": True,
-                        "load_check": "running", "proba_tolerance": PROBA_TOLERANCE,
-                        "passed": True}
-        return self._served(info, predictor, predictor.classes,
-                            f"compiled:{predictor.estimator_path}", None, verification,
-                            LazySklearnPredictor(info), warmup)
+        warmup = Batch(
+            numeric,
+            categorical,
+            np.zeros((WIDE_BATCH_ROWS, len(numeric))),
+            tuple([None] * WIDE_BATCH_ROWS for _ in categorical),
+        )
+        verification = {
+            "source": "serving_artifact",
+            "verified_at_release": True,
+            "load_check": "running",
+            "proba_tolerance": PROBA_TOLERANCE,
+            "passed": True,
+        }
+        return self._served(
+            info,
+            predictor,
+            predictor.classes,
+            f"compiled:{predictor.estimator_path}",
+            None,
+            verification,
+            LazySklearnPredictor(info),
+            warmup,
+        )
 
     def _check_in_background(self, served, info: dict[str, Any]) -> None:
         """Compile and verify as without an artifact, and check the artifact's predictor
@@ -195,8 +244,7 @@ class PendingLoad:
             problem = self._run_compile(info).get("artifact_check", "no result line")
             if problem is None:
                 served.verification["load_check"] = "passed"
-                log.info("serving artifact of v%s re-checked against the pipeline",
-                         served.version)
+                log.info("serving artifact of v%s re-checked against the pipeline", served.version)
                 return
             compiled = self._load_compiled()
         except Exception as exc:
@@ -205,16 +253,30 @@ class PendingLoad:
             return
         finally:
             self.cancel()
-        log.error("serving artifact of v%s disagrees with the pipeline (%s); serving the "
-                  "predictor compiled now", served.version, problem)
+        log.error(
+            "serving artifact of v%s disagrees with the pipeline (%s); serving the "
+            "predictor compiled now",
+            served.version,
+            problem,
+        )
         served.predictor = compiled["predictor"]  # one reference: atomic for requests
         served.predict_path = compiled["predict_path"]
         served.fallback_reason = f"serving artifact rejected at load: {problem}"
-        served.verification.update(load_check=f"failed: {problem}",
-                                   passed=compiled["fallback_reason"] is None)
+        served.verification.update(
+            load_check=f"failed: {problem}", passed=compiled["fallback_reason"] is None
+        )
 
-    def _served(self, info, predictor, classes, predict_path, fallback_reason,
-                verification, reference, warmup):
+    def _served(
+        self,
+        info,
+        predictor,
+        classes,
+        predict_path,
+        fallback_reason,
+        verification,
+        reference,
+        warmup,
+    ):
         from include.ml_pipeline.features import FeatureSpec
         from include.ml_pipeline.serving.parsing import FeatureParser
         from include.ml_pipeline.serving.served import ServedModel
@@ -244,14 +306,16 @@ class PendingLoad:
         )
 
 
-def start_load(tracking_uri: str, name: str, alias: str, *, max_rows: int = 10_000,
-               force_sklearn: bool = False) -> PendingLoad:
-    return PendingLoad(tracking_uri, name, alias, max_rows=max_rows,
-                       force_sklearn=force_sklearn)
+def start_load(
+    tracking_uri: str, name: str, alias: str, *, max_rows: int = 10_000, force_sklearn: bool = False
+) -> PendingLoad:
+    return PendingLoad(tracking_uri, name, alias, max_rows=max_rows, force_sklearn=force_sklearn)
 
 
-def load_served_model_isolated(tracking_uri: str, name: str, alias: str, *,
-                               max_rows: int = 10_000, force_sklearn: bool = False):
+def load_served_model_isolated(
+    tracking_uri: str, name: str, alias: str, *, max_rows: int = 10_000, force_sklearn: bool = False
+):
     """Like `loader.load_served_model`, with MLflow and scikit-learn kept in child processes."""
-    return start_load(tracking_uri, name, alias, max_rows=max_rows,
-                      force_sklearn=force_sklearn).result()
+    return start_load(
+        tracking_uri, name, alias, max_rows=max_rows, force_sklearn=force_sklearn
+    ).result()

@@ -17,7 +17,11 @@ log = logging.getLogger("ml_pipeline.serving")
 
 
 def load_served_model(
-    tracking_uri: str, name: str, alias: str, *, max_rows: int = 10_000,
+    tracking_uri: str,
+    name: str,
+    alias: str,
+    *,
+    max_rows: int = 10_000,
     force_sklearn: bool = False,
 ) -> ServedModel:
     """Resolve `models:/<name>@<alias>` now and return the fully built `ServedModel`.
@@ -38,6 +42,11 @@ def load_served_model(
         raise ModelLoadError(f"cannot load models:/{name}@{alias}: {exc!r}") from exc
     served.contract = info.get("contract")
     served.load_seconds = time.perf_counter() - started
-    log.info("loaded %s v%s (%s) in %.2fs", name, served.version, served.predict_path,
-             served.load_seconds)
+    log.info(
+        "loaded %s v%s (%s) in %.2fs",
+        name,
+        served.version,
+        served.predict_path,
+        served.load_seconds,
+    )
     return served

@@ -29,32 +29,58 @@ class ApiMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("model_api_requests", "Requests by endpoint and status",
-                                ["endpoint", "status"], registry=r)
-        self.latency = Histogram("model_api_request_latency_seconds", "Handler latency",
-                                 ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = Counter(
+            "model_api_requests",
+            "Requests by endpoint and status",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "model_api_request_latency_seconds",
+            "Handler latency",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.errors = Counter("model_api_errors", "Errors by kind", ["kind"], registry=r)
         self.rows = Counter("model_api_predicted_rows", "Rows predicted", registry=r)
-        self.classes = Counter("model_api_predictions", "Predicted rows by class",
-                               ["class"], registry=r)
+        self.classes = Counter(
+            "model_api_predictions", "Predicted rows by class", ["class"], registry=r
+        )
         self.version = Gauge("model_api_model_version", "Served model version", registry=r)
         self.version.set(float("nan"))
-        self.info = Gauge("model_api_model_info", "Served model (value 1)",
-                          ["name", "version", "alias", "predict_path"], registry=r)
+        self.info = Gauge(
+            "model_api_model_info",
+            "Served model (value 1)",
+            ["name", "version", "alias", "predict_path"],
+            registry=r,
+        )
         self.ignored_columns = Counter(
             "model_api_ignored_columns_requests",
             "Requests with columns the model does not take (ignored, named in the "
-            "X-Ignored-Columns header)", ["endpoint"], registry=r)
-        self.reloads = Counter("model_api_reloads", "Reloads by result", ["result"],
-                               registry=r)
-        self.log_dropped = Gauge("model_api_inference_log_dropped_total",
-                                 "Inference log entries dropped (queue full)", registry=r)
-        self.log_written = Gauge("model_api_inference_log_written_total",
-                                 "Inference log records written", registry=r)
-        self.log_errors = Gauge("model_api_inference_log_write_errors_total",
-                                "Inference log writes that failed (retried)", registry=r)
-        self.log_pending = Gauge("model_api_inference_log_pending_objects",
-                                 "Inference log objects waiting for the store", registry=r)
+            "X-Ignored-Columns header)",
+            ["endpoint"],
+            registry=r,
+        )
+        self.reloads = Counter("model_api_reloads", "Reloads by result", ["result"], registry=r)
+        self.log_dropped = Gauge(
+            "model_api_inference_log_dropped_total",
+            "Inference log entries dropped (queue full)",
+            registry=r,
+        )
+        self.log_written = Gauge(
+            "model_api_inference_log_written_total", "Inference log records written", registry=r
+        )
+        self.log_errors = Gauge(
+            "model_api_inference_log_write_errors_total",
+            "Inference log writes that failed (retried)",
+            registry=r,
+        )
+        self.log_pending = Gauge(
+            "model_api_inference_log_pending_objects",
+            "Inference log objects waiting for the store",
+            registry=r,
+        )
         self._request_children: dict[tuple[str, int], Any] = {}
         self._latency_children: dict[str, Any] = {}
         self._class_children: dict[str, Any] = {}

@@ -52,9 +52,11 @@ def _attr_ints(name: str, values: list[int]) -> bytes:  # INTS = 7
 
 
 def _attr_tensor(name: str, array: np.ndarray, data_type: int) -> bytes:  # TENSOR = 4
-    tensor = (_pb_int(1, len(array)) + _pb_int(2, data_type)
-              + _pb_bytes(9, np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"))
-                          .tobytes()))
+    tensor = (
+        _pb_int(1, len(array))
+        + _pb_int(2, data_type)
+        + _pb_bytes(9, np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes())
+    )
     return _pb_bytes(5, _pb_bytes(1, name) + _pb_bytes(5, tensor) + _pb_int(20, 4))
 
 
@@ -101,27 +103,39 @@ def tree_ensemble_model(predictors: list[tuple[int, Any]], k: int, n_features: i
             true_leaf.append(int(is_leaf[left]))
             false_id.append(leaf_id[right] if is_leaf[right] else inner_id[right])
             false_leaf.append(int(is_leaf[right]))
-    attributes = b"".join([
-        _attr_int("aggregate_function", 1),  # SUM
-        _attr_int("post_transform", 0),  # NONE: the link is applied in numpy
-        _attr_int("n_targets", k),
-        _attr_ints("tree_roots", roots),
-        _attr_ints("nodes_featureids", feature),
-        _attr_tensor("nodes_splits", np.asarray(split, dtype=np.float64), 11),
-        _attr_tensor("nodes_modes", np.zeros(len(feature), dtype=np.uint8), 2),  # LEQ
-        _attr_ints("nodes_missing_value_tracks_true", missing_true),
-        _attr_ints("nodes_truenodeids", true_id),
-        _attr_ints("nodes_trueleafs", true_leaf),
-        _attr_ints("nodes_falsenodeids", false_id),
-        _attr_ints("nodes_falseleafs", false_leaf),
-        _attr_ints("leaf_targetids", leaf_target),
-        _attr_tensor("leaf_weights", np.asarray(leaf_weight, dtype=np.float64), 11),
-    ])
-    node = (_pb_bytes(1, "X") + _pb_bytes(2, "Y") + _pb_bytes(3, "trees")
-            + _pb_bytes(4, "TreeEnsemble") + attributes + _pb_bytes(7, "ai.onnx.ml"))
-    graph = (_pb_bytes(1, node) + _pb_bytes(2, "hist_gradient_boosting")
-             + _pb_bytes(11, _value_info("X", n_features))
-             + _pb_bytes(12, _value_info("Y", k)))
-    opsets = (_pb_bytes(8, _pb_bytes(1, "") + _pb_int(2, 21))
-              + _pb_bytes(8, _pb_bytes(1, "ai.onnx.ml") + _pb_int(2, 5)))
+    attributes = b"".join(
+        [
+            _attr_int("aggregate_function", 1),  # SUM
+            _attr_int("post_transform", 0),  # NONE: the link is applied in numpy
+            _attr_int("n_targets", k),
+            _attr_ints("tree_roots", roots),
+            _attr_ints("nodes_featureids", feature),
+            _attr_tensor("nodes_splits", np.asarray(split, dtype=np.float64), 11),
+            _attr_tensor("nodes_modes", np.zeros(len(feature), dtype=np.uint8), 2),  # LEQ
+            _attr_ints("nodes_missing_value_tracks_true", missing_true),
+            _attr_ints("nodes_truenodeids", true_id),
+            _attr_ints("nodes_trueleafs", true_leaf),
+            _attr_ints("nodes_falsenodeids", false_id),
+            _attr_ints("nodes_falseleafs", false_leaf),
+            _attr_ints("leaf_targetids", leaf_target),
+            _attr_tensor("leaf_weights", np.asarray(leaf_weight, dtype=np.float64), 11),
+        ]
+    )
+    node = (
+        _pb_bytes(1, "X")
+        + _pb_bytes(2, "Y")
+        + _pb_bytes(3, "trees")
+        + _pb_bytes(4, "TreeEnsemble")
+        + attributes
+        + _pb_bytes(7, "ai.onnx.ml")
+    )
+    graph = (
+        _pb_bytes(1, node)
+        + _pb_bytes(2, "hist_gradient_boosting")
+        + _pb_bytes(11, _value_info("X", n_features))
+        + _pb_bytes(12, _value_info("Y", k))
+    )
+    opsets = _pb_bytes(8, _pb_bytes(1, "") + _pb_int(2, 21)) + _pb_bytes(
+        8, _pb_bytes(1, "ai.onnx.ml") + _pb_int(2, 5)
+    )
     return _pb_int(1, 10) + _pb_bytes(2, "ml_pipeline") + _pb_bytes(7, graph) + opsets

@@ -31,103 +31,176 @@ ERROR_DESCRIPTIONS = {
     413: "too many rows (MODEL_API_MAX_ROWS) or too big a body (MODEL_API_MAX_BODY_BYTES)",
     415: "unsupported content type or charset (JSON or text/csv, UTF-8)",
     422: "missing columns, wrong value types, non-finite numbers, values the model refuses; "
-         "in strict mode also columns the model does not take",
+    "in strict mode also columns the model does not take",
     409: "another version is served than the one named: nothing was unloaded",
     502: "the reload failed; the previous model keeps serving",
     503: "no model is being served yet (loading, or the last load failed)",
 }
 IGNORED_HEADER_DOC = {
     "description": "columns the request sent that the model does not take, ignored (as "
-                   "`mlflow models serve` does): percent-encoded names, comma-separated",
+    "`mlflow models serve` does): percent-encoded names, comma-separated",
     "schema": {"type": "string"},
 }
 ERROR_SCHEMA = {
     "type": "object",
     "required": ["error_code", "kind", "message"],
-    "properties": {"error_code": {"type": "string"}, "kind": {"type": "string"},
-                   "message": {"type": "string"}},
+    "properties": {
+        "error_code": {"type": "string"},
+        "kind": {"type": "string"},
+        "message": {"type": "string"},
+    },
 }
 
 
 def errors(*codes: int) -> dict[int, dict[str, Any]]:
     """The `responses` entries of these error statuses (JSON `Error` bodies)."""
-    return {code: {"description": ERROR_DESCRIPTIONS[code],
-                   "content": {JSON: {"schema": ERROR_REF}}} for code in codes}
+    return {
+        code: {"description": ERROR_DESCRIPTIONS[code], "content": {JSON: {"schema": ERROR_REF}}}
+        for code in codes
+    }
 
 
-def ok(schema: dict[str, Any], description: str, media_type: str = JSON,
-       headers: dict[str, Any] | None = None) -> dict[int, dict[str, Any]]:
-    response: dict[str, Any] = {"description": description,
-                                "content": {media_type: {"schema": schema}}}
+def ok(
+    schema: dict[str, Any],
+    description: str,
+    media_type: str = JSON,
+    headers: dict[str, Any] | None = None,
+) -> dict[int, dict[str, Any]]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {media_type: {"schema": schema}},
+    }
     if headers:
         response["headers"] = headers
     return {200: response}
 
 
-PREDICTIONS = {"type": "object", "required": ["predictions"],
-               "properties": {"predictions": {"type": "array"}}}
-PREDICT_RESPONSE = {
-    "type": "object", "required": ["model_name", "model_version", "predictions"],
-    "properties": {
-        "model_name": {"type": "string"}, "model_version": {"type": "string"},
-        "predictions": {"type": "array", "items": {
-            "type": "object", "required": ["label", "probabilities"],
-            "properties": {"label": {}, "probabilities": {
-                "anyOf": [{"type": "object", "additionalProperties": {"type": "number"}},
-                          {"type": "null"}]}}}}},
+PREDICTIONS = {
+    "type": "object",
+    "required": ["predictions"],
+    "properties": {"predictions": {"type": "array"}},
 }
-VERSION = {"type": "object",
-           "required": ["model_name", "model_version", "alias", "api_version"],
-           "properties": {"model_name": {"type": "string"},
-                          "model_version": {"type": ["string", "null"]},
-                          "alias": {"type": "string"},
-                          "mlflow_version": {"type": ["string", "null"]},
-                          "api_version": {"type": "string"}}}
-READY = {"type": "object", "required": ["ready", "model_version"],
-         "properties": {"ready": {"type": "boolean"}, "model_version": {"type": "string"}}}
-MODEL = {"type": "object", "required": ["name", "version", "alias", "feature_spec", "contract"],
-         "properties": {"name": {"type": "string"}, "version": {"type": "string"},
-                        "alias": {"type": "string"}, "feature_spec": {"type": "object"},
-                        "contract": {
-                            "type": ["object", "null"],
-                            "description": "the version's input contract: its columns in "
-                                           "order with kind and the categories seen, the "
-                                           "target's label type and set (null when the "
-                                           "registry holds none)"}}}
-RELOADED = {"type": "object", "required": ["model_version", "predict_path", "seconds"],
-            "properties": {"previous_version": {"type": ["string", "null"]},
-                           "model_version": {"type": "string"},
-                           "predict_path": {"type": "string"},
-                           "seconds": {"type": "number"}}}
-UNLOADED = {"type": "object", "required": ["previous_version", "model_version"],
-            "properties": {"previous_version": {"type": ["string", "null"]},
-                           "model_version": {"type": "null"}}}
-UNLOAD_BODY = {"required": False, "content": {JSON: {"schema": {
-    "type": "object", "properties": {"if_version": {"type": "string"}},
-    "description": "unload only while this version serves"}}}}
+PREDICT_RESPONSE = {
+    "type": "object",
+    "required": ["model_name", "model_version", "predictions"],
+    "properties": {
+        "model_name": {"type": "string"},
+        "model_version": {"type": "string"},
+        "predictions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["label", "probabilities"],
+                "properties": {
+                    "label": {},
+                    "probabilities": {
+                        "anyOf": [
+                            {"type": "object", "additionalProperties": {"type": "number"}},
+                            {"type": "null"},
+                        ]
+                    },
+                },
+            },
+        },
+    },
+}
+VERSION = {
+    "type": "object",
+    "required": ["model_name", "model_version", "alias", "api_version"],
+    "properties": {
+        "model_name": {"type": "string"},
+        "model_version": {"type": ["string", "null"]},
+        "alias": {"type": "string"},
+        "mlflow_version": {"type": ["string", "null"]},
+        "api_version": {"type": "string"},
+    },
+}
+READY = {
+    "type": "object",
+    "required": ["ready", "model_version"],
+    "properties": {"ready": {"type": "boolean"}, "model_version": {"type": "string"}},
+}
+MODEL = {
+    "type": "object",
+    "required": ["name", "version", "alias", "feature_spec", "contract"],
+    "properties": {
+        "name": {"type": "string"},
+        "version": {"type": "string"},
+        "alias": {"type": "string"},
+        "feature_spec": {"type": "object"},
+        "contract": {
+            "type": ["object", "null"],
+            "description": "the version's input contract: its columns in "
+            "order with kind and the categories seen, the "
+            "target's label type and set (null when the "
+            "registry holds none)",
+        },
+    },
+}
+RELOADED = {
+    "type": "object",
+    "required": ["model_version", "predict_path", "seconds"],
+    "properties": {
+        "previous_version": {"type": ["string", "null"]},
+        "model_version": {"type": "string"},
+        "predict_path": {"type": "string"},
+        "seconds": {"type": "number"},
+    },
+}
+UNLOADED = {
+    "type": "object",
+    "required": ["previous_version", "model_version"],
+    "properties": {
+        "previous_version": {"type": ["string", "null"]},
+        "model_version": {"type": "null"},
+    },
+}
+UNLOAD_BODY = {
+    "required": False,
+    "content": {
+        JSON: {
+            "schema": {
+                "type": "object",
+                "properties": {"if_version": {"type": "string"}},
+                "description": "unload only while this version serves",
+            }
+        }
+    },
+}
 TEXT_BODY = {"type": "string"}
 
 # (path, responses) of every endpoint; the request bodies are added by `document`.
 RESPONSES: dict[str, dict[int, dict[str, Any]]] = {
     "/invocations": {
-        **ok(PREDICTIONS, "one label per row, in order (MLflow's answer)",
-             headers={"X-Ignored-Columns": IGNORED_HEADER_DOC}),
-        **errors(400, 413, 415, 422, 503)},
+        **ok(
+            PREDICTIONS,
+            "one label per row, in order (MLflow's answer)",
+            headers={"X-Ignored-Columns": IGNORED_HEADER_DOC},
+        ),
+        **errors(400, 413, 415, 422, 503),
+    },
     "/predict": {
-        **ok(PREDICT_RESPONSE, "label and class probabilities per record",
-             headers={"X-Ignored-Columns": IGNORED_HEADER_DOC}),
-        **errors(400, 413, 422, 503)},
+        **ok(
+            PREDICT_RESPONSE,
+            "label and class probabilities per record",
+            headers={"X-Ignored-Columns": IGNORED_HEADER_DOC},
+        ),
+        **errors(400, 413, 422, 503),
+    },
     "/ping": {**ok(TEXT_BODY, "a model is loaded (body: a newline)", TEXT), **errors(503)},
     "/health": {**ok(TEXT_BODY, "a model is loaded (body: a newline)", TEXT), **errors(503)},
     "/version": ok(VERSION, "the served model version"),
     "/ready": {**ok(READY, "a model is loaded"), **errors(503)},
-    "/model": {**ok(MODEL, "the served model: version, run, metrics, feature spec, input "
-                           "contract"),
-               **errors(503)},
+    "/model": {
+        **ok(MODEL, "the served model: version, run, metrics, feature spec, input contract"),
+        **errors(503),
+    },
     "/metrics": ok(TEXT_BODY, "Prometheus text exposition format", TEXT),
     "/admin/reload": {**ok(RELOADED, "the new version serves"), **errors(401, 403, 502)},
-    "/admin/unload": {**ok(UNLOADED, "nothing is served until the next reload"),
-                      **errors(400, 401, 403, 409)},
+    "/admin/unload": {
+        **ok(UNLOADED, "nothing is served until the next reload"),
+        **errors(400, 401, 403, 409),
+    },
 }
 ADMIN_PATHS = ("/admin/reload", "/admin/unload")
 
@@ -139,17 +212,22 @@ def _value(kind: str) -> dict[str, Any]:
 
 
 def _columns(spec: Any) -> list[tuple[str, str]]:
-    return [*((c, "numeric") for c in spec.numeric),
-            *((c, "categorical") for c in spec.categorical)]
+    return [
+        *((c, "numeric") for c in spec.numeric),
+        *((c, "categorical") for c in spec.categorical),
+    ]
 
 
 def feature_record(spec: Any, strict: bool) -> dict[str, Any]:
     columns = _columns(spec)
-    return {"type": "object", "required": [c for c, _ in columns],
-            "properties": {c: _value(kind) for c, kind in columns},
-            "additionalProperties": not strict,
-            "description": "one row: every feature column" + (
-                "" if strict else "; other keys are ignored (X-Ignored-Columns)")}
+    return {
+        "type": "object",
+        "required": [c for c, _ in columns],
+        "properties": {c: _value(kind) for c, kind in columns},
+        "additionalProperties": not strict,
+        "description": "one row: every feature column"
+        + ("" if strict else "; other keys are ignored (X-Ignored-Columns)"),
+    }
 
 
 def _csv_pattern(spec: Any) -> str:
@@ -167,30 +245,65 @@ def request_bodies(spec: Any, max_rows: int, strict: bool) -> dict[str, dict[str
     records = {"type": "array", "minItems": 1, "maxItems": max_rows, "items": record}
     columns = _columns(spec)
     split = {
-        "type": "object", "required": ["columns", "data"], "additionalProperties": False,
+        "type": "object",
+        "required": ["columns", "data"],
+        "additionalProperties": False,
         "properties": {
-            "columns": {"type": "array", "minItems": len(columns), "maxItems": len(columns),
-                        "prefixItems": [{"const": c} for c, _ in columns], "items": False},
-            "data": {"type": "array", "minItems": 1, "maxItems": max_rows, "items": {
-                "type": "array", "minItems": len(columns), "maxItems": len(columns),
-                "prefixItems": [_value(kind) for _, kind in columns], "items": False}},
-            "index": {"type": "array"}}}
+            "columns": {
+                "type": "array",
+                "minItems": len(columns),
+                "maxItems": len(columns),
+                "prefixItems": [{"const": c} for c, _ in columns],
+                "items": False,
+            },
+            "data": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": max_rows,
+                "items": {
+                    "type": "array",
+                    "minItems": len(columns),
+                    "maxItems": len(columns),
+                    "prefixItems": [_value(kind) for _, kind in columns],
+                    "items": False,
+                },
+            },
+            "index": {"type": "array"},
+        },
+    }
 
     def one(key: str, schema: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "object", "required": [key], "additionalProperties": False,
-                "properties": {key: schema, "params": {"type": "object"}}}
+        return {
+            "type": "object",
+            "required": [key],
+            "additionalProperties": False,
+            "properties": {key: schema, "params": {"type": "object"}},
+        }
 
-    invocations = {"oneOf": [one("dataframe_split", split), one("dataframe_records", records),
-                             one("instances", records), one("inputs", records)],
-                   "description": "MLflow's scoring protocol: exactly one of "
-                                  "dataframe_split, dataframe_records, instances, inputs"}
-    csv = {"type": "string", "pattern": _csv_pattern(spec),
-           "description": "a header row naming the feature columns, then one line per row"}
+    invocations = {
+        "oneOf": [
+            one("dataframe_split", split),
+            one("dataframe_records", records),
+            one("instances", records),
+            one("inputs", records),
+        ],
+        "description": "MLflow's scoring protocol: exactly one of "
+        "dataframe_split, dataframe_records, instances, inputs",
+    }
+    csv = {
+        "type": "string",
+        "pattern": _csv_pattern(spec),
+        "description": "a header row naming the feature columns, then one line per row",
+    }
     return {
-        "/invocations": {"required": True, "content": {JSON: {"schema": invocations},
-                                                       "text/csv": {"schema": csv}}},
-        "/predict": {"required": True, "content": {JSON: {"schema": {
-            "$ref": "#/components/schemas/PredictRequest"}}}},
+        "/invocations": {
+            "required": True,
+            "content": {JSON: {"schema": invocations}, "text/csv": {"schema": csv}},
+        },
+        "/predict": {
+            "required": True,
+            "content": {JSON: {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
+        },
     }
 
 
@@ -200,16 +313,29 @@ def document(schema: dict[str, Any], served: Any, max_rows: int, strict: bool) -
     components = schema.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     schemas["Error"] = ERROR_SCHEMA
-    components["securitySchemes"] = {"bearer": {
-        "type": "http", "scheme": "bearer",
-        "description": "MODEL_API_ADMIN_TOKEN of the server"}}
+    components["securitySchemes"] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "MODEL_API_ADMIN_TOKEN of the server",
+        }
+    }
     bodies: dict[str, Any] = {}
     if served is not None:
         schemas["FeatureRecord"] = feature_record(served.spec, strict)
         schemas["PredictRequest"] = {
-            "type": "object", "required": ["records"], "additionalProperties": False,
-            "properties": {"records": {"type": "array", "minItems": 1, "maxItems": max_rows,
-                                       "items": {"$ref": "#/components/schemas/FeatureRecord"}}}}
+            "type": "object",
+            "required": ["records"],
+            "additionalProperties": False,
+            "properties": {
+                "records": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": max_rows,
+                    "items": {"$ref": "#/components/schemas/FeatureRecord"},
+                }
+            },
+        }
         bodies = request_bodies(served.spec, max_rows, strict)
     else:  # no model yet: any body gets 503
         schemas["FeatureRecord"] = {"type": "object", "description": "model not loaded yet"}
@@ -218,8 +344,9 @@ def document(schema: dict[str, Any], served: Any, max_rows: int, strict: bool) -
     for path, methods in schema.get("paths", {}).items():
         for operation in methods.values():
             if path in RESPONSES:
-                operation["responses"] = {str(code): dict(doc)
-                                          for code, doc in RESPONSES[path].items()}
+                operation["responses"] = {
+                    str(code): dict(doc) for code, doc in RESPONSES[path].items()
+                }
             if path in bodies:
                 operation["requestBody"] = bodies[path]
             if path == "/admin/unload":

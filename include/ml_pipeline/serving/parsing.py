@@ -84,25 +84,32 @@ class FeatureParser:
                 f" (plus optional 'params'); got keys {sorted(payload)}",
             )
         if "params" in payload and not isinstance(payload["params"], dict):
-            raise _bad("bad_format", "'params' must be an object (the model takes none; "
-                       "they are ignored)")
+            raise _bad(
+                "bad_format", "'params' must be an object (the model takes none; they are ignored)"
+            )
         key = keys[0]
         data = payload[key]
         if key == "dataframe_split":
             if not isinstance(data, dict) or "data" not in data:
-                raise _bad("bad_format", "'dataframe_split' must be an object with "
-                           "'columns' and 'data'")
+                raise _bad(
+                    "bad_format", "'dataframe_split' must be an object with 'columns' and 'data'"
+                )
             unexpected = sorted(str(k) for k in data if k not in ("columns", "data", "index"))
             if unexpected:
-                raise _bad("bad_format", "'dataframe_split' takes only 'columns', 'data' and "
-                           f"'index'; got also {', '.join(unexpected)}")
+                raise _bad(
+                    "bad_format",
+                    "'dataframe_split' takes only 'columns', 'data' and "
+                    f"'index'; got also {', '.join(unexpected)}",
+                )
             if not isinstance(data.get("index", []), list):
-                raise _bad("bad_format", "'dataframe_split.index' must be a list (it is "
-                           "ignored)")
+                raise _bad("bad_format", "'dataframe_split.index' must be a list (it is ignored)")
             columns = data.get("columns")
             if columns is None:
-                raise _bad("missing_columns", "'dataframe_split' needs 'columns' naming "
-                           f"the features: {', '.join(self.columns)}")
+                raise _bad(
+                    "missing_columns",
+                    "'dataframe_split' needs 'columns' naming "
+                    f"the features: {', '.join(self.columns)}",
+                )
             batch = self.from_split(columns, data["data"])
             if batch.ignored_columns or b"\n" in body or b"\r" in body:
                 return batch
@@ -132,8 +139,10 @@ class FeatureParser:
         width = len(header)
         for i, row in enumerate(data):
             if len(row) != width:
-                raise _bad("malformed_csv", f"CSV row {i + 1} has {len(row)} fields; the "
-                           f"header has {width}")
+                raise _bad(
+                    "malformed_csv",
+                    f"CSV row {i + 1} has {len(row)} fields; the header has {width}",
+                )
         position = {c: i for i, c in enumerate(header)}
         numeric = np.empty((len(data), len(self.numeric)), dtype=np.float64)
         for j, column in enumerate(self.numeric):
@@ -146,15 +155,17 @@ class FeatureParser:
                 try:
                     numeric[i, j] = float(text_value)
                 except ValueError:
-                    raise _bad("wrong_type", f"column {column!r} must be numeric; row {i + 1} "
-                               f"has {row[p]!r}", 422) from None
+                    raise _bad(
+                        "wrong_type",
+                        f"column {column!r} must be numeric; row {i + 1} has {row[p]!r}",
+                        422,
+                    ) from None
         self._check_finite(numeric)
         categorical = tuple(
             [row[position[c]] if row[position[c]] != "" else None for row in data]
             for c in self.categorical
         )
-        return Batch(self.numeric, self.categorical, numeric, categorical,
-                     ignored_columns=ignored)
+        return Batch(self.numeric, self.categorical, numeric, categorical, ignored_columns=ignored)
 
     # ----------------------------------------------------------------- shapes
 
@@ -168,8 +179,11 @@ class FeatureParser:
         width = len(columns)
         for i, row in enumerate(data):
             if not isinstance(row, list) or len(row) != width:
-                raise _bad("bad_format", f"'dataframe_split.data' row {i} must be a list of "
-                           f"{width} values (one per column)")
+                raise _bad(
+                    "bad_format",
+                    f"'dataframe_split.data' row {i} must be a list of "
+                    f"{width} values (one per column)",
+                )
         position = {c: i for i, c in enumerate(columns)}
         by_column = list(zip(*data, strict=True))  # one tuple per given column (C speed)
         values = {c: by_column[position[c]] for c in self.columns}
@@ -186,8 +200,11 @@ class FeatureParser:
         uniform = True
         for i, record in enumerate(records):
             if not isinstance(record, dict):
-                raise _bad("bad_format", f"{where!r} item {i} must be an object mapping "
-                           f"column to value; got {type(record).__name__}")
+                raise _bad(
+                    "bad_format",
+                    f"{where!r} item {i} must be an object mapping "
+                    f"column to value; got {type(record).__name__}",
+                )
             if len(record) != n_columns:
                 uniform = False
             keys.update(record)
@@ -214,8 +231,7 @@ class FeatureParser:
             lengths.add(len(column_values))
             values[column] = column_values
         if len(lengths) != 1:
-            raise _bad("bad_format", f"{where!r} columns have different lengths: "
-                       f"{sorted(lengths)}")
+            raise _bad("bad_format", f"{where!r} columns have different lengths: {sorted(lengths)}")
         n = lengths.pop()
         self._check_rows(n)
         return self._build(values, n, ignored)
@@ -226,8 +242,11 @@ class FeatureParser:
         if n == 0:
             raise _bad("empty_batch", "the batch is empty; send at least one row")
         if n > self.max_rows:
-            raise _bad("too_many_rows", f"the batch has {n} rows; the limit is "
-                       f"{self.max_rows} (MODEL_API_MAX_ROWS)", 413)
+            raise _bad(
+                "too_many_rows",
+                f"the batch has {n} rows; the limit is {self.max_rows} (MODEL_API_MAX_ROWS)",
+                413,
+            )
 
     def _check_columns(self, columns: Any, where: str) -> tuple[str, ...]:
         """The given columns the model does not take (sorted); 422 when a feature column
@@ -246,16 +265,23 @@ class FeatureParser:
         parts = [f"missing columns: {', '.join(missing)}"]
         if unknown:
             parts.append(f"unknown columns: {', '.join(unknown)}")
-        raise _bad("missing_columns", f"{where}: {'; '.join(parts)}. Expected: "
-                   f"{', '.join(self.columns)}", 422)
+        raise _bad(
+            "missing_columns",
+            f"{where}: {'; '.join(parts)}. Expected: {', '.join(self.columns)}",
+            422,
+        )
 
     def _check_complete(self, records: list[dict], where: str) -> None:
         """Every record has every feature column (422 naming the first that lacks one)."""
         for i, record in enumerate(records):
             if not self.column_set <= record.keys():
                 absent = [c for c in self.columns if c not in record]
-                raise _bad("missing_columns", f"{where} item {i} lacks the columns: "
-                           f"{', '.join(absent)} (use null for a missing value)", 422)
+                raise _bad(
+                    "missing_columns",
+                    f"{where} item {i} lacks the columns: "
+                    f"{', '.join(absent)} (use null for a missing value)",
+                    422,
+                )
 
     def _check_finite(self, numeric: np.ndarray) -> None:
         infinite = np.isinf(numeric)
@@ -263,8 +289,7 @@ class FeatureParser:
             column = self.numeric[int(np.nonzero(infinite.any(axis=0))[0][0])]
             raise _bad("wrong_type", f"column {column!r} has a non-finite number", 422)
 
-    def _build(self, values: dict[str, Sequence], n: int,
-               ignored: tuple[str, ...] = ()) -> Batch:
+    def _build(self, values: dict[str, Sequence], n: int, ignored: tuple[str, ...] = ()) -> Batch:
         for column in self.numeric:
             _check_types(column, values[column], _NUMBER_TYPES, "a number")
         if self.numeric:
@@ -284,18 +309,23 @@ class FeatureParser:
         for column in self.categorical:
             column_values = values[column]
             _check_types(column, column_values, _TEXT_TYPES, "a string")
-            categorical.append(column_values if type(column_values) is list
-                               else list(column_values))
-        return Batch(self.numeric, self.categorical, numeric, tuple(categorical),
-                     ignored_columns=ignored)
+            categorical.append(
+                column_values if type(column_values) is list else list(column_values)
+            )
+        return Batch(
+            self.numeric, self.categorical, numeric, tuple(categorical), ignored_columns=ignored
+        )
 
 
 def _check_types(column: str, values: Sequence, allowed: set[type], what: str) -> None:
     """422 naming the column and the first value whose type is not in `allowed`."""
     if not set(map(type, values)) <= allowed:
         bad = next(v for v in values if type(v) not in allowed)
-        raise _bad("wrong_type", f"column {column!r} must be {what} or null; "
-                   f"got {bad!r} ({type(bad).__name__})", 422)
+        raise _bad(
+            "wrong_type",
+            f"column {column!r} must be {what} or null; got {bad!r} ({type(bad).__name__})",
+            422,
+        )
 
 
 def load_json(body: bytes) -> Any:

@@ -108,7 +108,7 @@ class CategoricalBlock:
             if None in ids and self._learn(keys):
                 ids = list(map(self._pattern_ids.__getitem__, keys))
             if None not in ids:
-                out[:, offset:offset + self.width] = self._patterns[ids]
+                out[:, offset : offset + self.width] = self._patterns[ids]
                 return
         self._encode(columns, out, offset)
 
@@ -124,8 +124,9 @@ class CategoricalBlock:
                 if index >= 0:
                     out[0, offset + index] = 1.0
             else:
-                index = np.fromiter(map(lookup.get, values, repeat(unknown, rows)),
-                                    dtype=np.intp, count=rows)
+                index = np.fromiter(
+                    map(lookup.get, values, repeat(unknown, rows)), dtype=np.intp, count=rows
+                )
                 hit = index >= 0
                 if hit.all():
                     out[np.arange(rows), offset + index] = 1.0
@@ -212,5 +213,6 @@ class CompiledPredictor:
         proba = self.proba_fn(self.transform(batch))
         index = proba.argmax(axis=1)
         classes = self.classes
-        return Prediction(labels=[classes[i] for i in index.tolist()], proba=proba,
-                          label_index=index)
+        return Prediction(
+            labels=[classes[i] for i in index.tolist()], proba=proba, label_index=index
+        )

@@ -112,8 +112,14 @@ def api_status(home: Path | None = None) -> ApiProcess | None:
     return None
 
 
-def wait_until_healthy(url: str, timeout: float = 120.0, *, require_model: bool = True,
-                       pid: int | None = None, interval: float = 0.25) -> float:
+def wait_until_healthy(
+    url: str,
+    timeout: float = 120.0,
+    *,
+    require_model: bool = True,
+    pid: int | None = None,
+    interval: float = 0.25,
+) -> float:
     """Poll `/ready` (or `/version` when `require_model` is False) until it answers 200.
     Returns the seconds waited; raises `ApiStartError` on timeout or if `pid` exits."""
     import httpx
@@ -181,15 +187,18 @@ def start_api(
     folder = api_dir(home)
     log_path = folder / LOG_FILE
     env = dict(os.environ)
-    env.update({
-        "MODEL_API_HOST": host,
-        "MODEL_API_PORT": str(port),
-        "MODEL_API_ALIAS": alias,
-        "MODEL_API_ADMIN_TOKEN": token,
-        "ML_PIPELINE_HOME": str(home),
-        "PYTHONPATH": os.pathsep.join(
-            p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p),
-    })
+    env.update(
+        {
+            "MODEL_API_HOST": host,
+            "MODEL_API_PORT": str(port),
+            "MODEL_API_ALIAS": alias,
+            "MODEL_API_ADMIN_TOKEN": token,
+            "ML_PIPELINE_HOME": str(home),
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
+            ),
+        }
+    )
     if model_name:
         env["ML_PIPELINE_MODEL_NAME"] = model_name
     if tracking_uri:
@@ -205,8 +214,13 @@ def start_api(
             stderr=subprocess.STDOUT,
             start_new_session=True,  # survives the Airflow task that started it
         )
-    process = ApiProcess(pid=child.pid, url=f"http://{host}:{port}", log_path=str(log_path),
-                         pid_path=str(folder / PID_FILE), started_at=time.time())
+    process = ApiProcess(
+        pid=child.pid,
+        url=f"http://{host}:{port}",
+        log_path=str(log_path),
+        pid_path=str(folder / PID_FILE),
+        started_at=time.time(),
+    )
     Path(process.pid_path).write_text(json.dumps(process.to_dict()))
     try:
         wait_until_healthy(process.url, timeout, require_model=require_model, pid=child.pid)

@@ -23,10 +23,19 @@ log = logging.getLogger("ml_pipeline.serving")
 API_VERSION = "1.0"
 JSON = "application/json"
 IGNORED_COLUMNS_HEADER = "X-Ignored-Columns"
-_ERROR_CODES = {400: "BAD_REQUEST", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-                404: "NOT_FOUND", 405: "BAD_REQUEST", 413: "BAD_REQUEST",
-                415: "BAD_REQUEST", 422: "BAD_REQUEST", 502: "INTERNAL_ERROR",
-                503: "TEMPORARILY_UNAVAILABLE", 500: "INTERNAL_ERROR"}
+_ERROR_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "BAD_REQUEST",
+    413: "BAD_REQUEST",
+    415: "BAD_REQUEST",
+    422: "BAD_REQUEST",
+    502: "INTERNAL_ERROR",
+    503: "TEMPORARILY_UNAVAILABLE",
+    500: "INTERNAL_ERROR",
+}
 _MARKED = frozenset(TRAFFIC_KINDS) - {LIVE_TRAFFIC}
 
 
@@ -50,8 +59,9 @@ def ignored_header(names: tuple[str, ...], limit: int = 2000) -> str:
 
 
 def error_response(status: int, kind: str, message: str) -> Response:
-    body = orjson.dumps({"error_code": _ERROR_CODES.get(status, "BAD_REQUEST"),
-                         "kind": kind, "message": message})
+    body = orjson.dumps(
+        {"error_code": _ERROR_CODES.get(status, "BAD_REQUEST"), "kind": kind, "message": message}
+    )
     return Response(body, status_code=status, media_type=JSON)
 
 
@@ -92,15 +102,22 @@ class Routes:
             except ValueError:
                 raise RequestError(400, "bad_header", "Content-Length is not a number") from None
             if declared > max_body:
-                raise RequestError(413, "body_too_large", f"the body has {declared} bytes; "
-                                   f"the limit is {max_body} (MODEL_API_MAX_BODY_BYTES)")
+                raise RequestError(
+                    413,
+                    "body_too_large",
+                    f"the body has {declared} bytes; "
+                    f"the limit is {max_body} (MODEL_API_MAX_BODY_BYTES)",
+                )
             return await request.body()
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_body:
-                raise RequestError(413, "body_too_large", f"the body exceeds {max_body} bytes "
-                                   "(MODEL_API_MAX_BODY_BYTES)")
+                raise RequestError(
+                    413,
+                    "body_too_large",
+                    f"the body exceeds {max_body} bytes (MODEL_API_MAX_BODY_BYTES)",
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -112,8 +129,9 @@ class Routes:
     def not_ready(self, endpoint: str, started: float) -> Response:
         state = self.state
         reason = state.last_load_error or ("loading" if state.loading else "no model loaded")
-        return self.fail(endpoint, started, RequestError(503, "not_ready",
-                                                         f"no model is being served: {reason}"))
+        return self.fail(
+            endpoint, started, RequestError(503, "not_ready", f"no model is being served: {reason}")
+        )
 
     def ignored(self, batch, served, endpoint: str) -> dict[str, str] | None:
         """The response header naming the columns the model does not take (ignored, as
@@ -122,10 +140,14 @@ class Routes:
         if not names:
             return None
         if self.settings.strict_columns:
-            raise RequestError(422, "unknown_columns", f"unknown columns: {', '.join(names)}. "
-                               f"The model takes: {', '.join(served.parser.columns)} (this "
-                               "API runs with MODEL_API_STRICT_COLUMNS=true, which refuses "
-                               "columns it would otherwise ignore)")
+            raise RequestError(
+                422,
+                "unknown_columns",
+                f"unknown columns: {', '.join(names)}. "
+                f"The model takes: {', '.join(served.parser.columns)} (this "
+                "API runs with MODEL_API_STRICT_COLUMNS=true, which refuses "
+                "columns it would otherwise ignore)",
+            )
         self.state.metrics.ignored_columns.labels(endpoint).inc()
         return {IGNORED_COLUMNS_HEADER: ignored_header(names)}
 
@@ -135,24 +157,33 @@ class Routes:
             return served.predictor.predict(batch)
         except Exception as exc:
             if served.predictor is served.reference:
-                raise RequestError(422, "model_rejected_input",
-                                   f"the model rejected the input: {exc}") from exc
+                raise RequestError(
+                    422, "model_rejected_input", f"the model rejected the input: {exc}"
+                ) from exc
             log.warning("fast path failed (%r); using the sklearn pipeline", exc)
             self.state.metrics.error("fast_path_fallback")
             try:
                 return served.reference.predict(batch)
             except Exception as exc2:
-                raise RequestError(422, "model_rejected_input",
-                                   f"the model rejected the input: {exc2}") from exc2
+                raise RequestError(
+                    422, "model_rejected_input", f"the model rejected the input: {exc2}"
+                ) from exc2
 
     def after_predict(self, endpoint, started, served, batch, result, request) -> None:
         state = self.state
         elapsed = time.perf_counter() - started
         state.metrics.observe(endpoint, 200, elapsed)
         state.metrics.predicted(result.labels, result.label_index, served.classes)
-        state.logger.submit(batch, result.labels, result.proba, served.classes,
-                            served.version, elapsed * 1000.0, model_name=served.name,
-                            traffic=traffic_kind(request.headers.get(TRAFFIC_HEADER)))
+        state.logger.submit(
+            batch,
+            result.labels,
+            result.proba,
+            served.classes,
+            served.version,
+            elapsed * 1000.0,
+            model_name=served.name,
+            traffic=traffic_kind(request.headers.get(TRAFFIC_HEADER)),
+        )
 
     # ------------------------------------------------------------------ scoring protocol
 
@@ -166,17 +197,20 @@ class Routes:
             mime, _, params = content_type.partition(";")
             mime = mime.strip().lower()
             if params and "utf-8" not in params.lower() and "charset" in params.lower():
-                raise RequestError(415, "unsupported_charset",
-                                   "the scoring server only supports UTF-8")
+                raise RequestError(
+                    415, "unsupported_charset", "the scoring server only supports UTF-8"
+                )
             body = await self.read_body(request)
             if mime == JSON or mime == "":
                 batch = served.parser.parse_json_body(body)
             elif mime == "text/csv":
                 batch = served.parser.parse_csv_body(body)
             else:
-                raise RequestError(415, "unsupported_media_type",
-                                   f"content type {mime!r} is not supported; use "
-                                   f"'{JSON}' or 'text/csv'")
+                raise RequestError(
+                    415,
+                    "unsupported_media_type",
+                    f"content type {mime!r} is not supported; use '{JSON}' or 'text/csv'",
+                )
             headers = self.ignored(batch, served, "invocations")
             result = self.predict(served, batch)
         except RequestError as exc:
@@ -192,13 +226,18 @@ class Routes:
 
     async def version(self) -> Response:
         served = self.state.model
-        return Response(orjson.dumps({
-            "model_name": served.name if served else self.settings.model_name,
-            "model_version": served.version if served else None,
-            "alias": self.settings.alias,
-            "mlflow_version": self.state.mlflow_version,
-            "api_version": API_VERSION,
-        }), media_type=JSON)
+        return Response(
+            orjson.dumps(
+                {
+                    "model_name": served.name if served else self.settings.model_name,
+                    "model_version": served.version if served else None,
+                    "alias": self.settings.alias,
+                    "mlflow_version": self.state.mlflow_version,
+                    "api_version": API_VERSION,
+                }
+            ),
+            media_type=JSON,
+        )
 
     # ------------------------------------------------------------------ own API
 
@@ -210,8 +249,9 @@ class Routes:
         try:
             payload = load_json(await self.read_body(request))
             if not isinstance(payload, dict) or set(payload) != {"records"}:
-                raise RequestError(400, "bad_format",
-                                   'the body must be {"records": [{feature: value, ...}]}')
+                raise RequestError(
+                    400, "bad_format", 'the body must be {"records": [{feature: value, ...}]}'
+                )
             batch = served.parser.from_records(payload["records"], "records", complete=True)
             headers = self.ignored(batch, served, "predict")
             result = self.predict(served, batch)
@@ -220,12 +260,15 @@ class Routes:
         names = [str(c) for c in served.classes]
         if result.proba is not None:
             rows = result.proba.tolist()
-            predictions = [{"label": label, "probabilities": dict(zip(names, row, strict=False))}
-                           for label, row in zip(result.labels, rows, strict=False)]
+            predictions = [
+                {"label": label, "probabilities": dict(zip(names, row, strict=False))}
+                for label, row in zip(result.labels, rows, strict=False)
+            ]
         else:
             predictions = [{"label": label, "probabilities": None} for label in result.labels]
-        body = orjson.dumps({"model_name": served.name, "model_version": served.version,
-                             "predictions": predictions})
+        body = orjson.dumps(
+            {"model_name": served.name, "model_version": served.version, "predictions": predictions}
+        )
         self.after_predict("predict", started, served, batch, result, request)
         return Response(body, media_type=JSON, headers=headers)
 
@@ -235,8 +278,9 @@ class Routes:
         if served is None:
             reason = state.last_load_error or ("loading" if state.loading else "not loaded")
             return error_response(503, "not_ready", f"no model is being served: {reason}")
-        return Response(orjson.dumps({"ready": True, "model_version": served.version}),
-                        media_type=JSON)
+        return Response(
+            orjson.dumps({"ready": True, "model_version": served.version}), media_type=JSON
+        )
 
     async def model_info(self) -> Response:
         served = self.state.model
@@ -244,14 +288,14 @@ class Routes:
             return error_response(503, "not_ready", "no model is being served")
         info = served.info()
         info["inference_log"] = self.state.logger.stats()
-        return Response(orjson.dumps(info, option=orjson.OPT_SERIALIZE_NUMPY),
-                        media_type=JSON)
+        return Response(orjson.dumps(info, option=orjson.OPT_SERIALIZE_NUMPY), media_type=JSON)
 
     async def metrics(self) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return Response(generate_latest(self.state.metrics.registry),
-                        media_type=CONTENT_TYPE_LATEST)
+        return Response(
+            generate_latest(self.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
+        )
 
     def refuse_admin(self, request: Request) -> Response | None:
         """The answer to an admin request without the server's bearer token (403 when
@@ -260,15 +304,22 @@ class Routes:
         token = self.settings.admin_token
         if not token:
             state.metrics.reloads.labels("refused").inc()
-            return error_response(403, "reload_disabled", "reloads are disabled: "
-                                  "MODEL_API_ADMIN_TOKEN is not set on the server")
+            return error_response(
+                403,
+                "reload_disabled",
+                "reloads are disabled: MODEL_API_ADMIN_TOKEN is not set on the server",
+            )
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
-                                                                 token.encode()):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            value.strip().encode(), token.encode()
+        ):
             state.metrics.reloads.labels("unauthorized").inc()
-            return error_response(401, "unauthorized", "a valid 'Authorization: Bearer "
-                                  "<MODEL_API_ADMIN_TOKEN>' header is required")
+            return error_response(
+                401,
+                "unauthorized",
+                "a valid 'Authorization: Bearer <MODEL_API_ADMIN_TOKEN>' header is required",
+            )
         return None
 
     async def admin_reload(self, request: Request) -> Response:
@@ -282,15 +333,21 @@ class Routes:
         except Exception as exc:
             state.metrics.reloads.labels("failed").inc()
             current = state.model.version if state.model else None
-            return error_response(502, "reload_failed", f"reload failed, still serving "
-                                  f"version {current}: {exc}")
+            return error_response(
+                502, "reload_failed", f"reload failed, still serving version {current}: {exc}"
+            )
         state.metrics.reloads.labels("ok").inc()
-        return Response(orjson.dumps({
-            "previous_version": old.version if old else None,
-            "model_version": new.version,
-            "predict_path": new.predict_path,
-            "seconds": round(time.perf_counter() - started, 3),
-        }), media_type=JSON)
+        return Response(
+            orjson.dumps(
+                {
+                    "previous_version": old.version if old else None,
+                    "model_version": new.version,
+                    "predict_path": new.predict_path,
+                    "seconds": round(time.perf_counter() - started, 3),
+                }
+            ),
+            media_type=JSON,
+        )
 
     async def admin_unload(self, request: Request) -> Response:
         """Stop serving: after a failed first deployment there is no champion to go back
@@ -303,14 +360,22 @@ class Routes:
         try:
             wanted = orjson.loads(body).get("if_version") if body.strip() else None
         except (orjson.JSONDecodeError, AttributeError):
-            return error_response(400, "bad_request", 'the body must be a JSON object: '
-                                  '{"if_version": "<version>"} or empty')
+            return error_response(
+                400,
+                "bad_request",
+                'the body must be a JSON object: {"if_version": "<version>"} or empty',
+            )
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         reason = f"unloaded by POST /admin/unload at {stamp}"
         old = await self.state.unload(None if wanted is None else str(wanted), reason)
         if old is False:
             current = self.state.model.version if self.state.model else None
-            return error_response(409, "version_mismatch", f"version {current} is served, "
-                                  f"not {wanted}: nothing was unloaded")
-        return Response(orjson.dumps({"previous_version": old.version if old else None,
-                                      "model_version": None}), media_type=JSON)
+            return error_response(
+                409,
+                "version_mismatch",
+                f"version {current} is served, not {wanted}: nothing was unloaded",
+            )
+        return Response(
+            orjson.dumps({"previous_version": old.version if old else None, "model_version": None}),
+            media_type=JSON,
+        )

@@ -140,7 +140,10 @@ def build_served_model(
         fallback_reason=reason,
         loaded_at=datetime.now(UTC).isoformat(),
         load_seconds=time.perf_counter() - started,
-        verification={"rows": sample.rows, "proba_tolerance": PROBA_TOLERANCE,
-                      "passed": predictor is not fallback},
+        verification={
+            "rows": sample.rows,
+            "proba_tolerance": PROBA_TOLERANCE,
+            "passed": predictor is not fallback,
+        },
         reference=fallback,
     )

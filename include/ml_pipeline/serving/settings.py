@@ -63,9 +63,22 @@ MIN_TOKEN_LENGTH = 16
 MAKE_TOKEN = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 # What placeholders and examples look like once lower-cased and stripped to [a-z0-9];
 # words of 5+ letters, so a random token holds one by chance about once in a million.
-_PLACEHOLDER_WORDS = ("changeme", "placeholder", "example", "replaceme", "dummy", "yourtoken",
-                      "yoursecret", "password", "secret", "sample", "default", "insecure",
-                      "notset", "admintoken")
+_PLACEHOLDER_WORDS = (
+    "changeme",
+    "placeholder",
+    "example",
+    "replaceme",
+    "dummy",
+    "yourtoken",
+    "yoursecret",
+    "password",
+    "secret",
+    "sample",
+    "default",
+    "insecure",
+    "notset",
+    "admintoken",
+)
 _TEMPLATE = re.compile(r"^\s*(<.*>|\$\{.*\}|\{\{.*\}\}|%\(.*\)s?)\s*$")
 
 
@@ -96,7 +109,8 @@ def check_admin_token(token: str | None) -> str | None:
         f"MODEL_API_ADMIN_TOKEN is not a usable secret ({reason}), so the model API does "
         f"not start: anyone who guessed it could change the served model. Set it to a "
         f"random value, e.g. `{MAKE_TOKEN}` (in .env or the environment of the service and "
-        "of the Airflow tasks), or leave it empty to disable /admin/reload.")
+        "of the Airflow tasks), or leave it empty to disable /admin/reload."
+    )
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,12 @@ class ServiceState:
         self.loading = False
         # MLflow and scikit-learn run in short-lived child processes (see isolated.py).
         self._loader = loader or (
-            lambda: load_served_model_isolated(settings.tracking_uri, settings.model_name,
-                                               settings.alias, max_rows=settings.max_rows)
+            lambda: load_served_model_isolated(
+                settings.tracking_uri,
+                settings.model_name,
+                settings.alias,
+                max_rows=settings.max_rows,
+            )
         )
         self._pending = pending  # a load started before the app was built (__main__)
         self.mlflow_version = _pkg_version("mlflow")
@@ -68,8 +72,7 @@ class ServiceState:
         gc.collect()
         gc.freeze()
         self.last_load_error = None
-        self.metrics.model_loaded(served.name, served.version, served.alias,
-                                  served.predict_path)
+        self.metrics.model_loaded(served.name, served.version, served.alias, served.predict_path)
 
     async def reload(self) -> tuple[Any, Any]:
         """Load what the alias points to now and swap it in; returns (old, new)."""

@@ -131,8 +131,9 @@ def predict_threads() -> int:
         try:
             return max(1, int(value))
         except ValueError:
-            raise ValueError(f"MODEL_API_PREDICT_THREADS must be an integer; got {value!r}"
-                             ) from None
+            raise ValueError(
+                f"MODEL_API_PREDICT_THREADS must be an integer; got {value!r}"
+            ) from None
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux

@@ -42,8 +42,9 @@ def verify_predictor(predictor: Any, pipeline: Any, batch: Batch) -> str | None:
     return None
 
 
-def verification_batch(pipeline: Any, numeric: list[str], categorical: list[str],
-                       rows: int = 300, seed: int = 7) -> Batch:
+def verification_batch(
+    pipeline: Any, numeric: list[str], categorical: list[str], rows: int = 300, seed: int = 7
+) -> Batch:
     """A synthetic batch covering the fitted ranges: numeric values around the scaler's
     mean (5% missing), every known category (rare ones included), unseen categories and
     missing values."""

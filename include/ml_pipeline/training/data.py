@@ -50,8 +50,11 @@ def read_parquet(
     import pandas as pd
     import pyarrow.parquet as pq
 
-    if storage.local_path(uri) is None and storage.exists(uri) and (
-            storage.list_files(uri) == [storage.as_uri(uri)]):
+    if (
+        storage.local_path(uri) is None
+        and storage.exists(uri)
+        and (storage.list_files(uri) == [storage.as_uri(uri)])
+    ):
         # One remote object: read in memory, so no copy is left on the worker's disk even
         # when the task is killed mid-read (SIGKILL removes no temporary file).
         data = storage.read_bytes(uri)
