@@ -346,7 +346,7 @@ def cluster_child(data: str, root: str, out: str, conf: list[str]) -> int:
     data, one deployment run with the DAG's default candidates, its facts to OUT, stop."""
     from devtools.cluster.cluster import Cluster
     from devtools.cluster.scenario import RAW_KEY, deployment_conf
-    from include.ml_pipeline.contracts.names import DEPLOYMENT_DAG_ID
+    from include.ml_pipeline.names import DEPLOYMENT_DAG_ID
     from include.ml_pipeline.training.candidates import DEFAULT_CANDIDATES
 
     facts: dict = {"state": "failed"}

@@ -86,10 +86,9 @@ def default_params(overrides: dict[str, Any]) -> dict[str, Any]:
 def run(params: dict[str, Any], run_id: str, timings: dict[str, float]) -> dict[str, Any]:
     """Every step of the deployment DAG in order; `timings` gets each step's seconds."""
     from include.ml_pipeline.config import get_settings
-    from include.ml_pipeline.contracts.names import DECISION_XCOM_KEY, DEPLOYMENT_DAG_ID
-    from include.ml_pipeline.contracts.payloads import Release, Rollout
     from include.ml_pipeline.deployment.rollout import EMBEDDED, ModelApiEndpoint
     from include.ml_pipeline.deployment.rollout import roll_out as serve
+    from include.ml_pipeline.names import DECISION_XCOM_KEY, DEPLOYMENT_DAG_ID
     from include.ml_pipeline.orchestration.steps import (
         data_preparation,
         decision,
@@ -98,6 +97,7 @@ def run(params: dict[str, Any], run_id: str, timings: dict[str, float]) -> dict[
         notifications,
         training,
     )
+    from include.ml_pipeline.payloads import Release, Rollout
 
     dag_id = DEPLOYMENT_DAG_ID
 

@@ -49,7 +49,7 @@ run ids, versions) and small summaries travel through XCom.
 
 from __future__ import annotations
 
-from include.ml_pipeline.contracts.names import (
+from include.ml_pipeline.names import (
     DECISION_TASK_ID,
     DECISION_XCOM_KEY,
     DEPLOYMENT_DAG_ID,

@@ -51,7 +51,7 @@ locally with `make monitor` (optionally `SEND=1500` drifted requests to the API 
 
 from __future__ import annotations
 
-from include.ml_pipeline.contracts.names import DEPLOYMENT_DAG_ID, MONITORING_DAG_ID
+from include.ml_pipeline.names import DEPLOYMENT_DAG_ID, MONITORING_DAG_ID
 from include.ml_pipeline.orchestration.assets import INFERENCE_LOG_DATASET, RAW_DATA_DATASET
 from include.ml_pipeline.orchestration.compat import (
     CronTriggerTimetable,

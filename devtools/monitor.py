@@ -30,7 +30,7 @@ from pathlib import Path
 
 from devtools import airflow_env
 from devtools.run_pipeline import BUSY_EXIT, HomeBusy, collect, home_lock, run_dag, where
-from include.ml_pipeline.contracts.names import DEPLOYMENT_DAG_ID, MONITORING_DAG_ID
+from include.ml_pipeline.names import DEPLOYMENT_DAG_ID, MONITORING_DAG_ID
 
 TRIGGER_TASK_ID = "trigger_retraining"
 

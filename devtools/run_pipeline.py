@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from devtools import airflow_env
-from include.ml_pipeline.contracts.names import (
+from include.ml_pipeline.names import (
     CHAMPION,
     DECISION_TASK_ID,
     DECISION_XCOM_KEY,

@@ -16,7 +16,7 @@ from include.ml_pipeline.serving.process import ApiStartError, api_status, start
 
 def _champion() -> tuple[str, str | None]:
     from include.ml_pipeline.config import get_settings
-    from include.ml_pipeline.contracts.names import CHAMPION
+    from include.ml_pipeline.names import CHAMPION
     from include.ml_pipeline.registry.registry import get_alias_version
 
     settings = get_settings()

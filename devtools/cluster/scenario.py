@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from devtools.cluster.cluster import WORKER_NAMES, Cluster
 from devtools.cluster.processes import ClusterError, wait_for
-from include.ml_pipeline.contracts.names import DEPLOYMENT_DAG_ID, MONITORING_DAG_ID
+from include.ml_pipeline.names import DEPLOYMENT_DAG_ID, MONITORING_DAG_ID
 
 TRAIN_TASK = "entrenamiento_evaluacion.entrenar_modelo"
 RAW_KEY = "incoming/cluster/customer_churn.csv"

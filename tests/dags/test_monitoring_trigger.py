@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from include.ml_pipeline.contracts.names import DEPLOYMENT_DAG_ID, MONITORING_DAG_ID
+from include.ml_pipeline.names import DEPLOYMENT_DAG_ID, MONITORING_DAG_ID
 from include.ml_pipeline.orchestration import compat
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -173,7 +173,7 @@ def _changed_schema(frame):
 
 
 def test_a_changed_input_contract_is_rejected_naming_each_difference(airflow_db, pipeline_home):
-    from include.ml_pipeline.contracts.names import CONTRACT_CHANGES_TAG, INPUT_CONTRACT_TAG
+    from include.ml_pipeline.names import CONTRACT_CHANGES_TAG, INPUT_CONTRACT_TAG
     from include.ml_pipeline.registry.contract import load_contract
 
     incoming = pipeline_home / "incoming"

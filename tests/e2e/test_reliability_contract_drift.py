@@ -23,12 +23,12 @@ import pytest
 from mlflow import MlflowClient
 
 from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.contracts.names import (
+from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
+from include.ml_pipeline.names import (
     CONTRACT_CHANGES_TAG,
     DECISION_TASK_ID,
     DECISION_XCOM_KEY,
 )
-from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
 from tests.e2e.conftest import FAST_CANDIDATES
 
 pytestmark = pytest.mark.e2e

@@ -9,8 +9,8 @@ import pytest
 from mlflow import MlflowClient
 
 from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.contracts.names import AIRFLOW_RUN_TAG
 from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
+from include.ml_pipeline.names import AIRFLOW_RUN_TAG
 
 pytestmark = pytest.mark.e2e
 

@@ -304,7 +304,7 @@ def live_deployment(split_uris: dict[str, str], run_id: str, manifest_uri: str) 
     """The `LiveDeployment` dict of model `m` v3 (champion v2 before it), trained in
     `run_id` on `split_uris`, served at an address nothing listens on."""
     from devtools.fixtures import churn_spec
-    from include.ml_pipeline.contracts.payloads import (
+    from include.ml_pipeline.payloads import (
         Decision,
         LiveDeployment,
         RegisteredModel,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from devtools.fixtures import churn_spec
-from include.ml_pipeline.contracts.payloads import Dashboard, DriftResult
 from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
 from include.ml_pipeline.orchestration.steps import monitoring
+from include.ml_pipeline.payloads import Dashboard, DriftResult
 from include.ml_pipeline.storage import local_path
 from tests.monitoring.conftest import live_deployment, training_run_with_plot, write_splits
 

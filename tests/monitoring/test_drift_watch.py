@@ -3,9 +3,9 @@ drift notification's wording."""
 
 from __future__ import annotations
 
-from include.ml_pipeline.contracts.payloads import Champion, DriftCheck, MonitoringRun
 from include.ml_pipeline.notifications.drift import drift_detected as drift_notification
 from include.ml_pipeline.orchestration.steps import drift_watch
+from include.ml_pipeline.payloads import Champion, DriftCheck, MonitoringRun
 
 CHAMPION = Champion(
     model_name="m",

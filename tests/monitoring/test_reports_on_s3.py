@@ -16,7 +16,10 @@ import pytest
 
 from devtools.fixtures import churn_spec
 from include.ml_pipeline import storage
-from include.ml_pipeline.contracts.payloads import (
+from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
+from include.ml_pipeline.notifications import read_log
+from include.ml_pipeline.orchestration.steps import drift_watch, monitoring, notifications
+from include.ml_pipeline.payloads import (
     Champion,
     CurrentWindow,
     Dashboard,
@@ -26,9 +29,6 @@ from include.ml_pipeline.contracts.payloads import (
     Notified,
     ReferenceData,
 )
-from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
-from include.ml_pipeline.notifications import read_log
-from include.ml_pipeline.orchestration.steps import drift_watch, monitoring, notifications
 from include.ml_pipeline.runs import run_key
 from tests.monitoring.conftest import live_deployment, training_run_with_plot, write_splits
 

@@ -11,7 +11,7 @@ import types
 import pytest
 
 from include.ml_pipeline import storage
-from include.ml_pipeline.contracts.names import (
+from include.ml_pipeline.names import (
     MLFLOW_CONN_ID,
     MODEL_API_CONN_ID,
     STORAGE_CONN_ID,

@@ -3,13 +3,13 @@ one failure notification built from those records."""
 
 from __future__ import annotations
 
-from include.ml_pipeline.contracts.payloads import Rollback, TaskFailure
 from include.ml_pipeline.notifications import events
 from include.ml_pipeline.orchestration.callbacks import (
     MAX_ERROR_CHARS,
     record_failure,
     recorded_failures,
 )
+from include.ml_pipeline.payloads import Rollback, TaskFailure
 
 
 class _TaskInstance:

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from include.ml_pipeline.contracts.names import INPUT_CONTRACT_ARTIFACT, INPUT_CONTRACT_TAG
 from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
 from include.ml_pipeline.features import FeatureSpec
+from include.ml_pipeline.names import INPUT_CONTRACT_ARTIFACT, INPUT_CONTRACT_TAG
 from include.ml_pipeline.registry import registry
 from include.ml_pipeline.registry.contract import (
     CONTRACT_FORMAT,

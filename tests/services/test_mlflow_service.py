@@ -11,7 +11,7 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from include.ml_pipeline.contracts.names import AIRFLOW_RUN_TAG, CHALLENGER, CHAMPION
+from include.ml_pipeline.names import AIRFLOW_RUN_TAG, CHALLENGER, CHAMPION
 from include.ml_pipeline.registry import registry
 from include.ml_pipeline.registry.mlflow_setup import (
     MlflowServerError,

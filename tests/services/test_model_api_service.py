@@ -15,8 +15,8 @@ import pytest
 
 from devtools.fixtures import register_model_version
 from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.contracts.names import CHAMPION, MODEL_API_CONN_ID
 from include.ml_pipeline.deployment import rollout
+from include.ml_pipeline.names import CHAMPION, MODEL_API_CONN_ID
 from include.ml_pipeline.orchestration import connections
 from include.ml_pipeline.registry import registry
 from include.ml_pipeline.serving import process

@@ -14,7 +14,7 @@ import pytest
 
 from devtools.s3_server import DUMMY_KEY_ID, DUMMY_SECRET, REGION, free_port, moto_server_command
 from include.ml_pipeline import storage
-from include.ml_pipeline.contracts.names import FAILURE_XCOM_KEY, STORAGE_CONN_ID
+from include.ml_pipeline.names import FAILURE_XCOM_KEY, STORAGE_CONN_ID
 from include.ml_pipeline.orchestration.preflight import check_storage_root
 from tests.services.conftest import BUCKET, run_test_dag, task_instances, unique_id
 

@@ -20,7 +20,7 @@ MAX_SECONDS = 240  # a hard bound on the whole test, reloads included
 
 
 def test_load_with_reloads_has_no_failed_requests(live_api, registry, churn_frame):
-    from include.ml_pipeline.contracts.names import TRAFFIC_HEADER
+    from include.ml_pipeline.names import TRAFFIC_HEADER
 
     records = [
         {c: (None if isinstance(v, float) and v != v else v) for c, v in r.items()}

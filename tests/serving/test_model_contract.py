@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from devtools.fixtures import register_model_version, training_frame
-from include.ml_pipeline.contracts.names import INPUT_CONTRACT_TAG
+from include.ml_pipeline.names import INPUT_CONTRACT_TAG
 from include.ml_pipeline.registry.contract import build_contract, load_contract, log_contract
 from tests.serving.conftest import ADMIN_TOKEN, free_port
 

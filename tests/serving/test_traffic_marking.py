@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import httpx
 import numpy as np
 
-from include.ml_pipeline.contracts.names import TRAFFIC_HEADER
 from include.ml_pipeline.monitoring import windows
 from include.ml_pipeline.monitoring.inference_log import read_inference_log
+from include.ml_pipeline.names import TRAFFIC_HEADER
 from include.ml_pipeline.serving import client as api_client
 from include.ml_pipeline.serving.routes import traffic_kind
 

@@ -3,8 +3,8 @@ the decision step's comparison with the champion's contract."""
 
 from __future__ import annotations
 
-from include.ml_pipeline.contracts.payloads import Decision, RegisteredModel, SplitResult
 from include.ml_pipeline.notifications import events
+from include.ml_pipeline.payloads import Decision, RegisteredModel, SplitResult
 
 SPLIT = SplitResult(uris={}, rows={}, class_counts={}, seed=1)
 

@@ -48,7 +48,6 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from include.ml_pipeline import storage
-from include.ml_pipeline.contracts.payloads import LoadResult
 from include.ml_pipeline.data_preparation.errors import DataSourceError
 from include.ml_pipeline.data_preparation.warehouse import (
     quote_ident,
@@ -56,6 +55,7 @@ from include.ml_pipeline.data_preparation.warehouse import (
     row_count,
     table_columns,
 )
+from include.ml_pipeline.payloads import LoadResult
 from include.ml_pipeline.storage import fingerprint, local_path
 
 ROW_ID = "__row_id"

@@ -23,7 +23,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from include.ml_pipeline.contracts.payloads import PreprocessResult
 from include.ml_pipeline.data_preparation.ingest import ROW_ID
 from include.ml_pipeline.data_preparation.warehouse import (
     finite_number,
@@ -33,6 +32,7 @@ from include.ml_pipeline.data_preparation.warehouse import (
     text_value,
 )
 from include.ml_pipeline.features import FeatureSpec
+from include.ml_pipeline.payloads import PreprocessResult
 
 #: A text column with more distinct values than this share of the rows is an identifier.
 ID_LIKE_SHARE = 0.5

@@ -9,7 +9,6 @@ tasks (possibly on other workers) read by its URI.
 
 from __future__ import annotations
 
-from include.ml_pipeline.contracts.payloads import SplitResult
 from include.ml_pipeline.data_preparation.ingest import ROW_ID
 from include.ml_pipeline.data_preparation.warehouse import (
     quote_ident,
@@ -17,6 +16,7 @@ from include.ml_pipeline.data_preparation.warehouse import (
     write_parquet,
 )
 from include.ml_pipeline.features import FeatureSpec
+from include.ml_pipeline.payloads import SplitResult
 from include.ml_pipeline.storage import join
 
 SPLITS = ("train", "validation", "test")

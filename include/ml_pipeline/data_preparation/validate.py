@@ -34,7 +34,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from include.ml_pipeline.contracts.payloads import ValidationReport
 from include.ml_pipeline.data_preparation.errors import DataValidationError, Violation
 from include.ml_pipeline.data_preparation.ingest import ROW_ID
 from include.ml_pipeline.data_preparation.profile import (
@@ -48,6 +47,7 @@ from include.ml_pipeline.data_preparation.warehouse import (
     table_columns,
     text_value,
 )
+from include.ml_pipeline.payloads import ValidationReport
 
 #: A text column is numeric when at least this share of its values parse as numbers; the
 #: rest are then reported as unparseable values rather than silently dropped.

@@ -14,7 +14,7 @@ from typing import Any
 
 from include.ml_pipeline import storage
 from include.ml_pipeline.config import Settings
-from include.ml_pipeline.contracts.names import CHALLENGER, CHAMPION
+from include.ml_pipeline.names import CHALLENGER, CHAMPION
 
 
 def prepare_release(

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from include.ml_pipeline.config import Settings
-from include.ml_pipeline.contracts.names import CHAMPION, MODEL_API_CONN_ID
+from include.ml_pipeline.names import CHAMPION, MODEL_API_CONN_ID
 
 log = logging.getLogger(__name__)
 

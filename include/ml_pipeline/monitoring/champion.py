@@ -13,15 +13,15 @@ import logging
 import math
 from typing import Any
 
-from include.ml_pipeline.contracts.names import (
+from include.ml_pipeline.features import FeatureSpec
+from include.ml_pipeline.monitoring.errors import MonitoringError
+from include.ml_pipeline.names import (
     CHAMPION,
     FEATURE_SPEC_TAG,
     FINGERPRINT_TAG,
     TRAIN_PATH_TAG,
     VERSION_CANDIDATE_TAG,
 )
-from include.ml_pipeline.features import FeatureSpec
-from include.ml_pipeline.monitoring.errors import MonitoringError
 
 log = logging.getLogger(__name__)
 

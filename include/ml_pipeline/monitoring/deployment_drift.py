@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from include.ml_pipeline.contracts.payloads import DriftResult, RegisteredModel
 from include.ml_pipeline.monitoring.windows import as_spec
+from include.ml_pipeline.payloads import DriftResult, RegisteredModel
 
 
 def drift_at_deployment(

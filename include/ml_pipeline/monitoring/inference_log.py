@@ -78,7 +78,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline import storage
-from include.ml_pipeline.contracts.names import LIVE_TRAFFIC
+from include.ml_pipeline.names import LIVE_TRAFFIC
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

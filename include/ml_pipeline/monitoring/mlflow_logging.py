@@ -11,7 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline import storage
-from include.ml_pipeline.contracts.names import (
+from include.ml_pipeline.names import (
     AIRFLOW_RUN_TAG,
     MONITORED_MODEL_TAG,
     MONITORED_VERSION_TAG,

@@ -8,14 +8,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from include.ml_pipeline.contracts.names import (
+from include.ml_pipeline.monitoring.windows import window_start
+from include.ml_pipeline.names import (
     AIRFLOW_RUN_TAG,
     MONITORED_MODEL_TAG,
     MONITORED_VERSION_TAG,
     MONITORING_EXPERIMENT,
     RETRAIN_REQUESTED_TAG,
 )
-from include.ml_pipeline.monitoring.windows import window_start
 
 
 def recent_retrain_request(

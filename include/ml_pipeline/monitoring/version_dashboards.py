@@ -10,8 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from include.ml_pipeline.contracts.names import CHAMPION
-from include.ml_pipeline.contracts.payloads import Decision, RegisteredModel
+from include.ml_pipeline.names import CHAMPION
+from include.ml_pipeline.payloads import Decision, RegisteredModel
 
 if TYPE_CHECKING:  # pragma: no cover
     import os

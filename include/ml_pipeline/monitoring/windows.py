@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline import storage
-from include.ml_pipeline.contracts.names import (
+from include.ml_pipeline.features import FeatureSpec
+from include.ml_pipeline.monitoring.errors import MonitoringError
+from include.ml_pipeline.names import (
     INFERENCE_LOG_SOURCE,
     LIVE_TRAFFIC,
     TRAIN_PATH_TAG,
 )
-from include.ml_pipeline.features import FeatureSpec
-from include.ml_pipeline.monitoring.errors import MonitoringError
 from include.ml_pipeline.storage import as_uri
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -3,8 +3,8 @@ was started, worded once."""
 
 from __future__ import annotations
 
-from include.ml_pipeline.contracts.payloads import Champion, DriftCheck, MonitoringRun
 from include.ml_pipeline.notifications.message import EVENT_DRIFT, Notification
+from include.ml_pipeline.payloads import Champion, DriftCheck, MonitoringRun
 
 
 def drift_detected(

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from include.ml_pipeline.contracts.payloads import (
-    Decision,
-    RegisteredModel,
-    Rollback,
-    TaskFailure,
-)
 from include.ml_pipeline.notifications.message import (
     EVENT_DEPLOYED,
     EVENT_FAILED,
     EVENT_REJECTED,
     Notification,
+)
+from include.ml_pipeline.payloads import (
+    Decision,
+    RegisteredModel,
+    Rollback,
+    TaskFailure,
 )
 
 

@@ -8,8 +8,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from include.ml_pipeline.contracts.names import FAILURE_XCOM_KEY
-from include.ml_pipeline.contracts.payloads import TaskFailure
+from include.ml_pipeline.names import FAILURE_XCOM_KEY
+from include.ml_pipeline.payloads import TaskFailure
 
 log = logging.getLogger(__name__)
 #: Longest error message kept in the record (the task log has the whole traceback).

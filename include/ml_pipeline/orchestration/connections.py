@@ -24,16 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.contracts.names import (
-    MLFLOW_CONN_ID,
-    MODEL_API_CONN_ID,
-    STORAGE_CONN_ID,
-)
 from include.ml_pipeline.deployment.rollout import (
     EMBEDDED,
     SERVICE,
     ModelApiConfigError,
     ModelApiEndpoint,
+)
+from include.ml_pipeline.names import (
+    MLFLOW_CONN_ID,
+    MODEL_API_CONN_ID,
+    STORAGE_CONN_ID,
 )
 
 log = logging.getLogger(__name__)

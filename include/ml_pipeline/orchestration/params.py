@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.contracts.names import SLACK_CONN_ID, SMTP_CONN_ID
 from include.ml_pipeline.data_preparation import sample_data
+from include.ml_pipeline.names import SLACK_CONN_ID, SMTP_CONN_ID
 from include.ml_pipeline.orchestration.compat import Param
 from include.ml_pipeline.runs import default_data_uri
 from include.ml_pipeline.training.candidates import DEFAULT_CANDIDATES

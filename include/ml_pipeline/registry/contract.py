@@ -32,7 +32,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from include.ml_pipeline.contracts.names import (
+from include.ml_pipeline.names import (
     INPUT_CONTRACT_ARTIFACT,
     INPUT_CONTRACT_TAG,
 )

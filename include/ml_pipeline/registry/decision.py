@@ -30,8 +30,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from include.ml_pipeline.contracts.names import GREATER_IS_BETTER
-from include.ml_pipeline.contracts.payloads import Decision
+from include.ml_pipeline.names import GREATER_IS_BETTER
+from include.ml_pipeline.payloads import Decision
 
 if TYPE_CHECKING:  # pragma: no cover
     from include.ml_pipeline.registry.contract import ContractComparison

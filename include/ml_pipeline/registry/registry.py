@@ -23,7 +23,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from include.ml_pipeline.contracts.names import (
+from include.ml_pipeline.names import (
     AIRFLOW_RUN_TAG,
     CHALLENGER,
     CHAMPION,
@@ -37,7 +37,7 @@ from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
 
-    from include.ml_pipeline.contracts.payloads import Decision
+    from include.ml_pipeline.payloads import Decision
 
 _TAG_VALUE_LIMIT = 5000
 

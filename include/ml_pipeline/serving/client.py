@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from include.ml_pipeline.contracts.names import SMOKE_TRAFFIC, TRAFFIC_HEADER
+from include.ml_pipeline.names import SMOKE_TRAFFIC, TRAFFIC_HEADER
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from include.ml_pipeline.contracts.names import LIVE_TRAFFIC, TRAFFIC_HEADER, TRAFFIC_KINDS
+from include.ml_pipeline.names import LIVE_TRAFFIC, TRAFFIC_HEADER, TRAFFIC_KINDS
 from include.ml_pipeline.serving.parsing import RequestError, load_json
 from include.ml_pipeline.serving.state import ServiceState
 

@@ -25,7 +25,7 @@ import math
 import re
 from typing import Any
 
-from include.ml_pipeline.contracts.payloads import Candidate
+from include.ml_pipeline.payloads import Candidate
 
 # estimator kind -> (module, class name)
 ESTIMATORS: dict[str, tuple[str, str]] = {

@@ -26,7 +26,7 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from include.ml_pipeline.contracts.names import CHAMPION, GREATER_IS_BETTER
+from include.ml_pipeline.names import CHAMPION, GREATER_IS_BETTER
 from include.ml_pipeline.registry.mlflow_setup import configure_mlflow, load_sklearn_model
 from include.ml_pipeline.training.data import (
     as_spec,

@@ -19,7 +19,7 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from include.ml_pipeline.contracts.names import (
+from include.ml_pipeline.names import (
     AIRFLOW_RUN_TAG,
     CANDIDATE_TAG,
     METRIC_NAMES,
@@ -46,8 +46,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from sklearn.pipeline import Pipeline
 
-    from include.ml_pipeline.contracts.payloads import Candidate
     from include.ml_pipeline.features import FeatureSpec
+    from include.ml_pipeline.payloads import Candidate
 
 MODEL_ARTIFACT_NAME = "model"
 SIGNATURE_SAMPLE_ROWS = 1000

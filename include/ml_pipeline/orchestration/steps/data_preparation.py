@@ -14,14 +14,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.contracts.payloads import (
+from include.ml_pipeline.data_preparation.errors import DataError
+from include.ml_pipeline.orchestration.defaults import fail_without_retry
+from include.ml_pipeline.payloads import (
     LoadResult,
     PreprocessResult,
     SplitResult,
     ValidationReport,
 )
-from include.ml_pipeline.data_preparation.errors import DataError
-from include.ml_pipeline.orchestration.defaults import fail_without_retry
 from include.ml_pipeline.runs import run_key, runs_uri, splits_uri, table_uri
 
 if TYPE_CHECKING:  # pragma: no cover

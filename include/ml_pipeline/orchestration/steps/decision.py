@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.contracts.names import CONTRACT_CHANGES_TAG, DECISION_XCOM_KEY
-from include.ml_pipeline.contracts.payloads import DecidedModel, RegisteredModel
+from include.ml_pipeline.names import CONTRACT_CHANGES_TAG, DECISION_XCOM_KEY
 from include.ml_pipeline.orchestration.params import gate_thresholds
+from include.ml_pipeline.payloads import DecidedModel, RegisteredModel
 
 log = logging.getLogger(__name__)
 

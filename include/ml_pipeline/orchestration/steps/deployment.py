@@ -8,18 +8,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.contracts.names import ROLLBACK_XCOM_KEY
-from include.ml_pipeline.contracts.payloads import (
+from include.ml_pipeline.deployment.rollout import ModelApiConfigError
+from include.ml_pipeline.names import ROLLBACK_XCOM_KEY
+from include.ml_pipeline.orchestration import connections
+from include.ml_pipeline.orchestration.callbacks import recorded_failures
+from include.ml_pipeline.orchestration.defaults import fail_without_retry
+from include.ml_pipeline.payloads import (
     DecidedModel,
     LiveDeployment,
     Release,
     Rollback,
     Rollout,
 )
-from include.ml_pipeline.deployment.rollout import ModelApiConfigError
-from include.ml_pipeline.orchestration import connections
-from include.ml_pipeline.orchestration.callbacks import recorded_failures
-from include.ml_pipeline.orchestration.defaults import fail_without_retry
 
 log = logging.getLogger(__name__)
 #: No token, a refused token, an unknown host, another model served: fail at once.

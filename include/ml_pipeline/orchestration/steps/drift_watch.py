@@ -11,8 +11,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.contracts.names import AIRFLOW_DAG_TAG, INFERENCE_LOG_SOURCE
-from include.ml_pipeline.contracts.payloads import (
+from include.ml_pipeline.monitoring.errors import MonitoringError
+from include.ml_pipeline.names import AIRFLOW_DAG_TAG, INFERENCE_LOG_SOURCE
+from include.ml_pipeline.orchestration.defaults import fail_without_retry
+from include.ml_pipeline.orchestration.params import drift_thresholds
+from include.ml_pipeline.payloads import (
     Champion,
     CurrentWindow,
     DriftCheck,
@@ -22,9 +25,6 @@ from include.ml_pipeline.contracts.payloads import (
     RetrainDecision,
     RetrainRequest,
 )
-from include.ml_pipeline.monitoring.errors import MonitoringError
-from include.ml_pipeline.orchestration.defaults import fail_without_retry
-from include.ml_pipeline.orchestration.params import drift_thresholds
 from include.ml_pipeline.runs import run_key
 from include.ml_pipeline.storage import join
 

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.contracts.payloads import Dashboard, DriftResult, LiveDeployment
 from include.ml_pipeline.orchestration.params import drift_thresholds
+from include.ml_pipeline.payloads import Dashboard, DriftResult, LiveDeployment
 
 
 def check_drift_at_deployment(deployment: dict, params: Mapping[str, Any]) -> dict:

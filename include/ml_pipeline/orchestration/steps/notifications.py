@@ -8,15 +8,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.contracts.names import ROLLBACK_TASK_ID, ROLLBACK_XCOM_KEY
-from include.ml_pipeline.contracts.payloads import (
+from include.ml_pipeline.names import ROLLBACK_TASK_ID, ROLLBACK_XCOM_KEY
+from include.ml_pipeline.orchestration.callbacks import recorded_failures
+from include.ml_pipeline.payloads import (
     Dashboard,
     DecidedModel,
     Notified,
     RegisteredModel,
     Rollback,
 )
-from include.ml_pipeline.orchestration.callbacks import recorded_failures
 
 
 def _send(note: Any, params: Mapping[str, Any]) -> dict:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.contracts.names import (
+from include.ml_pipeline.names import (
     AIRFLOW_DAG_TAG,
     AIRFLOW_MAP_INDEX_TAG,
     AIRFLOW_RUN_TAG,
@@ -19,7 +19,8 @@ from include.ml_pipeline.contracts.names import (
     VERSION_CANDIDATE_TAG,
     VERSION_RUN_TAG,
 )
-from include.ml_pipeline.contracts.payloads import (
+from include.ml_pipeline.orchestration.defaults import fail_without_retry
+from include.ml_pipeline.payloads import (
     Candidate,
     CandidateResult,
     Evaluation,
@@ -27,7 +28,6 @@ from include.ml_pipeline.contracts.payloads import (
     SplitResult,
     TrainingJob,
 )
-from include.ml_pipeline.orchestration.defaults import fail_without_retry
 from include.ml_pipeline.training.candidates import CandidateError
 from include.ml_pipeline.training.errors import TrainingDataError
 
