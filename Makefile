@@ -62,7 +62,7 @@ help:
 	@echo "                  logs are (CLUSTER_ROWS=3000; needs Debian's postgresql + redis-server; Airflow 2.11 only)"
 	@echo "make test-containers - the Astro path on podman (root): astro dev parse, start (both DAGs, the model API"
 	@echo "                  from the host, a restart) and pytest reproduced with stand-in images (containers/README.md)"
-	@echo "make lint       - ruff"
+	@echo "make lint       - ruff check, ruff format --check, mypy (include/); the same as pre-commit's hooks"
 	@echo "make bench      - benchmark the model API against mlflow models serve (needs wrk)"
 	@echo "make install    - create $(VENV) from requirements.lock (make run and make test do it on first use)"
 	@echo "make lock       - re-resolve requirements.lock (Airflow 2.11.0 + requirements*.txt; AIRFLOW=3: requirements-airflow3.lock)"
@@ -121,6 +121,7 @@ test-containers: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 ui: $(STAMP)
 	$(PY) -m devtools.ui start --port $(UI_PORT)

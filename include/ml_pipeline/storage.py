@@ -20,6 +20,7 @@ behind them, and the helpers below read and write both kinds the same way.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -306,9 +307,9 @@ def staged_output(uri: str | os.PathLike) -> Iterator[Path]:
             else:
                 tmp.unlink(missing_ok=True)
         return
-    with tempfile.TemporaryDirectory(prefix="ml_pipeline_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ml_pipeline_") as folder:
         name = os.fspath(uri).rstrip("/").rsplit("/", 1)[-1] or "object"
-        target = Path(tmp) / name
+        target = Path(folder) / name
         yield target
         upload(target, uri)
 
@@ -327,7 +328,7 @@ def fingerprint(
             if file != as_uri(uri):
                 digest.update(file[len(base) :].lstrip("/").encode())
             with open_uri(file, "rb") as handle:
-                for block in iter(lambda h=handle: h.read(_BLOCK), b""):
+                for block in iter(functools.partial(handle.read, _BLOCK), b""):
                     digest.update(block)
         return digest.hexdigest()[:length]
     if frame is None:

@@ -310,7 +310,8 @@ def sniff_csv(path: Path, uri: str) -> CsvDialect:
             "like a data row, not column names; add a header line naming the columns",
             rule="header_looks_like_data",
         )
-    columns, seen = [], {}
+    columns: list[str] = []
+    seen: dict[str, int] = {}
     for index, raw in enumerate(records[0]):
         name = raw.strip()
         if not name:

@@ -128,7 +128,7 @@ def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str,
 
 
 def row_count(con: duckdb.DuckDBPyConnection, table: str) -> int:
-    return int(con.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchone()[0])
+    return int(con.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchall()[0][0])
 
 
 def prune_old_tables(

@@ -86,7 +86,8 @@ def champion_feature_spec(model_uri: str, tags: dict[str, str] | None = None) ->
             f"{model_uri} has no feature spec (model metadata `feature_spec`, version tag "
             f"`{FEATURE_SPEC_TAG}`) and no input signature; cannot tell its features"
         )
-    numeric, categorical = [], []
+    numeric: list[str] = []
+    categorical: list[str] = []
     for col in signature.inputs.inputs:
         kind = str(getattr(col.type, "name", col.type)).lower()
         (categorical if kind in ("string", "boolean") else numeric).append(col.name)

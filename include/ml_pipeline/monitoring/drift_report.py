@@ -87,7 +87,7 @@ def drift_table_html(report: DriftReport | dict[str, Any]) -> str:
     """The per-feature drift table as a small standalone HTML page."""
     from include.ml_pipeline.monitoring.drift import DriftReport as Report
 
-    if not hasattr(report, "to_frame"):
+    if isinstance(report, dict):
         report = Report.from_dict(report)
     frame = report.to_frame()
     summary = report.summary()

@@ -55,13 +55,13 @@ def render_monitoring_dashboard(
     return render_dashboard(context, out)
 
 
-def run_plots(tracking_uri: str, run_id: str) -> dict[str, bytes]:
+def run_plots(tracking_uri: str, run_id: str) -> dict[str, str | Path | bytes]:
     """The PNG plots that evaluation logged under `plots/` of the run, by title (read
     through a temporary download that this task removes)."""
     from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
 
     client = configure_mlflow(tracking_uri)
-    images = {}
+    images: dict[str, str | Path | bytes] = {}
     with tempfile.TemporaryDirectory(prefix="ml_pipeline_plots_") as tmp:
         for item in client.list_artifacts(run_id, PLOTS_ARTIFACT_DIR):
             if item.path.endswith(".png"):

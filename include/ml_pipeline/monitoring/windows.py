@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import os
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline import storage
@@ -154,7 +153,7 @@ def load_current(
     return frame
 
 
-def snapshot_current(frame: pd.DataFrame, path: str | os.PathLike) -> str | Path:
+def snapshot_current(frame: pd.DataFrame, path: str | os.PathLike) -> str | os.PathLike:
     """Freeze the current rows to Parquet at `path` (a path or storage URI; written whole,
     so a reader never sees half), so a retry sees the same data. Returns `path`."""
     out = frame.copy()

@@ -4,6 +4,7 @@ was rejected, a run failed (which task, and why)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from include.ml_pipeline.notifications.message import (
     EVENT_DEPLOYED,
@@ -66,7 +67,7 @@ def _verdict(
     what: str,
     registered: RegisteredModel,
     decision: Decision | None,
-    **fields: str | None,
+    **fields: Any,
 ) -> Notification:
     """The gate's verdict on a version: title, metrics, reasons, plus `fields` (links,
     Airflow ids)."""

@@ -226,7 +226,10 @@ def serialize_dag(dag: Any) -> dict[str, Any]:
     """The DAG as the DAG processor stores it for the scheduler and the UI (its task types,
     extra links and the dependencies between DAGs that the Dependencies view draws)."""
     if AIRFLOW_3:  # pragma: no cover
-        from airflow.serialization.serialized_objects import DagSerialization
+        # Airflow 3 only: make lint type-checks against 2.11 (requirements.lock)
+        from airflow.serialization.serialized_objects import (  # type: ignore[attr-defined]
+            DagSerialization,
+        )
 
         return DagSerialization.to_dict(dag)
     from airflow.serialization.serialized_objects import SerializedDAG

@@ -6,6 +6,7 @@ the stage code never sees an Airflow `Param`, only plain values.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from include.ml_pipeline.config import get_settings
@@ -41,13 +42,13 @@ DRIFT_KEYS = (
 )
 
 
-def gate_thresholds(params: dict[str, Any]) -> dict[str, Any]:
+def gate_thresholds(params: Mapping[str, Any]) -> dict[str, Any]:
     """The deploy gate's settings from a run's Params (a key absent from `params` keeps
     the gate's default)."""
     return {key: params[key] for key in GATE_KEYS if key in params}
 
 
-def drift_thresholds(params: dict[str, Any]) -> dict[str, Any]:
+def drift_thresholds(params: Mapping[str, Any]) -> dict[str, Any]:
     """The drift check's settings from a run's Params (names without `drift_`;
     `drift_share` keeps its name)."""
     out = {}

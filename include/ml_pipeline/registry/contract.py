@@ -30,7 +30,7 @@ from __future__ import annotations
 import difflib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from include.ml_pipeline.names import (
     INPUT_CONTRACT_ARTIFACT,
@@ -103,6 +103,10 @@ def build_contract(frame: pd.DataFrame, spec: FeatureSpec | dict[str, Any]) -> d
     }
 
 
+@overload
+def summary(contract: dict[str, Any]) -> dict[str, Any]: ...
+@overload
+def summary(contract: None) -> None: ...
 def summary(contract: dict[str, Any] | None) -> dict[str, Any] | None:
     """The contract without the category lists (small enough for XCom and tags)."""
     if contract is None:

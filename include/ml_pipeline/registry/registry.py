@@ -219,8 +219,8 @@ def register_challenger(
                 f"is tagged {AIRFLOW_RUN_TAG}={airflow_run_id}"
             )
     else:
-        for key, value in all_tags.items():
-            client.set_model_version_tag(model_name, version, key, value)
+        for key, tag in all_tags.items():
+            client.set_model_version_tag(model_name, version, key, tag)
     client.set_registered_model_alias(model_name, CHALLENGER, version)
     return version
 

@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
+from enum import Enum
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -61,7 +62,9 @@ from include.ml_pipeline.serving.state import ServiceState
 
 log = logging.getLogger("ml_pipeline.serving")
 
-SCORING, MODEL, OPERATIONS = ["mlflow scoring protocol"], ["model"], ["operations"]
+SCORING: list[str | Enum] = ["mlflow scoring protocol"]
+MODEL: list[str | Enum] = ["model"]
+OPERATIONS: list[str | Enum] = ["operations"]
 
 
 def create_app(
@@ -86,8 +89,10 @@ def create_app(
     )
     app.state.service = state
 
-    app.add_exception_handler(StarletteHTTPException, routes.http_error)
-    app.add_exception_handler(RequestValidationError, routes.validation_error)
+    # Starlette types a handler as taking any Exception; each of ours takes the one class
+    # it is registered for, which its Callable[[Request, Exception], ...] cannot express
+    app.add_exception_handler(StarletteHTTPException, routes.http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, routes.validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, routes.unexpected)
 
     route = app.add_api_route

@@ -107,6 +107,7 @@ def write_predictor(predictor: Any, folder: str | Path) -> dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     link = predictor.proba_fn
     files: dict[str, bytes] = {}
+    estimator: dict[str, Any]
     if isinstance(link, LogisticLink):
         estimator = {
             "kind": "logistic",

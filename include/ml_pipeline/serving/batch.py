@@ -52,7 +52,8 @@ class Batch:
         """One dict per row (NaN numeric values become None)."""
         names = [*self.numeric_columns, *self.categorical_columns]
         numeric_rows = (
-            np.where(np.isnan(self.numeric), None, self.numeric).tolist()
+            # numpy's stubs do not take None as a where() value; it gives an object array
+            np.where(np.isnan(self.numeric), None, self.numeric).tolist()  # type: ignore[call-overload]
             if self.numeric_columns
             else [[] for _ in range(self.rows)]
         )

@@ -145,7 +145,7 @@ def _compile_transformer(preprocess: Any, numeric: list[str], categorical: list[
         raise UnsupportedPipeline(f"preprocess step is {type(preprocess).__name__}")
     if getattr(preprocess, "sparse_output_", False):
         raise UnsupportedPipeline("sparse ColumnTransformer output")
-    blocks = []
+    blocks: list[NumericBlock | CategoricalBlock] = []
     for name, transformer, columns in preprocess.transformers_:
         if transformer == "drop" or (name == "remainder" and transformer == "drop"):
             continue

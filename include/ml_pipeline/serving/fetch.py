@@ -57,7 +57,8 @@ def fetch(tracking_uri: str, name: str, alias: str) -> dict[str, Any]:
             spec_dict = _spec_from_signature(meta).to_dict()
         example = None
         try:
-            frame = meta.load_input_example(local)
+            # mlflow annotates it `str | None`; it returns the example as logged (a frame)
+            frame: Any = meta.load_input_example(local)
             if frame is not None:
                 split = frame.to_dict(orient="split")
                 example = {"columns": [str(c) for c in split["columns"]], "data": split["data"]}

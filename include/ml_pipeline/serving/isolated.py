@@ -55,7 +55,7 @@ class LazySklearnPredictor:
 
     def __init__(self, info: dict[str, Any]):
         self.info = info
-        self._predictor = None
+        self._predictor: Any = None  # the SklearnPredictor, loaded on first use
         self._lock = threading.Lock()
 
     def predict(self, batch):

@@ -70,9 +70,16 @@ def tree_ensemble_model(predictors: list[tuple[int, Any]], k: int, n_features: i
     """The serialised ONNX model X (float64, rows x n_features) -> raw scores (rows x k)
     without the baseline: one `ai.onnx.ml.TreeEnsemble` (opset 5) node over `predictors`,
     the fitted scikit-learn tree predictors as (output index, predictor) pairs."""
-    roots, feature, split, missing_true = [], [], [], []
-    true_id, true_leaf, false_id, false_leaf = [], [], [], []
-    leaf_weight, leaf_target = [], []
+    roots: list[int] = []
+    feature: list[int] = []
+    split: list[float] = []
+    missing_true: list[int] = []
+    true_id: list[int] = []
+    true_leaf: list[int] = []
+    false_id: list[int] = []
+    false_leaf: list[int] = []
+    leaf_weight: list[float] = []
+    leaf_target: list[int] = []
     for target, predictor in predictors:
         nodes = predictor.nodes
         is_leaf = nodes["is_leaf"].astype(bool)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from operator import itemgetter
 from typing import Any
@@ -37,7 +37,7 @@ from include.ml_pipeline.serving.batch import Batch
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _NUMBER_TYPES = {int, float, type(None)}
-_TEXT_TYPES = {str, type(None)}
+_TEXT_TYPES: set[type] = {str, type(None)}
 
 
 class RequestError(Exception):
@@ -215,7 +215,9 @@ class FeatureParser:
         if uniform and not ignored and len(self.columns) > 1:
             # every record has exactly the feature columns: pick and transpose in C
             rows = map(itemgetter(*self.columns), records)
-            values = dict(zip(self.columns, zip(*rows, strict=True), strict=True))
+            values: dict[str, Sequence[Any]] = dict(
+                zip(self.columns, zip(*rows, strict=True), strict=True)
+            )
         else:
             values = {c: [r.get(c) for r in records] for c in self.columns}
         return self._build(values, n, ignored)
@@ -289,7 +291,9 @@ class FeatureParser:
             column = self.numeric[int(np.nonzero(infinite.any(axis=0))[0][0])]
             raise _bad("wrong_type", f"column {column!r} has a non-finite number", 422)
 
-    def _build(self, values: dict[str, Sequence], n: int, ignored: tuple[str, ...] = ()) -> Batch:
+    def _build(
+        self, values: Mapping[str, Sequence], n: int, ignored: tuple[str, ...] = ()
+    ) -> Batch:
         for column in self.numeric:
             _check_types(column, values[column], _NUMBER_TYPES, "a number")
         if self.numeric:

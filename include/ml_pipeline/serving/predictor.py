@@ -107,8 +107,8 @@ class CategoricalBlock:
             ids = list(map(self._pattern_ids.get, keys))
             if None in ids and self._learn(keys):
                 ids = list(map(self._pattern_ids.__getitem__, keys))
-            if None not in ids:
-                out[:, offset : offset + self.width] = self._patterns[ids]
+            if None not in ids and self._patterns is not None:
+                out[:, offset : offset + self.width] = self._patterns[np.array(ids, np.intp)]
                 return
         self._encode(columns, out, offset)
 
@@ -120,9 +120,9 @@ class CategoricalBlock:
             # `lookup` maps None (missing) to the imputed category's column, so one C-level
             # `map(dict.get, ...)` encodes the whole column.
             if rows == 1:
-                index = lookup.get(values[0], unknown)
-                if index >= 0:
-                    out[0, offset + index] = 1.0
+                column = lookup.get(values[0], unknown)
+                if column >= 0:
+                    out[0, offset + column] = 1.0
             else:
                 index = np.fromiter(
                     map(lookup.get, values, repeat(unknown, rows)), dtype=np.intp, count=rows

@@ -90,8 +90,8 @@ def classification_metrics(y_true: Any, proba: Any, classes: Sequence[Any]) -> d
     eps = 1e-15
     clipped = np.clip(proba, eps, 1.0)
     clipped = clipped / clipped.sum(axis=1, keepdims=True)
-    index = {label: i for i, label in enumerate(classes_arr.tolist())}
-    true_columns = np.array([index[label] for label in y.tolist()])
+    column_of = {label: i for i, label in enumerate(classes_arr.tolist())}
+    true_columns = np.array([column_of[label] for label in y.tolist()])
     log_loss = float(-np.mean(np.log(clipped[np.arange(len(y)), true_columns])))
     return {
         "roc_auc": roc_auc,

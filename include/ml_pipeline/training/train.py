@@ -209,15 +209,13 @@ def log_pipeline(pipeline: Any, X: pd.DataFrame, spec: FeatureSpec) -> Any:
 def _dataset(frame: pd.DataFrame, uri: str, spec: FeatureSpec, name: str, digest: str) -> Any:
     """The split as an MLflow dataset whose source is its URI (`file://` or the object
     store's), so whoever reads the run can find the rows on any machine."""
-    import mlflow.data
+    from mlflow.data.pandas_dataset import from_pandas
 
     source = as_uri(uri)
     with warnings.catch_warnings():
         # MLflow registers the local source class twice and warns that it is ambiguous.
         warnings.simplefilter("ignore", UserWarning)
-        return mlflow.data.from_pandas(
-            frame, source=source, targets=spec.target, name=name, digest=digest
-        )
+        return from_pandas(frame, source=source, targets=spec.target, name=name, digest=digest)
 
 
 def _existing_child(client: Any, experiment_id: str, parent_run_id: str, name: str) -> Any:
