@@ -42,7 +42,10 @@ def configure(home: Path | None = None) -> Path:
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_home / "logs"),
         "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "30",
         "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES": "airflow.* astro.*",
-        "AIRFLOW__WEBSERVER__BASE_URL": "http://localhost:8080",
+        # the UI's address for links in notifications ([webserver] moved to [api] on 3.x)
+        f"AIRFLOW__{'API' if _airflow_major() >= 3 else 'WEBSERVER'}__BASE_URL": (
+            "http://localhost:8080"
+        ),
         "AIRFLOW__METRICS__TIMER_UNIT_CONSISTENCY": "True",
         "PYTHONPATH": os.pathsep.join(
             p for p in [str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")] if p

@@ -174,7 +174,11 @@ def _get_connection(conn_id: str) -> tuple[Any | None, str]:
     """(connection, "") or (None, why it is unavailable)."""
     try:
         from airflow.exceptions import AirflowNotFoundException
-        from airflow.hooks.base import BaseHook
+
+        try:  # Airflow 3 (airflow.hooks.base is deprecated there)
+            from airflow.sdk import BaseHook
+        except ImportError:  # Airflow 2.11
+            from airflow.hooks.base import BaseHook
     except Exception as exc:
         return None, f"Airflow is not importable: {exc}"
     try:
@@ -220,12 +224,15 @@ def _default_log_uri() -> str:
 
 
 def airflow_run_url(dag_id: str, run_id: str, base_url: str | None = None) -> str | None:
-    """The Airflow UI page of a DAG run (grid view), from `[webserver] base_url`."""
+    """The Airflow UI page of a DAG run (grid view), from `[webserver] base_url` (`[api]`
+    on Airflow 3, where reading the old option is deprecated)."""
     if base_url is None:
         try:
+            import airflow
             from airflow.configuration import conf
 
-            base_url = conf.get("webserver", "base_url", fallback=None)
+            section = "api" if int(airflow.__version__.split(".")[0]) >= 3 else "webserver"
+            base_url = conf.get(section, "base_url", fallback=None)
         except Exception:
             base_url = None
     if not base_url:
