@@ -55,7 +55,8 @@ class _DevTools:
     def __init__(self, url: str) -> None:
         from websockets.sync.client import connect
 
-        self.ws = connect(url, max_size=None, open_timeout=10)
+        # held open across calls, closed by close(): a direct connection (websockets 17.1+)
+        self.ws = connect(url, max_size=None, open_timeout=10, legacy=True)
         self.next_id = 0
         self.events: list[dict[str, Any]] = []
 

@@ -12,6 +12,15 @@ database's ORM models at its top, which its Airflow 3 code path does not use; im
 as it is made the monitoring DAG file cost 1.25x a bare `import airflow.sdk`.
 `_import_deferring` imports the same module with those models bound to stand-ins that
 import them on first use (`benchmarks/bench_dag_parse.py`, `tests/dags/test_monitoring_trigger.py`).
+
+Why they stay (measured 2026-12-03, Airflow 3.3.2, `bench_dag_parse.py --repeat 7`, CPU
+medians, ratio to `import airflow.sdk`): with them the monitoring DAG parses at 1.07x (the
+deployment DAG 1.10x); the simplest alternative, a plain import of the provider's module,
+costs 1.30x (1.57x wall), over the 1.2x goal. Nothing simpler keeps Airflow's own operator
+class (its "Triggered DAG" link, the Dependencies view): stdlib `importlib.util.LazyLoader`
+does not help, since the module's `from airflow.models.dag import DagModel` reads the
+attribute (so runs the module) at once; and our own operator raising
+`DagRunTriggerException` would be a second, unsupported copy of the provider's.
 """
 
 from __future__ import annotations
