@@ -75,18 +75,29 @@ def ensure_metadata_db() -> None:
     marker.touch()
 
 
-def serialize_dags(bag=None) -> dict[str, str]:
-    """Write the DAGs (default: all of `dags/`) to the metadata database, as the
+def serialize_dags(bag=None, *, require: tuple[str, ...] = ()) -> dict[str, str]:
+    """Write the DAGs (default: all of the DAGs folder) to the metadata database, as the
     scheduler's DAG processor and `airflow dags reserialize` do; return import errors.
+    `require`: DAG ids that must have parsed (else `SystemExit` with the import errors).
 
     `dag.test()` (`make run`) writes runs and task instances but neither the DAG row nor
     the serialized DAG, and the webserver shows only serialized DAGs: without this the UI
-    says the DAG "seems to be missing from DagBag" and lists none of the runs."""
+    says the DAG "seems to be missing from DagBag" and lists none of the runs;
+    `TriggerDagRunOperator` needs the triggered DAG there too."""
+    import logging
+
     from include.ml_pipeline.orchestration import compat
 
-    if bag is None:
-        bag = compat.dag_bag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-    compat.sync_dags_to_db(bag)
+    logging.disable(logging.INFO)  # parsing and syncing log a line per DAG and permission
+    try:
+        if bag is None:
+            bag = compat.dag_bag()
+        missing = [dag_id for dag_id in require if dag_id not in bag.dags]
+        if missing:
+            raise SystemExit(f"DAG(s) {missing} failed to load: {bag.import_errors}")
+        compat.sync_dags_to_db(bag)
+    finally:
+        logging.disable(logging.NOTSET)
     return dict(bag.import_errors)
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -80,23 +79,6 @@ def wait_for_log_rows(
 
 
 # --------------------------------------------------------------------------- Airflow
-
-
-def sync_dags_to_db(*dag_ids: str) -> None:
-    """Parse `dags/` and write these DAGs to the metadata DB (DagModel + serialized DAG),
-    which is what the scheduler would have done: `TriggerDagRunOperator` needs the
-    triggered DAG there."""
-    from include.ml_pipeline.orchestration import compat
-
-    logging.disable(logging.INFO)  # parsing and syncing log a line per DAG and permission
-    try:
-        bag = compat.dag_bag()
-        missing = [d for d in dag_ids if d not in bag.dags]
-        if missing:
-            raise SystemExit(f"DAG(s) {missing} failed to load: {bag.import_errors}")
-        compat.sync_dags_to_db(bag)
-    finally:
-        logging.disable(logging.NOTSET)
 
 
 def triggered_run(dag_run) -> dict | None:
@@ -289,7 +271,7 @@ def _monitor(args: argparse.Namespace, settings) -> int:
 
     print("Preparing the embedded Airflow (first time: ~20 s) ...")
     airflow_env.ensure_metadata_db()
-    sync_dags_to_db(MONITORING_DAG_ID, DEPLOYMENT_DAG_ID)
+    airflow_env.serialize_dags(require=(MONITORING_DAG_ID, DEPLOYMENT_DAG_ID))
     logs = settings.home / "logs"
     stamp = time.strftime("%Y%m%dT%H%M%S")
     log_path = logs / f"monitor-{stamp}.log"

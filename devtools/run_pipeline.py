@@ -314,23 +314,17 @@ def run_dag(conf: dict, log_path: Path, dag_id: str = DAG_ID, logical_date=None)
     """Run `dag_id` once with `conf` (at `logical_date`, default now); task logs go to
     `log_path`. Returns the DagRun."""
     from include.ml_pipeline.config import PROJECT_ROOT
-    from include.ml_pipeline.orchestration.compat import (
-        dag_bag,
-        run_dag_in_process,
-        sync_dags_to_db,
-    )
+    from include.ml_pipeline.orchestration.compat import dag_bag, run_dag_in_process
 
     dag_file = PROJECT_ROOT / "dags" / f"{dag_id}.py"  # one file parses faster than dags/
-    logging.disable(logging.INFO)  # parsing and syncing print a line per DAG
+    logging.disable(logging.INFO)  # parsing prints a line per DAG
     try:
         bag = dag_bag(str(dag_file if dag_file.is_file() else PROJECT_ROOT / "dags"))
-        if dag_id not in bag.dags:
-            raise SystemExit(f"DAG {dag_id} failed to load: {bag.import_errors}")
-        # dag.test() writes runs and task instances but not the DAG itself; without it
-        # the Airflow UI (make ui) shows none of these runs.
-        sync_dags_to_db(bag)
     finally:
         logging.disable(logging.NOTSET)
+    # dag.test() writes runs and task instances but not the DAG itself; without it the
+    # Airflow UI (make ui) shows none of these runs.
+    airflow_env.serialize_dags(bag, require=(dag_id,))
     dag = bag.dags[dag_id]
     # dag.test() adds one stdout handler to the task logger, bound to the stdout of the
     # first run; drop it so that every run's task logs go to its own file.

@@ -317,15 +317,6 @@ class TaskFailure(Payload):
     map_index: int = -1
 
 
-def payload_types() -> dict[str, type[Payload]]:
-    """Every payload class by name (for tests and docs)."""
-    return {
-        name: obj
-        for name, obj in globals().items()
-        if isinstance(obj, type) and issubclass(obj, Payload) and obj is not Payload
-    }
-
-
 # --------------------------------------------------------------------- ml_model_monitoring
 
 

@@ -112,10 +112,10 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def monitoring(store, airflow_db, pipeline_home):
     """Run `ml_model_monitoring` once with a conf; returns (dag_run, tasks, log text)."""
-    from devtools.monitor import sync_dags_to_db
+    from devtools.airflow_env import serialize_dags
     from devtools.run_pipeline import collect, run_dag
 
-    sync_dags_to_db(MONITORING_DAG_ID, DEPLOYMENT_DAG_ID)
+    serialize_dags(require=(MONITORING_DAG_ID, DEPLOYMENT_DAG_ID))
 
     def _run(conf: dict):
         log_path = pipeline_home / "logs" / f"test-monitoring-{next(_counter)}.log"

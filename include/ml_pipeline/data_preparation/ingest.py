@@ -59,7 +59,6 @@ from include.ml_pipeline.payloads import LoadResult
 from include.ml_pipeline.storage import fingerprint, local_path
 
 ROW_ID = "__row_id"
-SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq", ".tsv", ".txt", ".csv.gz")
 DELIMITERS = (",", ";", "\t", "|")
 #: Bytes of (decompressed) text looked at to decide the encoding, delimiter and header.
 HEAD_BYTES = 1 << 20

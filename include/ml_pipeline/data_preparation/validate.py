@@ -37,7 +37,6 @@ from typing import Any
 from include.ml_pipeline.data_preparation.errors import DataValidationError, Violation
 from include.ml_pipeline.data_preparation.ingest import ROW_ID
 from include.ml_pipeline.data_preparation.profile import (
-    NUMERIC_TYPES,  # noqa: F401  (re-exported)
     is_numeric_type,
     profile_table,
 )
@@ -52,8 +51,6 @@ from include.ml_pipeline.payloads import ValidationReport
 #: A text column is numeric when at least this share of its values parse as numbers; the
 #: rest are then reported as unparseable values rather than silently dropped.
 MOSTLY_NUMERIC_SHARE = 0.8
-#: Kept for callers of the former name.
-NUMERIC_SHARE = MOSTLY_NUMERIC_SHARE
 MAX_CLASSES = 50
 #: Fewer rows than this: a warning that test metrics are noisy.
 SMALL_TABLE_ROWS = 500
@@ -88,10 +85,6 @@ class ValidationRules:
     def from_params(cls, params: dict[str, Any]) -> ValidationRules:
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in params.items() if k in names})
-
-
-def _is_numeric_type(duck_type: str) -> bool:
-    return is_numeric_type(duck_type)
 
 
 def infer_kinds(profile: dict[str, Any], rules: ValidationRules) -> dict[str, str]:
