@@ -37,7 +37,7 @@ started = time.perf_counter()
 from devtools import airflow_env
 airflow_env.configure()
 from include.ml_pipeline.orchestration.params import deployment_params
-from include.ml_pipeline.orchestration.steps import data_preparation as steps
+from include.ml_pipeline.orchestration.steps.deployment_dag import data_preparation as steps
 params = {{k: p.value for k, p in deployment_params().items()}}
 params.update(json.loads({conf!r}))
 payloads = json.load(open({state!r}))

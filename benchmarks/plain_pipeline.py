@@ -1,7 +1,7 @@
 """The work of `ml_model_deployment_advanced` without Airflow: the benchmark's baseline.
 
 Calls, one after another in one process, the step functions the DAG's tasks call
-(`include/ml_pipeline/orchestration/steps/*.py`): wait for the file, load, validate,
+(`include/ml_pipeline/orchestration/steps/deployment_dag/*.py`): wait for the file, load, validate,
 preprocess, split, open the MLflow parent run, train every candidate one after another
 (the same nested MLflow runs), evaluate, register, decide, release, deploy the model API,
 smoke-test it, drift at deployment, the dashboard, the notification. The Params are the
@@ -14,7 +14,7 @@ Two steps cannot be called as they are, because they read Airflow connections fr
 metadata database:
 
 - `deployment.roll_out` asks `connections.model_api()` (the `model_api` connection): here
-  the stage function under it, `deployment.rollout.roll_out`, gets the embedded endpoint
+  the stage function under it, `deployment.rollout.serve_version`, gets the embedded endpoint
   that the step builds when that connection is absent (what `make run` uses);
 - the notification's Slack / SMTP connections: `slack_conn_id` / `smtp_conn_id` are None
   (in `make run` they are not defined either, so nothing is sent there).
@@ -86,10 +86,9 @@ def default_params(overrides: dict[str, Any]) -> dict[str, Any]:
 def run(params: dict[str, Any], run_id: str, timings: dict[str, float]) -> dict[str, Any]:
     """Every step of the deployment DAG in order; `timings` gets each step's seconds."""
     from include.ml_pipeline.config import get_settings
-    from include.ml_pipeline.deployment.rollout import EMBEDDED, ModelApiEndpoint
-    from include.ml_pipeline.deployment.rollout import roll_out as serve
+    from include.ml_pipeline.deployment.rollout import EMBEDDED, ModelApiEndpoint, serve_version
     from include.ml_pipeline.names import DECISION_XCOM_KEY, DEPLOYMENT_DAG_ID
-    from include.ml_pipeline.orchestration.steps import (
+    from include.ml_pipeline.orchestration.steps.deployment_dag import (
         data_preparation,
         decision,
         deployment,
@@ -97,7 +96,7 @@ def run(params: dict[str, Any], run_id: str, timings: dict[str, float]) -> dict[
         notifications,
         training,
     )
-    from include.ml_pipeline.payloads import Release, Rollout
+    from include.ml_pipeline.payloads import Release
 
     dag_id = DEPLOYMENT_DAG_ID
 
@@ -164,21 +163,21 @@ def run(params: dict[str, Any], run_id: str, timings: dict[str, float]) -> dict[
             EMBEDDED,
             "MODEL_API_URL",
         )
-        done = serve(
+        serving = serve_version(
             settings,
             api,
             release.model_name,
             release.version,
             timeout=params["api_timeout_seconds"],
         )
-        return Rollout(release=release, **done).to_dict()
+        return serving.of(release).to_dict()
 
     rollout = step("deploy_api", roll_out)
-    live = step("smoke_test", deployment.smoke_test, rollout, params)
-    drift = step("drift", monitoring.check_drift_at_deployment, live, params)
+    live = step("smoke_test", deployment.test_live_api, rollout, params)
+    drift = step("drift", monitoring.check_drift, live, params)
     dashboard = step(
         "dashboard",
-        monitoring.render_deployment_dashboard,
+        monitoring.render_dashboard,
         live,
         drift,
         params,

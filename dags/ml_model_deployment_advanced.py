@@ -64,7 +64,7 @@ from include.ml_pipeline.orchestration.compat import (
 )
 from include.ml_pipeline.orchestration.defaults import dag_settings
 from include.ml_pipeline.orchestration.params import SENSOR_MAX_TIMEOUT_SECONDS, deployment_params
-from include.ml_pipeline.orchestration.steps import (
+from include.ml_pipeline.orchestration.steps.deployment_dag import (
     data_preparation,
     decision,
     deployment,
@@ -173,7 +173,7 @@ def ml_model_deployment_advanced():
         @task
         def pruebas_api(rollout: dict, params=None) -> dict:
             """Smoke tests on the live URL with rows of this run's test split."""
-            return deployment.smoke_test(rollout, params)
+            return deployment.test_live_api(rollout, params)
 
         @task(trigger_rule="one_failed", retries=0)
         def revertir_despliegue(release: dict | None, params=None, ti=None) -> None:
@@ -198,14 +198,14 @@ def ml_model_deployment_advanced():
         @task
         def configurar_monitoreo(deployed: dict, params=None) -> dict:
             """KS / chi-square / PSI drift against the training split; results to MLflow."""
-            return monitoring.check_drift_at_deployment(deployed, params)
+            return monitoring.check_drift(deployed, params)
 
         @task
         def configurar_dashboards(
             deployed: dict, drift: dict, params=None, dag=None, run_id=None
         ) -> dict:
             """The deployed version's self-contained HTML dashboard, also logged to MLflow."""
-            return monitoring.render_deployment_dashboard(
+            return monitoring.render_dashboard(
                 deployed, drift, params, dag_id=dag.dag_id, run_id=run_id
             )
 

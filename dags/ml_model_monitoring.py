@@ -64,7 +64,7 @@ from include.ml_pipeline.orchestration.compat import (
 )
 from include.ml_pipeline.orchestration.defaults import dag_settings
 from include.ml_pipeline.orchestration.params import monitoring_params
-from include.ml_pipeline.orchestration.steps import drift_watch
+from include.ml_pipeline.orchestration.steps import monitoring_dag
 
 
 @dag(
@@ -82,17 +82,17 @@ def ml_model_monitoring():
     @task.short_circuit
     def find_champion(params=None) -> dict | None:
         """The champion version and its metadata; skip the whole run when there is none."""
-        return drift_watch.find_champion(params)
+        return monitoring_dag.find_champion(params)
 
     @task
     def load_reference(champion: dict) -> dict:
         """Check the champion's training split: it is the drift reference."""
-        return drift_watch.load_reference(champion)
+        return monitoring_dag.load_reference(champion)
 
     @task
     def load_current(champion: dict, params=None, run_id=None, **context) -> dict:
         """The recent inference log of the champion (or a batch file), frozen to Parquet."""
-        return drift_watch.load_current(
+        return monitoring_dag.load_current(
             champion, params, run_id=run_id, logical_date=logical_date(context)
         )
 
@@ -101,12 +101,12 @@ def ml_model_monitoring():
         champion: dict, reference: dict, current: dict, params=None, run_id=None
     ) -> dict:
         """Feature and prediction drift; the report JSON goes under the reports URI."""
-        return drift_watch.compute_drift(champion, reference, current, params, run_id=run_id)
+        return monitoring_dag.compute_drift(champion, reference, current, params, run_id=run_id)
 
     @task
     def decide_retraining(champion: dict, drift: dict, params=None, run_id=None, **context) -> dict:
         """Retrain on dataset drift, at most once per version per cool-down."""
-        return drift_watch.decide_retraining(
+        return monitoring_dag.decide_retraining(
             champion, drift, params, run_id=run_id, logical_date=logical_date(context)
         )
 
@@ -122,28 +122,28 @@ def ml_model_monitoring():
     ) -> dict:
         """A run in experiment `ml_model_monitoring`: drift metrics, report, dashboard, and
         the retraining decision."""
-        return drift_watch.log_to_mlflow(
+        return monitoring_dag.log_to_mlflow(
             champion, current, drift, decision, params, dag_id=dag.dag_id, run_id=run_id
         )
 
     @task.branch
     def drift_detected(logged: dict) -> list[str] | str:
         """Retrain and notify when the decision says so; otherwise the quiet path."""
-        return drift_watch.drift_detected(
+        return monitoring_dag.drift_detected(
             logged, retrain=["prepare_retraining", "notify_drift"], otherwise="no_drift"
         )
 
     @task
     def prepare_retraining(drift: dict, dag=None, run_id=None) -> dict:
         """The retraining run's conf: why it was started."""
-        return drift_watch.prepare_retraining(drift, dag_id=dag.dag_id, run_id=run_id)
+        return monitoring_dag.prepare_retraining(drift, dag_id=dag.dag_id, run_id=run_id)
 
     @task
     def notify_drift(
         champion: dict, drift: dict, logged: dict, params=None, dag=None, run_id=None
     ) -> dict:
         """Tell people: a notification object always, Slack / e-mail when configured."""
-        return drift_watch.notify_drift(
+        return monitoring_dag.notify_drift(
             champion, drift, logged, params, dag_id=dag.dag_id, run_id=run_id
         )
 

@@ -11,16 +11,24 @@ registered model inside the release, and so on.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from include.ml_pipeline.features import FeatureSpec
 
 P = TypeVar("P", bound="Payload")
+
+
+class _FromDict(Protocol):
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any: ...
 
 
 class Payload:
     """Base of the XCom payloads: dataclass <-> plain dict, nested payloads included."""
 
-    _nested: ClassVar[dict[str, type[Payload]]] = {}
-    _nested_lists: ClassVar[dict[str, type[Payload]]] = {}
+    #: Fields that are themselves payloads (or a `FeatureSpec`): rebuilt by `from_dict`.
+    _nested: ClassVar[dict[str, type[_FromDict]]] = {}
+    _nested_lists: ClassVar[dict[str, type[_FromDict]]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
@@ -37,11 +45,14 @@ class Payload:
             raise ValueError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}")
         values = dict(data)
         for name, kind in cls._nested.items():
-            if values.get(name) is not None:
+            if isinstance(values.get(name), dict):
                 values[name] = kind.from_dict(values[name])
         for name, kind in cls._nested_lists.items():
             if values.get(name) is not None:
-                values[name] = [kind.from_dict(item) for item in values[name]]
+                values[name] = [
+                    kind.from_dict(item) if isinstance(item, dict) else item
+                    for item in values[name]
+                ]
         return cls(**values)
 
     def replace(self: P, **changes: Any) -> P:
@@ -94,9 +105,10 @@ class PreprocessResult(Payload):
     rows_out: int
     dropped_unlabelled: int
     dropped_duplicates: int
-    feature_spec: dict[str, Any]
+    feature_spec: FeatureSpec
     target_type: str
     excluded_columns: dict[str, str]
+    _nested: ClassVar = {"feature_spec": FeatureSpec}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,9 +120,10 @@ class SplitResult(Payload):
     rows: dict[str, int]
     class_counts: dict[str, dict[str, int]]
     seed: int
-    feature_spec: dict[str, Any] = dataclasses.field(default_factory=dict)
+    feature_spec: FeatureSpec
     source_uri: str | None = None
     data_fingerprint: str | None = None
+    _nested: ClassVar = {"feature_spec": FeatureSpec}
 
 
 # --------------------------------------------------------------------- training
@@ -262,6 +275,18 @@ class LiveDeployment(Payload):
     def release(self) -> Release:
         return self.rollout.release
 
+    @property
+    def registered(self) -> RegisteredModel:
+        return self.rollout.release.registered
+
+    @property
+    def decision(self) -> Decision:
+        return self.rollout.release.decision
+
+    @property
+    def api_url(self) -> str:
+        return self.rollout.url
+
 
 @dataclasses.dataclass(frozen=True)
 class Rollback(Payload):
@@ -297,6 +322,18 @@ class Dashboard(Payload):
     traffic_rows: int
     _nested: ClassVar = {"deployment": LiveDeployment}
 
+    @property
+    def registered(self) -> RegisteredModel:
+        return self.deployment.registered
+
+    @property
+    def decision(self) -> Decision:
+        return self.deployment.decision
+
+    @property
+    def api_url(self) -> str:
+        return self.deployment.api_url
+
 
 @dataclasses.dataclass(frozen=True)
 class Notified(Payload):
@@ -330,11 +367,12 @@ class Champion(Payload):
     alias: str
     run_id: str | None
     model_uri: str
-    feature_spec: dict[str, Any]
+    feature_spec: FeatureSpec
     train_path: str | None
     data_fingerprint: str | None = None
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     candidate: str | None = None
+    _nested: ClassVar = {"feature_spec": FeatureSpec}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,15 +26,15 @@ import pytest
 
 from devtools.fixtures import titanic_passengers as _titanic
 from include.ml_pipeline.data_preparation import ingest, preprocess, split, validate, warehouse
-from include.ml_pipeline.data_preparation.errors import (
-    DataError,
-    DataSourceError,
-    DataValidationError,
-)
 from include.ml_pipeline.data_preparation.sample_data import (
     CATEGORICAL_COLUMNS,
     NUMERIC_COLUMNS,
     generate_churn_frame,
+)
+from include.ml_pipeline.errors import (
+    DataError,
+    DataSourceError,
+    DataValidationError,
 )
 from include.ml_pipeline.features import FeatureSpec
 
@@ -133,7 +133,7 @@ def run_door(path: Path, work: Path, **overrides: Any) -> Outcome:
                 exclude_columns=params["exclude_columns"],
                 drop_duplicates=params["drop_duplicates"],
             )
-            spec = FeatureSpec.from_dict(prepared.feature_spec)
+            spec = prepared.feature_spec
             result = split.split_table(
                 con,
                 "clean__t",

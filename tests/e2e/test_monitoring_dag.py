@@ -23,10 +23,10 @@ from include.ml_pipeline.data_preparation.sample_data import (
     TARGET,
     generate_churn_frame,
 )
+from include.ml_pipeline.errors import MonitoringError
 from include.ml_pipeline.features import FeatureSpec
 from include.ml_pipeline.monitoring import champion as champions
 from include.ml_pipeline.monitoring import drift_check, retrain_policy, windows
-from include.ml_pipeline.monitoring.errors import MonitoringError
 from include.ml_pipeline.notifications import read_log
 from include.ml_pipeline.storage import local_path
 
@@ -47,7 +47,7 @@ def store(tmp_path_factory):
     """A tmp MLflow store (env for the in-process tasks) with a champion version tagged
     with `train_path`, trained on 2,000 generated rows."""
     from include.ml_pipeline.registry import registry
-    from include.ml_pipeline.training.train import start_parent_run, train_candidate
+    from include.ml_pipeline.training.train import fit_candidate, start_parent_run
 
     root = tmp_path_factory.mktemp("monitoring")
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -70,7 +70,7 @@ def store(tmp_path_factory):
             airflow_run_id="train-1",
             artifact_location=artifacts,
         )
-        result = train_candidate(
+        result = fit_candidate(
             {"name": "logreg", "estimator": "logistic_regression", "params": {"C": 1.0}},
             paths["train"],
             paths["validation"],
@@ -81,12 +81,12 @@ def store(tmp_path_factory):
             artifact_location=artifacts,
         )
         version = registry.register_challenger(
-            result["model_uri"],
+            result.model_uri,
             MODEL,
             airflow_run_id="train-1",
             metrics={"roc_auc": 0.8},
             data_fingerprint="test",
-            tags={"train_path": paths["train"], "mlflow_run_id": result["run_id"]},
+            tags={"train_path": paths["train"], "mlflow_run_id": result.run_id},
             tracking_uri=tracking_uri,
         )
         registry.promote_to_champion(MODEL, version, tracking_uri=tracking_uri)
@@ -101,7 +101,7 @@ def store(tmp_path_factory):
             "tracking_uri": tracking_uri,
             "version": version,
             "train_path": paths["train"],
-            "run_id": result["run_id"],
+            "run_id": result.run_id,
             "drifted": str(drifted),
             "undrifted": str(undrifted),
             "reports": root / "reports",
@@ -235,20 +235,20 @@ def test_no_champion_skips_cleanly(store, monitoring):
 
 
 def test_find_champion_reads_spec_and_reference(store):
-    champion = champions.find_champion(MODEL, tracking_uri=store["tracking_uri"])
-    assert champion["version"] == store["version"]
-    assert champion["train_path"] == store["train_path"]
-    assert FeatureSpec.from_dict(champion["feature_spec"]) == SPEC
-    assert champion["metrics"] == {"roc_auc": 0.8}
+    champion = champions.read_champion(MODEL, tracking_uri=store["tracking_uri"])
+    assert champion.version == store["version"]
+    assert champion.train_path == store["train_path"]
+    assert champion.feature_spec == SPEC
+    assert champion.metrics == {"roc_auc": 0.8}
     # Without the tag, the run's `training` dataset input names the same file.
     source = champions.training_input_source(store["run_id"], tracking_uri=store["tracking_uri"])
     assert local_path(source) == Path(store["train_path"])  # a path or a file:// URI
-    assert champions.find_champion("nope", tracking_uri=store["tracking_uri"]) is None
-    reference = windows.load_reference(champion["train_path"], champion["feature_spec"])
+    assert champions.read_champion("nope", tracking_uri=store["tracking_uri"]) is None
+    reference = windows.reference_frame(champion.train_path, champion.feature_spec)
     assert len(reference) == 1400
     assert set(SPEC.columns) <= set(reference.columns)
     with pytest.raises(MonitoringError, match="train_path"):
-        windows.load_reference(None, SPEC)
+        windows.reference_frame(None, SPEC)
 
 
 def test_load_current_from_inference_log_and_files(tmp_path):
@@ -276,7 +276,7 @@ def test_load_current_from_inference_log_and_files(tmp_path):
         )
     (log_dir / "inference-20260101T000000000000-1-000001.jsonl").write_text("\n".join(lines))
     since = windows.window_start(now + timedelta(minutes=1), 24)
-    current = windows.load_current(
+    current = windows.current_frame(
         "inference_log", SPEC, model_version="1", inference_log_dir=log_dir, since=since
     )
     assert len(current) == 2  # the old record and the other version are left out
@@ -285,22 +285,22 @@ def test_load_current_from_inference_log_and_files(tmp_path):
     import pandas as pd
 
     assert len(pd.read_parquet(snapshot)) == 2
-    empty = windows.load_current("inference_log", SPEC, inference_log_dir=tmp_path / "none")
+    empty = windows.current_frame("inference_log", SPEC, inference_log_dir=tmp_path / "none")
     assert empty.empty
 
     csv = tmp_path / "batch.csv"
     frame.to_csv(csv, index=False)
-    assert len(windows.load_current(csv.as_uri(), SPEC)) == 6
+    assert len(windows.current_frame(csv.as_uri(), SPEC)) == 6
     frame.drop(columns=["age"]).to_parquet(tmp_path / "bad.parquet")
     with pytest.raises(MonitoringError, match="age"):
-        windows.load_current(str(tmp_path / "bad.parquet"), SPEC)
+        windows.current_frame(str(tmp_path / "bad.parquet"), SPEC)
     with pytest.raises(FileNotFoundError):
-        windows.load_current(str(tmp_path / "missing.csv"), SPEC)
+        windows.current_frame(str(tmp_path / "missing.csv"), SPEC)
 
 
 def test_drift_check_reason_and_decision():
     reference = generate_churn_frame(2_000, seed=3)
-    drifted = drift_check.run_drift_check(
+    drifted = drift_check.check_drift(
         reference, generate_churn_frame(1_500, seed=4, drift=True), SPEC
     )
     summary = drifted.summary()
@@ -317,12 +317,12 @@ def test_drift_check_reason_and_decision():
     retrain, why = retrain_policy.retrain_decision(summary, earlier)
     assert retrain is False
     assert "cool-down" in why
-    calm = drift_check.run_drift_check(reference, generate_churn_frame(1_500, seed=5), SPEC)
+    calm = drift_check.check_drift(reference, generate_churn_frame(1_500, seed=5), SPEC)
     assert retrain_policy.retrain_decision(calm.summary(), None) == (
         False,
         "no dataset drift; no retraining",
     )
-    few = drift_check.run_drift_check(reference, generate_churn_frame(20, seed=6), SPEC)
+    few = drift_check.check_drift(reference, generate_churn_frame(20, seed=6), SPEC)
     retrain, why = retrain_policy.retrain_decision(few.summary(), None)
     assert retrain is False
     assert "not enough" in why

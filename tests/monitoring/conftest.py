@@ -319,7 +319,7 @@ def live_deployment(split_uris: dict[str, str], run_id: str, manifest_uri: str) 
         rows={"train": 1000, "validation": 300, "test": 300},
         class_counts={},
         seed=0,
-        feature_spec=churn_spec().to_dict(),
+        feature_spec=churn_spec(),
     )
     registered = RegisteredModel(
         model_name="m",

@@ -11,7 +11,7 @@ import pytest
 
 from devtools.fixtures import churn_spec
 from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
-from include.ml_pipeline.orchestration.steps import monitoring
+from include.ml_pipeline.orchestration.steps.deployment_dag import monitoring
 from include.ml_pipeline.payloads import Dashboard, DriftResult
 from include.ml_pipeline.storage import local_path
 from tests.monitoring.conftest import live_deployment, training_run_with_plot, write_splits
@@ -60,9 +60,7 @@ def _write_traffic(directory: Path, rows: int) -> None:
 
 
 def test_without_traffic_the_test_split_is_compared_and_logged_to_the_training_run(deployed):
-    result = DriftResult.from_dict(
-        monitoring.check_drift_at_deployment(deployed["deployment"], PARAMS)
-    )
+    result = DriftResult.from_dict(monitoring.check_drift(deployed["deployment"], PARAMS))
     summary = result.summary
     assert summary["status"] == "ok"
     assert summary["n_drifted"] == 0
@@ -90,7 +88,7 @@ def test_without_traffic_the_test_split_is_compared_and_logged_to_the_training_r
 
 def test_enough_drifted_traffic_is_compared_instead(deployed):
     _write_traffic(deployed["tmp"] / "inference_log", 400)
-    summary = monitoring.check_drift_at_deployment(deployed["deployment"], PARAMS)["summary"]
+    summary = monitoring.check_drift(deployed["deployment"], PARAMS)["summary"]
     assert summary["current_source"].startswith("inference log, last 24 h")
     assert summary["dataset_drift"] is True
     assert summary["status"] == "drift"
@@ -98,9 +96,9 @@ def test_enough_drifted_traffic_is_compared_instead(deployed):
 
 def test_dashboard_shows_plots_traffic_and_drift_and_is_logged(deployed):
     _write_traffic(deployed["tmp"] / "inference_log", 150)
-    drift = monitoring.check_drift_at_deployment(deployed["deployment"], PARAMS)
+    drift = monitoring.check_drift(deployed["deployment"], PARAMS)
     shown = Dashboard.from_dict(
-        monitoring.render_deployment_dashboard(
+        monitoring.render_dashboard(
             deployed["deployment"], drift, PARAMS, dag_id="d", run_id="manual__1"
         )
     )

@@ -9,7 +9,7 @@ import pandas as pd
 from include.ml_pipeline.features import FeatureSpec
 from include.ml_pipeline.monitoring import windows
 from include.ml_pipeline.monitoring.drift import STATUS_INSUFFICIENT
-from include.ml_pipeline.monitoring.drift_check import run_drift_check
+from include.ml_pipeline.monitoring.drift_check import check_drift
 from include.ml_pipeline.storage import as_uri
 
 SPEC = FeatureSpec(target="y", numeric=["age", "income"], categorical=["plan"])
@@ -25,7 +25,7 @@ def test_an_empty_window_is_insufficient_data(tmp_path):
             "y": rng.choice(["no", "yes"], 500),
         }
     )
-    current = windows.load_current(
+    current = windows.current_frame(
         "inference_log", SPEC, inference_log_dir=tmp_path / "no_traffic_yet", model_version="1"
     )
     assert current.empty
@@ -34,7 +34,7 @@ def test_an_empty_window_is_insufficient_data(tmp_path):
     uri = as_uri(tmp_path / "monitoring" / "run" / "current.parquet")
     windows.snapshot_current(current, uri)
     frozen = windows.read_snapshot(uri)
-    report = run_drift_check(reference, frozen, SPEC, None)
+    report = check_drift(reference, frozen, SPEC, None)
     summary = report.summary()
     assert summary["status"] == STATUS_INSUFFICIENT
     assert summary["n_drifted"] == 0

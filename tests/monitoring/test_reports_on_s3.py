@@ -18,7 +18,8 @@ from devtools.fixtures import churn_spec
 from include.ml_pipeline import storage
 from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
 from include.ml_pipeline.notifications import read_log
-from include.ml_pipeline.orchestration.steps import drift_watch, monitoring, notifications
+from include.ml_pipeline.orchestration.steps import monitoring_dag
+from include.ml_pipeline.orchestration.steps.deployment_dag import monitoring, notifications
 from include.ml_pipeline.payloads import (
     Champion,
     CurrentWindow,
@@ -93,7 +94,7 @@ def test_deployment_and_monitoring_outputs_are_objects_in_the_bucket(storage_on_
 
     # configurar_monitoreo -> configurar_dashboards -> notificar_despliegue_exitoso
     deployment = trained["deployment"]
-    drift = DriftResult.from_dict(monitoring.check_drift_at_deployment(deployment, params))
+    drift = DriftResult.from_dict(monitoring.check_drift(deployment, params))
     assert drift.report_uri == f"{root}/reports/drift_v3.json"
     written = json.loads(s3.get(_key(storage_on_s3, drift.report_uri)))
     assert written["version"] == "3"
@@ -101,9 +102,7 @@ def test_deployment_and_monitoring_outputs_are_objects_in_the_bucket(storage_on_
     assert written["summary"]["current_rows"] == 300  # no traffic: the test split
 
     shown = Dashboard.from_dict(
-        monitoring.render_deployment_dashboard(
-            deployment, drift.to_dict(), params, dag_id="d", run_id=RUN_ID
-        )
+        monitoring.render_dashboard(deployment, drift.to_dict(), params, dag_id="d", run_id=RUN_ID)
     )
     assert shown.uri == f"{root}/reports/dashboard_m_v3.html"
     assert shown.plots == ["roc curve"]
@@ -127,30 +126,30 @@ def test_deployment_and_monitoring_outputs_are_objects_in_the_bucket(storage_on_
         alias="champion",
         run_id=trained["run_id"],
         model_uri="models:/m/3",  # not registered: no prediction drift, feature drift runs
-        feature_spec=churn_spec().to_dict(),
+        feature_spec=churn_spec(),
         train_path=trained["paths"]["train"],
         metrics={"roc_auc": 0.81},
     ).to_dict()
     watch = {**params, "current_source": trained["batch"]}
     now = datetime.now(UTC)
-    reference = drift_watch.load_reference(champion)
+    reference = monitoring_dag.load_reference(champion)
     assert ReferenceData.from_dict(reference).uri == trained["paths"]["train"]
-    current = drift_watch.load_current(champion, watch, run_id=RUN_ID, logical_date=now)
+    current = monitoring_dag.load_current(champion, watch, run_id=RUN_ID, logical_date=now)
     window = CurrentWindow.from_dict(current)
     assert window.uri == f"{root}/monitoring/{run_key(RUN_ID)}/current.parquet"
     assert window.rows == 600
     checked = DriftCheck.from_dict(
-        drift_watch.compute_drift(champion, reference, current, watch, run_id=RUN_ID)
+        monitoring_dag.compute_drift(champion, reference, current, watch, run_id=RUN_ID)
     )
     assert checked.report_uri == (f"{root}/reports/monitoring/drift_m_v3_{run_key(RUN_ID)}.json")
     assert checked.summary["dataset_drift"] is True
     latest = json.loads(s3.get(_key(storage_on_s3, f"{root}/reports/monitoring/drift_latest.json")))
     assert latest == json.loads(s3.get(_key(storage_on_s3, checked.report_uri)))
-    decided = drift_watch.decide_retraining(
+    decided = monitoring_dag.decide_retraining(
         champion, checked.to_dict(), watch, run_id=RUN_ID, logical_date=now
     )
     logged = MonitoringRun.from_dict(
-        drift_watch.log_to_mlflow(
+        monitoring_dag.log_to_mlflow(
             champion, current, checked.to_dict(), decided, watch, dag_id="mon", run_id=RUN_ID
         )
     )
@@ -165,7 +164,7 @@ def test_deployment_and_monitoring_outputs_are_objects_in_the_bucket(storage_on_
     ]
     assert logged.retrain is True
     drifted = Notified.from_dict(
-        drift_watch.notify_drift(
+        monitoring_dag.notify_drift(
             champion, checked.to_dict(), logged.to_dict(), watch, dag_id="mon", run_id=RUN_ID
         )
     )

@@ -13,8 +13,9 @@ from include.ml_pipeline.data_preparation.sample_data import (
     generate_churn_frame,
 )
 from include.ml_pipeline.features import FeatureSpec
+from include.ml_pipeline.payloads import CandidateResult
 from include.ml_pipeline.training.candidates import WEAK_CANDIDATE
-from include.ml_pipeline.training.train import start_parent_run, train_candidate
+from include.ml_pipeline.training.train import fit_candidate, start_parent_run
 
 SPEC = FeatureSpec(TARGET, list(NUMERIC_COLUMNS), list(CATEGORICAL_COLUMNS))
 
@@ -25,8 +26,8 @@ def log_small_model(
     experiment: str = "registry-tests",
     artifact_location: str | None = None,
     candidate: dict | None = None,
-) -> dict:
-    """Train one cheap candidate on 300 generated rows; return train_candidate's facts."""
+) -> CandidateResult:
+    """Train one cheap candidate on 300 generated rows; return fit_candidate's facts."""
     directory.mkdir(parents=True, exist_ok=True)
     frame = generate_churn_frame(300, seed=3)
     frame[:200].to_parquet(directory / "train.parquet", index=False)
@@ -37,7 +38,7 @@ def log_small_model(
         artifact_location=artifact_location,
         airflow_run_id=f"setup-{directory.name}",
     )
-    return train_candidate(
+    return fit_candidate(
         candidate or WEAK_CANDIDATE,
         str(directory / "train.parquet"),
         str(directory / "validation.parquet"),

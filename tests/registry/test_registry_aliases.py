@@ -18,7 +18,7 @@ def store(tmp_path_factory, small_model_logger):
     root = tmp_path_factory.mktemp("registry-sqlite")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     logged = small_model_logger(root / "data", uri, artifact_location=(root / "art").as_uri())
-    return {"uri": uri, "model_uri": logged["model_uri"], "run_id": logged["run_id"]}
+    return {"uri": uri, "model_uri": logged.model_uri, "run_id": logged.run_id}
 
 
 def _register(store, airflow_run_id, **extra):

@@ -103,7 +103,7 @@ def store(tmp_path_factory, small_model_logger):
     root = tmp_path_factory.mktemp("contract-store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     logged = small_model_logger(root / "data", uri, artifact_location=(root / "art").as_uri())
-    return {"uri": uri, **logged}
+    return {"uri": uri, **logged.to_dict()}
 
 
 def test_logged_contract_is_found_from_the_registry(store):

@@ -74,24 +74,24 @@ def test_train_evaluate_register_promote_through_the_server(server, small_model_
     generate_churn_frame(300, seed=11).to_parquet(test_path, index=False)
     spec = FeatureSpec(TARGET, list(NUMERIC_COLUMNS), list(CATEGORICAL_COLUMNS))
     evaluation = evaluate_on_test(
-        logged["model_uri"], str(test_path), spec, tracking_uri=uri, model_name=MODEL, **CHEAP
+        logged.model_uri, str(test_path), spec, tracking_uri=uri, model_name=MODEL, **CHEAP
     )
-    assert evaluation["champion"] is None
-    listed = {a.path for a in client.list_artifacts(logged["run_id"], "plots")}
+    assert evaluation.champion is None
+    listed = {a.path for a in client.list_artifacts(logged.run_id, "plots")}
     assert "plots/roc_curve.png" in listed
 
     kwargs = {
         "airflow_run_id": "server-run-1",
-        "metrics": evaluation["metrics"],
-        "data_fingerprint": evaluation["test_fingerprint"],
+        "metrics": evaluation.metrics,
+        "data_fingerprint": evaluation.test_fingerprint,
         "tracking_uri": uri,
     }
-    version = registry.register_challenger(logged["model_uri"], MODEL, **kwargs)
-    assert registry.register_challenger(logged["model_uri"], MODEL, **kwargs) == version
+    version = registry.register_challenger(logged.model_uri, MODEL, **kwargs)
+    assert registry.register_challenger(logged.model_uri, MODEL, **kwargs) == version
     assert len(client.search_model_versions(f"name = '{MODEL}'")) == 1
     assert registry.get_alias_version(MODEL, "challenger", tracking_uri=uri) == version
 
-    decision = decide_deployment(evaluation["metrics"], None, {"min_roc_auc": 0.5})
+    decision = decide_deployment(evaluation.metrics, None, {"min_roc_auc": 0.5})
     registry.record_decision(MODEL, version, decision, tracking_uri=uri)
     assert registry.promote_to_champion(MODEL, version, tracking_uri=uri) == {
         "previous": None,
@@ -99,7 +99,7 @@ def test_train_evaluate_register_promote_through_the_server(server, small_model_
     }
     # A second version from another Airflow run, promoted, then rolled back.
     second = registry.register_challenger(
-        logged["model_uri"], MODEL, airflow_run_id="server-run-2", tracking_uri=uri
+        logged.model_uri, MODEL, airflow_run_id="server-run-2", tracking_uri=uri
     )
     assert second != version
     registry.promote_to_champion(MODEL, second, tracking_uri=uri)
@@ -109,9 +109,9 @@ def test_train_evaluate_register_promote_through_the_server(server, small_model_
     # The champion is scored on the same split when the next challenger is evaluated,
     # loading `models:/<name>/<version>` through the server's artifact proxy.
     again = evaluate_on_test(
-        logged["model_uri"], str(test_path), spec, tracking_uri=uri, model_name=MODEL, **CHEAP
+        logged.model_uri, str(test_path), spec, tracking_uri=uri, model_name=MODEL, **CHEAP
     )
-    assert again["champion"]["version"] == version
-    assert again["champion"]["metrics"] == pytest.approx(evaluation["metrics"])
+    assert again.champion["version"] == version
+    assert again.champion["metrics"] == pytest.approx(evaluation.metrics)
     model = mlflow.sklearn.load_model(f"models:/{MODEL}@champion")
     assert [name for name, _ in model.steps] == ["preprocess", "model"]

@@ -44,13 +44,13 @@ def test_a_model_logged_and_registered_through_the_server_is_served_from_the_buc
     )
     logged = log_small_model(tmp_path / "data", uri, experiment="s3-artifacts")
     version = registry.register_challenger(
-        logged["model_uri"], name, airflow_run_id=unique_id("run"), tracking_uri=uri
+        logged.model_uri, name, airflow_run_id=unique_id("run"), tracking_uri=uri
     )
     registry.promote_to_champion(name, version, tracking_uri=uri)
 
     served = load_served_model(uri, name, CHAMPION)  # what the model API's loader runs
     assert str(served.version) == version
-    assert served.run_id == logged["run_id"]
+    assert served.run_id == logged.run_id
     keys = s3.keys("mlflow/")
     assert any(k.endswith("/MLmodel") for k in keys), keys[:20]
     assert not (tmp_path / "not-used").exists()

@@ -18,6 +18,7 @@ from include.ml_pipeline.config import get_settings
 from include.ml_pipeline.deployment import rollout
 from include.ml_pipeline.names import CHAMPION, MODEL_API_CONN_ID
 from include.ml_pipeline.orchestration import connections
+from include.ml_pipeline.payloads import Rollback
 from include.ml_pipeline.registry import registry
 from include.ml_pipeline.serving import process
 from tests.services.conftest import free_port, unique_id
@@ -101,23 +102,25 @@ def test_with_the_connection_the_rollout_and_rollback_only_reload_the_service(
     local_pid_file = settings.home / "api" / process.PID_FILE
     children = _children()
 
-    done = rollout.roll_out(settings, endpoint, name, v2, timeout=120)
+    done = rollout.serve_version(settings, endpoint, name, v2, timeout=120)
 
-    assert done["mode"] == "service"
-    assert done["started"] is None
-    assert done["version_info"]["model_version"] == v2
+    assert done.mode == "service"
+    assert done.started is None
+    assert done.version_info["model_version"] == v2
     assert httpx.get(api_service["url"] + "/version").json()["model_version"] == v2
     assert not local_pid_file.exists()  # nothing was started on this 'worker'
     assert _children() <= children
     assert process.api_status(api_service["home"]).pid == api_service["pid"]  # same process
 
-    back = rollout.roll_back(settings, name, v2, endpoint, reason="smoke test failed", timeout=120)
+    back = rollout.restore_champion(
+        settings, name, v2, endpoint, reason="smoke test failed", timeout=120
+    )
 
-    assert back == {
-        "rolled_back": True,
-        "champion": api_service["v1"],
-        "detail": f"API serves v{api_service['v1']}",
-    }
+    assert back == Rollback(
+        rolled_back=True,
+        champion=api_service["v1"],
+        detail=f"API serves v{api_service['v1']}",
+    )
     assert httpx.get(api_service["url"] + "/version").json()["model_version"] == api_service["v1"]
     assert not local_pid_file.exists()
     assert _children() <= children
@@ -130,7 +133,7 @@ def test_a_wrong_token_is_a_configuration_error_naming_the_connection(
     endpoint = model_api_connection(token="not-the-token")
     started = time.monotonic()
     with pytest.raises(rollout.ModelApiConfigError) as refused:
-        rollout.roll_out(
+        rollout.serve_version(
             get_settings(), endpoint, api_service["name"], api_service["v1"], timeout=30
         )
     assert time.monotonic() - started < 20
@@ -159,7 +162,7 @@ def test_without_the_connection_the_mode_is_embedded_on_loopback(monkeypatch):
     monkeypatch.setenv("MODEL_API_URL", "http://model-api.example:8000")
     remote = connections.model_api()
     with pytest.raises(rollout.ModelApiConfigError, match="define the Airflow connection"):
-        rollout.roll_out(get_settings(), remote, "m", "1", timeout=5)
+        rollout.serve_version(get_settings(), remote, "m", "1", timeout=5)
 
 
 def test_a_failed_first_deployment_unloads_the_service_until_a_champion_is_deployed(
@@ -196,14 +199,14 @@ def test_a_failed_first_deployment_unloads_the_service_until_a_champion_is_deplo
         settings = get_settings()
         assert httpx.get(url + "/version").json()["model_version"] == v1
 
-        back = rollout.roll_back(
+        back = rollout.restore_champion(
             settings, name, v1, endpoint, reason="smoke test failed", timeout=60
         )
 
-        assert back["rolled_back"] is True
-        assert back["champion"] is None
-        assert back["unloaded"] == v1
-        assert "answers 503" in back["detail"]
+        assert back.rolled_back is True
+        assert back.champion is None
+        assert back.unloaded == v1
+        assert "answers 503" in back.detail
         assert registry.get_alias_version(name, CHAMPION, tracking_uri=uri) is None
         assert httpx.get(url + "/version").json()["model_version"] is None
         for path in ("/ready", "/ping", "/model"):
@@ -220,8 +223,8 @@ def test_a_failed_first_deployment_unloads_the_service_until_a_champion_is_deplo
             uri, name, kind="lr", rows=1500, seed=3, aliases=(), serving_artifact=True
         )
         registry.promote_to_champion(name, v2, tracking_uri=uri)
-        done = rollout.roll_out(settings, endpoint, name, v2, timeout=120)
-        assert done["version_info"]["model_version"] == v2
+        done = rollout.serve_version(settings, endpoint, name, v2, timeout=120)
+        assert done.version_info["model_version"] == v2
         assert httpx.get(url + "/ready").status_code == 200
     finally:
         process.stop_api(home=home)

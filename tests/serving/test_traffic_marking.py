@@ -66,7 +66,7 @@ def test_drift_window_holds_only_live_rows_after_smoke_and_live_traffic(
     counts = every["traffic_kind"].value_counts().to_dict()
     assert counts == {"live": 300, "smoke": smoke_sent, "benchmark": 5}
 
-    window = windows.load_current(
+    window = windows.current_frame(
         "inference_log",
         churn_spec(),
         model_version=registry.v1,

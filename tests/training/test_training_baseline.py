@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
-from include.ml_pipeline.training.errors import TrainingDataError
+from include.ml_pipeline.errors import TrainingDataError
 from include.ml_pipeline.training.evaluate import class_prior_baseline
-from include.ml_pipeline.training.train import start_parent_run, train_candidate
+from include.ml_pipeline.training.train import fit_candidate, start_parent_run
 
 
 def test_the_prior_scores_auc_one_half_and_the_majority_share():
@@ -48,7 +48,7 @@ def test_infinite_training_values_fail_as_training_data_errors(
         match=r"candidate 'logreg' cannot be fitted on .*"
         r"train\.parquet: .*infinity",
     ):
-        train_candidate(
+        fit_candidate(
             {"name": "logreg", "estimator": "logistic_regression"},
             paths["train"],
             paths["validation"],

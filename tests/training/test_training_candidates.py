@@ -19,7 +19,7 @@ from include.ml_pipeline.training.candidates import (
 
 
 def test_defaults_are_valid_json_and_cover_both_families():
-    checked = validate_candidates(default_candidates())
+    checked = [c.to_dict() for c in validate_candidates(default_candidates())]
     assert json.loads(json.dumps(checked)) == checked
     kinds = {c["estimator"] for c in checked}
     assert {"logistic_regression", "hist_gradient_boosting"} <= kinds
@@ -40,7 +40,8 @@ def test_weak_candidate_is_valid_and_a_prior_dummy():
 
 
 def test_accepts_json_text():
-    assert validate_candidates(json.dumps(DEFAULT_CANDIDATES)) == DEFAULT_CANDIDATES
+    checked = validate_candidates(json.dumps(DEFAULT_CANDIDATES))
+    assert [c.to_dict() for c in checked] == DEFAULT_CANDIDATES
 
 
 @pytest.mark.parametrize(

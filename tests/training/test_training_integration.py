@@ -22,8 +22,8 @@ from include.ml_pipeline.training.candidates import WEAK_CANDIDATE
 from include.ml_pipeline.training.evaluate import evaluate_on_test, select_best
 from include.ml_pipeline.training.train import (
     finish_parent_run,
+    fit_candidate,
     start_parent_run,
-    train_candidate,
 )
 
 CANDIDATES = [
@@ -57,11 +57,11 @@ def trained(mlflow_store, churn_splits, churn_spec):
         tags={"dag_id": "ml_model_deployment_advanced"},
     )
     results = [
-        train_candidate(
+        fit_candidate(
             candidate,
             churn_splits["train"],
             churn_splits["validation"],
-            churn_spec.to_dict(),
+            churn_spec,
             tracking_uri=mlflow_store["tracking_uri"],
             experiment=mlflow_store["experiment"],
             parent_run_id=parent,
@@ -76,11 +76,11 @@ def trained(mlflow_store, churn_splits, churn_spec):
 def evaluated(trained, mlflow_store, churn_splits, churn_spec):
     best = select_best(trained["results"], "roc_auc", True)
     evaluation = evaluate_on_test(
-        best["model_uri"],
+        best.best.model_uri,
         churn_splits["test"],
         churn_spec,
         tracking_uri=mlflow_store["tracking_uri"],
-        run_id=best["run_id"],
+        run_id=best.best.run_id,
         model_name=MODEL,
     )
     return {"best": best, "evaluation": evaluation}
@@ -128,7 +128,7 @@ def test_one_nested_run_per_candidate_with_everything_logged(trained, client, ch
     children = _children(client, parent.info.experiment_id, trained["parent"])
     assert sorted(r.data.tags["ml_pipeline.candidate"] for r in children) == ["hgb", "logreg"]
     for result in trained["results"]:
-        run = client.get_run(result["run_id"])
+        run = client.get_run(result.run_id)
         assert run.info.status == "FINISHED"
         tags = run.data.tags
         assert tags["mlflow.parentRunId"] == trained["parent"]
@@ -138,21 +138,21 @@ def test_one_nested_run_per_candidate_with_everything_logged(trained, client, ch
         assert tags["map_index"] in {"0", "1"}
         assert tags["airflow_run_id"] == "run-1"
         params = run.data.params
-        assert params["candidate"] == result["candidate"]
-        assert params["estimator"] == result["estimator"]
+        assert params["candidate"] == result.candidate
+        assert params["estimator"] == result.estimator
         assert int(params["train_rows"]) == 1400
         metrics = run.data.metrics
         for name in ("roc_auc", "accuracy", "f1", "precision", "recall", "log_loss"):
-            assert metrics[f"validation_{name}"] == pytest.approx(result["metrics"][name])
+            assert metrics[f"validation_{name}"] == pytest.approx(result.metrics[name])
         assert metrics["fit_seconds"] > 0
         inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
         assert set(inputs) == {"train", "validation"}
-        assert inputs["train"].dataset.digest == result["train_fingerprint"]
+        assert inputs["train"].dataset.digest == result.train_fingerprint
         # the source is the split's URI, so a reader on any machine finds the rows
         assert json.loads(inputs["train"].dataset.source)["uri"] == as_uri(churn_splits["train"])
         assert '"num_rows": 1400' in inputs["train"].dataset.profile
-        assert result["model_uri"].startswith("models:/")
-        assert result["metrics"]["roc_auc"] > 0.75
+        assert result.model_uri.startswith("models:/")
+        assert result.metrics["roc_auc"] > 0.75
 
 
 def test_logged_model_follows_the_serving_contract(trained, churn_splits, churn_spec):
@@ -164,26 +164,26 @@ def test_logged_model_follows_the_serving_contract(trained, churn_splits, churn_
     frame = pd.read_parquet(churn_splits["test"]).head(20)
     X = coerce_features(frame, churn_spec)
     for result in trained["results"]:
-        info = get_model_info(result["model_uri"])
+        info = get_model_info(result.model_uri)
         assert info.metadata == {"feature_spec": churn_spec.to_dict()}
         flavor = info.flavors["sklearn"]
         assert flavor["serialization_format"] == "skops"
-        if result["estimator"] == "hist_gradient_boosting":
+        if result.estimator == "hist_gradient_boosting":
             assert any("TreePredictor" in t for t in flavor["skops_trusted_types"])
         assert [c.name for c in info.signature.inputs.inputs] == churn_spec.columns
         assert info.saved_input_example_info is not None
-        pipeline = mlflow.sklearn.load_model(result["model_uri"])
+        pipeline = mlflow.sklearn.load_model(result.model_uri)
         assert [name for name, _ in pipeline.steps] == ["preprocess", "model"]
         assert set(pipeline.predict(X)) <= {"yes", "no"}
         # The pyfunc flavour (what `mlflow models serve` uses) accepts missing values.
         X_missing = X.copy()
         X_missing.loc[X_missing.index[0], "monthly_charges"] = None
         X_missing.loc[X_missing.index[1], "region"] = None
-        assert len(mlflow.pyfunc.load_model(result["model_uri"]).predict(X_missing)) == 20
+        assert len(mlflow.pyfunc.load_model(result.model_uri).predict(X_missing)) == 20
 
 
 def test_retrained_task_reuses_its_finished_run(trained, mlflow_store, churn_splits, churn_spec):
-    again = train_candidate(
+    again = fit_candidate(
         CANDIDATES[0],
         churn_splits["train"],
         churn_splits["validation"],
@@ -193,10 +193,10 @@ def test_retrained_task_reuses_its_finished_run(trained, mlflow_store, churn_spl
         parent_run_id=trained["parent"],
         tags=_airflow_tags("run-1", 0),
     )
-    assert again["reused"] is True
-    assert again["run_id"] == trained["results"][0]["run_id"]
-    assert again["model_uri"] == trained["results"][0]["model_uri"]
-    assert again["metrics"] == pytest.approx(trained["results"][0]["metrics"])
+    assert again.reused is True
+    assert again.run_id == trained["results"][0].run_id
+    assert again.model_uri == trained["results"][0].model_uri
+    assert again.metrics == pytest.approx(trained["results"][0].metrics)
 
 
 def test_attempt_that_crashed_is_replaced(trained, mlflow_store, churn_splits, churn_spec, client):
@@ -205,7 +205,7 @@ def test_attempt_that_crashed_is_replaced(trained, mlflow_store, churn_splits, c
         parent.info.experiment_id,
         tags={"mlflow.parentRunId": trained["parent"], "ml_pipeline.candidate": "weak_prior"},
     )  # left RUNNING, without a model, as a killed attempt would leave it
-    result = train_candidate(
+    result = fit_candidate(
         WEAK_CANDIDATE,
         churn_splits["train"],
         churn_splits["validation"],
@@ -214,33 +214,33 @@ def test_attempt_that_crashed_is_replaced(trained, mlflow_store, churn_splits, c
         experiment=mlflow_store["experiment"],
         parent_run_id=trained["parent"],
     )
-    assert result["reused"] is False
+    assert result.reused is False
     assert client.get_run(stale.info.run_id).info.lifecycle_stage == "deleted"
     weak_runs = [
         r
         for r in _children(client, parent.info.experiment_id, trained["parent"])
         if r.data.tags["ml_pipeline.candidate"] == "weak_prior"
     ]
-    assert [r.info.run_id for r in weak_runs] == [result["run_id"]]
-    client.delete_run(result["run_id"])  # keep the parent's children to the two candidates
+    assert [r.info.run_id for r in weak_runs] == [result.run_id]
+    client.delete_run(result.run_id)  # keep the parent's children to the two candidates
 
 
 def test_select_best_picks_the_highest_validation_auc(evaluated, trained):
     best = evaluated["best"]
-    expected = max(trained["results"], key=lambda r: r["metrics"]["roc_auc"])
-    assert best["run_id"] == expected["run_id"]
-    assert best["selection"]["ranking"][0][0] == expected["candidate"]
+    expected = max(trained["results"], key=lambda r: r.metrics["roc_auc"])
+    assert best.best.run_id == expected.run_id
+    assert best.ranking[0][0] == expected.candidate
 
 
 def test_evaluation_logs_metrics_and_png_plots(evaluated, client):
     evaluation = evaluated["evaluation"]
-    assert evaluation["champion"] is None  # nothing registered yet
-    assert evaluation["test_rows"] == 300
-    assert evaluation["metrics"]["roc_auc"] > 0.75
-    run = client.get_run(evaluation["run_id"])
-    for name, value in evaluation["metrics"].items():
+    assert evaluation.champion is None  # nothing registered yet
+    assert evaluation.test_rows == 300
+    assert evaluation.metrics["roc_auc"] > 0.75
+    run = client.get_run(evaluation.run_id)
+    for name, value in evaluation.metrics.items():
         assert run.data.metrics[f"test_{name}"] == pytest.approx(value)
-    listed = {a.path for a in client.list_artifacts(evaluation["run_id"], "plots")}
+    listed = {a.path for a in client.list_artifacts(evaluation.run_id, "plots")}
     for plot in (
         "confusion_matrix",
         "roc_curve",
@@ -248,13 +248,13 @@ def test_evaluation_logs_metrics_and_png_plots(evaluated, client):
         "feature_importance_permutation",
     ):
         assert f"plots/{plot}.png" in listed
-    assert set(evaluation["artifacts"]) >= listed
+    assert set(evaluation.artifacts) >= listed
     root = Path(urlparse(run.info.artifact_uri).path)
     for path in listed:
         data = (root / path).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
         assert len(data) > 5000
-    top = [name for name, _ in evaluation["feature_importance"]["top"]]
+    top = [name for name, _ in evaluation.feature_importance["top"]]
     assert "contract_type" in top[:4]  # the strongest driver in the generator
 
 
@@ -263,22 +263,22 @@ def test_register_gate_promote(evaluated, mlflow_store, client):
     uri = mlflow_store["tracking_uri"]
     kwargs = {
         "airflow_run_id": "run-1",
-        "metrics": evaluation["metrics"],
-        "data_fingerprint": evaluation["test_fingerprint"],
+        "metrics": evaluation.metrics,
+        "data_fingerprint": evaluation.test_fingerprint,
         "tracking_uri": uri,
     }
-    version = registry.register_challenger(evaluation["model_uri"], MODEL, **kwargs)
-    again = registry.register_challenger(evaluation["model_uri"], MODEL, **kwargs)
+    version = registry.register_challenger(evaluation.model_uri, MODEL, **kwargs)
+    again = registry.register_challenger(evaluation.model_uri, MODEL, **kwargs)
     assert again == version == "1"
     assert len(client.search_model_versions(f"name = '{MODEL}'")) == 1
     assert registry.get_alias_version(MODEL, "challenger", tracking_uri=uri) == "1"
     facts = registry.describe_version(MODEL, version, tracking_uri=uri)
-    assert facts["run_id"] == evaluation["run_id"]
+    assert facts["run_id"] == evaluation.run_id
     assert facts["tags"]["airflow_run_id"] == "run-1"
-    assert facts["tags"]["data_fingerprint"] == evaluation["test_fingerprint"]
-    assert float(facts["tags"]["test_roc_auc"]) == pytest.approx(evaluation["metrics"]["roc_auc"])
+    assert facts["tags"]["data_fingerprint"] == evaluation.test_fingerprint
+    assert float(facts["tags"]["test_roc_auc"]) == pytest.approx(evaluation.metrics["roc_auc"])
 
-    decision = decide_deployment(evaluation["metrics"], None, THRESHOLDS)
+    decision = decide_deployment(evaluation.metrics, None, THRESHOLDS)
     assert decision.deploy, decision.reasons
     registry.record_decision(MODEL, version, decision, tracking_uri=uri)
     assert registry.promote_to_champion(MODEL, version, tracking_uri=uri) == {
@@ -299,7 +299,7 @@ def test_weak_candidate_is_rejected_and_champion_stays(
     parent = start_parent_run(
         tracking_uri=uri, experiment=mlflow_store["experiment"], airflow_run_id="run-2"
     )
-    weak = train_candidate(
+    weak = fit_candidate(
         WEAK_CANDIDATE,
         churn_splits["train"],
         churn_splits["validation"],
@@ -310,24 +310,24 @@ def test_weak_candidate_is_rejected_and_champion_stays(
         tags=_airflow_tags("run-2", 0),
     )
     evaluation = evaluate_on_test(
-        weak["model_uri"], churn_splits["test"], churn_spec, tracking_uri=uri, model_name=MODEL
+        weak.model_uri, churn_splits["test"], churn_spec, tracking_uri=uri, model_name=MODEL
     )
-    assert evaluation["metrics"]["roc_auc"] == pytest.approx(0.5)
-    champion = evaluation["champion"]
+    assert evaluation.metrics["roc_auc"] == pytest.approx(0.5)
+    champion = evaluation.champion
     assert champion["version"] == "1"
     assert champion["error"] is None
-    assert champion["metrics"] == pytest.approx(evaluated["evaluation"]["metrics"])
+    assert champion["metrics"] == pytest.approx(evaluated["evaluation"].metrics)
 
     version = registry.register_challenger(
-        weak["model_uri"],
+        weak.model_uri,
         MODEL,
         airflow_run_id="run-2",
-        metrics=evaluation["metrics"],
-        data_fingerprint=evaluation["test_fingerprint"],
+        metrics=evaluation.metrics,
+        data_fingerprint=evaluation.test_fingerprint,
         tracking_uri=uri,
     )
     assert version == "2"
-    decision = decide_deployment(evaluation["metrics"], champion["metrics"], THRESHOLDS)
+    decision = decide_deployment(evaluation.metrics, champion["metrics"], THRESHOLDS)
     assert decision.deploy is False
     text = " ".join(decision.reasons)
     assert "roc_auc 0.5000 is below the minimum 0.7500" in text

@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 
 from include.ml_pipeline.features import FeatureSpec
 from include.ml_pipeline.training.evaluate import evaluate_on_test, select_best
-from include.ml_pipeline.training.train import start_parent_run, train_candidate
+from include.ml_pipeline.training.train import fit_candidate, start_parent_run
 
 CANDIDATES = [
     {"name": "logreg", "estimator": "logistic_regression", "params": {"C": 1.0}},
@@ -36,11 +36,11 @@ def test_multiclass_int_labels_train_and_evaluate(wine, mlflow_store):
         airflow_run_id="wine-1",
     )
     results = [
-        train_candidate(
+        fit_candidate(
             candidate,
             paths["train"],
             paths["validation"],
-            spec.to_dict(),
+            spec,
             tracking_uri=uri,
             experiment="wine",
             parent_run_id=parent,
@@ -48,17 +48,17 @@ def test_multiclass_int_labels_train_and_evaluate(wine, mlflow_store):
         for candidate in CANDIDATES
     ]
     for result in results:
-        assert result["metrics"]["roc_auc"] > 0.9, result
+        assert result.metrics["roc_auc"] > 0.9, result
     best = select_best(results, "log_loss")  # lower is better, inferred
-    assert best["selection"]["greater_is_better"] is False
+    assert best.greater_is_better is False
     evaluation = evaluate_on_test(
-        best["model_uri"], paths["test"], spec, tracking_uri=uri, model_name="wine_model"
+        best.best.model_uri, paths["test"], spec, tracking_uri=uri, model_name="wine_model"
     )
-    assert evaluation["classes"] == [0, 1, 2]
-    assert evaluation["metrics"]["roc_auc"] > 0.9
-    assert evaluation["metrics"]["accuracy"] > 0.8
-    assert evaluation["champion"] is None
-    listed = {a.path for a in MlflowClient(uri).list_artifacts(best["run_id"], "plots")}
+    assert evaluation.classes == [0, 1, 2]
+    assert evaluation.metrics["roc_auc"] > 0.9
+    assert evaluation.metrics["accuracy"] > 0.8
+    assert evaluation.champion is None
+    listed = {a.path for a in MlflowClient(uri).list_artifacts(best.best.run_id, "plots")}
     assert "plots/confusion_matrix.png" in listed
     assert "plots/roc_curve.png" in listed
 
@@ -66,11 +66,11 @@ def test_multiclass_int_labels_train_and_evaluate(wine, mlflow_store):
     from include.ml_pipeline.registry import registry
 
     version = registry.register_challenger(
-        best["model_uri"], "wine_model", airflow_run_id="wine-1", tracking_uri=uri
+        best.best.model_uri, "wine_model", airflow_run_id="wine-1", tracking_uri=uri
     )
     registry.promote_to_champion("wine_model", version, tracking_uri=uri)
     again = evaluate_on_test(
-        best["model_uri"], paths["test"], spec, tracking_uri=uri, model_name="wine_model"
+        best.best.model_uri, paths["test"], spec, tracking_uri=uri, model_name="wine_model"
     )
-    assert again["champion"]["version"] == version
-    assert again["champion"]["metrics"] == pytest.approx(evaluation["metrics"])
+    assert again.champion["version"] == version
+    assert again.champion["metrics"] == pytest.approx(evaluation.metrics)

@@ -3,10 +3,11 @@ the decision step's comparison with the champion's contract."""
 
 from __future__ import annotations
 
+from include.ml_pipeline.features import FeatureSpec
 from include.ml_pipeline.notifications import events
 from include.ml_pipeline.payloads import Decision, RegisteredModel, SplitResult
 
-SPLIT = SplitResult(uris={}, rows={}, class_counts={}, seed=1)
+SPLIT = SplitResult(uris={}, rows={}, class_counts={}, seed=1, feature_spec=FeatureSpec(target="y"))
 
 
 def _model(**extra) -> RegisteredModel:
@@ -57,7 +58,9 @@ def test_rejected_for_a_change_names_the_differences():
 
 
 def test_no_champion_means_no_contract_comparison():
-    from include.ml_pipeline.orchestration.steps.decision import compare_with_champion
+    from include.ml_pipeline.orchestration.steps.deployment_dag.decision import (
+        compare_with_champion,
+    )
 
     assert compare_with_champion(_model(champion_version=None), "sqlite:///x.db") is None
     missing = compare_with_champion(_model(), "sqlite:///x.db")

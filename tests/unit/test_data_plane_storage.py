@@ -21,7 +21,7 @@ from include.ml_pipeline.config import get_settings
 from include.ml_pipeline.data_preparation import ingest, warehouse
 from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
 from include.ml_pipeline.features import FeatureSpec
-from include.ml_pipeline.orchestration.steps import data_preparation as steps
+from include.ml_pipeline.orchestration.steps.deployment_dag import data_preparation as steps
 from include.ml_pipeline.runs import run_key, run_uri
 from include.ml_pipeline.training.data import read_split, read_split_with_fingerprint
 from tests.unit.conftest import leftovers

@@ -13,7 +13,7 @@ from include.ml_pipeline.data_preparation import (
     validate,
     warehouse,
 )
-from include.ml_pipeline.data_preparation.errors import DataSourceError, DataValidationError
+from include.ml_pipeline.errors import DataSourceError, DataValidationError
 from include.ml_pipeline.features import FeatureSpec
 
 
@@ -187,7 +187,7 @@ def test_preprocess_types_dedupes_and_excludes_identifiers(con, tmp_path):
     assert result.dropped_unlabelled == 1
     assert result.dropped_duplicates == 9
     assert result.rows_out == 500
-    spec = FeatureSpec.from_dict(result.feature_spec)
+    spec = result.feature_spec
     assert spec.numeric == sample_data.NUMERIC_COLUMNS
     types = dict(warehouse.table_columns(con, "clean__t"))
     assert types["age"] == "DOUBLE"

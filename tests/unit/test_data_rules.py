@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from include.ml_pipeline.data_preparation import ingest, preprocess, validate, warehouse
-from include.ml_pipeline.data_preparation.errors import DataError
 from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
+from include.ml_pipeline.errors import DataError
 
 
 @pytest.fixture
@@ -102,7 +102,9 @@ def test_header_like_values():
 
 def test_engine_errors_become_data_errors_and_io_errors_stay_retryable():
     from include.ml_pipeline.orchestration.compat import AirflowFailException
-    from include.ml_pipeline.orchestration.steps.data_preparation import fail_on_bad_data
+    from include.ml_pipeline.orchestration.steps.deployment_dag.data_preparation import (
+        fail_on_bad_data,
+    )
 
     @fail_on_bad_data
     def converts():

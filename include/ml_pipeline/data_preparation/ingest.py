@@ -48,13 +48,13 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from include.ml_pipeline import storage
-from include.ml_pipeline.data_preparation.errors import DataSourceError
 from include.ml_pipeline.data_preparation.warehouse import (
     quote_ident,
     quote_literal,
     row_count,
     table_columns,
 )
+from include.ml_pipeline.errors import DataSourceError
 from include.ml_pipeline.payloads import LoadResult
 from include.ml_pipeline.storage import fingerprint, local_path
 

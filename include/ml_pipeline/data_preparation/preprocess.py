@@ -191,7 +191,7 @@ def preprocess_table(
         rows_out=rows_out,
         dropped_unlabelled=rows_in - labelled,
         dropped_duplicates=labelled - rows_out,
-        feature_spec=spec.to_dict(),
+        feature_spec=spec,
         target_type=label_type,
         excluded_columns=excluded,
     )

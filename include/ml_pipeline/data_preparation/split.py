@@ -97,5 +97,5 @@ def split_table(
         rows=rows,
         class_counts=classes,
         seed=seed,
-        feature_spec=spec.to_dict(),
+        feature_spec=spec,
     )

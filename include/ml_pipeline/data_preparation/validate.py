@@ -34,7 +34,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from include.ml_pipeline.data_preparation.errors import DataValidationError, Violation
 from include.ml_pipeline.data_preparation.ingest import ROW_ID
 from include.ml_pipeline.data_preparation.profile import (
     is_numeric_type,
@@ -46,6 +45,7 @@ from include.ml_pipeline.data_preparation.warehouse import (
     table_columns,
     text_value,
 )
+from include.ml_pipeline.errors import DataValidationError, Violation
 from include.ml_pipeline.payloads import ValidationReport
 
 #: A text column is numeric when at least this share of its values parse as numbers; the

@@ -15,16 +15,18 @@ from typing import Any
 from include.ml_pipeline import storage
 from include.ml_pipeline.config import Settings
 from include.ml_pipeline.names import CHALLENGER, CHAMPION
+from include.ml_pipeline.payloads import DecidedModel, Release
 
 
 def prepare_release(
-    settings: Settings, name: str, version: str, *, airflow: dict[str, Any]
-) -> dict[str, Any]:
+    settings: Settings, decided: DecidedModel, *, airflow: dict[str, Any]
+) -> Release:
     """Verify the challenger as served, promote it to champion, write the manifest."""
     from include.ml_pipeline.registry.registry import describe_version, promote_to_champion
     from include.ml_pipeline.serving.artifact import publish_served
     from include.ml_pipeline.serving.loader import load_served_model
 
+    name, version = decided.registered.model_name, decided.registered.version
     served = load_served_model(settings.mlflow_tracking_uri, name, CHALLENGER)
     if str(served.version) != str(version):
         raise RuntimeError(
@@ -61,7 +63,12 @@ def prepare_release(
     }
     uri = storage.write_json(manifest_uri(settings, name, version), manifest)
     manifest["manifest_uri"] = uri
-    return manifest
+    return Release(
+        registered=decided.registered,
+        decision=decided.decision,
+        manifest=manifest,
+        manifest_uri=uri,
+    )
 
 
 def manifest_uri(settings: Settings, name: str, version: str) -> str:

@@ -1,4 +1,5 @@
-"""Roll out and roll back: make the model API serve `champion`, or put it back.
+"""Roll out and roll back: make the model API serve `champion`, or put it back; and the
+rows `pruebas_api` sends to it.
 
 Two modes, chosen by the orchestration layer (`connections.model_api()`) and logged:
 
@@ -10,8 +11,9 @@ Two modes, chosen by the orchestration layer (`connections.model_api()`) and log
 * **embedded** (no connection, `make run`): a local process on loopback (`MODEL_API_URL`),
   started when none answers there (`serving/process.py`), else asked to reload.
 
-`roll_back` points `champion` back to `previous_champion` (only if `champion` is still the
-failed version), reloads the API the same way and checks it serves the restored version.
+`restore_champion` points `champion` back to `previous_champion` (only if `champion` is
+still the failed version), reloads the API the same way and checks it serves the restored
+version.
 
 Configuration errors (no token, a token the service refuses, a host that does not resolve,
 nothing answering within the wait, another model served) raise `ModelApiConfigError`
@@ -23,11 +25,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from include.ml_pipeline import storage
 from include.ml_pipeline.config import Settings
 from include.ml_pipeline.names import CHAMPION, MODEL_API_CONN_ID
+from include.ml_pipeline.payloads import Release, Rollback, Rollout, SplitResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -155,25 +162,48 @@ def _api_ready_for(url: str, model_name: str) -> bool:
     return True
 
 
-def roll_out(
+@dataclass(frozen=True)
+class Serving:
+    """What `serve_version` did: the API at `url` (in `mode`) serves `version`, as its
+    `/version` document `version_info` says; `started` is the local process when this
+    call started it, else None."""
+
+    url: str
+    version: str
+    mode: str
+    started: dict[str, Any] | None
+    version_info: dict[str, Any]
+
+    def of(self, release: Release) -> Rollout:
+        """The `desplegar_api` payload: `release`, served like this."""
+        return Rollout(
+            release=release,
+            url=self.url,
+            version=self.version,
+            started=self.started,
+            version_info=self.version_info,
+            mode=self.mode,
+        )
+
+
+def serve_version(
     settings: Settings,
     endpoint: ModelApiEndpoint,
     model_name: str,
     version: str,
     *,
     timeout: float = 180.0,
-) -> dict[str, Any]:
-    """Make the API at `endpoint` serve `version` (the champion); return what happened:
-    `{"url", "version", "mode", "started" (the local process, or None), "version_info"}`."""
+) -> Serving:
+    """Make the API at `endpoint` serve `version` (the champion)."""
     log.info("rolling out %s v%s to the %s", model_name, version, endpoint.describe())
     started, document = _serve_champion(settings, endpoint, model_name, version, timeout=timeout)
-    return {
-        "url": endpoint.url,
-        "version": str(version),
-        "mode": endpoint.mode,
-        "started": started,
-        "version_info": document,
-    }
+    return Serving(
+        url=endpoint.url,
+        version=str(version),
+        mode=endpoint.mode,
+        started=started,
+        version_info=document,
+    )
 
 
 def _serve_champion(
@@ -244,7 +274,7 @@ def _reload_embedded(settings: Settings, url: str, token: str | None, *, timeout
         raise
 
 
-def roll_back(
+def restore_champion(
     settings: Settings,
     name: str,
     failed_version: str,
@@ -252,7 +282,7 @@ def roll_back(
     *,
     reason: str,
     timeout: float = 180.0,
-) -> dict[str, Any]:
+) -> Rollback:
     """Put `champion` back on the previous version and make the API serve it again."""
     from include.ml_pipeline.registry.registry import (
         get_alias_version,
@@ -264,11 +294,11 @@ def roll_back(
     uri = settings.mlflow_tracking_uri
     champion = get_alias_version(name, CHAMPION, tracking_uri=uri)
     if champion != str(failed_version):
-        return {
-            "rolled_back": False,
-            "champion": champion,
-            "detail": f"champion is {champion}, not the failed version {failed_version}",
-        }
+        return Rollback(
+            rolled_back=False,
+            champion=champion,
+            detail=f"champion is {champion}, not the failed version {failed_version}",
+        )
     try:
         restored = rollback_champion(name, tracking_uri=uri, reason=reason)
     except LookupError:
@@ -280,23 +310,33 @@ def roll_back(
             unloaded = client.unload_model(
                 endpoint.url, token=endpoint.token, if_version=str(failed_version), timeout=timeout
             )
-            return {
-                "rolled_back": True,
-                "champion": None,
-                "api_stopped": False,
-                "unloaded": unloaded["previous_version"],
-                "detail": f"no previous champion: alias removed; the service at "
+            return Rollback(
+                rolled_back=True,
+                champion=None,
+                api_stopped=False,
+                unloaded=unloaded["previous_version"],
+                detail=f"no previous champion: alias removed; the service at "
                 f"{endpoint.url} unloaded v{failed_version} and answers 503 "
                 "until a champion is deployed",
-            }
+            )
         stopped = process.stop_api() if is_loopback(endpoint.url) else False
-        return {
-            "rolled_back": True,
-            "champion": None,
-            "api_stopped": stopped,
-            "detail": "no previous champion: alias removed",
-        }
+        return Rollback(
+            rolled_back=True,
+            champion=None,
+            api_stopped=stopped,
+            detail="no previous champion: alias removed",
+        )
     log.info("rolling back %s to v%s on the %s", name, restored, endpoint.describe())
     _serve_champion(settings, endpoint, name, restored, timeout=timeout)
     client.check_health(endpoint.url)
-    return {"rolled_back": True, "champion": restored, "detail": f"API serves v{restored}"}
+    return Rollback(rolled_back=True, champion=restored, detail=f"API serves v{restored}")
+
+
+def smoke_rows(split: SplitResult, rows: int = 32) -> pd.DataFrame:
+    """The first `rows` rows of the run's test split (a `file://` or remote URI, read with
+    the storage root's options), feature columns only: the fixed sample `pruebas_api`
+    sends, whatever the dataset."""
+    import pandas as pd
+
+    with storage.local_copy(split.uris["test"]) as local:
+        return pd.read_parquet(local, columns=split.feature_spec.columns).head(rows)

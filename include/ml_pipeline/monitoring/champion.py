@@ -13,8 +13,8 @@ import logging
 import math
 from typing import Any
 
+from include.ml_pipeline.errors import MonitoringError
 from include.ml_pipeline.features import FeatureSpec
-from include.ml_pipeline.monitoring.errors import MonitoringError
 from include.ml_pipeline.names import (
     CHAMPION,
     FEATURE_SPEC_TAG,
@@ -22,21 +22,16 @@ from include.ml_pipeline.names import (
     TRAIN_PATH_TAG,
     VERSION_CANDIDATE_TAG,
 )
+from include.ml_pipeline.payloads import Champion
 
 log = logging.getLogger(__name__)
 
 TRAINING_CONTEXT = "training"
 
 
-def find_champion(
-    model_name: str, *, tracking_uri: str, alias: str = CHAMPION
-) -> dict[str, Any] | None:
-    """JSON-able facts of `models:/<model_name>@<alias>`, or None when it does not exist.
-
-    Keys: `model_name`, `version`, `alias`, `run_id`, `model_uri`, `feature_spec` (dict),
-    `train_path` (str or None), `data_fingerprint`, `metrics` (the version's `test_*`
-    tags, unprefixed), `candidate`.
-    """
+def read_champion(model_name: str, *, tracking_uri: str, alias: str = CHAMPION) -> Champion | None:
+    """`models:/<model_name>@<alias>` as a `Champion` (its metrics are the version's
+    `test_*` tags, unprefixed), or None when it does not exist."""
     from include.ml_pipeline.registry.registry import describe_version, get_alias_version
 
     version = get_alias_version(model_name, alias, tracking_uri=tracking_uri)
@@ -56,18 +51,18 @@ def find_champion(
                 metrics[key.removeprefix("test_")] = float(value)
             except ValueError:
                 continue
-    return {
-        "model_name": model_name,
-        "version": str(version),
-        "alias": alias,
-        "run_id": facts["run_id"],
-        "model_uri": model_uri,
-        "feature_spec": spec.to_dict(),
-        "train_path": train_path,
-        "data_fingerprint": tags.get(FINGERPRINT_TAG),
-        "metrics": {k: v for k, v in metrics.items() if math.isfinite(v)},
-        "candidate": tags.get(VERSION_CANDIDATE_TAG),
-    }
+    return Champion(
+        model_name=model_name,
+        version=str(version),
+        alias=alias,
+        run_id=facts["run_id"],
+        model_uri=model_uri,
+        feature_spec=spec,
+        train_path=train_path,
+        data_fingerprint=tags.get(FINGERPRINT_TAG),
+        metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
+        candidate=tags.get(VERSION_CANDIDATE_TAG),
+    )
 
 
 def champion_feature_spec(model_uri: str, tags: dict[str, str] | None = None) -> FeatureSpec:

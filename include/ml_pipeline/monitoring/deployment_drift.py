@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from include.ml_pipeline.monitoring.windows import as_spec
 from include.ml_pipeline.payloads import DriftResult, RegisteredModel
 
 
@@ -27,20 +26,24 @@ def drift_at_deployment(
     `DriftReport.summary()` plus `current_source` (which data, how many rows) and
     `reference` (the training split's URI); `report_uri` is the report's object."""
     from include.ml_pipeline.monitoring.drift import DriftThresholds
-    from include.ml_pipeline.monitoring.drift_report import check_and_write, deployment_report_uri
+    from include.ml_pipeline.monitoring.drift_check import check_drift
+    from include.ml_pipeline.monitoring.drift_report import (
+        deployment_report_uri,
+        write_drift_report,
+    )
     from include.ml_pipeline.monitoring.mlflow_logging import log_drift
     from include.ml_pipeline.monitoring.windows import (
-        load_reference,
         read_frame,
         recent_traffic,
+        reference_frame,
         window_start,
     )
     from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
 
     split_uris = model.split.uris
-    feature_spec = as_spec(model.split.feature_spec)
+    feature_spec = model.split.feature_spec
     limits = DriftThresholds.from_dict(thresholds)
-    reference = load_reference(split_uris["train"], feature_spec)
+    reference = reference_frame(split_uris["train"], feature_spec)
     traffic = recent_traffic(window_start(None, window_hours), inference_log_dir=inference_log_dir)
     traffic = readable_traffic(traffic, feature_spec)
     if len(traffic):  # repeated rows (smoke tests, retries) are one observation each
@@ -51,12 +54,10 @@ def drift_at_deployment(
         current = read_frame(split_uris["test"])
         source = f"test split ({len(current)} rows; too little traffic yet: {len(traffic)} rows)"
     context = {"current_source": source, "reference": split_uris["train"]}
-    report, uri = check_and_write(
-        reference,
-        current,
-        feature_spec,
-        limits,
-        uri=deployment_report_uri(reports_uri, model.version),
+    report = check_drift(reference, current, feature_spec, limits)
+    uri = write_drift_report(
+        report,
+        deployment_report_uri(reports_uri, model.version),
         facts={
             "model_name": model.model_name,
             "version": model.version,

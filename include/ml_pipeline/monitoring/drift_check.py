@@ -1,18 +1,18 @@
 """One drift check of a model: feature drift (`drift.compute_drift`) plus prediction drift
-when the model is at hand, and the sentence that says what drifted."""
+when the model is at hand, and the sentence that says what drifted. The report is written
+with `drift_report.write_drift_report`."""
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
 
-from include.ml_pipeline.features import FeatureSpec
-from include.ml_pipeline.monitoring.windows import as_spec
-
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from include.ml_pipeline.monitoring.drift import DriftReport
+    from include.ml_pipeline.features import FeatureSpec
+    from include.ml_pipeline.monitoring.drift import DriftReport, DriftThresholds
+    from include.ml_pipeline.payloads import Champion
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,11 @@ def model_predictions(model: Any, frame: pd.DataFrame, spec: FeatureSpec) -> pd.
     return pd.DataFrame(out, index=frame.index)
 
 
-def run_drift_check(
+def check_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
-    spec: FeatureSpec | dict[str, Any],
-    thresholds: Any = None,
+    spec: FeatureSpec,
+    thresholds: DriftThresholds | dict[str, Any] | None = None,
     *,
     model: Any = None,
 ) -> DriftReport:
@@ -54,7 +54,6 @@ def run_drift_check(
     """
     from include.ml_pipeline.monitoring.drift import DriftThresholds, compute_drift
 
-    spec = as_spec(spec)
     if not isinstance(thresholds, DriftThresholds):
         thresholds = DriftThresholds.from_dict(thresholds)
     reference_predictions = current_predictions = None
@@ -80,12 +79,12 @@ def run_drift_check(
     )
 
 
-def drift_reason(summary: dict[str, Any], champion: dict[str, Any], source: str) -> str:
+def drift_reason(summary: dict[str, Any], champion: Champion, source: str) -> str:
     """One sentence for the retraining run's `retrain_reason` and the notification."""
     share = float(summary.get("share_drifted") or 0.0)
     drifted = summary.get("drifted_features") or []
     text = (
-        f"data drift on {champion['model_name']} v{champion['version']}: "
+        f"data drift on {champion.model_name} v{champion.version}: "
         f"{summary.get('n_drifted', 0)} of {summary.get('n_features', 0)} features drifted "
         f"({share:.0%})"
     )

@@ -15,9 +15,6 @@ from include.ml_pipeline import storage
 if TYPE_CHECKING:  # pragma: no cover
     import os
 
-    import pandas as pd
-
-    from include.ml_pipeline.features import FeatureSpec
     from include.ml_pipeline.monitoring.drift import DriftReport
 
 LATEST_NAME = "drift_latest.json"
@@ -62,25 +59,6 @@ def write_drift_report(
 def read_drift_report(uri: str | os.PathLike) -> dict[str, Any]:
     """A report written by `write_drift_report`, as the dict it holds."""
     return storage.read_json(uri)
-
-
-def check_and_write(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    spec: FeatureSpec | dict[str, Any],
-    thresholds: Any,
-    *,
-    uri: str | os.PathLike,
-    facts: Mapping[str, Any] | None = None,
-    model: Any = None,
-    latest: bool = False,
-) -> tuple[DriftReport, str]:
-    """Run the drift check (`drift_check.run_drift_check`) and write its report to `uri`;
-    return the report and its URI."""
-    from include.ml_pipeline.monitoring.drift_check import run_drift_check
-
-    report = run_drift_check(reference, current, spec, thresholds, model=model)
-    return report, write_drift_report(report, uri, facts=facts, latest=latest)
 
 
 def drift_table_html(report: DriftReport | dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
 
     from include.ml_pipeline.monitoring.drift import DriftReport
+    from include.ml_pipeline.payloads import Champion
 
 DASHBOARD_ARTIFACT_DIR = "dashboard"
 
@@ -91,7 +92,7 @@ def log_object(
 
 def log_monitoring_run(
     report: DriftReport | dict[str, Any],
-    champion: dict[str, Any],
+    champion: Champion,
     *,
     tracking_uri: str,
     airflow_run_id: str,
@@ -123,9 +124,9 @@ def log_monitoring_run(
         {
             AIRFLOW_RUN_TAG: airflow_run_id,
             ROLE_TAG: MONITORING_ROLE,
-            MONITORED_MODEL_TAG: champion["model_name"],
-            MONITORED_VERSION_TAG: str(champion["version"]),
-            "model_uri": str(champion.get("model_uri")),
+            MONITORED_MODEL_TAG: champion.model_name,
+            MONITORED_VERSION_TAG: str(champion.version),
+            "model_uri": str(champion.model_uri),
             "drift_status": str(summary["status"]),
             "dataset_drift": str(bool(summary["dataset_drift"])).lower(),
             "drifted_features": ",".join(summary["drifted_features"])[:5000],
@@ -139,7 +140,7 @@ def log_monitoring_run(
         max_results=1,
     )
     run_id = existing[0].info.run_id if existing else None
-    name = f"drift {champion['model_name']} v{champion['version']}"
+    name = f"drift {champion.model_name} v{champion.version}"
     with mlflow.start_run(
         run_id=run_id,
         experiment_id=None if run_id else experiment_id,

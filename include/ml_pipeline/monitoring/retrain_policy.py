@@ -16,6 +16,7 @@ from include.ml_pipeline.names import (
     MONITORING_EXPERIMENT,
     RETRAIN_REQUESTED_TAG,
 )
+from include.ml_pipeline.payloads import Champion, RetrainDecision
 
 
 def recent_retrain_request(
@@ -84,27 +85,26 @@ def retrain_decision(
     return True, "dataset drift above the threshold; retraining requested"
 
 
-def decide_retraining(
+def should_retrain(
     summary: dict[str, Any],
+    champion: Champion,
     *,
-    model_name: str,
-    version: str,
     cooldown_hours: float,
     tracking_uri: str,
     logical_date: datetime | str | None,
     airflow_run_id: str | None,
-) -> tuple[bool, str, dict[str, Any] | None]:
-    """(retrain?, why, the earlier request in the cool-down or None) for one check: the
-    monitoring experiment is searched only on dataset drift with a cool-down > 0; the
-    current Airflow run's own MLflow run (a retried task) does not count."""
+) -> RetrainDecision:
+    """The decision for one check of `champion`: the monitoring experiment is searched
+    only on dataset drift with a cool-down > 0; the current Airflow run's own MLflow run
+    (a retried task) does not count."""
     previous = None
     if summary.get("dataset_drift") and cooldown_hours > 0:
         previous = recent_retrain_request(
-            model_name,
-            version,
+            champion.model_name,
+            champion.version,
             tracking_uri=tracking_uri,
             since=window_start(logical_date, cooldown_hours),
             exclude_airflow_run_id=airflow_run_id,
         )
     retrain, why = retrain_decision(summary, previous)
-    return retrain, why, previous
+    return RetrainDecision(retrain=retrain, decision=why, previous_request=previous)

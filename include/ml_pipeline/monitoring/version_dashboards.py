@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline.names import CHAMPION
-from include.ml_pipeline.payloads import Decision, RegisteredModel
+from include.ml_pipeline.payloads import Champion, Decision, RegisteredModel
 
 if TYPE_CHECKING:  # pragma: no cover
     import os
@@ -25,7 +25,7 @@ PLOTS_ARTIFACT_DIR = "plots"
 
 def render_monitoring_dashboard(
     report: DriftReport | dict[str, Any],
-    champion: dict[str, Any],
+    champion: Champion,
     *,
     out: str | os.PathLike,
     traffic: pd.DataFrame | None = None,
@@ -40,15 +40,15 @@ def render_monitoring_dashboard(
 
     has_traffic = traffic is not None and len(traffic) and "timestamp" in traffic.columns
     context = DashboardContext(
-        model_name=champion["model_name"],
-        version=champion["version"],
-        alias=champion.get("alias"),
-        run_id=champion.get("run_id"),
-        model_uri=champion.get("model_uri"),
+        model_name=champion.model_name,
+        version=champion.version,
+        alias=champion.alias,
+        run_id=champion.run_id,
+        model_uri=champion.model_uri,
         mlflow_run_url=mlflow_run_url,
         airflow_run_url=airflow_run_url,
         api_url=api_url,
-        metrics=dict(champion.get("metrics") or {}),
+        metrics=dict(champion.metrics),
         traffic=traffic if has_traffic else None,
         drift=report,
     )

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline import storage
+from include.ml_pipeline.errors import MonitoringError
 from include.ml_pipeline.features import FeatureSpec
-from include.ml_pipeline.monitoring.errors import MonitoringError
 from include.ml_pipeline.names import (
     INFERENCE_LOG_SOURCE,
     LIVE_TRAFFIC,
@@ -21,11 +21,6 @@ from include.ml_pipeline.storage import as_uri
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
-
-
-def as_spec(spec: FeatureSpec | dict[str, Any]) -> FeatureSpec:
-    """A `FeatureSpec` from itself or its `to_dict()` (what travels in payloads)."""
-    return spec if isinstance(spec, FeatureSpec) else FeatureSpec.from_dict(spec)
 
 
 def read_frame(uri: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:
@@ -54,9 +49,8 @@ def _require_features(frame: pd.DataFrame, spec: FeatureSpec, what: str) -> None
         raise MonitoringError(f"{what} lacks the model's feature column(s): {', '.join(missing)}")
 
 
-def load_reference(train_path: str | None, spec: FeatureSpec | dict[str, Any]) -> pd.DataFrame:
+def reference_frame(train_path: str | None, spec: FeatureSpec) -> pd.DataFrame:
     """The champion's training split (its feature columns and the target if present)."""
-    spec = as_spec(spec)
     if not train_path:
         raise MonitoringError(
             f"the champion has no reference data: tag its version with `{TRAIN_PATH_TAG}` "
@@ -115,9 +109,9 @@ def _log_location(inference_log_dir: str | os.PathLike | None) -> str:
     return get_settings().inference_log_uri
 
 
-def load_current(
+def current_frame(
     source: str,
-    spec: FeatureSpec | dict[str, Any],
+    spec: FeatureSpec,
     *,
     model_version: str | None = None,
     inference_log_dir: str | os.PathLike | None = None,
@@ -132,7 +126,6 @@ def load_current(
     else is a batch file (CSV or Parquet path or URI), read whole. An empty frame is valid
     (the drift check reports `insufficient_data`).
     """
-    spec = as_spec(spec)
     if source == INFERENCE_LOG_SOURCE:
         frame = recent_traffic(
             since,

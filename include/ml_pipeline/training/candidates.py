@@ -175,8 +175,9 @@ def validate_candidate(candidate: Any) -> dict[str, Any]:
     return {"name": name, "estimator": kind, "params": copy.deepcopy(params)}
 
 
-def validate_candidates(candidates: Any) -> list[dict[str, Any]]:
-    """Check a list of candidates (non-empty, unique names); return normalised copies.
+def validate_candidates(candidates: Any) -> list[Candidate]:
+    """Check a list of candidate dicts (non-empty, unique names); return them as
+    `Candidate`s, normalised.
 
     Accepts a JSON string too (an Airflow Param may arrive as text).
     """
@@ -200,7 +201,7 @@ def validate_candidates(candidates: Any) -> list[dict[str, Any]]:
                 "names must be unique"
             )
         seen.add(checked["name"])
-        out.append(checked)
+        out.append(Candidate(**checked))
     return out
 
 

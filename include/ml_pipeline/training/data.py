@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from include.ml_pipeline import storage
 
@@ -26,17 +26,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from include.ml_pipeline.features import FeatureSpec
-
-
-def as_spec(spec: Any) -> FeatureSpec:
-    """Accept a `FeatureSpec` or its dict (as it travels through XCom)."""
-    from include.ml_pipeline.features import FeatureSpec
-
-    if isinstance(spec, FeatureSpec):
-        return spec
-    if isinstance(spec, dict):
-        return FeatureSpec.from_dict(spec)
-    raise TypeError(f"spec must be a FeatureSpec or its dict; got {type(spec).__name__}")
 
 
 def read_parquet(

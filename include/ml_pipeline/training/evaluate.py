@@ -1,6 +1,6 @@
 """Pick the best candidate and evaluate it, and the current champion, on the test split.
 
-`select_best` is pure: it ranks the results `train_candidate` returned by one validation
+`select_best` is pure: it ranks the results `fit_candidate` returned by one validation
 metric. `evaluate_on_test` loads the chosen model from MLflow, scores it on the untouched
 test split and logs to the candidate's run: `test_*` metrics, a confusion matrix, ROC and
 precision-recall curves and feature importances as PNG images under `plots/`, the numbers
@@ -21,15 +21,16 @@ they are plotted too, per preprocessed feature (names from the preprocessor's
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline.names import CHAMPION, GREATER_IS_BETTER
+from include.ml_pipeline.payloads import CandidateResult, Evaluation
 from include.ml_pipeline.registry.mlflow_setup import configure_mlflow, load_sklearn_model
 from include.ml_pipeline.training.data import (
-    as_spec,
     limit_threads,
     read_parquet,
     read_split,
@@ -50,17 +51,35 @@ PLOTS_DIR = "plots"
 EVALUATION_DIR = "evaluation"
 
 
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """The winner of `select_best`, and how it won: the metric, its direction and the
+    ranking `[[candidate, value], ...]`, best first."""
+
+    best: CandidateResult
+    metric: str
+    greater_is_better: bool
+    ranking: list[list[Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The selection without the winner (`Evaluation.selection`)."""
+        return {
+            "metric": self.metric,
+            "greater_is_better": self.greater_is_better,
+            "ranking": self.ranking,
+        }
+
+
 def select_best(
-    results: Iterable[dict[str, Any] | None],
+    results: Iterable[CandidateResult | None],
     metric: str = "roc_auc",
     greater_is_better: bool | None = None,
-) -> dict[str, Any]:
+) -> Selection:
     """The result with the best validation `metric` (first one wins a tie).
 
     `greater_is_better=None` takes the metric's natural direction (`log_loss`: lower).
-    Results that are `None` or whose metric is missing or NaN are skipped. The returned
-    dict is a copy of the winner plus `selection`: metric, direction and the ranking
-    `[[candidate, value], ...]` best first. Raises `ValueError` if nothing qualifies.
+    Results that are `None` or whose metric is missing or NaN are skipped. Raises
+    `ValueError` if nothing qualifies.
     """
     if greater_is_better is None:
         if metric not in GREATER_IS_BETTER:
@@ -69,14 +88,14 @@ def select_best(
                 f"(known: {', '.join(sorted(GREATER_IS_BETTER))})"
             )
         greater_is_better = GREATER_IS_BETTER[metric]
-    scored: list[tuple[float, int, dict[str, Any]]] = []
+    scored: list[tuple[float, int, CandidateResult]] = []
     seen_metrics: set[str] = set()
     count = 0
     for index, result in enumerate(results):
         count += 1
         if not result:
             continue
-        metrics = result.get("metrics") or {}
+        metrics = result.metrics or {}
         seen_metrics.update(metrics)
         value = metrics.get(metric)
         if value is None or not math.isfinite(float(value)):
@@ -89,13 +108,12 @@ def select_best(
         )
     sign = -1.0 if greater_is_better else 1.0
     ranked = sorted(scored, key=lambda item: (sign * item[0], item[1]))
-    best = dict(ranked[0][2])
-    best["selection"] = {
-        "metric": metric,
-        "greater_is_better": greater_is_better,
-        "ranking": [[r.get("candidate", r.get("run_id")), v] for v, _, r in ranked],
-    }
-    return best
+    return Selection(
+        best=ranked[0][2],
+        metric=metric,
+        greater_is_better=greater_is_better,
+        ranking=[[r.candidate or r.run_id, v] for v, _, r in ranked],
+    )
 
 
 def _model_spec(model_uri: str, fallback: FeatureSpec) -> FeatureSpec:
@@ -246,10 +264,11 @@ def _logged_model_run_id(model_uri: str) -> str | None:
 def evaluate_on_test(
     model_uri: str,
     test_uri: str,
-    spec: FeatureSpec | dict[str, Any],
+    spec: FeatureSpec,
     *,
     tracking_uri: str,
     run_id: str | None = None,
+    candidate: str = "",
     model_name: str | None = None,
     champion_alias: str = CHAMPION,
     importance_rows: int = 2000,
@@ -257,17 +276,12 @@ def evaluate_on_test(
     seed: int = 0,
     threads: int | None = 1,
     train_uri: str | None = None,
-) -> dict[str, Any]:
-    """Score `model_uri` on the test split, log metrics and plots to its run, and score the
-    `champion` of `model_name` (if given and aliased) on the same rows.
-
-    Returns JSON-able facts: `model_uri`, `run_id`, `metrics` (test, unprefixed),
-    `classes`, `test_rows`, `test_fingerprint`, `artifacts` (paths in the run),
-    `feature_importance` (`method`, `top`: `[[column, value], ...]`), and `champion`:
-    None, or `version`, `model_uri`, `run_id`, `metrics` (None when it could not be
-    scored) and `error`. `threads` caps BLAS/OpenMP threads while scoring. With
-    `train_uri` (the training split), `baseline_metrics` are the class-prior baseline's
-    on the same test rows (else None).
+) -> Evaluation:
+    """Score `model_uri` (the candidate named `candidate`) on the test split, log metrics
+    and plots to its run, and score the `champion` of `model_name` (if given and aliased)
+    on the same rows; its metrics are None when it could not be scored, and `error` says
+    why. `threads` caps BLAS/OpenMP threads while scoring. With `train_uri` (the training
+    split), the class-prior baseline is scored on the same test rows too.
     """
 
     with limit_threads(threads):
@@ -277,6 +291,7 @@ def evaluate_on_test(
             spec,
             tracking_uri=tracking_uri,
             run_id=run_id,
+            candidate=candidate,
             model_name=model_name,
             champion_alias=champion_alias,
             importance_rows=importance_rows,
@@ -289,21 +304,21 @@ def evaluate_on_test(
 def _evaluate_on_test(
     model_uri: str,
     test_uri: str,
-    spec: FeatureSpec | dict[str, Any],
+    spec: FeatureSpec,
     *,
     tracking_uri: str,
     run_id: str | None,
+    candidate: str,
     model_name: str | None,
     champion_alias: str,
     importance_rows: int,
     importance_repeats: int,
     seed: int,
     train_uri: str | None = None,
-) -> dict[str, Any]:
+) -> Evaluation:
 
     from include.ml_pipeline import plots
 
-    spec = as_spec(spec)
     client = configure_mlflow(tracking_uri)
     run_id = run_id or _logged_model_run_id(model_uri)
     if not run_id:
@@ -375,18 +390,19 @@ def _evaluate_on_test(
     if champion:
         client.set_tag(run_id, "ml_pipeline.champion_at_evaluation", champion["version"])
 
-    return {
-        "model_uri": model_uri,
-        "run_id": run_id,
-        "metrics": metrics,
-        "classes": [c.item() if hasattr(c, "item") else c for c in classes],
-        "test_rows": len(frame),
-        "test_fingerprint": test_fingerprint,
-        "artifacts": artifacts,
-        "feature_importance": {
+    return Evaluation(
+        model_uri=model_uri,
+        run_id=run_id,
+        metrics=metrics,
+        classes=[c.item() if hasattr(c, "item") else c for c in classes],
+        test_rows=len(frame),
+        test_fingerprint=test_fingerprint,
+        artifacts=artifacts,
+        feature_importance={
             "method": "permutation_roc_auc_drop",
             "top": [[name, value] for name, value in top[:10]],
         },
-        "champion": champion,
-        "baseline_metrics": baseline,
-    }
+        champion=champion,
+        candidate=candidate,
+        baseline_metrics=baseline,
+    )

@@ -19,6 +19,7 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from include.ml_pipeline.errors import TrainingDataError
 from include.ml_pipeline.names import (
     AIRFLOW_RUN_TAG,
     CANDIDATE_TAG,
@@ -28,6 +29,7 @@ from include.ml_pipeline.names import (
     ROLE_TAG,
     TRAIN_FINGERPRINT_TAG,
 )
+from include.ml_pipeline.payloads import Candidate, CandidateResult
 from include.ml_pipeline.registry.mlflow_setup import configure_mlflow, ensure_experiment
 from include.ml_pipeline.storage import as_uri
 from include.ml_pipeline.training.candidates import (
@@ -36,7 +38,6 @@ from include.ml_pipeline.training.candidates import (
     make_estimator,
 )
 from include.ml_pipeline.training.data import (
-    as_spec,
     limit_threads,
     read_split_with_fingerprint,
 )
@@ -47,7 +48,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from sklearn.pipeline import Pipeline
 
     from include.ml_pipeline.features import FeatureSpec
-    from include.ml_pipeline.payloads import Candidate
 
 MODEL_ARTIFACT_NAME = "model"
 SIGNATURE_SAMPLE_ROWS = 1000
@@ -241,31 +241,32 @@ def _existing_child(client: Any, experiment_id: str, parent_run_id: str, name: s
     return finished
 
 
-def _result_from_run(run: Any, candidate: Candidate) -> dict[str, Any]:
+def _result_from_run(run: Any, candidate: Candidate, parent_run_id: str) -> CandidateResult:
     metrics = {
         name: run.data.metrics[f"validation_{name}"]
         for name in METRIC_NAMES
         if f"validation_{name}" in run.data.metrics
     }
     tags = run.data.tags
-    return {
-        "candidate": candidate.name,
-        "estimator": candidate.estimator,
-        "params": candidate.params,
-        "run_id": run.info.run_id,
-        "model_uri": tags[MODEL_URI_TAG],
-        "metrics": metrics,
-        "fit_seconds": run.data.metrics.get("fit_seconds"),
-        "train_fingerprint": tags.get(TRAIN_FINGERPRINT_TAG),
-        "reused": True,
-    }
+    return CandidateResult(
+        candidate=candidate.name,
+        estimator=candidate.estimator,
+        params=candidate.params,
+        run_id=run.info.run_id,
+        model_uri=tags[MODEL_URI_TAG],
+        metrics=metrics,
+        fit_seconds=run.data.metrics.get("fit_seconds"),
+        train_fingerprint=tags.get(TRAIN_FINGERPRINT_TAG),
+        reused=True,
+        parent_run_id=parent_run_id,
+    )
 
 
-def train_candidate(
+def fit_candidate(
     candidate: Candidate | dict[str, Any],
     train_uri: str,
     validation_uri: str,
-    spec: FeatureSpec | dict[str, Any],
+    spec: FeatureSpec,
     *,
     tracking_uri: str,
     experiment: str,
@@ -275,22 +276,19 @@ def train_candidate(
     artifact_location: str | None = None,
     reuse_finished: bool = True,
     threads: int | None = 1,
-) -> dict[str, Any]:
-    """Fit, validate and log one candidate as a run nested under `parent_run_id`.
+) -> CandidateResult:
+    """Fit, validate and log one candidate (a dict is validated first) as a run nested
+    under `parent_run_id`; its validation metrics, unprefixed, in the result.
 
     `threads` caps BLAS/OpenMP threads while fitting (None: library default). One thread
     is the default because mapped candidates run side by side; on a 2-vCPU machine two
     OpenMP threads made HistGradientBoosting fit 4x slower than one.
-
-    Returns JSON-able facts: `candidate`, `estimator`, `params`, `run_id`, `model_uri`
-    (`models:/<model id>`), `metrics` (validation, unprefixed), `fit_seconds`,
-    `train_fingerprint`, `reused` (True when a finished run for this candidate under this
-    parent already existed and was returned without refitting).
+    A finished run for this candidate under this parent is returned as it is (`reused`)
+    without refitting.
     """
     import mlflow
 
     candidate = as_candidate(candidate)
-    spec = as_spec(spec)
     experiment_id = ensure_experiment(tracking_uri, experiment, artifact_location)
     client = configure_mlflow(tracking_uri)
     parent = client.get_run(parent_run_id)
@@ -302,7 +300,7 @@ def train_candidate(
     if reuse_finished:
         existing = _existing_child(client, experiment_id, parent_run_id, candidate.name)
         if existing is not None:
-            return _result_from_run(existing, candidate)
+            return _result_from_run(existing, candidate, parent_run_id)
 
     train, train_fp = read_split_with_fingerprint(train_uri, spec)
     validation, validation_fp = read_split_with_fingerprint(validation_uri, spec)
@@ -357,8 +355,6 @@ def train_candidate(
             try:
                 pipeline.fit(X_train, y_train)
             except ValueError as exc:
-                from include.ml_pipeline.training.errors import TrainingDataError
-
                 raise TrainingDataError(
                     f"candidate {candidate.name!r} cannot be fitted on {train_uri}: {exc}"
                 ) from exc
@@ -381,14 +377,15 @@ def train_candidate(
         # Set last: a run with this tag and status FINISHED is complete and reusable.
         mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
 
-    return {
-        "candidate": candidate.name,
-        "estimator": candidate.estimator,
-        "params": candidate.params,
-        "run_id": run_id,
-        "model_uri": info.model_uri,
-        "metrics": metrics,
-        "fit_seconds": fit_seconds,
-        "train_fingerprint": train_fp,
-        "reused": False,
-    }
+    return CandidateResult(
+        candidate=candidate.name,
+        estimator=candidate.estimator,
+        params=candidate.params,
+        run_id=run_id,
+        model_uri=info.model_uri,
+        metrics=metrics,
+        fit_seconds=fit_seconds,
+        train_fingerprint=train_fp,
+        reused=False,
+        parent_run_id=parent_run_id,
+    )

@@ -48,16 +48,14 @@ def notify_deployed(
     from include.ml_pipeline.notifications import events
 
     shown = Dashboard.from_dict(dashboard)
-    rollout = shown.deployment.rollout
-    model = rollout.release.registered
     note = events.deployed(
-        model,
-        rollout.release.decision,
-        api_url=rollout.url,
+        shown.registered,
+        shown.decision,
+        api_url=shown.api_url,
         dashboard=shown.uri,
         dag_id=dag_id,
         run_id=run_id,
-        **_links(model, dag_id, run_id),
+        **_links(shown.registered, dag_id, run_id),
     )
     return _send(note, params)
 

@@ -3,8 +3,9 @@ drift notification's wording."""
 
 from __future__ import annotations
 
-from include.ml_pipeline.notifications.drift import drift_detected as drift_notification
-from include.ml_pipeline.orchestration.steps import drift_watch
+from include.ml_pipeline.features import FeatureSpec
+from include.ml_pipeline.notifications.events import drifted
+from include.ml_pipeline.orchestration.steps import monitoring_dag
 from include.ml_pipeline.payloads import Champion, DriftCheck, MonitoringRun
 
 CHAMPION = Champion(
@@ -13,7 +14,7 @@ CHAMPION = Champion(
     alias="champion",
     run_id="r1",
     model_uri="models:/m/3",
-    feature_spec={"target": "y", "numeric": ["a"], "categorical": []},
+    feature_spec=FeatureSpec(target="y", numeric=["a"]),
     train_path="/data/train.parquet",
 )
 DRIFT = DriftCheck(
@@ -34,17 +35,17 @@ def _logged(retrain: bool) -> MonitoringRun:
 
 def test_branch_follows_the_logged_decision():
     paths = {"retrain": ["prepare_retraining", "notify_drift"], "otherwise": "no_drift"}
-    assert drift_watch.drift_detected(_logged(True).to_dict(), **paths) == paths["retrain"]
-    assert drift_watch.drift_detected(_logged(False).to_dict(), **paths) == "no_drift"
+    assert monitoring_dag.drift_detected(_logged(True).to_dict(), **paths) == paths["retrain"]
+    assert monitoring_dag.drift_detected(_logged(False).to_dict(), **paths) == "no_drift"
 
 
 def test_retraining_conf_says_why_and_which_run():
-    conf = drift_watch.prepare_retraining(DRIFT.to_dict(), dag_id="mon", run_id="scheduled__1")
+    conf = monitoring_dag.prepare_retraining(DRIFT.to_dict(), dag_id="mon", run_id="scheduled__1")
     assert conf == {"retrain_reason": f"{DRIFT.reason} (mon run scheduled__1)"}
 
 
 def test_drift_notification_wording():
-    note = drift_notification(
+    note = drifted(
         CHAMPION,
         DRIFT,
         _logged(True),

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.data_preparation.errors import DataError
+from include.ml_pipeline.errors import DataError
 from include.ml_pipeline.orchestration.defaults import fail_without_retry
 from include.ml_pipeline.payloads import (
     LoadResult,
@@ -185,7 +185,6 @@ def split(prepared: dict, loaded: dict, params: Mapping[str, Any], run_id: str) 
     `<run>/splits/`."""
     from include.ml_pipeline.data_preparation import warehouse
     from include.ml_pipeline.data_preparation.split import split_table
-    from include.ml_pipeline.features import FeatureSpec
 
     clean = PreprocessResult.from_dict(prepared)
     raw = LoadResult.from_dict(loaded)
@@ -194,7 +193,7 @@ def split(prepared: dict, loaded: dict, params: Mapping[str, Any], run_id: str) 
             con,
             clean.table,
             warehouse.table_name("split", run_key(run_id)),
-            FeatureSpec.from_dict(clean.feature_spec),
+            clean.feature_spec,
             splits_uri(get_settings(), run_id),
             test_size=params["test_size"],
             validation_size=params["validation_size"],

@@ -12,13 +12,13 @@ from include.ml_pipeline.orchestration.params import drift_thresholds
 from include.ml_pipeline.payloads import Dashboard, DriftResult, LiveDeployment
 
 
-def check_drift_at_deployment(deployment: dict, params: Mapping[str, Any]) -> dict:
+def check_drift(deployment: dict, params: Mapping[str, Any]) -> dict:
     """`configurar_monitoreo`: KS / chi-square / PSI drift against the training split; the
     report JSON is an object under `reports_uri`, its metrics and artifacts go to the
     version's training run. Returns a `DriftResult` (the report's URI)."""
     from include.ml_pipeline.monitoring.deployment_drift import drift_at_deployment
 
-    model = LiveDeployment.from_dict(deployment).release.registered
+    model = LiveDeployment.from_dict(deployment).registered
     settings = get_settings()
     result = drift_at_deployment(
         model,
@@ -30,7 +30,7 @@ def check_drift_at_deployment(deployment: dict, params: Mapping[str, Any]) -> di
     return result.to_dict()
 
 
-def render_deployment_dashboard(
+def render_dashboard(
     deployment: dict, drift: dict, params: Mapping[str, Any], *, dag_id: str, run_id: str
 ) -> dict:
     """`configurar_dashboards`: the live version's self-contained HTML dashboard, an
@@ -40,14 +40,13 @@ def render_deployment_dashboard(
     from include.ml_pipeline.notifications import airflow_run_url
 
     live = LiveDeployment.from_dict(deployment)
-    release = live.release
     settings = get_settings()
     uri, plots, traffic_rows = render_deployment_dashboard(
-        release.registered,
-        decision=release.decision,
-        previous_champion=release.manifest.get("previous_champion"),
+        live.registered,
+        decision=live.decision,
+        previous_champion=live.release.manifest.get("previous_champion"),
         drift_report=DriftResult.from_dict(drift).report,
-        api_url=live.rollout.url,
+        api_url=live.api_url,
         airflow_run_url=airflow_run_url(dag_id, run_id),
         tracking_uri=settings.mlflow_tracking_uri,
         out=settings.reports_uri,

@@ -13,13 +13,7 @@ from include.ml_pipeline.names import ROLLBACK_XCOM_KEY
 from include.ml_pipeline.orchestration import connections
 from include.ml_pipeline.orchestration.callbacks import recorded_failures
 from include.ml_pipeline.orchestration.defaults import fail_without_retry
-from include.ml_pipeline.payloads import (
-    DecidedModel,
-    LiveDeployment,
-    Release,
-    Rollback,
-    Rollout,
-)
+from include.ml_pipeline.payloads import DecidedModel, LiveDeployment, Release, Rollout
 
 log = logging.getLogger(__name__)
 #: No token, a refused token, an unknown host, another model served: fail at once.
@@ -31,15 +25,9 @@ def release(decided: dict, *, dag_id: str, run_id: str) -> dict:
     serving artifact, promote it to champion, write the manifest."""
     from include.ml_pipeline.deployment.release import prepare_release
 
-    verdict = DecidedModel.from_dict(decided)
-    model = verdict.registered
     airflow = {"dag_id": dag_id, "run_id": run_id}
-    manifest = prepare_release(get_settings(), model.model_name, model.version, airflow=airflow)
-    return Release(
-        registered=model,
-        decision=verdict.decision,
-        manifest=manifest,
-        manifest_uri=manifest["manifest_uri"],
+    return prepare_release(
+        get_settings(), DecidedModel.from_dict(decided), airflow=airflow
     ).to_dict()
 
 
@@ -48,38 +36,36 @@ def roll_out(release: dict, params: Mapping[str, Any]) -> dict:
     """`desplegar_api`: the model API serves the new champion (bounded wait). With the
     `model_api` connection the API is a service: only asked to reload, never started here;
     without it, the embedded local process. A configuration error fails at once."""
-    from include.ml_pipeline.deployment.rollout import roll_out as serve
+    from include.ml_pipeline.deployment.rollout import serve_version
 
     released = Release.from_dict(release)
     api = connections.model_api()  # the rollout logs which mode it uses
-    done = serve(
+    serving = serve_version(
         get_settings(),
         api,
         released.model_name,
         released.version,
         timeout=params["api_timeout_seconds"],
     )
-    return Rollout(release=released, **done).to_dict()
+    return serving.of(released).to_dict()
 
 
-def smoke_test(rollout: dict, params: Mapping[str, Any]) -> dict:
+def test_live_api(rollout: dict, params: Mapping[str, Any]) -> dict:
     """`pruebas_api`: health, predictions equal to the registered version's on rows of this
     run's test split, a 4xx for a bad payload, p95 latency. A failed check fails at once
     (no retry) so the rollback starts."""
-    from include.ml_pipeline.deployment.smoke import smoke_frame
+    from include.ml_pipeline.deployment.rollout import smoke_rows
     from include.ml_pipeline.orchestration.compat import AirflowFailException
-    from include.ml_pipeline.serving.client import ModelApiError
-    from include.ml_pipeline.serving.client import smoke_test as check_live_api
+    from include.ml_pipeline.serving.client import ModelApiError, smoke_test
 
     live = Rollout.from_dict(rollout)
-    split = live.release.registered.split
     try:
-        report = check_live_api(
+        report = smoke_test(
             live.url,
             get_settings().mlflow_tracking_uri,
             live.release.model_name,
             live.release.version,
-            frame=smoke_frame(split.uris["test"], split.feature_spec),
+            frame=smoke_rows(live.release.registered.split),
             p95_budget_ms=params["latency_p95_budget_ms"],
         )
     except ModelApiError as exc:
@@ -91,7 +77,7 @@ def roll_back(release: dict | None, params: Mapping[str, Any], ti: Any) -> None:
     """`revertir_despliegue`: point `champion` back to the previous version, reload the
     API, verify it, then fail the task so the run shows the failed deployment. Skipped
     when no release was made (nothing was deployed, nothing to undo)."""
-    from include.ml_pipeline.deployment.rollout import roll_back as restore
+    from include.ml_pipeline.deployment.rollout import restore_champion
     from include.ml_pipeline.orchestration.compat import (
         AirflowFailException,
         AirflowSkipException,
@@ -104,15 +90,13 @@ def roll_back(release: dict | None, params: Mapping[str, Any], ti: Any) -> None:
     reason = "; ".join(f"{f.task_id}: {f.error}" for f in failures) or "deployment failed"
     api = connections.model_api()
     log.info("revertir_despliegue: %s", api.describe())
-    outcome = Rollback.from_dict(
-        restore(
-            get_settings(),
-            released.model_name,
-            released.version,
-            api,
-            reason=reason,
-            timeout=params["api_timeout_seconds"],
-        )
+    outcome = restore_champion(
+        get_settings(),
+        released.model_name,
+        released.version,
+        api,
+        reason=reason,
+        timeout=params["api_timeout_seconds"],
     )
     ti.xcom_push(key=ROLLBACK_XCOM_KEY, value=outcome.to_dict())
     raise AirflowFailException(

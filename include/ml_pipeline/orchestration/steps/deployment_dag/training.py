@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from include.ml_pipeline.config import get_settings
+from include.ml_pipeline.errors import TrainingDataError
 from include.ml_pipeline.names import (
     AIRFLOW_DAG_TAG,
     AIRFLOW_MAP_INDEX_TAG,
@@ -21,7 +22,6 @@ from include.ml_pipeline.names import (
 )
 from include.ml_pipeline.orchestration.defaults import fail_without_retry
 from include.ml_pipeline.payloads import (
-    Candidate,
     CandidateResult,
     Evaluation,
     RegisteredModel,
@@ -29,7 +29,6 @@ from include.ml_pipeline.payloads import (
     TrainingJob,
 )
 from include.ml_pipeline.training.candidates import CandidateError
-from include.ml_pipeline.training.errors import TrainingDataError
 
 #: A bad candidate list is a bad Param: fail at once.
 fail_on_bad_candidates = fail_without_retry(CandidateError)
@@ -56,19 +55,19 @@ def start_experiment(params: Mapping[str, Any], *, dag_id: str, run_id: str) -> 
         run_name=f"{dag_id} {run_id}",
         tags={AIRFLOW_DAG_TAG: dag_id},
     )
-    return [TrainingJob(Candidate(**c), parent).to_dict() for c in candidates]
+    return [TrainingJob(candidate, parent).to_dict() for candidate in candidates]
 
 
 @fail_on_unfittable_data
 def train_candidate(job: dict, split: dict, params: Mapping[str, Any], ti: Any) -> dict:
     """`entrenar_modelo` (mapped): fit one candidate, score it on validation, log it as a
     nested run tagged with the Airflow ids of this task instance."""
-    from include.ml_pipeline.training.train import train_candidate as fit_and_log
+    from include.ml_pipeline.training.train import fit_candidate
 
     settings = get_settings()
     training = TrainingJob.from_dict(job)
     data = SplitResult.from_dict(split)
-    result = fit_and_log(
+    result = fit_candidate(
         training.candidate,
         data.uris["train"],
         data.uris["validation"],
@@ -85,7 +84,7 @@ def train_candidate(job: dict, split: dict, params: Mapping[str, Any], ti: Any) 
         seed=params["seed"],
         artifact_location=settings.mlflow_artifact_root,
     )
-    return CandidateResult.from_dict({**result, "parent_run_id": training.parent_run_id}).to_dict()
+    return result.to_dict()
 
 
 def evaluate_best(results: list[dict], split: dict, params: Mapping[str, Any]) -> dict:
@@ -94,24 +93,24 @@ def evaluate_best(results: list[dict], split: dict, params: Mapping[str, Any]) -
     from include.ml_pipeline.training.evaluate import evaluate_on_test, select_best
 
     data = SplitResult.from_dict(split)
-    best = select_best(list(results), metric=params["selection_metric"])
+    selection = select_best(
+        [CandidateResult.from_dict(r) if r else None for r in results],
+        metric=params["selection_metric"],
+    )
+    best = selection.best
     evaluation = evaluate_on_test(
-        best["model_uri"],
+        best.model_uri,
         data.uris["test"],
         data.feature_spec,
         tracking_uri=get_settings().mlflow_tracking_uri,
-        run_id=best["run_id"],
+        run_id=best.run_id,
+        candidate=best.candidate,
         model_name=params["model_name"],
         seed=params["seed"],
         train_uri=data.uris["train"],
     )
-    return Evaluation.from_dict(
-        {
-            **evaluation,
-            "candidate": best["candidate"],
-            "selection": best.get("selection"),
-            "parent_run_id": best.get("parent_run_id"),
-        }
+    return evaluation.replace(
+        selection=selection.to_dict(), parent_run_id=best.parent_run_id
     ).to_dict()
 
 
@@ -126,14 +125,14 @@ def register(evaluation: dict, split: dict, params: Mapping[str, Any], *, run_id
         get_alias_version,
         register_challenger,
     )
-    from include.ml_pipeline.training.data import as_spec, read_split
+    from include.ml_pipeline.training.data import read_split
     from include.ml_pipeline.training.train import finish_parent_run
 
     uri = get_settings().mlflow_tracking_uri
     evaluated = Evaluation.from_dict(evaluation)
     data = SplitResult.from_dict(split)
     name = params["model_name"]
-    spec = as_spec(data.feature_spec)
+    spec = data.feature_spec
     contract = build_contract(read_split(data.uris["train"], spec), spec)
     contract_uri = log_contract(uri, evaluated.run_id, contract)
     version = register_challenger(

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.monitoring.errors import MonitoringError
+from include.ml_pipeline.errors import MonitoringError
 from include.ml_pipeline.names import AIRFLOW_DAG_TAG, INFERENCE_LOG_SOURCE
 from include.ml_pipeline.orchestration.defaults import fail_without_retry
 from include.ml_pipeline.orchestration.params import drift_thresholds
@@ -44,11 +44,11 @@ fail_on_bad_config = fail_without_retry(MonitoringError, FileNotFoundError, KeyE
 def find_champion(params: Mapping[str, Any], *, log: logging.Logger = LOG) -> dict | None:
     """`find_champion`: the champion version and its metadata, or None (nothing deployed:
     the run stops here)."""
-    from include.ml_pipeline.monitoring.champion import find_champion as lookup
+    from include.ml_pipeline.monitoring.champion import read_champion
 
     settings = get_settings()
-    found = lookup(params["model_name"], tracking_uri=settings.mlflow_tracking_uri)
-    if found is None:
+    champion = read_champion(params["model_name"], tracking_uri=settings.mlflow_tracking_uri)
+    if champion is None:
         log.info(
             "No champion for model %r in %s: nothing deployed, nothing to monitor; "
             "skipping this run.",
@@ -56,7 +56,6 @@ def find_champion(params: Mapping[str, Any], *, log: logging.Logger = LOG) -> di
             settings.mlflow_tracking_uri,
         )
         return None
-    champion = Champion.from_dict(found)
     log.info("Monitoring %s (run %s)", champion.model_uri, champion.run_id)
     return champion.to_dict()
 
@@ -64,10 +63,10 @@ def find_champion(params: Mapping[str, Any], *, log: logging.Logger = LOG) -> di
 @fail_on_bad_config
 def load_reference(champion: dict) -> dict:
     """`load_reference`: check the champion's training split, the drift reference."""
-    from include.ml_pipeline.monitoring.windows import load_reference as load
+    from include.ml_pipeline.monitoring.windows import reference_frame
 
     model = Champion.from_dict(champion)
-    frame = load(model.train_path, model.feature_spec)
+    frame = reference_frame(model.train_path, model.feature_spec)
     return ReferenceData(uri=str(model.train_path), rows=len(frame)).to_dict()
 
 
@@ -84,7 +83,7 @@ def load_current(
     settings = get_settings()
     source = params["current_source"]
     since = windows.window_start(logical_date, params["drift_window_hours"])
-    frame = windows.load_current(
+    frame = windows.current_frame(
         source,
         model.feature_spec,
         model_version=model.version,
@@ -115,27 +114,32 @@ def compute_drift(
     """`compute_drift`: feature drift and, with the champion loaded, prediction drift; the
     report JSON is an object under `<reports_uri>/monitoring/`."""
     from include.ml_pipeline.monitoring.champion import load_model
-    from include.ml_pipeline.monitoring.drift_check import drift_reason
-    from include.ml_pipeline.monitoring.drift_report import check_and_write, monitoring_report_uri
-    from include.ml_pipeline.monitoring.windows import load_reference as load
-    from include.ml_pipeline.monitoring.windows import read_snapshot
+    from include.ml_pipeline.monitoring.drift_check import check_drift, drift_reason
+    from include.ml_pipeline.monitoring.drift_report import (
+        monitoring_report_uri,
+        write_drift_report,
+    )
+    from include.ml_pipeline.monitoring.windows import read_snapshot, reference_frame
 
     model = Champion.from_dict(champion)
     window = CurrentWindow.from_dict(current)
     settings = get_settings()
-    reference_frame = load(ReferenceData.from_dict(reference).uri, model.feature_spec)
+    reference_rows = reference_frame(ReferenceData.from_dict(reference).uri, model.feature_spec)
     try:
         fitted = load_model(model.model_uri, tracking_uri=settings.mlflow_tracking_uri)
     except Exception as exc:  # prediction drift is a bonus, feature drift still runs
         log.warning("champion model not loadable, no prediction drift: %r", exc)
         fitted = None
-    report, uri = check_and_write(
-        reference_frame,
+    report = check_drift(
+        reference_rows,
         read_snapshot(window.uri),
         model.feature_spec,
         drift_thresholds(params),
         model=fitted,
-        uri=monitoring_report_uri(
+    )
+    uri = write_drift_report(
+        report,
+        monitoring_report_uri(
             settings.reports_uri, model.model_name, model.version, run_key(run_id)
         ),
         facts={
@@ -154,7 +158,7 @@ def compute_drift(
     return DriftCheck(
         summary=summary,
         report_uri=uri,
-        reason=drift_reason(summary, champion, window.source),
+        reason=drift_reason(summary, model, window.source),
     ).to_dict()
 
 
@@ -169,20 +173,18 @@ def decide_retraining(
 ) -> dict:
     """`decide_retraining`: retrain on dataset drift, unless this champion version's
     retraining was already requested within `retrain_cooldown_hours`."""
-    from include.ml_pipeline.monitoring.retrain_policy import decide_retraining as decide
+    from include.ml_pipeline.monitoring.retrain_policy import should_retrain
 
-    model = Champion.from_dict(champion)
-    retrain, why, previous = decide(
+    decision = should_retrain(
         DriftCheck.from_dict(drift).summary,
-        model_name=model.model_name,
-        version=model.version,
+        Champion.from_dict(champion),
         cooldown_hours=params["retrain_cooldown_hours"],
         tracking_uri=get_settings().mlflow_tracking_uri,
         logical_date=logical_date,
         airflow_run_id=run_id,
     )
-    log.info("decision: %s", why)
-    return RetrainDecision(retrain=retrain, decision=why, previous_request=previous).to_dict()
+    log.info("decision: %s", decision.decision)
+    return decision.to_dict()
 
 
 def log_to_mlflow(
@@ -215,7 +217,7 @@ def log_to_mlflow(
         traffic = read_snapshot(window.uri)
     dashboard = render_monitoring_dashboard(
         report,
-        champion,
+        model,
         out=join(settings.reports_uri, MONITORING_FOLDER),
         traffic=traffic,
         airflow_run_url=airflow_run_url(dag_id, run_id),
@@ -223,7 +225,7 @@ def log_to_mlflow(
     )
     mlflow_run_id = log_monitoring_run(
         report,
-        champion,
+        model,
         tracking_uri=settings.mlflow_tracking_uri,
         airflow_run_id=run_id,
         artifact_location=settings.mlflow_artifact_root,
@@ -270,12 +272,15 @@ def notify_drift(
 ) -> dict:
     """`notify_drift`: one notification object under `notifications_uri` always, Slack /
     e-mail when configured."""
-    from include.ml_pipeline.notifications import airflow_run_url, describe_outcomes
-    from include.ml_pipeline.notifications import send_notification as send
-    from include.ml_pipeline.notifications.drift import drift_detected as wording
+    from include.ml_pipeline.notifications import (
+        airflow_run_url,
+        describe_outcomes,
+        events,
+        send_notification,
+    )
 
     settings = get_settings()
-    note = wording(
+    note = events.drifted(
         Champion.from_dict(champion),
         DriftCheck.from_dict(drift),
         MonitoringRun.from_dict(logged),
@@ -284,7 +289,7 @@ def notify_drift(
         dag_id=dag_id,
         run_id=run_id,
     )
-    outcomes = send(
+    outcomes = send_notification(
         note,
         slack_conn_id=params["slack_conn_id"],
         smtp_conn_id=params["smtp_conn_id"],

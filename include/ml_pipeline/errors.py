@@ -1,12 +1,16 @@
-"""Errors raised on bad input data. Each names the file or table, the column and the rule.
+"""The stages' errors that a retry cannot fix: the step layer fails the task at once (no
+retries) with the message.
 
-Every one is a `DataError`: the same file fails the same way on every attempt, so the
-step layer fails the task at once (no retries) with the message.
+Bad input data is a `DataError`, naming the file or table, the column and the rule: the
+same file fails the same way on every attempt. A training split that scikit-learn refuses
+is a `TrainingDataError`; a drift check that cannot run as configured a `MonitoringError`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# --------------------------------------------------------------------- data preparation
 
 
 class DataError(ValueError):
@@ -51,3 +55,18 @@ class DataValidationError(DataError):
     def rules(self) -> list[str]:
         """The broken rules' names, in the order reported."""
         return [v.rule for v in self.violations]
+
+
+# --------------------------------------------------------------------- training
+
+
+class TrainingDataError(ValueError):
+    """A candidate cannot be fitted on the training split as it is (scikit-learn refused
+    the data): the same data fails the same way on every attempt."""
+
+
+# --------------------------------------------------------------------- monitoring
+
+
+class MonitoringError(Exception):
+    """A check that cannot run as configured (retrying does not help)."""
