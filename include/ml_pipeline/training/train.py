@@ -1,7 +1,7 @@
 """Fit one candidate pipeline and track it in MLflow, nested under the DAG run's parent run.
 
 `start_parent_run` makes (or finds) the parent run of one Airflow DAG run.
-`train_candidate` fits `Pipeline([("preprocess", build_preprocessor(spec)),
+`fit_candidate` fits `Pipeline([("preprocess", build_preprocessor(spec)),
 ("model", estimator)])` on the train split, scores it on the validation split and logs one
 nested run: params, `validation_*` metrics, `fit_seconds`, the fitted pipeline (skops, with
 signature, input example and the feature spec as metadata), the train/validation datasets
