@@ -28,6 +28,7 @@ from include.ml_pipeline.features import FeatureSpec
 from include.ml_pipeline.monitoring import champion as champions
 from include.ml_pipeline.monitoring import drift_check, retrain_policy, windows
 from include.ml_pipeline.notifications import read_log
+from include.ml_pipeline.payloads import Champion
 from include.ml_pipeline.storage import local_path
 
 pytestmark = pytest.mark.e2e
@@ -306,7 +307,15 @@ def test_drift_check_reason_and_decision():
     summary = drifted.summary()
     assert summary["dataset_drift"] is True
     assert summary["prediction_drift"] is None
-    champion = {"model_name": "m", "version": "3"}
+    champion = Champion(
+        model_name="m",
+        version="3",
+        alias="champion",
+        run_id=None,
+        model_uri="models:/m/3",
+        feature_spec=SPEC,
+        train_path=None,
+    )
     reason = drift_check.drift_reason(summary, champion, "batch.csv")
     assert reason.startswith("data drift on m v3: ")
     assert "tenure_months" in reason
