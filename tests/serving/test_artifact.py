@@ -19,9 +19,9 @@ from include.ml_pipeline.serving.artifact import (
     write_predictor,
 )
 from include.ml_pipeline.serving.batch import batch_from_frame, concat_batches
-from include.ml_pipeline.serving.compiler import compile_pipeline
-from include.ml_pipeline.serving.errors import UnsupportedPipeline
-from include.ml_pipeline.serving.verify import verification_batch, verify_predictor
+from include.ml_pipeline.serving.compiled.compiler import compile_pipeline
+from include.ml_pipeline.serving.compiled.predictor import UnsupportedPipeline
+from include.ml_pipeline.serving.compiled.verify import verification_batch, verify_predictor
 
 
 def _compiled(kind, labels="str", seed=5):

@@ -19,7 +19,7 @@ from devtools.fixtures import (
 from include.ml_pipeline.features import coerce_features
 from include.ml_pipeline.serving.artifact import TAG, write_predictor
 from include.ml_pipeline.serving.batch import batch_from_frame
-from include.ml_pipeline.serving.compiler import compile_pipeline
+from include.ml_pipeline.serving.compiled.compiler import compile_pipeline
 from include.ml_pipeline.serving.isolated import load_served_model_isolated
 from include.ml_pipeline.serving.loader import load_served_model
 

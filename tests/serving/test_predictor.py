@@ -11,14 +11,14 @@ import pytest
 from devtools.fixtures import fit_pipeline, training_frame
 from include.ml_pipeline.features import coerce_features
 from include.ml_pipeline.serving.batch import Batch, batch_from_frame, concat_batches
-from include.ml_pipeline.serving.compiler import compile_pipeline
-from include.ml_pipeline.serving.predictor import CompiledPredictor, SklearnPredictor
-from include.ml_pipeline.serving.served import build_served_model
-from include.ml_pipeline.serving.verify import (
+from include.ml_pipeline.serving.compiled.compiler import compile_pipeline
+from include.ml_pipeline.serving.compiled.predictor import CompiledPredictor, SklearnPredictor
+from include.ml_pipeline.serving.compiled.verify import (
     PROBA_TOLERANCE,
     verification_batch,
     verify_predictor,
 )
+from include.ml_pipeline.serving.served import build_served_model
 
 
 @pytest.mark.parametrize("labels", ["str", "int", "multi", "multi_int"])
@@ -135,7 +135,7 @@ class _CountingSession:
 
 
 def test_large_batches_use_the_multi_threaded_tree_session(monkeypatch):
-    from include.ml_pipeline.serving.trees import WIDE_BATCH_ROWS
+    from include.ml_pipeline.serving.compiled.trees import WIDE_BATCH_ROWS
 
     monkeypatch.setenv("MODEL_API_PREDICT_THREADS", "2")
     frame, spec = training_frame(1500, seed=8)
@@ -160,7 +160,7 @@ def test_large_batches_use_the_multi_threaded_tree_session(monkeypatch):
 
 
 def test_predict_threads_setting(monkeypatch):
-    from include.ml_pipeline.serving.trees import predict_threads
+    from include.ml_pipeline.serving.compiled.trees import predict_threads
 
     monkeypatch.setenv("MODEL_API_PREDICT_THREADS", "3")
     assert predict_threads() == 3
@@ -172,8 +172,8 @@ def test_predict_threads_setting(monkeypatch):
 
 
 def test_categorical_pattern_table_is_bounded_and_exact(monkeypatch):
-    import include.ml_pipeline.serving.predictor as predictor_module
-    from include.ml_pipeline.serving.predictor import CategoricalBlock
+    import include.ml_pipeline.serving.compiled.predictor as predictor_module
+    from include.ml_pipeline.serving.compiled.predictor import CategoricalBlock
 
     frame, spec = training_frame(1500, seed=12)
     pipeline = fit_pipeline(frame, spec, "lr")

@@ -20,15 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from include.ml_pipeline.serving.errors import UnsupportedPipeline
-from include.ml_pipeline.serving.predictor import (
+from include.ml_pipeline.serving.compiled.predictor import (
     CategoricalBlock,
     CompiledPredictor,
     LogisticLink,
     NumericBlock,
+    UnsupportedPipeline,
 )
-from include.ml_pipeline.serving.trees import OnnxTrees
-from include.ml_pipeline.serving.verify import verification_batch, verify_predictor
+from include.ml_pipeline.serving.compiled.trees import OnnxTrees
+from include.ml_pipeline.serving.compiled.verify import verification_batch, verify_predictor
 
 FORMAT = "ml_pipeline.compiled_predictor/1"
 TAG = "serving_artifact"

@@ -29,9 +29,9 @@ import sklearn.pipeline  # noqa: F401
 
 from include.ml_pipeline.features import FeatureSpec
 from include.ml_pipeline.serving.artifact import read_predictor
+from include.ml_pipeline.serving.compiled.trees import WIDE_BATCH_ROWS
+from include.ml_pipeline.serving.compiled.verify import verification_batch, verify_predictor
 from include.ml_pipeline.serving.served import ServedModel, build_served_model
-from include.ml_pipeline.serving.trees import WIDE_BATCH_ROWS
-from include.ml_pipeline.serving.verify import verification_batch, verify_predictor
 
 MARKER = "COMPILE_RESULT "
 

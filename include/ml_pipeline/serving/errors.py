@@ -5,7 +5,3 @@ from __future__ import annotations
 
 class ModelLoadError(RuntimeError):
     """The alias does not resolve, or the model cannot be loaded or served."""
-
-
-class UnsupportedPipeline(Exception):
-    """The pipeline has a step or setting the compiler does not translate."""

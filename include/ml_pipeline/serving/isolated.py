@@ -63,7 +63,7 @@ class LazySklearnPredictor:
             with self._lock:
                 if self._predictor is None:
                     from include.ml_pipeline.serving.compile_worker import load_pipeline
-                    from include.ml_pipeline.serving.predictor import SklearnPredictor
+                    from include.ml_pipeline.serving.compiled.predictor import SklearnPredictor
 
                     self._predictor = SklearnPredictor(load_pipeline(self.info))
         return self._predictor.predict(batch)
@@ -198,8 +198,8 @@ class PendingLoad:
 
         from include.ml_pipeline.serving.artifact import ArtifactError, read_predictor
         from include.ml_pipeline.serving.batch import Batch
-        from include.ml_pipeline.serving.trees import WIDE_BATCH_ROWS
-        from include.ml_pipeline.serving.verify import PROBA_TOLERANCE
+        from include.ml_pipeline.serving.compiled.trees import WIDE_BATCH_ROWS
+        from include.ml_pipeline.serving.compiled.verify import PROBA_TOLERANCE
 
         artifact = info.get("serving_artifact")
         if not artifact:

@@ -15,15 +15,14 @@ from typing import Any
 
 from include.ml_pipeline.features import FeatureSpec
 from include.ml_pipeline.serving.batch import batch_from_frame, concat_batches
-from include.ml_pipeline.serving.compiler import compile_pipeline
-from include.ml_pipeline.serving.errors import UnsupportedPipeline
-from include.ml_pipeline.serving.parsing import FeatureParser
-from include.ml_pipeline.serving.predictor import SklearnPredictor
-from include.ml_pipeline.serving.verify import (
+from include.ml_pipeline.serving.compiled.compiler import compile_pipeline
+from include.ml_pipeline.serving.compiled.predictor import SklearnPredictor, UnsupportedPipeline
+from include.ml_pipeline.serving.compiled.verify import (
     PROBA_TOLERANCE,
     verification_batch,
     verify_predictor,
 )
+from include.ml_pipeline.serving.parsing import FeatureParser
 
 log = logging.getLogger("ml_pipeline.serving")
 

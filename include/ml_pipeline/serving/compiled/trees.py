@@ -10,8 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from include.ml_pipeline.serving.errors import UnsupportedPipeline
-from include.ml_pipeline.serving.predictor import binary_proba, expit, softmax
+from include.ml_pipeline.serving.compiled.predictor import (
+    UnsupportedPipeline,
+    binary_proba,
+    expit,
+    softmax,
+)
 
 SMALL_BATCH_ROWS = 24  # below this, HGB trees are walked in numpy, above in Cython
 WIDE_BATCH_ROWS = 64  # from this size on, onnxruntime trees use predict_threads() threads

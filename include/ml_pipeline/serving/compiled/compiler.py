@@ -17,16 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from include.ml_pipeline.serving.errors import UnsupportedPipeline
-from include.ml_pipeline.serving.onnx_graph import tree_ensemble_model
-from include.ml_pipeline.serving.predictor import (
+from include.ml_pipeline.serving.compiled.onnx_graph import tree_ensemble_model
+from include.ml_pipeline.serving.compiled.predictor import (
     CategoricalBlock,
     CompiledPredictor,
     EstimatorProba,
     LogisticLink,
     NumericBlock,
+    UnsupportedPipeline,
 )
-from include.ml_pipeline.serving.trees import HGBTrees, OnnxTrees
+from include.ml_pipeline.serving.compiled.trees import HGBTrees, OnnxTrees
 
 
 def compile_pipeline(pipeline: Any, numeric: list[str], categorical: list[str]):

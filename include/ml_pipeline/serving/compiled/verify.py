@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from include.ml_pipeline.serving.batch import Batch
-from include.ml_pipeline.serving.compiler import transformer_steps
+from include.ml_pipeline.serving.compiled.compiler import transformer_steps
 
 PROBA_TOLERANCE = 1e-6
 

@@ -5,6 +5,7 @@ A `CompiledPredictor` holds the fitted parameters of a scikit-learn pipeline as 
 arrays (built by `compiler.py`, or read from a serving artifact by `artifact.py`) and
 evaluates them with numpy, plus onnxruntime for tree ensembles (`trees.py`).
 `SklearnPredictor` calls the pipeline itself: the reference, and the fallback.
+A pipeline the compiler cannot translate raises `UnsupportedPipeline`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from include.ml_pipeline.serving.batch import Batch
 
 PATTERN_MIN_ROWS = 16  # from this size on, categorical rows are encoded as whole patterns
 MAX_PATTERNS = 4096  # distinct categorical rows remembered per predictor
+
+
+class UnsupportedPipeline(Exception):
+    """The pipeline has a step or setting the compiler does not translate."""
 
 
 @dataclass
