@@ -5,7 +5,7 @@
 One run, same machine, same model, same load generator (`wrk` with `benchmarks/post.lua`,
 `apt-get install wrk`): registers a HistGradientBoosting churn pipeline (one-hot +
 scaling, the shape of the DESIGN.md anchor) with its serving artifact, as the DAG's
-release step does (`serving/artifact.py`), in a temporary MLflow store unless
+release step does (`serving/loading/artifact.py`), in a temporary MLflow store unless
 `--tracking-uri/--model-name` point at an existing one, starts both servers on loopback
 (MLflow with one worker), and for 1-, 100- and 1,000-row `dataframe_split` requests (marked
 `X-Traffic-Kind: benchmark`, so monitoring leaves them out) at 1
@@ -156,7 +156,7 @@ def make_bodies(folder: Path, spec, seed: int = 11) -> dict[int, Path]:
 
 def in_process_floor(tracking_uri: str, name: str, bodies: dict) -> dict:
     """Median in-process time of parse + predict (our fast path), per request size."""
-    from include.ml_pipeline.serving.loader import load_served_model
+    from include.ml_pipeline.serving.loading.load import load_served_model
 
     served = load_served_model(tracking_uri, name, "champion")
     floor = {"predict_path": served.predict_path}

@@ -149,8 +149,8 @@ def register_model_version(
     for alias in aliases:
         client.set_registered_model_alias(model_name, alias, registered.version)
     if serving_artifact:
-        from include.ml_pipeline.serving.artifact import publish_served
-        from include.ml_pipeline.serving.served import build_served_model
+        from include.ml_pipeline.serving.loading.artifact import publish_served
+        from include.ml_pipeline.serving.loading.served import build_served_model
 
         served = build_served_model(
             pipeline,

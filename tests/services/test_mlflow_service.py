@@ -32,7 +32,7 @@ from tests.services.conftest import (
 def test_a_model_logged_and_registered_through_the_server_is_served_from_the_bucket(
     mlflow_on_s3, s3, tmp_path, client_without_bucket_credentials
 ):
-    from include.ml_pipeline.serving.loader import load_served_model
+    from include.ml_pipeline.serving.loading.load import load_served_model
 
     uri, name = mlflow_on_s3.url, unique_id("served_from_s3")
     # A local artifact location is not sent to a server: the server owns artifact storage.

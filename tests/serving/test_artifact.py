@@ -11,17 +11,17 @@ import pytest
 
 from devtools.fixtures import fit_pipeline, training_frame
 from include.ml_pipeline.features import coerce_features
-from include.ml_pipeline.serving.artifact import (
+from include.ml_pipeline.serving.batch import batch_from_frame, concat_batches
+from include.ml_pipeline.serving.compiled.compiler import compile_pipeline
+from include.ml_pipeline.serving.compiled.predictor import UnsupportedPipeline
+from include.ml_pipeline.serving.compiled.verify import verification_batch, verify_predictor
+from include.ml_pipeline.serving.loading.artifact import (
     TAG,
     ArtifactError,
     publish,
     read_predictor,
     write_predictor,
 )
-from include.ml_pipeline.serving.batch import batch_from_frame, concat_batches
-from include.ml_pipeline.serving.compiled.compiler import compile_pipeline
-from include.ml_pipeline.serving.compiled.predictor import UnsupportedPipeline
-from include.ml_pipeline.serving.compiled.verify import verification_batch, verify_predictor
 
 
 def _compiled(kind, labels="str", seed=5):

@@ -17,11 +17,10 @@ from devtools.fixtures import (
     training_frame,
 )
 from include.ml_pipeline.features import coerce_features
-from include.ml_pipeline.serving.artifact import TAG, write_predictor
 from include.ml_pipeline.serving.batch import batch_from_frame
 from include.ml_pipeline.serving.compiled.compiler import compile_pipeline
-from include.ml_pipeline.serving.isolated import load_served_model_isolated
-from include.ml_pipeline.serving.loader import load_served_model
+from include.ml_pipeline.serving.loading.artifact import TAG, write_predictor
+from include.ml_pipeline.serving.loading.load import load_served_model, load_served_model_isolated
 
 NAME = "artifact_loading"
 

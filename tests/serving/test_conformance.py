@@ -83,7 +83,7 @@ def test_schemathesis_checks_all_pass_against_the_live_api(live_api, tmp_path):
 @pytest.fixture(scope="module")
 def strict_client(registry):
     from include.ml_pipeline.serving.app import create_app
-    from include.ml_pipeline.serving.loader import load_served_model
+    from include.ml_pipeline.serving.loading.load import load_served_model
     from include.ml_pipeline.serving.settings import get_serving_settings
 
     served = load_served_model(registry.tracking_uri, registry.name, "champion")

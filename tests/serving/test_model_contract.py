@@ -1,7 +1,7 @@
 """`GET /model` shows the served version's input contract (`registry.contract`): the
 columns with their kinds and the categories seen, the label type and set -- what a client
 must send and will get back -- read from the registry with the model, in the API process
-(`fetch` + `isolated`) as in the in-process loader (`loader.load_served_model`)."""
+(`fetch` + `load.start_load`) as in the in-process loader (`load.load_served_model`)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def _assert_is_the_recorded_contract(shown: dict, store) -> None:
 
 
 def test_the_in_process_loader_carries_the_contract(store):
-    from include.ml_pipeline.serving.loader import load_served_model
+    from include.ml_pipeline.serving.loading.load import load_served_model
 
     served = load_served_model(store.uri, NAME, "champion")
     _assert_is_the_recorded_contract(served.info()["contract"], store)

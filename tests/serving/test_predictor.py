@@ -18,7 +18,7 @@ from include.ml_pipeline.serving.compiled.verify import (
     verification_batch,
     verify_predictor,
 )
-from include.ml_pipeline.serving.served import build_served_model
+from include.ml_pipeline.serving.loading.served import build_served_model
 
 
 @pytest.mark.parametrize("labels", ["str", "int", "multi", "multi_int"])

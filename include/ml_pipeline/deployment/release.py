@@ -1,7 +1,7 @@
 """Release: the challenger built exactly as the API will serve it, then promoted.
 
 The compiled fast path is verified against the scikit-learn pipeline at load and stored as
-the version's serving artifact (`serving/artifact.py`: the API then starts without
+the version's serving artifact (`serving/loading/artifact.py`: the API then starts without
 scikit-learn); only then does `champion` move (the old one stays `previous_champion`) and
 the manifest is written under the storage root (`manifest_uri`). A failure before the
 promotion leaves `champion` where it was.
@@ -23,8 +23,8 @@ def prepare_release(
 ) -> Release:
     """Verify the challenger as served, promote it to champion, write the manifest."""
     from include.ml_pipeline.registry.registry import describe_version, promote_to_champion
-    from include.ml_pipeline.serving.artifact import publish_served
-    from include.ml_pipeline.serving.loader import load_served_model
+    from include.ml_pipeline.serving.loading.artifact import publish_served
+    from include.ml_pipeline.serving.loading.load import load_served_model
 
     name, version = decided.registered.model_name, decided.registered.version
     served = load_served_model(settings.mlflow_tracking_uri, name, CHALLENGER)

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from dataclasses import replace
 
-    from include.ml_pipeline.serving.isolated import start_load
+    from include.ml_pipeline.serving.loading.load import start_load
     from include.ml_pipeline.serving.settings import get_serving_settings
 
     parser = argparse.ArgumentParser(description="Serve the champion model over HTTP.")

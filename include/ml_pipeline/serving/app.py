@@ -77,7 +77,7 @@ def create_app(
     """Build the app. `loader` (tests) replaces the MLflow loader: a callable returning a
     `ServedModel`. With `load_on_startup` the first load runs in the background, so the
     port answers immediately (`/ping` is 503 until the model is in). `pending` is an
-    `isolated.PendingLoad` already running; the first load waits for it."""
+    `loading.load.PendingLoad` already running; the first load waits for it."""
     settings = settings or get_serving_settings()
     state = ServiceState(settings, loader, pending)
     routes = Routes(state)

@@ -25,7 +25,7 @@ class ServiceState:
     """The one mutable thing in the service: which `ServedModel` answers requests."""
 
     def __init__(self, settings: ServingSettings, loader=None, pending=None):
-        from include.ml_pipeline.serving.isolated import load_served_model_isolated
+        from include.ml_pipeline.serving.loading.load import load_served_model_isolated
 
         self.settings = settings
         self.model = None  # ServedModel | None, replaced atomically by reloads
@@ -46,7 +46,7 @@ class ServiceState:
         self.reload_lock = asyncio.Lock()
         self.last_load_error: str | None = None
         self.loading = False
-        # MLflow and scikit-learn run in short-lived child processes (see isolated.py).
+        # MLflow and scikit-learn run in short-lived child processes (see loading/load.py).
         self._loader = loader or (
             lambda: load_served_model_isolated(
                 settings.tracking_uri,

@@ -3,7 +3,7 @@
 deserialising the model. The API runs it as a short-lived child process, the only step of
 its loading path that imports MLflow:
 
-    python -m include.ml_pipeline.serving.fetch TRACKING_URI NAME ALIAS
+    python -m include.ml_pipeline.serving.loading.fetch TRACKING_URI NAME ALIAS
 
 prints one line `FETCH_RESULT <json>` (what `fetch` returns), or
 `FETCH_RESULT {"error": ...}` and exits 1.
@@ -18,10 +18,13 @@ import sys
 from typing import Any
 
 from include.ml_pipeline.features import FeatureSpec
-from include.ml_pipeline.serving.errors import ModelLoadError
 
 MARKER = "FETCH_RESULT "
 log = logging.getLogger("ml_pipeline.serving")
+
+
+class ModelLoadError(RuntimeError):
+    """The alias does not resolve, or the model cannot be loaded or served."""
 
 
 def fetch(tracking_uri: str, name: str, alias: str) -> dict[str, Any]:
@@ -126,7 +129,7 @@ def _download_serving_artifact(version: Any, tracking_uri: str) -> dict[str, Any
     or None when the version has none or it cannot be fetched (the API then compiles)."""
     import mlflow
 
-    from include.ml_pipeline.serving.artifact import FORMAT, TAG
+    from include.ml_pipeline.serving.loading.artifact import FORMAT, TAG
 
     raw = (version.tags or {}).get(TAG)
     if not raw:

@@ -1,6 +1,12 @@
-"""Load the served model without importing MLflow or scikit-learn in the server process:
-`fetch` and `compile_worker` run as two short-lived child processes started at once, and
-the server keeps only numpy + onnxruntime objects (about half the startup time and memory).
+"""Load the `ServedModel` an alias points to, in two ways with the same two steps, `fetch.fetch`
+(MLflow) and `compile_worker.served_from_fetched` (scikit-learn: deserialise, compile,
+verify):
+
+- in the calling process: `load_served_model` (the release step, benchmarks, tests);
+- for the API server, without importing MLflow or scikit-learn in its process:
+  `start_load` / `load_served_model_isolated` run `fetch` and `compile_worker` as two
+  short-lived child processes started at once, and the server keeps only numpy +
+  onnxruntime objects (about half the startup time and memory).
 
 When the version has a serving artifact, the server serves it as soon as `fetch` is done;
 the compile child (low priority) still compiles and verifies, checks the artifact against
@@ -23,11 +29,14 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from include.ml_pipeline.serving.errors import ModelLoadError
+from include.ml_pipeline.serving.loading.fetch import ModelLoadError, fetch
 
-ROOT = Path(__file__).resolve().parents[3]
+if TYPE_CHECKING:  # pragma: no cover
+    from include.ml_pipeline.serving.loading.served import ServedModel
+
+ROOT = Path(__file__).resolve().parents[4]
 TIMEOUT_S = 900.0
 log = logging.getLogger("ml_pipeline.serving")
 
@@ -62,8 +71,8 @@ class LazySklearnPredictor:
         if self._predictor is None:
             with self._lock:
                 if self._predictor is None:
-                    from include.ml_pipeline.serving.compile_worker import load_pipeline
                     from include.ml_pipeline.serving.compiled.predictor import SklearnPredictor
+                    from include.ml_pipeline.serving.loading.compile_worker import load_pipeline
 
                     self._predictor = SklearnPredictor(load_pipeline(self.info))
         return self._predictor.predict(batch)
@@ -90,7 +99,7 @@ class PendingLoad:
             [
                 sys.executable,
                 "-m",
-                "include.ml_pipeline.serving.compile_worker",
+                "include.ml_pipeline.serving.loading.compile_worker",
                 str(self.out),
                 str(max_rows),
                 "1" if force_sklearn else "0",
@@ -104,7 +113,14 @@ class PendingLoad:
             # lower priority: with a serving artifact it only re-checks, off the critical path
             os.setpriority(os.PRIO_PROCESS, self.compile.pid, 19)
         self.fetch = subprocess.Popen(
-            [sys.executable, "-m", "include.ml_pipeline.serving.fetch", tracking_uri, name, alias],
+            [
+                sys.executable,
+                "-m",
+                "include.ml_pipeline.serving.loading.fetch",
+                tracking_uri,
+                name,
+                alias,
+            ],
             stdout=subprocess.PIPE,
             env=env,
             cwd=str(ROOT),
@@ -196,10 +212,10 @@ class PendingLoad:
         """The `ServedModel` from the version's serving artifact, or None without one."""
         import numpy as np
 
-        from include.ml_pipeline.serving.artifact import ArtifactError, read_predictor
         from include.ml_pipeline.serving.batch import Batch
         from include.ml_pipeline.serving.compiled.trees import WIDE_BATCH_ROWS
         from include.ml_pipeline.serving.compiled.verify import PROBA_TOLERANCE
+        from include.ml_pipeline.serving.loading.artifact import ArtifactError, read_predictor
 
         artifact = info.get("serving_artifact")
         if not artifact:
@@ -278,8 +294,8 @@ class PendingLoad:
         warmup,
     ):
         from include.ml_pipeline.features import FeatureSpec
+        from include.ml_pipeline.serving.loading.served import ServedModel
         from include.ml_pipeline.serving.parsing import FeatureParser
-        from include.ml_pipeline.serving.served import ServedModel
 
         for _ in range(3):
             predictor.predict(warmup)
@@ -315,7 +331,42 @@ def start_load(
 def load_served_model_isolated(
     tracking_uri: str, name: str, alias: str, *, max_rows: int = 10_000, force_sklearn: bool = False
 ):
-    """Like `loader.load_served_model`, with MLflow and scikit-learn kept in child processes."""
+    """Like `load_served_model`, with MLflow and scikit-learn kept in child processes."""
     return start_load(
         tracking_uri, name, alias, max_rows=max_rows, force_sklearn=force_sklearn
     ).result()
+
+
+def load_served_model(
+    tracking_uri: str,
+    name: str,
+    alias: str,
+    *,
+    max_rows: int = 10_000,
+    force_sklearn: bool = False,
+) -> ServedModel:
+    """Resolve `models:/<name>@<alias>` now and return the fully built `ServedModel`.
+
+    Raises `ModelLoadError` naming what failed (alias unknown, artifact missing, ...).
+    The service trusts its own registry: `MLFLOW_ALLOW_PICKLE_DESERIALIZATION` defaults
+    to true in this process (MLflow 3 refuses to deserialise skops/pickle models without it).
+    """
+    from include.ml_pipeline.serving.loading.compile_worker import served_from_fetched
+
+    started = time.perf_counter()
+    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    info = fetch(tracking_uri, name, alias)  # what the API's fetch child runs
+    try:
+        served = served_from_fetched(info, max_rows, force_sklearn)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load models:/{name}@{alias}: {exc!r}") from exc
+    served.contract = info.get("contract")
+    served.load_seconds = time.perf_counter() - started
+    log.info(
+        "loaded %s v%s (%s) in %.2fs",
+        name,
+        served.version,
+        served.predict_path,
+        served.load_seconds,
+    )
+    return served

@@ -226,7 +226,7 @@ def publish(
 
 
 def publish_served(tracking_uri: str, served: Any) -> dict[str, Any]:
-    """`publish` for a `ServedModel` built by `loader.load_served_model` (the release
+    """`publish` for a `ServedModel` built by `load.load_served_model` (the release
     step). Never blocks a release: without an artifact (no plain-data form, or a failed
     read-back check, logged) the API compiles at load instead; the result says which."""
     from include.ml_pipeline.registry.mlflow_setup import configure_mlflow

@@ -1,7 +1,7 @@
 """Deserialise, compile and verify a downloaded model version; the API runs it as a
 short-lived child process, so scikit-learn never enters the server process:
 
-    python -m include.ml_pipeline.serving.compile_worker OUT_PATH MAX_ROWS FORCE_SKLEARN
+    python -m include.ml_pipeline.serving.loading.compile_worker OUT_PATH MAX_ROWS FORCE_SKLEARN
 
 It imports scikit-learn as soon as it starts (while `fetch` resolves the alias in
 parallel), reads `fetch`'s JSON from stdin, and pickles to OUT_PATH the predictor (numpy +
@@ -28,10 +28,10 @@ import sklearn.ensemble
 import sklearn.pipeline  # noqa: F401
 
 from include.ml_pipeline.features import FeatureSpec
-from include.ml_pipeline.serving.artifact import read_predictor
 from include.ml_pipeline.serving.compiled.trees import WIDE_BATCH_ROWS
 from include.ml_pipeline.serving.compiled.verify import verification_batch, verify_predictor
-from include.ml_pipeline.serving.served import ServedModel, build_served_model
+from include.ml_pipeline.serving.loading.artifact import read_predictor
+from include.ml_pipeline.serving.loading.served import ServedModel, build_served_model
 
 MARKER = "COMPILE_RESULT "
 
