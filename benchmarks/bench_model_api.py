@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         servers = {
             "ours": (
-                [sys.executable, "-m", "include.ml_pipeline.serving"],
+                [sys.executable, "-m", "include.ml_pipeline.serving.api"],
                 {
                     "ML_PIPELINE_MODEL_NAME": name,
                     "ML_PIPELINE_INFERENCE_LOG": str(work / "inference_log"),
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             **(
                 {
                     "ours-nolog": (
-                        [sys.executable, "-m", "include.ml_pipeline.serving"],
+                        [sys.executable, "-m", "include.ml_pipeline.serving.api"],
                         {
                             "ML_PIPELINE_MODEL_NAME": name,
                             "ML_PIPELINE_INFERENCE_LOG": str(work / "inference_log_off"),

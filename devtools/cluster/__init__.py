@@ -9,7 +9,7 @@ Developer-only code (not in the image): it starts, in one temporary folder,
   (`ML_PIPELINE_STORAGE=s3://<bucket>/pipeline`) and MLflow's artifacts;
 - an MLflow tracking server (its own SQLite store, `--artifacts-destination
   s3://<bucket>/mlflow`);
-- the model API as its own service (`python -m include.ml_pipeline.serving`);
+- the model API as its own service (`python -m include.ml_pipeline.serving.api`);
 - Airflow 2.11: `airflow db migrate`, a scheduler and **two Celery workers**, each with its
   own empty working directory, HOME, TMPDIR, `ML_PIPELINE_HOME` and AIRFLOW_HOME (logs):
   no writable path is shared between them. Each worker's hostname (the task instances'

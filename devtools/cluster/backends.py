@@ -367,7 +367,7 @@ class ModelApi(LoopbackService):
 
 
 def start_model_api(root: Path, s3: S3, mlflow: Mlflow, storage_uri: str) -> ModelApi:
-    """The model API as its own service (`python -m include.ml_pipeline.serving`): it
+    """The model API as its own service (`python -m include.ml_pipeline.serving.api`): it
     loads `models:/<name>@champion` from the MLflow server once a run promotes one
     (`POST /admin/reload`), and logs its traffic under the storage root."""
     import secrets
@@ -396,7 +396,7 @@ def start_model_api(root: Path, s3: S3, mlflow: Mlflow, storage_uri: str) -> Mod
         [
             sys.executable,
             "-m",
-            "include.ml_pipeline.serving",
+            "include.ml_pipeline.serving.api",
             "--host",
             "127.0.0.1",
             "--port",

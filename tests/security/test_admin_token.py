@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from include.ml_pipeline.config import PROJECT_ROOT
-from include.ml_pipeline.serving.settings import (
+from include.ml_pipeline.serving.api.settings import (
     InsecureSettingError,
     check_admin_token,
     get_serving_settings,
@@ -72,7 +72,7 @@ def test_the_service_process_refuses_to_start(tmp_path):
         MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/m.db",
     )
     done = subprocess.run(
-        [sys.executable, "-m", "include.ml_pipeline.serving", "--port", "0"],
+        [sys.executable, "-m", "include.ml_pipeline.serving.api", "--port", "0"],
         env=env,
         cwd=str(PROJECT_ROOT),
         capture_output=True,

@@ -82,9 +82,9 @@ def test_schemathesis_checks_all_pass_against_the_live_api(live_api, tmp_path):
 
 @pytest.fixture(scope="module")
 def strict_client(registry):
-    from include.ml_pipeline.serving.app import create_app
+    from include.ml_pipeline.serving.api.app import create_app
+    from include.ml_pipeline.serving.api.settings import get_serving_settings
     from include.ml_pipeline.serving.loading.load import load_served_model
-    from include.ml_pipeline.serving.settings import get_serving_settings
 
     served = load_served_model(registry.tracking_uri, registry.name, "champion")
     settings = replace(get_serving_settings(), strict_columns=True, model_name=registry.name)
@@ -120,7 +120,7 @@ def test_strict_mode_refuses_extra_columns_naming_them(strict_client, churn_fram
 
 
 def test_strict_setting_is_read_and_checked(monkeypatch):
-    from include.ml_pipeline.serving.settings import get_serving_settings
+    from include.ml_pipeline.serving.api.settings import get_serving_settings
 
     monkeypatch.setenv("MODEL_API_STRICT_COLUMNS", "true")
     assert get_serving_settings().strict_columns is True

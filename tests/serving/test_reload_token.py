@@ -6,8 +6,8 @@ from dataclasses import replace
 
 from fastapi.testclient import TestClient
 
-from include.ml_pipeline.serving.app import create_app
-from include.ml_pipeline.serving.settings import get_serving_settings
+from include.ml_pipeline.serving.api.app import create_app
+from include.ml_pipeline.serving.api.settings import get_serving_settings
 
 
 def test_reload_refused_without_configured_token(tmp_path):

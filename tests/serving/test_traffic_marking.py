@@ -13,7 +13,7 @@ from include.ml_pipeline.monitoring import windows
 from include.ml_pipeline.monitoring.inference_log import read_inference_log
 from include.ml_pipeline.names import TRAFFIC_HEADER
 from include.ml_pipeline.serving import client as api_client
-from include.ml_pipeline.serving.routes import traffic_kind
+from include.ml_pipeline.serving.api.routes import traffic_kind
 
 
 def test_the_header_decides_the_kind():

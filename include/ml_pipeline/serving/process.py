@@ -61,7 +61,7 @@ def read_admin_token(home: Path | None = None) -> str | None:
 
 
 def _ensure_token(home: Path | None, token: str | None) -> str:
-    from include.ml_pipeline.serving.settings import check_admin_token
+    from include.ml_pipeline.serving.api.settings import check_admin_token
 
     token = token or read_admin_token(home) or secrets.token_urlsafe(32)
     check_admin_token(token)  # a placeholder fails here, before a process starts
@@ -89,7 +89,7 @@ def _alive(pid: int) -> bool:
 def _is_ours(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return b"include.ml_pipeline.serving" in handle.read()
+            return b"include.ml_pipeline.serving.api" in handle.read()
     except OSError:
         return True  # no /proc: trust the pid file
 
@@ -206,7 +206,7 @@ def start_api(
     env.update(extra_env or {})
     with open(log_path, "ab") as log_handle:
         child = subprocess.Popen(
-            [sys.executable, "-m", "include.ml_pipeline.serving"],
+            [sys.executable, "-m", "include.ml_pipeline.serving.api"],
             cwd=str(PROJECT_ROOT),
             env=env,
             stdin=subprocess.DEVNULL,

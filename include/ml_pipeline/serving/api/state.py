@@ -10,8 +10,8 @@ from importlib.metadata import version as package_version
 from typing import Any
 
 from include.ml_pipeline.monitoring.inference_log import InferenceLogger
-from include.ml_pipeline.serving.metrics import ApiMetrics
-from include.ml_pipeline.serving.settings import ServingSettings
+from include.ml_pipeline.serving.api.metrics import ApiMetrics
+from include.ml_pipeline.serving.api.settings import ServingSettings
 
 
 def _pkg_version(name: str) -> str | None:

@@ -18,8 +18,11 @@ What the schemas say, and where they are narrower than what the service accepts:
 from __future__ import annotations
 
 import re
+from importlib import resources
 from typing import Any
 
+#: What each endpoint does (the document's `info.description`), a package data file.
+DESCRIPTION = resources.files(__package__).joinpath("openapi.md").read_text(encoding="utf-8")
 JSON = "application/json"
 TEXT = "text/plain"
 ERROR_REF = {"$ref": "#/components/schemas/Error"}

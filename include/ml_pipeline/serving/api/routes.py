@@ -16,8 +16,8 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from include.ml_pipeline.names import LIVE_TRAFFIC, TRAFFIC_HEADER, TRAFFIC_KINDS
+from include.ml_pipeline.serving.api.state import ServiceState
 from include.ml_pipeline.serving.parsing import RequestError, load_json
-from include.ml_pipeline.serving.state import ServiceState
 
 log = logging.getLogger("ml_pipeline.serving")
 API_VERSION = "1.0"

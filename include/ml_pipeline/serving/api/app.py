@@ -1,44 +1,8 @@
 """The model API: a FastAPI app serving `models:/<name>@<alias>` (default `champion`).
 
-Endpoints
----------
-MLflow scoring protocol (any MLflow client works against it):
-
-* `POST /invocations` - JSON (`dataframe_split`, `dataframe_records`, `instances`,
-  `inputs`) or `text/csv`; answers `{"predictions": [<label>, ...]}` exactly like
-  `mlflow models serve` does for a scikit-learn model (pyfunc `predict` = labels).
-* `GET /ping`, `GET /health` - 200 with body `"\\n"` (text/plain) when a model is loaded,
-  else 503.
-* `GET /version` - differs from MLflow on purpose: MLflow answers its own package version
-  as plain text; this service answers JSON
-  `{"model_name", "model_version", "alias", "mlflow_version", "api_version"}` so a
-  deployment can wait until the *served model version* is the one it promoted.
-
-Own endpoints:
-
-* `POST /predict` - `{"records": [{feature: value, ...}, ...]}` in; out
-  `{"model_name", "model_version", "predictions": [{"label", "probabilities"}]}`.
-  The record schema is generated from the served model's feature spec (see `/docs`).
-* `GET /ready` (200 once a model is loaded), `GET /model` (name, version, alias, run id,
-  run metrics, feature spec, input contract, which predictor path serves it), `GET
-  /metrics` (Prometheus).
-* `POST /admin/reload` - `Authorization: Bearer <MODEL_API_ADMIN_TOKEN>`. Resolves the
-  alias *now*, loads, compiles and verifies the new model in a worker thread while the
-  old one keeps serving, then swaps a single reference. Requests already running finish
-  on the model they started with. When `MODEL_API_ADMIN_TOKEN` is unset every reload is
-  refused with 403 (safe default: nobody can change what is served); a wrong or missing
-  token gets 401. Concurrent reloads are serialised. A failed reload leaves the old model
-  serving and answers 502 with the reason (the previous model is still healthy).
-* `POST /admin/unload` - same token. Stops serving (model endpoints answer 503 until the
-  next reload): the rollback of a failed *first* deployment, when there is no previous
-  champion to go back to. `{"if_version": "3"}` unloads only while version 3 serves (409).
-
-Columns the model does not take are ignored, as `mlflow models serve` does, named in the
-response header `X-Ignored-Columns` and counted in `model_api_ignored_columns_requests_total`;
-with `MODEL_API_STRICT_COLUMNS=true` they get a 422 naming them. Requests marked
-`X-Traffic-Kind: smoke` or `benchmark` are logged with that kind (monitoring reads only
-live traffic). The OpenAPI document (`/openapi.json`, `serving/openapi.py`) lists every
-status and content type of each endpoint.
+What each endpoint does is told once, in `openapi.md`: the description of the OpenAPI
+document (`/openapi.json`, `/docs`), to which `openapi.py` adds every status and content
+type of each endpoint and the request schemas of the model served now.
 
 Errors are JSON `{"error_code", "kind", "message"}`: malformed JSON / bad shape -> 400,
 missing / wrongly typed columns -> 422, too many rows or too big a body -> 413,
@@ -56,9 +20,10 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from include.ml_pipeline.serving.routes import API_VERSION, Routes
-from include.ml_pipeline.serving.settings import ServingSettings, get_serving_settings
-from include.ml_pipeline.serving.state import ServiceState
+from include.ml_pipeline.serving.api.openapi import DESCRIPTION, document
+from include.ml_pipeline.serving.api.routes import API_VERSION, Routes
+from include.ml_pipeline.serving.api.settings import ServingSettings, get_serving_settings
+from include.ml_pipeline.serving.api.state import ServiceState
 
 log = logging.getLogger("ml_pipeline.serving")
 
@@ -85,7 +50,7 @@ def create_app(
         title="Model API",
         version=API_VERSION,
         lifespan=_lifespan(state, load_on_startup),
-        description=__doc__.split("Errors are JSON")[0],
+        description=DESCRIPTION,
     )
     app.state.service = state
 
@@ -149,8 +114,6 @@ def create_app(
         """The schema with every status and content type, and the request bodies of the
         model served now (rebuilt on every call: it follows reloads)."""
         from fastapi.openapi.utils import get_openapi
-
-        from include.ml_pipeline.serving.openapi import document
 
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes

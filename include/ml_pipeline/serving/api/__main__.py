@@ -1,4 +1,4 @@
-"""Run the model API: `python -m include.ml_pipeline.serving [--host H] [--port P]`.
+"""Run the model API: `python -m include.ml_pipeline.serving.api [--host H] [--port P]`.
 
 One uvicorn process (uvloop + httptools when installed) on a socket bound here with
 `TCP_NODELAY` and `SO_REUSEADDR`, so small responses are not held back by Nagle's
@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from dataclasses import replace
 
+    from include.ml_pipeline.serving.api.settings import get_serving_settings
     from include.ml_pipeline.serving.loading.load import start_load
-    from include.ml_pipeline.serving.settings import get_serving_settings
 
     parser = argparse.ArgumentParser(description="Serve the champion model over HTTP.")
     parser.add_argument("--host", default=None)
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
-    from include.ml_pipeline.serving.app import create_app
+    from include.ml_pipeline.serving.api.app import create_app
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
