@@ -15,13 +15,10 @@ import numpy as np
 import orjson
 import pytest
 
-from include.ml_pipeline import storage
-from include.ml_pipeline.monitoring import inference_log
-from include.ml_pipeline.monitoring.inference_log import (
-    InferenceLogger,
-    log_objects,
-    read_inference_log,
-)
+from include.ml_pipeline import inference_records, storage
+from include.ml_pipeline.monitoring.inference_log import log_objects, read_inference_log
+from include.ml_pipeline.serving.api import inference_log
+from include.ml_pipeline.serving.api.inference_log import InferenceLogger
 from include.ml_pipeline.serving.batch import Batch
 
 NAME = re.compile(r"^\d{8}T\d{12}Z-[A-Za-z0-9._-]+-\d+-\d{6}\.jsonl\.gz$")
@@ -54,7 +51,7 @@ def test_objects_per_model_version_and_day_read_back_with_filters(tmp_path):
         assert relative[1] in ("v1", "v2")
         assert re.fullmatch(r"\d{8}", relative[2])
         assert NAME.match(relative[3]), relative[3]
-        host = inference_log.safe_name(socket.gethostname())
+        host = inference_records.safe_name(socket.gethostname())
         assert f"-{host}-{os.getpid()}-" in relative[3]
     day = datetime.fromtimestamp(old, UTC).strftime("%Y%m%d")
     assert (tmp_path / "churn" / "v1" / day).is_dir()  # the record's day, not today's

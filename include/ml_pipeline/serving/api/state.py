@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any
 
-from include.ml_pipeline.monitoring.inference_log import InferenceLogger
+from include.ml_pipeline.serving.api.inference_log import InferenceLogger
 from include.ml_pipeline.serving.api.metrics import ApiMetrics
 from include.ml_pipeline.serving.api.settings import ServingSettings
 
