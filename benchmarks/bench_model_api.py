@@ -143,7 +143,7 @@ def run_wrk(url: str, body_file: Path, connections: int, duration: int) -> dict:
 
 def make_bodies(folder: Path, spec, seed: int = 11) -> dict[int, Path]:
     from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
-    from include.ml_pipeline.serving.client import split_payload
+    from include.ml_pipeline.deployment.api_client import split_payload
 
     frame = generate_churn_frame(max(ROWS), seed)[spec.columns]
     bodies = {}

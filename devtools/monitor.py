@@ -46,7 +46,7 @@ def send_drifted_traffic(
     `ModelApiError` naming the URL when the API is not reachable or refuses a request.
     """
     from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
-    from include.ml_pipeline.serving.client import predict_labels, served_version
+    from include.ml_pipeline.deployment.api_client import predict_labels, served_version
 
     version = served_version(api_url)
     frame = generate_churn_frame(rows, seed=seed, drift=drift).drop(columns=[TARGET])
@@ -245,7 +245,7 @@ def _monitor(args: argparse.Namespace, settings) -> int:
     if args.send_drifted_traffic > 0:
         from datetime import UTC, datetime
 
-        from include.ml_pipeline.serving.client import ModelApiError
+        from include.ml_pipeline.deployment.api_client import ModelApiError
 
         since = datetime.now(UTC)
         print(f"Sending {args.send_drifted_traffic:,} drifted rows to {settings.api_url} ...")

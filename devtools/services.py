@@ -1,6 +1,6 @@
 """The local background services: `make api`, `make stop`, `make status`.
 
-- `api`: start the model API on the current `champion` (`serving.process.start_api`, on
+- `api`: start the model API on the current `champion` (`deployment.api_process.start_api`, on
   `MODEL_API_URL`, default http://127.0.0.1:8000), unless it already runs.
 - `stop`: stop the Airflow UI of `make ui` (webserver + scheduler) and the model API
   (started by `make run` or `make api`).
@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import sys
 
-from include.ml_pipeline.serving.process import ApiStartError, api_status, start_api, stop_api
+from include.ml_pipeline.deployment.api_process import (
+    ApiStartError,
+    api_status,
+    start_api,
+    stop_api,
+)
 
 
 def _champion() -> tuple[str, str | None]:

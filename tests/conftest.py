@@ -48,7 +48,7 @@ airflow_env.configure()
 def _stop_local_api():
     """Stop any model API a DAG run of the tests started."""
     yield
-    from include.ml_pipeline.serving.process import stop_api
+    from include.ml_pipeline.deployment.api_process import stop_api
 
     stop_api()
 

@@ -64,7 +64,7 @@ def small_csv(pipeline_home: Path) -> Path:
 def api_url():
     """The embedded model API's URL for this module's runs (`MODEL_API_URL`, a free
     loopback port); the API the runs started is stopped after the module."""
-    from include.ml_pipeline.serving import process
+    from include.ml_pipeline.deployment import api_process
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -73,7 +73,7 @@ def api_url():
     old = os.environ.get("MODEL_API_URL")
     os.environ["MODEL_API_URL"] = url
     yield url
-    process.stop_api()
+    api_process.stop_api()
     if old is None:
         os.environ.pop("MODEL_API_URL", None)
     else:

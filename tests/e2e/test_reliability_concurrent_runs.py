@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 
 from devtools import run_pipeline as rp
 from include.ml_pipeline.data_preparation.sample_data import write_dataset
-from include.ml_pipeline.serving import process
+from include.ml_pipeline.deployment import api_process
 from tests.unit.test_run_pipeline_lock import ROOT, make_run_command, make_run_env
 
 pytestmark = pytest.mark.e2e
@@ -93,7 +93,7 @@ def test_two_make_runs_at_once_on_one_home(tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        api_stopped = process.stop_api(home=home)
+        api_stopped = api_process.stop_api(home=home)
 
     assert refused.returncode == rp.BUSY_EXIT, (refused_out, refused_err)
     assert f"ML_PIPELINE_HOME={home} is in use by process {first.pid}" in refused_err

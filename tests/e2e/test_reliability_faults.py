@@ -21,9 +21,7 @@ from mlflow import MlflowClient
 from devtools import run_pipeline
 from include.ml_pipeline import storage
 from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.deployment import rollout
-from include.ml_pipeline.serving import client as api_client
-from include.ml_pipeline.serving import process
+from include.ml_pipeline.deployment import api_client, api_process, rollout
 from include.ml_pipeline.training.candidates import WEAK_CANDIDATE
 from tests.e2e.conftest import FAST_CANDIDATES
 
@@ -66,7 +64,7 @@ def _served(url: str) -> str | None:
 
 def _kill_api() -> int:
     """SIGKILL the running embedded API (no clean shutdown), wait until it is gone."""
-    running = process.api_status()
+    running = api_process.api_status()
     assert running is not None, "no model API to kill"
     os.kill(running.pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
@@ -122,7 +120,7 @@ def _assert_deployed_and_served(result, api_url: str, before: str, killed: list[
     assert _alias("champion") == new
     assert _alias("previous_champion") == before
     assert _served(api_url) == new  # the API actually serves the champion
-    running = process.api_status()
+    running = api_process.api_status()
     assert running is not None
     assert running.pid != killed[0]
     rollout_done = result.result("despliegue_modelo.desplegar_api")

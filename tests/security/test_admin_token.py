@@ -85,10 +85,10 @@ def test_the_service_process_refuses_to_start(tmp_path):
 
 
 def test_start_api_refuses_before_starting_a_process(tmp_path):
-    from include.ml_pipeline.serving import process
+    from include.ml_pipeline.deployment import api_process
 
     with pytest.raises(InsecureSettingError):
-        process.start_api(
+        api_process.start_api(
             url="http://127.0.0.1:1", admin_token="placeholder", home=tmp_path, timeout=5
         )
-    assert process.api_status(home=tmp_path) is None
+    assert api_process.api_status(home=tmp_path) is None

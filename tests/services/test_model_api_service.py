@@ -15,12 +15,11 @@ import pytest
 
 from devtools.fixtures import register_model_version
 from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.deployment import rollout
+from include.ml_pipeline.deployment import api_process, rollout
 from include.ml_pipeline.names import CHAMPION, MODEL_API_CONN_ID
 from include.ml_pipeline.orchestration import connections
 from include.ml_pipeline.payloads import Rollback
 from include.ml_pipeline.registry import registry
-from include.ml_pipeline.serving import process
 from tests.services.conftest import free_port, unique_id
 
 TOKEN = "service-test-token"  # a test value, not a secret
@@ -53,13 +52,13 @@ def api_service(mlflow_on_s3, tmp_path_factory):
     )
     home = tmp_path_factory.mktemp("model-api-service")
     url = f"http://127.0.0.1:{free_port()}"
-    running = process.start_api(
+    running = api_process.start_api(
         url=url, model_name=name, tracking_uri=uri, admin_token=TOKEN, home=home, timeout=240
     )
     try:
         yield {"url": url, "name": name, "uri": uri, "v1": v1, "home": home, "pid": running.pid}
     finally:
-        process.stop_api(home=home)
+        api_process.stop_api(home=home)
 
 
 @pytest.fixture
@@ -99,7 +98,7 @@ def test_with_the_connection_the_rollout_and_rollback_only_reload_the_service(
     )
     registry.promote_to_champion(name, v2, tracking_uri=uri)
     settings = get_settings()
-    local_pid_file = settings.home / "api" / process.PID_FILE
+    local_pid_file = settings.home / "api" / api_process.PID_FILE
     children = _children()
 
     done = rollout.serve_version(settings, endpoint, name, v2, timeout=120)
@@ -110,7 +109,7 @@ def test_with_the_connection_the_rollout_and_rollback_only_reload_the_service(
     assert httpx.get(api_service["url"] + "/version").json()["model_version"] == v2
     assert not local_pid_file.exists()  # nothing was started on this 'worker'
     assert _children() <= children
-    assert process.api_status(api_service["home"]).pid == api_service["pid"]  # same process
+    assert api_process.api_status(api_service["home"]).pid == api_service["pid"]  # same process
 
     back = rollout.restore_champion(
         settings, name, v2, endpoint, reason="smoke test failed", timeout=120
@@ -124,7 +123,7 @@ def test_with_the_connection_the_rollout_and_rollback_only_reload_the_service(
     assert httpx.get(api_service["url"] + "/version").json()["model_version"] == api_service["v1"]
     assert not local_pid_file.exists()
     assert _children() <= children
-    assert process.api_status(api_service["home"]).pid == api_service["pid"]
+    assert api_process.api_status(api_service["home"]).pid == api_service["pid"]
 
 
 def test_a_wrong_token_is_a_configuration_error_naming_the_connection(
@@ -178,7 +177,7 @@ def test_a_failed_first_deployment_unloads_the_service_until_a_champion_is_deplo
     )
     home = tmp_path_factory.mktemp("first-deploy-service")
     url = f"http://127.0.0.1:{free_port()}"
-    process.start_api(
+    api_process.start_api(
         url=url, model_name=name, tracking_uri=uri, admin_token=TOKEN, home=home, timeout=240
     )
     try:
@@ -217,7 +216,7 @@ def test_a_failed_first_deployment_unloads_the_service_until_a_champion_is_deplo
         metrics = httpx.get(url + "/metrics").text
         assert "model_api_model_info{" not in metrics
         assert 'model_api_reloads_total{result="unloaded"} 1.0' in metrics
-        assert process.api_status(home) is not None  # the service process stays up
+        assert api_process.api_status(home) is not None  # the service process stays up
 
         v2 = register_model_version(
             uri, name, kind="lr", rows=1500, seed=3, aliases=(), serving_artifact=True
@@ -227,4 +226,4 @@ def test_a_failed_first_deployment_unloads_the_service_until_a_champion_is_deplo
         assert done.version_info["model_version"] == v2
         assert httpx.get(url + "/ready").status_code == 200
     finally:
-        process.stop_api(home=home)
+        api_process.stop_api(home=home)

@@ -130,13 +130,13 @@ def _launch_mlflow_serve(registry: Registry) -> None:
 
 @pytest.fixture(scope="session")
 def live_api(registry, tmp_path_factory):
-    """Our service as a detached uvicorn process (started with process.start_api)."""
-    from include.ml_pipeline.serving import process
+    """Our service as a detached uvicorn process (started with api_process.start_api)."""
+    from include.ml_pipeline.deployment import api_process
 
     home = tmp_path_factory.mktemp("api-home")
     log_dir = home / "inference_log"
     port = free_port()
-    started = process.start_api(
+    started = api_process.start_api(
         url=f"http://127.0.0.1:{port}",
         model_name=registry.name,
         tracking_uri=registry.tracking_uri,
@@ -151,7 +151,7 @@ def live_api(registry, tmp_path_factory):
         },
     )
     yield LiveApi(started.url, home, log_dir, started.pid)
-    process.stop_api(home=home)
+    api_process.stop_api(home=home)
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from include.ml_pipeline.serving import client as api_client
-from include.ml_pipeline.serving import process
+from include.ml_pipeline.deployment import api_client, api_process
 from tests.serving.conftest import ADMIN_TOKEN, MAX_BODY, MAX_ROWS, set_alias
 
 JSON = {"Content-Type": "application/json"}
@@ -208,10 +207,10 @@ def test_unload_stops_serving_until_the_next_reload(live_api, registry):
 
 
 def test_process_status_and_idempotent_start(live_api):
-    running = process.api_status(home=live_api.home)
+    running = api_process.api_status(home=live_api.home)
     assert running is not None
     assert running.pid == live_api.pid
-    again = process.start_api(url=running.url, home=live_api.home, timeout=30)
+    again = api_process.start_api(url=running.url, home=live_api.home, timeout=30)
     assert again.pid == live_api.pid  # no second process
 
 

@@ -12,7 +12,7 @@ import time
 import httpx
 import orjson
 
-from include.ml_pipeline.serving import client as api_client
+from include.ml_pipeline.deployment import api_client
 from tests.serving.conftest import ADMIN_TOKEN, set_alias
 
 CLIENTS = 3

@@ -67,10 +67,10 @@ def test_the_in_process_loader_carries_the_contract(store):
 
 
 def test_get_model_shows_the_contract_of_the_version_it_serves(store, tmp_path):
-    from include.ml_pipeline.serving import process
+    from include.ml_pipeline.deployment import api_process
 
     home = tmp_path / "api-home"
-    api = process.start_api(
+    api = api_process.start_api(
         url=f"http://127.0.0.1:{free_port()}",
         model_name=NAME,
         tracking_uri=store.uri,
@@ -102,4 +102,4 @@ def test_get_model_shows_the_contract_of_the_version_it_serves(store, tmp_path):
         assert {c["name"]: c["kind"] for c in contract["columns"]}["region"] == "categorical"
     finally:
         store.client.set_registered_model_alias(NAME, "champion", store.new)
-        process.stop_api(home=home)
+        api_process.stop_api(home=home)

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import httpx
 import numpy as np
 
+from include.ml_pipeline.deployment import api_client
 from include.ml_pipeline.monitoring import windows
 from include.ml_pipeline.monitoring.inference_log import read_inference_log
 from include.ml_pipeline.names import TRAFFIC_HEADER
-from include.ml_pipeline.serving import client as api_client
 from include.ml_pipeline.serving.api.routes import traffic_kind
 
 

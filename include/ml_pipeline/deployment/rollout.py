@@ -9,7 +9,7 @@ Two modes, chosen by the orchestration layer (`connections.model_api()`) and log
   /admin/reload` with the admin token) and waits (bounded) until `/version` reports the
   new version.
 * **embedded** (no connection, `make run`): a local process on loopback (`MODEL_API_URL`),
-  started when none answers there (`serving/process.py`), else asked to reload.
+  started when none answers there (`deployment/api_process.py`), else asked to reload.
 
 `restore_champion` points `champion` back to `previous_champion` (only if `champion` is
 still the failed version), reloads the API the same way and checks it serves the restored
@@ -123,7 +123,7 @@ def check_service(
 
 def reload_service(endpoint: ModelApiEndpoint, *, timeout: float) -> dict[str, Any]:
     """`POST /admin/reload` on the service; a refused token is a configuration error."""
-    from include.ml_pipeline.serving.client import ModelApiError, reload_model
+    from include.ml_pipeline.deployment.api_client import ModelApiError, reload_model
 
     try:
         return reload_model(endpoint.url, token=endpoint.token, timeout=timeout)
@@ -141,11 +141,11 @@ def _api_ready_for(url: str, model_name: str) -> bool:
     """Embedded mode: True when an API for `model_name` answers at `url` (it will be
     asked to reload). False when none answers: the caller starts the local one. A local
     process recorded for another URL, or serving another model, is stopped first."""
-    from include.ml_pipeline.serving import process
+    from include.ml_pipeline.deployment import api_process
 
-    running = process.api_status()
+    running = api_process.api_status()
     if running is not None and running.url.rstrip("/") != url.rstrip("/"):
-        process.stop_api()
+        api_process.stop_api()
         running = None
     info = served_model(url)
     if info is None:
@@ -157,7 +157,7 @@ def _api_ready_for(url: str, model_name: str) -> bool:
                 f"the model API at {url} serves model {serving!r}, not {model_name!r}, and "
                 f"was not started here; stop it, or define the connection {MODEL_API_CONN_ID!r}"
             )
-        process.stop_api()
+        api_process.stop_api()
         return False
     return True
 
@@ -217,13 +217,13 @@ def _serve_champion(
     """Service: check, reload. Embedded: start the local API on loopback when none answers
     (or when it goes away between that check and the reload), else reload. Then wait
     (bounded) until it serves `version`."""
-    from include.ml_pipeline.serving import client, process
+    from include.ml_pipeline.deployment import api_client, api_process
 
     url = endpoint.url
     started = None
 
     def start() -> dict:
-        return process.start_api(
+        return api_process.start_api(
             url=url,
             model_name=model_name,
             tracking_uri=settings.mlflow_tracking_uri,
@@ -245,26 +245,26 @@ def _serve_champion(
     else:
         try:
             _reload_embedded(settings, url, endpoint.token, timeout=timeout)
-        except client.ModelApiError:
+        except api_client.ModelApiError:
             # The local API went away between the check and the reload (killed, crashed):
             # start it, as when none answered. One still up (a failed reload) re-raises.
-            if process.api_status() is not None or served_model(url) is not None:
+            if api_process.api_status() is not None or served_model(url) is not None:
                 raise
             log.warning("the model API at %s went away before the reload; starting it", url)
             started = start()
-    return started, client.wait_for_version(url, version, timeout=timeout)
+    return started, api_client.wait_for_version(url, version, timeout=timeout)
 
 
 def _reload_embedded(settings: Settings, url: str, token: str | None, *, timeout: float) -> None:
     """Reload the API answering at `url` in the embedded mode. One that refuses this
     home's token was started elsewhere (another `ML_PIPELINE_HOME`, e.g. the other
     AIRFLOW= line's `make run`, holds the port): a configuration error that says so."""
-    from include.ml_pipeline.serving import client, process
+    from include.ml_pipeline.deployment import api_client, api_process
 
     try:
-        client.reload_model(url, token=token, timeout=timeout)
-    except client.ModelApiError as exc:
-        if process.api_status() is None and ("(401)" in str(exc) or "(403)" in str(exc)):
+        api_client.reload_model(url, token=token, timeout=timeout)
+    except api_client.ModelApiError as exc:
+        if api_process.api_status() is None and ("(401)" in str(exc) or "(403)" in str(exc)):
             raise ModelApiConfigError(
                 f"the model API at {url} was not started from this ML_PIPELINE_HOME "
                 f"({settings.home}) and refused its token: stop it where it was started "
@@ -284,12 +284,12 @@ def restore_champion(
     timeout: float = 180.0,
 ) -> Rollback:
     """Put `champion` back on the previous version and make the API serve it again."""
+    from include.ml_pipeline.deployment import api_client, api_process
     from include.ml_pipeline.registry.registry import (
         get_alias_version,
         remove_champion,
         rollback_champion,
     )
-    from include.ml_pipeline.serving import client, process
 
     uri = settings.mlflow_tracking_uri
     champion = get_alias_version(name, CHAMPION, tracking_uri=uri)
@@ -307,7 +307,7 @@ def restore_champion(
         # service keeps its process and unloads the model (503 until a champion).
         remove_champion(name, tracking_uri=uri)
         if endpoint.is_service:
-            unloaded = client.unload_model(
+            unloaded = api_client.unload_model(
                 endpoint.url, token=endpoint.token, if_version=str(failed_version), timeout=timeout
             )
             return Rollback(
@@ -319,7 +319,7 @@ def restore_champion(
                 f"{endpoint.url} unloaded v{failed_version} and answers 503 "
                 "until a champion is deployed",
             )
-        stopped = process.stop_api() if is_loopback(endpoint.url) else False
+        stopped = api_process.stop_api() if is_loopback(endpoint.url) else False
         return Rollback(
             rolled_back=True,
             champion=None,
@@ -328,7 +328,7 @@ def restore_champion(
         )
     log.info("rolling back %s to v%s on the %s", name, restored, endpoint.describe())
     _serve_champion(settings, endpoint, name, restored, timeout=timeout)
-    client.check_health(endpoint.url)
+    api_client.check_health(endpoint.url)
     return Rollback(rolled_back=True, champion=restored, detail=f"API serves v{restored}")
 
 

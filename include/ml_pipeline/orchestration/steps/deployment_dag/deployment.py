@@ -56,7 +56,7 @@ def test_live_api(rollout: dict, params: Mapping[str, Any]) -> dict:
     (no retry) so the rollback starts."""
     from include.ml_pipeline.deployment.rollout import smoke_rows
     from include.ml_pipeline.orchestration.compat import AirflowFailException
-    from include.ml_pipeline.serving.client import ModelApiError, smoke_test
+    from include.ml_pipeline.deployment.api_client import ModelApiError, smoke_test
 
     live = Rollout.from_dict(rollout)
     try:

@@ -4,7 +4,7 @@ can call it.
 
 State lives in `<settings.home>/api/`: `model-api.pid` (JSON: pid, url, started_at),
 `model-api.log` (the service's stdout + stderr) and `admin_token` (mode 0600, the reload
-token the process was started with, read back by `client.reload_model`).
+token the process was started with, read back by `api_client.reload_model`).
 """
 
 from __future__ import annotations

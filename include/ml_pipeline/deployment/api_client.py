@@ -72,7 +72,7 @@ def wait_for_version(
 
 def reload_model(url: str, token: str | None = None, timeout: float = 300.0) -> dict[str, Any]:
     """`POST /admin/reload` with the bearer token (default: the local service's saved
-    token, see `process.read_admin_token`). Returns `{"previous_version",
+    token, see `api_process.read_admin_token`). Returns `{"previous_version",
     "model_version", "predict_path", "seconds"}`; raises `ModelApiError` otherwise."""
     return _admin_post(url, "/admin/reload", token, timeout)
 
@@ -93,7 +93,7 @@ def _admin_post(
     import httpx
 
     if token is None:
-        from include.ml_pipeline.serving.process import read_admin_token
+        from include.ml_pipeline.deployment.api_process import read_admin_token
 
         token = read_admin_token()
     if not token:
