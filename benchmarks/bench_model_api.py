@@ -66,19 +66,18 @@ def tree_rss_mib(pid: int) -> float:
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300.0) -> float:
-    import httpx
+    from include.ml_pipeline.service_probe import Unreachable, wait_until_up
 
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
+    def running() -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url + "/ping", timeout=1.0).status_code == 200:
-                return time.monotonic() - started
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} not healthy after {timeout}s")
+
+    try:
+        return wait_until_up(
+            url + "/ping", timeout=timeout, check=running, interval=0.05, request_timeout=1.0
+        )
+    except Unreachable:
+        raise RuntimeError(f"{url} not healthy after {timeout}s") from None
 
 
 def wait_settled(url: str, timeout: float = 120.0) -> float:

@@ -20,9 +20,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
+
+from include.ml_pipeline.service_probe import Unreachable, wait_until_up
 
 COMPAT_DIR = Path(__file__).resolve().parent / "sqlalchemy_compat"
 
@@ -102,19 +102,17 @@ def wait_until_healthy(
 
     Raises `RuntimeError` if `process` exits first, `TimeoutError` after `timeout`.
     """
-    started = time.monotonic()
-    while True:
+
+    def running() -> None:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"mlflow server exited with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=2) as response:
-                if response.status == 200:
-                    return time.monotonic() - started
-        except OSError:
-            pass
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(f"{url} not healthy after {timeout:.0f} s")
-        time.sleep(0.5)
+
+    try:
+        return wait_until_up(
+            f"{url.rstrip('/')}/health", timeout=timeout, check=running, interval=0.5
+        )
+    except Unreachable:
+        raise TimeoutError(f"{url} not healthy after {timeout:.0f} s") from None
 
 
 def stop_server(process: subprocess.Popen, timeout: float = 20.0) -> None:

@@ -32,12 +32,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from devtools import airflow_env
+from include.ml_pipeline.service_probe import Unreachable, reap, tail, wait_until_up
 
 STATE_FILE = "ui.json"
 PASSWORD_FILE = "admin_password"
@@ -126,11 +126,6 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
 def _stop_group(process: UiProcess, timeout: float) -> None:
     """SIGTERM the process group the process leads; SIGKILL what is left after `timeout`."""
     if not _running(process) and not _group_alive(process.pid):
@@ -139,13 +134,13 @@ def _stop_group(process: UiProcess, timeout: float) -> None:
         os.killpg(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _group_alive(process.pid):
-        _reap(process.pid)
+        reap(process.pid)
         time.sleep(0.2)
     if _group_alive(process.pid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         time.sleep(0.3)
-    _reap(process.pid)
+    reap(process.pid)
 
 
 def status(home: Path | None = None) -> UiState | None:
@@ -252,37 +247,44 @@ def _spawn(name: str, command: list[str], env: dict[str, str], folder: Path) -> 
     return UiProcess(name=name, pid=child.pid, start_ticks=ticks or 0, log_path=str(log_path))
 
 
-def _health(url: str) -> dict | None:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=3) as response:
-            return json.loads(response.read()) if response.status == 200 else None
-    except (OSError, ValueError):
-        return None
+def _healthy(*parts: str):
+    """Whether an answer of `/health` is a 200 JSON document in which each of `parts` is
+    healthy."""
+
+    def ready(response) -> bool:
+        if response.status_code != 200:
+            return False
+        try:
+            body = response.json()
+        except ValueError:
+            return False
+        return all((body.get(part) or {}).get("status") == "healthy" for part in parts)
+
+    return ready
+
+
+def _still_running(processes: list[UiProcess]):
+    def check() -> None:
+        for process in processes:
+            if not _running(process):
+                raise UiStartError(f"the {process.name} exited while starting")
+
+    return check
 
 
 def wait_until_healthy(url: str, processes: list[UiProcess], timeout: float) -> float:
     """Poll `/health` until the database and the scheduler are healthy; seconds waited."""
-    started = time.monotonic()
-    last = None
-    while time.monotonic() - started < timeout:
-        for process in processes:
-            if not _running(process):
-                raise UiStartError(f"the {process.name} exited while starting")
-        last = _health(url)
-        if last and all(
-            (last.get(part) or {}).get("status") == "healthy"
-            for part in ("metadatabase", "scheduler")
-        ):
-            return time.monotonic() - started
-        time.sleep(1.0)
-    raise UiStartError(f"{url}/health not healthy after {timeout:.0f} s: {last}")
-
-
-def _tail(path: str, lines: int = 25) -> str:
     try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
+        return wait_until_up(
+            f"{url}/health",
+            timeout=timeout,
+            ready=_healthy("metadatabase", "scheduler"),
+            check=_still_running(processes),
+            interval=1.0,
+            request_timeout=3.0,
+        )
+    except Unreachable as exc:
+        raise UiStartError(f"{url}/health not healthy after {timeout:.0f} s: {exc.last}") from None
 
 
 def start(
@@ -355,7 +357,7 @@ def start(
             _wait_for_webserver(url, processes, timeout)
     except UiStartError as exc:
         stop(home)
-        logs = "\n".join(f"--- {p.log_path} (tail) ---\n{_tail(p.log_path)}" for p in processes)
+        logs = "\n".join(f"--- {p.log_path} (tail) ---\n{tail(p.log_path, 25)}" for p in processes)
         raise UiStartError(f"{exc}\n{logs}") from None
 
     out(f"Airflow UI: {url}  (user {username})")
@@ -373,15 +375,17 @@ def start(
 
 
 def _wait_for_webserver(url: str, processes: list[UiProcess], timeout: float) -> None:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        for process in processes:
-            if not _running(process):
-                raise UiStartError(f"the {process.name} exited while starting")
-        if _health(url):
-            return
-        time.sleep(1.0)
-    raise UiStartError(f"{url}/health did not answer within {timeout:.0f} s")
+    try:
+        wait_until_up(
+            f"{url}/health",
+            timeout=timeout,
+            ready=_healthy(),
+            check=_still_running(processes),
+            interval=1.0,
+            request_timeout=3.0,
+        )
+    except Unreachable:
+        raise UiStartError(f"{url}/health did not answer within {timeout:.0f} s") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,10 +21,10 @@ from devtools.cluster.processes import (
     Service,
     kill_like_a_lost_machine,
     start,
-    tail,
     wait_for,
 )
 from include.ml_pipeline.config import DEFAULT_MODEL_NAME, PROJECT_ROOT
+from include.ml_pipeline.service_probe import tail
 
 WORKER_NAMES = ("worker-a", "worker-b")
 #: Seconds: how fast a lost worker is noticed (task heartbeat, zombie threshold) and

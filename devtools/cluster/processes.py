@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from include.ml_pipeline.service_probe import tail
+
 
 class ClusterError(RuntimeError):
     """A service of the cluster did not start or answer; the message names its log."""
@@ -22,13 +24,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 @dataclass
@@ -50,7 +45,7 @@ class Service:
         return self.process.poll() is None
 
     def describe_failure(self, what: str) -> str:
-        return f"{self.name}: {what}; log {self.log_path}:\n{tail(self.log_path)}"
+        return f"{self.name}: {what}; log {self.log_path}:\n{tail(self.log_path, 40)}"
 
     def stop(self, timeout: float = 20.0) -> None:
         if self.stop_command is not None:

@@ -9,7 +9,6 @@ token the process was started with, read back by `api_client.reload_model`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -22,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from include.ml_pipeline.config import PROJECT_ROOT, get_settings
+from include.ml_pipeline.service_probe import Unreachable, reap, tail, wait_until_up
 
 PID_FILE = "model-api.pid"
 LOG_FILE = "model-api.log"
@@ -122,31 +122,16 @@ def wait_until_healthy(
 ) -> float:
     """Poll `/ready` (or `/version` when `require_model` is False) until it answers 200.
     Returns the seconds waited; raises `ApiStartError` on timeout or if `pid` exits."""
-    import httpx
-
     path = "/ready" if require_model else "/version"
-    started = time.monotonic()
-    last = "no answer"
-    with httpx.Client(timeout=2.0) as client:
-        while time.monotonic() - started < timeout:
-            if pid is not None and not _alive(pid):
-                raise ApiStartError(f"the model API process {pid} exited while starting")
-            try:
-                response = client.get(url + path)
-                if response.status_code == 200:
-                    return time.monotonic() - started
-                last = f"{response.status_code} {response.text[:300]}"
-            except httpx.HTTPError as exc:
-                last = repr(exc)
-            time.sleep(interval)
-    raise ApiStartError(f"{url}{path} not healthy after {timeout:.0f}s: {last}")
 
+    def running() -> None:
+        if pid is not None and not _alive(pid):
+            raise ApiStartError(f"the model API process {pid} exited while starting")
 
-def _tail(path: Path, lines: int = 30) -> str:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
+        return wait_until_up(url + path, timeout=timeout, check=running, interval=interval)
+    except Unreachable as exc:
+        raise ApiStartError(f"{url}{path} not healthy after {timeout:.0f}s: {exc.last}") from None
 
 
 def start_api(
@@ -226,7 +211,7 @@ def start_api(
         wait_until_healthy(process.url, timeout, require_model=require_model, pid=child.pid)
     except ApiStartError as exc:
         stop_api(home=home)
-        raise ApiStartError(f"{exc}\n--- {log_path} (tail) ---\n{_tail(log_path)}") from None
+        raise ApiStartError(f"{exc}\n--- {log_path} (tail) ---\n{tail(log_path)}") from None
     return process
 
 
@@ -243,16 +228,11 @@ def stop_api(*, home: Path | None = None, timeout: float = 15.0) -> bool:
         return True
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _alive(process.pid):
-        _reap(process.pid)
+        reap(process.pid)
         time.sleep(0.1)
     if _alive(process.pid):
         os.kill(process.pid, signal.SIGKILL)
         time.sleep(0.2)
-        _reap(process.pid)
+        reap(process.pid)
     pid_path.unlink(missing_ok=True)
     return True
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
