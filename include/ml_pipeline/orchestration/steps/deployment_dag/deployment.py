@@ -54,9 +54,9 @@ def test_live_api(rollout: dict, params: Mapping[str, Any]) -> dict:
     """`pruebas_api`: health, predictions equal to the registered version's on rows of this
     run's test split, a 4xx for a bad payload, p95 latency. A failed check fails at once
     (no retry) so the rollback starts."""
+    from include.ml_pipeline.deployment.api_client import ModelApiError, smoke_test
     from include.ml_pipeline.deployment.rollout import smoke_rows
     from include.ml_pipeline.orchestration.compat import AirflowFailException
-    from include.ml_pipeline.deployment.api_client import ModelApiError, smoke_test
 
     live = Rollout.from_dict(rollout)
     try:
