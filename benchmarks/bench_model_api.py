@@ -31,7 +31,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,15 +41,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from devtools.ports import free_port  # noqa: E402
+
 LUA = Path(__file__).with_name("post.lua")
 ROWS = (1, 100, 1000)
 CONNECTIONS = (1, 8)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def tree_rss_mib(pid: int) -> float:
@@ -205,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tracking_uri = args.tracking_uri or f"sqlite:///{work / 'mlflow.db'}"
         name = args.model_name or "bench_churn"
-        from devtools.fixtures import churn_spec, register_model_version
+        from include.ml_pipeline.data_preparation.sample_data import churn_spec
+        from tests.support.models import register_model_version
 
         if args.tracking_uri is None:
             print("registering a HistGradientBoosting churn model ...", flush=True)

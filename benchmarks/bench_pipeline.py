@@ -35,7 +35,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -58,12 +57,6 @@ DEFAULT_CONF = ("latency_p95_budget_ms=2000",)
 
 
 # --------------------------------------------------------------------------- measuring
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class TreeSampler(threading.Thread):
@@ -198,6 +191,8 @@ def dataset(rows: int, cache: Path) -> Path:
 
 def fresh_home(parent: Path, name: str, data: Path) -> tuple[Path, dict, Path]:
     """A new ML_PIPELINE_HOME with the data where the DAG looks by default; its env."""
+    from devtools.ports import free_port
+
     home = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
     env = {
         **os.environ,

@@ -36,7 +36,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import sys
 import time
 import urllib.error
@@ -46,6 +45,7 @@ from pathlib import Path
 
 from containers import compose, engine, images
 from containers.engine import EngineError, log
+from devtools.ports import free_port
 
 ROOT = images.ROOT
 WORK = images.WORK
@@ -116,12 +116,6 @@ def deployment_conf() -> dict:
     if len(chosen) != len(RUN_CANDIDATES):
         raise EngineError(f"{RUN_CANDIDATES} are not all among the DAG's default candidates")
     return {"candidates": chosen}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http(

@@ -25,7 +25,7 @@ import argparse
 import json
 from typing import Any
 
-from devtools.fixtures import churn_spec
+from include.ml_pipeline.data_preparation.sample_data import churn_spec
 from include.ml_pipeline.monitoring.drift import DriftThresholds, compute_drift
 
 

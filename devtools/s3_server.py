@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,15 +23,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from devtools.ports import free_port
+
 DUMMY_KEY_ID = "testing"
 DUMMY_SECRET = "testing"  # moto accepts any credentials
 REGION = "us-east-1"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def moto_server_command() -> Path:

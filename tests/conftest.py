@@ -26,20 +26,13 @@ for _var in ("MLFLOW_TRACKING_URI", "MODEL_API_URL"):
     os.environ.pop(_var, None)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
+from devtools import airflow_env  # noqa: E402
+from devtools.ports import free_port  # noqa: E402
 
 # Never the user's port 8000: DAG runs in tests start their API on a free port.
-os.environ["MODEL_API_URL"] = f"http://127.0.0.1:{_free_port()}"
+os.environ["MODEL_API_URL"] = f"http://127.0.0.1:{free_port()}"
 if not os.environ.get("KEEP_TEST_HOME"):
     atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
-
-from devtools import airflow_env  # noqa: E402
 
 airflow_env.configure()
 

@@ -12,14 +12,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from devtools.cluster.processes import (
-    ClusterError,
-    Service,
-    free_port,
-    port_open,
-    start,
-    wait_for,
-)
+from devtools.cluster.processes import ClusterError, Service, start, wait_for
+from devtools.ports import free_port, port_open
 from include.ml_pipeline.config import PROJECT_ROOT
 
 

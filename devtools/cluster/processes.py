@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,12 +17,6 @@ from include.ml_pipeline.service_probe import tail
 
 class ClusterError(RuntimeError):
     """A service of the cluster did not start or answer; the message names its log."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -116,12 +109,6 @@ def wait_for(
             message = f"{what}: not after {timeout:.0f} s"
             raise ClusterError(service.describe_failure(message) if service else message)
         time.sleep(interval)
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
 
 
 def _children() -> dict[int, list[int]]:

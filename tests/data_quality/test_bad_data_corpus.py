@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from devtools.fixtures import titanic_passengers as _titanic
 from include.ml_pipeline.data_preparation import ingest, preprocess, split, validate, warehouse
 from include.ml_pipeline.data_preparation.sample_data import (
     CATEGORICAL_COLUMNS,
@@ -37,6 +36,7 @@ from include.ml_pipeline.errors import (
     DataValidationError,
 )
 from include.ml_pipeline.features import FeatureSpec
+from tests.support.models import titanic_passengers as _titanic
 
 ROWS = 600
 TARGET = "churn"

@@ -16,8 +16,8 @@ import pytest
 from mlflow import MlflowClient
 
 from devtools import run_pipeline
-from devtools.fixtures import titanic_passengers as _titanic
 from include.ml_pipeline.config import get_settings
+from tests.support.models import titanic_passengers as _titanic
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,6 @@ champion.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 
@@ -18,6 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 from devtools import run_pipeline as rp
+from devtools.ports import free_port
 from include.ml_pipeline.data_preparation.sample_data import write_dataset
 from include.ml_pipeline.deployment import api_process
 from tests.unit.test_run_pipeline_lock import ROOT, make_run_command, make_run_env
@@ -32,12 +32,6 @@ FAST = json.dumps(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _holder_pid(home) -> int | None:
     return rp._holder(home / rp.LOCK_FILE).get("pid")
 
@@ -45,7 +39,7 @@ def _holder_pid(home) -> int | None:
 def test_two_make_runs_at_once_on_one_home(tmp_path):
     home = tmp_path / "home"
     data = write_dataset(tmp_path / "churn.csv", rows=1_500, seed=5)
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     env = make_run_env(home, MODEL_API_URL=url)
     args = [
         "--data",

@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from devtools.fixtures import churn_spec
-from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
+from include.ml_pipeline.data_preparation.sample_data import churn_spec, generate_churn_frame
 from include.ml_pipeline.monitoring.dashboard import (
     DashboardContext,
     EvaluationArrays,

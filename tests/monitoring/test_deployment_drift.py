@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from devtools.fixtures import churn_spec
-from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
+from include.ml_pipeline.data_preparation.sample_data import (
+    TARGET,
+    churn_spec,
+    generate_churn_frame,
+)
 from include.ml_pipeline.orchestration.steps.deployment_dag import monitoring
 from include.ml_pipeline.payloads import Dashboard, DriftResult
 from include.ml_pipeline.storage import local_path

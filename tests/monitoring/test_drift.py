@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 
 from devtools.drift_calibration import measure_detection_rate, measure_false_alarm_rate
-from devtools.fixtures import churn_spec
-from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
+from include.ml_pipeline.data_preparation.sample_data import churn_spec, generate_churn_frame
 from include.ml_pipeline.features import FeatureSpec
 from include.ml_pipeline.monitoring.drift import (
     STATUS_DRIFT,

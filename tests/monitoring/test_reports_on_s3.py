@@ -14,9 +14,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from devtools.fixtures import churn_spec
 from include.ml_pipeline import storage
-from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
+from include.ml_pipeline.data_preparation.sample_data import (
+    TARGET,
+    churn_spec,
+    generate_churn_frame,
+)
 from include.ml_pipeline.notifications import read_log
 from include.ml_pipeline.orchestration.steps import monitoring_dag
 from include.ml_pipeline.orchestration.steps.deployment_dag import monitoring, notifications

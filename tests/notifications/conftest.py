@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -20,18 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from devtools.ports import free_port
+
 if "AIRFLOW_HOME" not in os.environ:  # standalone run without tests/conftest.py
     _home = Path(tempfile.mkdtemp(prefix="airflow-notifications-"))
     os.environ["AIRFLOW_HOME"] = str(_home)
     os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_home}/airflow.db")
     os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -3,12 +3,11 @@ artifacts), started and stopped by the test."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from mlflow import MlflowClient
 
 from devtools.mlflow_server import start_server, stop_server, wait_until_healthy
+from devtools.ports import free_port
 from include.ml_pipeline.data_preparation.sample_data import (
     CATEGORICAL_COLUMNS,
     NUMERIC_COLUMNS,
@@ -26,16 +25,10 @@ STARTUP_SECONDS = 120
 CHEAP = {"importance_rows": 100, "importance_repeats": 1}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = free_port()
     process = start_server(
         f"sqlite:///{root / 'server.db'}",
         str(root / "server-artifacts"),

@@ -53,7 +53,9 @@ def test_random_tokens_pass_and_empty_disables_reloads(monkeypatch):
     for _ in range(200):
         token = secrets.token_urlsafe(32)
         assert check_admin_token(token) == token
-    assert check_admin_token(secrets.token_hex(16)) is not None
+    token = secrets.token_hex(16)
+    assert check_admin_token(token) == token
+    assert check_admin_token(f"  {token}\n") == token  # blanks around it (a .env line) go
     for empty in (None, "", "   "):
         assert check_admin_token(empty) is None
     monkeypatch.setenv("MODEL_API_ADMIN_TOKEN", "")

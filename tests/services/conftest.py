@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from devtools.mlflow_server import start_server, stop_server, wait_until_healthy
-from devtools.s3_server import DUMMY_KEY_ID, DUMMY_SECRET, REGION, S3Server, free_port
+from devtools.ports import free_port
+from devtools.s3_server import DUMMY_KEY_ID, DUMMY_SECRET, REGION, S3Server
 
 BUCKET = "services-bucket"
 AWS_VARIABLES = (

@@ -11,6 +11,7 @@ import time
 import pytest
 from mlflow import MlflowClient
 
+from devtools.ports import free_port
 from include.ml_pipeline.names import AIRFLOW_RUN_TAG, CHALLENGER, CHAMPION
 from include.ml_pipeline.registry import registry
 from include.ml_pipeline.registry.mlflow_setup import (
@@ -21,7 +22,6 @@ from include.ml_pipeline.registry.mlflow_setup import (
 from tests.registry.conftest import log_small_model
 from tests.services.conftest import (
     Rule,
-    free_port,
     run_test_dag,
     serve_http,
     task_instances,

@@ -13,14 +13,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devtools.fixtures import register_model_version
+from devtools.ports import free_port
 from include.ml_pipeline.config import get_settings
 from include.ml_pipeline.deployment import api_process, rollout
 from include.ml_pipeline.names import CHAMPION, MODEL_API_CONN_ID
 from include.ml_pipeline.orchestration import connections
 from include.ml_pipeline.payloads import Rollback
 from include.ml_pipeline.registry import registry
-from tests.services.conftest import free_port, unique_id
+from tests.services.conftest import unique_id
+from tests.support.models import register_model_version
 
 TOKEN = "service-test-token"  # a test value, not a secret
 

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from devtools.s3_server import DUMMY_KEY_ID, DUMMY_SECRET, REGION, free_port, moto_server_command
+from devtools.ports import free_port
+from devtools.s3_server import DUMMY_KEY_ID, DUMMY_SECRET, REGION, moto_server_command
 from include.ml_pipeline import storage
 from include.ml_pipeline.names import FAILURE_XCOM_KEY, STORAGE_CONN_ID
 from include.ml_pipeline.orchestration.preflight import check_storage_root

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from threadpoolctl import threadpool_limits
+
+from devtools.ports import free_port
 
 # One OpenMP/BLAS thread: on a busy 2-core machine HistGradientBoosting's thread barriers
 # otherwise spin against the API processes and a 3 s fit takes 40 s.
@@ -26,12 +27,6 @@ MODEL_NAME = "churn_serving_test"
 ADMIN_TOKEN = os.environ.setdefault("ML_PIPELINE_TEST_ADMIN_TOKEN", secrets.token_urlsafe(24))
 MAX_ROWS = 2000
 MAX_BODY = 1_000_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -56,7 +51,7 @@ class LiveApi:
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory) -> Registry:
-    from devtools.fixtures import register_model_version
+    from tests.support.models import register_model_version
 
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"

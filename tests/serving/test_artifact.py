@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 
-from devtools.fixtures import fit_pipeline, training_frame
 from include.ml_pipeline.features import coerce_features
 from include.ml_pipeline.serving.batch import batch_from_frame, concat_batches
 from include.ml_pipeline.serving.compiled.compiler import compile_pipeline
@@ -22,6 +21,7 @@ from include.ml_pipeline.serving.loading.artifact import (
     read_predictor,
     write_predictor,
 )
+from tests.support.models import fit_pipeline, training_frame
 
 
 def _compiled(kind, labels="str", seed=5):

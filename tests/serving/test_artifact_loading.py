@@ -11,16 +11,16 @@ import time
 import numpy as np
 import pytest
 
-from devtools.fixtures import (
-    fit_pipeline,
-    register_model_version,
-    training_frame,
-)
 from include.ml_pipeline.features import coerce_features
 from include.ml_pipeline.serving.batch import batch_from_frame
 from include.ml_pipeline.serving.compiled.compiler import compile_pipeline
 from include.ml_pipeline.serving.loading.artifact import TAG, write_predictor
 from include.ml_pipeline.serving.loading.load import load_served_model, load_served_model_isolated
+from tests.support.models import (
+    fit_pipeline,
+    register_model_version,
+    training_frame,
+)
 
 NAME = "artifact_loading"
 

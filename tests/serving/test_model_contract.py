@@ -11,10 +11,11 @@ import httpx
 import pytest
 from mlflow import MlflowClient
 
-from devtools.fixtures import register_model_version, training_frame
+from devtools.ports import free_port
 from include.ml_pipeline.names import INPUT_CONTRACT_TAG
 from include.ml_pipeline.registry.contract import build_contract, load_contract, log_contract
-from tests.serving.conftest import ADMIN_TOKEN, free_port
+from tests.serving.conftest import ADMIN_TOKEN
+from tests.support.models import register_model_version, training_frame
 
 NAME = "contract_shown"
 

@@ -8,7 +8,6 @@ import pickle
 import numpy as np
 import pytest
 
-from devtools.fixtures import fit_pipeline, training_frame
 from include.ml_pipeline.features import coerce_features
 from include.ml_pipeline.serving.batch import Batch, batch_from_frame, concat_batches
 from include.ml_pipeline.serving.compiled.compiler import compile_pipeline
@@ -19,6 +18,7 @@ from include.ml_pipeline.serving.compiled.verify import (
     verify_predictor,
 )
 from include.ml_pipeline.serving.loading.served import build_served_model
+from tests.support.models import fit_pipeline, training_frame
 
 
 @pytest.mark.parametrize("labels", ["str", "int", "multi", "multi_int"])
@@ -117,9 +117,24 @@ def test_verification_rejects_a_wrong_predictor():
     frame, spec = training_frame(800, seed=8)
     pipeline = fit_pipeline(frame, spec, "lr")
     compiled = compile_pipeline(pipeline, spec.numeric, spec.categorical)
-    compiled.proba_fn = lambda x: np.tile([0.9, 0.1], (x.shape[0], 1))  # a broken path
     batch = verification_batch(pipeline, spec.numeric, spec.categorical)
-    assert verify_predictor(compiled, pipeline, batch) is not None
+    expected = pipeline.predict_proba(batch.to_frame())
+    # Probabilities off by up to 5e-4 with every label right (the map keeps each row's
+    # order): only the probability check can catch it.
+    exact = compiled.proba_fn
+    compiled.proba_fn = lambda x: 0.999 * exact(x) + 0.0005
+    error = float(np.max(np.abs(compiled.predict(batch).proba - expected)))
+    assert PROBA_TOLERANCE < error < 5e-4
+    assert verify_predictor(compiled, pipeline, batch) == (
+        f"probabilities differ by {error:.3g} (> {PROBA_TOLERANCE})"
+    )
+    # A path that predicts one class everywhere: the first row whose label differs.
+    compiled.proba_fn = lambda x: np.tile([0.9, 0.1], (x.shape[0], 1))
+    labels = pipeline.predict(batch.to_frame()).tolist()
+    first = next(i for i, label in enumerate(labels) if label != "no")
+    assert verify_predictor(compiled, pipeline, batch) == (
+        f"label mismatch at row {first}: 'no' != {labels[first]!r}"
+    )
 
 
 class _CountingSession:

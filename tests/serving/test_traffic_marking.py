@@ -35,8 +35,11 @@ def _wait_rows(log_dir, since, version, rows, kinds):
 def test_drift_window_holds_only_live_rows_after_smoke_and_live_traffic(
     live_api, registry, churn_frame
 ):
-    from devtools.fixtures import churn_spec
-    from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
+    from include.ml_pipeline.data_preparation.sample_data import (
+        TARGET,
+        churn_spec,
+        generate_churn_frame,
+    )
 
     since = datetime.now(UTC)
     smoke_rows = churn_frame.head(20)

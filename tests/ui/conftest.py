@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from devtools.browser import CHROMIUM_ARGS, find_chromium
+from devtools.ports import free_port, port_open
+from tests.support.browser import chromium, need_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST_CANDIDATES = [
@@ -37,18 +37,6 @@ FAST_CANDIDATES = [
         "params": {"max_iter": 60, "max_depth": 3},
     },
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _clean_env(home: Path, api_url: str) -> dict[str, str]:
@@ -99,17 +87,7 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
-    pytest.importorskip(
-        "playwright.sync_api",
-        reason="Playwright for Python is a dev requirement (requirements-dev.txt), "
-        "not installed here (e.g. the Astro image under astro dev pytest)",
-    )
-    path = find_chromium()
-    if path is None:
-        pytest.skip(
-            "Chromium is not installed (Debian: apt-get install -y chromium; .ci/run installs it)"
-        )
-    return path
+    return need_chromium("the Airflow UI browser test")
 
 
 @pytest.fixture(scope="module")
@@ -201,16 +179,8 @@ def stack(chromium_path, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(chromium_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium_path, headless=True, args=list(CHROMIUM_ARGS)
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium(chromium_path) as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")

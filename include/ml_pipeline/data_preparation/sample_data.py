@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+    from include.ml_pipeline.features import FeatureSpec
+
 TARGET = "churn"
 NUMERIC_COLUMNS = ["tenure_months", "monthly_charges", "total_charges", "age", "support_tickets"]
 CATEGORICAL_COLUMNS = [
@@ -26,6 +28,13 @@ CATEGORICAL_COLUMNS = [
     "has_partner",
     "paperless_billing",
 ]
+
+
+def churn_spec() -> FeatureSpec:
+    """The feature spec of these columns: target `churn`, the numeric and categorical ones."""
+    from include.ml_pipeline.features import FeatureSpec
+
+    return FeatureSpec(TARGET, list(NUMERIC_COLUMNS), list(CATEGORICAL_COLUMNS))
 
 
 def generate_churn_frame(rows: int, seed: int = 42, drift: bool = False) -> pd.DataFrame:

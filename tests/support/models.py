@@ -1,4 +1,4 @@
-"""Build and register models that follow the training contract, for tests and benchmarks.
+"""Models that follow the training contract, for the tests (and the model API benchmark).
 
 The training code logs `Pipeline([("preprocess", build_preprocessor(spec)),
 ("model", estimator)])` fitted on `coerce_features(frame, spec)` with
@@ -14,20 +14,11 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
+from include.ml_pipeline.data_preparation.sample_data import churn_spec
 from include.ml_pipeline.features import FeatureSpec
 
 ESTIMATORS = ("hgb", "lr", "rf")
 _MODEL_PACKAGES = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
-
-
-def churn_spec() -> FeatureSpec:
-    from include.ml_pipeline.data_preparation.sample_data import (
-        CATEGORICAL_COLUMNS,
-        NUMERIC_COLUMNS,
-        TARGET,
-    )
-
-    return FeatureSpec(TARGET, list(NUMERIC_COLUMNS), list(CATEGORICAL_COLUMNS))
 
 
 def make_estimator(kind: str, seed: int = 0):
