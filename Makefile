@@ -42,7 +42,7 @@ ifneq ($(API_PORT),)
 export MODEL_API_URL := http://127.0.0.1:$(API_PORT)
 endif
 
-.PHONY: help install lock run test lint ui api stop status mlflow-ui monitor bench clean distributed test-containers
+.PHONY: help install lock run test test-fast lint ui api stop status mlflow-ui monitor bench clean distributed test-containers
 
 help:
 	@echo "make run        - run the whole pipeline locally (DATA=file.csv TARGET=column for your own data, ROWS=n)"
@@ -56,6 +56,8 @@ help:
 	@echo "make stop       - stop the Airflow UI and the model API"
 	@echo "make monitor SEND=1500 - send drifted traffic to the API, check drift, retrain on drift (SOURCE=batch.csv)"
 	@echo "make test       - run the test suite (pytest, with the browser test of make ui, then Astronomer's parse test)"
+	@echo "make test-fast  - the quick checks before a commit: every unit and DAG-structure test, and"
+	@echo "                  Astronomer's parse test; not the slow kinds ($(SLOW_KINDS); make test runs them)"
 	@echo "                  AIRFLOW=3: the same suite on Airflow 3.3.2, in $(if $(filter 3,$(AIRFLOW)),$(LOCAL),.local/airflow3)/ (any target takes AIRFLOW=3)"
 	@echo "make distributed - the CeleryExecutor proof by hand: PostgreSQL, Redis, S3 (moto), MLflow and model API"
 	@echo "                  servers, a scheduler and two workers sharing no disk; prints each check and where the"
@@ -100,13 +102,27 @@ run: $(STAMP)
 # and os.getenv for the whole interpreter, which must not leak into the other tests.
 # .astro/ holds the Astro CLI's test, which `astro dev parse` and `astro deploy` run on
 # either line (its DagBag call falls back for Airflow 3.3, which has no include_examples).
-test: $(STAMP)
-	$(PY) -m pytest
+define astro_parse_test
 	mkdir -p $(PARSE_HOME)
 	AIRFLOW_HOME=$(PARSE_HOME) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__UNIT_TEST_MODE=True \
 	AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$(PARSE_HOME)/airflow.db \
 	    $(PY) -m pytest -q -p no:cacheprovider .astro/test_dag_integrity_default.py
+endef
+# The slow kinds (pytest marks, one folder of tests/ each; pyproject.toml lists them).
+SLOW_KINDS := e2e services distributed ui containers
+empty :=
+space := $(empty) $(empty)
+FAST_SELECTION := not ($(subst $(space), or ,$(SLOW_KINDS)))
+
+test: $(STAMP)
+	$(PY) -m pytest
+	$(astro_parse_test)
+
+# The quick tier: under 3 minutes on a 2-core machine; `make test` stays the whole suite.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "$(FAST_SELECTION)"
+	$(astro_parse_test)
 
 # The distributed proof of tests/distributed by hand; the cluster's folder is kept (printed).
 CLUSTER_ROWS ?= 3000

@@ -29,9 +29,11 @@ class EngineError(RuntimeError):
 
 
 class EngineUnavailable(EngineError):
-    """This machine cannot run the container test at all (not root, no apt-get to install
-    podman, podman not working, no CPython build for a stand-in): not a fault of the Astro
-    path. CI skips on it, saying why (CONTAINERS_SKIP_UNAVAILABLE=1)."""
+    """This machine cannot run containers at all, whatever is installed: not root (podman
+    runs rootful here), or the sandbox refuses podman/runc (an unprivileged CI container).
+    Not a fault of the Astro path: CI skips on it, saying why (CONTAINERS_SKIP_UNAVAILABLE=1).
+    A missing package, a failed install or a missing CPython build is an `EngineError`:
+    the run fails, in CI too."""
 
 
 def log(message: str) -> None:
@@ -47,7 +49,7 @@ def ensure_engine() -> None:
     missing = [name for name in PACKAGES if shutil.which(name) is None]
     if missing:
         if shutil.which("apt-get") is None:
-            raise EngineUnavailable(f"{', '.join(missing)} missing and no apt-get to install them")
+            raise EngineError(f"{', '.join(missing)} missing and no apt-get to install them")
         log(f"apt-get install {' '.join(PACKAGES)}")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         for attempt in (1, 2, 3):
@@ -60,7 +62,7 @@ def ensure_engine() -> None:
             if done.returncode == 0:
                 break
             if attempt == 3:
-                raise EngineUnavailable(
+                raise EngineError(
                     f"apt-get install {' '.join(PACKAGES)} failed 3 times (no Debian mirror?)"
                 )
             time.sleep(10)

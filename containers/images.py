@@ -196,7 +196,7 @@ def _host_python(minor: str) -> Path:
         )
         if prefix != Path("/usr"):
             return prefix
-    raise engine.EngineUnavailable(
+    raise engine.EngineError(
         f"no CPython {minor} build on this machine to put into the python:{minor}-slim stand-in "
         f"(looked in ~/.pyenv/versions/{minor}.* and PATH, outside /usr; no registry here "
         "to pull the real image from)"

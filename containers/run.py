@@ -21,9 +21,11 @@
    image (in the background from step 2 on, at the lowest CPU priority), checked against
    requirements-airflow3.lock, and `astro dev parse` in it.
 Everything is torn down at the end (containers, volumes, network), images stay cached.
-Where the machine cannot run containers at all (not root, no apt-get for podman, podman
-not working, no CPython build for a stand-in) it stops saying so: exit 2, or with
---skip-unavailable (CONTAINERS_SKIP_UNAVAILABLE=1, CI) exit 0 and SKIPPED.
+Where the machine cannot run containers at all (not root; podman not working or runc not
+allowed to start a container, e.g. an unprivileged CI container) it stops saying so:
+exit 2, or with --skip-unavailable (CONTAINERS_SKIP_UNAVAILABLE=1, CI) exit 0 and SKIPPED.
+A missing package that cannot be installed or a missing CPython build for a stand-in
+fails (exit 1), in CI too.
 """
 
 from __future__ import annotations
@@ -716,10 +718,16 @@ def main(argv: list[str] | None = None) -> int:
         images.preflight(names)
     except engine.EngineUnavailable as exc:
         if args.skip_unavailable:
-            print(f"make test-containers SKIPPED: this machine cannot run it: {exc}", flush=True)
+            print(
+                f"make test-containers SKIPPED: this machine cannot run containers: {exc}",
+                flush=True,
+            )
             return 0
         print(f"make test-containers cannot run on this machine: {exc}", file=sys.stderr)
         return 2
+    except EngineError as exc:  # something to install or fix first; never skipped
+        print(f"make test-containers FAILED before it started: {exc}", file=sys.stderr)
+        return 1
     phases.mark("podman ready")
     image = f"{compose.project_name_unique(ROOT)}/airflow:latest"
     if args.down:

@@ -1,7 +1,11 @@
-"""Test session set-up: an isolated embedded Airflow + pipeline home for the whole run.
+"""Test session set-up: an isolated embedded Airflow + pipeline home for the whole run,
+and the marks of the slow kinds.
 
 The environment is set at import time, before any test module imports Airflow. Under
 `astro dev pytest` the container's own AIRFLOW_HOME and database are kept.
+
+Every test under tests/<kind>/ for a slow kind (SLOW_KINDS) carries the mark <kind>;
+`make test-fast` runs the others (`-m "not (e2e or services or ...)"`), `make test` all.
 """
 
 from __future__ import annotations
@@ -16,6 +20,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+#: The cross-cutting kinds, each a folder of tests/ and a mark (pyproject.toml): DAG runs
+#: end to end, real servers (MLflow, the model API as a service, S3), the Celery cluster,
+#: the browser tests of the UIs, the Astro path's container files.
+SLOW_KINDS = ("e2e", "services", "distributed", "ui", "containers")
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -35,6 +44,17 @@ if not os.environ.get("KEEP_TEST_HOME"):
     atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 
 airflow_env.configure()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test under tests/<kind>/ with its slow kind."""
+    for item in items:
+        try:
+            kind = item.path.resolve().relative_to(TESTS).parts[0]
+        except ValueError:  # a test file outside tests/ (e.g. .astro/)
+            continue
+        if kind in SLOW_KINDS:
+            item.add_marker(kind)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.system import need_system_package
+
 compose = pytest.importorskip("containers.compose", reason="containers/ not in this image")
 
 README = compose.VENDORED_TEMPLATE.parent / "README.md"
@@ -41,7 +43,7 @@ def test_the_vendored_copy_equals_the_snapshots_file():
             "clone to compare the vendored template with it)"
         )
     if shutil.which("git") is None:
-        pytest.skip("git is not installed")
+        need_system_package("git", "comparing the vendored template with the snapshot")
     vendored = compose.VENDORED_TEMPLATE.read_text()
     head = compose.fetch_template(git_dir)
     if vendored == head:

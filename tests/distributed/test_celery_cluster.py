@@ -15,7 +15,7 @@ import pytest
 
 # A whole cluster and three DAG runs: about 8 minutes on a quiet 2-core machine, much
 # more when the machine is shared; each test's bound includes the fixtures it starts.
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+pytestmark = pytest.mark.timeout(1800)
 
 _AIRFLOW = version("apache-airflow")
 if int(_AIRFLOW.split(".", 1)[0]) >= 3:
@@ -25,25 +25,24 @@ if int(_AIRFLOW.split(".", 1)[0]) >= 3:
         allow_module_level=True,
     )
 
-from devtools.cluster import backends  # noqa: E402
-
-_MISSING = backends.missing_binaries()
-if _MISSING:
-    pytest.skip(
-        f"needs Debian's PostgreSQL and Redis: missing {', '.join(_MISSING)} "
-        "(apt-get install -y postgresql redis-server; .ci/run does)",
-        allow_module_level=True,
-    )
-
-from devtools.cluster import scenario  # noqa: E402
+from devtools.cluster import backends, scenario  # noqa: E402
 from devtools.cluster.cluster import WORKER_NAMES, Cluster  # noqa: E402
+from tests.support.system import need_system_package  # noqa: E402
 
 ROWS = 3000
 
 
 @pytest.fixture(scope="module")
 def cluster(request):
-    """The started cluster; its folder (every log) is kept when a test failed."""
+    """The started cluster; its folder (every log) is kept when a test failed. Skips
+    (fails under CI=true) without Debian's PostgreSQL and Redis."""
+    missing = backends.missing_binaries()
+    if missing:
+        need_system_package(
+            ", ".join(missing),
+            "the distributed test (PostgreSQL: metadata database, Redis: broker)",
+            install="postgresql redis-server",
+        )
     running = Cluster.create()
     with running:
         yield running

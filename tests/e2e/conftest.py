@@ -1,15 +1,22 @@
-"""Run the real DAG with `dag.test()` on small generated data."""
+"""Run the real DAG with `dag.test()` on small generated data.
+
+One successful deployment run (`deployed_run`: `small_csv`, `FAST_CANDIDATES`) serves every
+test that only reads a good run's results, so the suite pays for that pipeline once.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
-import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from devtools import run_pipeline
+from devtools.ports import free_port
 from include.ml_pipeline.data_preparation.sample_data import write_dataset
 
 _counter = itertools.count()
@@ -42,22 +49,36 @@ class DagResult:
         return self.tasks[task_id]["result"]
 
 
+def _run(pipeline_home: Path, conf: dict) -> DagResult:
+    log_path = pipeline_home / "logs" / f"test-run-{next(_counter)}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    dag_run = run_pipeline.run_dag(conf, log_path)
+    return DagResult(dag_run, run_pipeline.collect(dag_run), log_path.read_text())
+
+
 @pytest.fixture
 def run_dag(airflow_db, pipeline_home: Path):
     """Call with a conf dict; returns a `DagResult` (task logs are in `.log`)."""
-
-    def _run(conf: dict) -> DagResult:
-        log_path = pipeline_home / "logs" / f"test-run-{next(_counter)}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        dag_run = run_pipeline.run_dag(conf, log_path)
-        return DagResult(dag_run, run_pipeline.collect(dag_run), log_path.read_text())
-
-    return _run
+    return lambda conf: _run(pipeline_home, conf)
 
 
 @pytest.fixture(scope="session")
 def small_csv(pipeline_home: Path) -> Path:
     return write_dataset(pipeline_home / "incoming" / "small.csv", rows=1_500, seed=11)
+
+
+@contextlib.contextmanager
+def model_api_url(url: str) -> Iterator[str]:
+    """`MODEL_API_URL` (where the runs start and call the embedded API) set to `url`."""
+    old = os.environ.get("MODEL_API_URL")
+    os.environ["MODEL_API_URL"] = url
+    try:
+        yield url
+    finally:
+        if old is None:
+            os.environ.pop("MODEL_API_URL", None)
+        else:
+            os.environ["MODEL_API_URL"] = old
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +87,34 @@ def api_url():
     loopback port); the API the runs started is stopped after the module."""
     from include.ml_pipeline.deployment import api_process
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    old = os.environ.get("MODEL_API_URL")
-    os.environ["MODEL_API_URL"] = url
-    yield url
-    api_process.stop_api()
-    if old is None:
-        os.environ.pop("MODEL_API_URL", None)
-    else:
-        os.environ["MODEL_API_URL"] = old
+    with model_api_url(f"http://127.0.0.1:{free_port()}") as url:
+        yield url
+        api_process.stop_api()
+
+
+@dataclass(frozen=True)
+class DeployedRun:
+    """The session's good run: its result and the URL of the API it deployed to."""
+
+    result: DagResult
+    api_url: str
+
+
+def deployment_conf(data: Path, **extra) -> dict:
+    """A deployment run's conf on `data` with the two fast candidates."""
+    return {
+        "data_uri": str(data),
+        "candidates": FAST_CANDIDATES,
+        "latency_p95_budget_ms": 500.0,
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def deployed_run(airflow_db, pipeline_home: Path, small_csv: Path) -> DeployedRun:
+    """The first model of the session (`tabular_classifier`), trained on `small_csv` with
+    the fast candidates, registered, deployed and served: one whole pipeline run for all
+    the tests that only read its results. Its API serves at `api_url` until the module
+    that uses it as its own (test_dag_full_pipeline.py) stops it."""
+    with model_api_url(f"http://127.0.0.1:{free_port()}") as url:
+        return DeployedRun(_run(pipeline_home, deployment_conf(small_csv)), url)

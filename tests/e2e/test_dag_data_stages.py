@@ -9,8 +9,8 @@ from include.ml_pipeline.data_preparation.sample_data import generate_churn_fram
 PREP = "preparacion_datos."
 
 
-def test_preparation_produces_tables_and_stratified_splits(run_dag, small_csv):
-    result = run_dag({"data_uri": str(small_csv)})
+def test_preparation_produces_tables_and_stratified_splits(deployed_run):
+    result = deployed_run.result  # the session's good run on small_csv (1,500 rows)
     assert result.task_state("esperar_datos") == "success"
     loaded = result.result(PREP + "descargar_datos")
     assert loaded["rows"] == 1_500

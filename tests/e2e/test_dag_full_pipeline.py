@@ -1,8 +1,9 @@
 """End to end: the whole DAG on small data, through deployment, rejection and rollback.
 
 The three runs share one MLflow store and one model API process (on a free loopback
-port), in order: a good model is deployed; a weak one is rejected and `champion` does
-not move; a version that fails the smoke tests is rolled back and the run fails.
+port), in order: a good model is deployed (the session's `deployed_run`); a weak one is
+rejected and `champion` does not move; a version that fails the smoke tests is rolled back
+and the run fails.
 """
 
 from __future__ import annotations
@@ -16,9 +17,17 @@ from mlflow import MlflowClient
 from include.ml_pipeline import storage
 from include.ml_pipeline.config import get_settings
 from include.ml_pipeline.training.candidates import WEAK_CANDIDATE
-from tests.e2e.conftest import FAST_CANDIDATES
+from tests.e2e.conftest import deployment_conf, model_api_url
 
-pytestmark = pytest.mark.e2e
+
+@pytest.fixture(scope="module")
+def api_url(deployed_run):
+    """This module's runs use the API the session's good run deployed to; stopped after."""
+    from include.ml_pipeline.deployment import api_process
+
+    with model_api_url(deployed_run.api_url) as url:
+        yield url
+        api_process.stop_api()
 
 
 def _client():
@@ -33,17 +42,8 @@ def _champion(name="tabular_classifier"):
         return None
 
 
-def _conf(data, **extra):
-    return {
-        "data_uri": str(data),
-        "candidates": FAST_CANDIDATES,
-        "latency_p95_budget_ms": 500.0,
-        **extra,
-    }
-
-
-def test_01_good_model_is_trained_registered_deployed_and_served(run_dag, small_csv, api_url):
-    result = run_dag(_conf(small_csv))
+def test_01_good_model_is_trained_registered_deployed_and_served(deployed_run, api_url):
+    result = deployed_run.result
     assert result.state == "success", result.log[-3000:]
     registered = result.result("entrenamiento_evaluacion.registrar_mlflow")
     version = registered["version"]
@@ -100,7 +100,7 @@ def test_01_good_model_is_trained_registered_deployed_and_served(run_dag, small_
     assert result.task_state("fin") == "success"
 
 
-def test_02_rerunning_registration_for_the_same_run_keeps_one_version(small_csv):
+def test_02_rerunning_registration_for_the_same_run_keeps_one_version(deployed_run):
     from include.ml_pipeline.registry.registry import register_challenger
 
     client = _client()
@@ -121,7 +121,7 @@ def test_02_rerunning_registration_for_the_same_run_keeps_one_version(small_csv)
 
 def test_03_weak_model_is_rejected_and_champion_stays(run_dag, small_csv, api_url):
     before = _champion()
-    result = run_dag(_conf(small_csv, candidates=[WEAK_CANDIDATE]))
+    result = run_dag(deployment_conf(small_csv, candidates=[WEAK_CANDIDATE]))
     assert result.state == "success"
     assert result.task_state("notificar_modelo_rechazado") == "success"
     assert result.task_state("despliegue_modelo.generar_artefactos") == "skipped"
@@ -136,7 +136,7 @@ def test_03_weak_model_is_rejected_and_champion_stays(run_dag, small_csv, api_ur
 def test_04_failed_smoke_test_rolls_back_and_fails_the_run(run_dag, small_csv, api_url):
     before = _champion()
     # An impossible latency budget makes pruebas_api fail on a perfectly good model.
-    result = run_dag(_conf(small_csv, latency_p95_budget_ms=0.0001, seed=7))
+    result = run_dag(deployment_conf(small_csv, latency_p95_budget_ms=0.0001, seed=7))
     assert result.state == "failed"
     new = result.result("entrenamiento_evaluacion.registrar_mlflow")["version"]
     assert result.task_state("despliegue_modelo.pruebas_api") == "failed"

@@ -12,14 +12,11 @@ import json
 import httpx
 import numpy as np
 import pandas as pd
-import pytest
 from mlflow import MlflowClient
 
 from devtools import run_pipeline
 from include.ml_pipeline.config import get_settings
 from tests.support.models import titanic_passengers as _titanic
-
-pytestmark = pytest.mark.e2e
 
 FAST = json.dumps(
     [

@@ -31,8 +31,6 @@ from include.ml_pipeline.notifications import read_log
 from include.ml_pipeline.payloads import Champion
 from include.ml_pipeline.storage import local_path
 
-pytestmark = pytest.mark.e2e
-
 MODEL = "monitoring_test_model"
 MONITORING_DAG_ID = "ml_model_monitoring"
 DEPLOYMENT_DAG_ID = "ml_model_deployment_advanced"

@@ -13,7 +13,6 @@ import json
 import subprocess
 import time
 
-import pytest
 from mlflow import MlflowClient
 
 from devtools import run_pipeline as rp
@@ -21,8 +20,6 @@ from devtools.ports import free_port
 from include.ml_pipeline.data_preparation.sample_data import write_dataset
 from include.ml_pipeline.deployment import api_process
 from tests.unit.test_run_pipeline_lock import ROOT, make_run_command, make_run_env
-
-pytestmark = pytest.mark.e2e
 
 MODEL = "concurrent_runs_classifier"
 FAST = json.dumps(

@@ -19,7 +19,6 @@ import time
 import httpx
 import numpy as np
 import pandas as pd
-import pytest
 from mlflow import MlflowClient
 
 from include.ml_pipeline.config import get_settings
@@ -30,8 +29,6 @@ from include.ml_pipeline.names import (
     DECISION_XCOM_KEY,
 )
 from tests.e2e.conftest import FAST_CANDIDATES
-
-pytestmark = pytest.mark.e2e
 
 MODEL = "contract_drift_classifier"
 #: Between two requests of the client.

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from mlflow import MlflowClient
 
 from include.ml_pipeline.config import get_settings
 from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
 from include.ml_pipeline.names import AIRFLOW_RUN_TAG
-
-pytestmark = pytest.mark.e2e
 
 
 def test_bad_data_fails_at_once_without_opening_an_mlflow_run(run_dag, pipeline_home):

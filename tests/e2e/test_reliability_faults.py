@@ -25,8 +25,6 @@ from include.ml_pipeline.deployment import api_client, api_process, rollout
 from include.ml_pipeline.training.candidates import WEAK_CANDIDATE
 from tests.e2e.conftest import FAST_CANDIDATES
 
-pytestmark = pytest.mark.e2e
-
 MODEL = "fault_classifier"
 
 

@@ -24,7 +24,6 @@ def _airflow_major() -> int:
 
 
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.skipif(
         _airflow_major() >= 3,
         reason="make ui drives the Airflow 2.11 webserver (FAB login); Airflow 3's "
