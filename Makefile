@@ -109,11 +109,12 @@ define astro_parse_test
 	AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$(PARSE_HOME)/airflow.db \
 	    $(PY) -m pytest -q -p no:cacheprovider .astro/test_dag_integrity_default.py
 endef
-# The slow kinds (pytest marks, one folder of tests/ each; pyproject.toml lists them).
+# The slow kinds (pytest marks, one folder of tests/ each; pyproject.toml lists them);
+# a test marked `quick` in their folders (a check of files or pure logic) is fast.
 SLOW_KINDS := e2e services distributed ui containers
 empty :=
 space := $(empty) $(empty)
-FAST_SELECTION := not ($(subst $(space), or ,$(SLOW_KINDS)))
+FAST_SELECTION := quick or not ($(subst $(space), or ,$(SLOW_KINDS)))
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.quick  # no podman: the files and the rendering only
+
 compose = pytest.importorskip("containers.compose", reason="containers/ not in this image")
 
 

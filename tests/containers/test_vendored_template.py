@@ -13,6 +13,8 @@ import pytest
 
 from tests.support.system import need_system_package
 
+pytestmark = pytest.mark.quick  # no podman: the files and the rendering only
+
 compose = pytest.importorskip("containers.compose", reason="containers/ not in this image")
 
 README = compose.VENDORED_TEMPLATE.parent / "README.md"

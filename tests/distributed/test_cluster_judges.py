@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from devtools.cluster.cluster import Cluster, Worker
 from devtools.cluster.scenario import cross_references, data_files_on_workers, local_locations
+
+pytestmark = pytest.mark.quick  # planted evidence, no cluster
 
 
 def _cluster(root: Path) -> Cluster:

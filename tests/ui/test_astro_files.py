@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = {"ml_model_deployment_advanced.py", "ml_model_monitoring.py"}
 
 
+pytestmark = pytest.mark.quick  # the files only, no browser
+
+
 def _need(*paths: str) -> None:
     """Skip where the project's own files are absent: the Astro image (`astro dev pytest`)
     has no .env, airflow_settings.yaml or .github (.dockerignore leaves them out)."""
