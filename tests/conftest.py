@@ -4,8 +4,9 @@ and the marks of the slow kinds.
 The environment is set at import time, before any test module imports Airflow. Under
 `astro dev pytest` the container's own AIRFLOW_HOME and database are kept.
 
-Every test under tests/<kind>/ for a slow kind (SLOW_KINDS) carries the mark <kind>;
-`make test-fast` runs the others (`-m "not (e2e or services or ...)"`), `make test` all.
+Every test under tests/<kind>/ for a slow kind (SLOW_KINDS) carries the mark <kind>, and
+every test that uses a server or browser fixture (KIND_FIXTURES) that kind's mark; `make
+test-fast` runs the others (`-m "quick or not (e2e or services or ...)"`), `make test` all.
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ TESTS = Path(__file__).resolve().parent
 #: end to end, real servers (MLflow, the model API as a service, S3), the Celery cluster,
 #: the browser tests of the UIs, the Astro path's container files.
 SLOW_KINDS = ("e2e", "services", "distributed", "ui", "containers")
+#: Fixtures that make a test of a slow kind wherever it lives (used directly or through
+#: another fixture): a server process (moto's S3 server; the model API, uvicorn; two
+#: registered versions and their `mlflow models serve`), or headless Chromium.
+KIND_FIXTURES = {
+    "s3_server": "services",
+    "live_api": "services",
+    "registry": "services",
+    "chromium_loader": "ui",
+}
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -47,7 +57,8 @@ airflow_env.configure()
 
 
 def pytest_collection_modifyitems(config, items):
-    """Mark each test under tests/<kind>/ with its slow kind."""
+    """Mark each test under tests/<kind>/ with its slow kind, and each test that starts a
+    server or a browser through a fixture with that kind."""
     for item in items:
         try:
             kind = item.path.resolve().relative_to(TESTS).parts[0]
@@ -55,6 +66,9 @@ def pytest_collection_modifyitems(config, items):
             continue
         if kind in SLOW_KINDS:
             item.add_marker(kind)
+        for name in getattr(item, "fixturenames", ()):
+            if name in KIND_FIXTURES:
+                item.add_marker(KIND_FIXTURES[name])
 
 
 @pytest.fixture(scope="session", autouse=True)

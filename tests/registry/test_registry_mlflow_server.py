@@ -21,6 +21,8 @@ from include.ml_pipeline.registry.mlflow_setup import ensure_experiment
 from include.ml_pipeline.training.evaluate import evaluate_on_test
 
 MODEL = "served_model"
+pytestmark = pytest.mark.services  # a real `mlflow server` process
+
 STARTUP_SECONDS = 120
 CHEAP = {"importance_rows": 100, "importance_repeats": 1}
 

@@ -67,6 +67,7 @@ def test_the_in_process_loader_carries_the_contract(store):
     _assert_is_the_recorded_contract(served.info()["contract"], store)
 
 
+@pytest.mark.services  # the model API as its own process
 def test_get_model_shows_the_contract_of_the_version_it_serves(store, tmp_path):
     from include.ml_pipeline.deployment import api_process
 
