@@ -19,7 +19,7 @@ from devtools import run_pipeline as rp
 from devtools.ports import free_port
 from include.ml_pipeline.data_preparation.sample_data import write_dataset
 from include.ml_pipeline.deployment import api_process
-from tests.unit.test_run_pipeline_lock import ROOT, make_run_command, make_run_env
+from tests.orchestration.test_run_pipeline_lock import ROOT, make_run_command, make_run_env
 
 MODEL = "concurrent_runs_classifier"
 FAST = json.dumps(

@@ -24,7 +24,7 @@ from include.ml_pipeline.features import FeatureSpec
 from include.ml_pipeline.orchestration.steps.deployment_dag import data_preparation as steps
 from include.ml_pipeline.runs import run_key, run_uri
 from include.ml_pipeline.training.data import read_split, read_split_with_fingerprint
-from tests.unit.conftest import leftovers
+from tests.data_preparation.conftest import leftovers
 
 RUN_A = "manual__2026-12-01T10:00:00+00:00"
 RUN_B = "manual__2026-12-01T10:00:01+00:00"
