@@ -291,6 +291,7 @@ def s3():
         yield server
 
 
+@pytest.mark.services  # moto's S3 server
 def test_objects_on_s3_are_written_read_and_bounded(s3, monkeypatch):
     for key, value in s3.env().items():
         monkeypatch.setenv(key, value)

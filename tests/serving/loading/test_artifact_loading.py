@@ -22,6 +22,10 @@ from tests.support.models import (
     training_frame,
 )
 
+# Child processes that import MLflow and scikit-learn, and a background re-check: minutes
+# on a loaded 2-core machine, so not in make test-fast.
+pytestmark = pytest.mark.services
+
 NAME = "artifact_loading"
 
 
