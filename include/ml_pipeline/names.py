@@ -32,10 +32,12 @@ RETRAIN_REQUESTED_TAG = "retrain_requested"
 MONITORING_EXPERIMENT = "ml_model_monitoring"
 MONITORING_ROLE = "monitoring"
 INFERENCE_LOG_SOURCE = "inference_log"
+BATCH_SCORING_EXPERIMENT = "ml_batch_scoring"  # one run per batch: drift and scoring facts
 
 # -- DAG ids ------------------------------------------------------------------------------
 DEPLOYMENT_DAG_ID = "ml_model_deployment_advanced"
 MONITORING_DAG_ID = "ml_model_monitoring"
+BATCH_SCORING_DAG_ID = "ml_batch_scoring"
 
 # -- metrics ------------------------------------------------------------------------------
 METRIC_NAMES = ("roc_auc", "accuracy", "f1", "precision", "recall", "log_loss")

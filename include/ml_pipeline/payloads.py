@@ -432,3 +432,62 @@ class RetrainRequest(Payload):
     """`prepare_retraining`: the conf of the `ml_model_deployment_advanced` run it starts."""
 
     retrain_reason: str
+
+
+# --------------------------------------------------------------------- ml_batch_scoring
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchInput(Payload):
+    """`wait_for_input`: the table found at `input_uri` (its files: one format)."""
+
+    uri: str
+    format: str
+    files: int
+    bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedPart(Payload):
+    """One element of `plan_parts`' list, the argument of one mapped `score_part`: the
+    part (`batch_scoring.source.Part` as a dict), how many scored rows it keeps for the
+    drift check, and whether the input has several files (then the output names them)."""
+
+    part: dict[str, Any]
+    sample_rows: int
+    several_files: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoredPart(Payload):
+    """`score_part`: what one part did (its report object holds the details)."""
+
+    name: str
+    rows_in: int
+    rows_out: int
+    rows_rejected: int
+    seconds: float
+    predict_path: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringOutput(Payload):
+    """`finalize_output`: the run's manifest (its URI and the facts it judged)."""
+
+    manifest_uri: str
+    status: str
+    rows_in: int
+    rows_out: int
+    rows_rejected: int
+    predictions_uri: str
+    rejects_uri: str | None
+    model_version: str
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchScoringRun(Payload):
+    """`log_to_mlflow`: the batch's run in experiment `ml_batch_scoring`, and whether the
+    batch drifted (what `drift_detected` branches on)."""
+
+    mlflow_run_id: str
+    drifted: bool

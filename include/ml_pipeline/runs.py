@@ -4,6 +4,9 @@ file.
 
     <storage_uri>/runs/<run key>/tables/<stage>.parquet     raw, clean (the warehouse tables)
     <storage_uri>/runs/<run key>/splits/<split>.parquet     train, validation, test
+
+Batch scoring (`ml_batch_scoring`) waits for tables under `<storage_uri>/batch_scoring/
+incoming` and writes each run's output to `<storage_uri>/batch_scoring/runs/<run key>/`.
 """
 
 from __future__ import annotations
@@ -49,3 +52,20 @@ def default_data_uri(settings: Settings) -> str:
     """Where the pipeline looks for raw data unless the `data_uri` Param says otherwise:
     `<storage_uri>/incoming/customer_churn.csv`."""
     return join(settings.storage_uri, "incoming", "customer_churn.csv")
+
+
+def batch_incoming_uri(settings: Settings) -> str:
+    """`<storage_uri>/batch_scoring/incoming`: where `ml_batch_scoring` looks for a table
+    unless its `input_uri` Param says otherwise."""
+    return join(settings.storage_uri, "batch_scoring", "incoming")
+
+
+def batch_runs_uri(settings: Settings) -> str:
+    """`<storage_uri>/batch_scoring/runs`: one folder per batch-scoring run below it."""
+    return join(settings.storage_uri, "batch_scoring", "runs")
+
+
+def batch_run_uri(settings: Settings, run_id: str) -> str:
+    """`<storage_uri>/batch_scoring/runs/<run key>`: one batch run's plan, parts and
+    manifest."""
+    return join(batch_runs_uri(settings), run_key(run_id))

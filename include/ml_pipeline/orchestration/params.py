@@ -13,7 +13,7 @@ from include.ml_pipeline.config import get_settings
 from include.ml_pipeline.data_preparation import sample_data
 from include.ml_pipeline.names import SLACK_CONN_ID, SMTP_CONN_ID
 from include.ml_pipeline.orchestration.compat import Param
-from include.ml_pipeline.runs import default_data_uri
+from include.ml_pipeline.runs import batch_incoming_uri, default_data_uri
 from include.ml_pipeline.training.candidates import DEFAULT_CANDIDATES
 
 #: The sensor's hard ceiling; the wait a run allows is the `sensor_timeout_seconds` Param.
@@ -250,6 +250,66 @@ def monitoring_params() -> dict[str, Param]:
             minimum=0,
             description="Do not request another retraining of the same version within this time",
         ),
+        "slack_conn_id": Param(SLACK_CONN_ID, type=["null", "string"]),
+        "smtp_conn_id": Param(SMTP_CONN_ID, type=["null", "string"]),
+        "email_to": Param([], type="array", description="Drift e-mail recipients"),
+    }
+
+
+def batch_scoring_params() -> dict[str, Param]:
+    """Params of `ml_batch_scoring`."""
+    settings = get_settings()
+    drift = _drift_params(window_description="")
+    drift.pop("drift_window_hours")  # a batch is its own window
+    return {
+        "model_name": Param(
+            settings.model_name,
+            type="string",
+            description="Registered model whose champion scores the batch (pinned at the start)",
+        ),
+        "input_uri": Param(
+            batch_incoming_uri(settings),
+            type="string",
+            description="The table to score: a Parquet or CSV file, or a folder of parts, "
+            "as a path or any storage URI (s3://, gs://, abfs://)",
+        ),
+        "sensor_poke_interval_seconds": Param(30, type="integer", minimum=1),
+        "sensor_timeout_seconds": Param(
+            6 * 3600, type="integer", minimum=1, maximum=SENSOR_MAX_TIMEOUT_SECONDS
+        ),
+        "key_columns": Param(
+            [],
+            type="array",
+            description="Input columns written with each prediction; empty: the id-like "
+            "columns (id, *_id, *_key, ...), else the row number in its file",
+        ),
+        "non_null_columns": Param(
+            [],
+            type="array",
+            description="Columns that must have a value: a row without one goes to the "
+            "rejects file (the contract's non-nullable columns always do)",
+        ),
+        "strict_categories": Param(
+            False,
+            type="boolean",
+            description="Reject rows with a category never seen in training (default: "
+            "scored, the model ignores unknown categories)",
+        ),
+        "part_rows": Param(
+            1_000_000,
+            type="integer",
+            minimum=1,
+            description="About this many rows per part (a mapped task); Parquet splits at "
+            "row groups, a CSV file is one part",
+        ),
+        "chunk_rows": Param(
+            65_536,
+            type="integer",
+            minimum=1,
+            maximum=1_048_576,
+            description="Rows read and scored at a time: bounds each part's memory",
+        ),
+        **drift,
         "slack_conn_id": Param(SLACK_CONN_ID, type=["null", "string"]),
         "smtp_conn_id": Param(SMTP_CONN_ID, type=["null", "string"]),
         "email_to": Param([], type="array", description="Drift e-mail recipients"),

@@ -27,8 +27,10 @@ class ModelLoadError(RuntimeError):
     """The alias does not resolve, or the model cannot be loaded or served."""
 
 
-def fetch(tracking_uri: str, name: str, alias: str) -> dict[str, Any]:
+def fetch(tracking_uri: str, name: str, alias: str, pinned: str | None = None) -> dict[str, Any]:
     """Resolve `models:/<name>@<alias>` now and download it; no model is deserialised.
+    With `pinned` (a version number), that version is downloaded instead (a batch run pins
+    the version the alias named when it started).
 
     Returns the concrete version, run id, source, the local directory MLflow downloaded,
     the sklearn flavor's model file, serialization format and skops trusted types, the
@@ -46,9 +48,13 @@ def fetch(tracking_uri: str, name: str, alias: str) -> dict[str, Any]:
         # child started without MLFLOW_TRACKING_URI would read MLflow's default store.
         client = configure_mlflow(tracking_uri)
         try:
-            version = client.get_model_version_by_alias(name, alias)
+            if pinned is not None:
+                version = client.get_model_version(name, str(pinned))
+            else:
+                version = client.get_model_version_by_alias(name, alias)
         except Exception as exc:
-            raise ModelLoadError(f"models:/{name}@{alias} does not resolve: {exc}") from exc
+            wanted = f"models:/{name}/{pinned}" if pinned else f"models:/{name}@{alias}"
+            raise ModelLoadError(f"{wanted} does not resolve: {exc}") from exc
         uri = f"models:/{name}/{version.version}"
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri)
         meta = Model.load(os.path.join(local, "MLmodel"))

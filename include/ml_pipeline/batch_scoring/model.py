@@ -1,0 +1,203 @@
+"""The pinned model version, loaded once per part and scoring Arrow chunks.
+
+Loading is the model API's: `fetch` downloads the version (the version the run pinned, not
+whatever the alias names now), `compile_worker.load_pipeline` deserialises it and
+`served.build_served_model` compiles the pipeline and verifies the compiled predictor
+against it (labels equal, probabilities within 1e-6); what the compiler does not know
+(and every regressor: a model with no `predict_proba`) is scored by the scikit-learn
+pipeline itself, and `path` / `reason` say so.
+
+A classifier writes `prediction` (the label `pipeline.predict` gives) and one
+`proba_<class>` column per class; a regressor writes `prediction`, the predicted value.
+
+On the compiled path a chunk is never turned into Python rows: numeric columns go to one
+float matrix, categorical columns are dictionary-encoded by Arrow and one-hot encoded with
+the compiled encoder's own lookup tables (`columns.category_codes`), and the compiled
+estimator runs on the matrix. That columnar encoding is checked at load against the
+compiled predictor's own `transform` on its verification batch; on any difference the
+version is scored on the scikit-learn path, never wrongly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from include.ml_pipeline.batch_scoring.columns import category_codes, numeric_matrix
+from include.ml_pipeline.features import FeatureSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+PREDICTION = "prediction"
+PROBA_PREFIX = "proba_"
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
+SKLEARN_PATH = "sklearn"
+
+
+@dataclass
+class BatchModel:
+    """One model version as a batch scorer."""
+
+    name: str
+    version: str
+    run_id: str | None
+    spec: FeatureSpec
+    pipeline: Any
+    #: The classes of a classifier (in `predict_proba`'s column order), None for a regressor.
+    classes: list[Any] | None
+    #: The verified compiled predictor, or None on the scikit-learn path.
+    predictor: Any = None
+    #: `compiled:<estimator path>` or `sklearn`, and why not compiled.
+    path: str = SKLEARN_PATH
+    reason: str | None = None
+
+    @property
+    def problem(self) -> str:
+        return CLASSIFICATION if self.classes is not None else REGRESSION
+
+    @property
+    def proba_columns(self) -> list[str]:
+        return [f"{PROBA_PREFIX}{c}" for c in self.classes or []]
+
+    def score(self, batch: pa.RecordBatch | pa.Table) -> dict[str, np.ndarray]:
+        """`prediction` (+ `proba_<class>` columns) for every row of `batch`."""
+        if batch.num_rows == 0:
+            return self._empty()
+        if self.predictor is not None:
+            proba = self.predictor.proba_fn(self.transform(batch))
+            labels = np.asarray(self.classes)[proba.argmax(axis=1)]
+            return self._with_proba(labels, proba)
+        frame = self._frame(batch)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = np.asarray(self.pipeline.predict(frame))
+            if self.classes is None:
+                return {PREDICTION: values.astype(np.float64)}
+            return self._with_proba(values, self.pipeline.predict_proba(frame))
+
+    def transform(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+        """The compiled predictor's input matrix for `batch`, column by column."""
+        from include.ml_pipeline.serving.batch import Batch
+        from include.ml_pipeline.serving.predictor import NumericBlock
+
+        numeric = list(self.spec.numeric)
+        out = np.zeros((batch.num_rows, self.predictor.width), dtype=np.float64)
+        holder = Batch(tuple(numeric), (), numeric_matrix(batch, numeric), ())
+        offset = 0
+        for block in self.predictor.blocks:
+            if isinstance(block, NumericBlock):
+                block.apply(holder, out, offset)
+            else:
+                self._one_hot(block, batch, out, offset)
+            offset += block.width
+        return out
+
+    def _one_hot(self, block: Any, batch: Any, out: np.ndarray, offset: int) -> None:
+        for position, lookup, width, unknown in zip(
+            block.positions, block.lookups, block.widths, block.unknown, strict=True
+        ):
+            codes, texts = category_codes(batch.column(self.spec.categorical[position]))
+            # one output column per distinct text, the last entry for missing values
+            columns = [lookup.get(text, unknown) for text in texts] + [lookup.get(None, unknown)]
+            index = np.asarray(columns, dtype=np.intp)[codes]
+            hit = index >= 0
+            out[np.flatnonzero(hit), offset + index[hit]] = 1.0
+            offset += width
+
+    def _frame(self, batch: Any) -> Any:
+        from include.ml_pipeline.features import coerce_features
+
+        return coerce_features(batch.select(self.spec.columns).to_pandas(), self.spec)
+
+    def _with_proba(self, labels: np.ndarray, proba: np.ndarray) -> dict[str, np.ndarray]:
+        out = {PREDICTION: labels}
+        for j, name in enumerate(self.proba_columns):
+            out[name] = np.ascontiguousarray(proba[:, j], dtype=np.float64)
+        return out
+
+    def _empty(self) -> dict[str, np.ndarray]:
+        kind = np.float64 if self.classes is None else np.asarray(self.classes).dtype
+        return {PREDICTION: np.empty(0, dtype=kind)} | {
+            name: np.empty(0, dtype=np.float64) for name in self.proba_columns
+        }
+
+
+def _columnar_problem(model: BatchModel) -> str | None:
+    """None when the columnar encoding equals the compiled predictor's `transform` on its
+    verification batch (every category, unseen ones and missing values), else why not."""
+    import pyarrow as pa
+
+    from include.ml_pipeline.serving.verify import verification_batch
+
+    spec = model.spec
+    sample = verification_batch(model.pipeline, list(spec.numeric), list(spec.categorical))
+    arrays = {name: sample.numeric[:, j] for j, name in enumerate(spec.numeric)}
+    arrays |= {
+        name: pa.array(values, type=pa.string())
+        for name, values in zip(spec.categorical, sample.categorical, strict=True)
+    }
+    table = pa.table(arrays)
+    expected = model.predictor.transform(sample)
+    got = model.transform(table)
+    if got.shape != expected.shape or not np.array_equal(got, expected, equal_nan=True):
+        return "the columnar encoding differs from the compiled predictor's on its sample"
+    return None
+
+
+def load_batch_model(tracking_uri: str, name: str, version: str) -> BatchModel:
+    """Version `version` of registered model `name`, compiled and verified as the model API
+    serves it, else on the scikit-learn path (the reason logged and kept)."""
+    import pandas as pd
+
+    from include.ml_pipeline.names import CHAMPION
+    from include.ml_pipeline.serving.compile_worker import load_pipeline
+    from include.ml_pipeline.serving.fetch import fetch
+    from include.ml_pipeline.serving.predictor import CompiledPredictor
+    from include.ml_pipeline.serving.served import build_served_model
+
+    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    info = fetch(tracking_uri, name, CHAMPION, version=str(version))
+    pipeline = load_pipeline(info)
+    spec = FeatureSpec.from_dict(info["spec"])
+    model = BatchModel(
+        name=name,
+        version=str(info["version"]),
+        run_id=info.get("run_id"),
+        spec=spec,
+        pipeline=pipeline,
+        classes=None,
+    )
+    if not hasattr(pipeline, "predict_proba"):
+        model.reason = "a regressor (no predict_proba): scored by its scikit-learn pipeline"
+        log.info("%s v%s: %s", name, model.version, model.reason)
+        return model
+    model.classes = list(np.asarray(pipeline.classes_).tolist())
+    example = info.get("example")
+    served = build_served_model(
+        pipeline,
+        spec,
+        name=name,
+        version=model.version,
+        alias=CHAMPION,
+        max_rows=1,
+        run_id=model.run_id,
+        example=pd.DataFrame(example["data"], columns=example["columns"]) if example else None,
+    )
+    if not isinstance(served.predictor, CompiledPredictor):
+        model.reason = served.fallback_reason
+        return model
+    model.predictor, model.path = served.predictor, served.predict_path
+    problem = _columnar_problem(model)
+    if problem is not None:
+        model.predictor, model.path, model.reason = None, SKLEARN_PATH, problem
+        log.warning("%s v%s on the scikit-learn path: %s", name, model.version, problem)
+    return model

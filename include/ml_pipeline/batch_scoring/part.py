@@ -1,0 +1,304 @@
+"""One part of the input scored chunk by chunk into its own objects under the run's folder:
+
+    predictions/part-NNNNN.parquet   key columns, prediction (+ proba_<class>), model_version,
+                                     scoring_run_id
+    rejects/part-NNNNN.parquet       the rows not scored, every input column, row_number and
+                                     reject_reason
+    samples/part-NNNNN.parquet       a uniform sample of the scored rows (features and
+                                     predictions) for the batch's drift check
+    parts/part-NNNNN.json            the part's report, written last: it says the part is done
+
+Each object is written under a temporary name and moved into place (`storage.staged_output`;
+on an object store, uploaded once complete), and a part writes only its own names, so a
+retried part (the first try killed mid-write) rewrites only itself: no duplicate row, no
+half file, nothing of another part touched. Leftover temporary files of a killed try are
+removed by the next one. Memory holds one chunk, the writers' buffers and the sample.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from include.ml_pipeline import storage
+from include.ml_pipeline.batch_scoring.contract_check import (
+    ROW_NUMBER,
+    SOURCE_FILE,
+    InputCheck,
+    reject_reasons,
+)
+from include.ml_pipeline.batch_scoring.model import PREDICTION, BatchModel
+from include.ml_pipeline.batch_scoring.source import CSV, DEFAULT_CHUNK_ROWS, Part, iter_chunks
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions"
+REJECTS = "rejects"
+SAMPLES = "samples"
+PARTS = "parts"
+MODEL_VERSION = "model_version"
+SCORING_RUN_ID = "scoring_run_id"
+REJECT_REASON = "reject_reason"
+
+
+@dataclass(frozen=True)
+class PartReport:
+    """What one part did: rows read, scored and refused (by reason), with which version."""
+
+    name: str
+    index: int
+    source: str
+    rows_in: int
+    rows_out: int
+    rows_rejected: int
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+    model_version: str = ""
+    scoring_run_id: str = ""
+    predict_path: str = ""
+    seconds: float = 0.0
+    predictions_uri: str = ""
+    rejects_uri: str | None = None
+    sample_uri: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PartReport:
+        return cls(**data)
+
+
+def part_uri(run_uri: str, folder: str, name: str, suffix: str = ".parquet") -> str:
+    return storage.join(run_uri, folder, f"{name}{suffix}")
+
+
+def _remove_leftovers(uri: str) -> None:
+    """Temporary files a killed try left beside `uri` (`.<name>.<pid>.part`)."""
+    local = storage.local_path(uri)
+    if local is not None and local.parent.is_dir():
+        for stale in local.parent.glob(f".{local.name}.*"):
+            stale.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _staged_writer(uri: str) -> Iterator[_LazyWriter]:
+    """A Parquet writer whose file appears at `uri` only when the block ends well."""
+    _remove_leftovers(uri)
+    with storage.staged_output(uri) as path:
+        writer = _LazyWriter(str(path))
+        try:
+            yield writer
+        finally:
+            writer.close()
+
+
+class _LazyWriter:
+    """Opens its `ParquetWriter` at the first table (its schema is the first table's)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.writer: Any = None
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        import pyarrow.parquet as pq
+
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+        self.writer.write_table(table)
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class _Reservoir:
+    """A uniform sample of at most `size` rows of the tables it is offered: each row gets
+    a random key and the rows with the smallest keys are kept (seeded: a retried part
+    keeps the same rows)."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size = size
+        self.rng = np.random.default_rng(seed)
+        self.table: Any = None
+        self.keys = np.empty(0)
+
+    def offer(self, table: pa.Table) -> None:
+        import pyarrow as pa
+
+        if self.size <= 0 or table.num_rows == 0:
+            return
+        keys = self.rng.random(table.num_rows)
+        if self.table is None:
+            self.table, self.keys = table, keys
+        else:
+            self.table = pa.concat_tables([self.table, table])
+            self.keys = np.concatenate([self.keys, keys])
+        if self.table.num_rows > self.size:
+            keep = np.sort(np.argpartition(self.keys, self.size - 1)[: self.size])
+            self.table = self.table.take(keep)
+            self.keys = self.keys[keep]
+
+
+def _csv_types(check: InputCheck) -> dict[str, Any]:
+    """CSV columns read as the contract's kinds: numbers as float64, categories as text."""
+    import pyarrow as pa
+
+    return {name: pa.float64() for name in check.numeric} | {
+        name: pa.string() for name in check.categorical
+    }
+
+
+def _keys(
+    batch: pa.Table, check: InputCheck, first_row: int, source: str | None
+) -> dict[str, pa.Array]:
+    """The key columns of `batch`'s rows: the input's key columns, else the row number in
+    its file (and the file, for an input of several files)."""
+    import pyarrow as pa
+
+    if check.key_columns:
+        return {name: batch.column(name) for name in check.key_columns}
+    keys = {ROW_NUMBER: pa.array(np.arange(first_row, first_row + batch.num_rows))}
+    if source is not None:
+        keys[SOURCE_FILE] = pa.array([source] * batch.num_rows, type=pa.string())
+    return keys
+
+
+def score_part(
+    part: Part,
+    *,
+    model: BatchModel,
+    check: InputCheck,
+    run_uri: str,
+    scoring_run_id: str,
+    several_files: bool,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    sample_rows: int = 0,
+) -> PartReport:
+    """Score `part` with `model` into its objects under `run_uri` (see the module's
+    docstring); return its report (also written to `parts/<part>.json`, last)."""
+    import pyarrow as pa
+
+    started = time.perf_counter()
+    source = part.file.name if several_files else None
+    reservoir = _Reservoir(sample_rows, seed=part.index)
+    reasons: dict[str, int] = {}
+    rows_in = 0
+    row = part.first_row
+    predictions_uri = part_uri(run_uri, PREDICTIONS, part.name)
+    rejects_uri = part_uri(run_uri, REJECTS, part.name)
+    sample_uri = part_uri(run_uri, SAMPLES, part.name)
+    features = [*check.numeric, *check.categorical]
+    csv_types = _csv_types(check) if part.file.format == CSV else None
+    with _staged_writer(predictions_uri) as out, _staged_writer(rejects_uri) as rejected:
+        for batch in iter_chunks(part, None, chunk_rows=chunk_rows, csv_types=csv_types):
+            chunk = pa.Table.from_batches([batch])
+            rows_in += chunk.num_rows
+            keys = _keys(chunk, check, row, source)
+            why = reject_reasons(chunk, check)
+            bad = np.fromiter((r is not None for r in why), dtype=bool, count=chunk.num_rows)
+            if bad.any():
+                texts = [r for r in why if r is not None]
+                rejected.write(_refused(chunk, bad, row, texts))
+                for text in texts:
+                    reasons[text] = reasons.get(text, 0) + 1
+                good = np.flatnonzero(~bad)
+                chunk = chunk.take(good)
+                keys = {name: column.take(good) for name, column in keys.items()}
+            row += len(bad)
+            scored = model.score(chunk)
+            columns = {**keys, **{name: pa.array(v) for name, v in scored.items()}}
+            columns[MODEL_VERSION] = pa.array([model.version] * chunk.num_rows, pa.string())
+            columns[SCORING_RUN_ID] = pa.array([scoring_run_id] * chunk.num_rows, pa.string())
+            table = pa.table(columns)
+            out.write(table)
+            if sample_rows:
+                sample = chunk.select(features)
+                for name in scored:
+                    sample = sample.append_column(name, table.column(name))
+                reservoir.offer(sample)
+        if out.writer is None:  # an empty file: the output still has its columns
+            out.write(_empty_output(model, check, part, source))
+        rows_out, rows_rejected = out.rows, rejected.rows
+    if rows_rejected == 0:
+        storage.remove(rejects_uri)
+    if reservoir.table is not None:
+        with storage.staged_output(sample_uri) as path:
+            import pyarrow.parquet as pq
+
+            pq.write_table(reservoir.table, str(path))
+    else:
+        storage.remove(sample_uri)
+    report = PartReport(
+        name=part.name,
+        index=part.index,
+        source=part.file.name,
+        rows_in=rows_in,
+        rows_out=rows_out,
+        rows_rejected=rows_rejected,
+        reject_reasons=reasons,
+        model_version=model.version,
+        scoring_run_id=scoring_run_id,
+        predict_path=model.path,
+        seconds=round(time.perf_counter() - started, 3),
+        predictions_uri=predictions_uri,
+        rejects_uri=rejects_uri if rows_rejected else None,
+        sample_uri=sample_uri if reservoir.table is not None else None,
+    )
+    storage.write_json(part_uri(run_uri, PARTS, part.name, ".json"), report.to_dict())
+    log.info(
+        "%s: %d rows in, %d scored, %d rejected in %.2f s (%s)",
+        part.name,
+        rows_in,
+        rows_out,
+        rows_rejected,
+        report.seconds,
+        model.path,
+    )
+    return report
+
+
+def _refused(chunk: pa.Table, bad: np.ndarray, first_row: int, reasons: list[str]) -> pa.Table:
+    """The rows of `chunk` flagged in `bad`, whole, with their row number in the file and
+    why they were not scored."""
+    import pyarrow as pa
+
+    where = np.flatnonzero(bad)
+    refused = chunk.take(where)
+    name = ROW_NUMBER if ROW_NUMBER not in refused.column_names else f"_{ROW_NUMBER}"
+    refused = refused.append_column(name, pa.array(first_row + where))
+    return refused.append_column(REJECT_REASON, pa.array(reasons, pa.string()))
+
+
+def _empty_output(model: BatchModel, check: InputCheck, part: Part, source: str | None) -> pa.Table:
+    """The predictions table of a part with no row (its columns, no rows)."""
+    import pyarrow as pa
+
+    from include.ml_pipeline.batch_scoring.source import file_schema
+
+    schema = file_schema(part.file)
+    empty = pa.table({name: pa.array([], schema.field(name).type) for name in schema.names})
+    keys = _keys(empty, check, 0, source)
+    empty = {name: pa.array(v) for name, v in model.score(pa.table({})).items()}
+    return pa.table(
+        {
+            **keys,
+            **empty,
+            MODEL_VERSION: pa.array([], pa.string()),
+            SCORING_RUN_ID: pa.array([], pa.string()),
+        }
+    )
+
+
+__all__ = ["PREDICTION", "PartReport", "score_part"]
