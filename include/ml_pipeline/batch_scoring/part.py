@@ -89,24 +89,36 @@ def _remove_leftovers(uri: str) -> None:
             stale.unlink(missing_ok=True)
 
 
+class _NothingWritten(Exception):
+    """Raised inside `storage.staged_output` so that nothing is moved into place."""
+
+
 @contextlib.contextmanager
 def _staged_writer(uri: str) -> Iterator[_LazyWriter]:
-    """A Parquet writer whose file appears at `uri` only when the block ends well."""
+    """A Parquet writer whose file appears at `uri` only when the block ends well and
+    something was written (else an earlier try's object at `uri` is removed)."""
     _remove_leftovers(uri)
-    with storage.staged_output(uri) as path:
-        writer = _LazyWriter(str(path))
-        try:
-            yield writer
-        finally:
-            writer.close()
+    writer = _LazyWriter()
+    try:
+        with storage.staged_output(uri) as path:
+            writer.path = str(path)
+            try:
+                yield writer
+            finally:
+                writer.close()
+            if not writer.opened:
+                raise _NothingWritten
+    except _NothingWritten:
+        storage.remove(uri)
 
 
 class _LazyWriter:
     """Opens its `ParquetWriter` at the first table (its schema is the first table's)."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self) -> None:
+        self.path = ""
         self.writer: Any = None
+        self.opened = False
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
@@ -114,6 +126,7 @@ class _LazyWriter:
 
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+            self.opened = True
         self.writer.write_table(table)
         self.rows += table.num_rows
 
@@ -228,11 +241,9 @@ def score_part(
                 for name in scored:
                     sample = sample.append_column(name, table.column(name))
                 reservoir.offer(sample)
-        if out.writer is None:  # an empty file: the output still has its columns
+        if not out.opened:  # an empty file: the output still has its columns
             out.write(_empty_output(model, check, part, source))
         rows_out, rows_rejected = out.rows, rejected.rows
-    if rows_rejected == 0:
-        storage.remove(rejects_uri)
     if reservoir.table is not None:
         with storage.staged_output(sample_uri) as path:
             import pyarrow.parquet as pq
