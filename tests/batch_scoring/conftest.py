@@ -109,3 +109,35 @@ def write_table(path: Path, rows: int, *, seed: int, files: int = 1, row_group: 
             path / f"part-{i}.parquet", index=False, row_group_size=row_group
         )
     return frame
+
+
+def prepare_run(champion: dict, tracking_uri: str, input_uri: str, out: str, **options):
+    """What the DAG's tasks before `score_part` do: list and check the input, plan the
+    parts (`part_rows`, default 800), write the plan, load the pinned version. Returns
+    `(model, check, parts, plan)`."""
+    from include.ml_pipeline.batch_scoring import manifest as manifests
+    from include.ml_pipeline.batch_scoring.contract_check import check_input
+    from include.ml_pipeline.batch_scoring.model import load_batch_model
+    from include.ml_pipeline.batch_scoring.source import file_schema, list_input, plan_parts
+    from include.ml_pipeline.registry.contract import load_contract
+
+    listing = list_input(input_uri)
+    contract = load_contract(tracking_uri, champion["name"], champion["version"])
+    check = check_input(
+        [(f, file_schema(f)) for f in listing.files],
+        contract,
+        non_null_columns=options.get("non_null_columns"),
+        strict_categories=options.get("strict_categories", False),
+    )
+    parts = plan_parts(listing, options.get("part_rows", 800))
+    plan = {
+        "scoring_run_id": "run-1",
+        "model_name": champion["name"],
+        "model_version": champion["version"],
+        "input": {"uri": listing.uri, "files": len(listing.files), "fingerprint": "f"},
+        "check": check.to_dict(),
+        "parts": [p.to_dict() for p in parts],
+    }
+    manifests.write_plan(out, plan)
+    model = load_batch_model(tracking_uri, champion["name"], champion["version"])
+    return model, check, parts, plan

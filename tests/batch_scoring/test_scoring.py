@@ -14,43 +14,24 @@ from include.ml_pipeline import storage
 from include.ml_pipeline.batch_scoring import manifest as manifests
 from include.ml_pipeline.batch_scoring.contract_check import check_input
 from include.ml_pipeline.batch_scoring.errors import BatchInputError
-from include.ml_pipeline.batch_scoring.model import load_batch_model
 from include.ml_pipeline.batch_scoring.part import score_part
-from include.ml_pipeline.batch_scoring.source import file_schema, list_input, plan_parts
+from include.ml_pipeline.batch_scoring.source import file_schema, list_input
 from include.ml_pipeline.registry.contract import load_contract
-from tests.batch_scoring.conftest import write_table
+from tests.batch_scoring.conftest import prepare_run, write_table
 
 
 def _score_all(champion: dict, tracking_uri: str, input_uri: str, out: str, **options):
     """Plan, score every part and write the manifest, as the DAG's tasks do."""
-    listing = list_input(input_uri)
-    contract = load_contract(tracking_uri, champion["name"], champion["version"])
-    check = check_input(
-        [(f, file_schema(f)) for f in listing.files],
-        contract,
-        non_null_columns=options.pop("non_null_columns", None),
-        strict_categories=options.pop("strict_categories", False),
-    )
-    parts = plan_parts(listing, options.pop("part_rows", 800))
-    model = load_batch_model(tracking_uri, champion["name"], champion["version"])
-    plan = {
-        "scoring_run_id": "run-1",
-        "model_name": champion["name"],
-        "model_version": champion["version"],
-        "input": {"uri": listing.uri, "fingerprint": "f"},
-        "check": check.to_dict(),
-        "parts": [p.to_dict() for p in parts],
-    }
-    manifests.write_plan(out, plan)
+    model, check, parts, plan = prepare_run(champion, tracking_uri, input_uri, out, **options)
     for part in parts:
         score_part(
             part,
             model=model,
             check=check,
             run_uri=out,
-            scoring_run_id="run-1",
-            several_files=len(listing.files) > 1,
-            chunk_rows=options.get("chunk_rows", 300),
+            scoring_run_id=plan["scoring_run_id"],
+            several_files=plan["input"]["files"] > 1,
+            chunk_rows=300,
             sample_rows=100,
         )
     return model, parts, manifests.build_manifest(out, plan)
