@@ -64,7 +64,8 @@ def test_parts_equal_the_registered_models_predictions(champions, tmp_path, prob
         0,
     )
     if problem == "regression":
-        assert model.path == "sklearn" and "regressor" in model.reason
+        assert model.path == "sklearn"
+        assert "regressor" in model.reason
     else:
         assert model.path.startswith("compiled:"), model.reason
 
@@ -145,7 +146,8 @@ def test_the_manifest_marks_a_missing_part_or_another_version_incomplete(champio
     _, parts, manifest = _score_all(
         champion, champions["tracking_uri"], str(tmp_path / "in.parquet"), out
     )
-    assert manifest["status"] == "complete" and len(parts) == 2
+    assert manifest["status"] == "complete"
+    assert len(parts) == 2
     plan = manifests.read_plan(out)
     report_uri = storage.join(out, "parts", "part-00001.json")
     report = storage.read_json(report_uri)
