@@ -42,12 +42,14 @@ ifneq ($(API_PORT),)
 export MODEL_API_URL := http://127.0.0.1:$(API_PORT)
 endif
 
-.PHONY: help install lock run test test-fast lint ui api stop status mlflow-ui monitor bench clean distributed test-containers
+.PHONY: help install lock run score test test-fast lint ui api stop status mlflow-ui monitor bench clean distributed test-containers
 
 help:
 	@echo "make run        - run the whole pipeline locally (DATA=file.csv TARGET=column for your own data, ROWS=n)"
 	@echo "                  Params: CONF='min_rows=100 allow_contract_change=true' and/or PARAMS=params.json"
 	@echo "                  one run per home at a time: WAIT=600 queues behind a running one (else refused)"
+	@echo "make score DATA=table.parquet - score a file or folder (Parquet/CSV, any storage URI) with the"
+	@echo "                  champion (ml_batch_scoring DAG); CONF='key_columns=[\"id\"] strict_categories=true'"
 	@echo "make ui         - Airflow UI (webserver + scheduler) on the runs of make run: http://127.0.0.1:$(UI_PORT)"
 	@echo "                  (UI_PORT=...; admin password: AIRFLOW_UI_PASSWORD, else generated once into $(LOCAL)/airflow/ui/)"
 	@echo "make mlflow-ui  - MLflow UI on the local store, in the foreground: http://127.0.0.1:$(MLFLOW_PORT) (MLFLOW_PORT=...)"
@@ -95,6 +97,12 @@ endif
 run: $(STAMP)
 	$(PY) -m devtools.run_pipeline \
 	    $(if $(DATA),--data "$(DATA)") $(if $(TARGET),--target "$(TARGET)") --rows $(ROWS) \
+	    $(if $(CONF),--conf-string '$(CONF)') $(if $(PARAMS),--params-file "$(PARAMS)") \
+	    $(if $(WAIT),--wait $(WAIT))
+
+# The batch-scoring DAG on the embedded Airflow of make run (same home, champion, storage).
+score: $(STAMP)
+	$(PY) -m devtools.score $(if $(DATA),--data "$(DATA)") \
 	    $(if $(CONF),--conf-string '$(CONF)') $(if $(PARAMS),--params-file "$(PARAMS)") \
 	    $(if $(WAIT),--wait $(WAIT))
 

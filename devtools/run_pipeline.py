@@ -286,20 +286,21 @@ def param_overrides(args: argparse.Namespace) -> dict:
     return out
 
 
-def check_params(overrides: dict) -> dict:
+def check_params(overrides: dict, params: dict | None = None, dag_id: str = DAG_ID) -> dict:
     """Refuse, before the run starts, a Param the DAG does not have (naming the closest
-    ones) or a value its Param rejects."""
+    ones) or a value its Param rejects (`params`: the DAG's, default `dag_id`'s, the
+    deployment DAG)."""
     import difflib
 
     from include.ml_pipeline.orchestration.params import deployment_params
 
-    params = deployment_params()
+    params = deployment_params() if params is None else params
     for key, value in overrides.items():
         if key not in params:
             close = difflib.get_close_matches(key, list(params), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise SystemExit(
-                f"unknown Param {key!r}{hint} (the Params of {DAG_ID} are listed in "
+                f"unknown Param {key!r}{hint} (the Params of {dag_id} are listed in "
                 "include/ml_pipeline/orchestration/params.py)"
             )
         try:

@@ -76,7 +76,8 @@ def test_parts_equal_the_registered_models_predictions(champions, tmp_path, prob
     assert set(got["scoring_run_id"]) == {"run-1"}
     pipeline, labels, proba = _expected(champion, frame)
     if proba is None:
-        np.testing.assert_array_equal(got["prediction"].to_numpy(), labels)
+        # the same pipeline on chunks: equal up to floating-point summation order
+        np.testing.assert_allclose(got["prediction"], labels, rtol=1e-12)
         assert "proba_" not in "".join(got.columns)
     else:
         assert got["prediction"].tolist() == labels.tolist()
