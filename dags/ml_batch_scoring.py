@@ -38,7 +38,8 @@ Left to right, as the Graph view shows it:
   always, Slack / e-mail when configured) or `no_drift`.
 
 **Params** (`batch_scoring_params()` in `include/ml_pipeline/orchestration/params.py`):
-`model_name`, `input_uri`, the sensor's poke interval and timeout, `key_columns`,
+`model_name`, `input_uri`, the sensor's `sensor_poke_interval_seconds` and
+`sensor_timeout_seconds`, `key_columns`,
 `non_null_columns`, `strict_categories`, `part_rows`, `chunk_rows`, the drift thresholds
 shared with the other DAGs (`drift_*`), and the notification channels (`slack_conn_id`,
 `smtp_conn_id`, `email_to`).

@@ -1,0 +1,213 @@
+"""Batch scoring against the plain baseline: rows/s and peak memory at 1M and 5M rows.
+
+    python benchmarks/bench_batch_scoring.py [--rows 1000000 5000000] [--model hgb|lr]
+
+For each size, a generated churn table (Parquet, row groups of 250,000 rows) is scored by
+the champion of a throw-away registry, each way in a fresh process (its peak resident
+memory is the process's `ru_maxrss`):
+
+* **baseline**: `mlflow.pyfunc.load_model("models:/<name>/<version>").predict(frame)` on
+  the whole frame read with `pandas.read_parquet` (what a user writes without this DAG);
+* **ours**: what the DAG's `score_part` tasks do (`batch_scoring.part.score_part`), every
+  part in turn in one process: read in chunks, contract row checks, the compiled and
+  verified predictor, Parquet parts written with keys, prediction, probabilities, model
+  version and run id, the drift sample kept.
+
+rows/s counts reading and scoring (and, for ours, writing the output); loading the model
+is timed apart. The goal (issue 25): ours >= 10x the baseline's rows/s, and ours' peak
+memory at 5M within 1.2x of its peak at 1M. Prints a Markdown table, the load average
+before and after, and writes the numbers as JSON beside `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+MODEL = "bench_batch_model"
+PART_ROWS = 250_000
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child_baseline(data: str, tracking_uri: str, version: str) -> dict:
+    import mlflow.pyfunc
+    import pandas as pd
+
+    started = time.perf_counter()
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}")
+    loaded = time.perf_counter()
+    frame = pd.read_parquet(data).drop(columns=["churn"])
+    predictions = model.predict(frame)
+    done = time.perf_counter()
+    return {
+        "rows": len(predictions),
+        "load_seconds": loaded - started,
+        "seconds": done - loaded,
+        "peak_mb": _peak_mb(),
+    }
+
+
+def child_ours(data: str, tracking_uri: str, version: str, out: str) -> dict:
+    from include.ml_pipeline.batch_scoring.contract_check import check_input
+    from include.ml_pipeline.batch_scoring.model import load_batch_model
+    from include.ml_pipeline.batch_scoring.part import score_part
+    from include.ml_pipeline.batch_scoring.source import file_schema, list_input, plan_parts
+    from include.ml_pipeline.registry.contract import load_contract
+
+    started = time.perf_counter()
+    model = load_batch_model(tracking_uri, MODEL, version)
+    loaded = time.perf_counter()
+    listing = list_input(data)
+    check = check_input(
+        [(f, file_schema(f)) for f in listing.files],
+        load_contract(tracking_uri, MODEL, version),
+    )
+    parts = plan_parts(listing, PART_ROWS)
+    rows = 0
+    for part in parts:
+        report = score_part(
+            part,
+            model=model,
+            check=check,
+            run_uri=out,
+            scoring_run_id="bench",
+            several_files=False,
+            sample_rows=50_000 // len(parts) + 1,
+        )
+        rows += report.rows_out
+    done = time.perf_counter()
+    return {
+        "rows": rows,
+        "parts": len(parts),
+        "path": model.path,
+        "load_seconds": loaded - started,
+        "seconds": done - loaded,
+        "peak_mb": _peak_mb(),
+    }
+
+
+def _run_child(kind: str, *args: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, __file__, "--child", kind, *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    if result.returncode != 0 or not lines:
+        raise RuntimeError(
+            f"{kind} child failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+        )
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def register(tracking_uri: str, root: Path, kind: str) -> str:
+    """A champion fitted on 4,000 generated rows, registered as the pipeline does (input
+    contract logged and tagged)."""
+    from devtools.fixtures import register_model_version, training_frame
+    from include.ml_pipeline.names import INPUT_CONTRACT_TAG
+    from include.ml_pipeline.registry.contract import build_contract, log_contract
+    from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
+
+    version = register_model_version(
+        tracking_uri, MODEL, kind=kind, artifact_location=(root / "artifacts").as_uri()
+    )
+    frame, spec = training_frame(4000, 0, "str")
+    client = configure_mlflow(tracking_uri)
+    run_id = client.get_model_version(MODEL, version).run_id
+    uri = log_contract(tracking_uri, run_id, build_contract(frame, spec))
+    client.set_model_version_tag(MODEL, version, INPUT_CONTRACT_TAG, uri)
+    return version
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    parser.add_argument("--model", choices=["hgb", "lr"], default="hgb")
+    parser.add_argument("--skip-baseline-above", type=int, default=10_000_000)
+    parser.add_argument("--out", default=str(ROOT / ".local" / "bench_batch_scoring.json"))
+    parser.add_argument("--child", choices=["baseline", "ours"])
+    parser.add_argument("child_args", nargs="*")
+    args = parser.parse_args(argv)
+    if args.child:
+        os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+        result = (child_baseline if args.child == "baseline" else child_ours)(*args.child_args)
+        print("RESULT " + json.dumps(result), flush=True)
+        return 0
+
+    from include.ml_pipeline.data_preparation.sample_data import write_dataset
+
+    load_before = os.getloadavg()
+    rows_out = []
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
+        root = Path(tmp)
+        tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+        os.environ["ML_PIPELINE_HOME"] = str(root / "home")
+        version = register(tracking_uri, root, args.model)
+        for rows in args.rows:
+            data = write_dataset(root / f"table_{rows}.parquet", rows=rows, seed=5)
+            ours = _run_child("ours", str(data), tracking_uri, version, str(root / f"out_{rows}"))
+            baseline = None
+            if rows <= args.skip_baseline_above:
+                baseline = _run_child("baseline", str(data), tracking_uri, version)
+            rows_out.append({"rows": rows, "ours": ours, "baseline": baseline})
+            print(f"{rows:,} rows: ours {ours} baseline {baseline}", flush=True)
+    load_after = os.getloadavg()
+
+    print(f"\nmodel {args.model}; load average before {load_before}, after {load_after}\n")
+    print("| rows | baseline rows/s | ours rows/s | speed-up | baseline peak MB | ours peak MB |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for row in rows_out:
+        ours, base = row["ours"], row["baseline"]
+        ours_rate = ours["rows"] / ours["seconds"]
+        base_rate = base["rows"] / base["seconds"] if base else None
+        cells = ["-", "-", "-"]
+        if base:
+            cells = [
+                f"{base_rate:,.0f}",
+                f"{ours_rate / base_rate:.1f}x",
+                f"{base['peak_mb']:,.0f}",
+            ]
+        print(
+            f"| {row['rows']:,} | {cells[0]} | {ours_rate:,.0f} | {cells[1]} | {cells[2]} | "
+            f"{ours['peak_mb']:,.0f} |"
+        )
+    if len(rows_out) > 1:
+        ratio = rows_out[-1]["ours"]["peak_mb"] / rows_out[0]["ours"]["peak_mb"]
+        print(
+            f"\nours' peak memory {rows_out[-1]['rows']:,} vs {rows_out[0]['rows']:,}: {ratio:.2f}x"
+        )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "model": args.model,
+                "load_before": load_before,
+                "load_after": load_after,
+                "runs": rows_out,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
