@@ -52,10 +52,13 @@ def category_codes(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list[
     if pa.types.is_null(array.type):
         return np.full(len(array), -1, dtype=np.intp), []
     encoded = array if pa.types.is_dictionary(array.type) else pc.dictionary_encode(array)
-    dictionary = encoded.dictionary.to_pylist()
-    frame = pd.DataFrame({"value": pd.Series(dictionary, dtype=object)})
-    texts = coerce_features(frame, FeatureSpec("", [], ["value"]))["value"].tolist()
     codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.intp)
+    dictionary = encoded.dictionary
+    text = pa.types.is_string(dictionary.type) or pa.types.is_large_string(dictionary.type)
+    if text and not pa.types.is_dictionary(array.type):  # distinct texts already: as they are
+        return codes, dictionary.to_pylist()
+    frame = pd.DataFrame({"value": pd.Series(dictionary.to_pylist(), dtype=object)})
+    texts = coerce_features(frame, FeatureSpec("", [], ["value"]))["value"].tolist()
     # two dictionary entries may share a text (1 and 1.0): map them to one index
     unique = list(dict.fromkeys(t for t in texts if t is not None))
     position = {text: i for i, text in enumerate(unique)}

@@ -180,24 +180,25 @@ def check_input(
     )
 
 
-def reject_reasons(batch: pa.RecordBatch, check: InputCheck) -> list[str | None]:
-    """Per row of `batch`, why it cannot be scored (the first rule it breaks), or None."""
+def reject_reasons(
+    batch: pa.RecordBatch | pa.Table, check: InputCheck
+) -> tuple[np.ndarray, list[str]]:
+    """`(refused, reasons)`: a boolean mask of the rows of `batch` that cannot be scored,
+    and, for those rows in order, why (the first rule each breaks)."""
     from include.ml_pipeline.batch_scoring.columns import category_codes
 
-    rows = batch.num_rows
-    reasons: list[str | None] = [None] * rows
+    refused = np.zeros(batch.num_rows, dtype=bool)
+    why: dict[int, str] = {}
     for name in check.non_null_columns:
         missing = np.asarray(batch.column(name).is_null(nan_is_null=True))
-        for i in np.flatnonzero(missing).tolist():
-            if reasons[i] is None:
-                reasons[i] = f"missing value in required column {name!r}"
+        for i in np.flatnonzero(missing & ~refused).tolist():
+            why[i] = f"missing value in required column {name!r}"
+        refused |= missing
     for name, seen in check.strict_categories.items():
         codes, texts = category_codes(batch.column(name))
         known = set(seen)
-        unseen = np.array([t not in known for t in texts] + [False])
-        for i in np.flatnonzero(unseen[codes]).tolist():
-            if reasons[i] is None:
-                reasons[i] = (
-                    f"category {texts[codes[i]]!r} of column {name!r} never seen in training"
-                )
-    return reasons
+        unseen = np.array([t not in known for t in texts] + [False])[codes]
+        for i in np.flatnonzero(unseen & ~refused).tolist():
+            why[i] = f"category {texts[codes[i]]!r} of column {name!r} never seen in training"
+        refused |= unseen
+    return refused, [why[i] for i in np.flatnonzero(refused).tolist()]

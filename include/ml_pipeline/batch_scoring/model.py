@@ -68,14 +68,15 @@ class BatchModel:
     def proba_columns(self) -> list[str]:
         return [f"{PROBA_PREFIX}{c}" for c in self.classes or []]
 
-    def score(self, batch: pa.RecordBatch | pa.Table) -> dict[str, np.ndarray]:
-        """`prediction` (+ `proba_<class>` columns) for every row of `batch`."""
+    def score(self, batch: pa.RecordBatch | pa.Table) -> dict[str, Any]:
+        """`prediction` (+ `proba_<class>` columns) for every row of `batch`: numpy arrays,
+        text labels of the compiled path as an Arrow dictionary array (the class texts
+        once, an index per row)."""
         if batch.num_rows == 0:
             return self._empty()
         if self.predictor is not None:
             proba = self.predictor.proba_fn(self.transform(batch))
-            labels = np.asarray(self.classes)[proba.argmax(axis=1)]
-            return self._with_proba(labels, proba)
+            return self._with_proba(self._labels(proba.argmax(axis=1)), proba)
         frame = self._frame(batch)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -113,12 +114,22 @@ class BatchModel:
             out[np.flatnonzero(hit), offset + index[hit]] = 1.0
             offset += width
 
+    def _labels(self, index: np.ndarray) -> Any:
+        import pyarrow as pa
+
+        classes = self.classes or []
+        if all(isinstance(c, str) for c in classes):
+            return pa.DictionaryArray.from_arrays(
+                pa.array(index.astype(np.int32)), pa.array(classes, pa.string())
+            )
+        return np.asarray(classes)[index]
+
     def _frame(self, batch: Any) -> Any:
         from include.ml_pipeline.features import coerce_features
 
         return coerce_features(batch.select(self.spec.columns).to_pandas(), self.spec)
 
-    def _with_proba(self, labels: np.ndarray, proba: np.ndarray) -> dict[str, np.ndarray]:
+    def _with_proba(self, labels: Any, proba: np.ndarray) -> dict[str, Any]:
         out = {PREDICTION: labels}
         for j, name in enumerate(self.proba_columns):
             out[name] = np.ascontiguousarray(proba[:, j], dtype=np.float64)

@@ -122,10 +122,15 @@ class _LazyWriter:
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+            # floats (probabilities, values) do not repeat: no dictionary attempt for them
+            repeating = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
+            self.writer = pq.ParquetWriter(
+                self.path, table.schema, compression="snappy", use_dictionary=repeating
+            )
             self.opened = True
         self.writer.write_table(table)
         self.rows += table.num_rows
@@ -153,6 +158,12 @@ class _Reservoir:
         if self.size <= 0 or table.num_rows == 0:
             return
         keys = self.rng.random(table.num_rows)
+        if self.table is not None and self.table.num_rows >= self.size:
+            # full: only rows whose key beats the largest kept one can enter
+            enter = keys < self.keys.max()
+            table, keys = table.filter(pa.array(enter)), keys[enter]
+            if table.num_rows == 0:
+                return
         if self.table is None:
             self.table, self.keys = table, keys
         else:
@@ -219,10 +230,8 @@ def score_part(
             chunk = pa.Table.from_batches([batch])
             rows_in += chunk.num_rows
             keys = _keys(chunk, check, row, source)
-            why = reject_reasons(chunk, check)
-            bad = np.fromiter((r is not None for r in why), dtype=bool, count=chunk.num_rows)
-            if bad.any():
-                texts = [r for r in why if r is not None]
+            bad, texts = reject_reasons(chunk, check)
+            if texts:
                 rejected.write(_refused(chunk, bad, row, texts))
                 for text in texts:
                     reasons[text] = reasons.get(text, 0) + 1
@@ -231,9 +240,9 @@ def score_part(
                 keys = {name: column.take(good) for name, column in keys.items()}
             row += len(bad)
             scored = model.score(chunk)
-            columns = {**keys, **{name: pa.array(v) for name, v in scored.items()}}
-            columns[MODEL_VERSION] = pa.array([model.version] * chunk.num_rows, pa.string())
-            columns[SCORING_RUN_ID] = pa.array([scoring_run_id] * chunk.num_rows, pa.string())
+            columns = {**keys, **{name: _arrow(v) for name, v in scored.items()}}
+            columns[MODEL_VERSION] = _repeated(model.version, chunk.num_rows)
+            columns[SCORING_RUN_ID] = _repeated(scoring_run_id, chunk.num_rows)
             table = pa.table(columns)
             out.write(table)
             if sample_rows:
@@ -278,6 +287,25 @@ def score_part(
         model.path,
     )
     return report
+
+
+def _repeated(value: str, rows: int) -> pa.Array:
+    """`value` on every row, dictionary-encoded (one copy of the text, whatever the rows)."""
+    import pyarrow as pa
+
+    return pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(rows, dtype=np.int32)), pa.array([value], pa.string())
+    )
+
+
+def _arrow(values: Any) -> pa.Array:
+    """A column of the model's output as Arrow (an Arrow array, such as the compiled
+    path's dictionary-encoded labels, as it is)."""
+    import pyarrow as pa
+
+    if isinstance(values, pa.Array):
+        return values
+    return pa.array(values)
 
 
 def _refused(chunk: pa.Table, bad: np.ndarray, first_row: int, reasons: list[str]) -> pa.Table:
