@@ -60,7 +60,7 @@ from include.ml_pipeline.orchestration.params import (
     SENSOR_MAX_TIMEOUT_SECONDS,
     batch_scoring_params,
 )
-from include.ml_pipeline.orchestration.steps import ml_batch_scoring as steps
+from include.ml_pipeline.orchestration.steps import batch_scoring_dag
 
 
 @dag(
@@ -75,51 +75,53 @@ def ml_batch_scoring():
     @task.sensor(mode="reschedule", poke_interval=30, timeout=SENSOR_MAX_TIMEOUT_SECONDS)
     def wait_for_input(params=None, dag_run=None):
         """Wait for a Parquet or CSV file (or a folder of them) at `input_uri`."""
-        return steps.wait_for_input(params, dag_run.start_date)
+        return batch_scoring_dag.wait_for_input(params, dag_run.start_date)
 
     @task
     def pin_champion(params=None) -> dict:
         """The version the champion alias names now: the whole run scores with it."""
-        return steps.pin_champion(params)
+        return batch_scoring_dag.pin_champion(params)
 
     @task
     def check_input(champion: dict, found: dict, params=None) -> dict:
         """The input against the pinned version's input contract, before any scoring."""
-        return steps.check_input(champion, found, params)
+        return batch_scoring_dag.check_input(champion, found, params)
 
     @task
     def plan_parts(champion: dict, found: dict, checked: dict, params=None, run_id=None):
         """The input split into parts (metadata only); one mapped task per part."""
-        return steps.plan_parts(champion, found, checked, params, run_id=run_id)
+        return batch_scoring_dag.plan_parts(champion, found, checked, params, run_id=run_id)
 
     @task
     def score_part(planned: dict, champion: dict, checked: dict, params=None, run_id=None) -> dict:
         """One part, in chunks, into its own Parquet objects (a retry rewrites only them)."""
-        return steps.score_part(planned, champion, checked, params, run_id=run_id)
+        return batch_scoring_dag.score_part(planned, champion, checked, params, run_id=run_id)
 
     @task(trigger_rule="all_done", outlets=[BATCH_PREDICTIONS_DATASET])
     def finalize_output(run_id=None) -> dict:
         """The manifest: complete only when every part is there with the pinned version."""
-        return steps.finalize_output(run_id=run_id)
+        return batch_scoring_dag.finalize_output(run_id=run_id)
 
     @task
     def compute_drift(champion: dict, output: dict, params=None, run_id=None) -> dict:
         """The batch's drift against the training split; report beside the manifest."""
-        return steps.compute_drift(champion, output, params, run_id=run_id)
+        return batch_scoring_dag.compute_drift(champion, output, params, run_id=run_id)
 
     @task
     def log_to_mlflow(
         champion: dict, output: dict, drift: dict, params=None, dag=None, run_id=None
     ):
         """A run of experiment `ml_batch_scoring`: scoring facts, drift, manifest."""
-        return steps.log_to_mlflow(
+        return batch_scoring_dag.log_to_mlflow(
             champion, output, drift, params, dag_id=dag.dag_id, run_id=run_id
         )
 
     @task.branch
     def drift_detected(logged: dict) -> str:
         """Notify when the batch drifted; otherwise the quiet path."""
-        return steps.drift_detected(logged, drifted="notify_drift", otherwise="no_drift")
+        return batch_scoring_dag.drift_detected(
+            logged, drifted="notify_drift", otherwise="no_drift"
+        )
 
     @task
     def notify_drift(
@@ -127,7 +129,7 @@ def ml_batch_scoring():
     ) -> dict:
         """Tell people, as online drift does: a notification object always, Slack / e-mail
         when configured."""
-        return steps.notify_drift(
+        return batch_scoring_dag.notify_drift(
             champion, output, drift, logged, params, dag_id=dag.dag_id, run_id=run_id
         )
 
