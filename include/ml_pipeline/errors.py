@@ -3,7 +3,8 @@ retries) with the message.
 
 Bad input data is a `DataError`, naming the file or table, the column and the rule: the
 same file fails the same way on every attempt. A training split that scikit-learn refuses
-is a `TrainingDataError`; a drift check that cannot run as configured a `MonitoringError`.
+is a `TrainingDataError`; a drift check that cannot run as configured a `MonitoringError`;
+a table to score that breaks its model's input contract a `BatchInputError`.
 """
 
 from __future__ import annotations
@@ -70,3 +71,17 @@ class TrainingDataError(ValueError):
 
 class MonitoringError(Exception):
     """A check that cannot run as configured (retrying does not help)."""
+
+
+# --------------------------------------------------------------------- batch scoring
+
+
+class BatchInputError(ValueError):
+    """The input cannot be scored as it is (no data file, mixed formats, a column the
+    champion's input contract requires is missing or has another type); the message names
+    the file, the column, the rule broken and the fix."""
+
+
+class IncompleteOutput(RuntimeError):
+    """A run's output lacks parts or holds parts of another model version: its manifest
+    says `incomplete` and names them."""

@@ -13,9 +13,9 @@ import pytest
 from include.ml_pipeline import storage
 from include.ml_pipeline.batch_scoring import manifest as manifests
 from include.ml_pipeline.batch_scoring.contract_check import check_input
-from include.ml_pipeline.batch_scoring.errors import BatchInputError
 from include.ml_pipeline.batch_scoring.part import score_part
 from include.ml_pipeline.batch_scoring.source import file_schema, list_input
+from include.ml_pipeline.errors import BatchInputError
 from include.ml_pipeline.registry.contract import load_contract
 from tests.batch_scoring.conftest import prepare_run, write_table
 

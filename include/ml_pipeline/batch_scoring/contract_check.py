@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from include.ml_pipeline.batch_scoring.errors import BatchInputError
+from include.ml_pipeline.errors import BatchInputError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa

@@ -21,6 +21,7 @@ from include.ml_pipeline.batch_scoring.model import PREDICTION, PROBA_PREFIX
 from include.ml_pipeline.batch_scoring.part import SAMPLES
 from include.ml_pipeline.names import AIRFLOW_DAG_TAG, BATCH_SCORING_EXPERIMENT
 from include.ml_pipeline.notifications.message import EVENT_DRIFT, Notification
+from include.ml_pipeline.payloads import Champion
 
 DRIFT_REPORT = "drift_report.json"
 BATCH_ROLE = "batch_scoring"
@@ -35,7 +36,7 @@ def read_sample(run_uri: str) -> Any:
 
 def check_batch(
     run_uri: str,
-    champion: dict[str, Any],
+    champion: Champion,
     manifest: dict[str, Any],
     thresholds: dict[str, Any],
     *,
@@ -44,36 +45,35 @@ def check_batch(
     """Drift of the batch's sample against `champion`'s training split; the report goes
     to `<run_uri>/drift_report.json`. Returns the `DriftReport` and its URI."""
     from include.ml_pipeline.monitoring.champion import load_model
-    from include.ml_pipeline.monitoring.drift_report import check_and_write
-    from include.ml_pipeline.monitoring.windows import load_reference
+    from include.ml_pipeline.monitoring.drift_check import check_drift
+    from include.ml_pipeline.monitoring.drift_report import write_drift_report
+    from include.ml_pipeline.monitoring.windows import reference_frame
 
-    spec = champion["feature_spec"]
-    reference = load_reference(champion["train_path"], spec)
+    spec = champion.feature_spec
+    reference = reference_frame(champion.train_path, spec)
     current = read_sample(run_uri)
     model = None
     if any(c.startswith(PROBA_PREFIX) for c in current.columns):
-        model = load_model(champion["model_uri"], tracking_uri=tracking_uri)
+        model = load_model(champion.model_uri, tracking_uri=tracking_uri)
     else:  # a regressor: its values are not categories, compare the features only
         current = current.drop(columns=[PREDICTION], errors="ignore")
-    return check_and_write(
-        reference,
-        current,
-        spec,
-        thresholds,
-        model=model,
-        uri=storage.join(run_uri, DRIFT_REPORT),
+    report = check_drift(reference, current, spec, thresholds, model=model)
+    uri = write_drift_report(
+        report,
+        storage.join(run_uri, DRIFT_REPORT),
         facts={
-            "model_name": champion["model_name"],
-            "version": champion["version"],
-            "model_uri": champion["model_uri"],
+            "model_name": champion.model_name,
+            "version": champion.version,
+            "model_uri": champion.model_uri,
             "scoring_run_id": manifest["scoring_run_id"],
             "source": manifest["input"]["uri"],
             "rows_scored": manifest["rows_out"],
         },
     )
+    return report, uri
 
 
-def batch_drift_reason(summary: dict[str, Any], champion: dict[str, Any], source: str) -> str:
+def batch_drift_reason(summary: dict[str, Any], champion: Champion, source: str) -> str:
     """One sentence: what drifted in the batch, for the notification and the MLflow run."""
     from include.ml_pipeline.monitoring.drift_check import drift_reason
 
@@ -82,7 +82,7 @@ def batch_drift_reason(summary: dict[str, Any], champion: dict[str, Any], source
 
 def log_batch_run(
     report: dict[str, Any],
-    champion: dict[str, Any],
+    champion: Champion,
     manifest: dict[str, Any],
     *,
     tracking_uri: str,
@@ -138,7 +138,7 @@ def log_batch_run(
 
 
 def drift_notification(
-    champion: dict[str, Any],
+    champion: Champion,
     manifest: dict[str, Any],
     summary: dict[str, Any],
     reason: str,
@@ -154,9 +154,9 @@ def drift_notification(
     where the predictions, the report and the MLflow run are."""
     return Notification(
         event=EVENT_DRIFT,
-        title=(f"Data drift in a batch scored by {champion['model_name']} v{champion['version']}"),
-        model_name=champion["model_name"],
-        version=champion["version"],
+        title=f"Data drift in a batch scored by {champion.model_name} v{champion.version}",
+        model_name=champion.model_name,
+        version=champion.version,
         metrics={
             "share_drifted": summary["share_drifted"],
             "n_drifted": summary["n_drifted"],

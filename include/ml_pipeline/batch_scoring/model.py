@@ -176,7 +176,7 @@ def load_batch_model(tracking_uri: str, name: str, version: str) -> BatchModel:
     from include.ml_pipeline.serving.served import build_served_model
 
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
-    info = fetch(tracking_uri, name, CHAMPION, version=str(version))
+    info = fetch(tracking_uri, name, CHAMPION, pinned=str(version))
     pipeline = load_pipeline(info)
     spec = FeatureSpec.from_dict(info["spec"])
     model = BatchModel(

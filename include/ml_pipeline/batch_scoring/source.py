@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline import storage
-from include.ml_pipeline.batch_scoring.errors import BatchInputError
+from include.ml_pipeline.errors import BatchInputError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -165,13 +165,15 @@ def plan_parts(listing: InputListing, part_rows: int) -> list[Part]:
             continue
         with _opened(file.uri) as source:
             meta = pq.ParquetFile(source).metadata
-        groups, rows, first = [], 0, 0
+        groups: list[int] = []
+        rows, first = 0, 0
         for group in range(meta.num_row_groups):
             count = meta.row_group(group).num_rows
             if groups and rows + count > part_rows:
                 parts.append(Part(len(parts), file, groups, first, rows))
                 first += rows
-                groups, rows = [], 0
+                groups = []
+                rows = 0
             groups.append(group)
             rows += count
         if groups or not parts or parts[-1].file != file:

@@ -12,9 +12,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from include.ml_pipeline.batch_scoring.errors import BatchInputError, IncompleteOutput
 from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.monitoring.errors import MonitoringError
+from include.ml_pipeline.errors import BatchInputError, IncompleteOutput, MonitoringError
 from include.ml_pipeline.orchestration.defaults import fail_without_retry
 from include.ml_pipeline.orchestration.params import drift_thresholds
 from include.ml_pipeline.payloads import (
@@ -83,17 +82,16 @@ def wait_for_input(params: Mapping[str, Any], started_at: Any) -> Any:
 def pin_champion(params: Mapping[str, Any], *, log: logging.Logger = LOG) -> dict:
     """`pin_champion`: the version `models:/<model_name>@champion` names now; every later
     step, and every part, scores with this version even if the alias moves meanwhile."""
-    from include.ml_pipeline.monitoring.champion import find_champion
+    from include.ml_pipeline.monitoring.champion import read_champion
 
     settings = get_settings()
-    found = find_champion(params["model_name"], tracking_uri=settings.mlflow_tracking_uri)
-    if found is None:
+    champion = read_champion(params["model_name"], tracking_uri=settings.mlflow_tracking_uri)
+    if champion is None:
         raise MonitoringError(
             f"model {params['model_name']!r} has no champion in "
             f"{settings.mlflow_tracking_uri}: nothing to score with; deploy one first "
             "(make run) or set model_name"
         )
-    champion = Champion.from_dict(found)
     log.info("scoring with %s (pinned: v%s)", champion.model_uri, champion.version)
     return champion.to_dict()
 
@@ -254,9 +252,10 @@ def compute_drift(champion: dict, output: dict, params: Mapping[str, Any], *, ru
 
     scored = ScoringOutput.from_dict(output)
     manifest = storage.read_json(scored.manifest_uri)
+    model = Champion.from_dict(champion)
     report, uri = check_batch(
         batch_run_uri(get_settings(), run_id),
-        champion,
+        model,
         manifest,
         drift_thresholds(params),
         tracking_uri=get_settings().mlflow_tracking_uri,
@@ -266,7 +265,7 @@ def compute_drift(champion: dict, output: dict, params: Mapping[str, Any], *, ru
     return DriftCheck(
         summary=summary,
         report_uri=uri,
-        reason=batch_drift_reason(summary, champion, manifest["input"]["uri"]),
+        reason=batch_drift_reason(summary, model, manifest["input"]["uri"]),
     ).to_dict()
 
 
@@ -290,7 +289,7 @@ def log_to_mlflow(
     settings = get_settings()
     mlflow_run_id = log_batch_run(
         storage.read_json(checked.report_uri),
-        champion,
+        Champion.from_dict(champion),
         storage.read_json(scored.manifest_uri),
         tracking_uri=settings.mlflow_tracking_uri,
         artifact_location=settings.mlflow_artifact_root,
@@ -329,7 +328,7 @@ def notify_drift(
     checked = DriftCheck.from_dict(drift)
     settings = get_settings()
     note = drift_notification(
-        champion,
+        Champion.from_dict(champion),
         storage.read_json(ScoringOutput.from_dict(output).manifest_uri),
         checked.summary,
         checked.reason,
