@@ -88,7 +88,7 @@ class BatchModel:
     def transform(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
         """The compiled predictor's input matrix for `batch`, column by column."""
         from include.ml_pipeline.serving.batch import Batch
-        from include.ml_pipeline.serving.predictor import NumericBlock
+        from include.ml_pipeline.serving.compiled.predictor import NumericBlock
 
         numeric = list(self.spec.numeric)
         out = np.zeros((batch.num_rows, self.predictor.width), dtype=np.float64)
@@ -147,7 +147,7 @@ def _columnar_problem(model: BatchModel) -> str | None:
     verification batch (every category, unseen ones and missing values), else why not."""
     import pyarrow as pa
 
-    from include.ml_pipeline.serving.verify import verification_batch
+    from include.ml_pipeline.serving.compiled.verify import verification_batch
 
     spec = model.spec
     sample = verification_batch(model.pipeline, list(spec.numeric), list(spec.categorical))
@@ -170,10 +170,10 @@ def load_batch_model(tracking_uri: str, name: str, version: str) -> BatchModel:
     import pandas as pd
 
     from include.ml_pipeline.names import CHAMPION
-    from include.ml_pipeline.serving.compile_worker import load_pipeline
-    from include.ml_pipeline.serving.fetch import fetch
-    from include.ml_pipeline.serving.predictor import CompiledPredictor
-    from include.ml_pipeline.serving.served import build_served_model
+    from include.ml_pipeline.serving.compiled.predictor import CompiledPredictor
+    from include.ml_pipeline.serving.loading.compile_worker import load_pipeline
+    from include.ml_pipeline.serving.loading.fetch import fetch
+    from include.ml_pipeline.serving.loading.served import build_served_model
 
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
     info = fetch(tracking_uri, name, CHAMPION, pinned=str(version))
