@@ -120,10 +120,10 @@ def _run_child(kind: str, *args: str) -> dict:
 def register(tracking_uri: str, root: Path, kind: str) -> str:
     """A champion fitted on 4,000 generated rows, registered as the pipeline does (input
     contract logged and tagged)."""
-    from devtools.fixtures import register_model_version, training_frame
     from include.ml_pipeline.names import INPUT_CONTRACT_TAG
     from include.ml_pipeline.registry.contract import build_contract, log_contract
     from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
+    from tests.support.models import register_model_version, training_frame
 
     version = register_model_version(
         tracking_uri, MODEL, kind=kind, artifact_location=(root / "artifacts").as_uri()

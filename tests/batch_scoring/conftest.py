@@ -37,11 +37,11 @@ def register_champion(tracking_uri: str, root: Path, problem: str) -> dict:
     from sklearn.linear_model import Ridge
     from sklearn.pipeline import Pipeline
 
-    from devtools.fixtures import fit_pipeline, register_model_version, training_frame
     from include.ml_pipeline.features import build_preprocessor, coerce_features
     from include.ml_pipeline.names import INPUT_CONTRACT_TAG, TRAIN_PATH_TAG
     from include.ml_pipeline.registry.contract import build_contract, log_contract
     from include.ml_pipeline.registry.mlflow_setup import configure_mlflow
+    from tests.support.models import fit_pipeline, register_model_version, training_frame
 
     name = MODELS[problem]
     if problem == "regression":

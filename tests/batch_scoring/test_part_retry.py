@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from include.ml_pipeline import storage
 from include.ml_pipeline.batch_scoring import manifest as manifests
@@ -21,6 +22,8 @@ from include.ml_pipeline.batch_scoring.part import score_part
 from tests.batch_scoring.conftest import prepare_run, write_table
 
 ROOT = Path(__file__).resolve().parents[2]
+#: A child process importing MLflow and scikit-learn is started for the killed try.
+pytestmark = pytest.mark.services
 
 #: Scores part `index` in a fresh process whose Parquet writer kills the process (SIGKILL,
 #: no clean-up possible) right after it wrote its second chunk.
@@ -28,6 +31,7 @@ KILLED_TRY = textwrap.dedent(
     """
     import json, os, signal, sys
     import pyarrow.parquet as pq
+import pytest
     from tests.batch_scoring.conftest import prepare_run
     from include.ml_pipeline.batch_scoring.part import score_part
 
