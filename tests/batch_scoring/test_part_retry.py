@@ -31,7 +31,6 @@ KILLED_TRY = textwrap.dedent(
     """
     import json, os, signal, sys
     import pyarrow.parquet as pq
-import pytest
     from tests.batch_scoring.conftest import prepare_run
     from include.ml_pipeline.batch_scoring.part import score_part
 
