@@ -57,6 +57,8 @@ STORAGE_CONN_ID = "ml_pipeline_storage"  # credentials of the storage root (ML_P
 MLFLOW_CONN_ID = "mlflow_tracking"  # the MLflow tracking server (else MLFLOW_TRACKING_URI)
 SLACK_CONN_ID = "slack_notifications"
 SMTP_CONN_ID = "smtp_notifications"
+APPRISE_CONN_ID = "apprise_notifications"  # tagged Apprise URLs: Teams, Discord, PagerDuty, ...
+JIRA_CONN_ID = "jira_notifications"  # a Jira ticket for each failure
 
 # -- XCom keys besides return_value ---------------------------------------------------------
 DECISION_XCOM_KEY = "decision"  # decidir_despliegue: the Decision payload

@@ -1,4 +1,5 @@
-"""Real receivers on loopback: an HTTP server standing in for Slack, an aiosmtpd server.
+"""Real receivers on loopback: an HTTP(S) server standing in for Slack, Apprise's json:// and
+Teams Workflows endpoints and Jira's REST API; an aiosmtpd server.
 
 Connections are given to Airflow as `AIRFLOW_CONN_<ID>` JSON environment variables, which
 need no metadata database. The session's Airflow environment comes from tests/conftest.py;
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
@@ -38,14 +41,18 @@ def unused_port():
 @dataclass
 class WebhookReceiver:
     url: str
+    port: int = 0
     requests: list[dict] = field(default_factory=list)
     status: int = 200
+    #: The body of a 2xx answer (`ok`, as Slack answers; JSON for Jira).
+    answer: bytes = b"ok"
+    content_type: str = "text/plain"
+    #: Called inside each request, before the answer (to look at the world meanwhile).
+    on_request: Callable[[], object] | None = None
 
 
-@pytest.fixture
-def webhook_receiver():
-    """A Slack incoming-webhook stand-in: records each POST, answers `ok` (or `status`)."""
-    receiver = WebhookReceiver(url="")
+def _serve(receiver: WebhookReceiver, tls: ssl.SSLContext | None = None):
+    """Serve `receiver` on a loopback port (HTTPS with `tls`); yields, then stops."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
@@ -55,12 +62,16 @@ def webhook_receiver():
                 {
                     "path": self.path,
                     "content_type": self.headers.get("Content-Type", ""),
+                    "authorization": self.headers.get("Authorization", ""),
                     "json": json.loads(body or b"null"),
                 }
             )
-            payload = b"ok" if receiver.status == 200 else b"invalid_token"
+            if receiver.on_request is not None:
+                receiver.on_request()
+            ok = 200 <= receiver.status < 300
+            payload = receiver.answer if ok else b"invalid_token"
             self.send_response(receiver.status)
-            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Type", receiver.content_type if ok else "text/plain")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
@@ -69,7 +80,10 @@ def webhook_receiver():
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}"
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    receiver.port = server.server_address[1]
+    receiver.url = f"{'https' if tls else 'http'}://127.0.0.1:{receiver.port}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -78,6 +92,61 @@ def webhook_receiver():
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def webhook_receiver():
+    """A webhook stand-in (Slack, Apprise's json://, Jira's REST API): records each POST
+    with its JSON body, answers `answer` with `status` (default 200 `ok`)."""
+    yield from _serve(WebhookReceiver(url=""))
+
+
+@pytest.fixture
+def tls_receiver(tmp_path):
+    """The same receiver over HTTPS with a self-signed certificate for 127.0.0.1 (made
+    here with `cryptography`): Apprise's Teams Workflows plugin only speaks https."""
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    yield from _serve(WebhookReceiver(url=""), context)
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "receiver.crt", folder / "receiver.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
 
 
 @dataclass
@@ -155,3 +224,23 @@ def connections(monkeypatch):
             monkeypatch.setenv("AIRFLOW_CONN_SMTP_TEST", smtp_connection("127.0.0.1", smtp_port))
 
     return define
+
+
+def apprise_connection(*urls: tuple[str, str]) -> str:
+    """`AIRFLOW_CONN_*` JSON of an Apprise connection: (URL, tags) pairs in extra `config`."""
+    config = [{"path": url, "tag": tags} for url, tags in urls]
+    return json.dumps({"conn_type": "apprise", "extra": {"config": config}})
+
+
+def jira_connection(url: str, project: str | None = "ML") -> str:
+    """`AIRFLOW_CONN_*` JSON of a Jira connection (extra `project` = the project key)."""
+    extra = {"project": project} if project else {}
+    return json.dumps(
+        {
+            "conn_type": "jira",
+            "host": url,
+            "login": "alerts@example.org",
+            "password": "jira-api-token",
+            "extra": extra,
+        }
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from types import SimpleNamespace
 
 import pytest
 
@@ -12,14 +11,10 @@ from include.ml_pipeline.notifications import (
     EVENT_DEPLOYED,
     EVENT_REJECTED,
     Notification,
-    airflow_run_url,
-    build_failure_callback,
     describe_outcomes,
-    notification_from_context,
-    notify_failure_from_context,
     read_log,
-    send_notification,
 )
+from include.ml_pipeline.orchestration.alerts import airflow_run_url, send_notification
 from include.ml_pipeline.storage import list_files
 
 TOKEN_PATH = "/services/T000/B000/secret-token"
@@ -146,6 +141,8 @@ def test_both_channels_at_once(webhook_receiver, smtp_receiver, connections, tmp
     assert {k: v["status"] for k, v in outcomes.items()} == {
         "slack": "sent",
         "email": "sent",
+        "apprise": "skipped",
+        "jira": "skipped",
         "log": "sent",
     }
     assert len(webhook_receiver.requests) == 1
@@ -238,63 +235,15 @@ def test_default_location_is_under_the_storage_root(monkeypatch, tmp_path):
     assert len(list_files(tmp_path / "elsewhere")) == 1
 
 
-def _task_context(exception: Exception | None = None, reason: str | None = None) -> dict:
-    ti = SimpleNamespace(
-        dag_id="ml_model_deployment_advanced",
-        task_id="despliegue_modelo.desplegar_api",
-        run_id="scheduled__2026-11-27T00:00:00+00:00",
-        log_url="http://localhost:8080/log?task_id=despliegue_modelo.desplegar_api",
+def test_airflow_run_url_points_at_the_run_in_this_lines_ui():
+    from include.ml_pipeline.orchestration.compat import AIRFLOW_3
+
+    url = airflow_run_url(
+        "ml_model_deployment_advanced", "scheduled__2026-11-27T00:00:00+00:00", "http://af:8080/"
     )
-    context = {
-        "ti": ti,
-        "task_instance": ti,
-        "dag_run": SimpleNamespace(run_id=ti.run_id, dag_id=ti.dag_id),
-        "run_id": ti.run_id,
-    }
-    if exception is not None:
-        context["exception"] = exception
-    if reason is not None:
-        context["reason"] = reason
-    return context
-
-
-def test_notification_from_context_extracts_ids_error_and_links():
-    note = notification_from_context(_task_context(RuntimeError("API never became ready")))
-    assert note.event == "failed"
-    assert note.dag_id == "ml_model_deployment_advanced"
-    assert note.task_id == "despliegue_modelo.desplegar_api"
-    assert note.run_id == "scheduled__2026-11-27T00:00:00+00:00"
-    assert note.error == "RuntimeError: API never became ready"
-    assert note.log_url.startswith("http://localhost:8080/log")
-    assert (
-        note.title == "ml_model_deployment_advanced run failed at despliegue_modelo.desplegar_api"
-    )
-    assert note.airflow_run_url == airflow_run_url(note.dag_id, note.run_id)
-    assert "dag_run_id=scheduled__2026-11-27T00%3A00%3A00%2B00%3A00" in (
-        airflow_run_url(note.dag_id, note.run_id, "http://af:8080/") or ""
-    )
-
-
-def test_failure_callback_notifies_slack_and_log(webhook_receiver, connections, tmp_path):
-    connections(slack_url=webhook_receiver.url)
-    log_uri = tmp_path / "n"
-    callback = build_failure_callback(
-        slack_conn_id="slack_test", log_uri=log_uri, model_name="tabular_classifier"
-    )
-    assert callback(_task_context(reason="task_failure")) is None
-    (line,) = read_log(log_uri)
-    assert line["event"] == "failed"
-    assert line["reasons"] == ["DAG run failed: task_failure"]
-    assert line["model_name"] == "tabular_classifier"
-    text = webhook_receiver.requests[0]["json"]["text"]
-    assert "despliegue_modelo.desplegar_api" in text
-    assert "task_failure" in text
-
-
-def test_failure_callback_never_raises(tmp_path):
-    (tmp_path / "a file").write_text("not a folder")
-    outcomes = notify_failure_from_context(
-        _task_context(ValueError("boom")),
-        log_uri=tmp_path / "a file",  # unwritable: not a folder
-    )
-    assert outcomes["log"]["status"] == "failed"
+    run = "scheduled__2026-11-27T00%3A00%3A00%2B00%3A00"
+    if AIRFLOW_3:
+        assert url == f"http://af:8080/dags/ml_model_deployment_advanced/runs/{run}"
+    else:
+        assert url == f"http://af:8080/dags/ml_model_deployment_advanced/grid?dag_run_id={run}"
+    assert airflow_run_url("d", "r", "") is None

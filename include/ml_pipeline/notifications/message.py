@@ -22,22 +22,19 @@ EVENT_FAILED = "failed"
 EVENT_ROLLED_BACK = "rolled_back"
 EVENT_DRIFT = "drift"
 EVENT_RETRAINING = "retraining"
-KNOWN_EVENTS = (
-    EVENT_DEPLOYED,
-    EVENT_REJECTED,
-    EVENT_FAILED,
-    EVENT_ROLLED_BACK,
-    EVENT_DRIFT,
-    EVENT_RETRAINING,
-)
+#: A release on live evidence decided: its `details["verdict"]` is pass / fail / inconclusive.
+EVENT_RELEASE = "release"
 SEVERITY = {
     EVENT_DEPLOYED: "info",
     EVENT_RETRAINING: "info",
     EVENT_REJECTED: "warning",
     EVENT_DRIFT: "warning",
+    EVENT_RELEASE: "warning",
     EVENT_FAILED: "error",
     EVENT_ROLLED_BACK: "error",
 }
+#: The severity of a release verdict (an unknown or missing verdict keeps `warning`).
+VERDICT_SEVERITY = {"pass": "info", "inconclusive": "warning", "fail": "error"}
 EMOJI = {"info": ":white_check_mark:", "warning": ":warning:", "error": ":x:"}
 SUBJECT_PREFIX = "[ml-pipeline]"
 
@@ -74,6 +71,9 @@ class Notification:
 
     @property
     def severity(self) -> str:
+        """`info`, `warning` or `error`: by event, and for a release by its verdict."""
+        if self.event == EVENT_RELEASE:
+            return VERDICT_SEVERITY.get(str(self.details.get("verdict")), SEVERITY[EVENT_RELEASE])
         return SEVERITY.get(self.event, "info")
 
     @property
@@ -138,11 +138,18 @@ class Notification:
             lines.append(f"{label}: {url}")
         return "\n".join(lines)
 
-    def to_markdown(self) -> str:
-        lines = [f"### {self.event.upper()}: {self.title}", ""]
+    def to_markdown(self, *, alert: bool = False) -> str:
+        """Markdown (MLflow, READMEs). `alert=True`: for a channel that shows the title
+        itself and renders only basic Markdown (Apprise: a Teams Adaptive Card, Discord,
+        e-mail): no heading, the metrics on one line instead of a table, and only
+        http(s) URLs as links."""
+        lines = [] if alert else [f"### {self.event.upper()}: {self.title}", ""]
         if self.model_label:
             lines.append(f"**Model:** `{self.model_label}`")
-        if self.metrics:
+        if self.metrics and alert:
+            metrics = ", ".join(f"{k}={v}" for k, v in self.metric_items())
+            lines += ["", f"**Metrics:** {metrics}"]
+        elif self.metrics:
             lines += ["", "| metric | value |", "|---|---|"]
             lines += [f"| {k} | {v} |" for k, v in self.metric_items()]
         if self.reasons:
@@ -153,8 +160,14 @@ class Notification:
             lines += ["", f"**Airflow:** {self.airflow_ids()}"]
         for key, value in self.details.items():
             lines.append(f"- {key}: {value}")
-        if self.links():
-            lines += ["", " · ".join(f"[{label}]({url})" for label, url in self.links())]
+        links = [
+            f"{label}: {url}"
+            if alert and not url.startswith(("http://", "https://"))
+            else f"[{label}]({url})"
+            for label, url in self.links()
+        ]
+        if links:
+            lines += ["", " · ".join(links)]
         return "\n".join(lines).strip() + "\n"
 
     def to_slack_text(self) -> str:

@@ -11,7 +11,12 @@ from typing import Any
 
 from include.ml_pipeline.config import get_settings
 from include.ml_pipeline.data_preparation import sample_data
-from include.ml_pipeline.names import SLACK_CONN_ID, SMTP_CONN_ID
+from include.ml_pipeline.names import (
+    APPRISE_CONN_ID,
+    JIRA_CONN_ID,
+    SLACK_CONN_ID,
+    SMTP_CONN_ID,
+)
 from include.ml_pipeline.orchestration.compat import Param
 from include.ml_pipeline.runs import batch_incoming_uri, default_data_uri
 from include.ml_pipeline.training.candidates import DEFAULT_CANDIDATES
@@ -224,10 +229,28 @@ def deployment_params() -> dict[str, Param]:
         "slack_conn_id": Param(SLACK_CONN_ID, type=["null", "string"]),
         "smtp_conn_id": Param(SMTP_CONN_ID, type=["null", "string"]),
         "email_to": Param([], type="array", description="E-mail recipients"),
+        **_alert_params(),
         "retrain_reason": Param(
             None,
             type=["null", "string"],
             description="Set by ml_model_monitoring when drift triggers this run",
+        ),
+    }
+
+
+def _alert_params() -> dict[str, Param]:
+    """The alert channels besides Slack and e-mail (orchestration/alerts.py)."""
+    return {
+        "apprise_conn_id": Param(
+            APPRISE_CONN_ID,
+            type=["null", "string"],
+            description="Apprise connection: tagged URLs (Teams Workflows, Discord, PagerDuty, "
+            "...), each notified when tagged with the event or its severity",
+        ),
+        "jira_conn_id": Param(
+            JIRA_CONN_ID,
+            type=["null", "string"],
+            description="Jira connection (extra project = the project key): a ticket per failure",
         ),
     }
 
@@ -253,6 +276,7 @@ def monitoring_params() -> dict[str, Param]:
         "slack_conn_id": Param(SLACK_CONN_ID, type=["null", "string"]),
         "smtp_conn_id": Param(SMTP_CONN_ID, type=["null", "string"]),
         "email_to": Param([], type="array", description="Drift e-mail recipients"),
+        **_alert_params(),
     }
 
 

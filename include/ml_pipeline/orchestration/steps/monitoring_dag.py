@@ -20,7 +20,6 @@ from include.ml_pipeline.payloads import (
     CurrentWindow,
     DriftCheck,
     MonitoringRun,
-    Notified,
     ReferenceData,
     RetrainDecision,
     RetrainRequest,
@@ -204,7 +203,7 @@ def log_to_mlflow(
     from include.ml_pipeline.monitoring.mlflow_logging import log_monitoring_run
     from include.ml_pipeline.monitoring.version_dashboards import render_monitoring_dashboard
     from include.ml_pipeline.monitoring.windows import read_snapshot
-    from include.ml_pipeline.notifications import airflow_run_url
+    from include.ml_pipeline.orchestration.alerts import airflow_run_url
 
     model = Champion.from_dict(champion)
     window = CurrentWindow.from_dict(current)
@@ -268,16 +267,11 @@ def notify_drift(
     *,
     dag_id: str,
     run_id: str,
-    log: logging.Logger = LOG,
 ) -> dict:
     """`notify_drift`: one notification object under `notifications_uri` always, Slack /
     e-mail when configured."""
-    from include.ml_pipeline.notifications import (
-        airflow_run_url,
-        describe_outcomes,
-        events,
-        send_notification,
-    )
+    from include.ml_pipeline.notifications import events
+    from include.ml_pipeline.orchestration.alerts import airflow_run_url, deliver
 
     settings = get_settings()
     note = events.drifted(
@@ -289,11 +283,4 @@ def notify_drift(
         dag_id=dag_id,
         run_id=run_id,
     )
-    outcomes = send_notification(
-        note,
-        slack_conn_id=params["slack_conn_id"],
-        smtp_conn_id=params["smtp_conn_id"],
-        email_to=params["email_to"] or None,
-    )
-    log.info("notification: %s", describe_outcomes(outcomes))
-    return Notified(event=note.event, title=note.title, outcomes=outcomes).to_dict()
+    return deliver(note, params)

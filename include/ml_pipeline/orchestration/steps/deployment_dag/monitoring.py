@@ -37,7 +37,7 @@ def render_dashboard(
     object under `reports_uri`, also logged to its training run. Returns a `Dashboard`
     (the page's URI)."""
     from include.ml_pipeline.monitoring.version_dashboards import render_deployment_dashboard
-    from include.ml_pipeline.notifications import airflow_run_url
+    from include.ml_pipeline.orchestration.alerts import airflow_run_url
 
     live = LiveDeployment.from_dict(deployment)
     settings = get_settings()

@@ -1,5 +1,5 @@
 """Steps that tell people: a new champion is live, a challenger was rejected, a run failed.
-The wording lives in `notifications.events`; delivery in `notifications.channels` (each
+The wording lives in `notifications.events`; delivery in `orchestration.alerts` (each
 notification also becomes an object under the settings' `notifications_uri`)."""
 
 from __future__ import annotations
@@ -13,26 +13,19 @@ from include.ml_pipeline.orchestration.callbacks import recorded_failures
 from include.ml_pipeline.payloads import (
     Dashboard,
     DecidedModel,
-    Notified,
     RegisteredModel,
     Rollback,
 )
 
 
 def _send(note: Any, params: Mapping[str, Any]) -> dict:
-    from include.ml_pipeline.notifications import send_notification
+    from include.ml_pipeline.orchestration.alerts import deliver
 
-    outcomes = send_notification(
-        note,
-        slack_conn_id=params["slack_conn_id"],
-        smtp_conn_id=params["smtp_conn_id"],
-        email_to=params["email_to"] or None,
-    )
-    return Notified(event=note.event, title=note.title, outcomes=outcomes).to_dict()
+    return deliver(note, params)
 
 
 def _links(model: RegisteredModel, dag_id: str, run_id: str) -> dict[str, str | None]:
-    from include.ml_pipeline.notifications import airflow_run_url
+    from include.ml_pipeline.orchestration.alerts import airflow_run_url
     from include.ml_pipeline.registry.mlflow_setup import run_url
 
     return {
@@ -75,7 +68,8 @@ def notify_rejected(decided: dict, params: Mapping[str, Any], *, dag_id: str, ru
 def notify_failure(params: Mapping[str, Any], ti: Any, *, dag_id: str, run_id: str) -> dict:
     """`notificar_fallo`: which tasks failed and the error each failed on, the rollback;
     an MLflow parent run the failure left open is ended as FAILED."""
-    from include.ml_pipeline.notifications import airflow_run_url, events
+    from include.ml_pipeline.notifications import events
+    from include.ml_pipeline.orchestration.alerts import airflow_run_url
     from include.ml_pipeline.training.train import close_open_parent_run
 
     settings = get_settings()
