@@ -2,8 +2,8 @@
 
 - `api`: start the model API on the current `champion` (`deployment.api_process.start_api`, on
   `MODEL_API_URL`, default http://127.0.0.1:8000), unless it already runs.
-- `stop`: stop the Airflow UI of `make ui` (webserver + scheduler) and the model API
-  (started by `make run` or `make api`).
+- `stop`: stop the Airflow UI of `make ui` (2.11: webserver + scheduler; 3.x: api-server,
+  scheduler, DAG processor, triggerer) and the model API (started by `make run` or `make api`).
 - `status`: what runs, and where.
 """
 

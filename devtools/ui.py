@@ -1,21 +1,27 @@
-"""`make ui`: the Airflow UI (webserver + scheduler) on the embedded metadata database.
+"""`make ui`: the Airflow UI on the embedded metadata database, on either line.
 
 The database is the one `make run` writes (`<ML_PIPELINE_HOME>/airflow/airflow.db`), so
 every `make run` run shows in Grid and Graph. `start` does, in order:
 
 1. creates or upgrades the database (`airflow_env.ensure_metadata_db`);
 2. serializes the DAGs of `dags/` (`airflow_env.serialize_dags`): `dag.test()`, which
-   `make run` uses, writes runs and task instances but no DAG rows, and the webserver
-   only shows serialized DAGs ("seems to be missing from DagBag" otherwise);
-3. creates the admin user, or resets its password: `AIRFLOW_UI_PASSWORD` if set, else
-   the one saved in `<home>/airflow/ui/admin_password` (0600), else a new random one,
-   saved there and printed once. No password is written in the repository;
-4. starts `airflow webserver` (bound to 127.0.0.1) and `airflow scheduler` (without its
-   log server, which would listen on every interface; the webserver reads the local
-   log files), each detached in its own process group, and waits until `/health`
-   reports the database and the scheduler healthy.
+   `make run` uses, writes runs and task instances but no DAG rows, and the UI only shows
+   serialized DAGs ("seems to be missing from DagBag" otherwise);
+3. the admin password: `AIRFLOW_UI_PASSWORD` if set, else the one saved in
+   `<home>/airflow/ui/admin_password` (0600), else a new random one, saved there and
+   printed once. No password is written in the repository. Airflow 2.11 (FAB): the Admin
+   user is created or its password reset. Airflow 3 (the simple auth manager): the user
+   `admin` with role admin (`[core] simple_auth_manager_users`) and its password in
+   `<home>/airflow/ui/simple_auth_manager_passwords.json` (0600,
+   `[core] simple_auth_manager_passwords_file`), so Airflow generates none of its own;
+4. starts, each detached in its own process group, bound to loopback and without a log
+   server (which would listen on every interface; the UI reads the local log files):
+   on 2.11 `airflow webserver` and `airflow scheduler`; on 3.x `airflow api-server` (the
+   UI, the REST API and the Task Execution API the scheduler's tasks call), `airflow
+   scheduler`, `airflow dag-processor` and `airflow triggerer`, sharing one JWT secret
+   made for this start; then waits until the health endpoint reports every one healthy.
 
-`stop` ends both process groups (SIGTERM, SIGKILL after a timeout). State, logs and the
+`stop` ends every process group (SIGTERM, SIGKILL after a timeout). State, logs and the
 password live in `<home>/airflow/ui/`. Nothing here runs at import time.
 """
 
@@ -35,19 +41,22 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from devtools import airflow_env
 from include.ml_pipeline.service_probe import Unreachable, reap, tail, wait_until_up
 
 STATE_FILE = "ui.json"
 PASSWORD_FILE = "admin_password"
+#: Airflow 3's simple auth manager reads the users' passwords from this JSON file.
+SIMPLE_AUTH_PASSWORDS_FILE = "simple_auth_manager_passwords.json"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class UiStartError(RuntimeError):
-    """The webserver or the scheduler did not start or did not become healthy."""
+    """A process of the UI did not start or did not become healthy."""
 
 
 @dataclass(frozen=True)
@@ -224,6 +233,66 @@ def ensure_admin(username: str, password: str) -> None:
             security.reset_password(user.id, password)
 
 
+def write_simple_auth_passwords(username: str, password: str, home: Path | None = None) -> Path:
+    """Airflow 3: `{username: password}` as the simple auth manager's passwords file
+    (0600), rewritten at each start, so it generates no password of its own."""
+    path = ui_dir(home) / SIMPLE_AUTH_PASSWORDS_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps({username: password}) + "\n")
+    path.chmod(0o600)  # a file left with another mode keeps it through os.open
+    return path
+
+
+def airflow3_env(url: str, username: str, passwords_file: Path) -> dict[str, str]:
+    """Airflow 3's settings for `make ui`: the simple auth manager with one admin, the UI
+    and the Task Execution API on `url`, one JWT secret for every process of this start."""
+    return {
+        "AIRFLOW__API__BASE_URL": url,
+        # Where the api-server binds (its CLI flags win); also what the simple auth
+        # manager reads to tell a local setup from a production one.
+        "AIRFLOW__API__HOST": urlsplit(url).hostname or DEFAULT_HOST,
+        "AIRFLOW__API__PORT": str(urlsplit(url).port or DEFAULT_PORT),
+        "AIRFLOW__API__EXPOSE_CONFIG": "False",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+        "AIRFLOW__CORE__AUTH_MANAGER": (
+            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+        ),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{username}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+    }
+
+
+def ui_commands(
+    host: str, port: int, *, workers: int, scheduler: bool, airflow_3: bool
+) -> dict[str, list[str]]:
+    """{process name: command}: the UI server, and unless `scheduler` is False the
+    processes that schedule (none serves logs: they would listen on every interface)."""
+    airflow = [sys.executable, "-m", "airflow"]
+    if airflow_3:
+        commands = {
+            "api-server": [
+                *airflow, "api-server", "--host", host, "--port", str(port),
+                "--workers", str(workers),
+            ]
+        }  # fmt: skip
+        if scheduler:
+            commands["scheduler"] = [*airflow, "scheduler", "--skip-serve-logs"]
+            commands["dag-processor"] = [*airflow, "dag-processor"]
+            commands["triggerer"] = [*airflow, "triggerer", "--skip-serve-logs"]
+        return commands
+    commands = {
+        "webserver": [
+            *airflow, "webserver", "--hostname", host, "--port", str(port),
+            "--workers", str(workers),
+        ]
+    }  # fmt: skip
+    if scheduler:
+        commands["scheduler"] = [*airflow, "scheduler", "--skip-serve-logs"]
+    return commands
+
+
 # --- start -------------------------------------------------------------------------------
 
 
@@ -248,8 +317,8 @@ def _spawn(name: str, command: list[str], env: dict[str, str], folder: Path) -> 
 
 
 def _healthy(*parts: str):
-    """Whether an answer of `/health` is a 200 JSON document in which each of `parts` is
-    healthy."""
+    """Whether an answer of the health endpoint is a 200 JSON document in which each of
+    `parts` is healthy."""
 
     def ready(response) -> bool:
         if response.status_code != 200:
@@ -272,19 +341,31 @@ def _still_running(processes: list[UiProcess]):
     return check
 
 
-def wait_until_healthy(url: str, processes: list[UiProcess], timeout: float) -> float:
-    """Poll `/health` until the database and the scheduler are healthy; seconds waited."""
+def _health_url(url: str) -> str:
+    """The health endpoint: `/health` (2.11 webserver), `/api/v2/monitor/health` (3.x)."""
+    return f"{url}/api/v2/monitor/health" if airflow_env._airflow_major() >= 3 else f"{url}/health"
+
+
+def wait_until_healthy(
+    url: str,
+    processes: list[UiProcess],
+    timeout: float,
+    parts: tuple[str, ...] = ("metadatabase", "scheduler"),
+) -> float:
+    """Poll the health endpoint until every one of `parts` is healthy; seconds waited."""
     try:
         return wait_until_up(
-            f"{url}/health",
+            _health_url(url),
             timeout=timeout,
-            ready=_healthy("metadatabase", "scheduler"),
+            ready=_healthy(*parts),
             check=_still_running(processes),
             interval=1.0,
             request_timeout=3.0,
         )
     except Unreachable as exc:
-        raise UiStartError(f"{url}/health not healthy after {timeout:.0f} s: {exc.last}") from None
+        raise UiStartError(
+            f"{_health_url(url)} not healthy after {timeout:.0f} s: {exc.last}"
+        ) from None
 
 
 def start(
@@ -322,26 +403,14 @@ def start(
     for fileloc, error in import_errors.items():
         out(f"DAG import error in {fileloc}:\n{error}")
     password, password_file, generated = admin_password(home)
-    ensure_admin(username, password)
-
+    airflow_3 = airflow_env._airflow_major() >= 3
     env = dict(os.environ)
     env.update(airflow_env.ui_env(url))
-    commands = {
-        "webserver": [
-            sys.executable,
-            "-m",
-            "airflow",
-            "webserver",
-            "--hostname",
-            host,
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ]
-    }
-    if scheduler:
-        commands["scheduler"] = [sys.executable, "-m", "airflow", "scheduler", "--skip-serve-logs"]
+    if airflow_3:
+        env.update(airflow3_env(url, username, write_simple_auth_passwords(username, password)))
+    else:
+        ensure_admin(username, password)
+    commands = ui_commands(host, port, workers=workers, scheduler=scheduler, airflow_3=airflow_3)
     processes = [_spawn(name, command, env, folder) for name, command in commands.items()]
     state = UiState(
         url=url,
@@ -352,7 +421,10 @@ def start(
     (folder / STATE_FILE).write_text(json.dumps(state.to_dict(), indent=2))
     try:
         if scheduler:
-            wait_until_healthy(url, processes, timeout)
+            parts = ("metadatabase", "scheduler")
+            if airflow_3:
+                parts += ("dag_processor", "triggerer")
+            wait_until_healthy(url, processes, timeout, parts)
         else:
             _wait_for_webserver(url, processes, timeout)
     except UiStartError as exc:
@@ -368,7 +440,7 @@ def start(
         out(f"  password  in {password_file}")
     else:
         out("  password  from AIRFLOW_UI_PASSWORD")
-    out(f"  logs      {folder}/webserver.log, {folder}/scheduler.log")
+    out(f"  logs      {', '.join(p.log_path for p in processes)}")
     out(f"  database  {os.environ['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN']} (the one make run uses)")
     out("  stop it with: make stop")
     return state
@@ -377,7 +449,7 @@ def start(
 def _wait_for_webserver(url: str, processes: list[UiProcess], timeout: float) -> None:
     try:
         wait_until_up(
-            f"{url}/health",
+            _health_url(url),
             timeout=timeout,
             ready=_healthy(),
             check=_still_running(processes),
@@ -385,7 +457,7 @@ def _wait_for_webserver(url: str, processes: list[UiProcess], timeout: float) ->
             request_timeout=3.0,
         )
     except Unreachable:
-        raise UiStartError(f"{url}/health did not answer within {timeout:.0f} s") from None
+        raise UiStartError(f"{_health_url(url)} did not answer within {timeout:.0f} s") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -415,13 +487,6 @@ def main(argv: list[str] | None = None) -> int:
         state = status()
         print(f"Airflow UI: {state.url}" if state else "Airflow UI: not running")
         return 0
-    if airflow_env._airflow_major() >= 3:
-        print(
-            "make ui runs the Airflow 2.11 webserver (FAB login); on the Airflow 3 line "
-            "it is not wired yet: use make ui without AIRFLOW=3",
-            file=sys.stderr,
-        )
-        return 2
     try:
         start(
             host=args.host,

@@ -39,6 +39,12 @@ FAST_CANDIDATES = [
 ]
 
 
+def _airflow_major() -> int:
+    from importlib.metadata import version
+
+    return int(version("apache-airflow").split(".", 1)[0])
+
+
 def _clean_env(home: Path, api_url: str) -> dict[str, str]:
     """This environment without the test session's Airflow/pipeline settings."""
     env = {
@@ -83,6 +89,7 @@ class Stack:
     mlflow_url: str
     api_port: int
     started: dict[str, float]
+    airflow_3: bool
 
 
 @pytest.fixture(scope="session")
@@ -153,6 +160,11 @@ def stack(chromium_path, tmp_path_factory):
         password = password_file.read_text().strip()
         assert password in output  # printed once, when generated
         assert oct(password_file.stat().st_mode & 0o777) == "0o600"
+        airflow_3 = _airflow_major() >= 3
+        if airflow_3:  # the simple auth manager reads the same password, from its own file
+            passwords = home / "airflow" / "ui" / "simple_auth_manager_passwords.json"
+            assert json.loads(passwords.read_text()) == {"admin": password}
+            assert oct(passwords.stat().st_mode & 0o777) == "0o600"
         yield Stack(
             home=home,
             env=env,
@@ -164,6 +176,7 @@ def stack(chromium_path, tmp_path_factory):
             mlflow_url=mlflow_url,
             api_port=api_port,
             started=started,
+            airflow_3=airflow_3,
         )
     finally:
         subprocess.run(
@@ -189,12 +202,20 @@ def page(browser, stack):
     context = browser.new_context(viewport={"width": 2600, "height": 1200}, device_scale_factor=2)
     context.set_default_timeout(60_000)
     page = context.new_page()
-    page.goto(f"{stack.ui_url}/home")
-    assert "/login" in page.url, "the UI must ask for a login"
-    page.fill("#username", stack.username)
-    page.fill("#password", stack.password)
-    page.click("input[type=submit], button[type=submit]")
-    page.wait_for_url(f"{stack.ui_url}/home*")
+    if stack.airflow_3:  # the simple auth manager's login form (a React page)
+        page.goto(f"{stack.ui_url}/")
+        page.get_by_label("Username").fill(stack.username)
+        assert "/auth/login" in page.url, "the UI must ask for a login"
+        page.get_by_label("Password").fill(stack.password)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(lambda url: "/auth/" not in url)
+    else:
+        page.goto(f"{stack.ui_url}/home")
+        assert "/login" in page.url, "the UI must ask for a login"
+        page.fill("#username", stack.username)
+        page.fill("#password", stack.password)
+        page.click("input[type=submit], button[type=submit]")
+        page.wait_for_url(f"{stack.ui_url}/home*")
     yield page
     context.close()
 

@@ -1,4 +1,5 @@
-"""The Airflow UI of `make ui` and the MLflow UI, checked in a real browser.
+"""The Airflow UI of `make ui` and the MLflow UI, checked in a real browser, on either line
+(2.11: the webserver's FAB login; 3.x: the api-server's React UI, the simple auth manager).
 
 After one `make run` in a temporary home: the login page, the Graph view of
 `ml_model_deployment_advanced` with every group and task id of the diagram, the finished
@@ -14,8 +15,6 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-import pytest
-
 
 def _airflow_major() -> int:
     from importlib.metadata import version
@@ -23,13 +22,7 @@ def _airflow_major() -> int:
     return int(version("apache-airflow").split(".", 1)[0])
 
 
-pytestmark = [
-    pytest.mark.skipif(
-        _airflow_major() >= 3,
-        reason="make ui drives the Airflow 2.11 webserver (FAB login); Airflow 3's "
-        "api-server UI is not wired into make ui yet",
-    ),
-]
+AIRFLOW_3 = _airflow_major() >= 3
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,10 +60,17 @@ def _expected_ids() -> set[str]:
 def _open_graph(page, stack, run_id: str | None = None) -> dict[str, list[str]]:
     """Open the Graph view (of `run_id` if given) with every group expanded; returns
     {node id: its lines of text} for the task and group nodes (datasets left out)."""
-    url = f"{stack.ui_url}/dags/{DAG_ID}/grid?tab=graph"
-    if run_id:
-        url += f"&dag_run_id={quote(run_id)}"
-    page.goto(url)
+    if AIRFLOW_3:  # the React UI of the api-server: the graph is a toggle of the DAG page
+        url = f"{stack.ui_url}/dags/{DAG_ID}"
+        if run_id:
+            url += f"/runs/{quote(run_id, safe='')}"
+        page.goto(url)
+        page.get_by_role("button", name="Show Graph (Press g)").click()
+    else:
+        url = f"{stack.ui_url}/dags/{DAG_ID}/grid?tab=graph"
+        if run_id:
+            url += f"&dag_run_id={quote(run_id)}"
+        page.goto(url)
     nodes = page.locator(".react-flow__node")
     nodes.first.wait_for()
     expand = page.get_by_role("button", name="Expand all task groups")
@@ -79,18 +79,35 @@ def _open_graph(page, stack, run_id: str | None = None) -> dict[str, list[str]]:
         expand.click()
     # Only the nodes inside the viewport are drawn: fit the whole graph in it.
     page.locator('.react-flow__node[data-id="preparacion_datos.descargar_datos"]').wait_for()
-    page.get_by_role("button", name="fit view").click()
+    _fit_view(page)
     page.locator('.react-flow__node[data-id="fin"]').wait_for()
     if run_id:  # states arrive with the grid data
-        page.locator('.react-flow__node[data-id="fin"]', has_text="success").wait_for()
+        _node_state(page, "fin", "success")
     found = {}
     for i in range(nodes.count()):
         node = nodes.nth(i)
         node_id = node.get_attribute("data-id")
         lines = [line.strip() for line in node.inner_text().splitlines() if line.strip()]
-        if node_id and "Dataset" not in lines:
+        if node_id and "Dataset" not in lines and "Asset" not in lines:
             found[node_id] = lines
     return found
+
+
+def _node_state(page, node_id: str, state: str) -> None:
+    """Wait until the node shows `state` (both UIs write it as a line of the node)."""
+    page.locator(f'.react-flow__node[data-id="{node_id}"]', has_text=state).wait_for()
+
+
+def _fit_view(page) -> None:
+    page.get_by_role("button", name="Fit View" if AIRFLOW_3 else "fit view").click()
+
+
+def _full_screen(page) -> None:
+    """Hide the details panel so the graph takes the page."""
+    name = "Collapse Details Panel" if AIRFLOW_3 else "Toggle full screen details"
+    page.get_by_role("button", name=name).click()
+    _fit_view(page)
+    page.wait_for_timeout(500)
 
 
 def _graph_clip(page) -> dict:
@@ -119,7 +136,8 @@ def test_graph_view_shows_every_group_and_task_of_the_diagram(page, stack, scree
     missing = _expected_ids() - set(found)
     assert not missing, f"not in the Graph view: {sorted(missing)}"
     # ... and nothing else than the DAG's tasks and groups (the REST API's list, same session).
-    response = page.request.get(f"{stack.ui_url}/api/v1/dags/{DAG_ID}/tasks")
+    api = "api/v2" if AIRFLOW_3 else "api/v1"  # v2: the UI's session cookie authenticates
+    response = page.request.get(f"{stack.ui_url}/{api}/dags/{DAG_ID}/tasks")
     assert response.ok, response.status
     task_ids = {t["task_id"] for t in response.json()["tasks"]}
     assert task_ids <= set(found), sorted(task_ids - set(found))
@@ -127,9 +145,7 @@ def test_graph_view_shows_every_group_and_task_of_the_diagram(page, stack, scree
     for node_id, lines in found.items():  # each node shows its own name
         assert lines[0].split(" [")[0] == node_id.split(".")[-1], (node_id, lines)
 
-    page.get_by_role("button", name="Toggle full screen details").click()
-    page.get_by_role("button", name="fit view").click()
-    page.wait_for_timeout(500)
+    _full_screen(page)
     screenshot(page, "graph_view.png", _graph_clip(page), stack.home)
 
 
@@ -154,22 +170,26 @@ def test_the_finished_run_shows_its_task_states(page, stack, screenshot):
     # The branch took the deployment path: the rejection and the rollback were skipped.
     assert shown["notificar_modelo_rechazado"] == "skipped"
     assert shown["despliegue_modelo.revertir_despliegue"] == "skipped"
-    page.get_by_role("button", name="Toggle full screen details").click()
-    page.get_by_role("button", name="fit view").click()
-    page.wait_for_timeout(500)
+    _full_screen(page)
     screenshot(page, "graph_view_run.png", _graph_clip(page), stack.home)
 
     # The run's Details tab: this run, manual (dag.test()), succeeded.
-    page.goto(f"{stack.ui_url}/dags/{DAG_ID}/grid?dag_run_id={quote(run_id)}&tab=details")
+    if AIRFLOW_3:
+        page.goto(f"{stack.ui_url}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/details")
+        state, run_type = "State", "Run Type"
+    else:
+        page.goto(f"{stack.ui_url}/dags/{DAG_ID}/grid?dag_run_id={quote(run_id)}&tab=details")
+        state, run_type = "Status", "Run type"
     table = page.locator("table").filter(has_text="Run ID").first
     table.wait_for()
     rows = {}
     for row in table.locator("tr").all():
         key, _, value = row.inner_text().partition("\t")
-        rows[key.strip()] = value.strip()
+        lines = [line.strip() for line in value.splitlines() if line.strip()]
+        rows[key.strip()] = lines[0] if lines else ""  # 3.x: a "Copy" button follows
     assert rows["Run ID"] == run_id
-    assert rows["Status"] == "success"
-    assert rows["Run type"] == "manual"
+    assert rows[state].lower() == "success"
+    assert rows[run_type].lower() == "manual"
 
 
 def test_mlflow_ui_shows_the_registered_model_with_its_champion_alias(browser, stack, screenshot):
