@@ -270,26 +270,15 @@ def ui_commands(
     """{process name: command}: the UI server, and unless `scheduler` is False the
     processes that schedule (none serves logs: they would listen on every interface)."""
     airflow = [sys.executable, "-m", "airflow"]
-    if airflow_3:
-        commands = {
-            "api-server": [
-                *airflow, "api-server", "--host", host, "--port", str(port),
-                "--workers", str(workers),
-            ]
-        }  # fmt: skip
-        if scheduler:
-            commands["scheduler"] = [*airflow, "scheduler", "--skip-serve-logs"]
-            commands["dag-processor"] = [*airflow, "dag-processor"]
-            commands["triggerer"] = [*airflow, "triggerer", "--skip-serve-logs"]
-        return commands
+    name, host_flag = ("api-server", "--host") if airflow_3 else ("webserver", "--hostname")
     commands = {
-        "webserver": [
-            *airflow, "webserver", "--hostname", host, "--port", str(port),
-            "--workers", str(workers),
-        ]
-    }  # fmt: skip
+        name: [*airflow, name, host_flag, host, "--port", str(port), "--workers", str(workers)]
+    }
     if scheduler:
         commands["scheduler"] = [*airflow, "scheduler", "--skip-serve-logs"]
+        if airflow_3:
+            commands["dag-processor"] = [*airflow, "dag-processor"]
+            commands["triggerer"] = [*airflow, "triggerer", "--skip-serve-logs"]
     return commands
 
 

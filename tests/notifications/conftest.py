@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from devtools.ports import free_port
+from include.ml_pipeline.notifications import EVENT_DEPLOYED, Notification
 
 if "AIRFLOW_HOME" not in os.environ:  # standalone run without tests/conftest.py
     _home = Path(tempfile.mkdtemp(prefix="airflow-notifications-"))
@@ -182,6 +183,23 @@ def smtp_receiver():
         yield receiver
     finally:
         controller.stop()
+
+
+def deployed() -> Notification:
+    """The notification of a new champion that the receivers' tests send."""
+    return Notification(
+        event=EVENT_DEPLOYED,
+        title="tabular_classifier v7 is live",
+        model_name="tabular_classifier",
+        version=7,
+        metrics={"roc_auc": 0.86123, "accuracy": 0.8033, "log_loss": 0.41},
+        reasons=["roc_auc 0.8612 >= 0.75", "beats champion v6 by 0.011"],
+        mlflow_run_url="http://127.0.0.1:5000/#/experiments/1/runs/abc123",
+        airflow_run_url="http://localhost:8080/dags/ml_model_deployment_advanced/grid",
+        api_url="http://127.0.0.1:8000",
+        dag_id="ml_model_deployment_advanced",
+        run_id="manual__2026-11-27",
+    )
 
 
 def slack_connection(base_url: str, token: str = "T000/B000/secret-token") -> str:

@@ -12,7 +12,6 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from include.ml_pipeline.notifications import (
-    EVENT_DEPLOYED,
     EVENT_FAILED,
     EVENT_RELEASE,
     Notification,
@@ -21,25 +20,10 @@ from include.ml_pipeline.notifications import (
 from include.ml_pipeline.notifications.routing import alert_tags, wants_ticket
 from include.ml_pipeline.orchestration.alerts import deliver, send_notification
 from include.ml_pipeline.payloads import Notified
-from tests.notifications.conftest import apprise_connection, jira_connection
+from tests.notifications.conftest import apprise_connection, deployed, jira_connection
 
 WORKFLOW_ID = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 SIGNATURE = "s3cr3t-Sig_nature0123456789"
-
-
-def deployed() -> Notification:
-    return Notification(
-        event=EVENT_DEPLOYED,
-        title="tabular_classifier v7 is live as champion",
-        model_name="tabular_classifier",
-        version=7,
-        metrics={"roc_auc": 0.86123, "accuracy": 0.8033},
-        reasons=["roc_auc 0.8612 >= 0.75", "beats champion v6 by 0.011"],
-        mlflow_run_url="http://127.0.0.1:5000/#/experiments/1/runs/abc123",
-        api_url="http://127.0.0.1:8000",
-        dag_id="ml_model_deployment_advanced",
-        run_id="manual__2026-11-27",
-    )
 
 
 def failed() -> Notification:
@@ -93,7 +77,7 @@ def test_apprise_sends_to_the_urls_tagged_with_the_event_or_its_severity(
     assert "2 URL(s) tagged deployed, info" in outcomes["apprise"]["detail"]
     assert sorted(r["path"] for r in webhook_receiver.requests) == ["/channel", "/deployments"]
     body = webhook_receiver.requests[0]["json"]
-    assert body["title"] == "[ml-pipeline] DEPLOYED: tabular_classifier v7 is live as champion"
+    assert body["title"] == "[ml-pipeline] DEPLOYED: tabular_classifier v7 is live"
     assert body["type"] == "success"
     assert "**Model:** `tabular_classifier v7`" in body["message"]
     assert "roc_auc=0.8612" in body["message"]
@@ -132,12 +116,10 @@ def test_teams_workflows_receives_an_adaptive_card(tls_receiver, monkeypatch, tm
     assert content["type"] == "AdaptiveCard"
     assert content["version"] == "1.4"
     blocks = {block.get("id"): block for block in content["body"]}
-    assert blocks["title"]["text"] == (
-        "[ml-pipeline] DEPLOYED: tabular_classifier v7 is live as champion"
-    )
+    assert blocks["title"]["text"] == "[ml-pipeline] DEPLOYED: tabular_classifier v7 is live"
     text = blocks["body"]["text"]
     assert "**Model:** `tabular_classifier v7`" in text
-    assert "**Metrics:** roc_auc=0.8612, accuracy=0.8033" in text
+    assert "**Metrics:** roc_auc=0.8612, accuracy=0.8033, log_loss=0.4100" in text
     assert "[Model API](http://127.0.0.1:8000)" in text
     assert "|" not in text  # no Markdown table: Adaptive Cards do not render them
     card_file = os.environ.get("TEAMS_CARD_OUT")

@@ -8,7 +8,6 @@ import re
 import pytest
 
 from include.ml_pipeline.notifications import (
-    EVENT_DEPLOYED,
     EVENT_REJECTED,
     Notification,
     describe_outcomes,
@@ -16,24 +15,9 @@ from include.ml_pipeline.notifications import (
 )
 from include.ml_pipeline.orchestration.alerts import airflow_run_url, send_notification
 from include.ml_pipeline.storage import list_files
+from tests.notifications.conftest import deployed
 
 TOKEN_PATH = "/services/T000/B000/secret-token"
-
-
-def deployed() -> Notification:
-    return Notification(
-        event=EVENT_DEPLOYED,
-        title="tabular_classifier v7 is live",
-        model_name="tabular_classifier",
-        version=7,
-        metrics={"roc_auc": 0.86123, "accuracy": 0.8033, "log_loss": 0.41},
-        reasons=["roc_auc 0.8612 >= 0.75", "beats champion v6 by 0.011"],
-        mlflow_run_url="http://127.0.0.1:5000/#/experiments/1/runs/abc123",
-        airflow_run_url="http://localhost:8080/dags/ml_model_deployment_advanced/grid",
-        api_url="http://127.0.0.1:8000",
-        dag_id="ml_model_deployment_advanced",
-        run_id="manual__2026-11-27",
-    )
 
 
 def test_renderings_carry_model_metrics_reasons_and_links():
