@@ -200,7 +200,8 @@ def browser(chromium_path):
 def page(browser, stack):
     """A page logged in to the Airflow UI."""
     context = browser.new_context(viewport={"width": 2600, "height": 1200}, device_scale_factor=2)
-    context.set_default_timeout(60_000)
+    # A loaded 2-core machine: the React UI of 3.x took over 60 s to draw a run's page once.
+    context.set_default_timeout(120_000)
     page = context.new_page()
     if stack.airflow_3:  # the simple auth manager's login form (a React page)
         page.goto(f"{stack.ui_url}/")

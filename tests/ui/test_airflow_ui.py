@@ -65,7 +65,11 @@ def _open_graph(page, stack, run_id: str | None = None) -> dict[str, list[str]]:
         if run_id:
             url += f"/runs/{quote(run_id, safe='')}"
         page.goto(url)
-        page.get_by_role("button", name="Show Graph (Press g)").click()
+        # The UI keeps the last view (grid or graph) per browser: switch only from grid.
+        graph = page.get_by_role("button", name="Show Graph (Press g)")
+        graph.wait_for()
+        if not page.locator(".react-flow__node").count():
+            graph.click()
     else:
         url = f"{stack.ui_url}/dags/{DAG_ID}/grid?tab=graph"
         if run_id:
