@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 DEFAULT_FROM_EMAIL = "ml-pipeline@localhost"
 DEFAULT_TIMEOUT_SECONDS = 10
 DEFAULT_JIRA_ISSUE_TYPE = "Bug"
-CHANNELS = ("slack", "email", "apprise", "jira")
 
 
 class NotificationDeliveryError(RuntimeError):
