@@ -226,10 +226,7 @@ def deployment_params() -> dict[str, Param]:
         # -- monitoring at deployment
         **_drift_params(window_description="Inference log window compared at deployment"),
         # -- notifications
-        "slack_conn_id": Param(SLACK_CONN_ID, type=["null", "string"]),
-        "smtp_conn_id": Param(SMTP_CONN_ID, type=["null", "string"]),
-        "email_to": Param([], type="array", description="E-mail recipients"),
-        **_alert_params(),
+        **_notification_params("E-mail recipients"),
         "retrain_reason": Param(
             None,
             type=["null", "string"],
@@ -238,9 +235,13 @@ def deployment_params() -> dict[str, Param]:
     }
 
 
-def _alert_params() -> dict[str, Param]:
-    """The alert channels besides Slack and e-mail (orchestration/alerts.py)."""
+def _notification_params(email_description: str) -> dict[str, Param]:
+    """The notification channels of every DAG (orchestration/alerts.py): Slack, e-mail,
+    Apprise's tagged URLs and Jira."""
     return {
+        "slack_conn_id": Param(SLACK_CONN_ID, type=["null", "string"]),
+        "smtp_conn_id": Param(SMTP_CONN_ID, type=["null", "string"]),
+        "email_to": Param([], type="array", description=email_description),
         "apprise_conn_id": Param(
             APPRISE_CONN_ID,
             type=["null", "string"],
@@ -273,10 +274,7 @@ def monitoring_params() -> dict[str, Param]:
             minimum=0,
             description="Do not request another retraining of the same version within this time",
         ),
-        "slack_conn_id": Param(SLACK_CONN_ID, type=["null", "string"]),
-        "smtp_conn_id": Param(SMTP_CONN_ID, type=["null", "string"]),
-        "email_to": Param([], type="array", description="Drift e-mail recipients"),
-        **_alert_params(),
+        **_notification_params("Drift e-mail recipients"),
     }
 
 
@@ -334,7 +332,5 @@ def batch_scoring_params() -> dict[str, Param]:
             description="Rows read and scored at a time: bounds each part's memory",
         ),
         **drift,
-        "slack_conn_id": Param(SLACK_CONN_ID, type=["null", "string"]),
-        "smtp_conn_id": Param(SMTP_CONN_ID, type=["null", "string"]),
-        "email_to": Param([], type="array", description="Drift e-mail recipients"),
+        **_notification_params("Drift e-mail recipients"),
     }

@@ -21,7 +21,6 @@ from include.ml_pipeline.payloads import (
     BatchScoringRun,
     Champion,
     DriftCheck,
-    Notified,
     PlannedPart,
     ScoredPart,
     ScoringOutput,
@@ -319,11 +318,10 @@ def notify_drift(
     run_id: str,
 ) -> dict:
     """`notify_drift`: one notification object under `notifications_uri` always, Slack /
-    e-mail when configured (as online drift)."""
+    e-mail / Apprise / Jira when configured (as online drift)."""
     from include.ml_pipeline import storage
     from include.ml_pipeline.batch_scoring.drift import drift_notification
-    from include.ml_pipeline.notifications import airflow_run_url, describe_outcomes
-    from include.ml_pipeline.notifications import send_notification as send
+    from include.ml_pipeline.orchestration.alerts import airflow_run_url, deliver
 
     checked = DriftCheck.from_dict(drift)
     settings = get_settings()
@@ -339,11 +337,4 @@ def notify_drift(
         dag_id=dag_id,
         run_id=run_id,
     )
-    outcomes = send(
-        note,
-        slack_conn_id=params["slack_conn_id"],
-        smtp_conn_id=params["smtp_conn_id"],
-        email_to=params["email_to"] or None,
-    )
-    LOG.info("notification: %s", describe_outcomes(outcomes))
-    return Notified(event=note.event, title=note.title, outcomes=outcomes).to_dict()
+    return deliver(note, params)
