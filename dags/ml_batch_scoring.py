@@ -35,14 +35,14 @@ Left to right, as the Graph view shows it:
   check's statistics; `drift_report.json` beside the manifest.
 - `log_to_mlflow`: a run of experiment `ml_batch_scoring` (scoring facts, drift, manifest).
 - `drift_detected`: branch to `notify_drift` (like online drift: a notification object
-  always, Slack / e-mail when configured) or `no_drift`.
+  always, Slack / e-mail / Apprise / Jira when configured) or `no_drift`.
 
 **Params** (`batch_scoring_params()` in `include/ml_pipeline/orchestration/params.py`):
 `model_name`, `input_uri`, the sensor's `sensor_poke_interval_seconds` and
 `sensor_timeout_seconds`, `key_columns`,
 `non_null_columns`, `strict_categories`, `part_rows`, `chunk_rows`, the drift thresholds
 shared with the other DAGs (`drift_*`), and the notification channels (`slack_conn_id`,
-`smtp_conn_id`, `email_to`).
+`smtp_conn_id`, `email_to`, `apprise_conn_id`, `jira_conn_id`).
 
 Run it locally with `make score DATA=file_or_folder`.
 """
