@@ -40,8 +40,10 @@ MONITORING_DAG_ID = "ml_model_monitoring"
 BATCH_SCORING_DAG_ID = "ml_batch_scoring"
 
 # -- metrics ------------------------------------------------------------------------------
-METRIC_NAMES = ("roc_auc", "accuracy", "f1", "precision", "recall", "log_loss")
-# Direction of each metric: True when a larger value is better.
+CLASSIFICATION_METRICS = ("roc_auc", "accuracy", "f1", "precision", "recall", "log_loss")
+REGRESSION_METRICS = ("rmse", "mae", "r2", "mape")
+METRIC_NAMES = (*CLASSIFICATION_METRICS, *REGRESSION_METRICS)
+# Direction of each metric: True when a larger value is better (the one place it is said).
 GREATER_IS_BETTER = {
     "roc_auc": True,
     "accuracy": True,
@@ -49,7 +51,12 @@ GREATER_IS_BETTER = {
     "precision": True,
     "recall": True,
     "log_loss": False,
+    "rmse": False,
+    "mae": False,
+    "r2": True,
+    "mape": False,
 }
+PROBLEM_TYPE_TAG = "problem_type"  # on runs and model versions: binary | multiclass | regression
 
 # -- Airflow connection ids (defined in airflow_settings.yaml for `astro dev start`) ------
 MODEL_API_CONN_ID = "model_api"  # defined: the model API is a service (never started by a task)
