@@ -121,9 +121,9 @@ def ml_model_deployment_advanced():
         """Train every candidate (mapped), evaluate the best on the test split, register it."""
 
         @task
-        def iniciar_experimento(params=None, run_id=None, dag=None) -> list[dict]:
+        def iniciar_experimento(split: dict, params=None, run_id=None, dag=None) -> list[dict]:
             """Open this run's MLflow parent run; one training job per candidate."""
-            return training.start_experiment(params, dag_id=dag.dag_id, run_id=run_id)
+            return training.start_experiment(params, split, dag_id=dag.dag_id, run_id=run_id)
 
         @task(max_active_tis_per_dag=2)
         def entrenar_modelo(job: dict, split: dict, params=None, ti=None) -> dict:
@@ -140,8 +140,7 @@ def ml_model_deployment_advanced():
             """Register the chosen model as a new version with alias `challenger` (idempotent)."""
             return training.register(evaluation, split, params, run_id=run_id)
 
-        jobs = iniciar_experimento()
-        split >> jobs  # no MLflow run for data that never reaches training
+        jobs = iniciar_experimento(split)  # the candidates of the split's problem type
         results = entrenar_modelo.partial(split=split).expand(job=jobs)
         return registrar_mlflow(evaluar_modelo(results, split), split)
 

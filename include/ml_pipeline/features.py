@@ -24,11 +24,16 @@ CATEGORICAL = "categorical"
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Input columns of the model, in order, split by kind, plus the target column."""
+    """Input columns of the model, in order, split by kind, plus the target column and
+    the problem type (`problem.py`; "" for a model trained before it was recorded: a
+    classifier). The problem type travels with the columns into the model's metadata,
+    so whoever loads the model knows what it predicts; it does not take part in
+    comparing two specs' columns."""
 
     target: str
     numeric: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)
+    problem_type: str = field(default="", compare=False)
 
     @property
     def columns(self) -> list[str]:
@@ -42,7 +47,14 @@ class FeatureSpec:
         raise KeyError(column)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if not self.problem_type:
+            out.pop("problem_type")
+        return out
+
+    @property
+    def is_regression(self) -> bool:
+        return self.problem_type == "regression"
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -53,6 +65,7 @@ class FeatureSpec:
             target=data["target"],
             numeric=list(data.get("numeric", [])),
             categorical=list(data.get("categorical", [])),
+            problem_type=str(data.get("problem_type") or ""),
         )
 
 

@@ -92,6 +92,9 @@ class ValidationReport(Payload):
     #: The validated table's Parquet object (the raw table: validation only reads it).
     table_uri: str = ""
     warnings: list[str] = dataclasses.field(default_factory=list)
+    #: binary | multiclass | regression, and why (`problem.infer_problem_type`).
+    problem_type: str = ""
+    problem_reason: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 DEFAULT_SIZE = (6.0, 4.5)
+MAX_MATRIX_INCHES = 12.0
+MAX_ANNOTATED_CLASSES = 25
+#: Regression scatter plots show at most this many points (a seeded sample).
+MAX_SCATTER_POINTS = 5000
 
 
 def _figure(size: tuple[float, float] = DEFAULT_SIZE) -> Figure:
@@ -55,14 +59,17 @@ def _curve_classes(classes: Sequence[Any]) -> list[int]:
 def plot_confusion_matrix(
     y_true: Sequence[Any], y_pred: Sequence[Any], labels: Sequence[Any], normalize: bool = False
 ) -> Figure:
-    """Confusion matrix with counts (and row shares when `normalize`) in each cell."""
+    """Confusion matrix with counts (and row shares when `normalize`) in each cell. With
+    many classes the figure stops growing at `MAX_MATRIX_INCHES`, the font shrinks, and
+    past `MAX_ANNOTATED_CLASSES` the cells are colour only (the counts are in the JSON)."""
     import numpy as np
     from sklearn.metrics import confusion_matrix
 
     labels = list(labels)
     matrix = confusion_matrix(list(y_true), list(y_pred), labels=labels)
     shown = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1) if normalize else matrix
-    size = max(4.0, 1.0 + 0.8 * len(labels))
+    size = min(MAX_MATRIX_INCHES, max(4.0, 1.0 + 0.8 * len(labels)))
+    fontsize = 9 if len(labels) <= 10 else max(5, 9 - (len(labels) - 10) // 3)
     fig = _figure((size + 1.0, size))
     ax = fig.add_subplot()
     image = ax.imshow(shown, cmap="Blues")
@@ -73,11 +80,13 @@ def plot_confusion_matrix(
     ax.set_ylabel("True")
     ax.set_title("Confusion matrix" + (" (row-normalised)" if normalize else ""))
     threshold = shown.max() / 2.0 if shown.size else 0.0
+    if len(labels) > MAX_ANNOTATED_CLASSES:
+        return fig
     for i in range(len(labels)):
         for j in range(len(labels)):
             text = f"{matrix[i, j]}" + (f"\n{shown[i, j]:.0%}" if normalize else "")
             color = "white" if shown[i, j] > threshold else "black"
-            ax.text(j, i, text, ha="center", va="center", color=color, fontsize=9)
+            ax.text(j, i, text, ha="center", va="center", color=color, fontsize=fontsize)
     return fig
 
 
@@ -192,4 +201,48 @@ def plot_class_distribution(counts: dict[str, int]) -> Figure:
     ax.bar(labels, list(counts.values()), color="#4472c4")
     ax.set_ylabel("predictions")
     ax.set_title("Predicted class distribution")
+    return fig
+
+
+def _scatter_sample(y_true: Sequence[float], y_pred: Sequence[float]) -> tuple[Any, Any]:
+    import numpy as np
+
+    y, p = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
+    if len(y) > MAX_SCATTER_POINTS:
+        keep = np.random.default_rng(0).choice(len(y), MAX_SCATTER_POINTS, replace=False)
+        y, p = y[keep], p[keep]
+    return y, p
+
+
+def plot_predicted_vs_actual(y_true: Sequence[float], y_pred: Sequence[float]) -> Figure:
+    """Predicted against true values of a regression model, with the y = x line."""
+    y, p = _scatter_sample(y_true, y_pred)
+    fig = _figure((5.5, 5.0))
+    ax = fig.add_subplot()
+    ax.scatter(y, p, s=8, alpha=0.4)
+    if len(y):
+        lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
+        ax.plot([lo, hi], [lo, hi], color="black", linewidth=1, label="predicted = actual")
+        ax.legend(loc="upper left")
+    ax.set_xlabel("Actual")
+    ax.set_ylabel("Predicted")
+    ax.set_title("Predicted vs actual")
+    return fig
+
+
+def plot_residuals(y_true: Sequence[float], y_pred: Sequence[float]) -> Figure:
+    """Residuals (actual - predicted) against the prediction, and their histogram."""
+    y, p = _scatter_sample(y_true, y_pred)
+    residuals = y - p
+    fig = _figure((9.0, 4.0))
+    left, right = fig.subplots(1, 2)
+    left.scatter(p, residuals, s=8, alpha=0.4)
+    left.axhline(0.0, color="black", linewidth=1)
+    left.set_xlabel("Predicted")
+    left.set_ylabel("Actual - predicted")
+    left.set_title("Residuals")
+    right.hist(residuals, bins=40)
+    right.set_xlabel("Actual - predicted")
+    right.set_ylabel("Rows")
+    right.set_title("Residual distribution")
     return fig

@@ -235,8 +235,8 @@ def is_relative_lift(metric: str) -> bool:
     return metric in _RELATIVE_LIFT
 
 
-def baseline_name(problem_type: str | None) -> str:
-    """What the baseline model is, in a report's words."""
+def baseline_name(problem_type: str | None) -> tuple[str, str]:
+    """What the baseline model is called and what it does, in a report's words."""
     if is_regression(problem_type):
-        return "mean baseline (a model predicting the training mean)"
-    return "class-prior baseline (a model predicting the class shares)"
+        return "mean baseline", "a model predicting the training mean"
+    return "class-prior baseline", "a model predicting the class shares"

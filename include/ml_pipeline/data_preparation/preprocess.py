@@ -50,6 +50,7 @@ NUMERIC_ID_DISTINCT_SHARE = 0.9
 LABEL_BOOLEAN = "BOOLEAN"
 LABEL_INTEGER = "BIGINT"
 LABEL_TEXT = "VARCHAR"
+LABEL_NUMBER = "DOUBLE"  # a regression target
 
 
 def identifier_reason(name: str, kind: str, col: dict[str, Any], rows: int) -> str | None:
@@ -124,6 +125,8 @@ def target_type(con, table: str, target: str) -> str:
 
 def label_sql(target: str, label_type: str) -> str:
     text = text_value(target)
+    if label_type == LABEL_NUMBER:
+        return finite_number(target)
     if label_type == LABEL_BOOLEAN:
         return f"(lower({text}) = 'true')"
     if label_type == LABEL_INTEGER:
@@ -144,7 +147,8 @@ def clean_sql(
     cols += [f"{finite_number(c)} AS {quote_ident(c)}" for c in spec.numeric]
     cols += [f"{text_value(c)} AS {quote_ident(c)}" for c in spec.categorical]
     cols.append(f"{label_sql(spec.target, label_type)} AS {quote_ident(spec.target)}")
-    where = f"WHERE {text_value(spec.target)} IS NOT NULL"
+    labelled = finite_number if label_type == LABEL_NUMBER else text_value
+    where = f"WHERE {labelled(spec.target)} IS NOT NULL"
     if dedupe_on:
         key = ", ".join(text_value(c) for c in dedupe_on)
         where += f" QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {ROW_ID}) = 1"
@@ -161,11 +165,13 @@ def preprocess_table(
     *,
     exclude_columns: list[str] | None = None,
     drop_duplicates: bool = True,
+    problem_type: str = "",
 ) -> PreprocessResult:
     """Create `dest` from `source` with typed, cleaned columns; return what was done.
 
     `drop_duplicates`: drop rows that repeat another row on every column, identifier
-    included, when the table has an identifier column (see the module docstring)."""
+    included, when the table has an identifier column (see the module docstring).
+    `problem_type` regression: the label is a number, rows without one dropped."""
     from include.ml_pipeline.data_preparation.profile import profile_table
 
     profile = profile_table(con, source)
@@ -173,10 +179,14 @@ def preprocess_table(
     numeric, categorical, excluded = choose_features(
         kinds, profile["columns"], rows_in, exclude_columns or []
     )
-    spec = FeatureSpec(target=target, numeric=numeric, categorical=categorical)
-    label_type = target_type(con, source, target)
+    spec = FeatureSpec(
+        target=target, numeric=numeric, categorical=categorical, problem_type=problem_type
+    )
+    regression = problem_type == "regression"
+    label_type = LABEL_NUMBER if regression else target_type(con, source, target)
+    present = finite_number(target) if regression else text_value(target)
     labelled = con.execute(
-        f"SELECT count(*) FROM {quote_ident(source)} WHERE {text_value(target)} IS NOT NULL"
+        f"SELECT count(*) FROM {quote_ident(source)} WHERE {present} IS NOT NULL"
     ).fetchone()[0]
     ids = identifier_columns(excluded)
     dedupe_on = None

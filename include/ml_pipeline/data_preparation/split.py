@@ -2,7 +2,9 @@
 
 Within each class, rows are ordered by a hash of (row id, seed) and cut at the requested
 fractions, so every split keeps the class mix, and the same data with the same seed
-always gives the same rows, whatever the engine's thread count. Each split is written
+always gives the same rows, whatever the engine's thread count. A regression target is
+stratified on equal-count quantile bins of its value (`regression_bins`), so every split
+spans the target's range. Each split is written
 as one Parquet object under the run's folder on the storage root, which the training
 tasks (possibly on other workers) read by its URI.
 """
@@ -20,6 +22,16 @@ from include.ml_pipeline.payloads import SplitResult
 from include.ml_pipeline.storage import join
 
 SPLITS = ("train", "validation", "test")
+#: A regression target is cut into at most this many quantile bins, of at least
+#: `MIN_BIN_ROWS` rows each, to stratify on.
+MAX_BINS = 10
+MIN_BIN_ROWS = 40
+_STRATUM = "__stratum"
+
+
+def regression_bins(rows: int) -> int:
+    """How many quantile bins a regression target of `rows` rows is stratified on."""
+    return max(1, min(MAX_BINS, rows // MIN_BIN_ROWS))
 
 
 def check_fractions(test_size: float, validation_size: float) -> None:
@@ -34,18 +46,35 @@ def check_fractions(test_size: float, validation_size: float) -> None:
 
 
 def split_sql(
-    source: str, dest: str, target: str, test: float, validation: float, seed: int
+    source: str,
+    dest: str,
+    target: str,
+    test: float,
+    validation: float,
+    seed: int,
+    *,
+    bins: int | None = None,
 ) -> str:
+    """`bins`: stratify on that many quantile bins of a numeric target (regression)
+    instead of its values."""
     t = quote_ident(target)
+    if bins:
+        strata = (
+            f"binned AS (SELECT *, ntile({int(bins)}) OVER (ORDER BY {t}, {ROW_ID}) "
+            f"AS {_STRATUM} FROM {quote_ident(source)}),"
+        )
+        by, origin, drop = _STRATUM, "binned", f"rk, n, {_STRATUM}"
+    else:
+        strata, by, origin, drop = "", t, quote_ident(source), "rk, n"
     return f"""
 CREATE OR REPLACE TABLE {quote_ident(dest)} AS
-WITH ranked AS (
+WITH {strata} ranked AS (
   SELECT *,
-         row_number() OVER (PARTITION BY {t} ORDER BY hash({ROW_ID}, {int(seed)}), {ROW_ID}) AS rk,
-         count(*) OVER (PARTITION BY {t}) AS n
-  FROM {quote_ident(source)}
+         row_number() OVER (PARTITION BY {by} ORDER BY hash({ROW_ID}, {int(seed)}), {ROW_ID}) AS rk,
+         count(*) OVER (PARTITION BY {by}) AS n
+  FROM {origin}
 )
-SELECT * EXCLUDE (rk, n),
+SELECT * EXCLUDE ({drop}),
        CASE WHEN rk <= round(n * {float(test)}) THEN 'test'
             WHEN rk <= round(n * {float(test)}) + round(n * {float(validation)}) THEN 'validation'
             ELSE 'train' END AS split
@@ -67,13 +96,23 @@ def split_table(
     """Split `source` into `dest` (with a `split` column) and write one Parquet object per
     split, `<out_uri>/<split>.parquet` (a folder URI or path)."""
     check_fractions(test_size, validation_size)
-    con.execute(split_sql(source, dest, spec.target, test_size, validation_size, seed))
+    bins = None
+    if spec.is_regression:
+        bins = regression_bins(
+            con.execute(f"SELECT count(*) FROM {quote_ident(source)}").fetchone()[0]
+        )
+    con.execute(split_sql(source, dest, spec.target, test_size, validation_size, seed, bins=bins))
     columns = ", ".join(quote_ident(c) for c in [*spec.columns, spec.target])
     rows, classes = {}, {}
     for name in SPLITS:
+        where = f"FROM {quote_ident(dest)} WHERE split = {quote_literal(name)}"
+        if spec.is_regression:  # no classes: the count of rows
+            classes[name] = {}
+            rows[name] = int(con.execute(f"SELECT count(*) {where}").fetchone()[0])
+            continue
         counts = con.execute(
-            f"SELECT CAST({quote_ident(spec.target)} AS VARCHAR), count(*) "
-            f"FROM {quote_ident(dest)} WHERE split = {quote_literal(name)} GROUP BY 1 ORDER BY 1"
+            f"SELECT CAST({quote_ident(spec.target)} AS VARCHAR), count(*) {where} "
+            "GROUP BY 1 ORDER BY 1"
         ).fetchall()
         classes[name] = {str(k): int(v) for k, v in counts}
         rows[name] = sum(classes[name].values())

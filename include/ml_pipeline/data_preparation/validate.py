@@ -12,9 +12,13 @@ The rules, by name:
 * table: `min_rows`, `header_looks_like_data` (every header name is a number, or most
   are values of their own column: a file without a header line), `has_features`,
   `max_duplicate_fraction` (only when set; by default repeated rows are a warning);
-* target: `required_column`, `target_nulls`, `target_type` (a list/struct label),
-  `min_classes`, `max_classes`, `min_class_count`, `label_spelling` (labels that differ
-  only by case or spacing, e.g. `Yes` and `yes`);
+* target: `required_column`, `target_nulls`, `target_type` (a list/struct label, or
+  text for a regression target), then by problem type (`problem.infer_problem_type`, or
+  the `problem_type` Param): classification `min_classes`, `max_classes`,
+  `min_class_count`, `label_spelling` (labels that differ only by case or spacing, e.g.
+  `Yes` and `yes`); regression `finite_target` and `constant_target` (rows without a
+  target are dropped and counted in a warning; a target dominated by one value, as
+  claims or counts often are, is a warning too);
 * features: `required_column`, `numeric_parseable` (a column of numbers with text in
   it), `finite_numbers` (`inf`, `1e400`, numbers beyond +-1e150), `max_null_fraction`,
   `value_range`, `nested_column` (lists/structs, Parquet), `target_leakage` (one column
@@ -40,18 +44,30 @@ from include.ml_pipeline.data_preparation.profile import (
     profile_table,
 )
 from include.ml_pipeline.data_preparation.warehouse import (
+    MAX_ABS_NUMBER,
     finite_number,
+    missing_token,
+    number_value,
     quote_ident,
     table_columns,
     text_value,
 )
 from include.ml_pipeline.errors import DataValidationError, Violation
 from include.ml_pipeline.payloads import ValidationReport
+from include.ml_pipeline.problem import (
+    AUTO,
+    BINARY,
+    MAX_CLASSES,
+    LabelFacts,
+    ProblemDecision,
+    infer_problem_type,
+)
 
 #: A text column is numeric when at least this share of its values parse as numbers; the
 #: rest are then reported as unparseable values rather than silently dropped.
 MOSTLY_NUMERIC_SHARE = 0.8
-MAX_CLASSES = 50
+#: A regression target whose most common value covers this share of rows: a warning.
+DOMINANT_VALUE_SHARE = 0.5
 #: Fewer rows than this: a warning that test metrics are noisy.
 SMALL_TABLE_ROWS = 500
 #: Leakage is measured on at most this many rows.
@@ -80,6 +96,8 @@ class ValidationRules:
     #: Share of the target's uncertainty one column may explain (None: not checked).
     leakage_threshold: float | None = 0.95
     drop_duplicates: bool = True
+    #: auto | binary | multiclass | regression (`problem.infer_problem_type`).
+    problem_type: str = AUTO
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ValidationRules:
@@ -115,6 +133,63 @@ def class_counts(con, table: str, target: str) -> dict[str, int]:
     return {str(label): int(n) for label, n in rows}
 
 
+@dataclass(frozen=True)
+class TargetFacts:
+    """What validation knows about the label column, besides the problem type."""
+
+    facts: LabelFacts
+    tokens: int  # missing-number markers (`NA`, `?`) in a numeric label
+    non_numeric: int
+    non_numeric_example: str | None
+    infinite: int
+    top_value: str | None
+    top_count: int
+
+
+def target_facts(con, table: str, target: str) -> TargetFacts:
+    """The label column's facts in one query (missing values and, for numbers, missing
+    markers dropped)."""
+    text, num, token = text_value(target), number_value(target), missing_token(target)
+    t = quote_ident(table)
+    row = con.execute(
+        f"WITH t AS (SELECT {text} AS v, {num} AS num, {token} AS token FROM {t} "
+        f"WHERE {text} IS NOT NULL) SELECT count(*), count(*) FILTER (WHERE token), "
+        "count(*) FILTER (WHERE lower(v) NOT IN ('true', 'false')), "
+        "count(*) FILTER (WHERE NOT token AND num IS NULL), "
+        "min(v) FILTER (WHERE NOT token AND num IS NULL), "
+        f"count(*) FILTER (WHERE NOT (abs(num) <= {MAX_ABS_NUMBER:g})), "
+        f"count(*) FILTER (WHERE abs(num) <= {MAX_ABS_NUMBER:g} AND num <> trunc(num)), "
+        "count(DISTINCT v), count(DISTINCT num) FROM t"
+    ).fetchone()
+    n, tokens, non_bool, non_numeric, example, infinite, fractional, dv, dn = row
+    numeric = bool(non_bool) and not non_numeric and n > tokens
+    top = con.execute(
+        f"SELECT {text}, count(*) FROM {t} WHERE {text} IS NOT NULL "
+        f"AND NOT {token} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1"
+    ).fetchone()
+    facts = LabelFacts(
+        rows=int(n - tokens) if numeric else int(n),
+        distinct=int(dn if numeric else dv),
+        numeric=numeric,
+        whole=numeric and not fractional,
+        boolean=n > 0 and not non_bool,
+    )
+    return TargetFacts(
+        facts=facts,
+        tokens=int(tokens),
+        non_numeric=int(non_numeric),
+        non_numeric_example=example,
+        infinite=int(infinite),
+        top_value=top[0] if top else None,
+        top_count=int(top[1]) if top else 0,
+    )
+
+
+def decide_problem(target: TargetFacts, rules: ValidationRules) -> ProblemDecision:
+    """The problem type: the Param's, or inferred from the label column."""
+    return infer_problem_type(target.facts, rules.problem_type)
+
+
 def duplicate_rows(con, table: str) -> int:
     """Rows that repeat an earlier row on every column."""
     cols = ", ".join(quote_ident(n) for n, _ in table_columns(con, table) if n != ROW_ID)
@@ -134,18 +209,31 @@ def _entropy(counts: list[int]) -> float:
 
 
 def leakage_score(
-    con, table: str, column: str, kind: str, target: str, rows: int, distinct: int = 0
+    con,
+    table: str,
+    column: str,
+    kind: str,
+    target: str,
+    rows: int,
+    distinct: int = 0,
+    *,
+    regression: bool = False,
 ) -> float:
     """How much of the target's uncertainty `column` alone removes (Theil's U, 0..1):
     1 - H(target | column) / H(target), with numbers cut into equal-count bins (at least
     20 rows each, at most 50 bins) and categories under `LEAKAGE_MIN_CATEGORY_ROWS` rows
     pooled; a numeric column with no more distinct values than bins is binned by value.
-    A copy of the target, or a 1:1 recoding of it, scores 1."""
+    A copy of the target, or a 1:1 recoding of it, scores 1. A regression target is cut
+    into 20 equal-count bins first (a copy of it then scores close to 1)."""
     y = text_value(target)
+    if regression:
+        y = f"ntile(20) OVER (ORDER BY {finite_number(target)})"
     sample = ""
     if rows > LEAKAGE_SAMPLE_ROWS:
         sample = f" AND hash({ROW_ID}) % {math.ceil(rows / LEAKAGE_SAMPLE_ROWS)} = 0"
-    base = f"FROM {quote_ident(table)} WHERE {y} IS NOT NULL{sample}"
+    base = f"FROM {quote_ident(table)} WHERE {text_value(target)} IS NOT NULL{sample}"
+    if regression:
+        base += f" AND {finite_number(target)} IS NOT NULL"
     bins = max(2, min(50, rows // 20))
     if kind == "numeric" and distinct > bins:
         x = finite_number(column)
@@ -229,8 +317,11 @@ def check_rules(
     *,
     leakage: dict[str, float] | None = None,
     file_format: str = "csv",
+    target_info: TargetFacts | None = None,
+    problem: ProblemDecision | None = None,
 ) -> list[Violation]:
-    """Compare a profile with the rules; return every violation (empty list: valid)."""
+    """Compare a profile with the rules; return every violation (empty list: valid).
+    `problem` (with `target_info`): a regression target gets the regression rules."""
     from include.ml_pipeline.data_preparation.preprocess import choose_features
 
     v: list[Violation] = []
@@ -268,7 +359,10 @@ def check_rules(
                     )
                 )
     if rules.target in columns and rows:
-        v += _target_rules(columns[rules.target], classes, rules)
+        if problem is not None and problem.is_regression and target_info is not None:
+            v += _regression_target_rules(columns[rules.target], target_info, rules)
+        else:
+            v += _target_rules(columns[rules.target], classes, rules, problem)
     kinds = infer_kinds(profile, rules)
     numeric, categorical, _excluded = choose_features(kinds, columns, rows, rules.exclude_columns)
     features = set(numeric) | set(categorical)
@@ -381,8 +475,57 @@ def check_rules(
     return v
 
 
+def _regression_target_rules(
+    target: dict[str, Any], info: TargetFacts, rules: ValidationRules
+) -> list[Violation]:
+    name = rules.target
+    if target["nested"]:
+        return [
+            Violation(
+                name,
+                "target_type",
+                f"values of type {target['source_type']} (lists or records)",
+                "one number per row for a regression target",
+            )
+        ]
+    if info.non_numeric:
+        return [
+            Violation(
+                name,
+                "target_type",
+                f"{info.non_numeric} value(s) are not numbers, first {info.non_numeric_example!r}",
+                "numbers for a regression target (problem_type is regression); fix the "
+                "values, or set the problem_type Param to auto, binary or multiclass",
+            )
+        ]
+    v: list[Violation] = []
+    if info.infinite:
+        v.append(
+            Violation(
+                name,
+                "finite_target",
+                f"{info.infinite} value(s) are infinite or beyond +-1e150",
+                "finite numbers (leave an unknown target empty: the row is dropped)",
+            )
+        )
+    if info.facts.distinct < 2:
+        seen = repr(info.top_value) if info.top_value is not None else "no value"
+        v.append(
+            Violation(
+                name,
+                "constant_target",
+                f"every labelled row has the same target ({seen})",
+                "a target that varies: a model of a constant learns nothing",
+            )
+        )
+    return v
+
+
 def _target_rules(
-    target: dict[str, Any], classes: dict[str, int], rules: ValidationRules
+    target: dict[str, Any],
+    classes: dict[str, int],
+    rules: ValidationRules,
+    problem: ProblemDecision | None = None,
 ) -> list[Violation]:
     v: list[Violation] = []
     name = rules.target
@@ -416,10 +559,21 @@ def _target_rules(
                 name,
                 "max_classes",
                 f"more than {MAX_CLASSES} classes",
-                f"at most {MAX_CLASSES} (is this a regression target?)",
+                f"at most {MAX_CLASSES} (is this a regression target? set the "
+                "problem_type Param to regression)",
             )
         )
         return v
+    if problem is not None and problem.problem_type == BINARY and len(classes) != 2:
+        v.append(
+            Violation(
+                name,
+                "binary_classes",
+                f"{len(classes)} classes ({', '.join(map(repr, list(classes)[:5]))})",
+                "exactly 2 for problem_type binary: set the problem_type Param to auto or "
+                "multiclass",
+            )
+        )
     for group in label_spellings(classes):
         shown = " and ".join(f"{label!r} ({_fmt_rows(classes[label])})" for label in group)
         v.append(
@@ -452,6 +606,8 @@ def collect_warnings(
     duplicates: int,
     rules: ValidationRules,
     label_type: str | None = None,
+    target_info: TargetFacts | None = None,
+    problem: ProblemDecision | None = None,
 ) -> list[str]:
     """What is unusual but usable: one sentence each, saying what happens to it."""
     from include.ml_pipeline.data_preparation.preprocess import (
@@ -512,6 +668,9 @@ def collect_warnings(
             f"only {rows:,} rows: the test split holds a few dozen of them, so its "
             "metrics (and the deploy gate) are noisy"
         )
+    if problem is not None and problem.is_regression and target_info is not None:
+        out += _regression_warnings(columns.get(rules.target), target_info, rules, rows)
+        return out
     labels = list(classes)
     if labels and label_type == LABEL_TEXT:
         if all(re.fullmatch(r"\s*[\[{(].*[\]})]\s*", label) for label in labels):
@@ -527,8 +686,28 @@ def collect_warnings(
     return out
 
 
+def _regression_warnings(
+    target: dict[str, Any] | None, info: TargetFacts, rules: ValidationRules, rows: int
+) -> list[str]:
+    out = []
+    missing = rows - info.facts.rows
+    if target is not None and missing > 0:
+        out.append(
+            f"{_fmt_rows(missing)} ({missing / rows:.1%}) have no value in the target "
+            f"{rules.target!r}: dropped before training"
+        )
+    labelled = info.facts.rows
+    if labelled and info.top_count / labelled >= DOMINANT_VALUE_SHARE:
+        out.append(
+            f"target {rules.target!r} is {info.top_value} in {info.top_count / labelled:.0%} "
+            "of rows (as claims or counts often are): a legitimate target, but the mean "
+            "baseline is hard to beat and RMSE is dominated by the other rows"
+        )
+    return out
+
+
 def measure_leakage(
-    con, table: str, profile: dict[str, Any], rules: ValidationRules
+    con, table: str, profile: dict[str, Any], rules: ValidationRules, *, regression: bool = False
 ) -> dict[str, float]:
     """`leakage_score` of every feature column (none when the check is off)."""
     from include.ml_pipeline.data_preparation.preprocess import choose_features
@@ -549,6 +728,7 @@ def measure_leakage(
             rules.target,
             profile["rows"],
             columns[name]["distinct"],
+            regression=regression,
         )
         for name in [*numeric, *categorical]
         if not columns[name]["nested"]
@@ -566,24 +746,36 @@ def validate_table(
 ) -> ValidationReport:
     """Profile `table`, check `rules`; raise `DataValidationError` naming every violation,
     or return the report (kinds, classes, warnings)."""
-    from include.ml_pipeline.data_preparation.preprocess import target_type
+    from include.ml_pipeline.data_preparation.preprocess import LABEL_NUMBER, target_type
 
     profile = profile_table(con, table)
     has_target = rules.target in profile["columns"]
-    classes = class_counts(con, table, rules.target) if has_target else {}
+    nested = has_target and profile["columns"][rules.target]["nested"]
+    info = target_facts(con, table, rules.target) if has_target and not nested else None
+    problem = decide_problem(info, rules) if info is not None else None
+    regression = problem is not None and problem.is_regression
+    classes = class_counts(con, table, rules.target) if has_target and not regression else {}
     duplicates = duplicate_rows(con, table) if profile["rows"] else 0
-    usable_target = (
-        has_target
-        and not profile["columns"][rules.target]["nested"]
-        and 2 <= len(classes) <= MAX_CLASSES
+    if regression:
+        usable_target = info.facts.numeric and info.facts.distinct >= 2 and not info.infinite
+    else:
+        usable_target = has_target and not nested and 2 <= len(classes) <= MAX_CLASSES
+    leakage = (
+        measure_leakage(con, table, profile, rules, regression=regression) if usable_target else {}
     )
-    leakage = measure_leakage(con, table, profile, rules) if usable_target else {}
     violations = check_rules(
-        profile, classes, duplicates, rules, leakage=leakage, file_format=file_format
+        profile,
+        classes,
+        duplicates,
+        rules,
+        leakage=leakage,
+        file_format=file_format,
+        target_info=info,
+        problem=problem,
     )
     if violations:
         raise DataValidationError(f"{source} (table {table})", violations)
-    label_type = target_type(con, table, rules.target)
+    label_type = LABEL_NUMBER if regression else target_type(con, table, rules.target)
     return ValidationReport(
         source=source,
         rows=profile["rows"],
@@ -594,6 +786,8 @@ def validate_table(
         table=table,
         warnings=[
             *load_warnings,
-            *collect_warnings(profile, classes, duplicates, rules, label_type),
+            *collect_warnings(profile, classes, duplicates, rules, label_type, info, problem),
         ],
+        problem_type=problem.problem_type if problem else "",
+        problem_reason=problem.reason if problem else "",
     )

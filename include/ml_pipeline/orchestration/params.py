@@ -18,8 +18,12 @@ from include.ml_pipeline.names import (
     SMTP_CONN_ID,
 )
 from include.ml_pipeline.orchestration.compat import Param
+from include.ml_pipeline.problem import PROBLEM_TYPE_CHOICES
 from include.ml_pipeline.runs import batch_incoming_uri, default_data_uri
-from include.ml_pipeline.training.candidates import DEFAULT_CANDIDATES
+from include.ml_pipeline.training.candidates import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_REGRESSION_CANDIDATES,
+)
 
 #: The sensor's hard ceiling; the wait a run allows is the `sensor_timeout_seconds` Param.
 SENSOR_MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
@@ -30,6 +34,8 @@ GATE_KEYS = (
     "min_accuracy",
     "max_log_loss",
     "min_f1",
+    "max_rmse",
+    "min_r2",
     "primary_metric",
     "tolerance",
     "min_lift_over_baseline",
@@ -123,6 +129,15 @@ def deployment_params() -> dict[str, Param]:
         ),
         # -- validation and preparation
         "target": Param(sample_data.TARGET, type="string", description="Label column"),
+        "problem_type": Param(
+            "auto",
+            type="string",
+            enum=list(PROBLEM_TYPE_CHOICES),
+            description="auto: inferred from the label column (two values: binary; text or "
+            "true/false: classification; numbers: regression, unless whole numbers with few "
+            "distinct values: multiclass), the reason in the validation report; or set "
+            "binary, multiclass or regression to fix a wrong guess",
+        ),
         "required_columns": Param(
             [*sample_data.NUMERIC_COLUMNS, *sample_data.CATEGORICAL_COLUMNS],
             type="array",
@@ -174,13 +189,20 @@ def deployment_params() -> dict[str, Param]:
         "seed": Param(42, type="integer"),
         # -- training
         "candidates": Param(
-            DEFAULT_CANDIDATES,
-            type="array",
-            description='Models to try: [{"name", "estimator", "params"}]; '
-            "estimators: logistic_regression, hist_gradient_boosting, random_forest, dummy",
+            None,
+            type=["null", "array"],
+            description='Models to try: [{"name", "estimator", "params"}]; null: the '
+            "defaults of the problem type (classification: "
+            f"{', '.join(c['name'] for c in DEFAULT_CANDIDATES)}; regression: "
+            f"{', '.join(c['name'] for c in DEFAULT_REGRESSION_CANDIDATES)}). Estimators: "
+            "logistic_regression (classification), ridge (regression), "
+            "hist_gradient_boosting, random_forest, dummy",
         ),
         "selection_metric": Param(
-            "roc_auc", type="string", description="Validation metric that picks the best candidate"
+            "auto",
+            type="string",
+            description="Validation metric that picks the best candidate; auto: roc_auc for "
+            "classification, rmse for regression",
         ),
         "model_name": Param(
             settings.model_name, type="string", description="Registered model name in MLflow"
@@ -190,15 +212,27 @@ def deployment_params() -> dict[str, Param]:
             0.05,
             type=["null", "number"],
             minimum=0,
-            description="Deploy gate: how much the challenger must beat the class-prior "
-            "baseline on primary_metric, both scored on the same test split (null: off)",
+            description="Deploy gate: how much the challenger must beat the baseline on "
+            "primary_metric, both scored on the same test split (null: off). "
+            "Classification: the class-prior baseline, an absolute difference (0.05 of ROC "
+            "AUC). Regression: the mean predictor, a relative reduction of the error (0.05: "
+            "RMSE at least 5% lower than the mean baseline's)",
         ),
         "min_roc_auc": Param(None, type=["null", "number"], description="Deploy gate (optional)"),
         "min_accuracy": Param(None, type=["null", "number"], description="Deploy gate (optional)"),
         "max_log_loss": Param(None, type=["null", "number"], description="Deploy gate (optional)"),
         "min_f1": Param(None, type=["null", "number"], description="Deploy gate (optional)"),
+        "max_rmse": Param(
+            None, type=["null", "number"], description="Deploy gate, regression (optional)"
+        ),
+        "min_r2": Param(
+            None, type=["null", "number"], description="Deploy gate, regression (optional)"
+        ),
         "primary_metric": Param(
-            "roc_auc", type="string", description="Metric compared with the champion"
+            "auto",
+            type="string",
+            description="Metric compared with the baseline and the champion; auto: roc_auc "
+            "for classification, rmse for regression",
         ),
         "tolerance": Param(
             0.01,

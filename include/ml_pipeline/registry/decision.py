@@ -3,13 +3,16 @@
 A challenger is deployed only if it passes every check that applies, all measured on
 the same test split:
 
-* **baseline**: it beats the class-prior baseline (a model that predicts the training
-  class shares for every row: ROC AUC 0.5, accuracy the majority share) on the primary
-  metric by at least `min_lift_over_baseline`. This is what lets a first model deploy
+* **baseline**: it beats the baseline on the primary metric by at least
+  `min_lift_over_baseline`: for classification the class-prior baseline (a model that
+  predicts the training class shares for every row: ROC AUC 0.5, accuracy the majority
+  share), by that much of the metric; for regression the mean baseline (the training
+  mean for every row: R^2 about 0), by that share of its error (0.05: an RMSE at least 5%
+  lower, `problem.lift`). This is what lets a first model deploy
   on a hard but real problem (ROC AUC 0.69) while a model that learnt nothing is kept
   out;
-* **absolute thresholds** (`min_roc_auc`, `min_accuracy`, `min_f1`, `max_log_loss`),
-  each only when set (by default none is);
+* **absolute thresholds** (`min_roc_auc`, `min_accuracy`, `min_f1`, `max_log_loss`;
+  regression `max_rmse`, `min_r2`), each only when set (by default none is);
 * **champion**: when a champion exists, the challenger does not lose to it on the
   primary metric by more than `tolerance`. When the champion exists but could not be
   scored on this split (`champion_error`, e.g. its columns are not in the new data),
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline.names import GREATER_IS_BETTER
 from include.ml_pipeline.payloads import Decision
+from include.ml_pipeline.problem import baseline_name, is_relative_lift, lift
 
 if TYPE_CHECKING:  # pragma: no cover
     from include.ml_pipeline.registry.contract import ContractComparison
@@ -45,6 +49,8 @@ class Thresholds:
     min_accuracy: float | None = None
     max_log_loss: float | None = None
     min_f1: float | None = None
+    max_rmse: float | None = None
+    min_r2: float | None = None
     primary_metric: str = "roc_auc"
     tolerance: float = 0.01
     min_lift_over_baseline: float | None = 0.05
@@ -107,6 +113,8 @@ _ABSOLUTE_CHECKS = (
     ("min_accuracy", "accuracy", True),
     ("min_f1", "f1", True),
     ("max_log_loss", "log_loss", False),
+    ("max_rmse", "rmse", False),
+    ("min_r2", "r2", True),
 )
 
 
@@ -136,7 +144,11 @@ def _absolute(challenger_metrics, thresholds: Thresholds, reasons: list[str]) ->
 
 
 def _baseline(
-    challenger_metrics, baseline_metrics, thresholds: Thresholds, reasons: list[str]
+    challenger_metrics,
+    baseline_metrics,
+    thresholds: Thresholds,
+    reasons: list[str],
+    problem_type: str | None = None,
 ) -> list[str]:
     margin = thresholds.min_lift_over_baseline
     if margin is None or baseline_metrics is None:
@@ -145,32 +157,38 @@ def _baseline(
     greater = GREATER_IS_BETTER[primary]
     challenger = _number(challenger_metrics, primary)
     baseline = _number(baseline_metrics, primary)
+    name, what = baseline_name(problem_type)
     if baseline is None:
         reasons.append(
-            f"The class-prior baseline has no usable {primary} on this test split, so the "
+            f"The {name} has no usable {primary} on this test split, so the "
             "lift over it is not checked."
         )
         return []
     if challenger is None:
         reasons.append(
             f"Challenger {primary} is missing or not a number, so it cannot be compared with "
-            f"the class-prior baseline's {_fmt(baseline)}."
+            f"the {name}'s {_fmt(baseline)}."
         )
         return ["baseline"]
-    lift = (challenger - baseline) if greater else (baseline - challenger)
+    gained = lift(primary, challenger, baseline)
     better = "higher" if greater else "lower"
-    if lift >= margin:
+    if is_relative_lift(primary):
+        shown, needed = f"{gained:.1%}", f"{margin:.1%}"
+        unit = f"relative {primary} reduction; {better} is better"
+    else:
+        shown, needed, unit = _fmt(gained), _fmt(margin), f"{better} is better"
+    if gained >= margin:
         reasons.append(
-            f"Challenger {primary} {_fmt(challenger)} beats the class-prior baseline's "
-            f"{_fmt(baseline)} by {_fmt(lift)}, at least the required lift {_fmt(margin)} "
-            f"(min_lift_over_baseline; {better} is better)."
+            f"Challenger {primary} {_fmt(challenger)} beats the {name}'s "
+            f"{_fmt(baseline)} by {shown}, at least the required lift {needed} "
+            f"(min_lift_over_baseline; {unit})."
         )
         return []
     reasons.append(
-        f"Challenger {primary} {_fmt(challenger)} is only {_fmt(lift)} better than the "
-        f"class-prior baseline's {_fmt(baseline)} (a model predicting the class shares), "
-        f"less than the required lift {_fmt(margin)} (min_lift_over_baseline; {better} "
-        "is better): it has learnt little or nothing from the features."
+        f"Challenger {primary} {_fmt(challenger)} is only {shown} better than the "
+        f"{name}'s {_fmt(baseline)} ({what}), less than the required lift {needed} "
+        f"(min_lift_over_baseline; {unit}): it has learnt little or nothing from the "
+        "features."
     )
     return ["baseline"]
 
@@ -272,18 +290,20 @@ def decide_deployment(
     champion_error: str | None = None,
     baseline_metrics: dict[str, Any] | None = None,
     contract: ContractComparison | None = None,
+    problem_type: str | None = None,
 ) -> Decision:
     """Deploy iff every check that applies passes; see the module docstring.
 
     `champion_error`: why a champion that exists could not be scored on this test
     split. `baseline_metrics`: the class-prior baseline on the same split (None: the
     lift is not checked). `contract`: the challenger's input contract compared with the
-    champion's (None: no champion, nothing to compare)."""
+    champion's (None: no champion, nothing to compare). `problem_type`: which baseline it
+    is and how its lift is measured (classification when None)."""
     if not isinstance(thresholds, Thresholds):
         thresholds = Thresholds.from_dict(thresholds)
     reasons: list[str] = []
     failed = _absolute(challenger_metrics, thresholds, reasons)
-    failed += _baseline(challenger_metrics, baseline_metrics, thresholds, reasons)
+    failed += _baseline(challenger_metrics, baseline_metrics, thresholds, reasons, problem_type)
     failed += _champion(challenger_metrics, champion_metrics, champion_error, thresholds, reasons)
     contract_failed, changes = _contract(contract, thresholds, reasons)
     failed += contract_failed

@@ -15,6 +15,13 @@ model pipeline.
 class prior: ROC AUC exactly 0.5, accuracy equal to the majority-class share). Tests and
 the DAG's "weak configuration" Param use it to prove that the deploy gate rejects a bad
 model and that `champion` does not move.
+
+A regression problem (`problem.REGRESSION`) has its own estimators under the same kind
+names where the idea is the same (`hist_gradient_boosting`, `random_forest`, `dummy`:
+the scikit-learn regressors) plus `ridge`, its own defaults (`DEFAULT_REGRESSION_CANDIDATES`)
+and its weak candidate (`WEAK_REGRESSION_CANDIDATE`: `DummyRegressor` predicting the
+training mean, R^2 about 0). The `candidates` Param left empty (null) takes the defaults of
+the problem type.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import re
 from typing import Any
 
 from include.ml_pipeline.payloads import Candidate
+from include.ml_pipeline.problem import REGRESSION
 
 # estimator kind -> (module, class name)
 ESTIMATORS: dict[str, tuple[str, str]] = {
@@ -35,13 +43,27 @@ ESTIMATORS: dict[str, tuple[str, str]] = {
     "dummy": ("sklearn.dummy", "DummyClassifier"),
 }
 
+REGRESSION_ESTIMATORS: dict[str, tuple[str, str]] = {
+    "ridge": ("sklearn.linear_model", "Ridge"),
+    "hist_gradient_boosting": ("sklearn.ensemble", "HistGradientBoostingRegressor"),
+    "random_forest": ("sklearn.ensemble", "RandomForestRegressor"),
+    "dummy": ("sklearn.dummy", "DummyRegressor"),
+}
+
 # Settings applied before the candidate's own params (which win).
 _BASE_PARAMS: dict[str, dict[str, Any]] = {
     "logistic_regression": {"max_iter": 2000},
+    "ridge": {},
     "hist_gradient_boosting": {},
     "random_forest": {"n_jobs": 1},
     "dummy": {},
 }
+
+
+def estimators_for(problem_type: str | None) -> dict[str, tuple[str, str]]:
+    """The estimator kinds of a problem type (classification for "" / None)."""
+    return REGRESSION_ESTIMATORS if problem_type == REGRESSION else ESTIMATORS
+
 
 CANDIDATE_KEYS = frozenset({"name", "estimator", "params"})
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -73,25 +95,60 @@ WEAK_CANDIDATE: dict[str, Any] = {
     "params": {"strategy": "prior"},
 }
 
+DEFAULT_REGRESSION_CANDIDATES: list[dict[str, Any]] = [
+    {"name": "ridge_a1", "estimator": "ridge", "params": {"alpha": 1.0}},
+    {
+        "name": "hgb_shallow",
+        "estimator": "hist_gradient_boosting",
+        "params": {"learning_rate": 0.1, "max_iter": 200, "max_depth": 3, "early_stopping": True},
+    },
+    {
+        "name": "hgb_deep",
+        "estimator": "hist_gradient_boosting",
+        "params": {
+            "learning_rate": 0.05,
+            "max_iter": 300,
+            "max_leaf_nodes": 31,
+            "l2_regularization": 1.0,
+            "early_stopping": True,
+        },
+    },
+    {
+        "name": "random_forest",
+        "estimator": "random_forest",
+        "params": {"n_estimators": 100, "min_samples_leaf": 5, "max_features": 0.5},
+    },
+]
+
+WEAK_REGRESSION_CANDIDATE: dict[str, Any] = {
+    "name": "weak_mean",
+    "estimator": "dummy",
+    "params": {"strategy": "mean"},
+}
+
 
 class CandidateError(ValueError):
     """A candidate configuration is invalid; the message names the candidate and the key."""
 
 
-def default_candidates() -> list[dict[str, Any]]:
-    """A fresh copy of `DEFAULT_CANDIDATES` (safe to mutate)."""
+def default_candidates(problem_type: str | None = None) -> list[dict[str, Any]]:
+    """A fresh copy of the problem type's defaults (safe to mutate)."""
+    if problem_type == REGRESSION:
+        return copy.deepcopy(DEFAULT_REGRESSION_CANDIDATES)
     return copy.deepcopy(DEFAULT_CANDIDATES)
 
 
-def weak_candidates() -> list[dict[str, Any]]:
-    """A one-element list with a fresh copy of `WEAK_CANDIDATE`."""
+def weak_candidates(problem_type: str | None = None) -> list[dict[str, Any]]:
+    """A one-element list with a fresh copy of the problem type's weak candidate."""
+    if problem_type == REGRESSION:
+        return [copy.deepcopy(WEAK_REGRESSION_CANDIDATE)]
     return [copy.deepcopy(WEAK_CANDIDATE)]
 
 
-def _estimator_class(kind: str) -> type:
+def _estimator_class(kind: str, problem_type: str | None = None) -> type:
     import importlib
 
-    module, name = ESTIMATORS[kind]
+    module, name = estimators_for(problem_type)[kind]
     return getattr(importlib.import_module(module), name)
 
 
@@ -118,8 +175,9 @@ def _check_json_value(value: Any, where: str) -> None:
     )
 
 
-def validate_candidate(candidate: Any) -> dict[str, Any]:
-    """Check one candidate and return a normalised copy (`params` defaulted to `{}`).
+def validate_candidate(candidate: Any, problem_type: str | None = None) -> dict[str, Any]:
+    """Check one candidate for `problem_type` (classification when None) and return a
+    normalised copy (`params` defaulted to `{}`).
 
     Raises `CandidateError` naming the offending key: a missing or unknown top-level key,
     an unknown estimator, a parameter the estimator does not accept, a non-JSON value, or
@@ -144,10 +202,12 @@ def validate_candidate(candidate: Any) -> dict[str, Any]:
             f"'_', '.', '-' (starting with a letter or digit); got {name!r}"
         )
     kind = candidate["estimator"]
-    if kind not in ESTIMATORS:
+    known = estimators_for(problem_type)
+    if kind not in known:
+        what = "a regression" if problem_type == REGRESSION else "a classification"
         raise CandidateError(
             f"candidate {label}: key 'estimator' must be one of "
-            f"{', '.join(sorted(ESTIMATORS))}; got {kind!r}"
+            f"{', '.join(sorted(known))} for {what} problem; got {kind!r}"
         )
     params = candidate.get("params", {})
     if params is None:
@@ -157,7 +217,7 @@ def validate_candidate(candidate: Any) -> dict[str, Any]:
             f"candidate {label}: key 'params' must be a dict; got {type(params).__name__}"
         )
     _check_json_value(params, f"candidate {label}: params")
-    cls = _estimator_class(kind)
+    cls = _estimator_class(kind, problem_type)
     accepted = set(cls().get_params(deep=False))
     bad = sorted(set(params) - accepted)
     if bad:
@@ -175,12 +235,15 @@ def validate_candidate(candidate: Any) -> dict[str, Any]:
     return {"name": name, "estimator": kind, "params": copy.deepcopy(params)}
 
 
-def validate_candidates(candidates: Any) -> list[Candidate]:
-    """Check a list of candidate dicts (non-empty, unique names); return them as
-    `Candidate`s, normalised.
+def validate_candidates(candidates: Any, problem_type: str | None = None) -> list[Candidate]:
+    """Check a list of candidate dicts (non-empty, unique names) for `problem_type`;
+    return them as `Candidate`s, normalised. None (the Param left empty) is the problem
+    type's defaults.
 
     Accepts a JSON string too (an Airflow Param may arrive as text).
     """
+    if candidates is None:
+        candidates = default_candidates(problem_type)
     if isinstance(candidates, str):
         try:
             candidates = json.loads(candidates)
@@ -192,7 +255,7 @@ def validate_candidates(candidates: Any) -> list[Candidate]:
     seen: set[str] = set()
     for index, candidate in enumerate(candidates):
         try:
-            checked = validate_candidate(candidate)
+            checked = validate_candidate(candidate, problem_type)
         except CandidateError as exc:
             raise CandidateError(f"candidates[{index}]: {exc}") from exc
         if checked["name"] in seen:
@@ -205,22 +268,33 @@ def validate_candidates(candidates: Any) -> list[Candidate]:
     return out
 
 
-def as_candidate(candidate: Candidate | dict[str, Any]) -> Candidate:
+def as_candidate(
+    candidate: Candidate | dict[str, Any], problem_type: str | None = None
+) -> Candidate:
     """A `Candidate` as is (it was validated when it was made), a dict validated once."""
     if isinstance(candidate, Candidate):
         return candidate
-    return Candidate(**validate_candidate(candidate))
+    return Candidate(**validate_candidate(candidate, problem_type))
 
 
-def make_estimator(candidate: Candidate | dict[str, Any], seed: int | None = 42) -> Any:
-    """The unfitted scikit-learn estimator for `candidate`.
+def make_estimator(
+    candidate: Candidate | dict[str, Any], seed: int | None = 42, problem_type: str | None = None
+) -> Any:
+    """The unfitted scikit-learn estimator for `candidate` (a regressor when
+    `problem_type` is regression).
 
     `random_state` is set to `seed` when the estimator has one and the candidate's params
     do not set it.
     """
-    checked = as_candidate(candidate)
+    checked = as_candidate(candidate, problem_type)
     kind = checked.estimator
-    cls = _estimator_class(kind)
+    if kind not in estimators_for(problem_type):
+        raise CandidateError(
+            f"candidate {checked.name!r}: estimator {kind!r} does not fit a "
+            f"{problem_type or 'classification'} problem; use one of "
+            f"{', '.join(sorted(estimators_for(problem_type)))}"
+        )
+    cls = _estimator_class(kind, problem_type)
     params = {**_BASE_PARAMS[kind], **checked.params}
     if "random_state" in cls().get_params(deep=False) and "random_state" not in params:
         params["random_state"] = seed

@@ -7,9 +7,12 @@ precision-recall curves and feature importances as PNG images under `plots/`, th
 as JSON under `evaluation/`, and the test dataset as an input. If the registered model
 has a `champion`, that version is scored on the same test rows (with its own feature
 spec, so a champion trained on other columns is still measured fairly) and its metrics
-are returned beside the challenger's — what the deploy gate compares. So is the
-class-prior baseline (`class_prior_baseline`: scikit-learn's `DummyClassifier(strategy=
-"prior")` fitted on the training labels), which a challenger must beat to be deployed.
+are returned beside the challenger's — what the deploy gate compares. The champion is
+scored against this split's label column whatever it is called (a champion trained when
+the label had another name is still compared). So is the baseline (`baseline_metrics`:
+the class prior, scikit-learn's `DummyClassifier(strategy="prior")`, for classification;
+the training mean, `DummyRegressor`, for regression), which a challenger must beat to be
+deployed. A regression model's plots are predicted vs actual and the residuals.
 
 Feature importances are permutation importances of the raw input columns (the drop in
 test ROC AUC when a column is shuffled; up to `importance_rows` test rows, a few
@@ -40,6 +43,8 @@ from include.ml_pipeline.training.metrics import (
     classification_metrics,
     predicted_labels,
     prefixed,
+    regression_metrics,
+    score_model,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -128,9 +133,13 @@ def _model_spec(model_uri: str, fallback: FeatureSpec) -> FeatureSpec:
 
 
 def _score(model: Any, frame: pd.DataFrame, spec: FeatureSpec) -> tuple[Any, Any, dict]:
+    """(X, the model's output: probabilities, or values for regression, metrics)."""
     from include.ml_pipeline.features import coerce_features
 
     X = coerce_features(frame, spec)
+    if spec.is_regression:
+        predicted = model.predict(X)
+        return X, predicted, regression_metrics(frame[spec.target], predicted)
     proba = model.predict_proba(X)
     return X, proba, classification_metrics(frame[spec.target], proba, model.classes_)
 
@@ -143,9 +152,10 @@ def permutation_importances(
     rows: int = 2000,
     repeats: int = 5,
     seed: int = 0,
+    problem_type: str | None = None,
 ) -> dict[str, float]:
-    """Mean drop in ROC AUC (accuracy if AUC is undefined on the sample) per input column
-    when that column is shuffled, on up to `rows` rows."""
+    """Mean drop in ROC AUC (accuracy if AUC is undefined on the sample; R^2 for
+    regression) per input column when that column is shuffled, on up to `rows` rows."""
     import numpy as np
     from sklearn.inspection import permutation_importance
 
@@ -153,11 +163,15 @@ def permutation_importances(
         picked = np.random.default_rng(seed).choice(len(X), size=rows, replace=False)
         picked.sort()
         X, y = X.iloc[picked], (y.iloc[picked] if hasattr(y, "iloc") else np.asarray(y)[picked])
-    baseline = classification_metrics(y, model.predict_proba(X), model.classes_)
-    key = "roc_auc" if math.isfinite(baseline["roc_auc"]) else "accuracy"
+    if problem_type == "regression":
+        key = "r2"
+    else:
+        baseline = classification_metrics(y, model.predict_proba(X), model.classes_)
+        key = "roc_auc" if math.isfinite(baseline["roc_auc"]) else "accuracy"
 
     def scorer(estimator: Any, X_: Any, y_: Any) -> float:
-        return classification_metrics(y_, estimator.predict_proba(X_), estimator.classes_)[key]
+        value = score_model(estimator, X_, y_, problem_type)[key]
+        return value if math.isfinite(value) else 0.0
 
     result = permutation_importance(
         model, X, y, scoring=scorer, n_repeats=repeats, random_state=seed, n_jobs=1
@@ -223,13 +237,49 @@ def _champion(
         "error": None,
     }
     try:
-        champion_spec = _model_spec(uri, spec)
+        own = _model_spec(uri, spec)
+        if (own.problem_type or "classification") != (spec.problem_type or "classification"):
+            raise ValueError(
+                f"the champion is a {own.problem_type or 'classification'} model and the "
+                f"challenger a {spec.problem_type or 'classification'} model: their metrics "
+                "do not compare"
+            )
+        # The champion's own columns, scored against this split's label column (whatever
+        # it is called now: a renamed label column is still the label).
+        champion_spec = own.__class__(
+            target=spec.target,
+            numeric=list(own.numeric),
+            categorical=list(own.categorical),
+            problem_type=spec.problem_type,
+        )
         frame = read_split(test_uri, champion_spec)
         model = load_sklearn_model(uri)
         _, _, facts["metrics"] = _score(model, frame, champion_spec)
     except Exception as exc:  # reported, and the gate sees "no comparable champion"
         facts["error"] = f"{type(exc).__name__}: {exc}"
     return facts
+
+
+def mean_baseline(train_values: Any, test_values: Any) -> dict[str, float] | None:
+    """Regression metrics on the test values of the model that predicts the training mean
+    for every row (R^2 about 0): what a regressor that learnt nothing scores."""
+    import numpy as np
+
+    train = np.asarray(train_values, dtype=float)
+    test = np.asarray(test_values, dtype=float)
+    if not len(train) or not len(test):
+        return None
+    return regression_metrics(test, np.full(len(test), float(train.mean())))
+
+
+def baseline_metrics(
+    train_labels: Any, test_labels: Any, problem_type: str | None
+) -> dict[str, float] | None:
+    """The baseline of a problem type scored on the test labels: the training mean for
+    regression, the training class shares otherwise."""
+    if problem_type == "regression":
+        return mean_baseline(train_labels, test_labels)
+    return class_prior_baseline(train_labels, test_labels)
 
 
 def class_prior_baseline(train_labels: Any, test_labels: Any) -> dict[str, float] | None:
@@ -326,20 +376,32 @@ def _evaluate_on_test(
 
     frame, test_fingerprint = read_split_with_fingerprint(test_uri, spec)
     model = load_sklearn_model(model_uri)
-    X, proba, metrics = _score(model, frame, spec)
+    X, output, metrics = _score(model, frame, spec)
     y = frame[spec.target]
-    classes = list(model.classes_)
+    classes = [] if spec.is_regression else list(model.classes_)
 
     artifacts = []
-    figures = {
-        "confusion_matrix.png": plots.plot_confusion_matrix(
-            y.tolist(), predicted_labels(proba, classes).tolist(), classes
-        ),
-        "roc_curve.png": plots.plot_roc_curves(y.tolist(), proba, classes),
-        "precision_recall.png": plots.plot_precision_recall(y.tolist(), proba, classes),
-    }
+    if spec.is_regression:
+        figures = {
+            "predicted_vs_actual.png": plots.plot_predicted_vs_actual(y.tolist(), output),
+            "residuals.png": plots.plot_residuals(y.tolist(), output),
+        }
+    else:
+        figures = {
+            "confusion_matrix.png": plots.plot_confusion_matrix(
+                y.tolist(), predicted_labels(output, classes).tolist(), classes
+            ),
+            "roc_curve.png": plots.plot_roc_curves(y.tolist(), output, classes),
+            "precision_recall.png": plots.plot_precision_recall(y.tolist(), output, classes),
+        }
     permutation = permutation_importances(
-        model, X, y, rows=importance_rows, repeats=importance_repeats, seed=seed
+        model,
+        X,
+        y,
+        rows=importance_rows,
+        repeats=importance_repeats,
+        seed=seed,
+        problem_type=spec.problem_type,
     )
     figures["feature_importance_permutation.png"] = plots.plot_feature_importances(
         list(permutation), list(permutation.values())
@@ -358,7 +420,7 @@ def _evaluate_on_test(
     baseline = None
     if train_uri:
         train_labels = read_parquet(train_uri, [spec.target])[0][spec.target]
-        baseline = class_prior_baseline(train_labels, y)
+        baseline = baseline_metrics(train_labels, y, spec.problem_type)
 
     top = sorted(permutation.items(), key=lambda kv: abs(kv[1]), reverse=True)
     report = {
@@ -366,6 +428,7 @@ def _evaluate_on_test(
         "test_rows": len(frame),
         "test_fingerprint": test_fingerprint,
         "metrics": metrics,
+        "problem_type": spec.problem_type or "classification",
         "classes": [str(c) for c in classes],
         "feature_importance": {"permutation": permutation, "native": native},
         "champion": champion,
@@ -399,7 +462,7 @@ def _evaluate_on_test(
         test_fingerprint=test_fingerprint,
         artifacts=artifacts,
         feature_importance={
-            "method": "permutation_roc_auc_drop",
+            "method": "permutation_r2_drop" if spec.is_regression else "permutation_roc_auc_drop",
             "top": [[name, value] for name, value in top[:10]],
         },
         champion=champion,

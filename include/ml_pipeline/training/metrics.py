@@ -1,4 +1,6 @@
-"""Classification metrics from predicted probabilities, for binary and multiclass targets.
+"""Metrics: classification from predicted probabilities (binary and multiclass), regression
+from predicted values (`regression_metrics`), and `score_predictions` choosing by the
+problem type.
 
 `classes` is the model's `classes_` (the column order of `predict_proba`). Labels may be
 strings or integers. Binary: the positive class is `classes[1]` (scikit-learn's
@@ -101,6 +103,40 @@ def classification_metrics(y_true: Any, proba: Any, classes: Sequence[Any]) -> d
         "recall": float(recall_score(y, y_pred, zero_division=0, **pr_kwargs)),
         "log_loss": log_loss,
     }
+
+
+def regression_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
+    """rmse, mae, r2 and, when the true values never cross or touch zero (all positive or
+    all negative), mape (mean absolute percentage error, as a fraction: 0.1 is 10%).
+
+    R^2 is NaN when the true values are constant (undefined). Raises `ValueError` if the
+    lengths differ, the sample is empty or a value is not a finite number."""
+    y = np.asarray(_as_array(y_true), dtype=float)
+    pred = np.asarray(_as_array(y_pred), dtype=float).reshape(-1)
+    if y.shape != pred.shape:
+        raise ValueError(f"y_true has {len(y)} values, y_pred {len(pred)}")
+    if len(y) == 0:
+        raise ValueError("y_true is empty")
+    if not (np.isfinite(y).all() and np.isfinite(pred).all()):
+        raise ValueError("regression metrics need finite true and predicted values")
+    error = pred - y
+    total = float(np.sum((y - y.mean()) ** 2))
+    out = {
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "mae": float(np.mean(np.abs(error))),
+        "r2": 1.0 - float(np.sum(error**2)) / total if total > 0 else float("nan"),
+    }
+    if (y > 0).all() or (y < 0).all():
+        out["mape"] = float(np.mean(np.abs(error / y)))
+    return out
+
+
+def score_model(model: Any, X: Any, y_true: Any, problem_type: str | None) -> dict[str, float]:
+    """The metrics of a fitted model on (X, y_true): regression metrics of `predict` for a
+    regression problem, classification metrics of `predict_proba` otherwise."""
+    if problem_type == "regression":
+        return regression_metrics(y_true, model.predict(X))
+    return classification_metrics(y_true, model.predict_proba(X), model.classes_)
 
 
 def prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:

@@ -26,6 +26,7 @@ from include.ml_pipeline.names import (
     METRIC_NAMES,
     MODEL_URI_TAG,
     PARENT_RUN_TAG,
+    PROBLEM_TYPE_TAG,
     ROLE_TAG,
     TRAIN_FINGERPRINT_TAG,
 )
@@ -41,7 +42,7 @@ from include.ml_pipeline.training.data import (
     limit_threads,
     read_split_with_fingerprint,
 )
-from include.ml_pipeline.training.metrics import classification_metrics, prefixed
+from include.ml_pipeline.training.metrics import prefixed, score_model
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -288,7 +289,7 @@ def fit_candidate(
     """
     import mlflow
 
-    candidate = as_candidate(candidate)
+    candidate = as_candidate(candidate, spec.problem_type)
     experiment_id = ensure_experiment(tracking_uri, experiment, artifact_location)
     client = configure_mlflow(tracking_uri)
     parent = client.get_run(parent_run_id)
@@ -312,7 +313,7 @@ def fit_candidate(
     X_val = coerce_features(validation, spec)
     y_val = validation[spec.target]
 
-    estimator = make_estimator(candidate, seed)
+    estimator = make_estimator(candidate, seed, spec.problem_type)
     pipeline = build_pipeline(spec, estimator)
 
     run_tags = {str(k): str(v) for k, v in (tags or {}).items()}
@@ -334,6 +335,7 @@ def fit_candidate(
             {
                 "candidate": candidate.name,
                 "estimator": candidate.estimator,
+                "problem_type": spec.problem_type or "classification",
                 "seed": seed,
                 "train_rows": len(train),
                 "validation_rows": len(validation),
@@ -360,10 +362,8 @@ def fit_candidate(
                 ) from exc
             fit_seconds = time.perf_counter() - started
             started = time.perf_counter()
-            proba = pipeline.predict_proba(X_val)
+            metrics = score_model(pipeline, X_val, y_val, spec.problem_type)
             predict_seconds = time.perf_counter() - started
-        classes = pipeline.classes_
-        metrics = classification_metrics(y_val, proba, classes)
         mlflow.log_metrics(
             {
                 **prefixed(metrics, "validation"),
@@ -371,7 +371,9 @@ def fit_candidate(
                 "validation_predict_seconds": predict_seconds,
             }
         )
-        mlflow.set_tag("classes", ",".join(map(str, classes.tolist())))
+        mlflow.set_tag(PROBLEM_TYPE_TAG, spec.problem_type or "classification")
+        if not spec.is_regression:
+            mlflow.set_tag("classes", ",".join(map(str, pipeline.classes_.tolist())))
 
         info = log_pipeline(pipeline, X_train, spec)
         # Set last: a run with this tag and status FINISHED is complete and reusable.

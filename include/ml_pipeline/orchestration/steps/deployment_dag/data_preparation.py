@@ -149,6 +149,7 @@ def validate_raw_data(loaded: dict, params: Mapping[str, Any]) -> dict:
             load_warnings=raw.warnings,
             file_format=raw.file_format,
         )
+    log.info("problem type: %s (%s)", report.problem_type, report.problem_reason)
     for warning in report.warnings:
         log.warning("data warning: %s", warning)
     return report.replace(table_uri=raw.table_uri).to_dict()
@@ -175,6 +176,7 @@ def preprocess(validated: dict, params: Mapping[str, Any], run_id: str) -> dict:
             report.kinds,
             exclude_columns=params["exclude_columns"],
             drop_duplicates=params["drop_duplicates"],
+            problem_type=report.problem_type,
         )
     return result.replace(table_uri=uri_out).to_dict()
 

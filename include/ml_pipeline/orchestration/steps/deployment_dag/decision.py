@@ -49,12 +49,19 @@ def decide(
     champion's input contract (unless `allow_contract_change`). The decision goes to the
     version's tags, and with the registered model to XCom key `decision` (what either path
     reads). Returns the task id to follow."""
+    from include.ml_pipeline.problem import resolve_metric
     from include.ml_pipeline.registry.decision import Thresholds, decide_deployment
     from include.ml_pipeline.registry.registry import record_decision
 
     tracking_uri = get_settings().mlflow_tracking_uri
     model = RegisteredModel.from_dict(registered)
-    thresholds = Thresholds.from_dict(gate_thresholds(params))
+    problem_type = str(model.split.feature_spec.get("problem_type") or "")
+    settings = gate_thresholds(params)
+    if "primary_metric" in settings:
+        settings["primary_metric"] = resolve_metric(
+            settings["primary_metric"], problem_type, "primary_metric"
+        )
+    thresholds = Thresholds.from_dict(settings)
     decision = decide_deployment(
         model.metrics,
         model.champion_metrics,
@@ -62,6 +69,7 @@ def decide(
         champion_error=model.champion_error,
         baseline_metrics=model.baseline_metrics,
         contract=compare_with_champion(model, tracking_uri),
+        problem_type=problem_type,
     )
     extra = {CONTRACT_CHANGES_TAG: decision.contract_changes} if decision.contract_changes else {}
     record_decision(

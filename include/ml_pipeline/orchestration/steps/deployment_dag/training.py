@@ -16,6 +16,7 @@ from include.ml_pipeline.names import (
     AIRFLOW_TASK_TAG,
     CHAMPION,
     INPUT_CONTRACT_TAG,
+    PROBLEM_TYPE_TAG,
     TRAIN_PATH_TAG,
     VERSION_CANDIDATE_TAG,
     VERSION_RUN_TAG,
@@ -36,16 +37,25 @@ fail_on_bad_candidates = fail_without_retry(CandidateError)
 fail_on_unfittable_data = fail_without_retry(TrainingDataError)
 
 
+def problem_type_of(data: SplitResult) -> str:
+    """The split's problem type ("" for a split made before it was recorded)."""
+    return str(data.feature_spec.get("problem_type") or "")
+
+
 @fail_on_bad_candidates
-def start_experiment(params: Mapping[str, Any], *, dag_id: str, run_id: str) -> list[dict]:
+def start_experiment(
+    params: Mapping[str, Any], split: dict | None = None, *, dag_id: str, run_id: str
+) -> list[dict]:
     """`iniciar_experimento`: the MLflow parent run of this Airflow run (found again on a
-    retry) and one training job per candidate, each candidate validated here, once."""
+    retry) and one training job per candidate, each candidate validated here, once, for
+    the split's problem type (no `candidates` Param: that type's defaults)."""
     from include.ml_pipeline.registry.mlflow_setup import setup_from_settings
     from include.ml_pipeline.training.candidates import validate_candidates
     from include.ml_pipeline.training.train import start_parent_run
 
     settings = get_settings()
-    candidates = validate_candidates(params["candidates"])
+    problem_type = problem_type_of(SplitResult.from_dict(split)) if split else ""
+    candidates = validate_candidates(params["candidates"], problem_type)
     tracking_uri, _ = setup_from_settings(settings)
     parent = start_parent_run(
         tracking_uri=tracking_uri,
@@ -53,7 +63,7 @@ def start_experiment(params: Mapping[str, Any], *, dag_id: str, run_id: str) -> 
         airflow_run_id=run_id,
         artifact_location=settings.mlflow_artifact_root,
         run_name=f"{dag_id} {run_id}",
-        tags={AIRFLOW_DAG_TAG: dag_id},
+        tags={AIRFLOW_DAG_TAG: dag_id, PROBLEM_TYPE_TAG: problem_type or "classification"},
     )
     return [TrainingJob(candidate, parent).to_dict() for candidate in candidates]
 
@@ -90,12 +100,14 @@ def train_candidate(job: dict, split: dict, params: Mapping[str, Any], ti: Any) 
 def evaluate_best(results: list[dict], split: dict, params: Mapping[str, Any]) -> dict:
     """`evaluar_modelo`: the best candidate on validation, scored on the test split; the
     current champion scored on the same rows."""
+    from include.ml_pipeline.problem import resolve_metric
     from include.ml_pipeline.training.evaluate import evaluate_on_test, select_best
 
     data = SplitResult.from_dict(split)
+    metric = resolve_metric(params["selection_metric"], problem_type_of(data), "selection_metric")
     selection = select_best(
         [CandidateResult.from_dict(r) if r else None for r in results],
-        metric=params["selection_metric"],
+        metric=metric,
     )
     best = selection.best
     evaluation = evaluate_on_test(
@@ -146,6 +158,7 @@ def register(evaluation: dict, split: dict, params: Mapping[str, Any], *, run_id
             VERSION_RUN_TAG: evaluated.run_id,
             TRAIN_PATH_TAG: data.uris["train"],
             INPUT_CONTRACT_TAG: contract_uri,
+            PROBLEM_TYPE_TAG: spec.problem_type or "classification",
         },
         tracking_uri=uri,
     )
