@@ -15,14 +15,22 @@ and the version's `input_contract` tag points at it, so `load_contract` (the mod
                  {"name": "region", "kind": "categorical", "type": "string",
                   "required": true, "nullable": true,
                   "categories": ["east", "north"], "categories_truncated": false}],
-     "target": {"name": "churn", "type": "string", "labels": ["no", "yes"]},
+     "target": {"name": "churn", "type": "string", "labels": ["no", "yes"],
+                "problem_type": "binary"},
      "train_rows": 900}
+
+A regression model's target has no labels but the range of values seen in training::
+
+     "target": {"name": "price", "type": "number", "problem_type": "regression",
+                "range": [326.0, 18823.0], "mean": 3932.8}
 
 `compare_contracts(champion, challenger)` lists what a client of the champion would have
 to change to use the challenger: a column removed, added (it would become required),
 renamed (a removed and an added column of the same kind with close names), or retyped
-(numeric <-> categorical), and a changed label type or label set. New or unseen
-categories are not a change: the model accepts unknown categories.
+(numeric <-> categorical), a changed problem type (a classifier replaced by a regressor:
+clients read numbers instead of labels), and a changed label type or label set. New or
+unseen categories are not a change, nor is a regression target's range: the model
+accepts unknown categories and predicts any number.
 """
 
 from __future__ import annotations
@@ -94,13 +102,35 @@ def build_contract(frame: pd.DataFrame, spec: FeatureSpec | dict[str, Any]) -> d
             entry["categories_truncated"] = len(seen) > MAX_CATEGORIES
         columns.append(entry)
     labels = frame[spec.target].dropna()
-    unique = sorted(labels.unique().tolist(), key=lambda v: (str(type(v)), v))
+    if spec.is_regression:
+        values = labels.astype(float)
+        target: dict[str, Any] = {
+            "name": spec.target,
+            "type": "number",
+            "problem_type": spec.problem_type,
+            "range": [float(values.min()), float(values.max())] if len(values) else None,
+            "mean": float(values.mean()) if len(values) else None,
+        }
+    else:
+        unique = sorted(labels.unique().tolist(), key=lambda v: (str(type(v)), v))
+        target = {"name": spec.target, "type": label_type_of(labels), "labels": unique}
+        if spec.problem_type:
+            target["problem_type"] = spec.problem_type
     return {
         "format": CONTRACT_FORMAT,
         "columns": columns,
-        "target": {"name": spec.target, "type": label_type_of(labels), "labels": unique},
+        "target": target,
         "train_rows": len(frame),
     }
+
+
+def problem_type_of_contract(contract: dict[str, Any]) -> str:
+    """The contract's problem type; a contract recorded before problem types is a
+    classifier's (binary with two labels, else multiclass)."""
+    target = contract.get("target") or {}
+    if target.get("problem_type"):
+        return str(target["problem_type"])
+    return "binary" if len(target.get("labels") or []) == 2 else "multiclass"
 
 
 @overload
@@ -126,7 +156,7 @@ def summary(contract: dict[str, Any] | None) -> dict[str, Any] | None:
 class ContractChange:
     """One difference a client of the champion would notice."""
 
-    kind: str  # removed | added | renamed | retyped | label_type | labels
+    kind: str  # removed | added | renamed | retyped | problem_type | label_type | labels
     column: str | None
     description: str  # what changed
     client_action: str  # what a client must change
@@ -221,7 +251,20 @@ def compare_contracts(champion: dict[str, Any], challenger: dict[str, Any]) -> l
                 )
             )
     old_t, new_t = champion.get("target") or {}, challenger.get("target") or {}
-    if old_t.get("type") and new_t.get("type") and old_t["type"] != new_t["type"]:
+    old_p, new_p = problem_type_of_contract(champion), problem_type_of_contract(challenger)
+    if old_p != new_p and "regression" in (old_p, new_p):  # binary <-> multiclass: labels
+        changes.append(
+            ContractChange(
+                "problem_type",
+                None,
+                f"the problem type changes from {old_p} to {new_p} (predictions were "
+                f"{old_t.get('type')} values, now {new_t.get('type')})",
+                "read predictions as numbers"
+                if new_p == "regression"
+                else f"read predictions as {new_t.get('type')} labels",
+            )
+        )
+    elif old_t.get("type") and new_t.get("type") and old_t["type"] != new_t["type"]:
         changes.append(
             ContractChange(
                 "label_type",
