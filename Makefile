@@ -26,6 +26,7 @@ STAMP := $(VENV)/.installed-$(shell (cat $(LOCK); echo $(SYNC_FLAGS)) 2>/dev/nul
 ROWS ?= 20000
 DATA ?=
 TARGET ?=
+PROBLEM ?=
 # Params of the run: CONF='min_rows=100 test_size=0.25' and/or PARAMS=params.json
 CONF ?=
 PARAMS ?=
@@ -45,7 +46,7 @@ endif
 .PHONY: help install lock run score test test-fast lint ui api stop status mlflow-ui monitor bench clean distributed test-containers
 
 help:
-	@echo "make run        - run the whole pipeline locally (DATA=file.csv TARGET=column for your own data, ROWS=n)"
+	@echo "make run        - run the whole pipeline locally (DATA=file.csv TARGET=column for your own data, ROWS=n, PROBLEM=regression for the regression demo or to set the problem type)"
 	@echo "                  Params: CONF='min_rows=100 allow_contract_change=true' and/or PARAMS=params.json"
 	@echo "                  one run per home at a time: WAIT=600 queues behind a running one (else refused)"
 	@echo "make score DATA=table.parquet - score a file or folder (Parquet/CSV, any storage URI) with the"
@@ -98,6 +99,7 @@ endif
 run: $(STAMP)
 	$(PY) -m devtools.run_pipeline \
 	    $(if $(DATA),--data "$(DATA)") $(if $(TARGET),--target "$(TARGET)") --rows $(ROWS) \
+	    $(if $(PROBLEM),--problem "$(PROBLEM)") \
 	    $(if $(CONF),--conf-string '$(CONF)') $(if $(PARAMS),--params-file "$(PARAMS)") \
 	    $(if $(WAIT),--wait $(WAIT))
 

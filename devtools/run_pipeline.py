@@ -149,9 +149,16 @@ def note_lock(lock_path: Path, **facts) -> None:
         os.close(fd)
 
 
-def sample_data(settings, rows: int, seed: int) -> str:
+#: `make run PROBLEM=regression`: the sample customers with a numeric target, in a file of
+#: their own next to the churn one, registered under a model name of their own.
+REGRESSION_SAMPLE = "customer_spend.csv"
+REGRESSION_MODEL_NAME = "tabular_regressor"
+
+
+def sample_data(settings, rows: int, seed: int, problem: str = "binary") -> str:
     """The generated sample data at `default_data_uri` (written the first time: locally,
-    or uploaded when the storage root is remote); its local path when it is local."""
+    or uploaded when the storage root is remote); its local path when it is local. A
+    regression sample (`problem`) lives beside it as `REGRESSION_SAMPLE`."""
     import tempfile
 
     from include.ml_pipeline import storage
@@ -159,14 +166,19 @@ def sample_data(settings, rows: int, seed: int) -> str:
     from include.ml_pipeline.runs import default_data_uri
 
     uri = default_data_uri(settings)
+    if problem == "regression":
+        uri = uri.rsplit("/", 1)[0] + "/" + REGRESSION_SAMPLE
     local = storage.local_path(uri)
     if not storage.exists(uri):
-        print(f"Generating {rows:,} rows of sample data at {where(uri)}")
+        print(f"Generating {rows:,} rows of {problem} sample data at {where(uri)}")
         if local is not None:
-            write_dataset(local, rows=rows, seed=seed)
+            write_dataset(local, rows=rows, seed=seed, problem=problem)
         else:
             with tempfile.TemporaryDirectory() as tmp:
-                storage.upload(write_dataset(Path(tmp) / "sample.csv", rows=rows, seed=seed), uri)
+                written = write_dataset(
+                    Path(tmp) / "sample.csv", rows=rows, seed=seed, problem=problem
+                )
+                storage.upload(written, uri)
     return str(local) if local is not None else uri
 
 
@@ -185,9 +197,18 @@ def build_conf(args: argparse.Namespace, settings) -> dict:
         if args.target:
             conf["target"] = args.target
     else:
-        conf["data_uri"] = sample_data(settings, args.rows, args.seed)
+        regression = args.problem == "regression"
+        conf["data_uri"] = sample_data(
+            settings, args.rows, args.seed, "regression" if regression else "binary"
+        )
+        if regression:
+            from include.ml_pipeline.data_preparation.sample_data import REGRESSION_TARGET
+
+            conf.update(target=REGRESSION_TARGET, model_name=REGRESSION_MODEL_NAME)
         if args.target:
             conf["target"] = args.target
+    if args.problem:
+        conf["problem_type"] = args.problem
     conf.update(check_params(param_overrides(args)))
     return conf
 
@@ -420,6 +441,8 @@ def summarise(dag_run, tasks: dict, conf: dict, log_path: Path, seconds: float, 
             "feature_spec": prepared.get("feature_spec"),
             "excluded_columns": prepared.get("excluded_columns"),
             "warnings": validated.get("warnings") or [],
+            "problem_type": validated.get("problem_type"),
+            "problem_reason": validated.get("problem_reason"),
             "tables": {
                 t["table"]: where(t["table_uri"]) for t in (loaded, prepared) if t.get("table")
             },
@@ -528,11 +551,13 @@ def print_summary(summary: dict) -> None:
     for warning in data.get("warnings") or []:
         print(f"  WARNING   {warning}")
     model, decision = summary["model"], summary["decision"]
+    if data.get("problem_type"):
+        print(f"  problem   {data['problem_type']}: {data['problem_reason']}")
     if model["version"]:
         metrics = model["test_metrics"] or {}
         shown = ", ".join(
             f"{k} {metrics[k]:.4f}"
-            for k in ("roc_auc", "accuracy", "f1", "log_loss")
+            for k in ("roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2", "mape")
             if k in metrics
         )
         print(f"  model     {model['name']} v{model['version']} ({model['candidate']}): {shown}")
@@ -604,11 +629,13 @@ def _contract_line(contract: dict) -> str:
     for column in columns:
         kinds[column.get("type", "?")] = kinds.get(column.get("type", "?"), 0) + 1
     target = contract.get("target") or {}
+    inputs = f"{len(columns)} inputs ({', '.join(f'{n} {k}' for k, n in kinds.items())})"
+    if target.get("problem_type") == "regression":
+        low, high = target.get("range") or (None, None)
+        seen = f"{low:g} to {high:g}" if low is not None else "none"
+        return f"{inputs}; predicts a number (trained on {seen}); {contract.get('uri')}"
     labels = ", ".join(json.dumps(v) for v in (target.get("labels") or [])[:6])
-    return (
-        f"{len(columns)} inputs ({', '.join(f'{n} {k}' for k, n in kinds.items())}); "
-        f"labels {labels} ({target.get('type')}); {contract.get('uri')}"
-    )
+    return f"{inputs}; labels {labels} ({target.get('type')}); {contract.get('uri')}"
 
 
 EPILOG = """\
@@ -633,6 +660,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data", help="CSV or Parquet file (default: generated sample data)")
     parser.add_argument("--target", help="label column of --data")
+    parser.add_argument(
+        "--problem",
+        choices=("auto", "binary", "multiclass", "regression"),
+        help="the problem_type Param; without --data, regression runs the sample data with "
+        f"a numeric target (registered as {REGRESSION_MODEL_NAME})",
+    )
     parser.add_argument("--rows", type=int, default=20_000, help="rows of sample data")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(

@@ -5,6 +5,11 @@ Numeric and categorical columns, a few percent missing values, and a target `chu
 classifier reaches a test ROC AUC of about 0.85. `drift=True` shifts the feature
 distributions (prices up, shorter tenures, more month-to-month contracts and support
 tickets) for the monitoring stage.
+
+`problem="regression"` gives the same customers with a numeric target instead of `churn`:
+`REGRESSION_TARGET` (`next_year_spend`, what the customer will spend in the next twelve
+months), a non-linear function of the features plus noise, about 8% of them zero (the
+customers who leave at once), so that a good regressor reaches an R^2 of about 0.7.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from include.ml_pipeline.features import FeatureSpec
 
 TARGET = "churn"
+REGRESSION_TARGET = "next_year_spend"
+PROBLEMS = ("binary", "regression")
 NUMERIC_COLUMNS = ["tenure_months", "monthly_charges", "total_charges", "age", "support_tickets"]
 CATEGORICAL_COLUMNS = [
     "contract_type",
@@ -37,13 +44,18 @@ def churn_spec() -> FeatureSpec:
     return FeatureSpec(TARGET, list(NUMERIC_COLUMNS), list(CATEGORICAL_COLUMNS))
 
 
-def generate_churn_frame(rows: int, seed: int = 42, drift: bool = False) -> pd.DataFrame:
-    """Return `rows` customers (1 <= rows <= 10,000,000) as a DataFrame."""
+def generate_churn_frame(
+    rows: int, seed: int = 42, drift: bool = False, problem: str = "binary"
+) -> pd.DataFrame:
+    """Return `rows` customers (1 <= rows <= 10,000,000) as a DataFrame; the target is
+    `churn` (yes/no), or `next_year_spend` (a number) when `problem` is regression."""
     import numpy as np
     import pandas as pd
 
     if not 1 <= rows <= 10_000_000:
         raise ValueError(f"rows must be between 1 and 10,000,000; got {rows}")
+    if problem not in PROBLEMS:
+        raise ValueError(f"problem must be one of {', '.join(PROBLEMS)}; got {problem!r}")
     rng = np.random.default_rng(seed)
 
     contract_p = [0.70, 0.18, 0.12] if drift else [0.50, 0.27, 0.23]
@@ -82,6 +94,12 @@ def generate_churn_frame(rows: int, seed: int = 42, drift: bool = False) -> pd.D
         + rng.normal(0.0, 0.5, rows)
     )
     churn = np.where(rng.random(rows) < 1.0 / (1.0 + np.exp(-logit)), "yes", "no")
+    # Months the customer stays next year: fewer the likelier they churn, none for a
+    # share of the month-to-month ones; spend = months x charge, plus extras and noise.
+    stay = 12.0 / (1.0 + np.exp(logit - 1.0))
+    stay = np.where((contract == "month_to_month") & (rng.random(rows) < 0.15), 0.0, stay)
+    spend = stay * monthly * (1.0 + 0.05 * (paperless == "yes")) + 25.0 * tickets * (stay > 0)
+    spend = np.maximum(spend + rng.normal(0.0, 40.0, rows) * (stay > 0), 0.0).round(2)
 
     # Missing values, as real exports have them.
     tenure[rng.random(rows) < 0.02] = np.nan
@@ -102,12 +120,14 @@ def generate_churn_frame(rows: int, seed: int = 42, drift: bool = False) -> pd.D
             "region": region,
             "has_partner": partner,
             "paperless_billing": paperless,
-            TARGET: churn,
+            **({REGRESSION_TARGET: spend} if problem == "regression" else {TARGET: churn}),
         }
     )
 
 
-def write_dataset(path: str | Path, rows: int, seed: int = 42, drift: bool = False) -> Path:
+def write_dataset(
+    path: str | Path, rows: int, seed: int = 42, drift: bool = False, problem: str = "binary"
+) -> Path:
     """Write the sample table to `path` (.csv or .parquet) in chunks; return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +139,7 @@ def write_dataset(path: str | Path, rows: int, seed: int = 42, drift: bool = Fal
 
         writer = None
         for i, start in enumerate(range(0, rows, chunk)):
-            frame = generate_churn_frame(min(chunk, rows - start), seed + i, drift)
+            frame = generate_churn_frame(min(chunk, rows - start), seed + i, drift, problem)
             table = pa.Table.from_pandas(frame, preserve_index=False)
             writer = writer or pq.ParquetWriter(tmp, table.schema)
             writer.write_table(table)
@@ -128,7 +148,7 @@ def write_dataset(path: str | Path, rows: int, seed: int = 42, drift: bool = Fal
     else:
         with tmp.open("w", newline="") as handle:
             for i, start in enumerate(range(0, rows, chunk)):
-                frame = generate_churn_frame(min(chunk, rows - start), seed + i, drift)
+                frame = generate_churn_frame(min(chunk, rows - start), seed + i, drift, problem)
                 frame.to_csv(handle, index=False, header=(i == 0), float_format="%.6g")
     tmp.replace(path)  # readers never see a half-written file
     return path
@@ -140,8 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--drift", action="store_true")
+    parser.add_argument("--problem", choices=PROBLEMS, default="binary")
     args = parser.parse_args(argv)
-    print(write_dataset(args.path, args.rows, args.seed, args.drift))
+    print(write_dataset(args.path, args.rows, args.seed, args.drift, args.problem))
 
 
 if __name__ == "__main__":

@@ -101,6 +101,8 @@ class ApiMetrics:
 
     def predicted(self, labels: list[Any], label_index: Any, classes: list[Any]) -> None:
         self.rows.inc(len(labels))
+        if not classes:  # a regressor: numbers, not classes to count
+            return
         if len(labels) == 1:
             self._class(labels[0]).inc()
             return

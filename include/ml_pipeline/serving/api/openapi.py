@@ -92,17 +92,29 @@ PREDICT_RESPONSE = {
         "predictions": {
             "type": "array",
             "items": {
-                "type": "object",
-                "required": ["label", "probabilities"],
-                "properties": {
-                    "label": {},
-                    "probabilities": {
-                        "anyOf": [
-                            {"type": "object", "additionalProperties": {"type": "number"}},
-                            {"type": "null"},
-                        ]
+                "anyOf": [
+                    {  # a classifier: the label and the class probabilities
+                        "type": "object",
+                        "required": ["label", "probabilities"],
+                        "properties": {
+                            "label": {},
+                            "probabilities": {
+                                "anyOf": [
+                                    {
+                                        "type": "object",
+                                        "additionalProperties": {"type": "number"},
+                                    },
+                                    {"type": "null"},
+                                ]
+                            },
+                        },
                     },
-                },
+                    {  # a regressor: the predicted value
+                        "type": "object",
+                        "required": ["value"],
+                        "properties": {"value": {"type": "number"}},
+                    },
+                ]
             },
         },
     },

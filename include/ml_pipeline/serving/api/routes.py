@@ -258,7 +258,9 @@ class Routes:
         except RequestError as exc:
             return self.fail("predict", started, exc)
         names = [str(c) for c in served.classes]
-        if result.proba is not None:
+        if not served.classes:  # a regressor
+            predictions = [{"value": value} for value in result.labels]
+        elif result.proba is not None:
             rows = result.proba.tolist()
             predictions = [
                 {"label": label, "probabilities": dict(zip(names, row, strict=False))}

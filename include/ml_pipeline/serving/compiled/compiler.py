@@ -22,6 +22,8 @@ from include.ml_pipeline.serving.compiled.predictor import (
     CategoricalBlock,
     CompiledPredictor,
     EstimatorProba,
+    EstimatorValue,
+    LinearValue,
     LogisticLink,
     NumericBlock,
     UnsupportedPipeline,
@@ -44,8 +46,11 @@ def compile_pipeline(pipeline: Any, numeric: list[str], categorical: list[str]):
     if n_features != width:
         raise UnsupportedPipeline(f"estimator expects {n_features} features, compiled {width}")
     estimator_path, proba_fn = _compile_estimator(estimator)
-    classes = np.asarray(estimator.classes_).tolist()
-    return CompiledPredictor(blocks, width, proba_fn, classes, estimator_path=estimator_path)
+    regression = not hasattr(estimator, "classes_")
+    classes = [] if regression else np.asarray(estimator.classes_).tolist()
+    return CompiledPredictor(
+        blocks, width, proba_fn, classes, estimator_path=estimator_path, regression=regression
+    )
 
 
 def transformer_steps(transformer: Any) -> list[Any]:
@@ -175,13 +180,25 @@ def _compile_logistic(est: Any) -> LogisticLink:
     )
 
 
+def _compile_linear_regressor(est: Any) -> LinearValue:
+    coef = np.asarray(est.coef_, dtype=np.float64)
+    intercept = np.asarray(est.intercept_, dtype=np.float64)
+    if coef.ndim != 1 or intercept.size != 1:
+        raise UnsupportedPipeline("linear regressor with several outputs")
+    return LinearValue(coef, float(intercept.reshape(-1)[0]))
+
+
 def _compile_estimator(est: Any) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.base import is_regressor
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model._base import LinearModel
 
     if isinstance(est, LogisticRegression):
         return "numpy-logistic", _compile_logistic(est)
-    if isinstance(est, HistGradientBoostingClassifier):
+    if is_regressor(est) and isinstance(est, LinearModel):
+        return "numpy-linear", _compile_linear_regressor(est)
+    if isinstance(est, HistGradientBoostingClassifier | HistGradientBoostingRegressor):
         try:
             trees = HGBTrees(est)
         except UnsupportedPipeline:
@@ -190,7 +207,7 @@ def _compile_estimator(est: Any) -> tuple[str, Callable[[np.ndarray], np.ndarray
             raise UnsupportedPipeline(f"HistGradientBoosting internals: {exc!r}") from exc
         try:
             graph = tree_ensemble_model(trees.predictors, trees.k, int(est.n_features_in_))
-            return "onnx-hgb", OnnxTrees(graph, trees.k, trees.baseline)
+            return "onnx-hgb", OnnxTrees(graph, trees.k, trees.baseline, trees.regression)
         except ImportError:
             return "numpy-hgb", trees
         except Exception as exc:
@@ -200,4 +217,8 @@ def _compile_estimator(est: Any) -> tuple[str, Callable[[np.ndarray], np.ndarray
         if getattr(est, "feature_names_in_", None) is not None:
             raise UnsupportedPipeline("estimator was fitted on named columns")
         return f"numpy-{type(est).__name__}", EstimatorProba(est)
+    if is_regressor(est):
+        if getattr(est, "feature_names_in_", None) is not None:
+            raise UnsupportedPipeline("estimator was fitted on named columns")
+        return f"numpy-{type(est).__name__}", EstimatorValue(est)
     raise UnsupportedPipeline(f"estimator {type(est).__name__} has no predict_proba")

@@ -1,5 +1,6 @@
 """Predictors: what the server calls per request to turn a validated `Batch` into labels
-and class probabilities.
+and class probabilities, or, for a regressor, into numbers (`Prediction.labels` holds the
+predicted values as floats and `proba` is None, as `mlflow models serve` answers).
 
 A `CompiledPredictor` holds the fitted parameters of a scikit-learn pipeline as plain
 arrays (built by `compiler.py`, or read from a serving artifact by `artifact.py`) and
@@ -45,7 +46,8 @@ class SklearnPredictor:
     def __init__(self, pipeline: Any, reason: str = ""):
         self.pipeline = pipeline
         self.reason = reason
-        self.classes = list(np.asarray(pipeline.classes_).tolist())
+        self.regression = not hasattr(pipeline, "classes_")
+        self.classes = [] if self.regression else list(np.asarray(pipeline.classes_).tolist())
         self.has_proba = hasattr(pipeline, "predict_proba")
 
     def predict(self, batch: Batch) -> Prediction:
@@ -54,6 +56,8 @@ class SklearnPredictor:
             warnings.simplefilter("ignore")
             labels = np.asarray(self.pipeline.predict(frame))
             proba = self.pipeline.predict_proba(frame) if self.has_proba else None
+        if self.regression:
+            labels = labels.astype(np.float64).reshape(-1)
         return Prediction(labels=labels.tolist(), proba=proba)
 
 
@@ -185,6 +189,27 @@ class LogisticLink:
         return binary_proba(expit(z[:, 0])) if self.binary else softmax(z)
 
 
+class LinearValue:
+    """A linear regressor's `predict` (Ridge, LinearRegression, Lasso, ...) in numpy."""
+
+    def __init__(self, coef: np.ndarray, intercept: float):
+        self.coef = np.ascontiguousarray(coef, dtype=np.float64).reshape(-1)
+        self.intercept = float(intercept)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.coef + self.intercept
+
+
+class EstimatorValue:
+    """Any other fitted regressor's `predict` on the numpy matrix."""
+
+    def __init__(self, est: Any):
+        self.est = est
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.est.predict(x), dtype=np.float64).reshape(-1)
+
+
 class EstimatorProba:
     """Any other fitted estimator's `predict_proba` on the numpy matrix."""
 
@@ -205,6 +230,8 @@ class CompiledPredictor:
     classes: list[Any]
     path: str = "compiled"
     estimator_path: str = field(default="")
+    #: A regressor: `proba_fn` returns the predicted values (one per row), no classes.
+    regression: bool = False
 
     def transform(self, batch: Batch) -> np.ndarray:
         out = np.zeros((batch.rows, self.width), dtype=np.float64)
@@ -215,6 +242,9 @@ class CompiledPredictor:
         return out
 
     def predict(self, batch: Batch) -> Prediction:
+        if self.regression:
+            values = self.proba_fn(self.transform(batch))
+            return Prediction(labels=values.tolist(), proba=None)
         proba = self.proba_fn(self.transform(batch))
         index = proba.argmax(axis=1)
         classes = self.classes

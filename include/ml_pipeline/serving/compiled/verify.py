@@ -14,6 +14,26 @@ from include.ml_pipeline.serving.batch import Batch
 from include.ml_pipeline.serving.compiled.compiler import transformer_steps
 
 PROBA_TOLERANCE = 1e-6
+#: A regressor's compiled values must equal the pipeline's within this relative error
+#: (of the largest predicted magnitude, at least 1).
+VALUE_RTOL = 1e-9
+
+
+def values_differ(got: Any, expected: Any) -> str | None:
+    """None when two lists of predicted values agree within `VALUE_RTOL`, else where not."""
+    a, b = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    if a.shape != b.shape:
+        return f"{a.size} values for {b.size} rows"
+    scale = max(1.0, float(np.max(np.abs(b)))) if b.size else 1.0
+    error = np.abs(a - b)
+    bad = np.nonzero(error > VALUE_RTOL * scale)[0]
+    if bad.size:
+        i = int(bad[0])
+        return (
+            f"{bad.size} value(s) differ by more than {VALUE_RTOL:g} relative; first at row "
+            f"{i}: {a[i]!r} != {b[i]!r}"
+        )
+    return None
 
 
 def verify_predictor(predictor: Any, pipeline: Any, batch: Batch) -> str | None:
@@ -21,6 +41,17 @@ def verify_predictor(predictor: Any, pipeline: Any, batch: Batch) -> str | None:
     probabilities within PROBA_TOLERANCE), else a sentence describing the first mismatch.
     The batch is scored whole and row by row (both tree paths get exercised)."""
     frame = batch.to_frame()
+    if not hasattr(pipeline, "classes_"):  # a regressor: values, whole and row by row
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = np.asarray(pipeline.predict(frame), dtype=np.float64).reshape(-1)
+        why = values_differ(predictor.predict(batch).labels, expected)
+        if why:
+            return why
+        for i in range(min(batch.rows, 40)):
+            if values_differ(predictor.predict(batch.slice(i, i + 1)).labels, expected[i : i + 1]):
+                return f"single-row value mismatch at row {i}"
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         expected_labels = np.asarray(pipeline.predict(frame)).tolist()

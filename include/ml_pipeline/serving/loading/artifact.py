@@ -23,6 +23,7 @@ import numpy as np
 from include.ml_pipeline.serving.compiled.predictor import (
     CategoricalBlock,
     CompiledPredictor,
+    LinearValue,
     LogisticLink,
     NumericBlock,
     UnsupportedPipeline,
@@ -115,12 +116,19 @@ def write_predictor(predictor: Any, folder: str | Path) -> dict[str, str]:
             "intercept": _floats(link.intercept),
             "binary": link.binary,
         }
+    elif isinstance(link, LinearValue):
+        estimator = {
+            "kind": "linear",
+            "coef": _floats(link.coef),
+            "intercept": link.intercept,
+        }
     elif isinstance(link, OnnxTrees):
         estimator = {
             "kind": "onnx_trees",
             "k": link.k,
             "baseline": _floats(link.baseline),
             "file": TREES,
+            "regression": link.regression,
         }
         files[TREES] = link.model_bytes
     else:
@@ -130,6 +138,7 @@ def write_predictor(predictor: Any, folder: str | Path) -> dict[str, str]:
         "classes": predictor.classes,
         "width": predictor.width,
         "estimator_path": predictor.estimator_path,
+        "regression": predictor.regression,
         "blocks": [_block_document(b) for b in predictor.blocks],
         "estimator": estimator,
     }
@@ -173,11 +182,14 @@ def read_predictor(folder: str | Path, sha256: dict[str, str] | None = None) -> 
             np.asarray(estimator["intercept"]),
             bool(estimator["binary"]),
         )
+    elif estimator["kind"] == "linear":
+        link = LinearValue(np.asarray(estimator["coef"]), float(estimator["intercept"]))
     elif estimator["kind"] == "onnx_trees":
         link = OnnxTrees(
             read(estimator["file"]),
             int(estimator["k"]),
             np.asarray(estimator["baseline"], dtype=np.float64),
+            bool(estimator.get("regression", False)),
         )
     else:
         raise ArtifactError(f"{folder / DOCUMENT}: unknown estimator {estimator['kind']!r}")
@@ -187,6 +199,7 @@ def read_predictor(folder: str | Path, sha256: dict[str, str] | None = None) -> 
         link,
         list(document["classes"]),
         estimator_path=document["estimator_path"],
+        regression=bool(document.get("regression", False)),
     )
 
 
