@@ -246,3 +246,14 @@ def plot_residuals(y_true: Sequence[float], y_pred: Sequence[float]) -> Figure:
     right.set_ylabel("Rows")
     right.set_title("Residual distribution")
     return fig
+
+
+def plot_value_distribution(values: Sequence[float]) -> Figure:
+    """Histogram of a regressor's predicted values (the traffic's predictions)."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.hist(list(values), bins=40)
+    ax.set_xlabel("Predicted value")
+    ax.set_ylabel("Records")
+    ax.set_title("Predicted values")
+    return fig

@@ -199,10 +199,18 @@ def offline_predictions(
 def check_predictions(
     url: str, frame: pd.DataFrame, expected: list[Any], traffic: str | None = SMOKE_TRAFFIC
 ) -> None:
-    """The API's labels for `frame` equal `expected` exactly (requests marked `traffic`)."""
+    """The API's labels for `frame` equal `expected` exactly (requests marked `traffic`);
+    a regressor's numbers within `verify.VALUE_RTOL` relative."""
     got = predict_labels(url, frame, traffic=traffic)
     if len(got) != len(expected):
         raise ModelApiError(f"the API returned {len(got)} predictions for {len(expected)} rows")
+    if expected and all(isinstance(v, float) for v in expected):
+        from include.ml_pipeline.serving.verify import values_differ
+
+        why = values_differ(got, expected)
+        if why:
+            raise ModelApiError(f"served predictions differ from the registered model's: {why}")
+        return
     mismatches = [i for i, (a, b) in enumerate(zip(got, expected, strict=True)) if a != b]
     if mismatches:
         i = mismatches[0]
@@ -308,6 +316,11 @@ def smoke_test(
     model = check_health(url)
     expected = offline_predictions(tracking_uri, model_name, version, frame)
     check_predictions(url, frame, expected)
+    from include.ml_pipeline.deployment.rollout import implausible_values
+
+    problem = implausible_values(expected, model.get("contract"))
+    if problem:
+        raise ModelApiError(problem)
     status = check_bad_payload(url)
     latency = measure_latency(url, frame, latency_requests)
     if latency["p95_ms"] > p95_budget_ms:

@@ -39,6 +39,7 @@ from include.ml_pipeline.plots import (
     plot_precision_recall,
     plot_prediction_volume,
     plot_roc_curves,
+    plot_value_distribution,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -174,12 +175,23 @@ def _metric_rows(
         delta = value - before if value is not None and before is not None else None
         verdict = ""
         if delta is not None and abs(delta) > 1e-12:
-            improved = delta < 0 if LOWER_IS_BETTER.search(name) else delta > 0
+            improved = delta > 0 if _greater_is_better(name) else delta < 0
             verdict = "better" if improved else "worse"
         rows.append(
             {"name": name, "value": value, "previous": before, "delta": delta, "verdict": verdict}
         )
     return rows
+
+
+def _greater_is_better(name: str) -> bool:
+    """The metric's direction: `names.GREATER_IS_BETTER` (also for `test_rmse`-style
+    prefixed names), else lower is better for losses, errors and latencies."""
+    from include.ml_pipeline.names import GREATER_IS_BETTER
+
+    for metric, greater in GREATER_IS_BETTER.items():
+        if name == metric or name.endswith(f"_{metric}"):
+            return greater
+    return not LOWER_IS_BETTER.search(name)
 
 
 def _evaluation_charts(context: DashboardContext) -> list[dict[str, str]]:
@@ -264,7 +276,15 @@ def summarize_traffic(frame: pd.DataFrame) -> dict[str, Any]:
             summary["latency_samples"] = int(values.size)
             summary["requests"] = int(values.size)
             summary["charts"].append(_chart("Latency", plot_latency_histogram(values, percentiles)))
-    if "prediction" in frame.columns:
+    if "prediction" in frame.columns and pd.api.types.is_float_dtype(frame["prediction"]):
+        values = frame["prediction"].dropna().to_numpy(dtype=float)  # a regressor's numbers
+        if values.size:
+            summary["values"] = {
+                k: float(np.percentile(values, q)) for k, q in {"p5": 5, **PERCENTILES}.items()
+            }
+            summary["values"]["mean"] = float(values.mean())
+            summary["charts"].append(_chart("Predicted values", plot_value_distribution(values)))
+    elif "prediction" in frame.columns:
         counts = frame["prediction"].astype(str).value_counts()
         summary["classes"] = [
             {"name": str(k), "count": int(v), "share": float(v) / len(frame)}

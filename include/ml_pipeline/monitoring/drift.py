@@ -462,13 +462,23 @@ def prediction_drift_rows(
     current: pd.Series | pd.DataFrame,
     thresholds: DriftThresholds | None = None,
 ) -> list[FeatureDrift]:
-    """Drift rows for the predicted class and each `proba_<class>` present on both sides."""
+    """Drift rows for the predicted class and each `proba_<class>` present on both sides;
+    a regressor's predictions (floats on both sides) are a continuous output, compared as
+    a numeric column (KS and PSI)."""
+    import pandas as pd
+
     thresholds = thresholds or DriftThresholds()
     ref_classes, ref_proba = _split_predictions(reference)
     cur_classes, cur_proba = _split_predictions(current)
     ref_classes = _sample(ref_classes, thresholds.max_rows, thresholds.seed)
     cur_classes = _sample(cur_classes, thresholds.max_rows, thresholds.seed + 1)
-    rows = [categorical_drift(PREDICTION_COLUMN, ref_classes, cur_classes)]
+    continuous = pd.api.types.is_float_dtype(ref_classes) and pd.api.types.is_float_dtype(
+        cur_classes
+    )
+    if continuous:
+        rows = [numeric_drift(PREDICTION_COLUMN, ref_classes, cur_classes, thresholds.psi_bins)]
+    else:
+        rows = [categorical_drift(PREDICTION_COLUMN, ref_classes, cur_classes)]
     for column in sorted(set(ref_proba.columns) & set(cur_proba.columns)):
         rows.append(
             numeric_drift(

@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 
 def model_predictions(model: Any, frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
-    """`prediction` and `proba_<class>` columns for `frame` (the inference log's shape)."""
+    """`prediction` and `proba_<class>` columns for `frame` (the inference log's shape); a
+    regressor's `prediction` is its predicted numbers (floats)."""
     import pandas as pd
 
     from include.ml_pipeline.features import coerce_features
@@ -31,6 +32,8 @@ def model_predictions(model: Any, frame: pd.DataFrame, spec: FeatureSpec) -> pd.
         out["prediction"] = [classes[i] for i in proba.argmax(axis=1)]
         for j, name in enumerate(classes):
             out[f"proba_{name}"] = proba[:, j]
+    elif not hasattr(model, "classes_"):  # a regressor
+        out["prediction"] = model.predict(X).astype("float64")
     else:
         out["prediction"] = [str(v) for v in model.predict(X)]
     return pd.DataFrame(out, index=frame.index)
