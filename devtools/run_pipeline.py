@@ -207,8 +207,8 @@ def build_conf(args: argparse.Namespace, settings) -> dict:
             conf.update(target=REGRESSION_TARGET, model_name=REGRESSION_MODEL_NAME)
         if args.target:
             conf["target"] = args.target
-    if args.problem:
-        conf["problem_type"] = args.problem
+    if args.problem and (args.data or args.problem != "regression"):
+        conf["problem_type"] = args.problem  # the regression sample shows the inference
     conf.update(check_params(param_overrides(args)))
     return conf
 

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL_NAME = "tabular_classifier"
+#: The registered model's name unless `ML_PIPELINE_MODEL_NAME` says otherwise: it fits
+#: classifiers and regressors alike.
+DEFAULT_MODEL_NAME = "tabular_model"
+#: The default before regression existed: an embedded home whose MLflow registry already
+#: holds a model of this name keeps using it (`default_model_name`), so its champion,
+#: aliases and API keep working after an upgrade.
+LEGACY_MODEL_NAME = "tabular_classifier"
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 
 
@@ -64,6 +70,28 @@ def _uri(env: str, default: str) -> str:
     return as_uri(value) if value else default
 
 
+def default_model_name(tracking_uri: str) -> str:
+    """`LEGACY_MODEL_NAME` when the embedded registry (a `sqlite:///` tracking URI whose
+    file exists) already has a registered model of that name, else `DEFAULT_MODEL_NAME`.
+    A tracking server is not asked (no network call in settings): a deployment that
+    registered `tabular_classifier` there sets `ML_PIPELINE_MODEL_NAME` (`.env` does)."""
+    import sqlite3
+
+    if not tracking_uri.startswith("sqlite:///"):
+        return DEFAULT_MODEL_NAME
+    path = Path(tracking_uri.removeprefix("sqlite:///"))
+    if not path.is_file():
+        return DEFAULT_MODEL_NAME
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0) as con:
+            found = con.execute(
+                "SELECT 1 FROM registered_models WHERE name = ?", (LEGACY_MODEL_NAME,)
+            ).fetchone()
+    except sqlite3.Error:  # not an MLflow store yet (no table), or locked: the new name
+        return DEFAULT_MODEL_NAME
+    return LEGACY_MODEL_NAME if found else DEFAULT_MODEL_NAME
+
+
 def get_settings() -> Settings:
     """Read the settings from the environment (cheap; call it where you need it)."""
     from include.ml_pipeline.storage import as_uri, join
@@ -72,16 +100,16 @@ def get_settings() -> Settings:
     mlflow_dir = home / "mlflow"
     storage_uri = _uri("ML_PIPELINE_STORAGE", as_uri(home / "data"))
     inference_log_uri = _uri("ML_PIPELINE_INFERENCE_LOG", join(storage_uri, "inference_log"))
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}")
+    model_name = os.environ.get("ML_PIPELINE_MODEL_NAME") or default_model_name(tracking_uri)
     return Settings(
         home=home,
-        mlflow_tracking_uri=os.environ.get(
-            "MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}"
-        ),
+        mlflow_tracking_uri=tracking_uri,
         mlflow_artifact_root=os.environ.get(
             "ML_PIPELINE_MLFLOW_ARTIFACTS", (mlflow_dir / "artifacts").as_uri()
         ),
         mlflow_experiment=os.environ.get("ML_PIPELINE_EXPERIMENT", "ml_model_deployment_advanced"),
-        model_name=os.environ.get("ML_PIPELINE_MODEL_NAME", DEFAULT_MODEL_NAME),
+        model_name=model_name,
         api_url=os.environ.get("MODEL_API_URL", DEFAULT_API_URL).rstrip("/"),
         storage_uri=storage_uri,
         reports_uri=_uri("ML_PIPELINE_REPORTS", join(storage_uri, "reports")),

@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 
 from include.ml_pipeline import storage
 from include.ml_pipeline.config import get_settings
+from include.ml_pipeline.config import DEFAULT_MODEL_NAME
 from include.ml_pipeline.training.candidates import WEAK_CANDIDATE
 from tests.e2e.conftest import deployment_conf, model_api_url
 
@@ -35,7 +36,7 @@ def _client():
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def _champion(name="tabular_classifier"):
+def _champion(name=DEFAULT_MODEL_NAME):
     try:
         return str(_client().get_model_version_by_alias(name, "champion").version)
     except Exception:
@@ -64,7 +65,7 @@ def test_01_good_model_is_trained_registered_deployed_and_served(deployed_run, a
     assert registered["metrics"]["roc_auc"] > 0.75
 
     # Registry: the version is champion (and was challenger), with its decision recorded.
-    mv = client.get_model_version("tabular_classifier", version)
+    mv = client.get_model_version(DEFAULT_MODEL_NAME, version)
     assert _champion() == version
     assert mv.tags["deployment_decision"] == "deploy"
     assert mv.tags["airflow_run_id"] == result.dag_run.run_id
@@ -73,7 +74,7 @@ def test_01_good_model_is_trained_registered_deployed_and_served(deployed_run, a
     release = result.result("despliegue_modelo.generar_artefactos")
     manifest = release["manifest"]
     assert release["manifest_uri"] == storage.join(
-        get_settings().storage_uri, "deployments", f"tabular_classifier-v{version}.json"
+        get_settings().storage_uri, "deployments", f"{DEFAULT_MODEL_NAME}-v{version}.json"
     )
     assert storage.read_json(release["manifest_uri"])["version"] == version
     info = httpx.get(f"{api_url}/version").json()
@@ -105,18 +106,18 @@ def test_02_rerunning_registration_for_the_same_run_keeps_one_version(deployed_r
 
     client = _client()
     latest = max(
-        client.search_model_versions("name='tabular_classifier'"), key=lambda v: int(v.version)
+        client.search_model_versions(f"name='{DEFAULT_MODEL_NAME}'"), key=lambda v: int(v.version)
     )
     again = register_challenger(
         f"models:/{latest.source.split('/')[-1]}"
         if latest.source.startswith("models:/")
         else latest.source,
-        "tabular_classifier",
+        DEFAULT_MODEL_NAME,
         airflow_run_id=latest.tags["airflow_run_id"],
         tracking_uri=get_settings().mlflow_tracking_uri,
     )
     assert str(again) == str(latest.version)
-    assert len(client.search_model_versions("name='tabular_classifier'")) == int(latest.version)
+    assert len(client.search_model_versions(f"name='{DEFAULT_MODEL_NAME}'")) == int(latest.version)
 
 
 def test_03_weak_model_is_rejected_and_champion_stays(run_dag, small_csv, api_url):
@@ -127,7 +128,7 @@ def test_03_weak_model_is_rejected_and_champion_stays(run_dag, small_csv, api_ur
     assert result.task_state("despliegue_modelo.generar_artefactos") == "skipped"
     version = result.result("entrenamiento_evaluacion.registrar_mlflow")["version"]
     assert _champion() == before != version
-    mv = _client().get_model_version("tabular_classifier", version)
+    mv = _client().get_model_version(DEFAULT_MODEL_NAME, version)
     assert mv.tags["deployment_decision"] == "reject"
     assert "roc_auc" in mv.tags["deployment_reasons"]
     assert str(httpx.get(f"{api_url}/version").json()["model_version"]) == before

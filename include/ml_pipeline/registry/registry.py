@@ -67,7 +67,7 @@ def _ensure_registered_model(client: MlflowClient, name: str) -> None:
         pass
     try:
         client.create_registered_model(
-            name, description="Tabular classifier trained by ml_model_deployment_advanced."
+            name, description="Tabular model trained by ml_model_deployment_advanced."
         )
     except MlflowException:
         client.get_registered_model(name)  # created concurrently; anything else re-raises

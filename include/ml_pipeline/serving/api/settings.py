@@ -5,7 +5,7 @@
 | MODEL_API_HOST                | 127.0.0.1                       | bind address                  |
 | MODEL_API_PORT                | 8000                            | bind port                     |
 | MLFLOW_TRACKING_URI           | project settings                | registry to load from         |
-| ML_PIPELINE_MODEL_NAME        | tabular_classifier              | registered model name         |
+| ML_PIPELINE_MODEL_NAME        | tabular_model (*)               | registered model name         |
 | MODEL_API_ALIAS               | champion                        | alias to serve                |
 | MODEL_API_MAX_ROWS            | 10000                           | rows per request (413 above)  |
 | MODEL_API_MAX_BODY_BYTES      | 16777216 (16 MiB)               | body size (413 above)         |
@@ -23,6 +23,9 @@
 | MODEL_API_LOG_LEVEL           | info                            | service log level             |
 | MODEL_API_PREDICT_THREADS     | usable cores, at most 2         | onnxruntime threads for a     |
 |                               |                                 | batch of 64+ rows (trees)     |
+
+(*) `tabular_classifier` in an embedded home whose registry already has it
+(`config.default_model_name`).
 """
 
 from __future__ import annotations
