@@ -8,8 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.ml_pipeline.data_preparation import ingest, preprocess, sample_data, split, validate
-from include.ml_pipeline.data_preparation import warehouse
+from include.ml_pipeline.data_preparation import (
+    ingest,
+    preprocess,
+    sample_data,
+    split,
+    validate,
+    warehouse,
+)
 from include.ml_pipeline.data_preparation.errors import DataValidationError
 from include.ml_pipeline.features import FeatureSpec
 

@@ -15,8 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from include.ml_pipeline import storage
-from include.ml_pipeline.config import get_settings
-from include.ml_pipeline.config import DEFAULT_MODEL_NAME
+from include.ml_pipeline.config import DEFAULT_MODEL_NAME, get_settings
 from include.ml_pipeline.training.candidates import WEAK_CANDIDATE
 from tests.e2e.conftest import deployment_conf, model_api_url
 
