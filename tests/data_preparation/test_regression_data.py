@@ -67,7 +67,8 @@ def test_missing_targets_are_dropped_and_counted_and_a_dominant_value_is_a_warni
     assert report.problem_type == "regression"
     text = " | ".join(report.warnings)
     assert "34 rows (8.5%) have no value in the target" in text
-    assert f"target {TARGET!r} is 0.0 in" in text and "mean baseline is hard to beat" in text
+    assert f"target {TARGET!r} is 0.0 in" in text
+    assert "mean baseline is hard to beat" in text
     result = preprocess.preprocess_table(
         con, "raw__t", "clean__t", TARGET, report.kinds, problem_type="regression"
     )
@@ -83,7 +84,9 @@ def test_a_constant_or_non_numeric_regression_target_is_refused_naming_the_rule(
     with pytest.raises(DataValidationError) as caught:
         _validate(con, _load(con, tmp_path, frame, "raw__u"), problem_type="regression")
     message = str(caught.value)
-    assert "target_type" in message and "'high'" in message and "problem_type" in message
+    assert "target_type" in message
+    assert "'high'" in message
+    assert "problem_type" in message
 
 
 def test_many_whole_numbers_are_regression_and_the_param_can_say_otherwise(con, tmp_path):
