@@ -238,7 +238,8 @@ def deployment_params() -> dict[str, Param]:
             0.01,
             type="number",
             minimum=0,
-            description="How much worse than the champion is still acceptable",
+            description="How much worse than the champion is still acceptable (on "
+            "primary_metric; for RMSE/MAE/MAPE a share of the champion's: 0.01 is 1% worse)",
         ),
         "allow_contract_change": Param(
             False,

@@ -14,7 +14,8 @@ the same test split:
 * **absolute thresholds** (`min_roc_auc`, `min_accuracy`, `min_f1`, `max_log_loss`;
   regression `max_rmse`, `min_r2`), each only when set (by default none is);
 * **champion**: when a champion exists, the challenger does not lose to it on the
-  primary metric by more than `tolerance`. When the champion exists but could not be
+  primary metric by more than `tolerance` (for a regression error metric a share of the
+  champion's: 0.01 is 1% higher RMSE). When the champion exists but could not be
   scored on this split (`champion_error`, e.g. its columns are not in the new data),
   the decision says so and why, and the other checks decide;
 * **input contract**: the challenger takes the same columns with the same kinds and
@@ -225,24 +226,26 @@ def _champion(
             f"with the champion's {_fmt(champion)}."
         )
         return ["champion"]
-    # How much worse the challenger is (positive = worse), in the metric's direction.
-    shortfall = (champion - challenger) if greater else (challenger - champion)
+    # How much worse the challenger is (positive = worse), in the metric's direction; for
+    # a regression error metric relative to the champion's (0.01: 1% higher RMSE).
+    shortfall = -lift(primary, challenger, champion)
     tolerance = float(thresholds.tolerance)
     better_word = "higher" if greater else "lower"
+    fmt = (lambda v: f"{v:.1%}") if is_relative_lift(primary) else _fmt
     if shortfall <= tolerance:
         if shortfall <= 0:
             detail = f"is at least as good as ({better_word} is better)"
         else:
-            detail = f"is {_fmt(shortfall)} worse than, within the tolerance {_fmt(tolerance)},"
+            detail = f"is {fmt(shortfall)} worse than, within the tolerance {fmt(tolerance)},"
         reasons.append(
             f"Challenger {primary} {_fmt(challenger)} {detail} the champion's "
             f"{_fmt(champion)} on the same test split."
         )
         return []
     reasons.append(
-        f"Challenger {primary} {_fmt(challenger)} is {_fmt(shortfall)} worse than the "
+        f"Challenger {primary} {_fmt(challenger)} is {fmt(shortfall)} worse than the "
         f"champion's {_fmt(champion)} on the same test split, more than the "
-        f"tolerance {_fmt(tolerance)} ({better_word} is better)."
+        f"tolerance {fmt(tolerance)} ({better_word} is better)."
     )
     return ["champion"]
 
