@@ -1,22 +1,26 @@
 """
 # ml_model_deployment_advanced
 
-An Airflow DAG that takes a tabular classification model from raw data to a live, monitored
-HTTP API, and puts it back the way it was when something goes wrong.
+An Airflow DAG that takes a tabular model (binary, multiclass or regression: the problem type
+inferred from the label column, or set by the `problem_type` Param) from raw data to a live,
+monitored HTTP API, and puts it back the way it was when something goes wrong.
 
 Left to right, as the Graph view shows it:
 
 - `esperar_datos`: sensor (reschedule mode), waits for the raw file at `data_uri`.
 - `preparacion_datos`: `descargar_datos` loads the file into the warehouse (text columns,
-  rows numbered); `validar_datos` checks schema and quality rules in SQL;
+  rows numbered); `validar_datos` decides the problem type (and says why) and checks
+  schema and quality rules in SQL;
   `preprocesar_datos` types and cleans the columns and chooses the features;
-  `dividir_datos` writes a stratified, seeded train/validation/test split as Parquet.
+  `dividir_datos` writes a stratified (by class, or by quantile bins of a regression
+  target), seeded train/validation/test split as Parquet.
 - `entrenamiento_evaluacion`: `iniciar_experimento` opens this run's MLflow parent run
-  once the split exists (data that fails at the door never opens one);
+  once the split exists (data that fails at the door never opens one) with the candidates
+  of its problem type;
   `entrenar_modelo` fits each candidate (mapped) as a nested run; `evaluar_modelo` scores
   the best on the test split beside the current champion; `registrar_mlflow` registers it
   as a new version with alias `challenger`.
-- `decidir_despliegue`: the deploy gate (beat the class-prior baseline, optional absolute
+- `decidir_despliegue`: the deploy gate (beat the class-prior or mean baseline, optional absolute
   thresholds, not worse than the champion on the same test split, the same input
   contract), recorded on the version; branches to
   `despliegue_modelo` or `notificar_modelo_rechazado`.
@@ -32,12 +36,13 @@ Left to right, as the Graph view shows it:
 - `fin`: succeeds when one path succeeded and nothing failed.
 
 **Params** (the Trigger form): data (`data_uri`, `data_conn_id`, sensor poke interval and
-timeout), validation rules (`target`, `required_columns`, `numeric_columns`,
+timeout), validation rules (`target`, `problem_type`, `required_columns`, `numeric_columns`,
 `categorical_columns`, `exclude_columns`, `value_ranges`, `min_rows`, null, duplicate and
 class-count limits, `leakage_threshold`, `drop_duplicates`), the split (`test_size`,
 `validation_size`, `seed`), training (`candidates`, `selection_metric`, `model_name`), the
-deploy gate (`min_lift_over_baseline` over the class-prior baseline, the optional
-`min_roc_auc`, `min_accuracy`, `max_log_loss`, `min_f1`, `primary_metric`, `tolerance`,
+deploy gate (`min_lift_over_baseline` over the class-prior or mean baseline, the optional
+`min_roc_auc`, `min_accuracy`, `max_log_loss`, `min_f1`, `max_rmse`, `min_r2`,
+`primary_metric`, `tolerance`,
 `allow_contract_change`), deployment (`latency_p95_budget_ms`, `api_timeout_seconds`),
 drift at deployment (`drift_*`), and notifications (`slack_conn_id`, `smtp_conn_id`,
 `email_to`); see `include/ml_pipeline/orchestration/params.py`.

@@ -1,0 +1,134 @@
+"""Differential test for a regressor: our API and `mlflow models serve` answer
+`{"predictions": [floats]}` for the same registered scikit-learn regressor and payload,
+in every scoring-protocol format, equal within 1e-9 relative; our typed `/predict`
+answers the same numbers. Our API serves the compiled fast path (verified at load)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.serving.conftest import ADMIN_TOKEN, Registry, _launch_mlflow_serve, free_port
+from tests.serving.test_differential import _payloads
+
+REGRESSOR = "spend_serving_test"
+RTOL = 1e-9
+
+
+def _fit(kind: str, seed: int):
+    from include.ml_pipeline.data_preparation.sample_data import (
+        CATEGORICAL_COLUMNS,
+        NUMERIC_COLUMNS,
+        REGRESSION_TARGET,
+        generate_churn_frame,
+    )
+    from include.ml_pipeline.features import FeatureSpec, coerce_features
+    from include.ml_pipeline.training.candidates import default_candidates, make_estimator
+    from include.ml_pipeline.training.train import build_pipeline
+
+    spec = FeatureSpec(
+        REGRESSION_TARGET, list(NUMERIC_COLUMNS), list(CATEGORICAL_COLUMNS), "regression"
+    )
+    frame = generate_churn_frame(2000, seed=seed, problem="regression")
+    candidate = next(c for c in default_candidates("regression") if c["name"] == kind)
+    pipeline = build_pipeline(spec, make_estimator(candidate, seed, "regression"))
+    return pipeline.fit(coerce_features(frame, spec), frame[REGRESSION_TARGET]), spec
+
+
+@pytest.fixture(scope="module", params=["hgb_shallow", "ridge_a1"])
+def regressor(request, tmp_path_factory):
+    """One registered regressor, served by our API and by `mlflow models serve`."""
+    from devtools.fixtures import register_model_version
+    from include.ml_pipeline.serving import process
+
+    root = tmp_path_factory.mktemp("mlflow-regression")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    pipeline, spec = _fit(request.param, seed=4)
+    version = register_model_version(
+        uri,
+        REGRESSOR,
+        pipeline=pipeline,
+        spec=spec,
+        aliases=("champion",),
+        artifact_location=(root / "artifacts").as_uri(),
+    )
+    registry = Registry(uri, REGRESSOR, version, version, root)
+    _launch_mlflow_serve(registry)
+    home = tmp_path_factory.mktemp("api-home-regression")
+    started = process.start_api(
+        url=f"http://127.0.0.1:{free_port()}",
+        model_name=REGRESSOR,
+        tracking_uri=uri,
+        admin_token=ADMIN_TOKEN,
+        home=home,
+        timeout=240,
+        extra_env={
+            "ML_PIPELINE_INFERENCE_LOG": str(home / "inference_log"),
+            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
+        },
+    )
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            if httpx.get(registry.mlflow_serve_url + "/ping", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if registry.mlflow_serve.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"mlflow models serve did not start:\n{registry.mlflow_serve_log}")
+        time.sleep(0.5)
+    yield started.url, registry.mlflow_serve_url
+    process.stop_api(home=home)
+    import os
+    import signal
+
+    os.killpg(registry.mlflow_serve.pid, signal.SIGTERM)
+    registry.mlflow_serve.wait(30)
+
+
+def _close(ours: list, theirs: list) -> bool:
+    a, b = np.asarray(ours, dtype=float), np.asarray(theirs, dtype=float)
+    return a.shape == b.shape and bool(np.all(np.abs(a - b) <= RTOL * np.maximum(1.0, np.abs(b))))
+
+
+def test_same_numbers_as_mlflow_models_serve(regressor):
+    from include.ml_pipeline.data_preparation.sample_data import (
+        REGRESSION_TARGET,
+        generate_churn_frame,
+    )
+
+    ours_url, theirs_url = regressor
+    info = httpx.get(ours_url + "/model").json()
+    assert info["predict_path"] in ("compiled:onnx-hgb", "compiled:numpy-linear"), info
+    assert info["classes"] == []
+    frame = generate_churn_frame(400, seed=98, problem="regression").drop(
+        columns=[REGRESSION_TARGET]
+    )
+    frame.loc[frame.index[::37], "internet_service"] = "satellite"  # unseen category
+    frame.loc[frame.index[::41], "monthly_charges"] = 1e6  # far outside training
+    rng = np.random.default_rng(5)
+    compared = 0
+    with httpx.Client(timeout=60) as client:
+        for _ in range(8):
+            for fmt, content_type, body in _payloads(frame, rng):
+                headers = {"Content-Type": content_type}
+                ours = client.post(ours_url + "/invocations", content=body, headers=headers)
+                theirs = client.post(theirs_url + "/invocations", content=body, headers=headers)
+                assert theirs.status_code == 200, (fmt, theirs.text[:500])
+                assert ours.status_code == 200, (fmt, ours.text[:500])
+                assert set(ours.json()) == set(theirs.json()) == {"predictions"}
+                values = ours.json()["predictions"]
+                assert all(isinstance(v, float) for v in values), fmt
+                assert _close(values, theirs.json()["predictions"]), fmt
+                compared += len(values)
+        records = frame.head(5).astype(object).where(frame.head(5).notna(), None)
+        body = {"records": records.to_dict(orient="records")}
+        typed = client.post(ours_url + "/predict", json=body).json()
+        split = client.post(
+            ours_url + "/invocations", json={"dataframe_records": body["records"]}
+        ).json()
+        assert [p["value"] for p in typed["predictions"]] == split["predictions"]
+    assert compared > 100
