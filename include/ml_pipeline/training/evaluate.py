@@ -43,6 +43,7 @@ from include.ml_pipeline.training.metrics import (
     classification_metrics,
     predicted_labels,
     prefixed,
+    per_class_metrics,
     regression_metrics,
     score_model,
 )
@@ -431,6 +432,7 @@ def _evaluate_on_test(
         "problem_type": spec.problem_type or "classification",
         "classes": [str(c) for c in classes],
         "feature_importance": {"permutation": permutation, "native": native},
+        "per_class": per_class_metrics(y, output, classes) if len(classes) > 2 else None,
         "champion": champion,
         "baseline": baseline,
     }

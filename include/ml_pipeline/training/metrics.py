@@ -105,6 +105,34 @@ def classification_metrics(y_true: Any, proba: Any, classes: Sequence[Any]) -> d
     }
 
 
+def per_class_metrics(y_true: Any, proba: Any, classes: Sequence[Any]) -> dict[str, dict]:
+    """Per class (by its text): support, precision, recall, F1 and the one-vs-rest ROC AUC
+    (NaN when the class is absent or alone in `y_true`): what a macro average hides."""
+    from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+
+    y = _as_array(y_true)
+    classes_arr = np.asarray(classes)
+    proba = np.asarray(proba, dtype=float)
+    y_pred = classes_arr[np.argmax(proba, axis=1)]
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y, y_pred, labels=classes_arr, zero_division=0
+    )
+    out = {}
+    for index, cls in enumerate(classes_arr.tolist()):
+        truth = y == cls
+        auc = float("nan")
+        if truth.any() and not truth.all():
+            auc = float(roc_auc_score(truth, proba[:, index]))
+        out[str(cls)] = {
+            "support": int(support[index]),
+            "precision": float(precision[index]),
+            "recall": float(recall[index]),
+            "f1": float(f1[index]),
+            "roc_auc_ovr": auc,
+        }
+    return out
+
+
 def regression_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
     """rmse, mae, r2 and, when the true values never cross or touch zero (all positive or
     all negative), mape (mean absolute percentage error, as a fraction: 0.1 is 10%).
