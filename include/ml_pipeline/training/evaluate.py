@@ -41,9 +41,9 @@ from include.ml_pipeline.training.data import (
 )
 from include.ml_pipeline.training.metrics import (
     classification_metrics,
+    per_class_metrics,
     predicted_labels,
     prefixed,
-    per_class_metrics,
     regression_metrics,
     score_model,
 )
