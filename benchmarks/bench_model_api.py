@@ -12,6 +12,8 @@ release step does (`serving/loading/artifact.py`), in a temporary MLflow store u
 and 8 connections reports requests/s, p50 and p99, plus the in-process predict time of
 our fast path (the floor), time from process start to the first healthy `/ping`, resident
 memory (whole process tree) and the ratios ours/MLflow. Prints a markdown table.
+`--problem regression` benchmarks a HistGradientBoosting *regressor* of the same shape
+instead (the sample customers' next-year spend; both servers answer numbers).
 
 Load is measured in steady state: after the first healthy answer, our API re-checks its
 serving artifact in a low-priority child for a few seconds; the runs start once that is
@@ -166,6 +168,28 @@ def in_process_floor(tracking_uri: str, name: str, bodies: dict) -> dict:
     return floor
 
 
+def regression_pipeline(rows: int = 20_000, seed: int = 3):
+    """A fitted HistGradientBoosting regressor pipeline of the training code's shape, on
+    the sample customers' next-year spend, and its feature spec."""
+    from include.ml_pipeline.data_preparation.sample_data import (
+        CATEGORICAL_COLUMNS,
+        NUMERIC_COLUMNS,
+        REGRESSION_TARGET,
+        generate_churn_frame,
+    )
+    from include.ml_pipeline.features import FeatureSpec, coerce_features
+    from include.ml_pipeline.training.candidates import default_candidates, make_estimator
+    from include.ml_pipeline.training.train import build_pipeline
+
+    spec = FeatureSpec(
+        REGRESSION_TARGET, list(NUMERIC_COLUMNS), list(CATEGORICAL_COLUMNS), "regression"
+    )
+    frame = generate_churn_frame(rows, seed, problem="regression")
+    hgb = next(c for c in default_candidates("regression") if c["name"] == "hgb_deep")
+    pipeline = build_pipeline(spec, make_estimator(hgb, seed, "regression"))
+    return pipeline.fit(coerce_features(frame, spec), frame[REGRESSION_TARGET]), spec
+
+
 def fmt(value: float, digits: int = 1) -> str:
     return "n/a" if value != value else f"{value:,.{digits}f}"
 
@@ -176,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=None)
     parser.add_argument("--model-name", default=None)
     parser.add_argument("--json", default=None, help="also write the raw results here")
+    parser.add_argument(
+        "--problem",
+        choices=("binary", "regression"),
+        default="binary",
+        help="the registered model: the churn classifier, or a regressor of the same shape",
+    )
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary store, logs and inference log"
     )
@@ -199,12 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-model-api-"))
     try:
         tracking_uri = args.tracking_uri or f"sqlite:///{work / 'mlflow.db'}"
-        name = args.model_name or "bench_churn"
+        regression = args.problem == "regression"
+        name = args.model_name or ("bench_spend" if regression else "bench_churn")
         from include.ml_pipeline.data_preparation.sample_data import churn_spec
         from tests.support.models import register_model_version
 
         if args.tracking_uri is None:
-            print("registering a HistGradientBoosting churn model ...", flush=True)
+            kind = "regressor" if regression else "churn model"
+            print(f"registering a HistGradientBoosting {kind} ...", flush=True)
+            pipeline, spec = regression_pipeline() if regression else (None, None)
             register_model_version(
                 tracking_uri,
                 name,
@@ -213,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
                 seed=3,
                 artifact_location=(work / "artifacts").as_uri(),
                 serving_artifact=True,  # as the DAG's release step stores it
+                pipeline=pipeline,
+                spec=spec,
             )
         from mlflow import MlflowClient
 
