@@ -1,0 +1,51 @@
+"""Drift of a regressor: its prediction is a continuous output, compared as a number (KS
+and PSI), from the model's own scores and from the inference log's floats alike."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from include.ml_pipeline.data_preparation.sample_data import (
+    CATEGORICAL_COLUMNS,
+    NUMERIC_COLUMNS,
+    REGRESSION_TARGET,
+    generate_churn_frame,
+)
+from include.ml_pipeline.features import FeatureSpec, coerce_features
+from include.ml_pipeline.monitoring.drift import STATUS_DRIFT, STATUS_OK
+from include.ml_pipeline.monitoring.drift_check import model_predictions, run_drift_check
+from include.ml_pipeline.training.candidates import make_estimator
+from include.ml_pipeline.training.train import build_pipeline
+
+SPEC = FeatureSpec(REGRESSION_TARGET, NUMERIC_COLUMNS, CATEGORICAL_COLUMNS, "regression")
+
+
+def _model(frame):
+    ridge = {"name": "ridge", "estimator": "ridge", "params": {"alpha": 1.0}}
+    pipeline = build_pipeline(SPEC, make_estimator(ridge, 0, "regression"))
+    return pipeline.fit(coerce_features(frame, SPEC), frame[REGRESSION_TARGET])
+
+
+def test_a_regressor_prediction_drifts_as_a_continuous_output():
+    reference = generate_churn_frame(3000, seed=1, problem="regression")
+    model = _model(reference)
+    same = generate_churn_frame(1500, seed=2, problem="regression")
+    drifted = generate_churn_frame(1500, seed=2, drift=True, problem="regression")
+    drifted["monthly_charges"] *= 1.8  # prices up a lot: the predicted spend moves too
+
+    quiet = run_drift_check(reference, same, SPEC, {"min_rows": 100}, model=model)
+    assert quiet.status == STATUS_OK
+    assert [(r.feature, r.kind) for r in quiet.prediction] == [("prediction", "numeric")]
+    assert quiet.prediction_drift is False
+
+    moved = run_drift_check(reference, drifted, SPEC, {"min_rows": 100}, model=model)
+    assert moved.status == STATUS_DRIFT
+    assert moved.prediction_drift is True
+    assert moved.prediction[0].kind == "numeric"
+
+    # The inference log's shape: the current rows carry the served floats.
+    logged = drifted.assign(prediction=model_predictions(model, drifted, SPEC)["prediction"])
+    assert pd.api.types.is_float_dtype(logged["prediction"])
+    from_log = run_drift_check(reference, logged, SPEC, {"min_rows": 100}, model=model)
+    assert from_log.prediction[0].kind == "numeric"
+    assert from_log.prediction_drift is True
