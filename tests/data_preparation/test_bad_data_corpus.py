@@ -132,6 +132,7 @@ def run_door(path: Path, work: Path, **overrides: Any) -> Outcome:
                 report.kinds,
                 exclude_columns=params["exclude_columns"],
                 drop_duplicates=params["drop_duplicates"],
+                problem_type=report.problem_type,
             )
             spec = prepared.feature_spec
             result = split.split_table(
@@ -407,6 +408,18 @@ def _regression_target(tmp):
     return csv(tmp, "regression.csv", f)
 
 
+def _many_integer_classes(tmp):
+    f = frame()
+    f[TARGET] = np.arange(len(f)) % 60
+    return csv(tmp, "codes.csv", f)
+
+
+def _is_regression(out):
+    assert out.report.problem_type == "regression", out.report
+    assert "fractional parts" in out.report.problem_reason
+    assert out.spec.problem_type == "regression"
+
+
 # --------------------------------------------------------------------------- the cases
 
 
@@ -590,7 +603,22 @@ CASES = [
         _label_variant("rare.csv", lambda s: s.where(np.arange(len(s)) >= 3, "maybe")),
         "min_class_count",
     ),
-    Case("regression_target", "a continuous target", _regression_target, "max_classes"),
+    # A continuous target was refused by max_classes until regression existed: now it is a
+    # regression problem (the problem type inferred, the label a number).
+    Case(
+        "regression_target",
+        "a continuous target",
+        _regression_target,
+        label_type="DOUBLE",
+        check=lambda out: _is_regression(out),
+    ),
+    Case(
+        "integer_codes_over_50",
+        "a whole-number label with 60 values, forced to be classes",
+        _many_integer_classes,
+        "max_classes",
+        params={"problem_type": "multiclass"},
+    ),
     Case(
         "mostly_empty_column",
         "a feature 70% empty",

@@ -49,3 +49,38 @@ def test_a_regressor_prediction_drifts_as_a_continuous_output():
     from_log = run_drift_check(reference, logged, SPEC, {"min_rows": 100}, model=model)
     assert from_log.prediction[0].kind == "numeric"
     assert from_log.prediction_drift is True
+
+
+def test_the_dashboard_shows_a_regressor_predicted_values_not_classes(tmp_path):
+    from include.ml_pipeline import storage
+    from include.ml_pipeline.monitoring.dashboard import (
+        DashboardContext,
+        render_dashboard,
+        summarize_traffic,
+    )
+
+    traffic = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2026-12-01", periods=300, freq="min", tz="UTC"),
+            "prediction": [100.0 + i for i in range(300)],
+            "latency_ms": 1.5,
+            "model_version": "3",
+        }
+    )
+    summary = summarize_traffic(traffic)
+    assert "classes" not in summary
+    assert summary["predicted_values"]["p50"] == 249.5
+    uri = render_dashboard(
+        DashboardContext(
+            model_name="spend",
+            version=3,
+            metrics={"rmse": 80.0, "r2": 0.6, "mape": 0.2},
+            previous_metrics={"rmse": 90.0, "r2": 0.5, "mape": 0.3},
+            traffic=traffic,
+        ),
+        tmp_path,
+    )
+    page = storage.read_text(uri)
+    assert "predicted value" in page
+    assert "predicted class" not in page
+    assert page.count("better") >= 3  # lower RMSE and MAPE, higher R^2: all improvements

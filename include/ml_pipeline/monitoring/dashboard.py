@@ -279,10 +279,10 @@ def summarize_traffic(frame: pd.DataFrame) -> dict[str, Any]:
     if "prediction" in frame.columns and pd.api.types.is_float_dtype(frame["prediction"]):
         values = frame["prediction"].dropna().to_numpy(dtype=float)  # a regressor's numbers
         if values.size:
-            summary["values"] = {
+            summary["predicted_values"] = {
                 k: float(np.percentile(values, q)) for k, q in {"p5": 5, **PERCENTILES}.items()
             }
-            summary["values"]["mean"] = float(values.mean())
+            summary["predicted_values"]["mean"] = float(values.mean())
             summary["charts"].append(_chart("Predicted values", plot_value_distribution(values)))
     elif "prediction" in frame.columns:
         counts = frame["prediction"].astype(str).value_counts()
