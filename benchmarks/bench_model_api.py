@@ -187,7 +187,10 @@ def regression_pipeline(rows: int = 20_000, seed: int = 3):
     frame = generate_churn_frame(rows, seed, problem="regression")
     hgb = next(c for c in default_candidates("regression") if c["name"] == "hgb_deep")
     pipeline = build_pipeline(spec, make_estimator(hgb, seed, "regression"))
-    return pipeline.fit(coerce_features(frame, spec), frame[REGRESSION_TARGET]), spec
+    fitted = pipeline.fit(coerce_features(frame, spec), frame[REGRESSION_TARGET])
+    # `register_model_version` scores the label of its own (churn) frame for a metric: the
+    # logged spec names that column; its problem type says the model predicts numbers.
+    return fitted, FeatureSpec("churn", spec.numeric, spec.categorical, "regression")
 
 
 def fmt(value: float, digits: int = 1) -> str:
