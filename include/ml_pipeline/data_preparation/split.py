@@ -103,7 +103,8 @@ def split_table(
         )
     con.execute(split_sql(source, dest, spec.target, test_size, validation_size, seed, bins=bins))
     columns = ", ".join(quote_ident(c) for c in [*spec.columns, spec.target])
-    rows, classes = {}, {}
+    rows: dict[str, int] = {}
+    classes: dict[str, dict[str, int]] = {}
     for name in SPLITS:
         where = f"FROM {quote_ident(dest)} WHERE split = {quote_literal(name)}"
         if spec.is_regression:  # no classes: the count of rows

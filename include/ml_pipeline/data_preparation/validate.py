@@ -756,7 +756,7 @@ def validate_table(
     regression = problem is not None and problem.is_regression
     classes = class_counts(con, table, rules.target) if has_target and not regression else {}
     duplicates = duplicate_rows(con, table) if profile["rows"] else 0
-    if regression:
+    if info is not None and regression:
         usable_target = info.facts.numeric and info.facts.distinct >= 2 and not info.infinite
     else:
         usable_target = has_target and not nested and 2 <= len(classes) <= MAX_CLASSES
