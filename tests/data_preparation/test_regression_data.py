@@ -51,7 +51,7 @@ def test_a_numeric_target_is_regression_with_the_reason(con, tmp_path):
         con, "raw__t", "clean__t", TARGET, report.kinds, problem_type=report.problem_type
     )
     assert spec_table.target_type == preprocess.LABEL_NUMBER
-    assert spec_table.feature_spec["problem_type"] == "regression"
+    assert spec_table.feature_spec.problem_type == "regression"
     values = con.execute(f'SELECT "{TARGET}" FROM clean__t').fetchnumpy()[TARGET]
     assert values.dtype == np.float64
 

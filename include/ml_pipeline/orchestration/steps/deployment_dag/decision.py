@@ -55,7 +55,7 @@ def decide(
 
     tracking_uri = get_settings().mlflow_tracking_uri
     model = RegisteredModel.from_dict(registered)
-    problem_type = str(model.split.feature_spec.get("problem_type") or "")
+    problem_type = model.split.feature_spec.problem_type
     settings = gate_thresholds(params)
     if "primary_metric" in settings:
         settings["primary_metric"] = resolve_metric(

@@ -39,7 +39,7 @@ fail_on_unfittable_data = fail_without_retry(TrainingDataError)
 
 def problem_type_of(data: SplitResult) -> str:
     """The split's problem type ("" for a split made before it was recorded)."""
-    return str(data.feature_spec.get("problem_type") or "")
+    return data.feature_spec.problem_type
 
 
 @fail_on_bad_candidates
