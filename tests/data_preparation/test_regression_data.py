@@ -16,7 +16,7 @@ from include.ml_pipeline.data_preparation import (
     validate,
     warehouse,
 )
-from include.ml_pipeline.data_preparation.errors import DataValidationError
+from include.ml_pipeline.errors import DataValidationError
 from include.ml_pipeline.features import FeatureSpec
 
 TARGET = sample_data.REGRESSION_TARGET

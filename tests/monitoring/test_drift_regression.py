@@ -13,7 +13,7 @@ from include.ml_pipeline.data_preparation.sample_data import (
 )
 from include.ml_pipeline.features import FeatureSpec, coerce_features
 from include.ml_pipeline.monitoring.drift import STATUS_DRIFT, STATUS_OK
-from include.ml_pipeline.monitoring.drift_check import model_predictions, run_drift_check
+from include.ml_pipeline.monitoring.drift_check import check_drift, model_predictions
 from include.ml_pipeline.training.candidates import make_estimator
 from include.ml_pipeline.training.train import build_pipeline
 
@@ -33,12 +33,12 @@ def test_a_regressor_prediction_drifts_as_a_continuous_output():
     drifted = generate_churn_frame(1500, seed=2, drift=True, problem="regression")
     drifted["monthly_charges"] *= 1.8  # prices up a lot: the predicted spend moves too
 
-    quiet = run_drift_check(reference, same, SPEC, {"min_rows": 100}, model=model)
+    quiet = check_drift(reference, same, SPEC, {"min_rows": 100}, model=model)
     assert quiet.status == STATUS_OK
     assert [(r.feature, r.kind) for r in quiet.prediction] == [("prediction", "numeric")]
     assert quiet.prediction_drift is False
 
-    moved = run_drift_check(reference, drifted, SPEC, {"min_rows": 100}, model=model)
+    moved = check_drift(reference, drifted, SPEC, {"min_rows": 100}, model=model)
     assert moved.status == STATUS_DRIFT
     assert moved.prediction_drift is True
     assert moved.prediction[0].kind == "numeric"
@@ -46,7 +46,7 @@ def test_a_regressor_prediction_drifts_as_a_continuous_output():
     # The inference log's shape: the current rows carry the served floats.
     logged = drifted.assign(prediction=model_predictions(model, drifted, SPEC)["prediction"])
     assert pd.api.types.is_float_dtype(logged["prediction"])
-    from_log = run_drift_check(reference, logged, SPEC, {"min_rows": 100}, model=model)
+    from_log = check_drift(reference, logged, SPEC, {"min_rows": 100}, model=model)
     assert from_log.prediction[0].kind == "numeric"
     assert from_log.prediction_drift is True
 
