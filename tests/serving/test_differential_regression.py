@@ -45,7 +45,7 @@ def _fit(kind: str, seed: int):
 def regressor(request, tmp_path_factory):
     """One registered regressor, served by our API and by `mlflow models serve`."""
     from devtools.fixtures import register_model_version
-    from include.ml_pipeline.serving import process
+    from include.ml_pipeline.deployment import api_process as process
 
     root = tmp_path_factory.mktemp("mlflow-regression")
     uri = f"sqlite:///{root / 'mlflow.db'}"

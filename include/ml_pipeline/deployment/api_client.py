@@ -205,7 +205,7 @@ def check_predictions(
     if len(got) != len(expected):
         raise ModelApiError(f"the API returned {len(got)} predictions for {len(expected)} rows")
     if expected and all(isinstance(v, float) for v in expected):
-        from include.ml_pipeline.serving.verify import values_differ
+        from include.ml_pipeline.serving.compiled.verify import values_differ
 
         why = values_differ(got, expected)
         if why:
