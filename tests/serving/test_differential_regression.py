@@ -45,7 +45,7 @@ def _fit(kind: str, seed: int):
 def regressor(request, tmp_path_factory):
     """One registered regressor, served by our API and by `mlflow models serve`."""
     from devtools.fixtures import register_model_version
-    from include.ml_pipeline.deployment import api_process as process
+    from include.ml_pipeline.deployment import api_process
 
     root = tmp_path_factory.mktemp("mlflow-regression")
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -61,7 +61,7 @@ def regressor(request, tmp_path_factory):
     registry = Registry(uri, REGRESSOR, version, version, root)
     _launch_mlflow_serve(registry)
     home = tmp_path_factory.mktemp("api-home-regression")
-    started = process.start_api(
+    started = api_process.start_api(
         url=f"http://127.0.0.1:{free_port()}",
         model_name=REGRESSOR,
         tracking_uri=uri,
@@ -84,7 +84,7 @@ def regressor(request, tmp_path_factory):
             pytest.fail(f"mlflow models serve did not start:\n{registry.mlflow_serve_log}")
         time.sleep(0.5)
     yield started.url, registry.mlflow_serve_url
-    process.stop_api(home=home)
+    api_process.stop_api(home=home)
     import os
     import signal
 
