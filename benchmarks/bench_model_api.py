@@ -168,31 +168,6 @@ def in_process_floor(tracking_uri: str, name: str, bodies: dict) -> dict:
     return floor
 
 
-def regression_pipeline(rows: int = 20_000, seed: int = 3):
-    """A fitted HistGradientBoosting regressor pipeline of the training code's shape, on
-    the sample customers' next-year spend, and its feature spec."""
-    from include.ml_pipeline.data_preparation.sample_data import (
-        CATEGORICAL_COLUMNS,
-        NUMERIC_COLUMNS,
-        REGRESSION_TARGET,
-        generate_churn_frame,
-    )
-    from include.ml_pipeline.features import FeatureSpec, coerce_features
-    from include.ml_pipeline.training.candidates import default_candidates, make_estimator
-    from include.ml_pipeline.training.train import build_pipeline
-
-    spec = FeatureSpec(
-        REGRESSION_TARGET, list(NUMERIC_COLUMNS), list(CATEGORICAL_COLUMNS), "regression"
-    )
-    frame = generate_churn_frame(rows, seed, problem="regression")
-    hgb = next(c for c in default_candidates("regression") if c["name"] == "hgb_deep")
-    pipeline = build_pipeline(spec, make_estimator(hgb, seed, "regression"))
-    fitted = pipeline.fit(coerce_features(frame, spec), frame[REGRESSION_TARGET])
-    # `register_model_version` scores the label of its own (churn) frame for a metric: the
-    # logged spec names that column; its problem type says the model predicts numbers.
-    return fitted, FeatureSpec("churn", spec.numeric, spec.categorical, "regression")
-
-
 def fmt(value: float, digits: int = 1) -> str:
     return "n/a" if value != value else f"{value:,.{digits}f}"
 
@@ -235,12 +210,14 @@ def main(argv: list[str] | None = None) -> int:
         regression = args.problem == "regression"
         name = args.model_name or ("bench_spend" if regression else "bench_churn")
         from include.ml_pipeline.data_preparation.sample_data import churn_spec
-        from tests.support.models import register_model_version
+        from tests.support.models import register_model_version, regression_pipeline
 
         if args.tracking_uri is None:
             kind = "regressor" if regression else "churn model"
             print(f"registering a HistGradientBoosting {kind} ...", flush=True)
-            pipeline, spec = regression_pipeline() if regression else (None, None)
+            pipeline, spec = (
+                regression_pipeline("hgb_deep", rows=20_000, seed=3) if regression else (None, None)
+            )
             register_model_version(
                 tracking_uri,
                 name,

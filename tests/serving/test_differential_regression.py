@@ -18,38 +18,15 @@ REGRESSOR = "spend_serving_test"
 RTOL = 1e-9
 
 
-def _fit(kind: str, seed: int):
-    from include.ml_pipeline.data_preparation.sample_data import (
-        CATEGORICAL_COLUMNS,
-        NUMERIC_COLUMNS,
-        REGRESSION_TARGET,
-        generate_churn_frame,
-    )
-    from include.ml_pipeline.features import FeatureSpec, coerce_features
-    from include.ml_pipeline.training.candidates import default_candidates, make_estimator
-    from include.ml_pipeline.training.train import build_pipeline
-
-    spec = FeatureSpec(
-        REGRESSION_TARGET, list(NUMERIC_COLUMNS), list(CATEGORICAL_COLUMNS), "regression"
-    )
-    frame = generate_churn_frame(2000, seed=seed, problem="regression")
-    candidate = next(c for c in default_candidates("regression") if c["name"] == kind)
-    pipeline = build_pipeline(spec, make_estimator(candidate, seed, "regression"))
-    fitted = pipeline.fit(coerce_features(frame, spec), frame[REGRESSION_TARGET])
-    # `register_model_version` scores the label of its own (churn) frame for a metric: the
-    # logged spec names that column; its problem type says the model predicts numbers.
-    return fitted, FeatureSpec("churn", spec.numeric, spec.categorical, "regression")
-
-
 @pytest.fixture(scope="module", params=["hgb_shallow", "ridge_a1"])
 def regressor(request, tmp_path_factory):
     """One registered regressor, served by our API and by `mlflow models serve`."""
-    from devtools.fixtures import register_model_version
+    from devtools.fixtures import register_model_version, regression_pipeline
     from include.ml_pipeline.deployment import api_process
 
     root = tmp_path_factory.mktemp("mlflow-regression")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    pipeline, spec = _fit(request.param, seed=4)
+    pipeline, spec = regression_pipeline(request.param, rows=2000, seed=4)
     version = register_model_version(
         uri,
         REGRESSOR,

@@ -182,3 +182,29 @@ def titanic_passengers(age_column: str = "age"):
         rows += [(cls, sex, age, "no")] * died + [(cls, sex, age, "yes")] * survived
     out = pd.DataFrame(rows, columns=["class", "sex", age_column, "survived"])
     return out.sample(frac=1.0, random_state=0).reset_index(drop=True)
+
+
+def regression_pipeline(candidate: str = "hgb_deep", rows: int = 2000, seed: int = 4):
+    """A fitted regressor pipeline of the training code's shape (the default regression
+    candidate named `candidate`) on the sample customers' next-year spend, and the spec to
+    register it with: `register_model_version` scores the label of its own (churn) frame
+    for a metric, so the spec names that column; its problem type says the model predicts
+    numbers."""
+    from include.ml_pipeline.data_preparation.sample_data import (
+        CATEGORICAL_COLUMNS,
+        NUMERIC_COLUMNS,
+        REGRESSION_TARGET,
+        generate_churn_frame,
+    )
+    from include.ml_pipeline.features import coerce_features
+    from include.ml_pipeline.training import candidates
+    from include.ml_pipeline.training.train import build_pipeline
+
+    spec = FeatureSpec(
+        REGRESSION_TARGET, list(NUMERIC_COLUMNS), list(CATEGORICAL_COLUMNS), "regression"
+    )
+    frame = generate_churn_frame(rows, seed=seed, problem="regression")
+    chosen = next(c for c in candidates.default_candidates("regression") if c["name"] == candidate)
+    pipeline = build_pipeline(spec, candidates.make_estimator(chosen, seed, "regression"))
+    fitted = pipeline.fit(coerce_features(frame, spec), frame[REGRESSION_TARGET])
+    return fitted, FeatureSpec("churn", spec.numeric, spec.categorical, "regression")

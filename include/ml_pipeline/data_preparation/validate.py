@@ -475,19 +475,21 @@ def check_rules(
     return v
 
 
+def _nested_target(rules: ValidationRules, target: dict[str, Any], expected: str) -> Violation:
+    return Violation(
+        rules.target,
+        "target_type",
+        f"labels of type {target['source_type']} (lists or records)",
+        expected,
+    )
+
+
 def _regression_target_rules(
     target: dict[str, Any], info: TargetFacts, rules: ValidationRules
 ) -> list[Violation]:
     name = rules.target
     if target["nested"]:
-        return [
-            Violation(
-                name,
-                "target_type",
-                f"values of type {target['source_type']} (lists or records)",
-                "one number per row for a regression target",
-            )
-        ]
+        return [_nested_target(rules, target, "one number per row for a regression target")]
     if info.non_numeric:
         return [
             Violation(
@@ -530,14 +532,7 @@ def _target_rules(
     v: list[Violation] = []
     name = rules.target
     if target["nested"]:
-        return [
-            Violation(
-                name,
-                "target_type",
-                f"labels of type {target['source_type']} (lists or records)",
-                "one label (text, integer or boolean) per row",
-            )
-        ]
+        return [_nested_target(rules, target, "one label (text, integer or boolean) per row")]
     if target["null_fraction"] > rules.max_target_null_fraction:
         v.append(
             Violation(

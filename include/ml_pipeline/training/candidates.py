@@ -68,9 +68,9 @@ def estimators_for(problem_type: str | None) -> dict[str, tuple[str, str]]:
 CANDIDATE_KEYS = frozenset({"name", "estimator", "params"})
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
-DEFAULT_CANDIDATES: list[dict[str, Any]] = [
-    {"name": "logreg_c0.1", "estimator": "logistic_regression", "params": {"C": 0.1}},
-    {"name": "logreg_c1", "estimator": "logistic_regression", "params": {"C": 1.0}},
+#: The two histogram gradient boosting configurations both problem types start from (the
+#: estimator is the classifier or the regressor by the problem type).
+_HGB_CANDIDATES: list[dict[str, Any]] = [
     {
         "name": "hgb_shallow",
         "estimator": "hist_gradient_boosting",
@@ -89,6 +89,12 @@ DEFAULT_CANDIDATES: list[dict[str, Any]] = [
     },
 ]
 
+DEFAULT_CANDIDATES: list[dict[str, Any]] = [
+    {"name": "logreg_c0.1", "estimator": "logistic_regression", "params": {"C": 0.1}},
+    {"name": "logreg_c1", "estimator": "logistic_regression", "params": {"C": 1.0}},
+    *copy.deepcopy(_HGB_CANDIDATES),
+]
+
 WEAK_CANDIDATE: dict[str, Any] = {
     "name": "weak_prior",
     "estimator": "dummy",
@@ -97,22 +103,7 @@ WEAK_CANDIDATE: dict[str, Any] = {
 
 DEFAULT_REGRESSION_CANDIDATES: list[dict[str, Any]] = [
     {"name": "ridge_a1", "estimator": "ridge", "params": {"alpha": 1.0}},
-    {
-        "name": "hgb_shallow",
-        "estimator": "hist_gradient_boosting",
-        "params": {"learning_rate": 0.1, "max_iter": 200, "max_depth": 3, "early_stopping": True},
-    },
-    {
-        "name": "hgb_deep",
-        "estimator": "hist_gradient_boosting",
-        "params": {
-            "learning_rate": 0.05,
-            "max_iter": 300,
-            "max_leaf_nodes": 31,
-            "l2_regularization": 1.0,
-            "early_stopping": True,
-        },
-    },
+    *copy.deepcopy(_HGB_CANDIDATES),
     {
         "name": "random_forest",
         "estimator": "random_forest",
