@@ -11,8 +11,12 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.serving.conftest import ADMIN_TOKEN, Registry, _launch_mlflow_serve, free_port
-from tests.serving.test_differential import _payloads
+from devtools.ports import free_port
+from tests.serving.api.test_differential import _payloads
+from tests.serving.conftest import ADMIN_TOKEN, Registry, _launch_mlflow_serve
+
+#: The `regressor` fixture starts our API and `mlflow models serve` (a slow kind).
+pytestmark = pytest.mark.services
 
 REGRESSOR = "spend_serving_test"
 RTOL = 1e-9
@@ -21,8 +25,8 @@ RTOL = 1e-9
 @pytest.fixture(scope="module", params=["hgb_shallow", "ridge_a1"])
 def regressor(request, tmp_path_factory):
     """One registered regressor, served by our API and by `mlflow models serve`."""
-    from devtools.fixtures import register_model_version, regression_pipeline
     from include.ml_pipeline.deployment import api_process
+    from tests.support.models import register_model_version, regression_pipeline
 
     root = tmp_path_factory.mktemp("mlflow-regression")
     uri = f"sqlite:///{root / 'mlflow.db'}"
