@@ -316,8 +316,6 @@ def smoke_test(
     model = check_health(url)
     expected = offline_predictions(tracking_uri, model_name, version, frame)
     check_predictions(url, frame, expected)
-    from include.ml_pipeline.deployment.rollout import implausible_values
-
     problem = implausible_values(expected, model.get("contract"))
     if problem:
         raise ModelApiError(problem)
@@ -336,3 +334,32 @@ def smoke_test(
         p95_budget_ms=p95_budget_ms,
         model=model,
     )
+
+
+#: A regressor's predictions may leave the training target's range by this share of its
+#: width on either side before the smoke test calls them implausible.
+PLAUSIBLE_MARGIN = 1.0
+
+
+def implausible_values(values: list[Any], contract: dict[str, Any] | None) -> str | None:
+    """For a regressor (its contract's target has a `range`): None when every value is a
+    finite number within the training range widened by `PLAUSIBLE_MARGIN` of its width
+    (or of its upper end's size, when larger),
+    else a sentence naming the first bad value. Classifiers: always None."""
+    import math
+
+    target = (contract or {}).get("target") or {}
+    if target.get("problem_type") != "regression" or not target.get("range"):
+        return None
+    low, high = (float(v) for v in target["range"])
+    margin = PLAUSIBLE_MARGIN * max(high - low, abs(high), 1e-12)
+    lo, hi = low - margin, high + margin
+    for i, value in enumerate(values):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok or not math.isfinite(value) or not lo <= value <= hi:
+            return (
+                f"prediction {value!r} at row {i} is not a finite number within the "
+                f"plausible range [{lo:g}, {hi:g}] (training target {target.get('name')!r} "
+                f"ranged {low:g} to {high:g})"
+            )
+    return None

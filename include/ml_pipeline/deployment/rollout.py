@@ -340,31 +340,3 @@ def smoke_rows(split: SplitResult, rows: int = 32) -> pd.DataFrame:
 
     with storage.local_copy(split.uris["test"]) as local:
         return pd.read_parquet(local, columns=split.feature_spec.columns).head(rows)
-
-
-#: A regressor's predictions may leave the training target's range by this share of its
-#: width on either side before the smoke test calls them implausible.
-PLAUSIBLE_MARGIN = 1.0
-
-
-def implausible_values(values: list[Any], contract: dict[str, Any] | None) -> str | None:
-    """For a regressor (its contract's target has a `range`): None when every value is a
-    finite number within the training range widened by `PLAUSIBLE_MARGIN` of its width,
-    else a sentence naming the first bad value. Classifiers: always None."""
-    import math
-
-    target = (contract or {}).get("target") or {}
-    if target.get("problem_type") != "regression" or not target.get("range"):
-        return None
-    low, high = (float(v) for v in target["range"])
-    margin = PLAUSIBLE_MARGIN * max(high - low, abs(high), 1e-12)
-    lo, hi = low - margin, high + margin
-    for i, value in enumerate(values):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not ok or not math.isfinite(value) or not lo <= value <= hi:
-            return (
-                f"prediction {value!r} at row {i} is not a finite number within the "
-                f"plausible range [{lo:g}, {hi:g}] (training target {target.get('name')!r} "
-                f"ranged {low:g} to {high:g})"
-            )
-    return None
