@@ -181,7 +181,12 @@ def test_a_changed_input_contract_is_rejected_naming_each_difference(airflow_db,
     uri = get_settings().mlflow_tracking_uri
     contract = load_contract(uri, CONTRACT_MODEL, champion)
     assert [c["name"] for c in contract["columns"]][:2] == ["tenure_months", "monthly_charges"]
-    assert contract["target"] == {"name": "churn", "type": "string", "labels": ["no", "yes"]}
+    assert contract["target"] == {
+        "name": "churn",
+        "type": "string",
+        "labels": ["no", "yes"],
+        "problem_type": "binary",
+    }
     assert first["model"]["contract"]["uri"] == contract["uri"]
 
     changed = _churn(incoming / "contract_v2.csv", 22, _changed_schema)
@@ -240,6 +245,7 @@ def test_boolean_labels_are_served_as_booleans(airflow_db, pipeline_home):
         "name": "churn",
         "type": "boolean",
         "labels": [False, True],
+        "problem_type": "binary",
     }
     url = summary["deployment"]["api_url"]
     row = pd.read_csv(path).drop(columns=["churn"]).iloc[:3]
