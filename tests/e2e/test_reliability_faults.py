@@ -139,7 +139,7 @@ def _assert_deployed_and_served(result, api_url: str, before: str, killed: list[
 def test_api_killed_when_desplegar_api_starts_is_started_again_serving_the_new_champion(
     run_dag, small_csv, api_url, champion, monkeypatch
 ):
-    killed = _kill_api_on_first_call(monkeypatch, rollout, "roll_out")
+    killed = _kill_api_on_first_call(monkeypatch, rollout, "serve_version")
     result = run_dag(_conf(small_csv, seed=7))
     _assert_deployed_and_served(result, api_url, champion, killed)
 
