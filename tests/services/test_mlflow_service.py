@@ -122,7 +122,7 @@ def test_a_create_request_the_client_resent_leaves_one_version(
         Rule(lambda method, path: method == "POST" and "model-versions/create" in path, "drop")
     )
     version = registry.register_challenger(
-        logged_model["model_uri"], name, airflow_run_id="resent-run", tracking_uri=flaky_mlflow.url
+        logged_model.model_uri, name, airflow_run_id="resent-run", tracking_uri=flaky_mlflow.url
     )
     creates = flaky_mlflow.paths("model-versions/create")
     assert [outcome for *_, outcome in creates] == ["dropped", "200"]  # two on the server
@@ -161,9 +161,7 @@ def test_a_registration_cut_off_after_the_server_created_the_version_is_retried_
     flaky_mlflow.rules.append(
         Rule(lambda method, path: method == "POST" and "model-versions/create" in path, "drop")
     )
-    dag = _registration_dag(
-        unique_id("services_registration"), logged_model["model_uri"], name, uri
-    )
+    dag = _registration_dag(unique_id("services_registration"), logged_model.model_uri, name, uri)
 
     run = run_test_dag(dag)
 
