@@ -11,10 +11,12 @@ import pytest
 from tests.support.browser import chromium, load_in_chromium, need_chromium
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium_loader():
     """`chromium_loader(page, screenshot) -> PageReport` (`tests.support.browser`) in one
-    headless Chromium for the session; skips where Chromium is absent (fails under CI)."""
+    headless Chromium per module; skips where Chromium is absent (fails under CI). Not
+    per session: Playwright's sync API allows one running instance per thread, and one
+    left open for the session made tests/ui's browser fail to start."""
     path = need_chromium("the dashboard browser check")
     with chromium(path) as browser:
         yield lambda page, screenshot: load_in_chromium(browser, page, screenshot)
