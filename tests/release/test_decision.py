@@ -208,3 +208,10 @@ def test_a_look_outside_the_plan_is_refused():
         decide(evidence(y, y), look=0)
     decision = decide(evidence(y, y), look=1)
     assert decision.to_dict()["keeps_champion"] is True
+
+
+def test_a_policy_out_of_range_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"DecisionPolicy.min_agreement must be in \[0, 1\)"):
+        DecisionPolicy(min_agreement=1.5)
+    with pytest.raises(ValueError, match="final_sample"):
+        DecisionPolicy(looks=5, final_requests=3)

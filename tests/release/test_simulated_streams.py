@@ -14,6 +14,7 @@ import os
 import pytest
 
 from include.ml_pipeline.release.decision import FAIL, INCONCLUSIVE, PASS, DecisionPolicy
+from include.ml_pipeline.release.statistics import LookPlan
 from tests.release.streams import run_experiments
 
 EXPERIMENTS = int(os.environ.get("RELEASE_SIMULATIONS", "150"))
@@ -55,3 +56,14 @@ def test_an_equal_challenger_is_rarely_turned_away(name, kind, stream):
     _report(name, outcome)
     assert outcome.rate(FAIL) <= EQUAL_REJECTION_BOUND
     assert outcome.rate(INCONCLUSIVE) == 0.0  # the last look always decides
+
+
+def test_the_look_plan_is_what_keeps_repeated_looks_honest(monkeypatch):
+    """The regression margin case with every look at the full alpha (no spending):
+    checking four times promotes the worse challenger more often than alpha allows."""
+    name, kind, stream = WORSE[3]
+    planned = run_experiments(kind, EXPERIMENTS, seed=2024, policy=POLICY, **stream)
+    monkeypatch.setattr(LookPlan, "alpha_at", lambda self, look: self.alpha)
+    naive = run_experiments(kind, EXPERIMENTS, seed=2024, policy=POLICY, **stream)
+    _report(f"{name}, every look at alpha {POLICY.alpha:g}", naive)
+    assert naive.rate(PASS) > FALSE_PROMOTION_BOUND >= planned.rate(PASS)

@@ -92,6 +92,28 @@ class DecisionPolicy:
     rmse_margin: float = 0.05
     labels_required: bool = False
 
+    def __post_init__(self) -> None:
+        LookPlan(self.looks, self.final_requests, self.alpha, self.spending)  # validates them
+        shares = ("max_error_rate", "error_rate_margin", "min_agreement", "max_share_shift")
+        for name in (*shares, "accuracy_margin"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(
+                    f"DecisionPolicy.{name} must be in [0, 1), got {getattr(self, name)}"
+                )
+        for name in (
+            "max_latency_ratio",
+            "latency_slack_ms",
+            "regression_tolerance",
+            "rmse_margin",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"DecisionPolicy.{name} must be >= 0, got {getattr(self, name)}")
+        if self.range_bins < 2 or self.min_labels < 2:
+            raise ValueError(
+                f"DecisionPolicy: range_bins and min_labels must be >= 2, "
+                f"got {self.range_bins} and {self.min_labels}"
+            )
+
     @property
     def plan(self) -> LookPlan:
         return LookPlan(self.looks, self.final_requests, self.alpha, self.spending)

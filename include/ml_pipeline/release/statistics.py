@@ -61,14 +61,12 @@ def wilson_bounds(successes: int, n: int, alpha: float) -> tuple[float, float]:
     `binomtest(k, n).proportion_ci(1 - 2 * alpha, method="wilson")` (tested), from the
     closed form: a decision takes a few and a simulated stream thousands, and scipy's
     computes a two-sided exact p-value on the way."""
-    from scipy.stats import norm
-
     _check_alpha(alpha)
     if n < 0 or not 0 <= successes <= n:
         raise ValueError(f"wilson_bounds: need 0 <= successes <= n, got {successes} of {n}")
     if n == 0:
         return 0.0, 1.0
-    z = float(norm.isf(alpha))
+    z = _z(alpha)
     p = successes / n
     denominator = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denominator
@@ -105,7 +103,7 @@ def paired_accuracy_test(
     0.02) on `n` labelled requests of which `champion_only` only the champion answered
     right and `challenger_only` only the challenger (see the module docstring; `alpha`
     sets the confidence of the bound taken for the share of discordant pairs)."""
-    from scipy.stats import binom
+    from scipy.special import bdtr, bdtrc
 
     _check_alpha(alpha)
     b, c = int(champion_only), int(challenger_only)
@@ -128,9 +126,9 @@ def paired_accuracy_test(
     theta_inf = 0.5 - margin / (2 * psi_low) if psi_low > 0 else -math.inf
     # P(C >= c | theta0): small when the challenger wins more discordant pairs than a
     # challenger `margin` worse would
-    p_ni = 0.0 if theta_ni <= 0 else float(binom.sf(c - 1, d, theta_ni))
+    p_ni = 0.0 if theta_ni <= 0 else float(bdtrc(c - 1, d, theta_ni))
     # P(C <= c | theta0): small when it wins fewer
-    p_inf = 1.0 if theta_inf <= 0 else float(binom.cdf(c, d, theta_inf))
+    p_inf = 1.0 if theta_inf <= 0 else float(bdtr(c, d, theta_inf))
     detail = (
         f"{c} discordant pairs won by the challenger, {b} by the champion; null at "
         f"theta={max(theta_ni, 0.0):.4f} (discordance bound {psi_high:.4f})"
@@ -144,7 +142,7 @@ def paired_error_test(
     """The paired non-inferiority t-test on squared errors with a relative RMSE
     `margin` (e.g. 0.05: the challenger's RMSE may be at most 5% above the champion's);
     the arrays hold each model's error (prediction minus label) on the same requests."""
-    from scipy.stats import ttest_1samp
+    from scipy.special import stdtr
 
     a = np.asarray(champion_errors, dtype=float)
     b = np.asarray(challenger_errors, dtype=float)
@@ -163,12 +161,12 @@ def paired_error_test(
     if n < 2:
         return PairedTest("paired_t", n, ratio - 1, margin, 1.0, 1.0, "fewer than 2 labels")
     d = b * b - (1 + margin) ** 2 * a * a
-    if float(np.std(d)) == 0.0:  # every difference equal: the sign of it is the answer
-        mean = float(d[0])
+    mean, sd = float(np.mean(d)), float(np.std(d, ddof=1))
+    if sd == 0.0:  # every difference equal: the sign of it is the answer
         p_ni, p_inf = (0.0, 1.0) if mean < 0 else (1.0, 0.0) if mean > 0 else (1.0, 1.0)
-    else:
-        p_ni = float(ttest_1samp(d, 0.0, alternative="less").pvalue)
-        p_inf = float(ttest_1samp(d, 0.0, alternative="greater").pvalue)
+    else:  # scipy.stats.ttest_1samp's statistic and one-sided p-values (tested)
+        t = mean / (sd / math.sqrt(n))
+        p_ni, p_inf = float(stdtr(n - 1, t)), float(stdtr(n - 1, -t))
     detail = f"RMSE {math.sqrt(mse_b):.6g} (challenger) vs {math.sqrt(mse_a):.6g} (champion)"
     return PairedTest("paired_t", n, ratio - 1, margin, p_ni, p_inf, detail)
 
@@ -199,13 +197,11 @@ def share_shifts(
     """Per group `g` (the codes 0..len(names)-1 in the two arrays, paired by request):
     the mean of `[challenger in g] - [champion in g]` with a normal bound on its size at
     `alpha / len(names)` each (Bonferroni over the groups)."""
-    from scipy.stats import norm
-
     _check_alpha(alpha)
     a = np.asarray(champion_groups)
     b = np.asarray(challenger_groups)
     n = len(a)
-    z = float(norm.isf(alpha / max(len(names), 1)))
+    z = _z(alpha / max(len(names), 1))
     out = []
     for code, name in enumerate(names):
         x = (b == code).astype(float) - (a == code).astype(float)
@@ -253,7 +249,7 @@ class LookPlan:
 
     def spent(self, fraction: float) -> float:
         """The alpha spent up to `fraction` (0..1) of the final sample."""
-        from scipy.stats import norm
+        from scipy.special import ndtr
 
         t = min(max(float(fraction), 0.0), 1.0)
         if t == 0.0:
@@ -261,7 +257,7 @@ class LookPlan:
         if self.spending == POCOCK:
             return self.alpha * math.log(1 + (math.e - 1) * t)
         # O'Brien-Fleming-like: 2 * (1 - Phi(z_{1 - alpha/2} / sqrt(t))), alpha at t = 1
-        return float(2 * norm.sf(norm.isf(self.alpha / 2) / math.sqrt(t)))
+        return float(2 * ndtr(-_z(self.alpha / 2) / math.sqrt(t)))
 
     def alpha_at(self, look: int) -> float:
         """The level every test of look `look` (1..looks) runs at."""
@@ -280,6 +276,14 @@ class LookPlan:
     def _check_look(self, look: int) -> None:
         if not 1 <= int(look) <= self.looks:
             raise ValueError(f"look must be 1..{self.looks} (the planned looks), got {look}")
+
+
+def _z(alpha: float) -> float:
+    """The standard normal quantile with `alpha` above it (scipy's ufunc: a decision
+    takes a handful, a simulated stream thousands)."""
+    from scipy.special import ndtri
+
+    return -float(ndtri(alpha))
 
 
 def _check_alpha(alpha: float) -> None:
