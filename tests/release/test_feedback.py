@@ -126,22 +126,24 @@ def test_label_files_under_the_storage_root(tmp_path):
         local / "b.parquet"
     )
     storage.write_text(
-        storage.join(folder, "a.csv"), "request_id,label,timestamp\nc,2,2026-12-03\n"
+        storage.join(folder, "a.csv"), "request_id,label,timestamp\n00123,2,2026-12-03\n"
     )
     items = read_label_files(folder, GRADES)
     assert [(i.request_id, i.label, i.row, i.source.rsplit("/", 1)[-1]) for i in items] == [
-        ("c", 2, 0, "a.csv"),
+        ("00123", 2, 0, "a.csv"),  # a CSV is read as text: the zeros stay
         ("a", 1, 0, "b.parquet"),
         ("b", 3, 2, "b.parquet"),
     ]
     assert items[0].timestamp == "2026-12-03"
-    storage.write_text(storage.join(folder, "c.csv"), "request_id,label\nd,2\ne,7\nf,x\n")
+    storage.write_text(storage.join(folder, "c.csv"), "request_id,label\nd,2\ne,7\nf,x\ng,\n")
     with pytest.raises(FeedbackError) as caught:
         read_label_files(folder, GRADES)
     message = str(caught.value)
-    assert caught.value.count == 2
+    assert caught.value.count == 3
     assert "c.csv line 3 (request e)" in message
     assert "c.csv line 4" in message
+    assert "no label (1): " in message
+    assert "c.csv line 5 (request g)" in message
     storage.write_text(storage.join(folder, "c.csv"), "id,label\nd,2\n")
     with pytest.raises(FeedbackError, match=r"c.csv: missing column\(s\) request_id"):
         read_label_files(folder, GRADES)

@@ -150,7 +150,7 @@ class LabelBook:
 
 def _label_value(value: Any, target: LabelTarget, from_text: bool) -> tuple[Any, str | None]:
     """The label as the contract types it, or None and the rule it breaks."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return None, "label_missing"
     if hasattr(value, "item") and not isinstance(value, str | bytes):
         value = value.item()  # numpy scalars from a Parquet or CSV column
@@ -174,6 +174,16 @@ def _label_value(value: Any, target: LabelTarget, from_text: bool) -> tuple[Any,
     return typed, None
 
 
+def _missing(value: Any) -> bool:
+    """None, NaN, or pandas' NaT/NA (a gap in a file's column)."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)
+    except TypeError:  # pandas.NA refuses to be a bool
+        return True
+
+
 def _classification_label(value: Any, label_type: str, from_text: bool) -> Any:
     if label_type == "boolean":
         if isinstance(value, bool):
@@ -185,6 +195,8 @@ def _classification_label(value: Any, label_type: str, from_text: bool) -> Any:
             return None
         if isinstance(value, int):
             return value
+        if isinstance(value, float):  # JSON has one number type; a Parquet column with gaps
+            return int(value) if value.is_integer() else None
         if from_text:
             try:
                 number = float(value)
@@ -222,12 +234,12 @@ def validate_feedback(
     for index, item in enumerate(items):
         where = f"item {index}" if source == "api" else f"{source} line {index + 2}"
         request_id = item.get("request_id")
-        if request_id is None or (isinstance(request_id, float) and math.isnan(request_id)):
+        if _missing(request_id) or request_id == "":
             problems.setdefault("request_id_missing", []).append(where)
             continue
         request_id = str(request_id)
         row = item.get("row", 0)
-        if row is None or (isinstance(row, float) and math.isnan(row)):
+        if _missing(row):
             row = 0
         try:
             row_number = int(row)
@@ -246,10 +258,8 @@ def validate_feedback(
             )
             continue
         stamp = item.get("timestamp")
-        stamp = None if stamp is None or (isinstance(stamp, float) and math.isnan(stamp)) else stamp
-        out.append(
-            Feedback(request_id, label, row_number, None if stamp is None else str(stamp), source)
-        )
+        stamp = None if _missing(stamp) else str(stamp)
+        out.append(Feedback(request_id, label, row_number, stamp, source))
     if problems:
         count = sum(len(v) for v in problems.values())
         expected = (
@@ -315,13 +325,17 @@ def labels_uri(storage_uri: str, model_name: str) -> str:
 
 def read_label_files(prefix: str, target: LabelTarget) -> list[Feedback]:
     """Every label file under `prefix` (a folder or one file), in name order, each
-    validated as a whole (`FeedbackError` names the file); none: an empty list."""
-    from include.ml_pipeline.monitoring.windows import read_frame
+    validated as a whole (`FeedbackError` names the file); none: an empty list. A CSV is
+    read as text (request ids such as `00123` keep their zeros; labels are converted to
+    the contract's type), a Parquet file with its own types."""
+    import pandas as pd
 
     files = [u for u in storage.list_files(prefix) if u.lower().endswith(LABEL_FILE_SUFFIXES)]
     out: list[Feedback] = []
     for uri in files:
-        frame = read_frame(uri)
+        is_csv = uri.lower().endswith(".csv")
+        with storage.local_copy(uri) as local:
+            frame = pd.read_csv(local, dtype=str) if is_csv else pd.read_parquet(local)
         missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
         if missing:
             raise FeedbackError(
@@ -331,9 +345,6 @@ def read_label_files(prefix: str, target: LabelTarget) -> list[Feedback]:
                 f"{uri}: missing column(s) {', '.join(missing)}; a label file has "
                 f"request_id, label and optionally row and timestamp",
             )
-        is_csv = uri.lower().endswith(".csv")
-        if is_csv:
-            frame = frame.astype({"label": "string"}) if not target.regression else frame
         records = frame.to_dict("records")
         out.extend(validate_feedback(records, target, uri, from_text=is_csv))
     return out
