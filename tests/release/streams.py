@@ -22,10 +22,12 @@ from include.ml_pipeline.release.decision import (
 @dataclass(frozen=True)
 class Outcome:
     """How many simulated experiments ended in each verdict (the first look that was not
-    inconclusive decides; still inconclusive after the last look counts as such)."""
+    inconclusive decides; still inconclusive after the last look counts as such), and the
+    mean number of requests seen when the verdict came."""
 
     experiments: int
     counts: dict[str, int]
+    mean_requests: float
 
     def rate(self, verdict: str) -> float:
         return self.counts.get(verdict, 0) / self.experiments
@@ -73,6 +75,7 @@ def run_experiments(
     plan = policy.plan
     total = plan.final_sample
     counts: Counter[str] = Counter()
+    seen = 0
     latency = np.ones(total)
     for _ in range(experiments):
         if kind == "regression":
@@ -99,4 +102,6 @@ def run_experiments(
             if verdict != INCONCLUSIVE:
                 break
         counts[verdict] += 1
-    return Outcome(experiments, {v: counts.get(v, 0) for v in (PASS, FAIL, INCONCLUSIVE)})
+        seen += n
+    counted = {v: counts.get(v, 0) for v in (PASS, FAIL, INCONCLUSIVE)}
+    return Outcome(experiments, counted, seen / max(experiments, 1))

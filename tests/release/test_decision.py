@@ -215,3 +215,37 @@ def test_a_policy_out_of_range_is_refused_by_name():
         DecisionPolicy(min_agreement=1.5)
     with pytest.raises(ValueError, match="final_sample"):
         DecisionPolicy(looks=5, final_requests=3)
+
+
+def test_evidence_from_records_counts_requests_errors_and_pairs():
+    from include.ml_pipeline.release.records import PairedRecord
+
+    records = [
+        # one request of two rows: both arms answered, the second row labelled
+        PairedRecord("r1", 0, "champion", 1.0, 1.5, 2.0, 3.0),
+        PairedRecord("r1", 1, "champion", 2.0, 2.5, 2.0, 3.0, label=2.2),
+        # the challenger failed this one: counted once, never paired
+        PairedRecord("r2", 0, "champion", 4.0, None, 1.0, None, challenger_error="timeout"),
+        # canary without the champion's answer: the challenger's request, not a pair
+        PairedRecord("r3", 0, "challenger", None, 7.0, None, 5.0),
+    ]
+    ev = Evidence.of(records, regression=True)
+    assert ev.champion.tolist() == [1.0, 2.0]
+    assert ev.challenger.tolist() == [1.5, 2.5]
+    assert ev.has_label.tolist() == [False, True]
+    assert ev.labels[1] == pytest.approx(2.2)
+    assert (ev.challenger_requests, ev.challenger_failures) == (3, 1)
+    assert (ev.champion_requests, ev.champion_failures) == (2, 0)
+    assert sorted(ev.challenger_latency_ms.tolist()) == [3.0, 5.0]
+    assert sorted(ev.champion_latency_ms.tolist()) == [1.0, 2.0]
+    labels = Evidence.of(
+        [
+            PairedRecord("a", 0, "champion", 1, "1", label="1"),
+            PairedRecord("b", 0, "champion", "0", 0),
+        ],
+        regression=False,
+    )
+    # answers and labels compared as text: 1 (int) and "1" (str) are the same label
+    assert labels.champion.tolist() == ["1", "0"]
+    assert labels.challenger.tolist() == ["1", "0"]
+    assert labels.labels.tolist() == ["1", ""]

@@ -40,7 +40,10 @@ EQUAL = [
 
 def _report(name, outcome):
     rates = ", ".join(f"{v} {outcome.rate(v):.1%}" for v in (PASS, FAIL, INCONCLUSIVE))
-    print(f"\n{name} ({outcome.experiments} experiments): {rates}")
+    print(
+        f"\n{name} ({outcome.experiments} experiments): {rates}; "
+        f"decided after {outcome.mean_requests:.0f} requests on average"
+    )
 
 
 @pytest.mark.parametrize(("name", "kind", "stream"), WORSE, ids=[w[0] for w in WORSE])
