@@ -249,3 +249,21 @@ def test_evidence_from_records_counts_requests_errors_and_pairs():
     assert labels.champion.tolist() == ["1", "0"]
     assert labels.challenger.tolist() == ["1", "0"]
     assert labels.labels.tolist() == ["1", ""]
+
+
+def test_an_interim_look_fails_a_challenger_shown_worse_than_the_margin():
+    y = labels_of(1000, seed=8)
+    champion = flip(y, 0.10, seed=9)
+    worse = champion.copy()
+    right = np.flatnonzero(champion == y)[:35]
+    worse[right] = 1 - y[right]  # 3.5 points less accurate, 96.5% agreement
+    decision = decide(evidence(champion, worse, labels=y), look=1)
+    check = decision.check("non_inferiority")
+    assert check.status == FAIL
+    assert check.threshold == DecisionPolicy().futility_alpha
+    assert decision.verdict == FAIL
+    # without futility the first look (alpha 0.00009) only waits
+    patient = decide(
+        evidence(champion, worse, labels=y), look=1, policy=DecisionPolicy(futility_alpha=0)
+    )
+    assert patient.check("non_inferiority").status == INCONCLUSIVE

@@ -91,11 +91,14 @@ class DecisionPolicy:
     accuracy_margin: float = 0.02
     rmse_margin: float = 0.05
     labels_required: bool = False
+    #: fail as soon as a look shows the challenger worse than the margin at this level
+    #: (non-binding futility: it only turns waits into fails, never into passes)
+    futility_alpha: float = 0.10
 
     def __post_init__(self) -> None:
         LookPlan(self.looks, self.final_requests, self.alpha, self.spending)  # validates them
         shares = ("max_error_rate", "error_rate_margin", "min_agreement", "max_share_shift")
-        for name in (*shares, "accuracy_margin"):
+        for name in (*shares, "accuracy_margin", "futility_alpha"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(
                     f"DecisionPolicy.{name} must be in [0, 1), got {getattr(self, name)}"
@@ -424,33 +427,39 @@ def _non_inferiority(evidence: Evidence, policy: DecisionPolicy, alpha: float) -
             + (" (labels are required)" if policy.labels_required else ": accuracy not tested"),
         )
     a, b, y = evidence.champion[has], evidence.challenger[has], evidence.labels[has]
+    futility = max(alpha, policy.futility_alpha)
     test: PairedTest
     if evidence.regression:
         test = paired_error_test(a - y, b - y, policy.rmse_margin)
+        p_worse = test.p_inferior
         what = f"RMSE ratio - 1 = {test.difference:+.4f}, margin +{policy.rmse_margin:g}"
     else:
         right_a, right_b = a == y, b == y
-        test = paired_accuracy_test(
+        counts = (
             int(np.count_nonzero(right_a & ~right_b)),
             int(np.count_nonzero(right_b & ~right_a)),
             labelled,
             policy.accuracy_margin,
-            alpha,
         )
+        test = paired_accuracy_test(*counts, alpha)
+        # the discordance bound of the "worse" side at the level it is judged at
+        p_worse = paired_accuracy_test(*counts, futility).p_inferior
         what = f"accuracy difference {test.difference:+.4f}, margin -{policy.accuracy_margin:g}"
     head = f"{test.test} on {labelled} labelled rows: {what}; {test.detail}"
     if test.p_noninferior <= alpha:
-        status, value, tail = PASS, test.p_noninferior, "non-inferior"
-    elif test.p_inferior <= alpha:
-        status, value, tail = FAIL, test.p_inferior, "worse than the champion beyond the margin"
+        status, value, level, tail = PASS, test.p_noninferior, alpha, "non-inferior"
+    elif p_worse <= futility:
+        status, value, level = FAIL, p_worse, futility
+        tail = "worse than the champion beyond the margin"
     else:
-        status, value, tail = INCONCLUSIVE, test.p_noninferior, "not yet shown non-inferior"
+        status, value, level = INCONCLUSIVE, test.p_noninferior, alpha
+        tail = "not yet shown non-inferior"
     return Check(
         "non_inferiority",
         status,
         value,
-        alpha,
-        f"{head}: p={value:.3g} vs alpha {alpha:.3g}, {tail}",
+        level,
+        f"{head}: p={value:.3g} vs {level:.3g}, {tail}",
     )
 
 
