@@ -9,6 +9,7 @@ docs/safe-release.md); the default keeps the test within a few seconds.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
@@ -38,6 +39,13 @@ EQUAL = [
 ]
 
 
+@functools.cache
+def _outcome(kind, seed, stream):
+    """The experiments of one scenario (`stream`: its settings as sorted pairs), run once
+    per session: the plan test reuses the margin case's."""
+    return run_experiments(kind, EXPERIMENTS, seed=seed, policy=POLICY, **dict(stream))
+
+
 def _report(name, outcome):
     rates = ", ".join(f"{v} {outcome.rate(v):.1%}" for v in (PASS, FAIL, INCONCLUSIVE))
     print(
@@ -48,14 +56,14 @@ def _report(name, outcome):
 
 @pytest.mark.parametrize(("name", "kind", "stream"), WORSE, ids=[w[0] for w in WORSE])
 def test_a_worse_challenger_is_rarely_promoted(name, kind, stream):
-    outcome = run_experiments(kind, EXPERIMENTS, seed=2024, policy=POLICY, **stream)
+    outcome = _outcome(kind, 2024, tuple(sorted(stream.items())))
     _report(name, outcome)
     assert outcome.rate(PASS) <= FALSE_PROMOTION_BOUND
 
 
 @pytest.mark.parametrize(("name", "kind", "stream"), EQUAL, ids=[e[0] for e in EQUAL])
 def test_an_equal_challenger_is_rarely_turned_away(name, kind, stream):
-    outcome = run_experiments(kind, EXPERIMENTS, seed=2025, policy=POLICY, **stream)
+    outcome = _outcome(kind, 2025, tuple(sorted(stream.items())))
     _report(name, outcome)
     assert outcome.rate(FAIL) <= EQUAL_REJECTION_BOUND
     assert outcome.rate(INCONCLUSIVE) == 0.0  # the last look always decides
@@ -65,7 +73,7 @@ def test_the_look_plan_is_what_keeps_repeated_looks_honest(monkeypatch):
     """The regression margin case with every look at the full alpha (no spending):
     checking four times promotes the worse challenger more often than alpha allows."""
     name, kind, stream = WORSE[3]
-    planned = run_experiments(kind, EXPERIMENTS, seed=2024, policy=POLICY, **stream)
+    planned = _outcome(kind, 2024, tuple(sorted(stream.items())))
     monkeypatch.setattr(LookPlan, "alpha_at", lambda self, look: self.alpha)
     naive = run_experiments(kind, EXPERIMENTS, seed=2024, policy=POLICY, **stream)
     _report(f"{name}, every look at alpha {POLICY.alpha:g}", naive)

@@ -23,8 +23,10 @@ share of alpha). The checks, in order:
 5. **non-inferiority** once at least `min_labels` paired rows have a true label: the
    exact McNemar test with `accuracy_margin` (classification) or the paired test on
    squared errors with `rmse_margin` (regression): passes when the challenger is shown
-   no worse than the margin, fails when shown worse than it. Fewer labels: skipped and
-   said so (or inconclusive with `labels_required`).
+   no worse than the margin at the look's alpha, fails when shown worse than it at
+   `futility_alpha` (a non-binding futility rule: it stops a bad challenger early and can
+   only turn waits into fails, so it never adds a false promotion). Fewer labels:
+   skipped and said so (or inconclusive with `labels_required`).
 
 Verdict: any check failed -> **fail**; all passed (or skipped) -> **pass**; otherwise
 **inconclusive** at an interim look, and **fail** at the last one ("not shown in the
@@ -483,7 +485,8 @@ def _verdict(
     if failed:
         verdict = FAIL
         summary = (
-            f"FAIL at {where}: {failed[0].reason}; the champion stays, the challenger is aborted."
+            f"FAIL at {where}: {failed[0].name}: {failed[0].reason}; the champion stays, "
+            f"the challenger is aborted."
         )
     elif checks[0].name == "sample" and checks[0].status == INCONCLUSIVE:
         verdict = INCONCLUSIVE
