@@ -233,3 +233,43 @@ def test_a_shadow_experiment_from_log_lines_to_verdict():
     assert decision.check("p95_latency").value == pytest.approx(1.2)
     assert decision.check("non_inferiority").status == PASS
     assert decision.verdict == PASS, decision.summary
+
+
+def test_an_experiment_is_read_from_the_inference_log(tmp_path):
+    import gzip
+    import json
+    from datetime import UTC, datetime
+
+    from include.ml_pipeline.inference_records import object_uri
+    from include.ml_pipeline.release.feedback import read_logged_answers
+
+    base = storage.as_uri(tmp_path / "inference_log")
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+    def line(version, arm, request_id=None, traffic="live", minutes=0, **extra):
+        stamp = now.replace(minute=minutes).isoformat()
+        out = {"timestamp": stamp, "model_name": "churn", "model_version": version}
+        out |= {"traffic": traffic, "latency_ms": 0.5, "rows": 1, "predictions": ["no"]}
+        if request_id:
+            out |= {"request_id": request_id, "arm": arm, "served": arm == "champion"}
+        return json.dumps(out | extra)
+
+    def write(version, lines, seq):
+        newest = now.replace(minute=10).timestamp() + seq  # names carry the newest time
+        uri = object_uri(base, "churn", version, newest, "host", seq)
+        storage.write_bytes(uri, gzip.compress("\n".join(lines).encode()))
+
+    write("3", [line("3", "champion", "r1", minutes=5), line("3", "champion"), "{broken"], 1)
+    write("3", [line("3", "champion", "r2", traffic="smoke", minutes=6)], 2)
+    write("4", [line("4", "challenger", "r1", minutes=5), line("4", "challenger", "r0")], 3)
+    write("2", [line("2", "champion", "r9", minutes=5)], 4)  # an older champion
+    read = read_logged_answers(base, "churn", versions=("3", "4"), since=now.replace(minute=1))
+    assert [(a.request_id, a.arm, a.model_version) for a in read.answers] == [
+        ("r1", "champion", "3"),
+        ("r1", "challenger", "4"),
+    ]  # r0 was logged at minute 0, before the window; r2 was smoke traffic
+    assert read.without_request_id == 0  # the line without one is also before the window
+    everything = read_logged_answers(base, "churn")
+    assert {a.request_id for a in everything.answers} == {"r0", "r1", "r9"}
+    assert everything.without_request_id == 1
+    assert pair_answers(read.answers).records[0].is_paired

@@ -19,9 +19,10 @@ The problems are collected over the whole body or file and raised together as on
 Labels are kept in a `LabelBook`: a second label for the same request row is a
 **correction**, kept with both values and both times (never a silent overwrite); the
 newest label is the one the decision uses. The same label sent again is counted as a
-repeat. `pair_answers` pairs the champion's and the challenger's log lines of each
-request (`LoggedAnswer`, records.py) into `PairedRecord`s; `join_labels` adds the labels
-to them and counts the labels whose request id the log does not have.
+repeat. `read_logged_answers` reads an experiment's lines from the inference log,
+`pair_answers` pairs the champion's and the challenger's line of each request
+(`LoggedAnswer`, records.py) into `PairedRecord`s, and `join_labels` adds the labels to
+them and counts the labels whose request id the log does not have.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from include.ml_pipeline import storage
@@ -351,6 +353,67 @@ def read_label_files(prefix: str, target: LabelTarget) -> list[Feedback]:
 
 
 # --------------------------------------------------------------------------- joining
+
+
+@dataclass(frozen=True)
+class LogRead:
+    """An experiment's answers from the inference log, and the live lines left out
+    because they carry no request id (written outside an experiment or before one)."""
+
+    answers: list[LoggedAnswer]
+    without_request_id: int
+
+
+def read_logged_answers(
+    location: str,
+    model_name: str,
+    versions: tuple[str, ...] | None = None,
+    since: datetime | None = None,
+) -> LogRead:
+    """The live answers of `model_name` (of `versions` only, e.g. the champion's and
+    the challenger's; any when None) logged at or after `since` (naive: UTC), oldest
+    first. Smoke and benchmark traffic is left out; corrupt lines are skipped."""
+    import orjson
+
+    from include.ml_pipeline.monitoring.inference_log import _read_lines, log_objects
+    from include.ml_pipeline.names import LIVE_TRAFFIC
+
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    wanted = None if versions is None else {str(v) for v in versions}
+    objects = [
+        item
+        for item in log_objects(location, model_name=model_name, since=since)
+        if wanted is None or item.version is None or item.version in wanted
+    ]
+    answers: list[LoggedAnswer] = []
+    without = 0
+    for raw in _read_lines(objects):
+        try:
+            line = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(line, dict) or line.get("model_name", model_name) != model_name:
+            continue
+        if str(line.get("traffic") or LIVE_TRAFFIC) != LIVE_TRAFFIC:
+            continue
+        if wanted is not None and str(line.get("model_version")) not in wanted:
+            continue
+        if since is not None and _logged_before(line.get("timestamp"), since):
+            continue
+        if not line.get("request_id"):
+            without += 1
+            continue
+        answers.append(LoggedAnswer.from_line(line))
+    return LogRead(answers, without)
+
+
+def _logged_before(stamp: Any, since: datetime) -> bool:
+    try:
+        when = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return True  # no usable time: not provably inside the window
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)) < since
 
 
 @dataclass(frozen=True)
