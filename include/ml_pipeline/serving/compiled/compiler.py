@@ -4,9 +4,11 @@ The registered model is `Pipeline([("preprocess", ColumnTransformer), ("model",
 estimator)])`; calling it costs ~4 ms per request, almost all of it pandas inside the
 ColumnTransformer. The compiler reads the fitted parameters instead (SimpleImputer
 statistics, StandardScaler mean/scale, OneHotEncoder categories with infrequent grouping,
-the estimator's coefficients or trees) and raises `UnsupportedPipeline` for any step or
-setting it does not translate. The result is only served once `verify.py` found it equal
-to the pipeline.
+the estimator's coefficients or trees: HistGradientBoosting's here, LightGBM's and
+XGBoost's in `boosters.py`) and raises `UnsupportedPipeline` for any step, estimator or
+setting it does not translate; such a model is served by its scikit-learn pipeline, and
+the reason is kept (`GET /model`: `predict_path`, `fallback_reason`). The result is only
+served once `verify.py` found it equal to the pipeline.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from include.ml_pipeline.serving.compiled.onnx_graph import tree_ensemble_model
+from include.ml_pipeline.serving.compiled.boosters import compile_booster, library_of
+from include.ml_pipeline.serving.compiled.onnx_graph import hgb_tree_arrays, tree_ensemble_model
 from include.ml_pipeline.serving.compiled.predictor import (
     CategoricalBlock,
     CompiledPredictor,
@@ -206,13 +209,22 @@ def _compile_estimator(est: Any) -> tuple[str, Callable[[np.ndarray], np.ndarray
         except Exception as exc:  # private attributes moved in another scikit-learn
             raise UnsupportedPipeline(f"HistGradientBoosting internals: {exc!r}") from exc
         try:
-            graph = tree_ensemble_model(trees.predictors, trees.k, int(est.n_features_in_))
+            arrays = [hgb_tree_arrays(k, predictor) for k, predictor in trees.predictors]
+            graph = tree_ensemble_model(arrays, trees.k, int(est.n_features_in_))
             return "onnx-hgb", OnnxTrees(graph, trees.k, trees.baseline, trees.regression)
         except ImportError:
             return "numpy-hgb", trees
         except Exception as exc:
             warnings.warn(f"onnxruntime tree path unavailable ({exc!r}); using numpy", stacklevel=2)
             return "numpy-hgb", trees
+    if library_of(est) is not None:
+        return compile_booster(est)
+    module = type(est).__module__
+    if not module.startswith("sklearn."):
+        raise UnsupportedPipeline(
+            f"estimator {module}.{type(est).__name__} is not one the compiler knows "
+            "(scikit-learn's own, LightGBM, XGBoost)"
+        )
     if hasattr(est, "predict_proba"):
         if getattr(est, "feature_names_in_", None) is not None:
             raise UnsupportedPipeline("estimator was fitted on named columns")

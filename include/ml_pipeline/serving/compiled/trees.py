@@ -21,6 +21,8 @@ SMALL_BATCH_ROWS = 24  # below this, HGB trees are walked in numpy, above in Cyt
 WIDE_BATCH_ROWS = 64  # from this size on, onnxruntime trees use predict_threads() threads
 #: HistGradientBoostingRegressor losses whose prediction is the raw score itself.
 IDENTITY_LINK_LOSSES = ("squared_error", "absolute_error", "quantile")
+#: LightGBM's kZeroThreshold: |x| <= this is zero (a missing value under zero_as_missing).
+LIGHTGBM_ZERO = float(np.float32(1e-35))
 
 
 class HGBTrees:
@@ -97,7 +99,8 @@ class HGBTrees:
 
 
 class OnnxTrees:
-    """The same trees as `HGBTrees`, evaluated by onnxruntime's `TreeEnsemble` operator
+    """A tree ensemble (the same trees as `HGBTrees`, or LightGBM's or XGBoost's, read by
+    `boosters.py`) evaluated by onnxruntime's `TreeEnsemble` operator
     (ai.onnx.ml opset 5) in float64: splits `x <= threshold` with NaN following
     `missing_go_to_left`, leaf values summed per class, so the raw scores equal
     scikit-learn's up to summation order (~1e-15). About 2x faster than scikit-learn's
@@ -108,12 +111,31 @@ class OnnxTrees:
     hand-off costs more than it saves there) and, for batches of `WIDE_BATCH_ROWS` or
     more, one with `predict_threads()` threads (1,000 rows: 3.3 -> 1.9 ms on 2 cores)."""
 
-    def __init__(self, model_bytes: bytes, k: int, baseline: np.ndarray, regression: bool = False):
+    def __init__(
+        self,
+        model_bytes: bytes,
+        k: int,
+        baseline: np.ndarray,
+        regression: bool = False,
+        *,
+        float32: bool = False,
+        zero_as_missing: tuple[int, ...] = (),
+        ordered_sum: list[list[int]] | None = None,
+    ):
         """`model_bytes`: the serialised graph (`onnx_graph.tree_ensemble_model`), X ->
         raw scores of the `k` outputs without the `baseline`; `regression`: the raw score
-        is the predicted value (no link)."""
+        is the predicted value (no link). `float32`: the graph takes and sums float32 (a
+        model trained in float32: XGBoost), so X is rounded to float32 first, as the
+        library does. `zero_as_missing`: features whose (near) zeros are missing values
+        (LightGBM `zero_as_missing`): set to NaN before the graph sees them.
+        `ordered_sum`: the graph outputs one column per tree (its leaf value), and output
+        j is the float32 sum of the columns `ordered_sum[j]` taken left to right (XGBoost
+        sums that way; onnxruntime's own float32 sum rounds differently)."""
         self.k, self.baseline, self.model_bytes = k, baseline, model_bytes
         self.regression = regression
+        self.float32 = float32
+        self.zero_as_missing = tuple(int(i) for i in zero_as_missing)
+        self.ordered_sum = None if ordered_sum is None else [list(c) for c in ordered_sum]
         self._open_sessions()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -122,10 +144,21 @@ class OnnxTrees:
             "baseline": self.baseline,
             "model_bytes": self.model_bytes,
             "regression": self.regression,
+            "float32": self.float32,
+            "zero_as_missing": self.zero_as_missing,
+            "ordered_sum": self.ordered_sum,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"regression": False, **state})
+        self.__dict__.update(
+            {
+                "regression": False,
+                "float32": False,
+                "zero_as_missing": (),
+                "ordered_sum": None,
+                **state,
+            }
+        )
         self._open_sessions()
 
     def _open_sessions(self) -> None:
@@ -135,13 +168,32 @@ class OnnxTrees:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         session = self._wide if x.shape[0] >= WIDE_BATCH_ROWS else self._session
-        raw = session.run(None, {"X": x})[0]
+        if self.zero_as_missing:
+            x = x.copy()
+            block = x[:, self.zero_as_missing]
+            block[np.abs(block) <= LIGHTGBM_ZERO] = np.nan
+            x[:, self.zero_as_missing] = block
+        if self.float32:
+            raw = session.run(None, {"X": x.astype(np.float32)})[0]
+            if self.ordered_sum is not None:
+                raw = self._sum_in_order(raw)
+            raw = raw.astype(np.float64)
+        else:
+            raw = session.run(None, {"X": x})[0]
         raw += self.baseline
         if self.regression:
             return raw[:, 0]
         if self.k == 1:
             return binary_proba(expit(raw[:, 0]))
         return softmax(raw)
+
+    def _sum_in_order(self, leaves: np.ndarray) -> np.ndarray:
+        if len(self.ordered_sum) == 1:
+            np.add.accumulate(leaves, axis=1, out=leaves)  # sequential, in float32
+            return leaves[:, -1:]
+        return np.column_stack(
+            [np.add.accumulate(leaves[:, columns], axis=1)[:, -1] for columns in self.ordered_sum]
+        )
 
 
 def predict_threads() -> int:

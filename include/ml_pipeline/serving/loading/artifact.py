@@ -3,7 +3,8 @@ the version, so the model API can start on numpy + onnxruntime alone instead of 
 deserialising and compiling the pipeline (~1.5 s of CPU).
 
 The release step (`publish`, before promotion) writes `predictor.json` (classes, width,
-preprocessing blocks, link parameters) and, for tree ensembles, `trees.onnx`; checks the
+preprocessing blocks, link parameters) and, for tree ensembles (HistGradientBoosting,
+LightGBM, XGBoost), `trees.onnx`; checks the
 read-back predictor against the pipeline; logs both to the version's run and records
 their sha256 in the version's `serving_artifact` tag. Nothing in them is executed or
 unpickled, and `read_predictor` refuses files whose digest differs from the tag.
@@ -129,6 +130,10 @@ def write_predictor(predictor: Any, folder: str | Path) -> dict[str, str]:
             "baseline": _floats(link.baseline),
             "file": TREES,
             "regression": link.regression,
+            # LightGBM / XGBoost (`compiled/boosters.py`); absent means the defaults
+            "float32": link.float32,
+            "zero_as_missing": list(link.zero_as_missing),
+            "ordered_sum": link.ordered_sum,
         }
         files[TREES] = link.model_bytes
     else:
@@ -190,6 +195,9 @@ def read_predictor(folder: str | Path, sha256: dict[str, str] | None = None) -> 
             int(estimator["k"]),
             np.asarray(estimator["baseline"], dtype=np.float64),
             bool(estimator.get("regression", False)),
+            float32=bool(estimator.get("float32", False)),
+            zero_as_missing=tuple(int(i) for i in estimator.get("zero_as_missing") or ()),
+            ordered_sum=estimator.get("ordered_sum"),
         )
     else:
         raise ArtifactError(f"{folder / DOCUMENT}: unknown estimator {estimator['kind']!r}")
