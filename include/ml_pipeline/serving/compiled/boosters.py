@@ -3,15 +3,32 @@
 OnnxTrees`): the same evaluator, the same serving artifact (`trees.onnx`), no compiler at
 load time.
 
-Why this and not Treelite 4.x + TL2cgen or lleaves (measured on this machine, 2 cores,
-100-tree models of the training shape, `benchmarks/bench_compiled_trees.py`): onnxruntime's
-`TreeEnsemble` is already faster than LightGBM's and XGBoost's own `predict` at 1 row
-(they pay a C API call with its argument checks, ~30-200 us) and on par or better at 1,000
-rows, while TL2cgen must generate C and run gcc when a model is loaded (seconds per model
-and a compiler in the API image) and lleaves needs LLVM and covers LightGBM only. The
-`onnxruntime` wheel is already locked for HistGradientBoosting; the dumps are the
-libraries' documented formats (LightGBM `Booster.dump_model`, XGBoost `save_raw("json")`),
-read without importing either library.
+Why this and not Treelite 4.8 + TL2cgen 1.0 or lleaves (measured 2026-12-03 on this 2-core
+machine, busy: load average 12-19, so absolute times are inflated and only ratios within
+one run count; `benchmarks/bench_compiled_trees.py --treelite`, 100 rounds, 20,000 churn
+rows, the training code's pipeline shape):
+
+- TL2cgen writes C and runs gcc when a model is loaded: 93 s for the binary LightGBM model
+  and 354 s for the 4-class one (400 trees) here, plus a C compiler in the model-API image
+  (neither packages.txt nor the Dockerfile installs one). Its predictions equalled LightGBM's
+  exactly; per call it was as fast as ours at 1 row (0.016 vs 0.015 ms binary; 0.014 vs
+  0.041 ms multiclass) and, single-threaded, 2.2x slower (binary) / 1.2x faster
+  (multiclass, 105 vs 121 ms) at 1,000 rows against our 2 threads. A load that takes
+  minutes loses more than those microseconds win: a restart or scale-up must be fast.
+- lleaves compiles LightGBM only (XGBoost would need a second path) through LLVM, also at
+  load time.
+- onnxruntime's `TreeEnsemble` (already locked and loaded for HistGradientBoosting, no
+  compiler at load: the graph is built in ~10-50 ms) against the libraries' own predict on
+  the same preprocessed matrix, medians: LightGBM binary 9.7x faster at 1 row, 1.2x at
+  1,000; multiclass 6.5x / 1.5x; the whole request (preprocessing + trees) against the
+  pipeline's predict_proba 210x / 4.0x and 226x / 2.1x. XGBoost (binary / multiclass /
+  regression): 5.4x / 3.2x / 7.1x faster at 1 row, but 0.4x / 0.5x / 0.3x of XGBoost's
+  own predict at 1,000 rows: the exact float32 order below needs one graph output per tree,
+  and onnxruntime's many-target path is slow; the whole request is still 2.3x / 1.0x / 1.9x
+  the pipeline's. Open: a faster exact large-batch path for XGBoost.
+
+The dumps are the libraries' documented formats (LightGBM `Booster.dump_model`, XGBoost
+`save_raw("json")`), read without importing either library in the server.
 
 What each format means, translated exactly (and then checked by `verify.py`):
 
