@@ -105,6 +105,10 @@ def test_compiled_booster_pipeline_equals_the_library(fitted, tmp_path):
     from_artifact = read_predictor(tmp_path, write_predictor(compiled, tmp_path))
     assert verify_predictor(from_artifact, pipeline, sample) is None
     assert from_artifact.predict(sample).labels == got.labels
+    if problem == "binary":  # what the API serves: this path, no fallback reason
+        served = build_served_model(pipeline, spec, name="m", version="1", alias="a", max_rows=9)
+        assert isinstance(served.predictor, CompiledPredictor)
+        assert (served.predict_path, served.fallback_reason) == (f"compiled:onnx-{library}", None)
 
 
 def _matrix(rows: int, seed: int) -> np.ndarray:
@@ -228,19 +232,3 @@ def test_lightgbm_categorical_splits_are_refused_with_the_reason():
     est.fit(x, (x[:, 2] % 2 == 0).astype(int), categorical_feature=[2])
     with pytest.raises(UnsupportedPipeline, match="LightGBM categorical split"):
         compile_booster(est)
-
-
-def test_served_booster_models_take_the_compiled_path():
-    pipeline, frame, spec = _pipeline("lightgbm", "binary")
-    served = build_served_model(
-        pipeline,
-        spec,
-        name="m",
-        version="1",
-        alias="champion",
-        max_rows=100,
-        example=coerce_features(frame.head(5), spec),
-    )
-    assert isinstance(served.predictor, CompiledPredictor)
-    assert served.predict_path == "compiled:onnx-lightgbm"
-    assert served.fallback_reason is None
