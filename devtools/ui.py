@@ -233,10 +233,13 @@ def ensure_admin(username: str, password: str) -> None:
             security.reset_password(user.id, password)
 
 
-def write_simple_auth_passwords(username: str, password: str, home: Path | None = None) -> Path:
+def write_simple_auth_passwords(
+    username: str, password: str, home: Path | None = None, *, folder: Path | None = None
+) -> Path:
     """Airflow 3: `{username: password}` as the simple auth manager's passwords file
-    (0600), rewritten at each start, so it generates no password of its own."""
-    path = ui_dir(home) / SIMPLE_AUTH_PASSWORDS_FILE
+    (0600) in `folder` (default `ui_dir(home)`), rewritten at each start, so it generates
+    no password of its own."""
+    path = (folder or ui_dir(home)) / SIMPLE_AUTH_PASSWORDS_FILE
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(json.dumps({username: password}) + "\n")

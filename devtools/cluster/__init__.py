@@ -10,10 +10,12 @@ Developer-only code (not in the image): it starts, in one temporary folder,
 - an MLflow tracking server (its own SQLite store, `--artifacts-destination
   s3://<bucket>/mlflow`);
 - the model API as its own service (`python -m include.ml_pipeline.serving.api`);
-- Airflow 2.11: `airflow db migrate`, a scheduler and **two Celery workers**, each with its
+- Airflow: `airflow db migrate`, a scheduler and **two Celery workers**, each with its
   own empty working directory, HOME, TMPDIR, `ML_PIPELINE_HOME` and AIRFLOW_HOME (logs):
   no writable path is shared between them. Each worker's hostname (the task instances'
-  `hostname` column) is its name (`hostname.worker_name`).
+  `hostname` column) is its name (`hostname.worker_name`). On Airflow 3 also the API
+  server (REST API v2 for triggering, the Task Execution API for the workers' tasks) and
+  the DAG processor, one JWT secret for all (`rest.RestApi` is the REST client).
 
 `cluster.Cluster` is the running thing; `scenario` runs the proof (a deployment run over
 both workers, a monitoring run, a worker killed in the middle of `entrenar_modelo`) and

@@ -74,7 +74,8 @@ class Postgres:
 
     @property
     def celery_result_backend(self) -> str:
-        return f"db+postgresql://{PG_USER}@127.0.0.1:{self.port}/{PG_DATABASE}"
+        # The driver named: SQLAlchemy 2.1 (the Airflow 3 line) defaults to psycopg 3
+        return f"db+postgresql+psycopg2://{PG_USER}@127.0.0.1:{self.port}/{PG_DATABASE}"
 
     def connect(self):
         import psycopg2

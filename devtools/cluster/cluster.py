@@ -1,12 +1,21 @@
 """The running cluster: the backends, the Airflow metadata database, a scheduler and two
 Celery workers that share no writable path, and the questions the proof asks of them
 (runs and task instances from PostgreSQL, XComs, objects in the bucket, files left in each
-worker's folders)."""
+worker's folders).
+
+On Airflow 3 the cluster has two processes more, as a Runtime 3 deployment does: the API
+server (the REST API v2 runs are triggered through, and the Task Execution API the
+workers' tasks call at `[core] execution_api_server_url` instead of the database) and the
+DAG processor (the scheduler parses no DAG file). Every process gets the same
+`[api_auth] jwt_secret` (made for this cluster) and the simple auth manager's admin (the
+settings `make ui AIRFLOW=3` uses: `devtools.ui.airflow3_env`).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -15,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devtools.airflow_env import _airflow_major
 from devtools.cluster import backends
 from devtools.cluster.processes import (
     ClusterError,
@@ -23,15 +33,21 @@ from devtools.cluster.processes import (
     start,
     wait_for,
 )
+from devtools.cluster.rest import RestApi
+from devtools.ports import free_port
 from include.ml_pipeline.config import DEFAULT_MODEL_NAME, PROJECT_ROOT
 from include.ml_pipeline.service_probe import tail
 
+AIRFLOW_3 = _airflow_major() >= 3
 WORKER_NAMES = ("worker-a", "worker-b")
+ADMIN = "admin"  # the simple auth manager's user on Airflow 3 (its password: generated)
 #: Seconds: how fast a lost worker is noticed (task heartbeat, zombie threshold) and
 #: how long a failed try waits before its retry (`ML_PIPELINE_RETRY_DELAY_SECONDS`).
 HEARTBEAT_SECONDS = 1
 ZOMBIE_THRESHOLD_SECONDS = 10
 RETRY_DELAY_SECONDS = 2
+#: Airflow 3: how long a task's supervisor waits for an answer of the Task Execution API.
+EXECUTION_API_TIMEOUT_SECONDS = 30
 
 
 @dataclass
@@ -82,6 +98,11 @@ class Cluster:
     scheduler: Service | None = None
     workers: dict[str, Worker] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    # Airflow 3 only: the API server, the DAG processor, their shared settings, the client
+    api_server: Service | None = None
+    dag_processor: Service | None = None
+    airflow3_settings: dict[str, str] = field(default_factory=dict, repr=False)
+    rest: RestApi | None = None
 
     # -- life cycle ---------------------------------------------------------------------
     @classmethod
@@ -142,10 +163,15 @@ class Cluster:
         self.api = self._timed(
             "model api", backends.start_model_api, self.root, self.s3, self.mlflow, self.storage_uri
         )
+        if AIRFLOW_3:
+            self.api_server = self._timed("api-server", self._start_airflow3, "api-server")
+            self.dag_processor = self._timed("dag-processor", self._start_airflow3, "dag-processor")
         self.scheduler = self._timed("scheduler", self._start_scheduler)
         for name in WORKER_NAMES:
             self.workers[name] = self._timed(name, self._start_worker, name)
         self._timed("workers ready", self._wait_workers)
+        if AIRFLOW_3:
+            self._timed("api-server healthy", self._wait_api_server)
         return self
 
     def stop(self) -> None:
@@ -153,6 +179,8 @@ class Cluster:
         services = [w.service for w in self.workers.values()]
         services += [
             self.scheduler,
+            self.dag_processor,
+            self.api_server,
             self.api and self.api.service,
             self.mlflow and self.mlflow.service,
             self.s3 and self.s3.service,
@@ -201,7 +229,7 @@ class Cluster:
             "ML_PIPELINE_HOME": str(root / "pipeline"),
             "ML_PIPELINE_WORKER_NAME": name,
             "AIRFLOW_HOME": str(root / "airflow"),
-            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devtools.cluster.hostname:worker_name",
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devtools.cluster.hostname.worker_name",
             "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -217,23 +245,12 @@ class Cluster:
             "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
             "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(root / "airflow" / "logs"),
-            "AIRFLOW__LOGGING__DAG_PROCESSOR_MANAGER_LOG_LOCATION": str(
-                root / "airflow" / "logs" / "dag_processor_manager.log"
-            ),
             # Only the runs we trigger: no scheduled or asset-triggered ones.
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": str(HEARTBEAT_SECONDS),
-            "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": str(HEARTBEAT_SECONDS),
-            "AIRFLOW__SCHEDULER__SCHEDULER_ZOMBIE_TASK_THRESHOLD": str(ZOMBIE_THRESHOLD_SECONDS),
-            # Not shorter: a zombie seen twice before the DAG processor handled the first
-            # report fails the retry that has started meanwhile (seen at 2 s here).
-            "AIRFLOW__SCHEDULER__ZOMBIE_DETECTION_INTERVAL": "10",
-            "AIRFLOW__SCHEDULER__PARSING_PROCESSES": "1",
-            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "60",
-            "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "60",
             "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "120",
-            "AIRFLOW__WEBSERVER__SECRET_KEY": "cluster-test-placeholder",
+            **(self._airflow3_env() if AIRFLOW_3 else self._airflow2_env(root)),
             "ML_PIPELINE_RETRY_DELAY_SECONDS": str(RETRY_DELAY_SECONDS),
             # The services: the storage root and its connection, MLflow, the model API.
             "ML_PIPELINE_STORAGE": self.storage_uri,
@@ -262,6 +279,54 @@ class Cluster:
         for folder in ("home", "tmp", "work", "pipeline", "airflow"):
             (root / folder).mkdir(parents=True, exist_ok=True)
         return env
+
+    @staticmethod
+    def _airflow2_env(root: Path) -> dict[str, str]:
+        """Airflow 2.11's names: the scheduler parses the DAG files itself."""
+        return {
+            "AIRFLOW__LOGGING__DAG_PROCESSOR_MANAGER_LOG_LOCATION": str(
+                root / "airflow" / "logs" / "dag_processor_manager.log"
+            ),
+            "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": str(HEARTBEAT_SECONDS),
+            "AIRFLOW__SCHEDULER__SCHEDULER_ZOMBIE_TASK_THRESHOLD": str(ZOMBIE_THRESHOLD_SECONDS),
+            # Not shorter: a zombie seen twice before the DAG processor handled the first
+            # report fails the retry that has started meanwhile (seen at 2 s here).
+            "AIRFLOW__SCHEDULER__ZOMBIE_DETECTION_INTERVAL": "10",
+            "AIRFLOW__SCHEDULER__PARSING_PROCESSES": "1",
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "60",
+            "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "60",
+            "AIRFLOW__WEBSERVER__SECRET_KEY": "cluster-test-placeholder",
+        }
+
+    def _airflow3_env(self) -> dict[str, str]:
+        """Airflow 3's names for the same settings (the zombie is a task instance whose
+        heartbeat timed out; the DAG processor has its own section), plus what every
+        component shares: the API server's URLs, the auth manager, the JWT secret."""
+        if not self.airflow3_settings:
+            from devtools.ui import airflow3_env, write_simple_auth_passwords
+
+            folder = self.root / "api-server"
+            folder.mkdir(parents=True, exist_ok=True)
+            password = secrets.token_urlsafe(18)
+            url = f"http://127.0.0.1:{free_port()}"
+            passwords = write_simple_auth_passwords(ADMIN, password, folder=folder)
+            self.airflow3_settings = airflow3_env(url, ADMIN, passwords)
+            self.rest = RestApi(url, ADMIN, password)
+        return {
+            **self.airflow3_settings,
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(ZOMBIE_THRESHOLD_SECONDS),
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "10",
+            # how often a task's supervisor tells the API server it is alive
+            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": str(HEARTBEAT_SECONDS),
+            # 5 s by default: on a loaded 2-core machine (load average 25) the API server's
+            # first answers took longer, and the task's try failed before it started
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": str(EXECUTION_API_TIMEOUT_SECONDS),
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "60",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "60",
+            "AIRFLOW__API__SECRET_KEY": "cluster-test-placeholder",
+            "AIRFLOW__API__WORKERS": "1",
+        }
 
     def airflow(self, *args: str, timeout: float = 300) -> str:
         """Run an `airflow` CLI command against the cluster's database; its output."""
@@ -294,6 +359,41 @@ class Cluster:
             cwd=root / "work",
         )
         return service
+
+    def _start_airflow3(self, name: str) -> Service:
+        """Airflow 3's `api-server` (loopback, one worker process) or `dag-processor`, with
+        the commands `make ui AIRFLOW=3` starts them with."""
+        from urllib.parse import urlsplit
+
+        from devtools.ui import ui_commands
+
+        root = self.root / name
+        env = self.airflow_env(name, root)
+        address = urlsplit(self.rest.url)
+        commands = ui_commands(
+            address.hostname, address.port, workers=1, scheduler=True, airflow_3=True
+        )
+        return start(
+            f"airflow {name}",
+            commands[name],
+            log_path=self.root / "logs" / f"{name}.log",
+            env=env,
+            cwd=root / "work",
+        )
+
+    def _wait_api_server(self) -> None:
+        """The API server answers and sees the database, the scheduler and the DAG
+        processor healthy (its health endpoint), and its Task Execution API answers (its
+        first answer builds the API's versions: seconds, not a task's first call)."""
+
+        def healthy() -> bool:
+            health = self.rest.health()
+            return self.rest.execution_health() and all(
+                (health.get(part) or {}).get("status") == "healthy"
+                for part in ("metadatabase", "scheduler", "dag_processor")
+            )
+
+        wait_for(healthy, timeout=180, what="the API server healthy", service=self.api_server)
 
     def _start_worker(self, name: str) -> Worker:
         worker = Worker(name, self.root / name)
@@ -362,6 +462,15 @@ class Cluster:
 
     def trigger(self, dag_id: str, run_id: str, conf: dict) -> str:
         self.wait_dag_parsed(dag_id)
+        if AIRFLOW_3:  # through the REST API v2, as a user or another system would
+            wait_for(
+                lambda: self.rest.unpause(dag_id)["is_paused"] is False,
+                timeout=60,
+                what=f"{dag_id} unpaused (PATCH /api/v2/dags/{dag_id})",
+                service=self.api_server,
+            )
+            self.rest.trigger(dag_id, run_id, conf)
+            return run_id
         # The DAG processor writes the serialized DAG before the `dag` row: unpause once
         # the row is there (what `airflow dags unpause` does, without its 5 s start-up).
         wait_for(
@@ -402,7 +511,8 @@ class Cluster:
         return state["now"]
 
     def check_alive(self) -> None:
-        for service in [self.scheduler, *(w.service for w in self.workers.values())]:
+        others = [self.api_server, self.dag_processor]
+        for service in [self.scheduler, *others, *(w.service for w in self.workers.values())]:
             if service is not None and not service.alive() and not service.killed:
                 raise ClusterError(service.describe_failure("is not running"))
 
@@ -446,11 +556,7 @@ class Cluster:
         out = {}
         for task_id, map_index, key, value in rows:
             label = f"{task_id}[{map_index}]:{key}" if map_index >= 0 else f"{task_id}:{key}"
-            raw = bytes(value) if value is not None else b"null"
-            try:
-                out[label] = json.loads(raw)
-            except ValueError:
-                out[label] = raw.decode(errors="replace")
+            out[label] = _decoded(value)
         return out
 
     def task_log(self, dag_id: str, run_id: str, task_id: str) -> str:
@@ -476,6 +582,11 @@ class Cluster:
 
     def where_to_look(self) -> str:
         lines = [f"cluster folder: {self.root}", f"logs: {self.root / 'logs'}"]
+        if self.rest:
+            lines.append(
+                f"Airflow API server (UI, REST API v2, Task Execution API): {self.rest.url} "
+                f"(user {ADMIN}, password in {self.root / 'api-server'})"
+            )
         for worker in self.workers.values():
             lines.append(
                 f"{worker.name}: task logs {worker.airflow_home / 'logs'}; "
@@ -490,3 +601,15 @@ class Cluster:
         if self.postgres:
             lines.append(f"metadata DB: {self.postgres.sqlalchemy_url}")
         return "\n".join(lines)
+
+
+def _decoded(value: object) -> object:
+    """An XCom value as the database holds it, decoded: JSON bytes on 2.11 (`bytea`);
+    on 3.x a `jsonb` column, which psycopg2 hands over parsed already."""
+    if isinstance(value, bytes | memoryview):
+        raw = bytes(value)
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw.decode(errors="replace")
+    return value
