@@ -175,21 +175,31 @@ class Cluster:
         return self
 
     def stop(self) -> None:
-        """Stop every process the cluster started (workers first, the database last)."""
-        services = [w.service for w in self.workers.values()]
-        services += [
-            self.scheduler,
-            self.dag_processor,
-            self.api_server,
-            self.api and self.api.service,
-            self.mlflow and self.mlflow.service,
-            self.s3 and self.s3.service,
-            self.redis and self.redis.service,
-            self.postgres and self.postgres.service,
+        """Stop every process the cluster started: Airflow's first, then the services
+        they used, the database last; side by side within each stage (one by one, the
+        stops that wait out their timeout added up to a minute per cluster)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        stages = [
+            [
+                *(w.service for w in self.workers.values()),
+                self.scheduler,
+                self.dag_processor,
+                self.api_server,
+            ],
+            [
+                self.api and self.api.service,
+                self.mlflow and self.mlflow.service,
+                self.s3 and self.s3.service,
+                self.redis and self.redis.service,
+            ],
+            [self.postgres and self.postgres.service],
         ]
-        for service in services:
-            if service is not None and service.alive():
-                service.stop()
+        for stage in stages:
+            running = [service for service in stage if service is not None and service.alive()]
+            if running:
+                with ThreadPoolExecutor(len(running)) as pool:
+                    list(pool.map(lambda service: service.stop(), running))
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

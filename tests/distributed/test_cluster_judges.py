@@ -108,3 +108,47 @@ def test_xcom_values_decode_from_either_lines_column():
     assert _decoded(memoryview(b"null")) is None
     found = local_locations({"t:return_value": _decoded(b'{"path": "/tmp/w/split.parquet"}')})
     assert found == ["t:return_value path='/tmp/w/split.parquet'"]
+
+
+def test_stop_ends_airflow_then_its_services_then_the_database_side_by_side(tmp_path):
+    """Workers, scheduler, DAG processor and API server stop before the services they use,
+    PostgreSQL last; the stops of one stage run side by side (a stop that waits out its
+    timeout does not add up)."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    stopped: list[tuple[str, float]] = []
+    lock = threading.Lock()
+
+    class Slow:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def alive(self) -> bool:
+            return True
+
+        def stop(self) -> None:
+            time.sleep(0.4)
+            with lock:
+                stopped.append((self.name, time.monotonic()))
+
+    cluster = _cluster(tmp_path)
+    for name, worker in cluster.workers.items():
+        worker.service = Slow(name)
+    cluster.scheduler, cluster.dag_processor, cluster.api_server = (
+        Slow("scheduler"),
+        Slow("dag-processor"),
+        Slow("api-server"),
+    )
+    for name in ("api", "mlflow", "s3", "redis", "postgres"):
+        setattr(cluster, name, SimpleNamespace(service=Slow(name)))
+    started = time.monotonic()
+    cluster.stop()
+    took = time.monotonic() - started
+    order = [name for name, _ in stopped]
+    airflow = {"worker-a", "worker-b", "scheduler", "dag-processor", "api-server"}
+    assert set(order[:5]) == airflow
+    assert set(order[5:9]) == {"api", "mlflow", "s3", "redis"}
+    assert order[9] == "postgres"
+    assert took < 2.5, f"10 stops of 0.4 s took {took:.1f} s: not side by side"
