@@ -18,6 +18,12 @@ from devtools.cluster import backends, scenario
 from devtools.cluster.cluster import WORKER_NAMES, Cluster
 from tests.support.system import need_system_package
 
+# A whole cluster and three DAG runs: about 8 minutes on a quiet 2-core machine (2.11), much
+# more when the machine is shared (Airflow 3, 2026-12-03: 20.5 min at load average 20-25,
+# 26.7 min for `make distributed AIRFLOW=3` at 35-53); each test's bound includes the
+# fixtures it starts.
+pytestmark = pytest.mark.timeout(1800)
+
 ROWS = 3000
 
 
