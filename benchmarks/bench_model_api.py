@@ -12,8 +12,11 @@ release step does (`serving/loading/artifact.py`), in a temporary MLflow store u
 and 8 connections reports requests/s, p50 and p99, plus the in-process predict time of
 our fast path (the floor), time from process start to the first healthy `/ping`, resident
 memory (whole process tree) and the ratios ours/MLflow. Prints a markdown table.
-`--problem regression` benchmarks a HistGradientBoosting *regressor* of the same shape
-instead (the sample customers' next-year spend; both servers answer numbers).
+`--problem regression` benchmarks a *regressor* of the same shape instead (the sample
+customers' next-year spend; both servers answer numbers): the default regression candidate
+`--candidate` (`hgb_deep`, `ridge_a1`, `hgb_shallow` or `random_forest`). The in-process
+floor is also split into CPU time for parsing the body and for predicting, the two costs
+our API adds to HTTP.
 
 Load is measured in steady state: after the first healthy answer, our API re-checks its
 serving artifact in a low-priority child for a few seconds; the runs start once that is
@@ -151,20 +154,29 @@ def make_bodies(folder: Path, spec, seed: int = 11) -> dict[int, Path]:
 
 
 def in_process_floor(tracking_uri: str, name: str, bodies: dict) -> dict:
-    """Median in-process time of parse + predict (our fast path), per request size."""
+    """Median in-process time of parse + predict (our fast path), per request size, and
+    the median CPU time (all threads of this process: steady on a busy machine, where
+    wall time is not) of each: `<rows>_parse_cpu`, `<rows>_predict_cpu`."""
+    from statistics import median
+
     from include.ml_pipeline.serving.loading.load import load_served_model
 
     served = load_served_model(tracking_uri, name, "champion")
     floor = {"predict_path": served.predict_path}
     for rows, path in bodies.items():
         body = path.read_bytes()
-        times = []
+        wall, parse, predict = [], [], []
         for _ in range(200 if rows < 1000 else 50):
-            started = time.perf_counter()
-            served.predictor.predict(served.parser.parse_json_body(body))
-            times.append(time.perf_counter() - started)
-        times.sort()
-        floor[rows] = times[len(times) // 2] * 1000
+            started, cpu = time.perf_counter(), time.process_time()
+            batch = served.parser.parse_json_body(body)
+            parsed = time.process_time()
+            served.predictor.predict(batch)
+            predict.append(time.process_time() - parsed)
+            parse.append(parsed - cpu)
+            wall.append(time.perf_counter() - started)
+        floor[rows] = median(wall) * 1000
+        floor[f"{rows}_parse_cpu"] = median(parse) * 1000
+        floor[f"{rows}_predict_cpu"] = median(predict) * 1000
     return floor
 
 
@@ -183,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=("binary", "regression"),
         default="binary",
         help="the registered model: the churn classifier, or a regressor of the same shape",
+    )
+    parser.add_argument(
+        "--candidate",
+        default="hgb_deep",
+        help="with --problem regression: the default regression candidate to register "
+        "(hgb_deep, hgb_shallow, ridge_a1, random_forest)",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary store, logs and inference log"
@@ -213,10 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         from tests.support.models import register_model_version, regression_pipeline
 
         if args.tracking_uri is None:
-            kind = "regressor" if regression else "churn model"
-            print(f"registering a HistGradientBoosting {kind} ...", flush=True)
+            kind = (
+                f"{args.candidate} regressor" if regression else "HistGradientBoosting churn model"
+            )
+            print(f"registering a {kind} ...", flush=True)
             pipeline, spec = (
-                regression_pipeline("hgb_deep", rows=20_000, seed=3) if regression else (None, None)
+                regression_pipeline(args.candidate, rows=20_000, seed=3)
+                if regression
+                else (None, None)
             )
             register_model_version(
                 tracking_uri,
@@ -324,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         floor = in_process_floor(tracking_uri, name, bodies)
         for results in repeats:
             results["floor_ms"] = floor
+            results["estimator"] = args.candidate if regression else "HistGradientBoosting"
         if args.json:
             Path(args.json).write_text(json.dumps(repeats, indent=2))
         for attempt, results in enumerate(repeats, 1):
@@ -346,8 +369,8 @@ def render(results: dict) -> str:
     ours, theirs = results["runs"]["ours"], results["runs"]["mlflow"]
     floor = results["floor_ms"]
     lines = [
-        f"Model `{results['model']}` (HistGradientBoosting, one-hot + scaling); our path: "
-        f"`{floor['predict_path']}`.",
+        f"Model `{results['model']}` ({results.get('estimator', 'HistGradientBoosting')}, "
+        f"one-hot + scaling); our path: `{floor['predict_path']}`.",
         "",
         "| rows | conns | ours req/s | mlflow req/s | ratio | ours p50 ms | mlflow p50 ms "
         "| ours p99 ms | mlflow p99 ms | p99 ratio (ours/mlflow) | errors ours/mlflow "
@@ -420,6 +443,20 @@ def render_medians(repeats: list[dict]) -> str:
         f"{startup[2]:.2f} |",
         f"| resident memory, process tree (MiB) | {rss[0]:.0f} | {rss[1]:.0f} | {rss[2]:.2f} |",
     ]
+    floor = repeats[0]["floor_ms"]
+    if f"{ROWS[0]}_parse_cpu" in floor:
+        lines += [
+            "",
+            f"Our API in process (`{floor['predict_path']}`), medians:",
+            "",
+            "| rows | parse + predict, wall ms | parse, CPU ms | predict, CPU ms |",
+            "|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {rows} | {floor[rows]:.3f} | {floor[f'{rows}_parse_cpu']:.3f} | "
+            f"{floor[f'{rows}_predict_cpu']:.3f} |"
+            for rows in ROWS
+        ]
     return "\n".join(lines)
 
 

@@ -17,8 +17,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from devtools import airflow_env
 from include.ml_pipeline.names import (
@@ -710,19 +712,46 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, settings, lock: Path) -> int:
     """One run on a home this process holds: conf, metadata database, DAG, summary."""
     conf = build_conf(args, settings)  # a bad DATA= stops here, before Airflow's database
+    return run_and_report(
+        conf,
+        settings,
+        dag_id=DAG_ID,
+        log_prefix="run",
+        summary_name="run_summary.json",
+        summarise=lambda *facts: summarise(*facts, settings),
+        print_summary=print_summary,
+        on_log=lambda log_path: note_lock(lock, log=str(log_path)),
+    )
+
+
+def run_and_report(
+    conf: dict,
+    settings,
+    *,
+    dag_id: str,
+    log_prefix: str,
+    summary_name: str,
+    summarise: Callable[[Any, dict, dict, Path, float], dict],
+    print_summary: Callable[[dict], None],
+    on_log: Callable[[Path], None] | None = None,
+) -> int:
+    """Run `dag_id` once with `conf` on the embedded Airflow of `settings.home`, then
+    summarise it (`summarise(dag_run, tasks, conf, log_path, seconds)`), write the summary
+    to `<home>/<summary_name>` and print it. Task logs go to
+    `<home>/logs/<log_prefix>-<time>.log` (`on_log` is told the path before the run).
+    Returns the exit status: 0 when the run succeeded, else 1."""
     print("Preparing the embedded Airflow (first time: ~20 s) ...")
     airflow_env.ensure_metadata_db()
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"run-{time.strftime('%Y%m%dT%H%M%S')}.log"
-    note_lock(lock, log=str(log_path))
-    print(f"Running {DAG_ID} (task logs: {log_path}) ...")
+    log_path = logs / f"{log_prefix}-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    if on_log is not None:
+        on_log(log_path)
+    print(f"Running {dag_id} (task logs: {log_path}) ...")
     started = time.monotonic()
-    dag_run = run_dag(conf, log_path)
-    summary = summarise(
-        dag_run, collect(dag_run), conf, log_path, time.monotonic() - started, settings
-    )
-    summary_path = settings.home / "run_summary.json"
+    dag_run = run_dag(conf, log_path, dag_id=dag_id)
+    summary = summarise(dag_run, collect(dag_run), conf, log_path, time.monotonic() - started)
+    summary_path = settings.home / summary_name
     summary["summary_path"] = str(summary_path)
     summary_path.write_text(json.dumps(summary, indent=2, default=str))
     print_summary(summary)

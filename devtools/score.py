@@ -15,9 +15,7 @@ output and manifest, rows per second, the batch's drift. The same facts go to
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 from devtools import airflow_env
@@ -27,10 +25,9 @@ from devtools.run_pipeline import (
     HomeBusy,
     _failures,
     check_params,
-    collect,
     home_lock,
     param_overrides,
-    run_dag,
+    run_and_report,
     where,
 )
 from include.ml_pipeline.names import BATCH_SCORING_DAG_ID
@@ -206,21 +203,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _score(args: argparse.Namespace, settings) -> int:
-    conf = build_conf(args)
-    print("Preparing the embedded Airflow (first time: ~20 s) ...")
-    airflow_env.ensure_metadata_db()
-    logs = settings.home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"score-{time.strftime('%Y%m%dT%H%M%S')}.log"
-    print(f"Running {BATCH_SCORING_DAG_ID} (task logs: {log_path}) ...")
-    started = time.monotonic()
-    dag_run = run_dag(conf, log_path, dag_id=BATCH_SCORING_DAG_ID)
-    summary = summarise(dag_run, collect(dag_run), conf, log_path, time.monotonic() - started)
-    summary_path = settings.home / "score_summary.json"
-    summary["summary_path"] = str(summary_path)
-    summary_path.write_text(json.dumps(summary, indent=2, default=str))
-    print_summary(summary)
-    return 0 if summary["state"] == "success" else 1
+    return run_and_report(
+        build_conf(args),
+        settings,
+        dag_id=BATCH_SCORING_DAG_ID,
+        log_prefix="score",
+        summary_name="score_summary.json",
+        summarise=summarise,
+        print_summary=print_summary,
+    )
 
 
 if __name__ == "__main__":

@@ -49,17 +49,26 @@ class DagResult:
         return self.tasks[task_id]["result"]
 
 
-def _run(pipeline_home: Path, conf: dict) -> DagResult:
+def run_logged(pipeline_home: Path, conf: dict, dag_id: str = run_pipeline.DAG_ID) -> DagResult:
+    """Run `dag_id` once with `conf`; its task logs go to a file of their own."""
     log_path = pipeline_home / "logs" / f"test-run-{next(_counter)}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    dag_run = run_pipeline.run_dag(conf, log_path)
+    dag_run = run_pipeline.run_dag(conf, log_path, dag_id=dag_id)
     return DagResult(dag_run, run_pipeline.collect(dag_run), log_path.read_text())
 
 
 @pytest.fixture
 def run_dag(airflow_db, pipeline_home: Path):
     """Call with a conf dict; returns a `DagResult` (task logs are in `.log`)."""
-    return lambda conf: _run(pipeline_home, conf)
+    return lambda conf: run_logged(pipeline_home, conf)
+
+
+@pytest.fixture
+def run_monitoring(airflow_db, pipeline_home: Path):
+    """`run_dag` for `ml_model_monitoring`: call with a conf dict, get a `DagResult`."""
+    from include.ml_pipeline.names import MONITORING_DAG_ID
+
+    return lambda conf: run_logged(pipeline_home, conf, MONITORING_DAG_ID)
 
 
 @pytest.fixture(scope="session")
@@ -117,4 +126,4 @@ def deployed_run(airflow_db, pipeline_home: Path, small_csv: Path) -> DeployedRu
     the tests that only read its results. Its API serves at `api_url` until the module
     that uses it as its own (test_dag_full_pipeline.py) stops it."""
     with model_api_url(f"http://127.0.0.1:{free_port()}") as url:
-        return DeployedRun(_run(pipeline_home, deployment_conf(small_csv)), url)
+        return DeployedRun(run_logged(pipeline_home, deployment_conf(small_csv)), url)

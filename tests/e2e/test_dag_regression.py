@@ -2,9 +2,11 @@
 a regressor trained, gated against the mean baseline, registered with a numeric contract,
 served (numbers), smoke-tested and monitored; rejected against a better champion (whose
 label column was called something else); the mean predictor rejected by the baseline
-gate; a failed deployment rolled back."""
+gate; a failed deployment rolled back; the monitoring DAG on the regression champion."""
 
 from __future__ import annotations
+
+import json
 
 import httpx
 import pandas as pd
@@ -13,6 +15,7 @@ from mlflow import MlflowClient
 
 from include.ml_pipeline.config import get_settings
 from include.ml_pipeline.data_preparation.sample_data import REGRESSION_TARGET, write_dataset
+from include.ml_pipeline.storage import local_path
 from include.ml_pipeline.training.candidates import WEAK_REGRESSION_CANDIDATE
 
 pytestmark = pytest.mark.e2e
@@ -143,3 +146,57 @@ def test_04_a_failed_deployment_rolls_back(run_dag, spend_csv, api_url):
     assert "rollback: API serves v" + before in result.log
     assert _champion() == before
     assert str(httpx.get(f"{api_url}/version").json()["model_version"]) == before
+
+
+def test_05_monitoring_the_regression_champion(run_monitoring, spend_csv, pipeline_home):
+    """`ml_model_monitoring` on the regression champion: the predicted numbers compared as
+    a continuous output, the decision in the target's units; drifted data -> retraining,
+    undrifted data -> none."""
+    from airflow.models import DagRun
+
+    from include.ml_pipeline.names import DEPLOYMENT_DAG_ID
+
+    champion = _champion()
+    target = pd.read_csv(spend_csv)[REGRESSION_TARGET]
+    incoming = pipeline_home / "incoming"
+    batches = {
+        drift: write_dataset(
+            incoming / f"spend_drift_{drift}.csv",
+            rows=1_500,
+            seed=99 if drift else 98,
+            drift=drift,
+            problem="regression",
+        )
+        for drift in (True, False)
+    }
+    shown = f"predicted {REGRESSION_TARGET}: mean "
+    for drift, batch in batches.items():
+        result = run_monitoring({"model_name": MODEL, "current_source": str(batch)})
+        assert result.state == "success", result.log[-3000:]
+        checked = result.result("compute_drift")
+        summary = checked["summary"]
+        assert summary["dataset_drift"] is drift
+        report = json.loads(local_path(checked["report_uri"]).read_text())
+        assert report["version"] == champion
+        (row,) = report["prediction"]  # one continuous output, no class or probability rows
+        assert (row["feature"], row["kind"], row["test"]) == ("prediction", "numeric", "ks")
+        shift = summary["prediction_shift"]
+        assert shift["reference_mean"] == pytest.approx(row["reference_mean"])
+        assert shift["current_mean"] == pytest.approx(row["current_mean"])
+        assert target.min() < shift["reference_mean"] < target.max()  # in the target's units
+        assert shift["drifted"] is row["drifted"] is summary["prediction_drift"]
+        decision = result.result("log_to_mlflow")
+        assert decision["retrain"] is drift
+        assert shown in decision["decision"]
+        assert shown in checked["reason"]
+        retraining = f"retrain__{result.dag_run.run_id}"
+        runs = [r for r in DagRun.find(dag_id=DEPLOYMENT_DAG_ID) if r.run_id == retraining]
+        if drift:
+            assert decision["decision"].startswith("dataset drift above the threshold")
+            assert result.task_state("trigger_retraining") == "success"
+            assert shown in runs[0].conf["retrain_reason"]
+        else:
+            assert decision["decision"].startswith("no dataset drift; no retraining")
+            assert result.task_state("no_drift") == "success"
+            assert result.task_state("trigger_retraining") == "skipped"
+            assert runs == []

@@ -10,7 +10,6 @@ MLflow store holding a champion trained here; plus the plain functions it calls.
 
 from __future__ import annotations
 
-import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,12 +29,12 @@ from include.ml_pipeline.monitoring import drift_check, retrain_policy, windows
 from include.ml_pipeline.notifications import read_log
 from include.ml_pipeline.payloads import Champion
 from include.ml_pipeline.storage import local_path
+from tests.e2e.conftest import run_logged
 
 MODEL = "monitoring_test_model"
 MONITORING_DAG_ID = "ml_model_monitoring"
 DEPLOYMENT_DAG_ID = "ml_model_deployment_advanced"
 SPEC = FeatureSpec(TARGET, list(NUMERIC_COLUMNS), list(CATEGORICAL_COLUMNS))
-_counter = itertools.count()
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -112,18 +111,16 @@ def store(tmp_path_factory):
 def monitoring(store, airflow_db, pipeline_home):
     """Run `ml_model_monitoring` once with a conf; returns (dag_run, tasks, log text)."""
     from devtools.airflow_env import serialize_dags
-    from devtools.run_pipeline import collect, run_dag
 
     serialize_dags(require=(MONITORING_DAG_ID, DEPLOYMENT_DAG_ID))
 
     def _run(conf: dict):
-        log_path = pipeline_home / "logs" / f"test-monitoring-{next(_counter)}.log"
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("MLFLOW_TRACKING_URI", store["tracking_uri"])
             mp.setenv("ML_PIPELINE_REPORTS", str(store["reports"]))
             mp.setenv("ML_PIPELINE_NOTIFICATIONS", str(store["notifications"]))
-            dag_run = run_dag({"model_name": MODEL, **conf}, log_path, dag_id=MONITORING_DAG_ID)
-        return dag_run, collect(dag_run), log_path.read_text()
+            result = run_logged(pipeline_home, {"model_name": MODEL, **conf}, MONITORING_DAG_ID)
+        return result.dag_run, result.tasks, result.log
 
     return _run
 

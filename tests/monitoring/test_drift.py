@@ -227,6 +227,7 @@ def test_prediction_drift_from_inference_log_frame():
     rows = {r.feature: r for r in moved.prediction}
     assert rows["prediction"].drifted
     assert rows["proba_yes"].current_mean > rows["proba_yes"].reference_mean + 0.2
+    assert "prediction_shift" not in moved.summary()  # predicted classes: no mean to show
 
     # A plain Series of predicted classes works too.
     series_only = compute_drift(

@@ -1,5 +1,6 @@
 """Drift of a regressor: its prediction is a continuous output, compared as a number (KS
-and PSI), from the model's own scores and from the inference log's floats alike."""
+and PSI), from the model's own scores and from the inference log's floats alike, and
+summarised in the target's units."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ from include.ml_pipeline.data_preparation.sample_data import (
 )
 from include.ml_pipeline.features import FeatureSpec, coerce_features
 from include.ml_pipeline.monitoring.drift import STATUS_DRIFT, STATUS_OK
-from include.ml_pipeline.monitoring.drift_check import check_drift, model_predictions
+from include.ml_pipeline.monitoring.drift_check import (
+    check_drift,
+    model_predictions,
+    prediction_shift_text,
+)
 from include.ml_pipeline.training.candidates import make_estimator
 from include.ml_pipeline.training.train import build_pipeline
 
@@ -42,6 +47,18 @@ def test_a_regressor_prediction_drifts_as_a_continuous_output():
     assert moved.status == STATUS_DRIFT
     assert moved.prediction_drift is True
     assert moved.prediction[0].kind == "numeric"
+
+    # The summary (XCom, notification, retraining reason) says it in the target's units.
+    shift = moved.summary()["prediction_shift"]
+    assert shift["current_mean"] == moved.prediction[0].current_mean
+    assert shift["current_mean"] > shift["reference_mean"] * 1.1  # prices up, spend up
+    assert shift["drifted"] is True
+    text = prediction_shift_text(moved.summary(), REGRESSION_TARGET)
+    assert text.startswith(f"predicted {REGRESSION_TARGET}: mean ")
+    assert f"{shift['reference_mean']:,.2f} -> {shift['current_mean']:,.2f} (+" in text
+    assert text.endswith(": drifted")
+    calm = prediction_shift_text(quiet.summary(), REGRESSION_TARGET)
+    assert calm.endswith(": within the drift thresholds")
 
     # The inference log's shape: the current rows carry the served floats.
     logged = drifted.assign(prediction=model_predictions(model, drifted, SPEC)["prediction"])

@@ -184,9 +184,12 @@ def titanic_passengers(age_column: str = "age"):
     return out.sample(frac=1.0, random_state=0).reset_index(drop=True)
 
 
-def regression_pipeline(candidate: str = "hgb_deep", rows: int = 2000, seed: int = 4):
+def regression_pipeline(
+    candidate: str = "hgb_deep", rows: int = 2000, seed: int = 4, params: dict | None = None
+):
     """A fitted regressor pipeline of the training code's shape (the default regression
-    candidate named `candidate`) on the sample customers' next-year spend, and the spec to
+    candidate named `candidate`, its params updated with `params`: e.g. fewer trees for a
+    quick test) on the sample customers' next-year spend, and the spec to
     register it with: `register_model_version` scores the label of its own (churn) frame
     for a metric, so the spec names that column; its problem type says the model predicts
     numbers."""
@@ -205,6 +208,7 @@ def regression_pipeline(candidate: str = "hgb_deep", rows: int = 2000, seed: int
     )
     frame = generate_churn_frame(rows, seed=seed, problem="regression")
     chosen = next(c for c in candidates.default_candidates("regression") if c["name"] == candidate)
+    chosen["params"].update(params or {})
     pipeline = build_pipeline(spec, candidates.make_estimator(chosen, seed, "regression"))
     fitted = pipeline.fit(coerce_features(frame, spec), frame[REGRESSION_TARGET])
     return fitted, FeatureSpec("churn", spec.numeric, spec.categorical, "regression")

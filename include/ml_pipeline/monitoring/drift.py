@@ -152,8 +152,9 @@ class DriftReport:
     computed_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     def summary(self) -> dict[str, Any]:
-        """The small facts worth an XCom, an MLflow metric or a notification."""
-        return {
+        """The small facts worth an XCom, an MLflow metric or a notification; for a
+        regressor also `prediction_shift` (`continuous_prediction`)."""
+        facts = {
             "status": self.status,
             "dataset_drift": self.dataset_drift,
             "share_drifted": round(self.share_drifted, 4),
@@ -164,6 +165,28 @@ class DriftReport:
             "reference_rows": self.reference_rows,
             "current_rows": self.current_rows,
             "computed_at": self.computed_at,
+        }
+        shift = self.continuous_prediction()
+        if shift is not None:
+            facts["prediction_shift"] = shift
+        return facts
+
+    def continuous_prediction(self) -> dict[str, Any] | None:
+        """A regressor's predicted values compared (a continuous output: the `prediction`
+        row is numeric): their mean on each side, in the target's units, the KS statistic,
+        the PSI and whether they drifted. None for a classifier or without predictions."""
+        row = next(
+            (r for r in self.prediction if r.feature == PREDICTION_COLUMN and r.kind == "numeric"),
+            None,
+        )
+        if row is None:
+            return None
+        return {
+            "reference_mean": _json_value(row.reference_mean),
+            "current_mean": _json_value(row.current_mean),
+            "ks": _json_value(row.statistic),
+            "psi": _json_value(row.psi),
+            "drifted": bool(row.drifted),
         }
 
     def mlflow_metrics(self, prefix: str = "drift_") -> dict[str, float]:

@@ -93,10 +93,33 @@ def drift_reason(summary: dict[str, Any], champion: Champion, source: str) -> st
     )
     if drifted:
         text += f" [{', '.join(drifted)}]"
-    if summary.get("prediction_drift"):
+    shift = prediction_shift_text(summary, champion.feature_spec.target)
+    if shift:
+        text += f"; {shift}"
+    elif summary.get("prediction_drift"):
         text += "; prediction drift"
     text += (
         f"; {summary.get('current_rows', 0)} current rows from {source} vs "
         f"{summary.get('reference_rows', 0)} reference rows"
     )
     return text
+
+
+def prediction_shift_text(summary: dict[str, Any], target: str) -> str | None:
+    """For a regressor (the summary's `prediction_shift`): how its predicted values moved,
+    in the target's units, e.g. "predicted price: mean 3,932.80 -> 4,410.12 (+12.1%), KS
+    0.214, PSI 0.180: drifted". None for a classifier or without predictions."""
+    shift = summary.get("prediction_shift")
+    if not shift or shift.get("reference_mean") is None or shift.get("current_mean") is None:
+        return None
+    before, after = shift["reference_mean"], shift["current_mean"]
+    change = f" ({(after - before) / abs(before):+.1%})" if before else ""
+    statistics = ", ".join(
+        f"{name} {shift[key]:.3f}"
+        for name, key in (("KS", "ks"), ("PSI", "psi"))
+        if shift[key] is not None
+    )
+    verdict = "drifted" if shift["drifted"] else "within the drift thresholds"
+    return (
+        f"predicted {target}: mean {before:,.2f} -> {after:,.2f}{change}, {statistics}: {verdict}"
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from include.ml_pipeline.monitoring.drift_check import prediction_shift_text
 from include.ml_pipeline.monitoring.windows import window_start
 from include.ml_pipeline.names import (
     AIRFLOW_RUN_TAG,
@@ -107,4 +108,7 @@ def should_retrain(
             exclude_airflow_run_id=airflow_run_id,
         )
     retrain, why = retrain_decision(summary, previous)
+    shift = prediction_shift_text(summary, champion.feature_spec.target)
+    if shift:  # a regressor: what its predictions did, in the target's units
+        why = f"{why}; {shift}"
     return RetrainDecision(retrain=retrain, decision=why, previous_request=previous)

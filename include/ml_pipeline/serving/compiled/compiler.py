@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from include.ml_pipeline.serving.compiled.boosters import compile_booster, library_of
+from include.ml_pipeline.serving.compiled.forest import forest_trees
 from include.ml_pipeline.serving.compiled.onnx_graph import hgb_tree_arrays, tree_ensemble_model
 from include.ml_pipeline.serving.compiled.predictor import (
     CategoricalBlock,
@@ -193,7 +194,11 @@ def _compile_linear_regressor(est: Any) -> LinearValue:
 
 def _compile_estimator(est: Any) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
     from sklearn.base import is_regressor
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.ensemble import (
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+        RandomForestRegressor,
+    )
     from sklearn.linear_model import LogisticRegression
     from sklearn.linear_model._base import LinearModel
 
@@ -225,6 +230,8 @@ def _compile_estimator(est: Any) -> tuple[str, Callable[[np.ndarray], np.ndarray
             f"estimator {module}.{type(est).__name__} is not one the compiler knows "
             "(scikit-learn's own, LightGBM, XGBoost)"
         )
+    if isinstance(est, RandomForestRegressor):
+        return _compile_forest_regressor(est)
     if hasattr(est, "predict_proba"):
         if getattr(est, "feature_names_in_", None) is not None:
             raise UnsupportedPipeline("estimator was fitted on named columns")
@@ -234,3 +241,13 @@ def _compile_estimator(est: Any) -> tuple[str, Callable[[np.ndarray], np.ndarray
             raise UnsupportedPipeline("estimator was fitted on named columns")
         return f"numpy-{type(est).__name__}", EstimatorValue(est)
     raise UnsupportedPipeline(f"estimator {type(est).__name__} has no predict_proba")
+
+
+def _compile_forest_regressor(est: Any) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
+    """A RandomForestRegressor: its averaged trees on onnxruntime (`forest.py`), else,
+    without onnxruntime, scikit-learn's own `predict` on the compiled matrix."""
+    graph = tree_ensemble_model(forest_trees(est), 1, int(est.n_features_in_), name="random_forest")
+    try:
+        return "onnx-rf", OnnxTrees(graph, 1, np.zeros(1), regression=True)
+    except ImportError:
+        return f"numpy-{type(est).__name__}", EstimatorValue(est)
