@@ -99,35 +99,26 @@ def _pipeline(model: Any, ratios: Any) -> Pipeline:
     )
 
 
-def ratio_boosting_classifier(
-    ratios: Any = DEFAULT_RATIOS,
-    learning_rate: float = 0.1,
-    max_iter: int = 200,
-    max_leaf_nodes: int = 31,
-    random_state: int = 0,
-) -> Pipeline:
-    """The whole model for a classification problem (raw columns in, classes out)."""
-    model = HistGradientBoostingClassifier(
-        learning_rate=learning_rate,
-        max_iter=max_iter,
-        max_leaf_nodes=max_leaf_nodes,
-        random_state=random_state,
-    )
-    return _pipeline(model, ratios)
+def _factory(model_class: type, problem: str) -> Any:
+    def factory(
+        ratios: Any = DEFAULT_RATIOS,
+        learning_rate: float = 0.1,
+        max_iter: int = 200,
+        max_leaf_nodes: int = 31,
+        random_state: int = 0,
+    ) -> Pipeline:
+        model = model_class(
+            learning_rate=learning_rate,
+            max_iter=max_iter,
+            max_leaf_nodes=max_leaf_nodes,
+            random_state=random_state,
+        )
+        return _pipeline(model, ratios)
+
+    factory.__doc__ = f"The whole model for a {problem} problem (raw columns in)."
+    return factory
 
 
-def ratio_boosting_regressor(
-    ratios: Any = DEFAULT_RATIOS,
-    learning_rate: float = 0.1,
-    max_iter: int = 200,
-    max_leaf_nodes: int = 31,
-    random_state: int = 0,
-) -> Pipeline:
-    """The whole model for a regression problem (raw columns in, numbers out)."""
-    model = HistGradientBoostingRegressor(
-        learning_rate=learning_rate,
-        max_iter=max_iter,
-        max_leaf_nodes=max_leaf_nodes,
-        random_state=random_state,
-    )
-    return _pipeline(model, ratios)
+#: The factories a candidate names (`...ratio_features:ratio_boosting_classifier`).
+ratio_boosting_classifier = _factory(HistGradientBoostingClassifier, "classification")
+ratio_boosting_regressor = _factory(HistGradientBoostingRegressor, "regression")
