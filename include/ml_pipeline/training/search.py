@@ -79,7 +79,8 @@ def _space(name: str, spec: Any, where: str) -> dict[str, Any]:
     unknown = sorted(set(spec) - allowed)
     if unknown:
         raise SearchError(f"{at}: unknown key(s) {unknown}; {kind} takes low, high, log, step")
-    low, high = spec.get("low"), spec.get("high")
+    low: Any = spec.get("low")
+    high: Any = spec.get("high")
     for key, value in (("low", low), ("high", high)):
         if not _number(value) or (kind == "int" and not isinstance(value, int)):
             need = "a whole number" if kind == "int" else "a finite number"
@@ -285,7 +286,10 @@ def run_search(
         )
     best = study.best_trial
     return SearchOutcome(
-        best_params=dict(best.params), best_value=float(best.value), metric=metric, history=history
+        best_params=dict(best.params),
+        best_value=float(best.value) if best.value is not None else math.nan,
+        metric=metric,
+        history=history,
     )
 
 

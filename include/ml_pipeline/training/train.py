@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline.errors import TrainingDataError
@@ -192,7 +193,7 @@ def model_signature(pipeline: Any, X_sample: pd.DataFrame) -> Any:
     return ModelSignature(inputs=inputs, outputs=signature.outputs, params=signature.params)
 
 
-def model_pip_requirements(trusted_types: list[str] = ()) -> list[str]:
+def model_pip_requirements(trusted_types: Iterable[str] = ()) -> list[str]:
     """Pinned requirements of a logged pipeline, from the installed versions: the base
     packages plus LightGBM / XGBoost when the model holds one of their types.
 
