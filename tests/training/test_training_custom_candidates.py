@@ -77,6 +77,16 @@ def test_xgboost_classifier_takes_text_labels_and_answers_in_them(
     assert list(model.classes_) == ["no", "yes"]
     assert set(model.predict(coerce_features(X.head(50), churn_spec))) <= {"no", "yes"}
     assert model.named_steps["model"].get_booster() is not None  # the library's own booster
+    # and the model API compiles it as an XGBoost model, answering in the text labels
+    from include.ml_pipeline.serving.compiled.compiler import compile_pipeline
+    from include.ml_pipeline.serving.compiled.verify import verification_batch, verify_predictor
+
+    numeric, categorical = list(churn_spec.numeric), list(churn_spec.categorical)
+    predictor = compile_pipeline(model, numeric, categorical)
+    assert predictor.estimator_path == "onnx-xgboost"
+    assert predictor.classes == ["no", "yes"]
+    batch = verification_batch(model, numeric, categorical)
+    assert verify_predictor(predictor, model, batch) is None
 
 
 def test_model_requirements_name_the_family_packages():
