@@ -134,11 +134,25 @@ class SplitResult(Payload):
 
 @dataclasses.dataclass(frozen=True)
 class Candidate(Payload):
-    """One model configuration to try (validated once, by `training.candidates`)."""
+    """One model configuration to try (validated once, by `training.candidates`):
+    `estimator` a built-in kind or an import path `package.module:name`, `search` an
+    optional Optuna search block, `input` where a custom estimator sits (`preprocessed`:
+    after the project's preprocessor; `raw`: it takes the raw columns)."""
 
     name: str
     estimator: str
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    search: dict[str, Any] | None = None
+    input: str = "preprocessed"
+
+    def to_dict(self) -> dict[str, Any]:
+        """As given: the optional keys only when they are set."""
+        out = super().to_dict()
+        if out["search"] is None:
+            del out["search"]
+        if out["input"] == "preprocessed":
+            del out["input"]
+        return out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -52,7 +52,7 @@ def test_accepts_json_text():
         ({"estimator": "dummy"}, "missing required key 'name'"),
         ({"name": "x"}, "missing required key 'estimator'"),
         ({"name": "has space", "estimator": "dummy"}, "key 'name'"),
-        ({"name": "x", "estimator": "xgboost"}, "key 'estimator' must be one of"),
+        ({"name": "x", "estimator": "svm"}, "key 'estimator' must be one of"),
         ({"name": "x", "estimator": "dummy", "params": [1]}, "key 'params' must be a dict"),
         (
             {"name": "x", "estimator": "logistic_regression", "params": {"alpha": 1}},

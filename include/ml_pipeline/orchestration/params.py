@@ -191,12 +191,15 @@ def deployment_params() -> dict[str, Param]:
         "candidates": Param(
             None,
             type=["null", "array"],
-            description='Models to try: [{"name", "estimator", "params"}]; null: the '
-            "defaults of the problem type (classification: "
+            description='Models to try: [{"name", "estimator", "params", "search", "input"}]; '
+            "null: the defaults of the problem type (classification: "
             f"{', '.join(c['name'] for c in DEFAULT_CANDIDATES)}; regression: "
             f"{', '.join(c['name'] for c in DEFAULT_REGRESSION_CANDIDATES)}). Estimators: "
             "logistic_regression (classification), ridge (regression), "
-            "hist_gradient_boosting, random_forest, dummy",
+            "hist_gradient_boosting, random_forest, dummy, lightgbm, xgboost, or your own "
+            "as an import path package.module:name (input: preprocessed | raw). search: an "
+            'optional Optuna search, {"n_trials", "timeout_seconds", "seed", "params": '
+            '{name: {"type": "int" | "float" | "categorical", ...}}} (see the README)',
         ),
         "selection_metric": Param(
             "auto",

@@ -3,11 +3,29 @@
 A candidate is a JSON-able dict, so it can be an Airflow Param and an XCom value::
 
     {"name": "logreg_c1", "estimator": "logistic_regression", "params": {"C": 1.0}}
+    {"name": "lgbm", "estimator": "lightgbm", "params": {"num_leaves": 63}}
+    {"name": "mine", "estimator": "include.custom_models.ratio_features:ratio_boosting_classifier",
+     "input": "raw"}
+    {"name": "lgbm_tuned", "estimator": "lightgbm", "search": {"n_trials": 20, "params": {
+        "learning_rate": {"type": "float", "low": 0.01, "high": 0.3, "log": true}}}}
 
 `name` identifies the candidate (unique within a list; it names the MLflow run),
-`estimator` is one of `ESTIMATORS`, and `params` are keyword arguments of that
-scikit-learn estimator. `random_state` comes from the training seed unless `params`
-sets it. `validate_candidates` checks a whole list up front and names the bad key;
+`estimator` is one of `ESTIMATORS` or an import path `package.module:name` to your own
+class or factory (`training.custom`: the object must import, be an estimator, and fit;
+`input` says whether it follows the project's preprocessor or takes the raw columns),
+and `params` are keyword arguments of that estimator. `search` is an optional Optuna
+search over some of those params (`training.search`). `random_state` comes from the
+training seed unless `params` sets it (built-in kinds only: a custom estimator gets its
+params as given).
+
+`lightgbm` and `xgboost` are the libraries' scikit-learn estimators (`LGBMClassifier` /
+`LGBMRegressor`, `XGBRegressor`, and `estimators.LabelledXGBClassifier`, an
+`XGBClassifier` that takes any labels) with fast, deterministic defaults (`_BASE_PARAMS`:
+one thread, seeded); they accept any of their libraries' parameters, which the libraries
+check only when fitting, so `probe.probe_candidates` fits them (and every custom
+estimator) on a small sample at `iniciar_experimento`.
+
+`validate_candidates` checks a whole list up front and names the bad key;
 `make_estimator` builds the (unfitted) estimator that goes after the preprocessor in the
 model pipeline.
 
@@ -41,6 +59,8 @@ ESTIMATORS: dict[str, tuple[str, str]] = {
     "hist_gradient_boosting": ("sklearn.ensemble", "HistGradientBoostingClassifier"),
     "random_forest": ("sklearn.ensemble", "RandomForestClassifier"),
     "dummy": ("sklearn.dummy", "DummyClassifier"),
+    "lightgbm": ("lightgbm", "LGBMClassifier"),
+    "xgboost": ("include.ml_pipeline.training.estimators", "LabelledXGBClassifier"),
 }
 
 REGRESSION_ESTIMATORS: dict[str, tuple[str, str]] = {
@@ -48,7 +68,12 @@ REGRESSION_ESTIMATORS: dict[str, tuple[str, str]] = {
     "hist_gradient_boosting": ("sklearn.ensemble", "HistGradientBoostingRegressor"),
     "random_forest": ("sklearn.ensemble", "RandomForestRegressor"),
     "dummy": ("sklearn.dummy", "DummyRegressor"),
+    "lightgbm": ("lightgbm", "LGBMRegressor"),
+    "xgboost": ("xgboost", "XGBRegressor"),
 }
+
+#: Kinds that take any parameter of their library (checked by the library when fitting).
+OPEN_PARAMS = frozenset({"lightgbm", "xgboost"})
 
 # Settings applied before the candidate's own params (which win).
 _BASE_PARAMS: dict[str, dict[str, Any]] = {
@@ -57,6 +82,25 @@ _BASE_PARAMS: dict[str, dict[str, Any]] = {
     "hist_gradient_boosting": {},
     "random_forest": {"n_jobs": 1},
     "dummy": {},
+    # One thread (mapped candidates run side by side), seeded through random_state, and
+    # deterministic: the same data and seed give the same trees.
+    "lightgbm": {
+        "n_estimators": 200,
+        "learning_rate": 0.05,
+        "num_leaves": 31,
+        "n_jobs": 1,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbose": -1,
+    },
+    "xgboost": {
+        "n_estimators": 200,
+        "learning_rate": 0.1,
+        "max_depth": 6,
+        "tree_method": "hist",
+        "n_jobs": 1,
+        "verbosity": 0,
+    },
 }
 
 
@@ -65,7 +109,7 @@ def estimators_for(problem_type: str | None) -> dict[str, tuple[str, str]]:
     return REGRESSION_ESTIMATORS if problem_type == REGRESSION else ESTIMATORS
 
 
-CANDIDATE_KEYS = frozenset({"name", "estimator", "params"})
+CANDIDATE_KEYS = frozenset({"name", "estimator", "params", "search", "input"})
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 #: The two histogram gradient boosting configurations both problem types start from (the
@@ -168,12 +212,16 @@ def _check_json_value(value: Any, where: str) -> None:
 
 def validate_candidate(candidate: Any, problem_type: str | None = None) -> dict[str, Any]:
     """Check one candidate for `problem_type` (classification when None) and return a
-    normalised copy (`params` defaulted to `{}`).
+    normalised copy (`params` defaulted to `{}`; `search` and `input` when given).
 
     Raises `CandidateError` naming the offending key: a missing or unknown top-level key,
-    an unknown estimator, a parameter the estimator does not accept, a non-JSON value, or
-    a value scikit-learn rejects (e.g. a negative `C`).
+    an unknown estimator, an import path that does not give an estimator, a parameter the
+    estimator does not accept, a non-JSON value, a value scikit-learn rejects (e.g. a
+    negative `C`), or a bad `search` block.
     """
+    from include.ml_pipeline.training import custom
+    from include.ml_pipeline.training.search import SearchError, corner_values, validate_search
+
     if not isinstance(candidate, dict):
         raise CandidateError(f"a candidate must be a dict; got {type(candidate).__name__}")
     label = repr(candidate.get("name", "<unnamed>"))
@@ -193,12 +241,25 @@ def validate_candidate(candidate: Any, problem_type: str | None = None) -> dict[
             f"'_', '.', '-' (starting with a letter or digit); got {name!r}"
         )
     kind = candidate["estimator"]
+    is_custom = custom.is_import_path(kind)
     known = estimators_for(problem_type)
-    if kind not in known:
+    if not is_custom and kind not in known:
         what = "a regression" if problem_type == REGRESSION else "a classification"
         raise CandidateError(
             f"candidate {label}: key 'estimator' must be one of "
-            f"{', '.join(sorted(known))} for {what} problem; got {kind!r}"
+            f"{', '.join(sorted(known))} for {what} problem, or an import path "
+            f"package.module:name to your own estimator; got {kind!r}"
+        )
+    input_ = candidate.get("input", "preprocessed")
+    if input_ not in custom.INPUTS:
+        raise CandidateError(
+            f"candidate {label}: key 'input' must be one of {', '.join(custom.INPUTS)}; "
+            f"got {input_!r}"
+        )
+    if input_ == "raw" and not is_custom:
+        raise CandidateError(
+            f"candidate {label}: key 'input' 'raw' is for your own estimator (an import "
+            f"path), not the built-in {kind!r}; remove 'input'"
         )
     params = candidate.get("params", {})
     if params is None:
@@ -208,22 +269,47 @@ def validate_candidate(candidate: Any, problem_type: str | None = None) -> dict[
             f"candidate {label}: key 'params' must be a dict; got {type(params).__name__}"
         )
     _check_json_value(params, f"candidate {label}: params")
+    try:
+        search = validate_search(candidate.get("search"), f"candidate {label}: search")
+    except SearchError as exc:
+        raise CandidateError(str(exc)) from exc
+    if search is not None:
+        _check_json_value(search, f"candidate {label}: search")
+    checked = {"name": name, "estimator": kind, "params": copy.deepcopy(params)}
+    if search is not None:
+        checked["search"] = search
+    if input_ != "preprocessed":
+        checked["input"] = input_
+    trials = corner_values(search) if search else []
+    if is_custom:
+        classification = problem_type != REGRESSION
+        for values in [{}, *trials]:
+            try:
+                custom.build(kind, {**params, **values}, classification)
+            except custom.CustomEstimatorError as exc:
+                where = f" (search values {values})" if values else ""
+                raise CandidateError(f"candidate {label}{where}: {exc}") from exc
+        return checked
     cls = _estimator_class(kind, problem_type)
-    accepted = set(cls().get_params(deep=False))
-    bad = sorted(set(params) - accepted)
-    if bad:
-        raise CandidateError(
-            f"candidate {label}: params key(s) {', '.join(map(repr, bad))} not accepted by "
-            f"{cls.__name__}; accepted: {', '.join(sorted(accepted))}"
-        )
-    estimator = cls(**{**_BASE_PARAMS[kind], **params})
-    validate = getattr(estimator, "_validate_params", None)
-    if validate is not None:
-        try:
-            validate()
-        except ValueError as exc:  # sklearn's InvalidParameterError names the parameter
-            raise CandidateError(f"candidate {label}: params: {exc}") from exc
-    return {"name": name, "estimator": kind, "params": copy.deepcopy(params)}
+    if kind not in OPEN_PARAMS:
+        accepted = set(cls().get_params(deep=False))
+        searched = set(search["params"]) if search else set()
+        bad = sorted((set(params) | searched) - accepted)
+        if bad:
+            raise CandidateError(
+                f"candidate {label}: params key(s) {', '.join(map(repr, bad))} not accepted "
+                f"by {cls.__name__}; accepted: {', '.join(sorted(accepted))}"
+            )
+    for values in [{}, *trials]:
+        estimator = cls(**{**_BASE_PARAMS[kind], **params, **values})
+        validate = getattr(estimator, "_validate_params", None)
+        if validate is not None and hasattr(estimator, "_parameter_constraints"):
+            try:
+                validate()
+            except ValueError as exc:  # sklearn's InvalidParameterError names the parameter
+                where = "search" if values else "params"
+                raise CandidateError(f"candidate {label}: {where}: {exc}") from exc
+    return checked
 
 
 def validate_candidates(candidates: Any, problem_type: str | None = None) -> list[Candidate]:
@@ -271,14 +357,21 @@ def as_candidate(
 def make_estimator(
     candidate: Candidate | dict[str, Any], seed: int | None = 42, problem_type: str | None = None
 ) -> Any:
-    """The unfitted scikit-learn estimator for `candidate` (a regressor when
-    `problem_type` is regression).
+    """The unfitted estimator for `candidate` (a regressor when `problem_type` is
+    regression; for an import path, what the class or factory returns).
 
-    `random_state` is set to `seed` when the estimator has one and the candidate's params
-    do not set it.
+    `random_state` is set to `seed` when a built-in estimator has one and the candidate's
+    params do not set it.
     """
+    from include.ml_pipeline.training import custom
+
     checked = as_candidate(candidate, problem_type)
     kind = checked.estimator
+    if custom.is_import_path(kind):
+        try:
+            return custom.build(kind, dict(checked.params), problem_type != REGRESSION)
+        except custom.CustomEstimatorError as exc:
+            raise CandidateError(f"candidate {checked.name!r}: {exc}") from exc
     if kind not in estimators_for(problem_type):
         raise CandidateError(
             f"candidate {checked.name!r}: estimator {kind!r} does not fit a "
@@ -295,6 +388,7 @@ def make_estimator(
 def estimator_params(estimator: Any) -> dict[str, Any]:
     """The estimator's full, flat parameter dict with values MLflow can log as params."""
     out = {}
-    for key, value in sorted(estimator.get_params(deep=False).items()):
+    get_params = getattr(estimator, "get_params", None)  # a custom estimator may lack it
+    for key, value in sorted((get_params(deep=False) if get_params else {}).items()):
         out[key] = value if isinstance(value, str | int | float | bool) else repr(value)
     return out

@@ -2,10 +2,13 @@
 
 `start_parent_run` makes (or finds) the parent run of one Airflow DAG run.
 `fit_candidate` fits `Pipeline([("preprocess", build_preprocessor(spec)),
-("model", estimator)])` on the train split, scores it on the validation split and logs one
+("model", estimator)])` (`model_for`; a custom estimator with `input: raw` is the whole
+model instead) on the train split, scores it on the validation split and logs one
 nested run: params, `validation_*` metrics, `fit_seconds`, the fitted pipeline (skops, with
 signature, input example and the feature spec as metadata), the train/validation datasets
 as inputs (source path + digest + schema; the data is not copied) and the Airflow tags.
+A candidate with a `search` block is tuned first (`training.search`: one nested run per
+trial under the candidate's run) and the model is then fitted with the best values.
 
 Both are idempotent per Airflow run, so a retried or cleared task does not duplicate
 anything: the parent is found by its `airflow_run_id` tag, a candidate's finished run is
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline.errors import TrainingDataError
@@ -31,6 +35,7 @@ from include.ml_pipeline.names import (
     TRAIN_FINGERPRINT_TAG,
 )
 from include.ml_pipeline.payloads import Candidate, CandidateResult
+from include.ml_pipeline.problem import resolve_metric
 from include.ml_pipeline.registry.mlflow_setup import configure_mlflow, ensure_experiment
 from include.ml_pipeline.storage import as_uri
 from include.ml_pipeline.training.candidates import (
@@ -55,6 +60,8 @@ SIGNATURE_SAMPLE_ROWS = 1000
 PARENT_SETTLE_S = 1.5  # longer than a run takes to commit after its start time is taken
 # (0.5 s was not, once, on a 2-core machine at load 10: two callers each kept their own)
 _MODEL_PACKAGES = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
+#: Packages a model needs besides those, by the top-level module of a type it holds.
+_FAMILY_PACKAGES = {"lightgbm": "lightgbm", "xgboost": "xgboost-cpu"}
 
 
 def _quote(value: str, what: str) -> str:
@@ -152,6 +159,13 @@ def build_pipeline(spec: FeatureSpec, estimator: Any) -> Pipeline:
     return Pipeline([("preprocess", build_preprocessor(spec)), ("model", estimator)])
 
 
+def model_for(candidate: Candidate, spec: FeatureSpec, seed: int) -> Any:
+    """The unfitted model of a candidate: `build_pipeline` around its estimator, or the
+    estimator itself when it takes the raw columns (`input: raw`)."""
+    estimator = make_estimator(candidate, seed, spec.problem_type)
+    return estimator if candidate.input == "raw" else build_pipeline(spec, estimator)
+
+
 def skops_trusted_types(pipeline: Any) -> list[str]:
     """The types skops must be told to trust to load this pipeline (e.g. HGB's
     `TreePredictor`), computed from the pipeline's own serialisation."""
@@ -179,15 +193,18 @@ def model_signature(pipeline: Any, X_sample: pd.DataFrame) -> Any:
     return ModelSignature(inputs=inputs, outputs=signature.outputs, params=signature.params)
 
 
-def model_pip_requirements() -> list[str]:
-    """Pinned requirements of a logged pipeline, from the installed versions.
+def model_pip_requirements(trusted_types: Iterable[str] = ()) -> list[str]:
+    """Pinned requirements of a logged pipeline, from the installed versions: the base
+    packages plus LightGBM / XGBoost when the model holds one of their types.
 
     Given explicitly because MLflow's inference (a subprocess that loads the model and
     records its imports) costs ~9 s per model and picks up unrelated packages.
     """
     from importlib.metadata import version
 
-    return [f"{name}=={version(name)}" for name in _MODEL_PACKAGES]
+    roots = {name.split(".", 1)[0] for name in trusted_types}
+    extra = [package for root, package in _FAMILY_PACKAGES.items() if root in roots]
+    return [f"{name}=={version(name)}" for name in (*_MODEL_PACKAGES, *extra)]
 
 
 def log_pipeline(pipeline: Any, X: pd.DataFrame, spec: FeatureSpec) -> Any:
@@ -195,15 +212,16 @@ def log_pipeline(pipeline: Any, X: pd.DataFrame, spec: FeatureSpec) -> Any:
     import mlflow.sklearn
 
     sample = X.head(SIGNATURE_SAMPLE_ROWS)
+    trusted = skops_trusted_types(pipeline)
     return mlflow.sklearn.log_model(
         pipeline,
         name=MODEL_ARTIFACT_NAME,
         signature=model_signature(pipeline, sample),
         input_example=X.head(5),
         serialization_format="skops",
-        skops_trusted_types=skops_trusted_types(pipeline),
+        skops_trusted_types=trusted,
         metadata={"feature_spec": spec.to_dict()},
-        pip_requirements=model_pip_requirements(),
+        pip_requirements=model_pip_requirements(trusted),
     )
 
 
@@ -217,6 +235,53 @@ def _dataset(frame: pd.DataFrame, uri: str, spec: FeatureSpec, name: str, digest
         # MLflow registers the local source class twice and warns that it is ambiguous.
         warnings.simplefilter("ignore", UserWarning)
         return from_pandas(frame, source=source, targets=spec.target, name=name, digest=digest)
+
+
+def _tuned(
+    candidate: Candidate,
+    spec: FeatureSpec,
+    data: tuple[Any, Any, Any, Any],
+    *,
+    seed: int,
+    metric: str,
+    experiment_id: str,
+    threads: int | None,
+) -> Candidate:
+    """Run the candidate's search inside its (active) run; the candidate with the best
+    values in its params, which are logged with the history."""
+    from include.ml_pipeline.training.search import SearchError, log_outcome, run_search
+
+    def build(values: dict[str, Any]) -> Any:
+        return model_for(candidate.replace(params={**candidate.params, **values}), spec, seed)
+
+    import mlflow
+
+    search = candidate.search or {}
+    mlflow.log_params(
+        {
+            "search_n_trials": search.get("n_trials"),
+            "search_timeout_seconds": search.get("timeout_seconds"),
+            "search_seed": search.get("seed") if search.get("seed") is not None else seed,
+            "search_metric": metric,
+        }
+    )
+    with limit_threads(threads), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            outcome = run_search(
+                search,
+                build,
+                data,
+                problem_type=spec.problem_type,
+                metric=metric,
+                seed=seed,
+                candidate=candidate.name,
+                experiment_id=experiment_id,
+            )
+        except SearchError as exc:
+            raise TrainingDataError(str(exc)) from exc
+    log_outcome(outcome)
+    return candidate.replace(params={**candidate.params, **outcome.best_params})
 
 
 def _existing_child(client: Any, experiment_id: str, parent_run_id: str, name: str) -> Any:
@@ -249,10 +314,16 @@ def _result_from_run(run: Any, candidate: Candidate, parent_run_id: str) -> Cand
         if f"validation_{name}" in run.data.metrics
     }
     tags = run.data.tags
+    params = candidate.params
+    if candidate.search:  # the values the search chose, as the first attempt returned
+        import mlflow
+
+        best = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/search/best_params.json")
+        params = {**params, **best}
     return CandidateResult(
         candidate=candidate.name,
         estimator=candidate.estimator,
-        params=candidate.params,
+        params=params,
         run_id=run.info.run_id,
         model_uri=tags[MODEL_URI_TAG],
         metrics=metrics,
@@ -277,9 +348,14 @@ def fit_candidate(
     artifact_location: str | None = None,
     reuse_finished: bool = True,
     threads: int | None = 1,
+    metric: str | None = None,
 ) -> CandidateResult:
     """Fit, validate and log one candidate (a dict is validated first) as a run nested
     under `parent_run_id`; its validation metrics, unprefixed, in the result.
+
+    A candidate with a `search` block is tuned on the validation split by `metric` (the
+    selection metric; None: the problem type's default) first; the result's `params` are
+    the candidate's with the best values.
 
     `threads` caps BLAS/OpenMP threads while fitting (None: library default). One thread
     is the default because mapped candidates run side by side; on a 2-vCPU machine two
@@ -313,9 +389,6 @@ def fit_candidate(
     X_val = coerce_features(validation, spec)
     y_val = validation[spec.target]
 
-    estimator = make_estimator(candidate, seed, spec.problem_type)
-    pipeline = build_pipeline(spec, estimator)
-
     run_tags = {str(k): str(v) for k, v in (tags or {}).items()}
     run_tags.setdefault(AIRFLOW_RUN_TAG, parent.data.tags.get(AIRFLOW_RUN_TAG, ""))
     run_tags.update(
@@ -331,6 +404,18 @@ def fit_candidate(
         experiment_id=experiment_id, run_name=candidate.name, tags=run_tags
     ) as run:
         run_id = run.info.run_id
+        if candidate.search:
+            candidate = _tuned(
+                candidate,
+                spec,
+                (X_train, y_train, X_val, y_val),
+                seed=seed,
+                metric=resolve_metric(metric, spec.problem_type, "selection_metric"),
+                experiment_id=experiment_id,
+                threads=threads,
+            )
+        pipeline = model_for(candidate, spec, seed)
+        estimator = pipeline.named_steps["model"] if candidate.input != "raw" else pipeline
         mlflow.log_params(
             {
                 "candidate": candidate.name,
@@ -345,6 +430,8 @@ def fit_candidate(
                 **estimator_params(estimator),
             }
         )
+        if candidate.input == "raw":
+            mlflow.set_tag("ml_pipeline.model_input", "raw")
         mlflow.log_input(_dataset(train, train_uri, spec, "train", train_fp), context="training")
         mlflow.log_input(
             _dataset(validation, validation_uri, spec, "validation", validation_fp),

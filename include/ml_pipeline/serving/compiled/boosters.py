@@ -85,10 +85,14 @@ XGBOOST_IDENTITY = ("reg:squarederror", "reg:absoluteerror", "reg:pseudohubererr
 
 
 def library_of(est: Any) -> str | None:
-    """'lightgbm' / 'xgboost' for those libraries' scikit-learn estimators, else None
-    (read from the class's module: neither library is imported here)."""
-    root = type(est).__module__.split(".", 1)[0]
-    return root if root in ("lightgbm", "xgboost") else None
+    """'lightgbm' / 'xgboost' for those libraries' scikit-learn estimators and their
+    subclasses (training's `LabelledXGBClassifier`), else None (read from the classes'
+    modules: neither library is imported here)."""
+    for cls in type(est).__mro__:
+        root = cls.__module__.split(".", 1)[0]
+        if root in ("lightgbm", "xgboost"):
+            return root
+    return None
 
 
 @dataclass

@@ -48,14 +48,23 @@ def start_experiment(
 ) -> list[dict]:
     """`iniciar_experimento`: the MLflow parent run of this Airflow run (found again on a
     retry) and one training job per candidate, each candidate validated here, once, for
-    the split's problem type (no `candidates` Param: that type's defaults)."""
+    the split's problem type (no `candidates` Param: that type's defaults); LightGBM,
+    XGBoost and custom estimators are also fitted on a small sample of the validation
+    split, so a bad import path, a non-estimator or a failing fit stops the run here."""
     from include.ml_pipeline.registry.mlflow_setup import setup_from_settings
     from include.ml_pipeline.training.candidates import validate_candidates
+    from include.ml_pipeline.training.probe import needs_probe, probe_candidates
     from include.ml_pipeline.training.train import start_parent_run
 
     settings = get_settings()
-    problem_type = problem_type_of(SplitResult.from_dict(split)) if split else ""
+    data = SplitResult.from_dict(split) if split else None
+    problem_type = problem_type_of(data) if data else ""
     candidates = validate_candidates(params["candidates"], problem_type)
+    if data and any(needs_probe(c) for c in candidates):
+        from include.ml_pipeline.training.data import read_split
+
+        frame = read_split(data.uris["validation"], data.feature_spec)
+        probe_candidates(candidates, frame, data.feature_spec, params["seed"])
     tracking_uri, _ = setup_from_settings(settings)
     parent = start_parent_run(
         tracking_uri=tracking_uri,
@@ -93,6 +102,7 @@ def train_candidate(job: dict, split: dict, params: Mapping[str, Any], ti: Any) 
         },
         seed=params["seed"],
         artifact_location=settings.mlflow_artifact_root,
+        metric=params["selection_metric"],
     )
     return result.to_dict()
 
