@@ -188,6 +188,7 @@ class OnnxTrees:
         return softmax(raw)
 
     def _sum_in_order(self, leaves: np.ndarray) -> np.ndarray:
+        assert self.ordered_sum is not None  # only called when the graph outputs leaves
         if len(self.ordered_sum) == 1:
             np.add.accumulate(leaves, axis=1, out=leaves)  # sequential, in float32
             return leaves[:, -1:]
