@@ -21,8 +21,6 @@ categorical splits raise `UnsupportedPipeline` (the compiled predictor scores in
 
 from __future__ import annotations
 
-import functools
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +32,7 @@ from include.ml_pipeline.serving.compiled.predictor import (
     expit,
     softmax,
 )
-from include.ml_pipeline.serving.compiled.trees import HGBTrees, predict_threads
+from include.ml_pipeline.serving.compiled.trees import HGBTrees
 
 #: Rows evaluated at a time: the (rows x trees) words of a block stay in cache.
 BLOCK_ROWS = 2048
@@ -42,11 +40,6 @@ BLOCK_ROWS = 2048
 #: than merging saves.
 TABLE_ROWS = 4096
 MAX_LEAVES = 64
-
-
-@functools.cache
-def _pool(threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(threads, thread_name_prefix="leaf-masks")
 
 
 def _leaf_order(nodes: Any) -> tuple[list[int], dict[int, int]]:
@@ -163,25 +156,15 @@ class LeafMasks:
 
     def raw(self, tables: list[np.ndarray], indexes: list[np.ndarray]) -> np.ndarray:
         """The raw scores (rows x k): row r's leaf masks are `tables[i][indexes[i][r]]`
-        ANDed over i. The same floats as scikit-learn's `_raw_predict`. Blocks of rows
-        are shared by `predict_threads()` threads (numpy releases the GIL)."""
+        ANDed over i. The same floats as scikit-learn's `_raw_predict`."""
         rows = len(indexes[0])
         out = np.empty((rows, self.k), dtype=np.float64)
-        starts = list(range(0, rows, BLOCK_ROWS))
-        threads = min(predict_threads(), len(starts))
-
-        def run(worker: int) -> None:
-            for start in starts[worker::threads]:
-                end = min(rows, start + BLOCK_ROWS)
-                alive = tables[0].take(indexes[0][start:end], axis=0)  # (rows x trees)
-                for table, index in zip(tables[1:], indexes[1:], strict=True):
-                    alive &= table.take(index[start:end], axis=0)
-                out[start:end] = self._sum_leaves(alive)
-
-        if threads <= 1:
-            run(0)
-        else:
-            list(_pool(threads).map(run, range(threads)))
+        for start in range(0, rows, BLOCK_ROWS):
+            end = min(rows, start + BLOCK_ROWS)
+            alive = tables[0].take(indexes[0][start:end], axis=0)  # (rows x trees) words
+            for table, index in zip(tables[1:], indexes[1:], strict=True):
+                alive &= table.take(index[start:end], axis=0)
+            out[start:end] = self._sum_leaves(alive)
         return out
 
     def _sum_leaves(self, alive: np.ndarray) -> np.ndarray:

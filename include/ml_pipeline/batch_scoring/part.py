@@ -126,8 +126,9 @@ class _LazyWriter:
         import pyarrow.parquet as pq
 
         if self.writer is None:
-            # floats (probabilities, values) do not repeat: no dictionary attempt for them
-            repeating = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
+            # only the columns made repeating (labels, version, run id) get a dictionary:
+            # floats and keys (row numbers, ids) do not repeat, and trying costs time
+            repeating = [f.name for f in table.schema if pa.types.is_dictionary(f.type)]
             self.writer = pq.ParquetWriter(
                 self.path, table.schema, compression="snappy", use_dictionary=repeating
             )
