@@ -9,9 +9,11 @@ memory is the process's `ru_maxrss`):
 * **baseline**: `mlflow.pyfunc.load_model("models:/<name>/<version>").predict(frame)` on
   the whole frame read with `pandas.read_parquet` (what a user writes without this DAG);
 * **ours**: what the DAG's `score_part` tasks do (`batch_scoring.part.score_part`), every
-  part in turn in one process: read in chunks, contract row checks, the compiled and
-  verified predictor, Parquet parts written with keys, prediction, probabilities, model
-  version and run id, the drift sample kept.
+  part in turn in one process: read in chunks (categories as Parquet dictionaries),
+  contract row checks, the verified compiled path (for this HistGradientBoosting model:
+  its trees as leaf masks, `batch_scoring/leaf_masks.py`, a chunk's halves on two
+  threads), Parquet parts written with keys, prediction, probabilities, model version and
+  run id, the drift sample kept.
 
 rows/s counts reading and scoring (and, for ours, writing the output); loading the model
 is timed apart. The goal (issue 25): ours >= 10x the baseline's rows/s, and ours' peak
