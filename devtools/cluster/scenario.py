@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from devtools.cluster.cluster import WORKER_NAMES, Cluster
 from devtools.cluster.processes import ClusterError, wait_for
-from include.ml_pipeline.names import DEPLOYMENT_DAG_ID, MONITORING_DAG_ID
+from include.ml_pipeline.names import BATCH_SCORING_DAG_ID, DEPLOYMENT_DAG_ID, MONITORING_DAG_ID
 
 TRAIN_TASK = "entrenamiento_evaluacion.entrenar_modelo"
 #: A deployment run's bound (it was 600 s): on a shared 2-core machine at load averages of
@@ -328,6 +328,70 @@ def monitor(cluster: Cluster, timeout: float = 300) -> Step:
     step.facts["live_rows_sent"] = send_live_traffic(cluster)
     _run(cluster, step, MONITORING_DAG_ID, {}, timeout)
     _judge_storage(cluster, step, MONITORING_DAG_ID, need=("inference_log", "reports"))
+    return step
+
+
+#: The batch to score: a folder of Parquet files in the bucket, split into mapped parts.
+BATCH_PREFIX = "pipeline/batch_scoring/incoming/cluster"
+BATCH_PART_ROWS = 1_000
+
+
+def upload_batch_input(cluster: Cluster, rows: int, files: int = 2, seed: int = 21) -> str:
+    """`rows` generated customers (no label, a `customer_id` key) as `files` Parquet
+    objects of row groups of `BATCH_PART_ROWS // 2` rows under `BATCH_PREFIX`; returns
+    the folder's URI."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from include.ml_pipeline.data_preparation.sample_data import TARGET, generate_churn_frame
+
+    frame = generate_churn_frame(rows, seed=seed).drop(columns=[TARGET])
+    frame.insert(0, "customer_id", [f"b{i:07d}" for i in range(rows)])
+    size = -(-rows // files)
+    for i in range(files):
+        body = io.BytesIO()
+        table = pa.Table.from_pandas(frame.iloc[i * size : (i + 1) * size], preserve_index=False)
+        pq.write_table(table, body, row_group_size=BATCH_PART_ROWS // 2)
+        cluster.s3.put(f"{BATCH_PREFIX}/part-{i}.parquet", body.getvalue())
+    return f"s3://{cluster.bucket}/{BATCH_PREFIX}"
+
+
+def batch_score(
+    cluster: Cluster, input_uri: str, rows: int, timeout: float = RUN_TIMEOUT_SECONDS
+) -> Step:
+    """`ml_batch_scoring` on the bucket's folder: it must succeed, its mapped `score_part`
+    tasks must have run on both workers, the manifest (in the bucket) must say complete
+    with every row scored once, and, as for the deployment, no XCom may carry a worker's
+    path and no data file may be left on a worker's disk."""
+    step = Step("batch", run_id="cluster_batch_1")
+    conf = {
+        "model_name": cluster.model_name,
+        "input_uri": input_uri,
+        "part_rows": BATCH_PART_ROWS,
+        "sensor_poke_interval_seconds": 5,
+    }
+    tis = _run(cluster, step, BATCH_SCORING_DAG_ID, conf, timeout)
+    parts = [ti for ti in tis if ti["task_id"] == "score_part"]
+    hosts = sorted({ti["hostname"] for ti in parts if ti["hostname"]})
+    step.facts["hostnames"] = hosts
+    step.facts["parts"] = {ti["map_index"]: ti["hostname"] for ti in parts}
+    if not set(WORKER_NAMES) <= set(hosts):
+        step.problems.append(
+            f"the {len(parts)} mapped score_part tasks ran on {hosts}, not on both "
+            f"{list(WORKER_NAMES)}"
+        )
+    output = cluster.xcoms(BATCH_SCORING_DAG_ID, step.run_id).get("finalize_output:return_value")
+    if not isinstance(output, dict):
+        step.problems.append(f"finalize_output returned no output: {output!r}")
+    else:
+        step.facts["output"] = output
+        if not str(output.get("manifest_uri", "")).startswith(f"s3://{cluster.bucket}/"):
+            step.problems.append(f"the manifest is not in the bucket: {output}")
+        if output.get("status") != "complete" or output.get("rows_out") != rows:
+            step.problems.append(f"the output is not complete with {rows} rows: {output}")
+    _judge_storage(cluster, step, BATCH_SCORING_DAG_ID, need=(), data_uri=input_uri)
     return step
 
 

@@ -124,3 +124,31 @@ def test_a_drifted_batch_notifies_like_online_drift(champions, score, tmp_path):
     drift = tasks["compute_drift"]["result"]["summary"]
     assert drift["status"] == "drift"
     assert drift["prediction_drift"] is not None  # the batch's own predictions compared
+    _the_dashboard_lists_the_run(champion, tasks["finalize_output"]["result"])
+
+
+def _the_dashboard_lists_the_run(champion: dict, output: dict) -> None:
+    """The model's dashboard lists its batch runs: this one with its rows, version, drift
+    verdict and manifest; no other model's run."""
+    from include.ml_pipeline.batch_scoring.manifest import list_runs
+    from include.ml_pipeline.config import get_settings
+    from include.ml_pipeline.monitoring.dashboard import DashboardContext, build_dashboard_html
+    from include.ml_pipeline.runs import batch_runs_uri
+
+    runs = list_runs(batch_runs_uri(get_settings()), champion["name"])
+    assert {r["model_name"] for r in runs} == {champion["name"]}
+    this = next(r for r in runs if r["manifest_uri"] == output["manifest_uri"])
+    assert (this["rows_in"], this["rows_out"], this["rows_rejected"]) == (2_000, 2_000, 0)
+    assert (this["model_version"], this["drift"], this["status"]) == (
+        champion["version"],
+        "drift",
+        "complete",
+    )
+    html = build_dashboard_html(
+        DashboardContext(champion["name"], champion["version"], batch_runs=runs)
+    )
+    section = html[html.index('id="batch-runs"') :]
+    assert output["manifest_uri"] in section
+    assert f"v{champion['version']}" in section
+    assert "2,000" in section
+    assert '<span class="badge drift">drift</span>' in section

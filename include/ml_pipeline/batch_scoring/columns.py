@@ -55,8 +55,10 @@ def category_codes(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list[
     codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.intp)
     dictionary = encoded.dictionary
     text = pa.types.is_string(dictionary.type) or pa.types.is_large_string(dictionary.type)
-    if text and not pa.types.is_dictionary(array.type):  # distinct texts already: as they are
-        return codes, dictionary.to_pylist()
+    if text:  # texts are kept as they are; a dictionary read from a file may repeat one
+        texts = dictionary.to_pylist()
+        if not pa.types.is_dictionary(array.type) or len(set(texts)) == len(texts):
+            return codes, texts
     frame = pd.DataFrame({"value": pd.Series(dictionary.to_pylist(), dtype=object)})
     texts = coerce_features(frame, FeatureSpec("", [], ["value"]))["value"].tolist()
     # two dictionary entries may share a text (1 and 1.0): map them to one index

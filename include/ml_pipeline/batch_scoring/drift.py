@@ -17,13 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 from include.ml_pipeline import storage
+from include.ml_pipeline.batch_scoring.manifest import DRIFT_REPORT
 from include.ml_pipeline.batch_scoring.model import PREDICTION, PROBA_PREFIX
 from include.ml_pipeline.batch_scoring.part import SAMPLES
 from include.ml_pipeline.names import AIRFLOW_DAG_TAG, BATCH_SCORING_EXPERIMENT
 from include.ml_pipeline.notifications.message import EVENT_DRIFT, Notification
 from include.ml_pipeline.payloads import Champion
 
-DRIFT_REPORT = "drift_report.json"
 BATCH_ROLE = "batch_scoring"
 
 

@@ -125,3 +125,50 @@ def build_manifest(run_uri: str, plan: dict[str, Any]) -> dict[str, Any]:
         manifest["rows_rejected"],
     )
     return manifest
+
+
+#: The drift report a run's drift check writes beside its manifest (`drift.check_batch`).
+DRIFT_REPORT = "drift_report.json"
+
+
+def list_runs(
+    runs_uri: str, model_name: str | None = None, limit: int = 20
+) -> list[dict[str, Any]]:
+    """The newest `limit` batch-scoring runs under `runs_uri` (of `model_name` only, when
+    given), one row each for a listing such as the dashboard's: when, status, model
+    version, rows in / out / refused, the drift verdict (None before the drift check ran)
+    and the manifest's URI. A manifest that cannot be read is skipped."""
+    rows: list[dict[str, Any]] = []
+    for uri in storage.list_files(runs_uri, suffix=f"/{MANIFEST}"):
+        try:
+            manifest = storage.read_json(uri)
+        except (OSError, ValueError) as exc:
+            log.warning("batch run listing: %s skipped (%s)", uri, exc)
+            continue
+        if model_name is not None and manifest.get("model_name") != model_name:
+            continue
+        drift_uri = uri[: -len(MANIFEST)] + DRIFT_REPORT
+        drift = None
+        if storage.exists(drift_uri):
+            try:
+                drift = storage.read_json(drift_uri).get("summary", {}).get("status")
+            except (OSError, ValueError):
+                drift = None
+        rows.append(
+            {
+                "written_at": manifest.get("written_at"),
+                "scoring_run_id": manifest.get("scoring_run_id"),
+                "airflow_run_id": manifest.get("airflow_run_id"),
+                "status": manifest.get("status"),
+                "model_name": manifest.get("model_name"),
+                "model_version": manifest.get("model_version"),
+                "rows_in": manifest.get("rows_in"),
+                "rows_out": manifest.get("rows_out"),
+                "rows_rejected": manifest.get("rows_rejected"),
+                "drift": drift,
+                "input": (manifest.get("input") or {}).get("uri"),
+                "manifest_uri": uri,
+            }
+        )
+    rows.sort(key=lambda row: str(row["written_at"] or ""), reverse=True)
+    return rows[:limit]

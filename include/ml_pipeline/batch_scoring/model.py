@@ -20,15 +20,18 @@ version is scored on the scikit-learn path, never wrongly.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from include.ml_pipeline.batch_scoring.columns import category_codes, numeric_matrix
+from include.ml_pipeline.batch_scoring.leaf_masks import BLOCK_ROWS, LeafMasks, MaskInput
 from include.ml_pipeline.features import FeatureSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,6 +62,9 @@ class BatchModel:
     #: `compiled:<estimator path>` or `sklearn`, and why not compiled.
     path: str = SKLEARN_PATH
     reason: str | None = None
+    #: The trees as leaf masks read straight from the Arrow columns (`leaf_masks`), when
+    #: the compiled estimator is a HistGradientBoosting one and they matched it at load.
+    masks: MaskPlan | None = None
 
     @property
     def problem(self) -> str:
@@ -74,6 +80,11 @@ class BatchModel:
         once, an index per row)."""
         if batch.num_rows == 0:
             return self._empty()
+        if self.masks is not None:
+            proba = self.masks.trees.link(self.masks.raw(batch))
+            if self.classes is None:
+                return {PREDICTION: proba}
+            return self._with_proba(self._labels(proba.argmax(axis=1)), proba)
         if self.predictor is not None:
             proba = self.predictor.proba_fn(self.transform(batch))
             return self._with_proba(self._labels(proba.argmax(axis=1)), proba)
@@ -142,9 +153,120 @@ class BatchModel:
         }
 
 
-def _columnar_problem(model: BatchModel) -> str | None:
-    """None when the columnar encoding equals the compiled predictor's `transform` on its
-    verification batch (every category, unseen ones and missing values), else why not."""
+@functools.cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="batch-scoring")
+
+
+@dataclass
+class MaskPlan:
+    """The compiled predictor's preprocessing and trees as leaf-mask tables: numeric
+    columns imputed and scaled by its `NumericBlock`s then binned, categorical columns
+    mapped from their Arrow dictionary to the row of their one-hot pattern (the one-hot
+    matrix is never built), tables merged (`LeafMasks.merge`)."""
+
+    trees: LeafMasks
+    numeric: list[str]
+    #: per input: ("numeric", block, column within it, matrix column) or
+    #: ("categorical", column name, lookup, unknown output column, width)
+    inputs: list[tuple[Any, ...]]
+    tables: list[np.ndarray]
+    members: list[list[int]]
+    strides: list[list[int]]
+
+    def raw(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+        """The raw scores of `batch`'s rows: its halves side by side on
+        `predict_threads()` threads (Arrow and numpy release the GIL)."""
+        from include.ml_pipeline.serving.compiled.trees import predict_threads
+
+        threads = predict_threads()
+        if threads <= 1 or batch.num_rows < 2 * BLOCK_ROWS:
+            return self._raw(batch)
+        size = -(-batch.num_rows // threads)
+        slices = [batch.slice(start, size) for start in range(0, batch.num_rows, size)]
+        return np.concatenate(list(_pool(threads).map(self._raw, slices)))
+
+    def _raw(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+        from include.ml_pipeline.serving.batch import Batch
+
+        rows = batch.num_rows
+        holder = Batch(tuple(self.numeric), (), numeric_matrix(batch, self.numeric), ())
+        scaled: dict[int, np.ndarray] = {}
+        bins: list[np.ndarray] = []
+        for source in self.inputs:
+            if source[0] == "numeric":
+                _, block, j, column = source
+                if id(block) not in scaled:
+                    scaled[id(block)] = np.empty((rows, block.width), dtype=np.float64)
+                    block.apply(holder, scaled[id(block)], 0)
+                bins.append(self.trees.column_bins(column, scaled[id(block)][:, j]))
+            else:
+                _, name, lookup, unknown, width = source
+                codes, texts = category_codes(batch.column(name))
+                slots = np.asarray(
+                    [lookup.get(t, unknown) for t in texts] + [lookup.get(None, unknown)],
+                    dtype=np.intp,
+                )
+                slots[slots < 0] = width  # no one-hot column: the all-zeros row
+                bins.append(slots[codes])
+        indexes = []
+        for members, strides in zip(self.members, self.strides, strict=True):
+            index = bins[members[0]] * strides[0] if strides[0] != 1 else bins[members[0]]
+            for member, stride in zip(members[1:], strides[1:], strict=True):
+                index = index + bins[member] * stride if stride != 1 else index + bins[member]
+            indexes.append(index)
+        if not indexes:  # no split at all: every tree is one leaf
+            indexes = [np.zeros(rows, dtype=np.intp)]
+            tables = [np.full((1, self.trees.n_trees), self.trees.full, self.trees.dtype)]
+            return self.trees.raw(tables, indexes)
+        return self.trees.raw(self.tables, indexes)
+
+
+def mask_plan(predictor: Any, estimator: Any, spec: FeatureSpec) -> MaskPlan:
+    """The leaf-mask plan of a compiled predictor whose estimator is `estimator` (raises
+    `UnsupportedPipeline` for trees `LeafMasks` does not take)."""
+    from include.ml_pipeline.serving.compiled.predictor import NumericBlock
+
+    trees = LeafMasks(estimator)
+    inputs: list[tuple[Any, ...]] = []
+    masks: list[MaskInput] = []
+    offset = 0
+    for block in predictor.blocks:
+        if isinstance(block, NumericBlock):
+            for j in range(block.width):
+                if offset + j in trees.columns:
+                    inputs.append(("numeric", block, j, offset + j))
+                    masks.append(MaskInput(trees.columns[offset + j][1], f"column {offset + j}"))
+            offset += block.width
+            continue
+        for position, lookup, width, unknown in zip(
+            block.positions, block.lookups, block.widths, block.unknown, strict=True
+        ):
+            columns = range(offset, offset + width)
+            if any(c in trees.columns for c in columns):
+                # row s < width: the one-hot pattern of output column s; row width: zeros
+                patterns = np.vstack([np.eye(width), np.zeros((1, width))])
+                table = np.full((width + 1, trees.n_trees), trees.full, dtype=trees.dtype)
+                for j, column in enumerate(columns):
+                    table &= trees.column_masks(column, patterns[:, j])
+                name = spec.categorical[position]
+                inputs.append(("categorical", name, lookup, unknown, width))
+                masks.append(MaskInput(table, name))
+            offset += width
+    merged = trees.merge(masks)
+    return MaskPlan(
+        trees=trees,
+        numeric=list(spec.numeric),
+        inputs=inputs,
+        tables=[table for table, _, _ in merged],
+        members=[members for _, members, _ in merged],
+        strides=[strides for _, _, strides in merged],
+    )
+
+
+def _verification_table(model: BatchModel) -> tuple[pa.Table, Any]:
+    """The compiled predictor's verification batch (every category, unseen ones and
+    missing values) as an Arrow table, and as the `Batch` itself."""
     import pyarrow as pa
 
     from include.ml_pipeline.serving.compiled.verify import verification_batch
@@ -156,7 +278,26 @@ def _columnar_problem(model: BatchModel) -> str | None:
         name: pa.array(values, type=pa.string())
         for name, values in zip(spec.categorical, sample.categorical, strict=True)
     }
-    table = pa.table(arrays)
+    return pa.table(arrays), sample
+
+
+def _mask_problem(model: BatchModel) -> str | None:
+    """None when the leaf masks give the same raw scores (the same floats) as
+    scikit-learn's own tree predictors on the verification batch, else why not."""
+    from include.ml_pipeline.serving.compiled.trees import HGBTrees
+
+    table, sample = _verification_table(model)
+    expected = HGBTrees(model.pipeline[-1]).raw_large(model.predictor.transform(sample))
+    got = model.masks.raw(table)
+    if got.shape != expected.shape or not np.array_equal(got, expected):
+        return "the leaf masks' raw scores differ from the trees' on the verification batch"
+    return None
+
+
+def _columnar_problem(model: BatchModel) -> str | None:
+    """None when the columnar encoding equals the compiled predictor's `transform` on its
+    verification batch (every category, unseen ones and missing values), else why not."""
+    table, sample = _verification_table(model)
     expected = model.predictor.transform(sample)
     got = model.transform(table)
     if got.shape != expected.shape or not np.array_equal(got, expected, equal_nan=True):
@@ -211,4 +352,27 @@ def load_batch_model(tracking_uri: str, name: str, version: str) -> BatchModel:
     if problem is not None:
         model.predictor, model.path, model.reason = None, SKLEARN_PATH, problem
         log.warning("%s v%s on the scikit-learn path: %s", name, model.version, problem)
+        return model
+    _use_leaf_masks(model)
     return model
+
+
+def _use_leaf_masks(model: BatchModel) -> None:
+    """Score a HistGradientBoosting version by its leaf masks when they give the trees'
+    raw scores exactly; else (other estimators, or any difference) keep the compiled
+    predictor."""
+    from include.ml_pipeline.serving.compiled.predictor import UnsupportedPipeline
+
+    if "hgb" not in model.path:
+        return
+    try:
+        model.masks = mask_plan(model.predictor, model.pipeline[-1], model.spec)
+    except UnsupportedPipeline as exc:
+        log.info("%s v%s: no leaf masks (%s)", model.name, model.version, exc)
+        return
+    problem = _mask_problem(model)
+    if problem is not None:
+        model.masks = None
+        log.warning("%s v%s: no leaf masks: %s", model.name, model.version, problem)
+        return
+    model.path = f"{model.path}+leaf-masks"

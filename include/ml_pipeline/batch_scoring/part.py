@@ -126,8 +126,9 @@ class _LazyWriter:
         import pyarrow.parquet as pq
 
         if self.writer is None:
-            # floats (probabilities, values) do not repeat: no dictionary attempt for them
-            repeating = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
+            # only the columns made repeating (labels, version, run id) get a dictionary:
+            # floats and keys (row numbers, ids) do not repeat, and trying costs time
+            repeating = [f.name for f in table.schema if pa.types.is_dictionary(f.type)]
             self.writer = pq.ParquetWriter(
                 self.path, table.schema, compression="snappy", use_dictionary=repeating
             )
@@ -146,8 +147,9 @@ class _Reservoir:
     a random key and the rows with the smallest keys are kept (seeded: a retried part
     keeps the same rows)."""
 
-    def __init__(self, size: int, seed: int) -> None:
+    def __init__(self, size: int, seed: int, decode: list[str] | None = None) -> None:
         self.size = size
+        self.decode = decode
         self.rng = np.random.default_rng(seed)
         self.table: Any = None
         self.keys = np.empty(0)
@@ -158,12 +160,14 @@ class _Reservoir:
         if self.size <= 0 or table.num_rows == 0:
             return
         keys = self.rng.random(table.num_rows)
-        if self.table is not None and self.table.num_rows >= self.size:
-            # full: only rows whose key beats the largest kept one can enter
-            enter = keys < self.keys.max()
-            table, keys = table.filter(pa.array(enter)), keys[enter]
+        if len(self.keys) + len(keys) > self.size:
+            # only rows whose key is among the `size` smallest so far can enter
+            cut = np.partition(np.concatenate([self.keys, keys]), self.size - 1)[self.size - 1]
+            enter = np.flatnonzero(keys <= cut)
+            table, keys = table.take(enter), keys[enter]
             if table.num_rows == 0:
                 return
+        table = _plain(table, self.decode)
         if self.table is None:
             self.table, self.keys = table, keys
         else:
@@ -216,7 +220,7 @@ def score_part(
 
     started = time.perf_counter()
     source = part.file.name if several_files else None
-    reservoir = _Reservoir(sample_rows, seed=part.index)
+    reservoir = _Reservoir(sample_rows, seed=part.index, decode=check.categorical)
     reasons: dict[str, int] = {}
     rows_in = 0
     row = part.first_row
@@ -225,8 +229,13 @@ def score_part(
     sample_uri = part_uri(run_uri, SAMPLES, part.name)
     features = [*check.numeric, *check.categorical]
     csv_types = _csv_types(check) if part.file.format == CSV else None
+    # the compiled paths read categories from Arrow dictionaries: read them as such
+    dictionary = check.categorical if model.predictor is not None else None
+    chunks = iter_chunks(
+        part, None, chunk_rows=chunk_rows, csv_types=csv_types, dictionary_columns=dictionary
+    )
     with _staged_writer(predictions_uri) as out, _staged_writer(rejects_uri) as rejected:
-        for batch in iter_chunks(part, None, chunk_rows=chunk_rows, csv_types=csv_types):
+        for batch in chunks:
             chunk = pa.Table.from_batches([batch])
             rows_in += chunk.num_rows
             keys = _keys(chunk, check, row, source)
@@ -308,13 +317,25 @@ def _arrow(values: Any) -> pa.Array:
     return pa.array(values)
 
 
+def _plain(table: pa.Table, names: list[str] | None = None) -> pa.Table:
+    """`table` with its dictionary columns (`names` only, when given) decoded: input text
+    read as dictionaries is written with the input's type."""
+    import pyarrow as pa
+
+    for i, kind in enumerate(table.schema.types):
+        if pa.types.is_dictionary(kind) and (names is None or table.column_names[i] in names):
+            name = table.column_names[i]
+            table = table.set_column(i, name, table.column(i).cast(kind.value_type))
+    return table
+
+
 def _refused(chunk: pa.Table, bad: np.ndarray, first_row: int, reasons: list[str]) -> pa.Table:
     """The rows of `chunk` flagged in `bad`, whole, with their row number in the file and
     why they were not scored."""
     import pyarrow as pa
 
     where = np.flatnonzero(bad)
-    refused = chunk.take(where)
+    refused = _plain(chunk.take(where))
     name = ROW_NUMBER if ROW_NUMBER not in refused.column_names else f"_{ROW_NUMBER}"
     refused = refused.append_column(name, pa.array(first_row + where))
     return refused.append_column(REJECT_REASON, pa.array(reasons, pa.string()))

@@ -187,14 +187,27 @@ def iter_chunks(
     *,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     csv_types: dict[str, pa.DataType] | None = None,
+    dictionary_columns: list[str] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """The rows of `part` as record batches of at most `chunk_rows` rows (`columns` only,
-    when given; CSV columns typed by `csv_types`)."""
+    when given; CSV columns typed by `csv_types`; the Parquet text columns among
+    `dictionary_columns` read as dictionary arrays, as the file stores them, instead of
+    one string per row)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     with _opened(part.file.uri) as source:
         if part.file.format == PARQUET:
             reader = pq.ParquetFile(source)
+            if dictionary_columns:
+                schema = reader.schema_arrow
+                texts = [
+                    name
+                    for name in dictionary_columns
+                    if name in schema.names and pa.types.is_string(schema.field(name).type)
+                ]
+                if texts:
+                    reader = pq.ParquetFile(source, read_dictionary=texts)
             if part.row_groups is not None and not part.row_groups:
                 return
             yield from reader.iter_batches(

@@ -15,7 +15,9 @@ Sections, each shown only when its data is given (`DashboardContext`):
   `evaluation`, or pre-rendered PNG files/bytes in `images`), feature importances;
 * traffic from the inference log (`read_inference_log` frame): prediction volume over time,
   latency p50/p95/p99, predicted class distribution, versions served;
-* the drift table (`DriftReport` or its `to_dict()`).
+* the drift table (`DriftReport` or its `to_dict()`);
+* the model's batch-scoring runs (`batch_scoring.manifest.list_runs` rows): rows in, out
+  and refused, version, drift verdict, the manifest's URI.
 """
 
 from __future__ import annotations
@@ -102,6 +104,8 @@ class DashboardContext:
     drift: DriftReport | dict[str, Any] | None = None
     generated_at: datetime | None = None
     top_features: int = 20
+    #: Batch-scoring runs, newest first (`batch_scoring.manifest.list_runs` rows).
+    batch_runs: list[dict[str, Any]] | None = None
 
 
 def dashboard_filename(model_name: str, version: str | int) -> str:
@@ -149,6 +153,7 @@ def build_dashboard_html(context: DashboardContext) -> str:
         charts=_evaluation_charts(context),
         traffic=summarize_traffic(context.traffic) if _has_rows(context.traffic) else None,
         drift=_drift_view(context.drift),
+        batch_runs=context.batch_runs or [],
     )
 
 

@@ -32,10 +32,11 @@ def render_monitoring_dashboard(
     mlflow_run_url: str | None = None,
     airflow_run_url: str | None = None,
     api_url: str | None = None,
+    batch_runs: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The dashboard (test metrics, traffic if any, drift table) of the champion, written
-    under `out` (the reports' monitoring folder, so the deployment's own dashboard is
-    kept); returns its URI."""
+    """The dashboard (test metrics, traffic if any, drift table, batch-scoring runs) of
+    the champion, written under `out` (the reports' monitoring folder, so the
+    deployment's own dashboard is kept); returns its URI."""
     from include.ml_pipeline.monitoring.dashboard import DashboardContext, render_dashboard
 
     has_traffic = traffic is not None and len(traffic) and "timestamp" in traffic.columns
@@ -51,6 +52,7 @@ def render_monitoring_dashboard(
         metrics=dict(champion.metrics),
         traffic=traffic if has_traffic else None,
         drift=report,
+        batch_runs=batch_runs,
     )
     return render_dashboard(context, out)
 
@@ -82,6 +84,7 @@ def render_deployment_dashboard(
     out: str | os.PathLike,
     window_hours: float = 24.0,
     inference_log_dir: str | Path | None = None,
+    batch_runs: list[dict[str, Any]] | None = None,
 ) -> tuple[str, list[str], int]:
     """Render the dashboard of the version that went live under `out` and log it to its
     training run. Returns (its URI, plot titles, traffic rows shown)."""
@@ -113,6 +116,7 @@ def render_deployment_dashboard(
         images=images,
         traffic=traffic if len(traffic) else None,
         drift=drift_report,
+        batch_runs=batch_runs,
     )
     uri = render_dashboard(context, out)
     log_dashboard(configure_mlflow(tracking_uri), model.run_id, uri)

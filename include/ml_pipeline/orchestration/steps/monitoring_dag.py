@@ -24,7 +24,7 @@ from include.ml_pipeline.payloads import (
     RetrainDecision,
     RetrainRequest,
 )
-from include.ml_pipeline.runs import run_key
+from include.ml_pipeline.runs import batch_runs_uri, run_key
 from include.ml_pipeline.storage import join
 
 #: The frozen current window of a run: `<storage_uri>/monitoring/<run key>/current.parquet`.
@@ -199,6 +199,7 @@ def log_to_mlflow(
     """`log_to_mlflow`: the champion's monitoring dashboard (an object under
     `<reports_uri>/monitoring/`), and a run in experiment `ml_model_monitoring` with the
     drift metrics, report, dashboard and the decision."""
+    from include.ml_pipeline.batch_scoring.manifest import list_runs
     from include.ml_pipeline.monitoring.drift_report import MONITORING_FOLDER, read_drift_report
     from include.ml_pipeline.monitoring.mlflow_logging import log_monitoring_run
     from include.ml_pipeline.monitoring.version_dashboards import render_monitoring_dashboard
@@ -221,6 +222,7 @@ def log_to_mlflow(
         traffic=traffic,
         airflow_run_url=airflow_run_url(dag_id, run_id),
         api_url=settings.api_url,
+        batch_runs=list_runs(batch_runs_uri(settings), model.model_name),
     )
     mlflow_run_id = log_monitoring_run(
         report,

@@ -36,8 +36,10 @@ def render_dashboard(
     """`configurar_dashboards`: the live version's self-contained HTML dashboard, an
     object under `reports_uri`, also logged to its training run. Returns a `Dashboard`
     (the page's URI)."""
+    from include.ml_pipeline.batch_scoring.manifest import list_runs
     from include.ml_pipeline.monitoring.version_dashboards import render_deployment_dashboard
     from include.ml_pipeline.orchestration.alerts import airflow_run_url
+    from include.ml_pipeline.runs import batch_runs_uri
 
     live = LiveDeployment.from_dict(deployment)
     settings = get_settings()
@@ -51,5 +53,6 @@ def render_dashboard(
         tracking_uri=settings.mlflow_tracking_uri,
         out=settings.reports_uri,
         window_hours=params["drift_window_hours"],
+        batch_runs=list_runs(batch_runs_uri(settings), live.registered.model_name),
     )
     return Dashboard(deployment=live, uri=uri, plots=plots, traffic_rows=traffic_rows).to_dict()

@@ -1,0 +1,84 @@
+"""`leaf_masks`: HistGradientBoosting trees scored from leaf-mask tables give the raw
+scores of scikit-learn's own predictors, the same floats, for binary, multiclass and
+regression models, with missing values, wide trees (64-bit masks) and merged tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from include.ml_pipeline.batch_scoring import leaf_masks
+from include.ml_pipeline.batch_scoring.leaf_masks import LeafMasks, MaskInput
+from include.ml_pipeline.serving.compiled.predictor import UnsupportedPipeline
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """OpenMP barriers crawl on a busy 2-core box: fit and predict on one thread."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
+
+
+def _data(rows: int = 3_000, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 6))
+    x[:, 4] = rng.integers(0, 4, rows)  # a few distinct values: a small table
+    x[:, 5] = rng.integers(0, 2, rows)  # one-hot like
+    x[rng.random(x.shape) < 0.05] = np.nan
+    signal = np.nan_to_num(x[:, 0]) + 0.5 * np.nan_to_num(x[:, 1]) * np.nan_to_num(x[:, 4])
+    return x, signal
+
+
+def _raw(trees: LeafMasks, x: np.ndarray) -> np.ndarray:
+    used = sorted(trees.columns)
+    inputs = [MaskInput(trees.columns[c][1], str(c)) for c in used]
+    bins = [trees.column_bins(c, x[:, c]) for c in used]
+    tables, indexes = [], []
+    for table, members, strides in trees.merge(inputs):
+        tables.append(table)
+        indexes.append(sum(bins[m] * s for m, s in zip(members, strides, strict=True)))
+    return trees.raw(tables, indexes)
+
+
+@pytest.mark.parametrize(
+    ("problem", "leaves"), [("binary", 31), ("multiclass", 31), ("binary", 48), ("regression", 31)]
+)
+def test_leaf_masks_give_the_trees_raw_scores_exactly(problem, leaves, monkeypatch):
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    x, signal = _data()
+    if problem == "regression":
+        est = HistGradientBoostingRegressor(max_iter=30, max_leaf_nodes=leaves, random_state=0)
+        est.fit(x, signal)
+    else:
+        y = (signal > 0).astype(int) if problem == "binary" else np.digitize(signal, [-1, 0, 1])
+        est = HistGradientBoostingClassifier(max_iter=30, max_leaf_nodes=leaves, random_state=0)
+        est.fit(x, y)
+    monkeypatch.setattr(leaf_masks, "BLOCK_ROWS", 700)  # several blocks, a partial last one
+    trees = LeafMasks(est)
+    assert trees.dtype == (np.uint64 if leaves > 32 else np.uint32)
+    fresh, _ = _data(2_500, seed=1)
+    raw = _raw(trees, fresh)
+    expected = est._raw_predict(fresh)
+    assert np.array_equal(raw, expected)  # the same floats, not merely close
+    if problem == "regression":
+        assert np.array_equal(trees.link(raw), est.predict(fresh))
+    else:
+        np.testing.assert_allclose(trees.link(raw), est.predict_proba(fresh), rtol=0, atol=1e-12)
+
+
+def test_small_tables_are_merged_and_wide_trees_refused():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    x, signal = _data()
+    est = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(x, signal > 0)
+    trees = LeafMasks(est)
+    inputs = [MaskInput(trees.columns[c][1], str(c)) for c in sorted(trees.columns)]
+    merged = trees.merge(inputs)
+    assert len(merged) < len(inputs)  # the small features share a table
+    assert all(len(table) <= leaf_masks.TABLE_ROWS for table, _, _ in merged)
+    wide = HistGradientBoostingClassifier(max_iter=3, max_leaf_nodes=80, min_samples_leaf=2)
+    with pytest.raises(UnsupportedPipeline, match="leaves"):
+        LeafMasks(wide.fit(x, signal > 0))
