@@ -315,11 +315,21 @@ def check_imports(check: Check, image: str, label: str) -> None:
         "run", "--rm", "--entrypoint", "python", image, "-c", IMPORT_PROBE,
         check=False, capture=True,
     )  # fmt: skip
-    text = (done.stdout + done.stderr).decode(errors="replace").strip()
+    out = done.stdout.decode(errors="replace").strip().splitlines()
+    # stderr without podman's own warnings (no systemd here for its health check timers)
+    err = [
+        line
+        for line in done.stderr.decode(errors="replace").strip().splitlines()
+        if "level=" not in line
+    ]
+    if done.returncode == 0:
+        detail = out[-1] if out else ""
+    else:
+        detail = " | ".join(err[-3:]) or f"exit {done.returncode}"
     check(
         f"{label}: lightgbm and xgboost import and fit (libgomp.so.1 present)",
         done.returncode == 0,
-        text.splitlines()[-1] if text else f"exit {done.returncode}",
+        detail,
     )
 
 
