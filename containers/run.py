@@ -440,13 +440,19 @@ def airflow_services(project: compose.Project, image: str) -> list[str]:
     return [n for n, spec in project.config["services"].items() if spec.get("image") == image]
 
 
+RESTARTS_ALLOWED = 5
+
+
 def wait_airflow(
     line: Line, base: str, project: compose.Project, image: str, timeout: float = 900
 ) -> None:
     """The CLI's checkWebserverHealth: GET the line's health URL (Airflow 2's webserver
     /health, Airflow 3's api-server /api/v2/monitor/health) until the metadatabase and the
-    scheduler are healthy. A container that stopped fails it; Airflow 3's one-shot
-    db-migration may stop, with exit code 0."""
+    scheduler are healthy. A container that stopped for good fails it: Airflow 3's one-shot
+    db-migration with an exit code other than 0, a service with a restart policy once it was
+    restarted RESTARTS_ALLOWED times (on Airflow 3 the scheduler, DAG processor and API
+    server wait for db-migration's migrations and exit when that takes longer than
+    [database] migration_wait_timeout; restart: unless-stopped starts them again)."""
     started = time.monotonic()
     watched = ["postgres", *airflow_services(project, image)]
     while time.monotonic() - started < timeout:
@@ -454,12 +460,16 @@ def wait_airflow(
             state = engine.output(
                 "inspect",
                 "--format",
-                "{{.State.Status}} {{.State.ExitCode}}",
+                "{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}",
                 project.container(service),
                 check=False,
             )
+            status, code, restarts = [*state.split(), "", "", ""][:3]
             one_shot = not project.config["services"][service].get("restart")
-            if state.startswith(("exited", "stopped")) and not (one_shot and state.endswith(" 0")):
+            stopped = status in ("exited", "stopped")
+            if (one_shot and stopped and code != "0") or (
+                not one_shot and int(restarts or 0) >= RESTARTS_ALLOWED
+            ):
                 raise EngineError(f"{service} stopped ({state}):\n{project.logs(service, 60)}")
         try:
             status, body = http("GET", f"{base}{line.health_path}", timeout=5)
