@@ -393,7 +393,7 @@ def astro_pytest(image: str, pytest_args: list[str], name: str = "astro-pytest")
 # ---------------------------------------------------------------- astro dev start
 
 
-def import_settings(api: AirflowApi, check: Check) -> None:
+def import_settings(api: AirflowApi, check: Check, tag: str = "") -> None:
     """settings.AddConnections / AddPools / AddVariables: POST each, PATCH on 409."""
     import yaml
 
@@ -418,7 +418,7 @@ def import_settings(api: AirflowApi, check: Check) -> None:
         if status == 409:
             status, answer = api("PATCH", f"/connections/{conn['conn_id']}", body)
         check(
-            f"airflow_settings.yaml: connection {conn['conn_id']} imported",
+            f"{tag}airflow_settings.yaml: connection {conn['conn_id']} imported",
             status < 300,
             "" if status < 300 else f"HTTP {status}: {answer}",
         )
@@ -673,7 +673,14 @@ def prepare_project(line: Line, image: str) -> tuple[compose.Project, dict]:
     run_env = RUN_DIR / "run.env"
     run_env.write_text(f"MODEL_API_ADMIN_TOKEN={env['MODEL_API_ADMIN_TOKEN']}\n")
     airflow_env = RUN_DIR / "run-airflow.env"
-    airflow_env.write_text("AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE=False\n")
+    # And longer parse timeouts: on this shared 2-core machine (load average up to 50) the
+    # deployment DAG's import outlasted the 30 s default (Airflow 3's DAG processor recorded
+    # an import error, "DagBag import timeout ... after 30.0s"); it takes about 3 s at rest.
+    airflow_env.write_text(
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE=False\n"
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT=180\n"
+        "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT=240\n"
+    )
     for service, spec in config["services"].items():
         files = spec.get("env_file") or []
         if not files:
@@ -715,7 +722,7 @@ def astro_dev_start(
         project.wait_healthy("mlflow")
         log(f"{tag}astro dev start: up in {time.monotonic() - started:.0f} s")
         phases.mark(f"{tag}astro dev start: every service healthy")
-        import_settings(api, check)
+        import_settings(api, check, tag)
         check_ports(project, check, tag)
         # The sample data, written by the astro user into the pipeline volume.
         project.exec(
