@@ -515,7 +515,12 @@ def run_dag(
     started = time.monotonic()
     state = run["state"]
     while time.monotonic() - started < timeout:
-        status, run = api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+        try:
+            status, run = api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+        except OSError as exc:  # a starved API server (load 50 here): ask again
+            log(f"{dag_id}: polling the run: {exc!r}; again")
+            time.sleep(POLL_SECONDS)
+            continue
         state = run.get("state") if isinstance(run, dict) else state
         if state in ("success", "failed"):
             break
