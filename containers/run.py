@@ -678,13 +678,16 @@ def prepare_project(line: Line, image: str) -> tuple[compose.Project, dict]:
     run_env = RUN_DIR / "run.env"
     run_env.write_text(f"MODEL_API_ADMIN_TOKEN={env['MODEL_API_ADMIN_TOKEN']}\n")
     airflow_env = RUN_DIR / "run-airflow.env"
-    # And longer parse timeouts: on this shared 2-core machine (load average up to 50) the
-    # deployment DAG's import outlasted the 30 s default (Airflow 3's DAG processor recorded
-    # an import error, "DagBag import timeout ... after 30.0s"); it takes about 3 s at rest.
+    # And longer timeouts for a shared 2-core machine (load average up to 50): the deployment
+    # DAG's import outlasted the 30 s default (Airflow 3's DAG processor recorded an import
+    # error, "DagBag import timeout ... after 30.0s"; about 3 s at rest), and a task's call to
+    # Airflow 3's Execution API on the starved API server outlasted its 5 s (httpx
+    # ReadTimeout: the task failed before it ran; Airflow's docs: raise it under high load).
     airflow_env.write_text(
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE=False\n"
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT=180\n"
         "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT=240\n"
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT=60\n"
     )
     for service, spec in config["services"].items():
         files = spec.get("env_file") or []
