@@ -1,14 +1,17 @@
 """`astro dev start`'s compose project, rendered and run as the Astro CLI does, on podman.
 
-1. render(): the CLI's Airflow 2 compose template (astronomer/astro-cli,
-   airflow/include/airflow2/composeyml.go.tmpl, vendored in third_party/astro-cli/) filled
-   with the values `generateConfig` passes (airflow/container.go), with a small renderer of
-   the Go text/template subset the template uses ({{ .Field }}, if / if not / else / end,
-   and the `-` whitespace trims).
+1. render(): the CLI's compose template for the image's Airflow major version
+   (astronomer/astro-cli, airflow/include/airflow{2,3}/composeyml.go.tmpl, vendored in
+   third_party/astro-cli/airflow{2,3}/; generateConfig picks it from the Runtime version
+   label) filled with the values `generateConfig` passes (airflow/container.go), with a
+   small renderer of the Go text/template subset the templates use ({{ .Field }}, if / if
+   not / else / end, and the `-` whitespace trims).
 2. load(): that file and docker-compose.override.yml merged as compose merges an override,
    interpolated as the CLI loads them: `${VAR}`, `${VAR:-default}`, `${VAR:?error}`, `$$`,
    looked up in the process environment only (the CLI passes os.LookupEnv; it does not read
-   .env for interpolation, unlike `docker compose`).
+   .env for interpolation, unlike `docker compose`); then compose-go's consistency rule: a
+   service with neither an image nor a build (an override entry for a service the template
+   does not have) is an error.
 3. Project: up / down / exec / restart on podman: one network, named volumes, builds, the
    containers in depends_on order, health checks run by this driver (podman schedules them
    with systemd timers, which this machine lacks), ports, users, env files.
@@ -32,11 +35,30 @@ from containers import engine
 from containers.engine import EngineError, log
 
 ASTRO_CLI_REPO = "astronomer/astro-cli"
-TEMPLATE_PATH = "airflow/include/airflow2/composeyml.go.tmpl"
-# The copy in this repository (containers/third_party/astro-cli/README.md: commit, refresh).
-VENDORED_TEMPLATE = (
-    Path(__file__).resolve().parent / "third_party" / "astro-cli" / "composeyml.go.tmpl"
-)
+VENDORED_DIR = Path(__file__).resolve().parent / "third_party" / "astro-cli"
+
+
+@dataclass(frozen=True)
+class Template:
+    """The CLI's compose template for one Airflow major version: its path in
+    astronomer/astro-cli, the copy in this repository (third_party/astro-cli/README.md:
+    commit, refresh) and the variable that points the run at another copy."""
+
+    airflow_major: int
+    upstream_path: str
+    vendored: Path
+    env_var: str
+
+
+TEMPLATES = {
+    major: Template(
+        major,
+        f"airflow/include/airflow{major}/composeyml.go.tmpl",
+        VENDORED_DIR / f"airflow{major}" / "composeyml.go.tmpl",
+        "ASTRO_CLI_TEMPLATE" if major == 2 else f"ASTRO_CLI_TEMPLATE_AIRFLOW{major}",
+    )
+    for major in (2, 3)
+}
 DEFAULT_ASTRO_CLI_GIT_DIR = "/work/.mirror/astronomer+astro-cli/repo"
 
 # The values generateConfig (airflow/container.go) passes, from config/config.go's defaults.
@@ -117,17 +139,33 @@ def render_go_template(text: str, values: dict) -> str:
     return "".join(out)
 
 
-def fetch_template(cli_git_dir: Path, rev: str = "HEAD") -> str:
+def fetch_template(cli_git_dir: Path, template: Template, rev: str = "HEAD") -> str:
     """The template at `rev` of a snapshot of astronomer/astro-cli (a bare git directory or
     a clone): how the vendored copy is refreshed and checked."""
+    path = template.upstream_path
     done = subprocess.run(
-        ["git", "-C", str(cli_git_dir), "show", f"{rev}:{TEMPLATE_PATH}"],
+        ["git", "-C", str(cli_git_dir), "show", f"{rev}:{path}"],
         capture_output=True,
         text=True,
     )
     if done.returncode != 0:
-        raise EngineError(f"{TEMPLATE_PATH} at {rev} not in {cli_git_dir}: {done.stderr.strip()}")
+        raise EngineError(f"{path} at {rev} not in {cli_git_dir}: {done.stderr.strip()}")
     return done.stdout
+
+
+def template_text(template: Template) -> str:
+    """The template a run renders: the file its variable names if set, else the vendored
+    copy."""
+    given = os.environ.get(template.env_var)
+    path = Path(given) if given else template.vendored
+    if not path.is_file():
+        where = template.env_var if given else "the vendored copy"
+        raise EngineError(
+            f"the Astro CLI's Airflow {template.airflow_major} compose template is missing: "
+            f"{path} ({where}); it is {template.upstream_path} of {ASTRO_CLI_REPO}, see "
+            f"{VENDORED_DIR / 'README.md'}"
+        )
+    return path.read_text()
 
 
 def project_name_unique(project_dir: Path) -> str:
@@ -149,10 +187,14 @@ def render(
     webserver_port: str,
     postgres_port: str,
     env_file: str = ".env",
+    image: str | None = None,
 ) -> tuple[str, str, str]:
-    """The compose file `astro dev start` generates; returns (yaml, image, project name)."""
+    """The compose file `astro dev start` generates; returns (yaml, image, project name).
+    `image`: generateConfig's buildImage (the CLI's `--image-name`), else
+    <project>/airflow:latest. The webserver port is also the API server's (Airflow 3):
+    the CLI's proxy mode gives both the same free port."""
     unique = project_name_unique(project_dir)
-    image = f"{unique}/airflow:latest"
+    image = image or f"{unique}/airflow:latest"
     values = dict(CLI_DEFAULTS)
     values.update(
         AirflowImage=image,
@@ -160,7 +202,7 @@ def render(
         AirflowEnvFile=f"env_file: {env_file}" if (project_dir / env_file).exists() else "",
         AirflowWebserverPort=webserver_port,
         PostgresPort=postgres_port,
-        AirflowAPIServerPort="8080",
+        AirflowAPIServerPort=webserver_port,
         SettingsFileExist=(project_dir / CLI_DEFAULTS["SettingsFile"]).exists(),
         TriggererEnabled=True,  # image label airflow.version 2.11.0 >= 2.2.0
         ProjectName=unique,
@@ -259,6 +301,16 @@ def load(rendered: str, override_path: Path, env: dict[str, str]) -> dict:
     for name, service in (over.get("services") or {}).items():
         services[name] = _merge_service(services.get(name, {}), service or {})
     project["services"] = services
+    for name, service in services.items():
+        # compose-go's checkConsistency, which `astro dev start` runs on the merged files.
+        if not service.get("image") and not service.get("build"):
+            raise EngineError(
+                f'{override_path.name}: service "{name}" has neither an image nor a build '
+                "context specified (compose-go refuses the project): the compose file "
+                "`astro dev start` generates for this Runtime has no such service, so the "
+                "override may only add settings to the services both templates have "
+                f"(here: {', '.join(sorted(n for n in base.get('services') or {}))})"
+            )
     return project
 
 

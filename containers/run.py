@@ -1,7 +1,7 @@
 """`make test-containers`: the Astro path of this project, run for real on podman.
 
-  python -m containers.run [--keep] [--pytest all|quick|none] [--airflow3 parse|none]
-                           [--skip-start] [--skip-unavailable]
+  python -m containers.run [--keep] [--pytest all|quick|none] [--airflow3 start|parse|none]
+                           [--skip-start] [--skip-airflow2-start] [--skip-unavailable]
 
 1. podman set up (containers.engine), the stand-in images built or taken from the cache
    (containers.images): quay.io/astronomer/astro-runtime:<tag>, python:<v>-slim,
@@ -19,7 +19,11 @@
    podman create, cp dags/tests/plugins/include/.astro, start -a).
 6. The Airflow 3 line: Dockerfile.airflow3 built on a stand-in for its Runtime 3.x `-base`
    image (in the background from step 2 on, at the lowest CPU priority), checked against
-   requirements-airflow3.lock, and `astro dev parse` in it.
+   requirements-airflow3.lock, `astro dev parse` in it, then `astro dev start` on it as in
+   step 4 with the CLI's Airflow 3 compose template (api-server, scheduler, dag-processor,
+   triggerer, db-migration, postgres): the REST API v2 with a token from /auth/token.
+Every Airflow image and the model API's import lightgbm and xgboost and fit two trees each
+(LightGBM's wheel needs the system's libgomp.so.1).
 Everything is torn down at the end (containers, volumes, network), images stay cached.
 Where the machine cannot run containers at all (not root; podman not working or runc not
 allowed to start a container, e.g. an unprivileged CI container) it stops saying so:
@@ -43,6 +47,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from containers import compose, engine, images
@@ -151,19 +156,63 @@ def http(
             return exc.code, raw.decode(errors="replace")
 
 
-def template_text() -> str:
-    """The CLI's Airflow 2 compose template: ASTRO_CLI_TEMPLATE (a file) if set, else the
-    copy vendored in containers/third_party/astro-cli/ (its README names the commit)."""
-    given = os.environ.get("ASTRO_CLI_TEMPLATE")
-    path = Path(given) if given else compose.VENDORED_TEMPLATE
-    if not path.is_file():
-        where = "ASTRO_CLI_TEMPLATE" if given else "the vendored copy"
-        raise EngineError(
-            f"the Astro CLI's compose template is missing: {path} ({where}); it is "
-            f"{compose.TEMPLATE_PATH} of {compose.ASTRO_CLI_REPO}, see "
-            f"{compose.VENDORED_TEMPLATE.parent / 'README.md'}"
-        )
-    return path.read_text()
+@dataclass(frozen=True)
+class Line:
+    """One Airflow line as `astro dev start` runs it (airflow/docker.go): its compose
+    template, the service that answers the REST API, the API's prefix, the health URL the
+    CLI polls and how it authenticates (Airflow 2: basic auth, admin/admin; Airflow 3: a
+    JWT from /auth/token of the simple auth manager, which the template sets with every
+    user an admin)."""
+
+    airflow_major: int
+    label: str
+    api_service: str
+    api_prefix: str
+    health_path: str
+
+    @property
+    def template(self) -> compose.Template:
+        return compose.TEMPLATES[self.airflow_major]
+
+    def trigger_body(self, conf: dict) -> dict:
+        # Airflow 3's POST dagRuns body requires logical_date (None: a run without one).
+        return {"conf": conf} if self.airflow_major == 2 else {"conf": conf, "logical_date": None}
+
+
+AIRFLOW2 = Line(2, "Airflow 2 (Runtime 13)", "webserver", "/api/v1", "/health")
+AIRFLOW3 = Line(3, "Airflow 3 (Runtime 3)", "api-server", "/api/v2", "/api/v2/monitor/health")
+# The Airflow 3 line's own parts of the run, after the Airflow 2 ones (--airflow3).
+AIRFLOW3_STEPS = ("start", "parse", "none")
+
+
+class AirflowApi:
+    """The local Airflow's REST API as the CLI calls it (airflowAPIURL, airflowAuthHeader)."""
+
+    def __init__(self, base: str, line: Line) -> None:
+        self.base, self.line = base, line
+        self._token: str | None = None
+
+    def _auth(self, renew: bool = False) -> dict:
+        if self.line.airflow_major == 2:
+            raw = base64.b64encode(b"admin:admin").decode()
+            return {"Authorization": f"Basic {raw}"}
+        if self._token is None or renew:
+            status, body = http(
+                "POST", f"{self.base}/auth/token", {"username": "admin", "password": "admin"}
+            )
+            if status not in (200, 201) or not isinstance(body, dict):
+                raise EngineError(f"{self.base}/auth/token: HTTP {status} {str(body)[:300]}")
+            self._token = body["access_token"]
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def __call__(self, method: str, path: str, body=None, headers: dict | None = None):
+        url = f"{self.base}{self.line.api_prefix}{path}"
+        status, answer = http(method, url, body, headers={**self._auth(), **(headers or {})})
+        if status == 401 and self.line.airflow_major == 3:  # an expired token
+            status, answer = http(
+                method, url, body, headers={**self._auth(renew=True), **(headers or {})}
+            )
+        return status, answer
 
 
 # ---------------------------------------------------------------- image checks
@@ -249,6 +298,41 @@ def check_airflow_image(check: Check, image: str, label: str, lock_file: Path) -
     )
 
 
+# The packages whose wheels need a system library the slim images lack: LightGBM's
+# lib_lightgbm.so links libgomp.so.1 (OpenMP); packages.txt and Dockerfile.model-api
+# install libgomp1. A two-tree fit of each proves the library loads and runs.
+IMPORT_PROBE = (
+    "import numpy as np, lightgbm, xgboost\n"
+    "x = np.random.default_rng(0).normal(size=(60, 3)); y = (x[:, 0] > 0).astype(int)\n"
+    "lightgbm.LGBMClassifier(n_estimators=2, verbose=-1).fit(x, y)\n"
+    "xgboost.XGBClassifier(n_estimators=2, n_jobs=1).fit(x, y)\n"
+    "print('lightgbm', lightgbm.__version__, 'xgboost', xgboost.__version__)"
+)
+
+
+def check_imports(check: Check, image: str, label: str) -> None:
+    done = engine.podman(
+        "run", "--rm", "--entrypoint", "python", image, "-c", IMPORT_PROBE,
+        check=False, capture=True,
+    )  # fmt: skip
+    out = done.stdout.decode(errors="replace").strip().splitlines()
+    # stderr without podman's own warnings (no systemd here for its health check timers)
+    err = [
+        line
+        for line in done.stderr.decode(errors="replace").strip().splitlines()
+        if "level=" not in line
+    ]
+    if done.returncode == 0:
+        detail = out[-1] if out else ""
+    else:
+        detail = " | ".join(err[-3:]) or f"exit {done.returncode}"
+    check(
+        f"{label}: lightgbm and xgboost import and fit (libgomp.so.1 present)",
+        done.returncode == 0,
+        detail,
+    )
+
+
 def airflow3_image(names: images.Names) -> str:
     """Dockerfile.airflow3 (Runtime 3.x) built on its Runtime stand-in, in the background
     (nice 19: it takes the CPU the project's own run leaves idle). Tagged <project>/airflow3
@@ -270,6 +354,7 @@ def airflow3_parse(image: str, check: Check) -> None:
     """`astro dev parse --dockerfile Dockerfile.airflow3`: the image checked against
     requirements-airflow3.lock, the integrity test run in it."""
     check_airflow_image(check, image, "Airflow 3 image", ROOT / "requirements-airflow3.lock")
+    check_imports(check, image, "Airflow 3 image")
     code = astro_pytest(image, [".astro/test_dag_integrity_default.py"], "astro-parse-airflow3")
     check("astro dev parse (Dockerfile.airflow3): every DAG imports", code == 0, f"exit {code}")
 
@@ -308,7 +393,7 @@ def astro_pytest(image: str, pytest_args: list[str], name: str = "astro-pytest")
 # ---------------------------------------------------------------- astro dev start
 
 
-def import_settings(api: str, check: Check) -> None:
+def import_settings(api: AirflowApi, check: Check, tag: str = "") -> None:
     """settings.AddConnections / AddPools / AddVariables: POST each, PATCH on 409."""
     import yaml
 
@@ -329,53 +414,65 @@ def import_settings(api: str, check: Check) -> None:
         if conn.get("conn_extra"):
             extra = conn["conn_extra"]
             body["extra"] = extra if isinstance(extra, str) else json.dumps(extra)
-        status, answer = http("POST", f"{api}/connections", body, auth=("admin", "admin"))
+        status, answer = api("POST", "/connections", body)
         if status == 409:
-            status, answer = http(
-                "PATCH", f"{api}/connections/{conn['conn_id']}", body, auth=("admin", "admin")
-            )
+            status, answer = api("PATCH", f"/connections/{conn['conn_id']}", body)
         check(
-            f"airflow_settings.yaml: connection {conn['conn_id']} imported",
+            f"{tag}airflow_settings.yaml: connection {conn['conn_id']} imported",
             status < 300,
             "" if status < 300 else f"HTTP {status}: {answer}",
         )
     for pool in settings.get("pools") or []:
-        http(
+        api(
             "POST",
-            f"{api}/pools",
+            "/pools",
             {
                 "name": pool["pool_name"],
                 "slots": pool["pool_slot"],
                 "description": pool.get("pool_description", ""),
             },
-            auth=("admin", "admin"),
         )
     for var in settings.get("variables") or []:
-        http(
-            "POST",
-            f"{api}/variables",
-            {"key": var["variable_name"], "value": var["variable_value"]},
-            auth=("admin", "admin"),
-        )
+        api("POST", "/variables", {"key": var["variable_name"], "value": var["variable_value"]})
 
 
-def wait_webserver(base: str, project: compose.Project, timeout: float = 900) -> None:
-    """The CLI's checkWebserverHealth: GET /health until the metadatabase and the
-    scheduler are healthy."""
+def airflow_services(project: compose.Project, image: str) -> list[str]:
+    return [n for n, spec in project.config["services"].items() if spec.get("image") == image]
+
+
+RESTARTS_ALLOWED = 5
+
+
+def wait_airflow(
+    line: Line, base: str, project: compose.Project, image: str, timeout: float = 900
+) -> None:
+    """The CLI's checkWebserverHealth: GET the line's health URL (Airflow 2's webserver
+    /health, Airflow 3's api-server /api/v2/monitor/health) until the metadatabase and the
+    scheduler are healthy. A container that stopped for good fails it: Airflow 3's one-shot
+    db-migration with an exit code other than 0, a service with a restart policy once it was
+    restarted RESTARTS_ALLOWED times (on Airflow 3 the scheduler, DAG processor and API
+    server wait for db-migration's migrations and exit when that takes longer than
+    [database] migration_wait_timeout; restart: unless-stopped starts them again)."""
     started = time.monotonic()
+    watched = ["postgres", *airflow_services(project, image)]
     while time.monotonic() - started < timeout:
-        for service in ("postgres", "scheduler", "webserver", "triggerer"):
+        for service in watched:
             state = engine.output(
                 "inspect",
                 "--format",
-                "{{.State.Status}} {{.State.ExitCode}}",
+                "{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}",
                 project.container(service),
                 check=False,
             )
-            if state.startswith(("exited", "stopped")):
+            status, code, restarts = [*state.split(), "", "", ""][:3]
+            one_shot = not project.config["services"][service].get("restart")
+            stopped = status in ("exited", "stopped")
+            if (one_shot and stopped and code != "0") or (
+                not one_shot and int(restarts or 0) >= RESTARTS_ALLOWED
+            ):
                 raise EngineError(f"{service} stopped ({state}):\n{project.logs(service, 60)}")
         try:
-            status, body = http("GET", f"{base}/health", timeout=5)
+            status, body = http("GET", f"{base}{line.health_path}", timeout=5)
             if (
                 status == 200
                 and isinstance(body, dict)
@@ -384,28 +481,33 @@ def wait_webserver(base: str, project: compose.Project, timeout: float = 900) ->
                     for k in ("metadatabase", "scheduler")
                 )
             ):
-                log(f"webserver: healthy after {time.monotonic() - started:.0f} s ({base})")
+                log(
+                    f"{line.api_service}: healthy after {time.monotonic() - started:.0f} s ({base})"
+                )
                 return
         except (OSError, ValueError):
             pass
         time.sleep(POLL_SECONDS)
     raise EngineError(
-        f"the Airflow webserver was not healthy in {timeout:.0f} s:\n"
-        f"{project.logs('webserver', 60)}\n{project.logs('scheduler', 60)}"
+        f"the Airflow {line.api_service} was not healthy in {timeout:.0f} s:\n"
+        f"{project.logs(line.api_service, 60)}\n{project.logs('scheduler', 60)}"
     )
 
 
-def run_dag(api: str, dag_id: str, conf: dict, timeout: float) -> tuple[str, float, dict]:
-    auth = ("admin", "admin")
+def run_dag(
+    api: AirflowApi, dag_id: str, conf: dict, timeout: float
+) -> tuple[str, float, dict, str]:
+    """Unpause (once the DAG processor has parsed it), trigger with `conf`, wait; returns
+    (state, seconds, task states, run id)."""
     deadline = time.monotonic() + 180
-    while True:  # the scheduler parses the DAG files first
-        status, body = http("PATCH", f"{api}/dags/{dag_id}", {"is_paused": False}, auth=auth)
+    while True:  # the scheduler / DAG processor parses the DAG files first
+        status, body = api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
         if status == 200:
             break
         if time.monotonic() > deadline:
             raise EngineError(f"{dag_id} not known to Airflow after 180 s: HTTP {status} {body}")
         time.sleep(POLL_SECONDS)
-    status, run = http("POST", f"{api}/dags/{dag_id}/dagRuns", {"conf": conf}, auth=auth)
+    status, run = api("POST", f"/dags/{dag_id}/dagRuns", api.line.trigger_body(conf))
     if status >= 300:
         raise EngineError(f"triggering {dag_id}: HTTP {status} {run}")
     run_id = run["dag_run_id"]
@@ -413,12 +515,17 @@ def run_dag(api: str, dag_id: str, conf: dict, timeout: float) -> tuple[str, flo
     started = time.monotonic()
     state = run["state"]
     while time.monotonic() - started < timeout:
-        status, run = http("GET", f"{api}/dags/{dag_id}/dagRuns/{run_id}", auth=auth)
+        try:
+            status, run = api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+        except OSError as exc:  # a starved API server (load 50 here): ask again
+            log(f"{dag_id}: polling the run: {exc!r}; again")
+            time.sleep(POLL_SECONDS)
+            continue
         state = run.get("state") if isinstance(run, dict) else state
         if state in ("success", "failed"):
             break
         time.sleep(POLL_SECONDS)
-    _, tis = http("GET", f"{api}/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=200", auth=auth)
+    _, tis = api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=200")
     tasks = (
         {
             t["task_id"] + (f"[{t['map_index']}]" if t.get("map_index", -1) >= 0 else ""): t[
@@ -429,29 +536,21 @@ def run_dag(api: str, dag_id: str, conf: dict, timeout: float) -> tuple[str, flo
         if isinstance(tis, dict)
         else {}
     )
-    return state, time.monotonic() - started, tasks
+    return state, time.monotonic() - started, tasks, run_id
 
 
-def failed_task_logs(api: str, dag_id: str, project: compose.Project) -> str:
-    auth = ("admin", "admin")
-    _, runs = http(
-        "GET", f"{api}/dags/{dag_id}/dagRuns?order_by=-execution_date&limit=1", auth=auth
-    )
+def failed_task_logs(api: AirflowApi, dag_id: str, run_id: str) -> str:
     out = []
-    for run in (runs or {}).get("dag_runs", []):
-        _, tis = http(
-            "GET", f"{api}/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances", auth=auth
-        )
-        for ti in tis.get("task_instances", []):
-            if ti["state"] in ("failed", "upstream_failed"):
-                _, text = http(
-                    "GET",
-                    f"{api}/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances/"
-                    f"{ti['task_id']}/logs/{max(ti['try_number'], 1)}?full_content=true",
-                    auth=auth,
-                    headers={"Accept": "text/plain"},
-                )
-                out.append(f"--- {ti['task_id']} ({ti['state']})\n{str(text)[-3000:]}")
+    _, tis = api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=200")
+    for ti in (tis or {}).get("task_instances", []) if isinstance(tis, dict) else []:
+        if ti["state"] in ("failed", "upstream_failed"):
+            _, text = api(
+                "GET",
+                f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/"
+                f"{max(ti['try_number'], 1)}?full_content=true",
+                headers={"Accept": "text/plain" if api.line.airflow_major == 2 else "*/*"},
+            )
+            out.append(f"--- {ti['task_id']} ({ti['state']})\n{str(text)[-3000:]}")
     return "\n".join(out)
 
 
@@ -483,7 +582,7 @@ def champion_version(mlflow_url: str, model: str) -> str | None:
     return body["model_version"]["version"] if status == 200 else None
 
 
-def check_ports(project: compose.Project, check: Check) -> None:
+def check_ports(project: compose.Project, check: Check, tag: str = "") -> None:
     bad = []
     for service in project.config["services"]:
         mapping = engine.output("port", project.container(service), check=False)
@@ -491,16 +590,16 @@ def check_ports(project: compose.Project, check: Check) -> None:
             host = line.split("->", 1)[1].strip()
             if not host.startswith("127.0.0.1:"):
                 bad.append(f"{service}: {line}")
-    check("every published port is bound to 127.0.0.1", not bad, "; ".join(bad))
+    check(f"{tag}every published port is bound to 127.0.0.1", not bad, "; ".join(bad))
 
 
-def check_permissions(project: compose.Project, check: Check) -> None:
+def check_permissions(project: compose.Project, check: Check, tag: str = "") -> None:
     hits = []
     for service in project.config["services"]:
         for line in project.logs(service, 5000).splitlines():
             if PERMISSION_PATTERNS.search(line):
                 hits.append(f"{service}: {line.strip()[:200]}")
-    check("no permission error in any container's log", not hits, "; ".join(hits[:8]))
+    check(f"{tag}no permission error in any container's log", not hits, "; ".join(hits[:8]))
     owners = (
         project.exec(
             "model-api",
@@ -517,7 +616,8 @@ def check_permissions(project: compose.Project, check: Check) -> None:
         .strip()
     )
     check(
-        "every file of the pipeline volume is uid 50000's (Airflow's astro, the API's model-api)",
+        f"{tag}every file of the pipeline volume is uid 50000's (Airflow's astro, the API's "
+        "model-api)",
         not owners,
         owners[:500],
     )
@@ -538,29 +638,36 @@ def check_permissions(project: compose.Project, check: Check) -> None:
     )
     wrote_back = project.exec("model-api", "rm", f"{probe}.af", check=False).returncode == 0
     check(
-        "the API (its user) and Airflow (astro) read, write and remove each other's files",
+        f"{tag}the API (its user) and Airflow (astro) read, write and remove each other's files",
         wrote_api and wrote_af and wrote_back,
     )
 
 
-def prepare_project() -> tuple[compose.Project, dict]:
-    """The compose project `astro dev start` would run, with free host ports."""
-    template = template_text()
+def prepare_project(line: Line, image: str) -> tuple[compose.Project, dict]:
+    """The compose project `astro dev start` would run for `line`'s Runtime, on `image`
+    (the CLI tags the image it builds <project>/airflow:latest; this run keeps the Airflow 3
+    one as <project>/airflow3:latest, passed as the CLI's buildImage), with free host
+    ports. Both lines have the same project name, so they run one after the other."""
     web_port, pg_port = str(free_port()), str(free_port())
     env = compose.environment_for_interpolation()
     env.setdefault("MODEL_API_ADMIN_TOKEN", secrets.token_urlsafe(24))
     env["MLFLOW_HOST_PORT"] = str(free_port())
     env["MODEL_API_HOST_PORT"] = str(free_port())
     rendered, _image, name = compose.render(
-        template, ROOT, webserver_port=web_port, postgres_port=pg_port
+        compose.template_text(line.template),
+        ROOT,
+        webserver_port=web_port,
+        postgres_port=pg_port,
+        image=image,
     )
     config = compose.load(rendered, ROOT / "docker-compose.override.yml", env)
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    (RUN_DIR / "compose.rendered.yaml").write_text(rendered)
+    run_dir = RUN_DIR if line.airflow_major == 2 else RUN_DIR / "airflow3"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "compose.rendered.yaml").write_text(rendered)
     import yaml
 
-    (RUN_DIR / "compose.merged.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    project = compose.Project(name, config, ROOT, RUN_DIR / "logs")
+    (run_dir / "compose.merged.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    project = compose.Project(name, config, ROOT, run_dir / "logs")
     # The Airflow containers and the model API read the token from .env (env_file); the
     # committed .env holds an empty placeholder, so this run's token reaches them the same
     # way: a run-only env file after .env in their env_file lists. The Airflow containers
@@ -571,10 +678,21 @@ def prepare_project() -> tuple[compose.Project, dict]:
     run_env = RUN_DIR / "run.env"
     run_env.write_text(f"MODEL_API_ADMIN_TOKEN={env['MODEL_API_ADMIN_TOKEN']}\n")
     airflow_env = RUN_DIR / "run-airflow.env"
-    airflow_env.write_text("AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE=False\n")
-    for service in ("scheduler", "webserver", "triggerer", "model-api"):
-        spec = config["services"][service]
+    # And longer timeouts for a shared 2-core machine (load average up to 50): the deployment
+    # DAG's import outlasted the 30 s default (Airflow 3's DAG processor recorded an import
+    # error, "DagBag import timeout ... after 30.0s"; about 3 s at rest), and a task's call to
+    # Airflow 3's Execution API on the starved API server outlasted its 5 s (httpx
+    # ReadTimeout: the task failed before it ran; Airflow's docs: raise it under high load).
+    airflow_env.write_text(
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE=False\n"
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT=180\n"
+        "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT=240\n"
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT=60\n"
+    )
+    for service, spec in config["services"].items():
         files = spec.get("env_file") or []
+        if not files:
+            continue  # Airflow 3's db-migration, MLflow, PostgreSQL
         files = [files] if isinstance(files, str) else list(files)
         extra = [run_env] if service == "model-api" else [run_env, airflow_env]
         spec["env_file"] = [*files, *map(str, extra)]
@@ -589,22 +707,31 @@ def build_compose_images(project: compose.Project) -> None:
 
 
 def astro_dev_start(
-    project: compose.Project, env: dict, check: Check, keep: bool, phases: Phases
+    line: Line,
+    project: compose.Project,
+    env: dict,
+    check: Check,
+    keep: bool,
+    phases: Phases,
+    image: str,
 ) -> None:
+    """`astro dev start` on `line`'s Runtime, both DAGs run, the model API called from the
+    host and restarted, then `astro dev kill` (unless `keep`)."""
     project.down()  # a previous run's leftovers
     web = f"http://127.0.0.1:{env['WEB_PORT']}"
-    api = f"{web}/api/v1"
+    api = AirflowApi(web, line)
     mlflow_url = f"http://127.0.0.1:{env['MLFLOW_HOST_PORT']}"
     model_api = f"http://127.0.0.1:{env['MODEL_API_HOST_PORT']}"
+    tag = "" if line.airflow_major == 2 else f"{line.label}: "
     try:
         started = time.monotonic()
         project.up()
-        wait_webserver(web, project)
+        wait_airflow(line, web, project, image)
         project.wait_healthy("mlflow")
-        log(f"astro dev start: up in {time.monotonic() - started:.0f} s")
-        phases.mark("astro dev start: every service healthy")
-        import_settings(api, check)
-        check_ports(project, check)
+        log(f"{tag}astro dev start: up in {time.monotonic() - started:.0f} s")
+        phases.mark(f"{tag}astro dev start: every service healthy")
+        import_settings(api, check, tag)
+        check_ports(project, check, tag)
         # The sample data, written by the astro user into the pipeline volume.
         project.exec(
             "scheduler",
@@ -614,15 +741,15 @@ def astro_dev_start(
             "from devtools.run_pipeline import sample_data;"
             f"print(sample_data(get_settings(), rows={SAMPLE_ROWS}, seed=7))",
         )
-        state, seconds, tasks = run_dag(api, DEPLOY_DAG, deployment_conf(), timeout=1500)
+        state, seconds, tasks, run_id = run_dag(api, DEPLOY_DAG, deployment_conf(), timeout=1500)
         if not check(
-            f"{DEPLOY_DAG} succeeds",
+            f"{tag}{DEPLOY_DAG} succeeds",
             state == "success",
             f"{state} in {seconds:.0f} s; tasks: {tasks}",
         ):
-            print(failed_task_logs(api, DEPLOY_DAG, project))
-            raise EngineError(f"{DEPLOY_DAG} did not succeed")
-        phases.mark(f"settings, sample data, {DEPLOY_DAG}")
+            print(failed_task_logs(api, DEPLOY_DAG, run_id))
+            raise EngineError(f"{tag}{DEPLOY_DAG} did not succeed")
+        phases.mark(f"{tag}settings, sample data, {DEPLOY_DAG}")
         project.wait_healthy("model-api", timeout=180)
         model = env.get("ML_PIPELINE_MODEL_NAME") or compose.read_env_file(ROOT / ".env").get(
             "ML_PIPELINE_MODEL_NAME", "tabular_classifier"
@@ -630,7 +757,7 @@ def astro_dev_start(
         champion = champion_version(mlflow_url, model)
         _, version = http("GET", f"{model_api}/version")
         check(
-            "the model API (from the host) serves MLflow's champion",
+            f"{tag}the model API (from the host) serves MLflow's champion",
             champion is not None and str(version.get("model_version")) == str(champion),
             f"champion v{champion}, API {version}",
         )
@@ -640,32 +767,32 @@ def astro_dev_start(
         records = sample_records(project, features, spec.get("numeric") or []) if features else []
         status, answer = http("POST", f"{model_api}/predict", {"records": records})
         check(
-            "POST /predict from the host answers with the champion's labels",
+            f"{tag}POST /predict from the host answers with the champion's labels",
             status == 200
             and len(answer.get("predictions", [])) == len(records) > 0
             and str(answer.get("model_version")) == str(champion),
             f"HTTP {status}: {str(answer)[:300]}",
         )
-        phases.mark("model API from the host")
-        state, seconds, tasks = run_dag(api, MONITOR_DAG, {}, timeout=900)
+        phases.mark(f"{tag}model API from the host")
+        state, seconds, tasks, run_id = run_dag(api, MONITOR_DAG, {}, timeout=900)
         if not check(
-            f"{MONITOR_DAG} succeeds",
+            f"{tag}{MONITOR_DAG} succeeds",
             state == "success",
             f"{state} in {seconds:.0f} s; tasks: {tasks}",
         ):
-            print(failed_task_logs(api, MONITOR_DAG, project))
-        phases.mark(MONITOR_DAG)
+            print(failed_task_logs(api, MONITOR_DAG, run_id))
+        phases.mark(f"{tag}{MONITOR_DAG}")
         engine.podman("restart", project.container("model-api"), quiet=True)
         project.wait_healthy("model-api", timeout=240)
         champion = champion_version(mlflow_url, model)
         _, version = http("GET", f"{model_api}/version")
         check(
-            "after a restart of model-api it serves the champion again",
+            f"{tag}after a restart of model-api it serves the champion again",
             str(version.get("model_version")) == str(champion),
             f"champion v{champion}, API {version}",
         )
-        check_permissions(project, check)
-        phases.mark("model-api restart, permissions")
+        check_permissions(project, check, tag)
+        phases.mark(f"{tag}model-api restart, permissions")
     finally:
         project.save_logs()
         if keep:
@@ -675,7 +802,7 @@ def astro_dev_start(
             )
         else:
             project.down()
-            phases.mark("astro dev kill")
+            phases.mark(f"{tag}astro dev kill")
 
 
 # ---------------------------------------------------------------- main
@@ -696,12 +823,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--airflow3",
-        choices=["parse", "none"],
-        default=os.environ.get("CONTAINERS_AIRFLOW3", "parse"),
-        help="Dockerfile.airflow3 built on its Runtime stand-in and `astro dev parse` in it",
+        choices=AIRFLOW3_STEPS,
+        default=os.environ.get("CONTAINERS_AIRFLOW3", "start"),
+        help="Dockerfile.airflow3 built on its Runtime stand-in, checked and parsed (parse), "
+        "then `astro dev start` on it as on Runtime 13 (start)",
     )
-    parser.add_argument("--keep", action="store_true", help="leave the project running")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the last started project running (Airflow 3's when it starts)",
+    )
     parser.add_argument("--skip-start", action="store_true", help="no astro dev start")
+    parser.add_argument(
+        "--skip-airflow2-start",
+        action="store_true",
+        help="no astro dev start on Runtime 13 (the Airflow 3 start alone, to iterate on it)",
+    )
     parser.add_argument("--down", action="store_true", help="only tear a kept project down")
     parser.add_argument(
         "--skip-unavailable",
@@ -730,24 +867,30 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     phases.mark("podman ready")
     image = f"{compose.project_name_unique(ROOT)}/airflow:latest"
-    if args.down:
-        rendered, _, name = compose.render(
-            template_text(), ROOT, webserver_port="8080", postgres_port="5432"
-        )
-        env = dict(os.environ, MODEL_API_ADMIN_TOKEN="x")
-        compose.Project(
-            name,
-            compose.load(rendered, ROOT / "docker-compose.override.yml", env),
-            ROOT,
-            RUN_DIR / "logs",
-        ).down()
+    if args.down:  # both lines' services (one project name)
+        for line in (AIRFLOW3, AIRFLOW2):
+            rendered, _, name = compose.render(
+                compose.template_text(line.template),
+                ROOT,
+                webserver_port="8080",
+                postgres_port="5432",
+            )
+            env = dict(os.environ, MODEL_API_ADMIN_TOKEN="x")
+            compose.Project(
+                name,
+                compose.load(rendered, ROOT / "docker-compose.override.yml", env),
+                ROOT,
+                RUN_DIR / "logs",
+            ).down()
         return 0
     background = ThreadPoolExecutor(1)
     airflow3 = None
     try:
         project = env = None
-        if not args.skip_start:
-            project, env = prepare_project()
+        start2 = not (args.skip_start or args.skip_airflow2_start)
+        start3 = not args.skip_start and args.airflow3 == "start"
+        if start2 or start3:  # the model API image (the same for both lines) is built here
+            project, env = prepare_project(AIRFLOW2, image)
         # The project image right after the Runtime stand-in, the model API image right after
         # the Python one, alongside the MLflow and PostgreSQL stand-ins.
         images.build_standins(
@@ -756,18 +899,22 @@ def main(argv: list[str] | None = None) -> int:
             after_python=(lambda: build_compose_images(project)) if project else None,
         )
         phases.mark("images: stand-ins, project, model API")
-        if args.airflow3 == "parse":
+        if args.airflow3 != "none":
             airflow3 = background.submit(airflow3_image, names)
         check_airflow_image(check, image, "project image", ROOT / "requirements.lock")
-        if not args.skip_start:
-            compare_versions(check, "model API image", freeze(project.image_of("model-api")))
+        check_imports(check, image, "project image")
+        if project:
+            api_image = project.image_of("model-api")
+            compare_versions(check, "model API image", freeze(api_image))
+            check_imports(check, api_image, "model API image")
         phases.mark("image checks")
         code = astro_pytest(image, [".astro/test_dag_integrity_default.py"], "astro-parse")
         check("astro dev parse: every DAG imports in the image", code == 0, f"exit {code}")
         phases.mark("astro dev parse")
-        if not args.skip_start:
+        if start2:
             assert project.config["services"]["scheduler"]["image"] == image
-            astro_dev_start(project, env, check, args.keep, phases)
+            keep2 = args.keep and not start3
+            astro_dev_start(AIRFLOW2, project, env, check, keep2, phases, image)
         if args.pytest != "none":
             selection = (
                 ["tests/"]
@@ -786,6 +933,10 @@ def main(argv: list[str] | None = None) -> int:
             phases.mark("Airflow 3 image: the rest of its background build")
             airflow3_parse(image3, check)
             phases.mark("Airflow 3 image: checks, astro dev parse")
+            if start3:
+                project3, env3 = prepare_project(AIRFLOW3, image3)
+                assert project3.config["services"]["scheduler"]["image"] == image3
+                astro_dev_start(AIRFLOW3, project3, env3, check, args.keep, phases, image3)
     except EngineError as exc:
         check("the container run completes", False, str(exc)[-4000:])
     finally:
