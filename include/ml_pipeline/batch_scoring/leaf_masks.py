@@ -106,7 +106,9 @@ class LeafMasks:
         for column, found in splits.items():
             thresholds = np.unique(np.asarray([s[0] for s in found], dtype=np.float64))
             bins = len(thresholds) + 1
-            masks = np.full((bins + 1, self.n_trees), self.full, dtype=self.dtype)
+            masks: np.ndarray[Any, Any] = np.full(
+                (bins + 1, self.n_trees), self.full, dtype=self.dtype
+            )
             for threshold, t, ruled_out, nan_left in found:
                 # bin b holds the values above exactly b thresholds: the split sends a row
                 # right from the bin past its threshold on (NaN: unless it goes left)
@@ -117,7 +119,7 @@ class LeafMasks:
             self.columns[column] = (thresholds, masks)
         self._offsets = np.arange(self.n_trees, dtype=np.intp) * widest
         # trees in class order (each class's trees in the model's order): one slice each
-        self._class_trees = []
+        self._class_trees: list[tuple[int, int]] = []
         for c in range(self.k):
             first = len(self._class_trees) and self._class_trees[-1][1]
             self._class_trees.append((first, first + int(np.sum(trees.tree_class == c))))

@@ -246,7 +246,9 @@ def mask_plan(predictor: Any, estimator: Any, spec: FeatureSpec) -> MaskPlan:
             if any(c in trees.columns for c in columns):
                 # row s < width: the one-hot pattern of output column s; row width: zeros
                 patterns = np.vstack([np.eye(width), np.zeros((1, width))])
-                table = np.full((width + 1, trees.n_trees), trees.full, dtype=trees.dtype)
+                table: np.ndarray[Any, Any] = np.full(
+                    (width + 1, trees.n_trees), trees.full, dtype=trees.dtype
+                )
                 for j, column in enumerate(columns):
                     table &= trees.column_masks(column, patterns[:, j])
                 name = spec.categorical[position]
@@ -288,6 +290,7 @@ def _mask_problem(model: BatchModel) -> str | None:
 
     table, sample = _verification_table(model)
     expected = HGBTrees(model.pipeline[-1]).raw_large(model.predictor.transform(sample))
+    assert model.masks is not None  # only asked of a model that has leaf masks
     got = model.masks.raw(table)
     if got.shape != expected.shape or not np.array_equal(got, expected):
         return "the leaf masks' raw scores differ from the trees' on the verification batch"
