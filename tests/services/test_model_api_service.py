@@ -216,7 +216,7 @@ def test_a_failed_first_deployment_unloads_the_service_until_a_champion_is_deplo
         assert "unloaded by POST /admin/unload" in httpx.get(url + "/ready").json()["message"]
         metrics = httpx.get(url + "/metrics").text
         assert "model_api_model_info{" not in metrics
-        assert 'model_api_reloads_total{result="unloaded"} 1.0' in metrics
+        assert f'model_api_reloads_total{{model="{name}",result="unloaded"}} 1.0' in metrics
         assert api_process.api_status(home) is not None  # the service process stays up
 
         v2 = register_model_version(
