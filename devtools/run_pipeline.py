@@ -483,7 +483,7 @@ def summarise(dag_run, tasks: dict, conf: dict, log_path: Path, seconds: float, 
         "notifications_log": where(settings.notifications_uri),
         "failed_tasks": failed,
         "failures": _failures(dag_run, failed),
-        "api": _api_status(settings, champion_after),
+        "api": _api_status(settings, champion_after, registered.get("model_name")),
         "task_states": {k: v["state"] for k, v in tasks.items()},
         "log": str(log_path),
     }
@@ -503,13 +503,13 @@ def _failures(dag_run, failed: dict) -> list[dict]:
     return out
 
 
-def _api_status(settings, champion: str | None) -> dict:
-    """Whether the model API answers, and which version it serves."""
+def _api_status(settings, champion: str | None, model_name: str | None = None) -> dict:
+    """Whether the model API answers, and which version of `model_name` it serves."""
     from include.ml_pipeline.deployment.rollout import served_model
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no request line in the summary
 
-    info = served_model(settings.api_url)
+    info = served_model(settings.api_url, model_name)
     served = (info or {}).get("model_version")
     return {
         "url": settings.api_url,

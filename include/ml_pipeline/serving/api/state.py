@@ -165,7 +165,10 @@ class ServiceState:
         self._default_loader = loader
         self._model_loader = model_loader
         recorded_default, recorded = read_models_file(settings.models_file)
-        self.default_name = recorded_default or settings.model_name
+        # the recorded default while it is served (else it was unloaded: the configured one)
+        self.default_name = (
+            recorded_default if recorded_default in recorded else settings.model_name
+        )
         names = dict.fromkeys([self.default_name, settings.model_name, *settings.models, *recorded])
         self.slots: dict[str, ModelSlot] = {name: self._new_slot(name) for name in names}
         if pending is not None:  # a load __main__ started for its model, before the app
