@@ -30,6 +30,7 @@ from include.ml_pipeline.names import (
     ROLLBACK_TASK_ID,
     ROLLBACK_XCOM_KEY,
 )
+from include.ml_pipeline.registry.decision import DIFFERENT_PROBLEM
 
 DAG_ID = DEPLOYMENT_DAG_ID
 #: In ML_PIPELINE_HOME: held (flock) by the `make run` using that home; names its holder.
@@ -576,7 +577,14 @@ def print_summary(summary: dict) -> None:
         for reason in decision["reasons"][1:]:
             print(f"            {reason}")
         verb = "ALLOWED" if decision["deploy"] else "REFUSED"
-        for change in decision.get("contract_changes") or []:
+        changes = decision.get("contract_changes") or []
+        if not decision["deploy"] and any(
+            reason.startswith(DIFFERENT_PROBLEM) for reason in decision["reasons"]
+        ):
+            # one sentence in the reasons says it all; the list is in run_summary.json
+            print(f"  contract  {len(changes)} differences: run_summary.json, contract_changes")
+            changes = []
+        for change in changes:
             print(f"  contract  {verb} change: {change}")
     deployment = summary["deployment"]
     if deployment["api_url"]:
