@@ -1,7 +1,8 @@
 """The local background services: `make api`, `make stop`, `make status`.
 
-- `api`: start the model API on the current `champion` of every model deployed in this home
-  (`<home>/api/served_models.json`, else the configured `model_name`;
+- `api`: start the model API on the current `champion` of the configured `model_name` (the
+  default model) and of every other model deployed in this home
+  (`<home>/api/served_models.json`;
   `deployment.api_process.start_api`, on `MODEL_API_URL`, default http://127.0.0.1:8000),
   unless it already runs.
 - `stop`: stop the Airflow UI of `make ui` (2.11: webserver + scheduler; 3.x: api-server,
@@ -56,7 +57,7 @@ def start_model_api() -> int:
         return 0
     from include.ml_pipeline.serving.api.state import read_models_file
 
-    _, deployed = read_models_file(models_file())
+    deployed = read_models_file(models_file())
     name, version = _champion()
     if version is None and not deployed:
         print(
@@ -64,8 +65,9 @@ def start_model_api() -> int:
             file=sys.stderr,
         )
         return 1
+    default = name if version is not None else deployed[0]
     try:
-        process = start_api(model_name=deployed[0] if version is None else None)
+        process = start_api(model_name=default, models=[m for m in deployed if m != default])
     except (ApiStartError, ValueError) as exc:
         print(f"The model API did not start: {exc}", file=sys.stderr)
         return 1

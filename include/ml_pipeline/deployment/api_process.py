@@ -5,8 +5,8 @@ can call it.
 State lives in `<settings.home>/api/`: `model-api.pid` (JSON: pid, url, started_at),
 `model-api.log` (the service's stdout + stderr), `admin_token` (mode 0600, the reload
 token the process was started with, read back by `api_client.reload_model`) and
-`served_models.json` (which registered models the API serves and its default one, kept by
-the API itself: a restart, `make api`, serves them all again).
+`served_models.json` (every registered model the API loaded and did not unload since, kept
+by the API itself: `make api` serves them all again).
 """
 
 from __future__ import annotations
@@ -150,12 +150,14 @@ def start_api(
     tracking_uri: str | None = None,
     admin_token: str | None = None,
     extra_env: dict[str, str] | None = None,
+    models: tuple[str, ...] | list[str] = (),
     timeout: float = 180.0,
     require_model: bool = True,
     home: Path | None = None,
 ) -> ApiProcess:
     """Start the model API on loopback as a detached process unless one is running. It
-    serves `model_name` and every model recorded in `<home>/api/served_models.json`.
+    serves `model_name` (the default model: the bare `/invocations`) and `models` next to
+    it (`make api`: every model recorded in `<home>/api/served_models.json`).
 
     `url` (default `get_settings().api_url`) gives host and port; it must be a loopback
     address. The admin token is `admin_token`, else `MODEL_API_ADMIN_TOKEN`, else the
@@ -196,6 +198,8 @@ def start_api(
     )
     if model_name:
         env["ML_PIPELINE_MODEL_NAME"] = model_name
+    if models:
+        env["MODEL_API_MODELS"] = ",".join(models)
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.update(extra_env or {})

@@ -164,11 +164,13 @@ def test_reloading_one_model_never_fails_or_stalls_another(two_models, registry,
 
 
 def test_the_models_survive_a_restart_in_the_same_home(two_models, registry, second_model):
-    """`make stop` then `make api`: the API comes back serving both models."""
+    """`make stop` then `make api`: the API comes back serving both models (the models
+    file of the home lists every model loaded and not unloaded since)."""
+    from include.ml_pipeline.serving.api.state import read_models_file
+
     url, home = two_models
-    recorded = (home / "api" / "served_models.json").read_text()
-    assert SECOND in recorded
-    assert registry.name in recorded
+    recorded = read_models_file(api_process.models_file(home))
+    assert recorded == [registry.name, SECOND]
     api_process.stop_api(home=home)
     again = api_process.start_api(
         url=url,
@@ -177,6 +179,7 @@ def test_the_models_survive_a_restart_in_the_same_home(two_models, registry, sec
         timeout=240,
         tracking_uri=registry.tracking_uri,
         model_name=registry.name,
+        models=recorded[1:],
         extra_env={"ML_PIPELINE_INFERENCE_LOG": str(home / "inference_log")},
     )
     api_client.wait_for_version(again.url, second_model, timeout=120, model_name=SECOND)

@@ -9,9 +9,9 @@
 |                               |                                 | `/invocations`, `/predict`)   |
 | MODEL_API_MODELS              | empty                           | more registered models to     |
 |                               |                                 | serve, comma-separated        |
-| MODEL_API_MODELS_FILE         | unset (`make run`/`make api`:   | JSON the API keeps: default + |
-|                               | <home>/api/served_models.json)  | every model it serves; read   |
-|                               |                                 | at start (its default wins)   |
+| MODEL_API_MODELS_FILE         | unset (`make run`/`make api`:   | JSON the API keeps: every     |
+|                               | <home>/api/served_models.json)  | model loaded and not unloaded |
+|                               |                                 | (`make api` serves them all)  |
 | MODEL_API_ALIAS               | champion                        | alias to serve                |
 | MODEL_API_MAX_ROWS            | 10000                           | rows per request (413 above)  |
 | MODEL_API_MAX_BODY_BYTES      | 16777216 (16 MiB)               | body size (413 above)         |

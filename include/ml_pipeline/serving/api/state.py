@@ -39,27 +39,35 @@ def _pkg_version(name: str) -> str | None:
         return None
 
 
-def read_models_file(path: str | os.PathLike | None) -> tuple[str | None, list[str]]:
-    """(default model, served models) recorded in the models file; (None, []) without one."""
+def read_models_file(path: str | os.PathLike | None) -> list[str]:
+    """The models recorded in the models file (loaded and not unloaded since), in the
+    order they were first loaded; [] without one."""
     if not path or not Path(path).exists():
-        return None, []
+        return []
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        log.warning("models file %s not read (%s): serving the configured models only", path, exc)
-        return None, []
-    models = [str(m) for m in data.get("models", []) if m]
-    default = data.get("default")
-    return (str(default) if default else None), models
+        log.warning("models file %s not read: %s", path, exc)
+        return []
+    return [str(m) for m in data.get("models", []) if m]
 
 
-def write_models_file(path: str | os.PathLike, default: str, models: list[str]) -> None:
-    """Record which models the API serves (written whole: a reader never sees half)."""
+def update_models_file(
+    path: str | os.PathLike, *, add: str | None = None, remove: str | None = None
+) -> list[str]:
+    """Add or remove one model in the models file (written whole: a reader never sees
+    half); returns the models it lists now."""
+    models = read_models_file(path)
+    if add and add not in models:
+        models.append(add)
+    if remove in models:
+        models.remove(remove)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".tmp")
-    partial.write_text(json.dumps({"default": default, "models": models}, indent=1))
+    partial.write_text(json.dumps({"models": models}, indent=1))
     os.replace(partial, target)
+    return models
 
 
 class ModelSlot:
@@ -164,15 +172,11 @@ class ServiceState:
         # processes (see loading/load.py).
         self._default_loader = loader
         self._model_loader = model_loader
-        recorded_default, recorded = read_models_file(settings.models_file)
-        # the recorded default while it is served (else it was unloaded: the configured one)
-        self.default_name = (
-            recorded_default if recorded_default in recorded else settings.model_name
-        )
-        names = dict.fromkeys([self.default_name, settings.model_name, *settings.models, *recorded])
+        self.default_name = settings.model_name
+        names = dict.fromkeys([settings.model_name, *settings.models])
         self.slots: dict[str, ModelSlot] = {name: self._new_slot(name) for name in names}
-        if pending is not None:  # a load __main__ started for its model, before the app
-            self.slots[getattr(pending, "name", self.default_name)]._pending = pending
+        if pending is not None:  # a load __main__ started for the default model
+            self.slots[self.default_name]._pending = pending
 
     # ------------------------------------------------------------------ the default model
 
@@ -213,7 +217,7 @@ class ServiceState:
         return list(self.slots)
 
     def add(self, name: str) -> ModelSlot:
-        """The slot of `name`, created (and recorded in the models file) if new."""
+        """The slot of `name`, created if new."""
         found = self.slots.get(name)
         if found is not None:
             return found
@@ -221,15 +225,14 @@ class ServiceState:
         self.slots = {**self.slots, name: slot}  # one reference: readers never see half
         return slot
 
-    def record(self) -> None:
-        """Write the models file: the default and every model served now (a restart, `make
-        api`, serves the same ones)."""
+    def record(self, *, add: str | None = None, remove: str | None = None) -> None:
+        """Note a model loaded (`add`) or unloaded (`remove`) in the models file, so `make
+        api` serves every model deployed in this home again."""
         path = self.settings.models_file
         if not path:
             return
-        models = [name for name, slot in self.slots.items() if slot.model is not None]
         try:
-            write_models_file(path, self.default_name, models)
+            update_models_file(path, add=add, remove=remove)
         except OSError as exc:
             log.warning("models file %s not written: %s", path, exc)
 
@@ -237,7 +240,7 @@ class ServiceState:
         """Reload `name` (default: the default model), adding it first if it is new."""
         slot = self.add(name or self.default_name)
         result = await slot.reload()
-        self.record()
+        self.record(add=slot.name)
         return result
 
     async def unload(self, if_version: str | None, reason: str, name: str | None = None):
@@ -246,7 +249,7 @@ class ServiceState:
             return None
         old = await slot.unload(if_version, reason)
         if old is not False:
-            self.record()
+            self.record(remove=slot.name)
         return old
 
     async def load_all(self) -> None:
@@ -255,6 +258,7 @@ class ServiceState:
         async def one(slot: ModelSlot) -> None:
             try:
                 await slot.reload()
+                self.record(add=slot.name)
             except Exception as exc:
                 log.error("initial load of %s failed: %s", slot.name, exc)
                 self.metrics.reloads.labels(slot.name, "failed").inc()
