@@ -69,137 +69,37 @@ def create_app(
     app.add_exception_handler(RequestValidationError, routes.validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, routes.unexpected)
 
-    route = app.add_api_route
-    route(
-        "/invocations",
-        routes.invocations,
-        methods=["POST"],
-        tags=SCORING,
-        summary="MLflow scoring protocol: labels for a batch",
-    )
-    route("/health", routes.ping, methods=["GET"], tags=SCORING, summary="same as /ping")
-    route("/ping", routes.ping, methods=["GET"], tags=SCORING, summary="200 when a model is loaded")
-    route(
-        "/version",
-        routes.version,
-        methods=["GET"],
-        tags=SCORING,
-        summary="served model version (JSON, unlike MLflow's plain text)",
-    )
-    route(
-        "/predict",
-        routes.predict_endpoint,
-        methods=["POST"],
-        tags=MODEL,
-        summary="Typed prediction with probabilities",
-    )
-    route(
-        "/ready",
-        routes.ready,
-        methods=["GET"],
-        tags=OPERATIONS,
-        summary="200 once a model is loaded",
-    )
-    route("/model", routes.model_info, methods=["GET"], tags=OPERATIONS, summary="the served model")
-    route(
-        "/metrics", routes.metrics, methods=["GET"], tags=OPERATIONS, summary="Prometheus metrics"
-    )
-    route(
-        "/admin/reload",
-        routes.admin_reload,
-        methods=["POST"],
-        tags=OPERATIONS,
-        summary="load the version the alias points to now and swap it in",
-    )
-    route(
-        "/admin/unload",
-        routes.admin_unload,
-        methods=["POST"],
-        tags=OPERATIONS,
-        summary="stop serving (until the next reload)",
-    )
-
-    route("/models", routes.list_models, methods=["GET"], tags=MODELS, summary="served models")
-    route(
-        "/models/{name}",
-        routes.named_model_info,
-        methods=["GET"],
-        tags=MODELS,
-        summary="the model `name` (as GET /model)",
-    )
-    route(
-        "/models/{name}/invocations",
-        routes.model_invocations,
-        methods=["POST"],
-        tags=MODELS,
-        summary="MLflow scoring protocol for the model `name`",
-    )
-    route(
-        "/models/{name}/predict",
-        routes.model_predict,
-        methods=["POST"],
-        tags=MODELS,
-        summary="typed prediction with probabilities, model `name`",
-    )
-    route(
-        "/models/{name}/version",
-        routes.model_version,
-        methods=["GET"],
-        tags=MODELS,
-        summary="served version of the model `name`",
-    )
-    route(
-        "/models/{name}/ready",
-        routes.model_ready,
-        methods=["GET"],
-        tags=MODELS,
-        summary="200 once the model `name` is loaded",
-    )
-    for action in ("load", "reload"):
-        route(
-            f"/admin/models/{{name}}/{action}",
-            routes.admin_model_reload,
-            methods=["POST"],
-            tags=OPERATIONS,
-            summary="load what the alias of `name` points to now (adding the model)",
-        )
-    route(
-        "/admin/models/{name}/unload",
-        routes.admin_model_unload,
-        methods=["POST"],
-        tags=OPERATIONS,
-        summary="stop serving the model `name` (the others are untouched)",
-    )
-    route("/v2", v2.server_metadata, methods=["GET"], tags=OIP, summary="server metadata")
-    route("/v2/health/live", v2.live, methods=["GET"], tags=OIP, summary="the server is up")
-    route(
-        "/v2/health/ready",
-        v2.server_ready,
-        methods=["GET"],
-        tags=OIP,
-        summary="every served model is loaded",
-    )
-    route(
-        "/v2/models/{name}",
-        v2.model_metadata,
-        methods=["GET"],
-        tags=OIP,
-        summary="inputs (datatypes from the contract) and outputs",
-    )
-    route(
-        "/v2/models/{name}/ready",
-        v2.model_ready,
-        methods=["GET"],
-        tags=OIP,
-        summary="the model is loaded",
-    )
-    route(
-        "/v2/models/{name}/infer",
-        v2.infer,
-        methods=["POST"],
-        tags=OIP,
-        summary="named input tensors in, predictions (and probabilities) out",
-    )
+    get, post = "GET", "POST"
+    endpoints = [
+        # (method, path, handler, tags, summary)
+        (post, "/invocations", routes.invocations, SCORING, "MLflow scoring protocol: labels"),
+        (get, "/health", routes.ping, SCORING, "same as /ping"),
+        (get, "/ping", routes.ping, SCORING, "200 when a model is loaded"),
+        (get, "/version", routes.version, SCORING, "served model version (JSON, unlike MLflow)"),
+        (post, "/predict", routes.predict_endpoint, MODEL, "Typed prediction with probabilities"),
+        (get, "/ready", routes.ready, OPERATIONS, "200 once a model is loaded"),
+        (get, "/model", routes.model_info, OPERATIONS, "the served model"),
+        (get, "/metrics", routes.metrics, OPERATIONS, "Prometheus metrics"),
+        (post, "/admin/reload", routes.admin_reload, OPERATIONS, "load what the alias is now"),
+        (post, "/admin/unload", routes.admin_unload, OPERATIONS, "stop serving (until reload)"),
+        (get, "/models", routes.list_models, MODELS, "served models"),
+        (get, "/models/{name}", routes.named_model_info, MODELS, "the model (as GET /model)"),
+        (post, "/models/{name}/invocations", routes.model_invocations, MODELS, "MLflow protocol"),
+        (post, "/models/{name}/predict", routes.model_predict, MODELS, "typed prediction"),
+        (get, "/models/{name}/version", routes.model_version, MODELS, "its served version"),
+        (get, "/models/{name}/ready", routes.model_ready, MODELS, "200 once it is loaded"),
+        (post, "/admin/models/{name}/load", routes.admin_model_reload, OPERATIONS, "add, load"),
+        (post, "/admin/models/{name}/reload", routes.admin_model_reload, OPERATIONS, "reload"),
+        (post, "/admin/models/{name}/unload", routes.admin_model_unload, OPERATIONS, "unload"),
+        (get, "/v2", v2.server_metadata, OIP, "server metadata"),
+        (get, "/v2/health/live", v2.live, OIP, "the server is up"),
+        (get, "/v2/health/ready", v2.server_ready, OIP, "every served model is loaded"),
+        (get, "/v2/models/{name}", v2.model_metadata, OIP, "inputs (contract types), outputs"),
+        (get, "/v2/models/{name}/ready", v2.model_ready, OIP, "the model is loaded"),
+        (post, "/v2/models/{name}/infer", v2.infer, OIP, "named input tensors in, outputs out"),
+    ]
+    for method, path, handler, tags, summary in endpoints:
+        app.add_api_route(path, handler, methods=[method], tags=tags, summary=summary)
 
     def openapi() -> dict:
         """The schema with every status and content type, and the request bodies of the
