@@ -496,12 +496,6 @@ class Routes:
                 f"version {current} is served, not {wanted}: nothing was unloaded",
             )
         return Response(
-            orjson.dumps(
-                {
-                    "model_name": name,
-                    "previous_version": old.version if old else None,
-                    "model_version": None,
-                }
-            ),
+            orjson.dumps({"previous_version": old.version if old else None, "model_version": None}),
             media_type=JSON,
         )
