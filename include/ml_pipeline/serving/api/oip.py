@@ -282,13 +282,13 @@ class OpenInference:
         """The outputs asked for (all when none is named); an unknown one is a 400."""
         known = {"predictions", "probabilities"} if served.classes else {"predictions"}
         asked = payload.get("outputs")
-        if not asked:
+        if asked is None:
             return known
         if not isinstance(asked, list) or not all(
             isinstance(o, dict) and isinstance(o.get("name"), str) for o in asked
         ):
             raise RequestError(400, "bad_format", "'outputs' must be a list of {\"name\": ...}")
-        names = {o["name"] for o in asked}
+        names = {o["name"] for o in asked} or known  # [] asks for every output
         unknown = names - known
         if unknown:
             raise RequestError(
