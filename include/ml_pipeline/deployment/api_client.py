@@ -158,8 +158,10 @@ def _admin_post(
 
 
 def check_health(url: str, *, model_name: str | None = None) -> dict[str, Any]:
-    """`/ping` and the model's `/ready` answer 200; returns the model's `/model`."""
-    for path in ("/ping", model_path(model_name, "/ready")):
+    """`/ping` and `/ready` (for `model_name`: its own `/models/<name>/ready`; `/ping` is the
+    default model's) answer 200; returns the model's `/model`."""
+    paths = ("/ping", "/ready") if model_name is None else (model_path(model_name, "/ready"),)
+    for path in paths:
         response = _get(url, path)
         if response.status_code != 200:
             raise ModelApiError(
