@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from enum import Enum
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -70,7 +72,7 @@ def create_app(
     app.add_exception_handler(Exception, routes.unexpected)
 
     get, post = "GET", "POST"
-    endpoints = [
+    endpoints: list[tuple[str, str, Callable[..., Any], list[str | Enum], str]] = [
         # (method, path, handler, tags, summary)
         (post, "/invocations", routes.invocations, SCORING, "MLflow scoring protocol: labels"),
         (get, "/health", routes.ping, SCORING, "same as /ping"),
