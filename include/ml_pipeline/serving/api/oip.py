@@ -281,9 +281,9 @@ class OpenInference:
     def _wanted(payload: dict[str, Any], served) -> set[str]:
         """The outputs asked for (all when none is named); an unknown one is a 400."""
         known = {"predictions", "probabilities"} if served.classes else {"predictions"}
-        asked = payload.get("outputs")
-        if asked is None:
+        if "outputs" not in payload:
             return known
+        asked = payload["outputs"]
         if not isinstance(asked, list) or not all(
             isinstance(o, dict) and isinstance(o.get("name"), str) for o in asked
         ):
