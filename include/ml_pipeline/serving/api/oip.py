@@ -65,8 +65,8 @@ def _shape(tensor: dict[str, Any], where: str) -> list[int]:
 
 
 def _values(tensor: dict[str, Any], where: str, size: int) -> list[Any]:
-    if "data" not in tensor:
-        raise RequestError(400, "bad_format", f"{where}: 'data' is missing")
+    if not isinstance(tensor.get("data"), list):
+        raise RequestError(400, "bad_format", f"{where}: 'data' must be a list of values")
     values = _flatten(tensor["data"])
     if len(values) != size:
         raise RequestError(
