@@ -35,6 +35,11 @@ ENDPOINT = "v2_infer"
 #: The contract's JSON types as the protocol's tensor datatypes.
 DATATYPES = {"number": "FP64", "string": "BYTES", "integer": "INT64", "boolean": "BOOL"}
 BINARY_HEADER = "inference-header-content-length"
+#: The protocol's tensor datatypes (a tensor naming another one is a 400).
+KNOWN_DATATYPES = (
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64", "BYTES",
+)  # fmt: skip
 
 
 def _error(status: int, message: str) -> Response:
@@ -65,6 +70,12 @@ def _shape(tensor: dict[str, Any], where: str) -> list[int]:
 
 
 def _values(tensor: dict[str, Any], where: str, size: int) -> list[Any]:
+    if tensor.get("datatype") not in KNOWN_DATATYPES:
+        raise RequestError(
+            400,
+            "bad_format",
+            f"{where}: 'datatype' must be one of {', '.join(KNOWN_DATATYPES)}",
+        )
     if not isinstance(tensor.get("data"), list):
         raise RequestError(400, "bad_format", f"{where}: 'data' must be a list of values")
     values = _flatten(tensor["data"])

@@ -376,7 +376,7 @@ def _csv_pattern(spec: Any) -> str:
 
 def infer_body(served: Any) -> dict[str, Any]:
     """The `/v2/models/{name}/infer` body of `served`, in its one-row form."""
-    from include.ml_pipeline.serving.api.oip import input_columns
+    from include.ml_pipeline.serving.api.oip import KNOWN_DATATYPES, input_columns
 
     tensors = [
         {
@@ -384,7 +384,7 @@ def infer_body(served: Any) -> dict[str, Any]:
             "required": ["name", "datatype", "shape", "data"],
             "properties": {
                 "name": {"const": column["name"]},
-                "datatype": {"type": "string", "enum": [column["datatype"]]},
+                "datatype": {"type": "string", "enum": list(KNOWN_DATATYPES)},
                 "shape": {"const": [1]},
                 "data": {
                     "type": "array",
