@@ -32,6 +32,7 @@ from include.ml_pipeline.names import (
     ROLLBACK_TASK_ID,
     ROLLBACK_XCOM_KEY,
 )
+from include.ml_pipeline.registry.decision import DIFFERENT_PROBLEM
 
 DAG_ID = DEPLOYMENT_DAG_ID
 #: In ML_PIPELINE_HOME: held (flock) by the `make run` using that home; names its holder.
@@ -485,7 +486,7 @@ def summarise(dag_run, tasks: dict, conf: dict, log_path: Path, seconds: float, 
         "notifications_log": where(settings.notifications_uri),
         "failed_tasks": failed,
         "failures": _failures(dag_run, failed),
-        "api": _api_status(settings, champion_after),
+        "api": _api_status(settings, champion_after, registered.get("model_name")),
         "task_states": {k: v["state"] for k, v in tasks.items()},
         "log": str(log_path),
     }
@@ -505,13 +506,13 @@ def _failures(dag_run, failed: dict) -> list[dict]:
     return out
 
 
-def _api_status(settings, champion: str | None) -> dict:
-    """Whether the model API answers, and which version it serves."""
+def _api_status(settings, champion: str | None, model_name: str | None = None) -> dict:
+    """Whether the model API answers, and which version of `model_name` it serves."""
     from include.ml_pipeline.deployment.rollout import served_model
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no request line in the summary
 
-    info = served_model(settings.api_url)
+    info = served_model(settings.api_url, model_name)
     served = (info or {}).get("model_version")
     return {
         "url": settings.api_url,
@@ -578,7 +579,14 @@ def print_summary(summary: dict) -> None:
         for reason in decision["reasons"][1:]:
             print(f"            {reason}")
         verb = "ALLOWED" if decision["deploy"] else "REFUSED"
-        for change in decision.get("contract_changes") or []:
+        changes = decision.get("contract_changes") or []
+        if not decision["deploy"] and any(
+            reason.startswith(DIFFERENT_PROBLEM) for reason in decision["reasons"]
+        ):
+            # one sentence in the reasons says it all; the list is in run_summary.json
+            print(f"  contract  {len(changes)} differences: run_summary.json, contract_changes")
+            changes = []
+        for change in changes:
             print(f"  contract  {verb} change: {change}")
     deployment = summary["deployment"]
     if deployment["api_url"]:

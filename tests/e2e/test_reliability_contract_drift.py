@@ -13,7 +13,6 @@ gets 422 for every row from then on.
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import httpx
@@ -29,6 +28,7 @@ from include.ml_pipeline.names import (
     DECISION_XCOM_KEY,
 )
 from tests.e2e.conftest import FAST_CANDIDATES
+from tests.support.traffic import TrafficClient
 
 MODEL = "contract_drift_classifier"
 #: Between two requests of the client.
@@ -69,34 +69,12 @@ def _labels_changed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(**{TARGET: frame[TARGET].map({"no": "stays", "yes": "leaves"})})
 
 
-class ContractClient(threading.Thread):
+class ContractClient(TrafficClient):
     """Sends one record of the original contract to `/invocations` every INTERVAL_S and
     keeps every outcome: (status or the transport error, the predicted label)."""
 
     def __init__(self, url: str, records: list[dict]):
-        super().__init__(name="contract-client", daemon=True)
-        self.url, self.records = url, records
-        self.outcomes: list[tuple[int | str, object]] = []
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=10.0) as client:
-            i = 0
-            while not self.stopping.is_set():
-                record = self.records[i % len(self.records)]
-                i += 1
-                try:
-                    answer = client.post("/invocations", json={"dataframe_records": [record]})
-                    label = answer.json()["predictions"][0] if answer.is_success else answer.text
-                    self.outcomes.append((answer.status_code, label))
-                except httpx.HTTPError as exc:
-                    self.outcomes.append((repr(exc), None))
-                self.stopping.wait(INTERVAL_S)
-
-    def stop(self) -> list[tuple[int | str, object]]:
-        self.stopping.set()
-        self.join(timeout=30)
-        return self.outcomes
+        super().__init__(url, records, "/invocations", INTERVAL_S)
 
 
 def _registry():

@@ -284,3 +284,39 @@ def test_allow_contract_change_must_be_a_boolean():
         Thresholds.from_dict({"allow_contract_change": "yes"})
     with pytest.raises(ValueError, match="min_lift_over_baseline must be"):
         Thresholds.from_dict({"min_lift_over_baseline": -0.1})
+
+
+def test_a_different_problem_gets_one_sentence_naming_the_two_ways_forward():
+    """Titanic passengers registered under the churn model: no column in common. The
+    reasons say so in one sentence; the per-column list stays in contract_changes."""
+    from include.ml_pipeline.data_preparation.sample_data import churn_spec, generate_churn_frame
+    from include.ml_pipeline.features import FeatureSpec
+    from include.ml_pipeline.registry.contract import build_contract, compare
+    from tests.support.models import titanic_passengers
+
+    churn = build_contract(generate_churn_frame(300, seed=1), churn_spec())
+    passengers = titanic_passengers("age_group")
+    other = build_contract(
+        passengers, FeatureSpec("survived", [], ["class", "sex", "age_group"], "binary")
+    )
+    comparison = compare("3", churn, other)
+    assert comparison.different_problem.startswith("it shares none of the champion's 11 input")
+    decision = decide_deployment(GOOD, GOOD, {}, baseline_metrics=PRIOR, contract=comparison)
+    assert decision.deploy is False
+    contract_reasons = [r for r in decision.reasons if "champion v3" in r and "problem" in r]
+    assert len(contract_reasons) == 1
+    sentence = contract_reasons[0]
+    assert "This is a different problem, not a new version of champion v3" in sentence
+    assert "own model_name" in sentence
+    assert "allow_contract_change" in sentence
+    assert "is no longer an input" not in " ".join(decision.reasons)  # not the column list
+    assert len(decision.contract_changes) == len(comparison.changes) > 10
+    # the same labels but no column in common, or the same columns but no label in common
+    relabelled = dict(churn, target=dict(churn["target"], labels=["stay", "leave"]))
+    assert "none of its labels" in compare("3", churn, relabelled).different_problem
+    allowed = decide_deployment(
+        GOOD, GOOD, {"allow_contract_change": True}, baseline_metrics=PRIOR, contract=comparison
+    )
+    assert allowed.deploy is True
+    # an ordinary change (one renamed column) is not a different problem
+    assert compare("3", churn, dict(churn, columns=churn["columns"][1:])).different_problem is None

@@ -150,8 +150,43 @@ def test_a_service_that_never_answers_is_a_configuration_error(api_service, mode
     no_token = rollout.ModelApiEndpoint(api_service["url"], None, rollout.SERVICE, "model_api")
     with pytest.raises(rollout.ModelApiConfigError, match="no admin token"):
         rollout.check_service(no_token, api_service["name"])
-    with pytest.raises(rollout.ModelApiConfigError, match="serves model"):
-        rollout.check_service(model_api_connection(), "another_model")
+    # a service that serves other models is fine: the rollout loads this one next to them
+    assert (
+        rollout.check_service(model_api_connection(), "another_model")["model_name"]
+        == (api_service["name"])
+    )
+
+
+def test_a_second_model_is_loaded_next_to_the_first_and_rolled_back_alone(
+    api_service, model_api_connection, monkeypatch, tmp_path
+):
+    """Service mode, issue 23: the DAG of another `model_name` asks the service to load
+    *its* model; the first keeps serving, and a failed first deployment of the second
+    unloads only the second."""
+    monkeypatch.setenv("ML_PIPELINE_HOME", str(tmp_path / "worker_home"))
+    endpoint = model_api_connection()
+    first, uri, url = api_service["name"], api_service["uri"], api_service["url"]
+    serving_first = httpx.get(url + "/version").json()["model_version"]
+    second = unique_id("second_model")
+    v1 = register_model_version(
+        uri, second, kind="lr", labels="multi", rows=1500, aliases=(), serving_artifact=True
+    )
+    registry.promote_to_champion(second, v1, tracking_uri=uri)
+    settings = get_settings()
+
+    done = rollout.serve_version(settings, endpoint, second, v1, timeout=120)
+
+    assert done.version_info == {**done.version_info, "model_name": second, "model_version": v1}
+    models = {m["name"]: m["model_version"] for m in httpx.get(url + "/models").json()["models"]}
+    assert models == {first: serving_first, second: v1}
+    assert httpx.get(url + "/version").json()["model_name"] == first  # still the default
+
+    back = rollout.restore_champion(settings, second, v1, endpoint, reason="smoke", timeout=60)
+
+    assert back.unloaded == v1
+    assert httpx.get(f"{url}/models/{second}/ready").status_code == 503
+    assert httpx.get(url + "/version").json()["model_version"] == serving_first
+    assert httpx.get(url + "/ready").status_code == 200
 
 
 def test_without_the_connection_the_mode_is_embedded_on_loopback(monkeypatch):
@@ -216,7 +251,7 @@ def test_a_failed_first_deployment_unloads_the_service_until_a_champion_is_deplo
         assert "unloaded by POST /admin/unload" in httpx.get(url + "/ready").json()["message"]
         metrics = httpx.get(url + "/metrics").text
         assert "model_api_model_info{" not in metrics
-        assert 'model_api_reloads_total{result="unloaded"} 1.0' in metrics
+        assert f'model_api_reloads_total{{model="{name}",result="unloaded"}} 1.0' in metrics
         assert api_process.api_status(home) is not None  # the service process stays up
 
         v2 = register_model_version(

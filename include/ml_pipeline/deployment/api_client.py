@@ -1,7 +1,10 @@
 """HTTP helpers for deploying and checking a running model API (the deployment DAG's
 `desplegar_api`, `pruebas_api` and `revertir_despliegue`): which version it serves,
 reload, health, predictions against the registered model's, latency. The smoke tests'
-requests carry `X-Traffic-Kind: smoke`, so monitoring leaves them out. Failures raise
+requests carry `X-Traffic-Kind: smoke`, so monitoring leaves them out. One API serves
+several models: given a `model_name`, each call uses that model's routes
+(`/models/<name>/invocations`, `/admin/models/<name>/reload`, ...), without one the
+default model's (`/invocations`, `/admin/reload`). Failures raise
 `ModelApiError` saying what failed; nothing here imports Airflow or MLflow at module level.
 """
 
@@ -21,6 +24,26 @@ class ModelApiError(RuntimeError):
     """The model API is unreachable, unhealthy, or answered something unexpected."""
 
 
+def model_path(model_name: str | None, path: str) -> str:
+    """The route `path` of the default model's (`/invocations`, `/version`, `/ready`,
+    `/model`) for `model_name`: `/models/<name>/invocations`, ..., `/models/<name>`."""
+    if not model_name:
+        return path
+    from urllib.parse import quote
+
+    base = f"/models/{quote(model_name, safe='')}"
+    return base if path == "/model" else base + path
+
+
+def admin_path(model_name: str | None, action: str) -> str:
+    """`/admin/<action>` (the default model) or `/admin/models/<name>/<action>`."""
+    if not model_name:
+        return f"/admin/{action}"
+    from urllib.parse import quote
+
+    return f"/admin/models/{quote(model_name, safe='')}/{action}"
+
+
 def _client(timeout: float):
     import httpx
 
@@ -37,26 +60,34 @@ def _get(url: str, path: str, timeout: float = 5.0):
         raise ModelApiError(f"GET {url}{path} failed: {exc!r}") from exc
 
 
-def served_version(url: str, timeout: float = 5.0) -> str | None:
-    """The model version the API serves now (`GET /version`), None if none is loaded."""
-    response = _get(url, "/version", timeout)
+def served_version(url: str, timeout: float = 5.0, *, model_name: str | None = None) -> str | None:
+    """The version of `model_name` (default: the default model) the API serves now (`GET
+    /version`), None if none is loaded."""
+    path = model_path(model_name, "/version")
+    response = _get(url, path, timeout)
     if response.status_code != 200:
         raise ModelApiError(
-            f"GET {url}/version answered {response.status_code}: {response.text[:300]}"
+            f"GET {url}{path} answered {response.status_code}: {response.text[:300]}"
         )
     return response.json().get("model_version")
 
 
 def wait_for_version(
-    url: str, version: str | int, timeout: float = 120.0, interval: float = 0.5
+    url: str,
+    version: str | int,
+    timeout: float = 120.0,
+    interval: float = 0.5,
+    *,
+    model_name: str | None = None,
 ) -> dict[str, Any]:
-    """Poll `/version` until it reports `version`; return that document.
-    Raises `ModelApiError` after `timeout` seconds with the last answer."""
+    """Poll `/version` (of `model_name`, when given) until it reports `version`; return
+    that document. Raises `ModelApiError` after `timeout` seconds with the last answer."""
     deadline = time.monotonic() + timeout
     last: Any = None
+    path = model_path(model_name, "/version")
     while True:
         try:
-            response = _get(url, "/version")
+            response = _get(url, path)
             last = response.json() if response.status_code == 200 else response.text[:300]
             if isinstance(last, dict) and str(last.get("model_version")) == str(version):
                 return last
@@ -64,27 +95,41 @@ def wait_for_version(
             last = str(exc)
         if time.monotonic() >= deadline:
             raise ModelApiError(
-                f"{url} does not serve version {version} after "
+                f"{url}{path} does not serve version {version} after "
                 f"{timeout:.0f}s; last /version answer: {last}"
             )
         time.sleep(interval)
 
 
-def reload_model(url: str, token: str | None = None, timeout: float = 300.0) -> dict[str, Any]:
-    """`POST /admin/reload` with the bearer token (default: the local service's saved
-    token, see `api_process.read_admin_token`). Returns `{"previous_version",
-    "model_version", "predict_path", "seconds"}`; raises `ModelApiError` otherwise."""
-    return _admin_post(url, "/admin/reload", token, timeout)
+def reload_model(
+    url: str,
+    token: str | None = None,
+    timeout: float = 300.0,
+    *,
+    model_name: str | None = None,
+) -> dict[str, Any]:
+    """`POST /admin/reload` (with `model_name`: `/admin/models/<name>/reload`, which adds
+    the model when the API does not serve it yet) with the bearer token (default: the
+    local service's saved token, see `api_process.read_admin_token`). Returns
+    `{"previous_version", "model_version", "predict_path", "seconds"}`; raises
+    `ModelApiError` otherwise."""
+    return _admin_post(url, admin_path(model_name, "reload"), token, timeout)
 
 
 def unload_model(
-    url: str, token: str | None = None, *, if_version: str | None = None, timeout: float = 30.0
+    url: str,
+    token: str | None = None,
+    *,
+    if_version: str | None = None,
+    timeout: float = 30.0,
+    model_name: str | None = None,
 ) -> dict[str, Any]:
-    """`POST /admin/unload`: the API stops serving (503) until its next reload; with
-    `if_version` only while that version serves. Returns `{"previous_version",
-    "model_version": None}`; raises `ModelApiError` otherwise (409: another version)."""
+    """`POST /admin/unload` (or `/admin/models/<name>/unload`): the API stops serving that
+    model (503) until its next reload, the others untouched; with `if_version` only while
+    that version serves. Returns `{"previous_version", "model_version": None}`; raises
+    `ModelApiError` otherwise (409: another version)."""
     body = {} if if_version is None else {"if_version": str(if_version)}
-    return _admin_post(url, "/admin/unload", token, timeout, body)
+    return _admin_post(url, admin_path(model_name, "unload"), token, timeout, body)
 
 
 def _admin_post(
@@ -112,17 +157,20 @@ def _admin_post(
     return response.json()
 
 
-def check_health(url: str) -> dict[str, Any]:
-    """`/ping` and `/ready` answer 200; returns `/model`."""
-    for path in ("/ping", "/ready"):
+def check_health(url: str, *, model_name: str | None = None) -> dict[str, Any]:
+    """`/ping` and `/ready` (for `model_name`: its own `/models/<name>/ready`; `/ping` is the
+    default model's) answer 200; returns the model's `/model`."""
+    paths = ("/ping", "/ready") if model_name is None else (model_path(model_name, "/ready"),)
+    for path in paths:
         response = _get(url, path)
         if response.status_code != 200:
             raise ModelApiError(
                 f"{url}{path} answered {response.status_code}: {response.text[:300]}"
             )
-    response = _get(url, "/model")
+    path = model_path(model_name, "/model")
+    response = _get(url, path)
     if response.status_code != 200:
-        raise ModelApiError(f"{url}/model answered {response.status_code}")
+        raise ModelApiError(f"{url}{path} answered {response.status_code}")
     return response.json()
 
 
@@ -150,25 +198,30 @@ def _headers(traffic: str | None) -> dict[str, str]:
 
 
 def predict_labels(
-    url: str, frame: pd.DataFrame, timeout: float = 30.0, traffic: str | None = None
+    url: str,
+    frame: pd.DataFrame,
+    timeout: float = 30.0,
+    traffic: str | None = None,
+    *,
+    model_name: str | None = None,
 ) -> list[Any]:
-    """Labels for `frame` from `POST /invocations` (dataframe_split); `traffic` marks the
-    requests (`smoke`, `benchmark`; None: live)."""
+    """Labels for `frame` from `POST /invocations` (dataframe_split) of `model_name`
+    (default: the default model); `traffic` marks the requests (`smoke`, `benchmark`;
+    None: live)."""
     import httpx
 
+    path = model_path(model_name, "/invocations")
     try:
         with _client(timeout) as client:
             response = client.post(
-                url.rstrip("/") + "/invocations",
+                url.rstrip("/") + path,
                 content=split_payload(frame),
                 headers=_headers(traffic),
             )
     except httpx.HTTPError as exc:
-        raise ModelApiError(f"POST {url}/invocations failed: {exc!r}") from exc
+        raise ModelApiError(f"POST {url}{path} failed: {exc!r}") from exc
     if response.status_code != 200:
-        raise ModelApiError(
-            f"{url}/invocations answered {response.status_code}: {response.text[:500]}"
-        )
+        raise ModelApiError(f"{url}{path} answered {response.status_code}: {response.text[:500]}")
     return response.json()["predictions"]
 
 
@@ -197,11 +250,16 @@ def offline_predictions(
 
 
 def check_predictions(
-    url: str, frame: pd.DataFrame, expected: list[Any], traffic: str | None = SMOKE_TRAFFIC
+    url: str,
+    frame: pd.DataFrame,
+    expected: list[Any],
+    traffic: str | None = SMOKE_TRAFFIC,
+    *,
+    model_name: str | None = None,
 ) -> None:
     """The API's labels for `frame` equal `expected` exactly (requests marked `traffic`);
     a regressor's numbers within `verify.VALUE_RTOL` relative."""
-    got = predict_labels(url, frame, traffic=traffic)
+    got = predict_labels(url, frame, traffic=traffic, model_name=model_name)
     if len(got) != len(expected):
         raise ModelApiError(f"the API returned {len(got)} predictions for {len(expected)} rows")
     if expected and all(isinstance(v, float) for v in expected):
@@ -221,18 +279,19 @@ def check_predictions(
         )
 
 
-def check_bad_payload(url: str) -> int:
+def check_bad_payload(url: str, *, model_name: str | None = None) -> int:
     """A payload with an unknown column must get a 4xx; returns the status code."""
     import httpx
 
     body = b'{"dataframe_records": [{"__not_a_feature__": 1}]}'
+    path = model_path(model_name, "/invocations")
     try:
         with _client(10.0) as client:
             response = client.post(
-                url.rstrip("/") + "/invocations", content=body, headers=_headers(SMOKE_TRAFFIC)
+                url.rstrip("/") + path, content=body, headers=_headers(SMOKE_TRAFFIC)
             )
     except httpx.HTTPError as exc:
-        raise ModelApiError(f"POST {url}/invocations failed: {exc!r}") from exc
+        raise ModelApiError(f"POST {url}{path} failed: {exc!r}") from exc
     if not 400 <= response.status_code < 500:
         raise ModelApiError(
             f"a bad payload got {response.status_code}, expected a 4xx: {response.text[:300]}"
@@ -246,6 +305,8 @@ def measure_latency(
     requests: int = 200,
     warmup: int = 10,
     traffic: str | None = SMOKE_TRAFFIC,
+    *,
+    model_name: str | None = None,
 ) -> dict[str, float]:
     """Send `requests` sequential 1-row requests (rows of `frame` in turn, marked
     `traffic`) over one keep-alive connection; returns `{"p50_ms", "p95_ms", "p99_ms",
@@ -257,7 +318,7 @@ def measure_latency(
     bodies = [split_payload(frame.iloc[[i % len(frame)]]) for i in range(min(len(frame), 50))]
     timings = []
     headers = _headers(traffic)
-    target = url.rstrip("/") + "/invocations"
+    target = url.rstrip("/") + model_path(model_name, "/invocations")
     try:
         with _client(10.0) as client:
             for i in range(warmup + requests):
@@ -308,19 +369,20 @@ def smoke_test(
 ) -> SmokeReport:
     """Smoke tests against a live API: it serves `version`; health; labels for `frame`
     (feature columns) equal the registered version's offline labels; a bad payload gets a
-    4xx; p95 latency of 1-row requests is within `p95_budget_ms`. Raises `ModelApiError`
-    naming the first failed check."""
-    current = served_version(url)
+    4xx; p95 latency of 1-row requests is within `p95_budget_ms`. Every request goes to
+    `model_name`'s own routes (the API may serve other models too). Raises
+    `ModelApiError` naming the first failed check."""
+    current = served_version(url, model_name=model_name)
     if str(current) != str(version):
-        raise ModelApiError(f"{url} serves version {current}, expected {version}")
-    model = check_health(url)
+        raise ModelApiError(f"{url} serves version {current} of {model_name!r}, expected {version}")
+    model = check_health(url, model_name=model_name)
     expected = offline_predictions(tracking_uri, model_name, version, frame)
-    check_predictions(url, frame, expected)
+    check_predictions(url, frame, expected, model_name=model_name)
     problem = implausible_values(expected, model.get("contract"))
     if problem:
         raise ModelApiError(problem)
-    status = check_bad_payload(url)
-    latency = measure_latency(url, frame, latency_requests)
+    status = check_bad_payload(url, model_name=model_name)
+    latency = measure_latency(url, frame, latency_requests, model_name=model_name)
     if latency["p95_ms"] > p95_budget_ms:
         raise ModelApiError(
             f"p95 latency {latency['p95_ms']:.2f} ms exceeds the budget of {p95_budget_ms:.2f} ms"

@@ -3,8 +3,10 @@ start it (idempotent, waits until healthy), find it, stop it. No Airflow imports
 can call it.
 
 State lives in `<settings.home>/api/`: `model-api.pid` (JSON: pid, url, started_at),
-`model-api.log` (the service's stdout + stderr) and `admin_token` (mode 0600, the reload
-token the process was started with, read back by `api_client.reload_model`).
+`model-api.log` (the service's stdout + stderr), `admin_token` (mode 0600, the reload
+token the process was started with, read back by `api_client.reload_model`) and
+`served_models.json` (every registered model the API loaded and did not unload since, kept
+by the API itself: `make api` serves them all again).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from include.ml_pipeline.service_probe import Unreachable, reap, tail, wait_unti
 PID_FILE = "model-api.pid"
 LOG_FILE = "model-api.log"
 TOKEN_FILE = "admin_token"
+MODELS_FILE = "served_models.json"
 
 
 class ApiStartError(RuntimeError):
@@ -49,6 +52,11 @@ def api_dir(home: Path | None = None) -> Path:
     path = Path(home or get_settings().home) / "api"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def models_file(home: Path | None = None) -> Path:
+    """`<home>/api/served_models.json`: the models the local API serves (see the module)."""
+    return api_dir(home) / MODELS_FILE
 
 
 def read_admin_token(home: Path | None = None) -> str | None:
@@ -142,11 +150,14 @@ def start_api(
     tracking_uri: str | None = None,
     admin_token: str | None = None,
     extra_env: dict[str, str] | None = None,
+    models: tuple[str, ...] | list[str] = (),
     timeout: float = 180.0,
     require_model: bool = True,
     home: Path | None = None,
 ) -> ApiProcess:
-    """Start the model API on loopback as a detached process unless one is running.
+    """Start the model API on loopback as a detached process unless one is running. It
+    serves `model_name` (the default model: the bare `/invocations`) and `models` next to
+    it (`make api`: every model recorded in `<home>/api/served_models.json`).
 
     `url` (default `get_settings().api_url`) gives host and port; it must be a loopback
     address. The admin token is `admin_token`, else `MODEL_API_ADMIN_TOKEN`, else the
@@ -179,6 +190,7 @@ def start_api(
             "MODEL_API_ALIAS": alias,
             "MODEL_API_ADMIN_TOKEN": token,
             "ML_PIPELINE_HOME": str(home),
+            "MODEL_API_MODELS_FILE": str(models_file(home)),
             "PYTHONPATH": os.pathsep.join(
                 p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
             ),
@@ -186,6 +198,8 @@ def start_api(
     )
     if model_name:
         env["ML_PIPELINE_MODEL_NAME"] = model_name
+    if models:
+        env["MODEL_API_MODELS"] = ",".join(models)
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.update(extra_env or {})

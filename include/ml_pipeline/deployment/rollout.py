@@ -5,18 +5,21 @@ Two modes, chosen by the orchestration layer (`connections.model_api()`) and log
 
 * **service** (the `model_api` connection is defined): the API is its own service (a
   container, a Deployment). A task never starts or stops a process: it checks the service
-  answers and serves this model (`check_service`), asks it to reload (`POST
-  /admin/reload` with the admin token) and waits (bounded) until `/version` reports the
-  new version.
+  answers (`check_service`; it may serve other models too), asks it to load or reload
+  *this* model (`POST /admin/models/<name>/reload` with the admin token) and waits
+  (bounded) until `/models/<name>/version` reports the new version.
 * **embedded** (no connection, `make run`): a local process on loopback (`MODEL_API_URL`),
-  started when none answers there (`deployment/api_process.py`), else asked to reload.
+  started when none answers there (`deployment/api_process.py`), else asked to load or
+  reload this model: a second `model_name` deployed in the same home is added next to the
+  first, which keeps serving untouched.
 
 `restore_champion` points `champion` back to `previous_champion` (only if `champion` is
 still the failed version), reloads the API the same way and checks it serves the restored
-version.
+version. With no previous champion, the model is unloaded (a service, or a local API
+that serves other models too) or the local API is stopped (it served only this model).
 
 Configuration errors (no token, a token the service refuses, a host that does not resolve,
-nothing answering within the wait, another model served) raise `ModelApiConfigError`
+nothing answering within the wait) raise `ModelApiConfigError`
 naming the URL, where it came from and the fix: a retry cannot help. A reload that fails
 on the service side (502) or a dropped connection is `ModelApiError`: retried.
 """
@@ -69,12 +72,15 @@ def is_loopback(url: str) -> bool:
     return (urlparse(url).hostname or "") in LOOPBACK
 
 
-def served_model(url: str) -> dict[str, Any] | None:
-    """The API's `GET /version` document (model name and version), None if unreachable."""
+def served_model(url: str, model_name: str | None = None) -> dict[str, Any] | None:
+    """The API's `GET /version` document (model name and version) of `model_name` (default:
+    its default model), None if unreachable, {} if it does not serve that model."""
     import httpx
 
+    from include.ml_pipeline.deployment.api_client import model_path
+
     try:
-        response = httpx.get(url.rstrip("/") + "/version", timeout=5.0)
+        response = httpx.get(url.rstrip("/") + model_path(model_name, "/version"), timeout=5.0)
     except httpx.HTTPError:
         return None
     return response.json() if response.status_code == 200 else {}
@@ -84,8 +90,9 @@ def check_service(
     endpoint: ModelApiEndpoint, model_name: str, *, wait_seconds: float = 30.0
 ) -> dict[str, Any]:
     """Preflight of a model API service: an admin token is set, the host resolves, `/version`
-    answers within `wait_seconds` (refused connections and 5xx are polled with backoff) and
-    the service serves `model_name`. Returns its `/version`; raises `ModelApiConfigError`."""
+    answers within `wait_seconds` (refused connections and 5xx are polled with backoff).
+    The service may serve other models: the rollout loads `model_name` next to them.
+    Returns its `/version`; raises `ModelApiConfigError`."""
     from include.ml_pipeline.service_probe import Unreachable, Unresolvable, answer
 
     where = endpoint.describe()
@@ -111,22 +118,27 @@ def check_service(
             f"(wrong port or path?); {fix}"
         )
     info = response.json()
-    serving = info.get("model_name")
-    if serving and serving != model_name:
-        raise ModelApiConfigError(
-            f"{where} serves model {serving!r}, not {model_name!r}; point the connection "
-            f"{MODEL_API_CONN_ID!r} at this model's API, or set the service's "
-            f"ML_PIPELINE_MODEL_NAME={model_name}"
+    if info.get("model_name") != model_name:
+        log.info(
+            "%s serves %r by default; %r is loaded next to it",
+            where,
+            info.get("model_name"),
+            model_name,
         )
     return info
 
 
-def reload_service(endpoint: ModelApiEndpoint, *, timeout: float) -> dict[str, Any]:
-    """`POST /admin/reload` on the service; a refused token is a configuration error."""
+def reload_service(
+    endpoint: ModelApiEndpoint, model_name: str, *, timeout: float
+) -> dict[str, Any]:
+    """`POST /admin/models/<name>/reload` on the service (loads the model if it is new);
+    a refused token is a configuration error."""
     from include.ml_pipeline.deployment.api_client import ModelApiError, reload_model
 
     try:
-        return reload_model(endpoint.url, token=endpoint.token, timeout=timeout)
+        return reload_model(
+            endpoint.url, token=endpoint.token, timeout=timeout, model_name=model_name
+        )
     except ModelApiError as exc:
         if "(401)" in str(exc) or "(403)" in str(exc):
             raise ModelApiConfigError(
@@ -137,29 +149,16 @@ def reload_service(endpoint: ModelApiEndpoint, *, timeout: float) -> dict[str, A
         raise
 
 
-def _api_ready_for(url: str, model_name: str) -> bool:
-    """Embedded mode: True when an API for `model_name` answers at `url` (it will be
-    asked to reload). False when none answers: the caller starts the local one. A local
-    process recorded for another URL, or serving another model, is stopped first."""
+def _api_answers(url: str) -> bool:
+    """Embedded mode: True when a model API answers at `url` (it will be asked to load or
+    reload the model, next to any others it serves). False when none answers: the caller
+    starts the local one. A local process recorded for another URL is stopped first."""
     from include.ml_pipeline.deployment import api_process
 
     running = api_process.api_status()
     if running is not None and running.url.rstrip("/") != url.rstrip("/"):
         api_process.stop_api()
-        running = None
-    info = served_model(url)
-    if info is None:
-        return False
-    serving = info.get("model_name")
-    if serving and serving != model_name:
-        if running is None:
-            raise ModelApiConfigError(
-                f"the model API at {url} serves model {serving!r}, not {model_name!r}, and "
-                f"was not started here; stop it, or define the connection {MODEL_API_CONN_ID!r}"
-            )
-        api_process.stop_api()
-        return False
-    return True
+    return served_model(url) is not None
 
 
 @dataclass(frozen=True)
@@ -233,18 +232,18 @@ def _serve_champion(
 
     if endpoint.is_service:
         check_service(endpoint, model_name)
-        reload_service(endpoint, timeout=timeout)
+        reload_service(endpoint, model_name, timeout=timeout)
     elif not is_loopback(url):
         raise ModelApiConfigError(
             f"MODEL_API_URL={url} is not a loopback address: the embedded mode starts the "
             f"model API on this machine. For an API service, define the Airflow connection "
             f"{MODEL_API_CONN_ID!r} (host, port, schema; password = admin token)"
         )
-    elif not _api_ready_for(url, model_name):
+    elif not _api_answers(url):
         started = start()
     else:
         try:
-            _reload_embedded(settings, url, endpoint.token, timeout=timeout)
+            _reload_embedded(settings, url, endpoint.token, model_name, timeout=timeout)
         except api_client.ModelApiError:
             # The local API went away between the check and the reload (killed, crashed):
             # start it, as when none answered. One still up (a failed reload) re-raises.
@@ -252,17 +251,20 @@ def _serve_champion(
                 raise
             log.warning("the model API at %s went away before the reload; starting it", url)
             started = start()
-    return started, api_client.wait_for_version(url, version, timeout=timeout)
+    document = api_client.wait_for_version(url, version, timeout=timeout, model_name=model_name)
+    return started, document
 
 
-def _reload_embedded(settings: Settings, url: str, token: str | None, *, timeout: float) -> None:
+def _reload_embedded(
+    settings: Settings, url: str, token: str | None, model_name: str, *, timeout: float
+) -> None:
     """Reload the API answering at `url` in the embedded mode. One that refuses this
     home's token was started elsewhere (another `ML_PIPELINE_HOME`, e.g. the other
     AIRFLOW= line's `make run`, holds the port): a configuration error that says so."""
     from include.ml_pipeline.deployment import api_client, api_process
 
     try:
-        api_client.reload_model(url, token=token, timeout=timeout)
+        api_client.reload_model(url, token=token, timeout=timeout, model_name=model_name)
     except api_client.ModelApiError as exc:
         if api_process.api_status() is None and ("(401)" in str(exc) or "(403)" in str(exc)):
             raise ModelApiConfigError(
@@ -303,21 +305,26 @@ def restore_champion(
         restored = rollback_champion(name, tracking_uri=uri, reason=reason)
     except LookupError:
         # First deployment ever: nothing to go back to. Take the alias away so no one
-        # serves a version that failed; the embedded API that serves it is stopped, a
-        # service keeps its process and unloads the model (503 until a champion).
+        # serves a version that failed; a service (or a local API serving other models
+        # too) keeps its process and unloads this model (503 until a champion), a local
+        # API serving only this model is stopped.
         remove_champion(name, tracking_uri=uri)
-        if endpoint.is_service:
+        if endpoint.is_service or _serves_others(endpoint.url, name):
             unloaded = api_client.unload_model(
-                endpoint.url, token=endpoint.token, if_version=str(failed_version), timeout=timeout
+                endpoint.url,
+                token=endpoint.token,
+                if_version=str(failed_version),
+                timeout=timeout,
+                model_name=name,
             )
             return Rollback(
                 rolled_back=True,
                 champion=None,
                 api_stopped=False,
                 unloaded=unloaded["previous_version"],
-                detail=f"no previous champion: alias removed; the service at "
-                f"{endpoint.url} unloaded v{failed_version} and answers 503 "
-                "until a champion is deployed",
+                detail=f"no previous champion: alias removed; the model API at "
+                f"{endpoint.url} unloaded {name} v{failed_version} (any other model it "
+                "serves is untouched) and answers 503 for it until a champion is deployed",
             )
         stopped = api_process.stop_api() if is_loopback(endpoint.url) else False
         return Rollback(
@@ -328,8 +335,23 @@ def restore_champion(
         )
     log.info("rolling back %s to v%s on the %s", name, restored, endpoint.describe())
     _serve_champion(settings, endpoint, name, restored, timeout=timeout)
-    api_client.check_health(endpoint.url)
+    api_client.check_health(endpoint.url, model_name=name)
     return Rollback(rolled_back=True, champion=restored, detail=f"API serves v{restored}")
+
+
+def _serves_others(url: str, model_name: str) -> bool:
+    """True when the API at `url` serves a model other than `model_name` (`GET /models`)."""
+    import httpx
+
+    try:
+        response = httpx.get(url.rstrip("/") + "/models", timeout=5.0)
+    except httpx.HTTPError:
+        return False
+    if response.status_code != 200:
+        return False
+    return any(
+        m.get("ready") and m.get("name") != model_name for m in response.json().get("models", [])
+    )
 
 
 def smoke_rows(split: SplitResult, rows: int = 32) -> pd.DataFrame:

@@ -174,6 +174,8 @@ class ContractComparison:
     changes: list[ContractChange] = field(default_factory=list)
     compared: bool = True
     note: str | None = None
+    #: Why the challenger is another problem altogether (`different_problem`), or None.
+    different_problem: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -293,6 +295,41 @@ def compare_contracts(champion: dict[str, Any], challenger: dict[str, Any]) -> l
                 )
             )
     return changes
+
+
+def different_problem(champion: dict[str, Any], challenger: dict[str, Any]) -> str | None:
+    """Why `challenger` is another problem than `champion` rather than a new version of
+    it -- it shares none of its input columns, or none of its labels -- else None."""
+    old, new = _columns(champion), _columns(challenger)
+    if old and new and not set(old) & set(new):
+        return (
+            f"it shares none of the champion's {len(old)} input columns "
+            f"({', '.join(list(old)[:4])}{', ...' if len(old) > 4 else ''})"
+        )
+    old_labels = (champion.get("target") or {}).get("labels")
+    new_labels = (challenger.get("target") or {}).get("labels")
+    if (
+        old_labels
+        and new_labels
+        and not {json.dumps(v) for v in old_labels} & {json.dumps(v) for v in new_labels}
+    ):
+        return (
+            f"none of its labels ({_label_text(new_labels)}) is one of the champion's "
+            f"({_label_text(old_labels)})"
+        )
+    return None
+
+
+def compare(
+    champion_version: str | None, champion: dict[str, Any], challenger: dict[str, Any]
+) -> ContractComparison:
+    """The challenger's contract against the champion's: every change, and whether it
+    is a different problem altogether."""
+    return ContractComparison(
+        champion_version,
+        compare_contracts(champion, challenger),
+        different_problem=different_problem(champion, challenger),
+    )
 
 
 # --------------------------------------------------------------------------- MLflow

@@ -21,7 +21,11 @@ the same test split:
 * **input contract**: the challenger takes the same columns with the same kinds and
   returns the same label type and set as the champion (`registry.contract`). A change
   is rejected, naming each difference, unless `allow_contract_change` is set; then it
-  is deployed and `Decision.contract_changes` says what clients must change.
+  is deployed and `Decision.contract_changes` says what clients must change. A challenger
+  that shares no input column (or no label) with the champion is a *different problem*:
+  one sentence says so and names the two ways forward (its own `model_name`, served next
+  to this one, or `allow_contract_change`); the per-column list stays in
+  `Decision.contract_changes` (the run's report), not in the reasons.
 
 Every check adds one human-readable sentence with the numbers to `reasons` -- passes as
 well as failures -- so the record on the model version explains itself. A metric that
@@ -250,6 +254,10 @@ def _champion(
     return ["champion"]
 
 
+#: How the reason that names a different problem begins (the run summary shows it alone).
+DIFFERENT_PROBLEM = "This is a different problem"
+
+
 def _contract(
     contract: ContractComparison | None, thresholds: Thresholds, reasons: list[str]
 ) -> tuple[list[str], list[str]]:
@@ -270,6 +278,15 @@ def _contract(
         return [], []
     changes = [str(change) for change in contract.changes]
     listed = "; ".join(change.description for change in contract.changes)
+    if contract.different_problem and not thresholds.allow_contract_change:
+        reasons.append(
+            f"{DIFFERENT_PROBLEM}, not a new version of {champion}: "
+            f"{contract.different_problem}. Give it its own model_name (e.g. CONF="
+            "'model_name=<name>'; the model API serves it next to this one), or set "
+            f"allow_contract_change to replace {champion} (its {len(changes)} "
+            "differences are listed in the report under contract_changes)."
+        )
+        return ["input contract"], changes
     if thresholds.allow_contract_change:
         actions = "; ".join(change.client_action for change in contract.changes)
         reasons.append(

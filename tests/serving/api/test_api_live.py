@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from include.ml_pipeline.deployment import api_client, api_process
-from tests.serving.conftest import ADMIN_TOKEN, MAX_BODY, MAX_ROWS, set_alias
+from tests.serving.conftest import ADMIN_TOKEN, MAX_BODY, MAX_ROWS, MODEL_NAME, set_alias
 
 JSON = {"Content-Type": "application/json"}
 
@@ -135,7 +135,7 @@ def test_every_bad_request_gets_a_4xx_naming_the_problem(live_api, churn_frame):
         # still healthy afterwards
         assert client.get(live_api.url + "/ping").status_code == 200
     metrics = httpx.get(live_api.url + "/metrics").text
-    assert 'model_api_errors_total{kind="missing_columns"}' in metrics
+    assert f'model_api_errors_total{{kind="missing_columns",model="{MODEL_NAME}"}}' in metrics
 
 
 def test_extra_columns_are_ignored_and_reported(live_api, churn_frame):
@@ -159,8 +159,9 @@ def test_extra_columns_are_ignored_and_reported(live_api, churn_frame):
         == plain.json()["predictions"]
     )  # the extra columns change nothing
     metrics = httpx.get(live_api.url + "/metrics").text
-    assert 'model_api_ignored_columns_requests_total{endpoint="invocations"}' in metrics
-    assert 'model_api_ignored_columns_requests_total{endpoint="predict"}' in metrics
+    for endpoint in ("invocations", "predict"):
+        series = f'{{endpoint="{endpoint}",model="{MODEL_NAME}"}}'
+        assert f"model_api_ignored_columns_requests_total{series}" in metrics
     ping = httpx.get(live_api.url + "/ping")
     assert ping.headers["content-type"].startswith("text/plain")
 

@@ -1,4 +1,7 @@
-"""The model API: a FastAPI app serving `models:/<name>@<alias>` (default `champion`).
+"""The model API: a FastAPI app serving `models:/<name>@<alias>` (default `champion`) of
+one or several registered models side by side (`state.py`: one slot each), over MLflow's
+scoring protocol (bare routes: the default model; `/models/{name}/...`: any served one)
+and the Open Inference Protocol (`/v2/...`, `oip.py`).
 
 What each endpoint does is told once, in `openapi.md`: the description of the OpenAPI
 document (`/openapi.json`, `/docs`), to which `openapi.py` adds every status and content
@@ -13,13 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from enum import Enum
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from include.ml_pipeline.serving.api.oip import OpenInference
 from include.ml_pipeline.serving.api.openapi import DESCRIPTION, document
 from include.ml_pipeline.serving.api.routes import API_VERSION, Routes
 from include.ml_pipeline.serving.api.settings import ServingSettings, get_serving_settings
@@ -30,6 +36,8 @@ log = logging.getLogger("ml_pipeline.serving")
 SCORING: list[str | Enum] = ["mlflow scoring protocol"]
 MODEL: list[str | Enum] = ["model"]
 OPERATIONS: list[str | Enum] = ["operations"]
+MODELS: list[str | Enum] = ["several models"]
+OIP: list[str | Enum] = ["open inference protocol (v2)"]
 
 
 def create_app(
@@ -38,14 +46,17 @@ def create_app(
     loader=None,
     load_on_startup: bool = True,
     pending=None,
+    model_loader=None,
 ) -> FastAPI:
-    """Build the app. `loader` (tests) replaces the MLflow loader: a callable returning a
-    `ServedModel`. With `load_on_startup` the first load runs in the background, so the
-    port answers immediately (`/ping` is 503 until the model is in). `pending` is an
-    `loading.load.PendingLoad` already running; the first load waits for it."""
+    """Build the app. `loader` (tests) replaces the MLflow loader of the default model: a
+    callable returning a `ServedModel`; `model_loader(name)` that of any model. With
+    `load_on_startup` the first loads run in the background, so the port answers
+    immediately (`/ping` is 503 until the default model is in). `pending` is a
+    `loading.load.PendingLoad` already running; its model's first load waits for it."""
     settings = settings or get_serving_settings()
-    state = ServiceState(settings, loader, pending)
+    state = ServiceState(settings, loader, pending, model_loader)
     routes = Routes(state)
+    v2 = OpenInference(routes)
     app = FastAPI(
         title="Model API",
         version=API_VERSION,
@@ -60,72 +71,57 @@ def create_app(
     app.add_exception_handler(RequestValidationError, routes.validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, routes.unexpected)
 
-    route = app.add_api_route
-    route(
-        "/invocations",
-        routes.invocations,
-        methods=["POST"],
-        tags=SCORING,
-        summary="MLflow scoring protocol: labels for a batch",
-    )
-    route("/health", routes.ping, methods=["GET"], tags=SCORING, summary="same as /ping")
-    route("/ping", routes.ping, methods=["GET"], tags=SCORING, summary="200 when a model is loaded")
-    route(
-        "/version",
-        routes.version,
-        methods=["GET"],
-        tags=SCORING,
-        summary="served model version (JSON, unlike MLflow's plain text)",
-    )
-    route(
-        "/predict",
-        routes.predict_endpoint,
-        methods=["POST"],
-        tags=MODEL,
-        summary="Typed prediction with probabilities",
-    )
-    route(
-        "/ready",
-        routes.ready,
-        methods=["GET"],
-        tags=OPERATIONS,
-        summary="200 once a model is loaded",
-    )
-    route("/model", routes.model_info, methods=["GET"], tags=OPERATIONS, summary="the served model")
-    route(
-        "/metrics", routes.metrics, methods=["GET"], tags=OPERATIONS, summary="Prometheus metrics"
-    )
-    route(
-        "/admin/reload",
-        routes.admin_reload,
-        methods=["POST"],
-        tags=OPERATIONS,
-        summary="load the version the alias points to now and swap it in",
-    )
-    route(
-        "/admin/unload",
-        routes.admin_unload,
-        methods=["POST"],
-        tags=OPERATIONS,
-        summary="stop serving (until the next reload)",
-    )
+    get, post = "GET", "POST"
+    endpoints: list[tuple[str, str, Callable[..., Any], list[str | Enum], str]] = [
+        # (method, path, handler, tags, summary)
+        (post, "/invocations", routes.invocations, SCORING, "MLflow scoring protocol: labels"),
+        (get, "/health", routes.ping, SCORING, "same as /ping"),
+        (get, "/ping", routes.ping, SCORING, "200 when a model is loaded"),
+        (get, "/version", routes.version, SCORING, "served model version (JSON, unlike MLflow)"),
+        (post, "/predict", routes.predict_endpoint, MODEL, "Typed prediction with probabilities"),
+        (get, "/ready", routes.ready, OPERATIONS, "200 once a model is loaded"),
+        (get, "/model", routes.model_info, OPERATIONS, "the served model"),
+        (get, "/metrics", routes.metrics, OPERATIONS, "Prometheus metrics"),
+        (post, "/admin/reload", routes.admin_reload, OPERATIONS, "load what the alias is now"),
+        (post, "/admin/unload", routes.admin_unload, OPERATIONS, "stop serving (until reload)"),
+        (get, "/models", routes.list_models, MODELS, "served models"),
+        (get, "/models/{name}", routes.named_model_info, MODELS, "the model (as GET /model)"),
+        (post, "/models/{name}/invocations", routes.model_invocations, MODELS, "MLflow protocol"),
+        (post, "/models/{name}/predict", routes.model_predict, MODELS, "typed prediction"),
+        (get, "/models/{name}/version", routes.model_version, MODELS, "its served version"),
+        (get, "/models/{name}/ready", routes.model_ready, MODELS, "200 once it is loaded"),
+        (post, "/admin/models/{name}/load", routes.admin_model_reload, OPERATIONS, "add, load"),
+        (post, "/admin/models/{name}/reload", routes.admin_model_reload, OPERATIONS, "reload"),
+        (post, "/admin/models/{name}/unload", routes.admin_model_unload, OPERATIONS, "unload"),
+        (get, "/v2", v2.server_metadata, OIP, "server metadata"),
+        (get, "/v2/health/live", v2.live, OIP, "the server is up"),
+        (get, "/v2/health/ready", v2.server_ready, OIP, "every served model is loaded"),
+        (get, "/v2/models/{name}", v2.model_metadata, OIP, "inputs (contract types), outputs"),
+        (get, "/v2/models/{name}/ready", v2.model_ready, OIP, "the model is loaded"),
+        (post, "/v2/models/{name}/infer", v2.infer, OIP, "named input tensors in, outputs out"),
+    ]
+    for method, path, handler, tags, summary in endpoints:
+        app.add_api_route(path, handler, methods=[method], tags=tags, summary=summary)
 
     def openapi() -> dict:
         """The schema with every status and content type, and the request bodies of the
-        model served now (rebuilt on every call: it follows reloads)."""
+        models served now (rebuilt on every call: it follows reloads)."""
         from fastapi.openapi.utils import get_openapi
 
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
-        return document(schema, state.model, settings.max_rows, settings.strict_columns)
+        served = {name: slot.model for name, slot in state.slots.items()}
+        return document(
+            schema, state.model, settings.max_rows, settings.strict_columns, models=served
+        )
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
 def _lifespan(state: ServiceState, load_on_startup: bool):
-    """Start the inference log; with `load_on_startup`, load the first model in the
+    """Start the inference log; with `load_on_startup`, load every served model in the
     background; on shutdown stop that load and flush the log."""
 
     @asynccontextmanager
@@ -133,15 +129,7 @@ def _lifespan(state: ServiceState, load_on_startup: bool):
         state.logger.start()
         task = None
         if load_on_startup:
-
-            async def first_load():
-                try:
-                    await state.reload()
-                except Exception as exc:
-                    log.error("initial model load failed: %s", exc)
-                    state.metrics.reloads.labels("failed").inc()
-
-            task = asyncio.create_task(first_load())
+            task = asyncio.create_task(state.load_all())
         try:
             yield
         finally:

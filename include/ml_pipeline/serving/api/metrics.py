@@ -1,15 +1,18 @@
 """Prometheus metrics of the model API (own registry, served at `GET /metrics`).
 
-* `model_api_requests_total{endpoint,status}` - requests by endpoint and HTTP status
-* `model_api_request_latency_seconds{endpoint}` - histogram, handler time
-* `model_api_errors_total{kind}` - client/server errors by kind (`missing_columns`, ...)
-* `model_api_predicted_rows_total` / `model_api_predictions_total{class}` - predicted
-  rows, by predicted class
-* `model_api_model_version` - served version number (NaN before the first load)
-* `model_api_model_info{name,version,alias,predict_path}` - 1 for the served model
-* `model_api_ignored_columns_requests_total{endpoint}` - requests whose extra columns
+Every series about a model carries its registered name in the label `model` (one API
+serves several; `model=""` for a request that named no served model, e.g. a 404).
+
+* `model_api_requests_total{endpoint,status,model}` - requests by endpoint and HTTP status
+* `model_api_request_latency_seconds{endpoint,model}` - histogram, handler time
+* `model_api_errors_total{kind,model}` - client/server errors by kind (`missing_columns`, ...)
+* `model_api_predicted_rows_total{model}` / `model_api_predictions_total{class,model}` -
+  predicted rows, by predicted class
+* `model_api_model_version{model}` - served version number (NaN when none is served)
+* `model_api_model_info{name,version,alias,predict_path}` - 1 for each served model
+* `model_api_ignored_columns_requests_total{endpoint,model}` - requests whose extra columns
   were ignored (named in their `X-Ignored-Columns` response header)
-* `model_api_reloads_total{result}` - reloads and unloads by result (`ok`, `failed`,
+* `model_api_reloads_total{model,result}` - reloads and unloads by result (`ok`, `failed`,
   `unauthorized`, `refused`, `unloaded`)
 * `model_api_inference_log_dropped_total` / `..._written_total` /
   `..._write_errors_total` / `model_api_inference_log_pending_objects` - the inference log
@@ -32,23 +35,24 @@ class ApiMetrics:
         self.requests = Counter(
             "model_api_requests",
             "Requests by endpoint and status",
-            ["endpoint", "status"],
+            ["endpoint", "status", "model"],
             registry=r,
         )
         self.latency = Histogram(
             "model_api_request_latency_seconds",
             "Handler latency",
-            ["endpoint"],
+            ["endpoint", "model"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.errors = Counter("model_api_errors", "Errors by kind", ["kind"], registry=r)
-        self.rows = Counter("model_api_predicted_rows", "Rows predicted", registry=r)
+        self.errors = Counter("model_api_errors", "Errors by kind", ["kind", "model"], registry=r)
+        self.rows = Counter("model_api_predicted_rows", "Rows predicted", ["model"], registry=r)
         self.classes = Counter(
-            "model_api_predictions", "Predicted rows by class", ["class"], registry=r
+            "model_api_predictions", "Predicted rows by class", ["class", "model"], registry=r
         )
-        self.version = Gauge("model_api_model_version", "Served model version", registry=r)
-        self.version.set(float("nan"))
+        self.version = Gauge(
+            "model_api_model_version", "Served model version", ["model"], registry=r
+        )
         self.info = Gauge(
             "model_api_model_info",
             "Served model (value 1)",
@@ -59,10 +63,12 @@ class ApiMetrics:
             "model_api_ignored_columns_requests",
             "Requests with columns the model does not take (ignored, named in the "
             "X-Ignored-Columns header)",
-            ["endpoint"],
+            ["endpoint", "model"],
             registry=r,
         )
-        self.reloads = Counter("model_api_reloads", "Reloads by result", ["result"], registry=r)
+        self.reloads = Counter(
+            "model_api_reloads", "Reloads by result", ["model", "result"], registry=r
+        )
         self.log_dropped = Gauge(
             "model_api_inference_log_dropped_total",
             "Inference log entries dropped (queue full)",
@@ -81,30 +87,37 @@ class ApiMetrics:
             "Inference log objects waiting for the store",
             registry=r,
         )
-        self._request_children: dict[tuple[str, int], Any] = {}
-        self._latency_children: dict[str, Any] = {}
-        self._class_children: dict[str, Any] = {}
+        self._request_children: dict[tuple[str, int, str], Any] = {}
+        self._latency_children: dict[tuple[str, str], Any] = {}
+        self._class_children: dict[tuple[str, str], Any] = {}
+        self._row_children: dict[str, Any] = {}
+        self._info_labels: dict[str, tuple[str, str, str, str]] = {}
 
-    def observe(self, endpoint: str, status: int, seconds: float) -> None:
-        key = (endpoint, status)
+    def observe(self, endpoint: str, status: int, seconds: float, model: str = "") -> None:
+        key = (endpoint, status, model)
         child = self._request_children.get(key)
         if child is None:
-            child = self._request_children[key] = self.requests.labels(endpoint, str(status))
+            child = self._request_children[key] = self.requests.labels(endpoint, str(status), model)
         child.inc()
-        hist = self._latency_children.get(endpoint)
+        hist = self._latency_children.get((endpoint, model))
         if hist is None:
-            hist = self._latency_children[endpoint] = self.latency.labels(endpoint)
+            hist = self._latency_children[(endpoint, model)] = self.latency.labels(endpoint, model)
         hist.observe(seconds)
 
-    def error(self, kind: str) -> None:
-        self.errors.labels(kind).inc()
+    def error(self, kind: str, model: str = "") -> None:
+        self.errors.labels(kind, model).inc()
 
-    def predicted(self, labels: list[Any], label_index: Any, classes: list[Any]) -> None:
-        self.rows.inc(len(labels))
+    def predicted(
+        self, labels: list[Any], label_index: Any, classes: list[Any], model: str = ""
+    ) -> None:
+        rows = self._row_children.get(model)
+        if rows is None:
+            rows = self._row_children[model] = self.rows.labels(model)
+        rows.inc(len(labels))
         if not classes:  # a regressor: numbers, not classes to count
             return
         if len(labels) == 1:
-            self._class(labels[0]).inc()
+            self._class(labels[0], model).inc()
             return
         if label_index is not None:
             import numpy as np
@@ -112,30 +125,37 @@ class ApiMetrics:
             counts = np.bincount(label_index, minlength=len(classes))
             for cls, count in zip(classes, counts.tolist(), strict=False):
                 if count:
-                    self._class(cls).inc(count)
+                    self._class(cls, model).inc(count)
             return
         tally: dict[Any, int] = {}
         for label in labels:
             tally[label] = tally.get(label, 0) + 1
         for label, count in tally.items():
-            self._class(label).inc(count)
+            self._class(label, model).inc(count)
 
-    def _class(self, label: Any):
-        key = str(label)
+    def _class(self, label: Any, model: str):
+        key = (str(label), model)
         child = self._class_children.get(key)
         if child is None:
-            child = self._class_children[key] = self.classes.labels(key)
+            child = self._class_children[key] = self.classes.labels(*key)
         return child
+
+    def _forget_info(self, name: str) -> None:
+        """Remove `name`'s `model_api_model_info` series (the other models' stay)."""
+        labels = self._info_labels.pop(name, None)
+        if labels is not None:
+            self.info.remove(*labels)
 
     def model_loaded(self, name: str, version: str, alias: str, path: str) -> None:
         try:
-            self.version.set(float(version))
+            self.version.labels(name).set(float(version))
         except ValueError:
-            self.version.set(float("nan"))
-        self.info.clear()
+            self.version.labels(name).set(float("nan"))
+        self._forget_info(name)
+        self._info_labels[name] = (name, version, alias, path)
         self.info.labels(name, version, alias, path).set(1)
 
-    def model_unloaded(self) -> None:
-        self.version.set(float("nan"))
-        self.info.clear()
-        self.reloads.labels("unloaded").inc()
+    def model_unloaded(self, name: str) -> None:
+        self.version.labels(name).set(float("nan"))
+        self._forget_info(name)
+        self.reloads.labels(name, "unloaded").inc()

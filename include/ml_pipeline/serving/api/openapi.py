@@ -12,14 +12,21 @@ What the schemas say, and where they are narrower than what the service accepts:
   superset of the columns is accepted, and records lacking a key inside a batch that has
   it elsewhere are read as missing values, as pandas does); a JSON schema cannot say
   "these names in any order", so the documented form is the canonical one;
-* `text/csv` is documented by a pattern: the header in the spec's order, then rows.
+* `text/csv` is documented by a pattern: the header in the spec's order, then rows;
+* the per-model `POST` endpoints (`/models/{name}/invocations`, `/models/{name}/predict`,
+  `/v2/models/{name}/infer`) are listed once per served model with that model's bodies
+  (`/models/churn/invocations`, ...); the `GET` ones keep `{name}`, an enum of the served
+  names; an Open Inference request is documented in its one-row, one-tensor-per-column
+  form (any row count, and the single table input, are accepted too).
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 #: What each endpoint does (the document's `info.description`), a package data file.
 DESCRIPTION = resources.files(__package__).joinpath("openapi.md").read_text(encoding="utf-8")
@@ -30,6 +37,7 @@ ERROR_REF = {"$ref": "#/components/schemas/Error"}
 ERROR_DESCRIPTIONS = {
     400: "malformed body: not JSON, wrong shape, empty batch, repeated columns, bad header",
     401: "missing or wrong bearer token",
+    404: "no served model has this name (the message lists the served ones)",
     403: "reloads are disabled: MODEL_API_ADMIN_TOKEN is not set on the server",
     413: "too many rows (MODEL_API_MAX_ROWS) or too big a body (MODEL_API_MAX_BODY_BYTES)",
     415: "unsupported content type or charset (JSON or text/csv, UTF-8)",
@@ -183,6 +191,75 @@ UNLOAD_BODY = {
     },
 }
 TEXT_BODY = {"type": "string"}
+MODELS_LIST = {
+    "type": "object",
+    "required": ["default", "models"],
+    "properties": {
+        "default": {"type": "string"},
+        "models": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "alias", "ready", "model_version"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "alias": {"type": "string"},
+                    "ready": {"type": "boolean"},
+                    "model_version": {"type": ["string", "null"]},
+                    "predict_path": {"type": ["string", "null"]},
+                    "reason": {"type": ["string", "null"]},
+                },
+            },
+        },
+    },
+}
+OIP_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+TENSOR = {
+    "type": "object",
+    "required": ["name", "datatype", "shape", "data"],
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "data": {"type": "array"},
+        "parameters": {"type": "object"},
+    },
+}
+OIP_METADATA = {
+    "type": "object",
+    "required": ["name", "versions", "platform", "inputs", "outputs"],
+    "properties": {
+        "name": {"type": "string"},
+        "versions": {"type": "array", "items": {"type": "string"}},
+        "platform": {"type": "string"},
+        "inputs": {"type": "array"},
+        "outputs": {"type": "array"},
+        "parameters": {"type": "object"},
+    },
+}
+OIP_INFERRED = {
+    "type": "object",
+    "required": ["model_name", "model_version", "outputs"],
+    "properties": {
+        "model_name": {"type": "string"},
+        "model_version": {"type": "string"},
+        "id": {"type": "string"},
+        "outputs": {"type": "array", "items": TENSOR},
+    },
+}
+
+
+def oip_errors(*codes: int) -> dict[int, dict[str, Any]]:
+    """Error statuses of the Open Inference endpoints (`{"error": ...}` bodies)."""
+    return {
+        code: {"description": ERROR_DESCRIPTIONS[code], "content": {JSON: {"schema": OIP_ERROR}}}
+        for code in codes
+    }
+
+
+def _flag(name: str) -> dict[str, Any]:
+    return {"type": "object", "required": [name], "properties": {name: {"type": "boolean"}}}
+
 
 # (path, responses) of every endpoint; the request bodies are added by `document`.
 RESPONSES: dict[str, dict[int, dict[str, Any]]] = {
@@ -217,7 +294,50 @@ RESPONSES: dict[str, dict[int, dict[str, Any]]] = {
         **errors(400, 401, 403, 409),
     },
 }
-ADMIN_PATHS = ("/admin/reload", "/admin/unload")
+RESPONSES["/models/{name}/invocations"] = {**RESPONSES["/invocations"], **errors(404)}
+RESPONSES["/models/{name}/predict"] = {**RESPONSES["/predict"], **errors(404)}
+RESPONSES["/models/{name}/version"] = {**RESPONSES["/version"], **errors(404)}
+RESPONSES["/models/{name}/ready"] = {**RESPONSES["/ready"], **errors(404)}
+RESPONSES["/models/{name}"] = {**RESPONSES["/model"], **errors(404)}
+RESPONSES["/models"] = ok(MODELS_LIST, "every served model, loaded or not, and the default")
+for _action in ("load", "reload"):
+    RESPONSES[f"/admin/models/{{name}}/{_action}"] = RESPONSES["/admin/reload"]
+RESPONSES["/admin/models/{name}/unload"] = {**RESPONSES["/admin/unload"], **errors(404)}
+RESPONSES["/v2"] = ok({"type": "object"}, "server name, version and extensions")
+RESPONSES["/v2/health/live"] = ok(_flag("live"), "the server answers")
+RESPONSES["/v2/health/ready"] = {
+    **ok(_flag("ready"), "every served model is loaded"),
+    503: {
+        "description": "a served model is not loaded",
+        "content": {JSON: {"schema": _flag("ready")}},
+    },
+}
+RESPONSES["/v2/models/{name}"] = {
+    **ok(OIP_METADATA, "the model's input tensors (one per column) and outputs"),
+    **oip_errors(404, 503),
+}
+RESPONSES["/v2/models/{name}/ready"] = {
+    **ok(_flag("ready"), "the model is loaded"),
+    503: {"description": "the model is not loaded", "content": {JSON: {"schema": _flag("ready")}}},
+    **oip_errors(404),
+}
+RESPONSES["/v2/models/{name}/infer"] = {
+    **ok(
+        OIP_INFERRED,
+        "predictions (and probabilities) as output tensors",
+        headers={"X-Ignored-Columns": IGNORED_HEADER_DOC},
+    ),
+    **oip_errors(400, 404, 413, 422, 503),
+}
+ADMIN_PATHS = (
+    "/admin/reload",
+    "/admin/unload",
+    "/admin/models/{name}/load",
+    "/admin/models/{name}/reload",
+    "/admin/models/{name}/unload",
+)
+#: The per-model POST endpoints, listed once per served model (their bodies differ).
+PER_MODEL = ("/models/{name}/invocations", "/models/{name}/predict", "/v2/models/{name}/infer")
 
 
 def _value(kind: str) -> dict[str, Any]:
@@ -254,9 +374,63 @@ def _csv_pattern(spec: Any) -> str:
     return f"^{header}(\\r?\\n{row})+(\\r?\\n)?$"
 
 
-def request_bodies(spec: Any, max_rows: int, strict: bool) -> dict[str, dict[str, Any]]:
-    """The request bodies of `/invocations` and `/predict` for the served feature spec."""
-    record = {"$ref": "#/components/schemas/FeatureRecord"}
+def infer_body(served: Any) -> dict[str, Any]:
+    """The `/v2/models/{name}/infer` body of `served`, in its one-row form."""
+    from include.ml_pipeline.serving.api.oip import KNOWN_DATATYPES, input_columns
+
+    tensors = [
+        {
+            "type": "object",
+            "required": ["name", "datatype", "shape", "data"],
+            "properties": {
+                "name": {"const": column["name"]},
+                "datatype": {"type": "string", "enum": list(KNOWN_DATATYPES)},
+                "shape": {"const": [1]},
+                "data": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 1,
+                    "items": _value("numeric" if column["datatype"] == "FP64" else "text"),
+                },
+            },
+        }
+        for column in input_columns(served)
+    ]
+    outputs = ["predictions", "probabilities"] if served.classes else ["predictions"]
+    schema = {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "inputs": {
+                "type": "array",
+                "minItems": len(tensors),
+                "maxItems": len(tensors),
+                "prefixItems": tensors,
+                "items": False,
+            },
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": {"enum": outputs}},
+                },
+            },
+            "parameters": {"type": "object"},
+        },
+    }
+    return {"required": True, "content": {JSON: {"schema": schema}}}
+
+
+def request_bodies(
+    spec: Any, max_rows: int, strict: bool, *, inline: bool = False
+) -> dict[str, dict[str, Any]]:
+    """The request bodies of `/invocations` and `/predict` for the served feature spec
+    (`inline`: the record schema in place, not a reference to the default model's)."""
+    record = (
+        feature_record(spec, strict) if inline else {"$ref": "#/components/schemas/FeatureRecord"}
+    )
     records = {"type": "array", "minItems": 1, "maxItems": max_rows, "items": record}
     columns = _columns(spec)
     split = {
@@ -317,14 +491,68 @@ def request_bodies(spec: Any, max_rows: int, strict: bool) -> dict[str, dict[str
         },
         "/predict": {
             "required": True,
-            "content": {JSON: {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
+            "content": {JSON: {"schema": predict_request(record, max_rows)}},
         },
     }
 
 
-def document(schema: dict[str, Any], served: Any, max_rows: int, strict: bool) -> dict:
+def predict_request(record: dict[str, Any], max_rows: int) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["records"],
+        "additionalProperties": False,
+        "properties": {
+            "records": {"type": "array", "minItems": 1, "maxItems": max_rows, "items": record}
+        },
+    }
+
+
+def _per_model(paths: dict[str, Any], served: dict[str, Any], max_rows: int, strict: bool) -> None:
+    """Replace each `PER_MODEL` template by one path per served model, with its bodies;
+    give the other `{name}` paths the served names as an enum."""
+    loose = {"required": True, "content": {JSON: {"schema": {"type": "object"}}}}
+    for template in PER_MODEL:
+        methods = paths.pop(template, None)
+        if methods is None:
+            continue
+        for name, model in served.items():
+            if model is None:
+                bodies = {"/invocations": loose, "/predict": loose}
+                infer = loose
+            else:
+                bodies = request_bodies(model.spec, max_rows, strict, inline=True)
+                infer = infer_body(model)
+            concrete = copy.deepcopy(methods)
+            for operation in concrete.values():
+                operation["responses"] = {
+                    str(code): dict(doc) for code, doc in RESPONSES[template].items()
+                }
+                operation.pop("parameters", None)
+                operation["operationId"] = f"{operation.get('operationId', template)}_{name}"
+                tail = template.rsplit("/", 1)[1]
+                operation["requestBody"] = infer if tail == "infer" else bodies[f"/{tail}"]
+            paths[template.replace("{name}", quote(name, safe=""))] = concrete
+    names = list(served)
+    for path, methods in paths.items():
+        if "{name}" not in path:
+            continue
+        for operation in methods.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("name") == "name" and parameter.get("in") == "path":
+                    parameter["schema"] = {"type": "string", "enum": names}
+
+
+def document(
+    schema: dict[str, Any],
+    served: Any,
+    max_rows: int,
+    strict: bool,
+    *,
+    models: dict[str, Any] | None = None,
+) -> dict:
     """Complete FastAPI's generated `schema` in place: responses, request bodies, the
-    error and record components, the bearer scheme of `/admin/reload`."""
+    error and record components, the bearer scheme of the admin calls. `served`: the
+    default model; `models`: every served model by name (None when not loaded)."""
     components = schema.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     schemas["Error"] = ERROR_SCHEMA
@@ -338,20 +566,14 @@ def document(schema: dict[str, Any], served: Any, max_rows: int, strict: bool) -
     bodies: dict[str, Any] = {}
     if served is not None:
         schemas["FeatureRecord"] = feature_record(served.spec, strict)
-        schemas["PredictRequest"] = {
-            "type": "object",
-            "required": ["records"],
-            "additionalProperties": False,
-            "properties": {
-                "records": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": max_rows,
-                    "items": {"$ref": "#/components/schemas/FeatureRecord"},
-                }
-            },
-        }
+        schemas["PredictRequest"] = predict_request(
+            {"$ref": "#/components/schemas/FeatureRecord"}, max_rows
+        )
         bodies = request_bodies(served.spec, max_rows, strict)
+        bodies["/predict"] = {
+            "required": True,
+            "content": {JSON: {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
+        }
     else:  # no model yet: any body gets 503
         schemas["FeatureRecord"] = {"type": "object", "description": "model not loaded yet"}
         loose = {"required": True, "content": {JSON: {"schema": {"type": "object"}}}}
@@ -364,10 +586,11 @@ def document(schema: dict[str, Any], served: Any, max_rows: int, strict: bool) -
                 }
             if path in bodies:
                 operation["requestBody"] = bodies[path]
-            if path == "/admin/unload":
+            if path in ("/admin/unload", "/admin/models/{name}/unload"):
                 operation["requestBody"] = UNLOAD_BODY
             if path in ADMIN_PATHS:
                 operation["security"] = [{"bearer": []}]
+    _per_model(schema.get("paths", {}), models or {}, max_rows, strict)
     schema.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
     schema.get("components", {}).get("schemas", {}).pop("ValidationError", None)
     return schema

@@ -1,6 +1,11 @@
 """The model API's request handlers: one `Routes` object per app, its methods the
 endpoints and error handlers, all sharing the app's `ServiceState` (`app.py` registers
-them; the endpoints are described there)."""
+them; the endpoints are described there).
+
+Every model endpoint exists twice: bare (`/invocations`, `/predict`, `/version`, `/ready`,
+`/model`: the default model) and per model (`/models/{name}/invocations`, ...). Both run
+the same handler on the model's `ModelSlot`; an unknown name is a 404 that lists the
+served models."""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from include.ml_pipeline.names import LIVE_TRAFFIC, TRAFFIC_HEADER, TRAFFIC_KINDS
-from include.ml_pipeline.serving.api.state import ServiceState
+from include.ml_pipeline.serving.api.state import ModelSlot, ServiceState
 from include.ml_pipeline.serving.parsing import RequestError, load_json
 
 log = logging.getLogger("ml_pipeline.serving")
@@ -65,8 +70,20 @@ def error_response(status: int, kind: str, message: str) -> Response:
     return Response(body, status_code=status, media_type=JSON)
 
 
+class UnknownModel(RequestError):
+    """A request named a model this API does not serve."""
+
+    def __init__(self, name: str, served: list[str]):
+        listed = ", ".join(served) or "none"
+        super().__init__(
+            404,
+            "unknown_model",
+            f"model {name!r} is not served here; served models: {listed} (GET /models)",
+        )
+
+
 class Routes:
-    """The handlers of one app. Each request reads `state.model` once and uses that
+    """The handlers of one app. Each request reads its slot's model once and uses that
     model to the end, so a reload never changes the model under a running request."""
 
     def __init__(self, state: ServiceState):
@@ -121,16 +138,27 @@ class Routes:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def fail(self, endpoint: str, started: float, exc: RequestError) -> Response:
-        self.state.metrics.error(exc.kind)
-        self.state.metrics.observe(endpoint, exc.status, time.perf_counter() - started)
+    def slot(self, name: str) -> ModelSlot:
+        """The slot of the model `name`; `UnknownModel` (404) when it is not served."""
+        found = self.state.slot(name)
+        if found is None:
+            raise UnknownModel(name, self.state.served_names())
+        return found
+
+    def unknown(self, endpoint: str, started: float, name: str) -> Response:
+        return self.fail(endpoint, started, UnknownModel(name, self.state.served_names()))
+
+    def fail(self, endpoint: str, started: float, exc: RequestError, model: str = "") -> Response:
+        self.state.metrics.error(exc.kind, model)
+        self.state.metrics.observe(endpoint, exc.status, time.perf_counter() - started, model)
         return error_response(exc.status, exc.kind, exc.message)
 
-    def not_ready(self, endpoint: str, started: float) -> Response:
-        state = self.state
-        reason = state.last_load_error or ("loading" if state.loading else "no model loaded")
+    def not_ready(self, endpoint: str, started: float, slot: ModelSlot) -> Response:
         return self.fail(
-            endpoint, started, RequestError(503, "not_ready", f"no model is being served: {reason}")
+            endpoint,
+            started,
+            RequestError(503, "not_ready", f"no model is being served: {slot.not_served_reason()}"),
+            slot.name,
         )
 
     def ignored(self, batch, served, endpoint: str) -> dict[str, str] | None:
@@ -148,7 +176,7 @@ class Routes:
                 "API runs with MODEL_API_STRICT_COLUMNS=true, which refuses "
                 "columns it would otherwise ignore)",
             )
-        self.state.metrics.ignored_columns.labels(endpoint).inc()
+        self.state.metrics.ignored_columns.labels(endpoint, served.name).inc()
         return {IGNORED_COLUMNS_HEADER: ignored_header(names)}
 
     def predict(self, served, batch):
@@ -161,7 +189,7 @@ class Routes:
                     422, "model_rejected_input", f"the model rejected the input: {exc}"
                 ) from exc
             log.warning("fast path failed (%r); using the sklearn pipeline", exc)
-            self.state.metrics.error("fast_path_fallback")
+            self.state.metrics.error("fast_path_fallback", served.name)
             try:
                 return served.reference.predict(batch)
             except Exception as exc2:
@@ -172,8 +200,8 @@ class Routes:
     def after_predict(self, endpoint, started, served, batch, result, request) -> None:
         state = self.state
         elapsed = time.perf_counter() - started
-        state.metrics.observe(endpoint, 200, elapsed)
-        state.metrics.predicted(result.labels, result.label_index, served.classes)
+        state.metrics.observe(endpoint, 200, elapsed, served.name)
+        state.metrics.predicted(result.labels, result.label_index, served.classes, served.name)
         state.logger.submit(
             batch,
             result.labels,
@@ -188,10 +216,22 @@ class Routes:
     # ------------------------------------------------------------------ scoring protocol
 
     async def invocations(self, request: Request) -> Response:
+        """`POST /invocations`: the default model."""
+        return await self.score(self.state.default, request, time.perf_counter())
+
+    async def model_invocations(self, request: Request, name: str) -> Response:
+        """`POST /models/{name}/invocations`: the same protocol, for the model `name`."""
         started = time.perf_counter()
-        served = self.state.model  # this request uses this model to the end
+        slot = self.state.slot(name)
+        if slot is None:
+            return self.unknown("invocations", started, name)
+        return await self.score(slot, request, started)
+
+    async def score(self, slot: ModelSlot, request: Request, started: float) -> Response:
+        """MLflow's scoring protocol on `slot`'s model."""
+        served = slot.model  # this request uses this model to the end
         if served is None:
-            return self.not_ready("invocations", started)
+            return self.not_ready("invocations", started, slot)
         try:
             content_type = request.headers.get("content-type", JSON)
             mime, _, params = content_type.partition(";")
@@ -214,7 +254,7 @@ class Routes:
             headers = self.ignored(batch, served, "invocations")
             result = self.predict(served, batch)
         except RequestError as exc:
-            return self.fail("invocations", started, exc)
+            return self.fail("invocations", started, exc, slot.name)
         payload = orjson.dumps({"predictions": result.labels})
         self.after_predict("invocations", started, served, batch, result, request)
         return Response(payload, media_type=JSON, headers=headers)
@@ -225,13 +265,22 @@ class Routes:
         return Response(b"\n", media_type="text/plain")
 
     async def version(self) -> Response:
-        served = self.state.model
+        return self.version_of(self.state.default)
+
+    async def model_version(self, name: str) -> Response:
+        slot = self.state.slot(name)
+        if slot is None:
+            return self.unknown("version", time.perf_counter(), name)
+        return self.version_of(slot)
+
+    def version_of(self, slot: ModelSlot) -> Response:
+        served = slot.model
         return Response(
             orjson.dumps(
                 {
-                    "model_name": served.name if served else self.settings.model_name,
+                    "model_name": served.name if served else slot.name,
                     "model_version": served.version if served else None,
-                    "alias": self.settings.alias,
+                    "alias": slot.alias,
                     "mlflow_version": self.state.mlflow_version,
                     "api_version": API_VERSION,
                 }
@@ -242,10 +291,21 @@ class Routes:
     # ------------------------------------------------------------------ own API
 
     async def predict_endpoint(self, request: Request) -> Response:
+        """`POST /predict`: the default model."""
+        return await self.predict_typed(self.state.default, request, time.perf_counter())
+
+    async def model_predict(self, request: Request, name: str) -> Response:
+        """`POST /models/{name}/predict`."""
         started = time.perf_counter()
-        served = self.state.model
+        slot = self.state.slot(name)
+        if slot is None:
+            return self.unknown("predict", started, name)
+        return await self.predict_typed(slot, request, started)
+
+    async def predict_typed(self, slot: ModelSlot, request: Request, started: float) -> Response:
+        served = slot.model
         if served is None:
-            return self.not_ready("predict", started)
+            return self.not_ready("predict", started, slot)
         try:
             payload = load_json(await self.read_body(request))
             if not isinstance(payload, dict) or set(payload) != {"records"}:
@@ -256,7 +316,7 @@ class Routes:
             headers = self.ignored(batch, served, "predict")
             result = self.predict(served, batch)
         except RequestError as exc:
-            return self.fail("predict", started, exc)
+            return self.fail("predict", started, exc, slot.name)
         names = [str(c) for c in served.classes]
         if not served.classes:  # a regressor
             predictions = [{"value": value} for value in result.labels]
@@ -275,22 +335,55 @@ class Routes:
         return Response(body, media_type=JSON, headers=headers)
 
     async def ready(self) -> Response:
-        state = self.state
-        served = state.model
+        return self.ready_of(self.state.default)
+
+    async def model_ready(self, name: str) -> Response:
+        slot = self.state.slot(name)
+        if slot is None:
+            return self.unknown("ready", time.perf_counter(), name)
+        return self.ready_of(slot)
+
+    def ready_of(self, slot: ModelSlot) -> Response:
+        served = slot.model
         if served is None:
-            reason = state.last_load_error or ("loading" if state.loading else "not loaded")
+            reason = slot.last_load_error or ("loading" if slot.loading else "not loaded")
             return error_response(503, "not_ready", f"no model is being served: {reason}")
         return Response(
             orjson.dumps({"ready": True, "model_version": served.version}), media_type=JSON
         )
 
     async def model_info(self) -> Response:
-        served = self.state.model
+        return self.info_of(self.state.default)
+
+    async def named_model_info(self, name: str) -> Response:
+        """`GET /models/{name}`: what `GET /model` says, for the model `name`."""
+        slot = self.state.slot(name)
+        if slot is None:
+            return self.unknown("model", time.perf_counter(), name)
+        return self.info_of(slot)
+
+    def info_of(self, slot: ModelSlot) -> Response:
+        served = slot.model
         if served is None:
-            return error_response(503, "not_ready", "no model is being served")
+            return error_response(
+                503, "not_ready", f"no model is being served: {slot.not_served_reason()}"
+            )
         info = served.info()
         info["inference_log"] = self.state.logger.stats()
         return Response(orjson.dumps(info, option=orjson.OPT_SERIALIZE_NUMPY), media_type=JSON)
+
+    async def list_models(self) -> Response:
+        """`GET /models`: every served model, ready or not, and the default one."""
+        state = self.state
+        return Response(
+            orjson.dumps(
+                {
+                    "default": state.default_name,
+                    "models": [slot.status() for slot in state.slots.values()],
+                }
+            ),
+            media_type=JSON,
+        )
 
     async def metrics(self) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -299,13 +392,13 @@ class Routes:
             generate_latest(self.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
         )
 
-    def refuse_admin(self, request: Request) -> Response | None:
+    def refuse_admin(self, request: Request, name: str) -> Response | None:
         """The answer to an admin request without the server's bearer token (403 when
         the server has none: admin calls are disabled), else None."""
         state = self.state
         token = self.settings.admin_token
         if not token:
-            state.metrics.reloads.labels("refused").inc()
+            state.metrics.reloads.labels(name, "refused").inc()
             return error_response(
                 403,
                 "reload_disabled",
@@ -316,7 +409,7 @@ class Routes:
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             value.strip().encode(), token.encode()
         ):
-            state.metrics.reloads.labels("unauthorized").inc()
+            state.metrics.reloads.labels(name, "unauthorized").inc()
             return error_response(
                 401,
                 "unauthorized",
@@ -325,23 +418,36 @@ class Routes:
         return None
 
     async def admin_reload(self, request: Request) -> Response:
+        """`POST /admin/reload`: the default model."""
+        return await self.reload_named(request, self.state.default_name)
+
+    async def admin_model_reload(self, request: Request, name: str) -> Response:
+        """`POST /admin/models/{name}/reload` (and `/load`): load what `name`'s alias
+        points to now, adding the model when it is not served yet."""
+        return await self.reload_named(request, name)
+
+    async def reload_named(self, request: Request, name: str) -> Response:
         state = self.state
-        refused = self.refuse_admin(request)
+        refused = self.refuse_admin(request, name)
         if refused is not None:
             return refused
         started = time.perf_counter()
         try:
-            old, new = await state.reload()
+            old, new = await state.reload(name)
         except Exception as exc:
-            state.metrics.reloads.labels("failed").inc()
-            current = state.model.version if state.model else None
+            state.metrics.reloads.labels(name, "failed").inc()
+            slot = state.slot(name)
+            current = slot.model.version if slot is not None and slot.model else None
             return error_response(
-                502, "reload_failed", f"reload failed, still serving version {current}: {exc}"
+                502,
+                "reload_failed",
+                f"reload of {name!r} failed, still serving version {current}: {exc}",
             )
-        state.metrics.reloads.labels("ok").inc()
+        state.metrics.reloads.labels(name, "ok").inc()
         return Response(
             orjson.dumps(
                 {
+                    "model_name": name,
                     "previous_version": old.version if old else None,
                     "model_version": new.version,
                     "predict_path": new.predict_path,
@@ -352,12 +458,24 @@ class Routes:
         )
 
     async def admin_unload(self, request: Request) -> Response:
-        """Stop serving: after a failed first deployment there is no champion to go back
-        to, and a service must not keep answering with the version that failed.
-        `{"if_version": "3"}` unloads only while version 3 serves (409 otherwise)."""
-        refused = self.refuse_admin(request)
+        """`POST /admin/unload`: the default model."""
+        return await self.unload_named(request, self.state.default_name)
+
+    async def admin_model_unload(self, request: Request, name: str) -> Response:
+        """`POST /admin/models/{name}/unload`."""
+        return await self.unload_named(request, name)
+
+    async def unload_named(self, request: Request, name: str) -> Response:
+        """Stop serving the model `name` (the others are untouched): after a failed first
+        deployment there is no champion to go back to, and a service must not keep
+        answering with the version that failed. `{"if_version": "3"}` unloads only while
+        version 3 serves (409 otherwise)."""
+        refused = self.refuse_admin(request, name)
         if refused is not None:
             return refused
+        slot = self.state.slot(name)
+        if slot is None:
+            return self.unknown("admin_unload", time.perf_counter(), name)
         body = await request.body()
         try:
             wanted = orjson.loads(body).get("if_version") if body.strip() else None
@@ -369,9 +487,9 @@ class Routes:
             )
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         reason = f"unloaded by POST /admin/unload at {stamp}"
-        old = await self.state.unload(None if wanted is None else str(wanted), reason)
+        old = await self.state.unload(None if wanted is None else str(wanted), reason, name)
         if old is False:
-            current = self.state.model.version if self.state.model else None
+            current = slot.model.version if slot.model else None
             return error_response(
                 409,
                 "version_mismatch",

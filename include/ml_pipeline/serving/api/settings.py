@@ -5,7 +5,13 @@
 | MODEL_API_HOST                | 127.0.0.1                       | bind address                  |
 | MODEL_API_PORT                | 8000                            | bind port                     |
 | MLFLOW_TRACKING_URI           | project settings                | registry to load from         |
-| ML_PIPELINE_MODEL_NAME        | tabular_model (*)               | registered model name         |
+| ML_PIPELINE_MODEL_NAME        | tabular_model (*)               | the default model (bare       |
+|                               |                                 | `/invocations`, `/predict`)   |
+| MODEL_API_MODELS              | empty                           | more registered models to     |
+|                               |                                 | serve, comma-separated        |
+| MODEL_API_MODELS_FILE         | unset (`make run`/`make api`:   | JSON the API keeps: every     |
+|                               | <home>/api/served_models.json)  | model loaded and not unloaded |
+|                               |                                 | (`make api` serves them all)  |
 | MODEL_API_ALIAS               | champion                        | alias to serve                |
 | MODEL_API_MAX_ROWS            | 10000                           | rows per request (413 above)  |
 | MODEL_API_MAX_BODY_BYTES      | 16777216 (16 MiB)               | body size (413 above)         |
@@ -60,6 +66,12 @@ def _bool(name: str, default: bool) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{name} must be true or false; got {value!r}")
+
+
+def _names(name: str) -> tuple[str, ...]:
+    """A comma-separated list of names (blanks and repeats dropped)."""
+    words = (word.strip() for word in os.environ.get(name, "").split(","))
+    return tuple(dict.fromkeys(word for word in words if word))
 
 
 MIN_TOKEN_LENGTH = 16
@@ -134,6 +146,10 @@ class ServingSettings:
     log_max_total_bytes: int
     log_queue_size: int
     log_level: str
+    #: More registered models served next to `model_name` (`/models/<name>/...`).
+    models: tuple[str, ...] = ()
+    #: The models file (see the table above), None: no file.
+    models_file: str | None = None
 
     @property
     def model_uri(self) -> str:
@@ -163,4 +179,6 @@ def get_serving_settings() -> ServingSettings:
         log_max_total_bytes=_int("MODEL_API_LOG_MAX_TOTAL_BYTES", 512 * 1024 * 1024),
         log_queue_size=_int("MODEL_API_LOG_QUEUE", 10_000),
         log_level=os.environ.get("MODEL_API_LOG_LEVEL", "info"),
+        models=_names("MODEL_API_MODELS"),
+        models_file=os.environ.get("MODEL_API_MODELS_FILE") or None,
     )

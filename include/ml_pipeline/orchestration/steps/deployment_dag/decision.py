@@ -19,7 +19,7 @@ def compare_with_champion(model: RegisteredModel, tracking_uri: str):
     None when there is no champion."""
     from include.ml_pipeline.registry.contract import (
         ContractComparison,
-        compare_contracts,
+        compare,
         load_contract,
     )
 
@@ -38,7 +38,7 @@ def compare_with_champion(model: RegisteredModel, tracking_uri: str):
         why = "the champion has no input contract and no feature spec"
     if theirs is None:
         return ContractComparison(champion, compared=False, note=f"it cannot be read ({why})")
-    return ContractComparison(champion, compare_contracts(theirs, model.contract))
+    return compare(champion, theirs, model.contract)
 
 
 def decide(

@@ -1,0 +1,45 @@
+"""A client that keeps calling the model API while something else happens (a DAG run, a
+reload), so a test can assert that none of its requests failed."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+
+
+class TrafficClient(threading.Thread):
+    """POSTs one record at a time (`dataframe_records`, the records in turn) to `path` every
+    `interval` seconds and keeps every outcome: (status or the transport error, the first
+    prediction or the error text)."""
+
+    def __init__(
+        self, url: str, records: list[dict], path: str = "/invocations", interval: float = 0.02
+    ):
+        super().__init__(name=f"traffic{path}", daemon=True)
+        self.url, self.records, self.path, self.interval = url, records, path, interval
+        self.outcomes: list[tuple[int | str, object]] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=10.0) as client:
+            i = 0
+            while not self.stopping.is_set():
+                record = self.records[i % len(self.records)]
+                i += 1
+                try:
+                    answer = client.post(self.path, json={"dataframe_records": [record]})
+                    label = answer.json()["predictions"][0] if answer.is_success else answer.text
+                    self.outcomes.append((answer.status_code, label))
+                except httpx.HTTPError as exc:
+                    self.outcomes.append((repr(exc), None))
+                self.stopping.wait(self.interval)
+
+    def stop(self) -> list[tuple[int | str, object]]:
+        self.stopping.set()
+        self.join(timeout=30)
+        return self.outcomes
+
+    def failures(self) -> list[tuple[int | str, object]]:
+        """The outcomes that are not a 2xx."""
+        return [o for o in self.outcomes if not (isinstance(o[0], int) and 200 <= o[0] < 300)]
