@@ -72,18 +72,19 @@ def test_monitoring_reads_the_inference_log_in_the_bucket(cluster, deployed):
     assert not step.problems, _explain(cluster, step)
 
 
-def test_killed_worker_training_is_retried_on_the_other(cluster, data_uri, deployed):
-    step = scenario.kill_during_training(cluster, data_uri)
-    assert step.facts["survivor"] != step.facts["victim"]
-    assert not step.problems, _explain(cluster, step)
-
-
 def test_batch_parts_are_scored_on_both_workers_from_the_bucket(cluster, deployed):
     """`ml_batch_scoring` on a folder of Parquet files in the bucket, split into mapped
     parts: parts on both workers, the manifest complete in the bucket, nothing on a
-    worker's disk."""
+    worker's disk. It runs before the kill test (pytest keeps the file's order): that one
+    SIGKILLs a worker and leaves the cluster with one."""
     rows = 6 * scenario.BATCH_PART_ROWS
     step = scenario.batch_score(cluster, scenario.upload_batch_input(cluster, rows), rows)
     assert step.state == "success", _explain(cluster, step)
     assert len(step.facts["parts"]) >= 6, _explain(cluster, step)
+    assert not step.problems, _explain(cluster, step)
+
+
+def test_killed_worker_training_is_retried_on_the_other(cluster, data_uri, deployed):
+    step = scenario.kill_during_training(cluster, data_uri)
+    assert step.facts["survivor"] != step.facts["victim"]
     assert not step.problems, _explain(cluster, step)
