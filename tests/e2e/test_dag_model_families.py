@@ -105,11 +105,12 @@ def test_lightgbm_xgboost_custom_and_searched_candidates_the_winner_served(
 
     rows = pd.read_csv(csv).drop(columns=[target]).head(3)
     records = rows.astype(object).where(rows.notna(), None).to_dict(orient="records")
+    # one API serves every problem's model: the bare routes are the first one's
     answer = httpx.post(
-        f"{api_url}/invocations", json={"dataframe_records": records}, timeout=30
+        f"{api_url}/models/{model}/invocations", json={"dataframe_records": records}, timeout=30
     ).json()
     assert len(answer["predictions"]) == 3, answer
-    served = httpx.get(f"{api_url}/model", timeout=30).json()
+    served = httpx.get(f"{api_url}/models/{model}", timeout=30).json()
     assert str(served["version"]) == registered["version"]
 
 

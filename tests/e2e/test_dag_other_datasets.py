@@ -101,7 +101,10 @@ def test_string_labels_categoricals_missing_values_and_an_id_column(airflow_db, 
     assert summary["decision"]["deploy"] is True
     url = summary["deployment"]["api_url"]
     record = {"x0": 0.1, "x1": -1.0, "x2": 0.5, "x3": None, "x4": 2.0, "segment": None}
-    answer = httpx.post(f"{url}/invocations", json={"dataframe_records": [record]})
+    # the API serves every deployed model; the bare /invocations is the first one's (wine)
+    answer = httpx.post(
+        f"{url}/models/grade_classifier/invocations", json={"dataframe_records": [record]}
+    )
     assert answer.status_code == 200
     assert answer.json()["predictions"][0] in {"low", "mid", "high"}
 
@@ -250,6 +253,8 @@ def test_boolean_labels_are_served_as_booleans(airflow_db, pipeline_home):
     url = summary["deployment"]["api_url"]
     row = pd.read_csv(path).drop(columns=["churn"]).iloc[:3]
     record = json.loads(row.to_json(orient="records"))
-    answer = httpx.post(f"{url}/invocations", json={"dataframe_records": record})
+    answer = httpx.post(
+        f"{url}/models/bool_classifier/invocations", json={"dataframe_records": record}
+    )
     assert answer.status_code == 200, answer.text
     assert all(isinstance(p, bool) for p in answer.json()["predictions"])  # not "true"
