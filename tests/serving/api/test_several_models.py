@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
+from devtools.ports import free_port
 from include.ml_pipeline.deployment import api_client, api_process
 from tests.serving.conftest import ADMIN_TOKEN
 
@@ -48,7 +49,7 @@ def two_models(registry, second_model, tmp_path_factory):
     """A live API started for the churn model, then asked to load the second one."""
     home = tmp_path_factory.mktemp("two-models-home")
     started = api_process.start_api(
-        url=f"http://127.0.0.1:{_free_port()}",
+        url=f"http://127.0.0.1:{free_port()}",
         model_name=registry.name,
         tracking_uri=registry.tracking_uri,
         admin_token=ADMIN_TOKEN,
@@ -60,12 +61,6 @@ def two_models(registry, second_model, tmp_path_factory):
     assert loaded["model_version"] == second_model
     yield started.url, home
     api_process.stop_api(home=home)
-
-
-def _free_port() -> int:
-    from devtools.ports import free_port
-
-    return free_port()
 
 
 def test_each_model_has_its_own_routes_contract_and_metrics(
