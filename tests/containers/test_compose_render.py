@@ -6,6 +6,8 @@ pipeline volume, the token's path."""
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import pytest
@@ -56,7 +58,8 @@ def test_override_merges_like_compose():
     }
     import yaml
 
-    override = ROOT / ".local" / "test-override.yml"
+    # One name per process: CI runs the suite on both Airflow lines at once in one checkout.
+    override = ROOT / ".local" / f"test-override-{os.getpid()}.yml"
     override.parent.mkdir(exist_ok=True)
     override.write_text(
         yaml.safe_dump(
