@@ -474,6 +474,8 @@ def summarise(dag_run, tasks: dict, conf: dict, log_path: Path, seconds: float, 
             "api_url": rollout.get("url"),
             "served_version": (rollout.get("version_info") or {}).get("model_version"),
             "predict_path": (manifest.get("serving") or {}).get("predict_path"),
+            # why a model is not on a compiled path (an estimator the compiler does not know)
+            "fallback_reason": (manifest.get("serving") or {}).get("fallback_reason"),
             "smoke_latency_ms": smoke.get("latency"),
             "rollback": rollback,
         },
@@ -595,6 +597,8 @@ def print_summary(summary: dict) -> None:
             f"({deployment['predict_path']} path); docs {deployment['api_url']}/docs; "
             "stop it with: make stop"
         )
+        if deployment.get("fallback_reason"):
+            print(f"            not compiled: {deployment['fallback_reason']}")
     if deployment["rollback"]:
         print(f"  ROLLBACK  {deployment['rollback'].get('detail')}")
     monitoring = summary["monitoring"]
