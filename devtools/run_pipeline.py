@@ -476,6 +476,8 @@ def summarise(dag_run, tasks: dict, conf: dict, log_path: Path, seconds: float, 
             "predict_path": (manifest.get("serving") or {}).get("predict_path"),
             # why a model is not on a compiled path (an estimator the compiler does not know)
             "fallback_reason": (manifest.get("serving") or {}).get("fallback_reason"),
+            # the challenger on the champion's newest live requests (release/replay.py)
+            "replay": manifest.get("replay"),
             "smoke_latency_ms": smoke.get("latency"),
             "rollback": rollback,
         },
@@ -599,6 +601,9 @@ def print_summary(summary: dict) -> None:
         )
         if deployment.get("fallback_reason"):
             print(f"            not compiled: {deployment['fallback_reason']}")
+    replay = deployment.get("replay")
+    if replay:
+        print(f"  replay    {replay['status']}: {replay['summary']}")
     if deployment["rollback"]:
         print(f"  ROLLBACK  {deployment['rollback'].get('detail')}")
     monitoring = summary["monitoring"]

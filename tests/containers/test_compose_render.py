@@ -7,7 +7,6 @@ pipeline volume, the token's path."""
 from __future__ import annotations
 
 import os
-
 from pathlib import Path
 
 import pytest

@@ -88,6 +88,12 @@ def test_two_models_deployed_one_after_the_other_and_a_rollback_of_one(
         assert third.state == "failed"
         assert third.task_state("despliegue_modelo.revertir_despliegue") == "failed"
         assert f"rollback: API serves v{churn_v1}" in third.log
+        # before v2 met a client it was replayed on v1's logged live requests (issue 24)
+        replay = third.result("despliegue_modelo.generar_artefactos")["manifest"]["replay"]
+        assert replay["champion_version"] == churn_v1, replay
+        assert replay["rows"] > 20, replay
+        assert replay["agreement"] >= 0.9, replay
+        assert replay["status"] in ("pass", "inconclusive"), replay
         assert _served(api_url) == {CHURN: churn_v1, SPEND: spend_v1}
     finally:
         churn = churn_client.stop()

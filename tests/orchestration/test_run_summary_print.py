@@ -1,4 +1,5 @@
-"""`make run`'s printed summary names the serving path, and why a model is not compiled."""
+"""`make run`'s printed summary names the serving path, why a model is not compiled, and
+the replay of the champion's live requests on the new version."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ def _summary(fallback_reason: str | None) -> dict:
             "predict_path": "sklearn" if fallback_reason else "compiled:onnx-hgb",
             "fallback_reason": fallback_reason,
             "rollback": None,
+            "replay": {"status": "pass", "summary": "replayed the newest 40 live rows"},
         },
         "monitoring": {"drift": None, "dashboard": None},
         "notifications": [],
@@ -36,6 +38,7 @@ def test_the_summary_names_the_path_and_the_reason_it_is_not_compiled(capsys):
     out = capsys.readouterr().out
     assert "serves v3 (sklearn path)" in out
     assert "not compiled: no compiled form for Pipeline step 'model' (RatioBooster)" in out
+    assert "replay    pass: replayed the newest 40 live rows" in out
 
     print_summary(_summary(None))
     out = capsys.readouterr().out

@@ -2,7 +2,9 @@
 
 The compiled fast path is verified against the scikit-learn pipeline at load and stored as
 the version's serving artifact (`serving/loading/artifact.py`: the API then starts without
-scikit-learn); only then does `champion` move (the old one stays `previous_champion`) and
+scikit-learn); the challenger is replayed on the champion's newest live requests
+(`release/replay.py`: agreement and shifts, recorded as the manifest's `replay`; evidence,
+never a veto); only then does `champion` move (the old one stays `previous_champion`) and
 the manifest is written under the storage root (`manifest_uri`). A failure before the
 promotion leaves `champion` where it was.
 """
@@ -22,7 +24,12 @@ def prepare_release(
     settings: Settings, decided: DecidedModel, *, airflow: dict[str, Any]
 ) -> Release:
     """Verify the challenger as served, promote it to champion, write the manifest."""
-    from include.ml_pipeline.registry.registry import describe_version, promote_to_champion
+    from include.ml_pipeline.registry.registry import (
+        describe_version,
+        get_alias_version,
+        promote_to_champion,
+    )
+    from include.ml_pipeline.release.replay import replay_live_traffic
     from include.ml_pipeline.serving.loading.artifact import publish_served
     from include.ml_pipeline.serving.loading.load import load_served_model
 
@@ -34,6 +41,12 @@ def prepare_release(
             "another run registered a newer challenger"
         )
     artifact = publish_served(settings.mlflow_tracking_uri, served)
+    # before any client sees it: the challenger on the champion's newest live requests
+    replay = replay_live_traffic(
+        settings.inference_log_uri,
+        served,
+        get_alias_version(name, CHAMPION, tracking_uri=settings.mlflow_tracking_uri),
+    )
     promotion = promote_to_champion(name, version, tracking_uri=settings.mlflow_tracking_uri)
     info = describe_version(name, version, tracking_uri=settings.mlflow_tracking_uri)
     manifest = {
@@ -57,6 +70,7 @@ def prepare_release(
             "serving_artifact": artifact,
         },
         "metrics": served.metrics,
+        "replay": replay.to_dict(),
         "tags": info.get("tags", {}),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "airflow": airflow,

@@ -281,6 +281,14 @@ def decide(evidence: Evidence, look: int, policy: DecisionPolicy | None = None) 
     return _verdict(evidence, look, plan, alpha, required, checks)
 
 
+def answer_checks(evidence: Evidence, policy: DecisionPolicy | None = None) -> list[Check]:
+    """The checks that read only the two arms' answers (agreement, then the per-class or
+    per-range shifts), at the policy's whole alpha: one look, e.g. a replay of logged
+    requests before the challenger sees a live one (`release/replay.py`)."""
+    policy = policy or DecisionPolicy()
+    return [_agreement(evidence, policy, policy.alpha), *_shifts(evidence, policy, policy.alpha)]
+
+
 # --------------------------------------------------------------------------- the checks
 
 
@@ -349,9 +357,11 @@ def _latency(evidence: Evidence, policy: DecisionPolicy) -> list[Check]:
     return out
 
 
-def _agreement(evidence: Evidence, policy: DecisionPolicy, alpha: float) -> Check:
+def agreeing_rows(evidence: Evidence, policy: DecisionPolicy) -> tuple[int, int, str]:
+    """(rows whose two answers agree, paired rows, what agreeing means): classification
+    the same label; regression within `regression_tolerance` x the sd of the champion's
+    answers."""
     a, b = evidence.champion, evidence.challenger
-    n = len(a)
     if evidence.regression:
         scale = _scale(a)
         agree = int(np.count_nonzero(np.abs(b - a) <= policy.regression_tolerance * scale))
@@ -361,6 +371,11 @@ def _agreement(evidence: Evidence, policy: DecisionPolicy, alpha: float) -> Chec
     else:
         agree = int(np.count_nonzero(a == b))
         what = "the same label"
+    return agree, len(a), what
+
+
+def _agreement(evidence: Evidence, policy: DecisionPolicy, alpha: float) -> Check:
+    agree, n, what = agreeing_rows(evidence, policy)
     low, high = wilson_bounds(agree, n, alpha)
     share = agree / n if n else 0.0
     head = f"{agree} of {n} paired rows {what} ({share:.2%}; Wilson bounds {low:.4f}..{high:.4f})"
