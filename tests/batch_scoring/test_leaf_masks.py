@@ -101,7 +101,9 @@ def test_boosters_leaf_masks_give_the_librarys_raw_scores_exactly(library, probl
         import lightgbm
 
         kind = lightgbm.LGBMRegressor if problem == "regression" else lightgbm.LGBMClassifier
-        est = kind(n_estimators=15, num_leaves=31, zero_as_missing=True, verbose=-1).fit(x, y)
+        est = kind(n_estimators=15, num_leaves=31, zero_as_missing=True, n_jobs=1, verbose=-1).fit(
+            x, y
+        )
     else:
         import xgboost
 
