@@ -1,6 +1,7 @@
 """Batch scoring against the plain baseline: rows/s and peak memory at 1M and 5M rows.
 
     python benchmarks/bench_batch_scoring.py [--rows 1000000 5000000] [--model hgb|lr]
+        [--pairs 3]
 
 For each size, a generated churn table (Parquet, row groups of 250,000 rows) is scored by
 the champion of a throw-away registry, each way in a fresh process (its peak resident
@@ -16,9 +17,12 @@ memory is the process's `ru_maxrss`):
   run id, the drift sample kept.
 
 rows/s counts reading and scoring (and, for ours, writing the output); loading the model
-is timed apart. The goal (issue 25): ours >= 10x the baseline's rows/s, and ours' peak
-memory at 5M within 1.2x of its peak at 1M. Prints a Markdown table, the load average
-before and after, and writes the numbers as JSON beside `--out`.
+is timed apart. Ours and the baseline run `--pairs` times each, alternating (a pair: one
+of each, side by side in time); the table gives medians of rows/s and of the per-pair
+ratios, by wall clock and by CPU seconds (the machine is shared: its load moves between
+runs, and CPU seconds move less). The goal (issue 25): ours >= 10x the baseline's
+rows/s, and ours' peak memory at 5M within 1.2x of its peak at 1M. Prints a Markdown
+table, the load average before and after, and writes the numbers as JSON to `--out`.
 """
 
 from __future__ import annotations
@@ -128,6 +132,56 @@ def _run_child(kind: str, *args: str) -> dict:
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
+def _pairs(
+    args: argparse.Namespace, rows: int, data: Path, tracking_uri: str, version: str, root: Path
+) -> dict:
+    """`args.pairs` runs of ours and of the baseline, alternating (ours first in even
+    pairs, the baseline first in odd ones), each in a fresh process: the machine's load
+    drifts, and a ratio of two runs side by side in time drifts less than two medians."""
+    ours: list[dict] = []
+    baseline: list[dict] = []
+    with_baseline = rows <= args.skip_baseline_above
+    for i in range(args.pairs):
+        order = ["ours", "baseline"] if i % 2 == 0 else ["baseline", "ours"]
+        for kind in order:
+            if kind == "ours":
+                out = str(root / f"out_{rows}_{i}")
+                ours.append(_run_child("ours", str(data), tracking_uri, version, out))
+            elif with_baseline:
+                baseline.append(_run_child("baseline", str(data), tracking_uri, version))
+    return {"ours": ours, "baseline": baseline or None}
+
+
+def _summary(runs: dict) -> dict:
+    """Medians: rows/s and peak memory of each side, and of the per-pair ratios (wall
+    clock and CPU seconds)."""
+    from statistics import median
+
+    ours, baseline = runs["ours"], runs["baseline"]
+    out = {
+        "path": ours[0].get("path"),
+        "ours_rows_per_s": median(r["rows"] / r["seconds"] for r in ours),
+        "ours_cpu_us_per_row": median(1e6 * r["cpu_seconds"] / r["rows"] for r in ours),
+        "ours_peak_mb": median(r["peak_mb"] for r in ours),
+    }
+    if baseline:
+        pairs = list(zip(ours, baseline, strict=False))
+        out |= {
+            "baseline_rows_per_s": median(r["rows"] / r["seconds"] for r in baseline),
+            "baseline_cpu_us_per_row": median(1e6 * r["cpu_seconds"] / r["rows"] for r in baseline),
+            "baseline_peak_mb": median(r["peak_mb"] for r in baseline),
+            "speedups": [b["seconds"] / o["seconds"] for o, b in pairs],
+            "speedups_cpu": [b["cpu_seconds"] / o["cpu_seconds"] for o, b in pairs],
+        }
+        out["speedup"] = median(out["speedups"])
+        out["speedup_cpu"] = median(out["speedups_cpu"])
+    return out
+
+
+def _list(values: list[float]) -> str:
+    return ", ".join(f"{v:.1f}" for v in values)
+
+
 def register(tracking_uri: str, root: Path, kind: str) -> str:
     """A champion fitted on 4,000 generated rows, registered as the pipeline does (input
     contract logged and tagged)."""
@@ -151,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
     parser.add_argument("--model", choices=["hgb", "lr"], default="hgb")
+    parser.add_argument("--pairs", type=int, default=3, help="runs of each, alternating")
     parser.add_argument("--skip-baseline-above", type=int, default=10_000_000)
     parser.add_argument("--out", default=str(ROOT / ".local" / "bench_batch_scoring.json"))
     parser.add_argument("--child", choices=["baseline", "ours"])
@@ -174,38 +229,33 @@ def main(argv: list[str] | None = None) -> int:
         version = register(tracking_uri, root, args.model)
         for rows in args.rows:
             data = write_dataset(root / f"table_{rows}.parquet", rows=rows, seed=5)
-            ours = _run_child("ours", str(data), tracking_uri, version, str(root / f"out_{rows}"))
-            baseline = None
-            if rows <= args.skip_baseline_above:
-                baseline = _run_child("baseline", str(data), tracking_uri, version)
-            rows_out.append({"rows": rows, "ours": ours, "baseline": baseline})
-            print(f"{rows:,} rows: ours {ours} baseline {baseline}", flush=True)
+            runs = _pairs(args, rows, data, tracking_uri, version, root)
+            rows_out.append({"rows": rows, **runs, **_summary(runs)})
+            print(f"{rows:,} rows: {_summary(runs)}", flush=True)
     load_after = os.getloadavg()
 
-    print(f"\nmodel {args.model}; load average before {load_before}, after {load_after}\n")
+    print(f"\nmodel {args.model}; {args.pairs} pair(s) of runs per size, alternating")
+    print(f"load average before {load_before}, after {load_after}\n")
     print(
-        "| rows | baseline rows/s | ours rows/s | speed-up | speed-up per CPU second "
-        "| baseline peak MB | ours peak MB |"
+        "| rows | baseline rows/s | ours rows/s | speed-up (median of pairs) "
+        "| speed-up per CPU second (median of pairs) | baseline peak MB | ours peak MB |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows_out:
-        ours, base = row["ours"], row["baseline"]
-        ours_rate = ours["rows"] / ours["seconds"]
-        base_rate = base["rows"] / base["seconds"] if base else None
-        cells = ["-", "-", "-", "-"]
-        if base:
+        cells = ["-"] * 4
+        if row["baseline"]:
             cells = [
-                f"{base_rate:,.0f}",
-                f"{ours_rate / base_rate:.1f}x",
-                f"{base['cpu_seconds'] / ours['cpu_seconds']:.1f}x",
-                f"{base['peak_mb']:,.0f}",
+                f"{row['baseline_rows_per_s']:,.0f}",
+                f"{row['speedup']:.1f}x (pairs: {_list(row['speedups'])})",
+                f"{row['speedup_cpu']:.1f}x (pairs: {_list(row['speedups_cpu'])})",
+                f"{row['baseline_peak_mb']:,.0f}",
             ]
         print(
-            f"| {row['rows']:,} | {cells[0]} | {ours_rate:,.0f} | {cells[1]} | {cells[2]} | "
-            f"{cells[3]} | {ours['peak_mb']:,.0f} |"
+            f"| {row['rows']:,} | {cells[0]} | {row['ours_rows_per_s']:,.0f} | {cells[1]} | "
+            f"{cells[2]} | {cells[3]} | {row['ours_peak_mb']:,.0f} |"
         )
     if len(rows_out) > 1:
-        ratio = rows_out[-1]["ours"]["peak_mb"] / rows_out[0]["ours"]["peak_mb"]
+        ratio = rows_out[-1]["ours_peak_mb"] / rows_out[0]["ours_peak_mb"]
         print(
             f"\nours' peak memory {rows_out[-1]['rows']:,} vs {rows_out[0]['rows']:,}: {ratio:.2f}x"
         )

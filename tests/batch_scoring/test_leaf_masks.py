@@ -82,3 +82,41 @@ def test_small_tables_are_merged_and_wide_trees_refused():
     wide = HistGradientBoostingClassifier(max_iter=3, max_leaf_nodes=80, min_samples_leaf=2)
     with pytest.raises(UnsupportedPipeline, match="leaves"):
         LeafMasks(wide.fit(x, signal > 0))
+
+
+@pytest.mark.parametrize("library", ["lightgbm", "xgboost"])
+@pytest.mark.parametrize("problem", ["binary", "multiclass", "regression"])
+def test_boosters_leaf_masks_give_the_librarys_raw_scores_exactly(library, problem):
+    """LightGBM (`x <= t` in float64, NaN and zero-as-missing) and XGBoost (`x < t` on
+    float32 inputs, leaves summed in float32 from the base margin, tree after tree)."""
+    from include.ml_pipeline.batch_scoring.leaf_masks import library_raw
+
+    x, signal = _data()
+    x[::7, 5] = 0.0  # exact zeros: LightGBM's zero_as_missing reads them as missing
+    if problem == "regression":
+        y = signal
+    else:
+        y = (signal > 0).astype(int) if problem == "binary" else np.digitize(signal, [-1, 0, 1])
+    if library == "lightgbm":
+        import lightgbm
+
+        kind = lightgbm.LGBMRegressor if problem == "regression" else lightgbm.LGBMClassifier
+        est = kind(n_estimators=15, num_leaves=31, zero_as_missing=True, n_jobs=1, verbose=-1).fit(
+            x, y
+        )
+    else:
+        import xgboost
+
+        kind = xgboost.XGBRegressor if problem == "regression" else xgboost.XGBClassifier
+        est = kind(n_estimators=15, max_depth=6, n_jobs=1).fit(x, y)
+    trees = LeafMasks(est)
+    assert trees.library == library
+    fresh, _ = _data(2_500, seed=1)
+    fresh[::5, 5] = 0.0
+    raw = _raw(trees, fresh)
+    assert np.array_equal(raw, library_raw(est, fresh))  # the same floats, not merely close
+    if problem == "regression":
+        assert np.array_equal(trees.link(raw), est.predict(fresh).astype(np.float64))
+    else:
+        assert np.array_equal(trees.link(raw).argmax(axis=1), est.predict(fresh))
+        np.testing.assert_allclose(trees.link(raw), est.predict_proba(fresh), rtol=0, atol=1e-6)

@@ -12,9 +12,9 @@ one step of it:
 * `model`: the pinned version loaded as the model API loads it (the compiled predictor,
   verified against the pipeline; the scikit-learn path for what the compiler does not
   know), scoring Arrow chunks column by column;
-* `leaf_masks`: HistGradientBoosting trees as per-feature tables of leaf bitmasks
-  (QuickScorer): a chunk's leaves found by lookups and ANDs, the raw scores the same
-  floats as scikit-learn's;
+* `leaf_masks`: HistGradientBoosting, LightGBM and XGBoost trees as per-feature tables of
+  leaf bitmasks (QuickScorer): a chunk's leaves found by lookups and ANDs, the raw scores
+  the same floats as the library's;
 * `part`: one part scored chunk by chunk into its own Parquet objects (predictions,
   rejects, a drift sample, its report), each written under a temporary name and moved
   into place, so a retried part rewrites only itself;

@@ -3,9 +3,10 @@
 Loading is the model API's: `fetch` downloads the version (the version the run pinned, not
 whatever the alias names now), `compile_worker.load_pipeline` deserialises it and
 `served.build_served_model` compiles the pipeline and verifies the compiled predictor
-against it (labels equal, probabilities within 1e-6); what the compiler does not know
-(and every regressor: a model with no `predict_proba`) is scored by the scikit-learn
-pipeline itself, and `path` / `reason` say so.
+against it (labels equal, probabilities within 1e-6; a regressor's values within 1e-9
+relative); what the compiler does not know is scored by the scikit-learn pipeline itself,
+and `path` / `reason` say so. HistGradientBoosting, LightGBM and XGBoost trees are then
+scored as leaf masks (`leaf_masks`) when they give the library's raw scores exactly.
 
 A classifier writes `prediction` (the label `pipeline.predict` gives) and one
 `proba_<class>` column per class; a regressor writes `prediction`, the predicted value.
@@ -87,6 +88,8 @@ class BatchModel:
             return self._with_proba(self._labels(proba.argmax(axis=1)), proba)
         if self.predictor is not None:
             proba = self.predictor.proba_fn(self.transform(batch))
+            if self.classes is None:  # a regressor's compiled estimator gives its values
+                return {PREDICTION: np.asarray(proba, dtype=np.float64).reshape(-1)}
             return self._with_proba(self._labels(proba.argmax(axis=1)), proba)
         frame = self._frame(batch)
         with warnings.catch_warnings():
@@ -284,16 +287,16 @@ def _verification_table(model: BatchModel) -> tuple[pa.Table, Any]:
 
 
 def _mask_problem(model: BatchModel) -> str | None:
-    """None when the leaf masks give the same raw scores (the same floats) as
-    scikit-learn's own tree predictors on the verification batch, else why not."""
-    from include.ml_pipeline.serving.compiled.trees import HGBTrees
+    """None when the leaf masks give the same raw scores (the same floats) as the
+    estimator's own library on the verification batch, else why not."""
+    from include.ml_pipeline.batch_scoring.leaf_masks import library_raw
 
     table, sample = _verification_table(model)
-    expected = HGBTrees(model.pipeline[-1]).raw_large(model.predictor.transform(sample))
+    expected = library_raw(model.pipeline[-1], model.predictor.transform(sample))
     assert model.masks is not None  # only asked of a model that has leaf masks
     got = model.masks.raw(table)
     if got.shape != expected.shape or not np.array_equal(got, expected):
-        return "the leaf masks' raw scores differ from the trees' on the verification batch"
+        return "the leaf masks' raw scores differ from the library's on the verification batch"
     return None
 
 
@@ -314,38 +317,52 @@ def load_batch_model(tracking_uri: str, name: str, version: str) -> BatchModel:
     import pandas as pd
 
     from include.ml_pipeline.names import CHAMPION
-    from include.ml_pipeline.serving.compiled.predictor import CompiledPredictor
     from include.ml_pipeline.serving.loading.compile_worker import load_pipeline
     from include.ml_pipeline.serving.loading.fetch import fetch
-    from include.ml_pipeline.serving.loading.served import build_served_model
 
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
     info = fetch(tracking_uri, name, CHAMPION, pinned=str(version))
-    pipeline = load_pipeline(info)
-    spec = FeatureSpec.from_dict(info["spec"])
-    model = BatchModel(
+    example = info.get("example")
+    return batch_model(
+        load_pipeline(info),
+        FeatureSpec.from_dict(info["spec"]),
         name=name,
         version=str(info["version"]),
         run_id=info.get("run_id"),
-        spec=spec,
-        pipeline=pipeline,
-        classes=None,
+        example=pd.DataFrame(example["data"], columns=example["columns"]) if example else None,
     )
-    if not hasattr(pipeline, "predict_proba"):
-        model.reason = "a regressor (no predict_proba): scored by its scikit-learn pipeline"
-        log.info("%s v%s: %s", name, model.version, model.reason)
-        return model
-    model.classes = list(np.asarray(pipeline.classes_).tolist())
-    example = info.get("example")
+
+
+def batch_model(
+    pipeline: Any,
+    spec: FeatureSpec,
+    *,
+    name: str,
+    version: str,
+    run_id: str | None = None,
+    example: Any = None,
+) -> BatchModel:
+    """A fitted pipeline as a batch scorer: compiled and verified as the model API serves
+    it (classifiers and regressors alike), its trees as leaf masks where they give the
+    library's raw scores exactly, else on the scikit-learn path (the reason kept)."""
+    from include.ml_pipeline.names import CHAMPION
+    from include.ml_pipeline.serving.compiled.predictor import CompiledPredictor
+    from include.ml_pipeline.serving.loading.served import build_served_model
+
+    model = BatchModel(
+        name=name, version=version, run_id=run_id, spec=spec, pipeline=pipeline, classes=None
+    )
+    if hasattr(pipeline, "predict_proba"):
+        model.classes = list(np.asarray(pipeline.classes_).tolist())
     served = build_served_model(
         pipeline,
         spec,
         name=name,
-        version=model.version,
+        version=version,
         alias=CHAMPION,
         max_rows=1,
-        run_id=model.run_id,
-        example=pd.DataFrame(example["data"], columns=example["columns"]) if example else None,
+        run_id=run_id,
+        example=example,
     )
     if not isinstance(served.predictor, CompiledPredictor):
         model.reason = served.fallback_reason
@@ -354,19 +371,19 @@ def load_batch_model(tracking_uri: str, name: str, version: str) -> BatchModel:
     problem = _columnar_problem(model)
     if problem is not None:
         model.predictor, model.path, model.reason = None, SKLEARN_PATH, problem
-        log.warning("%s v%s on the scikit-learn path: %s", name, model.version, problem)
+        log.warning("%s v%s on the scikit-learn path: %s", name, version, problem)
         return model
     _use_leaf_masks(model)
     return model
 
 
 def _use_leaf_masks(model: BatchModel) -> None:
-    """Score a HistGradientBoosting version by its leaf masks when they give the trees'
-    raw scores exactly; else (other estimators, or any difference) keep the compiled
-    predictor."""
+    """Score a HistGradientBoosting, LightGBM or XGBoost version by its leaf masks when
+    they give the library's raw scores exactly; else (other estimators, or any
+    difference) keep the compiled predictor."""
     from include.ml_pipeline.serving.compiled.predictor import UnsupportedPipeline
 
-    if "hgb" not in model.path:
+    if not any(tag in model.path for tag in ("hgb", "lightgbm", "xgboost")):
         return
     try:
         model.masks = mask_plan(model.predictor, model.pipeline[-1], model.spec)
