@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,17 +79,15 @@ def models(names: list[str]):
             raise SystemExit(f"unknown model {name!r}")
 
 
+def _nothing() -> None:
+    return None
+
+
 def cpu_pair(first, second, repeat: int) -> tuple[float, float]:
     """Median process CPU ms of two callables timed in alternation."""
-    a, b = [], []
-    for _ in range(repeat):
-        started = time.process_time()
-        first()
-        a.append(time.process_time() - started)
-        started = time.process_time()
-        second()
-        b.append(time.process_time() - started)
-    return statistics.median(a) * 1000, statistics.median(b) * 1000
+    from bench_compiled_trees import median_pair
+
+    return median_pair(first, second, repeat, clock=time.process_time)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             parse_before, parse_after = cpu_pair(
                 partial(old.parse_json_body, body), partial(new.parse_json_body, body), n
             )
-            preprocess, _ = cpu_pair(partial(compiled.transform, batch), _pass, n)
+            preprocess, _ = cpu_pair(partial(compiled.transform, batch), _nothing, n)
             trees_before, trees_after = cpu_pair(onnx_only, partial(trees, x), n)
             total_before = parse_before + preprocess + trees_before
             total_after = parse_after + preprocess + trees_after
@@ -154,10 +151,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nprocess CPU ms, medians; before = parser at {args.before}, onnxruntime trees\n")
     print("\n".join(lines))
     return 0
-
-
-def _pass() -> None:
-    return None
 
 
 if __name__ == "__main__":
