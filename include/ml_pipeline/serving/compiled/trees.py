@@ -112,7 +112,10 @@ class OnnxTrees:
 
     Two sessions over the same graph: a single-threaded one for small batches (a thread
     hand-off costs more than it saves there) and, for batches of `WIDE_BATCH_ROWS` or
-    more, one with `predict_threads()` threads (1,000 rows: 3.3 -> 1.9 ms on 2 cores)."""
+    more, one with `predict_threads()` threads (1,000 rows: 3.3 -> 1.9 ms on 2 cores).
+    Float64 graphs (HistGradientBoosting, LightGBM) score batches of `MASK_ROWS` or more
+    as leaf masks instead (`masks.py`: less CPU than both sessions, scikit-learn's own
+    order of the sums); the wide session serves the large batches of the other graphs."""
 
     def __init__(
         self,
