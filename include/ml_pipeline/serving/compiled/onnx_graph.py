@@ -17,6 +17,7 @@ graph. If the project takes it on, this module is the only thing to replace.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -213,3 +214,135 @@ def tree_ensemble_model(
         8, _pb_bytes(1, "ai.onnx.ml") + _pb_int(2, 5)
     )
     return _pb_int(1, 10) + _pb_bytes(2, "ml_pipeline") + _pb_bytes(7, graph) + opsets
+
+
+# Reading a graph back ------------------------------------------------------------------
+
+
+def _fields(data: bytes) -> list[tuple[int, int | bytes]]:
+    """The (field number, value) pairs of one protobuf message: varints as ints,
+    length-delimited fields as bytes (the only wire types `tree_ensemble_model` writes)."""
+    out: list[tuple[int, int | bytes]] = []
+    i, end = 0, len(data)
+
+    def varint() -> int:
+        nonlocal i
+        value, shift = 0, 0
+        while True:
+            byte = data[i]
+            i += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+
+    while i < end:
+        key = varint()
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            out.append((field, varint()))
+        elif wire == 2:
+            size = varint()
+            out.append((field, data[i : i + size]))
+            i += size
+        else:
+            raise ValueError(f"protobuf wire type {wire} is not one this reader knows")
+    return out
+
+
+def _one(fields: list[tuple[int, int | bytes]], number: int) -> bytes:
+    found = [v for f, v in fields if f == number and isinstance(v, bytes)]
+    if len(found) != 1:
+        raise ValueError(f"expected one length-delimited field {number}, found {len(found)}")
+    return found[0]
+
+
+def _attribute_values(node: list[tuple[int, int | bytes]]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for field, raw in node:
+        if field != 5 or not isinstance(raw, bytes):
+            continue
+        attribute = _fields(raw)
+        name = _one(attribute, 1).decode()
+        kind = next(v for f, v in attribute if f == 20)
+        if kind == 2:  # INT
+            values[name] = next(v for f, v in attribute if f == 3)
+        elif kind == 7:  # INTS, written one varint each
+            values[name] = [v for f, v in attribute if f == 8]
+        elif kind == 4:  # TENSOR
+            tensor = _fields(_one(attribute, 5))
+            data_type = next(v for f, v in tensor if f == 2)
+            dtype = {FLOAT: "<f4", DOUBLE: "<f8", 2: "u1"}[int(data_type)]  # type: ignore[index]
+            values[name] = np.frombuffer(_one(tensor, 9), dtype=dtype)
+        else:
+            raise ValueError(f"attribute {name!r} of type {kind!r} is not one this reader knows")
+    return values
+
+
+@dataclass
+class ReadEnsemble:
+    """What `read_tree_ensemble` finds in a graph written by `tree_ensemble_model`."""
+
+    trees: list[TreeArrays]
+    n_targets: int
+    modes: frozenset[int]
+    elem_type: int
+
+
+def read_tree_ensemble(model_bytes: bytes) -> ReadEnsemble:
+    """The trees of a graph written by `tree_ensemble_model`, in their order, each as
+    `TreeArrays` (inner nodes first in the written order, then the leaves; thresholds and
+    leaf values as float64). The inverse of `tree_ensemble_model`, so that an evaluator
+    other than onnxruntime can be built from a serving artifact, which holds the graph
+    only. Raises `ValueError` for bytes it did not write."""
+    graph = _fields(_one(_fields(model_bytes), 7))
+    nodes = [_fields(v) for f, v in graph if f == 1 and isinstance(v, bytes)]
+    if len(nodes) != 1 or _one(nodes[0], 4) != b"TreeEnsemble":
+        raise ValueError("the graph is not one TreeEnsemble node")
+    a = _attribute_values(nodes[0])
+    roots = [*a["tree_roots"], len(a["nodes_featureids"])]
+    splits = np.asarray(a["nodes_splits"], dtype=np.float64)
+    weights = np.asarray(a["leaf_weights"], dtype=np.float64)
+    targets = a["leaf_targetids"]
+    trees = []
+    for base, stop in pairwise(roots):
+        inner = stop - base
+        ids = [(a["nodes_truenodeids"][i], a["nodes_trueleafs"][i]) for i in range(base, stop)]
+        ids += [(a["nodes_falsenodeids"][i], a["nodes_falseleafs"][i]) for i in range(base, stop)]
+        leaves = sorted({node for node, leaf in ids if leaf})
+        if inner == 1 and ids[0] == ids[1] and ids[0][1]:  # a tree without splits
+            trees.append(TreeArrays.leaf(targets[ids[0][0]], float(weights[ids[0][0]])))
+            continue
+        local = {leaf: inner + j for j, leaf in enumerate(leaves)}
+
+        def child(node: int, leaf: int, base: int = base, local: dict = local) -> int:
+            return local[node] if leaf else node - base
+
+        n = inner + len(leaves)
+        is_leaf = np.zeros(n, dtype=bool)
+        is_leaf[inner:] = True
+        value = np.zeros(n)
+        value[inner:] = weights[leaves]
+        tree_targets = {targets[leaf] for leaf in leaves}
+        if len(tree_targets) != 1:
+            raise ValueError("a tree adds to several outputs")
+        pad = [0] * len(leaves)
+        trees.append(
+            TreeArrays(
+                tree_targets.pop(),
+                np.asarray(list(a["nodes_featureids"][base:stop]) + pad, dtype=np.intp),
+                np.concatenate([splits[base:stop], np.zeros(len(leaves))]),
+                np.asarray(list(a["nodes_missing_value_tracks_true"][base:stop]) + pad, dtype=bool),
+                np.asarray([child(*ids[i]) for i in range(inner)] + [-1] * len(leaves)),
+                np.asarray([child(*ids[inner + i]) for i in range(inner)] + [-1] * len(leaves)),
+                is_leaf,
+                value,
+            )
+        )
+    return ReadEnsemble(
+        trees, int(a["n_targets"]), frozenset(a["nodes_modes"].tolist()), int(_elem_type(a))
+    )
+
+
+def _elem_type(attributes: dict[str, Any]) -> int:
+    return FLOAT if attributes["leaf_weights"].dtype == np.float32 else DOUBLE

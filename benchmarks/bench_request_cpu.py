@@ -1,0 +1,157 @@
+"""CPU time of one model-API request in process: parse / preprocess / trees, before and
+after a change, for every compiled tree family.
+
+    PYTHONPATH=. nice -n 10 .local/venv/bin/python benchmarks/bench_request_cpu.py
+        [--repeat 200] [--before main] [--models hgb_classifier,hgb_regressor,lightgbm,xgboost]
+
+For each model (the HistGradientBoosting churn classifier and `hgb_deep` regressor of
+`bench_model_api.py`, a 100-round LightGBM and XGBoost binary classifier of
+`bench_compiled_trees.py`'s shape, all fitted on 20,000 sample rows) and each request size
+(1 / 100 / 1,000 rows of a `dataframe_split` body), it times, in alternation so that a
+busy machine slows both sides alike:
+
+- parse: `FeatureParser.parse_json_body` of this tree against the one at git ref
+  `--before` (loaded from `git show`);
+- preprocess: the compiled predictor's `transform` (the same code on both sides);
+- trees: the compiled estimator on the preprocessed matrix; "before" is the onnxruntime
+  path alone (`trees.MASK_ROWS` set out of reach: the leaf masks off), "after" what the
+  predictor does now.
+
+Times are CPU seconds of the whole process (`time.process_time`: onnxruntime's second
+thread included), medians of `--repeat` runs (a tenth of them at 1,000 rows, at least 30).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+ROWS = (1, 100, 1000)
+PARSING = "include/ml_pipeline/serving/parsing.py"
+
+
+def parser_module_at(ref: str):
+    """`serving/parsing.py` as it is at git `ref`, imported under another name."""
+    source = subprocess.run(
+        ["git", "show", f"{ref}:{PARSING}"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    folder = Path(tempfile.mkdtemp(prefix="bench-request-cpu-"))
+    path = folder / "parsing_before.py"
+    path.write_bytes(source)
+    spec = importlib.util.spec_from_file_location("parsing_before", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def models(names: list[str]):
+    """(name, pipeline, spec) per requested model."""
+    from bench_compiled_trees import fit
+
+    from include.ml_pipeline.serving.compiled.trees import predict_threads
+    from tests.support.models import fit_pipeline, regression_pipeline, training_frame
+
+    for name in names:
+        if name == "hgb_classifier":
+            frame, spec = training_frame(20_000, seed=3)
+            yield name, fit_pipeline(frame, spec, "hgb", seed=3), spec
+        elif name == "hgb_regressor":
+            pipeline, spec = regression_pipeline("hgb_deep", rows=20_000, seed=3)
+            yield name, pipeline, spec
+        elif name in ("lightgbm", "xgboost"):
+            pipeline, spec, _ = fit(name, "binary", 100, 20_000, predict_threads())
+            yield name, pipeline, spec
+        else:
+            raise SystemExit(f"unknown model {name!r}")
+
+
+def _nothing() -> None:
+    return None
+
+
+def cpu_pair(first, second, repeat: int) -> tuple[float, float]:
+    """Median process CPU ms of two callables timed in alternation."""
+    from bench_compiled_trees import median_pair
+
+    return median_pair(first, second, repeat, clock=time.process_time)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import numpy as np
+
+    from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
+    from include.ml_pipeline.deployment.api_client import split_payload
+    from include.ml_pipeline.serving import parsing
+    from include.ml_pipeline.serving.compiled import trees as trees_module
+    from include.ml_pipeline.serving.compiled.compiler import compile_pipeline
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--before", default="main", help="git ref of the 'before' parser")
+    parser.add_argument("--models", default="hgb_classifier,hgb_regressor,lightgbm,xgboost")
+    args = parser.parse_args(argv)
+    before = parser_module_at(args.before)
+    mask_rows = trees_module.MASK_ROWS
+    lines = [
+        "| model (path) | rows | parse before | parse after | preprocess | trees before | "
+        "trees after | total before | total after | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, pipeline, spec in models(args.models.split(",")):
+        compiled = compile_pipeline(pipeline, spec.numeric, spec.categorical)
+        frame = generate_churn_frame(max(ROWS), seed=11)[spec.columns]
+        new = parsing.FeatureParser(spec.numeric, spec.categorical, 10_000)
+        old = before.FeatureParser(spec.numeric, spec.categorical, 10_000)
+        for rows in ROWS:
+            body = split_payload(frame.head(rows))
+            batch = new.parse_json_body(body)
+            old_batch = old.parse_json_body(body)
+            assert np.array_equal(batch.numeric, old_batch.numeric, equal_nan=True)
+            assert batch.categorical == old_batch.categorical
+            x = compiled.transform(batch)
+            trees = compiled.proba_fn
+            trees(x)  # the leaf masks, where they apply, are built at the first large batch
+
+            def onnx_only(x=x, trees=trees) -> None:
+                trees_module.MASK_ROWS = 1 << 62
+                try:
+                    trees(x)
+                finally:
+                    trees_module.MASK_ROWS = mask_rows
+
+            n = args.repeat if rows < 1000 else max(30, args.repeat // 10)
+            parse_before, parse_after = cpu_pair(
+                partial(old.parse_json_body, body), partial(new.parse_json_body, body), n
+            )
+            preprocess, _ = cpu_pair(partial(compiled.transform, batch), _nothing, n)
+            trees_before, trees_after = cpu_pair(onnx_only, partial(trees, x), n)
+            total_before = parse_before + preprocess + trees_before
+            total_after = parse_after + preprocess + trees_after
+            lines.append(
+                f"| {name} ({compiled.estimator_path}) | {rows:,} | {parse_before:.3f} | "
+                f"{parse_after:.3f} | {preprocess:.3f} | {trees_before:.3f} | "
+                f"{trees_after:.3f} | {total_before:.3f} | {total_after:.3f} | "
+                f"{total_before / total_after:.2f}x |"
+            )
+            print(lines[-1], flush=True)
+    print(f"\nprocess CPU ms, medians; before = parser at {args.before}, onnxruntime trees\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
