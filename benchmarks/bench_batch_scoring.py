@@ -12,7 +12,7 @@ memory is the process's `ru_maxrss`):
 * **ours**: what the DAG's `score_part` tasks do (`batch_scoring.part.score_part`), every
   part in turn in one process: read in chunks (categories as Parquet dictionaries),
   contract row checks, the verified compiled path (for this HistGradientBoosting model:
-  its trees as leaf masks, `batch_scoring/leaf_masks.py`, a chunk's halves on two
+  its trees as leaf masks, `serving/compiled/leaf_masks.py`, a chunk's halves on two
   threads), Parquet parts written with keys, prediction, probabilities, model version and
   run id, the drift sample kept.
 

@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from include.ml_pipeline.batch_scoring.columns import category_codes, numeric_matrix
-from include.ml_pipeline.batch_scoring.leaf_masks import BLOCK_ROWS, LeafMasks, MaskInput
 from include.ml_pipeline.features import FeatureSpec
+from include.ml_pipeline.serving.compiled.leaf_masks import BLOCK_ROWS, LeafMasks, MaskInput
+from include.ml_pipeline.serving.compiled.tree_sets import leaf_masks_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -230,7 +231,7 @@ def mask_plan(predictor: Any, estimator: Any, spec: FeatureSpec) -> MaskPlan:
     `UnsupportedPipeline` for trees `LeafMasks` does not take)."""
     from include.ml_pipeline.serving.compiled.predictor import NumericBlock
 
-    trees = LeafMasks(estimator)
+    trees = leaf_masks_of(estimator)
     inputs: list[tuple[Any, ...]] = []
     masks: list[MaskInput] = []
     offset = 0
@@ -289,7 +290,7 @@ def _verification_table(model: BatchModel) -> tuple[pa.Table, Any]:
 def _mask_problem(model: BatchModel) -> str | None:
     """None when the leaf masks give the same raw scores (the same floats) as the
     estimator's own library on the verification batch, else why not."""
-    from include.ml_pipeline.batch_scoring.leaf_masks import library_raw
+    from include.ml_pipeline.serving.compiled.tree_sets import library_raw
 
     table, sample = _verification_table(model)
     expected = library_raw(model.pipeline[-1], model.predictor.transform(sample))

@@ -1,5 +1,5 @@
 """Large batches of a float64 tree ensemble scored as leaf bitmasks (QuickScorer): batch
-scoring's `LeafMasks` (`batch_scoring/leaf_masks.py`) on the compiled predictor's matrix.
+scoring's `LeafMasks` (`serving/compiled/leaf_masks.py`) on the compiled predictor's matrix.
 
 Per 1,000-row request of the benchmark regressor (103 trees x 31 leaves, 24 matrix
 columns), CPU time, medians: onnxruntime's `TreeEnsemble` 3.96 ms on one thread, leaf masks
@@ -7,8 +7,7 @@ columns), CPU time, medians: onnxruntime's `TreeEnsemble` 3.96 ms on one thread,
 0.2 ms), so `trees.OnnxTrees` uses the masks from `trees.MASK_ROWS` rows on.
 
 The trees are read back from the serialised graph (`onnx_graph.read_tree_ensemble`), the
-only form a serving artifact keeps, and handed to `LeafMasks` as the fitted
-HistGradientBoosting attributes it reads (`_TreesAsEstimator`). The raw scores are the
+only form a serving artifact keeps, and handed to `LeafMasks` as a `TreeSet`. The raw scores are the
 baseline plus each tree's leaf value added in the model's order, as scikit-learn's and
 LightGBM's own predict add them. Graphs of another kind (float32 XGBoost, whose sums run
 in float32, and trees of more than 64 leaves, such as a random forest's) raise
@@ -17,59 +16,11 @@ in float32, and trees of more than 64 leaves, such as a random forest's) raise
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import Any
-
 import numpy as np
 
-from include.ml_pipeline.batch_scoring.leaf_masks import MAX_LEAVES, LeafMasks, MaskInput
+from include.ml_pipeline.serving.compiled.leaf_masks import LeafMasks, MaskInput, TreeSet
 from include.ml_pipeline.serving.compiled.onnx_graph import DOUBLE, LEQ, read_tree_ensemble
 from include.ml_pipeline.serving.compiled.predictor import UnsupportedPipeline
-
-_NODE = np.dtype(
-    [
-        ("value", np.float64),
-        ("feature_idx", np.intp),
-        ("num_threshold", np.float64),
-        ("missing_go_to_left", np.uint8),
-        ("left", np.uint32),
-        ("right", np.uint32),
-        ("is_leaf", np.uint8),
-        ("is_categorical", np.uint8),
-        ("depth", np.uint32),  # read (max) by HGBTrees for its numpy walk, not used here
-    ]
-)
-
-
-class _TreesAsEstimator:
-    """The attributes of a fitted HistGradientBoosting estimator that `LeafMasks` reads,
-    from trees given as `TreeArrays` (`k` per iteration, output 0 to k-1 in turn)."""
-
-    _preprocessor = None
-    loss = "squared_error"
-
-    def __init__(self, trees: list[Any], k: int, baseline: np.ndarray, regression: bool):
-        if len(trees) % k or any(t.target != i % k for i, t in enumerate(trees)):
-            raise UnsupportedPipeline("trees do not take turns per output")
-        if not regression:
-            self.classes_ = np.arange(max(2, k))
-        self.n_trees_per_iteration_ = k
-        self._baseline_prediction = np.asarray(baseline, dtype=np.float64).reshape(1, -1)
-        self._bin_mapper = SimpleNamespace(make_known_categories_bitsets=lambda: (None, None))
-        predictors = []
-        for tree in trees:
-            if int(np.sum(tree.is_leaf)) > MAX_LEAVES:
-                raise UnsupportedPipeline(f"a tree with more than {MAX_LEAVES} leaves")
-            nodes = np.zeros(len(tree.is_leaf), dtype=_NODE)
-            nodes["value"] = tree.value
-            nodes["feature_idx"] = tree.feature
-            nodes["num_threshold"] = tree.threshold
-            nodes["missing_go_to_left"] = tree.missing_left
-            nodes["left"] = np.where(tree.is_leaf, 0, tree.left)
-            nodes["right"] = np.where(tree.is_leaf, 0, tree.right)
-            nodes["is_leaf"] = tree.is_leaf
-            predictors.append(SimpleNamespace(nodes=nodes))
-        self._predictors = [predictors[i : i + k] for i in range(0, len(predictors), k)]
 
 
 class MaskedTrees:
@@ -79,7 +30,10 @@ class MaskedTrees:
         read = read_tree_ensemble(model_bytes)
         if read.elem_type != DOUBLE or read.modes != frozenset({LEQ}) or read.n_targets != k:
             raise UnsupportedPipeline("leaf masks take float64 `x <= t` graphs only")
-        self.trees = LeafMasks(_TreesAsEstimator(read.trees, k, baseline, regression))
+        if len(read.trees) % k or any(t.target != i % k for i, t in enumerate(read.trees)):
+            raise UnsupportedPipeline("trees do not take turns per output")
+        baseline = np.asarray(baseline, dtype=np.float64).ravel()
+        self.trees = LeafMasks(TreeSet(list(read.trees), k, baseline, regression), "onnx")
         self.columns = sorted(self.trees.columns)
         merged = self.trees.merge(
             [MaskInput(self.trees.columns[c][1], f"column {c}") for c in self.columns]

@@ -75,6 +75,10 @@ FLOAT, DOUBLE = 1, 11
 LEQ, LT = 0, 1
 
 
+#: LightGBM's kZeroThreshold: |x| <= this is zero (a missing value under zero_as_missing).
+LIGHTGBM_ZERO = float(np.float32(1e-35))
+
+
 @dataclass
 class TreeArrays:
     """One tree as per-node arrays (node-local indices): `feature`, `threshold`,

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from include.ml_pipeline.serving.compiled.onnx_graph import LIGHTGBM_ZERO
 from include.ml_pipeline.serving.compiled.predictor import (
     UnsupportedPipeline,
     binary_proba,
@@ -24,8 +25,6 @@ WIDE_BATCH_ROWS = 64  # from this size on, onnxruntime trees use predict_threads
 MASK_ROWS = 64
 #: HistGradientBoostingRegressor losses whose prediction is the raw score itself.
 IDENTITY_LINK_LOSSES = ("squared_error", "absolute_error", "quantile")
-#: LightGBM's kZeroThreshold: |x| <= this is zero (a missing value under zero_as_missing).
-LIGHTGBM_ZERO = float(np.float32(1e-35))
 
 
 class HGBTrees:

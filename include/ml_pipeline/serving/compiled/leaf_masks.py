@@ -23,25 +23,24 @@ LightGBM and XGBoost trees are read by the serving's `boosters.py` (the same tra
 of their dumps, checked there): LightGBM splits `x <= t` in float64, its zero-as-missing
 features' near-zeros binned as missing; XGBoost splits `x < t` on the input rounded to
 float32 (bins found with `side="right"`), its leaf values summed in float32 from the base
-margin, tree after tree, as XGBoost sums them. `library_raw` is what the masks must equal
+margin, tree after tree, as XGBoost sums them. `tree_sets.library_raw` is what the masks must equal
 (checked at load, `model._mask_problem`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from include.ml_pipeline.serving.compiled.onnx_graph import TreeArrays
+from include.ml_pipeline.serving.compiled.onnx_graph import LIGHTGBM_ZERO, TreeArrays
 from include.ml_pipeline.serving.compiled.predictor import (
     UnsupportedPipeline,
     binary_proba,
     expit,
     softmax,
 )
-from include.ml_pipeline.serving.compiled.trees import LIGHTGBM_ZERO, HGBTrees
 
 #: Rows evaluated at a time: the (rows x trees) words of a block stay in cache.
 BLOCK_ROWS = 2048
@@ -97,44 +96,6 @@ class TreeSet:
     zero_as_missing: tuple[int, ...] = ()
 
 
-def tree_set(est: Any) -> tuple[str, TreeSet]:
-    """(library, trees) of a fitted HistGradientBoosting, LightGBM or XGBoost estimator;
-    raises `UnsupportedPipeline` for anything else (or what those readers refuse)."""
-    from include.ml_pipeline.serving.compiled.boosters import (
-        library_of,
-        lightgbm_ensemble,
-        xgboost_ensemble,
-    )
-    from include.ml_pipeline.serving.compiled.onnx_graph import LT, hgb_tree_arrays
-
-    library = library_of(est)
-    if library is None:
-        if not hasattr(est, "_predictors"):
-            raise UnsupportedPipeline(f"{type(est).__name__}: no leaf masks for its trees")
-        hgb = HGBTrees(est)  # the same checks: categorical splits, losses
-        trees = [hgb_tree_arrays(k, predictor) for k, predictor in hgb.predictors]
-        return "hgb", TreeSet(trees, hgb.k, hgb.baseline, hgb.regression)
-    ensemble = lightgbm_ensemble(est) if library == "lightgbm" else xgboost_ensemble(est)
-    trees = ensemble.trees
-    if ensemble.ordered_sum is not None:
-        # one graph output per tree there (`target` its own column): here each tree adds
-        # to its class, the classes' trees in the order the library sums them
-        trees = [
-            replace(trees[i], target=c)
-            for c, members in enumerate(ensemble.ordered_sum)
-            for i in members
-        ]
-    return library, TreeSet(
-        trees,
-        ensemble.k,
-        np.zeros(ensemble.k),  # LightGBM: in the first trees; XGBoost: leaf-only trees
-        ensemble.regression,
-        strict=ensemble.mode == LT,
-        float32=ensemble.float32,
-        zero_as_missing=ensemble.zero_as_missing,
-    )
-
-
 class _Buffers:
     """The arrays one block of rows is evaluated in (`LeafMasks.raw`), reused block after
     block."""
@@ -153,8 +114,8 @@ class LeafMasks:
     """The trees of a fitted HistGradientBoosting, LightGBM or XGBoost estimator as
     per-feature leaf masks."""
 
-    def __init__(self, est: Any):
-        self.library, found = tree_set(est)
+    def __init__(self, found: TreeSet, library: str):
+        self.library = library
         self.k, self.regression = found.k, found.regression
         self.strict, self.float32 = found.strict, found.float32
         self.zero_as_missing = frozenset(found.zero_as_missing)
@@ -246,7 +207,7 @@ class LeafMasks:
 
     def raw(self, tables: list[np.ndarray], indexes: list[np.ndarray]) -> np.ndarray:
         """The raw scores (rows x k): row r's leaf masks are `tables[i][indexes[i][r]]`
-        ANDed over i. The same floats as the library's raw scores (`library_raw`).
+        ANDed over i. The same floats as the library's raw scores (`tree_sets.library_raw`).
 
         Every block works in the same few buffers, allocated once per call: a fresh
         (rows x trees) array per step made each block pay the allocator's page faults
@@ -304,26 +265,3 @@ class LeafMasks:
         if self.k == 1:
             return binary_proba(expit(raw[:, 0]))
         return softmax(raw)
-
-
-def library_raw(est: Any, x: np.ndarray) -> np.ndarray:
-    """The raw scores (rows x outputs, float64) the fitted estimator's own library gives
-    for the matrix `x`: what `LeafMasks.raw` must equal, float for float."""
-    import warnings
-
-    from include.ml_pipeline.serving.compiled.boosters import library_of
-
-    library = library_of(est)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # fitted on named columns, scored on a matrix
-        if library == "lightgbm":
-            raw = est.predict(x, raw_score=True)
-        elif library == "xgboost":
-            import xgboost
-
-            # the margin of `XGBModel.predict` (a subclass's `predict` may map labels)
-            raw = xgboost.XGBModel.predict(est, x, output_margin=True)
-        else:
-            raw = HGBTrees(est).raw_large(x)
-    raw = np.asarray(raw, dtype=np.float64)
-    return raw.reshape(len(x), -1)

@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from include.ml_pipeline.batch_scoring import leaf_masks
-from include.ml_pipeline.batch_scoring.leaf_masks import LeafMasks, MaskInput
+from include.ml_pipeline.serving.compiled import leaf_masks
+from include.ml_pipeline.serving.compiled.leaf_masks import LeafMasks, MaskInput
 from include.ml_pipeline.serving.compiled.predictor import UnsupportedPipeline
+from include.ml_pipeline.serving.compiled.tree_sets import leaf_masks_of
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +58,7 @@ def test_leaf_masks_give_the_trees_raw_scores_exactly(problem, leaves, monkeypat
         est = HistGradientBoostingClassifier(max_iter=30, max_leaf_nodes=leaves, random_state=0)
         est.fit(x, y)
     monkeypatch.setattr(leaf_masks, "BLOCK_ROWS", 700)  # several blocks, a partial last one
-    trees = LeafMasks(est)
+    trees = leaf_masks_of(est)
     assert trees.dtype == (np.uint64 if leaves > 32 else np.uint32)
     fresh, _ = _data(2_500, seed=1)
     raw = _raw(trees, fresh)
@@ -74,14 +75,14 @@ def test_small_tables_are_merged_and_wide_trees_refused():
 
     x, signal = _data()
     est = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(x, signal > 0)
-    trees = LeafMasks(est)
+    trees = leaf_masks_of(est)
     inputs = [MaskInput(trees.columns[c][1], str(c)) for c in sorted(trees.columns)]
     merged = trees.merge(inputs)
     assert len(merged) < len(inputs)  # the small features share a table
     assert all(len(table) <= leaf_masks.TABLE_ROWS for table, _, _ in merged)
     wide = HistGradientBoostingClassifier(max_iter=3, max_leaf_nodes=80, min_samples_leaf=2)
     with pytest.raises(UnsupportedPipeline, match="leaves"):
-        LeafMasks(wide.fit(x, signal > 0))
+        leaf_masks_of(wide.fit(x, signal > 0))
 
 
 @pytest.mark.parametrize("library", ["lightgbm", "xgboost"])
@@ -89,7 +90,7 @@ def test_small_tables_are_merged_and_wide_trees_refused():
 def test_boosters_leaf_masks_give_the_librarys_raw_scores_exactly(library, problem):
     """LightGBM (`x <= t` in float64, NaN and zero-as-missing) and XGBoost (`x < t` on
     float32 inputs, leaves summed in float32 from the base margin, tree after tree)."""
-    from include.ml_pipeline.batch_scoring.leaf_masks import library_raw
+    from include.ml_pipeline.serving.compiled.tree_sets import library_raw
 
     x, signal = _data()
     x[::7, 5] = 0.0  # exact zeros: LightGBM's zero_as_missing reads them as missing
@@ -109,7 +110,7 @@ def test_boosters_leaf_masks_give_the_librarys_raw_scores_exactly(library, probl
 
         kind = xgboost.XGBRegressor if problem == "regression" else xgboost.XGBClassifier
         est = kind(n_estimators=15, max_depth=6, n_jobs=1).fit(x, y)
-    trees = LeafMasks(est)
+    trees = leaf_masks_of(est)
     assert trees.library == library
     fresh, _ = _data(2_500, seed=1)
     fresh[::5, 5] = 0.0
