@@ -353,3 +353,30 @@ def test_feedback_refusals_are_named_and_counted_and_a_second_label_is_a_correct
     assert [(c["previous"], c["label"]) for c in again.json()["corrections"]] == [("no", "yes")]
     files = list((tmp_path / "data" / "labels" / NAME).glob("feedback-*.csv"))
     assert len(files) == 4
+
+
+def test_experiment_client_sets_reads_and_stops(api, versions, monkeypatch):
+    """The DAG's client (`deployment/experiment_client.py`) on the same calls."""
+    from contextlib import nullcontext
+
+    from include.ml_pipeline.deployment import api_client, experiment_client
+
+    _, rows = versions
+    client = api()
+    monkeypatch.setattr(api_client, "_client", lambda timeout: nullcontext(client))
+    url = "http://testserver"
+    with pytest.raises(api_client.ModelApiError, match="401"):
+        experiment_client.start_experiment(url, NAME, "shadow", token="wrong-token-0123456789")
+    with pytest.raises(api_client.ModelApiError, match="a canary needs share"):
+        experiment_client.start_experiment(url, NAME, "canary", token=ADMIN_TOKEN)
+    started = experiment_client.start_experiment(
+        url, NAME, "canary", share=1.0, token=ADMIN_TOKEN, min_requests=50
+    )
+    assert started["experiment"]["config"]["min_requests"] == 50
+    client.post("/invocations", json={"dataframe_records": rows[:1]})
+    status = experiment_client.experiment_status(url, NAME)
+    assert status["counts"]["served"]["challenger"] == 1
+    stopped = experiment_client.stop_experiment(url, NAME, token=ADMIN_TOKEN)
+    assert stopped["counts"]["served"]["challenger"] == 1
+    assert experiment_client.experiment_status(url, NAME) is None
+    assert experiment_client.stop_experiment(url, NAME, token=ADMIN_TOKEN) is None

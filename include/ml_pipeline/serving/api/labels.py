@@ -116,6 +116,8 @@ class LabelDesk:
             item if item.timestamp else replace(item, timestamp=stamp)
             for item in parse_feedback_body(body, target)
         ]
+        if not items:
+            return {"model_name": model, "accepted": 0, "corrections": [], "repeats": 0}
         records = self.known_records(model, items)
         if len(records) < len(items):  # not all remembered: look in the log
             records += await asyncio.to_thread(self.logged_records, model)
