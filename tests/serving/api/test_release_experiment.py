@@ -175,6 +175,12 @@ def test_shadow_logs_both_answers_and_the_client_sees_the_champions(api, version
         assert arms["challenger"].model_version == "2"
         batch = challenger.parser.from_records([row], "records", complete=True)
         assert list(arms["challenger"].predictions) == challenger.predictor.predict(batch).labels
+    # monitoring's drift window reads the answers clients got, not the shadow's copies
+    from include.ml_pipeline.monitoring.inference_log import read_inference_log
+
+    window = read_inference_log(api.settings.log_uri, model_name=NAME)
+    assert len(window) == 2 * len(rows)  # the 50-row request, then 50 one-row requests
+    assert set(window["model_version"]) == {"1"}
 
 
 def test_canary_split_is_stable_per_key_and_respects_the_share(api, versions):
