@@ -142,6 +142,17 @@ def test_headers_and_log_without_experiment(api, versions):
     assert line.experiment is None
     assert line.served
     assert made.headers["x-request-id"] in logged
+    paths = client.get("/openapi.json").json()["paths"]
+    assert set(paths["/invocations"]["post"]["responses"]["200"]["headers"]) == {
+        "X-Ignored-Columns",
+        "X-Request-Id",
+        "X-Model-Version",
+        "X-Experiment-Arm",
+    }
+    label = paths["/feedback"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert label["properties"]["labels"]["items"]["properties"]["label"] == {"enum": ["no", "yes"]}
+    assert "requestBody" not in paths["/models/{name}/feedback"]["get"]
+    assert paths["/admin/models/{name}/experiment"]["put"]["security"] == [{"bearer": []}]
 
 
 def test_shadow_logs_both_answers_and_the_client_sees_the_champions(api, versions):
@@ -357,8 +368,21 @@ def test_feedback_refusals_are_named_and_counted_and_a_second_label_is_a_correct
     again = restarted.post("/feedback", json={"labels": [{"request_id": "fb-1", "label": "yes"}]})
     assert again.status_code == 200, again.text
     assert [(c["previous"], c["label"]) for c in again.json()["corrections"]] == [("no", "yes")]
-    files = list((tmp_path / "data" / "labels" / NAME).glob("feedback-*.csv"))
-    assert len(files) == 4
+    folder = tmp_path / "data" / "labels" / NAME
+    assert len(list(folder.glob("feedback-*.csv"))) == 4
+    # a batch label file dropped under the storage root, joined to the log by request id
+    (folder / "batch-1.csv").write_text("request_id,row,label\nfb-1,1,yes\nlost-id,0,no\n")
+    summary = restarted.get(f"/models/{NAME}/feedback").json()
+    assert summary["labels"] == 3  # fb-1 rows 0 and 1, lost-id
+    # row 1: yes (the batch file sorts first) -> no; row 0: yes -> no -> yes
+    assert summary["corrections"] == 3
+    assert summary["joined"] == 2
+    assert (summary["unknown"], summary["unknown_ids"]) == (1, ["lost-id"])
+    (folder / "batch-2.csv").write_text("request_id,label\nfb-1,perhaps\n")
+    broken = restarted.get(f"/models/{NAME}/feedback")
+    assert broken.status_code == 422
+    assert "batch-2.csv" in broken.json()["message"]
+    assert "outside the contract's label set" in broken.json()["message"]
 
 
 def test_experiment_client_sets_reads_and_stops(api, versions, monkeypatch):

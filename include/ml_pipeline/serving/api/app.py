@@ -99,6 +99,7 @@ def create_app(
         (delete, "/admin/models/{name}/experiment", routes.stop_experiment, RELEASE, "kill switch"),
         (post, "/feedback", routes.feedback, RELEASE, "true labels of the default model"),
         (post, "/models/{name}/feedback", routes.model_feedback, RELEASE, "true labels"),
+        (get, "/models/{name}/feedback", routes.feedback_summary, RELEASE, "labels joined"),
         (get, "/v2", v2.server_metadata, OIP, "server metadata"),
         (get, "/v2/health/live", v2.live, OIP, "the server is up"),
         (get, "/v2/health/ready", v2.server_ready, OIP, "every served model is loaded"),

@@ -147,6 +147,25 @@ class LabelDesk:
             "file": written,
         }
 
+    async def summary(self, model: str, target: LabelTarget) -> dict[str, Any]:
+        """The model's labels read again from its label files (batch files dropped
+        there since count too), joined to the inference log by request id."""
+        async with self.lock:
+            self.books.pop(model, None)
+            book = await asyncio.to_thread(self.book, model, target)
+        records = await asyncio.to_thread(self.logged_records, model)
+        joined = join_labels(records, book)
+        return {
+            "model_name": model,
+            "labels": len(book.current),
+            "corrections": len(book.corrections),
+            "repeats": book.repeats,
+            "joined": joined.labelled,
+            "unknown": joined.unknown,
+            "unknown_ids": list(joined.unknown_ids),
+            "folder": labels_uri(self.storage_uri, model),
+        }
+
     def write(self, model: str, items: list[Feedback]) -> str:
         """The labels as one CSV file in the model's labels folder (blocking)."""
         now = datetime.now(UTC)

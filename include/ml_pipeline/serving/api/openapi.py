@@ -342,7 +342,7 @@ RESPONSES["/feedback"] = {
         "content": ERROR_CONTENT,
     },
 }
-RESPONSES["/models/{name}/feedback"] = RESPONSES["/feedback"]
+RESPONSES["/models/{name}/feedback"] = RESPONSES["/feedback"]  # GET: 200, 404, 422, 503
 EXPERIMENT_BODY = {
     "required": True,
     "content": {
@@ -672,7 +672,7 @@ def document(
                 operation["responses"] = {
                     str(code): dict(doc) for code, doc in RESPONSES[path].items()
                 }
-            if path in bodies:
+            if path in bodies and method == "post":
                 operation["requestBody"] = bodies[path]
             if path in ("/admin/unload", "/admin/models/{name}/unload"):
                 operation["requestBody"] = UNLOAD_BODY

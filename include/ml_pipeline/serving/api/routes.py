@@ -836,3 +836,24 @@ class Routes:
         counter.labels(name, "repeat").inc(taken["repeats"])
         self.state.metrics.observe("feedback", 200, time.perf_counter() - started, name)
         return Response(orjson.dumps(taken), media_type=JSON)
+
+    async def feedback_summary(self, name: str) -> Response:
+        """`GET /models/{name}/feedback`: the labels under the storage root (label files
+        and `POST /feedback`), corrections, and how many join the log by request id; a
+        label file that breaks the contract is a 422 naming it."""
+        from include.ml_pipeline.release.feedback import FeedbackError
+        from include.ml_pipeline.serving.api.labels import label_target
+
+        started = time.perf_counter()
+        slot = self.state.slot(name)
+        if slot is None:
+            return self.unknown("feedback", started, name)
+        served = slot.model
+        if served is None:
+            return self.not_ready("feedback", started, slot)
+        try:
+            summary = await self.state.labels.summary(name, label_target(served))
+        except FeedbackError as exc:
+            self.state.metrics.feedback.labels(name, exc.problem).inc(exc.count)
+            return self.fail("feedback", started, RequestError(exc.status, exc.problem, str(exc)))
+        return Response(orjson.dumps(summary), media_type=JSON)
