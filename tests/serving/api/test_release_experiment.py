@@ -339,6 +339,7 @@ def test_feedback_refusals_are_named_and_counted_and_a_second_label_is_a_correct
     assert big.status_code == 413
     assert "MODEL_API_MAX_BODY_BYTES" in big.json()["message"]
     assert send([{"request_id": "fb-1", "row": 5, "label": "yes"}]).status_code == 404
+    assert client.post("/feedback", json=[]).json()["kind"] == "body_shape"  # an object
 
     first = send(
         [{"request_id": "fb-1", "label": "yes"}, {"request_id": "fb-1", "row": 1, "label": "no"}]

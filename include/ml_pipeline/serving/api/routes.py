@@ -826,6 +826,18 @@ class Routes:
         except RequestError as exc:
             counter.labels(name, exc.kind).inc()
             return self.fail("feedback", started, exc, name)
+        if not isinstance(body, dict):
+            counter.labels(name, "body_shape").inc()
+            return self.fail(
+                "feedback",
+                started,
+                RequestError(
+                    422,
+                    "body_shape",
+                    'feedback body: expected {"labels": [{"request_id": ..., "label": ...}]}',
+                ),
+                name,
+            )
         try:
             taken = await self.state.labels.take(name, body, label_target(served))
         except FeedbackError as exc:
