@@ -329,6 +329,7 @@ class ServiceState:
         experiment = slot.experiment if slot is not None else None
         if slot is not None:
             slot.experiment = None
+            self.metrics.breaker_open.labels(name).set(0)
         if self.settings.experiments_file:
             write_experiment(self.settings.experiments_file, name, None)
         return experiment
