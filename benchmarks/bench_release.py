@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
-async def in_process(uri: str, work: Path, body: bytes, blocks: int = 30, n: int = 200):
+async def in_process(uri: str, work: Path, body: bytes, blocks: int = 15, n: int = 100):
     """The handler's time per request without the network or the scheduler's wake-ups:
     the app in this process, driven through httpx's ASGI transport, `blocks` blocks of `n`
     one-row requests per phase, phases interleaved, the fastest block's mean kept (the
@@ -202,7 +202,7 @@ def render_in_process(best: dict[str, float]) -> str:
     return "\n".join(
         [
             "",
-            "in process (no network; fastest of 30 blocks of 200 one-row requests per phase):",
+            "in process (no network; fastest of 15 blocks of 100 one-row requests per phase):",
             *(f"  {phase}: {best[phase]:.4f} ms per request" for phase in PHASES),
             f"  shadow / baseline: {best['shadow'] / best['baseline']:.3f}; canary split adds "
             f"{best['canary0'] - best['baseline']:+.4f} ms per request",
