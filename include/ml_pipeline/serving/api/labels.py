@@ -23,6 +23,7 @@ import csv
 import io
 import os
 import socket
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,6 +45,7 @@ from include.ml_pipeline.release.records import CHAMPION, PairedRecord
 
 RECENT = 100_000  # request ids remembered per model
 LOOKBACK_DAYS = 7  # how far back the log is read for an id not remembered
+LOG_CACHE_SECONDS = 10.0  # the log read for unknown ids is reused this long
 
 
 def label_target(served) -> LabelTarget:
@@ -72,6 +74,7 @@ class LabelDesk:
         self.books: dict[str, LabelBook] = {}
         self.lock = asyncio.Lock()
         self._seq = 0
+        self._logged: dict[str, tuple[float, list[PairedRecord]]] = {}
         self._host = safe_name(socket.gethostname())
 
     def remember(self, model: str, request_id: str, rows: int) -> None:
@@ -94,11 +97,17 @@ class LabelDesk:
         return out
 
     def logged_records(self, model: str) -> list[PairedRecord]:
-        """Every request row in the model's inference log of the last days (blocking)."""
+        """Every request row in the model's inference log of the last days (blocking);
+        kept `LOG_CACHE_SECONDS`, so a flood of unknown ids reads the log once."""
+        cached = self._logged.get(model)
+        if cached is not None and time.monotonic() - cached[0] < LOG_CACHE_SECONDS:
+            return cached[1]
         self.logger.flush(5.0)
         since = datetime.now(UTC) - timedelta(days=LOOKBACK_DAYS)
         read = read_logged_answers(self.log_uri, model, since=since)
-        return pair_answers(read.answers).records
+        records = pair_answers(read.answers).records
+        self._logged[model] = (time.monotonic(), records)
+        return records
 
     def book(self, model: str, target: LabelTarget) -> LabelBook:
         """The model's labels so far: its label files on first use (blocking)."""
