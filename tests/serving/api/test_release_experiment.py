@@ -153,6 +153,11 @@ def test_headers_and_log_without_experiment(api, versions):
     assert label["properties"]["labels"]["items"]["properties"]["label"] == {"enum": ["no", "yes"]}
     assert "requestBody" not in paths["/models/{name}/feedback"]["get"]
     assert paths["/admin/models/{name}/experiment"]["put"]["security"] == [{"bearer": []}]
+    for path, allowed in (
+        (f"/admin/models/{NAME}/experiment", "DELETE, PUT"),
+        (f"/models/{NAME}/feedback", "GET, POST"),
+    ):
+        assert client.options(path).headers["allow"] == allowed  # a 405 lists every method
 
 
 def test_shadow_logs_both_answers_and_the_client_sees_the_champions(api, versions):

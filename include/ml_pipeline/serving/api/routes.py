@@ -66,6 +66,19 @@ def request_id(header: str | None) -> str:
     return uuid.uuid4().hex
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app takes on the request's path (a path served by
+    one route per method, e.g. PUT and DELETE of an experiment)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def column_key(batch, column: str) -> str | None:
     """The first row's value of `column` as text (a canary's split key), None when the
     batch has no such column or the value is missing."""
@@ -154,6 +167,8 @@ class Routes:
         self.state.metrics.error(f"http_{exc.status_code}")
         response = error_response(exc.status_code, f"http_{exc.status_code}", str(exc.detail))
         response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        if exc.status_code == 405:  # Starlette names the first route's methods only
+            response.headers["Allow"] = ", ".join(allowed_methods(request))
         return response
 
     async def validation_error(self, request: Request, exc: RequestValidationError):
