@@ -9,6 +9,10 @@ wrk.headers["Content-Type"] = os.getenv("WRK_CONTENT_TYPE") or "application/json
 wrk.path = os.getenv("WRK_PATH") or "/invocations"
 -- marked, so monitoring leaves benchmark requests out of the drift window
 wrk.headers["X-Traffic-Kind"] = os.getenv("WRK_TRAFFIC_KIND") or "benchmark"
+-- a canary experiment's split key (bench_release.py)
+if os.getenv("WRK_EXPERIMENT_KEY") then
+  wrk.headers["X-Experiment-Key"] = os.getenv("WRK_EXPERIMENT_KEY")
+end
 
 local non2xx = 0
 response = function(status, headers, body)

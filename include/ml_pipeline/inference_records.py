@@ -119,8 +119,11 @@ def encode_line(
     traffic: str,
     latency_ms: float,
     stamp: float,
+    extra: dict[str, Any] | None = None,
 ) -> bytes:
-    """One request as one JSON line (see the module docstring), newline included."""
+    """One request as one JSON line (see the module docstring), newline included.
+    `extra`: keys added to the line (a release experiment's `request_id`, `arm`, ...:
+    `release/records.py`); `batch` None: an answer that failed before its input was read."""
     import numpy as np
     import orjson
 
@@ -132,7 +135,11 @@ def encode_line(
         "latency_ms": round(float(latency_ms), 4),
         "rows": len(labels),
     }
-    if batch.raw_split is not None:  # the validated body, embedded without re-encoding
+    if extra:
+        line.update(extra)
+    if batch is None:
+        pass
+    elif batch.raw_split is not None:  # the validated body, embedded without re-encoding
         line["request"] = orjson.Fragment(batch.raw_split)
     else:
         by_column = np.ascontiguousarray(batch.numeric.T)

@@ -133,8 +133,14 @@ def unload_model(
 
 
 def _admin_post(
-    url: str, path: str, token: str | None, timeout: float, body: dict[str, Any] | None = None
+    url: str,
+    path: str,
+    token: str | None,
+    timeout: float,
+    body: dict[str, Any] | None = None,
+    method: str = "POST",
 ) -> dict[str, Any]:
+    """An admin call (`method`, default POST) with the bearer token; its JSON answer."""
     import httpx
 
     if token is None:
@@ -145,11 +151,14 @@ def _admin_post(
         raise ModelApiError("no admin token: pass token= or set MODEL_API_ADMIN_TOKEN")
     try:
         with _client(timeout) as client:
-            response = client.post(
-                url.rstrip("/") + path, json=body, headers={"Authorization": f"Bearer {token}"}
+            response = client.request(
+                method,
+                url.rstrip("/") + path,
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
             )
     except httpx.HTTPError as exc:
-        raise ModelApiError(f"POST {url}{path} failed: {exc!r}") from exc
+        raise ModelApiError(f"{method} {url}{path} failed: {exc!r}") from exc
     if response.status_code != 200:
         raise ModelApiError(
             f"{path} refused by {url} ({response.status_code}): {response.text[:500]}"

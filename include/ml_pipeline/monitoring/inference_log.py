@@ -132,6 +132,8 @@ def read_inference_log(
             continue
         if not isinstance(line, dict):
             continue
+        if line.get("served") is False:  # a release experiment's off-path answer: the
+            continue  # request's rows are in the line of the answer the client got
         version = str(line.get("model_version"))
         if model_version is not None and version != str(model_version):
             continue

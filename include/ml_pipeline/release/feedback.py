@@ -245,7 +245,11 @@ def validate_feedback(
             row = 0
         try:
             row_number = int(row)
-            ok_row = float(row) == row_number and row_number >= 0 and not isinstance(row, bool)
+            ok_row = (
+                not isinstance(row, bool)
+                and row_number >= 0
+                and (isinstance(row, int) or float(row) == row_number)  # 10**18 + 1 too
+            )
         except (TypeError, ValueError):
             ok_row = False
         if not ok_row:

@@ -38,6 +38,7 @@ MODEL: list[str | Enum] = ["model"]
 OPERATIONS: list[str | Enum] = ["operations"]
 MODELS: list[str | Enum] = ["several models"]
 OIP: list[str | Enum] = ["open inference protocol (v2)"]
+RELEASE: list[str | Enum] = ["safe release"]
 
 
 def create_app(
@@ -71,7 +72,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, routes.validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, routes.unexpected)
 
-    get, post = "GET", "POST"
+    get, post, put, delete = "GET", "POST", "PUT", "DELETE"
     endpoints: list[tuple[str, str, Callable[..., Any], list[str | Enum], str]] = [
         # (method, path, handler, tags, summary)
         (post, "/invocations", routes.invocations, SCORING, "MLflow scoring protocol: labels"),
@@ -93,6 +94,12 @@ def create_app(
         (post, "/admin/models/{name}/load", routes.admin_model_reload, OPERATIONS, "add, load"),
         (post, "/admin/models/{name}/reload", routes.admin_model_reload, OPERATIONS, "reload"),
         (post, "/admin/models/{name}/unload", routes.admin_model_unload, OPERATIONS, "unload"),
+        (get, "/models/{name}/experiment", routes.experiment, RELEASE, "the experiment, live"),
+        (put, "/admin/models/{name}/experiment", routes.set_experiment, RELEASE, "shadow/canary"),
+        (delete, "/admin/models/{name}/experiment", routes.stop_experiment, RELEASE, "kill switch"),
+        (post, "/feedback", routes.feedback, RELEASE, "true labels of the default model"),
+        (post, "/models/{name}/feedback", routes.model_feedback, RELEASE, "true labels"),
+        (get, "/models/{name}/feedback", routes.feedback_summary, RELEASE, "labels joined"),
         (get, "/v2", v2.server_metadata, OIP, "server metadata"),
         (get, "/v2/health/live", v2.live, OIP, "the server is up"),
         (get, "/v2/health/ready", v2.server_ready, OIP, "every served model is loaded"),
@@ -127,6 +134,7 @@ def _lifespan(state: ServiceState, load_on_startup: bool):
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state.logger.start()
+        state.shadow.start()
         task = None
         if load_on_startup:
             task = asyncio.create_task(state.load_all())
@@ -135,6 +143,7 @@ def _lifespan(state: ServiceState, load_on_startup: bool):
         finally:
             if task is not None and not task.done():
                 task.cancel()
+            await state.shadow.stop()
             await asyncio.to_thread(state.logger.close, 5.0)
 
     return lifespan

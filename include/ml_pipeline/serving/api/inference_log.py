@@ -172,11 +172,13 @@ class InferenceLogger:
         *,
         model_name: str | None = None,
         traffic: str = LIVE_TRAFFIC,
+        extra: dict[str, Any] | None = None,
     ) -> bool:
         """Queue one request's predictions; never blocks, never raises.
 
         `batch` is a `Batch`, `proba` a rows x classes array or None, `traffic` the
-        request's kind. Returns False when the entry was sampled out or not serialisable.
+        request's kind, `extra` keys added to the line (request id, arm, ...). Returns
+        False when the entry was sampled out or not serialisable.
         """
         rate = self.sample_rate
         if rate < 1.0 and (rate == 0.0 or self._random() >= rate):
@@ -185,7 +187,16 @@ class InferenceLogger:
         name = model_name or self.model_name
         try:
             line = encode_line(
-                batch, labels, proba, classes, name, model_version, traffic, latency_ms, stamp
+                batch,
+                labels,
+                proba,
+                classes,
+                name,
+                model_version,
+                traffic,
+                latency_ms,
+                stamp,
+                extra,
             )
         except Exception as exc:  # e.g. a label orjson cannot encode
             self.write_errors += 1

@@ -87,6 +87,37 @@ class ApiMetrics:
             "Inference log objects waiting for the store",
             registry=r,
         )
+        self.experiment_requests = Counter(
+            "model_api_experiment_requests",
+            "Requests answered during a release experiment, by the arm that answered",
+            ["model", "arm"],
+            registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "model_api_shadow_dropped",
+            "Off-path (shadow) predictions dropped: the queue was full",
+            ["model"],
+            registry=r,
+        )
+        self.challenger_errors = Counter(
+            "model_api_challenger_errors",
+            "Challenger predictions that failed or timed out",
+            ["model"],
+            registry=r,
+        )
+        self.breaker_open = Gauge(
+            "model_api_experiment_breaker_open",
+            "1 while the breaker keeps traffic away from the challenger",
+            ["model"],
+            registry=r,
+        )
+        self.feedback = Counter(
+            "model_api_feedback",
+            "POST /feedback labels by outcome (accepted, correction, repeat) or the problem "
+            "that refused them",
+            ["model", "outcome"],
+            registry=r,
+        )
         self._request_children: dict[tuple[str, int, str], Any] = {}
         self._latency_children: dict[tuple[str, str], Any] = {}
         self._class_children: dict[tuple[str, str], Any] = {}

@@ -33,6 +33,7 @@ DESCRIPTION = resources.files(__package__).joinpath("openapi.md").read_text(enco
 JSON = "application/json"
 TEXT = "text/plain"
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
+ERROR_CONTENT = {JSON: {"schema": ERROR_REF}}
 
 ERROR_DESCRIPTIONS = {
     400: "malformed body: not JSON, wrong shape, empty batch, repeated columns, bad header",
@@ -51,6 +52,22 @@ IGNORED_HEADER_DOC = {
     "description": "columns the request sent that the model does not take, ignored (as "
     "`mlflow models serve` does): percent-encoded names, comma-separated",
     "schema": {"type": "string"},
+}
+ANSWER_HEADERS = {
+    "X-Ignored-Columns": IGNORED_HEADER_DOC,
+    "X-Request-Id": {
+        "description": "the request's id: the client's X-Request-Id (1-128 of A-Za-z0-9._:-) or "
+        "a new one; send it back with the true label (POST /feedback)",
+        "schema": {"type": "string"},
+    },
+    "X-Model-Version": {
+        "description": "the model version that answered",
+        "schema": {"type": "string"},
+    },
+    "X-Experiment-Arm": {
+        "description": "champion or challenger (a canary experiment routed the request)",
+        "schema": {"type": "string", "enum": ["champion", "challenger"]},
+    },
 }
 ERROR_SCHEMA = {
     "type": "object",
@@ -267,7 +284,7 @@ RESPONSES: dict[str, dict[int, dict[str, Any]]] = {
         **ok(
             PREDICTIONS,
             "one label per row, in order (MLflow's answer)",
-            headers={"X-Ignored-Columns": IGNORED_HEADER_DOC},
+            headers=ANSWER_HEADERS,
         ),
         **errors(400, 413, 415, 422, 503),
     },
@@ -275,7 +292,7 @@ RESPONSES: dict[str, dict[int, dict[str, Any]]] = {
         **ok(
             PREDICT_RESPONSE,
             "label and class probabilities per record",
-            headers={"X-Ignored-Columns": IGNORED_HEADER_DOC},
+            headers=ANSWER_HEADERS,
         ),
         **errors(400, 413, 422, 503),
     },
@@ -303,6 +320,75 @@ RESPONSES["/models"] = ok(MODELS_LIST, "every served model, loaded or not, and t
 for _action in ("load", "reload"):
     RESPONSES[f"/admin/models/{{name}}/{_action}"] = RESPONSES["/admin/reload"]
 RESPONSES["/admin/models/{name}/unload"] = {**RESPONSES["/admin/unload"], **errors(404)}
+_OBJECT = {"type": "object"}
+RESPONSES["/models/{name}/experiment"] = {
+    **ok(_OBJECT, "the experiment (null: none), its breaker and counts"),
+    **errors(404),
+}
+RESPONSES["/admin/models/{name}/experiment"] = {
+    **ok(_OBJECT, "PUT: the experiment now running; DELETE: the one stopped (null: none)"),
+    **errors(400, 401, 403, 404),
+    409: {"description": "the model has no champion served", "content": ERROR_CONTENT},
+    422: {"description": "an experiment field breaks its rule", "content": ERROR_CONTENT},
+    502: {"description": "the challenger did not load: nothing changed", "content": ERROR_CONTENT},
+}
+RESPONSES["/feedback"] = {
+    **ok(_OBJECT, "labels taken: how many, the corrections (a second label), repeats"),
+    **errors(400, 503),
+    404: {"description": "a request id (row) the API never answered", "content": ERROR_CONTENT},
+    413: {"description": "too big a body or too many labels", "content": ERROR_CONTENT},
+    422: {
+        "description": "labels of the wrong type or outside the contract's label set",
+        "content": ERROR_CONTENT,
+    },
+}
+RESPONSES["/models/{name}/feedback"] = RESPONSES["/feedback"]  # GET: 200, 404, 422, 503
+EXPERIMENT_BODY = {
+    "required": True,
+    "content": {
+        JSON: {
+            "schema": {
+                "type": "object",
+                "required": ["mode"],
+                "additionalProperties": False,
+                "properties": {
+                    "mode": {"type": "string", "enum": ["shadow", "canary"]},
+                    "share": {"type": "number", "minimum": 0, "maximum": 1},
+                    "key_column": {"type": ["string", "null"], "minLength": 1},
+                    "max_error_rate": {"type": "number", "minimum": 0, "maximum": 1},
+                    "min_requests": {"type": "integer", "minimum": 1},
+                    "window": {"type": "integer", "minimum": 1},
+                    "timeout_ms": {"type": "number", "minimum": 1, "maximum": 600000},
+                },
+            }
+        }
+    },
+}
+
+
+def feedback_body(served: Any) -> dict[str, Any]:
+    """The `POST /feedback` body: labels of `served`'s type (its classes; a number
+    for a regressor) for request ids it answered."""
+    classes = [c.item() if hasattr(c, "item") else c for c in served.classes or []]
+    label: dict[str, Any] = {"enum": classes} if classes else {"type": "number"}
+    item = {
+        "type": "object",
+        "required": ["request_id", "label"],
+        "properties": {
+            "request_id": {"type": "string", "minLength": 1},
+            "label": label,
+            "row": {"type": "integer", "minimum": 0},
+            "timestamp": {"type": "string"},
+        },
+    }
+    schema = {
+        "type": "object",
+        "required": ["labels"],
+        "properties": {"labels": {"type": "array", "items": item, "maxItems": 10_000}},
+    }
+    return {"required": True, "content": {JSON: {"schema": schema}}}
+
+
 RESPONSES["/v2"] = ok({"type": "object"}, "server name, version and extensions")
 RESPONSES["/v2/health/live"] = ok(_flag("live"), "the server answers")
 RESPONSES["/v2/health/ready"] = {
@@ -330,6 +416,7 @@ RESPONSES["/v2/models/{name}/infer"] = {
     **oip_errors(400, 404, 413, 422, 503),
 }
 ADMIN_PATHS = (
+    "/admin/models/{name}/experiment",
     "/admin/reload",
     "/admin/unload",
     "/admin/models/{name}/load",
@@ -574,20 +661,23 @@ def document(
             "required": True,
             "content": {JSON: {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
         }
+        bodies["/feedback"] = bodies["/models/{name}/feedback"] = feedback_body(served)
     else:  # no model yet: any body gets 503
         schemas["FeatureRecord"] = {"type": "object", "description": "model not loaded yet"}
         loose = {"required": True, "content": {JSON: {"schema": {"type": "object"}}}}
         bodies = {"/invocations": loose, "/predict": loose}
     for path, methods in schema.get("paths", {}).items():
-        for operation in methods.values():
+        for method, operation in methods.items():
             if path in RESPONSES:
                 operation["responses"] = {
                     str(code): dict(doc) for code, doc in RESPONSES[path].items()
                 }
-            if path in bodies:
+            if path in bodies and method == "post":
                 operation["requestBody"] = bodies[path]
             if path in ("/admin/unload", "/admin/models/{name}/unload"):
                 operation["requestBody"] = UNLOAD_BODY
+            if path == "/admin/models/{name}/experiment" and method == "put":
+                operation["requestBody"] = EXPERIMENT_BODY
             if path in ADMIN_PATHS:
                 operation["security"] = [{"bearer": []}]
     _per_model(schema.get("paths", {}), models or {}, max_rows, strict)

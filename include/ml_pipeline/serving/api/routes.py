@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import time
+import uuid
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -21,6 +25,15 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from include.ml_pipeline.names import LIVE_TRAFFIC, TRAFFIC_HEADER, TRAFFIC_KINDS
+from include.ml_pipeline.release.records import CANARY, CHALLENGER, CHAMPION
+from include.ml_pipeline.serving.api.experiment import (
+    ARM_HEADER,
+    KEY_HEADER,
+    REQUEST_ID_HEADER,
+    VERSION_HEADER,
+    Experiment,
+    choose_arm,
+)
 from include.ml_pipeline.serving.api.state import ModelSlot, ServiceState
 from include.ml_pipeline.serving.parsing import RequestError, load_json
 
@@ -42,6 +55,40 @@ _ERROR_CODES = {
     500: "INTERNAL_ERROR",
 }
 _MARKED = frozenset(TRAFFIC_KINDS) - {LIVE_TRAFFIC}
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id(header: str | None) -> str:
+    """The client's `X-Request-Id` when it is 1-128 characters of `A-Za-z0-9._:-`,
+    else a new one (32 hex digits)."""
+    if header and _REQUEST_ID.match(header):
+        return header
+    return uuid.uuid4().hex
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app takes on the request's path (a path served by
+    one route per method, e.g. PUT and DELETE of an experiment)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+def column_key(batch, column: str) -> str | None:
+    """The first row's value of `column` as text (a canary's split key), None when the
+    batch has no such column or the value is missing."""
+    if column in batch.numeric_columns:
+        value = batch.numeric[0, batch.numeric_columns.index(column)]
+        return None if value != value else repr(float(value))
+    if column in batch.categorical_columns:
+        found = batch.categorical[batch.categorical_columns.index(column)][0]
+        return None if found is None else str(found)
+    return None
 
 
 def traffic_kind(header: str | None) -> str:
@@ -68,6 +115,29 @@ def error_response(status: int, kind: str, message: str) -> Response:
         {"error_code": _ERROR_CODES.get(status, "BAD_REQUEST"), "kind": kind, "message": message}
     )
     return Response(body, status_code=status, media_type=JSON)
+
+
+def render_invocations(served, result) -> bytes:
+    """The body of a `/invocations` answer."""
+    return orjson.dumps({"predictions": result.labels})
+
+
+def render_predict(served, result) -> bytes:
+    """The body of a `/predict` answer: labels with probabilities, or values."""
+    names = [str(c) for c in served.classes]
+    if not served.classes:  # a regressor
+        predictions = [{"value": value} for value in result.labels]
+    elif result.proba is not None:
+        rows = result.proba.tolist()
+        predictions = [
+            {"label": label, "probabilities": dict(zip(names, row, strict=False))}
+            for label, row in zip(result.labels, rows, strict=False)
+        ]
+    else:
+        predictions = [{"label": label, "probabilities": None} for label in result.labels]
+    return orjson.dumps(
+        {"model_name": served.name, "model_version": served.version, "predictions": predictions}
+    )
 
 
 class UnknownModel(RequestError):
@@ -97,6 +167,8 @@ class Routes:
         self.state.metrics.error(f"http_{exc.status_code}")
         response = error_response(exc.status_code, f"http_{exc.status_code}", str(exc.detail))
         response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        if exc.status_code == 405:  # Starlette names the first route's methods only
+            response.headers["Allow"] = ", ".join(allowed_methods(request))
         return response
 
     async def validation_error(self, request: Request, exc: RequestValidationError):
@@ -197,11 +269,17 @@ class Routes:
                     422, "model_rejected_input", f"the model rejected the input: {exc2}"
                 ) from exc2
 
-    def after_predict(self, endpoint, started, served, batch, result, request) -> None:
+    def after_predict(self, endpoint, started, served, batch, result, request, extra=None) -> None:
+        """Metrics and the log line of an answer (`extra`: its request id, arm, ...;
+        default: a new request id, the champion's)."""
         state = self.state
         elapsed = time.perf_counter() - started
         state.metrics.observe(endpoint, 200, elapsed, served.name)
         state.metrics.predicted(result.labels, result.label_index, served.classes, served.name)
+        if extra is None:
+            extra = {"request_id": request_id(request.headers.get(REQUEST_ID_HEADER))}
+            extra["arm"] = CHAMPION
+        state.remember(served.name, extra["request_id"], len(result.labels))
         state.logger.submit(
             batch,
             result.labels,
@@ -211,7 +289,180 @@ class Routes:
             elapsed * 1000.0,
             model_name=served.name,
             traffic=traffic_kind(request.headers.get(TRAFFIC_HEADER)),
+            extra=extra,
         )
+
+    async def answer(
+        self,
+        slot: ModelSlot,
+        served,
+        request: Request,
+        started: float,
+        endpoint: str,
+        parse: Callable[[Any], Any],
+        render: Callable[[Any, Any], bytes],
+    ) -> Response:
+        """Parse (`parse(served)` -> Batch), predict, render (`render(served, result)`)
+        and log one request on `slot`: the champion alone, or by the model's release
+        experiment (`experiment.py`). Every answer carries its request id, the version
+        and the arm that answered."""
+        rid = request_id(request.headers.get(REQUEST_ID_HEADER))
+        experiment = slot.experiment
+        try:
+            batch = parse(served)
+            headers = self.ignored(batch, served, endpoint) or {}
+            if experiment is not None and experiment.active:
+                routed = self.route(experiment, served, batch, request, rid, parse, endpoint)
+                if routed is not None:
+                    return routed(started, headers)
+            result = self.predict(served, batch)
+        except RequestError as exc:
+            return self.fail(endpoint, started, exc, slot.name)
+        extra: dict[str, Any] = {"request_id": rid, "arm": CHAMPION}
+        if experiment is not None:
+            extra["experiment"] = experiment.config.mode
+            extra["served"] = True
+            experiment.counts.requests += 1
+            experiment.counts.served[CHAMPION] += 1
+            self.state.metrics.experiment_requests.labels(slot.name, CHAMPION).inc()
+        body = render(served, result)
+        self.after_predict(endpoint, started, served, batch, result, request, extra)
+        if experiment is not None and experiment.active and experiment.config.mode != CANARY:
+            self.off_path(experiment, experiment.challenger.model, parse, rid, request, True)
+        headers[REQUEST_ID_HEADER] = rid
+        headers[VERSION_HEADER] = str(served.version)
+        headers[ARM_HEADER] = CHAMPION
+        return Response(body, media_type=JSON, headers=headers)
+
+    def route(self, experiment: Experiment, champion, batch, request, rid, parse, endpoint):
+        """A canary request the challenger answers: a callable building its response
+        (the champion's answer is computed off the path); None: the champion answers
+        (shadow, the champion's share, or the challenger failed: counted, logged, and
+        the client gets the champion's answer)."""
+        config = experiment.config
+        if config.mode != CANARY:
+            return None
+        key = request.headers.get(KEY_HEADER)
+        if key is None and config.key_column:
+            key = column_key(batch, config.key_column)
+        if key is None:
+            experiment.counts.random_split += 1
+        if choose_arm(config.share, key) != CHALLENGER:
+            return None
+        challenger = experiment.challenger.model
+        split = {"split": "key" if key is not None else "random"}
+        begun = time.perf_counter()
+        try:
+            own = parse(challenger)
+            result = self.predict(challenger, own)
+        except Exception as exc:
+            self.challenger_failed(experiment, challenger, rid, request, exc, begun, split)
+            return None
+        experiment.breaker.record(False)
+        experiment.counts.requests += 1
+        experiment.counts.served[CHALLENGER] += 1
+        name = experiment.challenger.name
+        self.state.metrics.experiment_requests.labels(name, CHALLENGER).inc()
+
+        def respond(started: float, headers: dict[str, str]) -> Response:
+            body = self.render_for(endpoint)(challenger, result)
+            extra = {
+                "request_id": rid,
+                "arm": CHALLENGER,
+                "experiment": CANARY,
+                "served": True,
+                **split,
+            }
+            self.after_predict(endpoint, started, challenger, own, result, request, extra)
+            self.off_path(experiment, champion, parse, rid, request, False)
+            headers[REQUEST_ID_HEADER] = rid
+            headers[VERSION_HEADER] = str(challenger.version)
+            headers[ARM_HEADER] = CHALLENGER
+            return Response(body, media_type=JSON, headers=headers)
+
+        return respond
+
+    def challenger_failed(self, experiment, challenger, rid, request, error, begun, split=None):
+        """A challenger prediction that failed: counted, fed to the breaker, logged."""
+        message = error.message if isinstance(error, RequestError) else str(error)
+        experiment.counts.challenger_errors += 1
+        experiment.breaker.record(True)
+        name = experiment.challenger.name
+        self.state.metrics.challenger_errors.labels(name).inc()
+        self.state.metrics.breaker_open.labels(name).set(1 if experiment.breaker.open else 0)
+        self.state.logger.submit(
+            None,
+            [],
+            None,
+            challenger.classes,
+            challenger.version,
+            (time.perf_counter() - begun) * 1000.0,
+            model_name=name,
+            traffic=traffic_kind(request.headers.get(TRAFFIC_HEADER)),
+            extra={
+                "request_id": rid,
+                "arm": CHALLENGER,
+                "experiment": experiment.config.mode,
+                "served": False,
+                "error": message,
+                **(split or {}),
+            },
+        )
+
+    def off_path(self, experiment, served, parse, rid, request, is_challenger: bool) -> None:
+        """Queue `served`'s prediction of the same request after the response (shadow:
+        the challenger; canary: the champion of a request the challenger answered); its
+        log line has the same request id and `served: false`. A full queue drops it
+        (counted)."""
+        if served is None:
+            return
+        traffic = traffic_kind(request.headers.get(TRAFFIC_HEADER))
+        arm = CHALLENGER if is_challenger else CHAMPION
+        name = experiment.challenger.name
+        predict = self.predict
+
+        def job():
+            begun = time.perf_counter()
+            batch = parse(served)
+            return batch, predict(served, batch), begun, time.perf_counter()
+
+        def done(outcome, error) -> None:
+            counts = experiment.counts
+            counts.off_path += 1
+            if error is not None:
+                counts.off_path_errors += 1
+                counts.timeouts += error.startswith("timeout")
+                if is_challenger:
+                    self.challenger_failed(
+                        experiment, served, rid, request, RuntimeError(error), time.perf_counter()
+                    )
+                return
+            batch, result, begun, ended = outcome
+            if is_challenger:
+                experiment.breaker.record(False)
+            self.state.logger.submit(
+                batch,
+                result.labels,
+                result.proba,
+                served.classes,
+                served.version,
+                (ended - begun) * 1000.0,
+                model_name=name,
+                traffic=traffic,
+                extra={
+                    "request_id": rid,
+                    "arm": arm,
+                    "experiment": experiment.config.mode,
+                    "served": False,
+                },
+            )
+
+        if not self.state.shadow.submit(job, experiment.config.timeout_ms / 1000.0, done):
+            experiment.counts.dropped += 1
+            self.state.metrics.shadow_dropped.labels(name).inc()
+
+    def render_for(self, endpoint: str) -> Callable[[Any, Any], bytes]:
+        return render_predict if endpoint == "predict" else render_invocations
 
     # ------------------------------------------------------------------ scoring protocol
 
@@ -240,24 +491,27 @@ class Routes:
                 raise RequestError(
                     415, "unsupported_charset", "the scoring server only supports UTF-8"
                 )
-            body = await self.read_body(request)
-            if mime == JSON or mime == "":
-                batch = served.parser.parse_json_body(body)
-            elif mime == "text/csv":
-                batch = served.parser.parse_csv_body(body)
-            else:
+            if mime not in (JSON, "", "text/csv"):
                 raise RequestError(
                     415,
                     "unsupported_media_type",
                     f"content type {mime!r} is not supported; use '{JSON}' or 'text/csv'",
                 )
-            headers = self.ignored(batch, served, "invocations")
-            result = self.predict(served, batch)
+            body = await self.read_body(request)
         except RequestError as exc:
             return self.fail("invocations", started, exc, slot.name)
-        payload = orjson.dumps({"predictions": result.labels})
-        self.after_predict("invocations", started, served, batch, result, request)
-        return Response(payload, media_type=JSON, headers=headers)
+        if mime == "text/csv":
+
+            def parse(model):
+                return model.parser.parse_csv_body(body)
+        else:
+
+            def parse(model):
+                return model.parser.parse_json_body(body)
+
+        return await self.answer(
+            slot, served, request, started, "invocations", parse, render_invocations
+        )
 
     async def ping(self) -> Response:
         if self.state.model is None:
@@ -312,27 +566,13 @@ class Routes:
                 raise RequestError(
                     400, "bad_format", 'the body must be {"records": [{feature: value, ...}]}'
                 )
-            batch = served.parser.from_records(payload["records"], "records", complete=True)
-            headers = self.ignored(batch, served, "predict")
-            result = self.predict(served, batch)
         except RequestError as exc:
             return self.fail("predict", started, exc, slot.name)
-        names = [str(c) for c in served.classes]
-        if not served.classes:  # a regressor
-            predictions = [{"value": value} for value in result.labels]
-        elif result.proba is not None:
-            rows = result.proba.tolist()
-            predictions = [
-                {"label": label, "probabilities": dict(zip(names, row, strict=False))}
-                for label, row in zip(result.labels, rows, strict=False)
-            ]
-        else:
-            predictions = [{"label": label, "probabilities": None} for label in result.labels]
-        body = orjson.dumps(
-            {"model_name": served.name, "model_version": served.version, "predictions": predictions}
-        )
-        self.after_predict("predict", started, served, batch, result, request)
-        return Response(body, media_type=JSON, headers=headers)
+
+        def parse(model):
+            return model.parser.from_records(payload["records"], "records", complete=True)
+
+        return await self.answer(slot, served, request, started, "predict", parse, render_predict)
 
     async def ready(self) -> Response:
         return self.ready_of(self.state.default)
@@ -499,3 +739,148 @@ class Routes:
             orjson.dumps({"previous_version": old.version if old else None, "model_version": None}),
             media_type=JSON,
         )
+
+    # ------------------------------------------------------------------ safe release
+
+    async def experiment(self, name: str) -> Response:
+        """`GET /models/{name}/experiment`: the running experiment, its breaker and
+        counts (`{"experiment": null}` without one)."""
+        slot = self.state.slot(name)
+        if slot is None:
+            return self.unknown("experiment", time.perf_counter(), name)
+        running = slot.experiment
+        return Response(
+            orjson.dumps(
+                {
+                    "model_name": name,
+                    "champion_version": slot.model.version if slot.model else None,
+                    "experiment": running.status() if running else None,
+                    "shadow_queue": {
+                        "size": self.state.shadow.size,
+                        "dropped": self.state.shadow.dropped,
+                    },
+                }
+            ),
+            media_type=JSON,
+        )
+
+    async def set_experiment(self, request: Request, name: str) -> Response:
+        """`PUT /admin/models/{name}/experiment` (token): load the model's `challenger`
+        and run a shadow or canary experiment on it (replacing a running one)."""
+        from include.ml_pipeline.serving.api.experiment import ExperimentConfig, ExperimentError
+
+        refused = self.refuse_admin(request, name)
+        if refused is not None:
+            return refused
+        slot = self.state.slot(name)
+        if slot is None:
+            return self.unknown("experiment", time.perf_counter(), name)
+        if slot.model is None:
+            return error_response(
+                409,
+                "no_champion",
+                f"model {name!r} has no champion served ({slot.not_served_reason()}): "
+                "load it before an experiment",
+            )
+        try:
+            config = ExperimentConfig.parse(orjson.loads(await self.read_body(request) or b"{}"))
+        except orjson.JSONDecodeError as exc:
+            return error_response(400, "bad_request", f"the body is not JSON: {exc}")
+        except ExperimentError as exc:
+            return error_response(422, "bad_experiment", f"experiment of {name!r}: {exc}")
+        try:
+            await self.state.start_experiment(name, config)
+        except Exception as exc:
+            return error_response(
+                502,
+                "challenger_load_failed",
+                f"the challenger of {name!r} did not load ({exc}); nothing changed: the "
+                "champion answers every request",
+            )
+        return await self.experiment(name)
+
+    async def stop_experiment(self, request: Request, name: str) -> Response:
+        """`DELETE /admin/models/{name}/experiment` (token): the kill switch, every
+        request goes to the champion at once; answers the experiment's last state."""
+        refused = self.refuse_admin(request, name)
+        if refused is not None:
+            return refused
+        if self.state.slot(name) is None:
+            return self.unknown("experiment", time.perf_counter(), name)
+        stopped = self.state.stop_experiment(name)
+        return Response(
+            orjson.dumps({"model_name": name, "stopped": stopped.status() if stopped else None}),
+            media_type=JSON,
+        )
+
+    async def feedback(self, request: Request) -> Response:
+        """`POST /feedback`: true labels for the default model's answers."""
+        return await self.take_feedback(request, self.state.default_name)
+
+    async def model_feedback(self, request: Request, name: str) -> Response:
+        """`POST /models/{name}/feedback`: true labels for `name`'s answers."""
+        return await self.take_feedback(request, name)
+
+    async def take_feedback(self, request: Request, name: str) -> Response:
+        """Labels checked against the served version's contract and joined to the
+        answers by request id (`labels.py`); a refusal names the problem and is counted
+        (`model_api_feedback{outcome=<problem>}`)."""
+        from include.ml_pipeline.release.feedback import FeedbackError
+        from include.ml_pipeline.serving.api.labels import label_target
+
+        started = time.perf_counter()
+        counter = self.state.metrics.feedback
+        slot = self.state.slot(name)
+        if slot is None:
+            return self.unknown("feedback", started, name)
+        served = slot.model
+        if served is None:
+            return self.not_ready("feedback", started, slot)
+        try:
+            body = load_json(await self.read_body(request))
+        except RequestError as exc:
+            counter.labels(name, exc.kind).inc()
+            return self.fail("feedback", started, exc, name)
+        if not isinstance(body, dict):
+            counter.labels(name, "body_shape").inc()
+            return self.fail(
+                "feedback",
+                started,
+                RequestError(
+                    422,
+                    "body_shape",
+                    'feedback body: expected {"labels": [{"request_id": ..., "label": ...}]}',
+                ),
+                name,
+            )
+        try:
+            taken = await self.state.labels.take(name, body, label_target(served))
+        except FeedbackError as exc:
+            counter.labels(name, exc.problem).inc(exc.count)
+            return self.fail("feedback", started, RequestError(exc.status, exc.problem, str(exc)))
+        counter.labels(name, "accepted").inc(taken["accepted"])
+        counter.labels(name, "correction").inc(len(taken["corrections"]))
+        counter.labels(name, "repeat").inc(taken["repeats"])
+        self.state.metrics.observe("feedback", 200, time.perf_counter() - started, name)
+        return Response(orjson.dumps(taken), media_type=JSON)
+
+    async def feedback_summary(self, name: str) -> Response:
+        """`GET /models/{name}/feedback`: the labels under the storage root (label files
+        and `POST /feedback`), corrections, and how many join the log by request id; a
+        label file that breaks the contract is a 422 naming it."""
+        from include.ml_pipeline.release.feedback import FeedbackError
+        from include.ml_pipeline.serving.api.labels import label_target
+
+        started = time.perf_counter()
+        slot = self.state.slot(name)
+        if slot is None:
+            return self.unknown("feedback", started, name)
+        served = slot.model
+        if served is None:
+            return self.not_ready("feedback", started, slot)
+        try:
+            summary = await self.state.labels.summary(name, label_target(served))
+        except FeedbackError as exc:
+            self.state.metrics.feedback.labels(name, exc.problem).inc(exc.count)
+            return self.fail("feedback", started, RequestError(exc.status, exc.problem, str(exc)))
+        return Response(orjson.dumps(summary), media_type=JSON)

@@ -12,6 +12,10 @@
 | MODEL_API_MODELS_FILE         | unset (`make run`/`make api`:   | JSON the API keeps: every     |
 |                               | <home>/api/served_models.json)  | model loaded and not unloaded |
 |                               |                                 | (`make api` serves them all)  |
+| MODEL_API_EXPERIMENTS_FILE    | experiments.json next to the    | release experiments set by    |
+|                               | models file                     | the admin API (restored)      |
+| MODEL_API_SHADOW_QUEUE        | 1000                            | off-path predictions queued   |
+|                               |                                 | (full: dropped and counted)   |
 | MODEL_API_ALIAS               | champion                        | alias to serve                |
 | MODEL_API_MAX_ROWS            | 10000                           | rows per request (413 above)  |
 | MODEL_API_MAX_BODY_BYTES      | 16777216 (16 MiB)               | body size (413 above)         |
@@ -41,6 +45,7 @@ import re
 from dataclasses import dataclass
 
 from include.ml_pipeline.config import get_settings
+from include.ml_pipeline.serving.api.experiment import experiments_file_for
 
 
 def _float(name: str, default: float) -> float:
@@ -150,6 +155,12 @@ class ServingSettings:
     models: tuple[str, ...] = ()
     #: The models file (see the table above), None: no file.
     models_file: str | None = None
+    #: Release experiments (`experiment.py`), None: kept in memory only.
+    experiments_file: str | None = None
+    #: Off-path (shadow) predictions waiting at most; more are dropped and counted.
+    shadow_queue: int = 1000
+    #: The storage root: label files and `POST /feedback` labels go under `labels/<model>`.
+    storage_uri: str = ""
 
     @property
     def model_uri(self) -> str:
@@ -181,4 +192,8 @@ def get_serving_settings() -> ServingSettings:
         log_level=os.environ.get("MODEL_API_LOG_LEVEL", "info"),
         models=_names("MODEL_API_MODELS"),
         models_file=os.environ.get("MODEL_API_MODELS_FILE") or None,
+        experiments_file=os.environ.get("MODEL_API_EXPERIMENTS_FILE")
+        or experiments_file_for(os.environ.get("MODEL_API_MODELS_FILE")),
+        shadow_queue=max(1, _int("MODEL_API_SHADOW_QUEUE", 1000)),
+        storage_uri=base.storage_uri,
     )

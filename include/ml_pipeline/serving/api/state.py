@@ -25,7 +25,16 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
+from include.ml_pipeline.release.records import CHALLENGER
+from include.ml_pipeline.serving.api.experiment import (
+    Experiment,
+    ExperimentConfig,
+    ShadowRunner,
+    read_experiments,
+    write_experiment,
+)
 from include.ml_pipeline.serving.api.inference_log import InferenceLogger
+from include.ml_pipeline.serving.api.labels import LabelDesk
 from include.ml_pipeline.serving.api.metrics import ApiMetrics
 from include.ml_pipeline.serving.api.settings import ServingSettings
 
@@ -75,10 +84,21 @@ class ModelSlot:
     requests (None before the first load, or after an unload), its own reload lock,
     last load error and loader."""
 
-    def __init__(self, name: str, alias: str, loader: Callable[[], Any], metrics: ApiMetrics):
+    def __init__(
+        self,
+        name: str,
+        alias: str,
+        loader: Callable[[], Any],
+        metrics: ApiMetrics,
+        primary: bool = True,
+    ):
         self.name = name
         self.alias = alias
         self.model = None  # ServedModel | None, replaced atomically by reloads
+        #: the release experiment running on this model (its challenger's slot is not
+        #: `primary`: it reports no version metrics), None: the champion answers alone
+        self.experiment: Experiment | None = None
+        self.primary = primary
         self.reload_lock = asyncio.Lock()
         self.last_load_error: str | None = None
         self.loading = False
@@ -103,7 +123,10 @@ class ModelSlot:
         # gc.collect() first: on the event loop it would pause every other model's requests.
         gc.freeze()
         self.last_load_error = None
-        self._metrics.model_loaded(served.name, served.version, served.alias, served.predict_path)
+        if self.primary:
+            self._metrics.model_loaded(
+                served.name, served.version, served.alias, served.predict_path
+            )
 
     async def reload(self) -> tuple[Any, Any]:
         """Load what the alias points to now and swap it in; returns (old, new)."""
@@ -130,7 +153,8 @@ class ModelSlot:
                 return False
             self.model = None
             self.last_load_error = reason
-            self._metrics.model_unloaded(self.name)
+            if self.primary:
+                self._metrics.model_unloaded(self.name)
             return old
 
     def status(self) -> dict[str, Any]:
@@ -167,8 +191,8 @@ class ServiceState:
         self.metrics.log_errors.set_function(lambda: self.logger.write_errors)
         self.metrics.log_pending.set_function(lambda: self.logger.pending_objects)
         self.mlflow_version = _pkg_version("mlflow")
-        # `loader` (tests): a callable building the default model; `model_loader(name)`:
-        # any model's. Otherwise MLflow and scikit-learn run in short-lived child
+        # `loader` (tests): a callable building the default model; `model_loader(name,
+        # alias)`: any model's. Otherwise MLflow and scikit-learn run in short-lived child
         # processes (see loading/load.py).
         self._default_loader = loader
         self._model_loader = model_loader
@@ -177,6 +201,9 @@ class ServiceState:
         self.slots: dict[str, ModelSlot] = {name: self._new_slot(name) for name in names}
         if pending is not None:  # a load __main__ started for the default model
             self.slots[self.default_name]._pending = pending
+        self.shadow = ShadowRunner(settings.shadow_queue)
+        self.labels = LabelDesk(settings.storage_uri, settings.log_uri, self.logger)
+        self.remember = self.labels.remember  # (model, request id, rows) of each answer
 
     # ------------------------------------------------------------------ the default model
 
@@ -191,18 +218,20 @@ class ServiceState:
 
     # ------------------------------------------------------------------ the set of models
 
-    def _loader_for(self, name: str) -> Callable[[], Any]:
-        if name == self.default_name and self._default_loader is not None:
+    def _loader_for(self, name: str, alias: str | None = None) -> Callable[[], Any]:
+        alias = alias or self.settings.alias
+        if name == self.default_name and alias == self.settings.alias and self._default_loader:
             return self._default_loader
-        if self._model_loader is not None:
-            return lambda: self._model_loader(name)
+        model_loader = self._model_loader
+        if model_loader is not None:
+            return lambda: model_loader(name, alias)
         settings = self.settings
 
         def load():
             from include.ml_pipeline.serving.loading.load import load_served_model_isolated
 
             return load_served_model_isolated(
-                settings.tracking_uri, name, settings.alias, max_rows=settings.max_rows
+                settings.tracking_uri, name, alias, max_rows=settings.max_rows
             )
 
         return load
@@ -253,7 +282,9 @@ class ServiceState:
         return old
 
     async def load_all(self) -> None:
-        """The first load of every model, side by side (a failure is that model's 503)."""
+        """The first load of every model, side by side (a failure is that model's 503),
+        then the experiments recorded in the experiments file (a restart keeps them)."""
+        recorded = read_experiments(self.settings.experiments_file)
 
         async def one(slot: ModelSlot) -> None:
             try:
@@ -262,5 +293,43 @@ class ServiceState:
             except Exception as exc:
                 log.error("initial load of %s failed: %s", slot.name, exc)
                 self.metrics.reloads.labels(slot.name, "failed").inc()
+            config = recorded.get(slot.name)
+            if config is not None:
+                try:
+                    await self.start_experiment(slot.name, config, persist=False)
+                except Exception as exc:
+                    log.error("experiment of %s not restored: %s", slot.name, exc)
 
         await asyncio.gather(*(one(slot) for slot in list(self.slots.values())))
+
+    # ------------------------------------------------------------------ experiments
+
+    async def start_experiment(
+        self, name: str, config: ExperimentConfig, persist: bool = True
+    ) -> Experiment:
+        """Load `name`'s challenger (alias `challenger`) and run `config` on it; replaces
+        a running experiment (fresh breaker and counts). The load runs before anything
+        changes: when it fails the model's traffic is untouched."""
+        slot = self.add(name)
+        challenger = ModelSlot(
+            name, CHALLENGER, self._loader_for(name, CHALLENGER), self.metrics, primary=False
+        )
+        await challenger.reload()
+        experiment = Experiment(config, challenger)
+        slot.experiment = experiment  # one reference: the next request sees it
+        self.metrics.breaker_open.labels(name).set(0)
+        if persist and self.settings.experiments_file:
+            write_experiment(self.settings.experiments_file, name, config)
+        return experiment
+
+    def stop_experiment(self, name: str) -> Experiment | None:
+        """The kill switch: every request of `name` goes to the champion from now on
+        (off-path jobs already queued finish and are logged); returns the experiment."""
+        slot = self.slots.get(name)
+        experiment = slot.experiment if slot is not None else None
+        if slot is not None:
+            slot.experiment = None
+            self.metrics.breaker_open.labels(name).set(0)
+        if self.settings.experiments_file:
+            write_experiment(self.settings.experiments_file, name, None)
+        return experiment

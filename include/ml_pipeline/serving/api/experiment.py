@@ -1,0 +1,313 @@
+"""A release experiment in the model API: the `challenger` version of a model served next
+to its `champion`, in **shadow** or **canary** (`release/records.py` names the modes and
+arms; `docs/safe-release.md` how the evidence is judged).
+
+- **shadow**: the champion answers; the challenger predicts the same rows after the
+  response, on `ShadowRunner`'s bounded queue (full: the job is dropped and counted) in one
+  worker thread, each job bounded by a timeout (past it: logged as an error).
+- **canary**: `share` of the traffic goes to the challenger, chosen by a stable hash of a
+  key (header `X-Experiment-Key`, else the configured input column of the first row), so
+  one key always sees one arm; without a key, per request at random (the log line says
+  `"split": "random"`). The champion's answer for a request the challenger served is
+  computed off the response path as in shadow, so the answers pair.
+- a **breaker** (`Breaker`) stops sending traffic to a challenger whose error rate over
+  its last `window` requests passes `max_error_rate` (after `min_requests`); it stays
+  open until the experiment is set again.
+
+The experiments are kept in a JSON file next to the models file (`experiments_file`), so
+they survive an API restart; a reload of either version keeps its experiment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from include.ml_pipeline.release.records import (
+    CANARY,
+    CHALLENGER,
+    CHAMPION,
+    EXPERIMENT_MODES,
+)
+
+log = logging.getLogger("ml_pipeline.serving")
+
+KEY_HEADER = "X-Experiment-Key"
+REQUEST_ID_HEADER = "X-Request-Id"
+VERSION_HEADER = "X-Model-Version"
+ARM_HEADER = "X-Experiment-Arm"
+MAX_REQUEST_ID = 128
+_HASH_SCALE = float(2**64)
+
+
+class ExperimentError(ValueError):
+    """An experiment body that cannot be used (the message names the field and rule)."""
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """What `PUT /admin/models/{name}/experiment` sets (all but `mode` optional)."""
+
+    mode: str
+    share: float = 0.0  # canary: the challenger's share of traffic (0..1)
+    key_column: str | None = None  # canary: the input column keying the split
+    max_error_rate: float = 0.05  # the breaker's limit
+    min_requests: int = 20  # challenger requests before the breaker may trip
+    window: int = 200  # the breaker judges the last `window` challenger requests
+    timeout_ms: float = 1000.0  # an off-path prediction past this is an error
+    started_at: str = ""
+
+    @classmethod
+    def parse(cls, body: Any) -> ExperimentConfig:
+        """From a JSON body; `ExperimentError` names any field that breaks its rule."""
+        if not isinstance(body, Mapping):
+            raise ExperimentError(
+                'the body must be a JSON object, e.g. {"mode": "canary", "share": 0.1}'
+            )
+        known = set(cls.__dataclass_fields__) - {"started_at"}
+        unknown = sorted(set(body) - known)
+        if unknown:
+            raise ExperimentError(
+                f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        mode = body.get("mode")
+        if mode not in EXPERIMENT_MODES:
+            raise ExperimentError(
+                f"mode must be one of {', '.join(EXPERIMENT_MODES)}; got {mode!r}"
+            )
+        values: dict[str, Any] = {"mode": mode}
+        for name, low, high in (
+            ("share", 0.0, 1.0),
+            ("max_error_rate", 0.0, 1.0),
+            ("min_requests", 1, 1_000_000),
+            ("window", 1, 1_000_000),
+            ("timeout_ms", 1.0, 600_000.0),
+        ):
+            if name not in body:
+                continue
+            value = body[name]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ExperimentError(f"{name} must be a number; got {value!r}")
+            if not low <= value <= high:
+                raise ExperimentError(f"{name} must be within {low}..{high}; got {value!r}")
+            values[name] = int(value) if name in ("min_requests", "window") else float(value)
+        if mode == CANARY and "share" not in body:
+            raise ExperimentError("a canary needs share: the challenger's part of traffic, 0..1")
+        column = body.get("key_column")
+        if column is not None and (not isinstance(column, str) or not column):
+            raise ExperimentError(f"key_column must be a column name; got {column!r}")
+        values["key_column"] = column
+        values["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return cls(**values)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExperimentConfig:
+        """From the experiments file (written by `to_dict`)."""
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def key_share(key: str) -> float:
+    """Where `key` falls in [0, 1): a stable hash (BLAKE2b, the same in every process
+    and on every machine, unlike Python's `hash`)."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / _HASH_SCALE
+
+
+def choose_arm(share: float, key: str | None, draw: Callable[[], float] = random.random) -> str:
+    """The arm of one canary request: by the key's hash, else at random."""
+    point = key_share(key) if key is not None else draw()
+    return CHALLENGER if point < share else CHAMPION
+
+
+@dataclass
+class Breaker:
+    """Trips (opens) when the challenger's error rate over its last `window` requests
+    passes `max_error_rate`, once `min_requests` were seen; stays open."""
+
+    max_error_rate: float
+    min_requests: int
+    window: int
+    outcomes: collections.deque = field(default_factory=collections.deque)
+    errors_in_window: int = 0
+    open: bool = False
+    reason: str | None = None
+
+    def record(self, error: bool) -> None:
+        if self.open:
+            return
+        self.outcomes.append(error)
+        self.errors_in_window += error
+        if len(self.outcomes) > self.window:
+            self.errors_in_window -= self.outcomes.popleft()
+        seen = len(self.outcomes)
+        if seen >= self.min_requests and self.errors_in_window / seen > self.max_error_rate:
+            self.open = True
+            self.reason = (
+                f"challenger error rate {self.errors_in_window}/{seen} "
+                f"= {self.errors_in_window / seen:.3f} passed max_error_rate "
+                f"{self.max_error_rate}: no more traffic to the challenger"
+            )
+            log.warning("experiment breaker open: %s", self.reason)
+
+
+@dataclass
+class Counts:
+    """What one experiment saw (`GET /models/{name}/experiment`)."""
+
+    requests: int = 0  # requests to the model during the experiment
+    served: dict[str, int] = field(default_factory=lambda: {CHAMPION: 0, CHALLENGER: 0})
+    off_path: int = 0  # off-path predictions done (shadow, canary's champion)
+    off_path_errors: int = 0
+    challenger_errors: int = 0
+    dropped: int = 0  # off-path jobs dropped: queue full
+    timeouts: int = 0
+    random_split: int = 0  # canary requests without a key
+
+
+class Experiment:
+    """One running experiment: its config, the challenger's slot, breaker and counts."""
+
+    def __init__(self, config: ExperimentConfig, challenger: Any):
+        self.config = config
+        self.challenger = challenger  # a ModelSlot (alias challenger)
+        self.breaker = Breaker(config.max_error_rate, config.min_requests, config.window)
+        self.counts = Counts()
+
+    @property
+    def active(self) -> bool:
+        """Traffic may reach the challenger: loaded and breaker closed."""
+        return not self.breaker.open and self.challenger.model is not None
+
+    def status(self) -> dict[str, Any]:
+        served = self.challenger.model
+        return {
+            "config": self.config.to_dict(),
+            "challenger_version": served.version if served else None,
+            "challenger_ready": served is not None,
+            "breaker": {
+                "open": self.breaker.open,
+                "reason": self.breaker.reason,
+                "window_requests": len(self.breaker.outcomes),
+                "window_errors": self.breaker.errors_in_window,
+            },
+            "counts": asdict(self.counts),
+        }
+
+
+class ShadowRunner:
+    """Off-path predictions: a bounded queue drained by one coroutine that runs each job
+    in one worker thread, bounded by the job's timeout. A full queue drops the new job
+    (counted); nothing here ever delays or fails the request that queued it."""
+
+    def __init__(self, size: int):
+        self.size = max(1, size)
+        self.queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self.dropped = 0
+        self.done = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self.queue = asyncio.Queue(self.size)
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="shadow")
+            self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def submit(self, job: Callable[[], Any], timeout: float, done: Callable[..., None]) -> bool:
+        """Queue `job` (run in the worker thread); `done(result, error)` then runs on the
+        event loop. False (and counted) when the queue is full or not started."""
+        if self.queue is None:
+            return False
+        try:
+            self.queue.put_nowait((job, timeout, done))
+        except asyncio.QueueFull:
+            self.dropped += 1
+            return False
+        return True
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self.queue is not None
+        while True:
+            job, timeout, done = await self.queue.get()
+            try:
+                result = await asyncio.wait_for(loop.run_in_executor(self._pool, job), timeout)
+                error = None
+            except TimeoutError:
+                result, error = None, f"timeout: no answer within {timeout * 1000:.0f} ms"
+            except Exception as exc:
+                result, error = None, str(exc) or repr(exc)
+            self.done += 1
+            try:
+                done(result, error)
+            except Exception:  # never let the worker die
+                log.exception("shadow job callback failed")
+
+
+# --------------------------------------------------------------------------- the file
+
+
+def experiments_file_for(models_file: str | None) -> str | None:
+    """The experiments file next to the models file (None without one)."""
+    if not models_file:
+        return None
+    return str(Path(models_file).with_name("experiments.json"))
+
+
+def read_experiments(path: str | None) -> dict[str, ExperimentConfig]:
+    """The experiments recorded in `path` ({} without the file; a broken entry is
+    logged and left out)."""
+    if not path or not Path(path).exists():
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("experiments file %s not read: %s", path, exc)
+        return {}
+    found = {}
+    for name, entry in (data.get("experiments") or {}).items():
+        try:
+            found[name] = ExperimentConfig.from_dict(entry)
+        except (TypeError, ValueError) as exc:
+            log.warning("experiments file %s: entry %r left out: %s", path, name, exc)
+    return found
+
+
+def write_experiment(path: str, name: str, config: ExperimentConfig | None) -> None:
+    """Set (or with None remove) `name`'s experiment in the file, written whole."""
+    current = {k: v.to_dict() for k, v in read_experiments(path).items()}
+    if config is None:
+        current.pop(name, None)
+    else:
+        current[name] = config.to_dict()
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".tmp")
+    partial.write_text(json.dumps({"experiments": current}, indent=1))
+    os.replace(partial, target)
