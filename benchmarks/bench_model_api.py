@@ -1,22 +1,34 @@
-"""Benchmark our model API against `mlflow models serve` on the same registered model.
+"""Benchmark our model API against `mlflow models serve` and MLServer on the same registered model.
 
     PYTHONPATH=. .local/venv/bin/python benchmarks/bench_model_api.py [--duration 10]
+    PYTHONPATH=. .local/venv/bin/python benchmarks/bench_model_api.py --models all --repeat 1
 
 One run, same machine, same model, same load generator (`wrk` with `benchmarks/post.lua`,
-`apt-get install wrk`): registers a HistGradientBoosting churn pipeline (one-hot +
-scaling, the shape of the DESIGN.md anchor) with its serving artifact, as the DAG's
-release step does (`serving/loading/artifact.py`), in a temporary MLflow store unless
-`--tracking-uri/--model-name` point at an existing one, starts both servers on loopback
-(MLflow with one worker), and for 1-, 100- and 1,000-row `dataframe_split` requests (marked
-`X-Traffic-Kind: benchmark`, so monitoring leaves them out) at 1
-and 8 connections reports requests/s, p50 and p99, plus the in-process predict time of
-our fast path (the floor), time from process start to the first healthy `/ping`, resident
-memory (whole process tree) and the ratios ours/MLflow. Prints a markdown table.
-`--problem regression` benchmarks a *regressor* of the same shape instead (the sample
-customers' next-year spend; both servers answer numbers): the default regression candidate
-`--candidate` (`hgb_deep`, `ridge_a1`, `hgb_shallow` or `random_forest`). The in-process
-floor is also split into CPU time for parsing the body and for predicting, the two costs
-our API adds to HTTP.
+`apt-get install wrk`): registers each model of `--models` (default `hgb`; `all` is
+logistic regression, HistGradientBoosting, LightGBM and a regressor) with its serving
+artifact, as the DAG's release step does (`serving/loading/artifact.py`), in a temporary
+MLflow store unless `--tracking-uri/--model-name` point at an existing one, and starts
+on loopback, one after the other:
+
+- ours (`/invocations`, `dataframe_split` bodies);
+- `mlflow models serve` (one worker, the same bodies);
+- MLServer 1.7.1 in its own virtualenv (`.local/bench/mlserver-venv`, created on first use
+  with uv: it does not co-install with Airflow; the model's packages at our lock's
+  versions), its MLflow runtime on the downloaded version (`--mlserver-runtime sklearn`:
+  its scikit-learn runtime on the same pipeline) over the V2 protocol (the same rows as
+  one tensor per column, `content_type: pd`), metrics off, `parallel_workers` 0; as
+  `mlserver` without adaptive batching at 1 connection and as `mlserver-batch` with
+  `max_batch_size` 8 / `max_batch_time` 2 ms at 8 connections (its best settings).
+
+Every server runs with one OpenMP thread. Before timing, each peer's predictions for 100
+rows are checked equal to ours (labels exactly, numbers to 1e-9). For 1-, 100- and
+1,000-row requests (marked `X-Traffic-Kind: benchmark`, so monitoring leaves them out) at
+1 and 8 connections it reports requests/s, p50 and p99, ours against the best peer of the
+cell, the in-process parse + predict time of our fast path (the floor, also split into
+CPU time for parsing and for predicting), time from process start to the first healthy
+answer and resident memory (whole process tree). Prints markdown tables, then each
+cell's change against the results kept in `benchmarks/results/bench_model_api.json`,
+which it then updates (`--no-save` leaves them).
 
 Load is measured in steady state: after the first healthy answer, our API re-checks its
 serving artifact in a low-priority child for a few seconds; the runs start once that is
