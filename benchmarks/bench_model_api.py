@@ -1,22 +1,34 @@
-"""Benchmark our model API against `mlflow models serve` on the same registered model.
+"""Benchmark our model API against `mlflow models serve` and MLServer on the same registered model.
 
     PYTHONPATH=. .local/venv/bin/python benchmarks/bench_model_api.py [--duration 10]
+    PYTHONPATH=. .local/venv/bin/python benchmarks/bench_model_api.py --models all --repeat 1
 
 One run, same machine, same model, same load generator (`wrk` with `benchmarks/post.lua`,
-`apt-get install wrk`): registers a HistGradientBoosting churn pipeline (one-hot +
-scaling, the shape of the DESIGN.md anchor) with its serving artifact, as the DAG's
-release step does (`serving/loading/artifact.py`), in a temporary MLflow store unless
-`--tracking-uri/--model-name` point at an existing one, starts both servers on loopback
-(MLflow with one worker), and for 1-, 100- and 1,000-row `dataframe_split` requests (marked
-`X-Traffic-Kind: benchmark`, so monitoring leaves them out) at 1
-and 8 connections reports requests/s, p50 and p99, plus the in-process predict time of
-our fast path (the floor), time from process start to the first healthy `/ping`, resident
-memory (whole process tree) and the ratios ours/MLflow. Prints a markdown table.
-`--problem regression` benchmarks a *regressor* of the same shape instead (the sample
-customers' next-year spend; both servers answer numbers): the default regression candidate
-`--candidate` (`hgb_deep`, `ridge_a1`, `hgb_shallow` or `random_forest`). The in-process
-floor is also split into CPU time for parsing the body and for predicting, the two costs
-our API adds to HTTP.
+`apt-get install wrk`): registers each model of `--models` (default `hgb`; `all` is
+logistic regression, HistGradientBoosting, LightGBM and a regressor) with its serving
+artifact, as the DAG's release step does (`serving/loading/artifact.py`), in a temporary
+MLflow store unless `--tracking-uri/--model-name` point at an existing one, and starts
+on loopback, one after the other:
+
+- ours (`/invocations`, `dataframe_split` bodies);
+- `mlflow models serve` (one worker, the same bodies);
+- MLServer 1.7.1 in its own virtualenv (`.local/bench/mlserver-venv`, created on first use
+  with uv: it does not co-install with Airflow; the model's packages at our lock's
+  versions), its MLflow runtime on the downloaded version (`--mlserver-runtime sklearn`:
+  its scikit-learn runtime on the same pipeline) over the V2 protocol (the same rows as
+  one tensor per column, `content_type: pd`), metrics off, `parallel_workers` 0; as
+  `mlserver` without adaptive batching at 1 connection and as `mlserver-batch` with
+  `max_batch_size` 8 / `max_batch_time` 2 ms at 8 connections (its best settings).
+
+Every server runs with one OpenMP thread. Before timing, each peer's predictions for 100
+rows are checked equal to ours (labels exactly, numbers to 1e-9). For 1-, 100- and
+1,000-row requests (marked `X-Traffic-Kind: benchmark`, so monitoring leaves them out) at
+1 and 8 connections it reports requests/s, p50 and p99, ours against the best peer of the
+cell, the in-process parse + predict time of our fast path (the floor, also split into
+CPU time for parsing and for predicting), time from process start to the first healthy
+answer and resident memory (whole process tree). Prints markdown tables, then each
+cell's change against the results kept in `benchmarks/results/bench_model_api.json`,
+which it then updates (`--no-save` leaves them).
 
 Load is measured in steady state: after the first healthy answer, our API re-checks its
 serving artifact in a low-priority child for a few seconds; the runs start once that is
@@ -65,7 +77,9 @@ def tree_rss_mib(pid: int) -> float:
         return float("nan")
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300.0) -> float:
+def wait_healthy(
+    url: str, proc: subprocess.Popen, health: str = "/ping", timeout: float = 300.0
+) -> float:
     from include.ml_pipeline.service_probe import Unreachable, wait_until_up
 
     def running() -> None:
@@ -74,7 +88,7 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300.0) -> fl
 
     try:
         return wait_until_up(
-            url + "/ping", timeout=timeout, check=running, interval=0.05, request_timeout=1.0
+            url + health, timeout=timeout, check=running, interval=0.05, request_timeout=1.0
         )
     except Unreachable:
         raise RuntimeError(f"{url} not healthy after {timeout}s") from None
@@ -113,8 +127,10 @@ def stop(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def run_wrk(url: str, body_file: Path, connections: int, duration: int) -> dict:
-    env = dict(os.environ, WRK_BODY_FILE=str(body_file))
+def run_wrk(
+    url: str, body_file: Path, connections: int, duration: int, extra: dict | None = None
+) -> dict:
+    env = dict(os.environ, WRK_BODY_FILE=str(body_file), **(extra or {}))
     threads = min(connections, 2)
     cmd = [
         "wrk",
@@ -153,6 +169,38 @@ def make_bodies(folder: Path, spec, seed: int = 11) -> dict[int, Path]:
     return bodies
 
 
+def make_v2_bodies(folder: Path, spec, seed: int = 11) -> dict[int, Path]:
+    """The same rows as `make_bodies` as an Open Inference Protocol (V2) request, the form
+    MLServer's runtimes decode into a DataFrame: one tensor per column (`FP64` numbers,
+    `BYTES` text with `content_type: str`; missing values null), `content_type: pd`."""
+    import orjson
+
+    from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
+
+    frame = generate_churn_frame(max(ROWS), seed)[spec.columns]
+    bodies = {}
+    for rows in ROWS:
+        part = frame.head(rows).astype(object)
+        inputs = []
+        for column in spec.columns:
+            values = [None if (isinstance(v, float) and v != v) else v for v in part[column]]
+            tensor = {"name": column, "shape": [rows], "data": values}
+            if column in spec.numeric:
+                tensor["datatype"] = "FP64"
+            else:
+                tensor.update(datatype="BYTES", parameters={"content_type": "str"})
+            inputs.append(tensor)
+        path = folder / f"body_v2_{rows}.json"
+        path.write_bytes(
+            orjson.dumps(
+                {"parameters": {"content_type": "pd"}, "inputs": inputs},
+                option=orjson.OPT_SERIALIZE_NUMPY,
+            )
+        )
+        bodies[rows] = path
+    return bodies
+
+
 def in_process_floor(tracking_uri: str, name: str, bodies: dict) -> dict:
     """Median in-process time of parse + predict (our fast path), per request size, and
     the median CPU time (all threads of this process: steady on a busy machine, where
@@ -184,6 +232,176 @@ def fmt(value: float, digits: int = 1) -> str:
     return "n/a" if value != value else f"{value:,.{digits}f}"
 
 
+#: The models `--models` names: (problem, estimator), registered as the DAG's release does.
+MODELS = {
+    "logistic": ("binary", "logistic regression"),
+    "hgb": ("binary", "HistGradientBoosting"),
+    "lightgbm": ("binary", "LightGBM"),
+    "regressor": ("regression", "the regression candidate `--candidate`"),
+}
+MLSERVER_PINS = (
+    "mlserver==1.7.1",
+    "mlserver-mlflow==1.7.1",
+    "mlserver-sklearn==1.7.1",
+)
+#: what the model file needs, as our lock pins it (the model loads identically)
+MODEL_PACKAGES = ("mlflow", "scikit-learn", "lightgbm", "numpy", "pandas", "scipy", "skops")
+MLSERVER_VENV = ROOT / ".local" / "bench" / "mlserver-venv"
+RESULTS = Path(__file__).with_name("results") / "bench_model_api.json"
+
+
+def mlserver_venv() -> Path:
+    """MLServer 1.7 in its own virtualenv under .local/bench (it does not co-install with
+    Airflow), created on first use with uv, with our lock's versions of the model's
+    packages; the path of its `mlserver` executable."""
+    from importlib.metadata import version
+
+    exe = MLSERVER_VENV / "bin" / "mlserver"
+    if exe.exists():
+        return exe
+    uv = shutil.which("uv") or str(ROOT / ".local" / "bootstrap" / "bin" / "uv")
+    pins = [*MLSERVER_PINS, *(f"{p}=={version(p)}" for p in MODEL_PACKAGES)]
+    print(f"creating {MLSERVER_VENV} ({', '.join(pins)}) ...", flush=True)
+    subprocess.run([uv, "venv", "--python", sys.executable, str(MLSERVER_VENV)], check=True)
+    subprocess.run(
+        [uv, "pip", "install", "--python", str(MLSERVER_VENV / "bin" / "python"), *pins],
+        check=True,
+    )
+    return exe
+
+
+def register(key: str, work: Path, tracking_uri: str, candidate: str) -> tuple[str, str]:
+    """Register model `key` of `MODELS` (20,000 training rows) with its serving artifact,
+    as the DAG's release step does; its registered name and a description."""
+    from tests.support.models import (
+        fit_pipeline,
+        register_model_version,
+        regression_pipeline,
+        training_frame,
+    )
+
+    name = f"bench_{key}"
+    pipeline = spec = None
+    kind = {"logistic": "lr", "hgb": "hgb"}.get(key, "hgb")
+    if key == "regressor":
+        pipeline, spec = regression_pipeline(candidate, rows=20_000, seed=3)
+        description = f"{candidate} regressor"
+    elif key == "lightgbm":
+        from threadpoolctl import threadpool_limits
+
+        from include.ml_pipeline.training import candidates
+        from include.ml_pipeline.training.train import build_pipeline
+
+        frame, spec = training_frame(20_000, 3)
+        estimator = candidates.make_estimator(
+            {"name": "lgbm", "estimator": "lightgbm", "params": {}}, 3, "binary"
+        )
+        pipeline = build_pipeline(spec, estimator)
+        with threadpool_limits(limits=1):
+            from include.ml_pipeline.features import coerce_features
+
+            pipeline.fit(coerce_features(frame, spec), frame[spec.target])
+        description = "LightGBM churn classifier"
+    else:
+        description = f"{MODELS[key][1]} churn classifier"
+        pipeline = fit_pipeline(*training_frame(20_000, 3), kind=kind, seed=3)
+    print(f"registering {name}: {description} ...", flush=True)
+    register_model_version(
+        tracking_uri,
+        name,
+        kind=kind,
+        rows=20_000,
+        seed=3,
+        artifact_location=(work / "artifacts").as_uri(),
+        serving_artifact=True,  # as the DAG's release step stores it
+        pipeline=pipeline,
+        spec=spec,
+    )
+    return name, description
+
+
+def mlserver_repository(
+    folder: Path, name: str, version: str, runtime: str, batching: bool, workers: int, ports
+) -> Path:
+    """An MLServer model repository serving the registered version: its MLflow runtime on
+    the downloaded model directory, or its scikit-learn runtime on the same fitted
+    pipeline dumped with joblib (what that runtime loads); adaptive batching 8 / 2 ms when
+    `batching`; metrics off (less work per request: its fastest setting)."""
+    import mlflow
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model_dir = folder.parent / f"model-{name}"
+    if not model_dir.exists():
+        mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(model_dir))
+    if runtime == "sklearn":
+        import joblib
+        import mlflow.sklearn
+
+        uri = folder.parent / f"model-{name}.joblib"
+        if not uri.exists():
+            joblib.dump(mlflow.sklearn.load_model(str(model_dir)), uri)
+        implementation, parameters = "mlserver_sklearn.SKLearnModel", {"uri": str(uri)}
+    else:
+        implementation, parameters = "mlserver_mlflow.MLflowRuntime", {"uri": str(model_dir)}
+    http, grpc, metrics = ports
+    (folder / "settings.json").write_text(
+        json.dumps(
+            {
+                "debug": False,
+                "host": "127.0.0.1",
+                "http_port": http,
+                "grpc_port": grpc,
+                "metrics_port": metrics,
+                "metrics_endpoint": None,
+                "parallel_workers": workers,
+            }
+        )
+    )
+    model = {"name": name, "implementation": implementation, "parameters": parameters}
+    if batching:
+        model.update(max_batch_size=8, max_batch_time=0.002)
+    (folder / name).mkdir(exist_ok=True)
+    (folder / name / "model-settings.json").write_text(json.dumps(model))
+    return folder
+
+
+def answers(url: str, path: str, body: Path) -> list:
+    """The predictions a server returns for `body`: MLflow's `predictions`, or the V2
+    response's first output (MLServer's runtimes name it `output-1` / `predict`)."""
+    import httpx
+
+    response = httpx.post(
+        url + path,
+        content=body.read_bytes(),
+        headers={"Content-Type": "application/json", "X-Traffic-Kind": "benchmark"},
+        timeout=60.0,
+    )
+    response.raise_for_status()
+    data = response.json()
+    if "outputs" in data:
+        return [v[0] if isinstance(v, list) else v for v in data["outputs"][0]["data"]]
+    return data["predictions"]
+
+
+def same_answers(ours: list, theirs: list, label: str) -> None:
+    """Raise unless `theirs` equals `ours` (labels exactly; numbers to 1e-9 relative)."""
+    import numpy as np
+
+    if len(ours) != len(theirs):
+        raise RuntimeError(f"{label} answered {len(theirs)} predictions, ours {len(ours)}")
+    if ours and isinstance(ours[0], str):
+        differ = [i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b]
+    else:
+        a, b = np.asarray(ours, dtype=float), np.asarray(theirs, dtype=float)
+        differ = np.flatnonzero(~np.isclose(a, b, rtol=1e-9, atol=1e-9)).tolist()
+    if differ:
+        i = differ[0]
+        raise RuntimeError(
+            f"{label} differs from ours on {len(differ)} of {len(ours)} rows "
+            f"(row {i}: {theirs[i]!r} vs ours {ours[i]!r}): not timed"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
@@ -194,14 +412,45 @@ def main(argv: list[str] | None = None) -> int:
         "--problem",
         choices=("binary", "regression"),
         default="binary",
-        help="the registered model: the churn classifier, or a regressor of the same shape",
+        help="without --models: the churn classifier (hgb), or a regressor of the same shape",
     )
     parser.add_argument(
         "--candidate",
         default="hgb_deep",
-        help="with --problem regression: the default regression candidate to register "
+        help="the regressor: the default regression candidate to register "
         "(hgb_deep, hgb_shallow, ridge_a1, random_forest)",
     )
+    parser.add_argument(
+        "--models",
+        default=None,
+        help=f"comma-separated, of {', '.join(MODELS)}; `all` for every one "
+        "(default: hgb, or regressor with --problem regression)",
+    )
+    parser.add_argument(
+        "--peers",
+        default="mlflow,mlserver",
+        help="the servers to compare with: mlflow (`mlflow models serve`), mlserver",
+    )
+    parser.add_argument(
+        "--mlserver-runtime",
+        choices=("mlflow", "sklearn"),
+        default="mlflow",
+        help="MLServer's runtime for the model: mlserver-mlflow on the registered model, "
+        "or mlserver-sklearn on the same fitted pipeline",
+    )
+    parser.add_argument(
+        "--mlserver-workers",
+        type=int,
+        default=0,
+        help="MLServer's parallel_workers (0: inference in the server process)",
+    )
+    parser.add_argument(
+        "--results",
+        default=str(RESULTS),
+        help="the kept results: each cell's change against them is printed, then they "
+        "are updated with this run's medians (`--no-save` leaves them)",
+    )
+    parser.add_argument("--no-save", action="store_true")
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary store, logs and inference log"
     )
@@ -221,142 +470,51 @@ def main(argv: list[str] | None = None) -> int:
     if not shutil.which("wrk"):
         print("wrk not found: apt-get update && apt-get install -y wrk", file=sys.stderr)
         return 2
+    if args.models in (None, ""):
+        keys = ["regressor" if args.problem == "regression" else "hgb"]
+    elif args.models == "all":
+        keys = list(MODELS)
+    else:
+        keys = [k.strip() for k in args.models.split(",") if k.strip()]
+        unknown = sorted(set(keys) - set(MODELS))
+        if unknown:
+            parser.error(f"--models: unknown {unknown}; use {', '.join(MODELS)} or all")
+    peers = {p.strip() for p in args.peers.split(",") if p.strip()}
+    if args.tracking_uri and len(keys) > 1:
+        parser.error("--tracking-uri/--model-name serve one model: give one of --models")
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    mlserver = mlserver_venv() if "mlserver" in peers else None
     work = Path(tempfile.mkdtemp(prefix="bench-model-api-"))
     try:
         tracking_uri = args.tracking_uri or f"sqlite:///{work / 'mlflow.db'}"
-        regression = args.problem == "regression"
-        name = args.model_name or ("bench_spend" if regression else "bench_churn")
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
         from include.ml_pipeline.data_preparation.sample_data import churn_spec
-        from tests.support.models import register_model_version, regression_pipeline
 
-        if args.tracking_uri is None:
-            kind = (
-                f"{args.candidate} regressor" if regression else "HistGradientBoosting churn model"
-            )
-            print(f"registering a {kind} ...", flush=True)
-            pipeline, spec = (
-                regression_pipeline(args.candidate, rows=20_000, seed=3)
-                if regression
-                else (None, None)
-            )
-            register_model_version(
-                tracking_uri,
-                name,
-                kind="hgb",
-                rows=20_000,
-                seed=3,
-                artifact_location=(work / "artifacts").as_uri(),
-                serving_artifact=True,  # as the DAG's release step stores it
-                pipeline=pipeline,
-                spec=spec,
-            )
-        from mlflow import MlflowClient
-
-        version = (
-            MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-            .get_model_version_by_alias(name, "champion")
-            .version
-        )
         bodies = make_bodies(work, churn_spec())
-        bin_dir = Path(sys.executable).parent
-        base_env = dict(
-            os.environ,
-            MLFLOW_TRACKING_URI=tracking_uri,
-            PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-            PYTHONPATH=str(ROOT),
-        )
-        servers = {
-            "ours": (
-                [sys.executable, "-m", "include.ml_pipeline.serving.api"],
-                {
-                    "ML_PIPELINE_MODEL_NAME": name,
-                    "ML_PIPELINE_INFERENCE_LOG": str(work / "inference_log"),
-                    "MODEL_API_ADMIN_TOKEN": secrets.token_urlsafe(32),
-                },
-            ),
-            **(
-                {
-                    "ours-nolog": (
-                        [sys.executable, "-m", "include.ml_pipeline.serving.api"],
-                        {
-                            "ML_PIPELINE_MODEL_NAME": name,
-                            "ML_PIPELINE_INFERENCE_LOG": str(work / "inference_log_off"),
-                            "MODEL_API_ADMIN_TOKEN": secrets.token_urlsafe(32),
-                            "MODEL_API_LOG_SAMPLE_RATE": "0",
-                        },
-                    )
-                }
-                if args.log_ab
-                else {}
-            ),
-            "mlflow": (
-                [
-                    str(bin_dir / "mlflow"),
-                    "models",
-                    "serve",
-                    "-m",
-                    f"models:/{name}@champion",
-                    "--env-manager",
-                    "local",
-                    "-w",
-                    "1",
-                ],
-                {},
-            ),
-        }
-        repeats = []
-        for attempt in range(1, args.repeat + 1):
-            print(f"comparison {attempt} of {args.repeat}", flush=True)
-            results: dict = {"model": f"models:/{name}/{version}", "runs": {}}
-            for label, (cmd, extra) in servers.items():
-                port = free_port()
-                url = f"http://127.0.0.1:{port}"
-                env = dict(base_env, **extra)
-                if label.startswith("ours"):
-                    env.update(MODEL_API_HOST="127.0.0.1", MODEL_API_PORT=str(port))
-                else:
-                    cmd = [*cmd, "-h", "127.0.0.1", "-p", str(port)]
-                # Start from a quiet disk: the previous phase's inference log (up to ~200 MB
-                # per 1,000-row cell) must not be written back while this server imports.
-                os.sync()
-                time.sleep(1.0)
-                print(f"starting {label} ...", flush=True)
-                proc = start(cmd, env, work / f"{label}.log")
-                try:
-                    startup = wait_healthy(url, proc)
-                    run = {"startup_s": startup, "settle_s": wait_settled(url)}
-                    for rows in ROWS:
-                        for conns in CONNECTIONS:
-                            # a short warm-up, then the measured run
-                            run_wrk(url, bodies[rows], conns, 2)
-                            r = run_wrk(url, bodies[rows], conns, args.duration)
-                            run[f"{rows}x{conns}"] = r
-                            print(
-                                f"  {label} rows={rows} conns={conns}: {r['rps']:.1f} req/s "
-                                f"p50 {r['p50_us'] / 1000:.2f} ms p99 {r['p99_us'] / 1000:.2f} ms "
-                                f"errors {r['errors']}",
-                                flush=True,
-                            )
-                    run["rss_mib"] = tree_rss_mib(proc.pid)
-                    results["runs"][label] = run
-                finally:
-                    stop(proc)
-            repeats.append(results)
-        floor = in_process_floor(tracking_uri, name, bodies)
-        for results in repeats:
-            results["floor_ms"] = floor
-            results["estimator"] = args.candidate if regression else "HistGradientBoosting"
+        v2_bodies = make_v2_bodies(work, churn_spec())
+        everything = {}
+        for key in keys:
+            if args.tracking_uri is None:
+                name, description = register(key, work, tracking_uri, args.candidate)
+            else:
+                name, description = args.model_name, f"{key} (given)"
+            everything[key] = compare(
+                args, key, name, description, tracking_uri, work, bodies, v2_bodies, peers,
+                mlserver,
+            )  # fmt: skip
         if args.json:
-            Path(args.json).write_text(json.dumps(repeats, indent=2))
-        for attempt, results in enumerate(repeats, 1):
-            print(f"\n### Comparison {attempt}\n")
-            print(render(results))
-        print(f"\n### Medians of {len(repeats)} comparisons (ratios taken within each run)\n")
-        print(render_medians(repeats))
-        if args.log_ab:
-            print(f"\n### What logging every request costs (medians of {len(repeats)})\n")
-            print(render_log_cost(repeats))
+            Path(args.json).write_text(json.dumps(everything, indent=2))
+        summary = {}
+        for key, repeats in everything.items():
+            print(f"\n## {key}: medians of {len(repeats)} comparison(s)\n")
+            print(render(repeats))
+            summary[key] = summarize(repeats)
+            if args.log_ab:
+                print(f"\n### What logging every request costs (medians of {len(repeats)})\n")
+                print(render_log_cost(repeats))
+        print_changes(Path(args.results), summary)
+        if not args.no_save:
+            save_results(Path(args.results), summary)
         return 0
     finally:
         if args.keep:
@@ -365,99 +523,274 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def render(results: dict) -> str:
-    ours, theirs = results["runs"]["ours"], results["runs"]["mlflow"]
-    floor = results["floor_ms"]
+def compare(args, key, name, description, tracking_uri, work, bodies, v2_bodies, peers, mlserver):
+    """`--repeat` comparisons of one registered model: each server started, checked to
+    answer as ours does, loaded with wrk in every cell, stopped. A list of results."""
+    from mlflow import MlflowClient
+
+    version = (
+        MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        .get_model_version_by_alias(name, "champion")
+        .version
+    )
+    bin_dir = Path(sys.executable).parent
+    base_env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=tracking_uri,
+        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        PYTHONPATH=str(ROOT),
+        # every server with one OpenMP thread per predict, as ours sets it: on this busy
+        # 2-core box OpenMP's barriers cost the peers most at 1 row (their best setting)
+        OMP_NUM_THREADS="1",
+    )
+    ours_cmd = [sys.executable, "-m", "include.ml_pipeline.serving.api"]
+    # label: (command, extra env, body per rows, path, health path, cells)
+    every = [f"{rows}x{conns}" for rows in ROWS for conns in CONNECTIONS]
+    servers: dict[str, tuple] = {
+        "ours": (
+            ours_cmd,
+            {
+                "ML_PIPELINE_MODEL_NAME": name,
+                "ML_PIPELINE_INFERENCE_LOG": str(work / f"inference_log_{key}"),
+                "MODEL_API_ADMIN_TOKEN": secrets.token_urlsafe(32),
+            },
+            bodies,
+            "/invocations",
+            "/ping",
+            every,
+        ),
+    }
+    if args.log_ab:
+        servers["ours-nolog"] = (
+            ours_cmd,
+            {
+                "ML_PIPELINE_MODEL_NAME": name,
+                "ML_PIPELINE_INFERENCE_LOG": str(work / f"inference_log_off_{key}"),
+                "MODEL_API_ADMIN_TOKEN": secrets.token_urlsafe(32),
+                "MODEL_API_LOG_SAMPLE_RATE": "0",
+            },
+            bodies, "/invocations", "/ping", every,
+        )  # fmt: skip
+    if "mlflow" in peers:
+        servers["mlflow"] = (
+            [
+                str(bin_dir / "mlflow"), "models", "serve", "-m", f"models:/{name}@champion",
+                "--env-manager", "local", "-w", "1",
+            ],
+            {}, bodies, "/invocations", "/ping", every,
+        )  # fmt: skip
+    if mlserver is not None:
+        infer = f"/v2/models/{name}/infer"
+        # its best settings (issue 22): no adaptive batching at 1 connection (it only adds
+        # a wait), batching 8 / 2 ms at 8 connections
+        servers["mlserver"] = (
+            [str(mlserver), "start"], {}, v2_bodies, infer, "/v2/health/ready",
+            [c for c in every if c.endswith("x1")],
+        )  # fmt: skip
+        servers["mlserver-batch"] = (
+            [str(mlserver), "start"], {"batching": "1"}, v2_bodies, infer, "/v2/health/ready",
+            [c for c in every if not c.endswith("x1")],
+        )  # fmt: skip
+    repeats = []
+    for attempt in range(1, args.repeat + 1):
+        print(f"{key}: comparison {attempt} of {args.repeat}", flush=True)
+        results: dict = {
+            "model": f"models:/{name}/{version}",
+            "estimator": description,
+            "runs": {},
+            "mlserver": {
+                "runtime": args.mlserver_runtime,
+                "parallel_workers": args.mlserver_workers,
+                "batching": "none at 1 connection; max_batch_size 8, max_batch_time 2 ms at 8",
+                "protocol": "V2 (Open Inference Protocol) JSON, content_type pd",
+                "metrics": "off",
+            },
+        }
+        reference = None
+        for label, (cmd, extra, server_bodies, path, health, cells) in servers.items():
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            env = dict(base_env)
+            if label.startswith("ours"):
+                env.update(extra, MODEL_API_HOST="127.0.0.1", MODEL_API_PORT=str(port))
+            elif label.startswith("mlserver"):
+                folder = mlserver_repository(
+                    work / "mlserver" / f"{name}-{label}", name, version, args.mlserver_runtime,
+                    bool(extra.get("batching")), args.mlserver_workers,
+                    (port, free_port(), free_port()),
+                )  # fmt: skip
+                cmd = [*cmd, str(folder)]
+                env["PATH"] = f"{mlserver.parent}{os.pathsep}{env['PATH']}"
+            else:
+                cmd = [*cmd, "-h", "127.0.0.1", "-p", str(port)]
+            # Start from a quiet disk: the previous phase's inference log (up to ~200 MB
+            # per 1,000-row cell) must not be written back while this server imports.
+            os.sync()
+            time.sleep(1.0)
+            print(f"starting {label} ...", flush=True)
+            proc = start(cmd, env, work / f"{key}-{label}.log")
+            try:
+                startup = wait_healthy(url, proc, health)
+                run = {"startup_s": startup, "settle_s": wait_settled(url)}
+                got = answers(url, path, server_bodies[100])
+                if reference is None:
+                    reference = got
+                else:
+                    same_answers(reference, got, f"{label} ({key})")
+                for cell in cells:
+                    rows, conns = (int(x) for x in cell.split("x"))
+                    env_path = {"WRK_PATH": path}
+                    run_wrk(url, server_bodies[rows], conns, 2, env_path)  # a short warm-up
+                    r = run_wrk(url, server_bodies[rows], conns, args.duration, env_path)
+                    run[cell] = r
+                    print(
+                        f"  {label} rows={rows} conns={conns}: {r['rps']:.1f} req/s "
+                        f"p50 {r['p50_us'] / 1000:.2f} ms p99 {r['p99_us'] / 1000:.2f} ms "
+                        f"errors {r['errors']}",
+                        flush=True,
+                    )
+                run["rss_mib"] = tree_rss_mib(proc.pid)
+                results["runs"][label] = run
+            finally:
+                stop(proc)
+        repeats.append(results)
+    floor = in_process_floor(tracking_uri, name, bodies)
+    for results in repeats:
+        results["floor_ms"] = floor
+    return repeats
+
+
+def summarize(repeats: list[dict]) -> dict:
+    """Medians over comparisons of each server's cells (rps, p50, p99), start-up and memory:
+    what the results file keeps."""
+    from statistics import median
+
+    out: dict = {"model": repeats[-1]["model"], "estimator": repeats[-1]["estimator"], "runs": {}}
+    out["mlserver"] = repeats[-1].get("mlserver")
+    out["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for label in repeats[0]["runs"]:
+        runs = [r["runs"][label] for r in repeats if label in r["runs"]]
+        summary: dict = {}
+        for field in ("startup_s", "rss_mib"):
+            summary[field] = median(run[field] for run in runs)
+        for cell, value in runs[0].items():
+            if isinstance(value, dict):
+                summary[cell] = {
+                    f: median(run[cell][f] for run in runs) for f in ("rps", "p50_us", "p99_us")
+                }
+        out["runs"][label] = summary
+    return out
+
+
+def render(repeats: list[dict]) -> str:
+    """Per cell, medians: ours, `mlflow models serve`, MLServer (its setting for that
+    cell), and ours against the best of the peers (ratios taken within each run)."""
+    from statistics import median
+
+    from benchmarks.bench_results import best_peer
+
+    first, floor = repeats[0], repeats[0]["floor_ms"]
+    labels = list(first["runs"])
+    has = {peer: any(lbl.startswith(peer) for lbl in labels) for peer in ("mlflow", "mlserver")}
+
+    def peer_value(results: dict, peer: str, cell: str, field: str) -> float:
+        runs = {k: v for k, v in results["runs"].items() if k.startswith(peer) and cell in v}
+        found = best_peer(runs, cell)
+        return found[1][field] if found else float("nan")
+
+    def med(values) -> float:
+        values = [v for v in values if v == v]
+        return median(values) if values else float("nan")
+
+    settings = first.get("mlserver") or {}
     lines = [
-        f"Model `{results['model']}` ({results.get('estimator', 'HistGradientBoosting')}, "
-        f"one-hot + scaling); our path: `{floor['predict_path']}`.",
+        f"Model `{first['model']}` ({first['estimator']}; one-hot + scaling); our path: "
+        f"`{floor['predict_path']}`."
+        + (
+            f" MLServer: {settings.get('runtime')} runtime, parallel_workers "
+            f"{settings.get('parallel_workers')}, batching {settings.get('batching')}, "
+            f"{settings.get('protocol')}."
+            if has["mlserver"]
+            else ""
+        ),
         "",
-        "| rows | conns | ours req/s | mlflow req/s | ratio | ours p50 ms | mlflow p50 ms "
-        "| ours p99 ms | mlflow p99 ms | p99 ratio (ours/mlflow) | errors ours/mlflow "
+        "| rows | conns | ours req/s | mlflow req/s | mlserver req/s | ours / best peer "
+        "| ours p50 ms | best peer p50 ms | ours p99 ms | best peer p99 ms | errors ours "
         "| in-process parse+predict ms |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for rows in ROWS:
         for conns in CONNECTIONS:
-            a, b = ours[f"{rows}x{conns}"], theirs[f"{rows}x{conns}"]
+            cell = f"{rows}x{conns}"
+            peers = [
+                {k: v for k, v in r["runs"].items() if k != "ours" and cell in v} for r in repeats
+            ]
+            bests = [best_peer(p, cell) for p in peers]
+            ours = [r["runs"]["ours"][cell] for r in repeats]
+            ratio = med(o["rps"] / b[1]["rps"] for o, b in zip(ours, bests, strict=True) if b)
             lines.append(
-                f"| {rows} | {conns} | {fmt(a['rps'])} | {fmt(b['rps'])} | "
-                f"{a['rps'] / b['rps']:.1f}x | {a['p50_us'] / 1000:.2f} | "
-                f"{b['p50_us'] / 1000:.2f} | {a['p99_us'] / 1000:.2f} | "
-                f"{b['p99_us'] / 1000:.2f} | {a['p99_us'] / b['p99_us']:.3f} | "
-                f"{a['errors']}/{b['errors']} | {floor[rows]:.3f} |"
+                f"| {rows} | {conns} | {fmt(med(o['rps'] for o in ours))} | "
+                f"{fmt(med(peer_value(r, 'mlflow', cell, 'rps') for r in repeats))} | "
+                f"{fmt(med(peer_value(r, 'mlserver', cell, 'rps') for r in repeats))} | "
+                f"{ratio:.1f}x | {med(o['p50_us'] for o in ours) / 1000:.2f} | "
+                f"{med(b[1]['p50_us'] for b in bests if b) / 1000:.2f} | "
+                f"{med(o['p99_us'] for o in ours) / 1000:.2f} | "
+                f"{med(b[1]['p99_us'] for b in bests if b) / 1000:.2f} | "
+                f"{sum(o['errors'] for o in ours)} | {floor[rows]:.3f} |"
             )
+    lines += ["", "| server | start-up to first healthy answer (s) | resident memory, process "
+              "tree (MiB) | start-up / ours |", "|---|---:|---:|---:|"]  # fmt: skip
+    ours_start = med(r["runs"]["ours"]["startup_s"] for r in repeats)
+    for label in labels:
+        start_s = med(r["runs"][label]["startup_s"] for r in repeats)
+        lines.append(
+            f"| {label} | {start_s:.1f} | {med(r['runs'][label]['rss_mib'] for r in repeats):.0f}"
+            f" | {start_s / ours_start:.2f} |"
+        )
     lines += [
         "",
-        "| | ours | mlflow | ratio (ours/mlflow) |",
-        "|---|---:|---:|---:|",
-        f"| startup to first healthy /ping (s) | {ours['startup_s']:.1f} | "
-        f"{theirs['startup_s']:.1f} | {ours['startup_s'] / theirs['startup_s']:.2f} |",
-        f"| resident memory, process tree (MiB) | {ours['rss_mib']:.0f} | "
-        f"{theirs['rss_mib']:.0f} | {ours['rss_mib'] / theirs['rss_mib']:.2f} |",
+        f"Our API in process (`{floor['predict_path']}`), medians:",
+        "",
+        "| rows | parse + predict, wall ms | parse, CPU ms | predict, CPU ms |",
+        "|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {rows} | {floor[rows]:.3f} | {floor[f'{rows}_parse_cpu']:.3f} | "
+        f"{floor[f'{rows}_predict_cpu']:.3f} |"
+        for rows in ROWS
     ]
     return "\n".join(lines)
 
 
-def render_medians(repeats: list[dict]) -> str:
-    """Per cell: the median over comparisons of each side and of the within-run ratio."""
-    from statistics import median
+def print_changes(path: Path, summary: dict) -> None:
+    """Each cell's change against the kept results (requests/s and p99; start-up, memory)."""
+    from benchmarks.bench_results import changes
 
-    def med(side: str, key: str, field: str) -> float:
-        return median(r["runs"][side][key][field] for r in repeats)
-
-    def ratio(key: str, field: str) -> float:
-        return median(
-            r["runs"]["ours"][key][field] / r["runs"]["mlflow"][key][field] for r in repeats
+    if not path.exists():
+        print(f"\n(no kept results at {path}: nothing to compare with)")
+        return
+    previous = json.loads(path.read_text())
+    found = changes(previous, summary, fields=("rps", "p99_us"))
+    if not found:
+        print(f"\n(the kept results at {path} share no cell with this run)")
+        return
+    print(f"\n## Change against the kept results ({path.name})\n")
+    print("| model | server | cell | field | before | now | change |")
+    print("|---|---|---|---|---:|---:|---:|")
+    for c in found:
+        print(
+            f"| {c['model']} | {c['server']} | {c['cell']} | {c['field']} | "
+            f"{c['previous']:,.2f} | {c['current']:,.2f} | {c['change']:+.0%} |"
         )
 
-    lines = [
-        "| rows | conns | ours req/s | mlflow req/s | req/s ratio | ours p99 ms "
-        "| mlflow p99 ms | p99 ratio (ours/mlflow) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for rows in ROWS:
-        for conns in CONNECTIONS:
-            key = f"{rows}x{conns}"
-            lines.append(
-                f"| {rows} | {conns} | {fmt(med('ours', key, 'rps'))} | "
-                f"{fmt(med('mlflow', key, 'rps'))} | {ratio(key, 'rps'):.1f}x | "
-                f"{med('ours', key, 'p99_us') / 1000:.2f} | "
-                f"{med('mlflow', key, 'p99_us') / 1000:.2f} | {ratio(key, 'p99_us'):.3f} |"
-            )
 
-    def whole(field: str) -> tuple[float, float, float]:
-        values = [(r["runs"]["ours"][field], r["runs"]["mlflow"][field]) for r in repeats]
-        return (
-            median(a for a, _ in values),
-            median(b for _, b in values),
-            median(a / b for a, b in values),
-        )
-
-    startup, rss = whole("startup_s"), whole("rss_mib")
-    lines += [
-        "",
-        "| | ours | mlflow | ratio (ours/mlflow) |",
-        "|---|---:|---:|---:|",
-        f"| startup to first healthy /ping (s) | {startup[0]:.1f} | {startup[1]:.1f} | "
-        f"{startup[2]:.2f} |",
-        f"| resident memory, process tree (MiB) | {rss[0]:.0f} | {rss[1]:.0f} | {rss[2]:.2f} |",
-    ]
-    floor = repeats[0]["floor_ms"]
-    if f"{ROWS[0]}_parse_cpu" in floor:
-        lines += [
-            "",
-            f"Our API in process (`{floor['predict_path']}`), medians:",
-            "",
-            "| rows | parse + predict, wall ms | parse, CPU ms | predict, CPU ms |",
-            "|---:|---:|---:|---:|",
-        ]
-        lines += [
-            f"| {rows} | {floor[rows]:.3f} | {floor[f'{rows}_parse_cpu']:.3f} | "
-            f"{floor[f'{rows}_predict_cpu']:.3f} |"
-            for rows in ROWS
-        ]
-    return "\n".join(lines)
+def save_results(path: Path, summary: dict) -> None:
+    """Keep this run's medians (models not measured now keep their last ones)."""
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    kept.update(summary)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n")
+    print(f"\nkept these results in {path}")
 
 
 def render_log_cost(repeats: list[dict]) -> str:
