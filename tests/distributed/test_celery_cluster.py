@@ -16,7 +16,9 @@ import pytest
 
 from devtools.cluster import backends, scenario
 from devtools.cluster.cluster import WORKER_NAMES, Cluster
+from include.ml_pipeline.data_preparation.sample_data import REGRESSION_TARGET, TARGET
 from tests.support.system import need_system_package
+from tests.support.traffic import TrafficClient, sample_records
 
 # A whole cluster and three DAG runs: about 8 minutes on a quiet 2-core machine (2.11), much
 # more when the machine is shared (Airflow 3, 2026-12-03: 20.5 min at load average 20-25,
@@ -84,7 +86,53 @@ def test_batch_parts_are_scored_on_both_workers_from_the_bucket(cluster, deploye
     assert not step.problems, _explain(cluster, step)
 
 
+def test_two_models_in_the_api_service_and_a_rollback_of_one_fail_no_client(
+    cluster, data_uri, deployed
+):
+    """Issue 23 in service mode: the churn model (deployed above) and another problem,
+    next year's spend, deployed after it under its own name into the same model API
+    service; then a churn run deployed and rolled back (its smoke test fails). A client of
+    each model sends throughout (churn: the bare `/invocations`, the service's default
+    model; spend: `/models/<name>/invocations`, from its deployment on): neither sees a
+    non-2xx, the spend model is untouched by the rollback. Before the kill test, which
+    leaves one worker."""
+    spend_uri = scenario.upload_raw_data(
+        cluster,
+        scenario.SECOND_ROWS,
+        seed=22,
+        problem="regression",
+        key=scenario.SECOND_KEY,
+    )
+    url = cluster.api.url
+    churn_client = TrafficClient(url, sample_records("binary", TARGET), interval=0.1)
+    spend_client = TrafficClient(
+        url,
+        sample_records("regression", REGRESSION_TARGET),
+        f"/models/{scenario.SECOND_MODEL}/invocations",
+        interval=0.1,
+    )
+    churn_client.start()
+    try:
+        second = scenario.deploy_second_model(cluster, spend_uri)
+        assert second.state == "success", _explain(cluster, second)
+        assert not second.problems, _explain(cluster, second)
+        spend_client.start()
+        rollback = scenario.roll_back_one(cluster, data_uri)
+    finally:
+        churn = churn_client.stop()
+        spend = spend_client.stop() if spend_client.ident else []
+    print(f"churn client: {len(churn)} requests; spend client: {len(spend)} requests")
+    assert not rollback.problems, _explain(cluster, rollback)
+    for client, outcomes in ((churn_client, churn), (spend_client, spend)):
+        failures = client.failures()
+        assert not failures, f"{client.path}: {len(failures)} of {len(outcomes)}: {failures[:5]}"
+        assert len(outcomes) > 20, f"{client.path}: only {len(outcomes)} requests"
+    assert {label for _, label in churn} <= {"no", "yes"}
+    assert all(isinstance(value, float) for _, value in spend)
+
+
 def test_killed_worker_training_is_retried_on_the_other(cluster, data_uri, deployed):
+    """Last in the module: it SIGKILLs a worker and leaves the cluster with one."""
     step = scenario.kill_during_training(cluster, data_uri)
     assert step.facts["survivor"] != step.facts["victim"]
     assert not step.problems, _explain(cluster, step)
