@@ -12,12 +12,14 @@ problems; `python -m devtools.cluster` prints both.
    must succeed and read the inference log from the bucket.
 3. `second model` (issue 23, service mode): another problem (next year's spend) deployed
    under its own `model_name` into the same model API service, which must serve it next
-   to the churn model, that one untouched; then `rollback`: a churn run that is deployed
-   and fails its smoke test must be rolled back to the champion before, the spend model
-   untouched. (The test keeps a client of each model sending throughout.)
+   to the churn model, that one untouched. (The test keeps a client of each model
+   sending from here to the end of `kill`.)
 4. `kill`: another deployment run; the worker that runs `entrenar_modelo` is SIGKILLed
    (with its whole process tree) in the middle of the fit: the try must be noticed as lost,
    retried on the other worker, and the run must end with exactly one new model version.
+   With `roll_back` (the test) that version is deployed and fails its smoke test: the
+   run must fail, the churn champion go back to the version before, the API service
+   serve every model as before the run.
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ class Step:
             "retry_started_after_kill_s",
             "training_tries",
             "new_versions",
+            "served",
+            "rollback",
             "live_rows_sent",
         ):
             if key in self.facts:
@@ -466,23 +470,19 @@ def deploy_second_model(
     return step
 
 
-def roll_back_one(cluster: Cluster, data_uri: str, timeout: float = RUN_TIMEOUT_SECONDS) -> Step:
-    """A deployment run of the cluster's own model that passes its gate (`tolerance`: 0.5)
-    and is deployed, then fails its smoke test (a p95 budget nobody meets): the run must
-    fail, `revertir_despliegue` must put the champion back on the version before, and
-    the API service must serve every model as before it (the other model untouched)."""
-    step = Step("rollback", run_id="cluster_deploy_rollback")
+#: A deployment run's Params that make it pass its gate and be deployed, then fail its
+#: smoke test (a p95 budget nobody meets): `revertir_despliegue` rolls it back.
+ROLLBACK_CONF = {"latency_p95_budget_ms": 0.0001, "tolerance": 0.5}
+
+
+def _judge_rollback(
+    cluster: Cluster, step: Step, champion_before: str | None, served_before: dict
+) -> None:
+    """The run with `ROLLBACK_CONF` failed its smoke test and was rolled back: the
+    champion is the version before the run again, and the API service serves every model
+    as before the run (another model untouched)."""
     name = cluster.model_name
-    before = served_models(cluster)
-    champion_before = cluster.mlflow.alias_version(name, "champion")
-    conf = {
-        **deployment_conf(data_uri, FAST_CANDIDATES[:1]),
-        "latency_p95_budget_ms": 0.0001,
-        "seed": 7,
-        "tolerance": 0.5,
-    }
-    tis = _run(cluster, step, DEPLOYMENT_DAG_ID, conf, timeout, expect="failed")
-    states = {ti["task_id"]: ti["state"] for ti in tis}
+    states = {ti["task_id"]: ti["state"] for ti in step.facts["task_instances"]}
     xcoms = cluster.xcoms(DEPLOYMENT_DAG_ID, step.run_id)
     registered = xcoms.get(f"{REGISTER_TASK}:return_value") or {}
     rollback = xcoms.get(f"{ROLLBACK_TASK}:{ROLLBACK_XCOM_KEY}")
@@ -490,15 +490,15 @@ def roll_back_one(cluster: Cluster, data_uri: str, timeout: float = RUN_TIMEOUT_
     served = served_models(cluster)
     step.facts.update(
         champion_before=champion_before,
-        new_version=registered.get("version"),
+        rolled_back_version=registered.get("version"),
         champion=champion,
         rollback=rollback,
-        served_before=before,
+        served_before=served_before,
         served=served,
     )
-    for task_id, state in ((SMOKE_TASK, "failed"), (ROLLBACK_TASK, "failed")):
-        if states.get(task_id) != state:
-            step.problems.append(f"{task_id} ended {states.get(task_id)}, not {state}")
+    for task_id in (SMOKE_TASK, ROLLBACK_TASK):
+        if states.get(task_id) != "failed":
+            step.problems.append(f"{task_id} ended {states.get(task_id)}, not failed")
     if not isinstance(rollback, dict) or not rollback.get("rolled_back"):
         step.problems.append(f"{ROLLBACK_TASK} rolled nothing back: {rollback!r}")
     if str(champion) != str(champion_before) or str(registered.get("version")) == str(champion):
@@ -506,18 +506,30 @@ def roll_back_one(cluster: Cluster, data_uri: str, timeout: float = RUN_TIMEOUT_
             f"{name}'s champion is v{champion} after the rollback of "
             f"v{registered.get('version')}, not v{champion_before} as before the run"
         )
-    if served != before:
-        step.problems.append(f"the model API serves {served} after the rollback, not {before}")
-    return step
+    if served != served_before:
+        step.problems.append(
+            f"the model API serves {served} after the rollback, not {served_before}"
+        )
 
 
 def kill_during_training(
-    cluster: Cluster, data_uri: str, timeout: float = RUN_TIMEOUT_SECONDS
+    cluster: Cluster,
+    data_uri: str,
+    timeout: float = RUN_TIMEOUT_SECONDS,
+    *,
+    roll_back: bool = False,
 ) -> Step:
+    """`roll_back`: the run also fails its smoke test once deployed (`ROLLBACK_CONF`) and
+    must be rolled back (`_judge_rollback`): the run that proves a lost worker's retry also
+    proves the rollback of one model in the API service, no extra run."""
     step = Step("kill", run_id="cluster_deploy_kill")
     versions_before = {v["version"] for v in cluster.mlflow.model_versions(cluster.model_name)}
+    champion_before = cluster.mlflow.alias_version(cluster.model_name, "champion")
+    served_before = served_models(cluster) if roll_back else {}
+    conf = deployment_conf(data_uri, SLOW_CANDIDATES) | (ROLLBACK_CONF if roll_back else {})
+    expect = "failed" if roll_back else "success"
     started = time.monotonic()
-    cluster.trigger(DEPLOYMENT_DAG_ID, step.run_id, deployment_conf(data_uri, SLOW_CANDIDATES))
+    cluster.trigger(DEPLOYMENT_DAG_ID, step.run_id, conf)
     seen: dict = {}
 
     def training_running() -> bool:
@@ -551,8 +563,10 @@ def kill_during_training(
     step.seconds = time.monotonic() - started
     tis = cluster.task_instances(DEPLOYMENT_DAG_ID, step.run_id)
     step.facts["task_instances"] = tis
-    if step.state != "success":
-        step.problems.append(f"{DEPLOYMENT_DAG_ID} run {step.run_id} ended {step.state}")
+    if step.state != expect:
+        step.problems.append(
+            f"{DEPLOYMENT_DAG_ID} run {step.run_id} ended {step.state}, not {expect}"
+        )
         step.problems += _failed_tasks(cluster, DEPLOYMENT_DAG_ID, step.run_id, tis)
     train = [ti for ti in tis if ti["task_id"] == TRAIN_TASK]
     history = [
@@ -587,6 +601,8 @@ def kill_during_training(
             f"{len(new)} new model versions after the run, not exactly one: "
             f"{[v['version'] for v in new]}"
         )
+    if roll_back:
+        _judge_rollback(cluster, step, champion_before, served_before)
     _judge_storage(cluster, step, DEPLOYMENT_DAG_ID, need=("splits",), data_uri=data_uri)
     return step
 

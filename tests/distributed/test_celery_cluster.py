@@ -86,53 +86,67 @@ def test_batch_parts_are_scored_on_both_workers_from_the_bucket(cluster, deploye
     assert not step.problems, _explain(cluster, step)
 
 
-def test_two_models_in_the_api_service_and_a_rollback_of_one_fail_no_client(
-    cluster, data_uri, deployed
-):
-    """Issue 23 in service mode: the churn model (deployed above) and another problem,
-    next year's spend, deployed after it under its own name into the same model API
-    service; then a churn run deployed and rolled back (its smoke test fails). A client of
-    each model sends throughout (churn: the bare `/invocations`, the service's default
-    model; spend: `/models/<name>/invocations`, from its deployment on): neither sees a
-    non-2xx, the spend model is untouched by the rollback. Before the kill test, which
-    leaves one worker."""
+@pytest.fixture(scope="module")
+def two_models(cluster, deployed):
+    """Issue 23 in service mode: next year's spend, another problem, deployed under its
+    own name into the model API service after the churn model (`deployed`); a client of
+    each model sending from before that run (churn: the bare `/invocations`, the service's
+    default model) or from its end (spend: `/models/<name>/invocations`) until the
+    module's last test, the kill run, is over (stopped there, or at teardown)."""
     spend_uri = scenario.upload_raw_data(
-        cluster,
-        scenario.SECOND_ROWS,
-        seed=22,
-        problem="regression",
-        key=scenario.SECOND_KEY,
+        cluster, scenario.SECOND_ROWS, seed=22, problem="regression", key=scenario.SECOND_KEY
     )
-    url = cluster.api.url
-    churn_client = TrafficClient(url, sample_records("binary", TARGET), interval=0.1)
-    spend_client = TrafficClient(
-        url,
-        sample_records("regression", REGRESSION_TARGET),
-        f"/models/{scenario.SECOND_MODEL}/invocations",
-        interval=0.1,
-    )
-    churn_client.start()
+    clients = {
+        "churn": TrafficClient(cluster.api.url, sample_records("binary", TARGET), interval=0.1),
+        "spend": TrafficClient(
+            cluster.api.url,
+            sample_records("regression", REGRESSION_TARGET),
+            f"/models/{scenario.SECOND_MODEL}/invocations",
+            interval=0.1,
+        ),
+    }
+    clients["churn"].start()
     try:
-        second = scenario.deploy_second_model(cluster, spend_uri)
-        assert second.state == "success", _explain(cluster, second)
-        assert not second.problems, _explain(cluster, second)
-        spend_client.start()
-        rollback = scenario.roll_back_one(cluster, data_uri)
+        step = scenario.deploy_second_model(cluster, spend_uri)
+        if step.state == "success":
+            clients["spend"].start()
+        yield step, clients
     finally:
-        churn = churn_client.stop()
-        spend = spend_client.stop() if spend_client.ident else []
-    print(f"churn client: {len(churn)} requests; spend client: {len(spend)} requests")
-    assert not rollback.problems, _explain(cluster, rollback)
-    for client, outcomes in ((churn_client, churn), (spend_client, spend)):
-        failures = client.failures()
-        assert not failures, f"{client.path}: {len(failures)} of {len(outcomes)}: {failures[:5]}"
-        assert len(outcomes) > 20, f"{client.path}: only {len(outcomes)} requests"
-    assert {label for _, label in churn} <= {"no", "yes"}
-    assert all(isinstance(value, float) for _, value in spend)
+        for client in clients.values():
+            if client.ident:
+                client.stop()
 
 
-def test_killed_worker_training_is_retried_on_the_other(cluster, data_uri, deployed):
-    """Last in the module: it SIGKILLs a worker and leaves the cluster with one."""
-    step = scenario.kill_during_training(cluster, data_uri)
+def _no_client_failed(clients: dict[str, TrafficClient]) -> str:
+    """'' when every request of every client got a 2xx, else what failed."""
+    return "; ".join(
+        f"{name} ({client.path}): {len(client.failures())} of {len(client.outcomes)} "
+        f"requests failed, e.g. {client.failures()[:3]}"
+        for name, client in clients.items()
+        if client.failures()
+    )
+
+
+def test_second_model_served_beside_the_first_no_client_fails(cluster, two_models):
+    step, clients = two_models
+    assert step.state == "success", _explain(cluster, step)
+    assert not step.problems, _explain(cluster, step)
+    assert not _no_client_failed(clients), _no_client_failed(clients)
+
+
+def test_killed_worker_training_is_retried_on_the_other(cluster, data_uri, deployed, two_models):
+    """Last in the module: it SIGKILLs a worker and leaves the cluster with one. Its run
+    also fails its smoke test once deployed (issue 23: the rollback of one model in the
+    API service): the churn champion back on the version before, the spend model
+    untouched, and neither client saw a non-2xx through the second deployment, the
+    lost worker and the rollback."""
+    step = scenario.kill_during_training(cluster, data_uri, roll_back=True)
+    _, clients = two_models
+    outcomes = {name: client.stop() for name, client in clients.items() if client.ident}
+    print({name: f"{len(o)} requests" for name, o in outcomes.items()})
     assert step.facts["survivor"] != step.facts["victim"]
     assert not step.problems, _explain(cluster, step)
+    assert not _no_client_failed(clients), _no_client_failed(clients)
+    assert {name: len(o) > 20 for name, o in outcomes.items()} == {"churn": True, "spend": True}
+    assert {label for _, label in outcomes["churn"]} <= {"no", "yes"}
+    assert all(isinstance(value, float) for _, value in outcomes["spend"])
