@@ -10,9 +10,16 @@ problems; `python -m devtools.cluster` prints both.
    own folders must hold no data file (nothing a task read came from a worker's disk).
 2. `monitor`: live traffic sent to the model API, then `ml_model_monitoring` triggered: it
    must succeed and read the inference log from the bucket.
-3. `kill`: a second deployment run; the worker that runs `entrenar_modelo` is SIGKILLed
+3. `second model` (issue 23, service mode): another problem (next year's spend) deployed
+   under its own `model_name` into the same model API service, which must serve it next
+   to the churn model, that one untouched. (The test keeps a client of each model
+   sending from here to the end of `kill`.)
+4. `kill`: another deployment run; the worker that runs `entrenar_modelo` is SIGKILLed
    (with its whole process tree) in the middle of the fit: the try must be noticed as lost,
    retried on the other worker, and the run must end with exactly one new model version.
+   With `roll_back` (the test) that version is deployed and fails its smoke test: the
+   run must fail, the churn champion go back to the version before, the API service
+   serve every model as before the run.
 """
 
 from __future__ import annotations
@@ -25,7 +32,12 @@ from dataclasses import dataclass, field
 
 from devtools.cluster.cluster import WORKER_NAMES, Cluster
 from devtools.cluster.processes import ClusterError, wait_for
-from include.ml_pipeline.names import BATCH_SCORING_DAG_ID, DEPLOYMENT_DAG_ID, MONITORING_DAG_ID
+from include.ml_pipeline.names import (
+    BATCH_SCORING_DAG_ID,
+    DEPLOYMENT_DAG_ID,
+    MONITORING_DAG_ID,
+    ROLLBACK_XCOM_KEY,
+)
 
 TRAIN_TASK = "entrenamiento_evaluacion.entrenar_modelo"
 #: A deployment run's bound (it was 600 s): on a shared 2-core machine at load averages of
@@ -81,6 +93,8 @@ class Step:
             "retry_started_after_kill_s",
             "training_tries",
             "new_versions",
+            "served",
+            "rollback",
             "live_rows_sent",
         ):
             if key in self.facts:
@@ -105,23 +119,30 @@ class Step:
 
 # -- data ----------------------------------------------------------------------------------
 def upload_raw_data(
-    cluster: Cluster, rows: int, seed: int = 7, *, shared_file: bool = False
+    cluster: Cluster,
+    rows: int,
+    seed: int = 7,
+    *,
+    shared_file: bool = False,
+    problem: str = "binary",
+    key: str = RAW_KEY,
 ) -> str:
-    """Generated churn data (the project's generator) as a CSV object in the bucket.
+    """Generated churn data (the project's generator; `problem="regression"`: next year's
+    spend as the label) as a CSV object `pipeline/<key>` in the bucket.
 
     `shared_file` (a diagnosis, never the proof): a read-only file in the cluster folder
     that every worker can read, to exercise the stages after the raw data's download when
     the remote download itself is what fails."""
     from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
 
-    body = generate_churn_frame(rows, seed=seed).to_csv(index=False).encode()
+    body = generate_churn_frame(rows, seed=seed, problem=problem).to_csv(index=False).encode()
     if shared_file:
         path = cluster.root / "shared" / "customer_churn.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(body)
         path.chmod(0o444)
         return str(path)
-    return cluster.s3.put(f"pipeline/{RAW_KEY}", body)
+    return cluster.s3.put(f"pipeline/{key}", body)
 
 
 def deployment_conf(data_uri: str, candidates: list[dict]) -> dict:
@@ -229,15 +250,18 @@ def _failed_tasks(cluster: Cluster, dag_id: str, run_id: str, tis: list[dict]) -
     return out
 
 
-def _run(cluster: Cluster, step: Step, dag_id: str, conf: dict, timeout: float) -> list[dict]:
+def _run(
+    cluster: Cluster, step: Step, dag_id: str, conf: dict, timeout: float, expect: str = "success"
+) -> list[dict]:
+    """Trigger the run, wait for its end; a problem when it did not end `expect`."""
     started = time.monotonic()
     cluster.trigger(dag_id, step.run_id, conf)
     step.state = cluster.wait_run(dag_id, step.run_id, timeout=timeout)
     step.seconds = time.monotonic() - started
     tis = cluster.task_instances(dag_id, step.run_id)
     step.facts["task_instances"] = tis
-    if step.state != "success":
-        step.problems.append(f"{dag_id} run {step.run_id} ended {step.state}")
+    if step.state != expect:
+        step.problems.append(f"{dag_id} run {step.run_id} ended {step.state}, not {expect}")
         step.problems += _failed_tasks(cluster, dag_id, step.run_id, tis)
     return tis
 
@@ -395,13 +419,117 @@ def batch_score(
     return step
 
 
-def kill_during_training(
+# -- two models in one API service (issue 23) -----------------------------------------------
+#: The second problem deployed next to the churn model, into the same model API service:
+#: next year's spend (a regressor), small and one quick candidate.
+SECOND_MODEL = "cluster_spend"
+SECOND_KEY = "incoming/cluster/customer_spend.csv"
+SECOND_ROWS = 600
+SECOND_CANDIDATES = [{"name": "ridge_a1", "estimator": "ridge", "params": {"alpha": 1.0}}]
+REGISTER_TASK = "entrenamiento_evaluacion.registrar_mlflow"
+SMOKE_TASK = "despliegue_modelo.pruebas_api"
+ROLLBACK_TASK = "despliegue_modelo.revertir_despliegue"
+
+
+def served_models(cluster: Cluster) -> dict[str, str | None]:
+    """The model API service's models and the version each serves (`GET /models`)."""
+    return {
+        m["name"]: None if m["model_version"] is None else str(m["model_version"])
+        for m in cluster.api.get("/models")["models"]
+    }
+
+
+def deploy_second_model(
     cluster: Cluster, data_uri: str, timeout: float = RUN_TIMEOUT_SECONDS
 ) -> Step:
+    """A deployment run of another problem under its own `model_name` (`SECOND_MODEL`):
+    it must succeed, and the API service must then serve it next to what it served
+    before, each of those on the version it had."""
+    from include.ml_pipeline.data_preparation.sample_data import REGRESSION_TARGET
+
+    step = Step("second model", run_id="cluster_deploy_second_model")
+    before = served_models(cluster)
+    conf = {
+        **deployment_conf(data_uri, SECOND_CANDIDATES),
+        "target": REGRESSION_TARGET,
+        "model_name": SECOND_MODEL,
+    }
+    _run(cluster, step, DEPLOYMENT_DAG_ID, conf, timeout)
+    champion = cluster.mlflow.alias_version(SECOND_MODEL, "champion")
+    served = served_models(cluster)
+    step.facts.update(served_before=before, champion=champion, served=served)
+    if champion is None:
+        step.problems.append(f"no version of {SECOND_MODEL} has the alias champion")
+    expected = {**before, SECOND_MODEL: None if champion is None else str(champion)}
+    if served != expected:
+        step.problems.append(
+            f"the model API serves {served}, not {expected}: the models it served before "
+            f"must stay as they were and {SECOND_MODEL} must serve its champion"
+        )
+    _judge_storage(cluster, step, DEPLOYMENT_DAG_ID, need=("splits",), data_uri=data_uri)
+    return step
+
+
+#: A deployment run's Params that make it pass its gate and be deployed, then fail its
+#: smoke test (a p95 budget nobody meets): `revertir_despliegue` rolls it back.
+ROLLBACK_CONF = {"latency_p95_budget_ms": 0.0001, "tolerance": 0.5}
+
+
+def _judge_rollback(
+    cluster: Cluster, step: Step, champion_before: str | None, served_before: dict
+) -> None:
+    """The run with `ROLLBACK_CONF` failed its smoke test and was rolled back: the
+    champion is the version before the run again, and the API service serves every model
+    as before the run (another model untouched)."""
+    name = cluster.model_name
+    states = {ti["task_id"]: ti["state"] for ti in step.facts["task_instances"]}
+    xcoms = cluster.xcoms(DEPLOYMENT_DAG_ID, step.run_id)
+    registered = xcoms.get(f"{REGISTER_TASK}:return_value") or {}
+    rollback = xcoms.get(f"{ROLLBACK_TASK}:{ROLLBACK_XCOM_KEY}")
+    champion = cluster.mlflow.alias_version(name, "champion")
+    served = served_models(cluster)
+    step.facts.update(
+        champion_before=champion_before,
+        rolled_back_version=registered.get("version"),
+        champion=champion,
+        rollback=rollback,
+        served_before=served_before,
+        served=served,
+    )
+    for task_id in (SMOKE_TASK, ROLLBACK_TASK):
+        if states.get(task_id) != "failed":
+            step.problems.append(f"{task_id} ended {states.get(task_id)}, not failed")
+    if not isinstance(rollback, dict) or not rollback.get("rolled_back"):
+        step.problems.append(f"{ROLLBACK_TASK} rolled nothing back: {rollback!r}")
+    if str(champion) != str(champion_before) or str(registered.get("version")) == str(champion):
+        step.problems.append(
+            f"{name}'s champion is v{champion} after the rollback of "
+            f"v{registered.get('version')}, not v{champion_before} as before the run"
+        )
+    if served != served_before:
+        step.problems.append(
+            f"the model API serves {served} after the rollback, not {served_before}"
+        )
+
+
+def kill_during_training(
+    cluster: Cluster,
+    data_uri: str,
+    timeout: float = RUN_TIMEOUT_SECONDS,
+    *,
+    roll_back: bool = False,
+) -> Step:
+    """`roll_back`: the run also fails its smoke test once deployed (`ROLLBACK_CONF`) and
+    must be rolled back (`_judge_rollback`): the run that proves a lost worker's retry also
+    proves the rollback of one model in the API service, no extra run."""
     step = Step("kill", run_id="cluster_deploy_kill")
     versions_before = {v["version"] for v in cluster.mlflow.model_versions(cluster.model_name)}
+    champion_before = cluster.mlflow.alias_version(cluster.model_name, "champion")
+    served_before = served_models(cluster) if roll_back else {}
+    conf = deployment_conf(data_uri, SLOW_CANDIDATES) | (ROLLBACK_CONF if roll_back else {})
+    expect = "failed" if roll_back else "success"
     started = time.monotonic()
-    cluster.trigger(DEPLOYMENT_DAG_ID, step.run_id, deployment_conf(data_uri, SLOW_CANDIDATES))
+    cluster.trigger(DEPLOYMENT_DAG_ID, step.run_id, conf)
     seen: dict = {}
 
     def training_running() -> bool:
@@ -435,8 +563,10 @@ def kill_during_training(
     step.seconds = time.monotonic() - started
     tis = cluster.task_instances(DEPLOYMENT_DAG_ID, step.run_id)
     step.facts["task_instances"] = tis
-    if step.state != "success":
-        step.problems.append(f"{DEPLOYMENT_DAG_ID} run {step.run_id} ended {step.state}")
+    if step.state != expect:
+        step.problems.append(
+            f"{DEPLOYMENT_DAG_ID} run {step.run_id} ended {step.state}, not {expect}"
+        )
         step.problems += _failed_tasks(cluster, DEPLOYMENT_DAG_ID, step.run_id, tis)
     train = [ti for ti in tis if ti["task_id"] == TRAIN_TASK]
     history = [
@@ -471,6 +601,8 @@ def kill_during_training(
             f"{len(new)} new model versions after the run, not exactly one: "
             f"{[v['version'] for v in new]}"
         )
+    if roll_back:
+        _judge_rollback(cluster, step, champion_before, served_before)
     _judge_storage(cluster, step, DEPLOYMENT_DAG_ID, need=("splits",), data_uri=data_uri)
     return step
 

@@ -16,7 +16,9 @@ import pytest
 
 from devtools.cluster import backends, scenario
 from devtools.cluster.cluster import WORKER_NAMES, Cluster
+from include.ml_pipeline.data_preparation.sample_data import REGRESSION_TARGET, TARGET
 from tests.support.system import need_system_package
+from tests.support.traffic import TrafficClient, sample_records
 
 # A whole cluster and three DAG runs: about 8 minutes on a quiet 2-core machine (2.11), much
 # more when the machine is shared (Airflow 3, 2026-12-03: 20.5 min at load average 20-25,
@@ -84,7 +86,67 @@ def test_batch_parts_are_scored_on_both_workers_from_the_bucket(cluster, deploye
     assert not step.problems, _explain(cluster, step)
 
 
-def test_killed_worker_training_is_retried_on_the_other(cluster, data_uri, deployed):
-    step = scenario.kill_during_training(cluster, data_uri)
+@pytest.fixture(scope="module")
+def two_models(cluster, deployed):
+    """Issue 23 in service mode: next year's spend, another problem, deployed under its
+    own name into the model API service after the churn model (`deployed`); a client of
+    each model sending from before that run (churn: the bare `/invocations`, the service's
+    default model) or from its end (spend: `/models/<name>/invocations`) until the
+    module's last test, the kill run, is over (stopped there, or at teardown)."""
+    spend_uri = scenario.upload_raw_data(
+        cluster, scenario.SECOND_ROWS, seed=22, problem="regression", key=scenario.SECOND_KEY
+    )
+    clients = {
+        "churn": TrafficClient(cluster.api.url, sample_records("binary", TARGET), interval=0.1),
+        "spend": TrafficClient(
+            cluster.api.url,
+            sample_records("regression", REGRESSION_TARGET),
+            f"/models/{scenario.SECOND_MODEL}/invocations",
+            interval=0.1,
+        ),
+    }
+    clients["churn"].start()
+    try:
+        step = scenario.deploy_second_model(cluster, spend_uri)
+        if step.state == "success":
+            clients["spend"].start()
+        yield step, clients
+    finally:
+        for client in clients.values():
+            if client.ident:
+                client.stop()
+
+
+def _no_client_failed(clients: dict[str, TrafficClient]) -> str:
+    """'' when every request of every client got a 2xx, else what failed."""
+    return "; ".join(
+        f"{name} ({client.path}): {len(client.failures())} of {len(client.outcomes)} "
+        f"requests failed, e.g. {client.failures()[:3]}"
+        for name, client in clients.items()
+        if client.failures()
+    )
+
+
+def test_second_model_served_beside_the_first_no_client_fails(cluster, two_models):
+    step, clients = two_models
+    assert step.state == "success", _explain(cluster, step)
+    assert not step.problems, _explain(cluster, step)
+    assert not _no_client_failed(clients), _no_client_failed(clients)
+
+
+def test_killed_worker_training_is_retried_on_the_other(cluster, data_uri, deployed, two_models):
+    """Last in the module: it SIGKILLs a worker and leaves the cluster with one. Its run
+    also fails its smoke test once deployed (issue 23: the rollback of one model in the
+    API service): the churn champion back on the version before, the spend model
+    untouched, and neither client saw a non-2xx through the second deployment, the
+    lost worker and the rollback."""
+    step = scenario.kill_during_training(cluster, data_uri, roll_back=True)
+    _, clients = two_models
+    outcomes = {name: client.stop() for name, client in clients.items() if client.ident}
+    print({name: f"{len(o)} requests" for name, o in outcomes.items()})
     assert step.facts["survivor"] != step.facts["victim"]
     assert not step.problems, _explain(cluster, step)
+    assert not _no_client_failed(clients), _no_client_failed(clients)
+    assert {name: len(o) > 20 for name, o in outcomes.items()} == {"churn": True, "spend": True}
+    assert {label for _, label in outcomes["churn"]} <= {"no", "yes"}
+    assert all(isinstance(value, float) for _, value in outcomes["spend"])

@@ -152,3 +152,42 @@ def test_stop_ends_airflow_then_its_services_then_the_database_side_by_side(tmp_
     assert set(order[5:9]) == {"api", "mlflow", "s3", "redis"}
     assert order[9] == "postgres"
     assert took < 2.5, f"10 stops of 0.4 s took {took:.1f} s: not side by side"
+
+
+def test_a_rollback_that_kept_the_new_version_or_moved_another_model_is_found():
+    """Issue 23's rollback judge: the failed version still champion, or another model's
+    served version changed by the rollback, is a problem; the rollback done right is not."""
+    from types import SimpleNamespace
+
+    from devtools.cluster.scenario import ROLLBACK_TASK, SMOKE_TASK, Step, _judge_rollback
+
+    def judged(champion: str, served: dict[str, str]) -> list[str]:
+        cluster = SimpleNamespace(
+            model_name="churn",
+            xcoms=lambda dag_id, run_id: {
+                "entrenamiento_evaluacion.registrar_mlflow:return_value": {"version": "3"},
+                f"{ROLLBACK_TASK}:rollback": {"rolled_back": True, "champion": "2"},
+            },
+            mlflow=SimpleNamespace(alias_version=lambda name, alias: champion),
+            api=SimpleNamespace(
+                get=lambda path: {
+                    "models": [{"name": n, "model_version": v} for n, v in served.items()]
+                }
+            ),
+        )
+        tis = [{"task_id": t, "state": "failed"} for t in (SMOKE_TASK, ROLLBACK_TASK)]
+        step = Step("kill", run_id="r", facts={"task_instances": tis})
+        _judge_rollback(cluster, step, "2", {"churn": "2", "spend": "1"})
+        return step.problems
+
+    assert judged("2", {"churn": "2", "spend": "1"}) == []
+    kept_new, moved_other = (
+        judged("3", {"churn": "3", "spend": "1"}),
+        judged("2", {"churn": "2", "spend": None}),
+    )
+    assert len(kept_new) == 2, kept_new  # the champion, and the API serving v3
+    assert "champion is v3 after the rollback of v3, not v2" in kept_new[0]
+    assert moved_other == [
+        "the model API serves {'churn': '2', 'spend': None} after the rollback, "
+        "not {'churn': '2', 'spend': '1'}"
+    ]

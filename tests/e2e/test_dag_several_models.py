@@ -19,10 +19,9 @@ import pytest
 from include.ml_pipeline.data_preparation.sample_data import (
     REGRESSION_TARGET,
     TARGET,
-    generate_churn_frame,
     write_dataset,
 )
-from tests.support.traffic import TrafficClient
+from tests.support.traffic import TrafficClient, sample_records
 
 pytestmark = pytest.mark.e2e
 
@@ -30,14 +29,6 @@ CHURN = "several_churn"
 SPEND = "several_spend"
 LOGREG = {"name": "logreg_c1", "estimator": "logistic_regression", "params": {"C": 1.0}}
 RIDGE = {"name": "ridge_a1", "estimator": "ridge", "params": {"alpha": 1.0}}
-
-
-def _records(problem: str, target: str) -> list[dict]:
-    frame = generate_churn_frame(40, seed=3, problem=problem).drop(columns=[target])
-    return [
-        {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
-        for row in frame.to_dict("records")
-    ]
 
 
 def _served(url: str) -> dict[str, str | None]:
@@ -62,7 +53,7 @@ def test_two_models_deployed_one_after_the_other_and_a_rollback_of_one(
     assert first.state == "success", first.log[-3000:]
     churn_v1 = first.result("entrenamiento_evaluacion.registrar_mlflow")["version"]
 
-    churn_client = TrafficClient(api_url, _records("binary", TARGET))
+    churn_client = TrafficClient(api_url, sample_records("binary", TARGET))
     churn_client.start()
     spend_client = None
     try:
@@ -81,7 +72,7 @@ def test_two_models_deployed_one_after_the_other_and_a_rollback_of_one(
         assert httpx.get(api_url + "/version").json()["model_name"] == CHURN  # the default
 
         spend_client = TrafficClient(
-            api_url, _records("regression", REGRESSION_TARGET), f"/models/{SPEND}/invocations"
+            api_url, sample_records("regression", REGRESSION_TARGET), f"/models/{SPEND}/invocations"
         )
         spend_client.start()
         third = run_dag({**churn_conf, "latency_p95_budget_ms": 0.0001, "seed": 7})

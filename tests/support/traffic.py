@@ -8,6 +8,18 @@ import threading
 import httpx
 
 
+def sample_records(problem: str, target: str, rows: int = 40, seed: int = 3) -> list[dict]:
+    """`rows` generated customers of `problem` (the project's generator) without `target`,
+    as JSON records (NaN as null): what a client of that model sends."""
+    from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
+
+    frame = generate_churn_frame(rows, seed=seed, problem=problem).drop(columns=[target])
+    return [
+        {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+        for row in frame.to_dict("records")
+    ]
+
+
 class TrafficClient(threading.Thread):
     """POSTs one record at a time (`dataframe_records`, the records in turn) to `path` every
     `interval` seconds and keeps every outcome: (status or the transport error, the first
