@@ -476,7 +476,7 @@ def summarise(dag_run, tasks: dict, conf: dict, log_path: Path, seconds: float, 
             "predict_path": (manifest.get("serving") or {}).get("predict_path"),
             # why a model is not on a compiled path (an estimator the compiler does not know)
             "fallback_reason": (manifest.get("serving") or {}).get("fallback_reason"),
-            # the challenger on the champion's newest live requests (release/replay.py)
+            # the challenger on the champion's newest live requests (deployment/replay.py)
             "replay": manifest.get("replay"),
             "smoke_latency_ms": smoke.get("latency"),
             "rollback": rollback,

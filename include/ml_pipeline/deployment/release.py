@@ -3,7 +3,7 @@
 The compiled fast path is verified against the scikit-learn pipeline at load and stored as
 the version's serving artifact (`serving/loading/artifact.py`: the API then starts without
 scikit-learn); the challenger is replayed on the champion's newest live requests
-(`release/replay.py`: agreement and shifts, recorded as the manifest's `replay`; evidence,
+(`deployment/replay.py`: agreement and shifts, recorded as the manifest's `replay`; evidence,
 never a veto); only then does `champion` move (the old one stays `previous_champion`) and
 the manifest is written under the storage root (`manifest_uri`). A failure before the
 promotion leaves `champion` where it was.
@@ -24,12 +24,12 @@ def prepare_release(
     settings: Settings, decided: DecidedModel, *, airflow: dict[str, Any]
 ) -> Release:
     """Verify the challenger as served, promote it to champion, write the manifest."""
+    from include.ml_pipeline.deployment.replay import replay_live_traffic
     from include.ml_pipeline.registry.registry import (
         describe_version,
         get_alias_version,
         promote_to_champion,
     )
-    from include.ml_pipeline.release.replay import replay_live_traffic
     from include.ml_pipeline.serving.loading.artifact import publish_served
     from include.ml_pipeline.serving.loading.load import load_served_model
 

@@ -284,7 +284,7 @@ def decide(evidence: Evidence, look: int, policy: DecisionPolicy | None = None) 
 def answer_checks(evidence: Evidence, policy: DecisionPolicy | None = None) -> list[Check]:
     """The checks that read only the two arms' answers (agreement, then the per-class or
     per-range shifts), at the policy's whole alpha: one look, e.g. a replay of logged
-    requests before the challenger sees a live one (`release/replay.py`)."""
+    requests before the challenger sees a live one (`deployment/replay.py`)."""
     policy = policy or DecisionPolicy()
     return [_agreement(evidence, policy, policy.alpha), *_shifts(evidence, policy, policy.alpha)]
 

@@ -1,5 +1,5 @@
 """Replay: the challenger on the champion's logged live requests, before it sees one
-(`include/ml_pipeline/release/replay.py`), on a real inference log written the way the
+(`include/ml_pipeline/deployment/replay.py`), on a real inference log written the way the
 model API writes it."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import time
 import pytest
 
 from include.ml_pipeline import storage
+from include.ml_pipeline.deployment.replay import replay_live_traffic
 from include.ml_pipeline.inference_records import encode_line, object_uri
-from include.ml_pipeline.release.replay import replay_live_traffic
 from include.ml_pipeline.serving.batch import batch_from_frame
 from include.ml_pipeline.serving.loading.served import build_served_model
 from tests.support.models import fit_pipeline, training_frame
