@@ -93,14 +93,16 @@ def start_parent_run(
         return found[0].info.run_id
     all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
     all_tags.update({AIRFLOW_RUN_TAG: airflow_run_id, ROLE_TAG: "parent"})
+    asked = time.monotonic()
     run = client.create_run(
         experiment_id, tags=all_tags, run_name=run_name or f"airflow-{airflow_run_id}"
     )
     # Concurrent callers may each have created one: the oldest (start time, then id) wins
     # and the others delete theirs. A run started just before this one may not be
     # committed yet when this one is: wait out that lag first, or two callers could each
-    # see themselves as the oldest.
-    time.sleep(PARENT_SETTLE_S)
+    # see themselves as the oldest. On a loaded store a commit takes longer: wait at
+    # least three times what this one's took (1.5 s fell short once at load ~5).
+    time.sleep(max(PARENT_SETTLE_S, 3 * (time.monotonic() - asked)))
     oldest = _parent_runs(client, experiment_id, airflow_run_id)[0].info.run_id
     if oldest != run.info.run_id:
         client.delete_run(run.info.run_id)
