@@ -450,12 +450,23 @@ def wait_airflow(
     /health, Airflow 3's api-server /api/v2/monitor/health) until the metadatabase and the
     scheduler are healthy. A container that stopped for good fails it: Airflow 3's one-shot
     db-migration with an exit code other than 0, a service with a restart policy once it was
-    restarted RESTARTS_ALLOWED times (on Airflow 3 the scheduler, DAG processor and API
-    server wait for db-migration's migrations and exit when that takes longer than
-    [database] migration_wait_timeout; restart: unless-stopped starts them again)."""
+    restarted RESTARTS_ALLOWED times once db-migration has ended (on Airflow 3 the scheduler,
+    DAG processor and API server wait for db-migration's migrations and exit when that takes
+    longer than [database] migration_wait_timeout; restart: unless-stopped starts them
+    again, so restarts during the migration are expected)."""
     started = time.monotonic()
     watched = ["postgres", *airflow_services(project, image)]
     while time.monotonic() - started < timeout:
+        # while Airflow 3's one-shot db-migration runs, the services waiting for it restart
+        # by design (every ~8 s): their restarts count only once it has ended (a slow
+        # migration on a loaded machine took more than 5 of them)
+        migrating = "db-migration" in project.config["services"] and engine.output(
+            "inspect",
+            "--format",
+            "{{.State.Status}}",
+            project.container("db-migration"),
+            check=False,
+        ).strip() not in ("exited", "stopped", "")
         for service in watched:
             state = engine.output(
                 "inspect",
@@ -468,7 +479,7 @@ def wait_airflow(
             one_shot = not project.config["services"][service].get("restart")
             stopped = status in ("exited", "stopped")
             if (one_shot and stopped and code != "0") or (
-                not one_shot and int(restarts or 0) >= RESTARTS_ALLOWED
+                not one_shot and not migrating and int(restarts or 0) >= RESTARTS_ALLOWED
             ):
                 raise EngineError(f"{service} stopped ({state}):\n{project.logs(service, 60)}")
         try:
