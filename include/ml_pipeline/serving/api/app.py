@@ -144,6 +144,7 @@ def _lifespan(state: ServiceState, load_on_startup: bool):
             if task is not None and not task.done():
                 task.cancel()
             await state.shadow.stop()
+            state.close_models()
             await asyncio.to_thread(state.logger.close, 5.0)
 
     return lifespan

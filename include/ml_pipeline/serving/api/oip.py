@@ -251,7 +251,7 @@ class OpenInference:
             payload = load_json(await routes.read_body(request))
             batch = self.batch(served, payload)
             headers = routes.ignored(batch, served, ENDPOINT)
-            result = routes.predict(served, batch)
+            result = await routes.predict_async(served, batch)
             wanted = self._wanted(payload, served)
         except RequestError as exc:
             routes.fail(ENDPOINT, started, exc, name)

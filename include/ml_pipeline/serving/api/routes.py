@@ -9,6 +9,7 @@ served models."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
@@ -52,6 +53,7 @@ _ERROR_CODES = {
     422: "BAD_REQUEST",
     502: "INTERNAL_ERROR",
     503: "TEMPORARILY_UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
     500: "INTERNAL_ERROR",
 }
 _MARKED = frozenset(TRAFFIC_KINDS) - {LIVE_TRAFFIC}
@@ -251,10 +253,19 @@ class Routes:
         self.state.metrics.ignored_columns.labels(endpoint, served.name).inc()
         return {IGNORED_COLUMNS_HEADER: ignored_header(names)}
 
+    async def predict_async(self, served, batch):
+        """`predict`, off the event loop when the predictor waits on another process (a
+        model served by an isolated worker: `loading/worker.py`)."""
+        if getattr(served.predictor, "blocking", False):
+            return await asyncio.to_thread(self.predict, served, batch)
+        return self.predict(served, batch)
+
     def predict(self, served, batch):
         """The fast path's prediction, else (it raised) the sklearn pipeline's."""
         try:
             return served.predictor.predict(batch)
+        except RequestError:
+            raise  # the isolated worker could not answer: its own 5xx
         except Exception as exc:
             if served.predictor is served.reference:
                 raise RequestError(
@@ -315,7 +326,7 @@ class Routes:
                 routed = self.route(experiment, served, batch, request, rid, parse, endpoint)
                 if routed is not None:
                     return routed(started, headers)
-            result = self.predict(served, batch)
+            result = await self.predict_async(served, batch)
         except RequestError as exc:
             return self.fail(endpoint, started, exc, slot.name)
         extra: dict[str, Any] = {"request_id": rid, "arm": CHAMPION}

@@ -37,6 +37,7 @@ from include.ml_pipeline.serving.api.inference_log import InferenceLogger
 from include.ml_pipeline.serving.api.labels import LabelDesk
 from include.ml_pipeline.serving.api.metrics import ApiMetrics
 from include.ml_pipeline.serving.api.settings import ServingSettings
+from include.ml_pipeline.serving.loading.worker import close_predictor
 
 log = logging.getLogger("ml_pipeline.serving")
 
@@ -117,7 +118,9 @@ class ModelSlot:
         return self._loader()
 
     def swap(self, served) -> None:
-        self.model = served  # a single reference assignment: atomic for readers
+        old, self.model = self.model, served  # a single reference assignment: atomic for readers
+        if old is not served:
+            close_predictor(old)  # the replaced version's isolated worker, if it has one
         # Move the long-lived objects (libraries, model) out of the collector's view so
         # full collections during requests stay short (fewer latency spikes). No
         # gc.collect() first: on the event loop it would pause every other model's requests.
@@ -152,6 +155,7 @@ class ModelSlot:
             if if_version is not None and (old is None or str(old.version) != if_version):
                 return False
             self.model = None
+            close_predictor(old)
             self.last_load_error = reason
             if self.primary:
                 self._metrics.model_unloaded(self.name)
@@ -316,7 +320,9 @@ class ServiceState:
         )
         await challenger.reload()
         experiment = Experiment(config, challenger)
-        slot.experiment = experiment  # one reference: the next request sees it
+        replaced, slot.experiment = slot.experiment, experiment  # the next request sees it
+        if replaced is not None:
+            close_predictor(replaced.challenger.model)
         self.metrics.breaker_open.labels(name).set(0)
         if persist and self.settings.experiments_file:
             write_experiment(self.settings.experiments_file, name, config)
@@ -329,7 +335,16 @@ class ServiceState:
         experiment = slot.experiment if slot is not None else None
         if slot is not None:
             slot.experiment = None
+            if experiment is not None:
+                close_predictor(experiment.challenger.model)
             self.metrics.breaker_open.labels(name).set(0)
         if self.settings.experiments_file:
             write_experiment(self.settings.experiments_file, name, None)
         return experiment
+
+    def close_models(self) -> None:
+        """At shutdown: stop every isolated worker (champions and challengers)."""
+        for slot in list(self.slots.values()):
+            close_predictor(slot.model, wait=True)
+            if slot.experiment is not None:
+                close_predictor(slot.experiment.challenger.model, wait=True)

@@ -5,9 +5,10 @@ short-lived child process, so scikit-learn never enters the server process:
 
 It imports scikit-learn as soon as it starts (while `fetch` resolves the alias in
 parallel), reads `fetch`'s JSON from stdin, and pickles to OUT_PATH the predictor (numpy +
-onnxruntime objects only, or the sklearn pipeline when it had to fall back), its
-verification record, a warm-up batch and, when the version has a serving artifact, whether
-the artifact's predictor reproduces the pipeline (`artifact_check`). On failure it prints
+onnxruntime objects only; None when it had to fall back to the scikit-learn pipeline: the
+API then serves the pipeline from an isolated worker, `worker.py`), its verification
+record, a warm-up batch and, when the version has a serving artifact, whether the
+artifact's predictor reproduces the pipeline (`artifact_check`). On failure it prints
 `COMPILE_RESULT {"error": ...}` and exits 1.
 """
 
@@ -87,7 +88,9 @@ def compile_model(info: dict[str, Any], max_rows: int, force_sklearn: bool) -> d
     sample = verification_batch(pipeline, list(spec.numeric), list(spec.categorical))
     return {
         "artifact_check": _check_artifact(info.get("serving_artifact"), pipeline, sample),
-        "predictor": served.predictor,
+        # None on the scikit-learn path: the API serves the pipeline from an isolated
+        # worker (`worker.py`) and must not unpickle it, nor import the model's code
+        "predictor": None if served.predictor is served.reference else served.predictor,
         "classes": served.classes,
         "predict_path": served.predict_path,
         "fallback_reason": served.fallback_reason,

@@ -32,22 +32,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline.serving.loading.fetch import ModelLoadError, fetch
+from include.ml_pipeline.serving.loading.worker import ROOT, child_env, isolated_reason
 
 if TYPE_CHECKING:  # pragma: no cover
     from include.ml_pipeline.serving.loading.served import ServedModel
 
-ROOT = Path(__file__).resolve().parents[4]
 TIMEOUT_S = 900.0
 log = logging.getLogger("ml_pipeline.serving")
-
-
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    path = env.get("PYTHONPATH", "")
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + path if path else "")
-    env.setdefault("OMP_NUM_THREADS", "1")
-    env.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
-    return env
 
 
 def _marked(output: bytes, marker: str) -> dict[str, Any] | None:
@@ -94,7 +85,7 @@ class PendingLoad:
         self.started = time.perf_counter()
         self.folder = Path(tempfile.mkdtemp(prefix="model-api-load-"))
         self.out = self.folder / "predictor.pkl"
-        env = _child_env()
+        env = child_env()
         self.compile = subprocess.Popen(
             [
                 sys.executable,
@@ -155,18 +146,37 @@ class PendingLoad:
             compiled = self._compiled(info)
         finally:
             self.cancel()
-        predictor = compiled["predictor"]
-        fallback = compiled["fallback_reason"] is not None or compiled["predict_path"] == "sklearn"
+        if compiled["predictor"] is None:  # the compiler does not know this model
+            predictor = self._isolated(info)
+            return self._served(
+                info,
+                predictor,
+                predictor.classes,
+                predictor.path,
+                isolated_reason(compiled["fallback_reason"]),
+                compiled["verification"],
+                predictor,
+                compiled["warmup"],
+            )
         return self._served(
             info,
-            predictor,
+            compiled["predictor"],
             compiled["classes"],
             compiled["predict_path"],
             compiled["fallback_reason"],
             compiled["verification"],
-            predictor if fallback else LazySklearnPredictor(info),
+            LazySklearnPredictor(info),
             compiled["warmup"],
         )
+
+    def _isolated(self, info: dict[str, Any]):
+        """The pipeline in a worker process of its own (started now, loaded, answering)."""
+        from include.ml_pipeline.serving.loading.worker import IsolatedPredictor, WorkerStartError
+
+        try:
+            return IsolatedPredictor(info)
+        except WorkerStartError as exc:
+            raise ModelLoadError(f"cannot load models:/{self.name}@{self.alias}: {exc}") from exc
 
     def _fetched(self) -> dict[str, Any]:
         try:
@@ -275,8 +285,16 @@ class PendingLoad:
             served.version,
             problem,
         )
-        served.predictor = compiled["predictor"]  # one reference: atomic for requests
-        served.predict_path = compiled["predict_path"]
+        predictor, path = compiled["predictor"], compiled["predict_path"]
+        if predictor is None:
+            try:
+                predictor = self._isolated(info)
+            except ModelLoadError as exc:
+                served.verification["load_check"] = f"failed: {problem}; {exc}"
+                return
+            path = predictor.path
+        served.predictor = predictor  # one reference: atomic for requests
+        served.predict_path = path
         served.fallback_reason = f"serving artifact rejected at load: {problem}"
         served.verification.update(
             load_check=f"failed: {problem}", passed=compiled["fallback_reason"] is None

@@ -52,7 +52,9 @@ class ServedModel:
     contract: dict[str, Any] | None = None
 
     def info(self) -> dict[str, Any]:
-        """The `GET /model` document."""
+        """The `GET /model` document (with `worker` when an isolated worker predicts)."""
+        describe = getattr(self.predictor, "describe", None)
+        worker = {"worker": describe()} if describe is not None else {}
         return {
             "name": self.name,
             "version": self.version,
@@ -69,6 +71,7 @@ class ServedModel:
             "verification": self.verification,
             "loaded_at": self.loaded_at,
             "load_seconds": round(self.load_seconds, 3),
+            **worker,
         }
 
 
