@@ -32,6 +32,7 @@ def prepare_release(
     )
     from include.ml_pipeline.serving.loading.artifact import publish_served
     from include.ml_pipeline.serving.loading.load import load_served_model
+    from include.ml_pipeline.serving.loading.worker import api_path
 
     name, version = decided.registered.model_name, decided.registered.version
     served = load_served_model(settings.mlflow_tracking_uri, name, CHALLENGER)
@@ -49,6 +50,8 @@ def prepare_release(
     )
     promotion = promote_to_champion(name, version, tracking_uri=settings.mlflow_tracking_uri)
     info = describe_version(name, version, tracking_uri=settings.mlflow_tracking_uri)
+    # as the model API serves it (the scikit-learn path runs in an isolated worker there)
+    path, reason = api_path(served.predict_path, served.fallback_reason)
     manifest = {
         "model_name": name,
         "version": str(version),
@@ -64,8 +67,8 @@ def prepare_release(
             "classes": [c.item() if hasattr(c, "item") else c for c in served.classes],
         },
         "serving": {
-            "predict_path": served.predict_path,
-            "fallback_reason": served.fallback_reason,
+            "predict_path": path,
+            "fallback_reason": reason,
             "verified_against_pipeline": True,
             "serving_artifact": artifact,
         },

@@ -231,3 +231,12 @@ def test_no_worker_outlives_the_api_stopped_or_killed(store, tmp_path):
     os.kill(started.pid, signal.SIGKILL)  # no shutdown code runs
     assert _gone(pid, 5.0), f"worker {pid} outlived the killed API"
     api_process.stop_api(home=home)
+
+
+def test_the_release_manifest_names_the_path_the_api_serves():
+    from include.ml_pipeline.serving.loading.worker import api_path
+
+    path, reason = api_path("sklearn", "unsupported pipeline: model is not a two-step Pipeline")
+    assert path == "sklearn-isolated"
+    assert reason.startswith("unsupported pipeline: model is not a two-step Pipeline; served by")
+    assert api_path("compiled:onnx-hgb", None) == ("compiled:onnx-hgb", None)

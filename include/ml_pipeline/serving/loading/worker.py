@@ -76,6 +76,14 @@ def isolated_reason(fallback_reason: str | None) -> str:
     return f"{why}; served by its scikit-learn pipeline in an isolated worker process"
 
 
+def api_path(predict_path: str, fallback_reason: str | None) -> tuple[str, str | None]:
+    """The path and reason the model API serves a model with, from how it loaded in a
+    process of its own (the release step): there the scikit-learn path is isolated."""
+    if predict_path == "sklearn":
+        return ISOLATED_PATH, isolated_reason(fallback_reason)
+    return predict_path, fallback_reason
+
+
 class WorkerFailure(RequestError):
     """The worker could not answer (it died, timed out or cannot start): a 5xx."""
 
