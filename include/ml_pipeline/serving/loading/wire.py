@@ -6,9 +6,10 @@ matrix and its lists of `str | None`), `("stop",)`. Replies: `("ready", classes,
 `("ok", labels, proba)`, `("error", message)` (the model refused the input; the worker
 keeps serving).
 
-Why pickle 5 and not Arrow IPC (`benchmarks/bench_worker.py`, encode + decode of one
-request and its reply): pickle 5 is faster at 1 and at 1,000 rows on the churn shape, and
-the server then needs no pyarrow (see that benchmark's numbers in its docstring). Both
+Why pickle 5 and not Arrow IPC (`benchmarks/bench_worker.py`: encode + decode of one
+request of the churn shape and its reply, median of 300): 28 us against 286 us at 1 row,
+543 us against 669 us at 1,000 rows (2026-12-04, busy 2-core machine); and the API
+process then needs no pyarrow. Both
 ends are our own processes, started from the same code, so pickle's trust boundary is the
 one the model file already has (`MLFLOW_ALLOW_PICKLE_DESERIALIZATION`).
 """
