@@ -219,18 +219,13 @@ def test_hanging_prediction_times_out_while_other_models_answer(api, store):
     assert _worker(api.url, SLEEPY)["restarts"] == 1
 
 
-def test_no_worker_outlives_the_api_stopped_or_killed(store, tmp_path):
-    home = tmp_path / "home"
-    started = _start(store, home, CUSTOM)
-    pid = httpx.get(f"{started.url}/model").json()["worker"]["pid"]
-    api_process.stop_api(home=home)  # SIGTERM: the API stops its workers on the way out
-    assert _gone(pid, 5.0), f"worker {pid} still runs after the API stopped"
+def test_unloading_a_model_stops_its_worker(api):
+    from include.ml_pipeline.deployment import api_client
 
-    started = _start(store, home, CUSTOM)
-    pid = httpx.get(f"{started.url}/model").json()["worker"]["pid"]
-    os.kill(started.pid, signal.SIGKILL)  # no shutdown code runs
-    assert _gone(pid, 5.0), f"worker {pid} outlived the killed API"
-    api_process.stop_api(home=home)
+    pid = _worker(api.url, SLEEPY)["pid"]
+    api_client.unload_model(api.url, ADMIN_TOKEN, model_name=SLEEPY)
+    assert _gone(pid, 10.0), f"worker {pid} still runs after {SLEEPY} was unloaded"
+    assert httpx.get(f"{api.url}/models/{CUSTOM}/ready").status_code == 200  # untouched
 
 
 def test_the_release_manifest_names_the_path_the_api_serves():
@@ -240,3 +235,17 @@ def test_the_release_manifest_names_the_path_the_api_serves():
     assert path == "sklearn-isolated"
     assert reason.startswith("unsupported pipeline: model is not a two-step Pipeline; served by")
     assert api_path("compiled:onnx-hgb", None) == ("compiled:onnx-hgb", None)
+
+
+def test_a_stopped_api_leaves_no_worker(store, tmp_path):
+    started = _start(store, tmp_path / "home", CUSTOM)
+    pid = httpx.get(f"{started.url}/model").json()["worker"]["pid"]
+    api_process.stop_api(home=tmp_path / "home")  # SIGTERM: it stops its workers on the way out
+    assert _gone(pid, 5.0), f"worker {pid} still runs after the API stopped"
+
+
+def test_a_killed_api_leaves_no_worker(api):
+    """Last: it kills the module's API (no shutdown code runs)."""
+    pid = _worker(api.url, CUSTOM)["pid"]
+    os.kill(api.pid, signal.SIGKILL)
+    assert _gone(pid, 5.0), f"worker {pid} outlived the killed API"
