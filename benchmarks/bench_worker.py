@@ -6,7 +6,8 @@
    and its reply (labels + class probabilities), encoded and decoded, at 1 and 1,000 rows:
    pickle protocol 5 (`loading/wire.py`) against Arrow IPC (a record batch per message,
    `pyarrow.ipc` stream). Median microseconds of `--repeat` round trips.
-2. Per-request overhead: the custom-estimator example (`include/custom_models/
+2. The floor: a 1-row request's round trip to a process that only echoes it.
+3. Per-request overhead: the custom-estimator example (`include/custom_models/
    ratio_features.py`, 50 rounds) predicting a batch in this process (`SklearnPredictor`,
    what the API did before) against the same pipeline in an isolated worker
    (`IsolatedPredictor`: send, predict in the child, receive), at 1 and 1,000 rows. Median
@@ -102,6 +103,33 @@ def wire_formats(repeat: int) -> None:
         print(f"{rows:>6} {p:>10.1f} {a:>10.1f} {a / p:>12.1f}x")
 
 
+def ipc_floor(repeat: int) -> None:
+    """One request of 1 row sent to a process that only echoes it back (`wire` framing):
+    the least a worker can add."""
+    import socket
+
+    from include.ml_pipeline.serving.loading.wire import WorkerGone, receive, send
+
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:  # the echo process
+        ours.close()
+        try:
+            while True:
+                send(theirs, receive(theirs))
+        except (WorkerGone, OSError):
+            os._exit(0)
+    theirs.close()
+    batch = _batch(1)
+    message = ("predict", batch.numeric, batch.categorical)
+    try:
+        floor = _median_us(lambda: (send(ours, message), receive(ours)), repeat * 10)
+    finally:
+        ours.close()
+        os.waitpid(pid, 0)
+    print(f"socket round trip of a 1-row request to an echoing process: {floor:.1f} us (median)")
+
+
 def overhead(repeat: int) -> None:
     from include.custom_models.ratio_features import ratio_boosting_classifier
     from include.ml_pipeline.data_preparation.sample_data import churn_spec, generate_churn_frame
@@ -150,6 +178,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=300)
     args = parser.parse_args()
     wire_formats(args.repeat)
+    ipc_floor(args.repeat)
     overhead(args.repeat)
 
 
