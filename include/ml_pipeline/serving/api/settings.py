@@ -33,6 +33,9 @@
 | MODEL_API_LOG_LEVEL           | info                            | service log level             |
 | MODEL_API_PREDICT_THREADS     | usable cores, at most 2         | onnxruntime threads for a     |
 |                               |                                 | batch of 64+ rows (trees)     |
+| MODEL_API_WORKER_TIMEOUT_     | 30                              | a model served by an isolated |
+| SECONDS                       |                                 | worker (`loading/worker.py`): |
+|                               |                                 | 504 past it, worker restarted |
 
 (*) `tabular_classifier` in an embedded home whose registry already has it
 (`config.default_model_name`).
