@@ -323,7 +323,7 @@ class Routes:
             batch = parse(served)
             headers = self.ignored(batch, served, endpoint) or {}
             if experiment is not None and experiment.active:
-                routed = self.route(experiment, served, batch, request, rid, parse, endpoint)
+                routed = await self.route(experiment, served, batch, request, rid, parse, endpoint)
                 if routed is not None:
                     return routed(started, headers)
             result = await self.predict_async(served, batch)
@@ -345,7 +345,7 @@ class Routes:
         headers[ARM_HEADER] = CHAMPION
         return Response(body, media_type=JSON, headers=headers)
 
-    def route(self, experiment: Experiment, champion, batch, request, rid, parse, endpoint):
+    async def route(self, experiment: Experiment, champion, batch, request, rid, parse, endpoint):
         """A canary request the challenger answers: a callable building its response
         (the champion's answer is computed off the path); None: the champion answers
         (shadow, the champion's share, or the challenger failed: counted, logged, and
@@ -365,7 +365,7 @@ class Routes:
         begun = time.perf_counter()
         try:
             own = parse(challenger)
-            result = self.predict(challenger, own)
+            result = await self.predict_async(challenger, own)
         except Exception as exc:
             self.challenger_failed(experiment, challenger, rid, request, exc, begun, split)
             return None
