@@ -143,6 +143,8 @@ def test_headers_and_log_without_experiment(api, versions):
     assert line.served
     assert made.headers["x-request-id"] in logged
     paths = client.get("/openapi.json").json()["paths"]
+    oip_headers = paths[f"/v2/models/{NAME}/infer"]["post"]["responses"]["200"]["headers"]
+    assert set(oip_headers) == set(paths["/invocations"]["post"]["responses"]["200"]["headers"])
     assert set(paths["/invocations"]["post"]["responses"]["200"]["headers"]) == {
         "X-Ignored-Columns",
         "X-Request-Id",
@@ -236,6 +238,81 @@ def test_canary_split_is_stable_per_key_and_respects_the_share(api, versions):
         a["challenger"].served and not a["champion"].served and a["champion"].model_version == "1"
         for a in served_by_challenger
     )
+
+
+def _oip_body(rows: list[dict], request_id: str) -> dict:
+    """An Open Inference Protocol body: one column tensor per feature."""
+    columns = list(rows[0])
+    return {
+        "id": request_id,
+        "inputs": [
+            {
+                "name": c,
+                "datatype": "FP64" if isinstance(rows[0][c], float | int) else "BYTES",
+                "shape": [len(rows)],
+                "data": [r[c] for r in rows],
+            }
+            for c in columns
+        ],
+    }
+
+
+def test_oip_infer_goes_through_the_experiment(api, versions):
+    """`/v2/models/{name}/infer` is routed like `/invocations`: a canary answers from both
+    arms with the headers and each answer's own version; a shadow logs both answers."""
+    built, rows = versions
+    client = api()
+    path = f"/v2/models/{NAME}/infer"
+    config = {"mode": "canary", "share": 0.5}
+    assert client.put(f"/admin/models/{NAME}/experiment", json=config, headers=AUTH).is_success
+    arms = {}
+    for i in range(30):
+        key = f"oip-customer-{i}"
+        answer = client.post(
+            path,
+            json=_oip_body(rows[i : i + 1], f"oip-c-{i}"),
+            headers={"X-Experiment-Key": key, "X-Request-Id": f"oip-c-{i}"},
+        )
+        assert answer.status_code == 200, answer.text
+        arm = answer.headers["x-experiment-arm"]
+        assert arm == choose_arm(0.5, key)
+        assert answer.headers["x-request-id"] == f"oip-c-{i}"
+        version = answer.headers["x-model-version"]
+        assert version == ("2" if arm == "challenger" else "1")
+        assert answer.json()["model_version"] == version  # the body says who answered too
+        assert answer.json()["id"] == f"oip-c-{i}"
+        arms[f"oip-c-{i}"] = arm
+    assert set(arms.values()) == {"champion", "challenger"}
+    served_by_challenger = sum(arm == "challenger" for arm in arms.values())
+    _wait(client, lambda s: s["experiment"]["counts"]["off_path"] >= served_by_challenger)
+    logged = _logged(client, api.settings)
+    for rid, arm in arms.items():
+        assert logged[rid][arm].served
+        assert logged[rid][arm].experiment == "canary"
+    bad = client.post(path, json={"inputs": "nope"})  # refusals keep the protocol's shape
+    assert bad.status_code == 400
+    assert "inputs" in bad.json()["error"]
+
+    assert client.put(
+        f"/admin/models/{NAME}/experiment", json={"mode": "shadow"}, headers=AUTH
+    ).is_success
+    ids = [f"oip-s-{i}" for i in range(10)]
+    for i, rid in enumerate(ids):
+        answer = client.post(
+            path, json=_oip_body(rows[i : i + 1], rid), headers={"X-Request-Id": rid}
+        )
+        assert answer.headers["x-experiment-arm"] == "champion"
+        assert answer.headers["x-model-version"] == "1"
+    _wait(client, lambda s: s["experiment"]["counts"]["off_path"] >= len(ids))
+    logged = _logged(client, api.settings)
+    challenger = built["challenger"]
+    for i, rid in enumerate(ids):
+        both = logged[rid]
+        assert both["champion"].served
+        assert not both["challenger"].served
+        assert both["challenger"].model_version == "2"
+        batch = challenger.parser.from_records(rows[i : i + 1], "records", complete=True)
+        assert list(both["challenger"].predictions) == challenger.predictor.predict(batch).labels
 
 
 def test_kill_switch_and_restart_restore(api, versions):

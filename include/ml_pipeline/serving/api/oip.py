@@ -46,6 +46,11 @@ def _error(status: int, message: str) -> Response:
     return Response(orjson.dumps({"error": message}), status_code=status, media_type=JSON)
 
 
+def _refusal(exc: RequestError) -> Response:
+    """A refused request in the protocol's shape (the status is the scoring protocol's)."""
+    return _error(exc.status, exc.message)
+
+
 def _flatten(data: Any) -> list[Any]:
     """Row-major flat values of a (possibly nested) JSON tensor."""
     if not isinstance(data, list):
@@ -229,6 +234,10 @@ class OpenInference:
         return served.parser.from_split(columns, rows)
 
     async def infer(self, request: Request, name: str) -> Response:
+        """`POST /v2/models/{name}/infer`: parsed here, answered by `Routes.answer`, so
+        a release experiment routes it as it routes `/invocations` (shadow copy, canary
+        split, `X-Request-Id` / `X-Model-Version` / `X-Experiment-Arm`, log lines with
+        the request id and the arm)."""
         routes = self.routes
         started = time.perf_counter()
         slot = self.state.slot(name)
@@ -249,13 +258,25 @@ class OpenInference:
                     "(tritonclient: binary_data=False on inputs and outputs)",
                 )
             payload = load_json(await routes.read_body(request))
-            batch = self.batch(served, payload)
-            headers = routes.ignored(batch, served, ENDPOINT)
-            result = await routes.predict_async(served, batch)
+            parsed = self.batch(served, payload)  # the inputs are checked first
             wanted = self._wanted(payload, served)
         except RequestError as exc:
             routes.fail(ENDPOINT, started, exc, name)
             return _error(exc.status, exc.message)
+
+        def parse(model):
+            return parsed if model is served else self.batch(model, payload)
+
+        def render(model, result) -> bytes:
+            return self.render(model, result, wanted, payload.get("id"))
+
+        return await routes.answer(
+            slot, served, request, started, ENDPOINT, parse, render, _refusal
+        )
+
+    @staticmethod
+    def render(served, result, wanted: set[str], request_id: Any) -> bytes:
+        """The protocol's response body: the `wanted` outputs of `served`'s `result`."""
         rows = len(result.labels)
         outputs = []
         if "predictions" in wanted:
@@ -282,11 +303,9 @@ class OpenInference:
             "model_version": str(served.version),
             "outputs": outputs,
         }
-        if isinstance(payload.get("id"), str):
-            body["id"] = payload["id"]
-        answer = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
-        routes.after_predict(ENDPOINT, started, served, batch, result, request)
-        return Response(answer, media_type=JSON, headers=headers)
+        if isinstance(request_id, str):
+            body["id"] = request_id
+        return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
     @staticmethod
     def _wanted(payload: dict[str, Any], served) -> set[str]:

@@ -411,7 +411,7 @@ RESPONSES["/v2/models/{name}/infer"] = {
     **ok(
         OIP_INFERRED,
         "predictions (and probabilities) as output tensors",
-        headers={"X-Ignored-Columns": IGNORED_HEADER_DOC},
+        headers=ANSWER_HEADERS,
     ),
     **oip_errors(400, 404, 413, 422, 503),
 }

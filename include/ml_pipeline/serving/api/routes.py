@@ -312,23 +312,28 @@ class Routes:
         endpoint: str,
         parse: Callable[[Any], Any],
         render: Callable[[Any, Any], bytes],
+        refuse: Callable[[RequestError], Response] | None = None,
     ) -> Response:
         """Parse (`parse(served)` -> Batch), predict, render (`render(served, result)`)
         and log one request on `slot`: the champion alone, or by the model's release
         experiment (`experiment.py`). Every answer carries its request id, the version
-        and the arm that answered."""
+        and the arm that answered. `refuse(error)`: the body of a refusal in another
+        protocol's shape (default: the scoring protocol's)."""
         rid = request_id(request.headers.get(REQUEST_ID_HEADER))
         experiment = slot.experiment
         try:
             batch = parse(served)
             headers = self.ignored(batch, served, endpoint) or {}
             if experiment is not None and experiment.active:
-                routed = await self.route(experiment, served, batch, request, rid, parse, endpoint)
+                routed = await self.route(
+                    experiment, served, batch, request, rid, parse, endpoint, render
+                )
                 if routed is not None:
                     return routed(started, headers)
             result = await self.predict_async(served, batch)
         except RequestError as exc:
-            return self.fail(endpoint, started, exc, slot.name)
+            refused = self.fail(endpoint, started, exc, slot.name)
+            return refused if refuse is None else refuse(exc)
         extra: dict[str, Any] = {"request_id": rid, "arm": CHAMPION}
         if experiment is not None:
             extra["experiment"] = experiment.config.mode
@@ -345,7 +350,9 @@ class Routes:
         headers[ARM_HEADER] = CHAMPION
         return Response(body, media_type=JSON, headers=headers)
 
-    async def route(self, experiment: Experiment, champion, batch, request, rid, parse, endpoint):
+    async def route(
+        self, experiment: Experiment, champion, batch, request, rid, parse, endpoint, render
+    ):
         """A canary request the challenger answers: a callable building its response
         (the champion's answer is computed off the path); None: the champion answers
         (shadow, the champion's share, or the challenger failed: counted, logged, and
@@ -376,7 +383,7 @@ class Routes:
         self.state.metrics.experiment_requests.labels(name, CHALLENGER).inc()
 
         def respond(started: float, headers: dict[str, str]) -> Response:
-            body = self.render_for(endpoint)(challenger, result)
+            body = render(challenger, result)
             extra = {
                 "request_id": rid,
                 "arm": CHALLENGER,
@@ -471,9 +478,6 @@ class Routes:
         if not self.state.shadow.submit(job, experiment.config.timeout_ms / 1000.0, done):
             experiment.counts.dropped += 1
             self.state.metrics.shadow_dropped.labels(name).inc()
-
-    def render_for(self, endpoint: str) -> Callable[[Any, Any], bytes]:
-        return render_predict if endpoint == "predict" else render_invocations
 
     # ------------------------------------------------------------------ scoring protocol
 
