@@ -22,11 +22,19 @@ Left to right, as the Graph view shows it:
   retried task sees the same rows.
 - `compute_drift`: KS / chi-square + PSI per feature, and prediction drift with the
   champion's own predictions on the reference; report JSON under `<reports>/monitoring/`.
-- `decide_retraining`: retrain on dataset drift, unless a retraining of the same version
-  was requested within `retrain_cooldown_hours` (looked up in the monitoring experiment).
+- `live_performance`: each version's live accuracy (or RMSE and MAE) over the last
+  `live_window_hours`, on the answers whose true labels came back (`POST /feedback`, label
+  files under `<storage root>/labels/<model>/`), per version and over time, with the
+  counts and the share labelled; report JSON under `<reports>/monitoring/`.
+- `decide_retraining`: retrain on dataset drift, or on a live metric below
+  `min_live_accuracy` / above `max_live_rmse_ratio` x the test RMSE (given at least
+  `min_live_labels` labels; fewer: not judged, and the decision says so), unless a
+  retraining of the same version was requested within `retrain_cooldown_hours` (looked
+  up in the monitoring experiment).
 - `log_to_mlflow`: the champion's monitoring dashboard (beside the report), and a run in experiment
-  `ml_model_monitoring` with the drift metrics, report, drift table, dashboard and the
-  decision (tag `retrain_requested`).
+  `ml_model_monitoring` with the drift metrics, report, drift table, the champion's live
+  metrics (`live_accuracy` or `live_rmse`, `live_labelled`, `live_label_share`), dashboard
+  and the decision (tag `retrain_requested`).
 - `drift_detected`: branch to `prepare_retraining` + `notify_drift` when the decision is
   to retrain, else to `no_drift`.
 - `prepare_retraining`: the conf of the retraining run, `{"retrain_reason": ...}`.
@@ -42,7 +50,9 @@ CSV/Parquet batch path or URI), the drift thresholds shared with the deployment 
 (`drift_alpha` family-wise significance level, `drift_psi_threshold`,
 `drift_ks_threshold`, `drift_share` of drifted features that makes the dataset drifted,
 `drift_min_rows` below which the data is insufficient, `drift_max_rows` sub-sampling
-bound, `drift_window_hours`), `retrain_cooldown_hours`, and the notification channels
+bound, `drift_window_hours`), `retrain_cooldown_hours`, the live performance rule
+(`live_window_hours`, `min_live_accuracy`, `max_live_rmse_ratio`, `min_live_labels`),
+and the notification channels
 (`slack_conn_id`, `smtp_conn_id`, `email_to`).
 
 The statistics are explained in `include/ml_pipeline/monitoring/drift.py`. Run it
@@ -104,10 +114,20 @@ def ml_model_monitoring():
         return monitoring_dag.compute_drift(champion, reference, current, params, run_id=run_id)
 
     @task
-    def decide_retraining(champion: dict, drift: dict, params=None, run_id=None, **context) -> dict:
-        """Retrain on dataset drift, at most once per version per cool-down."""
+    def live_performance(champion: dict, params=None, run_id=None, **context) -> dict:
+        """Each version's live accuracy (or RMSE) from the true labels that came back."""
+        return monitoring_dag.live_performance(
+            champion, params, run_id=run_id, logical_date=logical_date(context)
+        )
+
+    @task
+    def decide_retraining(
+        champion: dict, drift: dict, live: dict, params=None, run_id=None, **context
+    ) -> dict:
+        """Retrain on dataset drift or poor live performance, at most once per version per
+        cool-down."""
         return monitoring_dag.decide_retraining(
-            champion, drift, params, run_id=run_id, logical_date=logical_date(context)
+            champion, drift, params, run_id=run_id, logical_date=logical_date(context), live=live
         )
 
     @task
@@ -116,14 +136,15 @@ def ml_model_monitoring():
         current: dict,
         drift: dict,
         decision: dict,
+        live: dict,
         params=None,
         dag=None,
         run_id=None,
     ) -> dict:
-        """A run in experiment `ml_model_monitoring`: drift metrics, report, dashboard, and
-        the retraining decision."""
+        """A run in experiment `ml_model_monitoring`: drift metrics, report, live
+        performance, dashboard, and the retraining decision."""
         return monitoring_dag.log_to_mlflow(
-            champion, current, drift, decision, params, dag_id=dag.dag_id, run_id=run_id
+            champion, current, drift, decision, params, dag_id=dag.dag_id, run_id=run_id, live=live
         )
 
     @task.branch
@@ -134,9 +155,11 @@ def ml_model_monitoring():
         )
 
     @task
-    def prepare_retraining(drift: dict, dag=None, run_id=None) -> dict:
+    def prepare_retraining(drift: dict, logged: dict, dag=None, run_id=None) -> dict:
         """The retraining run's conf: why it was started."""
-        return monitoring_dag.prepare_retraining(drift, dag_id=dag.dag_id, run_id=run_id)
+        return monitoring_dag.prepare_retraining(
+            drift, dag_id=dag.dag_id, run_id=run_id, logged=logged
+        )
 
     @task
     def notify_drift(
@@ -151,10 +174,11 @@ def ml_model_monitoring():
     reference = load_reference(champion)
     current = load_current(champion)
     drift = compute_drift(champion, reference, current)
-    decision = decide_retraining(champion, drift)
-    logged = log_to_mlflow(champion, current, drift, decision)
+    live = live_performance(champion)
+    decision = decide_retraining(champion, drift, live)
+    logged = log_to_mlflow(champion, current, drift, decision, live)
     branch = drift_detected(logged)
-    retrain_conf = prepare_retraining(drift)
+    retrain_conf = prepare_retraining(drift, logged)
     trigger_retraining = TriggerDagRunOperator(
         task_id="trigger_retraining",
         trigger_dag_id=DEPLOYMENT_DAG_ID,

@@ -424,6 +424,20 @@ class DriftCheck(Payload):
 
 
 @dataclasses.dataclass(frozen=True)
+class LiveCheck(Payload):
+    """`live_performance`: the champion version's live metrics on the answers whose true
+    labels came back (`monitoring/live_performance.py`), and the report's URI (every
+    version, over time)."""
+
+    version: str
+    regression: bool
+    answers: int
+    labelled: int
+    metrics: dict[str, float]
+    report_uri: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class RetrainDecision(Payload):
     """`decide_retraining`: retrain or not, why, and the earlier request that holds it back
     (within the cool-down) if any."""

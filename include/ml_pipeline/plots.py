@@ -174,6 +174,22 @@ def plot_prediction_volume(times: Sequence[Any], counts: Sequence[int], label: s
     return fig
 
 
+def plot_live_metric(
+    series: dict[str, tuple[Sequence[Any], Sequence[float]]], metric: str, label: str
+) -> Figure:
+    """A live metric per time bucket, one line per model version (`{version: (times,
+    values)}`)."""
+    fig = _figure((7.0, 3.2))
+    ax = fig.add_subplot()
+    for version, (times, values) in series.items():
+        ax.plot(list(times), list(values), marker="o", markersize=3, label=f"v{version}")
+    ax.set_ylabel(f"live {metric} (per {label})")
+    ax.set_title(f"Live {metric} per version")
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    return fig
+
+
 def plot_latency_histogram(latencies_ms: Sequence[float], percentiles: dict[str, float]) -> Figure:
     """Latency histogram with the percentile lines."""
     import numpy as np

@@ -200,12 +200,43 @@ def test_drifted_batch_triggers_retraining(store, monitoring):
 
 
 def test_undrifted_batch_does_not_trigger(store, monitoring):
+    """... and the champion's live accuracy from labels that came back is reported (task
+    result, decision, MLflow metrics, dashboard) without a rule acting on it."""
     from airflow.models import DagRun
+
+    from include.ml_pipeline.config import get_settings
+    from tests.support.answers import Answer, write_answers, write_labels
+
+    settings = get_settings()
+    now = datetime.now(UTC)
+    version = store["version"]
+    answers = [
+        Answer(f"mon-{i}", version, ["yes" if i % 3 else "no"], now - timedelta(minutes=i))
+        for i in range(40)
+    ]
+    write_answers(settings.inference_log_uri, MODEL, answers)
+    labels = [(f"mon-{i}", 0, "yes") for i in range(20)]  # right when i % 3 != 0
+    write_labels(settings.storage_uri, MODEL, "e2e.csv", labels)
+    accuracy = sum(i % 3 != 0 for i in range(20)) / 20
 
     before = {r.run_id for r in DagRun.find(dag_id=DEPLOYMENT_DAG_ID)}
     dag_run, tasks, log = monitoring({"current_source": store["undrifted"]})
     states = _states(tasks)
     assert str(dag_run.state) == "success", (states, log[-3000:])
+    live = tasks["live_performance"]["result"]
+    assert (live["answers"], live["labelled"]) == (40, 20)
+    assert live["metrics"] == {"accuracy": pytest.approx(accuracy)}
+    decision = tasks["log_to_mlflow"]["result"]["decision"]
+    assert f"live accuracy of v{version} {accuracy:.4g} on 20 labelled answers" in decision
+    from mlflow import MlflowClient
+
+    run = MlflowClient(store["tracking_uri"]).get_run(
+        tasks["log_to_mlflow"]["result"]["mlflow_run_id"]
+    )
+    assert run.data.metrics["live_accuracy"] == pytest.approx(accuracy)
+    assert run.data.metrics["live_label_share"] == pytest.approx(0.5)
+    page = local_path(tasks["log_to_mlflow"]["result"]["dashboard_uri"]).read_text()
+    assert 'id="live-performance"' in page
     summary = tasks["compute_drift"]["result"]["summary"]
     assert summary["dataset_drift"] is False
     assert summary["status"] == "ok"

@@ -15,6 +15,9 @@ Sections, each shown only when its data is given (`DashboardContext`):
   `evaluation`, or pre-rendered PNG files/bytes in `images`), feature importances;
 * traffic from the inference log (`read_inference_log` frame): prediction volume over time,
   latency p50/p95/p99, predicted class distribution, versions served;
+* live performance (`LivePerformance`): each version's live accuracy (or RMSE and MAE)
+  on the answers whose true labels came back, with the counts and the share labelled,
+  per time bucket and as a chart; without labels, a line saying none arrived;
 * the drift table (`DriftReport` or its `to_dict()`);
 * the model's batch-scoring runs (`batch_scoring.manifest.list_runs` rows): rows in, out
   and refused, version, drift verdict, the manifest's URI.
@@ -32,12 +35,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline import storage
+from include.ml_pipeline.monitoring.windows import time_bucket
 from include.ml_pipeline.plots import (
     figure_to_png_bytes,
     plot_class_distribution,
     plot_confusion_matrix,
     plot_feature_importances,
     plot_latency_histogram,
+    plot_live_metric,
     plot_precision_recall,
     plot_prediction_volume,
     plot_roc_curves,
@@ -50,6 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from include.ml_pipeline.monitoring.drift import DriftReport
+    from include.ml_pipeline.monitoring.live_performance import LivePerformance
 
 __all__ = [
     "DashboardContext",
@@ -106,6 +112,8 @@ class DashboardContext:
     top_features: int = 20
     #: Batch-scoring runs, newest first (`batch_scoring.manifest.list_runs` rows).
     batch_runs: list[dict[str, Any]] | None = None
+    #: Live performance from returned labels (monitoring); None: the section is left out.
+    live: LivePerformance | None = None
 
 
 def dashboard_filename(model_name: str, version: str | int) -> str:
@@ -153,6 +161,7 @@ def build_dashboard_html(context: DashboardContext) -> str:
         charts=_evaluation_charts(context),
         traffic=summarize_traffic(context.traffic) if _has_rows(context.traffic) else None,
         drift=_drift_view(context.drift),
+        live=_live_view(context.live),
         batch_runs=context.batch_runs or [],
     )
 
@@ -250,7 +259,7 @@ def summarize_traffic(frame: pd.DataFrame) -> dict[str, Any]:
         times = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce").dropna()
         if len(times):
             first, last = times.min(), times.max()
-            freq, label = _bucket(last - first)
+            freq, label = time_bucket(last - first)
             counts = times.dt.floor(freq).value_counts().sort_index()
             full = pd.date_range(counts.index.min(), counts.index.max(), freq=freq)
             counts = counts.reindex(full, fill_value=0)
@@ -307,6 +316,32 @@ def summarize_traffic(frame: pd.DataFrame) -> dict[str, Any]:
     return summary
 
 
+def _live_view(live: LivePerformance | None) -> dict[str, Any] | None:
+    """The live performance section: one row per version (window), one per version and
+    time bucket, the headline metric's chart; `labelled` False when no label arrived."""
+    if live is None:
+        return None
+    names = ["rmse", "mae"] if live.regression else ["accuracy"]
+    view: dict[str, Any] = {
+        "live": live,
+        "metrics": names,
+        "labelled": any(s.labelled for s in live.versions),
+        "chart": None,
+    }
+    series = {}
+    for version in {s.version for s in live.buckets}:
+        points = [(s.start, s.metrics[live.metric]) for s in live.history(version) if s.metrics]
+        if points:
+            times = [datetime.fromisoformat(t).replace(tzinfo=None) for t, _ in points]
+            series[version] = (times, [v for _, v in points])
+    if series:
+        ordered = dict(sorted(series.items()))
+        view["chart"] = _chart(
+            f"Live {live.metric}", plot_live_metric(ordered, live.metric, live.bucket or "")
+        )
+    return view
+
+
 def _drift_view(drift: Any) -> dict[str, Any] | None:
     if drift is None:
         return None
@@ -330,17 +365,6 @@ def _png_src(data: bytes) -> str:
     if not data.startswith(b"\x89PNG\r\n\x1a\n"):
         raise ValueError("dashboard images must be PNG files")
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-
-
-def _bucket(span: Any) -> tuple[str, str]:
-    seconds = span.total_seconds()
-    if seconds <= 2 * 3600:
-        return "min", "minute"
-    if seconds <= 12 * 3600:
-        return "5min", "5 minutes"
-    if seconds <= 4 * 86400:
-        return "h", "hour"
-    return "D", "day"
 
 
 def _has_rows(frame: Any) -> bool:

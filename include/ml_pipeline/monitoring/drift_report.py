@@ -26,10 +26,11 @@ def _safe(text: str) -> str:
 
 
 def monitoring_report_uri(
-    reports_uri: str | os.PathLike, model_name: str, version: str, run_key: str
+    reports_uri: str | os.PathLike, model_name: str, version: str, run_key: str, kind="drift"
 ) -> str:
-    """`<reports_uri>/monitoring/drift_<model>_v<version>_<run>.json`."""
-    name = f"drift_{_safe(model_name)}_v{_safe(version)}_{_safe(run_key)}.json"
+    """`<reports_uri>/monitoring/<kind>_<model>_v<version>_<run>.json` (`kind`: `drift`,
+    or `live` for the live performance report)."""
+    name = f"{kind}_{_safe(model_name)}_v{_safe(version)}_{_safe(run_key)}.json"
     return storage.join(reports_uri, MONITORING_FOLDER, name)
 
 

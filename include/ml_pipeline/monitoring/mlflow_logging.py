@@ -8,6 +8,7 @@ into memory and logged with `log_text`, so no local file is handed from task to 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline import storage
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
 
     from include.ml_pipeline.monitoring.drift import DriftReport
+    from include.ml_pipeline.monitoring.live_performance import LivePerformance
     from include.ml_pipeline.payloads import Champion
 
 DASHBOARD_ARTIFACT_DIR = "dashboard"
@@ -76,6 +78,27 @@ def log_drift(
         log_object(client, run_id, report_uri, artifact_dir)
 
 
+def log_live_performance(
+    client: MlflowClient, run_id: str, live: LivePerformance, version: str
+) -> None:
+    """`version`'s live metrics on `run_id` (`LivePerformance.mlflow_metrics`), its
+    headline metric per time bucket as `live_<metric>_over_time` (step: the bucket's
+    index, time: its start), and the whole report as `live/live_performance.json`."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, v, now, 0) for k, v in live.mlflow_metrics(version).items()]
+    for step, part in enumerate(live.history(version)):
+        value = part.metrics.get(live.metric)
+        if value is not None and part.start:
+            stamp = int(datetime.fromisoformat(part.start).timestamp() * 1000)
+            metrics.append(Metric(f"live_{live.metric}_over_time", value, stamp, step))
+    client.log_batch(run_id, metrics=metrics)
+    client.log_dict(run_id, live.to_dict(), "live/live_performance.json")
+
+
 def log_dashboard(client: MlflowClient, run_id: str, uri: str | os.PathLike) -> None:
     """The dashboard HTML at `uri` as an artifact of `run_id` (under `dashboard/`)."""
     log_object(client, run_id, uri, DASHBOARD_ARTIFACT_DIR)
@@ -103,10 +126,12 @@ def log_monitoring_run(
     retrain_requested: bool = False,
     report_uri: str | os.PathLike | None = None,
     dashboard_uri: str | os.PathLike | None = None,
+    live: LivePerformance | None = None,
 ) -> str:
     """Log one scheduled drift check as a run of `experiment`; return its run id.
 
-    `log_drift` under `drift/`, the dashboard under `dashboard/`. Tags: model
+    `log_drift` under `drift/`, the champion's live performance (`log_live_performance`)
+    when `live` is given, the dashboard under `dashboard/`. Tags: model
     name/version, status, the Airflow run id, `retrain_requested`. Idempotent per Airflow
     run: a repeat logs into the run that run already created.
     """
@@ -151,6 +176,8 @@ def log_monitoring_run(
             mlflow.set_tags(run_tags)
         mlflow.log_params({str(k): _param(v) for k, v in (params or {}).items()})
         log_drift(client, run.info.run_id, report, artifact_dir="drift", report_uri=report_uri)
+        if live is not None:
+            log_live_performance(client, run.info.run_id, live, str(champion.version))
         if dashboard_uri:
             log_dashboard(client, run.info.run_id, dashboard_uri)
         return run.info.run_id

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from include.ml_pipeline.monitoring.drift import DriftReport
+    from include.ml_pipeline.monitoring.live_performance import LivePerformance
 
 PLOTS_ARTIFACT_DIR = "plots"
 
@@ -33,10 +34,11 @@ def render_monitoring_dashboard(
     airflow_run_url: str | None = None,
     api_url: str | None = None,
     batch_runs: list[dict[str, Any]] | None = None,
+    live: LivePerformance | None = None,
 ) -> str:
-    """The dashboard (test metrics, traffic if any, drift table, batch-scoring runs) of
-    the champion, written under `out` (the reports' monitoring folder, so the
-    deployment's own dashboard is kept); returns its URI."""
+    """The dashboard (test metrics, traffic if any, live performance, drift table,
+    batch-scoring runs) of the champion, written under `out` (the reports' monitoring
+    folder, so the deployment's own dashboard is kept); returns its URI."""
     from include.ml_pipeline.monitoring.dashboard import DashboardContext, render_dashboard
 
     has_traffic = traffic is not None and len(traffic) and "timestamp" in traffic.columns
@@ -53,6 +55,7 @@ def render_monitoring_dashboard(
         traffic=traffic if has_traffic else None,
         drift=report,
         batch_runs=batch_runs,
+        live=live,
     )
     return render_dashboard(context, out)
 

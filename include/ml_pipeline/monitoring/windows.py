@@ -63,6 +63,19 @@ def reference_frame(train_path: str | None, spec: FeatureSpec) -> pd.DataFrame:
     return frame
 
 
+def time_bucket(span: timedelta) -> tuple[str, str]:
+    """The time bucket of a chart or table over `span`: its pandas frequency and its
+    name (a minute up to 2 h, 5 minutes up to 12 h, an hour up to 4 days, else a day)."""
+    seconds = span.total_seconds()
+    if seconds <= 2 * 3600:
+        return "min", "minute"
+    if seconds <= 12 * 3600:
+        return "5min", "5 minutes"
+    if seconds <= 4 * 86400:
+        return "h", "hour"
+    return "D", "day"
+
+
 def window_start(logical_date: datetime | str | None, window_hours: float) -> datetime:
     """`logical_date - window_hours` (now when there is no logical date), in UTC."""
     if logical_date is None:

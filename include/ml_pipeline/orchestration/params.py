@@ -312,6 +312,34 @@ def monitoring_params() -> dict[str, Param]:
             minimum=0,
             description="Do not request another retraining of the same version within this time",
         ),
+        "live_window_hours": Param(
+            168,
+            type="number",
+            exclusiveMinimum=0,
+            description="Live performance: the logged answers of this many hours back are "
+            "joined to their true labels (labels come late)",
+        ),
+        "min_live_accuracy": Param(
+            None,
+            type=["null", "number"],
+            minimum=0,
+            maximum=1,
+            description="Retrain when the champion's live accuracy is below this (classifiers; "
+            "null: live accuracy is reported, never acted on)",
+        ),
+        "max_live_rmse_ratio": Param(
+            None,
+            type=["null", "number"],
+            exclusiveMinimum=0,
+            description="Retrain when the champion's live RMSE is above this times its test "
+            "RMSE (regressors; null: reported, never acted on)",
+        ),
+        "min_live_labels": Param(
+            50,
+            type="integer",
+            minimum=1,
+            description="Labelled answers needed before the live rules are judged",
+        ),
         **_notification_params("Drift e-mail recipients"),
     }
 

@@ -34,6 +34,13 @@ def predicted_labels(proba: Any, classes: Sequence[Any]) -> np.ndarray:
     return np.asarray(classes)[np.argmax(proba, axis=1)]
 
 
+def accuracy(y_true: Any, y_pred: Any) -> float:
+    """The share of predicted labels equal to the true ones."""
+    from sklearn.metrics import accuracy_score
+
+    return float(accuracy_score(_as_array(y_true), _as_array(y_pred)))
+
+
 def classification_metrics(y_true: Any, proba: Any, classes: Sequence[Any]) -> dict[str, float]:
     """roc_auc, accuracy, f1, precision, recall, log_loss as plain floats.
 
@@ -41,7 +48,6 @@ def classification_metrics(y_true: Any, proba: Any, classes: Sequence[Any]) -> d
     `classes` (the model never saw it, so no probability exists for it).
     """
     from sklearn.metrics import (
-        accuracy_score,
         f1_score,
         precision_score,
         recall_score,
@@ -97,7 +103,7 @@ def classification_metrics(y_true: Any, proba: Any, classes: Sequence[Any]) -> d
     log_loss = float(-np.mean(np.log(clipped[np.arange(len(y)), true_columns])))
     return {
         "roc_auc": roc_auc,
-        "accuracy": float(accuracy_score(y, y_pred)),
+        "accuracy": accuracy(y, y_pred),
         "f1": float(f1_score(y, y_pred, zero_division=0, **pr_kwargs)),
         "precision": float(precision_score(y, y_pred, zero_division=0, **pr_kwargs)),
         "recall": float(recall_score(y, y_pred, zero_division=0, **pr_kwargs)),

@@ -315,6 +315,63 @@ def test_oip_infer_goes_through_the_experiment(api, versions):
         assert list(both["challenger"].predictions) == challenger.predictor.predict(batch).labels
 
 
+def test_labels_posted_for_a_canary_give_each_versions_live_accuracy(api, versions):
+    """Labels sent back with `POST /feedback` for a canary's answers: the monitoring's
+    live performance measures each version on the answers it gave (served or off-path)."""
+    import random
+
+    from include.ml_pipeline.monitoring.live_performance import read_live_performance
+    from include.ml_pipeline.serving.api.labels import label_target
+
+    built, rows = versions
+    client = api()
+    config = {"mode": "canary", "share": 0.5}
+    assert client.put(f"/admin/models/{NAME}/experiment", json=config, headers=AUTH).is_success
+    given = {}
+    for i, row in enumerate(rows[:40]):
+        answer = client.post(
+            "/invocations",
+            json={"dataframe_records": [row]},
+            headers={"X-Experiment-Key": f"k{i}", "X-Request-Id": f"lab-{i}"},
+        )
+        given[f"lab-{i}"] = answer.headers["x-model-version"]
+    challenged = sum(v == "2" for v in given.values())
+    _wait(client, lambda s: s["experiment"]["counts"]["off_path"] >= challenged)
+    rng = random.Random(1)
+    truth = {rid: rng.choice(["no", "yes"]) for rid in list(given)[:30]}
+    posted = client.post(
+        "/feedback", json={"labels": [{"request_id": r, "label": v} for r, v in truth.items()]}
+    )
+    assert posted.status_code == 200, posted.text
+    logged = _logged(client, api.settings)
+    live = read_live_performance(
+        api.settings.log_uri,
+        api.settings.storage_uri,
+        NAME,
+        label_target(built["champion"]),
+    )
+    arm_version = {"champion": "1", "challenger": "2"}
+    for version in ("1", "2"):
+        answered = {
+            rid: line.predictions[0]
+            for rid, arms in logged.items()
+            if rid.startswith("lab-")
+            for arm, line in arms.items()
+            if arm_version[arm] == version
+        }
+        window = live.of(version)
+        assert window.answers == len(answered)
+        scored = [rid for rid in truth if rid in answered]
+        assert window.labelled == len(scored)
+        hits = sum(answered[rid] == truth[rid] for rid in scored)
+        assert window.metrics["accuracy"] == pytest.approx(hits / len(scored))
+    # the champion answered every request (the challenger's off the path), the challenger its share
+    assert live.of("1").answers == 40
+    assert live.of("1").labelled == 30
+    assert live.of("2").answers == challenged
+    assert 0 < challenged < 40
+
+
 def test_kill_switch_and_restart_restore(api, versions):
     _, rows = versions
     client = api()

@@ -19,6 +19,7 @@ from include.ml_pipeline.payloads import (
     Champion,
     CurrentWindow,
     DriftCheck,
+    LiveCheck,
     MonitoringRun,
     ReferenceData,
     RetrainDecision,
@@ -161,6 +162,66 @@ def compute_drift(
     ).to_dict()
 
 
+@fail_on_bad_config
+def live_performance(
+    champion: dict,
+    params: Mapping[str, Any],
+    *,
+    run_id: str,
+    logical_date: Any,
+    log: logging.Logger = LOG,
+) -> dict:
+    """`live_performance`: every version's live accuracy (or RMSE and MAE) over the last
+    `live_window_hours`, from the answers logged with a request id and the true labels
+    under `<storage root>/labels/<model>/`; the report (per version, per time bucket)
+    is an object under `<reports_uri>/monitoring/`."""
+    from include.ml_pipeline.monitoring import windows
+    from include.ml_pipeline.monitoring.drift_report import monitoring_report_uri
+    from include.ml_pipeline.monitoring.live_performance import (
+        read_live_performance,
+        write_live_report,
+    )
+    from include.ml_pipeline.registry.contract import load_contract
+    from include.ml_pipeline.release.feedback import LabelTarget
+
+    model = Champion.from_dict(champion)
+    settings = get_settings()
+    contract = load_contract(settings.mlflow_tracking_uri, model.model_name, model.version)
+    if contract and contract.get("target"):
+        target = LabelTarget.of(contract)
+    else:  # a version registered before contracts: its feature spec tells the type
+        regression = model.feature_spec.is_regression
+        target = LabelTarget(regression, "number" if regression else "string")
+    since = windows.window_start(logical_date, params["live_window_hours"])
+    live = read_live_performance(
+        settings.inference_log_uri,
+        settings.storage_uri,
+        model.model_name,
+        target,
+        since=since,
+    )
+    uri = write_live_report(
+        live,
+        monitoring_report_uri(
+            settings.reports_uri, model.model_name, model.version, run_key(run_id), "live"
+        ),
+        {"version": model.version, "airflow_run_id": run_id},
+    )
+    check = live.check(model.version, uri)
+    log.info(
+        "live performance of v%s: %s on %d labelled of %d answers (%d labels, %d unknown); "
+        "report %s",
+        model.version,
+        check.metrics or "no labelled answers",
+        check.labelled,
+        check.answers,
+        live.labels,
+        live.unknown_labels,
+        uri,
+    )
+    return check.to_dict()
+
+
 def decide_retraining(
     champion: dict,
     drift: dict,
@@ -168,11 +229,14 @@ def decide_retraining(
     *,
     run_id: str,
     logical_date: Any,
+    live: dict | None = None,
     log: logging.Logger = LOG,
 ) -> dict:
-    """`decide_retraining`: retrain on dataset drift, unless this champion version's
-    retraining was already requested within `retrain_cooldown_hours`."""
-    from include.ml_pipeline.monitoring.retrain_policy import should_retrain
+    """`decide_retraining`: retrain on dataset drift, or on a live metric that breaks
+    `min_live_accuracy` / `max_live_rmse_ratio` (given `min_live_labels` labels), unless
+    this champion version's retraining was already requested within
+    `retrain_cooldown_hours`."""
+    from include.ml_pipeline.monitoring.retrain_policy import LiveRule, should_retrain
 
     decision = should_retrain(
         DriftCheck.from_dict(drift).summary,
@@ -181,6 +245,12 @@ def decide_retraining(
         tracking_uri=get_settings().mlflow_tracking_uri,
         logical_date=logical_date,
         airflow_run_id=run_id,
+        live=LiveCheck.from_dict(live) if live else None,
+        live_rule=LiveRule(
+            min_accuracy=params.get("min_live_accuracy"),
+            max_rmse_ratio=params.get("max_live_rmse_ratio"),
+            min_labels=params.get("min_live_labels", LiveRule.min_labels),
+        ),
     )
     log.info("decision: %s", decision.decision)
     return decision.to_dict()
@@ -195,12 +265,14 @@ def log_to_mlflow(
     *,
     dag_id: str,
     run_id: str,
+    live: dict | None = None,
 ) -> dict:
     """`log_to_mlflow`: the champion's monitoring dashboard (an object under
     `<reports_uri>/monitoring/`), and a run in experiment `ml_model_monitoring` with the
-    drift metrics, report, dashboard and the decision."""
+    drift metrics, report, the live performance, dashboard and the decision."""
     from include.ml_pipeline.batch_scoring.manifest import list_runs
     from include.ml_pipeline.monitoring.drift_report import MONITORING_FOLDER, read_drift_report
+    from include.ml_pipeline.monitoring.live_performance import read_live_report
     from include.ml_pipeline.monitoring.mlflow_logging import log_monitoring_run
     from include.ml_pipeline.monitoring.version_dashboards import render_monitoring_dashboard
     from include.ml_pipeline.monitoring.windows import read_snapshot
@@ -212,6 +284,10 @@ def log_to_mlflow(
     decided = RetrainDecision.from_dict(decision)
     settings = get_settings()
     report = read_drift_report(checked.report_uri)
+    checked_live = LiveCheck.from_dict(live) if live else None
+    performance = None
+    if checked_live is not None and checked_live.report_uri:
+        performance = read_live_report(checked_live.report_uri)
     traffic = None
     if window.source == INFERENCE_LOG_SOURCE and window.rows:
         traffic = read_snapshot(window.uri)
@@ -223,6 +299,7 @@ def log_to_mlflow(
         airflow_run_url=airflow_run_url(dag_id, run_id),
         api_url=settings.api_url,
         batch_runs=list_runs(batch_runs_uri(settings), model.model_name),
+        live=performance,
     )
     mlflow_run_id = log_monitoring_run(
         report,
@@ -240,6 +317,7 @@ def log_to_mlflow(
         retrain_requested=decided.retrain,
         report_uri=checked.report_uri,
         dashboard_uri=dashboard,
+        live=performance,
     )
     return MonitoringRun(
         mlflow_run_id=mlflow_run_id,
@@ -255,9 +333,16 @@ def drift_detected(logged: dict, *, retrain: list[str], otherwise: str) -> list[
     return retrain if MonitoringRun.from_dict(logged).retrain else otherwise
 
 
-def prepare_retraining(drift: dict, *, dag_id: str, run_id: str) -> dict:
-    """`prepare_retraining`: the retraining run's conf, saying why it was started."""
-    reason = DriftCheck.from_dict(drift).reason
+def prepare_retraining(
+    drift: dict, *, dag_id: str, run_id: str, logged: dict | None = None
+) -> dict:
+    """`prepare_retraining`: the retraining run's conf, saying why it was started (the
+    drift's reason; the logged decision when no dataset drift asked for it: the live
+    performance did)."""
+    checked = DriftCheck.from_dict(drift)
+    reason = checked.reason
+    if logged is not None and not checked.summary.get("dataset_drift"):
+        reason = MonitoringRun.from_dict(logged).decision
     return RetrainRequest(retrain_reason=f"{reason} ({dag_id} run {run_id})").to_dict()
 
 
