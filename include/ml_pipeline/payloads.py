@@ -435,6 +435,7 @@ class LiveCheck(Payload):
     labelled: int
     metrics: dict[str, float]
     report_uri: str | None = None
+    problem: str | None = None  # why it was not measured (e.g. a label file that is refused)
 
 
 @dataclasses.dataclass(frozen=True)

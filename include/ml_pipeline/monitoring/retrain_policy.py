@@ -45,6 +45,8 @@ def live_verdict(live: LiveCheck | None, champion: Champion, rule: LiveRule) -> 
     if live is None:
         return False, ""
     version = f"v{champion.version}"
+    if live.problem:
+        return False, f"live performance of {version} not measured: {live.problem}"
     if not live.answers:
         return False, f"no live answers of {version} with a request id: live performance unknown"
     if not live.labelled:

@@ -182,7 +182,7 @@ def live_performance(
         write_live_report,
     )
     from include.ml_pipeline.registry.contract import load_contract
-    from include.ml_pipeline.release.feedback import LabelTarget
+    from include.ml_pipeline.release.feedback import FeedbackError, LabelTarget
 
     model = Champion.from_dict(champion)
     settings = get_settings()
@@ -193,13 +193,17 @@ def live_performance(
         regression = model.feature_spec.is_regression
         target = LabelTarget(regression, "number" if regression else "string")
     since = windows.window_start(logical_date, params["live_window_hours"])
-    live = read_live_performance(
-        settings.inference_log_uri,
-        settings.storage_uri,
-        model.model_name,
-        target,
-        since=since,
-    )
+    try:
+        live = read_live_performance(
+            settings.inference_log_uri,
+            settings.storage_uri,
+            model.model_name,
+            target,
+            since=since,
+        )
+    except FeedbackError as exc:  # a client's broken label file must not stop drift checks
+        log.error("live performance not measured: %s", exc)
+        return LiveCheck(model.version, target.regression, 0, 0, {}, problem=str(exc)).to_dict()
     uri = write_live_report(
         live,
         monitoring_report_uri(
