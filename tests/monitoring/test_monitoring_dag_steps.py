@@ -96,5 +96,10 @@ def test_drift_notification_wording():
     assert note.title == "Data drift on m v3; retraining started"
     assert note.metrics == {"share_drifted": 0.5, "n_drifted": 2, "current_rows": 400}
     assert note.reasons == [DRIFT.reason, _logged(True).decision]
+    calm = DriftCheck({**DRIFT.summary, "dataset_drift": False}, DRIFT.report_uri, "no drift")
+    live = drifted(
+        CHAMPION, calm, _logged(True), api_url=None, airflow_run_url=None, dag_id="m", run_id="1"
+    )
+    assert live.title == "Live performance of m v3; retraining started"
     assert note.dashboard_uri == "s3://bucket/reports/monitoring/dashboard_m_v3.html"
     assert note.details == {"report": DRIFT.report_uri, "mlflow_run_id": "abc"}

@@ -127,12 +127,14 @@ def drifted(
     dag_id: str,
     run_id: str,
 ) -> Notification:
-    """`notify_drift`: which version drifted and how much, why retraining started, the
-    dashboard, the report and the check's MLflow run."""
+    """`notify_drift`: which version drifted and how much (or, without dataset drift,
+    that its live performance broke the rule), why retraining started, the dashboard,
+    the report and the check's MLflow run."""
     summary = drift.summary
+    what = "Data drift on" if summary.get("dataset_drift", True) else "Live performance of"
     return Notification(
         event=EVENT_DRIFT,
-        title=f"Data drift on {champion.model_name} v{champion.version}; retraining started",
+        title=f"{what} {champion.model_name} v{champion.version}; retraining started",
         model_name=champion.model_name,
         version=champion.version,
         metrics={
