@@ -235,6 +235,7 @@ def test_undrifted_batch_does_not_trigger(store, monitoring):
     )
     assert run.data.metrics["live_accuracy"] == pytest.approx(accuracy)
     assert run.data.metrics["live_label_share"] == pytest.approx(0.5)
+    assert run.data.params["min_live_labels"] == "50"
     page = local_path(tasks["log_to_mlflow"]["result"]["dashboard_uri"]).read_text()
     assert 'id="live-performance"' in page
     summary = tasks["compute_drift"]["result"]["summary"]

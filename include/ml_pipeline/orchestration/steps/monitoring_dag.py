@@ -32,6 +32,9 @@ from include.ml_pipeline.storage import join
 SNAPSHOT_FOLDER = "monitoring"
 SNAPSHOT_NAME = "current.parquet"
 
+#: The live performance Params, logged on the monitoring run with the drift thresholds.
+LIVE_PARAMS = ("live_window_hours", "min_live_accuracy", "max_live_rmse_ratio", "min_live_labels")
+
 #: Where the steps log by default: the task log (Airflow 3's task instance has no `.log`).
 LOG = logging.getLogger(__name__)
 
@@ -316,6 +319,7 @@ def log_to_mlflow(
             "window_since": window.since,
             "reference_path": model.train_path,
             **drift_thresholds(params),
+            **{name: params[name] for name in LIVE_PARAMS if name in params},
         },
         tags={AIRFLOW_DAG_TAG: dag_id},
         retrain_requested=decided.retrain,
