@@ -150,6 +150,8 @@ def test_lightgbm_missing_types_and_averaging(params):
 
 @pytest.mark.parametrize("problem", PROBLEMS)
 def test_xgboost_early_stopping_and_random_inputs(problem):
+    import xgboost
+
     x, test = _matrix(1500, 3), _matrix(600, 4)
     est = _estimator("xgboost", problem, early_stopping_rounds=3)
     est.set_params(n_estimators=200, learning_rate=0.5)
@@ -165,6 +167,10 @@ def test_xgboost_early_stopping_and_random_inputs(problem):
         assert np.array_equal(trees(test), est.predict(test).astype(np.float64))
     else:
         assert np.abs(trees(test) - est.predict_proba(test)).max() <= 1e-7
+    # 600 rows took the leaf masks (`masks.py`): XGBoost's float32 sums, order and margins
+    assert trees._masks is not None
+    margin = xgboost.XGBModel.predict(est, test, output_margin=True).reshape(len(test), -1)
+    assert np.array_equal(trees._masks(test), margin.astype(np.float64))
 
 
 def test_unknown_estimators_are_served_by_scikit_learn_with_the_reason():

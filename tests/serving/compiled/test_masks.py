@@ -1,8 +1,8 @@
 """Large batches of float64 tree graphs are scored as leaf masks (`compiled/masks.py`):
 the trees read back from the graph bytes are the trees written (the same bytes again),
 the masks give scikit-learn's own raw scores bit for bit (also from a serving artifact,
-which keeps only the graph), small batches stay on onnxruntime, and XGBoost's float32
-graphs never take the masks."""
+which keeps only the graph), small batches stay on onnxruntime, and float32 graphs take
+the masks only with their ordered sums (XGBoost's: `test_boosters.py` checks its bits)."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def test_large_batches_take_leaf_masks_with_scikit_learns_raw_scores(fitted, tmp
             assert np.abs(got.proba - pipeline.predict_proba(frame)).max() <= 1e-15
 
 
-def test_small_batches_and_float32_graphs_stay_on_onnxruntime(fitted):
+def test_small_batches_and_plainly_summed_float32_graphs_stay_on_onnxruntime(fitted):
     pipeline, spec, batch = fitted
     compiled = compile_pipeline(pipeline, spec.numeric, spec.categorical)
     trees = compiled.proba_fn
@@ -89,7 +89,8 @@ def test_small_batches_and_float32_graphs_stay_on_onnxruntime(fitted):
         assert np.allclose(small.labels, large.labels[: MASK_ROWS - 1], rtol=1e-12)
     else:
         assert np.abs(small.proba - large.proba[: MASK_ROWS - 1]).max() <= 1e-12
-    state = {**trees.__getstate__(), "float32": True}  # as XGBoost's graphs are
+    # float32 without an ordered sum: onnxruntime's sum, which the masks do not reproduce
+    state = {**trees.__getstate__(), "float32": True}
     as_float32 = trees_module.OnnxTrees.__new__(trees_module.OnnxTrees)
     as_float32.__setstate__(state)
     assert as_float32.masks() is None

@@ -29,7 +29,7 @@ margin, tree after tree, as XGBoost sums them. `tree_sets.library_raw` is what t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -94,6 +94,13 @@ class TreeSet:
     float32: bool = False
     #: features whose (near) zeros are missing values (LightGBM `zero_as_missing`)
     zero_as_missing: tuple[int, ...] = ()
+
+
+def summed_in_order(trees: list[TreeArrays], ordered_sum: list[list[int]]) -> list[TreeArrays]:
+    """The trees of a graph with one output per tree (`target` its own column) as
+    `TreeSet.trees`: each tree adds to the output j whose `ordered_sum[j]` lists it, the
+    outputs' trees in the order the library sums them."""
+    return [replace(trees[i], target=j) for j, members in enumerate(ordered_sum) for i in members]
 
 
 class _Buffers:

@@ -5,12 +5,11 @@ XGBoost (through `boosters.py`, the same translation the compiled graphs use).""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from include.ml_pipeline.serving.compiled.leaf_masks import LeafMasks, TreeSet
+from include.ml_pipeline.serving.compiled.leaf_masks import LeafMasks, TreeSet, summed_in_order
 from include.ml_pipeline.serving.compiled.predictor import UnsupportedPipeline
 from include.ml_pipeline.serving.compiled.trees import HGBTrees
 
@@ -42,13 +41,7 @@ def tree_set(est: Any) -> tuple[str, TreeSet]:
     ensemble = lightgbm_ensemble(est) if library == "lightgbm" else xgboost_ensemble(est)
     trees = ensemble.trees
     if ensemble.ordered_sum is not None:
-        # one graph output per tree there (`target` its own column): here each tree adds
-        # to its class, the classes' trees in the order the library sums them
-        trees = [
-            replace(trees[i], target=c)
-            for c, members in enumerate(ensemble.ordered_sum)
-            for i in members
-        ]
+        trees = summed_in_order(trees, ensemble.ordered_sum)
     return library, TreeSet(
         trees,
         ensemble.k,

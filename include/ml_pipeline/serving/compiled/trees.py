@@ -112,8 +112,8 @@ class OnnxTrees:
     Two sessions over the same graph: a single-threaded one for small batches (a thread
     hand-off costs more than it saves there) and, for batches of `WIDE_BATCH_ROWS` or
     more, one with `predict_threads()` threads (1,000 rows: 3.3 -> 1.9 ms on 2 cores).
-    Float64 graphs (HistGradientBoosting, LightGBM) score batches of `MASK_ROWS` or more
-    as leaf masks instead (`masks.py`: less CPU than both sessions, scikit-learn's own
+    Graphs of HistGradientBoosting, LightGBM and XGBoost score batches of `MASK_ROWS` or
+    more as leaf masks instead (`masks.py`: less CPU than both sessions, the libraries' own
     order of the sums); the wide session serves the large batches of the other graphs."""
 
     def __init__(
@@ -175,10 +175,11 @@ class OnnxTrees:
 
     def masks(self) -> Any:
         """The leaf-mask evaluator of this graph (`masks.py`), or None where it does not
-        apply: float32 graphs (XGBoost sums in float32), trees of more than 64 leaves.
+        apply: float32 graphs without an `ordered_sum`, trees of more than 64 leaves.
         Built at the first large batch (~0.1-0.2 s for 100 trees: not paid at start-up)."""
         if not self._masks_built:
-            self._masks = None if self.float32 else _leaf_masks(self)
+            usable = not self.float32 or self.ordered_sum is not None
+            self._masks = _leaf_masks(self) if usable else None
             self._masks_built = True
         return self._masks
 
@@ -223,12 +224,14 @@ class OnnxTrees:
 
 
 def _leaf_masks(trees: OnnxTrees):
-    """The leaf-mask evaluator of a float64 graph (`masks.py`), or None where it does not
+    """The leaf-mask evaluator of a graph (`masks.py`), or None where it does not
     apply (trees of more than 64 leaves, several outputs out of turn)."""
     from include.ml_pipeline.serving.compiled.masks import MaskedTrees
 
     try:
-        return MaskedTrees(trees.model_bytes, trees.k, trees.baseline, trees.regression)
+        return MaskedTrees(
+            trees.model_bytes, trees.k, trees.baseline, trees.regression, trees.ordered_sum
+        )
     except (UnsupportedPipeline, ValueError):
         return None
 
