@@ -79,18 +79,45 @@ class MaskedTrees:
             [MaskInput(self.trees.columns[c][1], f"column {c}") for c in self.columns]
         )
         self.tables = [table for table, _, _ in merged]
-        self.plan = [(members, strides) for _, members, strides in merged]
+        # a row's index in table t is sum_j bin_j * strides[j, t]: one small matrix product
+        # (exact: integers far below 2**53)
+        self.strides = np.zeros((len(self.columns), len(merged)), dtype=np.float64)
+        for t, (_, members, strides) in enumerate(merged):
+            self.strides[members, t] = strides
+        # columns split at one threshold (one-hot columns, most of a churn model's) are
+        # binned together, with one comparison; the others one by one (`column_bins`)
+        single = [j for j, c in enumerate(self.columns) if len(self.trees.columns[c][0]) == 1]
+        self.single_at = np.asarray(single, dtype=np.intp)
+        self.single_columns = np.asarray([self.columns[j] for j in single], dtype=np.intp)
+        self.single_thresholds = np.asarray(
+            [self.trees.columns[self.columns[j]][0][0] for j in single],
+            dtype=np.float32 if float32 else np.float64,
+        )
+        self.others = [(j, c) for j, c in enumerate(self.columns) if j not in set(single)]
+
+    def bins(self, x: np.ndarray) -> np.ndarray:
+        """Each used column's bin per row (rows x columns, as floats): what
+        `LeafMasks.column_bins` gives, column by column."""
+        out = np.empty((x.shape[0], len(self.columns)), dtype=np.float64)
+        if len(self.single_at):
+            block = x[:, self.single_columns]
+            if self.trees.float32:  # compared as the library compares: in float32
+                block = block.astype(np.float32)
+            # bin 1 past the threshold (`strict`: at or above it), NaN its own bin 2
+            past = (
+                np.greater_equal(block, self.single_thresholds)
+                if self.trees.strict
+                else np.greater(block, self.single_thresholds)
+            )
+            out[:, self.single_at] = past + 2.0 * np.isnan(block)
+        for j, c in self.others:
+            out[:, j] = self.trees.column_bins(c, x[:, c])
+        return out
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         rows = x.shape[0]
         if not self.columns:  # no split at all: every tree is one leaf
             full = np.full((1, self.trees.n_trees), self.trees.full, self.trees.dtype)
             return self.trees.raw([full], [np.zeros(rows, dtype=np.intp)])
-        bins = [self.trees.column_bins(c, x[:, c]) for c in self.columns]
-        indexes = []
-        for members, strides in self.plan:
-            index = bins[members[0]] * strides[0]
-            for member, stride in zip(members[1:], strides[1:], strict=True):
-                index += bins[member] * stride
-            indexes.append(index)
-        return self.trees.raw(self.tables, indexes)
+        indexes = (self.bins(x) @ self.strides).astype(np.intp).T
+        return self.trees.raw(self.tables, list(indexes))
