@@ -15,7 +15,11 @@ busy machine slows both sides alike:
 - preprocess: the compiled predictor's `transform` (the same code on both sides);
 - trees: the compiled estimator on the preprocessed matrix; "before" is the onnxruntime
   path alone (`trees.MASK_ROWS` set out of reach: the leaf masks off), "after" what the
-  predictor does now.
+  predictor does now;
+- render: the `/invocations` answer's body (`routes.render_invocations`) of the prediction;
+- request: the whole request as the route runs it, in one timed call: parse, predict
+  (preprocess, trees, labels), render. Not the sum of the parts: it also pays what each
+  part leaves to the next (caches, freed memory the allocator hands back).
 
 Times are CPU seconds of the whole process (`time.process_time`: onnxruntime's second
 thread included), medians of `--repeat` runs (a tenth of them at 1,000 rows, at least 30).
@@ -96,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
     from include.ml_pipeline.deployment.api_client import split_payload
     from include.ml_pipeline.serving import parsing
+    from include.ml_pipeline.serving.api.routes import render_invocations
     from include.ml_pipeline.serving.compiled import trees as trees_module
     from include.ml_pipeline.serving.compiled.compiler import compile_pipeline
 
@@ -108,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     mask_rows = trees_module.MASK_ROWS
     lines = [
         "| model (path) | rows | parse before | parse after | preprocess | trees before | "
-        "trees after | total before | total after | ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "trees after | render | total before | total after | ratio | request |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, pipeline, spec in models(args.models.split(",")):
         compiled = compile_pipeline(pipeline, spec.numeric, spec.categorical)
@@ -139,13 +144,19 @@ def main(argv: list[str] | None = None) -> int:
             )
             preprocess, _ = cpu_pair(partial(compiled.transform, batch), _nothing, n)
             trees_before, trees_after = cpu_pair(onnx_only, partial(trees, x), n)
-            total_before = parse_before + preprocess + trees_before
-            total_after = parse_after + preprocess + trees_after
+            result = compiled.predict(batch)
+
+            def request(body=body, compiled=compiled, new=new) -> bytes:
+                return render_invocations(None, compiled.predict(new.parse_json_body(body)))
+
+            render, whole = cpu_pair(partial(render_invocations, None, result), request, n)
+            total_before = parse_before + preprocess + trees_before + render
+            total_after = parse_after + preprocess + trees_after + render
             lines.append(
                 f"| {name} ({compiled.estimator_path}) | {rows:,} | {parse_before:.3f} | "
                 f"{parse_after:.3f} | {preprocess:.3f} | {trees_before:.3f} | "
-                f"{trees_after:.3f} | {total_before:.3f} | {total_after:.3f} | "
-                f"{total_before / total_after:.2f}x |"
+                f"{trees_after:.3f} | {render:.3f} | {total_before:.3f} | {total_after:.3f} | "
+                f"{total_before / total_after:.2f}x | {whole:.3f} |"
             )
             print(lines[-1], flush=True)
     print(f"\nprocess CPU ms, medians; before = parser at {args.before}, onnxruntime trees\n")
