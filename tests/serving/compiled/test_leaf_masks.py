@@ -121,3 +121,31 @@ def test_boosters_leaf_masks_give_the_librarys_raw_scores_exactly(library, probl
     else:
         assert np.array_equal(trees.link(raw).argmax(axis=1), est.predict(fresh))
         np.testing.assert_allclose(trees.link(raw), est.predict_proba(fresh), rtol=0, atol=1e-6)
+
+
+def test_block_buffers_are_kept_for_the_next_calls_and_never_shared():
+    """A call reuses the buffers a previous call left (no fresh arrays, no page faults per
+    request), concurrent calls each take their own, and a pickle carries none."""
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    x, signal = _data()
+    est = HistGradientBoostingRegressor(max_iter=10, random_state=0).fit(x, signal)
+    trees = leaf_masks_of(est)
+    fresh, _ = _data(1_000, seed=2)
+    expected = est._raw_predict(fresh)
+    assert np.array_equal(_raw(trees, fresh), expected)
+    kept = list(trees._pool)
+    assert len(kept) == 1
+    assert np.array_equal(_raw(trees, fresh[:300]), expected[:300])  # fewer rows, same buffers
+    assert trees._pool[0] is kept[0]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda i: _raw(trees, fresh[i * 100 :]), range(8)))
+    for i, raw in enumerate(got):
+        assert np.array_equal(raw, expected[i * 100 :])
+    assert 1 <= len(trees._pool) <= leaf_masks.POOLED_BUFFERS
+    restored = pickle.loads(pickle.dumps(trees))
+    assert "_pool" not in restored.__dict__
+    assert np.array_equal(_raw(restored, fresh), expected)
