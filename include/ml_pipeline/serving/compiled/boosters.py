@@ -27,7 +27,8 @@ rows, the training code's pipeline shape):
   100-tree regressor: 4.1 ms graph + 0.4 ms float32 sum against XGBoost's 3.1 ms, 0.7x):
   the exact float32 order below needs one graph output per tree (a single summed output
   takes 3.2 ms but rounds differently); the whole request is still 2.3x / 1.0x / 1.9x the
-  pipeline's. Open: a faster exact large-batch path for XGBoost.
+  pipeline's. Since then, batches of `trees.MASK_ROWS` rows or more take the leaf masks
+  (`masks.py`, the same bits): 1,000 rows, binary, 4.9 -> 1.1 ms of CPU.
 
 The dumps are the libraries' documented formats (LightGBM `Booster.dump_model`, XGBoost
 `save_raw("json")`), read without importing either library in the server.
