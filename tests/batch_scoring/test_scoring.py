@@ -138,6 +138,26 @@ def test_unscorable_rows_go_to_the_rejects_file_with_their_reason(champions, tmp
     scored = pq.read_table(storage.local_path(out) / "predictions").to_pandas()
     assert not set(scored["customer_id"]) & set(rejected["customer_id"])
 
+    # the drift sample: per part at most `sample_rows` (100) of its scored rows, drawn
+    # across the whole part (not its first chunk), each with that row's own prediction
+    # (the rows' positions mapped past the rejected ones)
+    frame["row_number"] = range(len(frame))
+    scored = scored.merge(frame, on="customer_id")
+    features = ["tenure_months", "monthly_charges", "total_charges"]
+    for part, rows in (("part-00000", range(800)), ("part-00001", range(800, 1000))):
+        sample = pq.read_table(storage.local_path(out) / "samples" / f"{part}.parquet")
+        sample = sample.to_pandas()
+        in_part = scored[scored["row_number"].isin(rows)]
+        assert 100 - (len(rows) - len(in_part)) <= len(sample) <= 100
+        found = sample.merge(in_part, on=features, suffixes=("", "_scored"))
+        assert len(found) == len(sample)
+        assert (found["prediction"] == found["prediction_scored"]).all()
+        for name in [c for c in sample.columns if c.startswith("proba_")]:
+            assert found[name].tolist() == found[f"{name}_scored"].tolist()
+        if len(rows) == 800:  # three chunks of 300 rows: all drawn from
+            assert found["row_number"].max() >= 600
+            assert found["row_number"].min() < 300
+
 
 def test_the_manifest_marks_a_missing_part_or_another_version_incomplete(champions, tmp_path):
     champion = champions["binary"]
