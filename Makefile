@@ -51,6 +51,7 @@ help:
 	@echo "                  one run per home at a time: WAIT=600 queues behind a running one (else refused)"
 	@echo "make score DATA=table.parquet - score a file or folder (Parquet/CSV, any storage URI) with the"
 	@echo "                  champion (ml_batch_scoring DAG); CONF='key_columns=[\"id\"] strict_categories=true'"
+	@echo "                  make score ROWS=1000000: a generated table of that many rows, scored"
 	@echo "make ui         - Airflow UI + scheduler on the runs of make run: http://127.0.0.1:$(UI_PORT)"
 	@echo "                  (2.11: webserver; AIRFLOW=3: api-server, DAG processor, triggerer)"
 	@echo "                  (UI_PORT=...; admin password: AIRFLOW_UI_PASSWORD, else generated once into $(LOCAL)/airflow/ui/)"
@@ -105,8 +106,14 @@ run: $(STAMP)
 	    $(if $(WAIT),--wait $(WAIT))
 
 # The batch-scoring DAG on the embedded Airflow of make run (same home, champion, storage).
+# `make score ROWS=1000000` (ROWS given, no DATA): a generated churn table of ROWS rows
+# (row groups of 250,000; made once, kept in $(LOCAL)/data/score_input/) is scored.
+SCORE_TABLE := $(abspath $(LOCAL))/data/score_input/churn_$(ROWS).parquet
+SCORE_DATA := $(if $(DATA),$(DATA),$(if $(filter command line,$(origin ROWS)),$(SCORE_TABLE)))
 score: $(STAMP)
-	$(PY) -m devtools.score $(if $(DATA),--data "$(DATA)") \
+	$(if $(SCORE_DATA),$(if $(DATA),,test -f "$(SCORE_TABLE)" || \
+	    $(PY) -m include.ml_pipeline.data_preparation.sample_data "$(SCORE_TABLE)" --rows $(ROWS)))
+	$(PY) -m devtools.score $(if $(SCORE_DATA),--data "$(SCORE_DATA)") \
 	    $(if $(CONF),--conf-string '$(CONF)') $(if $(PARAMS),--params-file "$(PARAMS)") \
 	    $(if $(WAIT),--wait $(WAIT))
 
