@@ -1,7 +1,7 @@
 """Batch scoring against the plain baseline: rows/s and peak memory at 1M and 5M rows.
 
     python benchmarks/bench_batch_scoring.py [--rows 1000000 5000000] [--model hgb|lr]
-        [--pairs 3]
+        [--pairs 3] [--threads 2]
 
 For each size, a generated churn table (Parquet, row groups of 250,000 rows) is scored by
 the champion of a throw-away registry, each way in a fresh process (its peak resident
@@ -20,7 +20,9 @@ rows/s counts reading and scoring (and, for ours, writing the output); loading t
 is timed apart. Ours and the baseline run `--pairs` times each, alternating (a pair: one
 of each, side by side in time); the table gives medians of rows/s and of the per-pair
 ratios, by wall clock and by CPU seconds (the machine is shared: its load moves between
-runs, and CPU seconds move less). The goal (issue 25): ours >= 10x the baseline's
+runs, and CPU seconds move less). Both sides get the same thread budget (`--threads`,
+default the usable cores, at most 2): `OMP_NUM_THREADS` for the baseline's scikit-learn
+trees, `MODEL_API_PREDICT_THREADS` for ours. The goal (issue 25): ours >= 10x the baseline's
 rows/s, and ours' peak memory at 5M within 1.2x of its peak at 1M. Prints a Markdown
 table, the load average before and after, and writes the numbers as JSON to `--out`.
 """
@@ -115,11 +117,19 @@ def child_ours(data: str, tracking_uri: str, version: str, out: str) -> dict:
     }
 
 
-def _run_child(kind: str, *args: str) -> dict:
+def _run_child(kind: str, threads: int, *args: str) -> dict:
+    """One side in a fresh process, both sides with the same thread budget: `threads` for
+    scikit-learn's OpenMP (the baseline's trees) and for ours (`predict_threads`)."""
+    budget = str(threads)
     result = subprocess.run(
         [sys.executable, __file__, "--child", kind, *args],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "OMP_NUM_THREADS": budget,
+            "MODEL_API_PREDICT_THREADS": budget,
+        },
         capture_output=True,
         text=True,
         check=False,
@@ -146,9 +156,11 @@ def _pairs(
         for kind in order:
             if kind == "ours":
                 out = str(root / f"out_{rows}_{i}")
-                ours.append(_run_child("ours", str(data), tracking_uri, version, out))
+                ours.append(_run_child("ours", args.threads, str(data), tracking_uri, version, out))
             elif with_baseline:
-                baseline.append(_run_child("baseline", str(data), tracking_uri, version))
+                baseline.append(
+                    _run_child("baseline", args.threads, str(data), tracking_uri, version)
+                )
     return {"ours": ours, "baseline": baseline or None}
 
 
@@ -206,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
     parser.add_argument("--model", choices=["hgb", "lr"], default="hgb")
     parser.add_argument("--pairs", type=int, default=3, help="runs of each, alternating")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=min(2, len(os.sched_getaffinity(0))),
+        help="threads each side may use (OpenMP for the baseline, predict threads for ours)",
+    )
     parser.add_argument("--skip-baseline-above", type=int, default=10_000_000)
     parser.add_argument("--out", default=str(ROOT / ".local" / "bench_batch_scoring.json"))
     parser.add_argument("--child", choices=["baseline", "ours"])
@@ -234,25 +252,31 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{rows:,} rows: {_summary(runs)}", flush=True)
     load_after = os.getloadavg()
 
-    print(f"\nmodel {args.model}; {args.pairs} pair(s) of runs per size, alternating")
+    print(
+        f"\nmodel {args.model}; {args.pairs} pair(s) of runs per size, alternating; "
+        f"{args.threads} thread(s) per side; ours' path {rows_out[0]['path']}"
+    )
     print(f"load average before {load_before}, after {load_after}\n")
     print(
         "| rows | baseline rows/s | ours rows/s | speed-up (median of pairs) "
-        "| speed-up per CPU second (median of pairs) | baseline peak MB | ours peak MB |"
+        "| baseline CPU us/row | ours CPU us/row | speed-up per CPU second (median of pairs) "
+        "| baseline peak MB | ours peak MB |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows_out:
-        cells = ["-"] * 4
+        cells = ["-"] * 5
         if row["baseline"]:
             cells = [
                 f"{row['baseline_rows_per_s']:,.0f}",
                 f"{row['speedup']:.1f}x (pairs: {_list(row['speedups'])})",
+                f"{row['baseline_cpu_us_per_row']:.2f}",
                 f"{row['speedup_cpu']:.1f}x (pairs: {_list(row['speedups_cpu'])})",
                 f"{row['baseline_peak_mb']:,.0f}",
             ]
         print(
             f"| {row['rows']:,} | {cells[0]} | {row['ours_rows_per_s']:,.0f} | {cells[1]} | "
-            f"{cells[2]} | {cells[3]} | {row['ours_peak_mb']:,.0f} |"
+            f"{cells[2]} | {row['ours_cpu_us_per_row']:.2f} | {cells[3]} | {cells[4]} | "
+            f"{row['ours_peak_mb']:,.0f} |"
         )
     if len(rows_out) > 1:
         ratio = rows_out[-1]["ours_peak_mb"] / rows_out[0]["ours_peak_mb"]
@@ -264,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "model": args.model,
+                "threads": args.threads,
                 "load_before": load_before,
                 "load_after": load_after,
                 "runs": rows_out,
