@@ -5,6 +5,8 @@ a contract-breaking input is refused naming the column."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -67,6 +69,13 @@ def test_parts_equal_the_registered_models_predictions(champions, tmp_path, prob
     assert model.path.startswith("compiled:"), model.reason
     if problem == "multiclass":  # gradient boosting: its trees scored as leaf masks
         assert model.path.endswith("+leaf-masks"), model.path
+
+    # each part's report says where its CPU time went, stage by stage
+    for part in parts:
+        report = storage.read_json(storage.join(out, "parts", f"{part.name}.json"))
+        stages = report["cpu_seconds"]
+        assert set(stages) == {"read", "check", "score", "output", "write", "sample"}
+        assert all(seconds >= 0 for seconds in stages.values())
 
     got = pq.read_table(storage.local_path(out) / "predictions").to_pandas()
     assert sorted(got["customer_id"]) == sorted(frame["customer_id"])  # each row once
@@ -181,3 +190,21 @@ def test_the_manifest_marks_a_missing_part_or_another_version_incomplete(champio
     judged = manifests.build_manifest(out, plan)
     assert judged["problems"] == ["part-00001 (in.parquet): not scored (no report)"]
     assert storage.read_json(storage.join(out, "_manifest.json"))["status"] == "incomplete"
+
+
+def test_a_part_reads_only_the_keys_and_features_unless_rows_may_be_rejected(tmp_path):
+    from include.ml_pipeline.batch_scoring.contract_check import InputCheck
+    from include.ml_pipeline.batch_scoring.part import _columns_read
+    from include.ml_pipeline.batch_scoring.source import iter_chunks, plan_parts
+
+    frame = write_table(tmp_path / "in.parquet", 50, seed=3)
+    frame.assign(wide_note="x" * 100).to_parquet(tmp_path / "in.parquet", index=False)
+    numeric, categorical = ["age", "tenure_months"], ["region"]
+    check = InputCheck(numeric, categorical, ["wide_note", "churn"], ["customer_id"], [])
+    (part,) = plan_parts(list_input(str(tmp_path / "in.parquet")), 1_000)
+    (batch,) = iter_chunks(part, _columns_read(check))
+    assert batch.schema.names == ["customer_id", "age", "tenure_months", "region"]
+    # a row may go to the rejects file, which holds every column: all are read
+    check = dataclasses.replace(check, non_null_columns=["age"])
+    (batch,) = iter_chunks(part, _columns_read(check))
+    assert set(batch.schema.names) == set(frame.columns) | {"wide_note"}

@@ -68,6 +68,9 @@ class PartReport:
     predictions_uri: str = ""
     rejects_uri: str | None = None
     sample_uri: str | None = None
+    #: CPU seconds (every thread of the process) per stage: read, check, score, output,
+    #: write, sample (`_StageClock`)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +90,23 @@ def _remove_leftovers(uri: str) -> None:
     if local is not None and local.parent.is_dir():
         for stale in local.parent.glob(f".{local.name}.*"):
             stale.unlink(missing_ok=True)
+
+
+class _StageClock:
+    """CPU seconds of the process (all its threads: Arrow's readers, the predict threads)
+    spent in each stage of a part, each `lap` charging the time since the previous one."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.last = time.process_time()
+
+    def lap(self, stage: str) -> None:
+        now = time.process_time()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self.last
+        self.last = now
+
+    def rounded(self) -> dict[str, float]:
+        return {stage: round(value, 3) for stage, value in self.seconds.items()}
 
 
 class _NothingWritten(Exception):
@@ -225,6 +245,16 @@ def _csv_types(check: InputCheck) -> dict[str, Any]:
     }
 
 
+def _columns_read(check: InputCheck) -> list[str] | None:
+    """The columns a part reads: the key columns and the features when no row can be
+    refused (a Parquet file's other columns are then never decoded: a wide table costs
+    what its model's columns cost); every column (None) when rows may go to the rejects
+    file, which holds them whole."""
+    if check.non_null_columns or check.strict_categories:
+        return None
+    return list(dict.fromkeys([*check.key_columns, *check.numeric, *check.categorical]))
+
+
 def _keys(
     batch: pa.Table, check: InputCheck, first_row: int, source: str | None
 ) -> dict[str, pa.Array]:
@@ -256,6 +286,7 @@ def score_part(
     import pyarrow as pa
 
     started = time.perf_counter()
+    clock = _StageClock()
     source = part.file.name if several_files else None
     sample: _Reservoir | _Positions
     if part.rows is None:
@@ -273,10 +304,15 @@ def score_part(
     # the compiled paths read categories from Arrow dictionaries: read them as such
     dictionary = check.categorical if model.predictor is not None else None
     chunks = iter_chunks(
-        part, None, chunk_rows=chunk_rows, csv_types=csv_types, dictionary_columns=dictionary
+        part,
+        _columns_read(check),
+        chunk_rows=chunk_rows,
+        csv_types=csv_types,
+        dictionary_columns=dictionary,
     )
     with _staged_writer(predictions_uri) as out, _staged_writer(rejects_uri) as rejected:
         for batch in chunks:
+            clock.lap("read")
             chunk = pa.Table.from_batches([batch])
             rows_in += chunk.num_rows
             keys = _keys(chunk, check, row, source)
@@ -289,21 +325,27 @@ def score_part(
                 good = np.flatnonzero(~bad)
                 chunk = chunk.take(good)
                 keys = {name: column.take(good) for name, column in keys.items()}
+            clock.lap("check")
             scored = model.score(chunk)
+            clock.lap("score")
             columns = {**keys, **{name: _arrow(v) for name, v in scored.items()}}
             columns[MODEL_VERSION] = _repeated(model.version, chunk.num_rows)
             columns[SCORING_RUN_ID] = _repeated(scoring_run_id, chunk.num_rows)
             table = pa.table(columns)
+            clock.lap("output")
             out.write(table)
+            clock.lap("write")
             if sample_rows:
                 kept = chunk.select(features)
                 for name in scored:
                     kept = kept.append_column(name, table.column(name))
                 sample.offer(kept, row - part.first_row, good)
+                clock.lap("sample")
             row += len(bad)
         if not out.opened:  # an empty file: the output still has its columns
             out.write(_empty_output(model, check, part, source))
         rows_out, rows_rejected = out.rows, rejected.rows
+    clock.lap("write")  # the writers closed: their last row groups
     sampled = sample.table
     if sampled is not None:
         with storage.staged_output(sample_uri) as path:
@@ -312,6 +354,7 @@ def score_part(
             pq.write_table(sampled, str(path))
     else:
         storage.remove(sample_uri)
+    clock.lap("sample")
     report = PartReport(
         name=part.name,
         index=part.index,
@@ -327,16 +370,18 @@ def score_part(
         predictions_uri=predictions_uri,
         rejects_uri=rejects_uri if rows_rejected else None,
         sample_uri=sample_uri if sampled is not None else None,
+        cpu_seconds=clock.rounded(),
     )
     storage.write_json(part_uri(run_uri, PARTS, part.name, ".json"), report.to_dict())
     log.info(
-        "%s: %d rows in, %d scored, %d rejected in %.2f s (%s)",
+        "%s: %d rows in, %d scored, %d rejected in %.2f s (%s); CPU seconds by stage: %s",
         part.name,
         rows_in,
         rows_out,
         rows_rejected,
         report.seconds,
         model.path,
+        report.cpu_seconds,
     )
     return report
 
