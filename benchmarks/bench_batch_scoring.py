@@ -14,10 +14,12 @@ memory is the process's `ru_maxrss`):
   contract row checks, the verified compiled path (for this HistGradientBoosting model:
   its trees as leaf masks, `serving/compiled/leaf_masks.py`, a chunk's halves on two
   threads), Parquet parts written with keys, prediction, probabilities, model version and
-  run id, the drift sample kept.
+  run id, the drift sample kept. Each part's report gives its CPU seconds by stage (read,
+  check, score, output, write, sample): printed per row as a second table.
 
-rows/s counts reading and scoring (and, for ours, writing the output); loading the model
-is timed apart. Ours and the baseline run `--pairs` times each, alternating (a pair: one
+rows/s counts reading and scoring (and, for ours, checking the input against the contract
+and writing the output); loading the model (and, for ours, its input contract) is timed
+apart. Ours and the baseline run `--pairs` times each, alternating (a pair: one
 of each, side by side in time); the table gives medians of rows/s and of the per-pair
 ratios, by wall clock and by CPU seconds (the machine is shared: its load moves between
 runs, and CPU seconds move less). Both sides get the same thread budget (`--threads`,
@@ -86,14 +88,15 @@ def child_ours(data: str, tracking_uri: str, version: str, out: str) -> dict:
 
     started = time.perf_counter()
     model = load_batch_model(tracking_uri, MODEL, version)
+    # the version's input contract is loaded with it (as the baseline's `load_model` reads
+    # its signature); checking the input against it is timed
+    contract = load_contract(tracking_uri, MODEL, version)
     loaded, cpu = time.perf_counter(), _cpu_seconds()
     listing = list_input(data)
-    check = check_input(
-        [(f, file_schema(f)) for f in listing.files],
-        load_contract(tracking_uri, MODEL, version),
-    )
+    check = check_input([(f, file_schema(f)) for f in listing.files], contract)
     parts = plan_parts(listing, PART_ROWS)
     rows = 0
+    stages: dict[str, float] = {}
     for part in parts:
         report = score_part(
             part,
@@ -105,6 +108,8 @@ def child_ours(data: str, tracking_uri: str, version: str, out: str) -> dict:
             sample_rows=50_000 // len(parts) + 1,
         )
         rows += report.rows_out
+        for stage, seconds in report.cpu_seconds.items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
     done = time.perf_counter()
     return {
         "rows": rows,
@@ -113,6 +118,7 @@ def child_ours(data: str, tracking_uri: str, version: str, out: str) -> dict:
         "load_seconds": loaded - started,
         "seconds": done - loaded,
         "cpu_seconds": _cpu_seconds() - cpu,
+        "stage_cpu_seconds": stages,
         "peak_mb": _peak_mb(),
     }
 
@@ -175,6 +181,11 @@ def _summary(runs: dict) -> dict:
         "ours_rows_per_s": median(r["rows"] / r["seconds"] for r in ours),
         "ours_cpu_us_per_row": median(1e6 * r["cpu_seconds"] / r["rows"] for r in ours),
         "ours_peak_mb": median(r["peak_mb"] for r in ours),
+        "ours_load_seconds": median(r["load_seconds"] for r in ours),
+        "ours_stage_cpu_us_per_row": {
+            stage: median(1e6 * r["stage_cpu_seconds"][stage] / r["rows"] for r in ours)
+            for stage in ours[0]["stage_cpu_seconds"]
+        },
     }
     if baseline:
         pairs = list(zip(ours, baseline, strict=False))
@@ -278,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{cells[2]} | {row['ours_cpu_us_per_row']:.2f} | {cells[3]} | {cells[4]} | "
             f"{row['ours_peak_mb']:,.0f} |"
         )
+    print("\nours, CPU us per row by stage of `score_part` (median of runs; all threads):\n")
+    stages = list(rows_out[0]["ours_stage_cpu_us_per_row"])
+    print("| rows | " + " | ".join(stages) + " | model load s (apart) |")
+    print("|---:|" + "---:|" * (len(stages) + 1))
+    for row in rows_out:
+        cells = [f"{row['ours_stage_cpu_us_per_row'].get(s, 0):.3f}" for s in stages]
+        print(f"| {row['rows']:,} | " + " | ".join(cells) + f" | {row['ours_load_seconds']:.1f} |")
     if len(rows_out) > 1:
         ratio = rows_out[-1]["ours_peak_mb"] / rows_out[0]["ours_peak_mb"]
         print(
