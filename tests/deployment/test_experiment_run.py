@@ -19,7 +19,7 @@ from devtools.ports import free_port
 from include.ml_pipeline import storage
 from include.ml_pipeline.config import get_settings
 from include.ml_pipeline.deployment import api_process
-from include.ml_pipeline.deployment.experiment_client import experiment_status
+from include.ml_pipeline.deployment.experiment_client import experiment_status, stop_experiment
 from include.ml_pipeline.deployment.experiment_run import (
     ABORTED,
     KEPT,
@@ -227,6 +227,21 @@ def test_no_traffic_by_the_time_limit_keeps_the_champion(release_api):
     assert "too little traffic" in poked.run.summary
     assert _alias(settings, "champion") == v1
     assert experiment_status(api.url, NAME) is None
+
+
+def test_the_kill_switch_outside_the_dag_ends_the_release(release_api):
+    settings, api, (v1, v2, _) = release_api
+    _challenger(settings, v2)
+    plan = ReleasePlan(strategy="shadow", min_requests=500, max_wait_seconds=120)
+    run = begin(settings, api, NAME, v2, plan, **LABELS)
+    assert experiment_status(api.url, NAME)["config"]["mode"] == "shadow"
+    stop_experiment(api.url, NAME, token=api.token)  # an operator pulls the kill switch
+    poked = poke(settings, api, run)
+    assert poked.done
+    assert poked.run.outcome == ABORTED
+    assert "stopped outside the DAG (the kill switch)" in poked.run.summary
+    assert _alias(settings, "champion") == v1
+    assert poked.run.looks == []  # no look was spent
 
 
 def test_a_failed_replay_aborts_before_any_live_request(release_api, tmp_path):

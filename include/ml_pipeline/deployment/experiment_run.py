@@ -20,7 +20,9 @@ looks, then promote the challenger or abort it. Plain Python (no Airflow): the D
   because too little traffic came by the time limit -> the experiment stops and the
   champion stays (outcome `kept`); an interim look that is not a fail -> the next stage;
   `pass` at the last look -> `promote_to_champion` (aliases moved as in a direct release,
-  the previous champion kept as `previous_champion`).
+  the previous champion kept as `previous_champion`);
+- **the kill switch** pulled outside the DAG (`DELETE .../experiment`) ends the release
+  at the next poke (aborted, no look spent); a stage change whose call failed is sent again.
 
 The run's state (`ReleaseRun`: the plan, the stage, the looks taken, the outcome) is a
 JSON object under the storage root (`releases/<model>-v<version>.json`), so a sensor in
@@ -309,6 +311,28 @@ def _set_stage(endpoint: ModelApiEndpoint, run: ReleaseRun, timeout: float = 180
     log.info("release of %s v%s: %s started", run.model_name, run.version, stage.describe())
 
 
+def _check_stage(endpoint: ModelApiEndpoint, run: ReleaseRun, timeout: float) -> str | None:
+    """The API runs the run's stage: None. No experiment at all: someone pulled the kill
+    switch (`DELETE .../experiment`) outside the DAG, so the release ends there (the
+    sentence says so). Another stage (a stage change whose call failed): sent again."""
+    from include.ml_pipeline.deployment.experiment_client import experiment_status
+
+    status = experiment_status(endpoint.url, run.model_name)
+    if status is None:
+        return (
+            f"STOPPED at stage {run.stage + 1} of {len(run.plan.stages)}: the experiment of "
+            f"{run.model_name!r} v{run.version} was stopped outside the DAG (the kill "
+            f"switch); the champion v{run.champion} stays, the challenger is aborted."
+        )
+    stage = run.plan.stages[run.stage]
+    config = status.get("config") or {}
+    if config.get("mode") != stage.mode or (
+        stage.share is not None and config.get("share") != stage.share
+    ):
+        _set_stage(endpoint, run, timeout)
+    return None
+
+
 # --------------------------------------------------------------------------- evidence
 
 
@@ -365,6 +389,10 @@ def poke(
             else f"v{run.version} is already the champion"
         )
         return Poke(True, _finish(settings, endpoint, run, PROMOTED, timeout), run.summary)
+    stopped = _check_stage(endpoint, run, timeout)
+    if stopped:
+        run.summary = stopped
+        return Poke(True, _finish(settings, endpoint, run, ABORTED, timeout), run.summary)
     plan, policy = run.plan, run.plan.policy()
     look = run.stage + 1
     required = policy.plan.sample_at(look)
@@ -393,8 +421,8 @@ def poke(
         return Poke(True, _finish(settings, endpoint, run, PROMOTED, timeout), run.summary)
     run.stage += 1
     run.stage_started_at = _now(now).isoformat()
+    save_run(settings, run)  # before the API call: a retry re-sends it (`_check_stage`)
     _set_stage(endpoint, run, timeout)
-    save_run(settings, run)
     return Poke(False, run, f"{decision.summary} Next: {plan.stages[run.stage].describe()}.")
 
 
@@ -415,7 +443,7 @@ def _finish(
     from include.ml_pipeline.registry.registry import promote_to_champion, tag_version
 
     uri = settings.mlflow_tracking_uri
-    if run.champion is not None and run.looks:
+    if run.champion is not None and run.champion != run.version:  # idempotent
         stop_experiment(endpoint.url, run.model_name, token=endpoint.token, timeout=timeout)
     if outcome == PROMOTED:
         promotion = promote_to_champion(run.model_name, run.version, tracking_uri=uri)
