@@ -218,7 +218,7 @@ def test_no_traffic_by_the_time_limit_keeps_the_champion(release_api):
     run = begin(settings, api, NAME, v2, plan, **LABELS)
     waiting = poke(settings, api, run)
     assert not waiting.done
-    assert "0 of 500 challenger requests" in waiting.message
+    assert "0 of 500 challenger requests in this stage" in waiting.message
     later = datetime.now(UTC) + timedelta(seconds=61)
     poked = poke(settings, api, run, now=later)
     assert poked.done

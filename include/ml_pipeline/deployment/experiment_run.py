@@ -6,10 +6,11 @@ looks, then promote the challenger or abort it. Plain Python (no Airflow): the D
 - **stages**: `shadow` is one stage (the champion answers every request, the challenger
   predicts the same rows off the response path); `canary` is shadow, then each of
   `canary_steps` (the challenger answers that percent of the traffic, split by key). Each
-  stage is one planned look of `release/decision.py`: look `k` of `K` waits for
-  `k x min_requests` challenger requests since the experiment started (the
-  `DecisionPolicy` has `looks=K`, `final_requests=K x min_requests`), or for the stage's
-  time limit, whichever comes first;
+  stage is one planned look of `release/decision.py`: each stage waits for
+  `min_requests` challenger requests of its own (so look `k` of `K` has at least the
+  `k x min_requests` its plan needs: the `DecisionPolicy` has `looks=K`,
+  `final_requests=K x min_requests`), or for the stage's time limit, whichever comes
+  first;
 - **a look** reads the inference log since the start (`read_logged_answers` ->
   `pair_answers`), the label files under the storage root (`read_label_files` -> a
   `LabelBook` -> `join_labels`) and calls `decide(evidence, look, policy)` exactly once
@@ -268,7 +269,6 @@ def begin(
     if known is not None and known.plan == plan:
         return known
     champion = get_alias_version(model_name, CHAMPION, tracking_uri=settings.mlflow_tracking_uri)
-    stamp = _now(now).isoformat()
     run = ReleaseRun(
         model_name=model_name,
         version=str(version),
@@ -277,14 +277,16 @@ def begin(
         regression=regression,
         label_target=label_target,
         manifest_uri=manifest_uri,
-        started_at=stamp,
-        stage_started_at=stamp,
     )
     if champion is not None and champion != str(version):
-        from include.ml_pipeline.deployment.rollout import serve_version
+        from include.ml_pipeline.deployment.rollout import serve_version, served_model
 
-        serve_version(settings, endpoint, model_name, champion, timeout=timeout)
+        serving = served_model(endpoint.url, model_name) or {}
+        if str(serving.get("model_version")) != champion:  # down, or another version
+            serve_version(settings, endpoint, model_name, champion, timeout=timeout)
         _set_stage(endpoint, run, timeout)
+    # the clock of the first stage starts once the challenger is loaded
+    run.started_at = run.stage_started_at = _now(now).isoformat()
     save_run(settings, run)
     return run
 
@@ -398,14 +400,18 @@ def poke(
     required = policy.plan.sample_at(look)
     evidence = read_evidence(settings, run)
     seen = evidence.challenger_requests
+    # each stage adds its own requests (so a canary step is judged on canary traffic),
+    # which also reaches the look's planned sample (k x min_requests in all)
+    in_stage = seen - (run.looks[-1]["requests"] if run.looks else 0)
     waited = (_now(now) - datetime.fromisoformat(run.stage_started_at)).total_seconds()
     stage = plan.stages[run.stage]
-    if seen < required and waited < plan.max_wait_seconds:
+    if (in_stage < plan.min_requests or seen < required) and waited < plan.max_wait_seconds:
         return Poke(
             False,
             run,
-            f"{stage.describe()} (look {look} of {policy.looks}): {seen} of {required} "
-            f"challenger requests after {waited:.0f} s of at most {plan.max_wait_seconds:.0f} s",
+            f"{stage.describe()} (look {look} of {policy.looks}): {in_stage} of "
+            f"{plan.min_requests} challenger requests in this stage ({seen} in all) after "
+            f"{waited:.0f} s of at most {plan.max_wait_seconds:.0f} s",
         )
     decision = decide(evidence, look, policy)
     run.looks.append(decision.to_dict())
