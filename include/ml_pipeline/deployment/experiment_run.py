@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from include.ml_pipeline import storage
 from include.ml_pipeline.inference_records import safe_name
 from include.ml_pipeline.names import CHAMPION
-from include.ml_pipeline.release.records import CANARY, SHADOW
+from include.ml_pipeline.release.records import CANARY, CHALLENGER, SHADOW
 
 if TYPE_CHECKING:  # pragma: no cover
     from include.ml_pipeline.config import Settings
@@ -338,9 +338,10 @@ def _check_stage(endpoint: ModelApiEndpoint, run: ReleaseRun, timeout: float) ->
 # --------------------------------------------------------------------------- evidence
 
 
-def read_evidence(settings: Settings, run: ReleaseRun) -> Evidence:
+def read_evidence(settings: Settings, run: ReleaseRun) -> tuple[Evidence, int]:
     """Every request the two versions answered since the experiment started, paired,
-    with the labels that came back (label files under the storage root)."""
+    with the labels that came back (label files under the storage root); and the
+    challenger requests of the current stage (logged since it started)."""
     from include.ml_pipeline.release.decision import Evidence
     from include.ml_pipeline.release.feedback import (
         LabelBook,
@@ -364,7 +365,18 @@ def read_evidence(settings: Settings, run: ReleaseRun) -> Evidence:
     )
     labels = read_label_files(labels_uri(settings.storage_uri, run.model_name), target)
     joined = join_labels(pairing.records, LabelBook().add(labels))
-    return Evidence.of(joined.records, run.regression)
+    stage_start = datetime.fromisoformat(run.stage_started_at)
+    in_stage = {
+        a.request_id
+        for a in answers.answers
+        if a.arm == CHALLENGER and a.timestamp and _at(a.timestamp) >= stage_start
+    }
+    return Evidence.of(joined.records, run.regression), len(in_stage)
+
+
+def _at(stamp: str) -> datetime:
+    when = datetime.fromisoformat(stamp)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------- looks
@@ -398,11 +410,10 @@ def poke(
     plan, policy = run.plan, run.plan.policy()
     look = run.stage + 1
     required = policy.plan.sample_at(look)
-    evidence = read_evidence(settings, run)
+    evidence, in_stage = read_evidence(settings, run)
     seen = evidence.challenger_requests
-    # each stage adds its own requests (so a canary step is judged on canary traffic),
-    # which also reaches the look's planned sample (k x min_requests in all)
-    in_stage = seen - (run.looks[-1]["requests"] if run.looks else 0)
+    # each stage waits for requests of its own (so a canary step is judged on canary
+    # traffic), and for the look's planned sample (k x min_requests in all)
     waited = (_now(now) - datetime.fromisoformat(run.stage_started_at)).total_seconds()
     stage = plan.stages[run.stage]
     if (in_stage < plan.min_requests or seen < required) and waited < plan.max_wait_seconds:
@@ -426,9 +437,10 @@ def poke(
     if decision.verdict == PASS and policy.plan.is_final(look):
         return Poke(True, _finish(settings, endpoint, run, PROMOTED, timeout), run.summary)
     run.stage += 1
-    run.stage_started_at = _now(now).isoformat()
     save_run(settings, run)  # before the API call: a retry re-sends it (`_check_stage`)
     _set_stage(endpoint, run, timeout)
+    run.stage_started_at = _now(now).isoformat()  # once the API runs the new stage
+    save_run(settings, run)
     return Poke(False, run, f"{decision.summary} Next: {plan.stages[run.stage].describe()}.")
 
 
