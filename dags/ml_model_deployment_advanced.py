@@ -25,9 +25,16 @@ Left to right, as the Graph view shows it:
   contract), recorded on the version; branches to
   `despliegue_modelo` or `notificar_modelo_rechazado`.
 - `despliegue_modelo`: `generar_artefactos` verifies the challenger as served, stores its
-  serving artifact and promotes it to `champion`; `desplegar_api` makes the model API
-  serve it; `pruebas_api` smoke-tests the live API; `revertir_despliegue` puts the
-  previous champion back when the deployment failed.
+  serving artifact, replays it on the champion's logged live requests and promotes it to
+  `champion`; `desplegar_api` makes the model API serve it; `pruebas_api` smoke-tests the
+  live API; `revertir_despliegue` puts the previous champion back when the deployment
+  failed. With `release_strategy` shadow or canary, `generar_artefactos` does not promote
+  (a failed replay aborts there), and `desplegar_api`, a sensor in reschedule mode, runs
+  the challenger next to the champion in shadow, then at each of `canary_steps`, takes
+  one planned look per stage (`release_min_requests` per stage or
+  `release_max_wait_minutes`) and promotes on a pass at the last look; a fail or too
+  little traffic fails it with the decision as its message (the champion untouched,
+  `revertir_despliegue` skipped, `notificar_fallo` says why).
 - `notificar_modelo_rechazado`: the rejected path, with the gate's reasons.
 - `visualizacion_monitoreo`: `configurar_monitoreo` measures drift of recent traffic
   against the training split; `configurar_dashboards` renders the version's dashboard.
@@ -43,7 +50,9 @@ class-count limits, `leakage_threshold`, `drop_duplicates`), the split (`test_si
 deploy gate (`min_lift_over_baseline` over the class-prior or mean baseline, the optional
 `min_roc_auc`, `min_accuracy`, `max_log_loss`, `min_f1`, `max_rmse`, `min_r2`,
 `primary_metric`, `tolerance`,
-`allow_contract_change`), deployment (`latency_p95_budget_ms`, `api_timeout_seconds`),
+`allow_contract_change`), deployment (`latency_p95_budget_ms`, `api_timeout_seconds`,
+the release: `release_strategy`, `canary_steps`, `release_min_requests`,
+`release_max_wait_minutes`, `release_poke_seconds`, `release_abort_on_replay_fail`),
 drift at deployment (`drift_*`), and notifications (`slack_conn_id`, `smtp_conn_id`,
 `email_to`); see `include/ml_pipeline/orchestration/params.py`.
 
@@ -165,13 +174,17 @@ def ml_model_deployment_advanced():
         """Promote, roll out to the model API, smoke-test it, and roll back on failure."""
 
         @task
-        def generar_artefactos(decided: dict, dag=None, run_id=None) -> dict:
-            """Verify the challenger as served, promote it to champion, write the manifest."""
-            return deployment.release(decided, dag_id=dag.dag_id, run_id=run_id)
+        def generar_artefactos(decided: dict, params=None, dag=None, run_id=None) -> dict:
+            """Verify the challenger as served, replay it, promote it (direct), write manifest."""
+            return deployment.release(decided, params, dag_id=dag.dag_id, run_id=run_id)
 
-        @task(retries=1)
-        def desplegar_api(release: dict, params=None) -> dict:
-            """Make the running model API serve the new champion; wait until it does."""
+        # A sensor so that a shadow / canary release waits for its evidence without a slot.
+        @task.sensor(
+            mode="reschedule", poke_interval=30, timeout=SENSOR_MAX_TIMEOUT_SECONDS, retries=1
+        )
+        def desplegar_api(release: dict, params=None):
+            """Make the model API serve the new champion (shadow / canary: after the stated
+            decision on live evidence promoted it); wait until it does."""
             return deployment.roll_out(release, params)
 
         @task

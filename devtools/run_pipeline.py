@@ -478,6 +478,8 @@ def summarise(dag_run, tasks: dict, conf: dict, log_path: Path, seconds: float, 
             "fallback_reason": (manifest.get("serving") or {}).get("fallback_reason"),
             # the challenger on the champion's newest live requests (deployment/replay.py)
             "replay": manifest.get("replay"),
+            # shadow / canary: the stated decision (deployment/experiment_run.py)
+            "release": _release_decision(release, manifest),
             "smoke_latency_ms": smoke.get("latency"),
             "rollback": rollback,
         },
@@ -494,6 +496,19 @@ def summarise(dag_run, tasks: dict, conf: dict, log_path: Path, seconds: float, 
         "task_states": {k: v["state"] for k, v in tasks.items()},
         "log": str(log_path),
     }
+
+
+def _release_decision(release: dict, manifest: dict) -> dict | None:
+    """The manifest's `release` as the live decision left it (the task's XCom holds the
+    manifest written before the experiment began)."""
+    if not manifest.get("release") or not release.get("manifest_uri"):
+        return None
+    from include.ml_pipeline import storage
+
+    try:
+        return storage.read_json(release["manifest_uri"]).get("release")
+    except (OSError, ValueError):
+        return manifest["release"]
 
 
 def _failures(dag_run, failed: dict) -> list[dict]:
@@ -604,6 +619,9 @@ def print_summary(summary: dict) -> None:
     replay = deployment.get("replay")
     if replay:
         print(f"  replay    {replay['status']}: {replay['summary']}")
+    decided = deployment.get("release")
+    if decided and decided.get("outcome"):
+        print(f"  release   {decided['strategy']} {decided['outcome']}: {decided['summary']}")
     if deployment["rollback"]:
         print(f"  ROLLBACK  {deployment['rollback'].get('detail')}")
     monitoring = summary["monitoring"]

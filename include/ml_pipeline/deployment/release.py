@@ -12,6 +12,7 @@ promotion leaves `champion` where it was.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
 from include.ml_pipeline import storage
@@ -21,15 +22,23 @@ from include.ml_pipeline.payloads import DecidedModel, Release
 
 
 def prepare_release(
-    settings: Settings, decided: DecidedModel, *, airflow: dict[str, Any]
+    settings: Settings,
+    decided: DecidedModel,
+    *,
+    airflow: dict[str, Any],
+    staged: str | None = None,
 ) -> Release:
-    """Verify the challenger as served, promote it to champion, write the manifest."""
+    """Verify the challenger as served, promote it to champion, write the manifest.
+    `staged` (`shadow` / `canary`): the challenger meets live traffic first
+    (`experiment_run.py`), so `champion` does not move here; the manifest's `release`
+    says how and carries what the live decision needs (problem type, label set)."""
     from include.ml_pipeline.deployment.replay import replay_live_traffic
     from include.ml_pipeline.registry.registry import (
         describe_version,
         get_alias_version,
         promote_to_champion,
     )
+    from include.ml_pipeline.serving.api.labels import label_target
     from include.ml_pipeline.serving.loading.artifact import publish_served
     from include.ml_pipeline.serving.loading.load import load_served_model
     from include.ml_pipeline.serving.loading.worker import api_path
@@ -43,12 +52,19 @@ def prepare_release(
         )
     artifact = publish_served(settings.mlflow_tracking_uri, served)
     # before any client sees it: the challenger on the champion's newest live requests
-    replay = replay_live_traffic(
-        settings.inference_log_uri,
-        served,
-        get_alias_version(name, CHAMPION, tracking_uri=settings.mlflow_tracking_uri),
-    )
-    promotion = promote_to_champion(name, version, tracking_uri=settings.mlflow_tracking_uri)
+    champion = get_alias_version(name, CHAMPION, tracking_uri=settings.mlflow_tracking_uri)
+    replay = replay_live_traffic(settings.inference_log_uri, served, champion)
+    if staged:
+        promotion: dict[str, Any] = {"previous": None}
+        release: dict[str, Any] | None = {
+            "strategy": staged,
+            "champion": champion,
+            "regression": served.spec.is_regression,
+            "label_target": asdict(label_target(served)),
+        }
+    else:
+        release = None
+        promotion = promote_to_champion(name, version, tracking_uri=settings.mlflow_tracking_uri)
     info = describe_version(name, version, tracking_uri=settings.mlflow_tracking_uri)
     # as the model API serves it (the scikit-learn path runs in an isolated worker there)
     path, reason = api_path(served.predict_path, served.fallback_reason)
@@ -56,7 +72,7 @@ def prepare_release(
         "model_name": name,
         "version": str(version),
         "model_uri": f"models:/{name}/{version}",
-        "alias": CHAMPION,
+        "alias": CHALLENGER if staged else CHAMPION,
         "previous_champion": promotion.get("previous"),
         "run_id": served.run_id,
         "source": served.source,
@@ -78,6 +94,8 @@ def prepare_release(
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "airflow": airflow,
     }
+    if release is not None:
+        manifest["release"] = release
     uri = storage.write_json(manifest_uri(settings, name, version), manifest)
     manifest["manifest_uri"] = uri
     return Release(

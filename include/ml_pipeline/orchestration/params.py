@@ -11,6 +11,11 @@ from typing import Any
 
 from include.ml_pipeline.config import get_settings
 from include.ml_pipeline.data_preparation import sample_data
+from include.ml_pipeline.deployment.experiment_run import (
+    DEFAULT_CANARY_STEPS,
+    DEFAULT_MIN_REQUESTS,
+    RELEASE_STRATEGIES,
+)
 from include.ml_pipeline.names import (
     APPRISE_CONN_ID,
     JIRA_CONN_ID,
@@ -260,6 +265,53 @@ def deployment_params() -> dict[str, Param]:
         ),
         "api_timeout_seconds": Param(
             180, type="integer", minimum=5, description="Bound on starting/reloading the model API"
+        ),
+        # -- release on live evidence (deployment/experiment_run.py, docs/safe-release.md)
+        "release_strategy": Param(
+            "direct",
+            type="string",
+            enum=list(RELEASE_STRATEGIES),
+            description="direct: the challenger replaces the champion at once (the replay is "
+            "evidence only). shadow: the API runs it next to the champion on every request "
+            "(the champion answers) and the stated decision promotes or aborts it. canary: "
+            "shadow first, then canary_steps of live traffic, one planned look per stage",
+        ),
+        "canary_steps": Param(
+            list(DEFAULT_CANARY_STEPS),
+            type="array",
+            items={"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 100},
+            minItems=1,
+            description="canary: the challenger's percent of traffic at each step, rising "
+            "(e.g. [5, 25, 50]); each step is one planned look",
+        ),
+        "release_min_requests": Param(
+            DEFAULT_MIN_REQUESTS,
+            type="integer",
+            minimum=1,
+            description="shadow/canary: challenger requests each stage adds before its look "
+            "(look k of K waits for k x this many since the experiment started)",
+        ),
+        "release_max_wait_minutes": Param(
+            60.0,
+            type="number",
+            exclusiveMinimum=0,
+            description="shadow/canary: the longest a stage waits for its requests; past it "
+            "the look is taken on what came (too little traffic: inconclusive, the champion "
+            "stays)",
+        ),
+        "release_poke_seconds": Param(
+            30,
+            type="integer",
+            minimum=1,
+            description="shadow/canary: how often desplegar_api reads the evidence (it "
+            "holds no worker slot in between: a reschedule-mode sensor)",
+        ),
+        "release_abort_on_replay_fail": Param(
+            True,
+            type="boolean",
+            description="shadow/canary: a replay that fails (the challenger answers the "
+            "champion's logged requests too differently) aborts the release before any "
+            "live request. false: the replay is evidence and the shadow stage decides",
         ),
         # -- monitoring at deployment
         **_drift_params(window_description="Inference log window compared at deployment"),

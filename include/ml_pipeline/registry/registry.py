@@ -318,17 +318,23 @@ def record_decision(
 ) -> None:
     """Store a deploy decision on the version: tags `deployment_decision`
     (`deploy`/`reject`), `deployment_reasons` (JSON list), `decided_at`, plus `extra`."""
-    client = _client(tracking_uri)
     data = decision.to_dict() if hasattr(decision, "to_dict") else dict(decision)
     tags = {
         DECISION_TAG: "deploy" if data["deploy"] else "reject",
-        REASONS_TAG: _tag_value(list(data.get("reasons", []))),
+        REASONS_TAG: list(data.get("reasons", [])),
         "decided_at": _now(),
+        **{str(key): value for key, value in (extra or {}).items()},
     }
-    for key, value in (extra or {}).items():
-        tags[str(key)] = _tag_value(value)
+    tag_version(model_name, version, tags, tracking_uri=tracking_uri)
+
+
+def tag_version(
+    model_name: str, version: str | int, tags: dict[str, Any], *, tracking_uri: str | None = None
+) -> None:
+    """Set `tags` on a version (values as text; long ones cut to the tag limit)."""
+    client = _client(tracking_uri)
     for key, value in tags.items():
-        client.set_model_version_tag(model_name, str(version), key, value)
+        client.set_model_version_tag(model_name, str(version), str(key), _tag_value(value))
 
 
 def _now() -> str:

@@ -50,6 +50,10 @@ def notify_deployed(
         run_id=run_id,
         **_links(shown.registered, dag_id, run_id),
     )
+    release = shown.deployment.rollout.release.manifest.get("release") or {}
+    if release.get("summary"):  # shadow / canary: the stated decision that promoted it
+        note.reasons.append(f"release ({release['strategy']}): {release['summary']}")
+        note.details["release_verdict"] = release.get("verdict")
     return _send(note, params)
 
 
