@@ -9,7 +9,7 @@ embeds them with `figure_to_png_bytes`).
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -175,7 +175,7 @@ def plot_prediction_volume(times: Sequence[Any], counts: Sequence[int], label: s
 
 
 def plot_live_metric(
-    series: dict[str, tuple[Sequence[Any], Sequence[float]]], metric: str, label: str
+    series: Mapping[str, tuple[Sequence[Any], Sequence[float]]], metric: str, label: str
 ) -> Figure:
     """A live metric per time bucket, one line per model version (`{version: (times,
     values)}`)."""

@@ -330,7 +330,11 @@ def _live_view(live: LivePerformance | None) -> dict[str, Any] | None:
     }
     series = {}
     for version in {s.version for s in live.buckets}:
-        points = [(s.start, s.metrics[live.metric]) for s in live.history(version) if s.metrics]
+        points = [
+            (s.start, s.metrics[live.metric])
+            for s in live.history(version)
+            if s.metrics and s.start is not None
+        ]
         if points:
             times = [datetime.fromisoformat(t).replace(tzinfo=None) for t, _ in points]
             series[version] = (times, [v for _, v in points])

@@ -26,7 +26,7 @@ def _safe(text: str) -> str:
 
 
 def monitoring_report_uri(
-    reports_uri: str | os.PathLike, model_name: str, version: str, run_key: str, kind="drift"
+    reports_uri: str | os.PathLike, model_name: str, version: str, run_key: str, kind: str = "drift"
 ) -> str:
     """`<reports_uri>/monitoring/<kind>_<model>_v<version>_<run>.json` (`kind`: `drift`,
     or `live` for the live performance report)."""

@@ -57,6 +57,8 @@ def live_verdict(live: LiveCheck | None, champion: Champion, rule: LiveRule) -> 
     name = "rmse" if live.regression else "accuracy"
     value = live.metrics.get(name)
     tested = champion.metrics.get(name)
+    if value is None:
+        return False, f"no live {name} of {version} measured: live performance unknown"
     share = live.labelled / live.answers if live.answers else 0.0
     said = (
         f"live {name} of {version} {value:.4g} on {live.labelled} labelled answers "
@@ -71,14 +73,17 @@ def live_verdict(live: LiveCheck | None, champion: Champion, rule: LiveRule) -> 
             "no retraining on live performance"
         )
     if live.regression:
-        if not tested:
+        limit = rule.max_rmse_ratio
+        if not tested or limit is None:
             return False, f"{said}: no test rmse on {version}, max_live_rmse_ratio not judged"
-        ratio, limit = value / tested, rule.max_rmse_ratio
+        ratio = value / tested
         where = "above" if ratio > limit else "within"
         return (
             ratio > limit,
             f"{said}: {ratio:.2f}x the test rmse, {where} max_live_rmse_ratio {limit:g}",
         )
+    if rule.min_accuracy is None:
+        return False, said
     if value < rule.min_accuracy:
         return True, f"{said}: below min_live_accuracy {rule.min_accuracy:g}"
     return False, f"{said}: at or above min_live_accuracy {rule.min_accuracy:g}"
