@@ -33,13 +33,18 @@ the earlier flat files `inference-<stamp>-<pid>-<seq>.jsonl` in the log folder.
 
 from __future__ import annotations
 
+import gzip
+import logging
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from include.ml_pipeline import storage
+
+log = logging.getLogger("ml_pipeline.inference_log")
 
 OBJECT_SUFFIX = ".jsonl.gz"
 LEGACY_PREFIX, LEGACY_SUFFIX = "inference-", ".jsonl"  # flat files of the earlier writer
@@ -166,3 +171,60 @@ def features_of(line: dict[str, Any]) -> dict[str, list[Any]]:
             for i, c in enumerate(split.get("columns") or [])
         }
     return line.get("features") or {}
+
+
+def log_objects(
+    location: str | os.PathLike,
+    *,
+    model_name: str | None = None,
+    model_version: str | None = None,
+    since: datetime | None = None,
+) -> list[LogObject]:
+    """The objects under `location` that can hold records of `model_name` (any when
+    None) / `model_version` at or after `since`, oldest first; the earlier flat files
+    always (their names tell neither). A missing location has none."""
+    base = storage.as_uri(location).rstrip("/")
+    prefix = base
+    if model_name is not None:
+        prefix = storage.join(base, safe_name(model_name))
+        if model_version is not None:
+            prefix = storage.join(prefix, f"v{safe_name(model_version)}")
+    found = list(storage.list_sizes(prefix))
+    local = storage.local_path(base)
+    if prefix != base and local is not None and local.is_dir():
+        # the earlier writer's flat files (local only) sit at the top
+        found += [storage.join(base, p.name) for p in local.glob(f"{LEGACY_PREFIX}*")]
+    objects = []
+    for uri in sorted(found, key=sort_key):
+        item = parse_object_uri(base, uri)
+        if item is None or item.model is None:
+            if item is not None:
+                objects.append(item)
+            continue
+        if model_name is not None and item.model != safe_name(model_name):
+            continue
+        if model_version is not None and item.version != safe_name(model_version):
+            continue
+        if since is not None and item.newest is not None and item.newest < since:
+            continue
+        objects.append(item)
+    return objects
+
+
+def read_lines(objects: list[LogObject]) -> list[bytes]:
+    """The lines of every object, in the objects' order; an unreadable object (vanished,
+    being pruned, truncated) is skipped with a warning."""
+    contents = storage.read_many([item.uri for item in objects]) if objects else {}
+    lines: list[bytes] = []
+    for item in objects:
+        data = contents.get(item.uri)
+        if data is None:
+            continue
+        if item.uri.endswith(".gz"):
+            try:
+                data = gzip.decompress(data)
+            except (OSError, EOFError, zlib.error) as exc:
+                log.warning("inference log: skipping unreadable %s: %r", item.uri, exc)
+                continue
+        lines.extend(data.splitlines())
+    return lines

@@ -8,21 +8,15 @@ live traffic, which is what monitoring compares with the training data.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
-import zlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from include.ml_pipeline import storage
 from include.ml_pipeline.inference_records import (
-    LEGACY_PREFIX,
-    LogObject,
     features_of,
-    parse_object_uri,
-    safe_name,
-    sort_key,
+    log_objects,
+    read_lines,
 )
 from include.ml_pipeline.names import LIVE_TRAFFIC
 
@@ -32,63 +26,6 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("ml_pipeline.inference_log")
 
 BASE_COLUMNS = ["prediction", "model_version", "traffic_kind", "latency_ms", "timestamp"]
-
-
-def log_objects(
-    location: str | os.PathLike,
-    *,
-    model_name: str | None = None,
-    model_version: str | None = None,
-    since: datetime | None = None,
-) -> list[LogObject]:
-    """The objects under `location` that can hold records of `model_name` (any when
-    None) / `model_version` at or after `since`, oldest first; the earlier flat files
-    always (their names tell neither). A missing location has none."""
-    base = storage.as_uri(location).rstrip("/")
-    prefix = base
-    if model_name is not None:
-        prefix = storage.join(base, safe_name(model_name))
-        if model_version is not None:
-            prefix = storage.join(prefix, f"v{safe_name(model_version)}")
-    found = list(storage.list_sizes(prefix))
-    local = storage.local_path(base)
-    if prefix != base and local is not None and local.is_dir():
-        # the earlier writer's flat files (local only) sit at the top
-        found += [storage.join(base, p.name) for p in local.glob(f"{LEGACY_PREFIX}*")]
-    objects = []
-    for uri in sorted(found, key=sort_key):
-        item = parse_object_uri(base, uri)
-        if item is None or item.model is None:
-            if item is not None:
-                objects.append(item)
-            continue
-        if model_name is not None and item.model != safe_name(model_name):
-            continue
-        if model_version is not None and item.version != safe_name(model_version):
-            continue
-        if since is not None and item.newest is not None and item.newest < since:
-            continue
-        objects.append(item)
-    return objects
-
-
-def _read_lines(objects: list[LogObject]) -> list[bytes]:
-    """The lines of every object, in the objects' order; an unreadable object (vanished,
-    being pruned, truncated) is skipped with a warning."""
-    contents = storage.read_many([item.uri for item in objects]) if objects else {}
-    lines: list[bytes] = []
-    for item in objects:
-        data = contents.get(item.uri)
-        if data is None:
-            continue
-        if item.uri.endswith(".gz"):
-            try:
-                data = gzip.decompress(data)
-            except (OSError, EOFError, zlib.error) as exc:
-                log.warning("inference log: skipping unreadable %s: %r", item.uri, exc)
-                continue
-        lines.extend(data.splitlines())
-    return lines
 
 
 def read_inference_log(
@@ -123,7 +60,7 @@ def read_inference_log(
     rows: list[dict[str, Any]] = []
     feature_order: dict[str, None] = {}
     class_order: dict[str, None] = {}
-    for raw in _read_lines(objects):
+    for raw in read_lines(objects):
         if not raw.strip():
             continue
         try:

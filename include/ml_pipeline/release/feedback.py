@@ -379,7 +379,7 @@ def read_logged_answers(
     first. Smoke and benchmark traffic is left out; corrupt lines are skipped."""
     import orjson
 
-    from include.ml_pipeline.monitoring.inference_log import _read_lines, log_objects
+    from include.ml_pipeline.inference_records import log_objects, read_lines
     from include.ml_pipeline.names import LIVE_TRAFFIC
 
     if since is not None and since.tzinfo is None:
@@ -392,7 +392,7 @@ def read_logged_answers(
     ]
     answers: list[LoggedAnswer] = []
     without = 0
-    for raw in _read_lines(objects):
+    for raw in read_lines(objects):
         try:
             line = orjson.loads(raw)
         except orjson.JSONDecodeError:

@@ -16,7 +16,8 @@ import orjson
 import pytest
 
 from include.ml_pipeline import inference_records, storage
-from include.ml_pipeline.monitoring.inference_log import log_objects, read_inference_log
+from include.ml_pipeline.inference_records import log_objects
+from include.ml_pipeline.monitoring.inference_log import read_inference_log
 from include.ml_pipeline.serving.api import inference_log
 from include.ml_pipeline.serving.api.inference_log import InferenceLogger
 from include.ml_pipeline.serving.batch import Batch
