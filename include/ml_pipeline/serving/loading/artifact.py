@@ -36,6 +36,9 @@ FORMAT = "ml_pipeline.compiled_predictor/1"
 TAG = "serving_artifact"
 DOCUMENT = "predictor.json"
 TREES = "trees.onnx"
+#: the model's feature spec (`FeatureSpec.to_dict`), so the API can start from the artifact
+#: without reading the MLflow model (`registry_rest.py`); digest-checked like the others
+SPEC_FILE = "feature_spec.json"
 log = logging.getLogger("ml_pipeline.serving")
 
 
@@ -219,11 +222,13 @@ def publish(
     predictor: Any,
     pipeline: Any,
     sample: Any,
+    spec: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """Write, read back, verify and log the serving artifact of `name` v`version`, and tag
-    the version with where it is. Returns the tag's content, or None (logged) when the
-    predictor has no artifact form or the version has no run to hold it. Raises
-    `ArtifactError` when the read-back predictor disagrees with the pipeline."""
+    """Write, read back, verify and log the serving artifact of `name` v`version` (with
+    `spec`, the model's feature spec as `SPEC_FILE`), and tag the version with where it
+    is. Returns the tag's content, or None (logged) when the predictor has no artifact
+    form or the version has no run to hold it. Raises `ArtifactError` when the read-back
+    predictor disagrees with the pipeline."""
     if run_id is None:
         log.warning("%s v%s has no run: no serving artifact", name, version)
         return None
@@ -239,6 +244,10 @@ def publish(
                 f"the serving artifact of {name} v{version} does not "
                 f"reproduce the pipeline: {problem}"
             )
+        if spec is not None:
+            data = json.dumps(spec, sort_keys=True).encode()
+            (Path(tmp) / SPEC_FILE).write_bytes(data)
+            digests[SPEC_FILE] = hashlib.sha256(data).hexdigest()
         path = f"serving/v{version}"
         client.log_artifacts(run_id, tmp, artifact_path=path)
     tag = {"format": FORMAT, "uri": f"runs:/{run_id}/{path}", "sha256": digests}
@@ -265,6 +274,7 @@ def publish_served(tracking_uri: str, served: Any) -> dict[str, Any]:
             served.predictor,
             pipeline,
             sample,
+            served.spec.to_dict(),
         )
     except ArtifactError as exc:
         log.error("%s", exc)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.ml_pipeline.serving.loading.fetch import ModelLoadError, fetch
+from include.ml_pipeline.serving.loading.registry_rest import quick_fetch
 from include.ml_pipeline.serving.loading.worker import ROOT, child_env, isolated_reason
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,17 +50,32 @@ def _marked(output: bytes, marker: str) -> dict[str, Any] | None:
 
 
 class LazySklearnPredictor:
-    """The registered pipeline, deserialised on first use (only if the fast path raises)."""
+    """The registered pipeline, deserialised on first use (only if the fast path raises).
+    Built with `info=None` (a fast start, `registry_rest.py`), it waits for `provide`:
+    the fetch child's result, which says where the pipeline was downloaded."""
 
     path = "sklearn"
 
-    def __init__(self, info: dict[str, Any]):
+    def __init__(self, info: dict[str, Any] | None):
         self.info = info
         self._predictor: Any = None  # the SklearnPredictor, loaded on first use
         self._lock = threading.Lock()
+        self._provided = threading.Event()
+        self._problem: str | None = None
+        if info is not None:
+            self._provided.set()
+
+    def provide(self, info: dict[str, Any] | None, problem: str | None = None) -> None:
+        """The fetched `info` (or, when fetching failed, `problem`)."""
+        self.info, self._problem = info, problem
+        self._provided.set()
 
     def predict(self, batch):
         if self._predictor is None:
+            if not self._provided.wait(TIMEOUT_S) or self.info is None:
+                raise ModelLoadError(
+                    f"the registered pipeline is not available: {self._problem or 'not fetched'}"
+                )
             with self._lock:
                 if self._predictor is None:
                     from include.ml_pipeline.serving.compiled.predictor import SklearnPredictor
@@ -82,6 +98,7 @@ class PendingLoad:
         force_sklearn: bool = False,
     ):
         self.name, self.alias, self.max_rows = name, alias, max_rows
+        self.tracking_uri = tracking_uri
         self.started = time.perf_counter()
         self.folder = Path(tempfile.mkdtemp(prefix="model-api-load-"))
         self.out = self.folder / "predictor.pkl"
@@ -129,8 +146,17 @@ class PendingLoad:
         cause. With a serving artifact that only means `fetch`: the compile child then
         checks the artifact in the background (`_check_in_background`)."""
         try:
-            info = self._fetched()
-            served = self._from_artifact(info)
+            served = None
+            info = quick_fetch(self.tracking_uri, self.name, self.alias, self.folder / "quick")
+            if info is not None:
+                served = self._from_artifact(info, LazySklearnPredictor(None))
+            if served is not None:
+                # the fetch child is off the critical path now: it only feeds the re-check
+                with contextlib.suppress(OSError):
+                    os.setpriority(os.PRIO_PROCESS, self.fetch.pid, 19)
+            else:
+                info = self._fetched()
+                served = self._from_artifact(info, LazySklearnPredictor(info))
         except BaseException:
             self.cancel()
             raise
@@ -218,7 +244,7 @@ class PendingLoad:
         with open(self.out, "rb") as handle:
             return pickle.load(handle)  # written by our own child, just now
 
-    def _from_artifact(self, info: dict[str, Any]):
+    def _from_artifact(self, info: dict[str, Any], reference: LazySklearnPredictor):
         """The `ServedModel` from the version's serving artifact, or None without one."""
         import numpy as np
 
@@ -249,6 +275,9 @@ class PendingLoad:
             "load_check": "running",
             "proba_tolerance": PROBA_TOLERANCE,
             "passed": True,
+            # how the alias was resolved: by the fetch child (MLflow), or over the REST
+            # API before it was done (`registry_rest.py`)
+            "resolved_by": info.get("resolved_by", "mlflow"),
         }
         return self._served(
             info,
@@ -257,14 +286,31 @@ class PendingLoad:
             f"compiled:{predictor.estimator_path}",
             None,
             verification,
-            LazySklearnPredictor(info),
+            reference,
             warmup,
         )
 
     def _check_in_background(self, served, info: dict[str, Any]) -> None:
         """Compile and verify as without an artifact, and check the artifact's predictor
-        against the pipeline; on a mismatch serve the freshly verified predictor."""
+        against the pipeline; on a mismatch serve the freshly verified predictor. After a
+        fast start (`info` from the REST API) the fetch child's result comes first: the
+        same version (else the alias moved meanwhile: not re-checked, reload to serve
+        it), its input contract, and the pipeline for the sklearn fallback."""
         try:
+            if info.get("resolved_by") is not None:
+                try:
+                    full = self._fetched()
+                except ModelLoadError as exc:
+                    served.reference.provide(None, str(exc))
+                    raise
+                served.reference.provide(full)
+                if full["version"] != served.version:
+                    raise ModelLoadError(
+                        f"the alias {self.alias!r} names v{full['version']} now, not the "
+                        f"v{served.version} served (POST /admin/reload serves it)"
+                    )
+                served.contract = full.get("contract")
+                info = full
             # the server unpickles the compiled predictor only when it is needed, so the
             # usual outcome costs it no GIL time while it serves
             problem = self._run_compile(info).get("artifact_check", "no result line")
