@@ -87,11 +87,15 @@ def batch_from_frame(frame, numeric: list[str], categorical: list[str]) -> Batch
     return Batch(tuple(numeric), tuple(categorical), matrix, cats)
 
 
-def concat_batches(a: Batch, b: Batch) -> Batch:
-    """The rows of `a`, then those of `b` (same columns)."""
+def concat_batches(first: Batch, *rest: Batch) -> Batch:
+    """The rows of `first`, then those of each of `rest` in turn (same columns)."""
+    batches = (first, *rest)
     return Batch(
-        a.numeric_columns,
-        a.categorical_columns,
-        np.vstack([a.numeric, b.numeric]),
-        tuple(x + y for x, y in zip(a.categorical, b.categorical, strict=False)),
+        first.numeric_columns,
+        first.categorical_columns,
+        np.vstack([b.numeric for b in batches]),
+        tuple(
+            [value for b in batches for value in b.categorical[i]]
+            for i in range(len(first.categorical))
+        ),
     )

@@ -65,6 +65,7 @@ def create_app(
         description=DESCRIPTION,
     )
     app.state.service = state
+    app.state.routes = routes  # its micro-batcher's counters (tests, profiling)
 
     # Starlette types a handler as taking any Exception; each of ours takes the one class
     # it is registered for, which its Callable[[Request, Exception], ...] cannot express

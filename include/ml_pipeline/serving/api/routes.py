@@ -35,6 +35,7 @@ from include.ml_pipeline.serving.api.experiment import (
     Experiment,
     choose_arm,
 )
+from include.ml_pipeline.serving.api.microbatch import MicroBatcher
 from include.ml_pipeline.serving.api.state import ModelSlot, ServiceState
 from include.ml_pipeline.serving.parsing import RequestError, load_json
 
@@ -162,6 +163,7 @@ class Routes:
         self.state = state
         self.settings = state.settings
         self.max_body = state.settings.max_body_bytes
+        self.batcher = MicroBatcher(self.predict, state.settings.micro_batch_rows)
 
     # ------------------------------------------------------------------ error handlers
 
@@ -330,7 +332,14 @@ class Routes:
                 )
                 if routed is not None:
                     return routed(started, headers)
-            result = await self.predict_async(served, batch)
+            if (
+                experiment is None
+                and not getattr(served.predictor, "blocking", False)  # a worker: off the loop
+                and self.batcher.wants(served, batch)
+            ):
+                result = await self.batcher.predict(served, batch)
+            else:
+                result = await self.predict_async(served, batch)
         except RequestError as exc:
             refused = self.fail(endpoint, started, exc, slot.name)
             return refused if refuse is None else refuse(exc)

@@ -36,6 +36,9 @@
 | MODEL_API_WORKER_TIMEOUT_     | 30                              | a model served by an isolated |
 | SECONDS                       |                                 | worker (`loading/worker.py`): |
 |                               |                                 | 504 past it, worker restarted |
+| MODEL_API_MICRO_BATCH_ROWS    | 1000                            | concurrent requests of up to  |
+|                               |                                 | this many rows predicted as   |
+|                               |                                 | one batch (0: off)            |
 
 (*) `tabular_classifier` in an embedded home whose registry already has it
 (`config.default_model_name`).
@@ -164,6 +167,9 @@ class ServingSettings:
     shadow_queue: int = 1000
     #: The storage root: label files and `POST /feedback` labels go under `labels/<model>`.
     storage_uri: str = ""
+    #: Requests of at most this many rows that arrive together are predicted as one
+    #: batch (`microbatch.py`); 0 turns that off.
+    micro_batch_rows: int = 1000
 
     @property
     def model_uri(self) -> str:
@@ -199,4 +205,5 @@ def get_serving_settings() -> ServingSettings:
         or experiments_file_for(os.environ.get("MODEL_API_MODELS_FILE")),
         shadow_queue=max(1, _int("MODEL_API_SHADOW_QUEUE", 1000)),
         storage_uri=base.storage_uri,
+        micro_batch_rows=max(0, _int("MODEL_API_MICRO_BATCH_ROWS", 1000)),
     )

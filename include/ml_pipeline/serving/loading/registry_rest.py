@@ -11,7 +11,8 @@ the fetch child as before:
 - the alias's version has a serving artifact of this API's format that lists its
   feature spec (`feature_spec.json`, written by the release step since issue 22);
 - the run's artifacts are on the server (`mlflow-artifacts:/`, `--serve-artifacts`) or
-  in a local folder.
+  in a local folder;
+- `MODEL_API_FAST_START` is not `false` (the benchmark's start-up comparison).
 
 The guarantees stay those of the fetch child's path: the version served is the one the
 alias names now (asked of the registry at start), and every file is checked against the
@@ -135,6 +136,8 @@ def quick_fetch(
     base = tracking_uri.rstrip("/")
     if not base.startswith(("http://", "https://")):
         return None
+    if os.environ.get("MODEL_API_FAST_START", "true").strip().lower() in ("0", "false", "no"):
+        return None  # turned off: start through the fetch child (MLflow) only
     unsupported = [k for k in UNSUPPORTED_ENV if os.environ.get(k)]
     if unsupported:
         log.info("fast start not used: %s set (MLflow handles it)", ", ".join(unsupported))
