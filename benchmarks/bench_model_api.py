@@ -36,6 +36,13 @@ over (`settle_s` in the JSON). Each server starts after `os.sync()`, so the prev
 phase's inference log is not being written back meanwhile. The temporary directory is
 removed at the end (`--keep` keeps it). `--log-ab` adds our API with the inference log off
 (`MODEL_API_LOG_SAMPLE_RATE=0`) to each comparison and prints what logging costs.
+
+`--registry server` keeps the registry in an `mlflow server` on loopback (SQLite, proxied
+artifacts: the compose stack's setting) instead of a SQLite file: every server then
+resolves and downloads through it, and ours can start from its serving artifact over the
+REST API (`serving/loading/registry_rest.py`). `--rows` / `--connections` choose the cells
+(e.g. `--rows 1 --connections 8,64 --peers ''`: the latency budget, ours alone; each
+cell also reports the slowest request, `max`); `--duration 0` measures start-up only.
 """
 
 from __future__ import annotations
@@ -61,8 +68,9 @@ if str(ROOT) not in sys.path:
 from devtools.ports import free_port  # noqa: E402
 
 LUA = Path(__file__).with_name("post.lua")
-ROWS = (1, 100, 1000)
-CONNECTIONS = (1, 8)
+ROWS = DEFAULT_ROWS = (1, 100, 1000)
+CONNECTIONS = DEFAULT_CONNECTIONS = (1, 8)
+CHECK_ROWS = 100  # the request every server's answers are checked on before timing
 
 
 def tree_rss_mib(pid: int) -> float:
@@ -88,7 +96,7 @@ def wait_healthy(
 
     try:
         return wait_until_up(
-            url + health, timeout=timeout, check=running, interval=0.05, request_timeout=1.0
+            url + health, timeout=timeout, check=running, interval=0.02, request_timeout=1.0
         )
     except Unreachable:
         raise RuntimeError(f"{url} not healthy after {timeout}s") from None
@@ -160,9 +168,9 @@ def make_bodies(folder: Path, spec, seed: int = 11) -> dict[int, Path]:
     from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
     from include.ml_pipeline.deployment.api_client import split_payload
 
-    frame = generate_churn_frame(max(ROWS), seed)[spec.columns]
+    frame = generate_churn_frame(max(*ROWS, CHECK_ROWS), seed)[spec.columns]
     bodies = {}
-    for rows in ROWS:
+    for rows in sorted({*ROWS, CHECK_ROWS}):
         path = folder / f"body_{rows}.json"
         path.write_bytes(split_payload(frame.head(rows)))
         bodies[rows] = path
@@ -177,9 +185,9 @@ def make_v2_bodies(folder: Path, spec, seed: int = 11) -> dict[int, Path]:
 
     from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
 
-    frame = generate_churn_frame(max(ROWS), seed)[spec.columns]
+    frame = generate_churn_frame(max(*ROWS, CHECK_ROWS), seed)[spec.columns]
     bodies = {}
-    for rows in ROWS:
+    for rows in sorted({*ROWS, CHECK_ROWS}):
         part = frame.head(rows).astype(object)
         inputs = []
         for column in spec.columns:
@@ -270,7 +278,9 @@ def mlserver_venv() -> Path:
     return exe
 
 
-def register(key: str, work: Path, tracking_uri: str, candidate: str) -> tuple[str, str]:
+def register(
+    key: str, work: Path, tracking_uri: str, candidate: str, artifacts: str | None
+) -> tuple[str, str]:
     """Register model `key` of `MODELS` (20,000 training rows) with its serving artifact,
     as the DAG's release step does; its registered name and a description."""
     from tests.support.models import (
@@ -312,7 +322,7 @@ def register(key: str, work: Path, tracking_uri: str, candidate: str) -> tuple[s
         kind=kind,
         rows=20_000,
         seed=3,
-        artifact_location=(work / "artifacts").as_uri(),
+        artifact_location=artifacts,
         serving_artifact=True,  # as the DAG's release step stores it
         pipeline=pipeline,
         spec=spec,
@@ -403,6 +413,7 @@ def same_answers(ours: list, theirs: list, label: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global ROWS, CONNECTIONS  # the cells every function below walks (`--rows`, `--connections`)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--tracking-uri", default=None)
@@ -452,6 +463,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-save", action="store_true")
     parser.add_argument(
+        "--rows", default=",".join(map(str, ROWS)), help="rows per request, comma-separated"
+    )
+    parser.add_argument(
+        "--connections",
+        default=",".join(map(str, CONNECTIONS)),
+        help="wrk connections, comma-separated (e.g. 8,64: the latency budget)",
+    )
+    parser.add_argument(
+        "--registry",
+        choices=("sqlite", "server"),
+        default="sqlite",
+        help="the registry: a SQLite file, or an `mlflow server` on loopback over it",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the temporary store, logs and inference log"
     )
     parser.add_argument(
@@ -467,6 +492,10 @@ def main(argv: list[str] | None = None) -> int:
         "and print what logging every request costs (ours / ours without the log)",
     )
     args = parser.parse_args(argv)
+    ROWS = tuple(int(r) for r in args.rows.split(",") if r.strip())
+    CONNECTIONS = tuple(int(c) for c in args.connections.split(",") if c.strip())
+    if args.duration <= 0:
+        ROWS, CONNECTIONS = (1,), ()
     if not shutil.which("wrk"):
         print("wrk not found: apt-get update && apt-get install -y wrk", file=sys.stderr)
         return 2
@@ -485,8 +514,20 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
     mlserver = mlserver_venv() if "mlserver" in peers else None
     work = Path(tempfile.mkdtemp(prefix="bench-model-api-"))
+    registry = None
     try:
         tracking_uri = args.tracking_uri or f"sqlite:///{work / 'mlflow.db'}"
+        artifacts: str | None = (work / "artifacts").as_uri()
+        if args.registry == "server" and args.tracking_uri is None:
+            from devtools.mlflow_server import start_server, wait_until_healthy
+
+            port = free_port()
+            registry = start_server(
+                tracking_uri, str(work / "server-artifacts"), port=port,
+                log_path=work / "mlflow-server.log",
+            )  # fmt: skip
+            tracking_uri, artifacts = f"http://127.0.0.1:{port}", None  # proxied artifacts
+            wait_until_healthy(tracking_uri, timeout=300, process=registry)
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
         from include.ml_pipeline.data_preparation.sample_data import churn_spec
 
@@ -495,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         everything = {}
         for key in keys:
             if args.tracking_uri is None:
-                name, description = register(key, work, tracking_uri, args.candidate)
+                name, description = register(key, work, tracking_uri, args.candidate, artifacts)
             else:
                 name, description = args.model_name, f"{key} (given)"
             everything[key] = compare(
@@ -513,10 +554,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\n### What logging every request costs (medians of {len(repeats)})\n")
                 print(render_log_cost(repeats))
         print_changes(Path(args.results), summary)
-        if not args.no_save:
+        if (ROWS, CONNECTIONS) != (DEFAULT_ROWS, DEFAULT_CONNECTIONS):
+            print("\n(not kept: only the default cells are)")
+        elif not args.no_save:
             save_results(Path(args.results), summary)
         return 0
     finally:
+        if registry is not None:
+            from devtools.mlflow_server import stop_server
+
+            stop_server(registry)
         if args.keep:
             print(f"kept {work}")
         else:  # the inference log alone reaches hundreds of MB
@@ -570,6 +617,19 @@ def compare(args, key, name, description, tracking_uri, work, bodies, v2_bodies,
                 "MODEL_API_LOG_SAMPLE_RATE": "0",
             },
             bodies, "/invocations", "/ping", every,
+        )  # fmt: skip
+    if args.registry == "server":
+        # start-up only: ours with the fast start off (MLflow's client in the fetch child
+        # on the critical path, as before issue 22), paired with "ours" in every comparison
+        servers["ours-mlflow-start"] = (
+            ours_cmd,
+            {
+                "ML_PIPELINE_MODEL_NAME": name,
+                "ML_PIPELINE_INFERENCE_LOG": str(work / f"inference_log_slow_{key}"),
+                "MODEL_API_ADMIN_TOKEN": secrets.token_urlsafe(32),
+                "MODEL_API_FAST_START": "false",
+            },
+            bodies, "/invocations", "/ping", [],
         )  # fmt: skip
     if "mlflow" in peers:
         servers["mlflow"] = (
@@ -632,7 +692,7 @@ def compare(args, key, name, description, tracking_uri, work, bodies, v2_bodies,
             try:
                 startup = wait_healthy(url, proc, health)
                 run = {"startup_s": startup, "settle_s": wait_settled(url)}
-                got = answers(url, path, server_bodies[100])
+                got = answers(url, path, server_bodies[CHECK_ROWS])
                 if reference is None:
                     reference = got
                 else:
@@ -646,7 +706,7 @@ def compare(args, key, name, description, tracking_uri, work, bodies, v2_bodies,
                     print(
                         f"  {label} rows={rows} conns={conns}: {r['rps']:.1f} req/s "
                         f"p50 {r['p50_us'] / 1000:.2f} ms p99 {r['p99_us'] / 1000:.2f} ms "
-                        f"errors {r['errors']}",
+                        f"max {r['max_us'] / 1000:.1f} ms errors {r['errors']}",
                         flush=True,
                     )
                 run["rss_mib"] = tree_rss_mib(proc.pid)
@@ -715,13 +775,15 @@ def render(repeats: list[dict]) -> str:
         ),
         "",
         "| rows | conns | ours req/s | mlflow req/s | mlserver req/s | ours / best peer "
-        "| ours p50 ms | best peer p50 ms | ours p99 ms | best peer p99 ms | errors ours "
-        "| in-process parse+predict ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| ours p50 ms | best peer p50 ms | ours p99 ms | best peer p99 ms | ours max ms "
+        "| errors ours | in-process parse+predict ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for rows in ROWS:
         for conns in CONNECTIONS:
             cell = f"{rows}x{conns}"
+            if cell not in first["runs"]["ours"]:
+                continue
             peers = [
                 {k: v for k, v in r["runs"].items() if k != "ours" and cell in v} for r in repeats
             ]
@@ -736,6 +798,7 @@ def render(repeats: list[dict]) -> str:
                 f"{med(b[1]['p50_us'] for b in bests if b) / 1000:.2f} | "
                 f"{med(o['p99_us'] for o in ours) / 1000:.2f} | "
                 f"{med(b[1]['p99_us'] for b in bests if b) / 1000:.2f} | "
+                f"{med(o.get('max_us', float('nan')) for o in ours) / 1000:.1f} | "
                 f"{sum(o['errors'] for o in ours)} | {floor[rows]:.3f} |"
             )
     lines += ["", "| server | start-up to first healthy answer (s) | resident memory, process "

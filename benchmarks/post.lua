@@ -23,9 +23,9 @@ done = function(summary, latency, requests)
   local errors = summary.errors
   io.write(string.format(
     'WRKJSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, '
-    .. '"mean_us": %.1f, "connect_errors": %d, "read_errors": %d, "write_errors": %d, '
+    .. '"max_us": %d, "mean_us": %.1f, "connect_errors": %d, "read_errors": %d, "write_errors": %d, '
     .. '"timeouts": %d, "status_errors": %d}\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
-    latency:percentile(99), latency.mean, errors.connect, errors.read, errors.write,
+    latency:percentile(99), latency.max, latency.mean, errors.connect, errors.read, errors.write,
     errors.timeout, errors.status))
 end
