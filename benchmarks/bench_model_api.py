@@ -486,6 +486,12 @@ def main(argv: list[str] | None = None) -> int:
         help="whole comparisons to run; the last table has the medians",
     )
     parser.add_argument(
+        "--batch-ab",
+        action="store_true",
+        help="also run our API with micro-batching off (MODEL_API_MICRO_BATCH_ROWS=0) and "
+        "print what it changes (ours / ours without it)",
+    )
+    parser.add_argument(
         "--log-ab",
         action="store_true",
         help="also run our API with the inference log off (MODEL_API_LOG_SAMPLE_RATE=0) "
@@ -552,7 +558,10 @@ def main(argv: list[str] | None = None) -> int:
             summary[key] = summarize(repeats)
             if args.log_ab:
                 print(f"\n### What logging every request costs (medians of {len(repeats)})\n")
-                print(render_log_cost(repeats))
+                print(render_ab(repeats, "ours-nolog", ("log on", "log off")))
+            if args.batch_ab:
+                print(f"\n### What micro-batching does (medians of {len(repeats)})\n")
+                print(render_ab(repeats, "ours-nobatch", ("batching", "no batching")))
         print_changes(Path(args.results), summary)
         if (ROWS, CONNECTIONS) != (DEFAULT_ROWS, DEFAULT_CONNECTIONS):
             print("\n(not kept: only the default cells are)")
@@ -593,44 +602,29 @@ def compare(args, key, name, description, tracking_uri, work, bodies, v2_bodies,
     ours_cmd = [sys.executable, "-m", "include.ml_pipeline.serving.api"]
     # label: (command, extra env, body per rows, path, health path, cells)
     every = [f"{rows}x{conns}" for rows in ROWS for conns in CONNECTIONS]
-    servers: dict[str, tuple] = {
-        "ours": (
+
+    def ours(label: str, cells: list[str], **env: str) -> tuple:
+        """Our API as `label`, with `env` on top of its usual settings."""
+        return (
             ours_cmd,
             {
                 "ML_PIPELINE_MODEL_NAME": name,
-                "ML_PIPELINE_INFERENCE_LOG": str(work / f"inference_log_{key}"),
+                "ML_PIPELINE_INFERENCE_LOG": str(work / f"inference_log_{label}_{key}"),
                 "MODEL_API_ADMIN_TOKEN": secrets.token_urlsafe(32),
+                **env,
             },
-            bodies,
-            "/invocations",
-            "/ping",
-            every,
-        ),
-    }
-    if args.log_ab:
-        servers["ours-nolog"] = (
-            ours_cmd,
-            {
-                "ML_PIPELINE_MODEL_NAME": name,
-                "ML_PIPELINE_INFERENCE_LOG": str(work / f"inference_log_off_{key}"),
-                "MODEL_API_ADMIN_TOKEN": secrets.token_urlsafe(32),
-                "MODEL_API_LOG_SAMPLE_RATE": "0",
-            },
-            bodies, "/invocations", "/ping", every,
+            bodies, "/invocations", "/ping", cells,
         )  # fmt: skip
+
+    servers: dict[str, tuple] = {"ours": ours("ours", every)}
+    if args.log_ab:
+        servers["ours-nolog"] = ours("nolog", every, MODEL_API_LOG_SAMPLE_RATE="0")
+    if args.batch_ab:
+        servers["ours-nobatch"] = ours("nobatch", every, MODEL_API_MICRO_BATCH_ROWS="0")
     if args.registry == "server":
         # start-up only: ours with the fast start off (MLflow's client in the fetch child
         # on the critical path, as before issue 22), paired with "ours" in every comparison
-        servers["ours-mlflow-start"] = (
-            ours_cmd,
-            {
-                "ML_PIPELINE_MODEL_NAME": name,
-                "ML_PIPELINE_INFERENCE_LOG": str(work / f"inference_log_slow_{key}"),
-                "MODEL_API_ADMIN_TOKEN": secrets.token_urlsafe(32),
-                "MODEL_API_FAST_START": "false",
-            },
-            bodies, "/invocations", "/ping", [],
-        )  # fmt: skip
+        servers["ours-mlflow-start"] = ours("slow", [], MODEL_API_FAST_START="false")
     if "mlflow" in peers:
         servers["mlflow"] = (
             [
@@ -785,7 +779,8 @@ def render(repeats: list[dict]) -> str:
             if cell not in first["runs"]["ours"]:
                 continue
             peers = [
-                {k: v for k, v in r["runs"].items() if k != "ours" and cell in v} for r in repeats
+                {k: v for k, v in r["runs"].items() if not k.startswith("ours") and cell in v}
+                for r in repeats
             ]
             bests = [best_peer(p, cell) for p in peers]
             ours = [r["runs"]["ours"][cell] for r in repeats]
@@ -856,20 +851,21 @@ def save_results(path: Path, summary: dict) -> None:
     print(f"\nkept these results in {path}")
 
 
-def render_log_cost(repeats: list[dict]) -> str:
-    """Per cell: our API with the inference log on against the same API with it off
-    (`MODEL_API_LOG_SAMPLE_RATE=0`), ratios taken within each comparison."""
+def render_ab(repeats: list[dict], other: str, names: tuple[str, str]) -> str:
+    """Per cell: our API against the same API run as `other` (`--log-ab`: the inference
+    log off; `--batch-ab`: micro-batching off), ratios taken within each comparison."""
     from statistics import median
 
+    on_name, off_name = names
     lines = [
-        "| rows | conns | log on req/s | log off req/s | on/off req/s | on/off p99 |",
+        f"| rows | conns | {on_name} req/s | {off_name} req/s | req/s ratio | p99 ratio |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for rows in ROWS:
         for conns in CONNECTIONS:
             key = f"{rows}x{conns}"
             on = [r["runs"]["ours"][key] for r in repeats]
-            off = [r["runs"]["ours-nolog"][key] for r in repeats]
+            off = [r["runs"][other][key] for r in repeats]
             lines.append(
                 f"| {rows} | {conns} | {fmt(median(a['rps'] for a in on))} | "
                 f"{fmt(median(b['rps'] for b in off))} | "

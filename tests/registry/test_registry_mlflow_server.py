@@ -6,8 +6,6 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from devtools.mlflow_server import start_server, stop_server, wait_until_healthy
-from devtools.ports import free_port
 from include.ml_pipeline.data_preparation.sample_data import (
     CATEGORICAL_COLUMNS,
     NUMERIC_COLUMNS,
@@ -19,6 +17,7 @@ from include.ml_pipeline.registry import registry
 from include.ml_pipeline.registry.decision import decide_deployment
 from include.ml_pipeline.registry.mlflow_setup import ensure_experiment
 from include.ml_pipeline.training.evaluate import evaluate_on_test
+from tests.support.mlflow_server import local_mlflow_server
 
 MODEL = "served_model"
 pytestmark = pytest.mark.services  # a real `mlflow server` process
@@ -30,23 +29,8 @@ CHEAP = {"importance_rows": 100, "importance_repeats": 1}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    process = start_server(
-        f"sqlite:///{root / 'server.db'}",
-        str(root / "server-artifacts"),
-        port=port,
-        log_path=root / "server.log",
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_until_healthy(url, timeout=STARTUP_SECONDS, process=process)
-        except (RuntimeError, TimeoutError) as exc:
-            pytest.fail(f"{exc}: {(root / 'server.log').read_text()[-3000:]}")
+    with local_mlflow_server(root, timeout=STARTUP_SECONDS) as url:
         yield {"uri": url, "root": root}
-    finally:
-        stop_server(process)
-    assert process.poll() is not None
 
 
 def test_train_evaluate_register_promote_through_the_server(server, small_model_logger):

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from devtools.mlflow_server import start_server, stop_server, wait_until_healthy
-from devtools.ports import free_port
 from devtools.s3_server import DUMMY_KEY_ID, DUMMY_SECRET, REGION, S3Server
+from tests.support.mlflow_server import local_mlflow_server
 
 BUCKET = "services-bucket"
 AWS_VARIABLES = (
@@ -50,13 +49,10 @@ def mlflow_on_s3(s3, tmp_path_factory):
     """`mlflow server` with a SQLite backend and artifacts in `s3://<bucket>/mlflow`; only
     the server has the bucket's credentials and endpoint."""
     root = tmp_path_factory.mktemp("mlflow-service")
-    port = free_port()
-    log = root / "server.log"
-    process = start_server(
-        f"sqlite:///{root / 'mlflow.db'}",
+    with local_mlflow_server(
+        root,
         f"s3://{BUCKET}/mlflow",
-        port=port,
-        log_path=log,
+        database="mlflow.db",
         extra_env={
             "AWS_ACCESS_KEY_ID": DUMMY_KEY_ID,
             "AWS_SECRET_ACCESS_KEY": DUMMY_SECRET,
@@ -64,16 +60,9 @@ def mlflow_on_s3(s3, tmp_path_factory):
             "MLFLOW_S3_ENDPOINT_URL": s3.endpoint_url,
             "AWS_ENDPOINT_URL": s3.endpoint_url,
         },
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_until_healthy(url, timeout=180, process=process)
-        except (RuntimeError, TimeoutError) as exc:
-            pytest.fail(f"{exc}: {log.read_text()[-3000:]}")
-        yield MlflowService(url, root, log)
-    finally:
-        stop_server(process)
+        timeout=180,
+    ) as url:
+        yield MlflowService(url, root, root / "server.log")
 
 
 @pytest.fixture

@@ -13,12 +13,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from devtools.mlflow_server import start_server, stop_server, wait_until_healthy
-from devtools.ports import free_port
 from include.ml_pipeline.serving.loading.artifact import SPEC_FILE, TAG
 from include.ml_pipeline.serving.loading.load import ROOT, load_served_model_isolated
 from include.ml_pipeline.serving.loading.registry_rest import quick_fetch
 from tests.serving.loading.test_artifact_loading import _batch, _wait_for_check
+from tests.support.mlflow_server import local_mlflow_server
 from tests.support.models import register_model_version
 
 pytestmark = pytest.mark.services  # a real `mlflow server` and the loader's child processes
@@ -28,27 +27,12 @@ NAME = "fast_start"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fast-start")
-    port = free_port()
-    process = start_server(
-        f"sqlite:///{root / 'server.db'}",
-        str(root / "server-artifacts"),
-        port=port,
-        log_path=root / "server.log",
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_until_healthy(url, timeout=120, process=process)
-        except (RuntimeError, TimeoutError) as exc:
-            pytest.fail(f"{exc}: {(root / 'server.log').read_text()[-3000:]}")
+    with local_mlflow_server(tmp_path_factory.mktemp("fast-start")) as url:
         # artifacts proxied by the server (mlflow-artifacts:/), as in the compose stack
         version = register_model_version(
             url, NAME, kind="hgb", rows=1500, seed=5, serving_artifact=True
         )
         yield url, version
-    finally:
-        stop_server(process)
 
 
 def _client(url):

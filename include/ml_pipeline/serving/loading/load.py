@@ -102,6 +102,10 @@ class PendingLoad:
         self.started = time.perf_counter()
         self.folder = Path(tempfile.mkdtemp(prefix="model-api-load-"))
         self.out = self.folder / "predictor.pkl"
+        # The fast start (`registry_rest.py`; None when it does not apply) first: when it
+        # found the artifact, the fetch child below starts at low priority, off the
+        # critical path, instead of competing with this process for the CPU.
+        self.quick = quick_fetch(tracking_uri, name, alias, self.folder / "quick")
         env = child_env()
         self.compile = subprocess.Popen(
             [
@@ -133,6 +137,9 @@ class PendingLoad:
             env=env,
             cwd=str(ROOT),
         )
+        if self.quick is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, self.fetch.pid, 19)
 
     def cancel(self) -> None:
         for proc in (self.fetch, self.compile):
@@ -146,15 +153,11 @@ class PendingLoad:
         cause. With a serving artifact that only means `fetch`: the compile child then
         checks the artifact in the background (`_check_in_background`)."""
         try:
-            served = None
-            info = quick_fetch(self.tracking_uri, self.name, self.alias, self.folder / "quick")
-            if info is not None:
+            served = info = None
+            if self.quick is not None:
+                info = self.quick
                 served = self._from_artifact(info, LazySklearnPredictor(None))
-            if served is not None:
-                # the fetch child is off the critical path now: it only feeds the re-check
-                with contextlib.suppress(OSError):
-                    os.setpriority(os.PRIO_PROCESS, self.fetch.pid, 19)
-            else:
+            if served is None:
                 info = self._fetched()
                 served = self._from_artifact(info, LazySklearnPredictor(info))
         except BaseException:
