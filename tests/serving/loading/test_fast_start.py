@@ -14,13 +14,16 @@ import numpy as np
 import pytest
 
 from include.ml_pipeline.serving.loading.artifact import SPEC_FILE, TAG
-from include.ml_pipeline.serving.loading.load import ROOT, load_served_model_isolated
+from include.ml_pipeline.serving.loading.load import (
+    ROOT,
+    LazySklearnPredictor,
+    PendingLoad,
+    load_served_model_isolated,
+)
 from include.ml_pipeline.serving.loading.registry_rest import quick_fetch
 from tests.serving.loading.test_artifact_loading import _batch, _wait_for_check
 from tests.support.mlflow_server import local_mlflow_server
 from tests.support.models import register_model_version
-
-pytestmark = pytest.mark.services  # a real `mlflow server` and the loader's child processes
 
 NAME = "fast_start"
 
@@ -41,6 +44,7 @@ def _client(url):
     return MlflowClient(tracking_uri=url, registry_uri=url)
 
 
+@pytest.mark.services  # a real `mlflow server` and the loader's child processes
 def test_fast_start_serves_the_alias_version_without_importing_mlflow(server, tmp_path):
     url, version = server
     script = textwrap.dedent(
@@ -87,6 +91,7 @@ def test_fast_start_serves_the_alias_version_without_importing_mlflow(server, tm
     assert quick_fetch(f"sqlite:///{tmp_path / 'x.db'}", NAME, "champion", tmp_path) is None
 
 
+@pytest.mark.services
 def test_altered_spec_file_is_not_used(server, tmp_path):
     url, version = server
     client = _client(url)
@@ -101,3 +106,32 @@ def test_altered_spec_file_is_not_used(server, tmp_path):
         assert served.version == version
     finally:
         client.set_model_version_tag(NAME, version, TAG, good)
+
+
+class _Done:
+    def poll(self):
+        return 0
+
+
+def test_alias_moved_before_the_fetch_child_answered_is_reported_not_mixed(tmp_path):
+    """A fast start served v1; the fetch child (later) finds the alias on v2: the v1
+    artifact is not re-checked against v2's pipeline, nor v2's pipeline used as v1's
+    fallback; the reason says how to serve v2."""
+    from types import SimpleNamespace
+
+    pending = object.__new__(PendingLoad)
+    pending.alias, pending.folder = "champion", tmp_path / "load"
+    pending.fetch = pending.compile = _Done()
+    pending._fetched = lambda: {"version": "2", "contract": {"version": "2"}}
+    pending._run_compile = lambda info: pytest.fail("re-checked against another version")
+    served = SimpleNamespace(
+        version="1",
+        verification={"load_check": "running"},
+        reference=LazySklearnPredictor(None),
+        contract=None,
+    )
+    pending._check_in_background(served, {"version": "1", "resolved_by": "mlflow REST API"})
+    assert served.verification["load_check"].startswith("not run: the alias 'champion' names v2")
+    assert served.contract is None
+    with pytest.raises(Exception, match="names v2 now"):
+        served.reference.predict(None)

@@ -306,12 +306,14 @@ class PendingLoad:
                 except ModelLoadError as exc:
                     served.reference.provide(None, str(exc))
                     raise
-                served.reference.provide(full)
                 if full["version"] != served.version:
-                    raise ModelLoadError(
+                    moved = (
                         f"the alias {self.alias!r} names v{full['version']} now, not the "
                         f"v{served.version} served (POST /admin/reload serves it)"
                     )
+                    served.reference.provide(None, moved)  # not another version's pipeline
+                    raise ModelLoadError(moved)
+                served.reference.provide(full)
                 served.contract = full.get("contract")
                 info = full
             # the server unpickles the compiled predictor only when it is needed, so the
