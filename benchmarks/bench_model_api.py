@@ -661,7 +661,12 @@ def compare(args, key, name, description, tracking_uri, work, bodies, v2_bodies,
             },
         }
         reference = None
-        for label, (cmd, extra, server_bodies, path, health, cells) in servers.items():
+        # every other comparison runs the servers in reverse order, so a machine getting
+        # busier or quieter during a run does not favour the server that always goes first
+        order = list(servers.items())
+        if attempt % 2 == 0:
+            order.reverse()
+        for label, (cmd, extra, server_bodies, path, health, cells) in order:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             env = dict(base_env)
