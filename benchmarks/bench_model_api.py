@@ -85,6 +85,18 @@ def tree_rss_mib(pid: int) -> float:
         return float("nan")
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its live descendants."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+        return sum(sum(p.cpu_times()[:2]) for p in procs)
+    except psutil.NoSuchProcess:
+        return float("nan")
+
+
 def wait_healthy(
     url: str, proc: subprocess.Popen, health: str = "/ping", timeout: float = 300.0
 ) -> float:
@@ -700,12 +712,16 @@ def compare(args, key, name, description, tracking_uri, work, bodies, v2_bodies,
                     rows, conns = (int(x) for x in cell.split("x"))
                     env_path = {"WRK_PATH": path}
                     run_wrk(url, server_bodies[rows], conns, 2, env_path)  # a short warm-up
+                    cpu = tree_cpu_s(proc.pid)
                     r = run_wrk(url, server_bodies[rows], conns, args.duration, env_path)
+                    # the server's CPU per answer: steady where wall time is not (busy box)
+                    r["cpu_us"] = (tree_cpu_s(proc.pid) - cpu) / max(r["requests"], 1) * 1e6
                     run[cell] = r
                     print(
                         f"  {label} rows={rows} conns={conns}: {r['rps']:.1f} req/s "
                         f"p50 {r['p50_us'] / 1000:.2f} ms p99 {r['p99_us'] / 1000:.2f} ms "
-                        f"max {r['max_us'] / 1000:.1f} ms errors {r['errors']}",
+                        f"max {r['max_us'] / 1000:.1f} ms CPU/request {r['cpu_us']:.0f} us "
+                        f"errors {r['errors']}",
                         flush=True,
                     )
                 run["rss_mib"] = tree_rss_mib(proc.pid)
@@ -856,6 +872,11 @@ def save_results(path: Path, summary: dict) -> None:
     print(f"\nkept these results in {path}")
 
 
+def cpu_ratio(a: dict, b: dict) -> float:
+    """Server CPU per request of run `a` over run `b` (NaN for results without it)."""
+    return a.get("cpu_us", float("nan")) / b.get("cpu_us", float("nan"))
+
+
 def render_ab(repeats: list[dict], other: str, names: tuple[str, str]) -> str:
     """Per cell: our API against the same API run as `other` (`--log-ab`: the inference
     log off; `--batch-ab`: micro-batching off), ratios taken within each comparison."""
@@ -863,8 +884,9 @@ def render_ab(repeats: list[dict], other: str, names: tuple[str, str]) -> str:
 
     on_name, off_name = names
     lines = [
-        f"| rows | conns | {on_name} req/s | {off_name} req/s | req/s ratio | p99 ratio |",
-        "|---:|---:|---:|---:|---:|---:|",
+        f"| rows | conns | {on_name} req/s | {off_name} req/s | req/s ratio | p99 ratio "
+        "| CPU/request ratio |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for rows in ROWS:
         for conns in CONNECTIONS:
@@ -875,7 +897,8 @@ def render_ab(repeats: list[dict], other: str, names: tuple[str, str]) -> str:
                 f"| {rows} | {conns} | {fmt(median(a['rps'] for a in on))} | "
                 f"{fmt(median(b['rps'] for b in off))} | "
                 f"{median(a['rps'] / b['rps'] for a, b in zip(on, off, strict=True)):.2f} | "
-                f"{median(a['p99_us'] / b['p99_us'] for a, b in zip(on, off, strict=True)):.2f} |"
+                f"{median(a['p99_us'] / b['p99_us'] for a, b in zip(on, off, strict=True)):.2f} | "
+                f"{median(cpu_ratio(a, b) for a, b in zip(on, off, strict=True)):.2f} |"
             )
     return "\n".join(lines)
 
