@@ -14,9 +14,13 @@ batches form. It switches on when a batch gathered more than one request and off
 `OFF_AFTER` batches in a row of one; while off, one request in `PROBE_EVERY` opens a
 batch to find out whether others are arriving with it.
 
-Measured (issue 22, in-process CPU, HistGradientBoosting, one OpenMP thread): predicting
-8 requests of 100 rows as one batch of 800 costs 2.96 ms against 8 x 0.54 ms alone; at 1
-row, 96 us against 8 x 36 us.
+Measured (issue 22, HistGradientBoosting, one OpenMP thread). In process: 8 requests of
+100 rows as one batch of 800 cost 2.96 ms of CPU against 8 x 0.54 ms alone; at 1 row,
+96 us against 8 x 36 us. The API's CPU per request under wrk (`bench_model_api.py
+--batch-ab`, two paired runs, shared machine), on / off: 1 row 0.71-0.81 at 8
+connections, 0.54-0.64 at 64; 100 rows 0.66-0.85 at 8, 0.73-0.80 at 64; 1 connection
+0.84-1.04 (unchanged within the noise); the slowest request at 64 connections 307-369 ms
+against 1.2-2.0 s.
 """
 
 from __future__ import annotations
