@@ -20,7 +20,9 @@ Measured (issue 22, HistGradientBoosting, one OpenMP thread). In process: 8 requ
 --batch-ab`, two paired runs, shared machine), on / off: 1 row 0.71-0.81 at 8
 connections, 0.54-0.64 at 64; 100 rows 0.66-0.85 at 8, 0.73-0.80 at 64; 1 connection
 0.84-1.04 (unchanged within the noise); the slowest request at 64 connections 307-369 ms
-against 1.2-2.0 s.
+against 1.2-2.0 s. On a quiet moment (load ~2, `--rows 1,100 --connections 8,64
+--repeat 2`): requests/s 1.41x at 1 row x 8 connections (3,960 against 2,814), 1.65x at
+1 x 64, 1.39x at 100 x 8, 1.33x at 100 x 64; p99 0.67x, 0.09x, 0.55x, 0.17x.
 """
 
 from __future__ import annotations
