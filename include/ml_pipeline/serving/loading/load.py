@@ -153,7 +153,8 @@ class PendingLoad:
         cause. With a serving artifact that only means `fetch`: the compile child then
         checks the artifact in the background (`_check_in_background`)."""
         try:
-            served = info = None
+            info: dict[str, Any]
+            served = None
             if self.quick is not None:
                 info = self.quick
                 served = self._from_artifact(info, LazySklearnPredictor(None))
