@@ -257,6 +257,7 @@ MODELS = {
     "logistic": ("binary", "logistic regression"),
     "hgb": ("binary", "HistGradientBoosting"),
     "lightgbm": ("binary", "LightGBM"),
+    "xgboost": ("binary", "XGBoost"),
     "regressor": ("regression", "the regression candidate `--candidate`"),
 }
 MLSERVER_PINS = (
@@ -265,7 +266,16 @@ MLSERVER_PINS = (
     "mlserver-sklearn==1.7.1",
 )
 #: what the model file needs, as our lock pins it (the model loads identically)
-MODEL_PACKAGES = ("mlflow", "scikit-learn", "lightgbm", "numpy", "pandas", "scipy", "skops")
+MODEL_PACKAGES = (
+    "mlflow",
+    "scikit-learn",
+    "lightgbm",
+    "xgboost-cpu",
+    "numpy",
+    "pandas",
+    "scipy",
+    "skops",
+)
 MLSERVER_VENV = ROOT / ".local" / "bench" / "mlserver-venv"
 RESULTS = Path(__file__).with_name("results") / "bench_model_api.json"
 
@@ -308,7 +318,7 @@ def register(
     if key == "regressor":
         pipeline, spec = regression_pipeline(candidate, rows=20_000, seed=3)
         description = f"{candidate} regressor"
-    elif key == "lightgbm":
+    elif key in ("lightgbm", "xgboost"):
         from threadpoolctl import threadpool_limits
 
         from include.ml_pipeline.training import candidates
@@ -316,14 +326,14 @@ def register(
 
         frame, spec = training_frame(20_000, 3)
         estimator = candidates.make_estimator(
-            {"name": "lgbm", "estimator": "lightgbm", "params": {}}, 3, "binary"
+            {"name": key, "estimator": key, "params": {}}, 3, "binary"
         )
         pipeline = build_pipeline(spec, estimator)
         with threadpool_limits(limits=1):
             from include.ml_pipeline.features import coerce_features
 
             pipeline.fit(coerce_features(frame, spec), frame[spec.target])
-        description = "LightGBM churn classifier"
+        description = f"{MODELS[key][1]} churn classifier"
     else:
         description = f"{MODELS[key][1]} churn classifier"
         pipeline = fit_pipeline(*training_frame(20_000, 3), kind=kind, seed=3)
