@@ -37,3 +37,20 @@ def test_an_existing_registry_keeps_tabular_classifier(tmp_path, monkeypatch):
     assert get_settings().model_name == LEGACY_MODEL_NAME
     monkeypatch.setenv("ML_PIPELINE_MODEL_NAME", "explicit")
     assert get_settings().model_name == "explicit"
+
+
+def test_tracking_auth_headers_send_what_mlflows_client_sends(monkeypatch):
+    import base64
+
+    from include.ml_pipeline.config import tracking_auth_headers
+
+    for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    assert tracking_auth_headers() == {}
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "svc")
+    assert tracking_auth_headers() == {}  # a user without a password: no basic auth
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "placeholder-password")
+    pair = base64.b64encode(b"svc:placeholder-password").decode()
+    assert tracking_auth_headers() == {"Authorization": f"Basic {pair}"}
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "placeholder-token")
+    assert tracking_auth_headers() == {"Authorization": "Bearer placeholder-token"}

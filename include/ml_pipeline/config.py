@@ -116,3 +116,19 @@ def get_settings() -> Settings:
         inference_log_uri=inference_log_uri,
         notifications_uri=_uri("ML_PIPELINE_NOTIFICATIONS", join(storage_uri, "notifications")),
     )
+
+
+def tracking_auth_headers() -> dict[str, str]:
+    """The `Authorization` header MLflow's own client sends to a tracking server, from
+    its environment: a bearer `MLFLOW_TRACKING_TOKEN`, else basic auth when both
+    `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD` are set; none otherwise."""
+    import base64
+
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        return {"Authorization": f"Bearer {token}"}
+    user, password = (os.environ.get(f"MLFLOW_TRACKING_{k}") for k in ("USERNAME", "PASSWORD"))
+    if user and password:
+        pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {pair}"}
+    return {}

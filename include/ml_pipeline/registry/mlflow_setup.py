@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from include.ml_pipeline.config import tracking_auth_headers
+
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
 
@@ -38,15 +40,6 @@ class MlflowServerError(RuntimeError):
 
 #: The cheapest authenticated read of the tracking API (any MLflow server answers it).
 _PROBE = "/api/2.0/mlflow/experiments/search?max_results=1"
-
-
-def _auth() -> dict:
-    """The credentials MLflow's own client sends (basic auth or a bearer token)."""
-    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
-    if token:
-        return {"headers": {"Authorization": f"Bearer {token}"}}
-    user, password = (os.environ.get(f"MLFLOW_TRACKING_{k}") for k in ("USERNAME", "PASSWORD"))
-    return {"auth": (user, password or "")} if user else {}
 
 
 def check_tracking_server(
@@ -68,7 +61,9 @@ def check_tracking_server(
     )
     started = time.monotonic()
     try:
-        response = answer(uri.rstrip("/") + _PROBE, wait_seconds=wait_seconds, **_auth())
+        response = answer(
+            uri.rstrip("/") + _PROBE, wait_seconds=wait_seconds, headers=tracking_auth_headers()
+        )
     except Unresolvable as exc:
         raise MlflowServerError(f"{where}: {exc}; {fix}") from exc
     except Unreachable as exc:
@@ -178,7 +173,6 @@ def load_sklearn_model(model_uri: str) -> Any:
     """The fitted scikit-learn model at `model_uri` (`models:/...`, `runs:/...`), its
     artifacts downloaded into a temporary folder that is removed once it is in memory:
     MLflow's own download folder would stay in the worker's TMPDIR after every task."""
-    import os
     import tempfile
 
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")

@@ -29,7 +29,6 @@ load ~11, medians: 4.5 s, 8.7 s with it off, 16.1 s for MLflow.)
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
@@ -40,6 +39,8 @@ from typing import Any
 from urllib.error import URLError
 from urllib.parse import quote, urlencode
 from urllib.request import Request, urlopen
+
+from include.ml_pipeline.config import tracking_auth_headers
 
 log = logging.getLogger("ml_pipeline.serving")
 
@@ -58,19 +59,8 @@ class NotQuick(Exception):
     """This version cannot be served by the fast start (the reason says why)."""
 
 
-def _headers() -> dict[str, str]:
-    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
-    if token:
-        return {"Authorization": f"Bearer {token}"}
-    user, password = (os.environ.get(f"MLFLOW_TRACKING_{k}") for k in ("USERNAME", "PASSWORD"))
-    if user and password:
-        pair = base64.b64encode(f"{user}:{password}".encode()).decode()
-        return {"Authorization": f"Basic {pair}"}
-    return {}
-
-
 def _get(url: str, timeout: float) -> bytes:
-    with urlopen(Request(url, headers=_headers()), timeout=timeout) as response:
+    with urlopen(Request(url, headers=tracking_auth_headers()), timeout=timeout) as response:
         return response.read()
 
 
