@@ -193,3 +193,76 @@ def test_params_must_be_an_object(parser):
     error = _error(lambda: parser.parse_json_body(body))
     assert (error.status, error.kind) == (400, "bad_format")
     assert "'params'" in error.message
+
+
+def _general(parser, body):
+    """What the general path (orjson, checks in Python) makes of `body`."""
+    try:
+        payload = orjson.loads(body)
+        split = payload["dataframe_split"]
+        batch = parser.from_split(split["columns"], split["data"])
+        return ("ok", batch.numeric.tobytes(), batch.categorical, batch.ignored_columns)
+    except Exception as exc:
+        return ("refused", type(exc).__name__)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "none", "reordered", "extra_column", "int_number", "bool_number", "text_number",
+        "number_text", "short_row", "object_row", "null_params", "null_index", "unknown_key",
+        "duplicate_column", "indented",
+    ],
+)  # fmt: skip
+def test_split_fast_path_agrees_with_the_general_one(parser, change):
+    """msgspec's typed decoding of `dataframe_split` (`split_fast`) gives the general
+    path's batch on a valid body, and leaves any other body to it (None), so that its
+    errors read as they always did."""
+    columns = [*NUMERIC, *CATEGORICAL]
+    payload: dict = {"dataframe_split": _split(RECORDS, columns)}
+    split, rows = payload["dataframe_split"], payload["dataframe_split"]["data"]
+    if change == "reordered":
+        payload["dataframe_split"] = _split(RECORDS, ["region", "income", "plan", "age"])
+    elif change == "extra_column":
+        split["columns"].append("note")
+        for row in rows:
+            row.append({"any": ["json"]})
+    elif change == "int_number":
+        rows[0][0] = 41
+    elif change in ("bool_number", "text_number", "number_text"):
+        rows[1][0 if change != "number_text" else 2] = {
+            "bool_number": True,
+            "text_number": "41",
+            "number_text": 3,
+        }[change]
+    elif change == "short_row":
+        rows[2].pop()
+    elif change == "object_row":
+        rows[2] = dict(zip(columns, rows[2], strict=True))
+    elif change == "null_params":
+        payload["params"] = None
+    elif change == "null_index":
+        split["index"] = None
+    elif change == "unknown_key":
+        split["orient"] = "split"
+    elif change == "duplicate_column":
+        split["columns"][1] = "age"
+    body = orjson.dumps(payload, option=orjson.OPT_INDENT_2 if change == "indented" else 0)
+    general = _general(parser, body)
+    valid = change in ("none", "reordered", "extra_column", "int_number", "indented")
+    if change == "duplicate_column":  # a rule both paths check after decoding
+        with pytest.raises(RequestError, match="repeats columns: age"):
+            parser.split_fast(body)
+        assert general == ("refused", "RequestError")
+        return
+    fast = parser.split_fast(body)
+    if not valid:
+        assert fast is None
+        assert general[0] == "refused" or change in ("null_params", "null_index", "unknown_key")
+        with pytest.raises(RequestError):
+            parser.parse_json_body(body)
+        return
+    assert fast is not None
+    assert ("ok", fast.numeric.tobytes(), fast.categorical, fast.ignored_columns) == general
+    assert fast.raw_split == (None if change in ("extra_column", "indented") else body)
+    assert all(type(column) is list for column in fast.categorical)
