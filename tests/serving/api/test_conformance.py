@@ -129,3 +129,26 @@ def test_strict_setting_is_read_and_checked(monkeypatch):
     monkeypatch.setenv("MODEL_API_STRICT_COLUMNS", "sometimes")
     with pytest.raises(ValueError, match="MODEL_API_STRICT_COLUMNS must be true or false"):
         get_serving_settings()
+
+
+def test_invocations_hot_path_skips_fastapi_routing_and_keeps_its_errors(strict_client):
+    """`POST /invocations` goes straight to `app.invocations` (`ModelAPI`, no FastAPI
+    routing): an error there gets the app's 500 answer; any other method on the path is
+    still FastAPI's (405 naming POST)."""
+    app = strict_client.app
+    handler = app.invocations
+
+    async def broken(request):
+        raise RuntimeError("boom")
+
+    app.invocations = broken
+    try:
+        answer = strict_client.post("/invocations", json={"dataframe_records": []})
+    finally:
+        app.invocations = handler
+    assert answer.status_code == 500
+    assert answer.json()["kind"] == "internal"
+    assert "boom" in answer.json()["message"]
+    refused = strict_client.get("/invocations")
+    assert refused.status_code == 405
+    assert refused.headers["allow"] == "POST"

@@ -24,6 +24,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
 
 from include.ml_pipeline.serving.api.oip import OpenInference
 from include.ml_pipeline.serving.api.openapi import DESCRIPTION, document
@@ -39,6 +41,36 @@ OPERATIONS: list[str | Enum] = ["operations"]
 MODELS: list[str | Enum] = ["several models"]
 OIP: list[str | Enum] = ["open inference protocol (v2)"]
 RELEASE: list[str | Enum] = ["safe release"]
+
+
+class ModelAPI(FastAPI):
+    """FastAPI with `POST /invocations` (the hot path) handed straight to its handler.
+
+    FastAPI's middleware, routing and endpoint wrapper cost about 57 us of CPU per
+    request here (in process, 1-row request: 0.227 ms through the app, 0.170 ms to the
+    handler directly), a fifth of a 1-row request's CPU: what decides requests/s over 8
+    connections on 2 cores. The handler takes the request as it does under FastAPI and
+    answers the same response; an unexpected error gets the app's 500 answer
+    (`Routes.unexpected`). Every other method and path goes through FastAPI."""
+
+    invocations: Any = None  # Routes.invocations, set by create_app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] == "/invocations"
+            and scope["method"] == "POST"
+            and self.invocations is not None
+        ):
+            scope["app"] = self
+            request = Request(scope, receive)
+            try:
+                response = await self.invocations(request)
+            except Exception as exc:
+                response = await self.state.routes.unexpected(request, exc)
+            await response(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -58,7 +90,7 @@ def create_app(
     state = ServiceState(settings, loader, pending, model_loader)
     routes = Routes(state)
     v2 = OpenInference(routes)
-    app = FastAPI(
+    app = ModelAPI(
         title="Model API",
         version=API_VERSION,
         lifespan=_lifespan(state, load_on_startup),
@@ -66,6 +98,7 @@ def create_app(
     )
     app.state.service = state
     app.state.routes = routes  # its micro-batcher's counters (tests, profiling)
+    app.invocations = routes.invocations  # the hot path, past FastAPI's routing (ModelAPI)
 
     # Starlette types a handler as taking any Exception; each of ours takes the one class
     # it is registered for, which its Callable[[Request, Exception], ...] cannot express
