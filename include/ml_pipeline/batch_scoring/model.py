@@ -6,7 +6,8 @@ whatever the alias names now), `compile_worker.load_pipeline` deserialises it an
 against it (labels equal, probabilities within 1e-6; a regressor's values within 1e-9
 relative); what the compiler does not know is scored by the scikit-learn pipeline itself,
 and `path` / `reason` say so. HistGradientBoosting, LightGBM and XGBoost trees are then
-scored as leaf masks (`leaf_masks`) when they give the library's raw scores exactly.
+scored as leaf masks (`leaf_masks`) when they give the library's raw scores exactly; their sums by numba-compiled code (`numba_trees`, loaded
+with the model) where numba loads, checked the same way.
 
 A classifier writes `prediction` (the label `pipeline.predict` gives) and one
 `proba_<class>` column per class; a regressor writes `prediction`, the predicted value.
@@ -177,6 +178,8 @@ class MaskPlan:
     tables: list[np.ndarray]
     members: list[list[int]]
     strides: list[list[int]]
+    #: the same sums by numba-compiled code (`numba_trees`), when its kernels loaded
+    compiled: Any = None
 
     def raw(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
         """The raw scores of `batch`'s rows: its halves side by side on
@@ -223,6 +226,12 @@ class MaskPlan:
             indexes = [np.zeros(rows, dtype=np.intp)]
             tables = [np.full((1, self.trees.n_trees), self.trees.full, self.trees.dtype)]
             return self.trees.raw(tables, indexes)
+        if self.compiled is not None:
+            from include.ml_pipeline.serving.compiled.numba_trees import ready
+
+            kernels = ready()
+            if kernels is not None:
+                return self.compiled.raw(kernels, indexes)
         return self.trees.raw(self.tables, indexes)
 
 
@@ -391,9 +400,27 @@ def _use_leaf_masks(model: BatchModel) -> None:
     except UnsupportedPipeline as exc:
         log.info("%s v%s: no leaf masks (%s)", model.name, model.version, exc)
         return
-    problem = _mask_problem(model)
+    suffix = "+leaf-masks"
+    if model.masks.tables and _use_compiled_sums(model.masks):
+        suffix = "+leaf-masks-numba"
+        problem = _mask_problem(model)
+        if problem is not None:  # numpy's sums are then checked on their own
+            log.warning("%s v%s: compiled leaf masks: %s", model.name, model.version, problem)
+            model.masks.compiled, suffix = None, "+leaf-masks"
+    problem = _mask_problem(model) if suffix == "+leaf-masks" else None
     if problem is not None:
         model.masks = None
         log.warning("%s v%s: no leaf masks: %s", model.name, model.version, problem)
         return
-    model.path = f"{model.path}+leaf-masks"
+    model.path = f"{model.path}{suffix}"
+
+
+def _use_compiled_sums(plan: MaskPlan) -> bool:
+    """Give `plan` the numba-compiled sums (`numba_trees`: loaded here, at load time, not
+    while scoring); False where numba is missing or fails (numpy sums then)."""
+    from include.ml_pipeline.serving.compiled.numba_trees import LeafSums, warm_up
+
+    if warm_up() is None:
+        return False
+    plan.compiled = LeafSums(plan.trees, plan.tables)
+    return True

@@ -172,6 +172,17 @@ class OnnxTrees:
         self._wide = _onnx_session(self.model_bytes, threads) if threads > 1 else self._session
         self._masks: Any = None
         self._masks_built = False
+        if not self.float32 or self.ordered_sum is not None:  # leaf masks apply
+            from include.ml_pipeline.serving.compiled.numba_trees import start_warm_up
+
+            start_warm_up()  # the compiled masks, loaded off the request path
+
+    def large_batch_path(self) -> str:
+        """How batches of `MASK_ROWS` rows or more are scored now (`GET /model`)."""
+        masks = self._masks if self._masks_built else None
+        if masks is None:
+            return "onnxruntime" if self._masks_built else "leaf masks (built at the first large batch)"
+        return "leaf masks, numba" if masks.compiled else "leaf masks, numpy"
 
     def masks(self) -> Any:
         """The leaf-mask evaluator of this graph (`masks.py`), or None where it does not
