@@ -227,9 +227,9 @@ class MaskPlan:
             tables = [np.full((1, self.trees.n_trees), self.trees.full, self.trees.dtype)]
             return self.trees.raw(tables, indexes)
         if self.compiled is not None:
-            from include.ml_pipeline.serving.compiled.numba_trees import ready
+            from include.ml_pipeline.serving.compiled.numba_trees import INDEXES, ready
 
-            kernels = ready()
+            kernels = ready(INDEXES, *self.compiled.dtypes)
             if kernels is not None:
                 return self.compiled.raw(kernels, indexes)
         return self.trees.raw(self.tables, indexes)
@@ -418,9 +418,9 @@ def _use_leaf_masks(model: BatchModel) -> None:
 def _use_compiled_sums(plan: MaskPlan) -> bool:
     """Give `plan` the numba-compiled sums (`numba_trees`: loaded here, at load time, not
     while scoring); False where numba is missing or fails (numpy sums then)."""
-    from include.ml_pipeline.serving.compiled.numba_trees import LeafSums, warm_up
+    from include.ml_pipeline.serving.compiled.numba_trees import INDEXES, LeafSums, warm_up
 
-    if warm_up() is None:
+    if warm_up(INDEXES, plan.trees.dtype, plan.trees.sum_dtype) is None:
         return False
     plan.compiled = LeafSums(plan.trees, plan.tables)
     return True

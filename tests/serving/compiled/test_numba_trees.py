@@ -63,15 +63,15 @@ def _onnx_trees(est, library: str):
     ("library", "problem"), [("hgb", "binary"), ("lightgbm", "multiclass"), ("xgboost", "regression")]
 )
 def test_compiled_sums_are_the_librarys_raw_scores(library, problem):
-    kernels = numba_trees.warm_up()
-    assert kernels is not None, numba_trees.failure()
     est = _fit(library, problem)
     fresh, _ = _data(1_000 + 37, 1)  # 16 full blocks of 64 rows and a partial one
     expected = library_raw(est, fresh)
 
     # the model API's path: bins found in the kernel, checked against numpy at first use
-    masked = _onnx_trees(est, library).masks()
+    masked = _onnx_trees(est, library).masks()  # starts loading the kernel: wait for it
     assert masked is not None
+    kernels = numba_trees.warm_up(numba_trees.MATRIX, *masked.dtypes)
+    assert kernels is not None, numba_trees.failure()
     assert np.array_equal(masked(fresh), expected)
     assert masked.compiled
     assert np.array_equal(masked(fresh[:5]), expected[:5])
@@ -83,6 +83,8 @@ def test_compiled_sums_are_the_librarys_raw_scores(library, problem):
     merged = trees.merge([MaskInput(trees.columns[c][1], str(c)) for c in used])
     indexes = [sum(bins[m] * s for m, s in zip(ms, ss, strict=True)) for _, ms, ss in merged]
     sums = numba_trees.LeafSums(trees, [table for table, _, _ in merged])
+    kernels = numba_trees.warm_up(numba_trees.INDEXES, *sums.dtypes)
+    assert kernels is not None
     assert np.array_equal(sums.raw(kernels, indexes), expected)
 
 

@@ -130,10 +130,20 @@ class MaskedTrees:
         if not self.columns:  # no split at all: every tree is one leaf
             full = np.full((1, self.trees.n_trees), self.trees.full, self.trees.dtype)
             return self.trees.raw([full], [np.zeros(rows, dtype=np.intp)])
-        kernels = numba_trees.ready()
+        kernels = numba_trees.ready(numba_trees.MATRIX, *self.dtypes)
         if kernels is not None and self.__dict__.get("_compiled") is not False:
             return self._compiled_raw(kernels, x)
         return self._numpy_raw(x)
+
+    @property
+    def dtypes(self) -> tuple[type, type]:
+        """The masks' word and sum dtypes (the compiled kernel's specialisation)."""
+        return self.trees.dtype, self.trees.sum_dtype
+
+    def start_compiling(self) -> None:
+        """Load the compiled kernel for these masks in the background (`numba_trees`)."""
+        if self.columns:
+            numba_trees.start_warm_up(numba_trees.MATRIX, *self.dtypes)
 
     def _numpy_raw(self, x: np.ndarray) -> np.ndarray:
         indexes = (self.bins(x) @ self.strides).astype(np.intp).T

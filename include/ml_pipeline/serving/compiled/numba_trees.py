@@ -19,15 +19,15 @@ A walk costs a mispredicted branch per level (trees of 31 leaves are 6-15 deep);
 cost a few vector ANDs per table and one `cttz` per tree, without a branch.
 
 The compiled code is off the request path: `warm_up()` imports numba and loads (or
-compiles, ~3-5 s on this machine; ~0.1 s from its cache) the kernels; the model API starts
-it in a background thread when a tree model is loaded (`start_warm_up`), and scores on
-numpy until it is done; batch scoring waits for it at load. Until then, and wherever numba
+compiles) the one kernel a model needs, for its dtypes; the model API starts it in a
+background thread when it builds a model's leaf masks (`start_warm_up`, at its first large
+batch) and scores on numpy until it is done; batch scoring waits for it at load. Until then, and wherever numba
 is missing or fails, `ready()` is False and the numpy leaf masks answer. Each evaluator is
 checked against the numpy masks (bit for bit) on its first batch before it answers
 (`masks.MaskedTrees`), or against the library's raw scores at load (batch scoring).
 
 The kernels' cache (`NUMBA_CACHE_DIR`): `ML_PIPELINE_NUMBA_CACHE_DIR`, else
-`$ML_PIPELINE_HOME/numba-cache`, else `<tmp>/ml_pipeline-numba-cache`; a folder that cannot
+`<tmp>/ml_pipeline-numba-cache` (shared by the processes of a machine); a folder that cannot
 be written falls back to a fresh temporary one, and, if none can, the kernels compile
 without a cache. `ML_PIPELINE_NUMBA=0` turns the compiled path off.
 
@@ -54,21 +54,17 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "ML_PIPELINE_NUMBA_CACHE_DIR"
 SWITCH_ENV = "ML_PIPELINE_NUMBA"
+#: the kernels: `matrix` (`matrix_sums`, the model API) and `indexes` (`leaf_sums`, batch)
+MATRIX, INDEXES = "matrix", "indexes"
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {"kernels": None, "failed": None, "thread": None}
+_state: dict[str, Any] = {"kernels": None, "failed": None, "warm": set(), "threads": {}}
 
 
 def cache_dir() -> Path | None:
     """A writable folder for numba's cache, or None when none can be written."""
     configured = os.environ.get(CACHE_ENV, "").strip()
-    home = os.environ.get("ML_PIPELINE_HOME", "").strip()
-    if configured:
-        wanted = Path(configured)
-    elif home:
-        wanted = Path(home) / "numba-cache"
-    else:
-        wanted = Path(tempfile.gettempdir()) / "ml_pipeline-numba-cache"
+    wanted = Path(configured or Path(tempfile.gettempdir()) / "ml_pipeline-numba-cache")
     if _writable(wanted):
         return wanted
     try:
@@ -93,9 +89,16 @@ def enabled() -> bool:
     return os.environ.get(SWITCH_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def ready() -> ModuleType | None:
-    """The compiled kernels once `warm_up` finished, else None (never waits)."""
-    return _state["kernels"]
+def _key(kernel: str, table_dtype: Any, sum_dtype: Any) -> tuple[str, str, str]:
+    return kernel, np.dtype(table_dtype).name, np.dtype(sum_dtype).name
+
+
+def ready(kernel: str, table_dtype: Any, sum_dtype: Any) -> ModuleType | None:
+    """The compiled kernels once `warm_up` loaded `kernel` for these dtypes, else None
+    (never waits)."""
+    if _key(kernel, table_dtype, sum_dtype) in _state["warm"]:
+        return _state["kernels"]
+    return None
 
 
 def failure() -> str | None:
@@ -103,70 +106,71 @@ def failure() -> str | None:
     return _state["failed"]
 
 
-def warm_up() -> ModuleType | None:
-    """Import numba and load or compile the kernels (every dtype the masks use); the
-    kernels, or None (numba missing, turned off, or failing: `failure()` says why)."""
+def warm_up(kernel: str, table_dtype: Any, sum_dtype: Any) -> ModuleType | None:
+    """Import numba and load (or compile) `kernel` for masks of `table_dtype` summed in
+    `sum_dtype`; the kernels, or None (numba missing, turned off, or failing: `failure()`
+    says why)."""
+    key = _key(kernel, table_dtype, sum_dtype)
     with _lock:
-        if _state["kernels"] is not None or _state["failed"] is not None:
+        if key in _state["warm"] or _state["failed"] is not None:
             return _state["kernels"]
         if not enabled():
             _state["failed"] = f"{SWITCH_ENV}=0"
             return None
         try:
-            _state["kernels"] = _load()
+            kernels = _state["kernels"] or _import()
+            _exercise(kernels, *key)
         except Exception as exc:  # numba missing, or a compiler failure: numpy answers
             _state["failed"] = f"{type(exc).__name__}: {exc}"
             log.warning("compiled tree kernels unavailable (%s): numpy leaf masks", exc)
-        return _state["kernels"]
+            return None
+        _state["kernels"] = kernels
+        _state["warm"].add(key)
+        return kernels
 
 
-def start_warm_up() -> None:
-    """`warm_up` in a daemon thread (once per process), so that loading never waits."""
+def start_warm_up(kernel: str, table_dtype: Any, sum_dtype: Any) -> None:
+    """`warm_up` in a daemon thread (once per kernel and dtypes), so that no request waits."""
+    key = _key(kernel, table_dtype, sum_dtype)
     with _lock:
-        if _state["thread"] is not None or _state["kernels"] is not None or not enabled():
+        if key in _state["threads"] or key in _state["warm"] or not enabled():
             return
-        _state["thread"] = threading.Thread(target=warm_up, name="numba-warm-up", daemon=True)
-        _state["thread"].start()
+        thread = threading.Thread(
+            target=warm_up, args=key, name=f"numba-warm-up-{'-'.join(key)}", daemon=True
+        )
+        _state["threads"][key] = thread
+        thread.start()
 
 
-def _load() -> ModuleType:
+def _import() -> ModuleType:
     folder = cache_dir()
     if folder is not None and "NUMBA_CACHE_DIR" not in os.environ:
         os.environ["NUMBA_CACHE_DIR"] = str(folder)
     if folder is None:
-        os.environ.setdefault("NUMBA_DISABLE_CACHE", "1")  # read before numba's import
+        os.environ.setdefault("NUMBA_DISABLE_CACHE", "1")  # read at numba's import
     from include.ml_pipeline.serving.compiled import numba_kernels
 
-    for table_dtype in (np.uint32, np.uint64):
-        for sum_dtype in (np.float64, np.float32):
-            _exercise(numba_kernels, table_dtype, sum_dtype)
     return numba_kernels
 
 
-def _exercise(kernels: ModuleType, table_dtype: Any, sum_dtype: Any) -> None:
-    """One call of each kernel with these dtypes (compiles or loads it)."""
+def _exercise(kernels: ModuleType, kernel: str, table_dtype: str, sum_dtype: str) -> None:
+    """One call of `kernel` with these dtypes (compiles it, or loads it from the cache)."""
     tables = np.full((3, 2), 1, dtype=table_dtype)
     at = np.zeros(1, dtype=np.int64)
     values = np.zeros((2, 1), dtype=sum_dtype)
     class_of = np.zeros(2, dtype=np.int64)
     base = np.zeros(1, dtype=sum_dtype)
     out = np.empty((1, 1), dtype=np.float64)
-    kernels.leaf_sums(tables, at, np.zeros((1, 1), dtype=np.int64), values, class_of, base, out)
+    if kernel == INDEXES:
+        index = np.zeros((1, 1), dtype=np.int64)
+        kernels.leaf_sums(tables, at, index, values, class_of, base, out)
+        return
+    one = np.ones(1, dtype=np.int64)
+    columns = np.asarray([0, 1], dtype=np.int64)
+    x = np.zeros((1, 1))
+    flags = (False, sum_dtype == "float32")
     kernels.matrix_sums(
-        np.zeros((1, 1)),
-        np.zeros(1, dtype=np.int64),
-        np.zeros(1),
-        np.asarray([0, 1], dtype=np.int64),
-        np.zeros(1, dtype=np.int64),
-        np.ones(1, dtype=np.int64),
-        tables,
-        at,
-        False,
-        sum_dtype == np.float32,
-        values,
-        class_of,
-        base,
-        out,
+        x, at, np.zeros(1), columns, at, one, tables, at, *flags, values, class_of, base, out
     )
 
 
@@ -178,6 +182,7 @@ class LeafSums:
         self.tables = np.ascontiguousarray(np.concatenate(tables))
         self.table_at = np.cumsum([0] + [len(t) for t in tables[:-1]]).astype(np.int64)
         self.values = np.ascontiguousarray(trees.values)
+        self.dtypes = (trees.dtype, trees.sum_dtype)
         self.base = np.asarray(trees.baseline, dtype=trees.sum_dtype)
         self.class_of = np.zeros(trees.n_trees, dtype=np.int64)
         for c, (first, last) in enumerate(trees._class_trees):

@@ -172,10 +172,6 @@ class OnnxTrees:
         self._wide = _onnx_session(self.model_bytes, threads) if threads > 1 else self._session
         self._masks: Any = None
         self._masks_built = False
-        if not self.float32 or self.ordered_sum is not None:  # leaf masks apply
-            from include.ml_pipeline.serving.compiled.numba_trees import start_warm_up
-
-            start_warm_up()  # the compiled masks, loaded off the request path
 
     def large_batch_path(self) -> str:
         """How batches of `MASK_ROWS` rows or more are scored now (`GET /model`)."""
@@ -192,6 +188,8 @@ class OnnxTrees:
             usable = not self.float32 or self.ordered_sum is not None
             self._masks = _leaf_masks(self) if usable else None
             self._masks_built = True
+            if self._masks is not None:
+                self._masks.start_compiling()  # numba's kernel, off the request path
         return self._masks
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
