@@ -6,8 +6,9 @@ whatever the alias names now), `compile_worker.load_pipeline` deserialises it an
 against it (labels equal, probabilities within 1e-6; a regressor's values within 1e-9
 relative); what the compiler does not know is scored by the scikit-learn pipeline itself,
 and `path` / `reason` say so. HistGradientBoosting, LightGBM and XGBoost trees are then
-scored as leaf masks (`leaf_masks`) when they give the library's raw scores exactly; their sums by numba-compiled code (`numba_trees`, loaded
-with the model) where numba loads, checked the same way.
+scored as leaf masks (`leaf_masks`) when they give the library's raw scores exactly; their
+sums by numba-compiled code (`numba_trees`, loaded with the model) where numba loads,
+checked the same way.
 
 A classifier writes `prediction` (the label `pipeline.predict` gives) and one
 `proba_<class>` column per class; a regressor writes `prediction`, the predicted value.

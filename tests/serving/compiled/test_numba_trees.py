@@ -33,7 +33,11 @@ def _data(rows: int, seed: int):
 
 def _fit(library: str, problem: str):
     x, signal = _data(3_000, 0)
-    y = signal if problem == "regression" else np.digitize(signal, [0] if problem == "binary" else [-1, 0, 1])
+    y = (
+        signal
+        if problem == "regression"
+        else np.digitize(signal, [0] if problem == "binary" else [-1, 0, 1])
+    )
     if library == "hgb":
         from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -60,7 +64,8 @@ def _onnx_trees(est, library: str):
 
 
 @pytest.mark.parametrize(
-    ("library", "problem"), [("hgb", "binary"), ("lightgbm", "multiclass"), ("xgboost", "regression")]
+    ("library", "problem"),
+    [("hgb", "binary"), ("lightgbm", "multiclass"), ("xgboost", "regression")],
 )
 def test_compiled_sums_are_the_librarys_raw_scores(library, problem):
     est = _fit(library, problem)
@@ -93,7 +98,8 @@ def test_an_unwritable_cache_folder_falls_back_to_a_fresh_one(tmp_path, monkeypa
     blocker.write_text("not a folder")  # mkdir under a file fails, even as root
     monkeypatch.setenv(numba_trees.CACHE_ENV, str(blocker / "cache"))
     folder = numba_trees.cache_dir()
-    assert folder is not None and folder != blocker / "cache"
+    assert folder is not None
+    assert folder != blocker / "cache"
     assert folder.is_dir()
     monkeypatch.setenv(numba_trees.CACHE_ENV, str(tmp_path / "fine"))
     assert numba_trees.cache_dir() == tmp_path / "fine"

@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 
 from include.ml_pipeline.serving.compiled import numba_trees
-
 from include.ml_pipeline.serving.compiled.leaf_masks import (
     LeafMasks,
     MaskInput,
@@ -157,9 +156,9 @@ class MaskedTrees:
     def _compiled_raw(self, kernels: Any, x: np.ndarray) -> np.ndarray:
         """The raw scores by the compiled kernels; on their first batch checked against
         the numpy masks bit for bit (any difference: numpy from then on, logged)."""
-        sums = self.__dict__.get("_compiled")
-        if sums is not None:
-            return sums(kernels, x)
+        known = self.__dict__.get("_compiled")
+        if known is not None:
+            return known(kernels, x)
         expected = self._numpy_raw(x)
         try:
             sums = numba_trees.MatrixSums(self)
@@ -172,5 +171,5 @@ class MaskedTrees:
             log.warning("compiled leaf masks differ from numpy's: numpy from now on")
             self._compiled = False
             return expected
-        self._compiled = sums
+        self.__dict__["_compiled"] = sums
         return got

@@ -26,10 +26,10 @@ BLOCK = 64
 
 
 @intrinsic
-def _cttz(typingctx, x):  # noqa: ARG001 - numba's intrinsic signature
+def _cttz(typingctx, x):
     """Count of trailing zero bits (LLVM `cttz`): the index of the lowest set bit."""
 
-    def codegen(context, builder, signature, args):  # noqa: ARG001
+    def codegen(context, builder, signature, args):
         return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
 
     return x(x), codegen
@@ -44,7 +44,7 @@ def _sum_block(alive, n, start, values, class_of, base, acc, out):  # pragma: no
     for t in range(alive.shape[1]):
         c = class_of[t]
         for r in range(n):
-            acc[r, c] += values[t, _cttz(alive[r, t])]
+            acc[r, c] += values[t, _cttz(alive[r, t])]  # type: ignore[call-arg]
     for r in range(n):
         for c in range(k):
             out[start + r, c] = acc[r, c]

@@ -7,22 +7,23 @@ Why leaf masks and not a walk over flat node arrays (measured 2026-12-04, numba 
 this 2-core machine under load 13-20, process CPU, medians of alternated runs; the
 benchmark's HistGradientBoosting classifier, 63 trees, and `hgb_deep` regressor, 103):
 
-| evaluator | 1,000 rows, ms (classifier / regressor) | 1M rows, us per row |
+| evaluator | 1,000 rows, ms (classifier / regressor) | 1M rows, us/row |
 |---|---|---|
 | numpy leaf masks (today) | 0.74-1.33 / 0.90-1.65 | - |
-| numba, node walk (`while not leaf`), rows in blocks, trees inner | 2.83 / 4.66 | 2.7 / 4.4 |
-| numba, node walk to a fixed depth (branch-free, leaves loop on themselves) | 4.67 / 7.65 | 5.1 / 8.4 |
+| numba, node walk (`while not leaf`), rows in blocks of 64 | 2.83 / 4.66 | 2.7 / 4.4 |
+| numba, node walk to a fixed depth (no branch, leaves loop) | 4.67 / 7.65 | 5.1 / 8.4 |
 | numba, leaf masks fused, per-column tables | 0.45-0.57 / 0.65-0.82 | 0.44-0.50 / 0.59-0.63 |
 | numba, leaf masks fused, merged tables (this module) | 0.53 / 0.52 | 0.31 / 0.37 |
 
-A walk costs a mispredicted branch per level (trees of 31 leaves are 6-15 deep); the masks
-cost a few vector ANDs per table and one `cttz` per tree, without a branch.
+A walk pays a mispredicted branch at most levels; the masks pay a few vector ANDs per
+table and one `cttz` per tree, without a branch.
 
 The compiled code is off the request path: `warm_up()` imports numba and loads (or
 compiles) the one kernel a model needs, for its dtypes; the model API starts it in a
 background thread when it builds a model's leaf masks (`start_warm_up`, at its first large
-batch) and scores on numpy until it is done; batch scoring waits for it at load. Until then, and wherever numba
-is missing or fails, `ready()` is False and the numpy leaf masks answer. Each evaluator is
+batch) and scores on numpy until it is done; batch scoring waits for it at load. Until
+then, and wherever numba is missing or fails, `ready()` is None and the numpy leaf masks
+answer. Each evaluator is
 checked against the numpy masks (bit for bit) on its first batch before it answers
 (`masks.MaskedTrees`), or against the library's raw scores at load (batch scoring).
 

@@ -177,7 +177,11 @@ class OnnxTrees:
         """How batches of `MASK_ROWS` rows or more are scored now (`GET /model`)."""
         masks = self._masks if self._masks_built else None
         if masks is None:
-            return "onnxruntime" if self._masks_built else "leaf masks (built at the first large batch)"
+            return (
+                "onnxruntime"
+                if self._masks_built
+                else "leaf masks (built at the first large batch)"
+            )
         return "leaf masks, numba" if masks.compiled else "leaf masks, numpy"
 
     def masks(self) -> Any:
