@@ -30,7 +30,8 @@ checked against the numpy masks (bit for bit) on its first batch before it answe
 The kernels' cache (`NUMBA_CACHE_DIR`): `ML_PIPELINE_NUMBA_CACHE_DIR`, else
 `<tmp>/ml_pipeline-numba-cache` (shared by the processes of a machine); a folder that cannot
 be written falls back to a fresh temporary one, and, if none can, the kernels compile
-without a cache. `ML_PIPELINE_NUMBA=0` turns the compiled path off.
+without a cache. `ML_PIPELINE_NUMBA=0` turns the compiled path off;
+`ML_PIPELINE_NUMBA_WAIT=1` makes the warm-up wait (benchmarks).
 
 Categorical splits (LightGBM `==` bitsets, HistGradientBoosting bitsets): the masks need
 no change in the kernels: a categorical column is one table of (categories + missing) x
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "ML_PIPELINE_NUMBA_CACHE_DIR"
 SWITCH_ENV = "ML_PIPELINE_NUMBA"
+#: `1`: `start_warm_up` waits for the kernel (benchmarks that time it from the first call)
+WAIT_ENV = "ML_PIPELINE_NUMBA_WAIT"
 #: the kernels: `matrix` (`matrix_sums`, the model API) and `indexes` (`leaf_sums`, batch)
 MATRIX, INDEXES = "matrix", "indexes"
 
@@ -133,6 +136,9 @@ def warm_up(kernel: str, table_dtype: Any, sum_dtype: Any) -> ModuleType | None:
 def start_warm_up(kernel: str, table_dtype: Any, sum_dtype: Any) -> None:
     """`warm_up` in a daemon thread (once per kernel and dtypes), so that no request waits."""
     key = _key(kernel, table_dtype, sum_dtype)
+    if os.environ.get(WAIT_ENV, "").strip() == "1":  # benchmarks: the kernel from the start
+        warm_up(*key)
+        return
     with _lock:
         if key in _state["threads"] or key in _state["warm"] or not enabled():
             return
