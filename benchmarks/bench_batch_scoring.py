@@ -1,7 +1,7 @@
 """Batch scoring against the plain baseline: rows/s and peak memory at 1M and 5M rows.
 
     python benchmarks/bench_batch_scoring.py [--rows 1000000 5000000] [--model hgb|lr]
-        [--pairs 3] [--threads 2]
+        [--pairs 3] [--threads 2] [--numpy-trees]
 
 For each size, a generated churn table (Parquet, row groups of 250,000 rows) is scored by
 the champion of a throw-away registry, each way in a fresh process (its peak resident
@@ -14,8 +14,11 @@ memory is the process's `ru_maxrss`):
   contract row checks, the verified compiled path (for this HistGradientBoosting model:
   its trees as leaf masks, `serving/compiled/leaf_masks.py`, a chunk's halves on two
   threads), Parquet parts written with keys, prediction, probabilities, model version and
-  run id, the drift sample kept. Each part's report gives its CPU seconds by stage (read,
-  check, score, output, write, sample): printed per row as a second table.
+  run id, the drift sample kept. The leaf masks are summed by numba-compiled code
+  (`serving/compiled/numba_trees.py`); `--numpy-trees` also runs ours with numpy's sums
+  (`ML_PIPELINE_NUMBA=0`) in every pair, and prints numba's gain per CPU second. Each
+  part's report gives its CPU seconds by stage (read, check, score, output, write,
+  sample): printed per row as a second table.
 
 rows/s counts reading and scoring (and, for ours, checking the input against the contract
 and writing the output); loading the model (and, for ours, its input contract) is timed
