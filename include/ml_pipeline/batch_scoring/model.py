@@ -200,13 +200,23 @@ class MaskPlan:
         rows = batch.num_rows
         holder = Batch(tuple(self.numeric), (), numeric_matrix(batch, self.numeric), ())
         scaled: dict[int, np.ndarray] = {}
+        kernels = None
+        if self.compiled is not None and self.inputs:
+            from include.ml_pipeline.serving.compiled.numba_trees import MATRIX, ready
+
+            kernels = ready(MATRIX, *self.compiled.dtypes)
+        # with the compiled kernel: the inputs side by side, binned there
+        values = np.empty((rows, len(self.inputs))) if kernels is not None else None
         bins: list[np.ndarray] = []
-        for source in self.inputs:
+        for i, source in enumerate(self.inputs):
             if source[0] == "numeric":
                 _, block, j, column = source
                 if id(block) not in scaled:
                     scaled[id(block)] = np.empty((rows, block.width), dtype=np.float64)
                     block.apply(holder, scaled[id(block)], 0)
+                if values is not None:
+                    values[:, i] = scaled[id(block)][:, j]
+                    continue
                 bins.append(self.trees.column_bins(column, scaled[id(block)][:, j]))
             else:
                 _, name, lookup, unknown, width = source
@@ -216,7 +226,12 @@ class MaskPlan:
                     dtype=np.intp,
                 )
                 slots[slots < 0] = width  # no one-hot column: the all-zeros row
+                if values is not None:
+                    values[:, i] = slots[codes]
+                    continue
                 bins.append(slots[codes])
+        if values is not None:
+            return self.compiled(kernels, values)
         indexes = []
         for members, strides in zip(self.members, self.strides, strict=True):
             index = bins[members[0]] * strides[0] if strides[0] != 1 else bins[members[0]]
@@ -227,12 +242,6 @@ class MaskPlan:
             indexes = [np.zeros(rows, dtype=np.intp)]
             tables = [np.full((1, self.trees.n_trees), self.trees.full, self.trees.dtype)]
             return self.trees.raw(tables, indexes)
-        if self.compiled is not None:
-            from include.ml_pipeline.serving.compiled.numba_trees import INDEXES, ready
-
-            kernels = ready(INDEXES, *self.compiled.dtypes)
-            if kernels is not None:
-                return self.compiled.raw(kernels, indexes)
         return self.trees.raw(self.tables, indexes)
 
 
@@ -419,9 +428,17 @@ def _use_leaf_masks(model: BatchModel) -> None:
 def _use_compiled_sums(plan: MaskPlan) -> bool:
     """Give `plan` the numba-compiled sums (`numba_trees`: loaded here, at load time, not
     while scoring); False where numba is missing or fails (numpy sums then)."""
-    from include.ml_pipeline.serving.compiled.numba_trees import INDEXES, LeafSums, warm_up
+    from include.ml_pipeline.serving.compiled.numba_trees import MATRIX, InputSums, warm_up
 
-    if warm_up(INDEXES, plan.trees.dtype, plan.trees.sum_dtype) is None:
+    if plan.trees.zero_as_missing or not plan.inputs:
         return False
-    plan.compiled = LeafSums(plan.trees, plan.tables)
+    if warm_up(MATRIX, plan.trees.dtype, plan.trees.sum_dtype) is None:
+        return False
+    thresholds = []
+    for source in plan.inputs:
+        if source[0] == "numeric":
+            thresholds.append(plan.trees.columns[source[3]][0])
+        else:  # slot s (of width + 1) is bin s
+            thresholds.append(np.arange(source[4], dtype=np.float64) + 0.5)
+    plan.compiled = InputSums(plan, thresholds)
     return True

@@ -1,7 +1,8 @@
 """`numba_trees`: leaf masks summed by numba-compiled code give the library's own raw
 scores, the same floats as the numpy masks, for a binary HistGradientBoosting, a
 multiclass LightGBM and an XGBoost regressor (float32 sums), with missing values and a
-partial last block; a numba cache folder that cannot be written is never a failure."""
+partial last block (batch scoring's form: `tests/batch_scoring/test_fast_paths.py`); a
+numba cache folder that cannot be written is never a failure."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ import numpy as np
 import pytest
 
 from include.ml_pipeline.serving.compiled import numba_trees
-from include.ml_pipeline.serving.compiled.leaf_masks import MaskInput
-from include.ml_pipeline.serving.compiled.tree_sets import leaf_masks_of, library_raw
+from include.ml_pipeline.serving.compiled.tree_sets import library_raw
 
 
 @pytest.fixture(autouse=True)
@@ -80,17 +80,6 @@ def test_compiled_sums_are_the_librarys_raw_scores(library, problem):
     assert np.array_equal(masked(fresh), expected)
     assert masked.compiled
     assert np.array_equal(masked(fresh[:5]), expected[:5])
-
-    # batch scoring's path: the table indexes given
-    trees = leaf_masks_of(est)
-    used = sorted(trees.columns)
-    bins = [trees.column_bins(c, fresh[:, c]) for c in used]
-    merged = trees.merge([MaskInput(trees.columns[c][1], str(c)) for c in used])
-    indexes = [sum(bins[m] * s for m, s in zip(ms, ss, strict=True)) for _, ms, ss in merged]
-    sums = numba_trees.LeafSums(trees, [table for table, _, _ in merged])
-    kernels = numba_trees.warm_up(numba_trees.INDEXES, *sums.dtypes)
-    assert kernels is not None
-    assert np.array_equal(sums.raw(kernels, indexes), expected)
 
 
 def test_an_unwritable_cache_folder_falls_back_to_a_fresh_one(tmp_path, monkeypatch):

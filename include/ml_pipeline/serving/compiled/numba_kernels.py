@@ -7,12 +7,10 @@ leaf of each tree its lowest set bit (`cttz`), the leaf values added tree after 
 model's order onto the baseline, in the dtype the library sums in (float64; XGBoost
 float32): the same floats as `LeafMasks.raw`.
 
-- `leaf_sums`: the rows' table indexes given (batch scoring's `MaskPlan`, which bins the
-  Arrow columns itself);
-- `matrix_sums`: the rows' bins found here from the matrix (the model API's
-  `masks.MaskedTrees`): per used column a branch-free binary search among its sorted
-  thresholds (as `np.searchsorted`, side "left"; `strict`: "right"), NaN its own last
-  bin, optionally the value rounded to float32 first (XGBoost).
+`matrix_sums` finds the rows' bins from a matrix (the model API's `masks.MaskedTrees`;
+batch scoring's `MaskPlan` inputs side by side): per used column a branch-free binary
+search among its sorted thresholds (as `np.searchsorted`, side "left"; `strict`: "right"),
+NaN its own last bin, optionally the value rounded to float32 first (XGBoost).
 """
 
 from __future__ import annotations
@@ -51,28 +49,6 @@ def _sum_block(alive, n, start, values, class_of, base, acc, out):  # pragma: no
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
-def leaf_sums(tables, table_at, indexes, values, class_of, base, out):  # pragma: no cover - jit
-    """out[r] = base + the leaf values of row r, whose masks are the AND over tables i of
-    `tables[table_at[i] + indexes[i, r]]`."""
-    rows = indexes.shape[1]
-    n_tables = indexes.shape[0]
-    n_trees = tables.shape[1]
-    alive = np.empty((BLOCK, n_trees), dtype=tables.dtype)
-    acc = np.empty((BLOCK, base.shape[0]), dtype=values.dtype)
-    for start in range(0, rows, BLOCK):
-        n = min(rows, start + BLOCK) - start
-        for r in range(n):
-            row = tables[table_at[0] + indexes[0, start + r]]
-            for t in range(n_trees):
-                alive[r, t] = row[t]
-            for i in range(1, n_tables):
-                row = tables[table_at[i] + indexes[i, start + r]]
-                for t in range(n_trees):
-                    alive[r, t] &= row[t]
-        _sum_block(alive, n, start, values, class_of, base, acc, out)
-
-
-@njit(nogil=True, cache=True, boundscheck=False)
 def matrix_sums(
     x,
     columns,
@@ -89,9 +65,10 @@ def matrix_sums(
     base,
     out,
 ):  # pragma: no cover - jit
-    """`leaf_sums` with the indexes found from the matrix `x`: used column j (matrix column
-    `columns[j]`, thresholds `thresholds[threshold_at[j]:threshold_at[j + 1]]`) adds its
-    bin times `stride[j]` to the index of table `table_of[j]`."""
+    """out[r] = base + the leaf values of row r, whose masks are the AND over tables i of
+    `tables[index_i]`: used column j (matrix column `columns[j]`, thresholds
+    `thresholds[threshold_at[j]:threshold_at[j + 1]]`) adds its bin times `stride[j]` to
+    the index of table `table_of[j]` (which starts at `table_at[i]`)."""
     rows = x.shape[0]
     n_tables = table_at.shape[0]
     n_trees = tables.shape[1]

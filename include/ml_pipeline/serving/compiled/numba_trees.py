@@ -21,7 +21,8 @@ table and one `cttz` per tree, without a branch.
 The compiled code is off the request path: `warm_up()` imports numba and loads (or
 compiles) the one kernel a model needs, for its dtypes; the model API starts it in a
 background thread when it builds a model's leaf masks (`start_warm_up`, at its first large
-batch) and scores on numpy until it is done; batch scoring waits for it at load. Until
+batch) and scores on numpy until it is done; batch scoring waits for it at load
+(`InputSums`: its inputs binned in the kernel too). Until
 then, and wherever numba is missing or fails, `ready()` is None and the numpy leaf masks
 answer. Each evaluator is
 checked against the numpy masks (bit for bit) on its first batch before it answers
@@ -58,8 +59,8 @@ CACHE_ENV = "ML_PIPELINE_NUMBA_CACHE_DIR"
 SWITCH_ENV = "ML_PIPELINE_NUMBA"
 #: `1`: `start_warm_up` waits for the kernel (benchmarks that time it from the first call)
 WAIT_ENV = "ML_PIPELINE_NUMBA_WAIT"
-#: the kernels: `matrix` (`matrix_sums`, the model API) and `indexes` (`leaf_sums`, batch)
-MATRIX, INDEXES = "matrix", "indexes"
+#: the kernel (`numba_kernels.matrix_sums`), by name: what `warm_up` loads
+MATRIX = "matrix"
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"kernels": None, "failed": None, "warm": set(), "threads": {}}
@@ -168,10 +169,6 @@ def _exercise(kernels: ModuleType, kernel: str, table_dtype: str, sum_dtype: str
     class_of = np.zeros(2, dtype=np.int64)
     base = np.zeros(1, dtype=sum_dtype)
     out = np.empty((1, 1), dtype=np.float64)
-    if kernel == INDEXES:
-        index = np.zeros((1, 1), dtype=np.int64)
-        kernels.leaf_sums(tables, at, index, values, class_of, base, out)
-        return
     one = np.ones(1, dtype=np.int64)
     columns = np.asarray([0, 1], dtype=np.int64)
     x = np.zeros((1, 1))
@@ -182,7 +179,7 @@ def _exercise(kernels: ModuleType, kernel: str, table_dtype: str, sum_dtype: str
 
 
 class LeafSums:
-    """The compiled form of a `LeafMasks` and its (merged) tables."""
+    """What the kernel reads of a `LeafMasks` and its (merged) tables."""
 
     def __init__(self, trees: Any, tables: list[np.ndarray]):
         self.k = trees.k
@@ -194,18 +191,6 @@ class LeafSums:
         self.class_of = np.zeros(trees.n_trees, dtype=np.int64)
         for c, (first, last) in enumerate(trees._class_trees):
             self.class_of[first:last] = c
-
-    def raw(self, kernels: ModuleType, indexes: list[np.ndarray]) -> np.ndarray:
-        """`LeafMasks.raw(tables, indexes)`, compiled."""
-        rows = len(indexes[0])
-        out = np.empty((rows, self.k), dtype=np.float64)
-        index = np.empty((len(indexes), rows), dtype=np.int64)
-        for i, part in enumerate(indexes):
-            index[i] = part
-        kernels.leaf_sums(
-            self.tables, self.table_at, index, self.values, self.class_of, self.base, out
-        )
-        return out
 
 
 class MatrixSums(LeafSums):
@@ -245,3 +230,24 @@ class MatrixSums(LeafSums):
             out,
         )
         return out
+
+
+class InputSums(MatrixSums):
+    """Batch scoring's `MaskPlan` compiled: its inputs (scaled numeric columns, and each
+    categorical column's one-hot slot as a number, its thresholds at 0.5, 1.5, ... so
+    that its bin is the slot) side by side in one matrix, binned in the kernel."""
+
+    def __init__(self, plan: Any, thresholds: list[np.ndarray]):
+        trees = plan.trees
+        if trees.zero_as_missing:
+            raise ValueError("zero-as-missing features are binned in numpy")
+        LeafSums.__init__(self, trees, plan.tables)
+        self.columns = np.arange(len(thresholds), dtype=np.int64)
+        self.thresholds = np.concatenate(thresholds).astype(np.float64)
+        self.threshold_at = np.cumsum([0] + [len(t) for t in thresholds]).astype(np.int64)
+        self.table_of = np.zeros(len(thresholds), dtype=np.int64)
+        self.stride = np.zeros(len(thresholds), dtype=np.int64)
+        for table, (members, strides) in enumerate(zip(plan.members, plan.strides, strict=True)):
+            self.table_of[members] = table
+            self.stride[members] = strides
+        self.strict, self.round32 = bool(trees.strict), bool(trees.float32)
