@@ -1,7 +1,7 @@
 """Batch scoring against the plain baseline: rows/s and peak memory at 1M and 5M rows.
 
     python benchmarks/bench_batch_scoring.py [--rows 1000000 5000000] [--model hgb|lr]
-        [--pairs 3] [--threads 2]
+        [--pairs 3] [--threads 2] [--numpy-trees]
 
 For each size, a generated churn table (Parquet, row groups of 250,000 rows) is scored by
 the champion of a throw-away registry, each way in a fresh process (its peak resident
@@ -14,8 +14,11 @@ memory is the process's `ru_maxrss`):
   contract row checks, the verified compiled path (for this HistGradientBoosting model:
   its trees as leaf masks, `serving/compiled/leaf_masks.py`, a chunk's halves on two
   threads), Parquet parts written with keys, prediction, probabilities, model version and
-  run id, the drift sample kept. Each part's report gives its CPU seconds by stage (read,
-  check, score, output, write, sample): printed per row as a second table.
+  run id, the drift sample kept. The leaf masks are summed by numba-compiled code
+  (`serving/compiled/numba_trees.py`); `--numpy-trees` also runs ours with numpy's sums
+  (`ML_PIPELINE_NUMBA=0`) in every pair, and prints numba's gain per CPU second. Each
+  part's report gives its CPU seconds by stage (read, check, score, output, write,
+  sample): printed per row as a second table.
 
 rows/s counts reading and scoring (and, for ours, checking the input against the contract
 and writing the output); loading the model (and, for ours, its input contract) is timed
@@ -123,7 +126,7 @@ def child_ours(data: str, tracking_uri: str, version: str, out: str) -> dict:
     }
 
 
-def _run_child(kind: str, threads: int, *args: str) -> dict:
+def _run_child(kind: str, threads: int, *args: str, numba: bool = True) -> dict:
     """One side in a fresh process, both sides with the same thread budget: `threads` for
     scikit-learn's OpenMP (the baseline's trees) and for ours (`predict_threads`)."""
     budget = str(threads)
@@ -135,6 +138,7 @@ def _run_child(kind: str, threads: int, *args: str) -> dict:
             "PYTHONPATH": str(ROOT),
             "OMP_NUM_THREADS": budget,
             "MODEL_API_PREDICT_THREADS": budget,
+            **({} if numba else {"ML_PIPELINE_NUMBA": "0"}),
         },
         capture_output=True,
         text=True,
@@ -156,18 +160,28 @@ def _pairs(
     drifts, and a ratio of two runs side by side in time drifts less than two medians."""
     ours: list[dict] = []
     baseline: list[dict] = []
+    numpy_trees: list[dict] = []
     with_baseline = rows <= args.skip_baseline_above
     for i in range(args.pairs):
         order = ["ours", "baseline"] if i % 2 == 0 else ["baseline", "ours"]
+        if args.numpy_trees:
+            order.insert(1, "numpy")
         for kind in order:
-            if kind == "ours":
+            if kind == "numpy":  # ours with the numpy leaf masks (numba off)
+                out = str(root / f"out_numpy_{rows}_{i}")
+                numpy_trees.append(
+                    _run_child(
+                        "ours", args.threads, str(data), tracking_uri, version, out, numba=False
+                    )
+                )
+            elif kind == "ours":
                 out = str(root / f"out_{rows}_{i}")
                 ours.append(_run_child("ours", args.threads, str(data), tracking_uri, version, out))
             elif with_baseline:
                 baseline.append(
                     _run_child("baseline", args.threads, str(data), tracking_uri, version)
                 )
-    return {"ours": ours, "baseline": baseline or None}
+    return {"ours": ours, "baseline": baseline or None, "numpy": numpy_trees or None}
 
 
 def _summary(runs: dict) -> dict:
@@ -187,6 +201,16 @@ def _summary(runs: dict) -> dict:
             for stage in ours[0]["stage_cpu_seconds"]
         },
     }
+    if runs.get("numpy"):
+        with_numpy = list(zip(ours, runs["numpy"], strict=False))
+        out |= {
+            "numpy_path": runs["numpy"][0].get("path"),
+            "numpy_cpu_us_per_row": median(
+                1e6 * r["cpu_seconds"] / r["rows"] for r in runs["numpy"]
+            ),
+            "numba_gains_cpu": [n["cpu_seconds"] / o["cpu_seconds"] for o, n in with_numpy],
+            "numba_gains": [n["seconds"] / o["seconds"] for o, n in with_numpy],
+        }
     if baseline:
         pairs = list(zip(ours, baseline, strict=False))
         out |= {
@@ -234,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=min(2, len(os.sched_getaffinity(0))),
         help="threads each side may use (OpenMP for the baseline, predict threads for ours)",
+    )
+    parser.add_argument(
+        "--numpy-trees",
+        action="store_true",
+        help="also run ours with the numpy leaf masks (ML_PIPELINE_NUMBA=0) in every pair",
     )
     parser.add_argument("--skip-baseline-above", type=int, default=10_000_000)
     parser.add_argument("--out", default=str(ROOT / ".local" / "bench_batch_scoring.json"))
@@ -296,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows_out:
         cells = [f"{row['ours_stage_cpu_us_per_row'].get(s, 0):.3f}" for s in stages]
         print(f"| {row['rows']:,} | " + " | ".join(cells) + f" | {row['ours_load_seconds']:.1f} |")
+    for row in rows_out:
+        if row.get("numba_gains_cpu"):
+            print(
+                f"\n{row['rows']:,} rows, ours with numpy sums ({row['numpy_path']}): "
+                f"{row['numpy_cpu_us_per_row']:.2f} CPU us/row; numba's gain per CPU second "
+                f"(pairs): {_list(row['numba_gains_cpu'])}, wall: {_list(row['numba_gains'])}"
+            )
     if len(rows_out) > 1:
         ratio = rows_out[-1]["ours_peak_mb"] / rows_out[0]["ours_peak_mb"]
         print(

@@ -14,13 +14,18 @@ from include.ml_pipeline.features import FeatureSpec
 
 #: (problem, estimator kind, params, the path batch scoring must take)
 CASES = [
-    ("regression", "hist_gradient_boosting", {"max_iter": 20}, "compiled:onnx-hgb+leaf-masks"),
-    ("regression", "lightgbm", {"n_estimators": 20}, "compiled:onnx-lightgbm+leaf-masks"),
-    ("regression", "xgboost", {"n_estimators": 20}, "compiled:onnx-xgboost+leaf-masks"),
+    (
+        "regression",
+        "hist_gradient_boosting",
+        {"max_iter": 20},
+        "compiled:onnx-hgb+leaf-masks-numba",
+    ),
+    ("regression", "lightgbm", {"n_estimators": 20}, "compiled:onnx-lightgbm+leaf-masks-numba"),
+    ("regression", "xgboost", {"n_estimators": 20}, "compiled:onnx-xgboost+leaf-masks-numba"),
     ("regression", "random_forest", {"n_estimators": 5, "max_depth": 8}, "compiled:onnx-rf"),
     ("regression", "ridge", {}, "compiled:numpy-linear"),
-    ("binary", "lightgbm", {"n_estimators": 20}, "compiled:onnx-lightgbm+leaf-masks"),
-    ("multiclass", "xgboost", {"n_estimators": 10}, "compiled:onnx-xgboost+leaf-masks"),
+    ("binary", "lightgbm", {"n_estimators": 20}, "compiled:onnx-lightgbm+leaf-masks-numba"),
+    ("multiclass", "xgboost", {"n_estimators": 10}, "compiled:onnx-xgboost+leaf-masks-numba"),
 ]
 
 

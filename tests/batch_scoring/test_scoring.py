@@ -68,7 +68,7 @@ def test_parts_equal_the_registered_models_predictions(champions, tmp_path, prob
     # every champion compiled: the regressor (ridge) too
     assert model.path.startswith("compiled:"), model.reason
     if problem == "multiclass":  # gradient boosting: its trees scored as leaf masks
-        assert model.path.endswith("+leaf-masks"), model.path
+        assert model.path.endswith("+leaf-masks-numba"), model.path
 
     # each part's report says where its CPU time went, stage by stage
     for part in parts:

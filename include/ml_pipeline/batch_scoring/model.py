@@ -6,7 +6,9 @@ whatever the alias names now), `compile_worker.load_pipeline` deserialises it an
 against it (labels equal, probabilities within 1e-6; a regressor's values within 1e-9
 relative); what the compiler does not know is scored by the scikit-learn pipeline itself,
 and `path` / `reason` say so. HistGradientBoosting, LightGBM and XGBoost trees are then
-scored as leaf masks (`leaf_masks`) when they give the library's raw scores exactly.
+scored as leaf masks (`leaf_masks`) when they give the library's raw scores exactly; their
+sums by numba-compiled code (`numba_trees`, loaded with the model) where numba loads,
+checked the same way.
 
 A classifier writes `prediction` (the label `pipeline.predict` gives) and one
 `proba_<class>` column per class; a regressor writes `prediction`, the predicted value.
@@ -177,6 +179,8 @@ class MaskPlan:
     tables: list[np.ndarray]
     members: list[list[int]]
     strides: list[list[int]]
+    #: the same sums by numba-compiled code (`numba_trees`), when its kernels loaded
+    compiled: Any = None
 
     def raw(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
         """The raw scores of `batch`'s rows: its halves side by side on
@@ -196,13 +200,23 @@ class MaskPlan:
         rows = batch.num_rows
         holder = Batch(tuple(self.numeric), (), numeric_matrix(batch, self.numeric), ())
         scaled: dict[int, np.ndarray] = {}
+        kernels = None
+        if self.compiled is not None and self.inputs:
+            from include.ml_pipeline.serving.compiled.numba_trees import MATRIX, ready
+
+            kernels = ready(MATRIX, *self.compiled.dtypes)
+        # with the compiled kernel: the inputs side by side, binned there
+        values = np.empty((rows, len(self.inputs))) if kernels is not None else None
         bins: list[np.ndarray] = []
-        for source in self.inputs:
+        for i, source in enumerate(self.inputs):
             if source[0] == "numeric":
                 _, block, j, column = source
                 if id(block) not in scaled:
                     scaled[id(block)] = np.empty((rows, block.width), dtype=np.float64)
                     block.apply(holder, scaled[id(block)], 0)
+                if values is not None:
+                    values[:, i] = scaled[id(block)][:, j]
+                    continue
                 bins.append(self.trees.column_bins(column, scaled[id(block)][:, j]))
             else:
                 _, name, lookup, unknown, width = source
@@ -212,7 +226,12 @@ class MaskPlan:
                     dtype=np.intp,
                 )
                 slots[slots < 0] = width  # no one-hot column: the all-zeros row
+                if values is not None:
+                    values[:, i] = slots[codes]
+                    continue
                 bins.append(slots[codes])
+        if values is not None:
+            return self.compiled(kernels, values)
         indexes = []
         for members, strides in zip(self.members, self.strides, strict=True):
             index = bins[members[0]] * strides[0] if strides[0] != 1 else bins[members[0]]
@@ -391,9 +410,35 @@ def _use_leaf_masks(model: BatchModel) -> None:
     except UnsupportedPipeline as exc:
         log.info("%s v%s: no leaf masks (%s)", model.name, model.version, exc)
         return
-    problem = _mask_problem(model)
+    suffix = "+leaf-masks"
+    if model.masks.tables and _use_compiled_sums(model.masks):
+        suffix = "+leaf-masks-numba"
+        problem = _mask_problem(model)
+        if problem is not None:  # numpy's sums are then checked on their own
+            log.warning("%s v%s: compiled leaf masks: %s", model.name, model.version, problem)
+            model.masks.compiled, suffix = None, "+leaf-masks"
+    problem = _mask_problem(model) if suffix == "+leaf-masks" else None
     if problem is not None:
         model.masks = None
         log.warning("%s v%s: no leaf masks: %s", model.name, model.version, problem)
         return
-    model.path = f"{model.path}+leaf-masks"
+    model.path = f"{model.path}{suffix}"
+
+
+def _use_compiled_sums(plan: MaskPlan) -> bool:
+    """Give `plan` the numba-compiled sums (`numba_trees`: loaded here, at load time, not
+    while scoring); False where numba is missing or fails (numpy sums then)."""
+    from include.ml_pipeline.serving.compiled.numba_trees import MATRIX, InputSums, warm_up
+
+    if plan.trees.zero_as_missing or not plan.inputs:
+        return False
+    if warm_up(MATRIX, plan.trees.dtype, plan.trees.sum_dtype) is None:
+        return False
+    thresholds = []
+    for source in plan.inputs:
+        if source[0] == "numeric":
+            thresholds.append(plan.trees.columns[source[3]][0])
+        else:  # slot s (of width + 1) is bin s
+            thresholds.append(np.arange(source[4], dtype=np.float64) + 0.5)
+    plan.compiled = InputSums(plan, thresholds)
+    return True

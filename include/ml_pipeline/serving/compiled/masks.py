@@ -15,12 +15,20 @@ base margin first, summed in float32 in that order, as XGBoost sums them (1,000 
 the benchmark's 100-round binary model: trees 4.9 ms of CPU on onnxruntime's two threads
 plus the ordered sum, 0.75 ms as masks). Trees of more than 64 leaves (a random forest's)
 and graphs of another shape raise `UnsupportedPipeline` and stay on onnxruntime.
+
+Once the numba kernels are loaded (`numba_trees`, warmed up in the background), a batch is
+binned and summed by them in one pass (`numba_trees.MatrixSums`): the same floats,
+checked against the numpy masks on its first batch.
 """
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import numpy as np
 
+from include.ml_pipeline.serving.compiled import numba_trees
 from include.ml_pipeline.serving.compiled.leaf_masks import (
     LeafMasks,
     MaskInput,
@@ -35,6 +43,8 @@ from include.ml_pipeline.serving.compiled.onnx_graph import (
     read_tree_ensemble,
 )
 from include.ml_pipeline.serving.compiled.predictor import UnsupportedPipeline
+
+log = logging.getLogger(__name__)
 
 
 class MaskedTrees:
@@ -119,5 +129,47 @@ class MaskedTrees:
         if not self.columns:  # no split at all: every tree is one leaf
             full = np.full((1, self.trees.n_trees), self.trees.full, self.trees.dtype)
             return self.trees.raw([full], [np.zeros(rows, dtype=np.intp)])
+        kernels = numba_trees.ready(numba_trees.MATRIX, *self.dtypes)
+        if kernels is not None and self.__dict__.get("_compiled") is not False:
+            return self._compiled_raw(kernels, x)
+        return self._numpy_raw(x)
+
+    @property
+    def dtypes(self) -> tuple[type, type]:
+        """The masks' word and sum dtypes (the compiled kernel's specialisation)."""
+        return self.trees.dtype, self.trees.sum_dtype
+
+    def start_compiling(self) -> None:
+        """Load the compiled kernel for these masks in the background (`numba_trees`)."""
+        if self.columns:
+            numba_trees.start_warm_up(numba_trees.MATRIX, *self.dtypes)
+
+    def _numpy_raw(self, x: np.ndarray) -> np.ndarray:
         indexes = (self.bins(x) @ self.strides).astype(np.intp).T
         return self.trees.raw(self.tables, list(indexes))
+
+    @property
+    def compiled(self) -> bool:
+        """The numba kernels answer (`numba_trees`), not numpy."""
+        return isinstance(self.__dict__.get("_compiled"), numba_trees.MatrixSums)
+
+    def _compiled_raw(self, kernels: Any, x: np.ndarray) -> np.ndarray:
+        """The raw scores by the compiled kernels; on their first batch checked against
+        the numpy masks bit for bit (any difference: numpy from then on, logged)."""
+        known = self.__dict__.get("_compiled")
+        if known is not None:
+            return known(kernels, x)
+        expected = self._numpy_raw(x)
+        try:
+            sums = numba_trees.MatrixSums(self)
+            got = sums(kernels, x)
+        except Exception as exc:  # a shape the kernels do not take: numpy answers
+            log.warning("compiled leaf masks unavailable (%s): numpy", exc)
+            self._compiled = False
+            return expected
+        if got.shape != expected.shape or not np.array_equal(got, expected):
+            log.warning("compiled leaf masks differ from numpy's: numpy from now on")
+            self._compiled = False
+            return expected
+        self.__dict__["_compiled"] = sums
+        return got

@@ -173,6 +173,17 @@ class OnnxTrees:
         self._masks: Any = None
         self._masks_built = False
 
+    def large_batch_path(self) -> str:
+        """How batches of `MASK_ROWS` rows or more are scored now (`GET /model`)."""
+        masks = self._masks if self._masks_built else None
+        if masks is None:
+            return (
+                "onnxruntime"
+                if self._masks_built
+                else "leaf masks (built at the first large batch)"
+            )
+        return "leaf masks, numba" if masks.compiled else "leaf masks, numpy"
+
     def masks(self) -> Any:
         """The leaf-mask evaluator of this graph (`masks.py`), or None where it does not
         apply: float32 graphs without an `ordered_sum`, trees of more than 64 leaves.
@@ -181,6 +192,8 @@ class OnnxTrees:
             usable = not self.float32 or self.ordered_sum is not None
             self._masks = _leaf_masks(self) if usable else None
             self._masks_built = True
+            if self._masks is not None:
+                self._masks.start_compiling()  # numba's kernel, off the request path
         return self._masks
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

@@ -55,6 +55,8 @@ class ServedModel:
         """The `GET /model` document (with `worker` when an isolated worker predicts)."""
         describe = getattr(self.predictor, "describe", None)
         worker = {"worker": describe()} if describe is not None else {}
+        # tree ensembles: how large batches are scored now (numpy or numba leaf masks)
+        large = getattr(getattr(self.predictor, "proba_fn", None), "large_batch_path", None)
         return {
             "name": self.name,
             "version": self.version,
@@ -68,6 +70,7 @@ class ServedModel:
             "contract": self.contract,
             "predict_path": self.predict_path,
             "fallback_reason": self.fallback_reason,
+            "large_batch_path": large() if large is not None else None,
             "verification": self.verification,
             "loaded_at": self.loaded_at,
             "load_seconds": round(self.load_seconds, 3),

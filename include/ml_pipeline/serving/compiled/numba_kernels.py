@@ -1,0 +1,111 @@
+"""The numba-compiled kernels of `numba_trees.py` (imported only through it: it sets the
+cache folder before numba is imported, and falls back to numpy when this fails).
+
+Both kernels are the leaf-mask evaluation of `leaf_masks.LeafMasks` (QuickScorer) fused in
+one pass per block of `BLOCK` rows: the row's mask words ANDed table after table, the
+leaf of each tree its lowest set bit (`cttz`), the leaf values added tree after tree in the
+model's order onto the baseline, in the dtype the library sums in (float64; XGBoost
+float32): the same floats as `LeafMasks.raw`.
+
+`matrix_sums` finds the rows' bins from a matrix (the model API's `masks.MaskedTrees`;
+batch scoring's `MaskPlan` inputs side by side): per used column a branch-free binary
+search among its sorted thresholds (as `np.searchsorted`, side "left"; `strict`: "right"),
+NaN its own last bin, optionally the value rounded to float32 first (XGBoost).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit
+from numba.extending import intrinsic
+
+BLOCK = 64
+
+
+@intrinsic
+def _cttz(typingctx, x):
+    """Count of trailing zero bits (LLVM `cttz`): the index of the lowest set bit."""
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+
+    return x(x), codegen
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def _sum_block(alive, n, start, values, class_of, base, acc, out):  # pragma: no cover - jit
+    k = base.shape[0]
+    for r in range(n):
+        for c in range(k):
+            acc[r, c] = base[c]
+    for t in range(alive.shape[1]):
+        c = class_of[t]
+        for r in range(n):
+            acc[r, c] += values[t, _cttz(alive[r, t])]  # type: ignore[call-arg]
+    for r in range(n):
+        for c in range(k):
+            out[start + r, c] = acc[r, c]
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def matrix_sums(
+    x,
+    columns,
+    thresholds,
+    threshold_at,
+    table_of,
+    stride,
+    tables,
+    table_at,
+    strict,
+    round32,
+    values,
+    class_of,
+    base,
+    out,
+):  # pragma: no cover - jit
+    """out[r] = base + the leaf values of row r, whose masks are the AND over tables i of
+    `tables[index_i]`: used column j (matrix column `columns[j]`, thresholds
+    `thresholds[threshold_at[j]:threshold_at[j + 1]]`) adds its bin times `stride[j]` to
+    the index of table `table_of[j]` (which starts at `table_at[i]`)."""
+    rows = x.shape[0]
+    n_tables = table_at.shape[0]
+    n_trees = tables.shape[1]
+    alive = np.empty((BLOCK, n_trees), dtype=tables.dtype)
+    acc = np.empty((BLOCK, base.shape[0]), dtype=values.dtype)
+    index = np.empty((BLOCK, n_tables), dtype=np.int64)
+    for start in range(0, rows, BLOCK):
+        n = min(rows, start + BLOCK) - start
+        for r in range(n):
+            for i in range(n_tables):
+                index[r, i] = table_at[i]
+        for j in range(columns.shape[0]):
+            first = threshold_at[j]
+            count = threshold_at[j + 1] - first
+            for r in range(n):
+                v = x[start + r, columns[j]]
+                if round32:
+                    v = np.float64(np.float32(v))
+                # branch-free: the number of thresholds below v (`strict`: at or below)
+                lo = first
+                m = count
+                while m > 1:
+                    half = m >> 1
+                    t = thresholds[lo + half - 1]
+                    lo += half * ((t <= v) if strict else (t < v))
+                    m -= half
+                t = thresholds[lo]
+                b = lo - first + ((t <= v) if strict else (t < v))
+                if v != v:
+                    b = count + 1
+                index[r, table_of[j]] += b * stride[j]
+        for r in range(n):
+            row = tables[index[r, 0]]
+            for t in range(n_trees):
+                alive[r, t] = row[t]
+            for i in range(1, n_tables):
+                row = tables[index[r, i]]
+                for t in range(n_trees):
+                    alive[r, t] &= row[t]
+        _sum_block(alive, n, start, values, class_of, base, acc, out)

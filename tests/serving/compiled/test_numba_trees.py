@@ -1,0 +1,94 @@
+"""`numba_trees`: leaf masks summed by numba-compiled code give the library's own raw
+scores, the same floats as the numpy masks, for a binary HistGradientBoosting, a
+multiclass LightGBM and an XGBoost regressor (float32 sums), with missing values and a
+partial last block (batch scoring's form: `tests/batch_scoring/test_fast_paths.py`); a
+numba cache folder that cannot be written is never a failure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from include.ml_pipeline.serving.compiled import numba_trees
+from include.ml_pipeline.serving.compiled.tree_sets import library_raw
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
+
+
+def _data(rows: int, seed: int):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 6))
+    x[:, 4] = rng.integers(0, 4, rows)
+    x[:, 5] = rng.integers(0, 2, rows)
+    x[rng.random(x.shape) < 0.05] = np.nan
+    signal = np.nan_to_num(x[:, 0]) + 0.5 * np.nan_to_num(x[:, 1]) * np.nan_to_num(x[:, 4])
+    return x, signal
+
+
+def _fit(library: str, problem: str):
+    x, signal = _data(3_000, 0)
+    y = (
+        signal
+        if problem == "regression"
+        else np.digitize(signal, [0] if problem == "binary" else [-1, 0, 1])
+    )
+    if library == "hgb":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        return HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(x, y)
+    if library == "lightgbm":
+        import lightgbm
+
+        return lightgbm.LGBMClassifier(n_estimators=10, n_jobs=1, verbose=-1).fit(x, y)
+    import xgboost
+
+    return xgboost.XGBRegressor(n_estimators=15, max_depth=6, n_jobs=1).fit(x, y)
+
+
+def _onnx_trees(est, library: str):
+    from include.ml_pipeline.serving.compiled.boosters import compile_booster
+    from include.ml_pipeline.serving.compiled.onnx_graph import hgb_tree_arrays, tree_ensemble_model
+    from include.ml_pipeline.serving.compiled.trees import HGBTrees, OnnxTrees
+
+    if library != "hgb":
+        return compile_booster(est)[1]
+    hgb = HGBTrees(est)
+    graph = tree_ensemble_model([hgb_tree_arrays(k, p) for k, p in hgb.predictors], hgb.k, 6)
+    return OnnxTrees(graph, hgb.k, hgb.baseline, hgb.regression)
+
+
+@pytest.mark.parametrize(
+    ("library", "problem"),
+    [("hgb", "binary"), ("lightgbm", "multiclass"), ("xgboost", "regression")],
+)
+def test_compiled_sums_are_the_librarys_raw_scores(library, problem):
+    est = _fit(library, problem)
+    fresh, _ = _data(1_000 + 37, 1)  # 16 full blocks of 64 rows and a partial one
+    expected = library_raw(est, fresh)
+
+    # the model API's path: bins found in the kernel, checked against numpy at first use
+    masked = _onnx_trees(est, library).masks()  # starts loading the kernel: wait for it
+    assert masked is not None
+    kernels = numba_trees.warm_up(numba_trees.MATRIX, *masked.dtypes)
+    assert kernels is not None, numba_trees.failure()
+    assert np.array_equal(masked(fresh), expected)
+    assert masked.compiled
+    assert np.array_equal(masked(fresh[:5]), expected[:5])
+
+
+def test_an_unwritable_cache_folder_falls_back_to_a_fresh_one(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")  # mkdir under a file fails, even as root
+    monkeypatch.setenv(numba_trees.CACHE_ENV, str(blocker / "cache"))
+    folder = numba_trees.cache_dir()
+    assert folder is not None
+    assert folder != blocker / "cache"
+    assert folder.is_dir()
+    monkeypatch.setenv(numba_trees.CACHE_ENV, str(tmp_path / "fine"))
+    assert numba_trees.cache_dir() == tmp_path / "fine"
