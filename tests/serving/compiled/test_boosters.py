@@ -225,16 +225,3 @@ def test_unknown_estimators_are_served_by_scikit_learn_with_the_reason():
         assert reason in info["fallback_reason"]
         batch = batch_from_frame(X.head(10), spec.numeric, spec.categorical)
         assert served.predictor.predict(batch).labels == pipeline.predict(X.head(10)).tolist()
-
-
-def test_lightgbm_categorical_splits_are_refused_with_the_reason():
-    import lightgbm
-
-    x = _matrix(800, 5)
-    x[:, 2] = np.random.default_rng(5).integers(0, 6, 800)
-    est = lightgbm.LGBMClassifier(
-        n_estimators=10, verbose=-1, min_data_per_group=5, cat_smooth=1, n_jobs=1
-    )
-    est.fit(x, (x[:, 2] % 2 == 0).astype(int), categorical_feature=[2])
-    with pytest.raises(UnsupportedPipeline, match="LightGBM categorical split"):
-        compile_booster(est)

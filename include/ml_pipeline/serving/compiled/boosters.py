@@ -43,9 +43,13 @@ What each format means, translated exactly (and then checked by `verify.py`):
   the first tree's leaves; `average_output` (random-forest mode) divides by the number of
   iterations; trees of a multiclass model take turns per class (tree i -> class i % k).
   Objectives: `binary` with sigmoid 1 (predict_proba = [1 - p, p]), `multiclass`
-  (softmax), identity regression losses. Categorical splits (`decision_type` `==`), linear
-  trees, other objectives: `UnsupportedPipeline` with the reason (the model is then served
-  by scikit-learn).
+  (softmax), identity regression losses. Categorical splits (`decision_type` `==`, the
+  dump's threshold "1||4||9" lists the categories that go left) become
+  `TreeArrays.is_categorical` + `cat_bitset`: LightGBM's `CategoricalDecision` takes the
+  code `int(x)` (truncated), sends NaN, negative codes and codes past the bitset right,
+  whatever the split's `missing_type` (measured on LightGBM 4.7: `test_categorical_splits`).
+  Linear trees, other objectives: `UnsupportedPipeline` with the reason (the model is then
+  served by scikit-learn).
 - XGBoost: splits `x < split_condition` on float32 inputs with float32 thresholds and leaf
   values summed in float32, tree after tree, onto the base margin; missing values (NaN)
   take the `default_left` child. The graph is float32 too and gives each tree's leaf value
@@ -74,6 +78,7 @@ from include.ml_pipeline.serving.compiled.onnx_graph import (
     LEQ,
     LT,
     TreeArrays,
+    categories_bitset,
     tree_ensemble_model,
 )
 from include.ml_pipeline.serving.compiled.predictor import UnsupportedPipeline
@@ -197,6 +202,7 @@ def _lightgbm_tree(
     right: list[int] = []
     is_leaf: list[bool] = []
     value: list[float] = []
+    categories: dict[int, list[int]] = {}  # node -> the codes its categorical split sends left
     stack: list[tuple[dict[str, Any], int, str]] = [(root, -1, "")]
     while stack:
         node, parent, side = stack.pop()
@@ -214,10 +220,22 @@ def _lightgbm_tree(
             is_leaf.append(True)
             value.append(float(node["leaf_value"]) * scale)
             continue
+        if node["decision_type"] == "==":  # category in the set -> left
+            categories[index] = [int(c) for c in str(node["threshold"]).split("||")]
+            if min(categories[index]) < 0:
+                raise UnsupportedPipeline(f"LightGBM categorical split on {categories[index]}")
+            feature.append(int(node["split_feature"]))
+            threshold.append(0.0)
+            missing_left.append(False)  # NaN: never in the set
+            left.append(-1)
+            right.append(-1)
+            is_leaf.append(False)
+            value.append(0.0)
+            stack.append((node["right_child"], index, "right"))
+            stack.append((node["left_child"], index, "left"))
+            continue
         if node["decision_type"] != "<=":
-            raise UnsupportedPipeline(
-                f"LightGBM categorical split (decision_type {node['decision_type']!r})"
-            )
+            raise UnsupportedPipeline(f"LightGBM decision_type {node['decision_type']!r}")
         f, t, kind = int(node["split_feature"]), float(node["threshold"]), node["missing_type"]
         missing_types.setdefault(f, set()).add(kind)
         if kind in ("NaN", "Zero"):
@@ -244,7 +262,19 @@ def _lightgbm_tree(
         np.asarray(right, dtype=np.intp),
         np.asarray(is_leaf, dtype=bool),
         np.asarray(value, dtype=np.float64),
+        *_categorical_arrays(categories, len(feature)),
     )
+
+
+def _categorical_arrays(
+    categories: dict[int, list[int]], nodes: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """`TreeArrays.is_categorical` and `cat_bitset` of a tree's categorical splits."""
+    if not categories:
+        return None, None
+    is_categorical = np.zeros(nodes, dtype=bool)
+    is_categorical[list(categories)] = True
+    return is_categorical, categories_bitset([categories.get(i, []) for i in range(nodes)])
 
 
 # XGBoost -------------------------------------------------------------------------------

@@ -1,0 +1,84 @@
+"""LightGBM's categorical splits (`decision_type` "==", category bitsets) in the compiled
+evaluators: the onnxruntime graph (BRANCH_MEMBER nodes) for small batches and the leaf
+masks (a per-code lookup) for large ones, against LightGBM's own predict, with unseen,
+missing, negative and huge codes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from include.ml_pipeline.serving.compiled.boosters import compile_booster, lightgbm_ensemble
+from include.ml_pipeline.serving.compiled.onnx_graph import read_tree_ensemble
+from include.ml_pipeline.serving.compiled.tree_sets import leaf_masks_of, library_raw
+
+PROBLEMS = ("binary", "multiclass", "regression")
+#: codes the model never saw, missing, negative, past any bitset, too large for an int32
+ODD_CODES = (np.nan, -1.0, -7.0, 60.0, 75.0, 1e6, 2.0**31, 1e10, np.inf, -np.inf)
+
+
+def _matrix(rows: int, seed: int) -> np.ndarray:
+    """x0, x1 numeric; x2 a 60-level category (NaN in 5% of rows); x3 a 3-level one."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 4))
+    x[:, 2] = rng.integers(0, 60, rows)
+    x[:, 3] = rng.integers(0, 3, rows)
+    x[rng.random(rows) < 0.05, 2] = np.nan
+    return x
+
+
+def _target(x: np.ndarray, problem: str) -> np.ndarray:
+    effect = np.random.default_rng(0).normal(size=61)
+    codes = np.nan_to_num(x[:, 2], nan=60).astype(int)
+    signal = 2 * effect[codes] + x[:, 0] + (x[:, 3] == 1)
+    if problem == "binary":
+        return (signal > 0).astype(int)
+    if problem == "multiclass":
+        return np.digitize(signal, [-1.0, 0.5, 2.0])
+    return 10 * signal + 3
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_lightgbm_categorical_splits_equal_lightgbm(problem):
+    import lightgbm
+
+    x, test = _matrix(2000, 1), _matrix(700, 2)
+    odd = np.resize(np.asarray(ODD_CODES), 140)
+    test[:140, 2] = odd
+    test[140:280, 3] = odd  # x3 saw no NaN: its splits' missing_type is None
+    cls = lightgbm.LGBMRegressor if problem == "regression" else lightgbm.LGBMClassifier
+    est = cls(n_estimators=30, num_leaves=15, min_data_per_group=10, cat_smooth=5)
+    est.set_params(verbose=-1, random_state=0, n_jobs=1)
+    est.fit(x, _target(x, problem), categorical_feature=[2, 3])
+    ensemble = lightgbm_ensemble(est)
+    categorical = [t for t in ensemble.trees if t.is_categorical is not None]
+    assert categorical, "the model has categorical splits"
+    assert {int(f) for t in categorical for f in t.feature[t.is_categorical]} == {2, 3}
+    path, trees = compile_booster(est)
+    assert path == "onnx-lightgbm"
+    # the graph holds the same category sets (what `masks.py` reads back)
+    read = read_tree_ensemble(trees.model_bytes)
+    for mine, back in zip(ensemble.trees, read.trees, strict=True):
+        sets = [set(mine.left_categories(i)) for i in np.flatnonzero(mine.is_categorical)]
+        if back.is_categorical is None:
+            assert not sets
+            continue
+        back_sets = [set(back.left_categories(i)) for i in np.flatnonzero(back.is_categorical)]
+        assert sorted(map(sorted, sets)) == sorted(map(sorted, back_sets))
+    expected = est.predict(test) if problem == "regression" else est.predict_proba(test)
+    got = trees(test)  # 700 rows: the leaf masks
+    assert trees._masks is not None
+    assert np.allclose(got, expected, rtol=1e-12, atol=1e-12)
+    for i in [*range(0, 140, 7), *range(140, 280, 9), 500]:  # one row: onnxruntime
+        assert np.allclose(trees(test[i : i + 1]), expected[i : i + 1], atol=1e-12), i
+    # batch scoring's leaf masks: the raw scores, float for float; fractional codes
+    # truncated as LightGBM does (-0.5 -> 0, 2.7 -> 2)
+    test[280:300, 2] = [-0.5, 2.7, 0.3, 59.9] * 5
+    masks = leaf_masks_of(est)
+    assert set(masks.categorical) == {2, 3}
+    index = [np.arange(len(test))]
+    tables = [np.full((1, masks.n_trees), masks.full, dtype=masks.dtype)]
+    for column in sorted(masks.columns):
+        tables.append(masks.columns[column][1])
+        index.append(masks.column_bins(column, test[:, column]))
+    assert np.array_equal(masks.raw(tables, index), library_raw(est, test))
