@@ -153,12 +153,28 @@ def close_open_parent_run(
 
 
 def build_pipeline(spec: FeatureSpec, estimator: Any) -> Pipeline:
-    """The model's fixed shape: the feature preprocessor followed by the estimator."""
+    """The model's fixed shape: the feature preprocessor followed by the estimator.
+
+    A LightGBM estimator gets the categorical columns as codes and splits them with its
+    own categorical splits (`categorical_feature`, the code columns' positions after the
+    numeric ones): on high-cardinality columns accuracy 0.747 -> 0.824 and RMSE 1.59 ->
+    1.11 against one-hot (`benchmarks/bench_lightgbm_categoricals.py`). The compiled
+    serving path reads those splits (`serving/compiled/boosters.py`). The positions are
+    a LightGBM parameter (documented, passed on to its C++ config, logged with the other
+    params); its Python layer warns that the Dataset ignores the keyword, and fit
+    silences that UserWarning."""
     from sklearn.pipeline import Pipeline
 
     from include.ml_pipeline.features import build_preprocessor
 
-    return Pipeline([("preprocess", build_preprocessor(spec)), ("model", estimator)])
+    lightgbm = type(estimator).__module__.split(".", 1)[0] == "lightgbm"
+    native = bool(spec.categorical) and lightgbm
+    if native:
+        first = len(spec.numeric)
+        estimator.set_params(categorical_feature=list(range(first, first + len(spec.categorical))))
+    return Pipeline(
+        [("preprocess", build_preprocessor(spec, ordinal=native)), ("model", estimator)]
+    )
 
 
 def model_for(candidate: Candidate, spec: FeatureSpec, seed: int) -> Any:

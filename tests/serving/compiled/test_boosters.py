@@ -63,9 +63,14 @@ def _pipeline(library: str, problem: str):
     target = frame[spec.target]
     if library == "xgboost" and problem != "regression":  # XGBoost wants labels 0..k-1
         target = target.astype("category").cat.codes
-    pipeline = Pipeline(
-        [("preprocess", build_preprocessor(spec)), ("model", _estimator(library, problem))]
-    )
+    if library == "lightgbm":  # as training builds it: categories as codes, native splits
+        from include.ml_pipeline.training.train import build_pipeline
+
+        pipeline = build_pipeline(spec, _estimator(library, problem, min_data_per_group=20))
+    else:
+        pipeline = Pipeline(
+            [("preprocess", build_preprocessor(spec)), ("model", _estimator(library, problem))]
+        )
     pipeline.fit(coerce_features(frame, spec), target)
     return pipeline, frame, spec
 
@@ -82,6 +87,11 @@ def test_compiled_booster_pipeline_equals_the_library(fitted, tmp_path):
     library, problem, pipeline, frame, spec = fitted
     compiled = compile_pipeline(pipeline, spec.numeric, spec.categorical)
     assert compiled.estimator_path == f"onnx-{library}"
+    if library == "lightgbm":  # its own categorical splits, on the codes
+        from include.ml_pipeline.serving.compiled.boosters import lightgbm_ensemble
+
+        trees = lightgbm_ensemble(pipeline.steps[-1][1]).trees
+        assert any(t.is_categorical is not None for t in trees)
     sample = concat_batches(
         batch_from_frame(coerce_features(frame.head(200), spec), spec.numeric, spec.categorical),
         verification_batch(pipeline, spec.numeric, spec.categorical),  # NaN, unseen categories

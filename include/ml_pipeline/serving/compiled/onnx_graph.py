@@ -115,6 +115,21 @@ class TreeArrays:
         assert self.cat_bitset is not None
         return bitset_categories(self.cat_bitset[node])
 
+    @classmethod
+    def leaf(cls, target: int, value: float) -> TreeArrays:
+        """A tree without splits that adds `value` to `target`."""
+        zero = np.zeros(1, dtype=np.intp)
+        return cls(
+            target,
+            zero,
+            np.zeros(1),
+            np.zeros(1, dtype=bool),
+            zero,
+            zero,
+            np.ones(1, dtype=bool),
+            np.asarray([value], dtype=np.float64),
+        )
+
 
 def categories_bitset(categories: list[list[int]]) -> np.ndarray:
     """Per node, the bitset (uint32 words, bit c: category c) of its categories; nodes x
@@ -131,21 +146,6 @@ def bitset_categories(words: np.ndarray) -> np.ndarray:
     """The codes whose bits are set in one node's bitset words, ascending."""
     bits = np.unpackbits(np.asarray(words, dtype="<u4").view(np.uint8), bitorder="little")
     return np.flatnonzero(bits)
-
-    @classmethod
-    def leaf(cls, target: int, value: float) -> TreeArrays:
-        """A tree without splits that adds `value` to `target`."""
-        zero = np.zeros(1, dtype=np.intp)
-        return cls(
-            target,
-            zero,
-            np.zeros(1),
-            np.zeros(1, dtype=bool),
-            zero,
-            zero,
-            np.ones(1, dtype=bool),
-            np.asarray([value], dtype=np.float64),
-        )
 
 
 def hgb_tree_arrays(target: int, predictor: Any) -> TreeArrays:
