@@ -17,7 +17,6 @@ from include.ml_pipeline.serving.compiled.compiler import compile_pipeline
 from include.ml_pipeline.serving.compiled.predictor import (
     CompiledPredictor,
     SklearnPredictor,
-    UnsupportedPipeline,
 )
 from include.ml_pipeline.serving.compiled.verify import verification_batch, verify_predictor
 from include.ml_pipeline.serving.loading.artifact import read_predictor, write_predictor

@@ -82,3 +82,40 @@ def test_lightgbm_categorical_splits_equal_lightgbm(problem):
         tables.append(masks.columns[column][1])
         index.append(masks.column_bins(column, test[:, column]))
     assert np.array_equal(masks.raw(tables, index), library_raw(est, test))
+
+
+def test_the_logged_native_categorical_candidate_answers_as_mlflows_pyfunc(tmp_path):
+    """The LightGBM candidate as training builds and logs it (codes + its own categorical
+    splits): served compiled, with the answers of the pyfunc `mlflow models serve` loads,
+    unseen and missing categories included; the input contract (the signature's columns)
+    unchanged."""
+    import mlflow
+    import mlflow.pyfunc
+
+    from include.ml_pipeline.features import coerce_features
+    from include.ml_pipeline.serving.batch import batch_from_frame
+    from include.ml_pipeline.serving.loading.served import build_served_model
+    from include.ml_pipeline.training.candidates import make_estimator
+    from include.ml_pipeline.training.train import build_pipeline, log_pipeline
+    from tests.serving.compiled.test_boosters import _data
+
+    frame, spec = _data("regression", rows=800)  # exact values: the strictest comparison
+    problem_type = "regression"
+    candidate = {"name": "lgbm", "estimator": "lightgbm", "params": {"n_estimators": 30}}
+    pipeline = build_pipeline(spec, make_estimator(candidate, 0, problem_type))
+    X = coerce_features(frame, spec)
+    pipeline.fit(X, frame[spec.target])
+    assert pipeline.steps[0][1].named_transformers_["categorical"].steps[-1][0] == "ordinal"
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run():
+        info = log_pipeline(pipeline, X, spec)
+    assert [c.name for c in info.signature.inputs.inputs] == spec.columns
+    rows = X.head(60).copy()
+    column = spec.categorical[0]
+    rows.loc[rows.index[:10], column] = "never_seen_before"
+    rows.loc[rows.index[10:20], column] = None
+    expected = mlflow.pyfunc.load_model(info.model_uri).predict(rows)
+    served = build_served_model(pipeline, spec, name="m", version="1", alias="a", max_rows=100)
+    assert (served.predict_path, served.fallback_reason) == ("compiled:onnx-lightgbm", None)
+    got = served.predictor.predict(batch_from_frame(rows, spec.numeric, spec.categorical))
+    assert np.allclose(got.labels, np.asarray(expected, dtype=np.float64), rtol=1e-12, atol=0)
