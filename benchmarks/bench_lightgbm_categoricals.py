@@ -91,7 +91,9 @@ def main() -> None:
     from sklearn.pipeline import Pipeline
 
     from include.ml_pipeline.features import FeatureSpec, build_preprocessor, coerce_features
+    from include.ml_pipeline.serving.loading.served import build_served_model
     from include.ml_pipeline.training.candidates import _BASE_PARAMS
+    from include.ml_pipeline.training.train import build_pipeline
 
     frame, binary, target = table()
     spec = FeatureSpec("t", [f"x{j}" for j in range(3)], list(CARDINALITIES))
@@ -112,12 +114,20 @@ def main() -> None:
                 native,
             ),
         ]
+        variants.append(("native (the candidate)", None, {}, {}))
         for label, preprocess, extra, fit_params in variants:
-            pipeline = Pipeline([("preprocess", preprocess), ("model", model(**base, **extra))])
+            if preprocess is None:  # what training builds today (`train.build_pipeline`)
+                pipeline = build_pipeline(spec, model(**base))
+            else:
+                pipeline = Pipeline([("preprocess", preprocess), ("model", model(**base, **extra))])
             began = time.process_time()
             pipeline.fit(X.iloc[fit_rows], y[fit_rows], **fit_params)
             seconds = time.process_time() - began
             test, truth = X.iloc[test_rows], y[test_rows]
+            served = build_served_model(
+                pipeline, spec, name="b", version="1", alias="a", max_rows=9
+            )
+            path = served.predict_path
             if problem == "binary":
                 yes = list(pipeline.classes_).index("yes")
                 auc = roc_auc_score(truth == "yes", pipeline.predict_proba(test)[:, yes])
@@ -125,7 +135,7 @@ def main() -> None:
                 score = f"accuracy {accuracy:.4f}  auc {auc:.4f}"
             else:
                 score = f"rmse {mean_squared_error(truth, pipeline.predict(test)) ** 0.5:.4f}"
-            print(f"{problem:10} {label:20} fit {seconds:5.2f} s  {score}", flush=True)
+            print(f"{problem:10} {label:22} fit {seconds:5.2f} s  {score}  {path}", flush=True)
 
 
 if __name__ == "__main__":
