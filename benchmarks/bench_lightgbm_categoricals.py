@@ -8,25 +8,31 @@ text columns (2,000 / 400 / 120 / 8 levels, each level its own effect) and three
 a binary label and a regression target from the same signal. LightGBM with the candidates'
 defaults (`candidates._BASE_PARAMS`: 200 rounds, 31 leaves, one thread) after
 
-- the project's preprocessor (`features.build_preprocessor`: one-hot, at most 50 categories
-  per column, the rest grouped as infrequent), what LightGBM candidates get today;
-- an ordinal encoding passed as `categorical_feature` (LightGBM's defaults);
+- the project's one-hot preprocessor (`features.build_preprocessor`: at most 50 categories
+  per column, the rest grouped as infrequent), what LightGBM candidates got before;
+- codes and LightGBM's own categorical splits, as training builds the candidate now
+  (`train.build_pipeline`);
 - the same with stronger smoothing (`cat_smooth=50`, `min_data_per_group=200`).
 
-Measured 2026-12-04 (busy 2-core machine, load ~8; fit = CPU seconds):
+Each is then served as the model API serves it (`build_served_model`: compiled and
+verified, or the scikit-learn pipeline) and timed per call, 1 and 1,000 rows.
 
-    binary     one-hot (today)      fit 1.16 s  accuracy 0.7471  auc 0.8303
-    binary     native categorical   fit 1.63 s  accuracy 0.8241  auc 0.9103
-    binary     native, smoothed     fit 0.89 s  accuracy 0.8011  auc 0.8870
-    regression one-hot (today)      fit 1.07 s  rmse 1.5941
-    regression native categorical   fit 1.73 s  rmse 1.1136
-    regression native, smoothed     fit 0.80 s  rmse 1.3137
+Measured 2026-12-04 (busy 2-core machine; fit and calls in CPU time, call medians of 51):
 
-Native categoricals win clearly on such columns (+7.7 points of accuracy, AUC 0.830 ->
-0.910, RMSE -30%) for about 1.5x the fit time. Not built yet: the compiled serving path
-would need an ordinal block and LightGBM's bitset splits (`cat_threshold`); until then a
-model with categorical splits is refused by the compiler with the reason (`boosters.py`)
-and served by its pipeline in the isolated worker (`serving/loading/worker.py`).
+                                  fit s   quality                 1 row ms  1,000 rows ms
+    binary  one-hot               1.33    acc 0.7471  auc 0.8303    0.046     3.78
+    binary  native (candidate)    1.74    acc 0.8227  auc 0.9103    0.072     2.29
+    binary  native, smoothed      0.98    acc 0.7993  auc 0.8864    0.056     2.26
+    regr.   one-hot               1.18    rmse 1.5941               0.030     4.15
+    regr.   native (candidate)    1.71    rmse 1.1126               0.063     1.84
+    regr.   native, smoothed      0.81    rmse 1.3118               0.043     1.95
+
+(every one served compiled:onnx-lightgbm)
+
+Native categoricals win clearly on such columns (+7.6 points of accuracy, AUC 0.830 ->
+0.910, RMSE -30%) for about 1.4x the fit time, and are served compiled: LightGBM's
+category-set splits as onnxruntime `BRANCH_MEMBER` nodes (1 row) and per-code leaf-mask
+lookups (1,000 rows), checked against the pipeline before serving (`verify.py`).
 """
 
 from __future__ import annotations
