@@ -220,30 +220,23 @@ def _lightgbm_tree(
             is_leaf.append(True)
             value.append(float(node["leaf_value"]) * scale)
             continue
+        f = int(node["split_feature"])
         if node["decision_type"] == "==":  # category in the set -> left
             categories[index] = [int(c) for c in str(node["threshold"]).split("||")]
             if min(categories[index]) < 0:
                 raise UnsupportedPipeline(f"LightGBM categorical split on {categories[index]}")
-            feature.append(int(node["split_feature"]))
-            threshold.append(0.0)
-            missing_left.append(False)  # NaN: never in the set
-            left.append(-1)
-            right.append(-1)
-            is_leaf.append(False)
-            value.append(0.0)
-            stack.append((node["right_child"], index, "right"))
-            stack.append((node["left_child"], index, "left"))
-            continue
-        if node["decision_type"] != "<=":
+            t, goes_left = 0.0, False  # NaN: never in the set
+        elif node["decision_type"] != "<=":
             raise UnsupportedPipeline(f"LightGBM decision_type {node['decision_type']!r}")
-        f, t, kind = int(node["split_feature"]), float(node["threshold"]), node["missing_type"]
-        missing_types.setdefault(f, set()).add(kind)
-        if kind in ("NaN", "Zero"):
-            goes_left = bool(node["default_left"])
-        elif kind == "None":
-            goes_left = t >= 0.0  # LightGBM reads NaN as 0.0 here
         else:
-            raise UnsupportedPipeline(f"LightGBM missing_type {kind!r}")
+            t, kind = float(node["threshold"]), node["missing_type"]
+            missing_types.setdefault(f, set()).add(kind)
+            if kind in ("NaN", "Zero"):
+                goes_left = bool(node["default_left"])
+            elif kind == "None":
+                goes_left = t >= 0.0  # LightGBM reads NaN as 0.0 here
+            else:
+                raise UnsupportedPipeline(f"LightGBM missing_type {kind!r}")
         feature.append(f)
         threshold.append(t)
         missing_left.append(goes_left)
