@@ -156,13 +156,13 @@ def build_pipeline(spec: FeatureSpec, estimator: Any) -> Pipeline:
     """The model's fixed shape: the feature preprocessor followed by the estimator.
 
     A LightGBM estimator gets the categorical columns as codes and splits them with its
-    own categorical splits (`categorical_feature`, the code columns' positions after the
-    numeric ones): on high-cardinality columns accuracy 0.747 -> 0.824 and RMSE 1.59 ->
-    1.11 against one-hot (`benchmarks/bench_lightgbm_categoricals.py`). The compiled
-    serving path reads those splits (`serving/compiled/boosters.py`). The positions are
-    a LightGBM parameter (documented, passed on to its C++ config, logged with the other
-    params); its Python layer warns that the Dataset ignores the keyword, and fit
-    silences that UserWarning."""
+    own categorical splits (the code columns' positions after the numeric ones, as its
+    `categorical_column` parameter: the documented alias of `categorical_feature`, which
+    as a constructor parameter makes LightGBM's Python layer warn that its Dataset ignores
+    it, though the C++ config applies it): on high-cardinality columns accuracy 0.747 ->
+    0.823 and RMSE 1.59 -> 1.11 against one-hot
+    (`benchmarks/bench_lightgbm_categoricals.py`). The compiled serving path reads those
+    splits (`serving/compiled/boosters.py`)."""
     from sklearn.pipeline import Pipeline
 
     from include.ml_pipeline.features import build_preprocessor
@@ -171,7 +171,7 @@ def build_pipeline(spec: FeatureSpec, estimator: Any) -> Pipeline:
     native = bool(spec.categorical) and lightgbm
     if native:
         first = len(spec.numeric)
-        estimator.set_params(categorical_feature=list(range(first, first + len(spec.categorical))))
+        estimator.set_params(categorical_column=list(range(first, first + len(spec.categorical))))
     return Pipeline(
         [("preprocess", build_preprocessor(spec, ordinal=native)), ("model", estimator)]
     )
