@@ -8,7 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from include.ml_pipeline.serving.compiled.boosters import compile_booster, lightgbm_ensemble
+from include.ml_pipeline.serving.compiled.boosters import (
+    compile_booster,
+    lightgbm_ensemble,
+    xgboost_ensemble,
+)
 from include.ml_pipeline.serving.compiled.onnx_graph import read_tree_ensemble
 from include.ml_pipeline.serving.compiled.tree_sets import leaf_masks_of, library_raw
 
@@ -122,3 +126,26 @@ def test_the_logged_native_categorical_candidate_answers_as_mlflows_pyfunc(tmp_p
     assert (served.predict_path, served.fallback_reason) == ("compiled:onnx-lightgbm", None)
     got = served.predictor.predict(batch_from_frame(rows, spec.numeric, spec.categorical))
     assert np.allclose(got.labels, np.asarray(expected, dtype=np.float64), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_xgboost_categorical_splits_equal_xgboost(problem):
+    """XGBoost's categorical splits (`feature_types` "c", listed categories right): the
+    same structures with the children swapped; float32 sums as XGBoost's, bit for bit."""
+    import xgboost
+
+    x, test = _matrix(2000, 3), _matrix(700, 4)
+    test[:140, 2] = np.resize(np.asarray(ODD_CODES), 140)
+    cls = xgboost.XGBRegressor if problem == "regression" else xgboost.XGBClassifier
+    est = cls(n_estimators=30, max_depth=4, n_jobs=1, random_state=0, max_cat_to_onehot=1)
+    est.set_params(feature_types=["q", "q", "c", "c"], enable_categorical=True)
+    est.fit(x, _target(x, problem))
+    path, trees = compile_booster(est)
+    assert path == "onnx-xgboost"
+    assert any(t.is_categorical is not None for t in xgboost_ensemble(est).trees)
+    margin = xgboost.XGBModel.predict(est, test, output_margin=True).reshape(len(test), -1)
+    masks = trees.masks()
+    assert masks is not None and np.array_equal(masks(test), margin.astype(np.float64))
+    expected = est.predict(test) if problem == "regression" else est.predict_proba(test)
+    for i in [*range(0, 140, 7), 500]:  # one row: onnxruntime's float32 graph
+        assert np.allclose(trees(test[i : i + 1]), expected[i : i + 1], rtol=1e-6, atol=1e-7), i

@@ -331,22 +331,41 @@ def _xgboost_base_margin(text: str, objective: str, k: int) -> np.ndarray:
 
 
 def _xgboost_tree(tree: dict[str, Any], target: int) -> TreeArrays:
-    if any(int(t) != 0 for t in tree.get("split_type", [])):
-        raise UnsupportedPipeline("XGBoost categorical splits")
     if int(tree["tree_param"].get("size_leaf_vector", "1")) > 1:
         raise UnsupportedPipeline("XGBoost vector leaves (multi_strategy)")
     left = np.asarray(tree["left_children"], dtype=np.intp)
     right = np.asarray(tree["right_children"], dtype=np.intp)
     is_leaf = left == -1
+    default_left = np.asarray(tree["default_left"], dtype=bool)
     # split_conditions holds the threshold at splits and the leaf value at leaves, float32
     conditions = np.asarray(tree["split_conditions"], dtype=np.float64).astype(np.float32)
+    threshold = np.where(is_leaf, 0.0, conditions.astype(np.float64))
+    # categorical splits send the listed categories right and any other code (unseen,
+    # negative, too large) left: as `TreeArrays` ("in the set -> left, others right") the
+    # children swap, and so does the side NaN takes
+    categories: dict[int, list[int]] = {}
+    found = zip(
+        tree.get("categories_nodes", []),
+        tree.get("categories_segments", []),
+        tree.get("categories_sizes", []),
+        strict=True,
+    )
+    for node, start, size in found:
+        categories[int(node)] = [int(c) for c in tree["categories"][start : start + size]]
+        left[node], right[node] = right[node], left[node]
+        default_left[node] = not default_left[node]
+        threshold[node] = 0.0
+    split_type = np.asarray(tree.get("split_type", []), dtype=np.intp)
+    if set(np.flatnonzero(split_type != 0).tolist()) != set(categories):
+        raise UnsupportedPipeline("XGBoost categorical splits without their categories")
     return TreeArrays(
         target,
         np.where(is_leaf, 0, np.asarray(tree["split_indices"], dtype=np.intp)),
-        np.where(is_leaf, 0.0, conditions.astype(np.float64)),
-        np.asarray(tree["default_left"], dtype=bool),
+        threshold,
+        default_left,
         left,
         right,
         is_leaf,
         np.where(is_leaf, conditions.astype(np.float64), 0.0),
+        *_categorical_arrays(categories, len(left)),
     )

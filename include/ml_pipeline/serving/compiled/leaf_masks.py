@@ -225,7 +225,9 @@ class LeafMasks:
     def column_bins(self, column: int, values: np.ndarray) -> np.ndarray:
         """The bin of each of `values` (a matrix column) in its table."""
         thresholds, _ = self.columns[column]
-        if column in self.categorical:  # LightGBM's code: the value truncated
+        if self.float32:  # compared as the library compares: in float32
+            values = values.astype(np.float32)
+        if column in self.categorical:  # the libraries' code: the value truncated
             codes = self.categorical[column]
             with np.errstate(invalid="ignore"):
                 inside = (values > -1.0) & (values < codes)  # False for NaN
@@ -233,8 +235,6 @@ class LeafMasks:
             bins = bins.astype(np.intp)
             bins[np.isnan(values)] = codes + 1
             return bins
-        if self.float32:  # compared as the library compares: in float32
-            values = values.astype(np.float32)
         missing = np.isnan(values)
         if column in self.zero_as_missing:
             missing |= np.abs(values) <= LIGHTGBM_ZERO

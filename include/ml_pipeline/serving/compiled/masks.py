@@ -68,7 +68,7 @@ class MaskedTrees:
         else:
             if (
                 read.elem_type != FLOAT
-                or read.modes != frozenset({LT})
+                or not read.modes <= frozenset({LT, MEMBER})
                 or read.n_targets != len(trees)
                 or len(ordered_sum) != k
             ):
