@@ -145,7 +145,8 @@ def test_xgboost_categorical_splits_equal_xgboost(problem):
     assert any(t.is_categorical is not None for t in xgboost_ensemble(est).trees)
     margin = xgboost.XGBModel.predict(est, test, output_margin=True).reshape(len(test), -1)
     masks = trees.masks()
-    assert masks is not None and np.array_equal(masks(test), margin.astype(np.float64))
+    assert masks is not None
+    assert np.array_equal(masks(test), margin.astype(np.float64))
     expected = est.predict(test) if problem == "regression" else est.predict_proba(test)
     for i in [*range(0, 140, 7), 500]:  # one row: onnxruntime's float32 graph
         assert np.allclose(trees(test[i : i + 1]), expected[i : i + 1], rtol=1e-6, atol=1e-7), i
