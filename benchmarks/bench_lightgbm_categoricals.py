@@ -88,6 +88,7 @@ def main() -> None:
     columns = (spec.numeric, spec.categorical)
     for problem, y in (("binary", binary), ("regression", target)):
         model = lightgbm.LGBMClassifier if problem == "binary" else lightgbm.LGBMRegressor
+        xgb = _xgboost_native if problem == "binary" else _xgboost_native_regressor
         variants = [
             # the project's one-hot preprocessor, what LightGBM candidates got before
             (
@@ -97,6 +98,8 @@ def main() -> None:
             # what training builds now (`train.build_pipeline`): codes + categorical_feature
             ("native (the candidate)", build_pipeline(spec, model(**base))),
             ("native, smoothed", build_pipeline(spec, model(**base, **smoothed))),
+            ("xgboost one-hot", build_pipeline(spec, xgb(spec, native=False))),
+            ("xgboost native", xgb(spec, native=True)),
         ]
         for label, pipeline in variants:
             began = time.process_time()
@@ -123,6 +126,36 @@ def main() -> None:
                 f"{thousand:.2f} ms / 1,000 rows",
                 flush=True,
             )
+
+
+def _xgboost(spec, native: bool, regression: bool):
+    """An XGBoost candidate (`candidates._BASE_PARAMS`), after one-hot or, `native`, after
+    codes with XGBoost's own categorical splits (`feature_types` "c")."""
+    from sklearn.pipeline import Pipeline
+
+    from include.ml_pipeline.features import build_preprocessor
+    from include.ml_pipeline.training.candidates import _BASE_PARAMS
+    from include.ml_pipeline.training.estimators import LabelledXGBClassifier
+    from xgboost import XGBRegressor
+
+    model = (XGBRegressor if regression else LabelledXGBClassifier)(
+        **_BASE_PARAMS["xgboost"], random_state=0
+    )
+    if not native:
+        return model
+    model.set_params(
+        feature_types=["q"] * len(spec.numeric) + ["c"] * len(spec.categorical),
+        enable_categorical=True,
+    )
+    return Pipeline([("preprocess", build_preprocessor(spec, ordinal=True)), ("model", model)])
+
+
+def _xgboost_native(spec, native: bool):
+    return _xgboost(spec, native, regression=False)
+
+
+def _xgboost_native_regressor(spec, native: bool):
+    return _xgboost(spec, native, regression=True)
 
 
 def _median_ms(predict, batch, repeats: int = 51) -> float:

@@ -56,20 +56,16 @@ def _estimator(library: str, problem: str, **params):
 
 
 def _pipeline(library: str, problem: str):
-    from sklearn.pipeline import Pipeline
 
     frame, spec = _data(problem)
     target = frame[spec.target]
     if library == "xgboost" and problem != "regression":  # XGBoost wants labels 0..k-1
         target = target.astype("category").cat.codes
-    if library == "lightgbm":  # as training builds it: categories as codes, native splits
-        from include.ml_pipeline.training.train import build_pipeline
+    # as training builds it: categories as codes, the library's own categorical splits
+    from include.ml_pipeline.training.train import build_pipeline
 
-        pipeline = build_pipeline(spec, _estimator(library, problem, min_data_per_group=20))
-    else:
-        pipeline = Pipeline(
-            [("preprocess", build_preprocessor(spec)), ("model", _estimator(library, problem))]
-        )
+    extra = {"min_data_per_group": 20} if library == "lightgbm" else {}
+    pipeline = build_pipeline(spec, _estimator(library, problem, **extra))
     pipeline.fit(coerce_features(frame, spec), target)
     return pipeline, frame, spec
 
@@ -86,11 +82,11 @@ def test_compiled_booster_pipeline_equals_the_library(fitted, tmp_path):
     library, problem, pipeline, frame, spec = fitted
     compiled = compile_pipeline(pipeline, spec.numeric, spec.categorical)
     assert compiled.estimator_path == f"onnx-{library}"
-    if library == "lightgbm":  # its own categorical splits, on the codes
-        from include.ml_pipeline.serving.compiled.boosters import lightgbm_ensemble
+    # its own categorical splits, on the codes
+    from include.ml_pipeline.serving.compiled.boosters import lightgbm_ensemble, xgboost_ensemble
 
-        trees = lightgbm_ensemble(pipeline.steps[-1][1]).trees
-        assert any(t.is_categorical is not None for t in trees)
+    read = lightgbm_ensemble if library == "lightgbm" else xgboost_ensemble
+    assert any(t.is_categorical is not None for t in read(pipeline.steps[-1][1]).trees)
     sample = concat_batches(
         batch_from_frame(coerce_features(frame.head(200), spec), spec.numeric, spec.categorical),
         verification_batch(pipeline, spec.numeric, spec.categorical),  # NaN, unseen categories
