@@ -12,7 +12,9 @@ defaults (`candidates._BASE_PARAMS`: 200 rounds, 31 leaves, one thread) after
   per column, the rest grouped as infrequent), what LightGBM candidates got before;
 - codes and LightGBM's own categorical splits, as training builds the candidate now
   (`train.build_pipeline`);
-- the same with stronger smoothing (`cat_smooth=50`, `min_data_per_group=200`).
+- the same with stronger smoothing (`cat_smooth=50`, `min_data_per_group=200`);
+- XGBoost (the candidates' defaults) after one-hot and as training builds it now (codes,
+  `feature_types` "c", `enable_categorical`).
 
 Each is then served as the model API serves it (`build_served_model`: compiled and
 verified, or the scikit-learn pipeline) and timed per call, 1 and 1,000 rows.
@@ -20,19 +22,25 @@ verified, or the scikit-learn pipeline) and timed per call, 1 and 1,000 rows.
 Measured 2026-12-04 (busy 2-core machine; fit and calls in CPU time, call medians of 51):
 
                                   fit s   quality                 1 row ms  1,000 rows ms
-    binary  one-hot               1.33    acc 0.7471  auc 0.8303    0.046     3.78
-    binary  native (candidate)    1.74    acc 0.8227  auc 0.9103    0.072     2.29
-    binary  native, smoothed      0.98    acc 0.7993  auc 0.8864    0.056     2.26
-    regr.   one-hot               1.18    rmse 1.5941               0.030     4.15
-    regr.   native (candidate)    1.71    rmse 1.1126               0.063     1.84
-    regr.   native, smoothed      0.81    rmse 1.3118               0.043     1.95
+    binary  one-hot               1.65    acc 0.7471  auc 0.8303    0.040     4.21
+    binary  native (candidate)    1.80    acc 0.8227  auc 0.9103    0.068     1.92
+    binary  native, smoothed      0.88    acc 0.7993  auc 0.8864    0.054     2.11
+    binary  xgboost one-hot       2.94    acc 0.7460  auc 0.8275    0.052     5.36
+    binary  xgboost native (c.)   2.60    acc 0.8221  auc 0.9099    0.092     4.12
+    regr.   one-hot               1.06    rmse 1.5941               0.030     4.10
+    regr.   native (candidate)    1.76    rmse 1.1126               0.063     2.35
+    regr.   native, smoothed      0.78    rmse 1.3118               0.041     2.19
+    regr.   xgboost one-hot       2.62    rmse 1.6004               0.047     5.97
+    regr.   xgboost native (c.)   3.22    rmse 1.1946               0.122     3.03
 
-(every one served compiled:onnx-lightgbm)
+(every one served compiled: onnx-lightgbm / onnx-xgboost)
 
-Native categoricals win clearly on such columns (+7.6 points of accuracy, AUC 0.830 ->
-0.910, RMSE -30%) for about 1.4x the fit time, and are served compiled: LightGBM's
-category-set splits as onnxruntime `BRANCH_MEMBER` nodes (1 row) and per-code leaf-mask
-lookups (1,000 rows), checked against the pipeline before serving (`verify.py`).
+Native categoricals win clearly on such columns (LightGBM: +7.6 points of accuracy, AUC
+0.830 -> 0.910, RMSE -30%, for about 1.1-1.7x the fit time; XGBoost: +7.6 points, RMSE
+-25%), and are served compiled: the libraries' category-set splits as onnxruntime
+`BRANCH_MEMBER` nodes (1 row: slower than one-hot's splits, still under 0.13 ms) and
+per-code leaf-mask lookups (1,000 rows: faster, 4 code columns against ~200 one-hot ones),
+checked against the pipeline before serving (`verify.py`).
 """
 
 from __future__ import annotations
@@ -88,18 +96,20 @@ def main() -> None:
     columns = (spec.numeric, spec.categorical)
     for problem, y in (("binary", binary), ("regression", target)):
         model = lightgbm.LGBMClassifier if problem == "binary" else lightgbm.LGBMRegressor
-        xgb = _xgboost_native if problem == "binary" else _xgboost_native_regressor
         variants = [
             # the project's one-hot preprocessor, what LightGBM candidates got before
             (
                 "one-hot",
                 Pipeline([("preprocess", build_preprocessor(spec)), ("model", model(**base))]),
             ),
-            # what training builds now (`train.build_pipeline`): codes + categorical_feature
+            # what training builds now (`train.build_pipeline`): codes + own categorical splits
             ("native (the candidate)", build_pipeline(spec, model(**base))),
             ("native, smoothed", build_pipeline(spec, model(**base, **smoothed))),
-            ("xgboost one-hot", build_pipeline(spec, xgb(spec, native=False))),
-            ("xgboost native", xgb(spec, native=True)),
+            (
+                "xgboost one-hot",
+                Pipeline([("preprocess", build_preprocessor(spec)), ("model", _xgboost(problem))]),
+            ),
+            ("xgboost native (cand.)", build_pipeline(spec, _xgboost(problem))),
         ]
         for label, pipeline in variants:
             began = time.process_time()
@@ -128,34 +138,15 @@ def main() -> None:
             )
 
 
-def _xgboost(spec, native: bool, regression: bool):
-    """An XGBoost candidate (`candidates._BASE_PARAMS`), after one-hot or, `native`, after
-    codes with XGBoost's own categorical splits (`feature_types` "c")."""
-    from sklearn.pipeline import Pipeline
-
-    from include.ml_pipeline.features import build_preprocessor
-    from include.ml_pipeline.training.candidates import _BASE_PARAMS
-    from include.ml_pipeline.training.estimators import LabelledXGBClassifier
+def _xgboost(problem: str):
+    """An unfitted XGBoost candidate estimator (`candidates._BASE_PARAMS`)."""
     from xgboost import XGBRegressor
 
-    model = (XGBRegressor if regression else LabelledXGBClassifier)(
-        **_BASE_PARAMS["xgboost"], random_state=0
-    )
-    if not native:
-        return model
-    model.set_params(
-        feature_types=["q"] * len(spec.numeric) + ["c"] * len(spec.categorical),
-        enable_categorical=True,
-    )
-    return Pipeline([("preprocess", build_preprocessor(spec, ordinal=True)), ("model", model)])
+    from include.ml_pipeline.training.candidates import _BASE_PARAMS
+    from include.ml_pipeline.training.estimators import LabelledXGBClassifier
 
-
-def _xgboost_native(spec, native: bool):
-    return _xgboost(spec, native, regression=False)
-
-
-def _xgboost_native_regressor(spec, native: bool):
-    return _xgboost(spec, native, regression=True)
+    model = XGBRegressor if problem == "regression" else LabelledXGBClassifier
+    return model(**_BASE_PARAMS["xgboost"], random_state=0)
 
 
 def _median_ms(predict, batch, repeats: int = 51) -> float:
