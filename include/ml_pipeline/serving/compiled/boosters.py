@@ -59,8 +59,12 @@ What each format means, translated exactly (and then checked by `verify.py`):
   float32 sum differed by 1-2 ulp on 85% of rows). `base_score` is stored in the objective's
   output space: logit of it for `binary:logistic`, as is for `multi:softprob` (a margin per
   class) and identity regression. Early stopping's `best_iteration` limits the trees as
-  `predict` does. `gbtree` only (not `dart`, `gblinear`), single target, no categorical
-  splits.
+  `predict` does. `gbtree` only (not `dart`, `gblinear`), single target. Categorical
+  splits (`split_type` 1, `feature_types` "c"): the node's `categories` go right, any
+  other code (unseen, negative, too large) left, NaN by `default_left`; read as
+  `TreeArrays`' "in the set -> left" with the children (and NaN's side) swapped. XGBoost
+  takes a negative fraction such as -0.5 as invalid where the leaf masks truncate it to
+  0: not a code the compiled encoder writes.
 """
 
 from __future__ import annotations

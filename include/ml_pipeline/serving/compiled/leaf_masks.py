@@ -16,8 +16,8 @@ the same floats (checked at load).
 Inputs are given by the caller as (mask table, bin per row): a numeric matrix column
 binned by `column_bins`, or a categorical column whose categories map to rows of a table
 made with `column_masks` (one-hot columns never built). NaN takes each split's
-`missing_go_to_left` branch: it has its own bin. A column split on categories
-(LightGBM's categorical splits, `TreeArrays.cat_bitset`) has one bin per code up to the
+`missing_go_to_left` branch: it has its own bin. A column split on categories (LightGBM's
+and XGBoost's categorical splits, `TreeArrays.cat_bitset`) has one bin per code up to the
 largest code any split lists, one for every other code and one for NaN: the lookup is the
 code itself. Trees with more than 64 leaves raise `UnsupportedPipeline` (the compiled
 predictor scores instead).

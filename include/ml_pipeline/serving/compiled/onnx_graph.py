@@ -72,7 +72,7 @@ def _value_info(name: str, width: int, elem_type: int) -> bytes:
 FLOAT, DOUBLE = 1, 11
 #: TreeEnsemble `nodes_modes`: BRANCH_LEQ (`x <= t` goes to the true branch: scikit-learn,
 #: LightGBM) and BRANCH_LT (`x < t`: XGBoost); BRANCH_MEMBER (`x` is one of the node's
-#: `membership_values`: LightGBM's categorical splits).
+#: `membership_values`: LightGBM's and XGBoost's categorical splits).
 LEQ, LT, MEMBER = 0, 1, 6
 
 
@@ -87,7 +87,8 @@ class TreeArrays:
     branch), `is_leaf` and `value` (read at leaves only); `target` is the output it adds to.
     Node 0 is the root.
 
-    Categorical splits (LightGBM's `decision_type` "=="): `is_categorical` (bool per node,
+    Categorical splits (LightGBM's `decision_type` "==", XGBoost's `split_type` 1 with
+    its children swapped, `boosters.py`): `is_categorical` (bool per node,
     None: no categorical split in the tree) and `cat_bitset` (uint32, nodes x words; zero
     rows at other nodes): at such a node the value's category code is `trunc(x)`, and it
     goes left when 0 <= code < 32 * words and bit `code % 32` of word `code // 32` is set;

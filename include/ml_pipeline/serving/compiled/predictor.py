@@ -91,7 +91,7 @@ class NumericBlock:
 class CategoricalBlock:
     """Imputation and one-hot encoding (infrequent categories grouped) of some categorical
     columns; or, `ordinal`, each column as one output column holding its category's code
-    (scikit-learn's `OrdinalEncoder`: what LightGBM's own categorical splits read)."""
+    (scikit-learn's `OrdinalEncoder`: what LightGBM's and XGBoost's categorical splits read)."""
 
     positions: list[int]  # indices into batch.categorical
     fill: list[Any]  # value that replaces None, per column (None: not imputed)
