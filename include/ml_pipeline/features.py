@@ -111,13 +111,21 @@ def _category_text(value: Any) -> str:
     return str(value)
 
 
-def build_preprocessor(spec: FeatureSpec) -> ColumnTransformer:
+#: The code an ordinal encoding gives a category it did not see when fitted (LightGBM
+#: sends negative codes down the "other" side of every categorical split).
+UNSEEN_CODE = -1
+
+
+def build_preprocessor(spec: FeatureSpec, *, ordinal: bool = False) -> ColumnTransformer:
     """The fitted preprocessing step: median-impute + scale numerics; one-hot categoricals
-    with missing values as their own category and unseen categories ignored."""
+    with missing values as their own category and unseen categories ignored. `ordinal`:
+    each categorical column as one column of codes instead (its category's index, missing
+    values their own category, unseen ones `UNSEEN_CODE`), for a model with its own
+    categorical splits (LightGBM's)."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
     transformers = []
     if spec.numeric:
@@ -146,13 +154,22 @@ def build_preprocessor(spec: FeatureSpec) -> ColumnTransformer:
                             ),
                         ),
                         (
-                            "onehot",
-                            OneHotEncoder(
-                                handle_unknown="ignore",
-                                sparse_output=False,
-                                min_frequency=5,
-                                max_categories=50,
-                            ),
+                            (
+                                "ordinal",
+                                OrdinalEncoder(
+                                    handle_unknown="use_encoded_value", unknown_value=UNSEEN_CODE
+                                ),
+                            )
+                            if ordinal
+                            else (
+                                "onehot",
+                                OneHotEncoder(
+                                    handle_unknown="ignore",
+                                    sparse_output=False,
+                                    min_frequency=5,
+                                    max_categories=50,
+                                ),
+                            )
                         ),
                     ]
                 ),

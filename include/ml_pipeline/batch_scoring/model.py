@@ -114,10 +114,21 @@ class BatchModel:
         for block in self.predictor.blocks:
             if isinstance(block, NumericBlock):
                 block.apply(holder, out, offset)
+            elif block.ordinal:
+                self._codes(block, batch, out, offset)
             else:
                 self._one_hot(block, batch, out, offset)
             offset += block.width
         return out
+
+    def _codes(self, block: Any, batch: Any, out: np.ndarray, offset: int) -> None:
+        """An ordinal block (`CategoricalBlock.ordinal`): each column its category's code."""
+        for j, (position, lookup, unknown) in enumerate(
+            zip(block.positions, block.lookups, block.unknown, strict=True)
+        ):
+            codes, texts = category_codes(batch.column(self.spec.categorical[position]))
+            values = [lookup.get(text, unknown) for text in texts] + [lookup.get(None, unknown)]
+            out[:, offset + j] = np.asarray(values, dtype=np.float64)[codes]
 
     def _one_hot(self, block: Any, batch: Any, out: np.ndarray, offset: int) -> None:
         for position, lookup, width, unknown in zip(
@@ -260,6 +271,18 @@ def mask_plan(predictor: Any, estimator: Any, spec: FeatureSpec) -> MaskPlan:
                 if offset + j in trees.columns:
                     inputs.append(("numeric", block, j, offset + j))
                     masks.append(MaskInput(trees.columns[offset + j][1], f"column {offset + j}"))
+            offset += block.width
+            continue
+        if block.ordinal:  # a table row per code (the lookup's), the last for unseen ones
+            for j, (position, lookup, unknown) in enumerate(
+                zip(block.positions, block.lookups, block.unknown, strict=True)
+            ):
+                if offset + j in trees.columns:
+                    known = max(lookup.values()) + 1
+                    codes = np.append(np.arange(known, dtype=np.float64), float(unknown))
+                    name = spec.categorical[position]
+                    inputs.append(("categorical", name, lookup, -1, known))
+                    masks.append(MaskInput(trees.column_masks(offset + j, codes), name))
             offset += block.width
             continue
         for position, lookup, width, unknown in zip(

@@ -11,9 +11,11 @@ order of `predict_proba`'s columns (sorted, as scikit-learn's classifiers order 
 
 What the model step receives: the numeric matrix of `features.build_preprocessor` (the
 numeric columns median-imputed and standardised, then the categorical columns one-hot
-encoded with infrequent categories grouped), exactly as every built-in estimator does —
-one-hot is what the compiled serving path reads, and with at most 50 categories per
-column (the preprocessor's cap) the trees find the same splits.
+encoded with infrequent categories grouped), as every built-in estimator does; except
+LightGBM and XGBoost, which get each categorical column as one column of codes and split
+them with their own categorical splits (`train.build_pipeline`; better than one-hot on
+high-cardinality columns: `benchmarks/bench_lightgbm_categoricals.py`). The compiled
+serving path reads both (`serving/compiled/boosters.py`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from include.ml_pipeline.serving.compiled.compiler import compile_pipeline
 from include.ml_pipeline.serving.compiled.predictor import (
     CompiledPredictor,
     SklearnPredictor,
-    UnsupportedPipeline,
 )
 from include.ml_pipeline.serving.compiled.verify import verification_batch, verify_predictor
 from include.ml_pipeline.serving.loading.artifact import read_predictor, write_predictor
@@ -57,15 +56,16 @@ def _estimator(library: str, problem: str, **params):
 
 
 def _pipeline(library: str, problem: str):
-    from sklearn.pipeline import Pipeline
 
     frame, spec = _data(problem)
     target = frame[spec.target]
     if library == "xgboost" and problem != "regression":  # XGBoost wants labels 0..k-1
         target = target.astype("category").cat.codes
-    pipeline = Pipeline(
-        [("preprocess", build_preprocessor(spec)), ("model", _estimator(library, problem))]
-    )
+    # as training builds it: categories as codes, the library's own categorical splits
+    from include.ml_pipeline.training.train import build_pipeline
+
+    extra = {"min_data_per_group": 20} if library == "lightgbm" else {}
+    pipeline = build_pipeline(spec, _estimator(library, problem, **extra))
     pipeline.fit(coerce_features(frame, spec), target)
     return pipeline, frame, spec
 
@@ -82,6 +82,11 @@ def test_compiled_booster_pipeline_equals_the_library(fitted, tmp_path):
     library, problem, pipeline, frame, spec = fitted
     compiled = compile_pipeline(pipeline, spec.numeric, spec.categorical)
     assert compiled.estimator_path == f"onnx-{library}"
+    # its own categorical splits, on the codes
+    from include.ml_pipeline.serving.compiled.boosters import lightgbm_ensemble, xgboost_ensemble
+
+    read = lightgbm_ensemble if library == "lightgbm" else xgboost_ensemble
+    assert any(t.is_categorical is not None for t in read(pipeline.steps[-1][1]).trees)
     sample = concat_batches(
         batch_from_frame(coerce_features(frame.head(200), spec), spec.numeric, spec.categorical),
         verification_batch(pipeline, spec.numeric, spec.categorical),  # NaN, unseen categories
@@ -225,16 +230,3 @@ def test_unknown_estimators_are_served_by_scikit_learn_with_the_reason():
         assert reason in info["fallback_reason"]
         batch = batch_from_frame(X.head(10), spec.numeric, spec.categorical)
         assert served.predictor.predict(batch).labels == pipeline.predict(X.head(10)).tolist()
-
-
-def test_lightgbm_categorical_splits_are_refused_with_the_reason():
-    import lightgbm
-
-    x = _matrix(800, 5)
-    x[:, 2] = np.random.default_rng(5).integers(0, 6, 800)
-    est = lightgbm.LGBMClassifier(
-        n_estimators=10, verbose=-1, min_data_per_group=5, cat_smooth=1, n_jobs=1
-    )
-    est.fit(x, (x[:, 2] % 2 == 0).astype(int), categorical_feature=[2])
-    with pytest.raises(UnsupportedPipeline, match="LightGBM categorical split"):
-        compile_booster(est)

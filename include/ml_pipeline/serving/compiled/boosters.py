@@ -43,9 +43,13 @@ What each format means, translated exactly (and then checked by `verify.py`):
   the first tree's leaves; `average_output` (random-forest mode) divides by the number of
   iterations; trees of a multiclass model take turns per class (tree i -> class i % k).
   Objectives: `binary` with sigmoid 1 (predict_proba = [1 - p, p]), `multiclass`
-  (softmax), identity regression losses. Categorical splits (`decision_type` `==`), linear
-  trees, other objectives: `UnsupportedPipeline` with the reason (the model is then served
-  by scikit-learn).
+  (softmax), identity regression losses. Categorical splits (`decision_type` `==`, the
+  dump's threshold "1||4||9" lists the categories that go left) become
+  `TreeArrays.is_categorical` + `cat_bitset`: LightGBM's `CategoricalDecision` takes the
+  code `int(x)` (truncated), sends NaN, negative codes and codes past the bitset right,
+  whatever the split's `missing_type` (measured on LightGBM 4.7: `test_categorical_splits`).
+  Linear trees, other objectives: `UnsupportedPipeline` with the reason (the model is then
+  served by scikit-learn).
 - XGBoost: splits `x < split_condition` on float32 inputs with float32 thresholds and leaf
   values summed in float32, tree after tree, onto the base margin; missing values (NaN)
   take the `default_left` child. The graph is float32 too and gives each tree's leaf value
@@ -55,8 +59,12 @@ What each format means, translated exactly (and then checked by `verify.py`):
   float32 sum differed by 1-2 ulp on 85% of rows). `base_score` is stored in the objective's
   output space: logit of it for `binary:logistic`, as is for `multi:softprob` (a margin per
   class) and identity regression. Early stopping's `best_iteration` limits the trees as
-  `predict` does. `gbtree` only (not `dart`, `gblinear`), single target, no categorical
-  splits.
+  `predict` does. `gbtree` only (not `dart`, `gblinear`), single target. Categorical
+  splits (`split_type` 1, `feature_types` "c"): the node's `categories` go right, any
+  other code (unseen, negative, too large) left, NaN by `default_left`; read as
+  `TreeArrays`' "in the set -> left" with the children (and NaN's side) swapped. XGBoost
+  takes a negative fraction such as -0.5 as invalid where the leaf masks truncate it to
+  0: not a code the compiled encoder writes.
 """
 
 from __future__ import annotations
@@ -74,6 +82,7 @@ from include.ml_pipeline.serving.compiled.onnx_graph import (
     LEQ,
     LT,
     TreeArrays,
+    categories_bitset,
     tree_ensemble_model,
 )
 from include.ml_pipeline.serving.compiled.predictor import UnsupportedPipeline
@@ -197,6 +206,7 @@ def _lightgbm_tree(
     right: list[int] = []
     is_leaf: list[bool] = []
     value: list[float] = []
+    categories: dict[int, list[int]] = {}  # node -> the codes its categorical split sends left
     stack: list[tuple[dict[str, Any], int, str]] = [(root, -1, "")]
     while stack:
         node, parent, side = stack.pop()
@@ -214,18 +224,23 @@ def _lightgbm_tree(
             is_leaf.append(True)
             value.append(float(node["leaf_value"]) * scale)
             continue
-        if node["decision_type"] != "<=":
-            raise UnsupportedPipeline(
-                f"LightGBM categorical split (decision_type {node['decision_type']!r})"
-            )
-        f, t, kind = int(node["split_feature"]), float(node["threshold"]), node["missing_type"]
-        missing_types.setdefault(f, set()).add(kind)
-        if kind in ("NaN", "Zero"):
-            goes_left = bool(node["default_left"])
-        elif kind == "None":
-            goes_left = t >= 0.0  # LightGBM reads NaN as 0.0 here
+        f = int(node["split_feature"])
+        if node["decision_type"] == "==":  # category in the set -> left
+            categories[index] = [int(c) for c in str(node["threshold"]).split("||")]
+            if min(categories[index]) < 0:
+                raise UnsupportedPipeline(f"LightGBM categorical split on {categories[index]}")
+            t, goes_left = 0.0, False  # NaN: never in the set
+        elif node["decision_type"] != "<=":
+            raise UnsupportedPipeline(f"LightGBM decision_type {node['decision_type']!r}")
         else:
-            raise UnsupportedPipeline(f"LightGBM missing_type {kind!r}")
+            t, kind = float(node["threshold"]), node["missing_type"]
+            missing_types.setdefault(f, set()).add(kind)
+            if kind in ("NaN", "Zero"):
+                goes_left = bool(node["default_left"])
+            elif kind == "None":
+                goes_left = t >= 0.0  # LightGBM reads NaN as 0.0 here
+            else:
+                raise UnsupportedPipeline(f"LightGBM missing_type {kind!r}")
         feature.append(f)
         threshold.append(t)
         missing_left.append(goes_left)
@@ -244,7 +259,19 @@ def _lightgbm_tree(
         np.asarray(right, dtype=np.intp),
         np.asarray(is_leaf, dtype=bool),
         np.asarray(value, dtype=np.float64),
+        *_categorical_arrays(categories, len(feature)),
     )
+
+
+def _categorical_arrays(
+    categories: dict[int, list[int]], nodes: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """`TreeArrays.is_categorical` and `cat_bitset` of a tree's categorical splits."""
+    if not categories:
+        return None, None
+    is_categorical = np.zeros(nodes, dtype=bool)
+    is_categorical[list(categories)] = True
+    return is_categorical, categories_bitset([categories.get(i, []) for i in range(nodes)])
 
 
 # XGBoost -------------------------------------------------------------------------------
@@ -308,22 +335,41 @@ def _xgboost_base_margin(text: str, objective: str, k: int) -> np.ndarray:
 
 
 def _xgboost_tree(tree: dict[str, Any], target: int) -> TreeArrays:
-    if any(int(t) != 0 for t in tree.get("split_type", [])):
-        raise UnsupportedPipeline("XGBoost categorical splits")
     if int(tree["tree_param"].get("size_leaf_vector", "1")) > 1:
         raise UnsupportedPipeline("XGBoost vector leaves (multi_strategy)")
     left = np.asarray(tree["left_children"], dtype=np.intp)
     right = np.asarray(tree["right_children"], dtype=np.intp)
     is_leaf = left == -1
+    default_left = np.asarray(tree["default_left"], dtype=bool)
     # split_conditions holds the threshold at splits and the leaf value at leaves, float32
     conditions = np.asarray(tree["split_conditions"], dtype=np.float64).astype(np.float32)
+    threshold = np.where(is_leaf, 0.0, conditions.astype(np.float64))
+    # categorical splits send the listed categories right and any other code (unseen,
+    # negative, too large) left: as `TreeArrays` ("in the set -> left, others right") the
+    # children swap, and so does the side NaN takes
+    categories: dict[int, list[int]] = {}
+    found = zip(
+        tree.get("categories_nodes", []),
+        tree.get("categories_segments", []),
+        tree.get("categories_sizes", []),
+        strict=True,
+    )
+    for node, start, size in found:
+        categories[int(node)] = [int(c) for c in tree["categories"][start : start + size]]
+        left[node], right[node] = right[node], left[node]
+        default_left[node] = not default_left[node]
+        threshold[node] = 0.0
+    split_type = np.asarray(tree.get("split_type", []), dtype=np.intp)
+    if set(np.flatnonzero(split_type != 0).tolist()) != set(categories):
+        raise UnsupportedPipeline("XGBoost categorical splits without their categories")
     return TreeArrays(
         target,
         np.where(is_leaf, 0, np.asarray(tree["split_indices"], dtype=np.intp)),
-        np.where(is_leaf, 0.0, conditions.astype(np.float64)),
-        np.asarray(tree["default_left"], dtype=bool),
+        threshold,
+        default_left,
         left,
         right,
         is_leaf,
         np.where(is_leaf, conditions.astype(np.float64), 0.0),
+        *_categorical_arrays(categories, len(left)),
     )

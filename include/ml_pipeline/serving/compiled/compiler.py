@@ -97,7 +97,7 @@ def _compile_numeric(steps: list[Any], positions: list[int]) -> NumericBlock:
 
 def _compile_categorical(steps: list[Any], positions: list[int]) -> CategoricalBlock:
     from sklearn.impute import SimpleImputer
-    from sklearn.preprocessing import OneHotEncoder
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
     fill: list[Any] = [None] * len(positions)
     encoder = None
@@ -109,10 +109,12 @@ def _compile_categorical(steps: list[Any], positions: list[int]) -> CategoricalB
             if len(stats) != len(positions):
                 raise UnsupportedPipeline("categorical SimpleImputer drops columns")
             fill = [str(s) for s in stats]
-        elif isinstance(step, OneHotEncoder) and encoder is None:
+        elif isinstance(step, OneHotEncoder | OrdinalEncoder) and encoder is None:
             encoder = step
         else:
             raise UnsupportedPipeline(f"categorical step {type(step).__name__}")
+    if isinstance(encoder, OrdinalEncoder):
+        return _compile_ordinal(encoder, positions, fill)
     if encoder is None:
         raise UnsupportedPipeline("categorical block without OneHotEncoder")
     if encoder.handle_unknown not in ("ignore", "infrequent_if_exist"):
@@ -145,6 +147,25 @@ def _compile_categorical(steps: list[Any], positions: list[int]) -> CategoricalB
         widths.append(width)
         unknown.append(unseen)
     return CategoricalBlock(list(positions), fill, lookups, widths, unknown)
+
+
+def _compile_ordinal(encoder: Any, positions: list[int], fill: list[Any]) -> CategoricalBlock:
+    """An `OrdinalEncoder` after the None imputer: each column's code (its category's
+    index), unseen categories `unknown_value` (LightGBM sends negative codes to the
+    "other" side of its categorical splits)."""
+    if encoder.handle_unknown != "use_encoded_value" or not isinstance(encoder.unknown_value, int):
+        raise UnsupportedPipeline("OrdinalEncoder without an integer unknown_value")
+    if getattr(encoder, "infrequent_categories_", None) is not None:
+        raise UnsupportedPipeline("OrdinalEncoder with infrequent categories")
+    lookups, unknown = [], []
+    for categories, imputed in zip(encoder.categories_, fill, strict=True):
+        if imputed is None or any(not isinstance(c, str) for c in categories.tolist()):
+            raise UnsupportedPipeline("OrdinalEncoder on non-imputed or non-string categories")
+        lookup: dict[str | None, int] = {c: i for i, c in enumerate(categories.tolist())}
+        lookup[None] = lookup.get(imputed, encoder.unknown_value)
+        lookups.append(lookup)
+        unknown.append(int(encoder.unknown_value))
+    return CategoricalBlock(list(positions), fill, lookups, [1] * len(positions), unknown, True)
 
 
 def _compile_transformer(preprocess: Any, numeric: list[str], categorical: list[str]):

@@ -16,8 +16,11 @@ the same floats (checked at load).
 Inputs are given by the caller as (mask table, bin per row): a numeric matrix column
 binned by `column_bins`, or a categorical column whose categories map to rows of a table
 made with `column_masks` (one-hot columns never built). NaN takes each split's
-`missing_go_to_left` branch: it has its own bin. Trees with more than 64 leaves or
-categorical splits raise `UnsupportedPipeline` (the compiled predictor scores instead).
+`missing_go_to_left` branch: it has its own bin. A column split on categories (LightGBM's
+and XGBoost's categorical splits, `TreeArrays.cat_bitset`) has one bin per code up to the
+largest code any split lists, one for every other code and one for NaN: the lookup is the
+code itself. Trees with more than 64 leaves raise `UnsupportedPipeline` (the compiled
+predictor scores instead).
 
 LightGBM and XGBoost trees are read by the serving's `boosters.py` (the same translation
 of their dumps, checked there): LightGBM splits `x <= t` in float64, its zero-as-missing
@@ -157,9 +160,20 @@ class LeafMasks:
         self.n_trees = len(orders)
         self.values = np.zeros((self.n_trees, widest), dtype=self.sum_dtype)
         splits: dict[int, list[tuple[float, int, int, bool]]] = {}
+        category_splits: dict[int, list[tuple[np.ndarray, int, int, bool]]] = {}
         for t, (tree, (leaves, left_mask)) in enumerate(zip(trees, orders, strict=True)):
             self.values[t, : len(leaves)] = tree.value[leaves]
             for node, mask in left_mask.items():
+                if tree.categorical_at(node):
+                    category_splits.setdefault(int(tree.feature[node]), []).append(
+                        (
+                            tree.left_categories(node),
+                            t,
+                            int(self.full) & ~mask,
+                            bool(tree.missing_left[node]),
+                        )
+                    )
+                    continue
                 splits.setdefault(int(tree.feature[node]), []).append(
                     (
                         float(tree.threshold[node]),
@@ -185,6 +199,22 @@ class LeafMasks:
                 if not nan_left:
                     masks[bins, t] &= self.dtype(ruled_out)
             self.columns[column] = (thresholds, masks)
+        #: per categorical matrix column: the number of codes its table has a row for
+        self.categorical: dict[int, int] = {}
+        for column, found_category_splits in category_splits.items():
+            if column in self.columns:
+                raise UnsupportedPipeline(f"column {column} split both as number and category")
+            codes = max(int(s[0].max()) + 1 for s in found_category_splits)
+            self.categorical[column] = codes
+            # rows 0..codes-1: that code; row codes: any other code (negative, larger);
+            # row codes+1: NaN. A split sends a row right unless its code is in the set.
+            masks = np.full((codes + 2, self.n_trees), self.full, dtype=self.dtype)
+            for left_codes, t, ruled_out, nan_left in found_category_splits:
+                right = np.ones(codes + 2, dtype=bool)
+                right[left_codes] = False
+                right[codes + 1] = not nan_left
+                masks[right, t] &= self.dtype(ruled_out)
+            self.columns[column] = (np.empty(0), masks)
         self._offsets = np.arange(self.n_trees, dtype=np.intp) * widest
         # trees in class order (each class's trees in the model's order): one slice each
         self._class_trees: list[tuple[int, int]] = []
@@ -197,6 +227,14 @@ class LeafMasks:
         thresholds, _ = self.columns[column]
         if self.float32:  # compared as the library compares: in float32
             values = values.astype(np.float32)
+        if column in self.categorical:  # the libraries' code: the value truncated
+            codes = self.categorical[column]
+            with np.errstate(invalid="ignore"):
+                inside = (values > -1.0) & (values < codes)  # False for NaN
+            bins = np.where(inside, np.trunc(np.where(inside, values, 0.0)), codes)
+            bins = bins.astype(np.intp)
+            bins[np.isnan(values)] = codes + 1
+            return bins
         missing = np.isnan(values)
         if column in self.zero_as_missing:
             missing |= np.abs(values) <= LIGHTGBM_ZERO

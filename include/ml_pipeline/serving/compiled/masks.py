@@ -40,6 +40,7 @@ from include.ml_pipeline.serving.compiled.onnx_graph import (
     FLOAT,
     LEQ,
     LT,
+    MEMBER,
     read_tree_ensemble,
 )
 from include.ml_pipeline.serving.compiled.predictor import UnsupportedPipeline
@@ -64,14 +65,20 @@ class MaskedTrees:
         read = read_tree_ensemble(model_bytes)
         trees = list(read.trees)
         if ordered_sum is None:
-            if read.elem_type != DOUBLE or read.modes != frozenset({LEQ}) or read.n_targets != k:
-                raise UnsupportedPipeline("leaf masks take float64 `x <= t` graphs only")
+            if (
+                read.elem_type != DOUBLE
+                or not read.modes <= frozenset({LEQ, MEMBER})
+                or read.n_targets != k
+            ):
+                raise UnsupportedPipeline(
+                    "leaf masks take float64 `x <= t` / category-set graphs only"
+                )
             if len(trees) % k or any(t.target != i % k for i, t in enumerate(trees)):
                 raise UnsupportedPipeline("trees do not take turns per output")
         else:
             if (
                 read.elem_type != FLOAT
-                or read.modes != frozenset({LT})
+                or not read.modes <= frozenset({LT, MEMBER})
                 or read.n_targets != len(trees)
                 or len(ordered_sum) != k
             ):

@@ -71,8 +71,9 @@ def _value_info(name: str, width: int, elem_type: int) -> bytes:
 #: ONNX element types (onnx.proto TensorProto.DataType) of the two precisions used.
 FLOAT, DOUBLE = 1, 11
 #: TreeEnsemble `nodes_modes`: BRANCH_LEQ (`x <= t` goes to the true branch: scikit-learn,
-#: LightGBM) and BRANCH_LT (`x < t`: XGBoost).
-LEQ, LT = 0, 1
+#: LightGBM) and BRANCH_LT (`x < t`: XGBoost); BRANCH_MEMBER (`x` is one of the node's
+#: `membership_values`: LightGBM's and XGBoost's categorical splits).
+LEQ, LT, MEMBER = 0, 1, 6
 
 
 #: LightGBM's kZeroThreshold: |x| <= this is zero (a missing value under zero_as_missing).
@@ -84,7 +85,16 @@ class TreeArrays:
     """One tree as per-node arrays (node-local indices): `feature`, `threshold`,
     `missing_left` (NaN takes the true branch), `left` / `right` children (the true / false
     branch), `is_leaf` and `value` (read at leaves only); `target` is the output it adds to.
-    Node 0 is the root."""
+    Node 0 is the root.
+
+    Categorical splits (LightGBM's `decision_type` "==", XGBoost's `split_type` 1 with
+    its children swapped, `boosters.py`): `is_categorical` (bool per node,
+    None: no categorical split in the tree) and `cat_bitset` (uint32, nodes x words; zero
+    rows at other nodes): at such a node the value's category code is `trunc(x)`, and it
+    goes left when 0 <= code < 32 * words and bit `code % 32` of word `code // 32` is set;
+    any other code (negative, too large, infinite) goes right; NaN follows `missing_left`.
+    `threshold` is unused there. This is LightGBM's own rule (`Tree::CategoricalDecision`),
+    checked against its predict (`tests/serving/compiled/test_categorical_splits.py`)."""
 
     target: int
     feature: np.ndarray
@@ -94,6 +104,17 @@ class TreeArrays:
     right: np.ndarray
     is_leaf: np.ndarray
     value: np.ndarray
+    is_categorical: np.ndarray | None = None
+    cat_bitset: np.ndarray | None = None
+
+    def categorical_at(self, node: int) -> bool:
+        """Whether `node` splits on a category set."""
+        return self.is_categorical is not None and bool(self.is_categorical[node])
+
+    def left_categories(self, node: int) -> np.ndarray:
+        """The category codes a categorical split at `node` sends left, ascending."""
+        assert self.cat_bitset is not None
+        return bitset_categories(self.cat_bitset[node])
 
     @classmethod
     def leaf(cls, target: int, value: float) -> TreeArrays:
@@ -109,6 +130,23 @@ class TreeArrays:
             np.ones(1, dtype=bool),
             np.asarray([value], dtype=np.float64),
         )
+
+
+def categories_bitset(categories: list[list[int]]) -> np.ndarray:
+    """Per node, the bitset (uint32 words, bit c: category c) of its categories; nodes x
+    the widest node's words."""
+    words = max((max(c) // 32 + 1 for c in categories if c), default=1)
+    out = np.zeros((len(categories), words), dtype=np.uint32)
+    for node, codes in enumerate(categories):
+        for code in codes:
+            out[node, code // 32] |= np.uint32(1 << (code % 32))
+    return out
+
+
+def bitset_categories(words: np.ndarray) -> np.ndarray:
+    """The codes whose bits are set in one node's bitset words, ascending."""
+    bits = np.unpackbits(np.asarray(words, dtype="<u4").view(np.uint8), bitorder="little")
+    return np.flatnonzero(bits)
 
 
 def hgb_tree_arrays(target: int, predictor: Any) -> TreeArrays:
@@ -137,8 +175,11 @@ def tree_ensemble_model(
 ) -> bytes:
     """The serialised ONNX model X (rows x n_features) -> raw scores (rows x k): one
     `ai.onnx.ml.TreeEnsemble` (opset 5) node summing `trees` per target, in their order,
-    every split of the one `mode`; inputs, thresholds, leaf values and sums in `elem_type`
-    (DOUBLE, or FLOAT for a model trained in float32 such as XGBoost's)."""
+    every split of the one `mode` but categorical ones (`TreeArrays.is_categorical`), which
+    are BRANCH_MEMBER nodes over their codes (exact: integer codes compare equal as floats;
+    a fractional code, which LightGBM truncates, is not one the compiled encoders write);
+    inputs, thresholds, leaf values and sums in `elem_type` (DOUBLE, or FLOAT for a model
+    trained in float32 such as XGBoost's)."""
     roots: list[int] = []
     feature: list[int] = []
     split: list[float] = []
@@ -149,6 +190,8 @@ def tree_ensemble_model(
     false_leaf: list[int] = []
     leaf_weight: list[float] = []
     leaf_target: list[int] = []
+    modes: list[int] = []
+    members: list[float] = []  # each categorical split's codes, then NaN, in node order
     for tree in trees:
         is_leaf = np.asarray(tree.is_leaf, dtype=bool)
         leaf_id: dict[int, int] = {}
@@ -161,6 +204,7 @@ def tree_ensemble_model(
         if is_leaf[0]:  # a tree without splits: one node whose branches both reach the leaf
             feature.append(0)
             split.append(0.0)
+            modes.append(mode)
             missing_true.append(0)
             true_id.append(leaf_id[0])
             true_leaf.append(1)
@@ -175,7 +219,13 @@ def tree_ensemble_model(
         for i in inner:
             left, right = lefts[i], rights[i]
             feature.append(int(features[i]))
-            split.append(float(thresholds[i]))
+            if tree.categorical_at(i):
+                split.append(0.0)
+                modes.append(MEMBER)
+                members.extend([*tree.left_categories(i).astype(float).tolist(), np.nan])
+            else:
+                split.append(float(thresholds[i]))
+                modes.append(mode)
             missing_true.append(int(bool(missing[i])))
             true_id.append(leaf_id[left] if is_leaf[left] else inner_id[left])
             true_leaf.append(int(is_leaf[left]))
@@ -190,7 +240,7 @@ def tree_ensemble_model(
             _attr_ints("tree_roots", roots),
             _attr_ints("nodes_featureids", feature),
             _attr_tensor("nodes_splits", np.asarray(split, dtype=dtype), elem_type),
-            _attr_tensor("nodes_modes", np.full(len(feature), mode, dtype=np.uint8), 2),
+            _attr_tensor("nodes_modes", np.asarray(modes, dtype=np.uint8), 2),
             _attr_ints("nodes_missing_value_tracks_true", missing_true),
             _attr_ints("nodes_truenodeids", true_id),
             _attr_ints("nodes_trueleafs", true_leaf),
@@ -199,6 +249,11 @@ def tree_ensemble_model(
             _attr_ints("leaf_targetids", leaf_target),
             _attr_tensor("leaf_weights", np.asarray(leaf_weight, dtype=dtype), elem_type),
         ]
+        + (
+            [_attr_tensor("membership_values", np.asarray(members, dtype=dtype), elem_type)]
+            if members
+            else []
+        )
     )
     node = (
         _pb_bytes(1, "X")
@@ -308,6 +363,9 @@ def read_tree_ensemble(model_bytes: bytes) -> ReadEnsemble:
     splits = np.asarray(a["nodes_splits"], dtype=np.float64)
     weights = np.asarray(a["leaf_weights"], dtype=np.float64)
     targets = a["leaf_targetids"]
+    modes = np.asarray(a["nodes_modes"], dtype=np.intp)
+    sets = iter(_member_sets(a.get("membership_values")))
+    node_sets = {int(i): next(sets) for i in np.flatnonzero(modes == MEMBER)}
     trees = []
     for base, stop in pairwise(roots):
         inner = stop - base
@@ -331,6 +389,14 @@ def read_tree_ensemble(model_bytes: bytes) -> ReadEnsemble:
         if len(tree_targets) != 1:
             raise ValueError("a tree adds to several outputs")
         pad = [0] * len(leaves)
+        categorical = [base + i in node_sets for i in range(inner)] + [False] * len(leaves)
+        if any(categorical):
+            is_categorical: np.ndarray | None = np.asarray(categorical, dtype=bool)
+            bitset: np.ndarray | None = categories_bitset(
+                [node_sets.get(base + i, []) for i in range(inner)] + [[]] * len(leaves)
+            )
+        else:
+            is_categorical = bitset = None
         trees.append(
             TreeArrays(
                 tree_targets.pop(),
@@ -341,11 +407,24 @@ def read_tree_ensemble(model_bytes: bytes) -> ReadEnsemble:
                 np.asarray([child(*ids[inner + i]) for i in range(inner)] + [-1] * len(leaves)),
                 is_leaf,
                 value,
+                is_categorical,
+                bitset,
             )
         )
     return ReadEnsemble(
         trees, int(a["n_targets"]), frozenset(a["nodes_modes"].tolist()), int(_elem_type(a))
     )
+
+
+def _member_sets(values: np.ndarray | None) -> list[list[int]]:
+    """`membership_values` (each set's codes, then NaN) as one list of codes per set."""
+    sets: list[list[int]] = [[]]
+    for value in [] if values is None else values.tolist():
+        if value != value:
+            sets.append([])
+        else:
+            sets[-1].append(int(value))
+    return sets[:-1]
 
 
 def _elem_type(attributes: dict[str, Any]) -> int:

@@ -90,14 +90,16 @@ class NumericBlock:
 @dataclass
 class CategoricalBlock:
     """Imputation and one-hot encoding (infrequent categories grouped) of some categorical
-    columns."""
+    columns; or, `ordinal`, each column as one output column holding its category's code
+    (scikit-learn's `OrdinalEncoder`: what LightGBM's and XGBoost's categorical splits read)."""
 
     positions: list[int]  # indices into batch.categorical
     fill: list[Any]  # value that replaces None, per column (None: not imputed)
-    # category -> output column within this feature; None -> the fill's column
+    # category -> output column within this feature (ordinal: the code); None -> the fill's
     lookups: list[dict[str | None, int]]
-    widths: list[int]
-    unknown: list[int]  # output column for unseen categories, -1 for all zeros
+    widths: list[int]  # ordinal: 1 each
+    unknown: list[int]  # output column for unseen categories, -1 for all zeros (ordinal: code)
+    ordinal: bool = False
 
     # Rows seen before, as whole one-hot patterns: a batch is encoded with one dict lookup
     # per row (a tuple of its categories) and one gather, instead of one lookup per value.
@@ -123,6 +125,14 @@ class CategoricalBlock:
 
     def _encode(self, columns: list[list[Any]], out: np.ndarray, offset: int) -> None:
         rows = out.shape[0]
+        if self.ordinal:
+            for j, (values, lookup, unknown) in enumerate(
+                zip(columns, self.lookups, self.unknown, strict=True)
+            ):
+                out[:, offset + j] = np.fromiter(
+                    map(lookup.get, values, repeat(unknown, rows)), dtype=np.float64, count=rows
+                )
+            return
         for values, lookup, width, unknown in zip(
             columns, self.lookups, self.widths, self.unknown, strict=False
         ):

@@ -75,6 +75,7 @@ def _block_document(block: Any) -> dict[str, Any]:
             "missing": [lookup[None] for lookup in block.lookups],
             "widths": list(block.widths),
             "unknown": list(block.unknown),
+            "ordinal": block.ordinal,
         }
     raise UnsupportedPipeline(f"no artifact form for block {type(block).__name__}")
 
@@ -97,6 +98,7 @@ def _block_from(document: dict[str, Any]) -> Any:
             lookups,
             list(document["widths"]),
             list(document["unknown"]),
+            bool(document.get("ordinal", False)),
         )
     raise ArtifactError(f"{DOCUMENT}: unknown block kind {document['kind']!r}")
 
