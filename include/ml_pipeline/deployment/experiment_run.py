@@ -23,7 +23,9 @@ looks, then promote the challenger or abort it. Plain Python (no Airflow): the D
   `pass` at the last look -> `promote_to_champion` (aliases moved as in a direct release,
   the previous champion kept as `previous_champion`);
 - **the kill switch** pulled outside the DAG (`DELETE .../experiment`) ends the release
-  at the next poke (aborted, no look spent); a stage change whose call failed is sent again.
+  at the next poke (aborted, no look spent); a stage change whose call failed is sent again;
+- **an API down or restarting** (it restores the experiment from its file before it is
+  ready) makes a poke wait, no look taken, within the stage's time limit.
 
 The run's state (`ReleaseRun`: the plan, the stage, the looks taken, the outcome) is a
 JSON object under the storage root (`releases/<model>-v<version>.json`), so a sensor in
@@ -392,6 +394,7 @@ def poke(
 ) -> Poke:
     """One look at the evidence: wait (too few requests, time left), or take the stage's
     planned look and act on it (next stage, promote, abort, keep the champion)."""
+    from include.ml_pipeline.deployment.api_client import ModelApiError
     from include.ml_pipeline.release.decision import FAIL, INCONCLUSIVE, PASS, decide
 
     if run.outcome is not None:
@@ -403,18 +406,31 @@ def poke(
             else f"v{run.version} is already the champion"
         )
         return Poke(True, _finish(settings, endpoint, run, PROMOTED, timeout), run.summary)
-    stopped = _check_stage(endpoint, run, timeout)
+    plan, policy = run.plan, run.plan.policy()
+    waited = (_now(now) - datetime.fromisoformat(run.stage_started_at)).total_seconds()
+    try:
+        stopped = _check_stage(endpoint, run, timeout)
+    except ModelApiError as exc:
+        if waited >= plan.max_wait_seconds:
+            raise
+        # down or restarting (it restores the experiment from its file): no look is
+        # taken, the next poke asks again; the stage's time limit still bounds the wait
+        return Poke(
+            False,
+            run,
+            f"the model API did not answer ({exc}); waiting for it (a restart restores "
+            f"the experiment), no look taken, {waited:.0f} s of at most "
+            f"{plan.max_wait_seconds:.0f} s in this stage",
+        )
     if stopped:
         run.summary = stopped
         return Poke(True, _finish(settings, endpoint, run, ABORTED, timeout), run.summary)
-    plan, policy = run.plan, run.plan.policy()
     look = run.stage + 1
     required = policy.plan.sample_at(look)
     evidence, in_stage = read_evidence(settings, run)
     seen = evidence.challenger_requests
     # each stage waits for requests of its own (so a canary step is judged on canary
     # traffic), and for the look's planned sample (k x min_requests in all)
-    waited = (_now(now) - datetime.fromisoformat(run.stage_started_at)).total_seconds()
     stage = plan.stages[run.stage]
     if (in_stage < plan.min_requests or seen < required) and waited < plan.max_wait_seconds:
         return Poke(
