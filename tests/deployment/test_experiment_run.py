@@ -8,6 +8,7 @@ a failed replay aborts before any live request."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -196,15 +197,17 @@ def _arms(url: str, record: dict, keys: list[str]) -> list[str]:
 
 
 def test_an_api_restart_between_looks_restores_the_experiment(release_api):
-    """The API process is restarted after the shadow look, in the canary step: a poke
-    while it is down waits (no look taken); once it is ready again it runs the same
-    canary (restored from its experiments file before `/ready`: the first status read
-    after the restart already shows it), each key on the arm it had, and the next look
-    promotes. The client's only failures are the requests sent while it was down."""
+    """The API process is restarted after the shadow look, in the canary step: the pokes
+    while it is down, then up but still loading, wait (no look taken, none takes the
+    missing experiment for the kill switch); once ready it runs the same canary (restored
+    from its experiments file before the champion: the first status read after `/ready`
+    already shows it), each key on the arm it had, and the next look promotes. The
+    client's only failed requests are those sent between the stop and `/ready`."""
     settings, api, (v1, v2, _), process = release_api
     _challenger(settings, v2)
     records = sample_records("binary", "churn", rows=60)
-    plan = ReleasePlan(strategy="canary", canary_steps=(50,), min_requests=40)
+    # 150 challenger requests a stage: the canary's look waits well past the restart
+    plan = ReleasePlan(strategy="canary", canary_steps=(50,), min_requests=150)
     traffic = TrafficClient(api.url, records)
     traffic.start()
     try:
@@ -220,11 +223,16 @@ def test_an_api_restart_between_looks_restores_the_experiment(release_api):
         assert set(arms) == {"champion", "challenger"}, arms  # a 50% canary by key
         down_from = len(traffic.outcomes)
         process.stop()
-        waiting = poke(settings, api, run)
-        assert not waiting.done
-        assert "the model API did not answer" in waiting.message, waiting.message
-        process.start()
+        starting = threading.Thread(target=process.start)
+        starting.start()
+        waiting = []  # pokes while it is down, then listening but loading its models
+        while starting.is_alive():
+            waiting.append(poke(settings, api, run))
+            time.sleep(0.1)
+        starting.join()
         up_from = len(traffic.outcomes)
+        assert [p.message for p in waiting if p.done] == []  # none took it for the kill switch
+        assert "the model API did not answer" in waiting[0].message, waiting[0].message
         restored = experiment_status(api.url, NAME)  # the first read once ready
         assert restored is not None, "the experiment was not restored before /ready"
         assert (restored["config"]["mode"], restored["config"]["share"]) == ("canary", 0.5)
@@ -245,7 +253,7 @@ def test_an_api_restart_between_looks_restores_the_experiment(release_api):
     )
     assert failed
     assert all(down_from <= k <= up_from for k in failed), (down_from, up_from)
-    assert len(outcomes) - up_from > 40  # the client carried on after the restart
+    assert len(outcomes) - up_from > 150  # the client carried on after the restart
     _client(settings.mlflow_tracking_uri).set_registered_model_alias(NAME, "champion", v1)
 
 

@@ -318,10 +318,19 @@ def _set_stage(endpoint: ModelApiEndpoint, run: ReleaseRun, timeout: float = 180
 def _check_stage(endpoint: ModelApiEndpoint, run: ReleaseRun, timeout: float) -> str | None:
     """The API runs the run's stage: None. No experiment at all: someone pulled the kill
     switch (`DELETE .../experiment`) outside the DAG, so the release ends there (the
-    sentence says so). Another stage (a stage change whose call failed): sent again."""
-    from include.ml_pipeline.deployment.experiment_client import experiment_status
+    sentence says so); unless the API has no champion loaded yet (it is starting, and
+    restores its recorded experiment before it loads the champion): `ModelApiError`, the
+    poke waits. Another stage (a stage change whose call failed): sent again."""
+    from include.ml_pipeline.deployment.api_client import ModelApiError
+    from include.ml_pipeline.deployment.experiment_client import experiment_state
 
-    status = experiment_status(endpoint.url, run.model_name)
+    answer = experiment_state(endpoint.url, run.model_name)
+    status = answer.get("experiment")
+    if status is None and answer.get("champion_version") is None:
+        raise ModelApiError(
+            f"the model API at {endpoint.url} serves no champion of {run.model_name!r} yet "
+            "(starting: it restores the experiment first)"
+        )
     if status is None:
         return (
             f"STOPPED at stage {run.stage + 1} of {len(run.plan.stages)}: the experiment of "
