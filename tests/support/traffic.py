@@ -75,7 +75,9 @@ class TrafficClient(threading.Thread):
 class LabelFeeder(threading.Thread):
     """Posts the true label (`labels[k % len(labels)]`) of each answer `client` got, by its
     request id, to `path` (`POST /models/<name>/feedback`) every `interval` seconds, in one
-    body per call; keeps each call's (status, body) in `answers` and the ids labelled."""
+    body per call (sent again after a transport error or a 5xx: the API restarting);
+    keeps each call's (status or the transport error, body) in `answers` and the ids
+    labelled."""
 
     def __init__(self, client: TrafficClient, labels: list, path: str, interval: float = 0.5):
         super().__init__(name=f"labels{path}", daemon=True)
@@ -100,9 +102,11 @@ class LabelFeeder(threading.Thread):
             self.answers.append((repr(exc), None))
             return
         self.answers.append((answer.status_code, answer.text[:500]))
+        if answer.status_code >= 500:  # not ready (a restart): sent again at the next call
+            return
         if answer.is_success:
             self.labelled.update(item["request_id"] for item in items)
-        self.sent = answered  # a refused body is kept in `answers`, not sent again
+        self.sent = answered  # a refused body (4xx) is kept in `answers`, not sent again
 
     def run(self) -> None:
         with httpx.Client(base_url=self.client.url, timeout=10.0) as http:
