@@ -316,7 +316,7 @@ class Mlflow(LoopbackService):
                 f"/api/2.0/mlflow/registered-models/alias?name={quote(name)}&alias={quote(alias)}"
             )
         except HTTPError as exc:
-            if exc.code == 404:
+            if exc.code in (400, 404):  # MLflow: an unknown alias is INVALID_PARAMETER_VALUE
                 return None
             raise
         return found["model_version"]["version"]

@@ -34,7 +34,7 @@ from include.ml_pipeline.deployment.experiment_run import (
 )
 from include.ml_pipeline.deployment.rollout import ModelApiEndpoint
 from tests.serving.conftest import ADMIN_TOKEN
-from tests.support.traffic import TrafficClient, sample_records
+from tests.support.traffic import TrafficClient, keyed_arms, sample_records
 
 pytestmark = pytest.mark.services
 
@@ -184,18 +184,6 @@ def test_equal_challenger_promoted_through_shadow_and_canary(release_api):
     _client(settings.mlflow_tracking_uri).set_registered_model_alias(NAME, "champion", v1)
 
 
-def _arms(url: str, record: dict, keys: list[str]) -> list[str]:
-    """The arm that answers each key (`X-Experiment-Key`) of a canary."""
-    return [
-        httpx.post(
-            f"{url}/invocations",
-            json={"dataframe_records": [record]},
-            headers={"X-Experiment-Key": key},
-        ).headers["X-Experiment-Arm"]
-        for key in keys
-    ]
-
-
 def test_an_api_restart_between_looks_restores_the_experiment(release_api):
     """The API process is restarted after the shadow look, in the canary step: the pokes
     while it is down, then up but still loading, wait (no look taken, none takes the
@@ -219,7 +207,7 @@ def test_an_api_restart_between_looks_restores_the_experiment(release_api):
             assert time.monotonic() < deadline, poked.message
             time.sleep(0.5)
         keys = [f"customer-{i}" for i in range(24)]
-        arms = _arms(api.url, records[0], keys)
+        arms = keyed_arms(api.url, "/invocations", records[0], keys)
         assert set(arms) == {"champion", "challenger"}, arms  # a 50% canary by key
         down_from = len(traffic.outcomes)
         process.stop()
@@ -237,7 +225,8 @@ def test_an_api_restart_between_looks_restores_the_experiment(release_api):
         assert restored is not None, "the experiment was not restored before /ready"
         assert (restored["config"]["mode"], restored["config"]["share"]) == ("canary", 0.5)
         assert str(restored["challenger_version"]) == v2
-        assert _arms(api.url, records[0], keys) == arms  # each key keeps its arm
+        after = keyed_arms(api.url, "/invocations", records[0], keys)
+        assert after == arms  # each key keeps its arm
         assert len(run.looks) == 1  # the poke while down took no look
         poked = _until_done(settings, api, run)
     finally:

@@ -27,7 +27,7 @@ from include.ml_pipeline.data_preparation.sample_data import TARGET, write_datas
 from include.ml_pipeline.deployment import api_process
 from include.ml_pipeline.deployment.api_client import ModelApiError
 from include.ml_pipeline.deployment.experiment_client import experiment_status
-from tests.support.traffic import LabelFeeder, TrafficClient, sample_rows
+from tests.support.traffic import LabelFeeder, TrafficClient, keyed_arms, sample_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -66,18 +66,6 @@ def _checks(release: dict) -> list[dict]:
     ]
 
 
-def _arms(url: str, record: dict) -> list[str]:
-    """The arm that answers each of `KEYS` (`X-Experiment-Key`)."""
-    return [
-        httpx.post(
-            f"{url}/models/{MODEL}/invocations",
-            json={"dataframe_records": [record]},
-            headers={"X-Experiment-Key": key},
-        ).headers["X-Experiment-Arm"]
-        for key in KEYS
-    ]
-
-
 class Restart(threading.Thread):
     """Restarts the model API process once the release runs its canary step (after the
     shadow look), as an operator or a crash would: what the test asserts on is kept."""
@@ -101,7 +89,9 @@ class Restart(threading.Thread):
                 time.sleep(0.2)
             else:
                 raise TimeoutError("the release never reached its canary step")
-            self.facts["arms"] = _arms(self.url, self.record)
+            self.facts["arms"] = keyed_arms(
+                self.url, f"/models/{MODEL}/invocations", self.record, KEYS
+            )
             self.facts["down_from"] = len(self.client.outcomes)
             began = time.monotonic()
             api_process.stop_api()
@@ -114,7 +104,9 @@ class Restart(threading.Thread):
             self.facts["seconds"] = time.monotonic() - began
             self.facts["up_from"] = len(self.client.outcomes)
             self.facts["restored"] = experiment_status(self.url, MODEL)  # the first read
-            self.facts["arms_after"] = _arms(self.url, self.record)
+            self.facts["arms_after"] = keyed_arms(
+                self.url, f"/models/{MODEL}/invocations", self.record, KEYS
+            )
         except BaseException as exc:  # asserted in the test
             self.error = exc
 

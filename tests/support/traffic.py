@@ -118,3 +118,14 @@ class LabelFeeder(threading.Thread):
         self.stopping.set()
         self.join(timeout=30)
         return self.answers
+
+
+def keyed_arms(url: str, path: str, record: dict, keys: list[str]) -> list[str]:
+    """The arm (`X-Experiment-Arm`) that answers `record` for each key of a canary
+    (`X-Experiment-Key`)."""
+    return [
+        httpx.post(
+            f"{url}{path}", json={"dataframe_records": [record]}, headers={"X-Experiment-Key": k}
+        ).headers["X-Experiment-Arm"]
+        for k in keys
+    ]
