@@ -259,6 +259,9 @@ class S3:
         self.client().put_object(Bucket=self.bucket, Key=key, Body=body)
         return f"s3://{self.bucket}/{key}"
 
+    def get(self, key: str) -> bytes:
+        return self.client().get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
 
 def start_s3(root: Path, bucket: str = "ml-pipeline") -> S3:
     """moto's S3 server (`moto_server` of this venv) with `bucket`. A reusable
@@ -313,7 +316,7 @@ class Mlflow(LoopbackService):
                 f"/api/2.0/mlflow/registered-models/alias?name={quote(name)}&alias={quote(alias)}"
             )
         except HTTPError as exc:
-            if exc.code == 404:
+            if exc.code in (400, 404):  # MLflow: an unknown alias is INVALID_PARAMETER_VALUE
                 return None
             raise
         return found["model_version"]["version"]

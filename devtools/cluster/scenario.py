@@ -20,6 +20,9 @@ problems; `python -m devtools.cluster` prints both.
    With `roll_back` (the test) that version is deployed and fails its smoke test: the
    run must fail, the churn champion go back to the version before, the API service
    serve every model as before the run.
+5. `release` (issue 24, service mode; the test runs it inside step 3's test): a new version
+   of the second model released on live evidence (`release_strategy` canary), promoted
+   at its last look, with a client of it sending and feeding labels back throughout.
 """
 
 from __future__ import annotations
@@ -96,6 +99,9 @@ class Step:
             "served",
             "rollback",
             "live_rows_sent",
+            "release",
+            "release_looks",
+            "release_poked_on",
         ):
             if key in self.facts:
                 lines.append(f"   {key}: {self.facts[key]}")
@@ -466,6 +472,110 @@ def deploy_second_model(
             f"the model API serves {served}, not {expected}: the models it served before "
             f"must stay as they were and {SECOND_MODEL} must serve its champion"
         )
+    _judge_storage(cluster, step, DEPLOYMENT_DAG_ID, need=("splits",), data_uri=data_uri)
+    return step
+
+
+#: A release on live evidence (issue 24): shadow, then a 50% canary; each stage looks once
+#: the challenger answered 120 requests more (the last look has the 200 labelled rows the
+#: paired test needs when a client feeds its labels back).
+RELEASE_CONF = {
+    "release_strategy": "canary",
+    "canary_steps": [50],
+    "release_min_requests": 120,
+    "release_poke_seconds": 5,
+    "release_max_wait_minutes": 10.0,
+    "release_abort_on_replay_fail": False,  # judged on live traffic, not on the replay
+}
+RELEASE_TASK = "despliegue_modelo.desplegar_api"
+
+
+def release_second_model(
+    cluster: Cluster, data_uri: str, timeout: float = RUN_TIMEOUT_SECONDS
+) -> Step:
+    """Issue 24 in service mode: a new version of `SECOND_MODEL` (`data_uri`: its
+    champion's data, so as good as it) released by the DAG on live evidence
+    (`RELEASE_CONF`): the
+    sensor's pokes, on either worker, carry the release's state in the bucket and drive
+    the API service's experiment through its admin API. It must be promoted at the last
+    look (the aliases moved, the previous champion kept, the decision tagged on the
+    version and in the state object), the API service serve it next to the churn model
+    (that one untouched) with no experiment left running. The test keeps a client of the
+    model sending, and feeding its labels back, throughout."""
+    from include.ml_pipeline.data_preparation.sample_data import REGRESSION_TARGET
+
+    step = Step("release", run_id="cluster_release_second_model")
+    before = served_models(cluster)
+    champion_before = cluster.mlflow.alias_version(SECOND_MODEL, "champion")
+    conf = {
+        **deployment_conf(data_uri, SECOND_CANDIDATES),
+        "target": REGRESSION_TARGET,
+        "model_name": SECOND_MODEL,
+        "tolerance": 0.5,  # the offline gate is not under test here: the live release is
+        **RELEASE_CONF,
+    }
+    tis = _run(cluster, step, DEPLOYMENT_DAG_ID, conf, timeout)
+    xcoms = cluster.xcoms(DEPLOYMENT_DAG_ID, step.run_id)
+    version = str((xcoms.get(f"{REGISTER_TASK}:return_value") or {}).get("version"))
+    champion = cluster.mlflow.alias_version(SECOND_MODEL, "champion")
+    previous = cluster.mlflow.alias_version(SECOND_MODEL, "previous_champion")
+    tags = next(
+        (
+            {t["key"]: t["value"] for t in v.get("tags", [])}
+            for v in cluster.mlflow.model_versions(SECOND_MODEL)
+            if str(v["version"]) == version
+        ),
+        {},
+    )
+    key = f"pipeline/releases/{SECOND_MODEL}-v{version}.json"
+    state = json.loads(cluster.s3.get(key)) if key in cluster.s3.keys(key) else {}
+    served = served_models(cluster)
+    poked_on = sorted(
+        name
+        for name, worker in cluster.workers.items()
+        if any(
+            (worker.airflow_home / "logs" / f"dag_id={DEPLOYMENT_DAG_ID}").glob(
+                f"run_id={step.run_id}/task_id={RELEASE_TASK}*/**/*.log"
+            )
+        )
+    )
+    step.facts.update(
+        champion_before=champion_before,
+        champion=champion,
+        served=served,
+        release={k: v for k, v in tags.items() if k.startswith("release_")},
+        release_state=key if state else None,
+        release_looks=[
+            {
+                "look": look["look"],
+                "verdict": look["verdict"],
+                "requests": look["requests"],
+                "labelled": look["labelled"],
+                "checks": {c["name"]: c["status"] for c in look["checks"]},
+            }
+            for look in state.get("looks", [])
+        ],
+        release_poked_on=poked_on,
+        hostnames=sorted({ti["hostname"] for ti in tis if ti["hostname"]}),
+    )
+    if (champion, previous) != (version, champion_before):
+        step.problems.append(
+            f"{SECOND_MODEL}: champion v{champion}, previous_champion v{previous} after the "
+            f"release of v{version}; expected v{version} and v{champion_before}"
+        )
+    if (tags.get("release_outcome"), tags.get("release_looks")) != ("promoted", "2 of 2"):
+        step.problems.append(f"v{version} not promoted at look 2 of 2: {tags}")
+    if state.get("outcome") != "promoted":
+        step.problems.append(f"no promoted release state at s3://{cluster.bucket}/{key}")
+    expected = {**before, SECOND_MODEL: version}
+    if served != expected:
+        step.problems.append(f"the model API serves {served}, not {expected}")
+    try:
+        running = cluster.api.get(f"/models/{SECOND_MODEL}/experiment")["experiment"]
+    except OSError as exc:
+        running = repr(exc)
+    if running is not None:
+        step.problems.append(f"an experiment still runs after the release: {running}")
     _judge_storage(cluster, step, DEPLOYMENT_DAG_ID, need=("splits",), data_uri=data_uri)
     return step
 

@@ -8,9 +8,11 @@ a failed replay aborts before any live request."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -32,7 +34,7 @@ from include.ml_pipeline.deployment.experiment_run import (
 )
 from include.ml_pipeline.deployment.rollout import ModelApiEndpoint
 from tests.serving.conftest import ADMIN_TOKEN
-from tests.support.traffic import TrafficClient, sample_records
+from tests.support.traffic import TrafficClient, keyed_arms, sample_records
 
 pytestmark = pytest.mark.services
 
@@ -99,21 +101,26 @@ def release_api(tmp_path_factory):
         inference_log_uri=(root / "log").as_uri(),
     )
     url = f"http://127.0.0.1:{free_port()}"
-    api_process.start_api(
-        url=url,
-        model_name=NAME,
-        tracking_uri=uri,
-        admin_token=ADMIN_TOKEN,
-        home=home,
-        timeout=240,
-        extra_env={
-            "ML_PIPELINE_INFERENCE_LOG": str(root / "log"),
-            "ML_PIPELINE_STORAGE": str(root / "data"),
-            "MODEL_API_LOG_FLUSH_SECONDS": "0.2",
-            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
-        },
-    )
-    yield settings, ModelApiEndpoint(url, ADMIN_TOKEN), versions
+
+    def start() -> None:
+        api_process.start_api(
+            url=url,
+            model_name=NAME,
+            tracking_uri=uri,
+            admin_token=ADMIN_TOKEN,
+            home=home,
+            timeout=240,
+            extra_env={
+                "ML_PIPELINE_INFERENCE_LOG": str(root / "log"),
+                "ML_PIPELINE_STORAGE": str(root / "data"),
+                "MODEL_API_LOG_FLUSH_SECONDS": "0.2",
+                "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
+            },
+        )
+
+    start()
+    process = SimpleNamespace(start=start, stop=lambda: api_process.stop_api(home=home))
+    yield settings, ModelApiEndpoint(url, ADMIN_TOKEN), versions, process
     api_process.stop_api(home=home)
 
 
@@ -147,7 +154,7 @@ def _until_done(settings, api, run, timeout: float = 90.0, **kwargs):
 
 
 def test_equal_challenger_promoted_through_shadow_and_canary(release_api):
-    settings, api, (v1, v2, _) = release_api
+    settings, api, (v1, v2, _), _ = release_api
     _challenger(settings, v2)
     plan = ReleasePlan(strategy="canary", canary_steps=(50,), min_requests=40)
     traffic = TrafficClient(api.url, sample_records("binary", "churn", rows=60))
@@ -177,8 +184,70 @@ def test_equal_challenger_promoted_through_shadow_and_canary(release_api):
     _client(settings.mlflow_tracking_uri).set_registered_model_alias(NAME, "champion", v1)
 
 
+def test_an_api_restart_between_looks_restores_the_experiment(release_api):
+    """The API process is restarted after the shadow look, in the canary step: the pokes
+    while it is down, then up but still loading, wait (no look taken, none takes the
+    missing experiment for the kill switch); once ready it runs the same canary (restored
+    from its experiments file before the champion: the first status read after `/ready`
+    already shows it), each key on the arm it had, and the next look promotes. The
+    client's only failed requests are those sent between the stop and `/ready`."""
+    settings, api, (v1, v2, _), process = release_api
+    _challenger(settings, v2)
+    records = sample_records("binary", "churn", rows=60)
+    # 150 challenger requests a stage: the canary's look waits well past the restart
+    plan = ReleasePlan(strategy="canary", canary_steps=(50,), min_requests=150)
+    traffic = TrafficClient(api.url, records)
+    traffic.start()
+    try:
+        run = begin(settings, api, NAME, v2, plan, **LABELS)
+        deadline = time.monotonic() + 90
+        while run.stage == 0:  # until the shadow look moved the release to the canary
+            poked = poke(settings, api, run)
+            assert not poked.done, poked.message
+            assert time.monotonic() < deadline, poked.message
+            time.sleep(0.5)
+        keys = [f"customer-{i}" for i in range(24)]
+        arms = keyed_arms(api.url, "/invocations", records[0], keys)
+        assert set(arms) == {"champion", "challenger"}, arms  # a 50% canary by key
+        down_from = len(traffic.outcomes)
+        process.stop()
+        starting = threading.Thread(target=process.start)
+        starting.start()
+        waiting = []  # pokes while it is down, then listening but loading its models
+        while starting.is_alive():
+            waiting.append(poke(settings, api, run))
+            time.sleep(0.1)
+        starting.join()
+        up_from = len(traffic.outcomes)
+        assert [p.message for p in waiting if p.done] == []  # none took it for the kill switch
+        assert "the model API did not answer" in waiting[0].message, waiting[0].message
+        restored = experiment_status(api.url, NAME)  # the first read once ready
+        assert restored is not None, "the experiment was not restored before /ready"
+        assert (restored["config"]["mode"], restored["config"]["share"]) == ("canary", 0.5)
+        assert str(restored["challenger_version"]) == v2
+        after = keyed_arms(api.url, "/invocations", records[0], keys)
+        assert after == arms  # each key keeps its arm
+        assert len(run.looks) == 1  # the poke while down took no look
+        poked = _until_done(settings, api, run)
+    finally:
+        outcomes = traffic.stop()
+    assert poked.run.outcome == PROMOTED, poked.run.summary
+    assert [look["look"] for look in poked.run.looks] == [1, 2]
+    assert (_alias(settings, "champion"), _alias(settings, "previous_champion")) == (v2, v1)
+    # failed: refused while the process was down, 503 while it loaded (not ready yet)
+    failed = [k for k, (status, _) in enumerate(outcomes) if status not in (200,)]
+    print(
+        f"restart: {len(failed)} of {len(outcomes)} client requests failed, all between the "
+        f"stop and /ready ({up_from - down_from} requests sent in that window)"
+    )
+    assert failed
+    assert all(down_from <= k <= up_from for k in failed), (down_from, up_from)
+    assert len(outcomes) - up_from > 150  # the client carried on after the restart
+    _client(settings.mlflow_tracking_uri).set_registered_model_alias(NAME, "champion", v1)
+
+
 def test_inverted_challenger_aborted_in_shadow_clients_unchanged(release_api):
-    settings, api, (v1, _, v3) = release_api
+    settings, api, (v1, _, v3), _ = release_api
     assert _alias(settings, "champion") == v1
     _challenger(settings, v3)
     records = sample_records("binary", "churn", rows=30)
@@ -212,7 +281,7 @@ def test_inverted_challenger_aborted_in_shadow_clients_unchanged(release_api):
 
 
 def test_no_traffic_by_the_time_limit_keeps_the_champion(release_api):
-    settings, api, (v1, v2, _) = release_api
+    settings, api, (v1, v2, _), _ = release_api
     _challenger(settings, v2)
     plan = ReleasePlan(strategy="shadow", min_requests=500, max_wait_seconds=60)
     run = begin(settings, api, NAME, v2, plan, **LABELS)
@@ -230,7 +299,7 @@ def test_no_traffic_by_the_time_limit_keeps_the_champion(release_api):
 
 
 def test_the_kill_switch_outside_the_dag_ends_the_release(release_api):
-    settings, api, (v1, v2, _) = release_api
+    settings, api, (v1, v2, _), _ = release_api
     _challenger(settings, v2)
     plan = ReleasePlan(strategy="shadow", min_requests=500, max_wait_seconds=120)
     run = begin(settings, api, NAME, v2, plan, **LABELS)
@@ -245,7 +314,7 @@ def test_the_kill_switch_outside_the_dag_ends_the_release(release_api):
 
 
 def test_a_failed_replay_aborts_before_any_live_request(release_api, tmp_path):
-    settings, api, (v1, _v2, v3) = release_api
+    settings, api, (v1, _v2, v3), _ = release_api
     manifest = {
         "model_name": NAME,
         "version": v3,

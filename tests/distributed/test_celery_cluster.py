@@ -18,7 +18,7 @@ from devtools.cluster import backends, scenario
 from devtools.cluster.cluster import WORKER_NAMES, Cluster
 from include.ml_pipeline.data_preparation.sample_data import REGRESSION_TARGET, TARGET
 from tests.support.system import need_system_package
-from tests.support.traffic import TrafficClient, sample_records
+from tests.support.traffic import LabelFeeder, TrafficClient, sample_records, sample_rows
 
 # A whole cluster and three DAG runs: about 8 minutes on a quiet 2-core machine (2.11), much
 # more when the machine is shared (Airflow 3, 2026-12-03: 20.5 min at load average 20-25,
@@ -96,11 +96,12 @@ def two_models(cluster, deployed):
     spend_uri = scenario.upload_raw_data(
         cluster, scenario.SECOND_ROWS, seed=22, problem="regression", key=scenario.SECOND_KEY
     )
+    spend_records, spend_labels = sample_rows("regression", REGRESSION_TARGET)
     clients = {
         "churn": TrafficClient(cluster.api.url, sample_records("binary", TARGET), interval=0.1),
         "spend": TrafficClient(
             cluster.api.url,
-            sample_records("regression", REGRESSION_TARGET),
+            spend_records,
             f"/models/{scenario.SECOND_MODEL}/invocations",
             interval=0.1,
         ),
@@ -110,7 +111,7 @@ def two_models(cluster, deployed):
         step = scenario.deploy_second_model(cluster, spend_uri)
         if step.state == "success":
             clients["spend"].start()
-        yield step, clients
+        yield step, clients, spend_labels, spend_uri
     finally:
         for client in clients.values():
             if client.ident:
@@ -128,9 +129,37 @@ def _no_client_failed(clients: dict[str, TrafficClient]) -> str:
 
 
 def test_second_model_served_beside_the_first_no_client_fails(cluster, two_models):
-    step, clients = two_models
+    step, clients, *_ = two_models
     assert step.state == "success", _explain(cluster, step)
     assert not step.problems, _explain(cluster, step)
+    assert not _no_client_failed(clients), _no_client_failed(clients)
+
+
+def test_second_model_released_on_live_evidence_no_client_fails(cluster, two_models):
+    """Issue 24 in service mode: a new version of the spend model (retrained on the same
+    data) released by the DAG through shadow and a 50% canary on the clients' traffic,
+    its client posting the true values back by request id (`POST /feedback`, into the
+    bucket): promoted at its last look with the paired test on the labels run (not
+    skipped), and no client request failed (churn's and spend's clients run through it).
+    This proves the machinery across two workers and the services; whether the decision
+    tells a worse model from an equal one is the e2e's and the simulations' part."""
+    step, clients, labels, spend_uri = two_models
+    assert step.state == "success", _explain(cluster, step)
+    spend = clients["spend"]
+    feeder = LabelFeeder(spend, labels, f"/models/{scenario.SECOND_MODEL}/feedback", 1.0)
+    sent_before = len(spend.outcomes)
+    feeder.start()
+    try:
+        released = scenario.release_second_model(cluster, spend_uri)
+    finally:
+        fed = feeder.stop()
+    print(released.summary(), f"\nspend client: {len(spend.outcomes) - sent_before} requests")
+    assert released.state == "success", _explain(cluster, released)
+    assert not released.problems, _explain(cluster, released)
+    looks = released.facts["release_looks"]
+    assert [look["verdict"] for look in looks] == ["pass", "pass"], looks
+    assert looks[-1]["checks"]["non_inferiority"] == "pass", looks  # the labels were tested
+    assert {status for status, _ in fed} == {200}, [f for f in fed if f[0] != 200][:3]
     assert not _no_client_failed(clients), _no_client_failed(clients)
 
 
@@ -141,7 +170,7 @@ def test_killed_worker_training_is_retried_on_the_other(cluster, data_uri, deplo
     untouched, and neither client saw a non-2xx through the second deployment, the
     lost worker and the rollback."""
     step = scenario.kill_during_training(cluster, data_uri, roll_back=True)
-    _, clients = two_models
+    _, clients, *_ = two_models
     outcomes = {name: client.stop() for name, client in clients.items() if client.ident}
     print({name: f"{len(o)} requests" for name, o in outcomes.items()})
     assert step.facts["survivor"] != step.facts["victim"]

@@ -53,10 +53,18 @@ def stop_experiment(
 def experiment_status(url: str, model_name: str, timeout: float = 5.0) -> dict[str, Any] | None:
     """`GET /models/<name>/experiment`: the running experiment (config, challenger
     version, breaker, counts), None when there is none."""
+    return experiment_state(url, model_name, timeout)["experiment"]
+
+
+def experiment_state(url: str, model_name: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The whole answer of `GET /models/<name>/experiment`: `experiment` (None when there
+    is none) with the `champion_version` served at that moment (None while the API is
+    still loading it: a starting API restores a recorded experiment before it loads the
+    champion, so one answer says whether "no experiment" is final)."""
     response = _get(url, model_path(model_name, "/experiment"), timeout)
     if response.status_code != 200:
         raise ModelApiError(
             f"GET {url}{model_path(model_name, '/experiment')} answered "
             f"{response.status_code}: {response.text[:500]}"
         )
-    return response.json()["experiment"]
+    return response.json()

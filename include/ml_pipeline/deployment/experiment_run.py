@@ -23,7 +23,9 @@ looks, then promote the challenger or abort it. Plain Python (no Airflow): the D
   `pass` at the last look -> `promote_to_champion` (aliases moved as in a direct release,
   the previous champion kept as `previous_champion`);
 - **the kill switch** pulled outside the DAG (`DELETE .../experiment`) ends the release
-  at the next poke (aborted, no look spent); a stage change whose call failed is sent again.
+  at the next poke (aborted, no look spent); a stage change whose call failed is sent again;
+- **an API down or restarting** (it restores the experiment from its file before it is
+  ready) makes a poke wait, no look taken, within the stage's time limit.
 
 The run's state (`ReleaseRun`: the plan, the stage, the looks taken, the outcome) is a
 JSON object under the storage root (`releases/<model>-v<version>.json`), so a sensor in
@@ -316,10 +318,19 @@ def _set_stage(endpoint: ModelApiEndpoint, run: ReleaseRun, timeout: float = 180
 def _check_stage(endpoint: ModelApiEndpoint, run: ReleaseRun, timeout: float) -> str | None:
     """The API runs the run's stage: None. No experiment at all: someone pulled the kill
     switch (`DELETE .../experiment`) outside the DAG, so the release ends there (the
-    sentence says so). Another stage (a stage change whose call failed): sent again."""
-    from include.ml_pipeline.deployment.experiment_client import experiment_status
+    sentence says so); unless the API has no champion loaded yet (it is starting, and
+    restores its recorded experiment before it loads the champion): `ModelApiError`, the
+    poke waits. Another stage (a stage change whose call failed): sent again."""
+    from include.ml_pipeline.deployment.api_client import ModelApiError
+    from include.ml_pipeline.deployment.experiment_client import experiment_state
 
-    status = experiment_status(endpoint.url, run.model_name)
+    answer = experiment_state(endpoint.url, run.model_name)
+    status = answer.get("experiment")
+    if status is None and answer.get("champion_version") is None:
+        raise ModelApiError(
+            f"the model API at {endpoint.url} serves no champion of {run.model_name!r} yet "
+            "(starting: it restores the experiment first)"
+        )
     if status is None:
         return (
             f"STOPPED at stage {run.stage + 1} of {len(run.plan.stages)}: the experiment of "
@@ -392,6 +403,7 @@ def poke(
 ) -> Poke:
     """One look at the evidence: wait (too few requests, time left), or take the stage's
     planned look and act on it (next stage, promote, abort, keep the champion)."""
+    from include.ml_pipeline.deployment.api_client import ModelApiError
     from include.ml_pipeline.release.decision import FAIL, INCONCLUSIVE, PASS, decide
 
     if run.outcome is not None:
@@ -403,18 +415,31 @@ def poke(
             else f"v{run.version} is already the champion"
         )
         return Poke(True, _finish(settings, endpoint, run, PROMOTED, timeout), run.summary)
-    stopped = _check_stage(endpoint, run, timeout)
+    plan, policy = run.plan, run.plan.policy()
+    waited = (_now(now) - datetime.fromisoformat(run.stage_started_at)).total_seconds()
+    try:
+        stopped = _check_stage(endpoint, run, timeout)
+    except ModelApiError as exc:
+        if waited >= plan.max_wait_seconds:
+            raise
+        # down or restarting (it restores the experiment from its file): no look is
+        # taken, the next poke asks again; the stage's time limit still bounds the wait
+        return Poke(
+            False,
+            run,
+            f"the model API did not answer ({exc}); waiting for it (a restart restores "
+            f"the experiment), no look taken, {waited:.0f} s of at most "
+            f"{plan.max_wait_seconds:.0f} s in this stage",
+        )
     if stopped:
         run.summary = stopped
         return Poke(True, _finish(settings, endpoint, run, ABORTED, timeout), run.summary)
-    plan, policy = run.plan, run.plan.policy()
     look = run.stage + 1
     required = policy.plan.sample_at(look)
     evidence, in_stage = read_evidence(settings, run)
     seen = evidence.challenger_requests
     # each stage waits for requests of its own (so a canary step is judged on canary
     # traffic), and for the look's planned sample (k x min_requests in all)
-    waited = (_now(now) - datetime.fromisoformat(run.stage_started_at)).total_seconds()
     stage = plan.stages[run.stage]
     if (in_stage < plan.min_requests or seen < required) and waited < plan.max_wait_seconds:
         return Poke(

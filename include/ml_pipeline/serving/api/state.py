@@ -287,22 +287,27 @@ class ServiceState:
 
     async def load_all(self) -> None:
         """The first load of every model, side by side (a failure is that model's 503),
-        then the experiments recorded in the experiments file (a restart keeps them)."""
+        each after the experiment recorded for it in the experiments file (a restart
+        keeps them). The experiment first: the model is ready (`/ready`, its requests
+        answered) only once it is back in its recorded state, so nobody (a client, the
+        DAG's release poke) sees its champion alone for a moment and takes the
+        experiment for stopped. A challenger that does not load leaves the champion
+        alone, said in the log."""
         recorded = read_experiments(self.settings.experiments_file)
 
         async def one(slot: ModelSlot) -> None:
-            try:
-                await slot.reload()
-                self.record(add=slot.name)
-            except Exception as exc:
-                log.error("initial load of %s failed: %s", slot.name, exc)
-                self.metrics.reloads.labels(slot.name, "failed").inc()
             config = recorded.get(slot.name)
             if config is not None:
                 try:
                     await self.start_experiment(slot.name, config, persist=False)
                 except Exception as exc:
                     log.error("experiment of %s not restored: %s", slot.name, exc)
+            try:
+                await slot.reload()
+                self.record(add=slot.name)
+            except Exception as exc:
+                log.error("initial load of %s failed: %s", slot.name, exc)
+                self.metrics.reloads.labels(slot.name, "failed").inc()
 
         await asyncio.gather(*(one(slot) for slot in list(self.slots.values())))
 
