@@ -45,8 +45,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -123,8 +126,9 @@ def warm_up(kernel: str, table_dtype: Any, sum_dtype: Any) -> ModuleType | None:
             _state["failed"] = f"{SWITCH_ENV}=0"
             return None
         try:
-            kernels = _state["kernels"] or _import()
-            _exercise(kernels, *key)
+            with _scipy_hidden():
+                kernels = _state["kernels"] or _import()
+                _exercise(kernels, *key)
         except Exception as exc:  # numba missing, or a compiler failure: numpy answers
             _state["failed"] = f"{type(exc).__name__}: {exc}"
             log.warning("compiled tree kernels unavailable (%s): numpy leaf masks", exc)
@@ -148,6 +152,25 @@ def start_warm_up(kernel: str, table_dtype: Any, sum_dtype: Any) -> None:
         )
         _state["threads"][key] = thread
         thread.start()
+
+
+@contextmanager
+def _scipy_hidden() -> Iterator[None]:
+    """scipy hidden from numba while it imports and compiles, unless it is loaded already.
+
+    numba imports scipy when it is installed: at its import, to check scipy's version, and
+    when it compiles, for its BLAS/LAPACK bindings. Our kernels need neither, and the model
+    API's server holds no scipy (numpy + onnxruntime: test_api_live). Where scipy is loaded
+    already (a worker that verified the model with scikit-learn) nothing is hidden."""
+    if "scipy" in sys.modules:
+        yield
+        return
+    sys.modules["scipy"] = None  # type: ignore[assignment]  # import scipy -> ImportError
+    try:
+        yield
+    finally:
+        if "scipy" in sys.modules and sys.modules["scipy"] is None:
+            del sys.modules["scipy"]
 
 
 def _import() -> ModuleType:
