@@ -443,6 +443,32 @@ def airflow_services(project: compose.Project, image: str) -> list[str]:
 RESTARTS_ALLOWED = 5
 
 
+class RestartWatch:
+    """Which Airflow container stopped for good, from `podman inspect`'s status, exit
+    code and restart count, polled while `astro dev start` comes up. A one-shot service
+    (no restart policy: Airflow 3's db-migration) failed when it exited with a code other
+    than 0; a service with a restart policy failed once it restarted RESTARTS_ALLOWED
+    times after db-migration ended. Restarts while the migration runs are by design (the
+    scheduler, DAG processor and API server exit after [database] migration_wait_timeout
+    and come back), so each service's count is taken again at every poll during it: a
+    scheduler that restarted 5 times during a slow migration on a loaded machine (CI,
+    2026-12-04) is not a failure once the migration ends."""
+
+    def __init__(self, allowed: int = RESTARTS_ALLOWED) -> None:
+        self.allowed = allowed
+        self.baseline: dict[str, int] = {}
+
+    def failed(self, service: str, state: str, one_shot: bool, migrating: bool) -> bool:
+        """`state`: "<status> <exit code> <restart count>" (podman inspect)."""
+        status, code, restarts = [*state.split(), "", "", ""][:3]
+        count = int(restarts) if restarts.isdigit() else 0
+        if migrating or service not in self.baseline:
+            self.baseline[service] = count
+        if one_shot:
+            return status in ("exited", "stopped") and code != "0"
+        return not migrating and count - self.baseline[service] >= self.allowed
+
+
 def wait_airflow(
     line: Line, base: str, project: compose.Project, image: str, timeout: float = 900
 ) -> None:
@@ -456,13 +482,10 @@ def wait_airflow(
     again, so restarts during the migration are expected)."""
     started = time.monotonic()
     watched = ["postgres", *airflow_services(project, image)]
-    # each service's restart count when db-migration was last seen running: a scheduler
-    # that restarted 5 times while a slow migration ran (CI, 2026-12-04) is not a failure
-    baseline: dict[str, int] = {}
+    restarts = RestartWatch()
     while time.monotonic() - started < timeout:
         # while Airflow 3's one-shot db-migration runs, the services waiting for it restart
-        # by design (every ~8 s): their restarts count only once it has ended (a slow
-        # migration on a loaded machine took more than 5 of them)
+        # by design (every ~8 s): their restarts count only once it has ended (RestartWatch)
         migrating = "db-migration" in project.config["services"] and engine.output(
             "inspect",
             "--format",
@@ -478,16 +501,8 @@ def wait_airflow(
                 project.container(service),
                 check=False,
             )
-            status, code, restarts = [*state.split(), "", "", ""][:3]
             one_shot = not project.config["services"][service].get("restart")
-            stopped = status in ("exited", "stopped")
-            if migrating or service not in baseline:
-                baseline[service] = int(restarts or 0)
-            if (one_shot and stopped and code != "0") or (
-                not one_shot
-                and not migrating
-                and int(restarts or 0) - baseline[service] >= RESTARTS_ALLOWED
-            ):
+            if restarts.failed(service, state, one_shot, migrating):
                 raise EngineError(f"{service} stopped ({state}):\n{project.logs(service, 60)}")
         try:
             status, body = http("GET", f"{base}{line.health_path}", timeout=5)
