@@ -89,6 +89,75 @@ def test_xgboost_classifier_takes_text_labels_and_answers_in_them(
     assert verify_predictor(predictor, model, batch) is None
 
 
+def _categorical_splits(model) -> int:
+    """How many of a fitted LightGBM / XGBoost model's splits are on category sets."""
+    import json
+
+    if hasattr(model, "booster_"):  # LightGBM: decision_type "==" is a category-set split
+
+        def count(node: dict) -> int:
+            if "split_index" not in node:
+                return 0
+            here = node["decision_type"] == "=="
+            return here + count(node["left_child"]) + count(node["right_child"])
+
+        return sum(count(t["tree_structure"]) for t in model.booster_.dump_model()["tree_info"])
+
+    def walk(node: dict) -> int:  # XGBoost: a list of categories as the split condition
+        if "children" not in node:
+            return 0
+        here = isinstance(node["split_condition"], list)
+        return here + sum(walk(child) for child in node["children"])
+
+    return sum(walk(json.loads(t)) for t in model.get_booster().get_dump(dump_format="json"))
+
+
+@pytest.mark.parametrize("problem", ["binary", "regression"])
+@pytest.mark.parametrize("kind", ["lightgbm", "xgboost"])
+def test_lightgbm_and_xgboost_candidates_split_categories_natively(
+    kind, problem, churn_spec, one_thread
+):
+    """The candidate as a user's run builds it (`model_for`): the categorical columns as
+    codes (one column each, unseen -1) and the library's own category-set splits, not
+    one-hot columns; the built-in scikit-learn kinds keep one-hot. (What
+    `benchmarks/bench_training.py` and `bench_lightgbm_categoricals.py` measure.)"""
+    from include.ml_pipeline.data_preparation.sample_data import (
+        REGRESSION_TARGET,
+        generate_churn_frame,
+    )
+    from include.ml_pipeline.features import CATEGORICAL, UNSEEN_CODE, coerce_features
+
+    spec = churn_spec
+    if problem == "regression":
+        spec = FeatureSpec(REGRESSION_TARGET, spec.numeric, spec.categorical, "regression")
+    frame = generate_churn_frame(1500, seed=5, problem=problem)
+    X, y = coerce_features(frame, spec), frame[spec.target]
+    model = model_for(Candidate("m", kind, {"n_estimators": 40}), spec, 0).fit(X, y)
+
+    encoder = model.named_steps["preprocess"].named_transformers_[CATEGORICAL].steps[-1]
+    assert encoder[0] == "ordinal"
+    assert encoder[1].unknown_value == UNSEEN_CODE
+    fitted = model.named_steps["model"]
+    assert fitted.n_features_in_ == len(spec.numeric) + len(spec.categorical)
+    assert _categorical_splits(fitted) > 0, "no category-set split: the codes were numbers"
+
+    # unseen and missing categories are answered, like any row
+    rows = X.head(20).copy()
+    rows.loc[rows.index[:10], spec.categorical[0]] = "never_seen_before"
+    rows.loc[rows.index[10:], spec.categorical[1]] = None
+    answers = model.predict(rows)
+    assert len(answers) == 20
+    if problem == "regression":
+        assert pd.Series(answers).notna().all()
+    else:
+        assert set(answers) <= {"no", "yes"}
+
+    # the scikit-learn kinds are unchanged: one-hot columns
+    hgb = model_for(Candidate("h", "hist_gradient_boosting", {"max_iter": 5}), spec, 0).fit(X, y)
+    steps = hgb.named_steps["preprocess"].named_transformers_[CATEGORICAL].steps
+    assert steps[-1][0] == "onehot"
+
+
 def test_model_requirements_name_the_family_packages():
     assert any(
         r.startswith("lightgbm==") for r in model_pip_requirements(["lightgbm.basic.Booster"])
