@@ -21,7 +21,8 @@ Each fit reports its encoding as fitted (the preprocessor's categorical step, th
 input width, and how many of its splits are categorical), so the table cannot silently
 measure one-hot. Prints the fit seconds (wall and CPU), each one's ratio to hgb_deep in
 this run and the peaks, and writes them with the load average around each fit to
-`--out` (default `benchmarks/results/bench_training_<rows>_<problem>.json`).
+`--out` (default `benchmarks/results/bench_training_<rows>_<problem>.json`), after every
+fit (`"complete": false` until the last).
 The goal (issue 21): LightGBM at most hgb_deep's time, peak memory under 4 GB.
 """
 
@@ -153,13 +154,28 @@ def main() -> None:
     from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
 
     started = dt.datetime.now(dt.UTC)
-    runs: dict[str, list[dict]] = {name: [] for name in names}
+    out = args.out or ROOT / f"benchmarks/results/bench_training_{args.rows}_{args.problem}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "command": " ".join(sys.argv[1:]),
+        "started": started.isoformat(timespec="seconds"),
+        "rows": args.rows,
+        "problem": args.problem,
+        "repeats": args.repeats,
+        "cpus": os.cpu_count(),
+        "complete": False,
+        "summary": {},
+        "runs": {name: [] for name in names},
+    }
+    runs: dict[str, list[dict]] = record["runs"]
     with tempfile.TemporaryDirectory(prefix="bench_training_") as tmp:
         path = Path(tmp) / "train.parquet"
         generate_churn_frame(args.rows, seed=3, problem=args.problem).to_parquet(path)
         for _ in range(args.repeats):  # interleaved, so load changes hit every candidate
             for name in names:
                 runs[name].append(_fit(path, name, args.problem))
+                # written after every fit: an interrupted run keeps the fits it made
+                out.write_text(json.dumps(record, indent=2) + "\n")
 
     base_wall, base_cpu = _median(runs[BASELINE], "fit_s"), _median(runs[BASELINE], "cpu_s")
     print(
@@ -168,7 +184,7 @@ def main() -> None:
     )
     header = f"{'candidate':<16} {'fit s':>8} {'cpu s':>8} {'wall/hgb':>9} {'cpu/hgb':>8}"
     print(f"{header} {'peak RSS':>10}  encoding")
-    summary = {}
+    summary = record["summary"]
     for name, rs in runs.items():
         wall, cpu = _median(rs, "fit_s"), _median(rs, "cpu_s")
         peak = max(r["peak_bytes"] for r in rs)
@@ -194,24 +210,8 @@ def main() -> None:
             f"{lgbm['cpu_ratio']:.2f}x CPU (goal <= 1.0); "
             f"lightgbm peak {lgbm['peak_bytes'] / 2**30:.2f} GB (goal < 4 GB)"
         )
-    out = args.out or ROOT / f"benchmarks/results/bench_training_{args.rows}_{args.problem}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "command": " ".join(sys.argv[1:]),
-                "started": started.isoformat(timespec="seconds"),
-                "rows": args.rows,
-                "problem": args.problem,
-                "repeats": args.repeats,
-                "cpus": os.cpu_count(),
-                "summary": summary,
-                "runs": runs,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    record["complete"] = True
+    out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"results: {out}")
 
 
