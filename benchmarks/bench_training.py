@@ -19,10 +19,12 @@ the candidates' defaults, one thread):
 
 Each fit reports its encoding as fitted (the preprocessor's categorical step, the model's
 input width, and how many of its splits are categorical), so the table cannot silently
-measure one-hot. Prints the fit seconds (wall and CPU), each one's ratio to hgb_deep in
-this run and the peaks, and writes them with the load average around each fit to
-`--out` (default `benchmarks/results/bench_training_<rows>_<problem>.json`), after every
-fit (`"complete": false` until the last).
+measure one-hot. Prints the fit seconds (wall and CPU; medians with `--repeats`), each
+one's ratio to hgb_deep in this run (CPU: also the range of the repeats' own ratios, each
+fit against the baseline's fit of the same repeat) and the peaks, and writes them with
+the load average around each fit to `--out` (default
+`benchmarks/results/bench_training_<rows>_<problem>.json`), after every fit
+(`"complete": false` until the last).
 The goal (issue 21): LightGBM at most hgb_deep's time, peak memory under 4 GB.
 """
 
@@ -183,7 +185,7 @@ def main() -> None:
         f"median of {args.repeats}; load average {_load():.1f} now"
     )
     header = f"{'candidate':<16} {'fit s':>8} {'cpu s':>8} {'wall/hgb':>9} {'cpu/hgb':>8}"
-    print(f"{header} {'peak RSS':>10}  encoding")
+    print(f"{header} {'(repeats)':>11} {'peak RSS':>10}  encoding")
     summary = record["summary"]
     for name, rs in runs.items():
         wall, cpu = _median(rs, "fit_s"), _median(rs, "cpu_s")
@@ -192,16 +194,20 @@ def main() -> None:
         encoding = f"{last['encoder']}, {last['model_inputs']} inputs"
         if last["splits"]:
             encoding += f", {last['categorical_splits']:,} of {last['splits']:,} splits categorical"
+        # each repeat's ratio to the baseline's fit of the same repeat (the spread)
+        per_repeat = [r["cpu_s"] / b["cpu_s"] for r, b in zip(rs, runs[BASELINE], strict=True)]
         summary[name] = {
             "fit_s": wall,
             "cpu_s": cpu,
             "wall_ratio": wall / base_wall,
             "cpu_ratio": cpu / base_cpu,
+            "cpu_ratio_per_repeat": per_repeat,
             "peak_bytes": peak,
         }
+        spread = f"({min(per_repeat):.2f}-{max(per_repeat):.2f})" if len(rs) > 1 else ""
         print(
             f"{name:<16} {wall:8.1f} {cpu:8.1f} {wall / base_wall:8.2f}x {cpu / base_cpu:7.2f}x "
-            f"{peak / 2**30:8.2f} GB  {encoding}"
+            f"{spread:>11} {peak / 2**30:8.2f} GB  {encoding}"
         )
     if "lightgbm" in summary:
         lgbm = summary["lightgbm"]
