@@ -12,7 +12,9 @@ busy machine slows both sides alike:
 
 - parse: `FeatureParser.parse_json_body` of this tree against the one at git ref
   `--before` (loaded from `git show`);
-- preprocess: the compiled predictor's `transform` (the same code on both sides);
+- preprocess: the compiled predictor's `transform` (the same code on both sides) of each
+  side's batch: the "after" parser is built as the API builds it (`parsing.parser_for`:
+  the categories the encoders know decoded to the encoders' own strings);
 - trees: the compiled estimator on the preprocessed matrix; "before" is the onnxruntime
   path alone (`trees.MASK_ROWS` set out of reach: the leaf masks off), "after" what the
   predictor does now;
@@ -61,6 +63,7 @@ def parser_module_at(ref: str):
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # msgspec resolves the module's annotations through it
     spec.loader.exec_module(module)
     return module
 
@@ -116,14 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     before = parser_module_at(args.before)
     mask_rows = trees_module.MASK_ROWS
     lines = [
-        "| model (path) | rows | parse before | parse after | preprocess | trees before | "
-        "trees after | render | total before | total after | ratio | request |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model (path) | rows | parse before | parse after | preprocess before | "
+        "preprocess after | trees before | trees after | render | total before | "
+        "total after | ratio | request |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, pipeline, spec in models(args.models.split(",")):
         compiled = compile_pipeline(pipeline, spec.numeric, spec.categorical)
         frame = generate_churn_frame(max(ROWS), seed=11)[spec.columns]
-        new = parsing.FeatureParser(spec.numeric, spec.categorical, 10_000)
+        # as the API builds it: with the categories the encoders know (`parser_for`)
+        new = parsing.parser_for(compiled, list(spec.numeric), list(spec.categorical), 10_000)
         old = before.FeatureParser(spec.numeric, spec.categorical, 10_000)
         for rows in ROWS:
             body = split_payload(frame.head(rows))
@@ -146,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             parse_before, parse_after = cpu_pair(
                 partial(old.parse_json_body, body), partial(new.parse_json_body, body), n
             )
-            preprocess, _ = cpu_pair(partial(compiled.transform, batch), _nothing, n)
+            # the same code on both sides, on each parser's batch (the strings it decoded)
+            preprocess_before, preprocess = cpu_pair(
+                partial(compiled.transform, old_batch), partial(compiled.transform, batch), n
+            )
             trees_before, trees_after = cpu_pair(onnx_only, partial(trees, x), n)
             result = compiled.predict(batch)
 
@@ -154,11 +162,12 @@ def main(argv: list[str] | None = None) -> int:
                 return render_invocations(None, compiled.predict(new.parse_json_body(body)))
 
             render, whole = cpu_pair(partial(render_invocations, None, result), request, n)
-            total_before = parse_before + preprocess + trees_before + render
+            total_before = parse_before + preprocess_before + trees_before + render
             total_after = parse_after + preprocess + trees_after + render
             lines.append(
                 f"| {name} ({compiled.estimator_path}) | {rows:,} | {parse_before:.3f} | "
-                f"{parse_after:.3f} | {preprocess:.3f} | {trees_before:.3f} | "
+                f"{parse_after:.3f} | {preprocess_before:.3f} | {preprocess:.3f} | "
+                f"{trees_before:.3f} | "
                 f"{trees_after:.3f} | {render:.3f} | {total_before:.3f} | {total_after:.3f} | "
                 f"{total_before / total_after:.2f}x | {whole:.3f} |"
             )

@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from include.ml_pipeline.serving.parsing import FeatureParser, RequestError
+from include.ml_pipeline.serving.parsing import _LITERAL_MISSES_MAX, FeatureParser, RequestError
 
 NUMERIC = ["age", "income"]
 CATEGORICAL = ["plan", "region"]
@@ -19,9 +19,16 @@ RECORDS = [
 ]
 
 
-@pytest.fixture
-def parser():
-    return FeatureParser(NUMERIC, CATEGORICAL, max_rows=10)
+# the categories a model's encoders know ("east" is not one of them: an unseen category)
+KNOWN = {"plan": ["basic", "pro"], "region": ["north", "south"]}
+
+
+@pytest.fixture(params=["plain", "known_categories"])
+def parser(request):
+    """The parser without and with the model's known categories (`parser_for`): every
+    rule holds with both."""
+    known = KNOWN if request.param == "known_categories" else None
+    return FeatureParser(NUMERIC, CATEGORICAL, max_rows=10, categories=known)
 
 
 def _split(records, columns):
@@ -266,3 +273,90 @@ def test_split_fast_path_agrees_with_the_general_one(parser, change):
     assert ("ok", fast.numeric.tobytes(), fast.categorical, fast.ignored_columns) == general
     assert fast.raw_split == (None if change in ("extra_column", "indented") else body)
     assert all(type(column) is list for column in fast.categorical)
+
+
+def _body(records, columns) -> bytes:
+    return orjson.dumps({"dataframe_split": _split(records, columns)})
+
+
+def test_known_categories_are_decoded_to_the_models_own_strings():
+    """With the encoders' categories, `split_fast` hands the predictor those very string
+    objects (their hashes cached: the lookups cost less); any other category is still
+    taken, as text, and the batch is the general path's."""
+    plan, region = ["basic", "pro"], ["north", "south"]
+    parser = FeatureParser(NUMERIC, CATEGORICAL, 10, categories={"plan": plan, "region": region})
+    body = _body(
+        [*RECORDS[:1], dict(RECORDS[0], plan="pro", region="south")], [*NUMERIC, *CATEGORICAL]
+    )
+    batch = parser.split_fast(body)
+    assert batch is not None
+    assert batch.categorical == (["basic", "pro"], ["north", "south"])
+    assert batch.categorical[0][0] is plan[0]
+    assert batch.categorical[0][1] is plan[1]
+    assert batch.categorical[1][1] is region[1]
+    assert batch.raw_split == body
+    unseen = _body(RECORDS, [*NUMERIC, *CATEGORICAL])  # "east": not a known region
+    batch = parser.split_fast(unseen)
+    assert batch is not None
+    assert ("ok", batch.numeric.tobytes(), batch.categorical, ()) == _general(parser, unseen)
+    assert parser.categories  # one body with an unseen category: still used
+
+
+def test_known_categories_are_dropped_when_unseen_ones_keep_coming():
+    parser = FeatureParser(NUMERIC, CATEGORICAL, 10, categories=KNOWN)
+    body = _body(RECORDS, [*NUMERIC, *CATEGORICAL])
+    for _ in range(_LITERAL_MISSES_MAX):
+        assert parser.parse_json_body(body).categorical == (
+            ["basic", "pro", None],
+            ["north", None, "east"],
+        )
+    assert parser.categories == {}  # text only from now on: no decode that fails first
+    assert parser.split_fast(body) is not None
+
+
+def test_the_column_order_of_the_last_body_is_decoded_in_one_pass():
+    """`split_fast` decodes the body with the row types of the previous body's column
+    order; a body in another order (or with another column) is decoded with its own,
+    whatever came before: each gives the general path's batch."""
+    parser = FeatureParser(NUMERIC, CATEGORICAL, 10, categories=KNOWN)
+    orders = [
+        [*NUMERIC, *CATEGORICAL],
+        ["region", "income", "plan", "age"],
+        ["income", "age", "region", "plan"],  # the same types by position as the first
+        [*NUMERIC, *CATEGORICAL],
+    ]
+    for columns in orders * 2:
+        body = _body(RECORDS, columns)
+        batch = parser.split_fast(body)
+        assert batch is not None
+        assert parser._last_columns == tuple(columns)
+        expected = ("ok", batch.numeric.tobytes(), batch.categorical, batch.ignored_columns)
+        assert expected == _general(parser, body)
+        _assert_expected(batch)
+    wide = orjson.dumps(
+        {
+            "dataframe_split": _split(
+                [dict(r, note=1) for r in RECORDS], [*NUMERIC, *CATEGORICAL, "note"]
+            )
+        }
+    )
+    assert parser.split_fast(wide).ignored_columns == ("note",)
+    # a body whose values do not fit the last order's types is decoded with its own
+    swapped = _body(RECORDS, ["plan", "region", "age", "income"])
+    _assert_expected(parser.split_fast(swapped))
+
+
+def test_the_compiled_predictor_tells_the_categories_its_encoders_know():
+    from include.ml_pipeline.serving.compiled.compiler import compile_pipeline
+    from include.ml_pipeline.serving.parsing import parser_for
+    from tests.support.models import fit_pipeline, training_frame
+
+    frame, spec = training_frame(400, seed=3)
+    compiled = compile_pipeline(
+        fit_pipeline(frame, spec, "hgb", seed=3), spec.numeric, spec.categorical
+    )
+    known = compiled.categories(spec.categorical)
+    for column in spec.categorical:
+        assert set(frame[column].dropna().unique()) <= set(known[column])  # and the fill
+    parser = parser_for(compiled, list(spec.numeric), list(spec.categorical), 10)
+    assert set(parser.categories) == set(spec.categorical)

@@ -12,7 +12,7 @@ A pipeline the compiler cannot translate raises `UnsupportedPipeline`.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
@@ -242,6 +242,18 @@ class CompiledPredictor:
     estimator_path: str = field(default="")
     #: A regressor: `proba_fn` returns the predicted values (one per row), no classes.
     regression: bool = False
+
+    def categories(self, categorical: Sequence[str]) -> dict[str, list[str]]:
+        """The categories the encoders know, per categorical column (`categorical`: the
+        batch's categorical columns, in order): the parser decodes them to these very
+        strings (`FeatureParser`'s `categories`), so the lookups hash nothing new."""
+        known: dict[str, list[str]] = {}
+        for block in self.blocks:
+            if isinstance(block, CategoricalBlock):
+                for position, lookup in zip(block.positions, block.lookups, strict=True):
+                    values = known.setdefault(categorical[position], [])
+                    values.extend(k for k in lookup if type(k) is str)
+        return known
 
     def transform(self, batch: Batch) -> np.ndarray:
         out = np.zeros((batch.rows, self.width), dtype=np.float64)

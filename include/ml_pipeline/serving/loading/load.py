@@ -365,7 +365,7 @@ class PendingLoad:
     ):
         from include.ml_pipeline.features import FeatureSpec
         from include.ml_pipeline.serving.loading.served import ServedModel
-        from include.ml_pipeline.serving.parsing import FeatureParser
+        from include.ml_pipeline.serving.parsing import parser_for
 
         for _ in range(3):
             predictor.predict(warmup)
@@ -380,7 +380,7 @@ class PendingLoad:
             metrics=dict(info["metrics"] or {}),
             spec=spec,
             classes=classes,
-            parser=FeatureParser(list(spec.numeric), list(spec.categorical), self.max_rows),
+            parser=parser_for(predictor, list(spec.numeric), list(spec.categorical), self.max_rows),
             predictor=predictor,
             predict_path=predict_path,
             fallback_reason=fallback_reason,

@@ -22,7 +22,7 @@ from include.ml_pipeline.serving.compiled.verify import (
     verification_batch,
     verify_predictor,
 )
-from include.ml_pipeline.serving.parsing import FeatureParser
+from include.ml_pipeline.serving.parsing import FeatureParser, parser_for
 
 log = logging.getLogger("ml_pipeline.serving")
 
@@ -139,7 +139,7 @@ def build_served_model(
         metrics=dict(metrics or {}),
         spec=spec,
         classes=fallback.classes,
-        parser=FeatureParser(numeric, categorical, max_rows),
+        parser=parser_for(predictor, numeric, categorical, max_rows),
         predictor=predictor,
         predict_path=path,
         fallback_reason=reason,
