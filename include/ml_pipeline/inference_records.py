@@ -125,10 +125,13 @@ def encode_line(
     latency_ms: float,
     stamp: float,
     extra: dict[str, Any] | None = None,
+    labels_json: bytes | None = None,
 ) -> bytes:
     """One request as one JSON line (see the module docstring), newline included.
     `extra`: keys added to the line (a release experiment's `request_id`, `arm`, ...:
-    `release/records.py`); `batch` None: an answer that failed before its input was read."""
+    `release/records.py`); `batch` None: an answer that failed before its input was read;
+    `labels_json`: `labels` already encoded as a JSON array by orjson (the answer's
+    bytes: embedded as they are, the same line)."""
     import numpy as np
     import orjson
 
@@ -153,7 +156,7 @@ def encode_line(
         }
         features.update(zip(batch.categorical_columns, batch.categorical, strict=False))
         line["features"] = features
-    line["predictions"] = labels
+    line["predictions"] = labels if labels_json is None else orjson.Fragment(labels_json)
     line["classes"] = [str(c) for c in classes]
     # one array per class: orjson writes 1-D arrays about twice as fast as a 2-D one
     line["probability_columns"] = None if proba is None else list(np.ascontiguousarray(proba.T))

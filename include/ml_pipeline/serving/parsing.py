@@ -201,10 +201,9 @@ class FeatureParser:
         position = {c: i for i, c in enumerate(columns)}
         by_column = list(zip(*rows, strict=True))  # one tuple per given column (C speed)
         values = {c: by_column[position[c]] for c in self.columns}
-        batch = self._build(values, len(rows), ignored, typed=True)
-        if ignored or b"\n" in body or b"\r" in body:
-            return batch
-        return replace(batch, raw_split=body)  # one line: the log can embed it as is
+        # one line: the log can embed it as is
+        raw = None if ignored or b"\n" in body or b"\r" in body else body
+        return self._build(values, len(rows), ignored, typed=True, raw_split=raw)
 
     def _decode_rows(self, columns: tuple[str, ...], data: msgspec.Raw) -> list[tuple]:
         """The raw rows of `columns` as typed tuples: with the known categories, else (a
@@ -439,8 +438,10 @@ class FeatureParser:
         n: int,
         ignored: tuple[str, ...] = (),
         typed: bool = False,
+        raw_split: bytes | None = None,
     ) -> Batch:
-        """`typed`: the values' types are already checked (`split_fast`)."""
+        """`typed`: the values' types are already checked (`split_fast`); `raw_split`:
+        the batch's body, for the log (`Batch.raw_split`)."""
         for column in () if typed else self.numeric:
             _check_types(column, values[column], _NUMBER_TYPES, "a number")
         if self.numeric:
@@ -465,7 +466,7 @@ class FeatureParser:
                 column_values if type(column_values) is list else list(column_values)
             )
         return Batch(
-            self.numeric, self.categorical, numeric, tuple(categorical), ignored_columns=ignored
+            self.numeric, self.categorical, numeric, tuple(categorical), raw_split, ignored
         )
 
 

@@ -324,3 +324,24 @@ def test_objects_on_s3_are_written_read_and_bounded(s3, monkeypatch):
     assert 0 < len(frame) < 40 * 40  # the oldest objects were pruned
     assert set(frame["traffic_kind"]) == {"live"}
     assert len(read_inference_log(root, model_version="4")) == 0
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [[1.5, -0.1, 1e-300, 123456789.123, 0.1 + 0.2], ["yes", "no"], [0, 1, 2], [True, None]],
+)
+def test_the_answers_encoded_labels_make_the_same_line(labels):
+    """`render_invocations` encodes the labels once: its body is what orjson writes of
+    `{"predictions": labels}` and the log line that embeds those bytes is the one that
+    encodes the labels itself."""
+    from include.ml_pipeline.serving.api.routes import render_invocations
+    from include.ml_pipeline.serving.compiled.predictor import Prediction
+
+    result = Prediction(labels, None)
+    assert render_invocations(None, result) == orjson.dumps({"predictions": labels})
+    assert result.labels_json == orjson.dumps(labels)
+    batch = _batch(len(labels))
+    common = (batch, labels, None, [], "m", "3", "live", 1.0, 1_700_000_000.0, {"arm": "x"})
+    assert inference_records.encode_line(
+        *common, labels_json=result.labels_json
+    ) == inference_records.encode_line(*common)

@@ -173,11 +173,13 @@ class InferenceLogger:
         model_name: str | None = None,
         traffic: str = LIVE_TRAFFIC,
         extra: dict[str, Any] | None = None,
+        labels_json: bytes | None = None,
     ) -> bool:
         """Queue one request's predictions; never blocks, never raises.
 
         `batch` is a `Batch`, `proba` a rows x classes array or None, `traffic` the
-        request's kind, `extra` keys added to the line (request id, arm, ...). Returns
+        request's kind, `extra` keys added to the line (request id, arm, ...),
+        `labels_json` the labels already encoded as a JSON array (the answer's). Returns
         False when the entry was sampled out or not serialisable.
         """
         rate = self.sample_rate
@@ -197,6 +199,7 @@ class InferenceLogger:
                 latency_ms,
                 stamp,
                 extra,
+                labels_json,
             )
         except Exception as exc:  # e.g. a label orjson cannot encode
             self.write_errors += 1

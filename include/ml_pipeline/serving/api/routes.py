@@ -121,8 +121,10 @@ def error_response(status: int, kind: str, message: str) -> Response:
 
 
 def render_invocations(served, result) -> bytes:
-    """The body of a `/invocations` answer."""
-    return orjson.dumps({"predictions": result.labels})
+    """The body of a `/invocations` answer: `{"predictions": [...]}` as orjson writes it,
+    the labels' JSON kept on `result` for the log line (`Prediction.labels_json`)."""
+    labels = result.labels_json = orjson.dumps(result.labels)
+    return b'{"predictions":' + labels + b"}"
 
 
 def render_predict(served, result) -> bytes:
@@ -303,6 +305,7 @@ class Routes:
             model_name=served.name,
             traffic=traffic_kind(request.headers.get(TRAFFIC_HEADER)),
             extra=extra,
+            labels_json=result.labels_json,
         )
 
     async def answer(

@@ -36,6 +36,9 @@ class Prediction:
     labels: list[Any]
     proba: np.ndarray | None
     label_index: np.ndarray | None = None
+    #: `labels` as a JSON array, once an answer has encoded them (`render_invocations`):
+    #: the inference log's line embeds these bytes instead of encoding the labels again
+    labels_json: bytes | None = None
 
 
 class SklearnPredictor:
