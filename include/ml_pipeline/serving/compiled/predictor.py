@@ -116,13 +116,19 @@ class CategoricalBlock:
 
     def apply(self, batch: Batch, out: np.ndarray, offset: int) -> None:
         columns = [batch.categorical[pos] for pos in self.positions]
-        if batch.rows >= PATTERN_MIN_ROWS and len(columns) > 1:
+        rows = batch.rows
+        if rows >= PATTERN_MIN_ROWS and len(columns) > 1:
             keys = list(zip(*columns, strict=True))
-            ids = list(map(self._pattern_ids.get, keys))
-            if None in ids and self._learn(keys):
-                ids = list(map(self._pattern_ids.__getitem__, keys))
-            if None not in ids and self._patterns is not None:
-                out[:, offset : offset + self.width] = self._patterns[np.array(ids, np.intp)]
+            # the ids straight into an array (-1: a row not seen before), no list between
+            ids = np.fromiter(
+                map(self._pattern_ids.get, keys, repeat(-1, rows)), dtype=np.intp, count=rows
+            )
+            known = ids.min() >= 0
+            if not known and self._learn(keys):
+                ids = np.fromiter(map(self._pattern_ids.__getitem__, keys), np.intp, count=rows)
+                known = True
+            if known and self._patterns is not None:
+                out[:, offset : offset + self.width] = self._patterns[ids]
                 return
         self._encode(columns, out, offset)
 
