@@ -345,3 +345,22 @@ def test_the_answers_encoded_labels_make_the_same_line(labels):
     assert inference_records.encode_line(
         *common, labels_json=result.labels_json
     ) == inference_records.encode_line(*common)
+
+
+def test_the_writer_holds_lines_compressed_as_it_takes_them(tmp_path):
+    """Each line goes into its buffer's gzip stream when the writer takes it: a buffer
+    holds compressed bytes (no copy of the raw lines waits for the object), and the
+    object is one gzip stream of every line in order."""
+    logger = InferenceLogger(tmp_path, flush_interval=60)  # not started: drained by hand
+    batch = _batch(500)
+    for i in range(20):
+        assert logger.submit(batch, [float(i)] * 500, None, [], "1", 1.0)
+    logger._drain()
+    (buffer,) = logger._buffers.values()
+    held = sum(len(chunk) for chunk in buffer.chunks)
+    assert buffer.entries == 20
+    assert held < buffer.size / 4
+    logger._seal(("model", "1"))
+    (item,) = logger._pending
+    lines = gzip.decompress(item.data).splitlines()
+    assert [orjson.loads(line)["predictions"][0] for line in lines] == [float(i) for i in range(20)]
