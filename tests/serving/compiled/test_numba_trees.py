@@ -92,3 +92,22 @@ def test_an_unwritable_cache_folder_falls_back_to_a_fresh_one(tmp_path, monkeypa
     assert folder.is_dir()
     monkeypatch.setenv(numba_trees.CACHE_ENV, str(tmp_path / "fine"))
     assert numba_trees.cache_dir() == tmp_path / "fine"
+
+
+def test_a_warm_up_freezes_what_numba_made(monkeypatch):
+    """numba's import and compilation make ~80,000 long-lived objects after the model's
+    load froze the others (`state.py`): the warm-up freezes them too, so that the first
+    collections during traffic do not traverse them (5-12 ms pauses of the event loop)."""
+    import gc
+
+    est = _fit("hgb", "binary")
+    masked = _onnx_trees(est, "hgb").masks()
+    assert masked is not None
+    key = numba_trees._key(numba_trees.MATRIX, *masked.dtypes)
+    monkeypatch.setitem(numba_trees._state, "warm", set(numba_trees._state["warm"]) - {key})
+    made_before = [[]]  # a container the collector tracks, made before the warm-up
+    assert gc.is_tracked(made_before)
+    frozen = gc.get_freeze_count()
+    assert numba_trees.warm_up(numba_trees.MATRIX, *masked.dtypes) is not None
+    assert gc.get_freeze_count() > frozen
+    assert not any(obj is made_before for obj in gc.get_objects())  # frozen: not listed
