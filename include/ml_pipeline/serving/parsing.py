@@ -190,9 +190,9 @@ class FeatureParser:
             pass
         if rows is None:
             try:
-                raw = _SPLIT_BODY.decode(body).dataframe_split
-                columns = raw.columns
-                rows = self._decode_rows(tuple(columns), raw.data)
+                undecoded = _SPLIT_BODY.decode(body).dataframe_split
+                columns = undecoded.columns
+                rows = self._decode_rows(tuple(columns), undecoded.data)
             except (msgspec.DecodeError, UnicodeDecodeError):
                 return None
             self._last_columns = tuple(columns)
