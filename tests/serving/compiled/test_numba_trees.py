@@ -105,6 +105,7 @@ def test_a_warm_up_freezes_what_numba_made(monkeypatch):
     assert masked is not None
     key = numba_trees._key(numba_trees.MATRIX, *masked.dtypes)
     monkeypatch.setitem(numba_trees._state, "warm", set(numba_trees._state["warm"]) - {key})
+    gc.freeze()  # as the model API does after a load (`state.py`)
     made_before = [[]]  # a container the collector tracks, made before the warm-up
     assert gc.is_tracked(made_before)
     frozen = gc.get_freeze_count()

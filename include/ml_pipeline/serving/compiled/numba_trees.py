@@ -139,8 +139,10 @@ def warm_up(kernel: str, table_dtype: Any, sum_dtype: Any) -> ModuleType | None:
     # numba, its compiler and the kernel are long-lived, and were made after the model's
     # load froze what was there (`state.py`): out of the collector's view too, or the
     # first collections during traffic traverse them (~80,000 objects: 5-12 ms pauses of
-    # the event loop, measured in process at load ~9)
-    gc.freeze()
+    # the event loop, measured in process at load ~9). Only in a process that freezes
+    # (the model API): elsewhere (batch scoring) the collector keeps its usual view.
+    if gc.get_freeze_count():
+        gc.freeze()
     return kernels
 
 
