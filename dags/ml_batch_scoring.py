@@ -21,8 +21,12 @@ Left to right, as the Graph view shows it:
   the row number).
 - `plan_parts`: the input split into parts of about `part_rows` rows (Parquet row
   groups, or one CSV file each), from metadata; `plan.json` under
-  `<storage root>/batch_scoring/runs/<run>/`.
-- `score_part` (mapped, one task per part): reads its part in chunks of `chunk_rows`,
+  `<storage root>/batch_scoring/runs/<run>/`. It also loads the pinned version and
+  verifies its compiled predictor once, for every part: the verified scorer is stored
+  beside the plan and its SHA-256 handed to each part (a part checks the digest; on any
+  mismatch it loads and verifies the version itself).
+- `score_part` (mapped, one task per part): takes the verified scorer, reads its part in
+  chunks of `chunk_rows`,
   rejects the rows that cannot be scored (missing required value; with
   `strict_categories`, a category never seen in training), scores the rest with the
   compiled and verified predictor (the scikit-learn path for models the compiler does not

@@ -483,11 +483,14 @@ class BatchInput(Payload):
 class PlannedPart(Payload):
     """One element of `plan_parts`' list, the argument of one mapped `score_part`: the
     part (`batch_scoring.source.Part` as a dict), how many scored rows it keeps for the
-    drift check, and whether the input has several files (then the output names them)."""
+    drift check, whether the input has several files (then the output names them), and
+    where the pinned version, verified once by `plan_parts`, is stored with its digest
+    (`batch_scoring.shared.VerifiedModel` as a dict; None: the part loads it itself)."""
 
     part: dict[str, Any]
     sample_rows: int
     several_files: bool
+    verified_model: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

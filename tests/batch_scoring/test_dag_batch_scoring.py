@@ -38,10 +38,18 @@ def _states(tasks: dict) -> dict:
 
 
 @pytest.mark.parametrize("problem", ["binary", "multiclass", "regression"])
-def test_the_dag_scores_a_table_as_the_registered_model_does(champions, score, tmp_path, problem):
+def test_the_dag_scores_a_table_as_the_registered_model_does(
+    champions, score, tmp_path, problem, monkeypatch
+):
+    from include.ml_pipeline.batch_scoring import model as models
     from include.ml_pipeline.features import coerce_features
     from include.ml_pipeline.registry.mlflow_setup import load_sklearn_model
 
+    loaded = []  # (name, version) per MLflow download + compile + verify of the version
+    original = models.load_batch_model
+    monkeypatch.setattr(
+        models, "load_batch_model", lambda uri, *at: loaded.append(at) or original(uri, *at)
+    )
     champion = champions[problem]
     frame = write_table(tmp_path / "table", 3_000, seed=31, files=2, row_group=500)
     dag_run, tasks, log = score(
@@ -51,6 +59,10 @@ def test_the_dag_scores_a_table_as_the_registered_model_does(champions, score, t
     assert str(dag_run.state) == "success", (states, log[-3000:])
     mapped = [k for k in states if k.startswith("score_part[")]
     assert len(mapped) == 4  # 1,500 rows per file, parts of <= 1,000 rows at row groups
+    # verified once, by plan_parts, and shared with the four parts
+    assert loaded == [(champion["name"], champion["version"])]
+    planned = tasks["plan_parts"]["result"]
+    assert {p["verified_model"]["version"] for p in planned} == {champion["version"]}
     output = tasks["finalize_output"]["result"]
     assert output["status"] == "complete"
     assert (output["rows_in"], output["rows_out"]) == (3_000, 3_000)

@@ -15,6 +15,9 @@ one step of it:
 * `leaf_masks`: HistGradientBoosting, LightGBM and XGBoost trees as per-feature tables of
   leaf bitmasks (QuickScorer): a chunk's leaves found by lookups and ANDs, the raw scores
   the same floats as the library's;
+* `shared`: the pinned version verified once (by the planning task) and published under
+  the run's folder with its digest recorded in the plan, so each part loads the verified
+  scorer instead of downloading, compiling and verifying the version again;
 * `part`: one part scored chunk by chunk into its own Parquet objects (predictions,
   rejects, a drift sample, its report), each written under a temporary name and moved
   into place, so a retried part rewrites only itself;
@@ -26,6 +29,7 @@ one step of it:
 Layout of one run under the storage root::
 
     <storage_uri>/batch_scoring/runs/<run key>/plan.json
+                                            model/verified-v<version>-<digest>.pkl
                                             predictions/part-00000.parquet ...
                                             rejects/part-00000.parquet ...
                                             samples/part-00000.parquet ...

@@ -465,3 +465,31 @@ def _use_compiled_sums(plan: MaskPlan) -> bool:
             thresholds.append(np.arange(source[4], dtype=np.float64) + 0.5)
     plan.compiled = InputSums(plan, thresholds)
     return True
+
+
+def recheck_on_this_worker(model: BatchModel) -> None:
+    """What a scorer verified in another process (`shared.publish`) redoes here: the
+    numba kernels are loaded on this worker (numpy's sums where they do not load) and the
+    leaf masks' raw scores checked again against the library's on the verification batch
+    (milliseconds), since the kernels are compiled per worker. On a difference the masks
+    are dropped and the verified compiled predictor scores; the rest of the verification
+    (compiled predictor and columnar encoding against the pipeline) depends only on the
+    pickled objects and is not repeated."""
+    from include.ml_pipeline.serving.compiled.numba_trees import MATRIX, warm_up
+
+    masks = model.masks
+    if masks is None:
+        return
+    base = model.path.split("+leaf-masks")[0]
+    if masks.compiled is not None and warm_up(MATRIX, *masks.compiled.dtypes) is None:
+        masks.compiled = None
+    for _ in range(2):
+        problem = _mask_problem(model)
+        if problem is None:
+            model.path = f"{base}+leaf-masks" + ("-numba" if masks.compiled is not None else "")
+            return
+        log.warning("%s v%s on this worker: %s", model.name, model.version, problem)
+        if masks.compiled is None:
+            break
+        masks.compiled = None  # numpy's sums, checked on their own
+    model.masks, model.path = None, base

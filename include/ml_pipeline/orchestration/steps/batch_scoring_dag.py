@@ -137,6 +137,8 @@ def plan_parts(
     the run's folder cleared of an earlier try, and `plan.json` written; one element per
     mapped `score_part`."""
     from include.ml_pipeline.batch_scoring.manifest import clear_output, write_plan
+    from include.ml_pipeline.batch_scoring.model import load_batch_model
+    from include.ml_pipeline.batch_scoring.shared import publish
     from include.ml_pipeline.batch_scoring.source import fingerprint, list_input
     from include.ml_pipeline.batch_scoring.source import plan_parts as plan
 
@@ -164,10 +166,16 @@ def plan_parts(
         },
     )
     sample_rows = math.ceil(params["drift_max_rows"] / len(parts))
+    # the pinned version loaded and verified once, here, for every part
+    scorer = load_batch_model(get_settings().mlflow_tracking_uri, model.model_name, model.version)
+    verified = publish(scorer, run_uri).to_dict()
     LOG.info("%d part(s) of %s planned under %s", len(parts), listing.uri, run_uri)
     return [
         PlannedPart(
-            part=p.to_dict(), sample_rows=sample_rows, several_files=len(listing.files) > 1
+            part=p.to_dict(),
+            sample_rows=sample_rows,
+            several_files=len(listing.files) > 1,
+            verified_model=verified,
         ).to_dict()
         for p in parts
     ]
@@ -180,14 +188,13 @@ def score_part(
     """`score_part`: one part, chunk by chunk, with the pinned version, into its own
     objects (rewritten whole by a retry)."""
     from include.ml_pipeline.batch_scoring.contract_check import InputCheck
-    from include.ml_pipeline.batch_scoring.model import load_batch_model
     from include.ml_pipeline.batch_scoring.part import score_part as score
     from include.ml_pipeline.batch_scoring.source import Part
 
     model = Champion.from_dict(champion)
     item = PlannedPart.from_dict(planned)
     settings = get_settings()
-    scorer = load_batch_model(settings.mlflow_tracking_uri, model.model_name, model.version)
+    scorer = part_scorer(item, model, settings.mlflow_tracking_uri)
     report = score(
         Part.from_dict(item.part),
         model=scorer,
@@ -206,6 +213,22 @@ def score_part(
         seconds=report.seconds,
         predict_path=report.predict_path,
     ).to_dict()
+
+
+def part_scorer(item: PlannedPart, champion: Champion, tracking_uri: str, log=LOG) -> Any:
+    """The verified scorer `plan_parts` published (this process's copy when it has one;
+    digest-checked, no second verification), else the pinned version loaded and verified
+    here: when the plan has no record, or the object is missing, altered or unreadable."""
+    from include.ml_pipeline.batch_scoring.model import load_batch_model
+    from include.ml_pipeline.batch_scoring.shared import VerifiedModel, load_shared
+
+    if item.verified_model is not None:
+        record = VerifiedModel.from_dict(item.verified_model)
+        try:
+            return load_shared(record, champion.model_name, champion.version)
+        except Exception as exc:  # any failure: verify the pinned version here instead
+            log.warning("verified scorer not usable (%s); loading v%s here", exc, champion.version)
+    return load_batch_model(tracking_uri, champion.model_name, champion.version)
 
 
 def finalize_output(*, run_id: str, log: logging.Logger = LOG) -> dict:
