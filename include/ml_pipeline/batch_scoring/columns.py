@@ -17,17 +17,33 @@ if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
 
 
-def numeric_column(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """`array` as float64 with NaN for missing values (a copy owned by the caller)."""
+def _one_array(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A chunked array's single chunk as it is (no concatenation), else its chunks joined."""
+    import pyarrow as pa
+
+    if isinstance(array, pa.ChunkedArray):
+        return array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
+    return array
+
+
+def numeric_values(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """`array` as float64 with NaN for missing values, without a copy where Arrow's buffer
+    already is one (a float64 column without nulls): read-only, the caller copies it into
+    its own matrix."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if pa.types.is_null(array.type):
         return np.full(len(array), np.nan)
-    if not pa.types.is_floating(array.type):
+    array = _one_array(array)
+    if not pa.types.is_float64(array.type):
         array = pc.cast(array, pa.float64())
-    values = array.to_numpy(zero_copy_only=False)
-    return np.array(values, dtype=np.float64)
+    return array.to_numpy(zero_copy_only=False)
+
+
+def numeric_column(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """`array` as float64 with NaN for missing values (a copy owned by the caller)."""
+    return np.array(numeric_values(array), dtype=np.float64)
 
 
 def numeric_matrix(batch: pa.RecordBatch | pa.Table, names: list[str]) -> np.ndarray:
@@ -39,20 +55,24 @@ def numeric_matrix(batch: pa.RecordBatch | pa.Table, names: list[str]) -> np.nda
 
 
 def category_codes(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
-    """`(codes, texts)`: per row the index of its value's text in `texts`, -1 where the
-    value is missing; `texts` are the distinct values as `coerce_features` writes them."""
+    """`(codes, texts)`: per row (an integer array, possibly Arrow's read-only buffer) the
+    index of its value's text in `texts`, -1 where the value is missing; `texts` are the
+    distinct values as `coerce_features` writes them."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from include.ml_pipeline.features import FeatureSpec, coerce_features
 
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
+    array = _one_array(array)
     if pa.types.is_null(array.type):
         return np.full(len(array), -1, dtype=np.intp), []
     encoded = array if pa.types.is_dictionary(array.type) else pc.dictionary_encode(array)
-    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.intp)
+    indices = encoded.indices
+    if indices.null_count:
+        indices = indices.fill_null(-1)
+    # Arrow's own buffer where it can be (no copy, read-only): an index array for numpy
+    codes = indices.to_numpy(zero_copy_only=False)
     dictionary = encoded.dictionary
     text = pa.types.is_string(dictionary.type) or pa.types.is_large_string(dictionary.type)
     if text:  # texts are kept as they are; a dictionary read from a file may repeat one

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,7 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from include.ml_pipeline.batch_scoring.columns import category_codes, numeric_matrix
+from include.ml_pipeline.batch_scoring.columns import (
+    category_codes,
+    numeric_matrix,
+    numeric_values,
+)
 from include.ml_pipeline.features import FeatureSpec
 from include.ml_pipeline.serving.compiled.leaf_masks import BLOCK_ROWS, LeafMasks, MaskInput
 from include.ml_pipeline.serving.compiled.tree_sets import leaf_masks_of
@@ -46,6 +51,9 @@ log = logging.getLogger(__name__)
 PREDICTION = "prediction"
 PROBA_PREFIX = "proba_"
 CLASSIFICATION = "classification"
+#: Rows whose kernel inputs are built and scored at a time: the (rows x inputs) matrix
+#: stays in the core's cache between being written and being read by the kernel.
+INPUT_BLOCK_ROWS = 8_192
 REGRESSION = "regression"
 SKLEARN_PATH = "sklearn"
 
@@ -209,40 +217,33 @@ class MaskPlan:
         from include.ml_pipeline.serving.batch import Batch
 
         rows = batch.num_rows
-        holder = Batch(tuple(self.numeric), (), numeric_matrix(batch, self.numeric), ())
-        scaled: dict[int, np.ndarray] = {}
-        kernels = None
         if self.compiled is not None and self.inputs:
             from include.ml_pipeline.serving.compiled.numba_trees import MATRIX, ready
 
             kernels = ready(MATRIX, *self.compiled.dtypes)
-        # with the compiled kernel: the inputs side by side, binned there
-        values = np.empty((rows, len(self.inputs))) if kernels is not None else None
+            if kernels is not None:
+                if rows <= INPUT_BLOCK_ROWS:
+                    return self.compiled(kernels, self._inputs(batch))
+                return np.concatenate(
+                    [
+                        self.compiled(kernels, self._inputs(batch.slice(start, INPUT_BLOCK_ROWS)))
+                        for start in range(0, rows, INPUT_BLOCK_ROWS)
+                    ]
+                )
+        holder = Batch(tuple(self.numeric), (), numeric_matrix(batch, self.numeric), ())
+        scaled: dict[int, np.ndarray] = {}
         bins: list[np.ndarray] = []
-        for i, source in enumerate(self.inputs):
+        for source in self.inputs:
             if source[0] == "numeric":
                 _, block, j, column = source
                 if id(block) not in scaled:
                     scaled[id(block)] = np.empty((rows, block.width), dtype=np.float64)
                     block.apply(holder, scaled[id(block)], 0)
-                if values is not None:
-                    values[:, i] = scaled[id(block)][:, j]
-                    continue
                 bins.append(self.trees.column_bins(column, scaled[id(block)][:, j]))
             else:
                 _, name, lookup, unknown, width = source
                 codes, texts = category_codes(batch.column(name))
-                slots = np.asarray(
-                    [lookup.get(t, unknown) for t in texts] + [lookup.get(None, unknown)],
-                    dtype=np.intp,
-                )
-                slots[slots < 0] = width  # no one-hot column: the all-zeros row
-                if values is not None:
-                    values[:, i] = slots[codes]
-                    continue
-                bins.append(slots[codes])
-        if values is not None:
-            return self.compiled(kernels, values)
+                bins.append(_slots(lookup, unknown, width, texts, np.intp)[codes])
         indexes = []
         for members, strides in zip(self.members, self.strides, strict=True):
             index = bins[members[0]] * strides[0] if strides[0] != 1 else bins[members[0]]
@@ -254,6 +255,61 @@ class MaskPlan:
             tables = [np.full((1, self.trees.n_trees), self.trees.full, self.trees.dtype)]
             return self.trees.raw(tables, indexes)
         return self.trees.raw(self.tables, indexes)
+
+    def _inputs(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+        """The compiled kernel's input matrix (rows x inputs): each numeric input imputed
+        and scaled as its `NumericBlock.apply` does (the same operations, so the same
+        floats), straight from its Arrow column into its matrix column; each categorical
+        input its one-hot slot, gathered from the column's dictionary codes. The matrix is
+        this thread's buffer, reused chunk after chunk (a fresh one per chunk paid the
+        allocator's page faults): the kernel reads it before the next chunk comes."""
+        rows = batch.num_rows
+        values = _buffer(rows, len(self.inputs))
+        for i, source in enumerate(self.inputs):
+            column = values[:, i]
+            if source[0] == "numeric":
+                _, block, j, _ = source
+                # the passes on the contiguous column, one strided write into the matrix
+                found = numeric_values(batch.column(self.numeric[block.positions[j]]))
+                if block.fill is not None:
+                    missing = np.isnan(found)
+                    if missing.any():
+                        found = np.where(missing, block.fill[j], found)
+                if block.mean is not None:
+                    found = found - block.mean[j]
+                if block.scale is not None:
+                    np.divide(found, block.scale[j], out=column)
+                else:
+                    column[:] = found
+            else:
+                _, name, lookup, unknown, width = source
+                codes, texts = category_codes(batch.column(name))
+                np.take(_slots(lookup, unknown, width, texts, np.float64), codes, out=column)
+        return values
+
+
+def _slots(
+    lookup: dict[Any, int], unknown: int, width: int, texts: list[Any], dtype: Any
+) -> np.ndarray:
+    """Per dictionary text (then one for a missing value) the row of its one-hot pattern in
+    a mask table: its output column, `width` (the all-zeros row) for none."""
+    slots = np.asarray(
+        [lookup.get(t, unknown) for t in texts] + [lookup.get(None, unknown)], dtype=dtype
+    )
+    slots[slots < 0] = width
+    return slots
+
+
+_buffers = threading.local()
+
+
+def _buffer(rows: int, width: int) -> np.ndarray:
+    """This thread's (rows x width) float64 matrix: the same memory at every call of the
+    same shape, a new one when the shape changes."""
+    held = getattr(_buffers, "matrix", None)
+    if held is None or held.shape != (rows, width):
+        held = _buffers.matrix = np.empty((rows, width), dtype=np.float64)
+    return held
 
 
 def mask_plan(predictor: Any, estimator: Any, spec: FeatureSpec) -> MaskPlan:
