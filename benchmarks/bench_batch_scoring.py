@@ -30,6 +30,12 @@ default the usable cores, at most 2): `OMP_NUM_THREADS` for the baseline's sciki
 trees, `MODEL_API_PREDICT_THREADS` for ours. The goal (issue 25): ours >= 10x the baseline's
 rows/s, and ours' peak memory at 5M within 1.2x of its peak at 1M. Prints a Markdown
 table, the load average before and after, and writes the numbers as JSON to `--out`.
+
+It also times a part's model load in a fresh process (as on another Celery worker), each
+way `--pairs` times: loaded from MLflow, compiled and verified in the part (what every part
+did before), against the scorer the planning task verified once and published under the
+run (`batch_scoring/shared.py`: read, digest-checked, numba kernels loaded, leaf masks
+rechecked).
 """
 
 from __future__ import annotations
@@ -89,8 +95,9 @@ def child_ours(data: str, tracking_uri: str, version: str, out: str) -> dict:
     from include.ml_pipeline.batch_scoring.source import file_schema, list_input, plan_parts
     from include.ml_pipeline.registry.contract import load_contract
 
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), _cpu_seconds()
     model = load_batch_model(tracking_uri, MODEL, version)
+    verified_cpu = _cpu_seconds() - started_cpu
     # the version's input contract is loaded with it (as the baseline's `load_model` reads
     # its signature); checking the input against it is timed
     contract = load_contract(tracking_uri, MODEL, version)
@@ -119,11 +126,63 @@ def child_ours(data: str, tracking_uri: str, version: str, out: str) -> dict:
         "parts": len(parts),
         "path": model.path,
         "load_seconds": loaded - started,
+        "load_cpu_seconds": verified_cpu,
         "seconds": done - loaded,
         "cpu_seconds": _cpu_seconds() - cpu,
         "stage_cpu_seconds": stages,
         "peak_mb": _peak_mb(),
     }
+
+
+def child_part_load(tracking_uri: str, version: str, record_path: str, mode: str) -> dict:
+    """A part's model load in a fresh process (as on another Celery worker), `mode`
+    `verify`: the version downloaded, compiled and verified (`load_batch_model`, what every
+    part did before); `shared`: the scorer the planning task verified and published, read
+    and digest-checked (`shared.load_shared`, what a part does now)."""
+    from include.ml_pipeline.batch_scoring import shared
+    from include.ml_pipeline.batch_scoring.model import load_batch_model
+
+    record = shared.VerifiedModel.from_dict(json.loads(Path(record_path).read_text()))
+    started, cpu = time.perf_counter(), _cpu_seconds()
+    if mode == "shared":
+        model = shared.load_shared(record, MODEL, version)
+    else:
+        model = load_batch_model(tracking_uri, MODEL, version)
+    return {
+        "mode": mode,
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": _cpu_seconds() - cpu,
+        "path": model.path,
+    }
+
+
+def part_loads(args: argparse.Namespace, tracking_uri: str, version: str, root: Path) -> dict:
+    """The planning task's load + publish here, then `--pairs` pairs of fresh-process part
+    loads (verify / shared, alternating); medians."""
+    from statistics import median
+
+    from include.ml_pipeline.batch_scoring.model import load_batch_model
+    from include.ml_pipeline.batch_scoring.shared import publish
+
+    record = publish(load_batch_model(tracking_uri, MODEL, version), str(root / "run"))
+    record_path = root / "verified.json"
+    record_path.write_text(json.dumps(record.to_dict()))
+    runs: dict[str, list[dict]] = {"verify": [], "shared": []}
+    for i in range(args.pairs):
+        for mode in ("verify", "shared") if i % 2 == 0 else ("shared", "verify"):
+            runs[mode].append(
+                _run_child("part-load", args.threads, tracking_uri, version, str(record_path), mode)
+            )
+    from include.ml_pipeline import storage
+
+    published = storage.local_path(record.uri)
+    assert published is not None
+    out = {"path": record.path, "bytes": published.stat().st_size}
+    for mode, results in runs.items():
+        assert {r["path"] for r in results} == {record.path}, results
+        out[f"{mode}_seconds"] = median(r["seconds"] for r in results)
+        out[f"{mode}_cpu_seconds"] = median(r["cpu_seconds"] for r in results)
+    return out
 
 
 def _run_child(kind: str, threads: int, *args: str, numba: bool = True) -> dict:
@@ -266,12 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-baseline-above", type=int, default=10_000_000)
     parser.add_argument("--out", default=str(ROOT / ".local" / "bench_batch_scoring.json"))
-    parser.add_argument("--child", choices=["baseline", "ours"])
+    parser.add_argument("--child", choices=["baseline", "ours", "part-load"])
     parser.add_argument("child_args", nargs="*")
     args = parser.parse_args(argv)
     if args.child:
         os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
-        result = (child_baseline if args.child == "baseline" else child_ours)(*args.child_args)
+        child = {"baseline": child_baseline, "ours": child_ours, "part-load": child_part_load}
+        result = child[args.child](*args.child_args)
         print("RESULT " + json.dumps(result), flush=True)
         return 0
 
@@ -285,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
         os.environ["ML_PIPELINE_HOME"] = str(root / "home")
         version = register(tracking_uri, root, args.model)
+        loads = part_loads(args, tracking_uri, version, root)
+        print(f"a part's model load: {loads}", flush=True)
         for rows in args.rows:
             data = write_dataset(root / f"table_{rows}.parquet", rows=rows, seed=5)
             runs = _pairs(args, rows, data, tracking_uri, version, root)
@@ -337,6 +399,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\nours' peak memory {rows_out[-1]['rows']:,} vs {rows_out[0]['rows']:,}: {ratio:.2f}x"
         )
+    print(
+        f"\na part's model load, fresh process, medians of {args.pairs}: loaded and verified "
+        f"in the part (before) {loads['verify_seconds']:.2f} s wall / "
+        f"{loads['verify_cpu_seconds']:.2f} s CPU; the scorer verified once by the planning "
+        f"task, read and digest-checked ({loads['bytes'] / 1e6:.1f} MB) "
+        f"{loads['shared_seconds']:.2f} s wall / {loads['shared_cpu_seconds']:.2f} s CPU"
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(
         json.dumps(
@@ -345,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
                 "threads": args.threads,
                 "load_before": load_before,
                 "load_after": load_after,
+                "part_loads": loads,
                 "runs": rows_out,
             },
             indent=2,
