@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -330,7 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
-        child = {"baseline": child_baseline, "ours": child_ours, "part-load": child_part_load}
+        child: dict[str, Callable[..., dict]] = {
+            "baseline": child_baseline,
+            "ours": child_ours,
+            "part-load": child_part_load,
+        }
         result = child[args.child](*args.child_args)
         print("RESULT " + json.dumps(result), flush=True)
         return 0
