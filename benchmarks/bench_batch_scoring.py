@@ -350,13 +350,15 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
         os.environ["ML_PIPELINE_HOME"] = str(root / "home")
         version = register(tracking_uri, root, args.model)
-        loads = part_loads(args, tracking_uri, version, root)
-        print(f"a part's model load: {loads}", flush=True)
         for rows in args.rows:
             data = write_dataset(root / f"table_{rows}.parquet", rows=rows, seed=5)
             runs = _pairs(args, rows, data, tracking_uri, version, root)
             rows_out.append({"rows": rows, **runs, **_summary(runs)})
             print(f"{rows:,} rows: {_summary(runs)}", flush=True)
+        # last: loading the model here grows this process, and on Linux a child's peak
+        # resident memory (`ru_maxrss`) starts at its parent's size when it was forked
+        loads = part_loads(args, tracking_uri, version, root)
+        print(f"a part's model load: {loads}", flush=True)
     load_after = os.getloadavg()
 
     print(
