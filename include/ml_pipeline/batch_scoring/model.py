@@ -258,8 +258,8 @@ class MaskPlan:
 
     def _inputs(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
         """The compiled kernel's input matrix (rows x inputs): each numeric input imputed
-        and scaled as its `NumericBlock.apply` does (the same operations, so the same
-        floats), straight from its Arrow column into its matrix column; each categorical
+        and scaled by its `NumericBlock.apply_column` (the same operations as `apply`, so
+        the same floats), straight from its Arrow column into its matrix column; each categorical
         input its one-hot slot, gathered from the column's dictionary codes. The matrix is
         this thread's buffer, reused chunk after chunk (a fresh one per chunk paid the
         allocator's page faults): the kernel reads it before the next chunk comes."""
@@ -271,16 +271,7 @@ class MaskPlan:
                 _, block, j, _ = source
                 # the passes on the contiguous column, one strided write into the matrix
                 found = numeric_values(batch.column(self.numeric[block.positions[j]]))
-                if block.fill is not None:
-                    missing = np.isnan(found)
-                    if missing.any():
-                        found = np.where(missing, block.fill[j], found)
-                if block.mean is not None:
-                    found = found - block.mean[j]
-                if block.scale is not None:
-                    np.divide(found, block.scale[j], out=column)
-                else:
-                    column[:] = found
+                block.apply_column(j, found, column)
             else:
                 _, name, lookup, unknown, width = source
                 codes, texts = category_codes(batch.column(name))

@@ -89,6 +89,21 @@ class NumericBlock:
             block /= self.scale
         out[:, offset : offset + self.width] = block
 
+    def apply_column(self, j: int, values: np.ndarray, out: np.ndarray) -> None:
+        """`apply` for this block's column `j` alone: `values` (its raw floats, NaN for
+        missing; not changed) imputed and scaled into `out` by the same operations, so the
+        same floats (batch scoring builds its kernel's inputs column by column)."""
+        if self.fill is not None:
+            missing = np.isnan(values)
+            if missing.any():
+                values = np.where(missing, self.fill[j], values)
+        if self.mean is not None:
+            values = values - self.mean[j]
+        if self.scale is not None:
+            np.divide(values, self.scale[j], out=out)
+        else:
+            out[:] = values
+
 
 @dataclass
 class CategoricalBlock:
