@@ -1,7 +1,8 @@
 """The DAG with LightGBM, XGBoost, your own estimator (the example module) and a searched
 candidate, on binary, multiclass and regression data: every candidate trained, the winner
-deployed and answering on the API; a bad import path refused at `iniciar_experimento`,
-before any worker trains, with the candidate, the path and the reason."""
+deployed and answering on the API; a bad import path, an object that is not an estimator and
+a fit that fails refused at `iniciar_experimento`, before any worker trains, with the
+candidate, the path and the reason."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ PROBLEMS = {
 
 
 def _candidates(problem: str) -> list[dict]:
-    return [
+    candidates = [
         {"name": "lgbm", "estimator": "lightgbm", "params": {"n_estimators": 60}},
         {"name": "xgb", "estimator": "xgboost", "params": {"n_estimators": 60, "max_depth": 4}},
         {
@@ -48,6 +49,9 @@ def _candidates(problem: str) -> list[dict]:
             },
         },
     ]
+    if problem == "binary":  # the same search again, in its own task: reproducible
+        candidates.append({**candidates[-1], "name": "lgbm_tuned_again"})
+    return candidates
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +88,18 @@ def test_lightgbm_xgboost_custom_and_searched_candidates_the_winner_served(
     )
     assert result.state == "success", result.log[-4000:]
     assert result.result("preparacion_datos.validar_datos")["problem_type"] == problem
+    names = [candidate["name"] for candidate in _candidates(problem)]
     trained = [
-        result.result(f"entrenamiento_evaluacion.entrenar_modelo[{index}]") for index in range(4)
+        result.result(f"entrenamiento_evaluacion.entrenar_modelo[{index}]")
+        for index in range(len(names))
     ]
-    assert sorted(r["candidate"] for r in trained) == ["lgbm", "lgbm_tuned", "ratios", "xgb"]
+    assert sorted(r["candidate"] for r in trained) == sorted(names)
     tuned = next(r for r in trained if r["candidate"] == "lgbm_tuned")
     assert {"learning_rate", "num_leaves"} <= set(tuned["params"])  # the best values
+    again = [r for r in trained if r["candidate"] == "lgbm_tuned_again"]
+    for other in again:  # same seed, same data, another worker: the same best parameters
+        assert other["params"] == tuned["params"]
+        assert other["run_id"] != tuned["run_id"]
     client = _client()
     trials = client.search_runs(
         [client.get_run(tuned["run_id"]).info.experiment_id],
@@ -98,7 +108,7 @@ def test_lightgbm_xgboost_custom_and_searched_candidates_the_winner_served(
     assert len(trials) == 3
 
     registered = result.result("entrenamiento_evaluacion.registrar_mlflow")
-    assert registered["candidate"] in {"lgbm", "lgbm_tuned", "ratios", "xgb"}
+    assert registered["candidate"] in names
     assert result.task_state("notificar_despliegue_exitoso") == "success"
     champion = client.get_model_version_by_alias(model, "champion")
     assert str(champion.version) == registered["version"]
@@ -114,8 +124,39 @@ def test_lightgbm_xgboost_custom_and_searched_candidates_the_winner_served(
     assert str(served["version"]) == registered["version"]
 
 
-def test_a_bad_import_path_is_refused_at_iniciar_experimento(run_dag, data):
-    bad = {"name": "mine", "estimator": "include.custom_models.no_such_module:Model"}
+@pytest.mark.parametrize(
+    ("bad", "reasons_say"),
+    [
+        pytest.param(
+            {"name": "mine", "estimator": "include.custom_models.no_such_module:Model"},
+            [
+                "'include.custom_models.no_such_module:Model' does not import",
+                "ModuleNotFoundError",
+                "put the module under include/",  # the fix
+            ],
+            id="path-does-not-import",
+        ),
+        pytest.param(
+            {"name": "mine", "estimator": "collections:OrderedDict"},
+            ["gave a OrderedDict, which is not a scikit-learn estimator", "no fit, predict"],
+            id="not-an-estimator",
+        ),
+        pytest.param(
+            {
+                "name": "mine",
+                "estimator": CUSTOM.format("classifier"),
+                "input": "raw",
+                "params": {"ratios": [["nope", "tenure_months"]]},
+            },
+            [
+                "failed before any worker trained",
+                "RatioFeatures: column(s) nope not in the input",
+            ],
+            id="fit-fails",
+        ),
+    ],
+)
+def test_a_broken_candidate_is_refused_at_iniciar_experimento(run_dag, data, bad, reasons_say):
     result = run_dag(
         {
             "data_uri": str(data["classification"]),
@@ -134,6 +175,5 @@ def test_a_bad_import_path_is_refused_at_iniciar_experimento(run_dag, data):
 
     reasons = " ".join(read_log()[-1]["reasons"])
     assert "candidate 'mine'" in reasons, reasons
-    assert "'include.custom_models.no_such_module:Model' does not import" in reasons
-    assert "ModuleNotFoundError" in reasons
-    assert "put the module under include/" in reasons  # the fix
+    for words in reasons_say:
+        assert words in reasons, reasons
