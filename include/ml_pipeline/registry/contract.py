@@ -367,6 +367,14 @@ def _derived_contract(client: Any, name: str, version: Any) -> dict[str, Any] | 
     spec = metadata.get("feature_spec")
     if not spec:
         return None
+    classes = client.get_run(version.run_id).data.tags.get("classes") if version.run_id else None
+    return derived_contract(spec, classes)
+
+
+def derived_contract(spec: dict[str, Any], classes: str | None) -> dict[str, Any]:
+    """`_derived_contract` from a feature spec (`FeatureSpec.to_dict()`) and the run's
+    `classes` tag (comma-separated, or None), read by the caller (the model API's fast
+    start reads both without MLflow)."""
     columns = [
         {"name": c, "kind": kind, "type": _TYPE_OF_KIND[kind], "required": True, "nullable": True}
         for kind, names in (
@@ -376,7 +384,6 @@ def _derived_contract(client: Any, name: str, version: Any) -> dict[str, Any] | 
         for c in names
     ]
     target: dict[str, Any] = {"name": spec.get("target")}
-    classes = client.get_run(version.run_id).data.tags.get("classes") if version.run_id else None
     if classes:
         raw = classes.split(",")
         if all(v in ("True", "False") for v in raw):
