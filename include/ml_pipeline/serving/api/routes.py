@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import re
+import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -63,10 +64,52 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 def request_id(header: str | None) -> str:
     """The client's `X-Request-Id` when it is 1-128 characters of `A-Za-z0-9._:-`,
-    else a new one (32 hex digits)."""
+    else a new one (`new_request_id`)."""
     if header and _REQUEST_ID.match(header):
         return header
-    return uuid.uuid4().hex
+    return new_request_id()
+
+
+_ID_BATCH = 1024
+_ids: list[str] = []
+_ids_lock = threading.Lock()
+
+
+def new_request_id() -> str:
+    """A new request id: what `uuid.uuid4().hex` gives (32 hex digits, 122 random bits
+    from the OS, version 4 and variant bits set), without its `getrandom` call and UUID
+    object per request (4 us of the event loop's ~150 us per 1-row request): the OS's
+    random bytes are read for 1,024 ids at a time."""
+    try:
+        return _ids.pop()
+    except IndexError:
+        pass
+    with _ids_lock:
+        if not _ids:
+            raw = bytearray(os.urandom(16 * _ID_BATCH))
+            for i in range(0, len(raw), 16):  # as uuid.UUID(bytes=..., version=4) sets them
+                raw[i + 6] = (raw[i + 6] & 0x0F) | 0x40
+                raw[i + 8] = (raw[i + 8] & 0x3F) | 0x80
+            digits = raw.hex()
+            _ids.extend(digits[i : i + 32] for i in range(0, len(digits), 32))
+        return _ids.pop()
+
+
+class JSONAnswer(Response):
+    """A 200 JSON answer: `Response(body, media_type=JSON, headers=headers)` with the same
+    head (the given headers, then content-length and content-type, as Starlette orders
+    them), built without Starlette's general header handling (the hot path's answer)."""
+
+    media_type = JSON
+
+    def __init__(self, body: bytes, headers: dict[str, str]):
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        raw.append((b"content-length", str(len(body)).encode("latin-1")))
+        raw.append((b"content-type", b"application/json"))
+        self.raw_headers = raw
 
 
 def allowed_methods(request: Request) -> list[str]:
@@ -360,7 +403,7 @@ class Routes:
         headers[REQUEST_ID_HEADER] = rid
         headers[VERSION_HEADER] = str(served.version)
         headers[ARM_HEADER] = CHAMPION
-        return Response(body, media_type=JSON, headers=headers)
+        return JSONAnswer(body, headers)
 
     async def route(
         self, experiment: Experiment, champion, batch, request, rid, parse, endpoint, render
