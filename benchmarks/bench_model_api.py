@@ -40,7 +40,8 @@ removed at the end (`--keep` keeps it). `--log-ab` adds our API with the inferen
 `--registry server` keeps the registry in an `mlflow server` on loopback (SQLite, proxied
 artifacts: the compose stack's setting) instead of a SQLite file: every server then
 resolves and downloads through it, and ours can start from its serving artifact over the
-REST API (`serving/loading/registry_rest.py`). `--rows` / `--connections` choose the cells
+REST API (`serving/loading/registry_rest.py`; with the SQLite file it reads that file with
+`sqlite3` the same way). `--rows` / `--connections` choose the cells
 (e.g. `--rows 1 --connections 8,64 --peers ''`: the latency budget, ours alone; each
 cell also reports the slowest request, `max`); `--duration 0` measures start-up only.
 
