@@ -10,7 +10,8 @@ float32): the same floats as `LeafMasks.raw`.
 `matrix_sums` finds the rows' bins from a matrix (the model API's `masks.MaskedTrees`;
 batch scoring's `MaskPlan` inputs side by side): per used column a branch-free binary
 search among its sorted thresholds (as `np.searchsorted`, side "left"; `strict`: "right"),
-NaN its own last bin, optionally the value rounded to float32 first (XGBoost).
+NaN its own last bin, optionally the value rounded to float32 first (XGBoost); a column
+split on categories (LightGBM's and XGBoost's native categorical splits) by its code.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def matrix_sums(
     columns,
     thresholds,
     threshold_at,
+    codes,
     table_of,
     stride,
     tables,
@@ -68,7 +70,10 @@ def matrix_sums(
     """out[r] = base + the leaf values of row r, whose masks are the AND over tables i of
     `tables[index_i]`: used column j (matrix column `columns[j]`, thresholds
     `thresholds[threshold_at[j]:threshold_at[j + 1]]`) adds its bin times `stride[j]` to
-    the index of table `table_of[j]` (which starts at `table_at[i]`)."""
+    the index of table `table_of[j]` (which starts at `table_at[i]`). A column split on
+    categories (`codes[j] >= 0`, no thresholds) is binned as `LeafMasks.column_bins` bins
+    it: its code (the value truncated) below `codes[j]`, `codes[j]` for any other value,
+    `codes[j] + 1` for NaN."""
     rows = x.shape[0]
     n_tables = table_at.shape[0]
     n_trees = tables.shape[1]
@@ -87,6 +92,15 @@ def matrix_sums(
                 v = x[start + r, columns[j]]
                 if round32:
                     v = np.float64(np.float32(v))
+                if codes[j] >= 0:
+                    if v != v:
+                        b = codes[j] + 1
+                    elif v > -1.0 and v < codes[j]:
+                        b = np.int64(v)  # truncated toward zero, as np.trunc
+                    else:
+                        b = codes[j]
+                    index[r, table_of[j]] += b * stride[j]
+                    continue
                 # branch-free: the number of thresholds below v (`strict`: at or below)
                 lo = first
                 m = count
