@@ -80,6 +80,8 @@ def matrix_sums(
     alive = np.empty((BLOCK, n_trees), dtype=tables.dtype)
     acc = np.empty((BLOCK, base.shape[0]), dtype=values.dtype)
     index = np.empty((BLOCK, n_tables), dtype=np.int64)
+    value = np.empty(BLOCK, dtype=np.float64)
+    lo = np.empty(BLOCK, dtype=np.int64)
     for start in range(0, rows, BLOCK):
         n = min(rows, start + BLOCK) - start
         for r in range(n):
@@ -88,32 +90,47 @@ def matrix_sums(
         for j in range(columns.shape[0]):
             first = threshold_at[j]
             count = threshold_at[j + 1] - first
-            for r in range(n):
-                v = x[start + r, columns[j]]
-                if round32:
-                    v = np.float64(np.float32(v))
-                if codes[j] >= 0:
+            column = columns[j]
+            to = table_of[j]
+            step = stride[j]
+            if codes[j] >= 0:
+                c = codes[j]
+                for r in range(n):
+                    v = x[start + r, column]
+                    if round32:
+                        v = np.float64(np.float32(v))
                     if v != v:
-                        b = codes[j] + 1
-                    elif v > -1.0 and v < codes[j]:
+                        b = c + 1
+                    elif v > -1.0 and v < c:
                         b = np.int64(v)  # truncated toward zero, as np.trunc
                     else:
-                        b = codes[j]
-                    index[r, table_of[j]] += b * stride[j]
-                    continue
-                # branch-free: the number of thresholds below v (`strict`: at or below)
-                lo = first
-                m = count
-                while m > 1:
-                    half = m >> 1
-                    t = thresholds[lo + half - 1]
-                    lo += half * ((t <= v) if strict else (t < v))
-                    m -= half
-                t = thresholds[lo]
-                b = lo - first + ((t <= v) if strict else (t < v))
+                        b = c
+                    index[r, to] += b * step
+                continue
+            for r in range(n):
+                v = x[start + r, column]
+                if round32:
+                    v = np.float64(np.float32(v))
+                value[r] = v
+                lo[r] = first
+            # branch-free: the number of thresholds below v (`strict`: at or below), the
+            # block's rows in lockstep: independent chains of loads the CPU overlaps
+            # (one row's search after the other: 10-15% more CPU for the whole kernel,
+            # 1,000 rows of the default LightGBM / XGBoost candidates)
+            m = count
+            while m > 1:
+                half = m >> 1
+                for r in range(n):
+                    t = thresholds[lo[r] + half - 1]
+                    lo[r] += half * ((t <= value[r]) if strict else (t < value[r]))
+                m -= half
+            for r in range(n):
+                v = value[r]
+                t = thresholds[lo[r]]
+                b = lo[r] - first + ((t <= v) if strict else (t < v))
                 if v != v:
                     b = count + 1
-                index[r, table_of[j]] += b * stride[j]
+                index[r, to] += b * step
         for r in range(n):
             row = tables[index[r, 0]]
             for t in range(n_trees):
