@@ -16,9 +16,12 @@ busy machine slows both sides alike:
 - preprocess: the compiled predictor's `transform` (the same code on both sides) of each
   side's batch: the "after" parser is built as the API builds it (`parsing.parser_for`:
   the categories the encoders know decoded to the encoders' own strings);
-- trees: the compiled estimator on the preprocessed matrix; "before" is the onnxruntime
-  path alone (`trees.MASK_ROWS` set out of reach: the leaf masks off), "after" what the
-  predictor does now;
+- trees: the compiled estimator on the preprocessed matrix; "before" is, by
+  `--trees-before`, the onnxruntime path alone (`onnx`: `trees.MASK_ROWS` set out of reach,
+  the leaf masks off) or the numpy leaf masks (`numpy`: the numba kernel off, what `main`
+  ran before 2026-12-04 for LightGBM and XGBoost models with categorical columns, whose
+  codes the kernel did not bin); "after" what the predictor does now (the numba kernel
+  loaded before timing: `ML_PIPELINE_NUMBA_WAIT=1`);
 - render: the `/invocations` answer's body (`routes.render_invocations`) of the prediction;
 - request: the whole request as the route runs it, in one timed call: parse, predict
   (preprocess, trees, labels), render. Not the sum of the parts: it also pays what each
@@ -118,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--before", default="main", help="git ref of the 'before' parser")
     parser.add_argument("--models", default="hgb_classifier,hgb_regressor,lightgbm,xgboost")
+    parser.add_argument(
+        "--trees-before",
+        choices=("onnx", "numpy"),
+        default="onnx",
+        help="the 'before' trees: onnxruntime alone, or the numpy leaf masks",
+    )
     args = parser.parse_args(argv)
     gc.set_threshold(50_000, 20, 100)  # as the API's process runs
     before = parser_module_at(args.before)
@@ -151,6 +160,18 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     trees_module.MASK_ROWS = mask_rows
 
+            def numpy_masks(x=x, trees=trees) -> None:
+                masks = trees.masks() if hasattr(trees, "masks") else None
+                if masks is None:
+                    trees(x)
+                    return
+                known = masks.__dict__.get("_compiled")
+                masks._compiled = False  # the numpy leaf masks answer
+                try:
+                    trees(x)
+                finally:
+                    masks.__dict__["_compiled"] = known
+
             n = args.repeat if rows < 1000 else max(30, args.repeat // 10)
             parse_before, parse_after = cpu_pair(
                 partial(old.parse_json_body, body), partial(new.parse_json_body, body), n
@@ -159,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             preprocess_before, preprocess = cpu_pair(
                 partial(compiled.transform, old_batch), partial(compiled.transform, batch), n
             )
-            trees_before, trees_after = cpu_pair(onnx_only, partial(trees, x), n)
+            before_trees = onnx_only if args.trees_before == "onnx" else numpy_masks
+            trees_before, trees_after = cpu_pair(before_trees, partial(trees, x), n)
             result = compiled.predict(batch)
 
             def request(body=body, compiled=compiled, new=new) -> bytes:
@@ -176,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{total_before / total_after:.2f}x | {whole:.3f} |"
             )
             print(lines[-1], flush=True)
-    print(f"\nprocess CPU ms, medians; before = parser at {args.before}, onnxruntime trees\n")
+    before_trees = {"onnx": "onnxruntime", "numpy": "numpy leaf masks"}[args.trees_before]
+    print(f"\nprocess CPU ms, medians; before = parser at {args.before}, {before_trees} trees\n")
     print("\n".join(lines))
     return 0
 
