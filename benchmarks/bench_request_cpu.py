@@ -5,8 +5,9 @@ after a change, for every compiled tree family.
         [--repeat 200] [--before main] [--models hgb_classifier,hgb_regressor,lightgbm,xgboost]
 
 For each model (the HistGradientBoosting churn classifier and `hgb_deep` regressor of
-`bench_model_api.py`, a 100-round LightGBM and XGBoost binary classifier of
-`bench_compiled_trees.py`'s shape, all fitted on 20,000 sample rows) and each request size
+`bench_model_api.py`, and its LightGBM and XGBoost binary classifiers: the candidate kinds
+with their defaults, native categorical splits, `bench_compiled_trees.fit`; all fitted on
+20,000 sample rows) and each request size
 (1 / 100 / 1,000 rows of a `dataframe_split` body), it times, in alternation so that a
 busy machine slows both sides alike:
 
@@ -15,9 +16,12 @@ busy machine slows both sides alike:
 - preprocess: the compiled predictor's `transform` (the same code on both sides) of each
   side's batch: the "after" parser is built as the API builds it (`parsing.parser_for`:
   the categories the encoders know decoded to the encoders' own strings);
-- trees: the compiled estimator on the preprocessed matrix; "before" is the onnxruntime
-  path alone (`trees.MASK_ROWS` set out of reach: the leaf masks off), "after" what the
-  predictor does now;
+- trees: the compiled estimator on the preprocessed matrix; "before" is, by
+  `--trees-before`, the onnxruntime path alone (`onnx`: `trees.MASK_ROWS` set out of reach,
+  the leaf masks off) or the numpy leaf masks (`numpy`: the numba kernel off, what `main`
+  ran before 2026-12-04 for LightGBM and XGBoost models with categorical columns, whose
+  codes the kernel did not bin); "after" what the predictor does now (the numba kernel
+  loaded before timing: `ML_PIPELINE_NUMBA_WAIT=1`);
 - render: the `/invocations` answer's body (`routes.render_invocations`) of the prediction;
 - request: the whole request as the route runs it, in one timed call: parse, predict
   (preprocess, trees, labels), render. Not the sum of the parts: it also pays what each
@@ -47,6 +51,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# the compiled kernels loaded before the first timed call (the API loads them in the
+# background and answers on numpy meanwhile: its steady state is what is timed here)
+os.environ.setdefault("ML_PIPELINE_NUMBA_WAIT", "1")
 ROWS = (1, 100, 1000)
 PARSING = "include/ml_pipeline/serving/parsing.py"
 
@@ -83,7 +90,7 @@ def models(names: list[str]):
             pipeline, spec = regression_pipeline("hgb_deep", rows=20_000, seed=3)
             yield name, pipeline, spec
         elif name in ("lightgbm", "xgboost"):
-            pipeline, spec, _ = fit(name, "binary", 100, 20_000, predict_threads())
+            pipeline, spec, _ = fit(name, "binary", None, 20_000, predict_threads())
             yield name, pipeline, spec
         else:
             raise SystemExit(f"unknown model {name!r}")
@@ -114,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--before", default="main", help="git ref of the 'before' parser")
     parser.add_argument("--models", default="hgb_classifier,hgb_regressor,lightgbm,xgboost")
+    parser.add_argument(
+        "--trees-before",
+        choices=("onnx", "numpy"),
+        default="onnx",
+        help="the 'before' trees: onnxruntime alone, or the numpy leaf masks",
+    )
     args = parser.parse_args(argv)
     gc.set_threshold(50_000, 20, 100)  # as the API's process runs
     before = parser_module_at(args.before)
@@ -147,6 +160,18 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     trees_module.MASK_ROWS = mask_rows
 
+            def numpy_masks(x=x, trees=trees) -> None:
+                masks = trees.masks() if hasattr(trees, "masks") else None
+                if masks is None:
+                    trees(x)
+                    return
+                known = masks.__dict__.get("_compiled")
+                masks._compiled = False  # the numpy leaf masks answer
+                try:
+                    trees(x)
+                finally:
+                    masks.__dict__["_compiled"] = known
+
             n = args.repeat if rows < 1000 else max(30, args.repeat // 10)
             parse_before, parse_after = cpu_pair(
                 partial(old.parse_json_body, body), partial(new.parse_json_body, body), n
@@ -155,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             preprocess_before, preprocess = cpu_pair(
                 partial(compiled.transform, old_batch), partial(compiled.transform, batch), n
             )
-            trees_before, trees_after = cpu_pair(onnx_only, partial(trees, x), n)
+            before_trees = onnx_only if args.trees_before == "onnx" else numpy_masks
+            trees_before, trees_after = cpu_pair(before_trees, partial(trees, x), n)
             result = compiled.predict(batch)
 
             def request(body=body, compiled=compiled, new=new) -> bytes:
@@ -172,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{total_before / total_after:.2f}x | {whole:.3f} |"
             )
             print(lines[-1], flush=True)
-    print(f"\nprocess CPU ms, medians; before = parser at {args.before}, onnxruntime trees\n")
+    before_trees = {"onnx": "onnxruntime", "numpy": "numpy leaf masks"}[args.trees_before]
+    print(f"\nprocess CPU ms, medians; before = parser at {args.before}, {before_trees} trees\n")
     print("\n".join(lines))
     return 0
 

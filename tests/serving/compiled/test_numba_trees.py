@@ -1,6 +1,7 @@
 """`numba_trees`: leaf masks summed by numba-compiled code give the library's own raw
 scores, the same floats as the numpy masks, for a binary HistGradientBoosting, a
-multiclass LightGBM and an XGBoost regressor (float32 sums), with missing values and a
+multiclass LightGBM and an XGBoost regressor (float32 sums), and LightGBM and XGBoost
+with native categorical splits (binned by their code in the kernel), with missing values and a
 partial last block (batch scoring's form: `tests/batch_scoring/test_fast_paths.py`); a
 numba cache folder that cannot be written is never a failure."""
 
@@ -46,8 +47,23 @@ def _fit(library: str, problem: str):
         import lightgbm
 
         return lightgbm.LGBMClassifier(n_estimators=10, n_jobs=1, verbose=-1).fit(x, y)
+    if library == "lightgbm-categorical":  # columns 4 and 5 split as categories
+        import lightgbm
+
+        return lightgbm.LGBMClassifier(
+            n_estimators=10, n_jobs=1, verbose=-1, min_data_per_group=5, cat_smooth=1
+        ).fit(x, y, categorical_feature=[4, 5])
     import xgboost
 
+    if library == "xgboost-categorical":
+        return xgboost.XGBClassifier(
+            n_estimators=15,
+            max_depth=6,
+            n_jobs=1,
+            feature_types=["q"] * 4 + ["c"] * 2,
+            enable_categorical=True,
+            max_cat_to_onehot=1,
+        ).fit(x, y)
     return xgboost.XGBRegressor(n_estimators=15, max_depth=6, n_jobs=1).fit(x, y)
 
 
@@ -57,7 +73,7 @@ def _onnx_trees(est, library: str):
     from include.ml_pipeline.serving.compiled.trees import HGBTrees, OnnxTrees
 
     if library != "hgb":
-        return compile_booster(est)[1]
+        return compile_booster(est)[1]  # its own library, whatever the variant
     hgb = HGBTrees(est)
     graph = tree_ensemble_model([hgb_tree_arrays(k, p) for k, p in hgb.predictors], hgb.k, 6)
     return OnnxTrees(graph, hgb.k, hgb.baseline, hgb.regression)
@@ -65,10 +81,20 @@ def _onnx_trees(est, library: str):
 
 @pytest.mark.parametrize(
     ("library", "problem"),
-    [("hgb", "binary"), ("lightgbm", "multiclass"), ("xgboost", "regression")],
+    [
+        ("hgb", "binary"),
+        ("lightgbm", "multiclass"),
+        ("xgboost", "regression"),
+        ("lightgbm-categorical", "binary"),
+        ("xgboost-categorical", "multiclass"),
+    ],
 )
 def test_compiled_sums_are_the_librarys_raw_scores(library, problem):
     est = _fit(library, problem)
+    if library.endswith("categorical"):  # native categorical splits, read from the dump
+        masks = _onnx_trees(est, library).masks()
+        assert masks is not None
+        assert masks.trees.categorical
     fresh, _ = _data(1_000 + 37, 1)  # 16 full blocks of 64 rows and a partial one
     expected = library_raw(est, fresh)
 
