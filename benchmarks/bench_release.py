@@ -16,9 +16,15 @@ alike:
   (hash of the key, counting, the experiment's log keys) runs on every request and the
   champion still answers them all, so the difference to the baseline is the split's cost.
 
-Prints per phase the medians of requests/s, mean, p50 and p99; the ratio shadow p99 /
-baseline p99 and the canary's added mean time, both measured in the same run, and the
-split alone timed in-process (`choose_arm` with a key).
+- `shadow_thread` (with `--compare-thread`): shadow on a second API process started with
+  `MODEL_API_SHADOW_INLINE_US=0`, where every off-path prediction runs in the worker
+  thread (the runner before idle-time inline jobs), idle in the other phases.
+
+Prints per phase the medians of requests/s, mean, p50, p99 and the API process's CPU per
+request (user + system of its own threads, not its children); per round the shadow p99 /
+baseline p99 and CPU ratios (paired: the same round) and the load average; the share of
+requests the shadow predicted (the rest dropped or skipped, counted); the canary's added mean time,
+and the split alone timed in-process (`choose_arm` with a key).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import time
 import timeit
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 for path in (ROOT, ROOT / "benchmarks"):
@@ -53,24 +60,63 @@ def set_phase(url: str, token: str, phase: str) -> None:
 
     experiment_client.stop_experiment(url, NAME, token=token)
     os.environ.pop("WRK_EXPERIMENT_KEY", None)
-    if phase == "shadow":
+    if phase.startswith("shadow"):
         experiment_client.start_experiment(url, NAME, "shadow", token=token)
     elif phase == "canary0":
         experiment_client.start_experiment(url, NAME, "canary", share=0.0, token=token)
         os.environ["WRK_EXPERIMENT_KEY"] = "customer-42"
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of the API process itself: its event loop, the shadow
+    thread and the log's thread; not its children (a model load's check)."""
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def wait_quiet(pid: int, timeout: float = 90.0) -> None:
+    """Until the API has no child process: starting an experiment loads the challenger,
+    whose serving artifact is then checked in a low-priority child; measured after it."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while psutil.Process(pid).children(recursive=True) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def shadowed(url: str) -> dict:
+    """The running shadow's counts: the share of its requests the challenger predicted."""
+    from include.ml_pipeline.deployment import experiment_client
+
+    status = experiment_client.experiment_status(url, NAME) or {}
+    counts = status.get("counts") or {}
+    requests = max(counts.get("requests", 0), 1)
+    return {
+        "share": counts.get("off_path", 0) / requests,
+        "dropped": counts.get("dropped", 0),
+        "skipped": counts.get("skipped", 0),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of the three phases")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of the phases")
+    parser.add_argument(
+        "--compare-thread",
+        action="store_true",
+        help="add the shadow_thread phase (a second API, every shadow job in the thread)",
+    )
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         print("wrk not found: apt-get update && apt-get install -y wrk", file=sys.stderr)
         return 2
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    phases = PHASES + (("shadow_thread",) if args.compare_thread else ())
     work = Path(tempfile.mkdtemp(prefix="bench-release-"))
-    proc = None
+    procs: dict[str, Any] = {}
     try:
         from include.ml_pipeline.data_preparation.sample_data import churn_spec
         from include.ml_pipeline.serving.api.experiment import choose_arm
@@ -92,52 +138,81 @@ def main(argv: list[str] | None = None) -> int:
             )
         bodies = base.make_bodies(work, churn_spec())
         token = secrets.token_urlsafe(32)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        env = dict(
-            os.environ,
-            MLFLOW_TRACKING_URI=uri,
-            PYTHONPATH=str(ROOT),
-            ML_PIPELINE_MODEL_NAME=NAME,
-            ML_PIPELINE_INFERENCE_LOG=str(work / "inference_log"),
-            ML_PIPELINE_STORAGE=(work / "data").as_uri(),
-            MODEL_API_ADMIN_TOKEN=token,
-            MODEL_API_HOST="127.0.0.1",
-            MODEL_API_PORT=str(port),
-        )
-        env.pop("MODEL_API_MODELS", None)
-        env.pop("MODEL_API_MODELS_FILE", None)
-        proc = base.start(
-            [sys.executable, "-m", "include.ml_pipeline.serving.api"], env, work / "api.log"
-        )
-        base.wait_healthy(url, proc)
-        set_phase(url, token, "shadow")  # loads the challenger once (warm)
-        base.wait_settled(url)
-        runs: dict[str, list[dict]] = {phase: [] for phase in PHASES}
+        urls: dict[str, str] = {}
+        for server in ("inline", "thread") if args.compare_thread else ("inline",):
+            port = free_port()
+            urls[server] = f"http://127.0.0.1:{port}"
+            env = dict(
+                os.environ,
+                MLFLOW_TRACKING_URI=uri,
+                PYTHONPATH=str(ROOT),
+                ML_PIPELINE_MODEL_NAME=NAME,
+                ML_PIPELINE_INFERENCE_LOG=str(work / server / "inference_log"),
+                ML_PIPELINE_STORAGE=(work / server / "data").as_uri(),
+                MODEL_API_ADMIN_TOKEN=token,
+                MODEL_API_HOST="127.0.0.1",
+                MODEL_API_PORT=str(port),
+            )
+            env.pop("MODEL_API_MODELS", None)
+            env.pop("MODEL_API_MODELS_FILE", None)
+            if server == "thread":
+                env["MODEL_API_SHADOW_INLINE_US"] = "0"
+            (work / server).mkdir()
+            procs[server] = base.start(
+                [sys.executable, "-m", "include.ml_pipeline.serving.api"],
+                env,
+                work / server / "api.log",
+            )
+        for server, url in urls.items():
+            base.wait_healthy(url, procs[server])
+            set_phase(url, token, "shadow")  # loads the challenger once (warm)
+            base.wait_settled(url)
+            set_phase(url, token, "baseline")
+        runs: dict[str, list[dict]] = {phase: [] for phase in phases}
+        loads: list[float] = []
         for attempt in range(args.repeat):
-            order = PHASES[attempt % 3 :] + PHASES[: attempt % 3]
-            for phase in order:
+            shift = attempt % len(phases)
+            for phase in phases[shift:] + phases[:shift]:
+                server = "thread" if phase == "shadow_thread" else "inline"
+                url = urls[server]
                 set_phase(url, token, phase)
+                wait_quiet(procs[server].pid)
                 base.run_wrk(url, bodies[1], 1, 2)  # warm-up
+                cpu = process_cpu_s(procs[server].pid)
                 result = base.run_wrk(url, bodies[1], 1, args.duration)
+                result["cpu_us"] = (
+                    (process_cpu_s(procs[server].pid) - cpu) / max(result["requests"], 1) * 1e6
+                )
+                result["load"] = os.getloadavg()[0]
+                loads.append(result["load"])
+                if phase.startswith("shadow"):
+                    result.update(shadowed(url))
+                set_phase(url, token, "baseline")
                 runs[phase].append(result)
                 print(
                     f"  round {attempt + 1} {phase}: {result['rps']:.0f} req/s, mean "
                     f"{result['mean_us'] / 1000:.3f} ms, p99 {result['p99_us'] / 1000:.3f} ms, "
-                    f"errors {result['errors']}",
+                    f"CPU {result['cpu_us']:.0f} us/request, load {result['load']:.1f}, "
+                    f"errors {result['errors']}"
+                    + (
+                        f", shadowed {result['share']:.1%} (dropped {result['dropped']}, "
+                        f"skipped {result['skipped']})"
+                        if phase.startswith("shadow")
+                        else ""
+                    ),
                     flush=True,
                 )
-        set_phase(url, token, "baseline")
-        base.stop(proc)
-        proc = None
+        for server, proc in list(procs.items()):
+            base.stop(proc)
+            del procs[server]
         split_us = min(timeit.repeat(lambda: choose_arm(0.05, "customer-42"), number=20_000))
         split_us = split_us / 20_000 * 1e6
-        print(render(runs, split_us))
+        print(render(runs, split_us, phases, loads))
         print(render_in_process(asyncio.run(in_process(uri, work, bodies[1].read_bytes()))))
         return 0
     finally:
         os.environ.pop("WRK_EXPERIMENT_KEY", None)
-        if proc is not None:
+        for proc in procs.values():
             base.stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
@@ -210,31 +285,49 @@ def render_in_process(best: dict[str, float]) -> str:
     )
 
 
-def render(runs: dict[str, list[dict]], split_us: float) -> str:
+def render(
+    runs: dict[str, list[dict]], split_us: float, phases: tuple[str, ...], loads: list[float]
+) -> str:
     def med(phase: str, key: str) -> float:
         return median(r[key] for r in runs[phase])
 
     lines = [
         "",
-        "| phase (1 row, 1 connection) | req/s | mean ms | p50 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|",
+        "| phase (1 row, 1 connection) | req/s | mean ms | p50 ms | p99 ms | CPU us/request "
+        "| errors |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for phase in PHASES:
+    for phase in phases:
         lines.append(
             f"| {phase} | {med(phase, 'rps'):.0f} | {med(phase, 'mean_us') / 1000:.3f} | "
             f"{med(phase, 'p50_us') / 1000:.3f} | {med(phase, 'p99_us') / 1000:.3f} | "
-            f"{sum(r['errors'] for r in runs[phase])} |"
+            f"{med(phase, 'cpu_us'):.0f} | {sum(r['errors'] for r in runs[phase])} |"
         )
+    lines.append("")
+    for phase in (p for p in phases if p.startswith("shadow")):
+        pairs = list(zip(runs[phase], runs["baseline"], strict=True))
+        p99 = [s["p99_us"] / b["p99_us"] for s, b in pairs]
+        cpu = [s["cpu_us"] / b["cpu_us"] for s, b in pairs]
+        lines += [
+            f"{phase}: p99 / baseline p99 per round: {', '.join(f'{r:.2f}' for r in p99)}; "
+            f"median {median(p99):.3f} (goal <= 1.10)",
+            f"{phase}: CPU per request / baseline's per round: "
+            f"{', '.join(f'{r:.2f}' for r in cpu)}; median {median(cpu):.3f}",
+            f"{phase}: requests shadowed per round: "
+            f"{', '.join(format(r['share'], '.1%') for r in runs[phase])}; dropped "
+            f"{sum(r['dropped'] for r in runs[phase])}, skipped "
+            f"{sum(r['skipped'] for r in runs[phase])}",
+        ]
     ratio = med("shadow", "p99_us") / med("baseline", "p99_us")
     added = (med("canary0", "mean_us") - med("baseline", "mean_us")) / 1000
     lines += [
-        "",
         f"baseline p99 {med('baseline', 'p99_us') / 1000:.3f} ms; shadow p99 "
-        f"{med('shadow', 'p99_us') / 1000:.3f} ms: ratio {ratio:.3f} (goal <= 1.10)",
+        f"{med('shadow', 'p99_us') / 1000:.3f} ms: ratio of the medians {ratio:.3f}",
         f"canary split: mean {med('canary0', 'mean_us') / 1000:.3f} ms vs baseline "
         f"{med('baseline', 'mean_us') / 1000:.3f} ms: {added:+.4f} ms per request (goal <= "
         f"0.05 ms); the split alone in-process: {split_us:.2f} us",
-        f"({len(runs['baseline'])} rounds, medians; "
+        f"({len(runs['baseline'])} rounds, medians; load average (1 min) "
+        f"{min(loads):.1f}-{max(loads):.1f}; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
     ]
     return "\n".join(lines)

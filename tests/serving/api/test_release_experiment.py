@@ -447,6 +447,41 @@ def test_full_shadow_queue_drops_and_counts(api, versions):
     assert f'model_api_shadow_dropped_total{{model="{NAME}"}} {float(counts["dropped"])}' in metrics
 
 
+def test_a_cheap_shadow_runs_between_requests_on_the_loop_and_still_pairs(api, versions):
+    """The challenger's one-row predictions, cheap, run on the event loop once their cost
+    is known (`shadow_queue.inline`), after each response; every request is still paired
+    and nothing is left counted as in the app after answers, refusals and 404s."""
+    built, rows = versions
+    client = api()
+    put = client.put(f"/admin/models/{NAME}/experiment", json={"mode": "shadow"}, headers=AUTH)
+    assert put.status_code == 200, put.text
+    ids = [f"inline-{i}" for i in range(20)]
+    for rid, row in zip(ids, rows[: len(ids)], strict=True):
+        answer = client.post(
+            "/invocations", json={"dataframe_records": [row]}, headers={"X-Request-Id": rid}
+        )
+        assert answer.status_code == 200
+    assert client.post("/invocations", content=b"{").status_code == 400
+    assert client.get("/no/such/path").status_code == 404
+    oip = client.post(f"/models/{NAME}/invocations", json={"dataframe_records": rows[:1]})
+    assert oip.status_code == 200
+    status = _wait(client, lambda s: s["experiment"]["counts"]["off_path"] >= len(ids) + 1)
+    counts = status["experiment"]["counts"]
+    assert counts["off_path"] == len(ids) + 1
+    assert counts["dropped"] == counts["skipped"] == 0
+    assert status["shadow_queue"]["inline"] >= len(ids) - 1  # the first one: the thread
+    assert client.app.state.service.shadow.busy == 0
+    logged = _logged(client, api.settings)
+    challenger = built["challenger"]
+    for rid, row in zip(ids, rows[: len(ids)], strict=True):
+        assert not logged[rid]["challenger"].served
+        batch = challenger.parser.from_records([row], "records", complete=True)
+        assert (
+            list(logged[rid]["challenger"].predictions)
+            == challenger.predictor.predict(batch).labels
+        )
+
+
 def test_feedback_refusals_are_named_and_counted_and_a_second_label_is_a_correction(
     api, versions, tmp_path
 ):

@@ -56,21 +56,29 @@ class ModelAPI(FastAPI):
     invocations: Any = None  # Routes.invocations, set by create_app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["path"] == "/invocations"
-            and scope["method"] == "POST"
-            and self.invocations is not None
-        ):
-            scope["app"] = self
-            request = Request(scope, receive)
-            try:
-                response = await self.invocations(request)
-            except Exception as exc:
-                response = await self.state.routes.unexpected(request, exc)
-            await response(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
             return
-        await super().__call__(scope, receive, send)
+        # requests in the app: the shadow runs its jobs between them (experiment.py)
+        shadow = self.state.service.shadow
+        shadow.enter()
+        try:
+            if (
+                scope["path"] == "/invocations"
+                and scope["method"] == "POST"
+                and self.invocations is not None
+            ):
+                scope["app"] = self
+                request = Request(scope, receive)
+                try:
+                    response = await self.invocations(request)
+                except Exception as exc:
+                    response = await self.state.routes.unexpected(request, exc)
+                await response(scope, receive, send)
+                return
+            await super().__call__(scope, receive, send)
+        finally:
+            shadow.leave()
 
 
 def create_app(

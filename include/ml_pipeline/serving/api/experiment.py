@@ -175,7 +175,8 @@ class Counts:
     off_path: int = 0  # off-path predictions done (shadow, canary's champion)
     off_path_errors: int = 0
     challenger_errors: int = 0
-    dropped: int = 0  # off-path jobs dropped: queue full
+    dropped: int = 0  # off-path jobs not run: the queue was full, or `skipped`
+    skipped: int = 0  # of `dropped`: waited past the timeout for an idle moment (load)
     timeouts: int = 0
     random_split: int = 0  # canary requests without a key
 
@@ -210,64 +211,203 @@ class Experiment:
         }
 
 
-class ShadowRunner:
-    """Off-path predictions: a bounded queue drained by one coroutine that runs each job
-    in one worker thread, bounded by the job's timeout. A full queue drops the new job
-    (counted); nothing here ever delays or fails the request that queued it."""
+@dataclass
+class _Job:
+    """One queued off-path prediction."""
 
-    def __init__(self, size: int):
+    job: Callable[[], Any]
+    timeout: float
+    done: Callable[..., None]
+    skipped: Callable[[], None] | None
+    key: Any
+    queued: float
+
+
+class ShadowRunner:
+    """Off-path predictions, on a bounded queue; nothing here ever delays or fails the
+    request that queued a job. A full queue drops the new job (counted).
+
+    A cheap job (its model's last job of that size took at most `inline_budget` seconds)
+    runs on the event loop when the API is idle: after the response that queued it is
+    written and no other request is in the app (`busy`, kept by the app: `enter`/`leave`),
+    so the challenger's time falls between requests instead of inside one, with no thread
+    hand-off, wake-up or GIL contention. Under load (requests always in the app) such a
+    job waits at most `force_after` seconds for an idle moment, then runs anyway: at most
+    one per `force_after` then, so the shadow becomes a sample of the traffic.
+
+    Any other job (a first one, a slow model, a big batch, a model predicting in another
+    process) runs in one worker thread, one at a time, bounded by its timeout, as before.
+    A job past its timeout is an error either way. A job that waited in the queue past its
+    timeout is not run but skipped (`skipped()`, counted): it is not in the comparison,
+    and says so."""
+
+    force_after = 0.05  # seconds a job waits for an idle moment under load
+
+    def __init__(self, size: int, inline_budget: float = 0.0003):
         self.size = max(1, size)
-        self.queue: asyncio.Queue | None = None
-        self._task: asyncio.Task | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self.dropped = 0
+        self.inline_budget = max(0.0, inline_budget)
+        self.pending: collections.deque[_Job] = collections.deque()
+        self.busy = 0  # requests in the app now (ModelAPI: enter/leave)
+        self.dropped = 0  # queue full
+        self.skipped = 0  # waited past their timeout (busy)
         self.done = 0
+        self.inline = 0  # of `done`: run on the event loop
+        self._costs: dict[Any, float] = {}  # key -> seconds of its last job
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._threaded: asyncio.Task | None = None  # the job in the worker thread
+        self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._ran_at = 0.0  # when the last job ended
 
     def start(self) -> None:
-        if self._task is None:
-            self.queue = asyncio.Queue(self.size)
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="shadow")
-            self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        if self._loop is None:
+            return
+        self._loop = None  # no more jobs queued or run
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._threaded is not None:
+            self._threaded.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await self._threaded
+            self._threaded = None
+        self.pending.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
-    def submit(self, job: Callable[[], Any], timeout: float, done: Callable[..., None]) -> bool:
-        """Queue `job` (run in the worker thread); `done(result, error)` then runs on the
-        event loop. False (and counted) when the queue is full or not started."""
-        if self.queue is None:
+    def enter(self) -> None:
+        """A request came into the app."""
+        self.busy += 1
+
+    def leave(self) -> None:
+        """A request's response was written: the queue may run if nothing else is in."""
+        self.busy -= 1
+        if not self.busy and self.pending:
+            self._wake()
+
+    def submit(
+        self,
+        job: Callable[[], Any],
+        timeout: float,
+        done: Callable[..., None],
+        *,
+        key: Any = None,
+        skipped: Callable[[], None] | None = None,
+    ) -> bool:
+        """Queue `job` (see the class); `done(result, error)` then runs on the event loop,
+        `skipped()` instead if it waited past `timeout`. `key` names the job's model and
+        size (its cost decides where it runs); None: always the worker thread. False
+        (and counted) when the queue is full or not started."""
+        if self._loop is None or len(self.pending) >= self.size:
+            self.dropped += self._loop is not None
             return False
-        try:
-            self.queue.put_nowait((job, timeout, done))
-        except asyncio.QueueFull:
-            self.dropped += 1
-            return False
+        self.pending.append(_Job(job, timeout, done, skipped, key, time.perf_counter()))
+        self._wake()
         return True
 
-    async def _run(self) -> None:
+    def _wake(self) -> None:
+        if not self._scheduled and self._threaded is None and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _force(self) -> None:
+        self._timer = None
+        self._drain(force=True)
+
+    def _drain(self, force: bool = False) -> None:
+        """Run the next job (one per turn of the loop, so requests come first)."""
+        self._scheduled = False
+        loop = self._loop
+        if loop is None or self._threaded is not None:
+            return
+        now = time.perf_counter()
+        pending = self.pending
+        while pending and now - pending[0].queued > pending[0].timeout:
+            self.skipped += 1
+            self._call(pending.popleft().skipped)
+        if not pending:
+            return
+        head = pending[0]
+        cost = self._costs.get(head.key) if head.key is not None else None
+        if cost is None or cost > self.inline_budget:  # the thread: busy or not, as ever
+            self._threaded = loop.create_task(self._run_threaded(pending.popleft()))
+            return  # the task wakes the queue when it is over
+        if self.busy and not force:
+            if self._timer is None:  # under load: one job per force_after at most
+                since = now - max(head.queued, self._ran_at)
+                self._timer = loop.call_later(max(0.0, self.force_after - since), self._force)
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._run_inline(pending.popleft())
+        if pending:
+            self._wake()
+
+    def _run_inline(self, entry: _Job) -> None:
+        begun = time.perf_counter()
+        try:
+            result, error = entry.job(), None
+        except Exception as exc:
+            result, error = None, str(exc) or repr(exc)
+        took = time.perf_counter() - begun
+        self._costs[entry.key] = took
+        if error is None and took > entry.timeout:
+            result, error = None, _timed_out(entry.timeout)
+        self.inline += 1
+        self._finish(entry, result, error)
+
+    async def _run_threaded(self, entry: _Job) -> None:
         loop = asyncio.get_running_loop()
-        assert self.queue is not None
-        while True:
-            job, timeout, done = await self.queue.get()
+        costs, key, job = self._costs, entry.key, entry.job
+
+        def timed():
+            begun = time.perf_counter()
             try:
-                result = await asyncio.wait_for(loop.run_in_executor(self._pool, job), timeout)
+                return job()
+            finally:
+                if key is not None:
+                    costs[key] = time.perf_counter() - begun
+
+        try:
+            try:
+                running = loop.run_in_executor(self._pool, timed)
+                result = await asyncio.wait_for(running, entry.timeout)
                 error = None
             except TimeoutError:
-                result, error = None, f"timeout: no answer within {timeout * 1000:.0f} ms"
+                result, error = None, _timed_out(entry.timeout)
             except Exception as exc:
                 result, error = None, str(exc) or repr(exc)
-            self.done += 1
-            try:
-                done(result, error)
-            except Exception:  # never let the worker die
-                log.exception("shadow job callback failed")
+            self._finish(entry, result, error)
+        finally:
+            self._threaded = None
+            if self.pending:
+                self._wake()
+
+    def _finish(self, entry: _Job, result: Any, error: str | None) -> None:
+        self.done += 1
+        self._ran_at = time.perf_counter()
+        self._call(entry.done, result, error)
+
+    @staticmethod
+    def _call(callback: Callable[..., None] | None, *args: Any) -> None:
+        if callback is None:
+            return
+        try:
+            callback(*args)
+        except Exception:  # never let the queue die
+            log.exception("shadow job callback failed")
+
+
+def _timed_out(timeout: float) -> str:
+    return f"timeout: no answer within {timeout * 1000:.0f} ms"
 
 
 # --------------------------------------------------------------------------- the file

@@ -399,7 +399,8 @@ class Routes:
         body = render(served, result)
         self.after_predict(endpoint, started, served, batch, result, request, extra)
         if experiment is not None and experiment.active and experiment.config.mode != CANARY:
-            self.off_path(experiment, experiment.challenger.model, parse, rid, request, True)
+            challenger = experiment.challenger.model
+            self.off_path(experiment, challenger, parse, rid, request, True, batch.rows)
         headers[REQUEST_ID_HEADER] = rid
         headers[VERSION_HEADER] = str(served.version)
         headers[ARM_HEADER] = CHAMPION
@@ -447,7 +448,7 @@ class Routes:
                 **split,
             }
             self.after_predict(endpoint, started, challenger, own, result, request, extra)
-            self.off_path(experiment, champion, parse, rid, request, False)
+            self.off_path(experiment, champion, parse, rid, request, False, own.rows)
             headers[REQUEST_ID_HEADER] = rid
             headers[VERSION_HEADER] = str(challenger.version)
             headers[ARM_HEADER] = CHALLENGER
@@ -482,11 +483,12 @@ class Routes:
             },
         )
 
-    def off_path(self, experiment, served, parse, rid, request, is_challenger: bool) -> None:
-        """Queue `served`'s prediction of the same request after the response (shadow:
-        the challenger; canary: the champion of a request the challenger answered); its
-        log line has the same request id and `served: false`. A full queue drops it
-        (counted)."""
+    def off_path(self, experiment, served, parse, rid, request, is_challenger: bool, rows: int):
+        """Queue `served`'s prediction of the same request (`rows` rows) after the response
+        (shadow: the challenger; canary: the champion of a request the challenger
+        answered); its log line has the same request id and `served: false`. A full queue
+        drops it, and the queue skips it when it waited past the timeout (both counted:
+        not in the comparison)."""
         if served is None:
             return
         traffic = traffic_kind(request.headers.get(TRAFFIC_HEADER))
@@ -530,9 +532,20 @@ class Routes:
                 },
             )
 
-        if not self.state.shadow.submit(job, experiment.config.timeout_ms / 1000.0, done):
+        def skipped(waited: bool = True) -> None:
             experiment.counts.dropped += 1
+            experiment.counts.skipped += waited
             self.state.metrics.shadow_dropped.labels(name).inc()
+
+        # a model predicting in another process waits: always the runner's thread
+        key = (
+            None
+            if getattr(served.predictor, "blocking", False)
+            else (id(served.predictor), rows.bit_length())
+        )
+        timeout = experiment.config.timeout_ms / 1000.0
+        if not self.state.shadow.submit(job, timeout, done, key=key, skipped=skipped):
+            skipped(False)
 
     # ------------------------------------------------------------------ scoring protocol
 
@@ -828,6 +841,8 @@ class Routes:
                     "shadow_queue": {
                         "size": self.state.shadow.size,
                         "dropped": self.state.shadow.dropped,
+                        "skipped": self.state.shadow.skipped,
+                        "inline": self.state.shadow.inline,
                     },
                 }
             ),

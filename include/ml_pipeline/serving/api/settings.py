@@ -16,6 +16,9 @@
 |                               | models file                     | the admin API (restored)      |
 | MODEL_API_SHADOW_QUEUE        | 1000                            | off-path predictions queued   |
 |                               |                                 | (full: dropped and counted)   |
+| MODEL_API_SHADOW_INLINE_US    | 300                             | an off-path prediction this   |
+|                               |                                 | cheap runs on the event loop  |
+|                               |                                 | when idle; 0: always a thread |
 | MODEL_API_ALIAS               | champion                        | alias to serve                |
 | MODEL_API_MAX_ROWS            | 10000                           | rows per request (413 above)  |
 | MODEL_API_MAX_BODY_BYTES      | 16777216 (16 MiB)               | body size (413 above)         |
@@ -165,6 +168,9 @@ class ServingSettings:
     experiments_file: str | None = None
     #: Off-path (shadow) predictions waiting at most; more are dropped and counted.
     shadow_queue: int = 1000
+    #: An off-path prediction that took at most this many microseconds last time runs on
+    #: the event loop between requests; a slower one in a worker thread (0: always).
+    shadow_inline_us: int = 300
     #: The storage root: label files and `POST /feedback` labels go under `labels/<model>`.
     storage_uri: str = ""
     #: Requests of at most this many rows that arrive together are predicted as one
@@ -204,6 +210,7 @@ def get_serving_settings() -> ServingSettings:
         experiments_file=os.environ.get("MODEL_API_EXPERIMENTS_FILE")
         or experiments_file_for(os.environ.get("MODEL_API_MODELS_FILE")),
         shadow_queue=max(1, _int("MODEL_API_SHADOW_QUEUE", 1000)),
+        shadow_inline_us=max(0, _int("MODEL_API_SHADOW_INLINE_US", 300)),
         storage_uri=base.storage_uri,
         micro_batch_rows=max(0, _int("MODEL_API_MICRO_BATCH_ROWS", 1000)),
     )

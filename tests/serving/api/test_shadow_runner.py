@@ -1,0 +1,164 @@
+"""The shadow's off-path queue (`experiment.ShadowRunner`): a cheap job runs on the event
+loop once its cost is known, a first or slow one in the worker thread; jobs wait for the
+app to be idle (no request in it), and under load run at most one per `force_after`; a job
+that waited past its timeout is skipped and counted, never run late; an inline job past
+its timeout is an error as a threaded one is."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from include.ml_pipeline.serving.api.experiment import ShadowRunner
+
+
+def _recorder():
+    seen: list[tuple[str, object, str | None]] = []
+
+    def job(value="ok", seconds: float = 0.0):
+        def run():
+            if seconds:
+                time.sleep(seconds)
+            return threading.current_thread().name, value
+
+        return run
+
+    def done(result, error):
+        seen.append((result[0] if result else "", result[1] if result else None, error))
+
+    return seen, job, done
+
+
+async def _settle(runner: ShadowRunner, seconds: float = 2.0) -> None:
+    deadline = time.monotonic() + seconds
+    while (runner.pending or runner._threaded is not None) and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.01)
+
+
+def test_a_cheap_job_runs_on_the_loop_once_its_cost_is_known():
+    async def main():
+        runner = ShadowRunner(10, inline_budget=0.05)
+        runner.start()
+        seen, job, done = _recorder()
+        try:
+            for value in range(3):
+                assert runner.submit(job(value), 1.0, done, key="cheap")
+                await _settle(runner)
+            assert runner.submit(job("no key"), 1.0, done, key=None)
+            await _settle(runner)
+        finally:
+            await runner.stop()
+        return runner, seen
+
+    runner, seen = asyncio.run(main())
+    loop_thread = threading.current_thread().name  # asyncio.run's loop runs here
+    assert [value for _, value, _ in seen] == [0, 1, 2, "no key"]
+    assert seen[0][0].startswith("shadow")  # first job: its cost unknown, the thread
+    assert seen[1][0] == seen[2][0] == loop_thread  # cheap: on the loop
+    assert seen[3][0].startswith("shadow")  # no key (e.g. an isolated worker): the thread
+    assert runner.inline == 2
+    assert runner.done == 4
+
+
+def test_a_job_slower_than_the_budget_goes_back_to_the_thread():
+    async def main():
+        runner = ShadowRunner(10, inline_budget=0.005)
+        runner.start()
+        seen, job, done = _recorder()
+        try:
+            assert runner.submit(job(0), 1.0, done, key="m")  # learns: cheap
+            await _settle(runner)
+            assert runner.submit(job(1, 0.02), 1.0, done, key="m")  # inline, slow
+            await _settle(runner)
+            assert runner.submit(job(2), 1.0, done, key="m")  # back to the thread
+            await _settle(runner)
+        finally:
+            await runner.stop()
+        return seen
+
+    seen = asyncio.run(main())
+    loop_thread = threading.current_thread().name
+    assert [thread == loop_thread for thread, _, _ in seen] == [False, True, False]
+    assert all(error is None for _, _, error in seen)
+
+
+def test_an_inline_job_past_its_timeout_is_an_error():
+    async def main():
+        runner = ShadowRunner(10, inline_budget=1.0)
+        runner.start()
+        seen, job, done = _recorder()
+        try:
+            runner.submit(job(0), 1.0, done, key="m")
+            await _settle(runner)
+            runner.submit(job(1, 0.03), 0.01, done, key="m")  # inline: 30 ms > 10 ms
+            await _settle(runner)
+        finally:
+            await runner.stop()
+        return runner, seen
+
+    runner, seen = asyncio.run(main())
+    assert seen[1][2] == "timeout: no answer within 10 ms"
+    assert runner.inline == 1
+
+
+def test_jobs_wait_for_the_app_to_be_idle_and_run_sampled_under_load():
+    async def main():
+        runner = ShadowRunner(100, inline_budget=1.0)
+        runner.force_after = 0.05
+        runner.start()
+        seen, job, done = _recorder()
+        skipped: list[int] = []
+        try:
+            runner.submit(job("learn"), 1.0, done, key="m")
+            await _settle(runner)
+            runner.enter()  # a request in the app
+            for value in range(10):
+                runner.submit(job(value), 5.0, done, key="m", skipped=lambda: skipped.append(1))
+            await asyncio.sleep(0.01)
+            assert len(seen) == 1  # none ran while the request was in
+            await asyncio.sleep(0.12)  # still busy: ~one job per force_after
+            forced = len(seen) - 1
+            assert 1 <= forced <= 3
+            runner.leave()  # idle: the rest run
+            await _settle(runner)
+            assert len(seen) == 11
+            assert not skipped
+            # a job that waits past its timeout (the app stays busy) is skipped, counted
+            runner.enter()
+            runner.submit(job("late"), 0.01, done, key="m", skipped=lambda: skipped.append(1))
+            runner.submit(job("late"), 0.01, done, key="m", skipped=lambda: skipped.append(1))
+            await asyncio.sleep(0.1)
+            runner.leave()
+            await _settle(runner)
+        finally:
+            await runner.stop()
+        return runner, seen, skipped
+
+    runner, seen, skipped = asyncio.run(main())
+    assert [value for _, value, _ in seen[1:]] == list(range(10))  # in order, none lost
+    assert len(skipped) == 2
+    assert runner.skipped == 2
+    assert all(value != "late" for _, value, _ in seen)
+    assert runner.busy == 0
+
+
+def test_a_full_queue_drops_and_counts():
+    async def main():
+        runner = ShadowRunner(2, inline_budget=1.0)
+        runner.start()
+        seen, job, done = _recorder()
+        try:
+            runner.enter()
+            accepted = [runner.submit(job(i), 1.0, done, key="m") for i in range(5)]
+            runner.leave()
+            await _settle(runner)
+        finally:
+            await runner.stop()
+        return runner, accepted, seen
+
+    runner, accepted, seen = asyncio.run(main())
+    assert accepted == [True, True, False, False, False]
+    assert runner.dropped == 3
+    assert len(seen) == 2
