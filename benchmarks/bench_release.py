@@ -16,9 +16,10 @@ alike:
   (hash of the key, counting, the experiment's log keys) runs on every request and the
   champion still answers them all, so the difference to the baseline is the split's cost.
 
-- `shadow_thread` (with `--compare-thread`): shadow on a second API process started with
-  `MODEL_API_SHADOW_INLINE_US=0`, where every off-path prediction runs in the worker
-  thread (the runner before idle-time inline jobs), idle in the other phases.
+- `shadow_alt` (with `--compare NAME=VALUE ...`): shadow on a second API process started
+  with those settings, idle in the other phases; e.g. `MODEL_API_SHADOW_INLINE_US=0`
+  (every off-path prediction in the worker thread, as before inline jobs) or
+  `MODEL_API_SHADOW_MAX_SHARE=1` (every request shadowed, however fast they come).
 
 Prints per phase the medians of requests/s, mean, p50, p99 and the API process's CPU per
 request (user + system of its own threads, not its children); per round the shadow p99 /
@@ -105,16 +106,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of the phases")
     parser.add_argument(
-        "--compare-thread",
-        action="store_true",
-        help="add the shadow_thread phase (a second API, every shadow job in the thread)",
+        "--compare",
+        nargs="+",
+        metavar="NAME=VALUE",
+        default=[],
+        help="add the shadow_alt phase: a second API started with these settings",
     )
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         print("wrk not found: apt-get update && apt-get install -y wrk", file=sys.stderr)
         return 2
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
-    phases = PHASES + (("shadow_thread",) if args.compare_thread else ())
+    alt = dict(item.split("=", 1) for item in args.compare)
+    phases = PHASES + (("shadow_alt",) if alt else ())
     work = Path(tempfile.mkdtemp(prefix="bench-release-"))
     procs: dict[str, Any] = {}
     try:
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         bodies = base.make_bodies(work, churn_spec())
         token = secrets.token_urlsafe(32)
         urls: dict[str, str] = {}
-        for server in ("inline", "thread") if args.compare_thread else ("inline",):
+        for server in ("main", "alt") if alt else ("main",):
             port = free_port()
             urls[server] = f"http://127.0.0.1:{port}"
             env = dict(
@@ -155,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             env.pop("MODEL_API_MODELS", None)
             env.pop("MODEL_API_MODELS_FILE", None)
-            if server == "thread":
-                env["MODEL_API_SHADOW_INLINE_US"] = "0"
+            if server == "alt":
+                env.update(alt)
             (work / server).mkdir()
             procs[server] = base.start(
                 [sys.executable, "-m", "include.ml_pipeline.serving.api"],
@@ -173,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         for attempt in range(args.repeat):
             shift = attempt % len(phases)
             for phase in phases[shift:] + phases[:shift]:
-                server = "thread" if phase == "shadow_thread" else "inline"
+                server = "alt" if phase == "shadow_alt" else "main"
                 url = urls[server]
                 set_phase(url, token, phase)
                 wait_quiet(procs[server].pid)

@@ -162,3 +162,50 @@ def test_a_full_queue_drops_and_counts():
     assert accepted == [True, True, False, False, False]
     assert runner.dropped == 3
     assert len(seen) == 2
+
+
+def test_under_load_the_jobs_take_at_most_max_share_of_the_clock_and_the_rest_is_skipped():
+    """A stream faster than the challenger within its share: a sample is run, spread
+    over the stream, the rest skipped at once (counted); a slow stream is shadowed whole."""
+
+    async def main(gap: float):
+        runner = ShadowRunner(1000, inline_budget=1.0, max_share=0.2)
+        runner.burst = 0.004
+        runner.start()
+        ran: list[int] = []
+        skipped: list[int] = []
+
+        def job(i):
+            def run():
+                time.sleep(0.002)  # 2 ms of challenger per request
+                return i
+
+            return run
+
+        began = time.perf_counter()
+        try:
+            for i in range(60):
+                runner.submit(
+                    job(i),
+                    1.0,
+                    lambda result, error: ran.append(result),
+                    key="m",
+                    skipped=lambda i=i: skipped.append(i),
+                )
+                await asyncio.sleep(gap)
+            await _settle(runner)
+        finally:
+            await runner.stop()
+        return runner, ran, skipped, time.perf_counter() - began
+
+    # a request every ~1 ms, 2 ms of challenger each: 200% of the clock wanted, 20% allowed
+    runner, ran, skipped, took = asyncio.run(main(0.001))
+    assert len(ran) + len(skipped) == 60  # each request run or skipped, none lost
+    assert runner.skipped == len(skipped) >= 30
+    assert len(ran) * 0.002 <= 0.2 * took + 0.004 + 0.002  # the share, plus the burst
+    assert ran == sorted(ran)
+    assert max(ran) > 30  # a sample spread over the stream, not its first requests only
+    # a request every 20 ms: 10% of the clock, within the share: every request shadowed
+    runner, ran, skipped, _ = asyncio.run(main(0.02))
+    assert len(ran) == 60
+    assert not skipped

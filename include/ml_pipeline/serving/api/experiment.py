@@ -239,13 +239,23 @@ class ShadowRunner:
     process) runs in one worker thread, one at a time, bounded by its timeout, as before.
     A job past its timeout is an error either way. A job that waited in the queue past its
     timeout is not run but skipped (`skipped()`, counted): it is not in the comparison,
-    and says so."""
+    and says so.
+
+    `max_share` bounds the jobs' time to that share of the clock (a token bucket holding
+    at most `burst` seconds): past it a new job is skipped (counted) at once. Traffic the
+    challenger can keep up with within it is shadowed whole; faster traffic (a client
+    that sends the next request the moment it gets an answer) is shadowed in part, the
+    requests skipped spread over time rather than in runs."""
 
     force_after = 0.05  # seconds a job waits for an idle moment under load
+    burst = 0.05  # seconds of jobs that may run back to back after a quiet spell
 
-    def __init__(self, size: int, inline_budget: float = 0.0003):
+    def __init__(self, size: int, inline_budget: float = 0.0003, max_share: float = 1.0):
         self.size = max(1, size)
         self.inline_budget = max(0.0, inline_budget)
+        self.max_share = min(1.0, max(0.0, max_share))
+        self._tokens = self.burst  # seconds of jobs the shadow may run now
+        self._refilled = time.perf_counter()
         self.pending: collections.deque[_Job] = collections.deque()
         self.busy = 0  # requests in the app now (ModelAPI: enter/leave)
         self.dropped = 0  # queue full
@@ -302,13 +312,22 @@ class ShadowRunner:
         skipped: Callable[[], None] | None = None,
     ) -> bool:
         """Queue `job` (see the class); `done(result, error)` then runs on the event loop,
-        `skipped()` instead if it waited past `timeout`. `key` names the job's model and
+        `skipped()` instead if it waited past `timeout` or the jobs are past `max_share`
+        of the time (then at once; still True). `key` names the job's model and
         size (its cost decides where it runs); None: always the worker thread. False
         (and counted) when the queue is full or not started."""
         if self._loop is None or len(self.pending) >= self.size:
             self.dropped += self._loop is not None
             return False
-        self.pending.append(_Job(job, timeout, done, skipped, key, time.perf_counter()))
+        now = time.perf_counter()
+        if self.max_share < 1.0:  # the jobs' time so far is past max_share of the clock
+            self._tokens = min(self.burst, self._tokens + (now - self._refilled) * self.max_share)
+            self._refilled = now
+            if self._tokens <= 0.0:
+                self.skipped += 1
+                self._call(skipped)
+                return True
+        self.pending.append(_Job(job, timeout, done, skipped, key, now))
         self._wake()
         return True
 
@@ -359,6 +378,7 @@ class ShadowRunner:
             result, error = None, str(exc) or repr(exc)
         took = time.perf_counter() - begun
         self._costs[entry.key] = took
+        self._tokens -= took
         if error is None and took > entry.timeout:
             result, error = None, _timed_out(entry.timeout)
         self.inline += 1
@@ -367,14 +387,16 @@ class ShadowRunner:
     async def _run_threaded(self, entry: _Job) -> None:
         loop = asyncio.get_running_loop()
         costs, key, job = self._costs, entry.key, entry.job
+        took = [0.0]
 
         def timed():
             begun = time.perf_counter()
             try:
                 return job()
             finally:
+                took[0] = time.perf_counter() - begun
                 if key is not None:
-                    costs[key] = time.perf_counter() - begun
+                    costs[key] = took[0]
 
         try:
             try:
@@ -388,6 +410,7 @@ class ShadowRunner:
             self._finish(entry, result, error)
         finally:
             self._threaded = None
+            self._tokens -= took[0]
             if self.pending:
                 self._wake()
 

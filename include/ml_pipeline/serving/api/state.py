@@ -205,7 +205,9 @@ class ServiceState:
         self.slots: dict[str, ModelSlot] = {name: self._new_slot(name) for name in names}
         if pending is not None:  # a load __main__ started for the default model
             self.slots[self.default_name]._pending = pending
-        self.shadow = ShadowRunner(settings.shadow_queue, settings.shadow_inline_us / 1e6)
+        self.shadow = ShadowRunner(
+            settings.shadow_queue, settings.shadow_inline_us / 1e6, settings.shadow_max_share
+        )
         self.labels = LabelDesk(settings.storage_uri, settings.log_uri, self.logger)
         self.remember = self.labels.remember  # (model, request id, rows) of each answer
 
