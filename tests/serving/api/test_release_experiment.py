@@ -482,6 +482,43 @@ def test_a_cheap_shadow_runs_between_requests_on_the_loop_and_still_pairs(api, v
         )
 
 
+def test_requests_the_shadow_skips_under_load_are_counted_and_left_out_of_the_pairing(
+    api, versions, monkeypatch
+):
+    """Past `MODEL_API_SHADOW_MAX_SHARE` of the clock a request is not shadowed: the
+    client's answer is the champion's as ever, the skip is counted in the status and the
+    metric, and the request has no challenger line, so the comparison leaves it out."""
+    from include.ml_pipeline.release.feedback import pair_answers
+    from include.ml_pipeline.serving.api.experiment import ShadowRunner
+
+    _, rows = versions
+    monkeypatch.setattr(ShadowRunner, "burst", 0.0)  # no head start: share 0 skips all
+    client = api(shadow_max_share=0.0)
+    put = client.put(f"/admin/models/{NAME}/experiment", json={"mode": "shadow"}, headers=AUTH)
+    assert put.status_code == 200, put.text
+    ids = [f"skipped-{i}" for i in range(10)]
+    for rid, row in zip(ids, rows[: len(ids)], strict=True):
+        answer = client.post(
+            "/invocations", json={"dataframe_records": [row]}, headers={"X-Request-Id": rid}
+        )
+        assert answer.status_code == 200
+        assert answer.headers["x-experiment-arm"] == "champion"
+    status = _status(client)
+    counts = status["experiment"]["counts"]
+    assert counts["skipped"] == counts["dropped"] == len(ids)
+    assert counts["off_path"] == 0
+    assert counts["served"] == {"champion": len(ids), "challenger": 0}
+    assert status["shadow_queue"]["skipped"] == len(ids)
+    metrics = client.get("/metrics").text
+    assert f'model_api_shadow_dropped_total{{model="{NAME}"}} {float(len(ids))}' in metrics
+    client.app.state.service.logger.flush()
+    answers = read_logged_answers(api.settings.log_uri, NAME).answers
+    pairing = pair_answers(a for a in answers if a.request_id in ids)
+    assert len(pairing.records) == len(ids)
+    assert not any(record.is_paired for record in pairing.records)  # not compared
+    assert pairing.champion_only == len(ids)
+
+
 def test_feedback_refusals_are_named_and_counted_and_a_second_label_is_a_correction(
     api, versions, tmp_path
 ):

@@ -292,6 +292,11 @@ class ShadowRunner:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
+    @property
+    def drained(self) -> bool:
+        """No job queued or running."""
+        return not self.pending and self._threaded is None
+
     def enter(self) -> None:
         """A request came into the app."""
         self.busy += 1
@@ -378,11 +383,11 @@ class ShadowRunner:
             result, error = None, str(exc) or repr(exc)
         took = time.perf_counter() - begun
         self._costs[entry.key] = took
-        self._tokens -= took
         if error is None and took > entry.timeout:
             result, error = None, _timed_out(entry.timeout)
         self.inline += 1
         self._finish(entry, result, error)
+        self._tokens -= time.perf_counter() - begun  # the job and its log line
 
     async def _run_threaded(self, entry: _Job) -> None:
         loop = asyncio.get_running_loop()
@@ -407,7 +412,9 @@ class ShadowRunner:
                 result, error = None, _timed_out(entry.timeout)
             except Exception as exc:
                 result, error = None, str(exc) or repr(exc)
+            finished = time.perf_counter()
             self._finish(entry, result, error)
+            took[0] += time.perf_counter() - finished  # and its log line
         finally:
             self._threaded = None
             self._tokens -= took[0]
