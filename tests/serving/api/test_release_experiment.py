@@ -452,7 +452,8 @@ def test_a_cheap_shadow_runs_between_requests_on_the_loop_and_still_pairs(api, v
     is known (`shadow_queue.inline`), after each response; every request is still paired
     and nothing is left counted as in the app after answers, refusals and 404s."""
     built, rows = versions
-    client = api()
+    # "cheap" here: within 1 s (a busy machine must not move a job to the thread)
+    client = api(shadow_inline_us=1_000_000)
     put = client.put(f"/admin/models/{NAME}/experiment", json={"mode": "shadow"}, headers=AUTH)
     assert put.status_code == 200, put.text
     ids = [f"inline-{i}" for i in range(20)]

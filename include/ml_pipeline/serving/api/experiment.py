@@ -241,8 +241,9 @@ class ShadowRunner:
     timeout is not run but skipped (`skipped()`, counted): it is not in the comparison,
     and says so.
 
-    `max_share` bounds the jobs' time to that share of the clock (a token bucket holding
-    at most `burst` seconds): past it a new job is skipped (counted) at once. Traffic the
+    `max_share` bounds the jobs' CPU time (the prediction and its log line) to that share
+    of the clock (a token bucket holding at most `burst` seconds): past it a new job is
+    skipped (counted) at once. Traffic the
     challenger can keep up with within it is shadowed whole; faster traffic (a client
     that sends the next request the moment it gets an answer) is shadowed in part, the
     requests skipped spread over time rather than in runs."""
@@ -376,32 +377,32 @@ class ShadowRunner:
             self._wake()
 
     def _run_inline(self, entry: _Job) -> None:
-        begun = time.perf_counter()
+        begun, cpu = time.perf_counter(), time.thread_time()
         try:
             result, error = entry.job(), None
         except Exception as exc:
             result, error = None, str(exc) or repr(exc)
-        took = time.perf_counter() - begun
+        took = time.perf_counter() - begun  # the time the loop was held: where it runs
         self._costs[entry.key] = took
         if error is None and took > entry.timeout:
             result, error = None, _timed_out(entry.timeout)
         self.inline += 1
         self._finish(entry, result, error)
-        self._tokens -= time.perf_counter() - begun  # the job and its log line
+        self._tokens -= time.thread_time() - cpu  # its CPU, log line included: the share
 
     async def _run_threaded(self, entry: _Job) -> None:
         loop = asyncio.get_running_loop()
         costs, key, job = self._costs, entry.key, entry.job
-        took = [0.0]
+        cpu = [0.0]
 
         def timed():
-            begun = time.perf_counter()
+            begun, used = time.perf_counter(), time.thread_time()
             try:
                 return job()
             finally:
-                took[0] = time.perf_counter() - begun
+                cpu[0] = time.thread_time() - used
                 if key is not None:
-                    costs[key] = took[0]
+                    costs[key] = time.perf_counter() - begun
 
         try:
             try:
@@ -412,12 +413,12 @@ class ShadowRunner:
                 result, error = None, _timed_out(entry.timeout)
             except Exception as exc:
                 result, error = None, str(exc) or repr(exc)
-            finished = time.perf_counter()
+            used = time.thread_time()
             self._finish(entry, result, error)
-            took[0] += time.perf_counter() - finished  # and its log line
+            cpu[0] += time.thread_time() - used  # and its log line
         finally:
             self._threaded = None
-            self._tokens -= took[0]
+            self._tokens -= cpu[0]
             if self.pending:
                 self._wake()
 
