@@ -79,6 +79,9 @@ def api(versions, tmp_path):
         models_file=str(tmp_path / "api" / "served_models.json"),
         experiments_file=str(tmp_path / "api" / "experiments.json"),
         max_body_bytes=32768,
+        # every request shadowed, however busy the machine: the sampling under load
+        # (MODEL_API_SHADOW_MAX_SHARE) has its own tests, which set it
+        shadow_max_share=1.0,
     )
     clients = []
 
