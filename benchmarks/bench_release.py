@@ -98,7 +98,14 @@ def shadowed(url: str) -> dict:
         "share": counts.get("off_path", 0) / requests,
         "dropped": counts.get("dropped", 0),
         "skipped": counts.get("skipped", 0),
+        "inline": (status_queue(url).get("inline") or 0) / max(counts.get("off_path", 0), 1),
     }
+
+
+def status_queue(url: str) -> dict:
+    import httpx
+
+    return httpx.get(f"{url}/models/{NAME}/experiment", timeout=5.0).json().get("shadow_queue", {})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"errors {result['errors']}"
                     + (
                         f", shadowed {result['share']:.1%} (dropped {result['dropped']}, "
-                        f"skipped {result['skipped']})"
+                        f"skipped {result['skipped']}; on the loop {result['inline']:.0%})"
                         if phase.startswith("shadow")
                         else ""
                     ),

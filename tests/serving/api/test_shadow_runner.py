@@ -63,24 +63,35 @@ def test_a_cheap_job_runs_on_the_loop_once_its_cost_is_known():
 
 
 def test_a_job_slower_than_the_budget_goes_back_to_the_thread():
+    """One job ten times over the budget sends the model's jobs back to the thread; so do
+    three slow ones in a row, but not one slow one (a preempted job) between cheap ones."""
+
     async def main():
         runner = ShadowRunner(10, inline_budget=0.005)
         runner.start()
         seen, job, done = _recorder()
         try:
-            assert runner.submit(job(0), 1.0, done, key="m")  # learns: cheap
-            await _settle(runner)
-            assert runner.submit(job(1, 0.02), 1.0, done, key="m")  # inline, slow
-            await _settle(runner)
-            assert runner.submit(job(2), 1.0, done, key="m")  # back to the thread
-            await _settle(runner)
+            for value, seconds in (
+                (0, 0.0),  # learns: cheap (thread)
+                (1, 0.012),  # inline, slow once: stays
+                (2, 0.0),  # inline
+                (3, 0.06),  # inline, ten times over: back to the thread
+                (4, 0.0),  # thread: cheap again
+                (5, 0.012),  # inline, slow 1
+                (6, 0.012),  # inline, slow 2
+                (7, 0.012),  # inline, slow 3: back to the thread
+                (8, 0.0),  # thread
+            ):
+                assert runner.submit(job(value, seconds), 1.0, done, key="m")
+                await _settle(runner)
         finally:
             await runner.stop()
         return seen
 
     seen = asyncio.run(main())
     loop_thread = threading.current_thread().name
-    assert [thread == loop_thread for thread, _, _ in seen] == [False, True, False]
+    on_loop = [thread == loop_thread for thread, _, _ in seen]
+    assert on_loop == [False, True, True, True, False, True, True, True, False]
     assert all(error is None for _, _, error in seen)
 
 

@@ -227,7 +227,9 @@ class ShadowRunner:
     """Off-path predictions, on a bounded queue; nothing here ever delays or fails the
     request that queued a job. A full queue drops the new job (counted).
 
-    A cheap job (its model's last job of that size took at most `inline_budget` seconds)
+    A cheap job (its model's jobs of that size take at most `inline_budget` seconds; a
+    first one is measured in the thread by its CPU time, and three slow ones in a row, or
+    one ten times over, send them back to the thread)
     runs on the event loop when the API is idle: after the response that queued it is
     written and no other request is in the app (`busy`, kept by the app: `enter`/`leave`),
     so the challenger's time falls between requests instead of inside one, with no thread
@@ -263,7 +265,7 @@ class ShadowRunner:
         self.skipped = 0  # waited past their timeout (busy)
         self.done = 0
         self.inline = 0  # of `done`: run on the event loop
-        self._costs: dict[Any, float] = {}  # key -> seconds of its last job
+        self._inline_keys: dict[Any, int] = {}  # key -> slow inline jobs in a row
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._threaded: asyncio.Task | None = None  # the job in the worker thread
@@ -360,8 +362,7 @@ class ShadowRunner:
         if not pending:
             return
         head = pending[0]
-        cost = self._costs.get(head.key) if head.key is not None else None
-        if cost is None or cost > self.inline_budget:  # the thread: busy or not, as ever
+        if head.key not in self._inline_keys:  # the thread: busy or not, as ever
             self._threaded = loop.create_task(self._run_threaded(pending.popleft()))
             return  # the task wakes the queue when it is over
         if self.busy and not force:
@@ -383,7 +384,12 @@ class ShadowRunner:
         except Exception as exc:
             result, error = None, str(exc) or repr(exc)
         took = time.perf_counter() - begun  # the time the loop was held: where it runs
-        self._costs[entry.key] = took
+        if took <= self.inline_budget:
+            self._inline_keys[entry.key] = 0
+        elif took > 10 * self.inline_budget or self._inline_keys[entry.key] >= 2:
+            del self._inline_keys[entry.key]  # slow (not one preempted job): the thread
+        else:
+            self._inline_keys[entry.key] += 1
         if error is None and took > entry.timeout:
             result, error = None, _timed_out(entry.timeout)
         self.inline += 1
@@ -392,7 +398,8 @@ class ShadowRunner:
 
     async def _run_threaded(self, entry: _Job) -> None:
         loop = asyncio.get_running_loop()
-        costs, key, job = self._costs, entry.key, entry.job
+        inline, key, job = self._inline_keys, entry.key, entry.job
+        budget = self.inline_budget
         cpu = [0.0]
 
         def timed():
@@ -401,8 +408,11 @@ class ShadowRunner:
                 return job()
             finally:
                 cpu[0] = time.thread_time() - used
-                if key is not None:
-                    costs[key] = time.perf_counter() - begun
+                # its CPU within the budget and no long wait (a sleep, I/O; not a GIL
+                # wait of a busy loop): cheap, the next ones on the loop
+                waited = time.perf_counter() - begun
+                if key is not None and cpu[0] <= budget and waited <= max(10 * budget, 0.005):
+                    inline.setdefault(key, 0)
 
         try:
             try:
