@@ -19,7 +19,7 @@ alike:
 - `shadow_alt` (with `--compare NAME=VALUE ...`): shadow on a second API process started
   with those settings, idle in the other phases; e.g. `MODEL_API_SHADOW_INLINE_US=0`
   (every off-path prediction in the worker thread, as before inline jobs) or
-  `MODEL_API_SHADOW_MAX_SHARE=1` (every request shadowed, however fast they come).
+  `MODEL_API_SHADOW_MAX_SHARE=0.05` (a counted sample past 5% of the clock in shadow CPU).
 
 Prints per phase the medians of requests/s, mean, p50, p99 and the API process's CPU per
 request (user + system of its own threads, not its children); per round the shadow p99 /

@@ -19,7 +19,7 @@
 | MODEL_API_SHADOW_INLINE_US    | 300                             | an off-path prediction this   |
 |                               |                                 | cheap runs on the event loop  |
 |                               |                                 | when idle; 0: always a thread |
-| MODEL_API_SHADOW_MAX_SHARE    | 0.05                            | off-path predictions' time,   |
+| MODEL_API_SHADOW_MAX_SHARE    | 1 (no bound)                    | off-path predictions' CPU,    |
 |                               |                                 | share of the clock at most    |
 |                               |                                 | (past it skipped, counted)    |
 | MODEL_API_ALIAS               | champion                        | alias to serve                |
@@ -174,9 +174,9 @@ class ServingSettings:
     #: An off-path prediction that took at most this many microseconds last time runs on
     #: the event loop between requests; a slower one in a worker thread (0: always).
     shadow_inline_us: int = 300
-    #: Off-path predictions take at most this share of the clock; past it a request is
-    #: not shadowed (skipped, counted): a sample under load (1.0: no bound).
-    shadow_max_share: float = 0.05
+    #: Off-path predictions take at most this share of the clock (CPU); past it a request
+    #: is not shadowed (skipped, counted): a sample under load. 1.0: no bound (default).
+    shadow_max_share: float = 1.0
     #: The storage root: label files and `POST /feedback` labels go under `labels/<model>`.
     storage_uri: str = ""
     #: Requests of at most this many rows that arrive together are predicted as one
@@ -217,7 +217,7 @@ def get_serving_settings() -> ServingSettings:
         or experiments_file_for(os.environ.get("MODEL_API_MODELS_FILE")),
         shadow_queue=max(1, _int("MODEL_API_SHADOW_QUEUE", 1000)),
         shadow_inline_us=max(0, _int("MODEL_API_SHADOW_INLINE_US", 300)),
-        shadow_max_share=min(1.0, max(0.0, _float("MODEL_API_SHADOW_MAX_SHARE", 0.05))),
+        shadow_max_share=min(1.0, max(0.0, _float("MODEL_API_SHADOW_MAX_SHARE", 1.0))),
         storage_uri=base.storage_uri,
         micro_batch_rows=max(0, _int("MODEL_API_MICRO_BATCH_ROWS", 1000)),
     )
