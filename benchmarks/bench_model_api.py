@@ -340,7 +340,7 @@ def register(
     kind = {"logistic": "lr", "hgb": "hgb"}.get(key, "hgb")
     if key == "regressor":
         pipeline, spec = regression_pipeline(candidate, rows=20_000, seed=3)
-        description = f"{candidate} regressor"
+        description = f"{candidate} regressor; one-hot + scaling"
     elif key in ("lightgbm", "xgboost"):
         from threadpoolctl import threadpool_limits
 
@@ -356,9 +356,9 @@ def register(
             from include.ml_pipeline.features import coerce_features
 
             pipeline.fit(coerce_features(frame, spec), frame[spec.target])
-        description = f"{MODELS[key][1]} churn classifier"
+        description = f"{MODELS[key][1]} churn classifier; native categoricals"
     else:
-        description = f"{MODELS[key][1]} churn classifier"
+        description = f"{MODELS[key][1]} churn classifier; one-hot + scaling"
         pipeline = fit_pipeline(*training_frame(20_000, 3), kind=kind, seed=3)
     print(f"registering {name}: {description} ...", flush=True)
     register_model_version(
@@ -835,7 +835,7 @@ def render(repeats: list[dict]) -> str:
 
     settings = first.get("mlserver") or {}
     lines = [
-        f"Model `{first['model']}` ({first['estimator']}; one-hot + scaling); our path: "
+        f"Model `{first['model']}` ({first['estimator']}); our path: "
         f"`{floor['predict_path']}`."
         + (
             f" MLServer: {settings.get('runtime')} runtime, parallel_workers "
