@@ -23,13 +23,13 @@ version is scored on the scikit-learn path, never wrongly.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,7 +58,7 @@ REGRESSION = "regression"
 SKLEARN_PATH = "sklearn"
 
 
-@dataclass
+@dataclasses.dataclass
 class BatchModel:
     """One model version as a batch scorer."""
 
@@ -77,6 +77,11 @@ class BatchModel:
     #: The trees as leaf masks read straight from the Arrow columns (`leaf_masks`), when
     #: the compiled estimator is a HistGradientBoosting one and they matched it at load.
     masks: MaskPlan | None = None
+    #: What the leaf masks are checked against (`_mask_problem`): the compiled predictor's
+    #: verification batch as an Arrow table and the library's raw scores on it, computed
+    #: once from the pipeline and kept, so that a scorer without its pipeline (`portable`)
+    #: can be rechecked on another worker.
+    mask_check: tuple[pa.Table, np.ndarray] | None = None
 
     @property
     def problem(self) -> str:
@@ -183,7 +188,7 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(threads, thread_name_prefix="batch-scoring")
 
 
-@dataclass
+@dataclasses.dataclass
 class MaskPlan:
     """The compiled predictor's preprocessing and trees as leaf-mask tables: numeric
     columns imputed and scaled by its `NumericBlock`s then binned, categorical columns
@@ -376,13 +381,23 @@ def _verification_table(model: BatchModel) -> tuple[pa.Table, Any]:
     return pa.table(arrays), sample
 
 
+def _mask_reference(model: BatchModel) -> tuple[pa.Table, np.ndarray]:
+    """The verification batch as an Arrow table and the library's raw scores on it (the
+    pipeline's estimator, on the compiled predictor's `transform`): `model.mask_check`,
+    computed from the pipeline at the first call."""
+    from include.ml_pipeline.serving.compiled.tree_sets import library_raw
+
+    if model.mask_check is None:
+        table, sample = _verification_table(model)
+        expected = library_raw(model.pipeline[-1], model.predictor.transform(sample))
+        model.mask_check = (table, expected)
+    return model.mask_check
+
+
 def _mask_problem(model: BatchModel) -> str | None:
     """None when the leaf masks give the same raw scores (the same floats) as the
     estimator's own library on the verification batch, else why not."""
-    from include.ml_pipeline.serving.compiled.tree_sets import library_raw
-
-    table, sample = _verification_table(model)
-    expected = library_raw(model.pipeline[-1], model.predictor.transform(sample))
+    table, expected = _mask_reference(model)
     assert model.masks is not None  # only asked of a model that has leaf masks
     got = model.masks.raw(table)
     if got.shape != expected.shape or not np.array_equal(got, expected):
@@ -512,6 +527,18 @@ def _use_compiled_sums(plan: MaskPlan) -> bool:
             thresholds.append(np.arange(source[4], dtype=np.float64) + 0.5)
     plan.compiled = InputSums(plan, thresholds)
     return True
+
+
+def portable(model: BatchModel) -> BatchModel:
+    """`model` as another worker needs it (`shared.publish`): on a compiled path, without
+    the scikit-learn pipeline (the verified compiled predictor and leaf masks score
+    without it, and the masks' recheck uses the kept `mask_check`), so that unpickling it
+    never imports scikit-learn; on the scikit-learn path, `model` itself."""
+    if model.predictor is None:
+        return model
+    if model.masks is not None:
+        _mask_reference(model)
+    return dataclasses.replace(model, pipeline=None)
 
 
 def recheck_on_this_worker(model: BatchModel) -> None:

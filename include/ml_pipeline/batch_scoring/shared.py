@@ -6,9 +6,13 @@ masks against the pipeline) costs seconds of CPU; done by each mapped `score_par
 with the number of parts. Now `plan_parts` loads and verifies the pinned version once and
 `publish`es the verified scorer:
 
-* the `BatchModel` (pipeline, verified compiled predictor, leaf-mask plan) is pickled to
+* the `BatchModel` (verified compiled predictor, leaf-mask plan, and what their recheck
+  needs: the verification batch and the library's raw scores on it) is pickled to
   `<run>/model/verified-v<version>-<digest>.pkl` under the storage root, which every
-  worker reads (the parts' outputs live there too; no worker's local disk is used);
+  worker reads (the parts' outputs live there too; no worker's local disk is used). On a
+  compiled path the scikit-learn pipeline is left out (`model.portable`): the object holds
+  no scikit-learn class, so a part in a fresh process never imports scikit-learn (~1 s of
+  CPU per part) nor MLflow; a version on the scikit-learn path keeps its pipeline;
 * its record (`VerifiedModel`: URI, SHA-256 of the bytes, model name, version, path) goes
   to each part through XCom, i.e. Airflow's metadata database, not through the storage.
 
@@ -34,7 +38,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from include.ml_pipeline import storage
-from include.ml_pipeline.batch_scoring.model import BatchModel, recheck_on_this_worker
+from include.ml_pipeline.batch_scoring.model import BatchModel, portable, recheck_on_this_worker
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +89,9 @@ def forget() -> None:
 
 
 def publish(model: BatchModel, run_uri: str) -> VerifiedModel:
-    """Write the verified `model` under `run_uri` and return its record (kept in this
-    process's cache too)."""
-    data = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    """Write the verified `model` (`portable`: without its pipeline on a compiled path)
+    under `run_uri` and return its record (`model` is kept in this process's cache)."""
+    data = pickle.dumps(portable(model), protocol=pickle.HIGHEST_PROTOCOL)
     digest = hashlib.sha256(data).hexdigest()
     uri = storage.join(run_uri, FOLDER, f"verified-v{model.version}-{digest[:16]}.pkl")
     storage.write_bytes(uri, data)
