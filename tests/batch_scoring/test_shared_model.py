@@ -173,7 +173,11 @@ def test_a_part_in_a_fresh_process_never_imports_scikit_learn(champions, tmp_pat
     tracking_uri = champions["tracking_uri"]
     frame = write_table(tmp_path / "in.parquet", 1_200, seed=17)
     verified, check, parts, _ = prepare_run(
-        champion, tracking_uri, str(tmp_path / "in.parquet"), "", part_rows=2_000
+        champion,
+        tracking_uri,
+        str(tmp_path / "in.parquet"),
+        str(tmp_path / "plan"),
+        part_rows=2_000,
     )
     record = shared.publish(verified, storage.as_uri(tmp_path / "run"))
     assert verified.path.startswith("compiled:")
