@@ -227,11 +227,15 @@ class MaskPlan:
 
             kernels = ready(MATRIX, *self.compiled.dtypes)
             if kernels is not None:
+                columns = self._columns(batch)
                 if rows <= INPUT_BLOCK_ROWS:
-                    return self.compiled(kernels, self._inputs(batch))
+                    return self.compiled(kernels, self._inputs(columns, 0, rows))
                 return np.concatenate(
                     [
-                        self.compiled(kernels, self._inputs(batch.slice(start, INPUT_BLOCK_ROWS)))
+                        self.compiled(
+                            kernels,
+                            self._inputs(columns, start, min(rows, start + INPUT_BLOCK_ROWS)),
+                        )
                         for start in range(0, rows, INPUT_BLOCK_ROWS)
                     ]
                 )
@@ -261,26 +265,37 @@ class MaskPlan:
             return self.trees.raw(tables, indexes)
         return self.trees.raw(self.tables, indexes)
 
-    def _inputs(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
-        """The compiled kernel's input matrix (rows x inputs): each numeric input imputed
-        and scaled by its `NumericBlock.apply_column` (the same operations as `apply`, so
-        the same floats), straight from its Arrow column into its matrix column; each categorical
-        input its one-hot slot, gathered from the column's dictionary codes. The matrix is
-        this thread's buffer, reused chunk after chunk (a fresh one per chunk paid the
-        allocator's page faults): the kernel reads it before the next chunk comes."""
-        rows = batch.num_rows
-        values = _buffer(rows, len(self.inputs))
-        for i, source in enumerate(self.inputs):
-            column = values[:, i]
+    def _columns(self, batch: pa.RecordBatch | pa.Table) -> list[np.ndarray]:
+        """Per kernel input, its column of `batch` read once for all its blocks: a numeric
+        input's raw floats (NaN for missing; Arrow's buffer where it is one), a categorical
+        input's one-hot slot per row (its dictionary's texts looked up once, gathered by
+        the column's codes)."""
+        found: list[np.ndarray] = []
+        for source in self.inputs:
             if source[0] == "numeric":
                 _, block, j, _ = source
-                # the passes on the contiguous column, one strided write into the matrix
-                found = numeric_values(batch.column(self.numeric[block.positions[j]]))
-                block.apply_column(j, found, column)
+                found.append(numeric_values(batch.column(self.numeric[block.positions[j]])))
             else:
                 _, name, lookup, unknown, width = source
                 codes, texts = category_codes(batch.column(name))
-                np.take(_slots(lookup, unknown, width, texts, np.float64), codes, out=column)
+                found.append(np.take(_slots(lookup, unknown, width, texts, np.float64), codes))
+        return found
+
+    def _inputs(self, columns: list[np.ndarray], start: int, stop: int) -> np.ndarray:
+        """The compiled kernel's input matrix (rows `start:stop` x inputs) from `_columns`:
+        each numeric input imputed and scaled by its `NumericBlock.apply_column` (the same
+        operations as `apply`, so the same floats) into its matrix column; each
+        categorical input its one-hot slot. The matrix is this thread's buffer, reused
+        block after block (a fresh one per block paid the allocator's page faults): the
+        kernel reads it before the next block comes."""
+        values = _buffer(stop - start, len(self.inputs))
+        for i, (source, found) in enumerate(zip(self.inputs, columns, strict=True)):
+            if source[0] == "numeric":
+                _, block, j, _ = source
+                # the passes on the contiguous column, one strided write into the matrix
+                block.apply_column(j, found[start:stop], values[:, i])
+            else:
+                values[:, i] = found[start:stop]
         return values
 
 
