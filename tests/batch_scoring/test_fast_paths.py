@@ -106,3 +106,17 @@ def test_the_fast_path_equals_the_models_predict_row_for_row(
     assert labels == expected.tolist()
     proba = np.column_stack([got[f"proba_{c}"] for c in pipeline.classes_])
     np.testing.assert_allclose(proba, pipeline.predict_proba(frame), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("columns", [1, 2, 3])
+def test_the_labels_index_is_numpys_argmax_ties_and_nan_included(columns):
+    """`argmax` (two columns by comparisons) picks what `argmax(axis=1)` picks: the first
+    largest column, a tie going to the first, a NaN counting as the largest."""
+    from include.ml_pipeline.batch_scoring.model import argmax
+
+    proba = np.random.default_rng(3).random((400, columns))
+    proba[:50, -1] = proba[:50, 0]  # ties
+    proba[50:80, 0] = np.nan
+    proba[70:100, -1] = np.nan  # both NaN on rows 70-79
+    assert argmax(proba).tolist() == proba.argmax(axis=1).tolist()
+    assert argmax(proba[100:]).tolist() == proba[100:].argmax(axis=1).tolist()  # no NaN
