@@ -35,7 +35,8 @@ It also times a part's model load in a fresh process (as on another Celery worke
 way `--pairs` times: loaded from MLflow, compiled and verified in the part (what every part
 did before), against the scorer the planning task verified once and published under the
 run (`batch_scoring/shared.py`: read, digest-checked, numba kernels loaded, leaf masks
-rechecked).
+rechecked), and ours' CPU per row as the DAG spends it: plus one such load per part of the
+DAG's default size (`DAG_PART_ROWS`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ if str(ROOT) not in sys.path:
 
 MODEL = "bench_batch_model"
 PART_ROWS = 250_000
+#: The DAG's default `part_rows` (orchestration/params.py): each part is a mapped task,
+#: which on a Celery worker loads the published scorer in a fresh process.
+DAG_PART_ROWS = 1_000_000
 
 
 def _peak_mb() -> float:
@@ -413,6 +417,23 @@ def main(argv: list[str] | None = None) -> int:
         f"task, read and digest-checked ({loads['bytes'] / 1e6:.1f} MB) "
         f"{loads['shared_seconds']:.2f} s wall / {loads['shared_cpu_seconds']:.2f} s CPU"
     )
+    print(
+        f"\nas the DAG runs it (parts of {DAG_PART_ROWS:,} rows, each a mapped task loading "
+        "the published scorer in a fresh process; the planning task's load apart, as the "
+        "baseline's):"
+    )
+    for row in rows_out:
+        parts = -(-row["rows"] // DAG_PART_ROWS)
+        per_row = (
+            row["ours_cpu_us_per_row"] + 1e6 * parts * loads["shared_cpu_seconds"] / row["rows"]
+        )
+        row["dag_cpu_us_per_row"] = per_row
+        ratio = (
+            f", {row['baseline_cpu_us_per_row'] / per_row:.1f}x the baseline per CPU second"
+            if row["baseline"]
+            else ""
+        )
+        print(f"  {row['rows']:,} rows, {parts} part(s): {per_row:.2f} CPU us/row{ratio}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(
         json.dumps(
