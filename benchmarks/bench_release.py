@@ -87,8 +87,10 @@ def wait_quiet(pid: int, timeout: float = 90.0) -> None:
         time.sleep(0.1)
 
 
-def shadowed(url: str) -> dict:
-    """The running shadow's counts: the share of its requests the challenger predicted."""
+def shadowed(url: str, inline_before: int = 0) -> dict:
+    """The running shadow's counts: the share of its requests the challenger predicted;
+    of those, the share run on the event loop (the API's `inline` counter runs for the
+    process's life: `inline_before` is its value when this experiment started)."""
     from include.ml_pipeline.deployment import experiment_client
 
     status = experiment_client.experiment_status(url, NAME) or {}
@@ -98,7 +100,8 @@ def shadowed(url: str) -> dict:
         "share": counts.get("off_path", 0) / requests,
         "dropped": counts.get("dropped", 0),
         "skipped": counts.get("skipped", 0),
-        "inline": (status_queue(url).get("inline") or 0) / max(counts.get("off_path", 0), 1),
+        "inline": ((status_queue(url).get("inline") or 0) - inline_before)
+        / max(counts.get("off_path", 0), 1),
     }
 
 
@@ -187,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                 server = "alt" if phase == "shadow_alt" else "main"
                 url = urls[server]
                 set_phase(url, token, phase)
+                inline_before = status_queue(url).get("inline") or 0
                 wait_quiet(procs[server].pid)
                 base.run_wrk(url, bodies[1], 1, 2)  # warm-up
                 cpu = process_cpu_s(procs[server].pid)
@@ -197,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                 result["load"] = os.getloadavg()[0]
                 loads.append(result["load"])
                 if phase.startswith("shadow"):
-                    result.update(shadowed(url))
+                    result.update(shadowed(url, inline_before))
                 set_phase(url, token, "baseline")
                 runs[phase].append(result)
                 print(
