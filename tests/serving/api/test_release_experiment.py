@@ -116,6 +116,16 @@ def _wait(client, predicate, timeout: float = 10.0) -> dict:
         time.sleep(0.01)
 
 
+def _post_each(client, ids: list[str], rows: list[dict]) -> list:
+    """One `/invocations` request per row, each with its request id; the answers."""
+    return [
+        client.post(
+            "/invocations", json={"dataframe_records": [row]}, headers={"X-Request-Id": rid}
+        )
+        for rid, row in zip(ids, rows, strict=True)
+    ]
+
+
 def _logged(client, settings):
     client.app.state.service.logger.flush()
     answers = read_logged_answers(settings.log_uri, NAME).answers
@@ -176,10 +186,7 @@ def test_shadow_logs_both_answers_and_the_client_sees_the_champions(api, version
     assert put.status_code == 200, put.text
     assert put.json()["experiment"]["challenger_version"] == "2"
     ids = [f"shadow-{i}" for i in range(len(rows))]
-    for rid, row in zip(ids, rows, strict=True):
-        answer = client.post(
-            "/invocations", json={"dataframe_records": [row]}, headers={"X-Request-Id": rid}
-        )
+    for rid, answer in zip(ids, _post_each(client, ids, rows), strict=True):
         assert answer.headers["x-experiment-arm"] == "champion"
         assert answer.headers["x-model-version"] == "1"
         assert answer.json()["predictions"] == [orjson.loads(before)["predictions"][ids.index(rid)]]
@@ -460,10 +467,7 @@ def test_a_cheap_shadow_runs_between_requests_on_the_loop_and_still_pairs(api, v
     put = client.put(f"/admin/models/{NAME}/experiment", json={"mode": "shadow"}, headers=AUTH)
     assert put.status_code == 200, put.text
     ids = [f"inline-{i}" for i in range(20)]
-    for rid, row in zip(ids, rows[: len(ids)], strict=True):
-        answer = client.post(
-            "/invocations", json={"dataframe_records": [row]}, headers={"X-Request-Id": rid}
-        )
+    for answer in _post_each(client, ids, rows[: len(ids)]):
         assert answer.status_code == 200
     assert client.post("/invocations", content=b"{").status_code == 400
     assert client.get("/no/such/path").status_code == 404
@@ -501,10 +505,7 @@ def test_requests_the_shadow_skips_under_load_are_counted_and_left_out_of_the_pa
     put = client.put(f"/admin/models/{NAME}/experiment", json={"mode": "shadow"}, headers=AUTH)
     assert put.status_code == 200, put.text
     ids = [f"skipped-{i}" for i in range(10)]
-    for rid, row in zip(ids, rows[: len(ids)], strict=True):
-        answer = client.post(
-            "/invocations", json={"dataframe_records": [row]}, headers={"X-Request-Id": rid}
-        )
+    for answer in _post_each(client, ids, rows[: len(ids)]):
         assert answer.status_code == 200
         assert answer.headers["x-experiment-arm"] == "champion"
     status = _status(client)
