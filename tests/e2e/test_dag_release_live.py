@@ -95,6 +95,9 @@ class Restart(threading.Thread):
             self.facts["down_from"] = len(self.client.outcomes)
             began = time.monotonic()
             api_process.stop_api()
+            # down for a few of the DAG's pokes, as a restart that takes seconds is: the
+            # API's own start from a SQLite registry (~1 s) can fall between two pokes
+            time.sleep(3 * STAGED["release_poke_seconds"])
             api_process.start_api(
                 url=self.url,
                 model_name=MODEL,
