@@ -61,6 +61,8 @@ def _open_graph(page, stack, run_id: str | None = None) -> dict[str, list[str]]:
     """Open the Graph view (of `run_id` if given) with every group expanded; returns
     {node id: its lines of text} for the task and group nodes (datasets left out)."""
     if AIRFLOW_3:  # the React UI of the api-server: the graph is a toggle of the DAG page
+        from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
         url = f"{stack.ui_url}/dags/{DAG_ID}"
         if run_id:
             url += f"/runs/{quote(run_id, safe='')}"
@@ -70,6 +72,15 @@ def _open_graph(page, stack, run_id: str | None = None) -> dict[str, list[str]]:
         graph.wait_for()
         if not page.locator(".react-flow__node").count():
             graph.click()
+        # On a busy machine the kept view can be drawn after that check, and the click then
+        # switches away from the graph (CI, 2026-12-04: nodes seen, no "Expand all task
+        # groups" in 120 s): click again until the graph's own button shows, at most twice.
+        for _ in range(2):
+            try:
+                page.get_by_role("button", name="Expand all task groups").wait_for(timeout=30_000)
+                break
+            except PlaywrightTimeoutError:
+                graph.click()
     else:
         url = f"{stack.ui_url}/dags/{DAG_ID}/grid?tab=graph"
         if run_id:
