@@ -66,6 +66,9 @@ SWITCH_ENV = "ML_PIPELINE_NUMBA"
 WAIT_ENV = "ML_PIPELINE_NUMBA_WAIT"
 #: the kernel (`numba_kernels.matrix_sums`), by name: what `warm_up` loads
 MATRIX = "matrix"
+#: slices of a batch scored on several threads (`MatrixSums`): a helper that wakes late
+#: still takes the slices left; each slice costs one call into the kernel (~10 us)
+SPLIT_PIECES = 4
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"kernels": None, "failed": None, "warm": set(), "threads": {}}
@@ -246,10 +249,29 @@ class MatrixSums(LeafSums):
         self.stride = masked.strides[np.arange(len(columns)), self.table_of].astype(np.int64)
         self.strict, self.round32 = bool(trees.strict), bool(trees.float32)
 
-    def __call__(self, kernels: ModuleType, x: np.ndarray) -> np.ndarray:
+    def __call__(self, kernels: ModuleType, x: np.ndarray, threads: int = 1) -> np.ndarray:
+        """The raw scores of `x`'s rows; with `threads` > 1 its rows in `SPLIT_PIECES`
+        slices shared by as many threads (`trees.shared_work`: the kernel releases the
+        GIL), each row summed as alone (the same floats)."""
+        x = np.ascontiguousarray(x, dtype=np.float64)
         out = np.empty((x.shape[0], self.k), dtype=np.float64)
+        if threads > 1:
+            from include.ml_pipeline.serving.compiled.trees import row_bounds, shared_work
+
+            bounds = row_bounds(x.shape[0], SPLIT_PIECES)
+
+            def piece(i: int) -> None:
+                start, stop = bounds[i]
+                self._sums(kernels, x[start:stop], out[start:stop])
+
+            shared_work(len(bounds), threads, piece)
+        else:
+            self._sums(kernels, x, out)
+        return out
+
+    def _sums(self, kernels: ModuleType, x: np.ndarray, out: np.ndarray) -> None:
         kernels.matrix_sums(
-            np.ascontiguousarray(x, dtype=np.float64),
+            x,
             self.columns,
             self.thresholds,
             self.threshold_at,
@@ -265,7 +287,6 @@ class MatrixSums(LeafSums):
             self.base,
             out,
         )
-        return out
 
 
 class InputSums(MatrixSums):

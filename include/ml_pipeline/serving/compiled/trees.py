@@ -5,8 +5,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
+import itertools
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -265,6 +269,47 @@ def predict_threads() -> int:
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
     return max(1, min(2, cores))
+
+
+_T = TypeVar("_T")
+
+
+@functools.cache
+def _pool(threads: int) -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(threads - 1, thread_name_prefix="predict")
+
+
+def shared_work(pieces: int, threads: int, work: Callable[[int], _T]) -> list[_T]:
+    """`[work(0), ..., work(pieces - 1)]`, the pieces taken in turn by the caller's thread
+    and by up to `threads - 1` threads of a shared pool, each as it gets to run: a helper
+    that has not started when the caller ran out of pieces is cancelled, so a busy machine
+    (no core free to wake a helper on) costs the hand-off's submit, not the helper's wait
+    for a core. For work that releases the GIL (numba's `nogil` kernels, Arrow, numpy) on
+    pieces computed as they would be alone (rows: the same floats as one call)."""
+    results: list[Any] = [None] * pieces
+    taken = itertools.count()  # next() is atomic under the GIL: each piece taken once
+
+    def run() -> None:
+        for piece in taken:
+            if piece >= pieces:
+                return
+            results[piece] = work(piece)
+
+    helpers = [_pool(threads).submit(run) for _ in range(min(threads, pieces) - 1)]
+    try:
+        run()
+    finally:
+        started = [helper for helper in helpers if not helper.cancel()]
+        concurrent.futures.wait(started)  # no piece still being written once this returns
+    for helper in started:
+        helper.result()  # a helper's error, raised here
+    return results
+
+
+def row_bounds(rows: int, pieces: int) -> list[tuple[int, int]]:
+    """`rows` split into at most `pieces` consecutive (start, stop) slices of ceil size."""
+    size = max(1, -(-rows // max(1, pieces)))
+    return [(start, min(rows, start + size)) for start in range(0, rows, size)]
 
 
 def _onnx_session(model_bytes: bytes, threads: int):
