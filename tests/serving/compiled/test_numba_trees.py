@@ -138,3 +138,49 @@ def test_a_warm_up_freezes_what_numba_made(monkeypatch):
     assert numba_trees.warm_up(numba_trees.MATRIX, *masked.dtypes) is not None
     assert gc.get_freeze_count() > frozen
     assert not any(obj is made_before for obj in gc.get_objects())  # frozen: not listed
+
+
+@pytest.mark.parametrize(("library", "problem"), [("xgboost", "regression"), ("hgb", "binary")])
+def test_a_large_batch_shared_by_two_threads_gives_the_same_bytes(library, problem, monkeypatch):
+    """From `masks.SPLIT_ROWS` rows on, the kernel's rows are sliced and the slices taken by
+    the caller and a pool thread (`trees.shared_work`); each row is summed as alone, so the
+    answer is the one thread's, byte for byte. Below the threshold, one call on one thread."""
+    import threading
+
+    from include.ml_pipeline.serving.compiled import masks as masks_module
+
+    est = _fit(library, problem)
+    masked = _onnx_trees(est, library).masks()
+    assert masked is not None
+    assert numba_trees.warm_up(numba_trees.MATRIX, *masked.dtypes) is not None
+    fresh, _ = _data(1_000 + 37, 2)
+    one_thread = masked(fresh)  # the first batch: checked against numpy, one thread
+    assert masked.compiled
+    sums = masked.__dict__["_compiled"]
+
+    caller = threading.get_ident()
+    ran: list[tuple[int, int]] = []  # (thread, rows) per kernel call
+    helped = threading.Event()
+    kernel_sums = sums._sums
+
+    def spy(kernels, x, out):
+        ran.append((threading.get_ident(), x.shape[0]))
+        if threading.get_ident() == caller:
+            helped.wait(10)  # the caller's first slice ends after the helper took one
+        else:
+            helped.set()
+        kernel_sums(kernels, x, out)
+
+    monkeypatch.setattr(sums, "_sums", spy)
+    monkeypatch.setattr(masks_module, "predict_threads", lambda: 2)
+    split = masked(fresh)
+    assert split.tobytes() == one_thread.tobytes()
+    assert np.array_equal(split, library_raw(est, fresh))
+    assert {thread == caller for thread, _ in ran} == {True, False}  # both threads scored
+    assert sum(rows for _, rows in ran) == len(fresh)
+    assert len(ran) == numba_trees.SPLIT_PIECES
+
+    ran.clear()
+    below = fresh[: masks_module.SPLIT_ROWS - 1]
+    assert masked(below).tobytes() == one_thread[: len(below)].tobytes()
+    assert ran == [(caller, len(below))]  # below the threshold: one call, this thread
