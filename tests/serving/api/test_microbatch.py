@@ -113,3 +113,52 @@ def test_the_api_answers_concurrent_requests_as_it_answers_each_alone(served, tm
     batcher = app.state.routes.batcher
     assert together == alone
     assert batcher.batched_requests > batcher.batches  # some requests were batched
+
+
+def test_a_request_shares_its_trees_over_threads_only_when_alone_in_the_app(
+    served, tmp_path, monkeypatch
+):
+    """`Routes.predict` lets a batch take `predict_threads()` threads (`trees.spare_cores`)
+    only while no other request is in the app (concurrent requests keep the other core
+    busy); outside the app cores are spare."""
+    from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
+    from include.ml_pipeline.deployment.api_client import split_payload
+    from include.ml_pipeline.serving.api.app import create_app
+    from include.ml_pipeline.serving.api.settings import get_serving_settings
+    from include.ml_pipeline.serving.compiled import trees
+
+    spare: list[bool] = []
+    predict = served.predictor.predict
+
+    def spy(batch):
+        spare.append(trees.shared_threads(1, 1) > 1)
+        return predict(batch)
+
+    monkeypatch.setattr(served.predictor, "predict", spy)
+    monkeypatch.setattr(trees, "predict_threads", lambda: 2)
+    settings = replace(get_serving_settings(), model_name="mb", log_uri=str(tmp_path / "log"))
+    app = create_app(settings, loader=lambda: served)
+    body = split_payload(generate_churn_frame(300, 3)[list(served.spec.columns)])
+
+    async def run():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+                while (await client.get("/ready")).status_code != 200:
+                    await asyncio.sleep(0.02)
+                for _ in range(3):
+                    assert (await client.post("/invocations", content=body)).status_code == 200
+                alone = list(spare)
+                spare.clear()
+                shadow = app.state.service.shadow
+                shadow.enter()  # another request in the app (as `ModelAPI` counts them)
+                try:
+                    assert (await client.post("/invocations", content=body)).status_code == 200
+                finally:
+                    shadow.leave()
+                return alone, list(spare)
+
+    alone, together = asyncio.run(run())
+    assert alone == [True] * 3
+    assert together == [False]
+    assert trees.shared_threads(1, 1) == 2  # outside the app: cores spare by default

@@ -144,10 +144,12 @@ def test_a_warm_up_freezes_what_numba_made(monkeypatch):
 def test_a_large_batch_shared_by_two_threads_gives_the_same_bytes(library, problem, monkeypatch):
     """From `masks.SPLIT_ROWS` rows on, the kernel's rows are sliced and the slices taken by
     the caller and a pool thread (`trees.shared_work`); each row is summed as alone, so the
-    answer is the one thread's, byte for byte. Below the threshold, one call on one thread."""
+    answer is the one thread's, byte for byte. Below the threshold, or with no core spare
+    (`trees.spare_cores`), one call on one thread."""
     import threading
 
     from include.ml_pipeline.serving.compiled import masks as masks_module
+    from include.ml_pipeline.serving.compiled import trees as trees_module
 
     est = _fit(library, problem)
     masked = _onnx_trees(est, library).masks()
@@ -172,7 +174,7 @@ def test_a_large_batch_shared_by_two_threads_gives_the_same_bytes(library, probl
         kernel_sums(kernels, x, out)
 
     monkeypatch.setattr(sums, "_sums", spy)
-    monkeypatch.setattr(masks_module, "predict_threads", lambda: 2)
+    monkeypatch.setattr(trees_module, "predict_threads", lambda: 2)
     split = masked(fresh)
     assert split.tobytes() == one_thread.tobytes()
     assert np.array_equal(split, library_raw(est, fresh))
@@ -184,3 +186,8 @@ def test_a_large_batch_shared_by_two_threads_gives_the_same_bytes(library, probl
     below = fresh[: masks_module.SPLIT_ROWS - 1]
     assert masked(below).tobytes() == one_thread[: len(below)].tobytes()
     assert ran == [(caller, len(below))]  # below the threshold: one call, this thread
+
+    ran.clear()
+    with trees_module.spare_cores(False):  # the model API with other requests in
+        assert masked(fresh).tobytes() == one_thread.tobytes()
+    assert ran == [(caller, len(fresh))]

@@ -13,9 +13,7 @@ from include.ml_pipeline.serving.compiled import trees
 
 def test_every_piece_once_results_in_order():
     taken: list[int] = []
-    assert trees.shared_work(9, 2, lambda i: taken.append(i) or i * i) == [
-        i * i for i in range(9)
-    ]
+    assert trees.shared_work(9, 2, lambda i: taken.append(i) or i * i) == [i * i for i in range(9)]
     assert sorted(taken) == list(range(9))
     assert trees.shared_work(1, 2, lambda i: i + 1) == [1]
     assert trees.row_bounds(10, 4) == [(0, 3), (3, 6), (6, 9), (9, 10)]

@@ -44,12 +44,13 @@ from include.ml_pipeline.serving.compiled.onnx_graph import (
     read_tree_ensemble,
 )
 from include.ml_pipeline.serving.compiled.predictor import UnsupportedPipeline
-from include.ml_pipeline.serving.compiled.trees import predict_threads
+from include.ml_pipeline.serving.compiled.trees import shared_threads
 
 log = logging.getLogger(__name__)
 
-#: From this many rows on, the compiled kernel's rows are split over `predict_threads()`
-#: threads (`numba_trees.MatrixSums`): less latency, a little more CPU (the hand-off)
+#: From this many rows on, the compiled kernel's rows are shared by `predict_threads()`
+#: threads when cores are spare (`trees.shared_threads`; `numba_trees.MatrixSums`): less
+#: latency where the other core is free, the hand-off's CPU (below: more than it saves)
 SPLIT_ROWS = 256
 
 
@@ -170,7 +171,7 @@ class MaskedTrees:
         the numpy masks bit for bit (any difference: numpy from then on, logged)."""
         known = self.__dict__.get("_compiled")
         if known is not None:
-            return known(kernels, x, predict_threads() if x.shape[0] >= SPLIT_ROWS else 1)
+            return known(kernels, x, shared_threads(x.shape[0], SPLIT_ROWS))
         expected = self._numpy_raw(x)
         try:
             sums = numba_trees.MatrixSums(self)

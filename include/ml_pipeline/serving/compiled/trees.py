@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import contextvars
 import functools
 import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -272,6 +274,28 @@ def predict_threads() -> int:
 
 
 _T = TypeVar("_T")
+#: whether a batch may take `predict_threads()` threads for the work it shares
+#: (`shared_work`) now; the model API clears it while other requests are in the app (they
+#: keep the other core busy: the hand-off would be paid for no wait saved)
+_spare_cores: contextvars.ContextVar[bool] = contextvars.ContextVar("spare_cores", default=True)
+
+
+@contextlib.contextmanager
+def spare_cores(spare: bool) -> Iterator[None]:
+    """Within this block, `shared_threads` gives `predict_threads()` only if `spare`."""
+    token = _spare_cores.set(spare)
+    try:
+        yield
+    finally:
+        _spare_cores.reset(token)
+
+
+def shared_threads(rows: int, from_rows: int) -> int:
+    """Threads to share a batch of `rows` rows over: `predict_threads()` from `from_rows`
+    rows on while cores are spare (`spare_cores`), else 1."""
+    if rows < from_rows or not _spare_cores.get():
+        return 1
+    return predict_threads()
 
 
 @functools.cache
