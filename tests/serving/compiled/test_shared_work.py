@@ -1,12 +1,10 @@
 """`trees.shared_work`: pieces taken in turn by the caller and the pool's helpers, results
 in order; a helper that cannot start (its core busy) is cancelled rather than waited for;
-a helper's error is raised to the caller."""
+a piece a helper still holds, or failed, the caller computes itself."""
 
 from __future__ import annotations
 
 import threading
-
-import pytest
 
 from include.ml_pipeline.serving.compiled import trees
 
@@ -35,15 +33,22 @@ def test_a_helper_that_cannot_start_is_cancelled_not_waited_for():
     blocker.result(10)
 
 
-def test_a_helpers_error_reaches_the_caller():
+def test_a_piece_a_helper_failed_or_holds_is_computed_by_the_caller():
     started = threading.Event()
+    release = threading.Event()
 
-    def work(i: int) -> int:
+    def work(i: int) -> str:
         if threading.current_thread() is threading.main_thread():
             started.wait(10)  # the helper takes a piece before the caller runs out
-            return i
+            return f"caller {i}"
         started.set()
+        if i == 1:
+            release.wait(10)  # held past the caller's end: not waited for
+            return "late"
         raise ValueError(f"piece {i}")
 
-    with pytest.raises(ValueError, match="piece"):
-        trees.shared_work(4, 2, work)
+    try:
+        results = trees.shared_work(4, 2, work)
+    finally:
+        release.set()
+    assert results == [f"caller {i}" for i in range(4)]

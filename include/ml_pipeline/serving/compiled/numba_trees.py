@@ -252,22 +252,23 @@ class MatrixSums(LeafSums):
     def __call__(self, kernels: ModuleType, x: np.ndarray, threads: int = 1) -> np.ndarray:
         """The raw scores of `x`'s rows; with `threads` > 1 its rows in `SPLIT_PIECES`
         slices shared by as many threads (`trees.shared_work`: the kernel releases the
-        GIL), each row summed as alone (the same floats)."""
+        GIL), each slice into its own array, each row summed as alone (the same floats)."""
         x = np.ascontiguousarray(x, dtype=np.float64)
-        out = np.empty((x.shape[0], self.k), dtype=np.float64)
-        if threads > 1:
-            from include.ml_pipeline.serving.compiled.trees import row_bounds, shared_work
-
-            bounds = row_bounds(x.shape[0], SPLIT_PIECES)
-
-            def piece(i: int) -> None:
-                start, stop = bounds[i]
-                self._sums(kernels, x[start:stop], out[start:stop])
-
-            shared_work(len(bounds), threads, piece)
-        else:
+        if threads <= 1:
+            out = np.empty((x.shape[0], self.k), dtype=np.float64)
             self._sums(kernels, x, out)
-        return out
+            return out
+        from include.ml_pipeline.serving.compiled.trees import row_bounds, shared_work
+
+        bounds = row_bounds(x.shape[0], SPLIT_PIECES)
+
+        def piece(i: int) -> np.ndarray:
+            start, stop = bounds[i]
+            part = np.empty((stop - start, self.k), dtype=np.float64)
+            self._sums(kernels, x[start:stop], part)
+            return part
+
+        return np.concatenate(shared_work(len(bounds), threads, piece))
 
     def _sums(self, kernels: ModuleType, x: np.ndarray, out: np.ndarray) -> None:
         kernels.matrix_sums(
