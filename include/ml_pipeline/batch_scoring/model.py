@@ -24,10 +24,12 @@ version is scored on the scikit-learn path, never wrongly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -196,6 +198,11 @@ def argmax(proba: np.ndarray) -> np.ndarray:
     return wins.view(np.int8)
 
 
+@functools.cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="batch-scoring")
+
+
 @dataclasses.dataclass
 class MaskPlan:
     """The compiled predictor's preprocessing and trees as leaf-mask tables: numeric
@@ -216,25 +223,15 @@ class MaskPlan:
 
     def raw(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
         """The raw scores of `batch`'s rows: its halves side by side on
-        `predict_threads()` threads (`trees.shared_work`: Arrow and numpy release the
-        GIL)."""
-        from include.ml_pipeline.serving.compiled.trees import (
-            predict_threads,
-            row_bounds,
-            shared_work,
-        )
+        `predict_threads()` threads (Arrow and numpy release the GIL)."""
+        from include.ml_pipeline.serving.compiled.trees import predict_threads
 
         threads = predict_threads()
         if threads <= 1 or batch.num_rows < 2 * BLOCK_ROWS:
             return self._raw(batch)
-        bounds = row_bounds(batch.num_rows, threads)
-        return np.concatenate(
-            shared_work(
-                len(bounds),
-                threads,
-                lambda i: self._raw(batch.slice(bounds[i][0], bounds[i][1] - bounds[i][0])),
-            )
-        )
+        size = -(-batch.num_rows // threads)
+        slices = [batch.slice(start, size) for start in range(0, batch.num_rows, size)]
+        return np.concatenate(list(_pool(threads).map(self._raw, slices)))
 
     def _raw(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
         from include.ml_pipeline.serving.batch import Batch

@@ -5,7 +5,6 @@ a lone request is predicted at once, without yielding to the loop."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import replace
 
 import httpx
@@ -77,17 +76,6 @@ def test_batches_respect_the_row_bound_and_lone_requests_do_not_wait():
     assert wanted.count(True) == 2
 
 
-@contextlib.asynccontextmanager
-async def _ready_client(app):
-    """An httpx client of `app` (its lifespan running), once the app is ready."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            while (await client.get("/ready")).status_code != 200:
-                await asyncio.sleep(0.02)
-            yield client
-
-
 @pytest.fixture(scope="module")
 def served():
     from include.ml_pipeline.serving.loading.served import build_served_model
@@ -110,59 +98,18 @@ def test_the_api_answers_concurrent_requests_as_it_answers_each_alone(served, tm
     bodies = [split_payload(frame.iloc[i : i + 1 + i % 5]) for i in range(0, 192, 3)]
 
     async def run():
-        async with _ready_client(app) as client:
-            alone = [(await client.post("/invocations", content=b)).json() for b in bodies]
-            together = await asyncio.gather(
-                *(client.post("/invocations", content=b) for b in bodies)
-            )
-            return alone, [r.json() for r in together]
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+                while (await client.get("/ready")).status_code != 200:
+                    await asyncio.sleep(0.02)
+                alone = [(await client.post("/invocations", content=b)).json() for b in bodies]
+                together = await asyncio.gather(
+                    *(client.post("/invocations", content=b) for b in bodies)
+                )
+                return alone, [r.json() for r in together]
 
     alone, together = asyncio.run(run())
     batcher = app.state.routes.batcher
     assert together == alone
     assert batcher.batched_requests > batcher.batches  # some requests were batched
-
-
-def test_a_request_shares_its_trees_over_threads_only_when_alone_in_the_app(
-    served, tmp_path, monkeypatch
-):
-    """`Routes.predict` lets a batch take `predict_threads()` threads (`trees.spare_cores`)
-    only while no other request is in the app (concurrent requests keep the other core
-    busy); outside the app cores are spare."""
-    from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
-    from include.ml_pipeline.deployment.api_client import split_payload
-    from include.ml_pipeline.serving.api.app import create_app
-    from include.ml_pipeline.serving.api.settings import get_serving_settings
-    from include.ml_pipeline.serving.compiled import trees
-
-    spare: list[bool] = []
-    predict = served.predictor.predict
-
-    def spy(batch):
-        spare.append(trees.shared_threads(1, 1) > 1)
-        return predict(batch)
-
-    monkeypatch.setattr(served.predictor, "predict", spy)
-    monkeypatch.setattr(trees, "predict_threads", lambda: 2)
-    settings = replace(get_serving_settings(), model_name="mb", log_uri=str(tmp_path / "log"))
-    app = create_app(settings, loader=lambda: served)
-    body = split_payload(generate_churn_frame(300, 3)[list(served.spec.columns)])
-
-    async def run():
-        async with _ready_client(app) as client:
-            for _ in range(3):
-                assert (await client.post("/invocations", content=body)).status_code == 200
-            alone = list(spare)
-            spare.clear()
-            shadow = app.state.service.shadow
-            shadow.enter()  # another request in the app (as `ModelAPI` counts them)
-            try:
-                assert (await client.post("/invocations", content=body)).status_code == 200
-            finally:
-                shadow.leave()
-            return alone, list(spare)
-
-    alone, together = asyncio.run(run())
-    assert alone == [True] * 3
-    assert together == [False]
-    assert trees.shared_threads(1, 1) == 2  # outside the app: cores spare by default

@@ -38,7 +38,6 @@ from include.ml_pipeline.serving.api.experiment import (
 )
 from include.ml_pipeline.serving.api.microbatch import MicroBatcher
 from include.ml_pipeline.serving.api.state import ModelSlot, ServiceState
-from include.ml_pipeline.serving.compiled.trees import spare_cores
 from include.ml_pipeline.serving.parsing import RequestError, load_json
 
 log = logging.getLogger("ml_pipeline.serving")
@@ -309,13 +308,9 @@ class Routes:
         return self.predict(served, batch)
 
     def predict(self, served, batch):
-        """The fast path's prediction, else (it raised) the sklearn pipeline's. A large
-        batch shares its trees over `predict_threads()` threads only while no other
-        request is in the app (`trees.spare_cores`: under concurrent requests the other
-        core is busy with them)."""
+        """The fast path's prediction, else (it raised) the sklearn pipeline's."""
         try:
-            with spare_cores(self.state.shadow.busy <= 1):
-                return served.predictor.predict(batch)
+            return served.predictor.predict(batch)
         except RequestError:
             raise  # the isolated worker could not answer: its own 5xx
         except Exception as exc:

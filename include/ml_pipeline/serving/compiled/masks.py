@@ -44,14 +44,8 @@ from include.ml_pipeline.serving.compiled.onnx_graph import (
     read_tree_ensemble,
 )
 from include.ml_pipeline.serving.compiled.predictor import UnsupportedPipeline
-from include.ml_pipeline.serving.compiled.trees import shared_threads
 
 log = logging.getLogger(__name__)
-
-#: From this many rows on, the compiled kernel's rows are shared by `predict_threads()`
-#: threads when cores are spare (`trees.shared_threads`; `numba_trees.MatrixSums`): less
-#: latency where the other core is free, the hand-off's CPU (below: more than it saves)
-SPLIT_ROWS = 256
 
 
 class MaskedTrees:
@@ -171,7 +165,7 @@ class MaskedTrees:
         the numpy masks bit for bit (any difference: numpy from then on, logged)."""
         known = self.__dict__.get("_compiled")
         if known is not None:
-            return known(kernels, x, shared_threads(x.shape[0], SPLIT_ROWS))
+            return known(kernels, x)
         expected = self._numpy_raw(x)
         try:
             sums = numba_trees.MatrixSums(self)

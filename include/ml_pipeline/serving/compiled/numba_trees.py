@@ -28,6 +28,15 @@ answer. Each evaluator is
 checked against the numpy masks (bit for bit) on its first batch before it answers
 (`masks.MaskedTrees`), or against the library's raw scores at load (batch scoring).
 
+A request's rows stay on one thread. Sharing them with a pool thread (the kernel releases
+the GIL; slices taken by the caller and the helper as each gets to run, the caller never
+waiting on a helper's slice) was measured and dropped (2026-12-04, 2-core machine at load
+5-6, alternated, in process): a 1,000-row XGBoost request 1.08-2.7x the wall time and
+1.08-1.18x the CPU of one thread (the kernel itself 0.35 ms: the hand-off and the GIL,
+which a woken helper holds while preempted, cost more than half of it saves), and the
+API's p99 at 1,000 rows x 1 connection rose from 17-22 to 135-175 ms; numba's own
+`parallel=True` (OpenMP, spinning threads) took 3x the CPU.
+
 The kernels' cache (`NUMBA_CACHE_DIR`): `ML_PIPELINE_NUMBA_CACHE_DIR`, else
 `<tmp>/ml_pipeline-numba-cache` (shared by the processes of a machine); a folder that cannot
 be written falls back to a fresh temporary one, and, if none can, the kernels compile
@@ -66,9 +75,6 @@ SWITCH_ENV = "ML_PIPELINE_NUMBA"
 WAIT_ENV = "ML_PIPELINE_NUMBA_WAIT"
 #: the kernel (`numba_kernels.matrix_sums`), by name: what `warm_up` loads
 MATRIX = "matrix"
-#: slices of a batch scored on several threads (`MatrixSums`): a helper that wakes late
-#: still takes the slices left; each slice costs one call into the kernel (~10 us)
-SPLIT_PIECES = 4
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"kernels": None, "failed": None, "warm": set(), "threads": {}}
@@ -249,30 +255,10 @@ class MatrixSums(LeafSums):
         self.stride = masked.strides[np.arange(len(columns)), self.table_of].astype(np.int64)
         self.strict, self.round32 = bool(trees.strict), bool(trees.float32)
 
-    def __call__(self, kernels: ModuleType, x: np.ndarray, threads: int = 1) -> np.ndarray:
-        """The raw scores of `x`'s rows; with `threads` > 1 its rows in `SPLIT_PIECES`
-        slices shared by as many threads (`trees.shared_work`: the kernel releases the
-        GIL), each slice into its own array, each row summed as alone (the same floats)."""
-        x = np.ascontiguousarray(x, dtype=np.float64)
-        if threads <= 1:
-            out = np.empty((x.shape[0], self.k), dtype=np.float64)
-            self._sums(kernels, x, out)
-            return out
-        from include.ml_pipeline.serving.compiled.trees import row_bounds, shared_work
-
-        bounds = row_bounds(x.shape[0], SPLIT_PIECES)
-
-        def piece(i: int) -> np.ndarray:
-            start, stop = bounds[i]
-            part = np.empty((stop - start, self.k), dtype=np.float64)
-            self._sums(kernels, x[start:stop], part)
-            return part
-
-        return np.concatenate(shared_work(len(bounds), threads, piece))
-
-    def _sums(self, kernels: ModuleType, x: np.ndarray, out: np.ndarray) -> None:
+    def __call__(self, kernels: ModuleType, x: np.ndarray) -> np.ndarray:
+        out = np.empty((x.shape[0], self.k), dtype=np.float64)
         kernels.matrix_sums(
-            x,
+            np.ascontiguousarray(x, dtype=np.float64),
             self.columns,
             self.thresholds,
             self.threshold_at,
@@ -288,6 +274,7 @@ class MatrixSums(LeafSums):
             self.base,
             out,
         )
+        return out
 
 
 class InputSums(MatrixSums):

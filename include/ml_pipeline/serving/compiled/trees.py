@@ -5,14 +5,8 @@
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
-import contextvars
-import functools
-import itertools
 import os
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -271,79 +265,6 @@ def predict_threads() -> int:
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
     return max(1, min(2, cores))
-
-
-_T = TypeVar("_T")
-#: whether a batch may take `predict_threads()` threads for the work it shares
-#: (`shared_work`) now; the model API clears it while other requests are in the app (they
-#: keep the other core busy: the hand-off would be paid for no wait saved)
-_spare_cores: contextvars.ContextVar[bool] = contextvars.ContextVar("spare_cores", default=True)
-
-
-@contextlib.contextmanager
-def spare_cores(spare: bool) -> Iterator[None]:
-    """Within this block, `shared_threads` gives `predict_threads()` only if `spare`."""
-    token = _spare_cores.set(spare)
-    try:
-        yield
-    finally:
-        _spare_cores.reset(token)
-
-
-def shared_threads(rows: int, from_rows: int) -> int:
-    """Threads to share a batch of `rows` rows over: `predict_threads()` from `from_rows`
-    rows on while cores are spare (`spare_cores`), else 1."""
-    if rows < from_rows or not _spare_cores.get():
-        return 1
-    return predict_threads()
-
-
-@functools.cache
-def _pool(threads: int) -> concurrent.futures.ThreadPoolExecutor:
-    return concurrent.futures.ThreadPoolExecutor(threads - 1, thread_name_prefix="predict")
-
-
-def shared_work(pieces: int, threads: int, work: Callable[[int], _T]) -> list[_T]:
-    """`[work(0), ..., work(pieces - 1)]`, the pieces taken in turn by the caller's thread
-    and by up to `threads - 1` threads of a shared pool, each as it gets to run. The caller
-    never waits for a helper: a helper not started when the caller ran out of pieces is
-    cancelled, and a piece a helper took but has not finished the caller computes again
-    (the first result kept; the helper's, when it comes, dropped). On a busy machine a
-    helper woken late, or preempted within its piece, so costs at most that piece twice,
-    not the wait for a core (measured: a 1,000-row XGBoost request 1.95 -> 4.1 ms of wall
-    time at load 5 when the caller waited). `work` must return its piece's result without
-    writing anything shared, and may run twice at once on the same piece; for work that
-    releases the GIL (numba's `nogil` kernels, Arrow, numpy) on pieces computed as they
-    would be alone (rows: the same floats as one call). An error in a helper is dropped:
-    the caller computes that piece and raises it, if it is one."""
-    results: list[Any] = [None] * pieces
-    done = [False] * pieces
-    taken = itertools.count()  # next() is atomic under the GIL: each piece taken once
-
-    def run() -> None:
-        for piece in taken:
-            if piece >= pieces:
-                return
-            result = work(piece)
-            if not done[piece]:  # list reads and writes: atomic under the GIL
-                results[piece], done[piece] = result, True
-
-    helpers = [_pool(threads).submit(run) for _ in range(min(threads, pieces) - 1)]
-    try:
-        run()
-    finally:
-        for helper in helpers:
-            helper.cancel()  # not started yet: never will
-    for piece in range(pieces):
-        if not done[piece]:  # taken by a helper still at it, or failed there
-            results[piece], done[piece] = work(piece), True
-    return results
-
-
-def row_bounds(rows: int, pieces: int) -> list[tuple[int, int]]:
-    """`rows` split into at most `pieces` consecutive (start, stop) slices of ceil size."""
-    size = max(1, -(-rows // max(1, pieces)))
-    return [(start, min(rows, start + size)) for start in range(0, rows, size)]
 
 
 def _onnx_session(model_bytes: bytes, threads: int):
