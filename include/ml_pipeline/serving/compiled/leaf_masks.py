@@ -51,9 +51,10 @@ BLOCK_ROWS = 2048
 #: than merging saves.
 TABLE_ROWS = 4096
 #: ... and bytes: XGBoost's 201 trees of 64 leaves (64-bit words) merged to 4,096 rows made
-#: a 6.6 MB table whose lookups miss even the shared cache; capped, 1,000 rows through the
-#: numba kernel took 0.70 -> 0.57 and 0.44 -> 0.41 ms of CPU (alternated, load 6; 20,000
-#: rows: 8.13 -> 7.98 ms). The other benchmark models' tables stay under it.
+#: a 6.6 MB table (9.7 MB of tables in all; capped: 1.9 MB, the same floats). 1,000 rows
+#: through the numba kernel, CPU, eight alternated pairs at load 4-7 (2026-12-04): capped
+#: / uncapped 0.82-1.04, median 0.99 (the gain only while other processes fill the shared
+#: cache); 20,000 rows 0.98. The other benchmark models' tables stay under it.
 TABLE_BYTES = 2 << 20
 MAX_LEAVES = 64
 
