@@ -85,6 +85,33 @@ def test_small_tables_are_merged_and_wide_trees_refused():
         leaf_masks_of(wide.fit(x, signal > 0))
 
 
+def test_merged_tables_stay_under_the_byte_cap(monkeypatch):
+    """`TABLE_BYTES` bounds a merged table as `TABLE_ROWS` does (wide 64-bit words made
+    tables that missed the cache): fewer merges, the same raw scores."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    x, signal = _data()
+    est = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(x, signal > 0)
+    trees = leaf_masks_of(est)
+    inputs = [MaskInput(trees.columns[c][1], str(c)) for c in sorted(trees.columns)]
+    uncapped = trees.merge(inputs)
+    cap = max(table.nbytes for table, _, _ in uncapped) - 1
+    monkeypatch.setattr(leaf_masks, "TABLE_BYTES", cap)
+    capped = trees.merge(inputs)
+    assert len(capped) > len(uncapped)
+    assert all(table.nbytes <= cap or len(members) == 1 for table, members, _ in capped)
+
+    def raw(merged):
+        bins = [trees.column_bins(c, x[:, c]) for c in sorted(trees.columns)]
+        indexes = [
+            sum(bins[m] * s for m, s in zip(members, strides, strict=True))
+            for _, members, strides in merged
+        ]
+        return trees.raw([table for table, _, _ in merged], indexes)
+
+    assert raw(capped).tobytes() == raw(uncapped).tobytes()
+
+
 @pytest.mark.parametrize("library", ["lightgbm", "xgboost"])
 @pytest.mark.parametrize("problem", ["binary", "multiclass", "regression"])
 def test_boosters_leaf_masks_give_the_librarys_raw_scores_exactly(library, problem):

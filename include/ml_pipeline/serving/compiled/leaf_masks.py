@@ -50,6 +50,12 @@ BLOCK_ROWS = 2048
 #: Largest merged table (rows of words): beyond it a lookup misses the cache more often
 #: than merging saves.
 TABLE_ROWS = 4096
+#: ... and bytes: XGBoost's 201 trees of 64 leaves (64-bit words) merged to 4,096 rows made
+#: a 6.6 MB table (9.7 MB of tables in all; capped: 1.9 MB, the same floats). 1,000 rows
+#: through the numba kernel, CPU, eight alternated pairs at load 4-7 (2026-12-04): capped
+#: / uncapped 0.82-1.04, median 0.99 (the gain only while other processes fill the shared
+#: cache); 20,000 rows 0.98. The other benchmark models' tables stay under it.
+TABLE_BYTES = 2 << 20
 MAX_LEAVES = 64
 
 
@@ -250,14 +256,17 @@ class LeafMasks:
         return self.columns[column][1][self.column_bins(column, values)]
 
     def merge(self, inputs: list[MaskInput]) -> list[tuple[np.ndarray, list[int], list[int]]]:
-        """`inputs` packed into tables of at most `TABLE_ROWS` rows (small ones first):
+        """`inputs` packed into tables of at most `TABLE_ROWS` rows and `TABLE_BYTES`
+        bytes (small ones first):
         per table its masks, the inputs it holds and their strides (a row's table index
         is the sum of each input's bin times its stride)."""
         order = sorted(range(len(inputs)), key=lambda i: len(inputs[i].masks))
+        row_bytes = self.n_trees * np.dtype(self.dtype).itemsize
+        most = min(TABLE_ROWS, TABLE_BYTES // max(1, row_bytes))
         tables: list[tuple[np.ndarray, list[int], list[int]]] = []
         for i in order:
             masks = inputs[i].masks
-            if tables and len(tables[-1][0]) * len(masks) <= TABLE_ROWS:
+            if tables and len(tables[-1][0]) * len(masks) <= most:
                 table, members, strides = tables[-1]
                 merged = (table[:, None, :] & masks[None, :, :]).reshape(-1, self.n_trees)
                 strides = [s * len(masks) for s in strides] + [1]

@@ -28,6 +28,17 @@ answer. Each evaluator is
 checked against the numpy masks (bit for bit) on its first batch before it answers
 (`masks.MaskedTrees`), or against the library's raw scores at load (batch scoring).
 
+A request's rows stay on one thread. Sharing them with a pool thread (the kernel releases
+the GIL; slices taken by the caller and the helper as each gets to run, only while no other
+request was in the app) was measured and dropped (2026-12-04, this 2-core machine, shared,
+alternated, in process): a 1,000-row XGBoost request (parse, preprocess, trees) took
+1.08-2.8x the wall time and 1.08-1.19x the CPU of one thread at load 4-7, 0.98-1.07x the
+wall time and 1.07-1.19x the CPU at load 1.6 (the kernel is 0.35 ms of it: the hand-off,
+and a woken helper preempted while it needs the GIL, cost about what it saves), and
+`bench_model_api.py`'s p99 at 1,000 rows x 1 connection was 135 and 175 ms in two of three
+comparisons (main: 17-22 ms). numba's own `parallel=True` (OpenMP threads, spinning) took
+3x the CPU.
+
 The kernels' cache (`NUMBA_CACHE_DIR`): `ML_PIPELINE_NUMBA_CACHE_DIR`, else
 `<tmp>/ml_pipeline-numba-cache` (shared by the processes of a machine); a folder that cannot
 be written falls back to a fresh temporary one, and, if none can, the kernels compile
