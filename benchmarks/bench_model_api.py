@@ -555,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration <= 0:
         ROWS, CONNECTIONS = (1,), ()
         args.budget_connections = 0
+    if 1 not in ROWS:  # the budget cell sends 1-row bodies
+        args.budget_connections = 0
     if not shutil.which("wrk"):
         print("wrk not found: apt-get update && apt-get install -y wrk", file=sys.stderr)
         return 2
