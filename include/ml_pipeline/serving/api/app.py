@@ -78,9 +78,9 @@ def one_write(send: Send) -> tuple[Any, OneWrite] | None:
     """(uvicorn's request-response cycle, its transport wrapped in `OneWrite`) when
     `send` is that cycle's `send` (uvicorn's httptools or h11 protocol), else None (other
     servers, test clients: nothing changes)."""
-    cycle = getattr(send, "__self__", None)
+    cycle: Any = getattr(send, "__self__", None)
     transport = getattr(cycle, "transport", None)
-    if transport is None or not callable(getattr(transport, "write", None)):
+    if cycle is None or transport is None or not callable(getattr(transport, "write", None)):
         return None
     joined = OneWrite(transport)
     cycle.transport = joined
