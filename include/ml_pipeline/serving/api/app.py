@@ -43,6 +43,50 @@ OIP: list[str | Enum] = ["open inference protocol (v2)"]
 RELEASE: list[str | Enum] = ["safe release"]
 
 
+class OneWrite:
+    """A transport that keeps what is written until `flush`, then writes it as one
+    piece; any other use of the transport (`close`, `is_closing`, ...) flushes first.
+
+    uvicorn's httptools protocol writes an answer's head and its body separately, and
+    uvloop sends each write at once: two `write` calls, two TCP segments (with
+    `TCP_NODELAY`), and a client that wakes twice per answer. One write halves that.
+    Measured (issue 22, 1-row requests, wrk, paired against the two writes, 4 runs of
+    5 s alternating, load ~5.5-6 on 2 cores): requests/s 1.07x at 1 connection, 1.13x
+    at 8, 1.14x at 64; the slowest request at 64 connections 125 against 209 ms."""
+
+    __slots__ = ("parts", "transport")
+
+    def __init__(self, transport: Any):
+        self.transport = transport
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(bytes(data))
+
+    def flush(self) -> None:
+        parts = self.parts
+        if parts:
+            self.parts = []
+            self.transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
+
+    def __getattr__(self, name: str) -> Any:
+        self.flush()
+        return getattr(self.transport, name)
+
+
+def one_write(send: Send) -> tuple[Any, OneWrite] | None:
+    """(uvicorn's request-response cycle, its transport wrapped in `OneWrite`) when
+    `send` is that cycle's `send` (uvicorn's httptools or h11 protocol), else None (other
+    servers, test clients: nothing changes)."""
+    cycle: Any = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if cycle is None or transport is None or not callable(getattr(transport, "write", None)):
+        return None
+    joined = OneWrite(transport)
+    cycle.transport = joined
+    return cycle, joined
+
+
 class ModelAPI(FastAPI):
     """FastAPI with `POST /invocations` (the hot path) handed straight to its handler.
 
@@ -74,7 +118,13 @@ class ModelAPI(FastAPI):
                     response = await self.invocations(request)
                 except Exception as exc:
                     response = await self.state.routes.unexpected(request, exc)
-                await response(scope, receive, send)
+                wrapped = one_write(send)
+                try:
+                    await response(scope, receive, send)
+                finally:
+                    if wrapped is not None:
+                        wrapped[0].transport = wrapped[1].transport
+                        wrapped[1].flush()
                 return
             await super().__call__(scope, receive, send)
         finally:
