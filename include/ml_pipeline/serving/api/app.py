@@ -54,10 +54,11 @@ class OneWrite:
     5 s alternating, load ~5.5-6 on 2 cores): requests/s 1.07x at 1 connection, 1.13x
     at 8, 1.14x at 64; the slowest request at 64 connections 125 against 209 ms."""
 
-    __slots__ = ("parts", "transport")
+    __slots__ = ("cycle", "parts", "transport")
 
-    def __init__(self, transport: Any):
+    def __init__(self, transport: Any, cycle: Any = None):
         self.transport = transport
+        self.cycle = cycle
         self.parts: list[bytes] = []
 
     def write(self, data: bytes) -> None:
@@ -69,22 +70,28 @@ class OneWrite:
             self.parts = []
             self.transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
 
+    def restore(self) -> None:
+        """Give the cycle its own transport back, then write what was kept."""
+        if self.cycle is not None:
+            self.cycle.transport = self.transport
+        self.flush()
+
     def __getattr__(self, name: str) -> Any:
         self.flush()
         return getattr(self.transport, name)
 
 
-def one_write(send: Send) -> tuple[Any, OneWrite] | None:
-    """(uvicorn's request-response cycle, its transport wrapped in `OneWrite`) when
-    `send` is that cycle's `send` (uvicorn's httptools or h11 protocol), else None (other
-    servers, test clients: nothing changes)."""
+def one_write(send: Send) -> OneWrite | None:
+    """Lend uvicorn's request-response cycle a `OneWrite` around its transport when `send`
+    is that cycle's `send` (uvicorn's httptools or h11 protocol; `restore()` after the
+    answer), else None (other servers, test clients: nothing changes)."""
     cycle: Any = getattr(send, "__self__", None)
     transport = getattr(cycle, "transport", None)
     if cycle is None or transport is None or not callable(getattr(transport, "write", None)):
         return None
-    joined = OneWrite(transport)
+    joined = OneWrite(transport, cycle)
     cycle.transport = joined
-    return cycle, joined
+    return joined
 
 
 class ModelAPI(FastAPI):
@@ -118,13 +125,12 @@ class ModelAPI(FastAPI):
                     response = await self.invocations(request)
                 except Exception as exc:
                     response = await self.state.routes.unexpected(request, exc)
-                wrapped = one_write(send)
+                joined = one_write(send)
                 try:
                     await response(scope, receive, send)
                 finally:
-                    if wrapped is not None:
-                        wrapped[0].transport = wrapped[1].transport
-                        wrapped[1].flush()
+                    if joined is not None:
+                        joined.restore()
                 return
             await super().__call__(scope, receive, send)
         finally:
