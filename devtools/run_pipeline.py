@@ -387,6 +387,7 @@ def collect(dag_run) -> dict:
         key = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
         tasks[key] = {
             "state": str(ti.state),
+            "tries": ti.try_number,
             "result": ti.xcom_pull(task_ids=ti.task_id, map_indexes=ti.map_index),
         }
     return tasks

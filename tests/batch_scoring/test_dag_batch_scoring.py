@@ -111,6 +111,10 @@ def test_a_contract_breaking_input_is_refused_before_scoring(champions, score, t
     assert not any(k.startswith("score_part[") and v == "success" for k, v in states.items())
     assert "column 'region' (categorical) is missing" in log
     assert "nothing was scored" in log
+    # no plan, so nothing to finalize: failed at once, not after its retries
+    assert states["finalize_output"] == "failed"
+    assert tasks["finalize_output"]["tries"] == 1
+    assert "nothing to finalize: no part was planned" in log
 
 
 def test_a_drifted_batch_notifies_like_online_drift(champions, score, tmp_path):

@@ -234,17 +234,25 @@ def part_scorer(item: PlannedPart, champion: Champion, tracking_uri: str, log=LO
 def finalize_output(*, run_id: str, log: logging.Logger = LOG) -> dict:
     """`finalize_output` (runs whatever the parts did): the manifest from the parts'
     reports; `complete` only when every planned part is there with the pinned version,
-    else the manifest says `incomplete` (naming the parts) and the task fails."""
+    else the manifest says `incomplete` (naming the parts) and the task fails. When the
+    run failed before `plan_parts` wrote its plan, nothing was scored: the task fails at
+    once, without retries (no retry can bring a plan; the failed task's log says why)."""
     from include.ml_pipeline import storage
     from include.ml_pipeline.batch_scoring.manifest import (
         COMPLETE,
         MANIFEST,
+        PLAN,
         build_manifest,
         read_plan,
     )
     from include.ml_pipeline.orchestration.compat import AirflowFailException
 
     run_uri = batch_run_uri(get_settings(), run_id)
+    if not storage.exists(storage.join(run_uri, PLAN)):
+        raise AirflowFailException(
+            f"nothing to finalize: no part was planned under {run_uri} (a task before "
+            "plan_parts failed, and its log says why); no output was written"
+        )
     manifest = build_manifest(run_uri, read_plan(run_uri))
     if manifest["status"] != COMPLETE:
         raise AirflowFailException(
