@@ -208,3 +208,48 @@ def test_a_part_reads_only_the_keys_and_features_unless_rows_may_be_rejected(tmp
     check = dataclasses.replace(check, non_null_columns=["age"])
     (batch,) = iter_chunks(part, _columns_read(check))
     assert set(batch.schema.names) == set(frame.columns) | {"wide_note"}
+
+
+def test_a_part_allocates_arrow_memory_from_jemalloc_and_restores_the_pool(
+    champions, tmp_path, monkeypatch
+):
+    """pyarrow's default pool (mimalloc) gives a part's freed chunks back to the system and
+    faults them in again; a part reads, takes and writes from jemalloc (the C heap where
+    pyarrow has none), and leaves the process's pool as it found it, or as the process
+    chose it (`ARROW_DEFAULT_MEMORY_POOL`)."""
+    import pyarrow as pa
+
+    from include.ml_pipeline.batch_scoring import part as parts_module
+
+    monkeypatch.delenv(parts_module.ARROW_POOL_VARIABLE, raising=False)
+    try:
+        expected = pa.jemalloc_memory_pool().backend_name
+    except NotImplementedError:  # a pyarrow built without jemalloc
+        expected = "system"
+    seen: list[str] = []
+    reading = parts_module.iter_chunks
+
+    def iter_chunks(*args, **kwargs):
+        for batch in reading(*args, **kwargs):
+            seen.append(pa.default_memory_pool().backend_name)
+            yield batch
+
+    monkeypatch.setattr(parts_module, "iter_chunks", iter_chunks)
+    write_table(tmp_path / "in.parquet", 700, seed=9)
+    out = storage.as_uri(tmp_path / "out")
+    before = pa.default_memory_pool().backend_name
+    assert before != expected  # pyarrow's own default: the part changes it
+    _, _, manifest = _score_all(
+        champions["binary"], champions["tracking_uri"], str(tmp_path / "in.parquet"), out
+    )
+    assert manifest["status"] == "complete"
+    assert len(seen) >= 3  # every chunk (700 rows, at most 300 a chunk)
+    assert set(seen) == {expected}
+    assert pa.default_memory_pool().backend_name == before
+
+    # a process that chose its pool keeps it
+    seen.clear()
+    monkeypatch.setenv(parts_module.ARROW_POOL_VARIABLE, before)
+    _score_all(champions["binary"], champions["tracking_uri"], str(tmp_path / "in.parquet"), out)
+    assert len(seen) >= 3
+    assert set(seen) == {before}
