@@ -10,12 +10,13 @@ with the validated batch and its predictions. A request is kept with probability
 line on the event loop (orjson: a few µs for one row, ~0.1 ms for 1,000) and appended to an
 in-memory queue bounded in entries (`queue_size`) and bytes (`max_queue_bytes`): when it
 is full the *oldest* entry is dropped and counted (`dropped`, the metric
-`model_api_inference_log_dropped_total`). Nothing in a request waits for the store. The API's answers submit with `later=True`:
-the line is made once the loop has run what it holds, so the answers of one turn (a
-micro-batch) go out before any of their lines is encoded. Measured (issue 22, 8 concurrent
-1-row requests a turn in process, the loop thread's CPU as the clock, 8 alternated rounds,
-load ~4): the mean time from the turn's start to an answer 476 -> 425 us (logistic), 610 ->
-558 us (XGBoost); the CPU per request unchanged (ratio 1.008).
+`model_api_inference_log_dropped_total`). Nothing in a request waits for the store. The
+API's answers submit with `later=True`: the line is made once the loop has run what it
+holds, so the answers of one turn (a micro-batch) go out before any of their lines is
+encoded. Measured (issue 22, 8 concurrent 1-row requests a turn in process, the loop
+thread's CPU as the clock, 8 alternated rounds, load ~4): the mean time from the turn's
+start to an answer 476 -> 425 us (logistic), 610 -> 558 us (XGBoost); the CPU per request
+unchanged (ratio 1.008).
 
 One daemon thread wakes every `batch_interval` seconds (0.05), moves the queued lines to
 one buffer per (model, version), compressing each into that buffer's gzip stream as it
