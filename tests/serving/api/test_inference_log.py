@@ -4,6 +4,7 @@ size; a slow or failing store never blocks a request and is retried."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import os
 import re
@@ -364,3 +365,101 @@ def test_the_writer_holds_lines_compressed_as_it_takes_them(tmp_path):
     (item,) = logger._pending
     lines = gzip.decompress(item.data).splitlines()
     assert [orjson.loads(line)["predictions"][0] for line in lines] == [float(i) for i in range(20)]
+
+
+def test_a_line_submitted_later_is_queued_after_the_turn_the_same_line_in_order(tmp_path):
+    """`submit(later=True)` on the event loop: nothing is encoded in the request; once the
+    loop has run what it held, the queue holds the very line `submit` would have written
+    (its time stamp taken at `submit`), in submit order with the lines submitted at once;
+    `flush` from another thread waits for them."""
+    logger = InferenceLogger(tmp_path, model_name="churn", flush_interval=60)
+    proba = np.array([[0.2, 0.8], [0.6, 0.4]])
+    entries = [
+        (_batch(2), ["yes", "no"], proba, ["no", "yes"], "1", 1.5, 1_700_000_000.25),
+        (_batch(1, 10), ["no"], proba[1:], ["no", "yes"], "1", 0.5, 1_700_000_001.5),
+        (_batch(1, 20), ["yes"], proba[:1], ["no", "yes"], "1", 0.7, 1_700_000_002.75),
+    ]
+    extra = {"request_id": "r1", "arm": "champion"}
+
+    def line(entry):
+        batch, labels, p, classes, version, latency, stamp = entry
+        return inference_records.encode_line(
+            batch, labels, p, classes, "churn", version, "live", latency, stamp, extra
+        )
+
+    async def run():
+        assert logger.submit(*entries[0], extra=extra, later=True)
+        assert not logger._queue  # not encoded in the request
+        assert logger.submitted == 0
+        assert logger.stats()["queued"] == 1
+        assert logger.submit(*entries[1], extra=extra)  # at once: the earlier line first
+        assert logger.submit(*entries[2], extra=extra, later=True)
+        assert [e[0] for e in logger._queue] == [line(entries[0]), line(entries[1])]
+        await asyncio.sleep(0)  # the loop's turn ends
+        assert [e[0] for e in logger._queue] == [line(e) for e in entries]
+        assert logger.submit(*entries[0], extra=extra, later=True)
+        logger.start()
+        assert await asyncio.to_thread(logger.flush)  # waits for the loop's line
+
+    asyncio.run(run())
+    logger.close()
+    assert logger.written_records == 2 + 1 + 1 + 2
+    assert logger.submit(*entries[1], extra=extra, later=True)  # no loop: queued at once
+    assert [e[0] for e in logger._queue] == [line(entries[1])]
+
+
+def test_an_answer_goes_out_before_its_log_line_is_encoded(tmp_path):
+    """The hot path logs `later`: the answer's bytes are sent, then the loop encodes the
+    line (the answers of one micro-batch do not wait for each other's lines)."""
+    from dataclasses import replace
+
+    from include.ml_pipeline.data_preparation.sample_data import generate_churn_frame
+    from include.ml_pipeline.deployment.api_client import split_payload
+    from include.ml_pipeline.serving.api.app import create_app
+    from include.ml_pipeline.serving.api.settings import get_serving_settings
+    from include.ml_pipeline.serving.loading.served import build_served_model
+    from tests.support.models import fit_pipeline, training_frame
+
+    frame, spec = training_frame(600, 5)
+    served = build_served_model(
+        fit_pipeline(frame, spec, "lr", 5), spec, name="m", version="2", alias="", max_rows=100
+    )
+    settings = replace(get_serving_settings(), model_name="m", log_uri=str(tmp_path / "log"))
+    app = create_app(settings, loader=lambda: served)
+    logger = app.state.service.logger
+    body = split_payload(generate_churn_frame(3, 3)[list(spec.columns)].head(1))
+    body = body.encode() if isinstance(body, str) else body
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/invocations",
+        "headers": [(b"content-type", b"application/json")],
+        "query_string": b"",
+    }
+    seen: list[tuple[bytes, int]] = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.body":
+            seen.append((message["body"], logger.submitted))
+
+    async def run():
+        async with app.router.lifespan_context(app):
+            while app.state.service.model is None:
+                await asyncio.sleep(0.02)
+            await asyncio.gather(*(app(dict(scope), receive, send) for _ in range(3)))
+            assert logger.submitted == 3  # encoded once the turn's answers went out
+            assert logger.flush()
+
+    asyncio.run(run())
+    assert [submitted for _, submitted in seen] == [0, 0, 0]
+    assert all(answer.startswith(b'{"predictions":[') for answer, _ in seen)
+    lines = [
+        orjson.loads(line)
+        for path in _objects(tmp_path / "log")
+        for line in gzip.decompress(path.read_bytes()).splitlines()
+    ]
+    assert len(lines) == 3
+    assert all(line["request"] == orjson.loads(body) for line in lines)

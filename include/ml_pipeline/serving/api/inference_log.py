@@ -7,10 +7,16 @@ batched gzip JSON Lines objects on the storage root (`include/ml_pipeline/storag
 Writing (`InferenceLogger`, used by the API): `submit(...)` is called once per request
 with the validated batch and its predictions. A request is kept with probability
 `sample_rate` (0..1, env `MODEL_API_LOG_SAMPLE_RATE`, default 1.0), turned into its JSON
-line right there (orjson: a few µs for one row, ~0.1 ms for 1,000) and appended to an
+line on the event loop (orjson: a few µs for one row, ~0.1 ms for 1,000) and appended to an
 in-memory queue bounded in entries (`queue_size`) and bytes (`max_queue_bytes`): when it
 is full the *oldest* entry is dropped and counted (`dropped`, the metric
-`model_api_inference_log_dropped_total`). Nothing in a request waits for the store.
+`model_api_inference_log_dropped_total`). Nothing in a request waits for the store. The
+API's answers submit with `later=True`: the line is made once the loop has run what it
+holds, so the answers of one turn (a micro-batch) go out before any of their lines is
+encoded. Measured (issue 22, 8 concurrent 1-row requests a turn in process, the loop
+thread's CPU as the clock, 8 alternated rounds, load ~4): the mean time from the turn's
+start to an answer 476 -> 425 us (logistic), 610 -> 558 us (XGBoost); the CPU per request
+unchanged (ratio 1.008).
 
 One daemon thread wakes every `batch_interval` seconds (0.05), moves the queued lines to
 one buffer per (model, version), compressing each into that buffer's gzip stream as it
@@ -36,6 +42,7 @@ at once took the other core for ~50 ms in one go.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import os
@@ -161,6 +168,10 @@ class InferenceLogger:
         self._flush_done = 0
         self._thread: threading.Thread | None = None
         self._random = random.random
+        # entries whose line the event loop writes after its current turn (`submit(later=)`)
+        self._later: list[tuple] = []
+        self._later_thread = 0  # the thread of the loop that encodes them
+        self._encoding = False  # the loop is moving them to the queue
 
     # ------------------------------------------------------------------ producer side
 
@@ -185,6 +196,7 @@ class InferenceLogger:
         traffic: str = LIVE_TRAFFIC,
         extra: dict[str, Any] | None = None,
         labels_json: bytes | None = None,
+        later: bool = False,
     ) -> bool:
         """Queue one request's predictions; never blocks, never raises.
 
@@ -192,11 +204,59 @@ class InferenceLogger:
         request's kind, `extra` keys added to the line (request id, arm, ...),
         `labels_json` the labels already encoded as a JSON array (the answer's). Returns
         False when the entry was sampled out or not serialisable.
+
+        `later` (on a running event loop): the line is written once the loop has run what
+        it holds now (`loop.call_soon`), i.e. after the answers of this turn went out: the
+        answers of a micro-batch no longer wait for each other's lines. The same line (its
+        time stamp taken now), in the same order; `flush` and `close` wait for them. Such
+        an entry counts as kept (True) until its line is written.
         """
         rate = self.sample_rate
         if rate < 1.0 and (rate == 0.0 or self._random() >= rate):
             return False
         stamp = timestamp if timestamp is not None else time.time()
+        entry = (batch, labels, proba, classes, model_version, latency_ms, stamp)
+        options = (model_name, traffic, extra, labels_json)
+        if later:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                if not self._later:
+                    self._later_thread = threading.get_ident()
+                    loop.call_soon(self._encode_later)
+                self._later.append((entry, options))
+                return True
+        if self._later:  # lines keep the order of their submits
+            self._encode_later()
+        return self._enqueue(entry, options)
+
+    def _encode_later(self) -> None:
+        """Queue the lines of the entries submitted `later` (the event loop's thread)."""
+        self._encoding = True
+        try:
+            later, self._later = self._later, []
+            for entry, options in later:
+                self._enqueue(entry, options)
+        finally:
+            self._encoding = False
+
+    def _settle(self, deadline: float) -> None:
+        """Wait (until `deadline`) for the lines the event loop writes after its turn;
+        on the loop's own thread, write them now."""
+        if threading.get_ident() == self._later_thread:
+            if self._later:
+                self._encode_later()
+            return
+        while (self._later or self._encoding) and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    def _enqueue(self, entry: tuple, options: tuple) -> bool:
+        """Encode one entry's line and append it to the queue (dropping the oldest when
+        full): `submit`'s work once the entry is kept."""
+        batch, labels, proba, classes, model_version, latency_ms, stamp = entry
+        model_name, traffic, extra, labels_json = options
         name = model_name or self.model_name
         try:
             line = encode_line(
@@ -252,19 +312,20 @@ class InferenceLogger:
             "written_records": self.written_records,
             "written_objects": self.written_objects,
             "write_errors": self.write_errors,
-            "queued": len(self._queue),
+            "queued": len(self._queue) + len(self._later),
             "pending_objects": self.pending_objects,
         }
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Write everything submitted so far now (tests, shutdown); True when nothing is
         left unwritten. Without a running writer: True only if nothing is waiting."""
+        deadline = time.monotonic() + timeout
+        self._settle(deadline)
         if self._thread is None:
-            return not self._queue and not self._buffers and not self._pending
+            return not self._later and not self._queue and not self._buffers and not self._pending
         self._flush_wanted += 1
         wanted = self._flush_wanted
         self._wake.set()
-        deadline = time.monotonic() + timeout
         while self._flush_done < wanted and time.monotonic() < deadline:
             time.sleep(0.005)
         return self._flush_done >= wanted and not self._pending and not self._queue
@@ -274,6 +335,7 @@ class InferenceLogger:
         `timeout`)."""
         if self._thread is None:
             return
+        self._settle(time.monotonic() + timeout / 2)
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout)

@@ -349,6 +349,7 @@ class Routes:
             traffic=traffic_kind(request.headers.get(TRAFFIC_HEADER)),
             extra=extra,
             labels_json=result.labels_json,
+            later=True,  # after this turn's answers went out
         )
 
     async def answer(
