@@ -119,6 +119,36 @@ def test_record_decision_tags_the_version(store):
     assert tags["deployment_reasons"] == '["ok."]'
 
 
+def test_a_racing_parent_that_shows_late_still_wins(store, monkeypatch):
+    """An older racing parent run invisible at the first look (its commit late on a
+    loaded store) is elected once it shows: this caller deletes its own run."""
+    import time
+
+    from include.ml_pipeline.names import AIRFLOW_RUN_TAG, ROLE_TAG
+    from include.ml_pipeline.training import train
+
+    uri = store["uri"]
+    client = MlflowClient(uri)
+    experiment_id = ensure_experiment(uri, "late")
+    older = client.create_run(experiment_id, tags={AIRFLOW_RUN_TAG: "late-1", ROLE_TAG: "parent"})
+    time.sleep(0.01)  # a later start time for this caller's run
+    real, looks = train._parent_runs, []
+
+    def committed_late(*args):
+        runs = real(*args)
+        looks.append(len(runs))
+        if len(looks) <= 2:  # the look before creating and the first look after it
+            return [r for r in runs if r.info.run_id != older.info.run_id]
+        return runs
+
+    monkeypatch.setattr(train, "_parent_runs", committed_late)
+    monkeypatch.setattr(train, "PARENT_SETTLE_S", 0.01)
+    parent = train.start_parent_run(tracking_uri=uri, experiment="late", airflow_run_id="late-1")
+    assert parent == older.info.run_id
+    active = client.search_runs([experiment_id], filter_string="tags.airflow_run_id = 'late-1'")
+    assert [r.info.run_id for r in active] == [older.info.run_id]
+
+
 def test_concurrent_calls_for_one_airflow_run_agree(store, tmp_path):
     """Task attempts racing each other end with one parent run and one version."""
     from concurrent.futures import ThreadPoolExecutor

@@ -59,6 +59,9 @@ MODEL_ARTIFACT_NAME = "model"
 SIGNATURE_SAMPLE_ROWS = 1000
 PARENT_SETTLE_S = 1.5  # longer than a run takes to commit after its start time is taken
 # (0.5 s was not, once, on a 2-core machine at load 10: two callers each kept their own)
+#: At most this many looks, `PARENT_SETTLE_S` apart, until two in a row elect the same run
+#: (one look elected two parents once in CI: a racing run committed > 1.5 s late).
+PARENT_LOOKS = 6
 _MODEL_PACKAGES = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
 #: Packages a model needs besides those, by the top-level module of a type it holds.
 _FAMILY_PACKAGES = {"lightgbm": "lightgbm", "xgboost": "xgboost-cpu"}
@@ -98,12 +101,20 @@ def start_parent_run(
         experiment_id, tags=all_tags, run_name=run_name or f"airflow-{airflow_run_id}"
     )
     # Concurrent callers may each have created one: the oldest (start time, then id) wins
-    # and the others delete theirs. A run started just before this one may not be
-    # committed yet when this one is: wait out that lag first, or two callers could each
-    # see themselves as the oldest. On a loaded store a commit takes longer: wait at
-    # least three times what this one's took (1.5 s fell short once at load ~5).
-    time.sleep(max(PARENT_SETTLE_S, 3 * (time.monotonic() - asked)))
-    oldest = _parent_runs(client, experiment_id, airflow_run_id)[0].info.run_id
+    # and the others delete theirs (the oldest is never deleted: its caller sees none
+    # older). A run started just before this one may not be committed yet when this one
+    # is: wait out that lag, or two callers could each see themselves as the oldest. On a
+    # loaded store a commit takes longer: wait at least three times what this one's took
+    # (1.5 s fell short once at load ~5), and look until two looks in a row agree (one
+    # look at 1.5 s fell short once in CI: the older run became visible only later).
+    settle = max(PARENT_SETTLE_S, 3 * (time.monotonic() - asked))
+    oldest, previous = run.info.run_id, None
+    for _ in range(PARENT_LOOKS):
+        time.sleep(settle)
+        oldest = _parent_runs(client, experiment_id, airflow_run_id)[0].info.run_id
+        if oldest == previous:
+            break
+        previous = oldest
     if oldest != run.info.run_id:
         client.delete_run(run.info.run_id)
     return oldest
