@@ -119,34 +119,43 @@ def test_record_decision_tags_the_version(store):
     assert tags["deployment_reasons"] == '["ok."]'
 
 
-def test_a_racing_parent_that_shows_late_still_wins(store, monkeypatch):
-    """An older racing parent run invisible at the first look (its commit late on a
-    loaded store) is elected once it shows: this caller deletes its own run."""
+@pytest.mark.parametrize("found", [False, True], ids=["creates", "finds-a-younger-one"])
+def test_a_racing_parent_that_shows_late_still_wins(store, monkeypatch, found):
+    """An older racing parent run invisible at the first looks (its commit late on a
+    loaded store) is elected once it shows, whether this caller created its own run
+    (deleted then) or found a younger racer's (not taken at first sight)."""
     import time
 
     from include.ml_pipeline.names import AIRFLOW_RUN_TAG, ROLE_TAG
     from include.ml_pipeline.training import train
 
-    uri = store["uri"]
+    uri, run = store["uri"], f"late-{found}"
     client = MlflowClient(uri)
     experiment_id = ensure_experiment(uri, "late")
-    older = client.create_run(experiment_id, tags={AIRFLOW_RUN_TAG: "late-1", ROLE_TAG: "parent"})
-    time.sleep(0.01)  # a later start time for this caller's run
+    tags = {AIRFLOW_RUN_TAG: run, ROLE_TAG: "parent"}
+    older = client.create_run(experiment_id, tags=tags).info.run_id
+    time.sleep(0.01)  # later start times for the others
+    younger = client.create_run(experiment_id, tags=tags).info.run_id if found else None
     real, looks = train._parent_runs, []
 
     def committed_late(*args):
         runs = real(*args)
         looks.append(len(runs))
         if len(looks) <= 2:  # the look before creating and the first look after it
-            return [r for r in runs if r.info.run_id != older.info.run_id]
+            return [r for r in runs if r.info.run_id != older]
         return runs
 
     monkeypatch.setattr(train, "_parent_runs", committed_late)
     monkeypatch.setattr(train, "PARENT_SETTLE_S", 0.01)
-    parent = train.start_parent_run(tracking_uri=uri, experiment="late", airflow_run_id="late-1")
-    assert parent == older.info.run_id
-    active = client.search_runs([experiment_id], filter_string="tags.airflow_run_id = 'late-1'")
-    assert [r.info.run_id for r in active] == [older.info.run_id]
+    parent = train.start_parent_run(tracking_uri=uri, experiment="late", airflow_run_id=run)
+    assert parent == older
+    active = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.airflow_run_id = '{run}'",
+        order_by=["attributes.start_time ASC"],
+    )
+    # this caller's run deleted; a younger racer's is its caller's to delete
+    assert [r.info.run_id for r in active] == [older] + ([younger] if found else [])
 
 
 def test_concurrent_calls_for_one_airflow_run_agree(store, tmp_path):
@@ -175,3 +184,35 @@ def test_concurrent_calls_for_one_airflow_run_agree(store, tmp_path):
     assert [r.info.run_id for r in active] == parents[:1]
     assert len(set(versions)) == 1
     assert registry.find_version_for_run(MODEL, "race-1", tracking_uri=uri) == versions[0]
+
+
+def test_an_alias_insert_lost_to_a_concurrent_writer_is_written_again(store):
+    """Two first writers of an alias both insert it; the one the unique key refuses writes
+    again (now an update). Any other error is raised at once."""
+    client = MlflowClient(store["uri"])
+    version = _register(store, "race-1")
+    real, calls = client.set_registered_model_alias, []
+
+    def lost_the_insert(name, alias, number):
+        calls.append(number)
+        if len(calls) == 1:
+            real(name, alias, number)  # the concurrent writer's row
+            raise MlflowException(
+                "(sqlite3.IntegrityError) UNIQUE constraint failed: "
+                "registered_model_aliases.workspace, registered_model_aliases.name"
+            )
+        real(name, alias, number)
+
+    client.set_registered_model_alias = lost_the_insert
+    registry._set_alias(client, MODEL, "racy", version)
+    assert len(calls) == 2
+    assert str(client.get_model_version_by_alias(MODEL, "racy").version) == version
+
+    def refused(name, alias, number):
+        calls.append(number)
+        raise MlflowException("Registered Model with name=nope not found")
+
+    client.set_registered_model_alias = refused
+    with pytest.raises(MlflowException, match="not found"):
+        registry._set_alias(client, "nope", "racy", version)
+    assert len(calls) == 3

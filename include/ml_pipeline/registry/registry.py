@@ -168,6 +168,26 @@ def _settle(
         time.sleep(1.0)
 
 
+#: How a store says two writers inserted the same alias at once (SQLite, PostgreSQL, MySQL).
+_DUPLICATE_ROW = ("unique constraint", "duplicate entry")
+
+
+def _set_alias(client: MlflowClient, model_name: str, alias: str, version: str | int) -> None:
+    """`alias` -> `version`. MLflow's SQL store looks for the alias, then inserts or updates
+    it: two concurrent first writers both insert and one fails on the unique key (seen in
+    CI with four racing `register_challenger`s). That one writes again, and now updates
+    the row; any other error is raised at once."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(3):
+        try:
+            client.set_registered_model_alias(model_name, alias, str(version))
+            return
+        except MlflowException as exc:
+            if attempt == 2 or not any(t in str(exc).lower() for t in _DUPLICATE_ROW):
+                raise
+
+
 def register_challenger(
     model_uri: str,
     model_name: str,
@@ -221,7 +241,7 @@ def register_challenger(
     else:
         for key, tag in all_tags.items():
             client.set_model_version_tag(model_name, version, key, tag)
-    client.set_registered_model_alias(model_name, CHALLENGER, version)
+    _set_alias(client, model_name, CHALLENGER, version)
     return version
 
 
@@ -274,8 +294,8 @@ def promote_to_champion(
     # previous_champion first: a crash in between leaves champion untouched.
     client.set_model_version_tag(model_name, version, "promoted_at", _now())
     if current is not None:
-        client.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, current)
-    client.set_registered_model_alias(model_name, CHAMPION, version)  # the last write
+        _set_alias(client, model_name, PREVIOUS_CHAMPION, current)
+    _set_alias(client, model_name, CHAMPION, version)  # the last write
     return {"previous": current, "champion": version}
 
 
@@ -298,7 +318,7 @@ def rollback_champion(
         client.set_model_version_tag(model_name, current, "rolled_back_at", _now())
         if reason:
             client.set_model_version_tag(model_name, current, "rollback_reason", _tag_value(reason))
-    client.set_registered_model_alias(model_name, CHAMPION, previous)
+    _set_alias(client, model_name, CHAMPION, previous)
     return previous
 
 

@@ -91,32 +91,34 @@ def start_parent_run(
     """
     experiment_id = ensure_experiment(tracking_uri, experiment, artifact_location)
     client = configure_mlflow(tracking_uri)
-    found = _parent_runs(client, experiment_id, airflow_run_id)
-    if found:
-        return found[0].info.run_id
-    all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
-    all_tags.update({AIRFLOW_RUN_TAG: airflow_run_id, ROLE_TAG: "parent"})
-    asked = time.monotonic()
-    run = client.create_run(
-        experiment_id, tags=all_tags, run_name=run_name or f"airflow-{airflow_run_id}"
-    )
+    own = None
+    settle = PARENT_SETTLE_S
+    if not _parent_runs(client, experiment_id, airflow_run_id):
+        all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        all_tags.update({AIRFLOW_RUN_TAG: airflow_run_id, ROLE_TAG: "parent"})
+        asked = time.monotonic()
+        own = client.create_run(
+            experiment_id, tags=all_tags, run_name=run_name or f"airflow-{airflow_run_id}"
+        ).info.run_id
+        settle = max(settle, 3 * (time.monotonic() - asked))
     # Concurrent callers may each have created one: the oldest (start time, then id) wins
     # and the others delete theirs (the oldest is never deleted: its caller sees none
     # older). A run started just before this one may not be committed yet when this one
     # is: wait out that lag, or two callers could each see themselves as the oldest. On a
     # loaded store a commit takes longer: wait at least three times what this one's took
-    # (1.5 s fell short once at load ~5), and look until two looks in a row agree (one
-    # look at 1.5 s fell short once in CI: the older run became visible only later).
-    settle = max(PARENT_SETTLE_S, 3 * (time.monotonic() - asked))
-    oldest, previous = run.info.run_id, None
+    # (1.5 s fell short once at load ~5), and look until two looks in a row agree. A caller
+    # that found runs already elects the same way rather than taking the first it saw: in
+    # CI one took a run that was about to lose to an older one committed after it.
+    oldest, previous = own, None
     for _ in range(PARENT_LOOKS):
         time.sleep(settle)
         oldest = _parent_runs(client, experiment_id, airflow_run_id)[0].info.run_id
         if oldest == previous:
             break
         previous = oldest
-    if oldest != run.info.run_id:
-        client.delete_run(run.info.run_id)
+    if own is not None and oldest != own:
+        client.delete_run(own)
+    assert oldest is not None
     return oldest
 
 
