@@ -18,13 +18,12 @@ removed by the next one. Memory holds one chunk, the writers' buffers and the sa
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, ParamSpec
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -328,21 +327,7 @@ def _memory_pool() -> Iterator[None]:
         pa.set_memory_pool(previous)
 
 
-_Args = ParamSpec("_Args")
-
-
-def _in_memory_pool(function: Callable[_Args, PartReport]) -> Callable[_Args, PartReport]:
-    """`function` run in `_memory_pool`."""
-
-    @functools.wraps(function)
-    def scored(*args: _Args.args, **kwargs: _Args.kwargs) -> PartReport:
-        with _memory_pool():
-            return function(*args, **kwargs)
-
-    return scored
-
-
-@_in_memory_pool
+@_memory_pool()  # a contextmanager is also a decorator: each call runs in a fresh one
 def score_part(
     part: Part,
     *,
