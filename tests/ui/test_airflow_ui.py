@@ -60,27 +60,11 @@ def _expected_ids() -> set[str]:
 def _open_graph(page, stack, run_id: str | None = None) -> dict[str, list[str]]:
     """Open the Graph view (of `run_id` if given) with every group expanded; returns
     {node id: its lines of text} for the task and group nodes (datasets left out)."""
-    if AIRFLOW_3:  # the React UI of the api-server: the graph is a toggle of the DAG page
-        from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
-
+    if AIRFLOW_3:  # the React UI of the api-server: the graph is a view of the DAG page
         url = f"{stack.ui_url}/dags/{DAG_ID}"
         if run_id:
             url += f"/runs/{quote(run_id, safe='')}"
-        page.goto(url)
-        # The UI keeps the last view (grid or graph) per browser: switch only from grid.
-        graph = page.get_by_role("button", name="Show Graph (Press g)")
-        graph.wait_for()
-        if not page.locator(".react-flow__node").count():
-            graph.click()
-        # On a busy machine the kept view can be drawn after that check, and the click then
-        # switches away from the graph (CI, 2026-12-04: nodes seen, no "Expand all task
-        # groups" in 120 s): click again until the graph's own button shows, at most twice.
-        for _ in range(2):
-            try:
-                page.get_by_role("button", name="Expand all task groups").wait_for(timeout=30_000)
-                break
-            except PlaywrightTimeoutError:
-                graph.click()
+        _load_graph_3(page, url, stack.home)
     else:
         url = f"{stack.ui_url}/dags/{DAG_ID}/grid?tab=graph"
         if run_id:
@@ -106,6 +90,60 @@ def _open_graph(page, stack, run_id: str | None = None) -> dict[str, list[str]]:
         if node_id and "Dataset" not in lines and "Asset" not in lines:
             found[node_id] = lines
     return found
+
+
+def _load_graph_3(page, url: str, home: Path, loads: int = 3) -> None:
+    """Open `url` of the 3.x UI in its graph view, until the graph's "Expand all task
+    groups" shows (it is drawn once the DAG's structure has loaded).
+
+    The view (grid or graph) is the browser's `default_dag_view` in local storage: set to
+    the graph before loading, not toggled by a click. The page is loaded again (at most
+    `loads` times in all) when the button is not there after 60 s: the UI asks for the
+    structure 4 times in about 7 s and then gives up until a reload (seen by failing those
+    requests here: an empty graph, no button); on a loaded CI machine that left the graph
+    undrawn for 180 s (CI, 2026-12-04 and 12-05). A failure names what the browser met:
+    responses >= 400, failed requests, console errors, and a screenshot of each load.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    met: list[str] = []
+
+    def response(r) -> None:
+        if r.status >= 400:
+            met.append(f"{r.status} {r.request.method} {r.url}")
+
+    def failed(r) -> None:
+        if r.failure != "net::ERR_ABORTED":  # not a request a navigation cancelled
+            met.append(f"failed ({r.failure}) {r.method} {r.url}")
+
+    def console(m) -> None:
+        if m.type == "error":
+            met.append(f"console error: {m.text[:300]}")
+
+    page.on("response", response)
+    page.on("requestfailed", failed)
+    page.on("console", console)
+    try:
+        page.evaluate("localStorage.setItem('default_dag_view', JSON.stringify('graph'))")
+        page.goto(url)
+        expand = page.get_by_role("button", name="Expand all task groups")
+        for load in range(1, loads + 1):
+            try:
+                expand.wait_for(timeout=60_000)
+                return
+            except PlaywrightTimeoutError:
+                shot = home / "screenshots" / f"graph_not_drawn_{load}.png"
+                shot.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(shot))
+                met.append(f"load {load}: no 'Expand all task groups' in 60 s ({shot})")
+                if load < loads:
+                    page.reload()
+        problems = "\n".join(met[-40:])
+        raise AssertionError(f"the graph of {url} was not drawn in {loads} loads:\n{problems}")
+    finally:
+        page.remove_listener("response", response)
+        page.remove_listener("requestfailed", failed)
+        page.remove_listener("console", console)
 
 
 def _node_state(page, node_id: str, state: str) -> None:
