@@ -360,3 +360,49 @@ def test_the_compiled_predictor_tells_the_categories_its_encoders_know():
         assert set(frame[column].dropna().unique()) <= set(known[column])  # and the fill
     parser = parser_for(compiled, list(spec.numeric), list(spec.categorical), 10)
     assert set(parser.categories) == set(spec.categorical)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 40])  # 2 numeric columns: up to 32 rows in Python
+def test_an_infinity_in_typed_rows_names_the_first_such_column_at_any_size(rows):
+    """msgspec refuses a JSON number out of float range (the general path then refuses
+    the body as JSON), so typed rows hold none; were one there, the few values of a small batch are
+    checked in Python and a large batch's by numpy, with the same error."""
+    parser = FeatureParser(NUMERIC, CATEGORICAL, max_rows=100)
+    for age, income in ((1.0, float("inf")), (float("-inf"), float("inf")), (-np.inf, 2.0)):
+        numeric = [(5.0,) * (rows - 1) + (age,), (income,) + (7.0,) * (rows - 1)]
+        categorical = [("basic",) * rows, (None,) * rows]
+        error = _error(lambda n=numeric, c=categorical: parser._assemble(n, c, rows, typed=True))
+        column = "age" if np.isinf(age) else "income"
+        assert (error.status, error.kind) == (422, "wrong_type")
+        assert error.message == f"column {column!r} has a non-finite number"
+    batch = parser._assemble(
+        [(1.0,) * rows, (None,) * rows], [("a",) * rows, (None,) * rows], rows, typed=True
+    )
+    assert batch.rows == rows
+    out_of_range = _body(RECORDS[:1], [*NUMERIC, *CATEGORICAL]).replace(b"1200.5", b"1e400")
+    assert parser.split_fast(out_of_range) is None  # the general path answers it
+    error = _error(lambda: parser.parse_json_body(out_of_range))
+    assert (error.status, error.kind) == (400, "malformed_json")
+
+
+def test_a_column_order_is_checked_on_every_body_until_it_is_valid(parser):
+    """`split_fast` keeps each valid column order's layout; an order with a missing or a
+    repeated column is refused on every body, with the general path's error."""
+    for columns in (["age", "plan", "region"], ["age", "age", "income", "plan", "region"]):
+        records = [dict(r, **{"age": 1.0}) for r in RECORDS]
+        body = orjson.dumps({"dataframe_split": _split(records, columns)})
+        for _ in range(2):
+            error = _error(lambda body=body: parser.parse_json_body(body))
+            assert (error.status, error.kind) == (
+                (422, "missing_columns") if len(columns) == 3 else (400, "duplicate_columns")
+            )
+            assert _general(parser, body) == ("refused", "RequestError")
+    for columns in ([*NUMERIC, *CATEGORICAL, "note"], ["note", "region", "income", "plan", "age"]):
+        body = _body([dict(r, note=1) for r in RECORDS], columns)
+        for _ in range(2):
+            batch = parser.split_fast(body)
+            assert batch is not None
+            assert batch.ignored_columns == ("note",)
+            _assert_expected(batch)
+            expected = ("ok", batch.numeric.tobytes(), batch.categorical, batch.ignored_columns)
+            assert expected == _general(parser, body)

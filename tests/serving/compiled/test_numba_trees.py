@@ -138,3 +138,41 @@ def test_a_warm_up_freezes_what_numba_made(monkeypatch):
     assert numba_trees.warm_up(numba_trees.MATRIX, *masked.dtypes) is not None
     assert gc.get_freeze_count() > frozen
     assert not any(obj is made_before for obj in gc.get_objects())  # frozen: not listed
+
+
+@pytest.mark.parametrize(
+    ("library", "problem", "takes_masks"),
+    [
+        ("xgboost", "regression", True),
+        ("xgboost-categorical", "multiclass", True),
+        ("lightgbm", "multiclass", True),
+        ("lightgbm-categorical", "binary", True),
+        ("hgb", "binary", False),  # its baseline: added first by the masks, last by onnx
+    ],
+)
+def test_small_batches_take_the_masks_only_where_they_are_onnxruntimes_floats(
+    library, problem, takes_masks, monkeypatch
+):
+    from include.ml_pipeline.serving.compiled.trees import MASK_ROWS
+
+    est = _fit(library, problem)
+    trees = _onnx_trees(est, library)
+    on_onnx = _onnx_trees(est, library)
+    on_onnx._small_masks_apply = False  # what every batch under MASK_ROWS rows ran on before
+    fresh, _ = _data(MASK_ROWS * 40, 2)  # missing values, category codes, unseen extremes
+    fresh[:7, :4] = np.array([1e300, -1e300, 3.3e38, 1e30, 0.0, -0.0, np.nan])[:, None]
+    assert trees.small_masks(fresh[:1]) is None  # the masks are not built by a small batch
+    masks = trees.masks()
+    assert masks is not None
+    assert numba_trees.warm_up(numba_trees.MATRIX, *masks.dtypes) is not None
+    with monkeypatch.context() as patched:  # the kernel not loaded yet: onnxruntime
+        patched.setattr(numba_trees, "ready", lambda *a: None)
+        assert trees.small_masks(fresh[:1]) is None
+    # the kernel's first check is on 64 rows: under that numpy's float32 sums are pairwise
+    assert (trees.small_masks(fresh[:1]) is masks) is takes_masks
+    start = 0
+    for rows in (1, 2, 7, 8, 16, 33, MASK_ROWS - 1) * 8:
+        x = fresh[start : start + rows]
+        start += rows
+        assert np.array_equal(trees(x), on_onnx(x)), (rows, start)
+    assert masks.compiled is takes_masks  # the kernel answered them (checked at first use)

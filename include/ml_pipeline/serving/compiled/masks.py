@@ -155,6 +155,23 @@ class MaskedTrees:
         indexes = (self.bins(x) @ self.strides).astype(np.intp).T
         return self.trees.raw(self.tables, list(indexes))
 
+    def answers_small(self, x: np.ndarray, rows: int) -> bool:
+        """Whether the numba kernels answer a batch of fewer than `rows` rows (`x`; rows:
+        `trees.MASK_ROWS`): what makes the masks worth it there (numpy's masks cost ~0.2 ms
+        at one row). The kernels' first batch, checked against the numpy masks bit for
+        bit, is `x`'s rows repeated to `rows` rows: under 64 rows numpy reduces a row's
+        float32 sums pairwise, not in XGBoost's order, and would refuse the kernels."""
+        if self.compiled:
+            return True
+        if (
+            not self.columns
+            or self.__dict__.get("_compiled") is False
+            or numba_trees.ready(numba_trees.MATRIX, *self.dtypes) is None
+        ):
+            return False
+        self(np.resize(x, (max(rows, 64), x.shape[1])))
+        return self.compiled
+
     @property
     def compiled(self) -> bool:
         """The numba kernels answer (`numba_trees`), not numpy."""
