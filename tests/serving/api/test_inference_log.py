@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import time
+import zlib
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -463,3 +464,43 @@ def test_an_answer_goes_out_before_its_log_line_is_encoded(tmp_path):
     ]
     assert len(lines) == 3
     assert all(line["request"] == orjson.loads(body) for line in lines)
+
+
+def test_the_writer_compresses_a_drains_lines_as_one_piece(tmp_path, monkeypatch):
+    """Each `compress` lets the GIL go and takes it back (a hand-off with the event loop):
+    the lines one drain takes are joined and compressed in pieces of about
+    `COMPRESS_PIECE_BYTES`, not one call per line; the object is every line, in order."""
+    calls: list[int] = []
+    compressobj = zlib.compressobj
+
+    class Counting:
+        def __init__(self, *args):
+            self.stream = compressobj(*args)
+
+        def compress(self, data):
+            calls.append(len(data))
+            return self.stream.compress(data)
+
+        def flush(self):
+            return self.stream.flush()
+
+    monkeypatch.setattr(zlib, "compressobj", Counting)
+    monkeypatch.setattr(inference_log, "COMPRESS_PIECE_BYTES", 64 * 1024, raising=False)
+    logger = InferenceLogger(tmp_path, flush_interval=60)  # not started: drained by hand
+    batch = _batch(1)
+    for i in range(100):
+        assert logger.submit(batch, [float(i)], None, [], "1", 1.0)
+    logger._drain()
+    (buffer,) = logger._buffers.values()
+    assert buffer.size < 64 * 1024
+    assert len(calls) == 1  # 100 short lines, one piece
+    for i in range(100, 3000):
+        assert logger.submit(batch, [float(i)], None, [], "1", 1.0)
+    logger._drain()
+    (buffer,) = logger._buffers.values()
+    assert 1 < len(calls) <= 2 + buffer.size // (64 * 1024)
+    assert max(calls) < 64 * 1024 + 1024  # a piece stops at the bound (plus one line)
+    logger._seal(("model", "1"))
+    (item,) = logger._pending
+    lines = gzip.decompress(item.data).splitlines()
+    assert [orjson.loads(line)["predictions"] for line in lines] == [[float(i)] for i in range(3000)]
