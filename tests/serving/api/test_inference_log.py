@@ -503,4 +503,5 @@ def test_the_writer_compresses_a_drains_lines_as_one_piece(tmp_path, monkeypatch
     logger._seal(("model", "1"))
     (item,) = logger._pending
     lines = gzip.decompress(item.data).splitlines()
-    assert [orjson.loads(line)["predictions"] for line in lines] == [[float(i)] for i in range(3000)]
+    predictions = [orjson.loads(line)["predictions"] for line in lines]
+    assert predictions == [[float(i)] for i in range(3000)]
