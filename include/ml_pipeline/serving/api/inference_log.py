@@ -72,7 +72,7 @@ from include.ml_pipeline.names import LIVE_TRAFFIC
 log = logging.getLogger("ml_pipeline.inference_log")
 
 LOCAL_FLUSH_SECONDS, REMOTE_FLUSH_SECONDS = 2.0, 30.0
-COMPRESS_PIECE_BYTES = 256 * 1024  # lines joined and compressed as one piece, about
+COMPRESS_PIECE_BYTES = 256 * 1024  # a drain's lines are compressed in pieces of about this
 
 
 def default_flush_interval(location: str | os.PathLike) -> float:
@@ -88,7 +88,7 @@ def _gzip_stream() -> Any:
 
 @dataclass
 class _Buffer:
-    """The lines of one (model, version) not yet written, compressed as they come."""
+    """The lines of one (model, version) not yet written, compressed a drain at a time."""
 
     opened: float  # time.monotonic() of the first line
     stream: Any = field(default_factory=_gzip_stream)
@@ -100,15 +100,14 @@ class _Buffer:
     records: int = 0
     newest: float = 0.0  # the newest record's time.time()
 
-
-def _compress_lines(buffer: _Buffer) -> None:
-    """Compress the lines `buffer` holds uncompressed, as one piece."""
-    if buffer.lines:
-        piece = buffer.lines[0] if len(buffer.lines) == 1 else b"".join(buffer.lines)
-        buffer.lines, buffer.lines_bytes = [], 0
-        chunk = buffer.stream.compress(piece)
-        if chunk:
-            buffer.chunks.append(chunk)
+    def compress_lines(self) -> None:
+        """Compress the lines held uncompressed, as one piece."""
+        if self.lines:
+            piece = b"".join(self.lines)  # one line: the line itself, no copy
+            self.lines, self.lines_bytes = [], 0
+            chunk = self.stream.compress(piece)
+            if chunk:
+                self.chunks.append(chunk)
 
 
 @dataclass
@@ -402,7 +401,7 @@ class InferenceLogger:
             buffer.lines.append(line)
             buffer.lines_bytes += len(line)
             if buffer.lines_bytes >= COMPRESS_PIECE_BYTES:
-                _compress_lines(buffer)
+                buffer.compress_lines()
             buffer.size += len(line)
             buffer.entries += 1
             buffer.records += records
@@ -410,7 +409,7 @@ class InferenceLogger:
             if buffer.size >= self.max_object_bytes:
                 self._seal(key)
         for buffer in buffers.values():
-            _compress_lines(buffer)
+            buffer.compress_lines()
 
     def object_uri(self, model_name: str, version: str, newest: float) -> str:
         """The name of the next object of `model_name` v`version` (`inference_records`)."""
@@ -419,7 +418,7 @@ class InferenceLogger:
 
     def _seal(self, key: tuple[str, str]) -> None:
         buffer = self._buffers.pop(key)
-        _compress_lines(buffer)
+        buffer.compress_lines()
         buffer.chunks.append(buffer.stream.flush())
         data = b"".join(buffer.chunks)
         self._pending.append(
